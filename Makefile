@@ -1,0 +1,48 @@
+# webook-py developer commands. Everything runs inside .venv, created on first use.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto')
+PYTEST_ARGS ?=
+REPLICAS ?=
+
+.PHONY: venv run test test-fast proto lint fmt bench chaos clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+proto: venv
+	rm -rf gen/webook
+	$(BIN)/python -m kit.protogen protos gen
+
+run: venv
+	$(BIN)/python -m kit.devstack $(if $(REPLICAS),--replicas "$(REPLICAS)")
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy kit services gateway tests bench
+
+fmt: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: venv
+	$(BIN)/python -m bench
+
+chaos: venv
+	$(BIN)/python -m pytest -m chaos $(PYTEST_ARGS)
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -1,0 +1,117 @@
+"""Shared pytest fixtures: real infrastructure started on free ports, torn down after.
+
+- ``etcd_endpoint`` / ``kafka_bootstrap`` / ``redis_url``: one process each per test session,
+  in a temporary directory, on free loopback ports.
+- ``mysql_url``: a fresh database on the MariaDB/MySQL server named by
+  ``WEBOOK_TEST_MYSQL_URL`` (default ``mysql+asyncmy://root@127.0.0.1:3306``), created for this
+  session and dropped after. If the server is unreachable, tests that need it fail, loudly.
+- ``infra_dir``: the session's scratch directory (logs of every process started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from kit.devstack.infra import (
+    ManagedProcess,
+    etcd_process,
+    free_port,
+    kafka_process,
+    redis_process,
+)
+
+
+@pytest.fixture(scope="session")
+def infra_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Scratch directory for this session's infrastructure data and logs."""
+    return tmp_path_factory.mktemp("infra")
+
+
+@pytest.fixture(scope="session")
+def etcd_server(infra_dir: Path) -> Iterator[ManagedProcess]:
+    """A real etcd for the session (tests that kill it must restart it via this handle)."""
+    proc = etcd_process(infra_dir / "etcd-data", free_port(), free_port(), infra_dir)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoint(etcd_server: ManagedProcess) -> str:
+    """``host:port`` of the session's etcd client URL."""
+    url = next(a for a in etcd_server.argv if a.startswith("--listen-client-urls="))
+    return url.split("//", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_server(infra_dir: Path) -> Iterator[ManagedProcess]:
+    """A real Kafka-protocol broker (tansu, memory storage) for the session."""
+    proc = kafka_process(free_port(), infra_dir)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_server: ManagedProcess) -> str:
+    """``host:port`` bootstrap address of the session's broker."""
+    url = next(a for a in kafka_server.argv if a.startswith("--listener-url="))
+    return url.split("//", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(infra_dir: Path) -> Iterator[ManagedProcess]:
+    """A real, throwaway redis-server for the session."""
+    proc = redis_process(free_port(), infra_dir)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: ManagedProcess) -> str:
+    """``redis://`` URL of the session's Redis."""
+    port = redis_server.argv[redis_server.argv.index("--port") + 1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client on a clean database; flushed before the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+def _mysql_server_url() -> str:
+    return os.environ.get("WEBOOK_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A database created for this test session on the configured MariaDB/MySQL server."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    server = _mysql_server_url().rstrip("/")
+    name = f"webook_test_{uuid.uuid4().hex[:10]}"
+
+    async def run(statement: str) -> None:
+        engine = create_async_engine(server + "/", isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+    yield f"{server}/{name}?charset=utf8mb4"
+    asyncio.run(run(f"DROP DATABASE IF EXISTS `{name}`"))

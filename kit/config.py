@@ -1,0 +1,88 @@
+"""Settings shared by every process, built on pydantic-settings.
+
+Each process defines a subclass with its own environment prefix (``WEBOOK_USER_``,
+``WEBOOK_GATEWAY_``, ...) and reads it once in its composition root with
+:func:`load_settings`; nothing else in the code base reads ``os.environ``.
+
+Secrets that have an insecure development default are declared with :func:`dev_secret` and
+are refused at start-up unless ``mode`` is ``dev`` or ``test``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_PREFIX = "dev-insecure-"
+
+
+class Mode(StrEnum):
+    """How the process runs; only ``prod`` refuses development defaults."""
+
+    DEV = "dev"
+    TEST = "test"
+    PROD = "prod"
+
+
+def dev_secret(name: str) -> Any:
+    """A ``SecretStr`` field whose default is a marked, insecure development value."""
+    return Field(default=SecretStr(f"{DEV_SECRET_PREFIX}{name}"), repr=False)
+
+
+class BaseServiceSettings(BaseSettings):
+    """Settings every process has. Subclasses set ``env_prefix`` in ``model_config``."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBOOK_", extra="ignore", frozen=True)
+
+    mode: Mode = Mode.DEV
+    log_level: str = "INFO"
+    # Port for the Prometheus /metrics endpoint; 0 picks a free one, -1 disables it.
+    metrics_port: int = 0
+    # OTLP/gRPC endpoint for traces (e.g. http://otel-collector:4317); empty disables export.
+    otlp_endpoint: str = ""
+    # Seconds in-flight calls get to finish after SIGTERM.
+    shutdown_grace: float = 10.0
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_prod(self) -> Self:
+        if self.mode is Mode.PROD:
+            for name, value in self:
+                if isinstance(value, SecretStr) and value.get_secret_value().startswith(
+                    DEV_SECRET_PREFIX
+                ):
+                    raise ValueError(
+                        f"{name} still has its development default; set it in the environment "
+                        "or the settings file before running in prod mode"
+                    )
+        return self
+
+
+class GrpcServiceSettings(BaseServiceSettings):
+    """Settings of a gRPC service process."""
+
+    grpc_host: str = "127.0.0.1"
+    # 0 binds a free port (the registry tells clients which one).
+    grpc_port: int = 0
+    # Address other processes should dial; defaults to grpc_host:bound port.
+    advertise_host: str = ""
+    database_url: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    etcd_endpoints: list[str] = Field(default_factory=lambda: ["127.0.0.1:2379"])
+    # Static addresses of other services ("user" -> "host:port,host:port"), used until
+    # discovery through the registry is configured.
+    peers: dict[str, str] = Field(default_factory=dict)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)
+
+
+def load_settings(cls: type[SettingsT], env_file: Path | None = None, **overrides: Any) -> SettingsT:
+    """Build settings from the environment, an optional dotenv file and explicit overrides."""
+    if env_file is not None:
+        return cls(_env_file=env_file, **overrides)
+    return cls(**overrides)

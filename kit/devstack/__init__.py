@@ -1,0 +1,1 @@
+"""Local development stack: infrastructure processes and the whole suite (``make run``)."""

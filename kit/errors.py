@@ -1,0 +1,138 @@
+"""The error tree shared by all services.
+
+Every error a service raises on purpose is an :class:`AppError`. Its ``kind`` says which
+canonical gRPC status it becomes at the service boundary (the mapping lives in
+:mod:`kit.grpcx.errors`, the only place that knows about gRPC); its ``reason`` is a stable,
+machine-readable business reason (``USER_EMAIL_TAKEN``) carried to clients in
+``google.rpc.ErrorInfo``; its ``message`` is fit to show to a person.
+
+::
+
+    AppError                    INTERNAL
+    ├── InvalidArgument         INVALID_ARGUMENT
+    ├── NotFound                NOT_FOUND
+    ├── AlreadyExists           ALREADY_EXISTS
+    ├── PermissionDenied        PERMISSION_DENIED
+    ├── Unauthenticated         UNAUTHENTICATED
+    ├── ResourceExhausted       RESOURCE_EXHAUSTED
+    ├── FailedPrecondition      FAILED_PRECONDITION
+    └── Unavailable             UNAVAILABLE
+
+Services subclass these in their own ``errors.py``; foreign exceptions are wrapped with
+``raise XError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ErrorKind(StrEnum):
+    """The canonical status an error maps to (names match ``grpc.StatusCode``)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
+
+
+class AppError(Exception):
+    """Root of every deliberate error.
+
+    Args:
+        reason: stable UPPER_SNAKE business reason, e.g. ``USER_EMAIL_TAKEN``.
+        message: human-readable explanation, safe to show to an end user.
+        metadata: extra string facts for the client (field names, limits).
+        domain: the error's origin, e.g. ``user.webook``; set by service subclasses.
+    """
+
+    kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
+    default_domain: ClassVar[str] = "webook"
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        domain: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.domain = domain or self.default_domain
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason!r}, {self.message!r})"
+
+
+class InvalidArgument(AppError):
+    """The request is malformed or breaks a validation rule."""
+
+    kind = ErrorKind.INVALID_ARGUMENT
+
+
+class NotFound(AppError):
+    """The addressed entity does not exist (or is invisible to the caller)."""
+
+    kind = ErrorKind.NOT_FOUND
+
+
+class AlreadyExists(AppError):
+    """A uniqueness rule would be broken."""
+
+    kind = ErrorKind.ALREADY_EXISTS
+
+
+class PermissionDenied(AppError):
+    """The caller is known but may not do this."""
+
+    kind = ErrorKind.PERMISSION_DENIED
+
+
+class Unauthenticated(AppError):
+    """The caller's credentials are missing or wrong."""
+
+    kind = ErrorKind.UNAUTHENTICATED
+
+
+class ResourceExhausted(AppError):
+    """A quota or rate limit was hit."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(AppError):
+    """The system is not in a state that allows the operation."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+
+
+class Unavailable(AppError):
+    """A dependency is down; the caller may retry later."""
+
+    kind = ErrorKind.UNAVAILABLE
+
+
+ERROR_CLASSES: dict[ErrorKind, type[AppError]] = {
+    cls.kind: cls
+    for cls in (
+        AppError,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        Unauthenticated,
+        ResourceExhausted,
+        FailedPrecondition,
+        Unavailable,
+    )
+}

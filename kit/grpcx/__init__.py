@@ -1,0 +1,1 @@
+"""gRPC plumbing: server bootstrap, client factory and error translation."""

@@ -1,0 +1,151 @@
+"""gRPC server bootstrap: one :class:`ServiceRunner` per service process.
+
+It owns the ``grpc.aio`` server with the standard health service, reflection, the
+interceptor chain, the ``/metrics`` endpoint, and the shutdown sequence (STYLE.md §11):
+
+1. health → NOT_SERVING, so probes and balancers stop sending new calls;
+2. deregister from the registry, so clients drop this instance;
+3. run shutdown hooks registered with :meth:`ServiceRunner.on_shutdown` in reverse order
+   (consumers first, since they were started last);
+4. ``server.stop(grace)``: in-flight calls get ``grace`` seconds to finish;
+5. close pools (also shutdown hooks, registered first so they run last).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from kit.config import GrpcServiceSettings
+from kit.grpcx.errors import ErrorMappingInterceptor, ServerInterceptorBase
+from kit.observability.metrics import MetricsEndpoint, serve_metrics
+
+logger = logging.getLogger(__name__)
+
+ShutdownHook = Callable[[], Awaitable[None]]
+
+
+class Registration(Protocol):
+    """What the runner needs from the service registry."""
+
+    async def register(self, addr: str) -> None:
+        """Announce this instance at ``addr``."""
+
+    async def deregister(self) -> None:
+        """Withdraw the announcement (quick; must not hang when the registry is down)."""
+
+
+class ServiceRunner:
+    """Builds, starts and gracefully stops one gRPC service process."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: GrpcServiceSettings,
+        *,
+        interceptors: Sequence[ServerInterceptorBase] = (),
+        registration: Registration | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.registration = registration
+        # Error mapping is innermost so every other interceptor sees the final status.
+        self.server = grpc.aio.server(
+            interceptors=[*interceptors, ErrorMappingInterceptor()],
+            options=[("grpc.so_reuseport", 0), *options],
+        )
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        self._hooks: list[ShutdownHook] = []
+        self._metrics: MetricsEndpoint | None = None
+        self.port = 0
+        self._stopped = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        """The address other processes dial."""
+        host = self.settings.advertise_host or self.settings.grpc_host
+        return f"{host}:{self.port}"
+
+    def add_service(
+        self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any
+    ) -> None:
+        """Mount ``servicer`` (generated ``add_XServicer_to_server`` and the proto full name)."""
+        add_to_server(servicer, self.server)
+        self._service_names.append(full_name)
+
+    def on_shutdown(self, hook: ShutdownHook) -> None:
+        """Run ``hook`` at shutdown; hooks run in reverse order of registration."""
+        self._hooks.append(hook)
+
+    async def start(self) -> int:
+        """Listen, mark every service SERVING, expose metrics, then register."""
+        reflection.enable_server_reflection(
+            [*self._service_names, reflection.SERVICE_NAME], self.server
+        )
+        bind = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.port = self.server.add_insecure_port(bind)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {bind}: address in use or not available")
+        await self.server.start()
+        for service in [*self._service_names, ""]:
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._metrics = serve_metrics(self.settings.metrics_port)
+        if self.registration is not None:
+            await self.registration.register(self.address)
+        logger.info(
+            "service started",
+            extra={
+                "grpc_addr": self.address,
+                "metrics_port": self._metrics.port if self._metrics else None,
+            },
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        """The graceful shutdown sequence; safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        logger.info("service stopping", extra={"grace_s": self.settings.shutdown_grace})
+        await self.health.enter_graceful_shutdown()
+        if self.registration is not None:
+            try:
+                await self.registration.deregister()
+            except Exception:
+                logger.exception("deregistration failed; the lease will expire instead")
+        for hook in reversed(self._hooks):
+            try:
+                await hook()
+            except Exception:
+                logger.exception("shutdown hook failed")
+        await self.server.stop(self.settings.shutdown_grace)
+        if self._metrics is not None:
+            self._metrics.close()
+        logger.info("service stopped")
+
+    async def serve(self) -> None:
+        """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop_requested.set)
+        try:
+            await self.start()
+            await stop_requested.wait()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+            await self.stop()

@@ -1,0 +1,70 @@
+"""Alembic migrations, one history per service.
+
+Each service keeps its revisions in ``services/<svc>/migrations`` and its own version table
+(``alembic_version_<svc>``) so that services may share one database in small deployments.
+:func:`upgrade` applies them programmatically (``make run``, tests, ``python -m services.<svc>
+migrate``); :func:`run_env` is what every service's ``env.py`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from typing import Any
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
+
+from kit.sql import create_engine
+
+
+def alembic_config(service: str, database_url: str) -> Config:
+    """An Alembic config for ``services.<service>.migrations`` against ``database_url``."""
+    script_location = resources.files(f"services.{service}") / "migrations"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    cfg.attributes["service"] = service
+    return cfg
+
+
+def upgrade(service: str, database_url: str, revision: str = "head") -> None:
+    """Apply ``service``'s migrations up to ``revision`` (blocking; call from a thread in async code)."""
+    command.upgrade(alembic_config(service, database_url), revision)
+
+
+async def upgrade_async(service: str, database_url: str, revision: str = "head") -> None:
+    """:func:`upgrade` without blocking the event loop."""
+    await asyncio.to_thread(upgrade, service, database_url, revision)
+
+
+def run_env(metadata: MetaData) -> None:
+    """Body of a service's ``migrations/env.py``: run online migrations on an async engine."""
+    config = context.config
+    service = config.attributes.get("service", "default")
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("sqlalchemy.url is not set")
+
+    def do_run(connection: Connection) -> None:
+        opts: dict[str, Any] = {
+            "connection": connection,
+            "target_metadata": metadata,
+            "version_table": f"alembic_version_{service}",
+            "render_as_batch": connection.dialect.name == "sqlite",
+        }
+        context.configure(**opts)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as conn:
+                await conn.run_sync(do_run)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

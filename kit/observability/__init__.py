@@ -1,0 +1,1 @@
+"""Metrics and tracing set-up shared by every process."""
