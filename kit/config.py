@@ -81,7 +81,9 @@ class GrpcServiceSettings(BaseServiceSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)
 
 
-def load_settings(cls: type[SettingsT], env_file: Path | None = None, **overrides: Any) -> SettingsT:
+def load_settings(
+    cls: type[SettingsT], env_file: Path | None = None, **overrides: Any
+) -> SettingsT:
     """Build settings from the environment, an optional dotenv file and explicit overrides."""
     if env_file is not None:
         return cls(_env_file=env_file, **overrides)

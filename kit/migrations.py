@@ -31,7 +31,7 @@ def alembic_config(service: str, database_url: str) -> Config:
 
 
 def upgrade(service: str, database_url: str, revision: str = "head") -> None:
-    """Apply ``service``'s migrations up to ``revision`` (blocking; call from a thread in async code)."""
+    """Apply ``service``'s migrations up to ``revision`` (blocking; use a thread in async code)."""
     command.upgrade(alembic_config(service, database_url), revision)
 
 

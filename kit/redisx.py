@@ -10,9 +10,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 
-def create_redis(
-    url: str, *, max_connections: int = 64, timeout: float = 0.5
-) -> aioredis.Redis:
+def create_redis(url: str, *, max_connections: int = 64, timeout: float = 0.5) -> aioredis.Redis:
     """A Redis client for ``url`` with a bounded, blocking pool."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,

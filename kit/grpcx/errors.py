@@ -69,11 +69,12 @@ def app_error_from_rpc(exc: grpc.aio.AioRpcError) -> AppError:
 
 
 Behaviour = Callable[..., Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
 
 if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
     ServerInterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
-else:  # the runtime class is not generic
+else:  # the runtime classes are not generic
+    Handler = grpc.RpcMethodHandler
     ServerInterceptorBase = grpc.aio.ServerInterceptor
 
 
@@ -116,9 +117,7 @@ class ErrorMappingInterceptor(ServerInterceptorBase):
         return handler
 
 
-async def _handle(
-    exc: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str
-) -> None:
+async def _handle(exc: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     if isinstance(exc, AppError):
@@ -144,7 +143,9 @@ def _wrap_unary(behaviour: Behaviour, method: str) -> Behaviour:
 
 
 def _wrap_stream(behaviour: Behaviour, method: str) -> Behaviour:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def wrapper(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         try:
             async for item in behaviour(request, context):
                 yield item

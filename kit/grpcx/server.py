@@ -66,7 +66,9 @@ class ServiceRunner:
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self._service_names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        self._service_names: list[str] = [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        ]
         self._hooks: list[ShutdownHook] = []
         self._metrics: MetricsEndpoint | None = None
         self.port = 0
