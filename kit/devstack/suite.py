@@ -28,7 +28,13 @@ SERVICES = ("user", "sms", "article", "interactive", "comment", "follow", "searc
 
 def available_services() -> list[str]:
     """Services of :data:`SERVICES` that exist in this checkout."""
-    return [s for s in SERVICES if importlib.util.find_spec(f"services.{s}.__main__") is not None]
+    found = []
+    for name in SERVICES:
+        if importlib.util.find_spec(f"services.{name}") is None:
+            continue
+        if importlib.util.find_spec(f"services.{name}.__main__") is not None:
+            found.append(name)
+    return found
 
 
 def grpc_serving(addr: str) -> bool:

@@ -5,10 +5,11 @@ interceptor chain, the ``/metrics`` endpoint, and the shutdown sequence (STYLE.m
 
 1. health → NOT_SERVING, so probes and balancers stop sending new calls;
 2. deregister from the registry, so clients drop this instance;
-3. run shutdown hooks registered with :meth:`ServiceRunner.on_shutdown` in reverse order
-   (consumers first, since they were started last);
+3. run the hooks registered with :meth:`ServiceRunner.on_shutdown` (stop consumers and
+   background workers), in reverse order of registration;
 4. ``server.stop(grace)``: in-flight calls get ``grace`` seconds to finish;
-5. close pools (also shutdown hooks, registered first so they run last).
+5. run the hooks registered with :meth:`ServiceRunner.on_close` (close pools), in reverse
+   order — only now, so calls still draining in step 4 keep their database and Redis.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class ServiceRunner:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         ]
         self._hooks: list[ShutdownHook] = []
+        self._close_hooks: list[ShutdownHook] = []
         self._metrics: MetricsEndpoint | None = None
         self.port = 0
         self._stopped = asyncio.Event()
@@ -88,8 +90,12 @@ class ServiceRunner:
         self._service_names.append(full_name)
 
     def on_shutdown(self, hook: ShutdownHook) -> None:
-        """Run ``hook`` at shutdown; hooks run in reverse order of registration."""
+        """Run ``hook`` before in-flight calls drain (stop consumers, workers)."""
         self._hooks.append(hook)
+
+    def on_close(self, hook: ShutdownHook) -> None:
+        """Run ``hook`` after in-flight calls drained (close pools and clients)."""
+        self._close_hooks.append(hook)
 
     async def start(self) -> int:
         """Listen, mark every service SERVING, expose metrics, then register."""
@@ -127,15 +133,20 @@ class ServiceRunner:
                 await self.registration.deregister()
             except Exception:
                 logger.exception("deregistration failed; the lease will expire instead")
-        for hook in reversed(self._hooks):
+        await self._run_hooks(self._hooks)
+        await self.server.stop(self.settings.shutdown_grace)
+        await self._run_hooks(self._close_hooks)
+        if self._metrics is not None:
+            self._metrics.close()
+        logger.info("service stopped")
+
+    @staticmethod
+    async def _run_hooks(hooks: list[ShutdownHook]) -> None:
+        for hook in reversed(hooks):
             try:
                 await hook()
             except Exception:
                 logger.exception("shutdown hook failed")
-        await self.server.stop(self.settings.shutdown_grace)
-        if self._metrics is not None:
-            self._metrics.close()
-        logger.info("service stopped")
 
     async def serve(self) -> None:
         """Start, then run until SIGTERM or SIGINT, then stop gracefully."""

@@ -1,0 +1,1 @@
+"""Caching helpers shared by services (metrics today; loaders as caches multiply)."""
