@@ -1,0 +1,192 @@
+"""Storage adapters of the user service: SQL (the truth) plus a Redis profile cache.
+
+- :class:`CachedUserRepository` implements :class:`services.user.service.UserRepository` on a
+  :class:`~services.user.repository.dao.UserDAO` and a
+  :class:`~services.user.repository.cache.UserProfileCache`: reads by id go cache first, then
+  the database, then fill the cache; lookups by email, phone or WeChat id (login and
+  find-or-create) always read the database.
+- :class:`SqlUnitOfWork` implements :class:`services.user.service.UnitOfWork`: one session and
+  transaction per use case; after a successful commit it drops the cached profiles the
+  transaction changed (write the database first, then delete the cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.sql import SessionFactory
+from services.user.domain import Credentials, NewUser, ProfileEdit, User, WechatInfo
+from services.user.repository.cache import UserProfileCache
+from services.user.repository.dao import UserDAO, UserRow, is_unique_violation
+from services.user.service import DuplicateKeyError
+
+__all__ = ["CachedUserRepository", "SqlUnitOfWork", "user_from_row"]
+
+
+def user_from_row(row: UserRow) -> User:
+    """The domain user stored in ``row`` (without its password hash)."""
+    wechat = (
+        WechatInfo(open_id=row.wechat_open_id, union_id=row.wechat_union_id or "")
+        if row.wechat_open_id
+        else None
+    )
+    return User(
+        id=row.id,
+        email=row.email,
+        phone=row.phone,
+        nickname=row.nickname,
+        birthday=row.birthday,
+        about_me=row.about_me,
+        wechat=wechat,
+        ctime_ms=row.ctime,
+        utime_ms=row.utime,
+    )
+
+
+class CachedUserRepository:
+    """Users in SQL with cache-aside profile reads, inside one unit of work's session."""
+
+    def __init__(self, dao: UserDAO, cache: UserProfileCache) -> None:
+        self._dao = dao
+        self._cache = cache
+        self._stale_ids: set[int] = set()
+
+    async def add(self, user: NewUser, *, now_ms: int) -> User:
+        """Insert ``user``; :class:`DuplicateKeyError` if its email, phone or open id is taken."""
+        row = UserRow(
+            email=user.email,
+            password_hash=user.password_hash,
+            phone=user.phone,
+            wechat_open_id=user.wechat.open_id if user.wechat else None,
+            wechat_union_id=(user.wechat.union_id or None) if user.wechat else None,
+            nickname="",
+            birthday=None,
+            about_me="",
+            ctime=now_ms,
+            utime=now_ms,
+        )
+        try:
+            await self._dao.insert(row)
+        except IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise DuplicateKeyError(str(exc.orig)) from exc
+            raise
+        return user_from_row(row)
+
+    async def get(self, user_id: int) -> User | None:
+        """Cache first, then the database (filling the cache)."""
+        cached = await self._cache.get(user_id)
+        if cached is not None:
+            return cached
+        row = await self._dao.get(user_id)
+        if row is None:
+            return None
+        user = user_from_row(row)
+        await self._cache.set(user)
+        return user
+
+    async def get_many(self, user_ids: Iterable[int]) -> dict[int, User]:
+        """Cached profiles plus the misses from the database (which then fill the cache)."""
+        wanted = list(user_ids)
+        found = await self._cache.get_many(wanted)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            loaded = [user_from_row(row) for row in await self._dao.find_many(missing)]
+            await self._cache.set_many(loaded)
+            found.update((user.id, user) for user in loaded)
+        return found
+
+    async def get_credentials_by_email(self, email: str) -> Credentials | None:
+        """The user with ``email`` and its password hash (never cached)."""
+        row = await self._dao.find_by_email(email)
+        if row is None:
+            return None
+        return Credentials(user=user_from_row(row), password_hash=row.password_hash)
+
+    async def get_by_phone(self, phone: str) -> User | None:
+        """The user with ``phone``, from the database."""
+        row = await self._dao.find_by_phone(phone)
+        return user_from_row(row) if row is not None else None
+
+    async def get_by_wechat_open_id(self, open_id: str) -> User | None:
+        """The user with this WeChat open id, from the database."""
+        row = await self._dao.find_by_wechat_open_id(open_id)
+        return user_from_row(row) if row is not None else None
+
+    async def update_profile(self, user_id: int, edit: ProfileEdit, *, now_ms: int) -> User | None:
+        """Apply ``edit`` in the transaction; the cached copy is dropped after commit."""
+        row = await self._dao.update_profile(
+            user_id,
+            nickname=edit.nickname,
+            birthday=edit.birthday,
+            about_me=edit.about_me,
+            utime=now_ms,
+        )
+        if row is None:
+            return None
+        self._stale_ids.add(user_id)
+        return user_from_row(row)
+
+    async def invalidate_changed(self) -> None:
+        """Drop the cached profiles this repository changed (call after the commit)."""
+        stale, self._stale_ids = self._stale_ids, set()
+        await self._cache.delete(sorted(stale))
+
+
+class SqlUnitOfWork:
+    """One SQL transaction with a :class:`CachedUserRepository` bound to it."""
+
+    def __init__(self, sessions: SessionFactory, cache: UserProfileCache) -> None:
+        self._sessions = sessions
+        self._cache = cache
+        self._session: AsyncSession | None = None
+        self._users: CachedUserRepository | None = None
+        self._committed = False
+
+    @property
+    def users(self) -> CachedUserRepository:
+        """The repository of this unit of work (only inside ``async with``)."""
+        if self._users is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._users
+
+    async def __aenter__(self) -> Self:
+        """Open the session; the transaction begins with the first statement."""
+        self._session = self._sessions()
+        self._users = CachedUserRepository(UserDAO(self._session), self._cache)
+        self._committed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back unless committed, then return the connection to the pool."""
+        session, self._session, self._users = self._session, None, None
+        if session is None:
+            return
+        try:
+            if not self._committed:
+                await session.rollback()
+        finally:
+            await session.close()
+
+    async def commit(self) -> None:
+        """Commit, then invalidate the cached profiles the transaction changed."""
+        if self._session is None or self._users is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        try:
+            await self._session.commit()
+        except IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise DuplicateKeyError(str(exc.orig)) from exc
+            raise
+        self._committed = True
+        await self._users.invalidate_changed()

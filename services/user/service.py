@@ -1,0 +1,293 @@
+"""Use cases of the user service and the ports they need.
+
+:class:`UserService` validates input with the rules of :mod:`services.user.domain`, hashes and
+checks passwords with bcrypt (in a worker thread, so the event loop keeps serving), and
+reads and writes users through a :class:`UnitOfWork`: each use case opens one, works on its
+:class:`UserRepository` and commits, so the service owns the transaction while the
+repository owns SQL and caching.
+
+Uniqueness (email, phone, WeChat open id) is enforced by the database: the repository reports
+a taken key as :class:`DuplicateKeyError`, which signup turns into ``USER_EMAIL_TAKEN`` and the
+find-or-create use cases answer by reading the row the concurrent writer created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, date, datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+import bcrypt
+
+from services.user.domain import (
+    Credentials,
+    NewUser,
+    ProfileEdit,
+    User,
+    check_about_me,
+    check_password_strength,
+    normalize_email,
+    normalize_ids,
+    normalize_nickname,
+    normalize_phone,
+    normalize_wechat,
+    parse_birthday,
+    password_fits_bcrypt,
+)
+from services.user.errors import (
+    Reason,
+    UserAlreadyExists,
+    UserInvalidArgument,
+    UserNotFound,
+    UserUnauthenticated,
+    UserUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BCRYPT_COST = 10
+# One retry is enough: a find-or-create that loses the insert race finds the winner's row.
+_FIND_OR_CREATE_ATTEMPTS = 2
+
+
+class DuplicateKeyError(Exception):
+    """Raised by a :class:`UserRepository` when a unique key (email, phone, open id) is taken."""
+
+
+class UserRepository(Protocol):
+    """Users in storage, as seen from inside one unit of work."""
+
+    async def add(self, user: NewUser, *, now_ms: int) -> User:
+        """Insert ``user``; raises :class:`DuplicateKeyError` if a unique key is taken."""
+        ...
+
+    async def get(self, user_id: int) -> User | None:
+        """The user with ``user_id`` (cache-aside), or ``None``."""
+        ...
+
+    async def get_many(self, user_ids: Iterable[int]) -> dict[int, User]:
+        """The users among ``user_ids`` that exist, by id (cache-aside)."""
+        ...
+
+    async def get_credentials_by_email(self, email: str) -> Credentials | None:
+        """The user with this normalised email and its password hash, from the database."""
+        ...
+
+    async def get_by_phone(self, phone: str) -> User | None:
+        """The user with this phone, from the database."""
+        ...
+
+    async def get_by_wechat_open_id(self, open_id: str) -> User | None:
+        """The user with this WeChat open id, from the database."""
+        ...
+
+    async def update_profile(self, user_id: int, edit: ProfileEdit, *, now_ms: int) -> User | None:
+        """Apply ``edit``; ``None`` if the user does not exist. Cached copies go on commit."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction: ``async with`` it, use :attr:`users`, then :meth:`commit`.
+
+    Leaving the block without committing rolls back. Work that must follow a successful
+    commit (cache invalidation) happens inside :meth:`commit`.
+    """
+
+    @property
+    def users(self) -> UserRepository:
+        """The repository bound to this unit of work's transaction."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Begin the unit of work."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back unless committed, and release the connection."""
+        ...
+
+    async def commit(self) -> None:
+        """Commit; raises :class:`DuplicateKeyError` if a unique key turned out to be taken."""
+        ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def _hash_password(password: str, cost: int) -> str:
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=cost)).decode("ascii")
+
+
+def _password_matches(password: str, password_hash: str) -> bool:
+    return bcrypt.checkpw(password.encode("utf-8"), password_hash.encode("ascii"))
+
+
+class UserService:
+    """The user service's use cases.
+
+    Args:
+        units: makes a new :class:`UnitOfWork` per use case.
+        bcrypt_cost: bcrypt work factor for new hashes (4..31; each step doubles the time).
+        clock: current time in UTC; birthdays are checked against its date.
+    """
+
+    def __init__(
+        self,
+        units: UnitOfWorkFactory,
+        *,
+        bcrypt_cost: int = DEFAULT_BCRYPT_COST,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._units = units
+        self._bcrypt_cost = bcrypt_cost
+        self._clock = clock
+        self._dummy_hash: str | None = None
+
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
+
+    def _today_utc(self) -> date:
+        return self._clock().astimezone(UTC).date()
+
+    async def signup(self, email: str, password: str) -> User:
+        """Create a password account; ``USER_EMAIL_TAKEN`` if the email is registered."""
+        normalized = normalize_email(email)
+        check_password_strength(password)
+        password_hash = await asyncio.to_thread(_hash_password, password, self._bcrypt_cost)
+        try:
+            async with self._units() as uow:
+                user = await uow.users.add(
+                    NewUser(email=normalized, password_hash=password_hash), now_ms=self._now_ms()
+                )
+                await uow.commit()
+        except DuplicateKeyError as exc:
+            raise UserAlreadyExists(
+                Reason.EMAIL_TAKEN,
+                "this email address is already registered",
+                metadata={"field": "email"},
+            ) from exc
+        logger.info("user signed up", extra={"user_id": user.id})
+        return user
+
+    async def _dummy_password_hash(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(
+                _hash_password, "dummy password 0!", self._bcrypt_cost
+            )
+        return self._dummy_hash
+
+    async def login(self, email: str, password: str) -> User:
+        """The user whose email and password match; ``USER_INVALID_CREDENTIALS`` otherwise.
+
+        The error is the same for an unknown email and a wrong password, and an unknown
+        email still costs one bcrypt check, so neither the answer nor its timing tells
+        whether an address is registered.
+        """
+        refused = UserUnauthenticated(Reason.INVALID_CREDENTIALS, "wrong email or password")
+        try:
+            normalized = normalize_email(email)
+        except UserInvalidArgument:
+            raise refused from None
+        if not password or not password_fits_bcrypt(password):
+            # Independent of stored data, so answering at once reveals nothing.
+            raise refused
+        async with self._units() as uow:
+            credentials = await uow.users.get_credentials_by_email(normalized)
+        if credentials is None or credentials.password_hash is None:
+            await asyncio.to_thread(_password_matches, password, await self._dummy_password_hash())
+            raise refused
+        if not await asyncio.to_thread(_password_matches, password, credentials.password_hash):
+            logger.info("login refused", extra={"user_id": credentials.user.id})
+            raise refused
+        return credentials.user
+
+    async def profile(self, user_id: int) -> User:
+        """The user with ``user_id``; ``USER_NOT_FOUND`` if there is none."""
+        user = None
+        if user_id > 0:
+            async with self._units() as uow:
+                user = await uow.users.get(user_id)
+        if user is None:
+            raise _not_found(user_id)
+        return user
+
+    async def update_non_sensitive_info(
+        self, user_id: int, *, nickname: str, birthday: str, about_me: str
+    ) -> User:
+        """Replace nickname, birthday (``YYYY-MM-DD`` or empty to unset) and about me."""
+        edit = ProfileEdit(
+            nickname=normalize_nickname(nickname),
+            birthday=parse_birthday(birthday, today_utc=self._today_utc()),
+            about_me=check_about_me(about_me),
+        )
+        if user_id <= 0:
+            raise _not_found(user_id)
+        async with self._units() as uow:
+            user = await uow.users.update_profile(user_id, edit, now_ms=self._now_ms())
+            if user is None:
+                raise _not_found(user_id)
+            await uow.commit()
+        logger.info("profile updated", extra={"user_id": user_id})
+        return user
+
+    async def find_or_create_by_phone(self, phone: str) -> tuple[User, bool]:
+        """The user with ``phone``, created if new; the flag says whether it was created."""
+        normalized = normalize_phone(phone)
+        return await self._find_or_create(
+            lambda users: users.get_by_phone(normalized), NewUser(phone=normalized)
+        )
+
+    async def find_or_create_by_wechat(self, open_id: str, union_id: str) -> tuple[User, bool]:
+        """The user with this WeChat open id, created if new; the flag says whether created."""
+        info = normalize_wechat(open_id, union_id)
+        return await self._find_or_create(
+            lambda users: users.get_by_wechat_open_id(info.open_id), NewUser(wechat=info)
+        )
+
+    async def _find_or_create(
+        self, find: Callable[[UserRepository], Awaitable[User | None]], new: NewUser
+    ) -> tuple[User, bool]:
+        for _ in range(_FIND_OR_CREATE_ATTEMPTS):
+            # Each attempt is a fresh transaction: under REPEATABLE READ a retry inside the
+            # failed one would not see the row the concurrent winner committed.
+            async with self._units() as uow:
+                found = await find(uow.users)
+                if found is not None:
+                    return found, False
+                try:
+                    user = await uow.users.add(new, now_ms=self._now_ms())
+                    await uow.commit()
+                except DuplicateKeyError:
+                    logger.info("find-or-create lost an insert race; reading the winner's row")
+                    continue
+            logger.info("user created", extra={"user_id": user.id})
+            return user, True
+        raise UserUnavailable(
+            Reason.CONCURRENT_CONFLICT, "the account is being changed concurrently; try again"
+        )
+
+    async def get_by_ids(self, user_ids: Iterable[int]) -> dict[int, User]:
+        """The users among ``user_ids`` that exist (at most 100 distinct ids)."""
+        wanted = normalize_ids(user_ids)
+        if not wanted:
+            return {}
+        async with self._units() as uow:
+            return await uow.users.get_many(wanted)
+
+
+def _not_found(user_id: int) -> UserNotFound:
+    return UserNotFound(Reason.NOT_FOUND, "user not found", metadata={"id": str(user_id)})

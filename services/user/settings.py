@@ -1,0 +1,41 @@
+"""Settings of the user service process (environment prefix ``WEBOOK_USER_``).
+
+Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings`:
+``WEBOOK_USER_GRPC_PORT``, ``WEBOOK_USER_REDIS_URL``, ...) the service reads:
+
+- ``WEBOOK_USER_DATABASE_URL``: SQLAlchemy async URL, SQLite file by default;
+- ``WEBOOK_USER_BCRYPT_COST``: bcrypt work factor for new password hashes (default 10;
+  prod mode refuses less than 10, tests use 4);
+- ``WEBOOK_USER_PROFILE_CACHE_TTL_SECONDS``: lifetime of cached profiles (default 900).
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from kit.config import GrpcServiceSettings, Mode
+
+MIN_PROD_BCRYPT_COST = 10
+
+
+class UserSettings(GrpcServiceSettings):
+    """Validated configuration of ``python -m services.user``."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBOOK_USER_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite+aiosqlite:///.run/user.db"
+    # bcrypt accepts 4..31; every step doubles the cost of signup and login.
+    bcrypt_cost: int = Field(default=10, ge=4, le=31)
+    profile_cache_ttl_seconds: int = Field(default=900, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_weak_bcrypt_in_prod(self) -> Self:
+        if self.mode is Mode.PROD and self.bcrypt_cost < MIN_PROD_BCRYPT_COST:
+            raise ValueError(
+                f"bcrypt_cost {self.bcrypt_cost} is too low for prod mode "
+                f"(at least {MIN_PROD_BCRYPT_COST})"
+            )
+        return self
