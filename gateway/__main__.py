@@ -1,0 +1,41 @@
+"""``python -m gateway``: serve the gateway with uvicorn until SIGTERM/SIGINT.
+
+uvicorn handles the signals: it stops accepting connections, lets in-flight requests finish
+(up to ``shutdown_grace`` seconds), then runs the app's lifespan shutdown, which closes the
+gRPC channels and the Redis pool.
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from kit.config import load_settings
+from kit.logging import configure_logging
+from kit.observability.tracing import configure_tracing
+
+
+def main() -> None:
+    """Load settings, set up logging and tracing, and run the HTTP server."""
+    settings = load_settings(GatewaySettings)
+    configure_logging("gateway", settings.log_level)
+    tracer_provider = configure_tracing("gateway", settings.otlp_endpoint)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
+        server_header=False,
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        tracer_provider.shutdown()
+
+
+if __name__ == "__main__":
+    main()

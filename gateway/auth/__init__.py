@@ -1,0 +1,1 @@
+"""Authentication: JWT access/refresh tokens, session revocation, the authenticated caller."""

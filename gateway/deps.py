@@ -1,0 +1,110 @@
+"""Wiring between the composition root and the routes.
+
+:class:`Runtime` holds what requests need from the process: settings, the token service
+(built with the app) and the clients the lifespan opens (the user service stub, the session
+store). Routes get it, and the caller's :class:`~gateway.auth.principal.Principal`, through
+the FastAPI dependencies below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+
+from gateway.auth.principal import Principal
+from gateway.auth.sessions import SessionRevocations
+from gateway.auth.tokens import TokenService
+from gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """Connections opened at start-up and closed at shutdown."""
+
+    user: UserServiceAsyncStub
+    sessions: SessionRevocations
+
+
+class Runtime:
+    """Per-process state shared by middleware and routes."""
+
+    def __init__(self, settings: GatewaySettings, tokens: TokenService) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self._clients: Clients | None = None
+
+    @property
+    def grpc_timeout(self) -> float:
+        """Seconds each gRPC call may take."""
+        return self.settings.grpc_timeout
+
+    @property
+    def clients(self) -> Clients:
+        """The open clients; only between lifespan start-up and shutdown."""
+        if self._clients is None:
+            raise RuntimeError("the gateway's clients are not open (lifespan not started)")
+        return self._clients
+
+    @property
+    def user(self) -> UserServiceAsyncStub:
+        """The user service stub."""
+        return self.clients.user
+
+    @property
+    def sessions(self) -> SessionRevocations:
+        """The session revocation store."""
+        return self.clients.sessions
+
+    def open(self, clients: Clients) -> None:
+        """Make ``clients`` available to requests (lifespan start-up)."""
+        self._clients = clients
+
+    def close(self) -> None:
+        """Forget the clients (lifespan shutdown; the lifespan closes them)."""
+        self._clients = None
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The app's :class:`Runtime`."""
+    runtime = request.app.state.runtime
+    if not isinstance(runtime, Runtime):
+        raise TypeError("app.state.runtime is not set; build the app with create_app")
+    return runtime
+
+
+def get_principal(request: Request) -> Principal:
+    """The caller, as authenticated by the login-check middleware."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        # A logged-in route reached without the middleware's check: a wiring bug.
+        raise RuntimeError(f"{request.url.path} is not behind the login check")
+    return principal
+
+
+def user_agent(request: Request) -> str:
+    """The User-Agent header, empty when absent (tokens are bound to it)."""
+    return request.headers.get("user-agent", "")
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+UserAgentDep = Annotated[str, Depends(user_agent)]
+
+# Declared on routes for the OpenAPI schema (the "Authorize" button of /docs); the login
+# middleware and the refresh route do the actual checking.
+access_token_scheme = HTTPBearer(
+    scheme_name="accessToken",
+    description="The x-jwt-token header received at login or refresh.",
+    auto_error=False,
+)
+refresh_token_scheme = HTTPBearer(
+    scheme_name="refreshToken",
+    description="The x-refresh-token header received at login or refresh.",
+    auto_error=False,
+)

@@ -1,0 +1,207 @@
+"""The one place where failures become HTTP answers.
+
+=====================================  ===========  ======================================
+failure                                HTTP status  body
+=====================================  ===========  ======================================
+request validation (bad JSON, types,   200          ``{code: 4, msg: <the problem>}``
+missing fields, rule violations)
+reason ``USER_EMAIL_TAKEN``            200          ``{code: 401003, "email already
+                                                    registered"}``
+reason ``USER_INVALID_CREDENTIALS``    200          ``{code: 401002, "wrong email or
+                                                    password"}``
+reason ``USER_NOT_FOUND``              200          ``{code: 4, "user not found"}``
+other INVALID_ARGUMENT, NOT_FOUND,     200          ``{code: 4, msg: <service message>}``
+ALREADY_EXISTS, PERMISSION_DENIED,
+FAILED_PRECONDITION,
+RESOURCE_EXHAUSTED
+other UNAUTHENTICATED                  401          empty
+UNAVAILABLE, DEADLINE_EXCEEDED,        200          ``{code: 5, "system error"}``
+INTERNAL, any other gRPC status
+unexpected exception                   500          ``{code: 5, "system error"}``
+=====================================  ===========  ======================================
+
+gRPC failures are first rebuilt into :class:`kit.errors.AppError` with
+:func:`kit.grpcx.errors.app_error_from_rpc`, so business reasons are matched, never strings.
+System errors are logged with their cause (the log line carries the trace id); the client
+only ever sees "system error".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import grpc
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.envelope import (
+    CODE_BAD_INPUT,
+    CODE_EMAIL_TAKEN,
+    CODE_SYSTEM_ERROR,
+    CODE_WRONG_CREDENTIALS,
+    MSG_SYSTEM_ERROR,
+    envelope_response,
+)
+from kit.errors import AppError, ErrorKind
+from kit.grpcx.errors import app_error_from_rpc
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """What a failure becomes: an HTTP status and an envelope (None = empty body)."""
+
+    status_code: int
+    code: int | None
+    msg: str
+
+    def response(self) -> Response:
+        """The response to send."""
+        if self.code is None:
+            return unauthorized_response()
+        return envelope_response(self.code, self.msg, status_code=self.status_code)
+
+
+_BY_REASON: Final[Mapping[str, HttpAnswer]] = {
+    "USER_EMAIL_TAKEN": HttpAnswer(200, CODE_EMAIL_TAKEN, "email already registered"),
+    "USER_INVALID_CREDENTIALS": HttpAnswer(200, CODE_WRONG_CREDENTIALS, "wrong email or password"),
+    "USER_NOT_FOUND": HttpAnswer(200, CODE_BAD_INPUT, "user not found"),
+}
+
+# Kinds whose message the services write for people (kit.errors: "safe to show").
+_BAD_INPUT_KINDS: Final = frozenset(
+    {
+        ErrorKind.INVALID_ARGUMENT,
+        ErrorKind.NOT_FOUND,
+        ErrorKind.ALREADY_EXISTS,
+        ErrorKind.PERMISSION_DENIED,
+        ErrorKind.FAILED_PRECONDITION,
+        ErrorKind.RESOURCE_EXHAUSTED,
+    }
+)
+
+SYSTEM_ERROR: Final = HttpAnswer(200, CODE_SYSTEM_ERROR, MSG_SYSTEM_ERROR)
+UNAUTHORIZED: Final = HttpAnswer(401, None, "")
+
+
+def answer_for(error: AppError) -> HttpAnswer:
+    """How an :class:`AppError` is answered."""
+    by_reason = _BY_REASON.get(error.reason)
+    if by_reason is not None:
+        return by_reason
+    if error.kind in _BAD_INPUT_KINDS:
+        return HttpAnswer(200, CODE_BAD_INPUT, error.message)
+    if error.kind is ErrorKind.UNAUTHENTICATED:
+        return UNAUTHORIZED
+    return SYSTEM_ERROR
+
+
+def unauthorized_response() -> Response:
+    """HTTP 401 with an empty body: clients go to their login page."""
+    return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def unexpected_error_response() -> JSONResponse:
+    """HTTP 500 for a bug: the envelope with no details."""
+    return envelope_response(CODE_SYSTEM_ERROR, MSG_SYSTEM_ERROR, status_code=500)
+
+
+def _answer(request: Request, error: AppError, rpc: grpc.aio.AioRpcError | None) -> Response:
+    answer = answer_for(error)
+    if answer is SYSTEM_ERROR:
+        fields = {"path": request.url.path, "reason": error.reason, "detail": error.message}
+        if rpc is not None:
+            # The status says it all; a traceback of the client library adds nothing.
+            logger.error("call to a service failed", extra=fields | {"grpc_code": rpc.code().name})
+        else:
+            logger.error("request failed", exc_info=error, extra=fields)
+    else:
+        logger.info(
+            "request refused",
+            extra={"path": request.url.path, "reason": error.reason, "kind": error.kind.value},
+        )
+    return answer.response()
+
+
+async def _on_app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return _answer(request, exc, None)
+
+
+async def _on_rpc_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    return _answer(request, app_error_from_rpc(exc), exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message = describe_validation_errors(exc.errors())
+    logger.info("invalid request", extra={"path": request.url.path, "problem": message})
+    return envelope_response(CODE_BAD_INPUT, message)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    # A body FastAPI could not read (e.g. not UTF-8) is bad input like malformed JSON;
+    # routing answers (404, 405) keep their HTTP meaning.
+    if exc.status_code == 400:
+        return envelope_response(CODE_BAD_INPUT, "malformed request body")
+    return await http_exception_handler(request, exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register this module's handlers on ``app``."""
+    app.add_exception_handler(AppError, _on_app_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, _on_rpc_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+
+
+_LOCATIONS: Final = frozenset({"body", "query", "path", "header", "cookie"})
+_TYPE_NAMES: Final[Mapping[str, str]] = {
+    "string_type": "a string",
+    "bool_type": "a boolean",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """One sentence naming the first problem of a pydantic/FastAPI validation failure."""
+    if not errors:
+        return "invalid request"
+    error: Mapping[str, Any] = errors[0]
+    kind = str(error.get("type", ""))
+    loc = tuple(error.get("loc", ()))
+    if loc and loc[0] in _LOCATIONS:
+        loc = loc[1:]
+    field = ".".join(str(part) for part in loc)
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    if kind == "json_invalid":
+        return "malformed JSON body"
+    if kind == "value_error" and "error" in ctx:
+        # Our own validators' messages are written for people.
+        return str(ctx["error"])
+    if not field:
+        if kind == "missing":
+            return "request body is required"
+        return "request body must be a JSON object"
+    if kind == "missing":
+        return f"missing field: {field}"
+    if kind == "string_too_long":
+        return f"{field} is too long (at most {ctx.get('max_length')} characters)"
+    if kind in _TYPE_NAMES:
+        return f"{field} must be {_TYPE_NAMES[kind]}"
+    return f"invalid {field}"

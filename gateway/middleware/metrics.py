@@ -1,0 +1,60 @@
+"""Prometheus HTTP metrics, labelled by route template (never by raw path).
+
+- ``webook_http_requests_total{route,method,status}``
+- ``webook_http_request_duration_seconds{route,method}``
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.middleware.route_template import RouteTemplates
+
+HTTP_REQUESTS = Counter(
+    "webook_http_requests_total",
+    "HTTP requests answered by the gateway.",
+    ["route", "method", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "webook_http_request_duration_seconds",
+    "Time the gateway took to answer an HTTP request.",
+    ["route", "method"],
+)
+
+_KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
+)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request."""
+
+    def __init__(self, app: ASGIApp, *, routes: RouteTemplates) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        # Stays 500 if the app raises before answering (the server then answers 500).
+        status = 500
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            route = self.routes.resolve(scope)
+            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_REQUEST_DURATION.labels(route, method).observe(time.perf_counter() - started)

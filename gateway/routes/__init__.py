@@ -1,0 +1,1 @@
+"""HTTP routes, one module per area; they translate HTTP ↔ gRPC and nothing more."""

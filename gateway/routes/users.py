@@ -1,0 +1,156 @@
+"""``/users``: signup, login, profile, edit, token refresh, logout.
+
+Login and refresh answer with the tokens in the ``x-jwt-token`` and ``x-refresh-token``
+headers. Refresh rotates: the presented refresh token's session is revoked and a new one
+begins, so a refresh token works once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import grpc
+from fastapi import APIRouter, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials
+
+from gateway.auth.tokens import InvalidToken, TokenPair, TokenType
+from gateway.deps import (
+    PrincipalDep,
+    RuntimeDep,
+    UserAgentDep,
+    access_token_scheme,
+    refresh_token_scheme,
+)
+from gateway.envelope import Ack
+from gateway.schemas.users import EditProfileRequest, LoginRequest, ProfileView, SignupRequest
+from kit.errors import Unauthenticated
+from kit.grpcx.errors import app_error_from_rpc
+from webook.user.v1 import user_pb2
+
+ACCESS_TOKEN_HEADER: Final = "x-jwt-token"
+REFRESH_TOKEN_HEADER: Final = "x-refresh-token"
+
+_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"description": "Not logged in, token invalid or expired, or session revoked. Empty body."}
+}
+_TOKEN_HEADERS: Final[dict[str, Any]] = {
+    ACCESS_TOKEN_HEADER: {"description": "New access token.", "schema": {"type": "string"}},
+    REFRESH_TOKEN_HEADER: {"description": "New refresh token.", "schema": {"type": "string"}},
+}
+
+router = APIRouter(prefix="/users", tags=["users"])
+logged_in = [Security(access_token_scheme)]
+
+
+def _session_ended() -> Unauthenticated:
+    return Unauthenticated("SESSION_INVALID", "not logged in")
+
+
+def _set_token_headers(response: Response, tokens: TokenPair) -> None:
+    response.headers[ACCESS_TOKEN_HEADER] = tokens.access
+    response.headers[REFRESH_TOKEN_HEADER] = tokens.refresh
+
+
+@router.post("/signup", summary="Create an account with email and password")
+async def signup(body: SignupRequest, runtime: RuntimeDep) -> Ack:
+    """Register; a duplicate email answers code 401003."""
+    await runtime.user.Signup(
+        user_pb2.SignupRequest(email=body.email, password=body.password),
+        timeout=runtime.grpc_timeout,
+    )
+    return Ack()
+
+
+@router.post(
+    "/login",
+    summary="Log in with email and password",
+    responses={200: {"headers": _TOKEN_HEADERS}},
+)
+async def login(
+    body: LoginRequest, response: Response, runtime: RuntimeDep, user_agent: UserAgentDep
+) -> Ack:
+    """Check the credentials and start a session; wrong ones answer code 401002."""
+    try:
+        reply = await runtime.user.Login(
+            user_pb2.LoginRequest(email=body.email, password=body.password),
+            timeout=runtime.grpc_timeout,
+        )
+    except grpc.aio.AioRpcError as exc:
+        # An unknown email must look exactly like a wrong password (no account probing).
+        if app_error_from_rpc(exc).reason == "USER_NOT_FOUND":
+            raise Unauthenticated("USER_INVALID_CREDENTIALS", "wrong email or password") from exc
+        raise
+    _set_token_headers(response, runtime.tokens.issue(reply.user.id, user_agent))
+    return Ack()
+
+
+@router.post(
+    "/refresh_token",
+    summary="Exchange the refresh token for a new token pair",
+    responses={200: {"headers": _TOKEN_HEADERS}, **_UNAUTHORIZED},
+)
+async def refresh_token(
+    response: Response,
+    runtime: RuntimeDep,
+    user_agent: UserAgentDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(refresh_token_scheme)],
+) -> Ack:
+    """Send the refresh token as ``Authorization: Bearer``; it is consumed (rotation)."""
+    if credentials is None:
+        raise _session_ended()
+    try:
+        claims = runtime.tokens.verify(credentials.credentials, TokenType.REFRESH, user_agent)
+    except InvalidToken as exc:
+        raise _session_ended() from exc
+    if not await runtime.sessions.revoke_if_active(claims.ssid):
+        raise _session_ended()
+    _set_token_headers(response, runtime.tokens.issue(claims.uid, user_agent))
+    return Ack()
+
+
+@router.post("/logout", summary="End the session", dependencies=logged_in, responses=_UNAUTHORIZED)
+async def logout(principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
+    """Revoke the session: its access and refresh tokens stop working at once."""
+    await runtime.sessions.revoke(principal.ssid)
+    return Ack()
+
+
+@router.get(
+    "/profile",
+    summary="The caller's profile (bare object, no envelope)",
+    dependencies=logged_in,
+    responses=_UNAUTHORIZED,
+)
+async def profile(principal: PrincipalDep, runtime: RuntimeDep) -> ProfileView:
+    """Email, phone, nickname, birthday and self-description of the logged-in user."""
+    reply = await runtime.user.Profile(
+        user_pb2.ProfileRequest(id=principal.uid), timeout=runtime.grpc_timeout
+    )
+    user = reply.user
+    return ProfileView(
+        Email=user.email,
+        Phone=user.phone,
+        Nickname=user.nickname,
+        Birthday=user.birthday,
+        AboutMe=user.about_me,
+    )
+
+
+@router.post(
+    "/edit",
+    summary="Update nickname, birthday and self-description",
+    dependencies=logged_in,
+    responses=_UNAUTHORIZED,
+)
+async def edit(body: EditProfileRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
+    """Change the non-sensitive profile fields."""
+    await runtime.user.UpdateNonSensitiveInfo(
+        user_pb2.UpdateNonSensitiveInfoRequest(
+            id=principal.uid,
+            nickname=body.nickname,
+            birthday=body.birthday,
+            about_me=body.about_me,
+        ),
+        timeout=runtime.grpc_timeout,
+    )
+    return Ack()

@@ -1,0 +1,94 @@
+"""Gateway settings, read from ``WEBOOK_GATEWAY_*`` environment variables.
+
+The two JWT keys have marked development defaults (refused in prod mode by
+:class:`kit.config.BaseServiceSettings`); they must differ from each other and be at least
+32 bytes long, the minimum for an HS256 key. The ``metrics_port`` inherited from the base
+class is not used: the gateway serves ``/metrics`` on its main port.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from kit.config import BaseServiceSettings, dev_secret
+
+# RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+MIN_JWT_KEY_BYTES = 32
+
+SessionCheckFallback = Literal["deny", "allow"]
+
+
+class GatewaySettings(BaseServiceSettings):
+    """Everything the gateway process is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBOOK_GATEWAY_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Static service addresses ("user" -> "host:port[,host:port]"), until discovery is wired.
+    peers: dict[str, str] = Field(default_factory=dict)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    jwt_access_key: SecretStr = dev_secret("gateway-jwt-access-key-local-only")
+    jwt_refresh_key: SecretStr = dev_secret("gateway-jwt-refresh-key-local-only")
+    access_ttl: timedelta = timedelta(minutes=30)
+    refresh_ttl: timedelta = timedelta(days=7)
+    # Glob patterns matched against the whole Origin header (fnmatch syntax).
+    cors_allow_origins: list[str] = Field(
+        default_factory=lambda: ["http://localhost:*", "http://127.0.0.1:*"]
+    )
+    # Zone in which times are formatted for clients ("YYYY-MM-DD HH:MM:SS").
+    timezone: str = "Asia/Shanghai"
+    # What a logged-in request gets when Redis cannot say whether its session was revoked.
+    session_check_on_redis_error: SessionCheckFallback = "deny"
+    # Seconds each gRPC call may take.
+    grpc_timeout: float = Field(default=3.0, gt=0)
+
+    @field_validator("access_ttl", "refresh_ttl", mode="before")
+    @classmethod
+    def _seconds_as_ttl(cls, value: object) -> object:
+        # Environment variables arrive as strings; "1800" means seconds (ISO 8601 "PT30M"
+        # works too).
+        if isinstance(value, str) and value.strip().isdigit():
+            return timedelta(seconds=int(value))
+        return value
+
+    @field_validator("access_ttl", "refresh_ttl")
+    @classmethod
+    def _positive_ttl(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("token lifetimes must be positive")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("jwt_access_key", "jwt_refresh_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < MIN_JWT_KEY_BYTES:
+            raise ValueError(f"JWT keys must be at least {MIN_JWT_KEY_BYTES} bytes long")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> Self:
+        if self.jwt_access_key.get_secret_value() == self.jwt_refresh_key.get_secret_value():
+            raise ValueError("jwt_access_key and jwt_refresh_key must be different")
+        if self.refresh_ttl < self.access_ttl:
+            raise ValueError("refresh_ttl must not be shorter than access_ttl")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The configured time zone."""
+        return ZoneInfo(self.timezone)

@@ -1,0 +1,124 @@
+"""Fixtures: a fake user service on a real gRPC port, the app inside its lifespan, a client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.tests.fake_user_service import FakeUserService
+from kit.config import Mode
+from webook.user.v1 import user_pb2_grpc
+
+USER_AGENT = "Mozilla/5.0 (webook-tests) Chrome/130.0"
+PASSWORD = "hello#world123"
+
+
+@dataclass
+class RunningUserService:
+    """The fake user service and the server it runs in."""
+
+    servicer: FakeUserService
+    server: grpc.aio.Server
+    port: int
+
+
+@dataclass(frozen=True)
+class LoginTokens:
+    """Tokens from a login."""
+
+    access: str
+    refresh: str
+
+
+@pytest.fixture
+async def user_service() -> AsyncIterator[RunningUserService]:
+    """A FakeUserService on a free loopback port."""
+    servicer = FakeUserService()
+    server = grpc.aio.server()
+    user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield RunningUserService(servicer, server, port)
+    await server.stop(None)
+
+
+def make_settings(redis_url: str, user_port: int, **overrides: Any) -> GatewaySettings:
+    """Test-mode settings pointing at the fake user service and the test Redis."""
+    values: dict[str, Any] = {
+        "mode": Mode.TEST,
+        "peers": {"user": f"127.0.0.1:{user_port}"},
+        "redis_url": redis_url,
+        **overrides,
+    }
+    return GatewaySettings(**values)
+
+
+@pytest.fixture
+def settings(redis_url: str, user_service: RunningUserService) -> GatewaySettings:
+    """Default gateway settings for tests."""
+    return make_settings(redis_url, user_service.port)
+
+
+@pytest.fixture
+async def app(settings: GatewaySettings, redis_client: aioredis.Redis) -> AsyncIterator[FastAPI]:
+    """The gateway, started (clients open) on a flushed Redis."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+def client_for(application: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
+    """An HTTP client talking to ``application`` in process."""
+    headers = {"User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application, raise_app_exceptions=False),
+        base_url="http://gateway.test",
+        headers=headers,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the started gateway."""
+    async with client_for(app) as http:
+        yield http
+
+
+async def signup(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> None:
+    """Create an account, asserting success."""
+    resp = await client.post(
+        "/users/signup", json={"email": email, "password": password, "confirmPassword": password}
+    )
+    assert resp.json() == {"code": 0, "msg": "OK", "data": None}
+
+
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = PASSWORD, **kwargs: Any
+) -> LoginTokens:
+    """Log in, asserting success; the tokens from the response headers."""
+    resp = await client.post("/users/login", json={"email": email, "password": password}, **kwargs)
+    assert resp.status_code == 200
+    assert resp.json()["code"] == 0
+    return LoginTokens(resp.headers["x-jwt-token"], resp.headers["x-refresh-token"])
+
+
+@pytest.fixture
+async def tokens(client: httpx.AsyncClient) -> LoginTokens:
+    """A logged-in user (alice@example.com)."""
+    await signup(client, "alice@example.com")
+    return await login(client, "alice@example.com")
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for ``token``."""
+    return {"Authorization": f"Bearer {token}"}
