@@ -1,0 +1,316 @@
+"""Client-side circuit breaker: Google SRE adaptive throttling, with a degrade hook.
+
+Each client tracks, over a sliding window (10 s by default), how many calls it attempted
+(``requests``) and how many the dependency accepted (``accepts``), and rejects a new call
+locally with probability::
+
+    max(0, (requests - K * accepts) / (requests + 1))
+
+(SRE book, "Handling Overload"). With K = 1.5 nothing is rejected while at least two calls in
+three are accepted; as the dependency fails, local rejections grow smoothly towards 1 but never
+reach it, so a trickle of real calls keeps probing and successes pull the probability back to 0
+without a half-open state. Locally rejected calls count as requests (the book's definition), so a
+dead dependency is probed less and less; their records age out of the window with time.
+
+"Accepted" means the dependency answered, even with an application error: only the status codes
+in ``BreakerConfig.failure_codes`` (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL,
+UNKNOWN by default) count against it. Calls the caller cancelled are not recorded at all. Below
+``min_requests`` calls in the window the breaker never rejects, so a handful of failures in a quiet
+period cannot trip it.
+
+A rejected call returns the method's fallback answer if one was registered (unary-unary methods),
+else raises ``BreakerOpenError``, an ``AioRpcError`` with code UNAVAILABLE.
+
+Errors: ``BreakerOpenError`` (subclass of ``grpc.aio.AioRpcError``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import grpc
+import grpc.aio
+
+from kit.governance._rpc import (
+    RpcMethod,
+    UnaryStreamCall,
+    UnaryStreamContinuation,
+    UnaryUnaryCall,
+    UnaryUnaryClientInterceptorBase,
+    UnaryUnaryContinuation,
+    call_status,
+    observe_stream,
+    parse_method,
+)
+from kit.governance.metrics import GovernanceMetrics, default_metrics
+from kit.ratelimit import Clock
+
+DEFAULT_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+"""Status codes that mean the dependency is unhealthy rather than that the request was bad."""
+
+Fallback: TypeAlias = Callable[[Any], Awaitable[Any] | Any]
+"""Gets the request of a rejected call and returns (or resolves to) the response to use."""
+
+RandomSource: TypeAlias = Callable[[], float]
+"""Uniform floats in [0, 1), like ``random.random``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """Adaptive throttling parameters.
+
+    - ``k``: accepts multiplier; 1.5 rejects nothing while at least 2 calls in 3 are accepted,
+      lower values throttle sooner;
+    - ``window`` seconds of history, kept in ``buckets`` slices;
+    - ``min_requests`` in the window before anything is rejected;
+    - ``scope``: one breaker per target service (``"service"``) or per method (``"method"``);
+    - ``failure_codes``: status codes that count as the dependency failing.
+    """
+
+    enabled: bool = True
+    k: float = 1.5
+    window: float = 10.0
+    buckets: int = 20
+    min_requests: int = 20
+    scope: Literal["service", "method"] = "service"
+    failure_codes: frozenset[grpc.StatusCode] = field(default=DEFAULT_FAILURE_CODES)
+
+    def __post_init__(self) -> None:
+        """Validate the parameters."""
+        if self.k <= 0:
+            raise ValueError(f"k must be positive, got {self.k!r}")
+        if not (0 < self.window < math.inf) or self.buckets < 1:
+            raise ValueError("window must be positive and finite, buckets at least 1")
+        if self.min_requests < 0:
+            raise ValueError(f"min_requests must not be negative, got {self.min_requests!r}")
+
+
+class SlidingWindow:
+    """Counts requests and accepts over the last ``window`` seconds, in ``buckets`` slices.
+
+    Totals are kept running, so reading them costs O(1) plus clearing slices that expired.
+    """
+
+    __slots__ = (
+        "_accepts",
+        "_clock",
+        "_current",
+        "_requests",
+        "_total_accepts",
+        "_total_requests",
+        "_width",
+    )
+
+    def __init__(self, window: float, buckets: int, *, clock: Clock = time.monotonic) -> None:
+        """An empty window of ``window`` seconds split into ``buckets`` slices."""
+        self._width = window / buckets
+        self._clock = clock
+        self._requests = [0] * buckets
+        self._accepts = [0] * buckets
+        self._total_requests = 0
+        self._total_accepts = 0
+        self._current = math.floor(clock() / self._width)
+
+    def add(self, *, accepted: bool) -> None:
+        """Record one request, accepted by the dependency or not."""
+        slot = self._advance() % len(self._requests)
+        self._requests[slot] += 1
+        self._total_requests += 1
+        if accepted:
+            self._accepts[slot] += 1
+            self._total_accepts += 1
+
+    def totals(self) -> tuple[int, int]:
+        """``(requests, accepts)`` within the window."""
+        self._advance()
+        return self._total_requests, self._total_accepts
+
+    def _advance(self) -> int:
+        index = math.floor(self._clock() / self._width)
+        if index > self._current:
+            size = len(self._requests)
+            for step in range(1, min(index - self._current, size) + 1):
+                slot = (self._current + step) % size
+                self._total_requests -= self._requests[slot]
+                self._total_accepts -= self._accepts[slot]
+                self._requests[slot] = 0
+                self._accepts[slot] = 0
+            self._current = index
+        return self._current
+
+
+class AdaptiveThrottle:
+    """One breaker: decides locally whether a call may go to its dependency."""
+
+    def __init__(
+        self,
+        config: BreakerConfig,
+        *,
+        clock: Clock = time.monotonic,
+        random_source: RandomSource = random.random,
+    ) -> None:
+        """A closed breaker with ``config``'s parameters, on ``clock`` and ``random_source``."""
+        self._k = config.k
+        self._min_requests = config.min_requests
+        self._window = SlidingWindow(config.window, config.buckets, clock=clock)
+        self._random = random_source
+
+    def rejection_probability(self) -> float:
+        """The probability with which a call is rejected now: 0 when closed."""
+        requests, accepts = self._window.totals()
+        if requests < self._min_requests:
+            return 0.0
+        return max(0.0, (requests - self._k * accepts) / (requests + 1))
+
+    def allow(self) -> bool:
+        """Whether a call may proceed; a rejected call is recorded as a non-accepted request."""
+        probability = self.rejection_probability()
+        if probability > 0 and self._random() < probability:
+            self._window.add(accepted=False)
+            return False
+        return True
+
+    def record(self, *, accepted: bool) -> None:
+        """Record the outcome of a call that was allowed."""
+        self._window.add(accepted=accepted)
+
+
+class BreakerOpenError(grpc.aio.AioRpcError):
+    """The breaker rejected the call locally; no request was sent. Code: UNAVAILABLE."""
+
+    def __init__(self, target: str, method: str, probability: float) -> None:
+        """Describe the rejection of a call to ``method`` by ``target``'s breaker."""
+        super().__init__(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            f"circuit breaker for {target} rejected {method} "
+            f"(rejection probability {probability:.2f})",
+            None,
+        )
+        self.target = target
+        self.probability = probability
+
+
+class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
+    """Applies adaptive throttling to the calls of one client, keyed by service or method.
+
+    Share one instance among all channels to the same target service (e.g. every endpoint's
+    channel of a balanced channel), so they share the breaker state. Covers unary-unary and
+    unary-stream calls: pass it through ``client_chain`` so that a channel applies it to both.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        config: BreakerConfig | None = None,
+        *,
+        fallbacks: Mapping[str, Fallback] | None = None,
+        metrics: GovernanceMetrics | None = None,
+        clock: Clock = time.monotonic,
+        random_source: RandomSource = random.random,
+    ) -> None:
+        """Guard calls to ``target`` (a logical service name such as ``"user"``).
+
+        ``fallbacks`` maps full method names (``/webook.user.v1.UserService/Profile``) of
+        unary-unary methods to the degrade hook used when the breaker rejects a call.
+        """
+        self._target = target
+        self._config = config or BreakerConfig()
+        self._fallbacks = dict(fallbacks or {})
+        self._metrics = metrics or default_metrics()
+        self._clock = clock
+        self._random = random_source
+        self._throttles: dict[str, AdaptiveThrottle] = {}
+
+    def key_for(self, full_method: str | bytes) -> str:
+        """The breaker key (and ``target`` metric label) governing ``full_method``."""
+        if self._config.scope == "method":
+            return f"{self._target}{parse_method(full_method).full}"
+        return self._target
+
+    def throttle_for(self, full_method: str | bytes) -> AdaptiveThrottle:
+        """The breaker governing ``full_method``, created on first use."""
+        key = self.key_for(full_method)
+        throttle = self._throttles.get(key)
+        if throttle is None:
+            throttle = AdaptiveThrottle(self._config, clock=self._clock, random_source=self._random)
+            self._throttles[key] = throttle
+        return throttle
+
+    def _publish(self, key: str, throttle: AdaptiveThrottle) -> None:
+        probability = throttle.rejection_probability()
+        self._metrics.breaker_state.labels(key).set(1.0 if probability > 0 else 0.0)
+        self._metrics.breaker_rejection_probability.labels(key).set(probability)
+
+    def _admit(self, method: RpcMethod) -> tuple[str, AdaptiveThrottle] | BreakerOpenError:
+        key = self.key_for(method.full)
+        throttle = self.throttle_for(method.full)
+        if throttle.allow():
+            return key, throttle
+        self._metrics.breaker_rejected.labels(key).inc()
+        self._publish(key, throttle)
+        return BreakerOpenError(key, method.full, throttle.rejection_probability())
+
+    def _record(self, key: str, throttle: AdaptiveThrottle, code: grpc.StatusCode) -> None:
+        if code is grpc.StatusCode.CANCELLED:
+            return
+        throttle.record(accepted=code not in self._config.failure_codes)
+        self._publish(key, throttle)
+
+    async def intercept_unary_unary(
+        self,
+        continuation: UnaryUnaryContinuation,
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> UnaryUnaryCall | Any:
+        """Reject locally (fallback or ``BreakerOpenError``) or run the call and record it."""
+        method = parse_method(client_call_details.method)
+        admitted = self._admit(method)
+        if isinstance(admitted, BreakerOpenError):
+            fallback = self._fallbacks.get(method.full)
+            if fallback is None:
+                raise admitted
+            answer = fallback(request)
+            return await answer if inspect.isawaitable(answer) else answer
+        key, throttle = admitted
+        try:
+            call = await continuation(client_call_details, request)
+            code = await call_status(call)
+        except grpc.aio.AioRpcError as exc:
+            self._record(key, throttle, exc.code())
+            raise
+        self._record(key, throttle, code)
+        return call
+
+    async def intercept_unary_stream(
+        self,
+        continuation: UnaryStreamContinuation,
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> UnaryStreamCall | AsyncIterator[Any]:
+        """Reject locally with ``BreakerOpenError`` or run the stream and record its outcome."""
+        admitted = self._admit(parse_method(client_call_details.method))
+        if isinstance(admitted, BreakerOpenError):
+            raise admitted
+        key, throttle = admitted
+        try:
+            call = await continuation(client_call_details, request)
+        except grpc.aio.AioRpcError as exc:
+            self._record(key, throttle, exc.code())
+            raise
+        return observe_stream(call, lambda code, _error: self._record(key, throttle, code))

@@ -1,0 +1,1 @@
+"""Tests of kit.governance: unit tests and real grpc.aio servers on loopback."""

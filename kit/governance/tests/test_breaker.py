@@ -1,0 +1,228 @@
+"""Circuit breaker: the SRE throttling math, and a real dependency failing and recovering."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+import pytest
+
+from kit.governance import (
+    AdaptiveThrottle,
+    BreakerConfig,
+    BreakerOpenError,
+    CircuitBreakerInterceptor,
+    SlidingWindow,
+    client_chain,
+)
+from kit.governance.tests.support import (
+    LOGIN,
+    PROFILE,
+    ManualClock,
+    OpenChannel,
+    ScriptedRandom,
+    ScriptedUserService,
+    StartServer,
+    sample,
+)
+from webook.user.v1 import user_pb2, user_pb2_grpc
+
+
+def throttle(
+    clock: ManualClock, rand: ScriptedRandom, *, k: float = 1.5, min_requests: int = 0
+) -> AdaptiveThrottle:
+    config = BreakerConfig(k=k, window=10.0, buckets=10, min_requests=min_requests)
+    return AdaptiveThrottle(config, clock=clock, random_source=rand)
+
+
+def record(breaker: AdaptiveThrottle, *, accepted: int = 0, failed: int = 0) -> None:
+    for _ in range(accepted):
+        breaker.record(accepted=True)
+    for _ in range(failed):
+        breaker.record(accepted=False)
+
+
+def test_probability_follows_the_sre_formula() -> None:
+    breaker = throttle(ManualClock(), ScriptedRandom())
+    record(breaker, accepted=2, failed=8)
+
+    # (requests - K * accepts) / (requests + 1) = (10 - 1.5 * 2) / 11
+    assert breaker.rejection_probability() == pytest.approx(7 / 11)
+
+
+def test_probability_is_zero_while_enough_calls_are_accepted() -> None:
+    breaker = throttle(ManualClock(), ScriptedRandom())
+    record(breaker, accepted=20, failed=10)  # 30 - 1.5 * 20 = 0
+
+    assert breaker.rejection_probability() == 0.0
+    breaker.record(accepted=False)
+    assert breaker.rejection_probability() > 0.0
+
+
+def test_k_sets_how_many_failures_are_tolerated() -> None:
+    clock, rand = ManualClock(), ScriptedRandom()
+    strict, lenient = throttle(clock, rand, k=1.1), throttle(clock, rand, k=2.0)
+    for breaker in (strict, lenient):
+        record(breaker, accepted=6, failed=4)
+
+    assert strict.rejection_probability() == pytest.approx((10 - 1.1 * 6) / 11)
+    assert lenient.rejection_probability() == 0.0
+
+
+def test_nothing_is_rejected_below_min_requests() -> None:
+    breaker = throttle(ManualClock(), ScriptedRandom(0.0), min_requests=5)
+    record(breaker, failed=4)
+
+    assert breaker.rejection_probability() == 0.0
+    assert breaker.allow()
+    breaker.record(accepted=False)
+    assert breaker.rejection_probability() == pytest.approx(5 / 6)
+
+
+def test_allow_draws_against_the_probability_and_counts_rejections() -> None:
+    rand = ScriptedRandom()
+    breaker = throttle(ManualClock(), rand)
+    record(breaker, failed=3)  # p = 3 / 4
+
+    rand.value = 0.8
+    assert breaker.allow()
+    rand.value = 0.7
+    assert not breaker.allow()
+    # The rejected call counts as a request that was not accepted: p = 4 / 5.
+    assert breaker.rejection_probability() == pytest.approx(4 / 5)
+
+
+def test_history_ages_out_of_the_window() -> None:
+    clock = ManualClock()
+    breaker = throttle(clock, ScriptedRandom())
+    record(breaker, failed=6)
+    clock.advance(5.0)
+    record(breaker, failed=4)
+    assert breaker.rejection_probability() == pytest.approx(10 / 11)
+
+    clock.advance(5.5)  # the first six fell out of the 10 s window
+    assert breaker.rejection_probability() == pytest.approx(4 / 5)
+    clock.advance(60.0)
+    assert breaker.rejection_probability() == 0.0
+
+
+def test_sliding_window_counts_per_bucket() -> None:
+    clock = ManualClock()
+    window = SlidingWindow(window=1.0, buckets=4, clock=clock)
+    window.add(accepted=True)
+    clock.advance(0.25)
+    window.add(accepted=False)
+    window.add(accepted=True)
+    assert window.totals() == (3, 2)
+
+    clock.advance(0.75)  # the first bucket expired
+    assert window.totals() == (2, 1)
+    clock.advance(0.25)
+    assert window.totals() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"k": 0.0},
+        {"window": 0.0},
+        {"buckets": 0},
+        {"min_requests": -1},
+    ],
+)
+def test_config_is_validated(config: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        BreakerConfig(**config)  # type: ignore[arg-type]
+
+
+def test_method_scope_keeps_one_breaker_per_method() -> None:
+    per_service = CircuitBreakerInterceptor("user", BreakerConfig())
+    per_method = CircuitBreakerInterceptor("user", BreakerConfig(scope="method"))
+
+    assert per_service.throttle_for(PROFILE) is per_service.throttle_for(LOGIN)
+    assert per_method.throttle_for(PROFILE) is not per_method.throttle_for(LOGIN)
+    assert per_method.key_for(PROFILE.encode()) == f"user{PROFILE}"
+
+
+async def test_opens_on_failures_rejects_locally_degrades_and_closes_on_recovery(
+    start_server: StartServer, open_channel: OpenChannel
+) -> None:
+    servicer = ScriptedUserService()
+    rand = ScriptedRandom(0.5)
+    target = "breaker-it-user"
+
+    async def degraded_profile(request: user_pb2.ProfileRequest) -> user_pb2.ProfileResponse:
+        return user_pb2.ProfileResponse(user=user_pb2.User(id=request.id, nickname="fallback"))
+
+    breaker = CircuitBreakerInterceptor(
+        target,
+        BreakerConfig(min_requests=5),
+        fallbacks={PROFILE: degraded_profile},
+        clock=ManualClock(),
+        random_source=rand,
+    )
+    stub = user_pb2_grpc.UserServiceStub(
+        open_channel(await start_server(servicer), client_chain(breaker))
+    )
+    login = user_pb2.LoginRequest(email="a@b.c")
+    rejected_before = sample("webook_breaker_rejected_total", target=target)
+
+    # The dependency fails every call: after min_requests failures the breaker opens.
+    servicer.failure = grpc.StatusCode.UNAVAILABLE
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Login(login)
+        assert not isinstance(failed.value, BreakerOpenError)
+    assert servicer.calls == 5
+    assert sample("webook_breaker_state", target=target) == 1.0
+
+    # While open, calls are rejected locally: nothing reaches the server.
+    for _ in range(10):
+        with pytest.raises(grpc.aio.AioRpcError) as rejected:
+            await stub.Login(login)
+        assert isinstance(rejected.value, BreakerOpenError)
+        assert rejected.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert servicer.calls == 5
+    assert sample("webook_breaker_rejected_total", target=target) - rejected_before == 10
+
+    # A method with a fallback gets the degraded answer instead of an error.
+    response = await stub.Profile(user_pb2.ProfileRequest(id=7))
+    assert response.user.nickname == "fallback"
+    assert servicer.calls == 5
+
+    # The dependency recovers; the calls that still get through push the probability to 0.
+    servicer.failure = None
+    rand.value = 0.999
+    for _ in range(100):
+        if breaker.throttle_for(LOGIN).rejection_probability() == 0.0:
+            break
+        await stub.Login(login)
+    assert breaker.throttle_for(LOGIN).rejection_probability() == 0.0
+    assert sample("webook_breaker_state", target=target) == 0.0
+
+    rand.value = 0.0  # closed: even the most eager draw lets the call through
+    response = await stub.Profile(user_pb2.ProfileRequest(id=7))
+    assert response.user.nickname == "real"
+
+
+async def test_application_errors_do_not_open_the_breaker(
+    start_server: StartServer, open_channel: OpenChannel
+) -> None:
+    servicer = ScriptedUserService()
+    servicer.failure = grpc.StatusCode.NOT_FOUND
+    breaker = CircuitBreakerInterceptor(
+        "breaker-it-app-errors",
+        BreakerConfig(min_requests=1),
+        clock=ManualClock(),
+        random_source=ScriptedRandom(0.0),
+    )
+    stub = user_pb2_grpc.UserServiceStub(
+        open_channel(await start_server(servicer), client_chain(breaker))
+    )
+
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Profile(user_pb2.ProfileRequest(id=1))
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+    assert servicer.calls == 5
+    assert breaker.throttle_for(PROFILE).rejection_probability() == 0.0

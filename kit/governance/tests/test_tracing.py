@@ -1,0 +1,111 @@
+"""Tracing interceptors: one trace across client and server spans, W3C context in metadata."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import grpc
+import grpc.aio
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from kit.governance import ClientTracingInterceptor, ServerTracingInterceptor, client_chain
+from kit.governance.tests.support import (
+    MISSING_USER_ID,
+    USER_SERVICE,
+    OpenChannel,
+    ScriptedUserService,
+    StartServer,
+)
+from webook.user.v1 import user_pb2, user_pb2_grpc
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """A tracer provider of our own (the global one can be set once per process)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def by_kind(finished: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
+    return [span for span in finished if span.kind is kind]
+
+
+async def test_client_and_server_spans_form_one_trace_across_two_hops(
+    start_server: StartServer,
+    open_channel: OpenChannel,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = spans
+    downstream = ScriptedUserService()
+    downstream_address = await start_server(downstream, [ServerTracingInterceptor(provider)])
+    downstream_stub = user_pb2_grpc.UserServiceStub(
+        open_channel(downstream_address, client_chain(ClientTracingInterceptor(provider)))
+    )
+    upstream = ScriptedUserService()
+
+    async def call_downstream() -> None:
+        await downstream_stub.Profile(user_pb2.ProfileRequest(id=2))
+
+    upstream.downstream = call_downstream
+    upstream_address = await start_server(upstream, [ServerTracingInterceptor(provider)])
+    stub = user_pb2_grpc.UserServiceStub(
+        open_channel(upstream_address, client_chain(ClientTracingInterceptor(provider)))
+    )
+
+    await stub.Profile(user_pb2.ProfileRequest(id=1))
+
+    finished = exporter.get_finished_spans()
+    first_client, second_client = sorted(
+        by_kind(finished, SpanKind.CLIENT), key=lambda s: s.start_time or 0
+    )
+    first_server, second_server = sorted(
+        by_kind(finished, SpanKind.SERVER), key=lambda s: s.start_time or 0
+    )
+    chain = [first_client, first_server, second_client, second_server]
+    contexts = [span.get_span_context() for span in chain]
+    assert len({context.trace_id for context in contexts if context}) == 1
+    for parent, child in itertools.pairwise(chain):
+        parent_context = parent.get_span_context()
+        assert child.parent is not None
+        assert parent_context is not None
+        assert child.parent.span_id == parent_context.span_id
+    assert first_client.parent is None
+    assert "traceparent" in upstream.invocation_metadata[0]
+    for span in chain:
+        assert span.name == f"{USER_SERVICE}/Profile"
+        assert span.attributes is not None
+        assert span.attributes["rpc.system"] == "grpc"
+        assert span.attributes["rpc.service"] == USER_SERVICE
+        assert span.attributes["rpc.method"] == "Profile"
+        assert span.attributes["rpc.grpc.status_code"] == 0
+        assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_non_ok_status_marks_both_spans_as_errors(
+    start_server: StartServer,
+    open_channel: OpenChannel,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = spans
+    address = await start_server(ScriptedUserService(), [ServerTracingInterceptor(provider)])
+    stub = user_pb2_grpc.UserServiceStub(
+        open_channel(address, client_chain(ClientTracingInterceptor(provider)))
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Profile(user_pb2.ProfileRequest(id=MISSING_USER_ID))
+
+    finished = exporter.get_finished_spans()
+    assert {span.kind for span in finished} == {SpanKind.CLIENT, SpanKind.SERVER}
+    for span in finished:
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes is not None
+        assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
