@@ -1,0 +1,760 @@
+"""Multicallables and call objects of :class:`~kit.balancer.channel.BalancedChannel`.
+
+A unary-unary call runs as one task: pick an endpoint, take a call slot on it, send, and on
+a failover code retry an idempotent method on an endpoint not tried yet, within the
+caller's deadline and ``max_attempts``. Streaming calls pick once and never fail over. The
+call objects implement grpc.aio's call interfaces, so code written against a plain channel
+(``await stub.Method(req)``, ``call.code()``, ``async for`` over a stream) works unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from typing import Any, Protocol, cast
+
+import grpc
+
+from kit.balancer.config import BalancerConfig
+from kit.balancer.subchannel import Subchannel
+
+logger = logging.getLogger(__name__)
+
+MetadataArg = grpc.aio.Metadata | Iterable[tuple[str, str | bytes]] | None
+Serializer = Callable[[Any], bytes] | None
+Deserializer = Callable[[bytes], Any] | None
+RequestIterator = Any
+
+_LOCAL_CANCELLATION = "Locally cancelled by application!"
+
+
+class Router(Protocol):
+    """What call objects need from the balanced channel."""
+
+    @property
+    def config(self) -> BalancerConfig:
+        """The channel's configuration."""
+        ...
+
+    @property
+    def hashing(self) -> bool:
+        """Whether calls are routed by hash key."""
+        ...
+
+    def _pick(self, hash_key: bytes | None, exclude: set[Subchannel] | None) -> Subchannel | None:
+        """Pick an endpoint, or ``None`` when none is left; raises once closed."""
+        ...
+
+    def _membership_change(self) -> asyncio.Future[None]:
+        """A future resolved at the next change of endpoints (or when the channel closes)."""
+        ...
+
+    def _no_endpoint(self) -> grpc.aio.AioRpcError:
+        """Count and build the UNAVAILABLE error for 'no endpoint'."""
+        ...
+
+    def _record(self, subchannel: Subchannel, code: grpc.StatusCode | None) -> None:
+        """Feed a call's outcome (``None``: abandoned) to the endpoint's health."""
+        ...
+
+    def _record_success(self, subchannel: Subchannel) -> None:
+        """Feed a successful call to the endpoint's health."""
+        ...
+
+    def _failed_over(self, code: grpc.StatusCode) -> None:
+        """Count a failover after ``code``."""
+        ...
+
+    def _start_if_unawaited(self, call: BalancedUnaryUnaryCall) -> None:
+        """Start ``call`` in a task on the next loop iteration unless it is awaited by then."""
+        ...
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task until done, so that closing the channel can end it."""
+        ...
+
+
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    """An :class:`grpc.aio.AioRpcError` raised by the balancer itself (no endpoint reached)."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
+
+
+def _deadline_exceeded() -> grpc.aio.AioRpcError:
+    return rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+async def _wait_any(
+    future: asyncio.Future[None], interrupt: asyncio.Future[None] | None, deadline: float | None
+) -> None:
+    """Wait until ``future`` or ``interrupt`` is done, or ``deadline`` (loop time) passes."""
+    waiters = {future} if interrupt is None else {future, interrupt}
+    timeout = None
+    if deadline is not None:
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+    await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+
+
+async def _wait_for_slot(
+    subchannel: Subchannel, deadline: float | None, interrupt: asyncio.Future[None] | None
+) -> None:
+    """Queue for a call slot on ``subchannel`` (all taken) until ``deadline``."""
+    waiter = subchannel.slots.wait()
+    owned = False
+    try:
+        await _wait_any(waiter, interrupt, deadline)
+        owned = waiter.done()
+    finally:
+        if not owned:
+            subchannel.slots.abandon(waiter)
+    if not owned:
+        if interrupt is not None and interrupt.done():
+            raise asyncio.CancelledError
+        raise _deadline_exceeded()
+
+
+async def _wait_for_endpoint(
+    router: Router,
+    hash_key: bytes | None,
+    deadline: float | None,
+    interrupt: asyncio.Future[None] | None,
+) -> Subchannel | None:
+    """Wait until an endpoint can be picked; ``None`` once ``deadline`` passed."""
+    while True:
+        subchannel = router._pick(hash_key, None)
+        if subchannel is not None:
+            return subchannel
+        changed = router._membership_change()
+        await _wait_any(changed, interrupt, deadline)
+        if interrupt is not None and interrupt.done():
+            raise asyncio.CancelledError
+        if not changed.done():
+            return None
+
+
+def _endpoint_callable(subchannel: Subchannel, owner: _MultiCallable, kind: str) -> Any:
+    """The endpoint channel's multicallable for ``owner``'s method, created once."""
+    target = subchannel.callables.get(owner)
+    if target is None:
+        factory = getattr(subchannel.channel, kind)
+        extra = {"_registered_method": True} if owner.registered else {}
+        target = factory(owner.method, owner.serializer, owner.deserializer, **extra)
+        subchannel.callables[owner] = target
+    return target
+
+
+class _MultiCallable:
+    """Shared state of the balanced multicallables."""
+
+    def __init__(
+        self,
+        router: Router,
+        method: str,
+        serializer: Serializer,
+        deserializer: Deserializer,
+        registered: bool,
+    ) -> None:
+        self.router = router
+        self.method = method
+        self.serializer = serializer
+        self.deserializer = deserializer
+        self.registered = registered
+        self.idempotent = router.config.idempotent(method)
+
+
+class BalancedUnaryUnaryMultiCallable(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable[Any, Any]):
+    """``channel.unary_unary(...)`` of a balanced channel."""
+
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: MetadataArg = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> BalancedUnaryUnaryCall:
+        return BalancedUnaryUnaryCall(
+            self, request, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+
+_PENDING, _RUNNING, _DONE = 0, 1, 2
+
+
+class BalancedUnaryUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
+    """A unary call that may be sent to several endpoints in turn (failover).
+
+    The attempts run inside the task that awaits the call, so the common
+    ``await stub.Method(request)`` costs no extra task. A call nobody awaits by the next
+    loop iteration (or whose status is asked for first) runs in a task of its own, so
+    every call is sent as soon as it is made, as with a plain channel.
+    """
+
+    def __init__(
+        self,
+        owner: BalancedUnaryUnaryMultiCallable,
+        request: Any,
+        timeout: float | None,
+        metadata: MetadataArg,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._owner = owner
+        self._request = request
+        self._metadata = metadata
+        self._credentials = credentials
+        self._wait_for_ready = wait_for_ready
+        self._compression = compression
+        self._deadline = None if timeout is None else loop.time() + timeout
+        self._state = _PENDING
+        self._task: asyncio.Task[None] | None = None
+        self._attempt: grpc.aio.UnaryUnaryCall[Any, Any] | None = None
+        self._response: Any = None
+        self._error: Exception | None = None
+        self._cancelled = False
+        self._cancel_requested = False
+        self._interrupt: asyncio.Future[None] | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self._callbacks: list[Callable[[Any], None]] = []
+        owner.router._start_if_unawaited(self)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._state == _PENDING:
+            self._state = _RUNNING
+            return (yield from self._drive().__await__())
+        return (yield from self._outcome().__await__())
+
+    # -- driving ---------------------------------------------------------------------
+
+    def _start_unawaited(self) -> None:
+        """Run in a task of its own: nobody awaited the call in the iteration it was made."""
+        if self._state == _PENDING:
+            self._start_task()
+
+    def _start_task(self) -> None:
+        self._state = _RUNNING
+        self._task = self._loop.create_task(self._drive_in_background())
+        self._owner.router._track(self._task)
+
+    async def _drive_in_background(self) -> None:
+        # The outcome is kept on the call for whoever asks; the task itself holds none.
+        with contextlib.suppress(Exception):
+            await self._drive()
+
+    async def _drive(self) -> Any:
+        try:
+            response = await self._attempts()
+        except asyncio.CancelledError:
+            self._finish(None, None, cancelled=True)
+            raise
+        except Exception as exc:
+            self._finish(None, exc, cancelled=False)
+            raise
+        self._finish(response, None, cancelled=False)
+        return response
+
+    def _interruption(self) -> asyncio.Future[None] | None:
+        """What :meth:`cancel` resolves to stop a wait of an inline-driven call."""
+        if self._task is not None:
+            return None  # cancelling the task interrupts it
+        if self._interrupt is None:
+            self._interrupt = self._loop.create_future()
+        return self._interrupt
+
+    async def _attempts(self) -> Any:
+        owner = self._owner
+        router = owner.router
+        config = router.config
+        max_attempts = config.max_attempts if owner.idempotent else 1
+        hash_key = config.hash_key(self._request, self._metadata) if router.hashing else None
+        tried: set[Subchannel] | None = None
+        last_error: grpc.aio.AioRpcError | None = None
+        attempt = 0
+        while True:
+            subchannel = router._pick(hash_key, tried)
+            if subchannel is None:
+                if last_error is not None:
+                    raise last_error
+                if not self._wait_for_ready:
+                    raise router._no_endpoint()
+                subchannel = await _wait_for_endpoint(
+                    router, hash_key, self._deadline, self._interruption()
+                )
+                if subchannel is None:
+                    raise _deadline_exceeded()
+            if not subchannel.slots.try_take():
+                await _wait_for_slot(subchannel, self._deadline, self._interruption())
+            try:
+                if self._cancel_requested:
+                    raise asyncio.CancelledError
+                if subchannel.retired:
+                    # The endpoint left while this call waited for a slot: pick again.
+                    continue
+                timeout = self.time_remaining()
+                if timeout is not None and timeout <= 0:
+                    raise last_error or _deadline_exceeded()
+                attempt += 1
+                call = _endpoint_callable(subchannel, owner, "unary_unary")(
+                    self._request,
+                    timeout=timeout,
+                    metadata=self._metadata,
+                    credentials=self._credentials,
+                    wait_for_ready=self._wait_for_ready,
+                    compression=self._compression,
+                )
+                self._attempt = call
+                try:
+                    response = await call
+                except grpc.aio.AioRpcError as error:
+                    code = error.code()
+                    router._record(subchannel, code)
+                    if (
+                        attempt >= max_attempts
+                        or code not in config.failover_codes
+                        or self._expired()
+                    ):
+                        raise
+                    router._failed_over(code)
+                    logger.debug(
+                        "failing over",
+                        extra={
+                            "method": owner.method,
+                            "endpoint": subchannel.label,
+                            "code": code.name,
+                            "attempt": attempt,
+                        },
+                    )
+                    last_error = error
+                    tried = tried or set()
+                    tried.add(subchannel)
+                    continue
+                except asyncio.CancelledError:
+                    router._record(subchannel, None)
+                    raise
+                router._record_success(subchannel)
+                return response
+            finally:
+                subchannel.slots.release()
+
+    def _finish(self, response: Any, error: Exception | None, *, cancelled: bool) -> None:
+        self._state = _DONE
+        self._response = response
+        self._error = error
+        self._cancelled = cancelled
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+        for callback in self._callbacks:
+            self._loop.call_soon(callback, self)
+        self._callbacks.clear()
+
+    def _expired(self) -> bool:
+        return self._deadline is not None and self._loop.time() >= self._deadline
+
+    async def _wait_done(self) -> None:
+        if self._state == _PENDING:
+            self._start_task()
+        if self._state != _DONE:
+            if self._finished is None:
+                self._finished = self._loop.create_future()
+            await asyncio.wait((self._finished,))
+
+    async def _outcome(self) -> Any:
+        await self._wait_done()
+        if self._cancelled:
+            raise asyncio.CancelledError
+        if self._error is not None:
+            raise self._error
+        return self._response
+
+    # -- grpc.aio.UnaryUnaryCall --------------------------------------------------------
+
+    def cancelled(self) -> bool:
+        if self._state != _DONE:
+            return False
+        error = self._error
+        return self._cancelled or (
+            isinstance(error, grpc.aio.AioRpcError) and error.code() is grpc.StatusCode.CANCELLED
+        )
+
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    def time_remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - self._loop.time())
+
+    def cancel(self) -> bool:
+        if self._state == _DONE:
+            return False
+        if self._state == _PENDING:
+            self._finish(None, None, cancelled=True)
+            return True
+        if self._task is not None:
+            return self._task.cancel()
+        # Driven inside the awaiting task: stop whatever it is waiting for.
+        self._cancel_requested = True
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.cancel()
+        if self._interrupt is not None and not self._interrupt.done():
+            self._interrupt.set_result(None)
+        return True
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        if self._state == _DONE:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        await self._wait_done()
+        if isinstance(self._error, grpc.aio.AioRpcError):
+            return self._error.initial_metadata()
+        if self._attempt is not None and not self._cancelled:
+            return await self._attempt.initial_metadata()
+        return grpc.aio.Metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        await self._wait_done()
+        if isinstance(self._error, grpc.aio.AioRpcError):
+            return cast(grpc.aio.Metadata, self._error.trailing_metadata())
+        if self._attempt is not None and not self._cancelled:
+            return await self._attempt.trailing_metadata()
+        return grpc.aio.Metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        await self._wait_done()
+        if self._cancelled:
+            return grpc.StatusCode.CANCELLED
+        if self._error is None:
+            return grpc.StatusCode.OK
+        if isinstance(self._error, grpc.aio.AioRpcError):
+            return self._error.code()
+        return grpc.StatusCode.UNKNOWN
+
+    async def details(self) -> str:
+        await self._wait_done()
+        if self._cancelled:
+            return _LOCAL_CANCELLATION
+        if isinstance(self._error, grpc.aio.AioRpcError):
+            return self._error.details() or ""
+        return "" if self._error is None else repr(self._error)
+
+    async def wait_for_connection(self) -> None:
+        await self._wait_done()
+        if self._cancelled:
+            raise asyncio.CancelledError
+        if self._error is not None:
+            raise self._error
+
+
+StartCall = Callable[[Subchannel, float | None], Any]
+
+
+class _StreamDispatch:
+    """Starts a streaming call on one picked endpoint and watches its outcome."""
+
+    def __init__(
+        self,
+        router: Router,
+        start: StartCall,
+        hash_key: bytes | None,
+        timeout: float | None,
+        wait_for_ready: bool | None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.deadline = None if timeout is None else self.loop.time() + timeout
+        self.call: Any = None
+        self.error: Exception | None = None
+        self.started = asyncio.Event()
+        self.task = self.loop.create_task(self._run(router, start, hash_key, wait_for_ready))
+        router._track(self.task)
+
+    async def _run(
+        self,
+        router: Router,
+        start: StartCall,
+        hash_key: bytes | None,
+        wait_for_ready: bool | None,
+    ) -> None:
+        try:
+            while True:
+                subchannel = router._pick(hash_key, None)
+                if subchannel is None:
+                    if not wait_for_ready:
+                        raise router._no_endpoint()
+                    subchannel = await _wait_for_endpoint(router, hash_key, self.deadline, None)
+                    if subchannel is None:
+                        raise _deadline_exceeded()
+                if not subchannel.slots.try_take():
+                    await _wait_for_slot(subchannel, self.deadline, None)
+                if not subchannel.retired:
+                    break
+                # The endpoint left while this call waited for a slot: pick again.
+                subchannel.slots.release()
+            try:
+                remaining = None
+                if self.deadline is not None:
+                    remaining = max(0.0, self.deadline - self.loop.time())
+                self.call = start(subchannel, remaining)
+            except BaseException:
+                subchannel.slots.release()
+                raise
+        except Exception as exc:
+            self.error = exc
+            return
+        finally:
+            self.started.set()
+        try:
+            code = await self.call.code()
+        except asyncio.CancelledError:
+            router._record(subchannel, None)
+            raise
+        finally:
+            subchannel.slots.release()
+        router._record(subchannel, None if code is grpc.StatusCode.CANCELLED else code)
+
+    async def underlying(self) -> Any:
+        """The started grpc call; raises the error that prevented starting it."""
+        if self.call is None:
+            await self.started.wait()
+        if self.call is not None:
+            return self.call
+        if self.error is not None:
+            raise self.error
+        raise asyncio.CancelledError
+
+
+class _BalancedStreamCall:
+    """Call-interface methods shared by the streaming calls, delegating once started."""
+
+    _dispatch: _StreamDispatch
+
+    async def _failed(self) -> grpc.aio.AioRpcError | None:
+        """Wait until started; the balancer's own error if the call could not start."""
+        dispatch = self._dispatch
+        if dispatch.call is None:
+            await dispatch.started.wait()
+        if dispatch.call is None:
+            error = dispatch.error
+            if isinstance(error, grpc.aio.AioRpcError):
+                return error
+            if error is not None:
+                return rpc_error(grpc.StatusCode.UNKNOWN, repr(error))
+            return rpc_error(grpc.StatusCode.CANCELLED, _LOCAL_CANCELLATION)
+        return None
+
+    def cancelled(self) -> bool:
+        dispatch = self._dispatch
+        if dispatch.call is not None:
+            return bool(dispatch.call.cancelled())
+        return dispatch.task.cancelled()
+
+    def done(self) -> bool:
+        dispatch = self._dispatch
+        if dispatch.call is not None:
+            return bool(dispatch.call.done())
+        return dispatch.task.done()
+
+    def time_remaining(self) -> float | None:
+        dispatch = self._dispatch
+        if dispatch.deadline is None:
+            return None
+        return max(0.0, dispatch.deadline - dispatch.loop.time())
+
+    def cancel(self) -> bool:
+        dispatch = self._dispatch
+        if dispatch.call is not None:
+            return bool(dispatch.call.cancel())
+        if dispatch.task.done():
+            return False
+        return dispatch.task.cancel()
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._dispatch.task.add_done_callback(lambda _task: callback(self))
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        error = await self._failed()
+        if error is not None:
+            return error.initial_metadata()
+        return cast(grpc.aio.Metadata, await self._dispatch.call.initial_metadata())
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        error = await self._failed()
+        if error is not None:
+            return cast(grpc.aio.Metadata, error.trailing_metadata())
+        return cast(grpc.aio.Metadata, await self._dispatch.call.trailing_metadata())
+
+    async def code(self) -> grpc.StatusCode:
+        error = await self._failed()
+        if error is not None:
+            return error.code()
+        return cast(grpc.StatusCode, await self._dispatch.call.code())
+
+    async def details(self) -> str:
+        error = await self._failed()
+        if error is not None:
+            return error.details() or ""
+        return cast(str, await self._dispatch.call.details())
+
+    async def wait_for_connection(self) -> None:
+        call = await self._dispatch.underlying()
+        await call.wait_for_connection()
+
+    async def _responses(self) -> AsyncIterator[Any]:
+        call = await self._dispatch.underlying()
+        async for response in call:
+            yield response
+
+    async def read(self) -> Any:
+        call = await self._dispatch.underlying()
+        return await call.read()
+
+    async def write(self, request: Any) -> None:
+        call = await self._dispatch.underlying()
+        await call.write(request)
+
+    async def done_writing(self) -> None:
+        call = await self._dispatch.underlying()
+        await call.done_writing()
+
+
+class BalancedUnaryStreamCall(_BalancedStreamCall, grpc.aio.UnaryStreamCall[Any, Any]):
+    """A server-streaming call on one picked endpoint."""
+
+    def __init__(self, dispatch: _StreamDispatch) -> None:
+        self._dispatch = dispatch
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._responses()
+
+
+class BalancedStreamUnaryCall(_BalancedStreamCall, grpc.aio.StreamUnaryCall[Any, Any]):
+    """A client-streaming call on one picked endpoint."""
+
+    def __init__(self, dispatch: _StreamDispatch) -> None:
+        self._dispatch = dispatch
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._response().__await__()
+
+    async def _response(self) -> Any:
+        call = await self._dispatch.underlying()
+        return await call
+
+
+class BalancedStreamStreamCall(_BalancedStreamCall, grpc.aio.StreamStreamCall[Any, Any]):
+    """A bidirectional-streaming call on one picked endpoint."""
+
+    def __init__(self, dispatch: _StreamDispatch) -> None:
+        self._dispatch = dispatch
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._responses()
+
+
+class BalancedUnaryStreamMultiCallable(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
+    """``channel.unary_stream(...)`` of a balanced channel."""
+
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: MetadataArg = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> BalancedUnaryStreamCall:
+        def start(subchannel: Subchannel, remaining: float | None) -> Any:
+            return _endpoint_callable(subchannel, self, "unary_stream")(
+                request,
+                timeout=remaining,
+                metadata=metadata,
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+
+        hash_key = self.router.config.hash_key(request, metadata) if self.router.hashing else None
+        return BalancedUnaryStreamCall(
+            _StreamDispatch(self.router, start, hash_key, timeout, wait_for_ready)
+        )
+
+
+class _RequestStreamMultiCallable(_MultiCallable):
+    """Common ``__call__`` plumbing of the client-streaming kinds."""
+
+    kind = ""
+
+    def _dispatch(
+        self,
+        request_iterator: RequestIterator,
+        timeout: float | None,
+        metadata: MetadataArg,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> _StreamDispatch:
+        def start(subchannel: Subchannel, remaining: float | None) -> Any:
+            return _endpoint_callable(subchannel, self, self.kind)(
+                request_iterator,
+                timeout=remaining,
+                metadata=metadata,
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+
+        hash_key = self.router.config.hash_key(None, metadata) if self.router.hashing else None
+        return _StreamDispatch(self.router, start, hash_key, timeout, wait_for_ready)
+
+
+class BalancedStreamUnaryMultiCallable(
+    _RequestStreamMultiCallable, grpc.aio.StreamUnaryMultiCallable[Any, Any]
+):
+    """``channel.stream_unary(...)`` of a balanced channel."""
+
+    kind = "stream_unary"
+
+    def __call__(
+        self,
+        request_iterator: RequestIterator = None,
+        timeout: float | None = None,
+        metadata: MetadataArg = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> BalancedStreamUnaryCall:
+        return BalancedStreamUnaryCall(
+            self._dispatch(
+                request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+            )
+        )
+
+
+class BalancedStreamStreamMultiCallable(
+    _RequestStreamMultiCallable, grpc.aio.StreamStreamMultiCallable[Any, Any]
+):
+    """``channel.stream_stream(...)`` of a balanced channel."""
+
+    kind = "stream_stream"
+
+    def __call__(
+        self,
+        request_iterator: RequestIterator = None,
+        timeout: float | None = None,
+        metadata: MetadataArg = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> BalancedStreamStreamCall:
+        return BalancedStreamStreamCall(
+            self._dispatch(
+                request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+            )
+        )

@@ -1,0 +1,475 @@
+"""BalancedChannel: a ``grpc.aio.Channel`` that spreads calls over a service's instances.
+
+gRPC Python cannot plug a custom load balancer into its C core, so the balancing happens
+here: one plain ``grpc.aio`` channel per endpoint, created and closed as discovery adds and
+removes instances, and a picker in front (smooth weighted round robin, or a consistent-hash
+ring). Generated stubs take a ``BalancedChannel`` wherever they take a channel.
+
+Per call: pick an endpoint, wait for one of its ``max_in_flight_per_endpoint`` slots, send;
+the outcome feeds the endpoint's dynamic weight and ejection state (see
+:mod:`kit.balancer.endpoint`). Idempotent unary methods fail over to endpoints not yet tried
+on ``failover_codes``; everything else is sent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from kit.balancer.calls import (
+    BalancedStreamStreamMultiCallable,
+    BalancedStreamUnaryMultiCallable,
+    BalancedUnaryStreamMultiCallable,
+    BalancedUnaryUnaryCall,
+    BalancedUnaryUnaryMultiCallable,
+    Deserializer,
+    Serializer,
+    rpc_error,
+)
+from kit.balancer.config import BalancerConfig, Policy
+from kit.balancer.endpoint import EndpointState, Health
+from kit.balancer.metrics import BalancerMetrics
+from kit.balancer.picker import ConsistentHashRing, SmoothWeightedRoundRobin
+from kit.balancer.subchannel import Subchannel
+from kit.registry.memory import StaticDiscovery
+from kit.registry.model import ServiceInstance
+from kit.registry.port import Discovery, Registry
+
+logger = logging.getLogger(__name__)
+
+ChannelFactory = Callable[[str], grpc.aio.Channel]
+"""Builds the channel to one endpoint address (``host:port``)."""
+
+_STATE_PRIORITY = (
+    grpc.ChannelConnectivity.READY,
+    grpc.ChannelConnectivity.CONNECTING,
+    grpc.ChannelConnectivity.IDLE,
+    grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+)
+
+
+class BalancedChannel(grpc.aio.Channel):
+    """A client channel to every instance of one service, balanced per call.
+
+    Args:
+        service: service name (for metrics, logs and errors).
+        discovery: source of the instances; the channel follows its changes.
+        config: balancing policy, failover, health and limits.
+        interceptors: grpc.aio client interceptors installed on every endpoint channel
+            (they run once per attempt).
+        channel_factory: builds an endpoint channel from ``host:port``; default
+            ``grpc.aio.insecure_channel`` with ``config.channel_options`` and
+            ``interceptors``.
+        owns_discovery: close ``discovery`` when the channel closes.
+
+    Construct it inside the running event loop. Calls fail with UNAVAILABLE when the
+    service has no endpoint, unless made with ``wait_for_ready=True``.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        discovery: Discovery,
+        config: BalancerConfig | None = None,
+        *,
+        interceptors: Sequence[Any] = (),
+        channel_factory: ChannelFactory | None = None,
+        owns_discovery: bool = False,
+    ) -> None:
+        self._service = service
+        self._discovery = discovery
+        self._config = config or BalancerConfig()
+        self._interceptors = tuple(interceptors)
+        self._channel_factory = channel_factory or self._insecure_channel
+        self._owns_discovery = owns_discovery
+        self._metrics = BalancerMetrics(service)
+        self._pick_counts = self._metrics.pick_counts
+        self._unstarted: list[BalancedUnaryUnaryCall] = []
+        self._subchannels: dict[str, Subchannel] = {}
+        self._wrr: SmoothWeightedRoundRobin[Subchannel] = SmoothWeightedRoundRobin()
+        self._ring: ConsistentHashRing[Subchannel] | None = None
+        if self._config.policy is Policy.CONSISTENT_HASH:
+            self._ring = ConsistentHashRing(self._config.virtual_nodes)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._retiring: dict[asyncio.Task[None], Subchannel] = {}
+        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._closed = False
+        self._on_instances(discovery.instances())
+        self._unsubscribe = discovery.subscribe(self._on_instances)
+
+    @property
+    def service(self) -> str:
+        """The service this channel balances over."""
+        return self._service
+
+    @property
+    def config(self) -> BalancerConfig:
+        """The balancing configuration."""
+        return self._config
+
+    @property
+    def hashing(self) -> bool:
+        """Whether calls are routed by hash key (consistent-hash policy)."""
+        return self._ring is not None
+
+    def endpoints(self) -> tuple[EndpointState, ...]:
+        """The current endpoints with their weights and health (sorted by instance id)."""
+        return tuple(self._subchannels[key] for key in sorted(self._subchannels))
+
+    # -- grpc.aio.Channel -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        await self.close()
+        return None
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop taking calls; in-flight calls get ``grace`` seconds to finish.
+
+        Without ``grace`` in-flight calls are cancelled at once (as with a plain channel);
+        calls not sent yet fail with ``grpc.aio.UsageError``. Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._unsubscribe()
+        subchannels = list(self._subchannels.values())
+        self._subchannels.clear()
+        for subchannel in subchannels:
+            # Calls queued for a slot see this when served, pick again, and fail.
+            subchannel.retired = True
+        self._wrr.set_endpoints([])
+        if self._ring is not None:
+            self._ring.set_endpoints([])
+        self._pulse()
+        await asyncio.gather(
+            *(self._drain_and_close(sc, grace) for sc in subchannels),
+            *(self._hurry(task, sc, grace) for task, sc in list(self._retiring.items())),
+        )
+        background = set(self._background)
+        for task in background:
+            task.cancel()
+        if background:
+            await asyncio.wait(background)
+        for subchannel in subchannels:
+            self._metrics.forget(subchannel.label)
+        self._metrics.forget_service()
+        if self._owns_discovery:
+            await self._discovery.close()
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        """The best state among endpoint channels (READY if any is ready); IDLE if none."""
+        if self._closed:
+            return grpc.ChannelConnectivity.SHUTDOWN
+        states = {sc.channel.get_state(try_to_connect) for sc in self._subchannels.values()}
+        for state in _STATE_PRIORITY:
+            if state in states:
+                return state
+        return grpc.ChannelConnectivity.IDLE
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        """Wait until :meth:`get_state` differs from ``last_observed_state``."""
+        while self.get_state() == last_observed_state and not self._closed:
+            waiters: list[asyncio.Future[Any]] = [
+                asyncio.ensure_future(sc.channel.wait_for_state_change(sc.channel.get_state()))
+                for sc in self._subchannels.values()
+            ]
+            try:
+                await asyncio.wait([self._changed, *waiters], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+                if waiters:
+                    await asyncio.wait(waiters)
+
+    async def channel_ready(self) -> None:
+        """Wait until at least one endpoint channel is READY."""
+        while True:
+            state = self.get_state(try_to_connect=True)
+            if state is grpc.ChannelConnectivity.READY:
+                return
+            if state is grpc.ChannelConnectivity.SHUTDOWN:
+                raise grpc.aio.UsageError("Channel is closed.")
+            await self.wait_for_state_change(state)
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> BalancedUnaryUnaryMultiCallable:
+        """A balanced multicallable for a unary-unary method (fails over if idempotent)."""
+        return BalancedUnaryUnaryMultiCallable(
+            self, method, request_serializer, response_deserializer, bool(_registered_method)
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> BalancedUnaryStreamMultiCallable:
+        """A balanced multicallable for a server-streaming method (no failover)."""
+        return BalancedUnaryStreamMultiCallable(
+            self, method, request_serializer, response_deserializer, bool(_registered_method)
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> BalancedStreamUnaryMultiCallable:
+        """A balanced multicallable for a client-streaming method (no failover)."""
+        return BalancedStreamUnaryMultiCallable(
+            self, method, request_serializer, response_deserializer, bool(_registered_method)
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> BalancedStreamStreamMultiCallable:
+        """A balanced multicallable for a bidirectional-streaming method (no failover)."""
+        return BalancedStreamStreamMultiCallable(
+            self, method, request_serializer, response_deserializer, bool(_registered_method)
+        )
+
+    # -- used by the call objects (kit.balancer.calls.Router) --------------------------
+
+    def _pick(self, hash_key: bytes | None, exclude: set[Subchannel] | None) -> Subchannel | None:
+        if self._closed:
+            raise grpc.aio.UsageError("Channel is closed.")
+        if self._ring is not None and hash_key is not None:
+            subchannel = self._ring.pick(hash_key, exclude)
+        else:
+            subchannel = self._wrr.pick(exclude)
+        if subchannel is not None:
+            self._pick_counts[subchannel.label] += 1
+            if subchannel.health is Health.PROBING:
+                logger.info(
+                    "sending a trial call to an ejected endpoint",
+                    extra={"service": self._service, "endpoint": subchannel.label},
+                )
+                self._publish_health()
+        return subchannel
+
+    def _membership_change(self) -> asyncio.Future[None]:
+        return self._changed
+
+    def _no_endpoint(self) -> grpc.aio.AioRpcError:
+        self._metrics.no_endpoint()
+        return rpc_error(
+            grpc.StatusCode.UNAVAILABLE, f"no endpoint available for service {self._service!r}"
+        )
+
+    def _record(self, subchannel: Subchannel, code: grpc.StatusCode | None) -> None:
+        if subchannel.retired:
+            return
+        health, weight = subchannel.health, subchannel.effective_weight
+        if code is None:
+            subchannel.record_abandoned()
+        elif code in self._config.failure_codes:
+            if subchannel.record_failure(time.monotonic()):
+                self._metrics.ejected(subchannel.label)
+                logger.warning(
+                    "endpoint ejected",
+                    extra={
+                        "service": self._service,
+                        "endpoint": subchannel.label,
+                        "instance_id": subchannel.key,
+                        "code": code.name,
+                        "consecutive_failures": subchannel.consecutive_failures,
+                        "cool_down": round(subchannel.ejected_until - time.monotonic(), 3),
+                    },
+                )
+        elif subchannel.record_success():
+            logger.info(
+                "endpoint restored after a successful trial call",
+                extra={"service": self._service, "endpoint": subchannel.label},
+            )
+        if subchannel.health is not health:
+            self._publish_health()
+        if subchannel.effective_weight != weight:
+            self._metrics.effective_weight(subchannel.label, subchannel.effective_weight)
+
+    def _record_success(self, subchannel: Subchannel) -> None:
+        if (
+            subchannel.consecutive_failures == 0
+            and subchannel.health is Health.HEALTHY
+            and subchannel.effective_weight == subchannel.weight
+        ):
+            return  # already at full health: nothing to update
+        self._record(subchannel, grpc.StatusCode.OK)
+
+    def _failed_over(self, code: grpc.StatusCode) -> None:
+        self._metrics.failover(code.name)
+
+    def _start_if_unawaited(self, call: BalancedUnaryUnaryCall) -> None:
+        if not self._unstarted:
+            asyncio.get_running_loop().call_soon(self._start_unawaited_calls)
+        self._unstarted.append(call)
+
+    def _start_unawaited_calls(self) -> None:
+        calls, self._unstarted = self._unstarted, []
+        for call in calls:
+            call._start_unawaited()
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- membership --------------------------------------------------------------------
+
+    def _insecure_channel(self, addr: str) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(
+            addr,
+            options=list(self._config.channel_options),
+            interceptors=self._interceptors or None,
+        )
+
+    def _on_instances(self, instances: Iterable[ServiceInstance]) -> None:
+        if self._closed:
+            return
+        wanted = {instance.instance_id: instance for instance in instances}
+        added: list[str] = []
+        removed: list[str] = []
+        for key, current in list(self._subchannels.items()):
+            instance = wanted.get(key)
+            if instance is None or instance.addr != current.instance.addr:
+                del self._subchannels[key]
+                self._retire(current)
+                removed.append(current.label)
+        updated = False
+        for key, instance in wanted.items():
+            subchannel = self._subchannels.get(key)
+            if subchannel is None:
+                self._subchannels[key] = self._open(instance)
+                added.append(instance.addr)
+            elif instance != subchannel.instance:
+                subchannel.update_instance(instance)
+                self._metrics.effective_weight(subchannel.label, subchannel.effective_weight)
+                updated = True
+        if not (added or removed or updated):
+            return
+        endpoints = [self._subchannels[key] for key in sorted(self._subchannels)]
+        self._wrr.set_endpoints(endpoints)
+        if self._ring is not None and (added or removed):
+            self._ring.set_endpoints(endpoints)
+        self._publish_health()
+        self._pulse()
+        logger.info(
+            "endpoints changed",
+            extra={
+                "service": self._service,
+                "added": added,
+                "removed": removed,
+                "endpoints": [sc.label for sc in endpoints],
+            },
+        )
+
+    def _open(self, instance: ServiceInstance) -> Subchannel:
+        subchannel = Subchannel(instance, self._config, self._channel_factory(instance.addr))
+        self._metrics.endpoint_added(subchannel.label)
+        self._metrics.effective_weight(subchannel.label, subchannel.effective_weight)
+        return subchannel
+
+    def _retire(self, subchannel: Subchannel) -> None:
+        subchannel.retired = True
+        self._metrics.forget(subchannel.label)
+        task = asyncio.get_running_loop().create_task(
+            self._drain_and_close(subchannel, self._config.close_grace)
+        )
+        self._retiring[task] = subchannel
+        task.add_done_callback(self._retiring_done)
+
+    @staticmethod
+    async def _drain_and_close(subchannel: Subchannel, grace: float | None) -> None:
+        """Let calls in flight on ``subchannel`` finish within ``grace``, then close it.
+
+        Draining is tracked with the call slots rather than grpc's own ``close(grace)``,
+        because a closing grpc channel ignores a second, more urgent ``close()``.
+        """
+        if grace:
+            await asyncio.wait((subchannel.slots.drained(),), timeout=grace)
+        await subchannel.channel.close(None)
+
+    async def _hurry(
+        self, task: asyncio.Task[None], subchannel: Subchannel, grace: float | None
+    ) -> None:
+        """Replace a retiring endpoint's remaining drain time by ``grace``."""
+        task.cancel()
+        await asyncio.wait((task,))
+        await self._drain_and_close(subchannel, grace)
+
+    def _retiring_done(self, task: asyncio.Task[None]) -> None:
+        self._retiring.pop(task, None)
+
+    def _publish_health(self) -> None:
+        self._metrics.health(sc.health for sc in self._subchannels.values())
+
+    def _pulse(self) -> None:
+        """Wake everything waiting for a membership change."""
+        self._changed.set_result(None)
+        self._changed = asyncio.get_running_loop().create_future()
+
+
+async def balanced_channel(
+    service: str,
+    registry: Registry,
+    config: BalancerConfig | None = None,
+    *,
+    interceptors: Sequence[Any] = (),
+    channel_factory: ChannelFactory | None = None,
+) -> BalancedChannel:
+    """A :class:`BalancedChannel` over ``service``'s instances discovered in ``registry``.
+
+    Waits for the registry's first listing (bounded by the registry), then follows changes.
+    Closing the channel closes the discovery it started.
+    """
+    discovery = await registry.discover(service)
+    return BalancedChannel(
+        service,
+        discovery,
+        config,
+        interceptors=interceptors,
+        channel_factory=channel_factory,
+        owns_discovery=True,
+    )
+
+
+async def static_balanced_channel(
+    service: str,
+    addresses: Iterable[str],
+    config: BalancerConfig | None = None,
+    *,
+    interceptors: Sequence[Any] = (),
+    channel_factory: ChannelFactory | None = None,
+) -> BalancedChannel:
+    """A :class:`BalancedChannel` over a fixed list of ``host:port`` (weight 1 each)."""
+    return BalancedChannel(
+        service,
+        StaticDiscovery.from_addresses(service, addresses),
+        config,
+        interceptors=interceptors,
+        channel_factory=channel_factory,
+        owns_discovery=True,
+    )

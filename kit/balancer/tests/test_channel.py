@@ -1,0 +1,320 @@
+"""BalancedChannel against real in-process grpc.aio servers (static discovery, no etcd)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client import REGISTRY
+
+from kit.balancer import BalancedChannel, BalancerConfig, Health, Policy
+from kit.balancer.tests.servers import STREAM_SERVICE, ReportingUserService, start_server
+from kit.registry import ServiceInstance, StaticDiscovery
+from kit.registry.tests.helpers import eventually
+from webook.user.v1 import user_pb2, user_pb2_grpc
+
+PROFILE = "/webook.user.v1.UserService/Profile"
+SIGNUP = "/webook.user.v1.UserService/Signup"
+
+
+class Cluster:
+    """A few running ReportingUserService servers and their registry instances."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, ReportingUserService] = {}
+        self.servers: list[grpc.aio.Server] = []
+        self.instances: dict[str, ServiceInstance] = {}
+        self.served: list[str] = []
+
+    async def add(
+        self, name: str, weight: int = 1, fail_with: grpc.StatusCode | None = None
+    ) -> ServiceInstance:
+        service = ReportingUserService(name, self.served, fail_with)
+        server, addr = await start_server(service)
+        self.services[name] = service
+        self.servers.append(server)
+        self.instances[name] = ServiceInstance("user", name, addr, weight)
+        return self.instances[name]
+
+    def discovery(self, names: Sequence[str] | None = None) -> StaticDiscovery:
+        chosen = self.instances if names is None else {n: self.instances[n] for n in names}
+        return StaticDiscovery("user", chosen.values())
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(server.stop(None) for server in self.servers))
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    """Servers started by the test, stopped after it."""
+    servers = Cluster()
+    yield servers
+    await servers.stop()
+
+
+def picks_of(addr: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "webook_balancer_picks_total", {"service": "user", "endpoint": addr}
+    )
+    return value or 0.0
+
+
+async def test_weighted_shares_over_6000_calls_and_bounded_runs(cluster: Cluster) -> None:
+    for name, weight in (("w1", 1), ("w2", 2), ("w3", 3)):
+        await cluster.add(name, weight)
+    picks_before = {n: picks_of(i.addr) for n, i in cluster.instances.items()}
+    async with BalancedChannel("user", cluster.discovery(), owns_discovery=True) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        for i in range(6000):
+            response = await stub.Profile(user_pb2.ProfileRequest(id=i), timeout=5)
+            assert response.user.id == i
+
+    shares = Counter(cluster.served)
+    assert sum(shares.values()) == 6000
+    for name, weight in (("w1", 1), ("w2", 2), ("w3", 3)):
+        assert abs(shares[name] / 6000 - weight / 6) <= 0.02
+        longest = max(len(list(g)) for k, g in itertools.groupby(cluster.served) if k == name)
+        assert longest <= weight
+        addr = cluster.instances[name].addr
+        assert picks_of(addr) - picks_before[name] == shares[name]
+
+
+async def test_idempotent_call_fails_over_and_failing_endpoint_is_ejected(
+    cluster: Cluster,
+) -> None:
+    await cluster.add("a-broken", fail_with=grpc.StatusCode.UNAVAILABLE)
+    await cluster.add("b-ok")
+    await cluster.add("c-ok")
+    config = BalancerConfig(idempotent_methods=frozenset({PROFILE}), eject_after_failures=3)
+    async with BalancedChannel("user", cluster.discovery(), config) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        for i in range(30):
+            response = await stub.Profile(user_pb2.ProfileRequest(id=i), timeout=5)
+            assert response.user.nickname in {"b-ok", "c-ok"}
+        broken = next(e for e in channel.endpoints() if e.key == "a-broken")
+        assert broken.health is Health.EJECTED
+        assert cluster.services["a-broken"].calls["Profile"] == 3
+        assert broken.effective_weight < broken.weight
+
+
+async def test_non_idempotent_call_is_not_retried(cluster: Cluster) -> None:
+    # Equal weights pick in instance-id order, so the first call goes to "a-broken".
+    await cluster.add("a-broken", fail_with=grpc.StatusCode.UNAVAILABLE)
+    await cluster.add("b-ok")
+    config = BalancerConfig(idempotent_methods=frozenset({PROFILE}))
+    async with BalancedChannel("user", cluster.discovery(), config) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await stub.Signup(user_pb2.SignupRequest(email="x@example.com"), timeout=5)
+        assert failure.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert cluster.services["a-broken"].calls["Signup"] == 1
+        assert cluster.services["b-ok"].calls["Signup"] == 0
+
+    # The same failure on an idempotent method is retried on the other endpoint.
+    async with BalancedChannel("user", cluster.discovery(), config) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        response = await stub.Profile(user_pb2.ProfileRequest(id=1), timeout=5)
+        assert response.user.nickname == "b-ok"
+        assert cluster.services["a-broken"].calls["Profile"] == 1
+
+
+async def test_business_errors_do_not_fail_over(cluster: Cluster) -> None:
+    await cluster.add("a-notfound", fail_with=grpc.StatusCode.NOT_FOUND)
+    await cluster.add("b-ok")
+    config = BalancerConfig(idempotent_methods=frozenset({PROFILE}))
+    async with BalancedChannel("user", cluster.discovery(), config) as channel:
+        call = user_pb2_grpc.UserServiceStub(channel).Profile(user_pb2.ProfileRequest(id=1))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+        assert await call.code() is grpc.StatusCode.NOT_FOUND
+        assert "a-notfound is failing" in await call.details()
+        endpoint = next(e for e in channel.endpoints() if e.key == "a-notfound")
+        assert endpoint.health is Health.HEALTHY
+        assert endpoint.effective_weight == endpoint.weight
+
+
+async def test_consistent_hash_keeps_a_key_on_one_endpoint(cluster: Cluster) -> None:
+    for name in ("h1", "h2", "h3"):
+        await cluster.add(name)
+    config = BalancerConfig(policy=Policy.CONSISTENT_HASH, hash_request_field="id")
+    async with BalancedChannel("user", cluster.discovery(), config) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        owners: dict[int, set[str]] = {}
+        for _ in range(3):
+            for user_id in range(1, 61):
+                response = await stub.Profile(user_pb2.ProfileRequest(id=user_id), timeout=5)
+                owners.setdefault(user_id, set()).add(response.user.nickname)
+    assert all(len(names) == 1 for names in owners.values())
+    assert len(set().union(*owners.values())) == 3
+
+    by_metadata = BalancerConfig(policy=Policy.CONSISTENT_HASH, hash_metadata_key="x-user-id")
+    async with BalancedChannel("user", cluster.discovery(), by_metadata) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        served = {
+            (
+                await stub.Profile(
+                    user_pb2.ProfileRequest(id=n), metadata=(("x-user-id", "42"),), timeout=5
+                )
+            ).user.nickname
+            for n in range(20)
+        }
+    assert len(served) == 1
+
+
+async def test_in_flight_calls_per_endpoint_are_bounded(cluster: Cluster) -> None:
+    await cluster.add("slow")
+    service = cluster.services["slow"]
+    service.gate = asyncio.Event()
+    config = BalancerConfig(max_in_flight_per_endpoint=2)
+    async with BalancedChannel("user", cluster.discovery(), config) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        calls = [stub.Profile(user_pb2.ProfileRequest(id=i), timeout=10) for i in range(6)]
+        await eventually(lambda: service.in_flight == 2, 5, "two calls in flight")
+        await asyncio.sleep(0.2)
+        assert service.in_flight == 2
+        service.gate.set()
+        responses = await asyncio.gather(*calls)
+    assert [r.user.id for r in responses] == list(range(6))
+    assert service.max_in_flight == 2
+
+
+async def test_membership_changes_and_graceful_removal(cluster: Cluster) -> None:
+    await cluster.add("m1")
+    await cluster.add("m2")
+    discovery = cluster.discovery(["m1"])
+    async with BalancedChannel("user", discovery, BalancerConfig(close_grace=5)) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        assert (await stub.Profile(user_pb2.ProfileRequest(), timeout=5)).user.nickname == "m1"
+        cluster.services["m1"].gate = asyncio.Event()
+        slow_call = stub.Profile(user_pb2.ProfileRequest(id=7), timeout=10)
+        await eventually(lambda: cluster.services["m1"].in_flight == 1, 5, "call in flight")
+
+        discovery.set_instances([cluster.instances["m2"]])
+        assert [e.key for e in channel.endpoints()] == ["m2"]
+        names = {(await stub.Profile(user_pb2.ProfileRequest(), timeout=5)).user.nickname}
+        assert names == {"m2"}
+        cluster.services["m1"].gate.set()
+        assert (await slow_call).user.nickname == "m1"  # finished on the removed endpoint
+
+
+async def test_no_endpoint_fails_fast_unless_wait_for_ready(cluster: Cluster) -> None:
+    await cluster.add("late")
+    discovery = StaticDiscovery("user")
+    async with BalancedChannel("user", discovery) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await stub.Profile(user_pb2.ProfileRequest(), timeout=5)
+        assert failure.value.code() is grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.aio.AioRpcError) as expired:
+            await stub.Profile(user_pb2.ProfileRequest(), timeout=0.1, wait_for_ready=True)
+        assert expired.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+        waiting = stub.Profile(user_pb2.ProfileRequest(), timeout=10, wait_for_ready=True)
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        discovery.set_instances([cluster.instances["late"]])
+        assert (await waiting).user.nickname == "late"
+
+
+async def test_streaming_calls_and_channel_interface(cluster: Cluster) -> None:
+    await cluster.add("s1")
+    async with BalancedChannel("user", cluster.discovery()) as channel:
+        assert channel.get_state() is not grpc.ChannelConnectivity.SHUTDOWN
+        await asyncio.wait_for(channel.channel_ready(), 5)
+        assert channel.get_state() is grpc.ChannelConnectivity.READY
+
+        count = channel.unary_stream(f"/{STREAM_SERVICE}/Count")
+        call = count(b"3", timeout=5)
+        assert [r async for r in call] == [b"s1:0", b"s1:1", b"s1:2"]
+        assert await call.code() is grpc.StatusCode.OK
+
+        join = channel.stream_unary(f"/{STREAM_SERVICE}/Join")
+        assert await join(iter([b"a", b"b"]), timeout=5) == b"a+b@s1"
+
+        echo = channel.stream_stream(f"/{STREAM_SERVICE}/Echo")
+        bidi: Any = echo(timeout=5)
+        await bidi.write(b"x")
+        assert await bidi.read() == b"x@s1"
+        await bidi.done_writing()
+        assert await bidi.code() is grpc.StatusCode.OK
+
+        unary = user_pb2_grpc.UserServiceStub(channel).Profile(user_pb2.ProfileRequest(id=3))
+        unary.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await unary
+        assert unary.cancelled()
+        assert await unary.code() is grpc.StatusCode.CANCELLED
+    assert channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+    with pytest.raises(grpc.aio.UsageError):
+        await user_pb2_grpc.UserServiceStub(channel).Profile(user_pb2.ProfileRequest())
+
+
+async def test_unawaited_call_is_sent_and_done_callbacks_run(cluster: Cluster) -> None:
+    await cluster.add("u1")
+    async with BalancedChannel("user", cluster.discovery()) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        finished = asyncio.Event()
+        call = stub.Profile(user_pb2.ProfileRequest(id=5), timeout=5)
+        call.add_done_callback(lambda _call: finished.set())
+        await eventually(lambda: cluster.services["u1"].calls["Profile"] == 1, 5, "call sent")
+        await asyncio.wait_for(finished.wait(), 5)
+        assert call.done()
+        assert await call.code() is grpc.StatusCode.OK
+        assert (await call).user.id == 5
+
+
+async def test_cancelling_a_call_queued_for_a_slot_frees_nothing_it_does_not_hold(
+    cluster: Cluster,
+) -> None:
+    await cluster.add("q1")
+    service = cluster.services["q1"]
+    service.gate = asyncio.Event()
+    async with BalancedChannel(
+        "user", cluster.discovery(), BalancerConfig(max_in_flight_per_endpoint=1)
+    ) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        first = stub.Profile(user_pb2.ProfileRequest(id=1), timeout=10)
+        await eventually(lambda: service.in_flight == 1, 5, "first call in flight")
+
+        # Started in the background (not awaited in the iteration it was made), then
+        # cancelled by another task while queued for the only slot.
+        queued = stub.Profile(user_pb2.ProfileRequest(id=2), timeout=10)
+        waiter = asyncio.create_task(asyncio.wait_for(queued, 10))
+        await asyncio.sleep(0.05)
+        assert queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert queued.cancelled()
+
+        # Driven inside this task (awaited at once), cancelled from another task.
+        inline = stub.Profile(user_pb2.ProfileRequest(id=3), timeout=10)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, inline.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await inline
+        assert await inline.code() is grpc.StatusCode.CANCELLED
+
+        service.gate.set()
+        assert (await first).user.id == 1
+        last = await stub.Profile(user_pb2.ProfileRequest(id=4), timeout=5)
+        assert last.user.id == 4
+        assert service.calls["Profile"] == 2  # the cancelled calls were never sent
+        assert service.max_in_flight == 1
+
+
+async def test_close_without_grace_cuts_short_a_draining_endpoint(cluster: Cluster) -> None:
+    await cluster.add("d1")
+    cluster.services["d1"].gate = asyncio.Event()
+    discovery = cluster.discovery()
+    channel = BalancedChannel("user", discovery, BalancerConfig(close_grace=60))
+    call = user_pb2_grpc.UserServiceStub(channel).Profile(user_pb2.ProfileRequest(), timeout=60)
+    await eventually(lambda: cluster.services["d1"].in_flight == 1, 5, "call in flight")
+    discovery.set_instances([])  # d1 leaves and starts draining for up to 60 s
+    await asyncio.wait_for(channel.close(), 10)
+    assert await call.code() is grpc.StatusCode.CANCELLED
+    cluster.services["d1"].gate.set()
