@@ -56,7 +56,8 @@ class SmsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSendRecords(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Admin view of send records (callers with the admin flag see every caller's records).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -1,0 +1,1 @@
+"""Revisions of the sms schema, applied in order."""
