@@ -36,7 +36,7 @@ from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.route_template import RouteTemplates
 from gateway.routes import system, users
 from gateway.settings import GatewaySettings
-from kit.grpcx.client import connect
+from kit.grpcx.client import ServiceClients
 from kit.redisx import create_redis
 from webook.user.v1 import user_pb2_grpc
 
@@ -101,7 +101,7 @@ def create_app(
 
     Args:
         settings: the process settings.
-        user_stub: a user service stub to use instead of dialing ``settings.peers["user"]``
+        user_stub: a user service stub to use instead of discovering the user service
             (tests); the caller then owns its channel.
 
     Clients are opened by the app's lifespan, so requests are served only inside it
@@ -121,9 +121,9 @@ def create_app(
         async with AsyncExitStack() as stack:
             user = user_stub
             if user is None:
-                channel = await connect("user", settings.peers)
-                stack.push_async_callback(channel.close, None)
-                user = user_pb2_grpc.UserServiceStub(channel)
+                clients = ServiceClients.from_settings(settings)
+                stack.push_async_callback(clients.close)
+                user = user_pb2_grpc.UserServiceStub(await clients.channel("user"))
             redis = create_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             sessions = SessionRevocations(
@@ -131,7 +131,10 @@ def create_app(
             )
             runtime.open(Clients(user=user, sessions=sessions))
             stack.callback(runtime.close)
-            logger.info("gateway ready", extra={"peers": settings.peers})
+            logger.info(
+                "gateway ready",
+                extra={"peers": settings.peers, "etcd": settings.etcd_endpoints},
+            )
             yield
             logger.info("gateway shutting down")
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from kit.config import BaseServiceSettings, dev_secret
+from kit.config import ClientSettings, dev_secret
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 MIN_JWT_KEY_BYTES = 32
@@ -23,7 +23,7 @@ MIN_JWT_KEY_BYTES = 32
 SessionCheckFallback = Literal["deny", "allow"]
 
 
-class GatewaySettings(BaseServiceSettings):
+class GatewaySettings(ClientSettings):
     """Everything the gateway process is configured with."""
 
     model_config = SettingsConfigDict(env_prefix="WEBOOK_GATEWAY_", extra="ignore", frozen=True)
@@ -31,7 +31,6 @@ class GatewaySettings(BaseServiceSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     # Static service addresses ("user" -> "host:port[,host:port]"), until discovery is wired.
-    peers: dict[str, str] = Field(default_factory=dict)
     redis_url: str = "redis://127.0.0.1:6379/0"
     jwt_access_key: SecretStr = dev_secret("gateway-jwt-access-key-local-only")
     jwt_refresh_key: SecretStr = dev_secret("gateway-jwt-refresh-key-local-only")

@@ -61,7 +61,22 @@ class BaseServiceSettings(BaseSettings):
         return self
 
 
-class GrpcServiceSettings(BaseServiceSettings):
+class ClientSettings(BaseServiceSettings):
+    """How a process finds and calls other services (gRPC clients)."""
+
+    # etcd client endpoints ("host:port"); empty disables the registry (static peers only).
+    etcd_endpoints: list[str] = Field(default_factory=list)
+    registry_prefix: str = "/webook/services"
+    # Static addresses that override discovery per service ("user" -> "host:port,host:port").
+    peers: dict[str, str] = Field(default_factory=dict)
+    # Default timeout of an outgoing call when no incoming deadline is shorter.
+    client_default_timeout: float = 5.0
+    # Attempts per idempotent call across endpoints (first try included).
+    client_max_attempts: int = 3
+    client_breaker_enabled: bool = True
+
+
+class GrpcServiceSettings(ClientSettings):
     """Settings of a gRPC service process."""
 
     grpc_host: str = "127.0.0.1"
@@ -72,10 +87,16 @@ class GrpcServiceSettings(BaseServiceSettings):
     database_url: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     kafka_bootstrap: str = "127.0.0.1:9092"
-    etcd_endpoints: list[str] = Field(default_factory=lambda: ["127.0.0.1:2379"])
-    # Static addresses of other services ("user" -> "host:port,host:port"), used until
-    # discovery through the registry is configured.
-    peers: dict[str, str] = Field(default_factory=dict)
+    # Registration in the registry (when etcd_endpoints is not empty).
+    register_instance: bool = True
+    registry_ttl: int = 10
+    instance_weight: int = Field(default=1, ge=1, le=100)
+    instance_zone: str = ""
+    instance_version: str = "0.1.0"
+    # Seconds between deregistration and draining, so clients see the removal first.
+    deregister_drain_delay: float = 1.0
+    # Load shedding: most calls in flight before RESOURCE_EXHAUSTED (0 disables shedding).
+    shed_max_in_flight: int = 512
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)

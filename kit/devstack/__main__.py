@@ -159,22 +159,16 @@ class Stack:
         for name in services:
             logger.info("migrating", extra={"component": name})
             migrate(name, infra, self.log_dir)
-        peers: dict[str, str] = {}
-        for index, name in enumerate(services):
-            ports = [s.grpc_base_port + 10 * index + r for r in range(self.replicas[name])]
-            for replica, port in enumerate(ports):
-                self._check_free(f"{name}-{replica}", port)
-            peers[name] = ",".join(f"127.0.0.1:{p}" for p in ports)
+        # Instances find each other through etcd: no static addresses are handed out.
         for index, name in enumerate(services):
             for replica in range(self.replicas[name]):
                 port = s.grpc_base_port + 10 * index + replica
-                proc = service_process(
-                    name, infra, port, self.log_dir, peers=peers, replica=replica
-                )
+                self._check_free(f"{name}-{replica}", port)
+                proc = service_process(name, infra, port, self.log_dir, replica=replica)
                 self._start(proc, f"127.0.0.1:{port}")
         self._check_free("gateway", s.gateway_port)
         self._start(
-            gateway_process(infra, s.gateway_port, peers, self.log_dir),
+            gateway_process(infra, s.gateway_port, {}, self.log_dir),
             f"http://127.0.0.1:{s.gateway_port}",
         )
 

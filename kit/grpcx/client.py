@@ -1,39 +1,131 @@
-"""Client channels to other services, behind one function: :func:`connect`.
+"""Channels to other services: :class:`ServiceClients`, one per process.
 
-Today the target's addresses come from static configuration (``peers``: service name →
-``host:port[,host:port...]``), balanced by gRPC core's round robin. Discovery through the
-registry replaces this function's body, not its callers.
+A process's composition root creates one ``ServiceClients`` from its settings and asks it
+for a channel per target service; generated stubs use the channel unchanged::
+
+    clients = ServiceClients.from_settings(settings)
+    user = user_pb2_grpc.UserServiceStub(await clients.channel("user"))
+    ...
+    await clients.close()
+
+Each channel is a :class:`kit.balancer.BalancedChannel` — smooth weighted round robin over
+the instances of the service, failover of idempotent calls, ejection of failing
+endpoints — fed by etcd discovery, or by a static address list when ``peers`` names the
+service (or no etcd is configured). Every endpoint channel carries the governance client
+chain (tracing, metrics, deadline propagation, circuit breaker), shared by all endpoints of
+a service so that the breaker judges the service as a whole. Which methods may fail over is
+declared in the protos (:mod:`kit.grpcx.idempotency`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Mapping
 
 import grpc
 
+from kit.balancer import BalancedChannel, BalancerConfig, balanced_channel, static_balanced_channel
+from kit.config import ClientSettings
 from kit.errors import FailedPrecondition
+from kit.governance import (
+    BreakerConfig,
+    DeadlineConfig,
+    Fallback,
+    GovernanceConfig,
+    aclose_interceptors,
+    client_interceptors,
+)
+from kit.grpcx.idempotency import declared_idempotent
+from kit.registry import EtcdRegistry, EtcdRegistryConfig, Registry
+
+logger = logging.getLogger(__name__)
 
 
-def _target(addresses: str) -> str:
-    hosts = [a.strip() for a in addresses.split(",") if a.strip()]
-    if not hosts:
-        raise FailedPrecondition("NO_PEER_ADDRESS", "empty peer address list")
-    return "ipv4:" + ",".join(hosts) if len(hosts) > 1 else hosts[0]
+class ServiceClients:
+    """Creates, caches and closes one channel per target service."""
 
+    def __init__(
+        self,
+        *,
+        registry: Registry | None,
+        peers: Mapping[str, str] | None = None,
+        governance: GovernanceConfig | None = None,
+        balancer: BalancerConfig | None = None,
+        fallbacks: Mapping[str, Fallback] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._peers = dict(peers or {})
+        self._governance = governance or GovernanceConfig()
+        self._balancer = balancer or BalancerConfig(is_idempotent=declared_idempotent)
+        self._fallbacks = dict(fallbacks or {})
+        self._channels: dict[str, BalancedChannel] = {}
+        self._interceptors: list[object] = []
+        self._lock = asyncio.Lock()
 
-async def connect(
-    service: str,
-    peers: Mapping[str, str],
-    *,
-    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
-) -> grpc.aio.Channel:
-    """A channel to ``service`` usable by its generated stub."""
-    if service not in peers:
-        raise FailedPrecondition(
-            "NO_PEER_ADDRESS", f"no address configured for service {service!r}"
+    @classmethod
+    def from_settings(
+        cls, settings: ClientSettings, *, fallbacks: Mapping[str, Fallback] | None = None
+    ) -> ServiceClients:
+        """Clients configured by a process's settings (etcd when endpoints are set)."""
+        registry = (
+            EtcdRegistry(
+                EtcdRegistryConfig(
+                    endpoint=settings.etcd_endpoints[0], prefix=settings.registry_prefix
+                )
+            )
+            if settings.etcd_endpoints
+            else None
         )
-    return grpc.aio.insecure_channel(
-        _target(peers[service]),
-        interceptors=list(interceptors),
-        options=[("grpc.lb_policy_name", "round_robin"), ("grpc.enable_retries", 0)],
-    )
+        governance = GovernanceConfig(
+            deadline=DeadlineConfig(default_timeout=settings.client_default_timeout),
+            breaker=BreakerConfig(enabled=settings.client_breaker_enabled),
+        )
+        balancer = BalancerConfig(
+            is_idempotent=declared_idempotent, max_attempts=settings.client_max_attempts
+        )
+        return cls(
+            registry=registry,
+            peers=settings.peers,
+            governance=governance,
+            balancer=balancer,
+            fallbacks=fallbacks,
+        )
+
+    async def channel(self, service: str) -> grpc.aio.Channel:
+        """The channel to ``service`` (created on first use, then shared)."""
+        async with self._lock:
+            existing = self._channels.get(service)
+            if existing is not None:
+                return existing
+            interceptors = client_interceptors(service, self._governance, fallbacks=self._fallbacks)
+            if service in self._peers:
+                addresses = [a.strip() for a in self._peers[service].split(",") if a.strip()]
+                created = await static_balanced_channel(
+                    service, addresses, self._balancer, interceptors=interceptors
+                )
+                source = "static"
+            elif self._registry is not None:
+                created = await balanced_channel(
+                    service, self._registry, self._balancer, interceptors=interceptors
+                )
+                source = "registry"
+            else:
+                raise FailedPrecondition(
+                    "NO_SERVICE_ADDRESS",
+                    f"no registry and no static address configured for service {service!r}",
+                )
+            self._interceptors += interceptors
+            self._channels[service] = created
+            logger.info("client channel created", extra={"target": service, "source": source})
+            return created
+
+    async def close(self) -> None:
+        """Close every channel, the interceptors' background work, and the registry."""
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        await aclose_interceptors(self._interceptors)
+        self._interceptors.clear()
+        if self._registry is not None:
+            await self._registry.close()

@@ -27,8 +27,12 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kit.config import GrpcServiceSettings
+from kit.governance import GovernanceConfig, SheddingConfig, aclose_interceptors
+from kit.governance import server_interceptors as governance_chain
 from kit.grpcx.errors import ErrorMappingInterceptor, ServerInterceptorBase
+from kit.grpcx.registration import RegistryRegistration
 from kit.observability.metrics import MetricsEndpoint, serve_metrics
+from kit.registry import EtcdRegistry, EtcdRegistryConfig
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +48,49 @@ class Registration(Protocol):
     async def deregister(self) -> None:
         """Withdraw the announcement (quick; must not hang when the registry is down)."""
 
+    async def close(self) -> None:
+        """Release the registry connection."""
+
+
+def registration_from_settings(name: str, settings: GrpcServiceSettings) -> Registration | None:
+    """An etcd registration when the settings name etcd endpoints and allow registering."""
+    if not (settings.register_instance and settings.etcd_endpoints):
+        return None
+    registry = EtcdRegistry(
+        EtcdRegistryConfig(
+            endpoint=settings.etcd_endpoints[0],
+            prefix=settings.registry_prefix,
+            ttl=settings.registry_ttl,
+        )
+    )
+    return RegistryRegistration(
+        name,
+        registry,
+        weight=settings.instance_weight,
+        zone=settings.instance_zone,
+        version=settings.instance_version,
+        drain_delay=settings.deregister_drain_delay,
+    )
+
+
+def governance_from_settings(settings: GrpcServiceSettings) -> GovernanceConfig:
+    """The server-side governance configuration of a service process."""
+    shed = settings.shed_max_in_flight
+    shedding = (
+        SheddingConfig(max_in_flight=shed, cpu_in_flight_floor=min(64, shed))
+        if shed > 0
+        else SheddingConfig(enabled=False)
+    )
+    return GovernanceConfig(shedding=shedding)
+
 
 class ServiceRunner:
-    """Builds, starts and gracefully stops one gRPC service process."""
+    """Builds, starts and gracefully stops one gRPC service process.
+
+    Unless given explicitly, the registration comes from the settings (etcd when
+    ``etcd_endpoints`` is set) and the governance chain (tracing, metrics, shedding,
+    deadlines) precedes any extra ``interceptors``; error mapping is always innermost.
+    """
 
     def __init__(
         self,
@@ -59,10 +103,13 @@ class ServiceRunner:
     ) -> None:
         self.name = name
         self.settings = settings
-        self.registration = registration
+        self.registration = (
+            registration if registration is not None else registration_from_settings(name, settings)
+        )
+        self._governance = governance_chain(governance_from_settings(settings))
         # Error mapping is innermost so every other interceptor sees the final status.
         self.server = grpc.aio.server(
-            interceptors=[*interceptors, ErrorMappingInterceptor()],
+            interceptors=[*self._governance, *interceptors, ErrorMappingInterceptor()],
             options=[("grpc.so_reuseport", 0), *options],
         )
         self.health = HealthServicer()
@@ -135,6 +182,9 @@ class ServiceRunner:
                 logger.exception("deregistration failed; the lease will expire instead")
         await self._run_hooks(self._hooks)
         await self.server.stop(self.settings.shutdown_grace)
+        await aclose_interceptors(self._governance)
+        if self.registration is not None:
+            await self.registration.close()
         await self._run_hooks(self._close_hooks)
         if self._metrics is not None:
             self._metrics.close()

@@ -50,8 +50,8 @@ def stack(
     migrate("user", infra, infra_dir)
     user_port, gateway_port = free_port(), free_port()
     user = service_process("user", infra, user_port, infra_dir)
-    peers = {"user": f"127.0.0.1:{user_port}"}
-    gateway = gateway_process(infra, gateway_port, peers, infra_dir)
+    # No static peers: the gateway finds the user service through etcd.
+    gateway = gateway_process(infra, gateway_port, {}, infra_dir)
     user.start(timeout=60)
     try:
         gateway.start(timeout=60)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +37,34 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _registered_instances(etcd_port: int, service: str) -> list[str]:
+    """Addresses registered under the service's registry prefix (etcd's JSON gateway)."""
+    prefix = f"/webook/services/{service}/".encode()
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    body = json.dumps(
+        {"key": base64.b64encode(prefix).decode(), "range_end": base64.b64encode(end).decode()}
+    ).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{etcd_port}/v3/kv/range", data=body)
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        kvs = json.loads(answer.read()).get("kvs", [])
+    return [json.loads(base64.b64decode(kv["value"]))["addr"] for kv in kvs]
+
+
+def _signup_through_gateway(port: int) -> None:
+    payload = {
+        "email": "launcher@example.com",
+        "password": "a#1bcdefg",
+        "confirmPassword": "a#1bcdefg",
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/users/signup",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.loads(answer.read())["code"] == 0
+
+
 def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     gateway_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBOOK_")}
@@ -50,7 +80,7 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) ->
         }
     )
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "kit.devstack"],
+        [sys.executable, "-m", "kit.devstack", "--replicas", "user=2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -63,6 +93,10 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) ->
         names = " ".join(" ".join(c.cmdline()) for c in children)
         for expected in ("etcd", "tansu", "redis-server", "services.user", "gateway"):
             assert expected in names
+        assert sum("services.user" in " ".join(c.cmdline()) for c in children) == 2
+        registered = _registered_instances(int(env["WEBOOK_DEV_ETCD_PORT"]), "user")
+        assert len(registered) == 2, registered
+        _signup_through_gateway(gateway_port)
         launcher.send_signal(signal.SIGINT)
         output, _ = launcher.communicate(timeout=60)
     finally:

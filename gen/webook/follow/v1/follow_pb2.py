@@ -24,13 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/follow/v1/follow.proto\x12\x10webook.follow.v1\"F\n\x0e\x46ollowRelation\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\x12\x10\n\x08\x63time_ms\x18\x03 \x01(\x03\"A\n\x0c\x46ollowStatic\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x11\n\tfollowers\x18\x02 \x01(\x03\x12\x11\n\tfollowees\x18\x03 \x01(\x03\"3\n\rFollowRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"\x10\n\x0e\x46ollowResponse\"9\n\x13\x43\x61ncelFollowRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"\x16\n\x14\x43\x61ncelFollowResponse\"E\n\x12GetFolloweeRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x0e\n\x06min_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"_\n\x13GetFolloweeResponse\x12\x33\n\trelations\x18\x01 \x03(\x0b\x32 .webook.follow.v1.FollowRelation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"E\n\x12GetFollowerRequest\x12\x10\n\x08\x66ollowee\x18\x01 \x01(\x03\x12\x0e\n\x06min_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"_\n\x13GetFollowerResponse\x12\x33\n\trelations\x18\x01 \x03(\x0b\x32 .webook.follow.v1.FollowRelation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"7\n\x11\x46ollowInfoRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"<\n\x12\x46ollowInfoResponse\x12\x11\n\tfollowing\x18\x01 \x01(\x08\x12\x13\n\x0b\x66ollowed_by\x18\x02 \x01(\x08\"%\n\x16GetFollowStaticRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\"I\n\x17GetFollowStaticResponse\x12.\n\x06static\x18\x01 \x01(\x0b\x32\x1e.webook.follow.v1.FollowStatic2\xb4\x04\n\rFollowService\x12K\n\x06\x46ollow\x12\x1f.webook.follow.v1.FollowRequest\x1a .webook.follow.v1.FollowResponse\x12]\n\x0c\x43\x61ncelFollow\x12%.webook.follow.v1.CancelFollowRequest\x1a&.webook.follow.v1.CancelFollowResponse\x12Z\n\x0bGetFollowee\x12$.webook.follow.v1.GetFolloweeRequest\x1a%.webook.follow.v1.GetFolloweeResponse\x12Z\n\x0bGetFollower\x12$.webook.follow.v1.GetFollowerRequest\x1a%.webook.follow.v1.GetFollowerResponse\x12W\n\nFollowInfo\x12#.webook.follow.v1.FollowInfoRequest\x1a$.webook.follow.v1.FollowInfoResponse\x12\x66\n\x0fGetFollowStatic\x12(.webook.follow.v1.GetFollowStaticRequest\x1a).webook.follow.v1.GetFollowStaticResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/follow/v1/follow.proto\x12\x10webook.follow.v1\"F\n\x0e\x46ollowRelation\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\x12\x10\n\x08\x63time_ms\x18\x03 \x01(\x03\"A\n\x0c\x46ollowStatic\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x11\n\tfollowers\x18\x02 \x01(\x03\x12\x11\n\tfollowees\x18\x03 \x01(\x03\"3\n\rFollowRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"\x10\n\x0e\x46ollowResponse\"9\n\x13\x43\x61ncelFollowRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"\x16\n\x14\x43\x61ncelFollowResponse\"E\n\x12GetFolloweeRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x0e\n\x06min_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"_\n\x13GetFolloweeResponse\x12\x33\n\trelations\x18\x01 \x03(\x0b\x32 .webook.follow.v1.FollowRelation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"E\n\x12GetFollowerRequest\x12\x10\n\x08\x66ollowee\x18\x01 \x01(\x03\x12\x0e\n\x06min_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"_\n\x13GetFollowerResponse\x12\x33\n\trelations\x18\x01 \x03(\x0b\x32 .webook.follow.v1.FollowRelation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"7\n\x11\x46ollowInfoRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"<\n\x12\x46ollowInfoResponse\x12\x11\n\tfollowing\x18\x01 \x01(\x08\x12\x13\n\x0b\x66ollowed_by\x18\x02 \x01(\x08\"%\n\x16GetFollowStaticRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\"I\n\x17GetFollowStaticResponse\x12.\n\x06static\x18\x01 \x01(\x0b\x32\x1e.webook.follow.v1.FollowStatic2\xd2\x04\n\rFollowService\x12P\n\x06\x46ollow\x12\x1f.webook.follow.v1.FollowRequest\x1a .webook.follow.v1.FollowResponse\"\x03\x90\x02\x02\x12\x62\n\x0c\x43\x61ncelFollow\x12%.webook.follow.v1.CancelFollowRequest\x1a&.webook.follow.v1.CancelFollowResponse\"\x03\x90\x02\x02\x12_\n\x0bGetFollowee\x12$.webook.follow.v1.GetFolloweeRequest\x1a%.webook.follow.v1.GetFolloweeResponse\"\x03\x90\x02\x01\x12_\n\x0bGetFollower\x12$.webook.follow.v1.GetFollowerRequest\x1a%.webook.follow.v1.GetFollowerResponse\"\x03\x90\x02\x01\x12\\\n\nFollowInfo\x12#.webook.follow.v1.FollowInfoRequest\x1a$.webook.follow.v1.FollowInfoResponse\"\x03\x90\x02\x01\x12k\n\x0fGetFollowStatic\x12(.webook.follow.v1.GetFollowStaticRequest\x1a).webook.follow.v1.GetFollowStaticResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'webook.follow.v1.follow_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['Follow']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['Follow']._serialized_options = b'\220\002\002'
+  _globals['_FOLLOWSERVICE'].methods_by_name['CancelFollow']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['CancelFollow']._serialized_options = b'\220\002\002'
+  _globals['_FOLLOWSERVICE'].methods_by_name['GetFollowee']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['GetFollowee']._serialized_options = b'\220\002\001'
+  _globals['_FOLLOWSERVICE'].methods_by_name['GetFollower']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['GetFollower']._serialized_options = b'\220\002\001'
+  _globals['_FOLLOWSERVICE'].methods_by_name['FollowInfo']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['FollowInfo']._serialized_options = b'\220\002\001'
+  _globals['_FOLLOWSERVICE'].methods_by_name['GetFollowStatic']._loaded_options = None
+  _globals['_FOLLOWSERVICE'].methods_by_name['GetFollowStatic']._serialized_options = b'\220\002\001'
   _globals['_FOLLOWRELATION']._serialized_start=51
   _globals['_FOLLOWRELATION']._serialized_end=121
   _globals['_FOLLOWSTATIC']._serialized_start=123
@@ -60,5 +72,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETFOLLOWSTATICRESPONSE']._serialized_start=838
   _globals['_GETFOLLOWSTATICRESPONSE']._serialized_end=911
   _globals['_FOLLOWSERVICE']._serialized_start=914
-  _globals['_FOLLOWSERVICE']._serialized_end=1478
+  _globals['_FOLLOWSERVICE']._serialized_end=1508
 # @@protoc_insertion_point(module_scope)
