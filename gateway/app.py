@@ -21,11 +21,14 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
+import httpx
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
+from gateway.auth.oauth_state import StateCookies
 from gateway.auth.sessions import SessionRevocations
 from gateway.auth.tokens import TokenService
+from gateway.auth.wechat import WechatOAuth
 from gateway.deps import Clients, Runtime
 from gateway.errors import install_error_handlers
 from gateway.middleware.access_log import AccessLogMiddleware
@@ -34,13 +37,15 @@ from gateway.middleware.errors import UnhandledErrorMiddleware
 from gateway.middleware.login import LoginCheckMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.route_template import RouteTemplates
-from gateway.routes import system, users
+from gateway.routes import sms_login, system, users, wechat
 from gateway.settings import GatewaySettings
 from kit.grpcx.client import ServiceClients
 from kit.redisx import create_redis
+from webook.code.v1 import code_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 
 if TYPE_CHECKING:
+    from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
     from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 logger = logging.getLogger(__name__)
@@ -69,8 +74,9 @@ PUBLIC_PATHS: Final = frozenset(
 API_DESCRIPTION: Final = """\
 Unless a route says otherwise, answers are HTTP 200 with an envelope
 `{"code": int, "msg": str, "data": any}`: `code` 0 is success; 4 bad input (`msg` names
-the problem); 5 system error; 401002 wrong email or password; 401003 email already
-registered. Logged-in routes answer HTTP 401 with an empty body when the access token
+the problem: a wrong or expired SMS code, a code requested too often, a WeChat login whose
+state does not match, ...); 5 system error; 401002 wrong email or password; 401003 email
+already registered. Logged-in routes answer HTTP 401 with an empty body when the access token
 (`Authorization: Bearer <x-jwt-token>`) is missing, invalid, expired or revoked.
 """
 
@@ -95,7 +101,11 @@ class GatewayApp(FastAPI):
 
 
 def create_app(
-    settings: GatewaySettings, *, user_stub: UserServiceAsyncStub | None = None
+    settings: GatewaySettings,
+    *,
+    user_stub: UserServiceAsyncStub | None = None,
+    code_stub: CodeServiceAsyncStub | None = None,
+    wechat_transport: httpx.AsyncBaseTransport | None = None,
 ) -> GatewayApp:
     """Build the gateway.
 
@@ -103,33 +113,60 @@ def create_app(
         settings: the process settings.
         user_stub: a user service stub to use instead of discovering the user service
             (tests); the caller then owns its channel.
+        code_stub: likewise for the code service (hosted by the sms service).
+        wechat_transport: the HTTP transport to WeChat's API (tests: an in-process
+            emulator); default: the network.
 
     Clients are opened by the app's lifespan, so requests are served only inside it
     (uvicorn runs it; tests enter ``app.router.lifespan_context(app)``).
     """
+    # httpx logs every request's full URL at INFO; WeChat's token URL carries the app
+    # secret and the person's code, which must never reach the logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     tokens = TokenService(
         access_key=settings.jwt_access_key.get_secret_value(),
         refresh_key=settings.jwt_refresh_key.get_secret_value(),
         access_ttl=settings.access_ttl,
         refresh_ttl=settings.refresh_ttl,
     )
-    runtime = Runtime(settings, tokens)
+    state_cookies = StateCookies(
+        key=settings.wechat_state_key.get_secret_value(),
+        ttl=settings.wechat_state_ttl,
+        secure=settings.state_cookie_secure,
+    )
+    runtime = Runtime(settings, tokens, state_cookies)
     routes = RouteTemplates()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            user = user_stub
-            if user is None:
+            user, code = user_stub, code_stub
+            if user is None or code is None:
                 clients = ServiceClients.from_settings(settings)
                 stack.push_async_callback(clients.close)
-                user = user_pb2_grpc.UserServiceStub(await clients.channel("user"))
+                if user is None:
+                    user = user_pb2_grpc.UserServiceStub(await clients.channel("user"))
+                if code is None:
+                    # CodeService is hosted by the sms service's processes.
+                    code = code_pb2_grpc.CodeServiceStub(await clients.channel("sms"))
             redis = create_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             sessions = SessionRevocations(
                 redis, ttl=settings.refresh_ttl, on_error=settings.session_check_on_redis_error
             )
-            runtime.open(Clients(user=user, sessions=sessions))
+            http = httpx.AsyncClient(
+                transport=wechat_transport, timeout=settings.wechat_timeout, follow_redirects=False
+            )
+            stack.push_async_callback(http.aclose)
+            wechat_oauth = WechatOAuth(
+                http,
+                app_id=settings.wechat_app_id,
+                app_secret=settings.wechat_app_secret.get_secret_value(),
+                authorize_base=settings.wechat_authorize_base,
+                api_base=settings.wechat_api_base,
+                redirect_uri=settings.wechat_redirect_uri,
+            )
+            runtime.open(Clients(user=user, code=code, sessions=sessions, wechat=wechat_oauth))
             stack.callback(runtime.close)
             logger.info(
                 "gateway ready",
@@ -158,6 +195,8 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(users.router)
+    app.include_router(sms_login.router)
+    app.include_router(wechat.router)
     app.include_router(system.router)
     routes.index(app.routes)
     return app

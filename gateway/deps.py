@@ -1,9 +1,10 @@
 """Wiring between the composition root and the routes.
 
 :class:`Runtime` holds what requests need from the process: settings, the token service
-(built with the app) and the clients the lifespan opens (the user service stub, the session
-store). Routes get it, and the caller's :class:`~gateway.auth.principal.Principal`, through
-the FastAPI dependencies below.
+and the WeChat state cookies (built with the app), and the clients the lifespan opens (the
+user and code service stubs, the session store, the WeChat OAuth client). Routes get it,
+and the caller's :class:`~gateway.auth.principal.Principal`, through the FastAPI
+dependencies below.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
+from gateway.auth.oauth_state import StateCookies
 from gateway.auth.principal import Principal
 from gateway.auth.sessions import SessionRevocations
 from gateway.auth.tokens import TokenService
+from gateway.auth.wechat import WechatOAuth
 from gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
+    from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
     from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 
@@ -28,15 +32,20 @@ class Clients:
     """Connections opened at start-up and closed at shutdown."""
 
     user: UserServiceAsyncStub
+    code: CodeServiceAsyncStub
     sessions: SessionRevocations
+    wechat: WechatOAuth
 
 
 class Runtime:
     """Per-process state shared by middleware and routes."""
 
-    def __init__(self, settings: GatewaySettings, tokens: TokenService) -> None:
+    def __init__(
+        self, settings: GatewaySettings, tokens: TokenService, state_cookies: StateCookies
+    ) -> None:
         self.settings = settings
         self.tokens = tokens
+        self.state_cookies = state_cookies
         self._clients: Clients | None = None
 
     @property
@@ -55,6 +64,16 @@ class Runtime:
     def user(self) -> UserServiceAsyncStub:
         """The user service stub."""
         return self.clients.user
+
+    @property
+    def code(self) -> CodeServiceAsyncStub:
+        """The verification code service stub (hosted by the sms service)."""
+        return self.clients.code
+
+    @property
+    def wechat(self) -> WechatOAuth:
+        """The WeChat OAuth client."""
+        return self.clients.wechat
 
     @property
     def sessions(self) -> SessionRevocations:

@@ -10,6 +10,25 @@ reason ``USER_EMAIL_TAKEN``            200          ``{code: 401003, "email alre
 reason ``USER_INVALID_CREDENTIALS``    200          ``{code: 401002, "wrong email or
                                                     password"}``
 reason ``USER_NOT_FOUND``              200          ``{code: 4, "user not found"}``
+reason ``CODE_SEND_TOO_FREQUENT``      200          ``{code: 4, "code sent too often, try
+                                                    again later"}``
+reason ``CODE_VERIFY_TOO_MANY``        200          ``{code: 4, "too many attempts, request
+                                                    a new code"}``
+reason ``LOGIN_CODE_WRONG`` (Verify    200          ``{code: 4, "wrong or expired code"}``
+answered ok=false)
+reasons ``CODE_INVALID_PHONE``,        200          ``{code: 4, "invalid phone number"}``
+``USER_INVALID_PHONE``
+reason ``WECHAT_STATE_INVALID``        200          ``{code: 4, "WeChat login expired or
+                                                    was started elsewhere, please scan
+                                                    again"}``
+reasons ``WECHAT_CODE_REJECTED``,      200          ``{code: 4, "WeChat login failed,
+``USER_INVALID_WECHAT_INFO``                        please try again"}``
+reason ``WECHAT_LOGIN_CANCELLED``      200          ``{code: 4, "WeChat login was
+                                                    cancelled"}``
+reasons ``CODE_INVALID_BIZ`` (our      200          ``{code: 5, "system error"}``
+configuration), ``CODE_SEND_FAILED``,
+``CODE_STORE_UNAVAILABLE``,
+``WECHAT_UNAVAILABLE``
 other INVALID_ARGUMENT, NOT_FOUND,     200          ``{code: 4, msg: <service message>}``
 ALREADY_EXISTS, PERMISSION_DENIED,
 FAILED_PRECONDITION,
@@ -69,10 +88,42 @@ class HttpAnswer:
         return envelope_response(self.code, self.msg, status_code=self.status_code)
 
 
+SYSTEM_ERROR: Final = HttpAnswer(200, CODE_SYSTEM_ERROR, MSG_SYSTEM_ERROR)
+UNAUTHORIZED: Final = HttpAnswer(401, None, "")
+
+_INVALID_PHONE: Final = HttpAnswer(200, CODE_BAD_INPUT, "invalid phone number")
+_WECHAT_FAILED: Final = HttpAnswer(200, CODE_BAD_INPUT, "WeChat login failed, please try again")
+
 _BY_REASON: Final[Mapping[str, HttpAnswer]] = {
     "USER_EMAIL_TAKEN": HttpAnswer(200, CODE_EMAIL_TAKEN, "email already registered"),
     "USER_INVALID_CREDENTIALS": HttpAnswer(200, CODE_WRONG_CREDENTIALS, "wrong email or password"),
     "USER_NOT_FOUND": HttpAnswer(200, CODE_BAD_INPUT, "user not found"),
+    # SMS code login.
+    "CODE_SEND_TOO_FREQUENT": HttpAnswer(
+        200, CODE_BAD_INPUT, "code sent too often, try again later"
+    ),
+    "CODE_VERIFY_TOO_MANY": HttpAnswer(
+        200, CODE_BAD_INPUT, "too many attempts, request a new code"
+    ),
+    "LOGIN_CODE_WRONG": HttpAnswer(200, CODE_BAD_INPUT, "wrong or expired code"),
+    "CODE_INVALID_PHONE": _INVALID_PHONE,
+    "USER_INVALID_PHONE": _INVALID_PHONE,
+    # The gateway asked for a business the sms service does not know: our misconfiguration,
+    # not the person's input.
+    "CODE_INVALID_BIZ": SYSTEM_ERROR,
+    "CODE_SEND_FAILED": SYSTEM_ERROR,
+    "CODE_STORE_UNAVAILABLE": SYSTEM_ERROR,
+    # WeChat scan login.
+    "WECHAT_STATE_INVALID": HttpAnswer(
+        200,
+        CODE_BAD_INPUT,
+        "WeChat login expired or was started elsewhere, please scan again",
+    ),
+    "WECHAT_CODE_REJECTED": _WECHAT_FAILED,
+    # WeChat gave an open id the user service refuses: nothing the person can fix but retry.
+    "USER_INVALID_WECHAT_INFO": _WECHAT_FAILED,
+    "WECHAT_LOGIN_CANCELLED": HttpAnswer(200, CODE_BAD_INPUT, "WeChat login was cancelled"),
+    "WECHAT_UNAVAILABLE": SYSTEM_ERROR,
 }
 
 # Kinds whose message the services write for people (kit.errors: "safe to show").
@@ -86,9 +137,6 @@ _BAD_INPUT_KINDS: Final = frozenset(
         ErrorKind.RESOURCE_EXHAUSTED,
     }
 )
-
-SYSTEM_ERROR: Final = HttpAnswer(200, CODE_SYSTEM_ERROR, MSG_SYSTEM_ERROR)
-UNAUTHORIZED: Final = HttpAnswer(401, None, "")
 
 
 def answer_for(error: AppError) -> HttpAnswer:
@@ -111,6 +159,17 @@ def unauthorized_response() -> Response:
 def unexpected_error_response() -> JSONResponse:
     """HTTP 500 for a bug: the envelope with no details."""
     return envelope_response(CODE_SYSTEM_ERROR, MSG_SYSTEM_ERROR, status_code=500)
+
+
+def error_response(request: Request, exc: AppError | grpc.aio.AioRpcError) -> Response:
+    """The answer to a failure, logged as the exception handlers log it.
+
+    For routes that must decorate their error answers (e.g. clear a cookie) and therefore
+    catch instead of letting the handlers below run.
+    """
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return _answer(request, app_error_from_rpc(exc), exc)
+    return _answer(request, exc, None)
 
 
 def _answer(request: Request, error: AppError, rpc: grpc.aio.AioRpcError | None) -> Response:

@@ -1,8 +1,9 @@
 """Gateway settings, read from ``WEBOOK_GATEWAY_*`` environment variables.
 
-The two JWT keys have marked development defaults (refused in prod mode by
-:class:`kit.config.BaseServiceSettings`); they must differ from each other and be at least
-32 bytes long, the minimum for an HS256 key. The ``metrics_port`` inherited from the base
+The two JWT keys, the WeChat app secret and the key that signs the WeChat ``state`` cookie
+have marked development defaults (refused in prod mode by
+:class:`kit.config.BaseServiceSettings`); the JWT keys must differ from each other, and every
+HS256 key must be at least 32 bytes long. The ``metrics_port`` inherited from the base
 class is not used: the gateway serves ``/metrics`` on its main port.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Literal, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from kit.config import ClientSettings, dev_secret
+from kit.config import ClientSettings, Mode, dev_secret
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 MIN_JWT_KEY_BYTES = 32
@@ -30,7 +32,6 @@ class GatewaySettings(ClientSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    # Static service addresses ("user" -> "host:port[,host:port]"), until discovery is wired.
     redis_url: str = "redis://127.0.0.1:6379/0"
     jwt_access_key: SecretStr = dev_secret("gateway-jwt-access-key-local-only")
     jwt_refresh_key: SecretStr = dev_secret("gateway-jwt-refresh-key-local-only")
@@ -46,8 +47,27 @@ class GatewaySettings(ClientSettings):
     session_check_on_redis_error: SessionCheckFallback = "deny"
     # Seconds each gRPC call may take.
     grpc_timeout: float = Field(default=3.0, gt=0)
+    # Seconds CodeService.Send may take: longer than the sms service's own send timeout
+    # (5 s), so a slow provider ends in a queued message rather than in our deadline.
+    code_send_timeout: float = Field(default=6.0, gt=0)
 
-    @field_validator("access_ttl", "refresh_ttl", mode="before")
+    # WeChat scan login (docs/login.md). The bases are WeChat's own hosts in production and
+    # the local emulator (kit.devstack.wechat_emulator) under `make run`.
+    wechat_app_id: str = "wx-webook-dev"
+    wechat_app_secret: SecretStr = dev_secret("wechat-app-secret")
+    wechat_authorize_base: str = "https://open.weixin.qq.com"
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    # Where WeChat sends the browser back; its domain must be registered with WeChat.
+    wechat_redirect_uri: str = "http://127.0.0.1:8080/oauth2/wechat/callback"
+    # Seconds the code exchange with WeChat's API may take.
+    wechat_timeout: float = Field(default=3.0, gt=0)
+    # HS256 key of the signed state cookie, and how long a started login stays valid.
+    wechat_state_key: SecretStr = dev_secret("gateway-wechat-state-key")
+    wechat_state_ttl: timedelta = timedelta(minutes=10)
+    # The cookie's Secure attribute; unset: on in prod mode, off in dev and test (plain HTTP).
+    wechat_state_cookie_secure: bool | None = None
+
+    @field_validator("access_ttl", "refresh_ttl", "wechat_state_ttl", mode="before")
     @classmethod
     def _seconds_as_ttl(cls, value: object) -> object:
         # Environment variables arrive as strings; "1800" means seconds (ISO 8601 "PT30M"
@@ -56,12 +76,27 @@ class GatewaySettings(ClientSettings):
             return timedelta(seconds=int(value))
         return value
 
-    @field_validator("access_ttl", "refresh_ttl")
+    @field_validator("access_ttl", "refresh_ttl", "wechat_state_ttl")
     @classmethod
     def _positive_ttl(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("token lifetimes must be positive")
         return value
+
+    @field_validator("wechat_authorize_base", "wechat_api_base", "wechat_redirect_uri")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+            raise ValueError(f"{value!r} must be an absolute http(s) URL without a fragment")
+        return value
+
+    @field_validator("wechat_authorize_base", "wechat_api_base")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if urlsplit(value).query:
+            raise ValueError(f"{value!r} must be a base URL without a query")
+        return value.rstrip("/")
 
     @field_validator("timezone")
     @classmethod
@@ -72,11 +107,11 @@ class GatewaySettings(ClientSettings):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
-    @field_validator("jwt_access_key", "jwt_refresh_key")
+    @field_validator("jwt_access_key", "jwt_refresh_key", "wechat_state_key")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value().encode()) < MIN_JWT_KEY_BYTES:
-            raise ValueError(f"JWT keys must be at least {MIN_JWT_KEY_BYTES} bytes long")
+            raise ValueError(f"HS256 keys must be at least {MIN_JWT_KEY_BYTES} bytes long")
         return value
 
     @model_validator(mode="after")
@@ -85,9 +120,22 @@ class GatewaySettings(ClientSettings):
             raise ValueError("jwt_access_key and jwt_refresh_key must be different")
         if self.refresh_ttl < self.access_ttl:
             raise ValueError("refresh_ttl must not be shorter than access_ttl")
+        state_key = self.wechat_state_key.get_secret_value()
+        if state_key in (
+            self.jwt_access_key.get_secret_value(),
+            self.jwt_refresh_key.get_secret_value(),
+        ):
+            raise ValueError("wechat_state_key must differ from the JWT keys")
         return self
 
     @property
     def zone(self) -> ZoneInfo:
         """The configured time zone."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def state_cookie_secure(self) -> bool:
+        """Whether the WeChat state cookie is sent only over HTTPS."""
+        if self.wechat_state_cookie_secure is not None:
+            return self.wechat_state_cookie_secure
+        return self.mode is Mode.PROD

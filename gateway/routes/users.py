@@ -1,4 +1,6 @@
-"""``/users``: signup, login, profile, edit, token refresh, logout.
+"""``/users``: signup, password login, profile, edit, token refresh, logout.
+
+SMS code login (``/users/login_sms``) lives in :mod:`gateway.routes.sms_login`.
 
 Login and refresh answer with the tokens in the ``x-jwt-token`` and ``x-refresh-token``
 headers. Refresh rotates: the presented refresh token's session is revoked and a new one
@@ -7,13 +9,15 @@ begins, so a refresh token works once.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Final
 
 import grpc
 from fastapi import APIRouter, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from gateway.auth.tokens import InvalidToken, TokenPair, TokenType
+from gateway.auth.login import TOKEN_HEADERS_DOC, counted_login, set_token_headers
+from gateway.auth.tokens import InvalidToken, TokenType
 from gateway.deps import (
     PrincipalDep,
     RuntimeDep,
@@ -27,16 +31,11 @@ from kit.errors import Unauthenticated
 from kit.grpcx.errors import app_error_from_rpc
 from webook.user.v1 import user_pb2
 
-ACCESS_TOKEN_HEADER: Final = "x-jwt-token"
-REFRESH_TOKEN_HEADER: Final = "x-refresh-token"
-
 _UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {
     401: {"description": "Not logged in, token invalid or expired, or session revoked. Empty body."}
 }
-_TOKEN_HEADERS: Final[dict[str, Any]] = {
-    ACCESS_TOKEN_HEADER: {"description": "New access token.", "schema": {"type": "string"}},
-    REFRESH_TOKEN_HEADER: {"description": "New refresh token.", "schema": {"type": "string"}},
-}
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/users", tags=["users"])
 logged_in = [Security(access_token_scheme)]
@@ -44,11 +43,6 @@ logged_in = [Security(access_token_scheme)]
 
 def _session_ended() -> Unauthenticated:
     return Unauthenticated("SESSION_INVALID", "not logged in")
-
-
-def _set_token_headers(response: Response, tokens: TokenPair) -> None:
-    response.headers[ACCESS_TOKEN_HEADER] = tokens.access
-    response.headers[REFRESH_TOKEN_HEADER] = tokens.refresh
 
 
 @router.post("/signup", summary="Create an account with email and password")
@@ -64,30 +58,34 @@ async def signup(body: SignupRequest, runtime: RuntimeDep) -> Ack:
 @router.post(
     "/login",
     summary="Log in with email and password",
-    responses={200: {"headers": _TOKEN_HEADERS}},
+    responses={200: {"headers": TOKEN_HEADERS_DOC}},
 )
 async def login(
     body: LoginRequest, response: Response, runtime: RuntimeDep, user_agent: UserAgentDep
 ) -> Ack:
     """Check the credentials and start a session; wrong ones answer code 401002."""
-    try:
-        reply = await runtime.user.Login(
-            user_pb2.LoginRequest(email=body.email, password=body.password),
-            timeout=runtime.grpc_timeout,
-        )
-    except grpc.aio.AioRpcError as exc:
-        # An unknown email must look exactly like a wrong password (no account probing).
-        if app_error_from_rpc(exc).reason == "USER_NOT_FOUND":
-            raise Unauthenticated("USER_INVALID_CREDENTIALS", "wrong email or password") from exc
-        raise
-    _set_token_headers(response, runtime.tokens.issue(reply.user.id, user_agent))
+    async with counted_login("password"):
+        try:
+            reply = await runtime.user.Login(
+                user_pb2.LoginRequest(email=body.email, password=body.password),
+                timeout=runtime.grpc_timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # An unknown email must look exactly like a wrong password (no account probing).
+            if app_error_from_rpc(exc).reason == "USER_NOT_FOUND":
+                raise Unauthenticated(
+                    "USER_INVALID_CREDENTIALS", "wrong email or password"
+                ) from exc
+            raise
+        set_token_headers(response, runtime.tokens.issue(reply.user.id, user_agent))
+    logger.info("logged in", extra={"method": "password", "uid": reply.user.id})
     return Ack()
 
 
 @router.post(
     "/refresh_token",
     summary="Exchange the refresh token for a new token pair",
-    responses={200: {"headers": _TOKEN_HEADERS}, **_UNAUTHORIZED},
+    responses={200: {"headers": TOKEN_HEADERS_DOC}, **_UNAUTHORIZED},
 )
 async def refresh_token(
     response: Response,
@@ -104,7 +102,7 @@ async def refresh_token(
         raise _session_ended() from exc
     if not await runtime.sessions.revoke_if_active(claims.ssid):
         raise _session_ended()
-    _set_token_headers(response, runtime.tokens.issue(claims.uid, user_agent))
+    set_token_headers(response, runtime.tokens.issue(claims.uid, user_agent))
     return Ack()
 
 

@@ -1,4 +1,5 @@
-"""Fixtures: a fake user service on a real gRPC port, the app inside its lifespan, a client."""
+"""Fixtures: fake user and code services on real gRPC ports, the WeChat emulator in process,
+the app inside its lifespan, a client."""
 
 from __future__ import annotations
 
@@ -14,12 +15,19 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.tests.fake_code_service import FakeCodeService
 from gateway.tests.fake_user_service import FakeUserService
 from kit.config import Mode
+from kit.devstack.infra import free_port
+from kit.devstack.wechat_emulator import DEV_APP_ID, WechatEmulator
+from webook.code.v1 import code_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 
 USER_AGENT = "Mozilla/5.0 (webook-tests) Chrome/130.0"
 PASSWORD = "hello#world123"
+GATEWAY_BASE = "http://gateway.test"
+# The in-process WeChat emulator's (fake) origin; requests reach it through a transport.
+WECHAT_BASE = "http://wechat.test"
 
 
 @dataclass
@@ -51,27 +59,75 @@ async def user_service() -> AsyncIterator[RunningUserService]:
     await server.stop(None)
 
 
-def make_settings(redis_url: str, user_port: int, **overrides: Any) -> GatewaySettings:
-    """Test-mode settings pointing at the fake user service and the test Redis."""
+@dataclass
+class RunningCodeService:
+    """The fake code service and the server it runs in."""
+
+    servicer: FakeCodeService
+    server: grpc.aio.Server
+    port: int
+
+
+@pytest.fixture
+async def code_service() -> AsyncIterator[RunningCodeService]:
+    """A FakeCodeService on a free loopback port."""
+    servicer = FakeCodeService()
+    server = grpc.aio.server()
+    code_pb2_grpc.add_CodeServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield RunningCodeService(servicer, server, port)
+    await server.stop(None)
+
+
+@pytest.fixture
+def wechat() -> WechatEmulator:
+    """The WeChat OAuth emulator, reached in process (see :func:`wechat_transport`)."""
+    return WechatEmulator()
+
+
+def wechat_transport(emulator: WechatEmulator) -> httpx.ASGITransport:
+    """A transport that delivers requests to ``emulator``."""
+    return httpx.ASGITransport(app=emulator.asgi())
+
+
+def make_settings(
+    redis_url: str, user_port: int, *, sms_port: int | None = None, **overrides: Any
+) -> GatewaySettings:
+    """Test-mode settings pointing at the fake services, the test Redis and the emulator.
+
+    Without ``sms_port`` the code service's address is a port nothing listens on.
+    """
     values: dict[str, Any] = {
         "mode": Mode.TEST,
-        "peers": {"user": f"127.0.0.1:{user_port}"},
+        "peers": {
+            "user": f"127.0.0.1:{user_port}",
+            "sms": f"127.0.0.1:{sms_port or free_port()}",
+        },
         "redis_url": redis_url,
+        "wechat_app_id": DEV_APP_ID,
+        "wechat_authorize_base": WECHAT_BASE,
+        "wechat_api_base": WECHAT_BASE,
+        "wechat_redirect_uri": f"{GATEWAY_BASE}/oauth2/wechat/callback",
         **overrides,
     }
     return GatewaySettings(**values)
 
 
 @pytest.fixture
-def settings(redis_url: str, user_service: RunningUserService) -> GatewaySettings:
+def settings(
+    redis_url: str, user_service: RunningUserService, code_service: RunningCodeService
+) -> GatewaySettings:
     """Default gateway settings for tests."""
-    return make_settings(redis_url, user_service.port)
+    return make_settings(redis_url, user_service.port, sms_port=code_service.port)
 
 
 @pytest.fixture
-async def app(settings: GatewaySettings, redis_client: aioredis.Redis) -> AsyncIterator[FastAPI]:
+async def app(
+    settings: GatewaySettings, redis_client: aioredis.Redis, wechat: WechatEmulator
+) -> AsyncIterator[FastAPI]:
     """The gateway, started (clients open) on a flushed Redis."""
-    application = create_app(settings)
+    application = create_app(settings, wechat_transport=wechat_transport(wechat))
     async with application.router.lifespan_context(application):
         yield application
 
@@ -81,7 +137,7 @@ def client_for(application: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
     headers = {"User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=application, raise_app_exceptions=False),
-        base_url="http://gateway.test",
+        base_url=GATEWAY_BASE,
         headers=headers,
         **kwargs,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -12,6 +13,13 @@ from kit.config import Mode
 
 KEY_A = SecretStr("a" * 32)
 KEY_B = SecretStr("b" * 32)
+KEY_C = SecretStr("c" * 32)
+PROD_SECRETS: dict[str, Any] = {
+    "jwt_access_key": KEY_A,
+    "jwt_refresh_key": KEY_B,
+    "wechat_state_key": KEY_C,
+    "wechat_app_secret": SecretStr("a-real-wechat-app-secret"),
+}
 
 
 def test_defaults() -> None:
@@ -31,9 +39,55 @@ def test_prod_mode_refuses_dev_keys() -> None:
 
 
 def test_prod_mode_with_real_keys() -> None:
-    settings = GatewaySettings(mode=Mode.PROD, jwt_access_key=KEY_A, jwt_refresh_key=KEY_B)
+    settings = GatewaySettings(mode=Mode.PROD, **PROD_SECRETS)
 
     assert settings.mode is Mode.PROD
+
+
+@pytest.mark.parametrize("secret", ["wechat_app_secret", "wechat_state_key"])
+def test_prod_mode_refuses_dev_wechat_secrets(secret: str) -> None:
+    values = {k: v for k, v in PROD_SECRETS.items() if k != secret}
+
+    with pytest.raises(ValidationError, match=f"{secret} still has its development default"):
+        GatewaySettings(mode=Mode.PROD, **values)
+
+
+def test_state_cookie_is_secure_by_default_only_in_prod() -> None:
+    assert GatewaySettings(mode=Mode.PROD, **PROD_SECRETS).state_cookie_secure
+    assert not GatewaySettings(mode=Mode.DEV).state_cookie_secure
+    assert not GatewaySettings(mode=Mode.TEST).state_cookie_secure
+    assert GatewaySettings(mode=Mode.DEV, wechat_state_cookie_secure=True).state_cookie_secure
+    prod_over_http = GatewaySettings(
+        mode=Mode.PROD, wechat_state_cookie_secure=False, **PROD_SECRETS
+    )
+    assert not prod_over_http.state_cookie_secure
+
+
+def test_state_key_must_not_reuse_a_jwt_key() -> None:
+    with pytest.raises(ValidationError, match="must differ from the JWT keys"):
+        GatewaySettings(jwt_access_key=KEY_A, jwt_refresh_key=KEY_B, wechat_state_key=KEY_A)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("wechat_api_base", "api.weixin.qq.com"),
+        ("wechat_authorize_base", "ftp://open.weixin.qq.com"),
+        ("wechat_redirect_uri", "http://127.0.0.1:8080/cb#frag"),
+        ("wechat_api_base", "https://api.weixin.qq.com/?x=1"),
+    ],
+)
+def test_wechat_urls_are_checked(field: str, value: str) -> None:
+    values: dict[str, Any] = {field: value}
+
+    with pytest.raises(ValidationError, match="URL"):
+        GatewaySettings(**values)
+
+
+def test_wechat_bases_lose_their_trailing_slash() -> None:
+    settings = GatewaySettings(wechat_api_base="http://127.0.0.1:8090/")
+
+    assert settings.wechat_api_base == "http://127.0.0.1:8090"
 
 
 def test_keys_must_differ() -> None:
@@ -52,6 +106,8 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBOOK_GATEWAY_ACCESS_TTL", "600")
     monkeypatch.setenv("WEBOOK_GATEWAY_CORS_ALLOW_ORIGINS", '["https://*.webook.example"]')
     monkeypatch.setenv("WEBOOK_GATEWAY_SESSION_CHECK_ON_REDIS_ERROR", "allow")
+    monkeypatch.setenv("WEBOOK_GATEWAY_WECHAT_STATE_TTL", "300")
+    monkeypatch.setenv("WEBOOK_GATEWAY_WECHAT_API_BASE", "http://127.0.0.1:8090")
 
     settings = GatewaySettings()
 
@@ -60,6 +116,8 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.access_ttl == timedelta(minutes=10)
     assert settings.cors_allow_origins == ["https://*.webook.example"]
     assert settings.session_check_on_redis_error == "allow"
+    assert settings.wechat_state_ttl == timedelta(minutes=5)
+    assert settings.wechat_api_base == "http://127.0.0.1:8090"
 
 
 def test_unknown_time_zone() -> None:

@@ -2,11 +2,14 @@
 
 Starts etcd, the Kafka-protocol broker and Redis unless their addresses are configured,
 uses SQLite files under ``.run/`` unless a MySQL URL is configured, applies every service's
-migrations, starts every service that exists (``--replicas user=3,article=2``) and the
-gateway, prints a status table, and on Ctrl-C/SIGTERM stops everything — gateway first,
-infrastructure last — leaving no process behind.
+migrations, starts every service that exists (``--replicas user=3,article=2``), the WeChat
+OAuth emulator and the gateway (pointed at the emulator), prints a status table, and on
+Ctrl-C/SIGTERM stops everything — gateway first, infrastructure last — leaving no process
+behind. The sms service's local provider writes every message (login codes) to
+``<RUN_DIR>/sms.log``.
 
 Settings (environment, prefix ``WEBOOK_DEV_``): ``RUN_DIR`` (.run), ``GATEWAY_PORT`` (8080),
+``WECHAT_PORT`` (8090, the WeChat emulator),
 ``GRPC_BASE_PORT`` (50051; instance *i* of the *n*-th service gets base + 10·n + i),
 ``ETCD_PORT`` (2379), ``ETCD_PEER_PORT`` (2380), ``KAFKA_PORT`` (9092), ``REDIS_PORT`` (6380,
 since 6379 is often a system Redis), and to use existing infrastructure instead:
@@ -37,7 +40,14 @@ from kit.devstack.infra import (
     port_in_use,
     redis_process,
 )
-from kit.devstack.suite import Infra, available_services, gateway_process, migrate, service_process
+from kit.devstack.suite import (
+    Infra,
+    available_services,
+    gateway_process,
+    migrate,
+    service_process,
+    wechat_emulator_process,
+)
 from kit.logging import configure_logging
 from kit.sql import create_engine
 
@@ -51,6 +61,7 @@ class DevSettings(BaseSettings):
 
     run_dir: Path = Path(".run")
     gateway_port: int = 8080
+    wechat_port: int = 8090
     grpc_base_port: int = 50051
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
@@ -151,7 +162,12 @@ class Stack:
             self.external.append(("mysql", make_url(s.mysql_url).render_as_string()))
         else:
             database_url = f"sqlite+aiosqlite:///{self.run_dir}"
-        return Infra(redis_url, etcd, kafka, database_url)
+        return Infra(redis_url, etcd, kafka, database_url, sms_log_file=str(self.sms_log_file))
+
+    @property
+    def sms_log_file(self) -> Path:
+        """Where the local SMS provider writes messages (login codes included)."""
+        return self.run_dir / "sms.log"
 
     def start_suite(self, infra: Infra) -> None:
         s = self.settings
@@ -166,9 +182,12 @@ class Stack:
                 self._check_free(f"{name}-{replica}", port)
                 proc = service_process(name, infra, port, self.log_dir, replica=replica)
                 self._start(proc, f"127.0.0.1:{port}")
+        self._check_free("wechat", s.wechat_port)
+        wechat_base = f"http://127.0.0.1:{s.wechat_port}"
+        self._start(wechat_emulator_process(s.wechat_port, self.log_dir), wechat_base)
         self._check_free("gateway", s.gateway_port)
         self._start(
-            gateway_process(infra, s.gateway_port, {}, self.log_dir),
+            gateway_process(infra, s.gateway_port, {}, self.log_dir, wechat_base=wechat_base),
             f"http://127.0.0.1:{s.gateway_port}",
         )
 
@@ -208,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write("\n" + stack.status_table() + "\n\n")
         sys.stdout.write(
             f"webook is up: http://127.0.0.1:{settings.gateway_port}  (logs in "
-            f"{stack.log_dir}; Ctrl-C stops everything)\n"
+            f"{stack.log_dir}; SMS codes in {stack.sms_log_file}; Ctrl-C stops everything)\n"
         )
         sys.stdout.flush()
         while not stop.wait(1.0):

@@ -1,8 +1,10 @@
-"""Start the webook processes themselves: gRPC services and the gateway.
+"""Start the webook processes themselves: gRPC services, the gateway, the WeChat emulator.
 
 Shared by ``make run`` (:mod:`kit.devstack.__main__`) and the end-to-end tests. A service
 process is ``python -m services.<name>`` configured only through its ``WEBOOK_<NAME>_*``
 environment variables; readiness is its standard gRPC health service answering SERVING.
+The gateway and the WeChat emulator (:mod:`kit.devstack.wechat_emulator`) are ready when
+their ``/healthz`` answers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kit.devstack.infra import ManagedProcess
+from kit.devstack.wechat_emulator import DEV_APP_ID, DEV_APP_SECRET
 
 # Start order: services others depend on come first.
 SERVICES = ("user", "sms", "article", "interactive", "comment", "follow", "search")
@@ -70,6 +73,9 @@ class Infra:
     database_url: str
     mode: str = "dev"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The file the sms service's local provider appends messages (login codes) to; empty:
+    # the service's default (.run/sms.log, relative to its working directory).
+    sms_log_file: str = ""
 
     def database_for(self, service: str) -> str:
         """The database URL a given service uses."""
@@ -103,6 +109,9 @@ def service_env(
             f"{prefix}PEERS": json.dumps(dict(peers)),
         }
     )
+    if name == "sms" and infra.sms_log_file:
+        provider = {"name": "local", "kind": "local", "log_file": infra.sms_log_file}
+        env[f"{prefix}PROVIDERS"] = json.dumps([provider])
     env.update({k.replace("{PREFIX}", prefix): v for k, v in infra.extra_env.items()})
     return env
 
@@ -144,10 +153,38 @@ def service_process(
     )
 
 
+def wechat_emulator_process(port: int, log_dir: Path) -> ManagedProcess:
+    """A (not yet started) WeChat OAuth emulator on ``port``, for the development app."""
+    return ManagedProcess(
+        name="wechat-emulator",
+        argv=[
+            sys.executable,
+            "-m",
+            "kit.devstack.wechat_emulator",
+            "--port",
+            str(port),
+            "--app-id",
+            DEV_APP_ID,
+        ],
+        log_path=log_dir / "wechat-emulator.log",
+        ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
+        env=_base_env(),
+    )
+
+
 def gateway_process(
-    infra: Infra, port: int, peers: Mapping[str, str], log_dir: Path
+    infra: Infra,
+    port: int,
+    peers: Mapping[str, str],
+    log_dir: Path,
+    *,
+    wechat_base: str = "",
 ) -> ManagedProcess:
-    """A (not yet started) gateway process on ``port``."""
+    """A (not yet started) gateway process on ``port``.
+
+    ``wechat_base``: the base URL of a WeChat emulator to log in with (both its authorize
+    page and its API), the callback being this gateway's ``/oauth2/wechat/callback``.
+    """
     env = _base_env()
     env.update(
         {
@@ -159,6 +196,18 @@ def gateway_process(
             "WEBOOK_GATEWAY_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
         }
     )
+    if wechat_base:
+        env.update(
+            {
+                "WEBOOK_GATEWAY_WECHAT_AUTHORIZE_BASE": wechat_base,
+                "WEBOOK_GATEWAY_WECHAT_API_BASE": wechat_base,
+                "WEBOOK_GATEWAY_WECHAT_APP_ID": DEV_APP_ID,
+                "WEBOOK_GATEWAY_WECHAT_APP_SECRET": DEV_APP_SECRET,
+                "WEBOOK_GATEWAY_WECHAT_REDIRECT_URI": (
+                    f"http://127.0.0.1:{port}/oauth2/wechat/callback"
+                ),
+            }
+        )
     env.update({k.replace("{PREFIX}", "WEBOOK_GATEWAY_"): v for k, v in infra.extra_env.items()})
     return ManagedProcess(
         name="gateway",

@@ -1,12 +1,15 @@
-"""End-to-end fixtures: the real user service and gateway processes on free ports.
+"""End-to-end fixtures: the real user and sms services, the WeChat emulator and the gateway.
 
 The stack uses the session's real Redis, etcd and broker (root conftest) and a SQLite
-database in a temporary directory. Logs of every process land in the session's infra dir.
+database in a temporary directory, which also holds the sms service's local SMS log
+(login codes are read from it). The gateway discovers both services through etcd and logs
+in with WeChat through the emulator. Logs of every process land in the session's infra dir.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +17,18 @@ import httpx
 import pytest
 
 from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import Infra, gateway_process, migrate, service_process
+from kit.devstack.suite import (
+    Infra,
+    gateway_process,
+    migrate,
+    service_process,
+    wechat_emulator_process,
+)
 
 USER_AGENT = "webook-e2e/1.0"
+# Short, so that a test can log in twice with one phone; the 60 s default is tested in
+# services/sms and, through a fake, in gateway/tests.
+SMS_RESEND_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -27,6 +39,11 @@ class RunningStack:
     user: ManagedProcess
     gateway: ManagedProcess
     log_dir: Path
+    sms: ManagedProcess
+    wechat: ManagedProcess
+    wechat_base: str
+    # Where the sms service's local provider writes every message (JSON lines).
+    sms_log: Path
 
 
 @pytest.fixture(scope="session")
@@ -37,30 +54,44 @@ def stack(
     etcd_endpoint: str,
     kafka_bootstrap: str,
 ) -> Iterator[RunningStack]:
-    """User service + gateway, started once for the e2e session."""
+    """User and sms services, the WeChat emulator and the gateway, once per e2e session."""
     data_dir = tmp_path_factory.mktemp("e2e-data")
+    sms_log = data_dir / "sms.log"
     infra = Infra(
         redis_url=redis_url.rsplit("/", 1)[0] + "/1",
         etcd_endpoints=[etcd_endpoint],
         kafka_bootstrap=kafka_bootstrap,
         database_url=f"sqlite+aiosqlite:///{data_dir}",
         mode="test",
-        extra_env={"{PREFIX}BCRYPT_COST": "4"},
+        extra_env={
+            "{PREFIX}BCRYPT_COST": "4",
+            "{PREFIX}CODE__RESEND_INTERVAL_S": str(SMS_RESEND_INTERVAL_S),
+        },
+        sms_log_file=str(sms_log),
     )
     migrate("user", infra, infra_dir)
-    user_port, gateway_port = free_port(), free_port()
-    user = service_process("user", infra, user_port, infra_dir)
-    # No static peers: the gateway finds the user service through etcd.
-    gateway = gateway_process(infra, gateway_port, {}, infra_dir)
-    user.start(timeout=60)
-    try:
-        gateway.start(timeout=60)
-    except Exception:
-        user.stop()
-        raise
-    yield RunningStack(f"http://127.0.0.1:{gateway_port}", user, gateway, infra_dir)
-    gateway.stop()
-    user.stop()
+    migrate("sms", infra, infra_dir)
+    gateway_port, wechat_port = free_port(), free_port()
+    wechat_base = f"http://127.0.0.1:{wechat_port}"
+    user = service_process("user", infra, free_port(), infra_dir)
+    sms = service_process("sms", infra, free_port(), infra_dir)
+    wechat = wechat_emulator_process(wechat_port, infra_dir)
+    # No static peers: the gateway finds the services through etcd.
+    gateway = gateway_process(infra, gateway_port, {}, infra_dir, wechat_base=wechat_base)
+    with ExitStack() as running:
+        for proc in (user, sms, wechat, gateway):
+            proc.start(timeout=60)
+            running.callback(proc.stop)
+        yield RunningStack(
+            base_url=f"http://127.0.0.1:{gateway_port}",
+            user=user,
+            gateway=gateway,
+            log_dir=infra_dir,
+            sms=sms,
+            wechat=wechat,
+            wechat_base=wechat_base,
+            sms_log=sms_log,
+        )
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) ->
         {
             "WEBOOK_DEV_RUN_DIR": str(tmp_path / "run"),
             "WEBOOK_DEV_GATEWAY_PORT": str(gateway_port),
+            "WEBOOK_DEV_WECHAT_PORT": str(free_port()),
             "WEBOOK_DEV_GRPC_BASE_PORT": str(free_port()),
             "WEBOOK_DEV_ETCD_PORT": str(free_port()),
             "WEBOOK_DEV_ETCD_PEER_PORT": str(free_port()),
@@ -91,7 +92,15 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) ->
         assert _wait(lambda: _healthy(gateway_port), 90), "gateway never became healthy"
         children = psutil.Process(launcher.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        for expected in ("etcd", "tansu", "redis-server", "services.user", "gateway"):
+        for expected in (
+            "etcd",
+            "tansu",
+            "redis-server",
+            "services.user",
+            "services.sms",
+            "kit.devstack.wechat_emulator",
+            "gateway",
+        ):
             assert expected in names
         assert sum("services.user" in " ".join(c.cmdline()) for c in children) == 2
         registered = _registered_instances(int(env["WEBOOK_DEV_ETCD_PORT"]), "user")
