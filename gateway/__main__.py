@@ -30,6 +30,9 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
         server_header=False,
+        # Client addresses behind proxies are resolved by our own trusted-proxy setting
+        # (settings.edge.trusted_proxies), not by uvicorn's loopback default.
+        proxy_headers=False,
     )
     try:
         uvicorn.Server(config).run()

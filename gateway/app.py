@@ -33,6 +33,7 @@ from gateway.deps import Clients, Runtime
 from gateway.errors import install_error_handlers
 from gateway.middleware.access_log import AccessLogMiddleware
 from gateway.middleware.cors import CorsMiddleware
+from gateway.middleware.edge import EdgeMiddleware
 from gateway.middleware.errors import UnhandledErrorMiddleware
 from gateway.middleware.login import LoginCheckMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
@@ -136,6 +137,7 @@ def create_app(
     )
     runtime = Runtime(settings, tokens, state_cookies)
     routes = RouteTemplates()
+    edge = EdgeMiddleware(settings.edge, routes=routes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -151,6 +153,9 @@ def create_app(
                     code = code_pb2_grpc.CodeServiceStub(await clients.channel("sms"))
             redis = create_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
+            # Registered after Redis, so the limiters stop before their client closes.
+            edge.open(redis)
+            stack.push_async_callback(edge.aclose)
             sessions = SessionRevocations(
                 redis, ttl=settings.refresh_ttl, on_error=settings.session_check_on_redis_error
             )
@@ -175,12 +180,18 @@ def create_app(
             yield
             logger.info("gateway shutting down")
 
+    # Outermost first. CORS wraps everything so that 401/413/429/503 answers carry its
+    # headers; refusals by the guards are still logged and counted; per-user limits need
+    # the user, so they run inside the login check.
     middleware = [
         Middleware(CorsMiddleware, allow_origins=settings.cors_allow_origins),
+        *edge.outer,  # request id
         Middleware(AccessLogMiddleware, routes=routes),
         Middleware(MetricsMiddleware, routes=routes),
+        *edge.guards,  # concurrency 503, body size 413, per-IP and global rate limits 429
         Middleware(UnhandledErrorMiddleware),
         Middleware(LoginCheckMiddleware, runtime=runtime, public_paths=PUBLIC_PATHS),
+        *edge.after_login,  # per-user rate limits 429
     ]
     app = GatewayApp(
         title="webook gateway",

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from gateway.middleware.edge_settings import EdgeSettings
 from kit.config import ClientSettings, Mode, dev_secret
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
@@ -45,6 +46,8 @@ class GatewaySettings(ClientSettings):
     timezone: str = "Asia/Shanghai"
     # What a logged-in request gets when Redis cannot say whether its session was revoked.
     session_check_on_redis_error: SessionCheckFallback = "deny"
+    # Edge middleware: request ids, rate limits, concurrency and body size (one JSON value).
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
     # Seconds each gRPC call may take.
     grpc_timeout: float = Field(default=3.0, gt=0)
     # Seconds CodeService.Send may take: longer than the sms service's own send timeout

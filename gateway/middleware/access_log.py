@@ -13,7 +13,12 @@ logger = logging.getLogger("gateway.access")
 
 
 class AccessLogMiddleware:
-    """Logs method, route, path, status, duration and the user id (when logged in)."""
+    """Logs method, route, path, status, duration, the request id and the user id.
+
+    The request id is the one :class:`~gateway.middleware.request_id.RequestIdMiddleware`
+    (placed outside this layer) put in the request state; the user id is there when the
+    login check (inside) found one.
+    """
 
     def __init__(self, app: ASGIApp, *, routes: RouteTemplates) -> None:
         self.app = app
@@ -47,6 +52,7 @@ class AccessLogMiddleware:
                     "path": scope["path"],
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "request_id": state.get("request_id"),
                     "user_id": state.get("uid"),
                 },
             )

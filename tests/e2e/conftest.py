@@ -8,6 +8,7 @@ in with WeChat through the emulator. Logs of every process land in the session's
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ class RunningStack:
     wechat_base: str
     # Where the sms service's local provider writes every message (JSON lines).
     sms_log: Path
+    # The configuration the processes were started with (to start more of them).
+    infra: Infra
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +69,9 @@ def stack(
         extra_env={
             "{PREFIX}BCRYPT_COST": "4",
             "{PREFIX}CODE__RESEND_INTERVAL_S": str(SMS_RESEND_INTERVAL_S),
+            # Every e2e request comes from 127.0.0.1: per-IP limits would throttle the suite.
+            # tests/e2e/test_edge.py runs gateways with rate limits of their own.
+            "WEBOOK_GATEWAY_EDGE": json.dumps({"rate_limits": []}),
         },
         sms_log_file=str(sms_log),
     )
@@ -91,6 +97,7 @@ def stack(
             wechat=wechat,
             wechat_base=wechat_base,
             sms_log=sms_log,
+            infra=infra,
         )
 
 

@@ -1,0 +1,64 @@
+"""The active-request limit: at most ``max_active`` requests inside, the rest answer 503.
+
+Load shedding at the door: past the cap a request is refused at once with HTTP 503,
+``Retry-After`` and a small JSON body (``{"code": 503, "msg": ..., "data": null}``) instead
+of queueing behind requests that are already slow, and counted in
+``webook_http_rejected_total{reason="concurrency"}``. ``webook_http_active_requests``
+is the number inside. A request counts until the app has returned (its whole response
+sent). Exempt paths (health checks, metrics) are neither counted nor refused, so an
+overloaded process still answers its liveness probe.
+
+The count is per process (per uvicorn worker).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.middleware.edge_metrics import HTTP_ACTIVE_REQUESTS, HTTP_REJECTED
+
+_BODY = json.dumps({"code": 503, "msg": "server busy, please retry later", "data": None}).encode()
+
+
+class ConcurrencyLimitMiddleware:
+    """Refuses HTTP requests beyond ``max_active`` in flight; see the module docstring."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_active: int,
+        exempt_paths: Collection[str] = (),
+        retry_after: int = 1,
+    ) -> None:
+        if max_active < 1:
+            raise ValueError("max_active must be at least 1")
+        self.app = app
+        self.max_active = max_active
+        self.exempt_paths = frozenset(exempt_paths)
+        self._headers = {"Retry-After": str(retry_after)}
+        self._rejected = HTTP_REJECTED.labels("concurrency")
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt_paths:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.max_active:
+            self._rejected.inc()
+            response = Response(
+                _BODY, status_code=503, media_type="application/json", headers=self._headers
+            )
+            await response(scope, receive, send)
+            return
+        self.active += 1
+        HTTP_ACTIVE_REQUESTS.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+            HTTP_ACTIVE_REQUESTS.dec()

@@ -1,0 +1,259 @@
+"""HTTP rate limiting by rules: per client IP, per logged-in user, or cluster-wide.
+
+:class:`RateLimits` holds the rules (:class:`~gateway.middleware.edge_settings.RateLimitRule`)
+and a limiter per rule (:mod:`kit.ratelimit`); :class:`RateLimitMiddleware` checks the
+rules of the key kinds it is given. Two instances share one ``RateLimits``:
+
+- outside the login check, ``keys=("ip", "global")``: refuses floods before any token is
+  verified or route runs;
+- inside the login check, ``keys=("user",)``: the user id (``scope["state"]["uid"]``, set by
+  the login check) only exists there. A ``user`` rule skips requests without one.
+
+A request must pass every matching rule, in configuration order; the first refusal answers
+HTTP 429 with ``Retry-After`` (whole seconds, at least 1) and
+``{"code": 429, "msg": ..., "data": null}``. Paths in ``exempt_paths`` are never limited.
+
+Redis-backed rules go through :class:`~kit.ratelimit.ResilientLimiter`: while Redis is
+unreachable, each rule's ``on_backend_error`` policy decides (fail open, fail closed = 429,
+or the rule's in-process limiter), logged once per outage. Until :meth:`RateLimits.open`
+hands over a Redis client, Redis rules behave as if Redis were down.
+
+Metrics: ``webook_ratelimit_requests_total{rule,result}`` and
+``webook_ratelimit_backend_errors_total{rule,policy}`` (see
+:mod:`gateway.middleware.edge_metrics`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import re
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import redis.asyncio as aioredis
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.middleware.client_ip import TrustedProxies
+from gateway.middleware.edge_metrics import RATELIMIT_BACKEND_ERRORS, RATELIMIT_REQUESTS
+from gateway.middleware.edge_settings import KeyBy, RateLimitRule
+from kit.ratelimit import (
+    LOCAL_LIMITERS,
+    REDIS_LIMITERS,
+    Clock,
+    Decision,
+    FailurePolicy,
+    Limiter,
+    RateLimitBackendError,
+    RedisLimiter,
+    ResilientLimiter,
+)
+
+GLOBAL_KEY: Final = "all"
+_BODY: Final = json.dumps(
+    {"code": 429, "msg": "too many requests, please retry later", "data": None}
+).encode()
+_POLICY_DECIDES: Final = frozenset({FailurePolicy.FAIL_OPEN, FailurePolicy.FAIL_CLOSED})
+
+
+class _RedisNotOpened:
+    """The backend of Redis rules before :meth:`RateLimits.open`: always unreachable."""
+
+    async def acquire(self, key: str, cost: int = 1) -> Decision:
+        raise RateLimitBackendError("no Redis client yet (RateLimits.open was not called)")
+
+
+class _Rule:
+    """A configured rule, compiled, with its limiter and metric children."""
+
+    def __init__(self, config: RateLimitRule, limiter: Limiter) -> None:
+        self.config = config
+        self.name = config.name
+        self.limiter = limiter
+        self.methods = config.methods
+        self.exact_paths = frozenset(p for p in config.paths if not _is_glob(p))
+        globs = [fnmatch.translate(p) for p in config.paths if _is_glob(p)]
+        self.pattern = re.compile("|".join(globs)) if globs else None
+        self.allowed = RATELIMIT_REQUESTS.labels(self.name, "allowed")
+        self.rejected = RATELIMIT_REQUESTS.labels(self.name, "rejected")
+        self.error = RATELIMIT_REQUESTS.labels(self.name, "error")
+        self.backend_error = RATELIMIT_BACKEND_ERRORS.labels(
+            self.name, config.on_backend_error.value
+        )
+        period = config.period
+        self.never_retry_after = max(1, math.ceil(period))
+
+    def applies_to(self, path: str, method: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        return path in self.exact_paths or (
+            self.pattern is not None and self.pattern.match(path) is not None
+        )
+
+    def record(self, decision: Decision) -> None:
+        if decision.degraded:
+            self.backend_error.inc()
+            if self.config.on_backend_error in _POLICY_DECIDES:
+                self.error.inc()
+                return
+        (self.allowed if decision.allowed else self.rejected).inc()
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request was refused: the rule and its decision."""
+
+    rule: str
+    decision: Decision
+    retry_after: int
+
+    def response(self) -> Response:
+        """The HTTP 429 answer."""
+        return Response(
+            _BODY,
+            status_code=429,
+            media_type="application/json",
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+
+class RateLimits:
+    """The rules and their limiters, shared by the :class:`RateLimitMiddleware` instances.
+
+    Args:
+        rules: the rules, in checking order.
+        proxies: resolves the client IP for ``ip`` rules.
+        exempt_paths: exact paths never limited.
+        key_prefix: prefix of every Redis key (``<prefix>:<rule>:<algorithm>:<key>``).
+        batching: coalesce concurrent checks of a rule into shared Redis round trips.
+        retry_interval: seconds between attempts to reach a failing Redis.
+        local_max_keys: most keys each in-process limiter remembers.
+        clock: monotonic clock of the in-process limiters and the retry interval.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[RateLimitRule],
+        *,
+        proxies: TrustedProxies,
+        exempt_paths: Collection[str] = (),
+        key_prefix: str = "webook:ratelimit",
+        batching: bool = True,
+        retry_interval: float = 1.0,
+        local_max_keys: int = 100_000,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        """Build the in-process limiters now; Redis ones wait for :meth:`open`."""
+        self.proxies = proxies
+        self.exempt_paths = frozenset(exempt_paths)
+        self._key_prefix = key_prefix
+        self._batching = batching
+        self._retry_interval = retry_interval
+        self._local_max_keys = local_max_keys
+        self._clock = clock
+        self._redis_limiters: list[RedisLimiter] = []
+        self.rules = tuple(_Rule(rule, self._limiter(rule, None)) for rule in rules)
+
+    def open(self, redis: aioredis.Redis) -> None:
+        """Start using ``redis`` (owned by the caller) for the Redis-backed rules."""
+        for rule in self.rules:
+            if rule.config.backend == "redis":
+                rule.limiter = self._limiter(rule.config, redis)
+
+    async def aclose(self) -> None:
+        """Stop the Redis limiters' batch flushers (the client is the caller's to close)."""
+        for limiter in self._redis_limiters:
+            await limiter.aclose()
+        self._redis_limiters.clear()
+
+    def rules_for(self, keys: Collection[KeyBy]) -> tuple[_Rule, ...]:
+        """The rules counting per one of ``keys``, in order."""
+        return tuple(rule for rule in self.rules if rule.config.key in keys)
+
+    def _limiter(self, rule: RateLimitRule, redis: aioredis.Redis | None) -> Limiter:
+        def local() -> Limiter:
+            return LOCAL_LIMITERS[rule.algorithm](
+                rule.quota, clock=self._clock, max_keys=self._local_max_keys
+            )
+
+        if rule.backend == "local":
+            return local()
+        primary: Limiter = _RedisNotOpened()
+        if redis is not None:
+            remote = REDIS_LIMITERS[rule.algorithm](
+                redis,
+                rule.quota,
+                prefix=f"{self._key_prefix}:{rule.name}",
+                batching=self._batching,
+            )
+            self._redis_limiters.append(remote)
+            primary = remote
+        return ResilientLimiter(
+            primary,
+            policy=rule.on_backend_error,
+            fallback=local() if rule.on_backend_error is FailurePolicy.LOCAL else None,
+            name=rule.name,
+            retry_interval=self._retry_interval,
+            clock=self._clock,
+        )
+
+    async def check(self, scope: Scope, rules: Sequence[_Rule]) -> Refusal | None:
+        """Count the request against the matching ``rules``; the refusal, if one refuses."""
+        path, method = scope["path"], scope["method"]
+        if path in self.exempt_paths:
+            return None
+        for rule in rules:
+            if not rule.applies_to(path, method):
+                continue
+            key = self._key(rule, scope)
+            if key is None:
+                continue
+            decision = await rule.limiter.acquire(key)
+            rule.record(decision)
+            if not decision.allowed:
+                retry = decision.retry_after
+                seconds = rule.never_retry_after if math.isinf(retry) else math.ceil(retry)
+                return Refusal(rule.name, decision, max(1, seconds))
+        return None
+
+    def _key(self, rule: _Rule, scope: Scope) -> str | None:
+        kind = rule.config.key
+        if kind == "ip":
+            return self.proxies.rate_limit_key(scope)
+        if kind == "user":
+            uid = (scope.get("state") or {}).get("uid")
+            return None if uid is None else str(uid)
+        return GLOBAL_KEY
+
+
+class RateLimitMiddleware:
+    """Answers 429 when a rule of the given key kinds refuses; see the module docstring."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limits: RateLimits,
+        keys: Collection[KeyBy] = ("ip", "global", "user"),
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.rules = limits.rules_for(keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.rules:
+            await self.app(scope, receive, send)
+            return
+        refusal = await self.limits.check(scope, self.rules)
+        if refusal is not None:
+            await refusal.response()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
