@@ -86,15 +86,35 @@ class GatewayApp(FastAPI):
     """FastAPI whose OpenAPI schema says what the gateway really answers.
 
     Validation failures are envelope code 4 at HTTP 200 (gateway.errors), never the 422
-    FastAPI documents by default, so those entries are removed.
+    FastAPI documents by default, so those entries are removed. The edge middleware may
+    refuse any route but the probes before it runs (body too large, rate limited,
+    overloaded), so those answers are added to every other operation.
     """
 
+    edge_exempt_paths: frozenset[str] = frozenset()
+
     def openapi(self) -> dict[str, Any]:
-        """The schema, without 422 responses."""
+        """The schema, without 422 responses, with the edge's refusals."""
+        if self.openapi_schema:
+            return self.openapi_schema
         schema = super().openapi()
-        for operations in schema.get("paths", {}).values():
+        envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/Ack"}}}
+        edge_responses = {
+            "413": {"description": "Request body larger than the configured limit."},
+            "429": {
+                "description": "Rate limited; retry after the `Retry-After` seconds.",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                "content": envelope,
+            },
+            "503": {"description": "Too many requests in progress.", "content": envelope},
+        }
+        for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
-                operation.get("responses", {}).pop("422", None)
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                if path not in self.edge_exempt_paths:
+                    for status, response in edge_responses.items():
+                        responses.setdefault(status, response)
         schemas = schema.get("components", {}).get("schemas", {})
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
@@ -203,6 +223,7 @@ def create_app(
         # from OTEL_* variables on its own.
         telemetry={"auto_configure": False},
     )
+    app.edge_exempt_paths = frozenset(settings.edge.exempt_paths)
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(users.router)

@@ -52,3 +52,12 @@ async def test_openapi_documents_the_user_routes(client: httpx.AsyncClient) -> N
     assert "confirmPassword" in schema["components"]["schemas"]["SignupRequest"]["properties"]
     assert profile["security"] == [{"accessToken": []}]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_openapi_documents_edge_refusals_but_no_422(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    login = paths["/users/login"]["post"]["responses"]
+    assert {"200", "413", "429", "503"} <= set(login)
+    assert "Retry-After" in login["429"]["headers"]
+    assert "422" not in login
+    assert set(paths["/healthz"]["get"]["responses"]) == {"200"}
