@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.middleware.observed import ObservedResponse
 from gateway.middleware.route_template import RouteTemplates
 
 logger = logging.getLogger("gateway.access")
@@ -28,30 +28,22 @@ class AccessLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        response = ObservedResponse(send)
         try:
-            await self.app(scope, receive, send_and_record_status)
+            await self.app(scope, receive, response)
         finally:
             state = scope.get("state") or {}
             logger.info(
                 "%s %s %d",
                 scope["method"],
                 scope["path"],
-                status,
+                response.status,
                 extra={
                     "http_method": scope["method"],
                     "route": self.routes.resolve(scope),
                     "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "status": response.status,
+                    "duration_ms": round(response.elapsed * 1000, 2),
                     "request_id": state.get("request_id"),
                     "user_id": state.get("uid"),
                 },

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Final
 
 from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.middleware.observed import ObservedResponse
 from gateway.middleware.route_template import RouteTemplates
 
 HTTP_REQUESTS = Counter(
@@ -41,20 +41,11 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        # Stays 500 if the app raises before answering (the server then answers 500).
-        status = 500
-
-        async def send_and_record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        response = ObservedResponse(send)
         try:
-            await self.app(scope, receive, send_and_record_status)
+            await self.app(scope, receive, response)
         finally:
             route = self.routes.resolve(scope)
             method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_REQUEST_DURATION.labels(route, method).observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(route, method, str(response.status)).inc()
+            HTTP_REQUEST_DURATION.labels(route, method).observe(response.elapsed)
