@@ -37,6 +37,7 @@ from kit.devstack.infra import (
     ManagedProcess,
     etcd_process,
     kafka_process,
+    port_bindable,
     port_in_use,
     redis_process,
 )
@@ -119,7 +120,7 @@ class Stack:
         self.external: list[tuple[str, str]] = []
 
     def _check_free(self, name: str, port: int) -> None:
-        if port_in_use(port):
+        if port_in_use(port) or not port_bindable(port):
             raise InfraError(
                 f"port {port} for {name} is already in use; stop what is using it or set "
                 f"WEBOOK_DEV_{name.upper()}_PORT (see `python -m kit.devstack --help`)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,6 +41,36 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now (nothing bound to it at all).
+
+    Stricter than :func:`port_in_use`: a port can be unusable for a server without
+    anything accepting on it, e.g. while it is the local end of an outgoing connection.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_block(size: int, low: int = 20000, high: int = 32000) -> int:
+    """The first port of ``size`` consecutive bindable ports, below Linux's ephemeral range.
+
+    For launchers that derive several ports from one base: ephemeral ports (32768 and up)
+    come and go with outgoing connections, so a block there can be taken between the check
+    and the bind.
+    """
+    candidates = list(range(low, high - size))
+    random.shuffle(candidates)
+    for base in candidates[:200]:
+        if all(port_bindable(p) for p in range(base, base + size)):
+            return base
+    raise InfraError(f"no block of {size} free ports between {low} and {high}")
 
 
 def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kit.devstack.infra import free_port, port_in_use
+from kit.devstack.infra import free_port, free_port_block, port_in_use
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +73,8 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) ->
             "WEBOOK_DEV_RUN_DIR": str(tmp_path / "run"),
             "WEBOOK_DEV_GATEWAY_PORT": str(gateway_port),
             "WEBOOK_DEV_WECHAT_PORT": str(free_port()),
-            "WEBOOK_DEV_GRPC_BASE_PORT": str(free_port()),
+            # Instance n of service k listens on base + 10k + n: take a whole free block.
+            "WEBOOK_DEV_GRPC_BASE_PORT": str(free_port_block(80)),
             "WEBOOK_DEV_ETCD_PORT": str(free_port()),
             "WEBOOK_DEV_ETCD_PEER_PORT": str(free_port()),
             "WEBOOK_DEV_KAFKA_PORT": str(free_port()),
@@ -89,7 +90,11 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) ->
     )
     children: list[psutil.Process] = []
     try:
-        assert _wait(lambda: _healthy(gateway_port), 90), "gateway never became healthy"
+        if not _wait(lambda: _healthy(gateway_port) or launcher.poll() is not None, 90):
+            launcher.kill()
+        if not _healthy(gateway_port):
+            output, _ = launcher.communicate(timeout=30)
+            pytest.fail(f"gateway never became healthy; launcher said:\n{output[-4000:]}")
         children = psutil.Process(launcher.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
         for expected in (
