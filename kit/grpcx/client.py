@@ -27,7 +27,6 @@ import grpc
 
 from kit.balancer import BalancedChannel, BalancerConfig, balanced_channel, static_balanced_channel
 from kit.config import ClientSettings
-from kit.errors import FailedPrecondition
 from kit.governance import (
     BreakerConfig,
     DeadlineConfig,
@@ -111,9 +110,15 @@ class ServiceClients:
                 )
                 source = "registry"
             else:
-                raise FailedPrecondition(
-                    "NO_SERVICE_ADDRESS",
-                    f"no registry and no static address configured for service {service!r}",
+                # Nothing says where the service is: a channel without endpoints, whose calls
+                # fail with UNAVAILABLE, so that the rest of the process keeps working.
+                created = await static_balanced_channel(
+                    service, [], self._balancer, interceptors=interceptors
+                )
+                source = "none"
+                logger.warning(
+                    "no registry and no static address for a service; its calls will fail",
+                    extra={"target": service},
                 )
             self._interceptors += interceptors
             self._channels[service] = created

@@ -233,3 +233,14 @@ async def test_static_peers_override_discovery() -> None:
     finally:
         await clients.close()
         await runner.stop()
+
+
+async def test_a_service_with_no_address_fails_calls_instead_of_the_process() -> None:
+    clients = ServiceClients.from_settings(ClientSettings())
+    try:
+        stub = user_pb2_grpc.UserServiceStub(await clients.channel("user"))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Profile(user_pb2.ProfileRequest(id=1), timeout=2)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await clients.close()
