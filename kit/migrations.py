@@ -13,7 +13,9 @@ from importlib import resources
 from typing import Any
 
 from alembic import command, context
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
@@ -68,3 +70,25 @@ def run_env(metadata: MetaData) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def schema_drift(connection: Connection, metadata: MetaData, service: str) -> list[object]:
+    """Differences between ``metadata`` and the database, for ``service``'s tables only.
+
+    Services may share a database (small deployments, the test suite), so tables that are
+    not in ``metadata`` are someone else's and are ignored. An empty list means the
+    migrations produce exactly the models.
+    """
+    own_tables = set(metadata.tables)
+
+    def only_ours(
+        obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+    ) -> bool:
+        table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+        return table in own_tables
+
+    context = MigrationContext.configure(
+        connection,
+        opts={"version_table": f"alembic_version_{service}", "include_object": only_ours},
+    )
+    return list(compare_metadata(context, metadata))

@@ -9,11 +9,10 @@ from typing import Any
 
 import jwt
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from kit.migrations import schema_drift
 from kit.sql import create_engine
 from services.sms.__main__ import main
 from services.sms.repository.dao import Base
@@ -108,12 +107,7 @@ async def test_migrate_command_matches_the_models(sql_url: str) -> None:
     engine = create_engine(sql_url)
 
     def differences(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection)
-        return [
-            d
-            for d in compare_metadata(context, Base.metadata)
-            if not (isinstance(d, tuple) and "alembic_version" in str(d))
-        ]
+        return schema_drift(connection, Base.metadata, "sms")
 
     try:
         async with engine.connect() as conn:

@@ -6,14 +6,13 @@ import asyncio
 from datetime import date
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from kit.devstack.infra import ManagedProcess
 from kit.errors import AppError
+from kit.migrations import schema_drift
 from services.user.domain import User
 from services.user.errors import Reason
 from services.user.repository.cache import CACHE_NAME, profile_key
@@ -187,20 +186,7 @@ async def test_profile_and_edit_work_while_redis_is_down(
 
 async def test_migrations_match_the_models(database_url: str, user_stack: UserStack) -> None:
     def diff(connection: Connection) -> list[object]:
-        own_tables = set(Base.metadata.tables)
-
-        def only_ours(
-            obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
-        ) -> bool:
-            # Other services' tables share the test database; compare ours only.
-            table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
-            return table in own_tables
-
-        context = MigrationContext.configure(
-            connection,
-            opts={"version_table": "alembic_version_user", "include_object": only_ours},
-        )
-        return list(compare_metadata(context, Base.metadata))
+        return schema_drift(connection, Base.metadata, "user")
 
     async with user_stack.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
