@@ -371,20 +371,24 @@ class ListPubRequest(_message.Message):
     END_TIME_MS_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    START_TIME_MS_FIELD_NUMBER: _builtins.int
     end_time_ms: _builtins.int
     """Published articles updated before this instant (ms), newest first."""
     offset: _builtins.int
     limit: _builtins.int
+    start_time_ms: _builtins.int
+    """And updated at or after this instant (ms); zero means no lower bound."""
     def __init__(
         self,
         *,
         end_time_ms: _builtins.int = ...,
         offset: _builtins.int = ...,
         limit: _builtins.int = ...,
+        start_time_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time_ms", b"end_time_ms", "limit", b"limit", "offset", b"offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time_ms", b"end_time_ms", "limit", b"limit", "offset", b"offset", "start_time_ms", b"start_time_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

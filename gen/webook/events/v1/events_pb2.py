@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/events/v1/events.proto\x12\x10webook.events.v1\"A\n\x0b\x41rticleRead\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"}\n\x10\x41rticlePublished\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\x12\x13\n\x0b\x61uthor_name\x18\x05 \x01(\t\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x03\"H\n\x10\x41rticleWithdrawn\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"Q\n\x0bUserChanged\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x03 \x01(\t\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/events/v1/events.proto\x12\x10webook.events.v1\"A\n\x0b\x41rticleRead\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"\xb3\x01\n\x10\x41rticlePublished\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\x12\x13\n\x0b\x61uthor_name\x18\x05 \x01(\t\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x62stract\x18\x07 \x01(\t\x12\x10\n\x08\x63time_ms\x18\x08 \x01(\x03\x12\x10\n\x08utime_ms\x18\t \x01(\x03\"H\n\x10\x41rticleWithdrawn\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"Q\n\x0bUserChanged\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x03 \x01(\t\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ARTICLEREAD']._serialized_start=51
   _globals['_ARTICLEREAD']._serialized_end=116
-  _globals['_ARTICLEPUBLISHED']._serialized_start=118
-  _globals['_ARTICLEPUBLISHED']._serialized_end=243
-  _globals['_ARTICLEWITHDRAWN']._serialized_start=245
-  _globals['_ARTICLEWITHDRAWN']._serialized_end=317
-  _globals['_USERCHANGED']._serialized_start=319
-  _globals['_USERCHANGED']._serialized_end=400
+  _globals['_ARTICLEPUBLISHED']._serialized_start=119
+  _globals['_ARTICLEPUBLISHED']._serialized_end=298
+  _globals['_ARTICLEWITHDRAWN']._serialized_start=300
+  _globals['_ARTICLEWITHDRAWN']._serialized_end=372
+  _globals['_USERCHANGED']._serialized_start=374
+  _globals['_USERCHANGED']._serialized_end=455
 # @@protoc_insertion_point(module_scope)

@@ -18,7 +18,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ArticleRead(_message.Message):
-    """A reader opened a published article."""
+    """A reader opened a published article (topic webook.article.read); user_id 0 = anonymous."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -45,6 +45,11 @@ Global___ArticleRead: _TypeAlias = ArticleRead  # noqa: Y015
 
 @_typing.final
 class ArticlePublished(_message.Message):
+    """An author published an article or a new version of it (topic webook.article.published).
+    title is plain text, content sanitised HTML, abstract a plain-text excerpt; author_name is
+    empty when the user service could not be asked.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ARTICLE_ID_FIELD_NUMBER: _builtins.int
@@ -53,12 +58,18 @@ class ArticlePublished(_message.Message):
     AUTHOR_ID_FIELD_NUMBER: _builtins.int
     AUTHOR_NAME_FIELD_NUMBER: _builtins.int
     AT_MS_FIELD_NUMBER: _builtins.int
+    ABSTRACT_FIELD_NUMBER: _builtins.int
+    CTIME_MS_FIELD_NUMBER: _builtins.int
+    UTIME_MS_FIELD_NUMBER: _builtins.int
     article_id: _builtins.int
     title: _builtins.str
     content: _builtins.str
     author_id: _builtins.int
     author_name: _builtins.str
     at_ms: _builtins.int
+    abstract: _builtins.str
+    ctime_ms: _builtins.int
+    utime_ms: _builtins.int
     def __init__(
         self,
         *,
@@ -68,10 +79,13 @@ class ArticlePublished(_message.Message):
         author_id: _builtins.int = ...,
         author_name: _builtins.str = ...,
         at_ms: _builtins.int = ...,
+        abstract: _builtins.str = ...,
+        ctime_ms: _builtins.int = ...,
+        utime_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "at_ms", b"at_ms", "author_id", b"author_id", "author_name", b"author_name", "content", b"content", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abstract", b"abstract", "article_id", b"article_id", "at_ms", b"at_ms", "author_id", b"author_id", "author_name", b"author_name", "content", b"content", "ctime_ms", b"ctime_ms", "title", b"title", "utime_ms", b"utime_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -79,6 +93,8 @@ Global___ArticlePublished: _TypeAlias = ArticlePublished  # noqa: Y015
 
 @_typing.final
 class ArticleWithdrawn(_message.Message):
+    """An author withdrew an article: readers no longer see it (topic webook.article.withdrawn)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ARTICLE_ID_FIELD_NUMBER: _builtins.int

@@ -217,6 +217,46 @@ class CollectResponse(_message.Message):
 Global___CollectResponse: _TypeAlias = CollectResponse  # noqa: Y015
 
 @_typing.final
+class CancelCollectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BIZ_FIELD_NUMBER: _builtins.int
+    BIZ_ID_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
+    biz: _builtins.str
+    biz_id: _builtins.int
+    uid: _builtins.int
+    def __init__(
+        self,
+        *,
+        biz: _builtins.str = ...,
+        biz_id: _builtins.int = ...,
+        uid: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["biz", b"biz", "biz_id", b"biz_id", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelCollectRequest: _TypeAlias = CancelCollectRequest  # noqa: Y015
+
+@_typing.final
+class CancelCollectResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelCollectResponse: _TypeAlias = CancelCollectResponse  # noqa: Y015
+
+@_typing.final
 class GetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

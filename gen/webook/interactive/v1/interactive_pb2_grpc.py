@@ -54,6 +54,11 @@ class InteractiveServiceStub:
                 request_serializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.CollectRequest.SerializeToString,
                 response_deserializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.CollectResponse.FromString,
                 _registered_method=True)
+        self.CancelCollect = channel.unary_unary(
+                '/webook.interactive.v1.InteractiveService/CancelCollect',
+                request_serializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.CancelCollectRequest.SerializeToString,
+                response_deserializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.CancelCollectResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/webook.interactive.v1.InteractiveService/Get',
                 request_serializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.GetRequest.SerializeToString,
@@ -93,6 +98,12 @@ class InteractiveServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelCollect(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Get(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -127,6 +138,11 @@ def add_InteractiveServiceServicer_to_server(servicer, server):
                     servicer.Collect,
                     request_deserializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.CollectRequest.FromString,
                     response_serializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.CollectResponse.SerializeToString,
+            ),
+            'CancelCollect': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCollect,
+                    request_deserializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.CancelCollectRequest.FromString,
+                    response_serializer=webook_dot_interactive_dot_v1_dot_interactive__pb2.CancelCollectResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -247,6 +263,33 @@ class InteractiveService:
             '/webook.interactive.v1.InteractiveService/Collect',
             webook_dot_interactive_dot_v1_dot_interactive__pb2.CollectRequest.SerializeToString,
             webook_dot_interactive_dot_v1_dot_interactive__pb2.CollectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCollect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.interactive.v1.InteractiveService/CancelCollect',
+            webook_dot_interactive_dot_v1_dot_interactive__pb2.CancelCollectRequest.SerializeToString,
+            webook_dot_interactive_dot_v1_dot_interactive__pb2.CancelCollectResponse.FromString,
             options,
             channel_credentials,
             insecure,

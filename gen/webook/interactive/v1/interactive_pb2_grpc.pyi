@@ -35,6 +35,7 @@ class InteractiveServiceStub:
     Like: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.LikeRequest, _interactive_pb2.LikeResponse]
     CancelLike: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.CancelLikeRequest, _interactive_pb2.CancelLikeResponse]
     Collect: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.CollectRequest, _interactive_pb2.CollectResponse]
+    CancelCollect: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.CancelCollectRequest, _interactive_pb2.CancelCollectResponse]
     Get: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetRequest, _interactive_pb2.GetResponse]
     GetByIds: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetByIdsRequest, _interactive_pb2.GetByIdsResponse]
 
@@ -45,6 +46,7 @@ class InteractiveServiceAsyncStub(InteractiveServiceStub):
     Like: _aio.UnaryUnaryMultiCallable[_interactive_pb2.LikeRequest, _interactive_pb2.LikeResponse]  # type: ignore[assignment]
     CancelLike: _aio.UnaryUnaryMultiCallable[_interactive_pb2.CancelLikeRequest, _interactive_pb2.CancelLikeResponse]  # type: ignore[assignment]
     Collect: _aio.UnaryUnaryMultiCallable[_interactive_pb2.CollectRequest, _interactive_pb2.CollectResponse]  # type: ignore[assignment]
+    CancelCollect: _aio.UnaryUnaryMultiCallable[_interactive_pb2.CancelCollectRequest, _interactive_pb2.CancelCollectResponse]  # type: ignore[assignment]
     Get: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetRequest, _interactive_pb2.GetResponse]  # type: ignore[assignment]
     GetByIds: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetByIdsRequest, _interactive_pb2.GetByIdsResponse]  # type: ignore[assignment]
 
@@ -76,6 +78,13 @@ class InteractiveServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _interactive_pb2.CollectRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_interactive_pb2.CollectResponse, _abc.Awaitable[_interactive_pb2.CollectResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelCollect(
+        self,
+        request: _interactive_pb2.CancelCollectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_interactive_pb2.CancelCollectResponse, _abc.Awaitable[_interactive_pb2.CancelCollectResponse]]: ...
 
     @_abc_1.abstractmethod
     def Get(

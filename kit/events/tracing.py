@@ -1,0 +1,67 @@
+"""W3C trace context carried in Kafka record headers.
+
+The producer injects the context of its publish span into the record's headers with the
+global propagator (``traceparent``/``tracestate``), the consumer extracts it and links its
+batch span to every producer span, so one trace reaches from the gRPC request that caused
+an event to the batch that applied it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+
+Headers = Sequence[tuple[str, bytes]]
+
+TRACER_NAME = "kit.events"
+# The SDK keeps at most 128 links per span by default; more would be dropped silently.
+MAX_LINKS = 128
+
+
+class _HeaderGetter(Getter[Headers]):
+    """Reads text-map keys from Kafka's ``[(key, bytes)]`` headers."""
+
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        values = [
+            value.decode("utf-8", "replace")
+            for name, value in carrier
+            if name.lower() == key and value is not None
+        ]
+        return values or None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+_GETTER = _HeaderGetter()
+
+
+def inject_headers(context: Context | None = None) -> list[tuple[str, bytes]]:
+    """Headers carrying ``context`` (the current one by default)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return [(key, value.encode("utf-8")) for key, value in carrier.items()]
+
+
+def extract_context(headers: Headers | None) -> Context:
+    """The context a producer injected into ``headers`` (empty if none)."""
+    return propagate.extract(list(headers or ()), getter=_GETTER)
+
+
+def producer_links(all_headers: Iterable[Headers | None]) -> list[trace.Link]:
+    """Links to the distinct producer spans found in the headers, at most :data:`MAX_LINKS`."""
+    links: list[trace.Link] = []
+    seen: set[tuple[int, int]] = set()
+    for headers in all_headers:
+        span_context = trace.get_current_span(extract_context(headers)).get_span_context()
+        ident = (span_context.trace_id, span_context.span_id)
+        if not span_context.is_valid or ident in seen:
+            continue
+        seen.add(ident)
+        links.append(trace.Link(span_context))
+        if len(links) >= MAX_LINKS:
+            break
+    return links

@@ -1,0 +1,37 @@
+"""Settings of the article service process (environment prefix ``WEBOOK_ARTICLE_``).
+
+Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings`:
+``..._GRPC_PORT``, ``..._REDIS_URL``, ``..._KAFKA_BOOTSTRAP``, ``..._ETCD_ENDPOINTS``,
+``..._PEERS``, ...) the service reads the fields below, each as ``WEBOOK_ARTICLE_<NAME>``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from kit.config import GrpcServiceSettings
+
+
+class ArticleSettings(GrpcServiceSettings):
+    """Validated configuration of ``python -m services.article``."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBOOK_ARTICLE_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite+aiosqlite:///.run/article.db"
+    # Lifetime of an author's cached first page (dropped on every write anyway).
+    first_page_cache_ttl_seconds: int = Field(default=600, ge=1)
+    # Lifetime of a cached reader view, and of a popular one (followers or reads at the
+    # thresholds below).
+    published_cache_ttl_seconds: int = Field(default=600, ge=1)
+    popular_published_cache_ttl_seconds: int = Field(default=3600, ge=1)
+    popular_author_followers: int = Field(default=10_000, ge=0)
+    popular_article_reads: int = Field(default=100_000, ge=0)
+    # Timeout of calls to the user, follow and interactive services on the read path.
+    peer_timeout_seconds: float = Field(default=0.5, gt=0)
+    # Kafka producer: events buffered while the broker is unreachable, then dropped.
+    event_buffer_size: int = Field(default=10_000, ge=1)
+    event_flush_timeout_seconds: float = Field(default=5.0, ge=0)
+    # Create the topics (and re-create them after a broker lost its data).
+    kafka_manage_topics: bool = True
+    kafka_topic_partitions: int = Field(default=3, ge=1)

@@ -1,0 +1,1 @@
+"""Tests of the article service: unit, integration (SQLite, MariaDB, Redis), gRPC, events."""

@@ -1,0 +1,90 @@
+"""The interactive domain: counters and per-user flags of a business object.
+
+A business object is addressed by ``biz`` (its kind, e.g. ``article``: lower-case letters,
+digits and ``_``, starting with a letter, at most 32 characters) and ``biz_id`` (positive).
+The service does not know which objects exist: counts of an object nobody touched are zero.
+Users are positive ids; collections are ``cid >= 0`` (0 is the default collection).
+Each rule raises :class:`~services.interactive.errors.InteractiveInvalidArgument` with a
+stable reason and ``metadata["field"]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from services.interactive.errors import InteractiveInvalidArgument, Reason
+
+BIZ_MAX_CHARS = 32
+MAX_IDS_PER_BATCH = 100
+_BIZ = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """How often an object was read, liked and collected."""
+
+    read_cnt: int = 0
+    like_cnt: int = 0
+    collect_cnt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Interactive:
+    """Counts of one object, and whether a given user liked and collected it."""
+
+    biz: str
+    biz_id: int
+    counts: Counts
+    liked: bool = False
+    collected: bool = False
+
+
+def _invalid(reason: Reason, field: str, message: str) -> InteractiveInvalidArgument:
+    return InteractiveInvalidArgument(reason, message, metadata={"field": field})
+
+
+def check_biz(biz: str) -> str:
+    """``biz`` if it names a kind of object."""
+    if not _BIZ.fullmatch(biz):
+        raise _invalid(
+            Reason.INVALID_BIZ,
+            "biz",
+            f"biz must be lower-case letters, digits or _ (at most {BIZ_MAX_CHARS}), "
+            "starting with a letter",
+        )
+    return biz
+
+
+def check_biz_id(biz_id: int) -> int:
+    """``biz_id`` if it can address an object."""
+    if biz_id <= 0:
+        raise _invalid(Reason.INVALID_BIZ_ID, "biz_id", "biz_id must be positive")
+    return biz_id
+
+
+def check_user(uid: int) -> int:
+    """``uid`` if it can be a signed-in user."""
+    if uid <= 0:
+        raise _invalid(Reason.INVALID_USER, "uid", "the user must be signed in")
+    return uid
+
+
+def check_collection(cid: int) -> int:
+    """``cid`` if it can be a collection (0 is the default one)."""
+    if cid < 0:
+        raise _invalid(Reason.INVALID_COLLECTION, "cid", "cid must not be negative")
+    return cid
+
+
+def normalize_biz_ids(biz_ids: Iterable[int]) -> list[int]:
+    """Distinct positive ids in first-seen order; at most 100."""
+    distinct = list(dict.fromkeys(i for i in biz_ids if i > 0))
+    if len(distinct) > MAX_IDS_PER_BATCH:
+        raise _invalid(
+            Reason.TOO_MANY_IDS,
+            "biz_ids",
+            f"at most {MAX_IDS_PER_BATCH} distinct ids per request, got {len(distinct)}",
+        )
+    return distinct

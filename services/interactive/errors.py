@@ -1,0 +1,44 @@
+"""Errors of the interactive service, all in the ``interactive.webook`` domain.
+
+Each class fixes the canonical kind (the gRPC status it becomes); the business reason is one
+of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
+
+    kit.errors.AppError
+    ├── InvalidArgument → InteractiveInvalidArgument  INTERACTIVE_INVALID_BIZ,
+    │                                                 INTERACTIVE_INVALID_BIZ_ID,
+    │                                                 INTERACTIVE_INVALID_USER,
+    │                                                 INTERACTIVE_INVALID_COLLECTION,
+    │                                                 INTERACTIVE_TOO_MANY_IDS
+    └── Unavailable     → InteractiveUnavailable      INTERACTIVE_CONCURRENT_CONFLICT
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from kit.errors import InvalidArgument, Unavailable
+
+DOMAIN = "interactive.webook"
+
+
+class Reason(StrEnum):
+    """Stable business reasons of the interactive service (the gateway maps these)."""
+
+    INVALID_BIZ = "INTERACTIVE_INVALID_BIZ"
+    INVALID_BIZ_ID = "INTERACTIVE_INVALID_BIZ_ID"
+    INVALID_USER = "INTERACTIVE_INVALID_USER"
+    INVALID_COLLECTION = "INTERACTIVE_INVALID_COLLECTION"
+    TOO_MANY_IDS = "INTERACTIVE_TOO_MANY_IDS"
+    CONCURRENT_CONFLICT = "INTERACTIVE_CONCURRENT_CONFLICT"
+
+
+class InteractiveInvalidArgument(InvalidArgument):
+    """Input breaks a validation rule; ``metadata["field"]`` names the field."""
+
+    default_domain = DOMAIN
+
+
+class InteractiveUnavailable(Unavailable):
+    """A write kept colliding with concurrent writes (deadlocks); the caller may retry."""
+
+    default_domain = DOMAIN

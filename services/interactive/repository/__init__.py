@@ -1,0 +1,168 @@
+"""Storage adapters of the interactive service: SQL (the truth) plus cached counts in Redis.
+
+- :class:`CachedInteractiveRepository` implements
+  :class:`services.interactive.service.InteractiveRepository` on an
+  :class:`~services.interactive.repository.dao.InteractiveDAO`: counts are read cache-aside
+  from :class:`~services.interactive.repository.cache.CountsCache`; every counter change is
+  remembered and applied to the cached hashes after the commit.
+- :class:`SqlUnitOfWork` implements :class:`services.interactive.service.UnitOfWork`: one
+  session and transaction per use case; deadlocks and "database is locked" leave it as
+  :class:`~services.interactive.service.WriteConflict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.sql import SessionFactory
+from services.interactive.domain import Counts
+from services.interactive.repository.cache import CountsCache
+from services.interactive.repository.dao import (
+    CountColumn,
+    InteractiveDAO,
+    InteractiveRow,
+    is_write_conflict,
+)
+from services.interactive.service import WriteConflict
+
+__all__ = ["CachedInteractiveRepository", "SqlUnitOfWork"]
+
+
+def _counts(row: InteractiveRow) -> Counts:
+    return Counts(read_cnt=row.read_cnt, like_cnt=row.like_cnt, collect_cnt=row.collect_cnt)
+
+
+class CachedInteractiveRepository:
+    """Counters and flags in one session, with counts cached in Redis."""
+
+    def __init__(self, dao: InteractiveDAO, cache: CountsCache) -> None:
+        self._dao = dao
+        self._cache = cache
+        self._changes: list[tuple[str, CountColumn, dict[int, int]]] = []
+
+    async def _change(
+        self, biz: str, column: CountColumn, deltas: Mapping[int, int], now_ms: int
+    ) -> None:
+        positive = {biz_id: d for biz_id, d in deltas.items() if d > 0}
+        await self._dao.add_counts(biz, positive, column, now_ms)
+        for biz_id, delta in deltas.items():
+            if delta < 0:
+                await self._dao.decrement(biz, biz_id, column, now_ms)
+        self._changes.append((biz, column, dict(deltas)))
+
+    async def add_reads(self, biz: str, reads: Mapping[int, int], *, now_ms: int) -> None:
+        """One multi-row upsert adding every object's reads."""
+        await self._change(biz, "read_cnt", reads, now_ms)
+
+    async def add_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        """Insert the like row and, if it is new, count it."""
+        inserted = await self._dao.insert_like(uid, biz, biz_id, now_ms)
+        if inserted:
+            await self._change(biz, "like_cnt", {biz_id: 1}, now_ms)
+        return inserted
+
+    async def remove_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        """Delete the like row and, if there was one, uncount it."""
+        deleted = await self._dao.delete_like(uid, biz, biz_id)
+        if deleted:
+            await self._change(biz, "like_cnt", {biz_id: -1}, now_ms)
+        return deleted
+
+    async def add_collect(self, biz: str, biz_id: int, uid: int, cid: int, *, now_ms: int) -> bool:
+        """Insert (or move) the collect row and, if it is new, count it."""
+        inserted = await self._dao.insert_collect(uid, biz, biz_id, cid, now_ms)
+        if inserted:
+            await self._change(biz, "collect_cnt", {biz_id: 1}, now_ms)
+        return inserted
+
+    async def remove_collect(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        """Delete the collect row and, if there was one, uncount it."""
+        deleted = await self._dao.delete_collect(uid, biz, biz_id)
+        if deleted:
+            await self._change(biz, "collect_cnt", {biz_id: -1}, now_ms)
+        return deleted
+
+    async def counts(self, biz: str, biz_id: int) -> Counts:
+        """Cache first, then SQL (filling the cache)."""
+        return (await self.counts_many(biz, [biz_id]))[biz_id]
+
+    async def counts_many(self, biz: str, biz_ids: Iterable[int]) -> dict[int, Counts]:
+        """Cached counts plus the misses from SQL (zeros for untouched objects)."""
+        wanted = list(biz_ids)
+        found = await self._cache.get_many(biz, wanted)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            rows = {row.biz_id: _counts(row) for row in await self._dao.get_counts(biz, missing)}
+            loaded = {biz_id: rows.get(biz_id, Counts()) for biz_id in missing}
+            await self._cache.set_many(biz, loaded)
+            found.update(loaded)
+        return found
+
+    async def liked(self, biz: str, biz_id: int, uid: int) -> bool:
+        """Whether the like row exists."""
+        return await self._dao.has_like(uid, biz, biz_id)
+
+    async def collected(self, biz: str, biz_id: int, uid: int) -> bool:
+        """Whether the collect row exists."""
+        return await self._dao.has_collect(uid, biz, biz_id)
+
+    async def apply_to_cache(self) -> None:
+        """Adjust cached counts by what this repository changed (call after the commit)."""
+        changes, self._changes = self._changes, []
+        for biz, column, deltas in changes:
+            await self._cache.incr_if_cached(biz, column, deltas)
+
+
+class SqlUnitOfWork:
+    """One SQL transaction with a :class:`CachedInteractiveRepository` bound to it."""
+
+    def __init__(self, sessions: SessionFactory, cache: CountsCache) -> None:
+        self._sessions = sessions
+        self._cache = cache
+        self._session: AsyncSession | None = None
+        self._repository: CachedInteractiveRepository | None = None
+        self._committed = False
+
+    @property
+    def interactives(self) -> CachedInteractiveRepository:
+        """The repository of this unit of work (only inside ``async with``)."""
+        if self._repository is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._repository
+
+    async def __aenter__(self) -> Self:
+        """Open the session; the transaction begins with the first statement."""
+        self._session = self._sessions()
+        self._repository = CachedInteractiveRepository(InteractiveDAO(self._session), self._cache)
+        self._committed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back unless committed, return the connection; report conflicts as such."""
+        session, self._session, self._repository = self._session, None, None
+        if session is not None:
+            try:
+                if not self._committed:
+                    await session.rollback()
+            finally:
+                await session.close()
+        if isinstance(exc, DBAPIError) and is_write_conflict(exc):
+            raise WriteConflict(str(exc.orig)) from exc
+
+    async def commit(self) -> None:
+        """Commit, then adjust the cached counts."""
+        if self._session is None or self._repository is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        await self._session.commit()
+        self._committed = True
+        await self._repository.apply_to_cache()

@@ -1,0 +1,235 @@
+"""Use cases of the interactive service and the ports they need.
+
+SQL is the truth: a counts row per object and one row per (user, object) like or collect,
+unique on those three columns. A like therefore counts only if inserting the user's like row
+actually inserted it, and a cancel only if deleting it actually deleted something: liking
+twice counts once, and any interleaving of concurrent likes and cancels leaves
+``like_cnt`` equal to the number of like rows. The flag change and the counter change share
+one transaction (:class:`UnitOfWork`).
+
+Cached counts (Redis hashes) are adjusted after the commit, and only where a hash is cached,
+by the repository; a cache miss reads SQL and fills the cache.
+
+Under concurrency MySQL may abort a transaction as a deadlock victim, and SQLite may answer
+"database is locked": the repository reports both as :class:`WriteConflict` and the service
+retries the whole unit of work a few times with jittered backoff before answering
+``INTERACTIVE_CONCURRENT_CONFLICT`` (UNAVAILABLE, safe to retry: every write is idempotent
+except adding reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Protocol, Self, TypeVar
+
+from services.interactive.domain import (
+    Counts,
+    Interactive,
+    check_biz,
+    check_biz_id,
+    check_collection,
+    check_user,
+    normalize_biz_ids,
+)
+from services.interactive.errors import InteractiveUnavailable, Reason
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WRITE_ATTEMPTS = 5
+_BACKOFF_S = 0.01
+
+
+class WriteConflict(Exception):
+    """The storage aborted a transaction because of concurrent writers; retrying may work."""
+
+
+class InteractiveRepository(Protocol):
+    """Counters and flags, as seen from inside one unit of work."""
+
+    async def add_reads(self, biz: str, reads: Mapping[int, int], *, now_ms: int) -> None:
+        """Add ``reads[biz_id]`` to each object's read count (one statement)."""
+        ...
+
+    async def add_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        """Record ``uid``'s like; ``False`` (nothing counted) if it already existed."""
+        ...
+
+    async def remove_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        """Remove ``uid``'s like; ``False`` (nothing counted) if there was none."""
+        ...
+
+    async def add_collect(self, biz: str, biz_id: int, uid: int, cid: int, *, now_ms: int) -> bool:
+        """Put the object in ``uid``'s collection ``cid``; ``False`` if it was collected
+        already (then it moves to ``cid`` and nothing is counted)."""
+        ...
+
+    async def remove_collect(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        """Take the object out of ``uid``'s collections; ``False`` if it was not in one."""
+        ...
+
+    async def counts(self, biz: str, biz_id: int) -> Counts:
+        """The object's counts (cache-aside; zeros for untouched objects)."""
+        ...
+
+    async def counts_many(self, biz: str, biz_ids: Iterable[int]) -> dict[int, Counts]:
+        """Counts of every requested object (cache-aside; zeros for untouched ones)."""
+        ...
+
+    async def liked(self, biz: str, biz_id: int, uid: int) -> bool:
+        """Whether ``uid`` likes the object."""
+        ...
+
+    async def collected(self, biz: str, biz_id: int, uid: int) -> bool:
+        """Whether the object is in one of ``uid``'s collections."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction: ``async with`` it, use :attr:`interactives`, then :meth:`commit`.
+
+    Leaving the block without committing rolls back; cached counts change inside
+    :meth:`commit`, after the database commit. Storage conflicts leave the block as
+    :class:`WriteConflict`.
+    """
+
+    @property
+    def interactives(self) -> InteractiveRepository:
+        """The repository bound to this unit of work's transaction."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Begin."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back unless committed, release the connection."""
+        ...
+
+    async def commit(self) -> None:
+        """Commit, then apply the count changes to cached counts."""
+        ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class InteractiveService:
+    """The interactive service's use cases.
+
+    Args:
+        units: makes a new :class:`UnitOfWork` per use case.
+        clock: current time in UTC.
+    """
+
+    def __init__(self, units: UnitOfWorkFactory, *, clock: Clock = utc_now) -> None:
+        self._units = units
+        self._clock = clock
+
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
+
+    async def _write(self, work: Callable[[InteractiveRepository], Awaitable[T]]) -> T:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                async with self._units() as uow:
+                    result = await work(uow.interactives)
+                    await uow.commit()
+                    return result
+            except WriteConflict as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise InteractiveUnavailable(
+                        Reason.CONCURRENT_CONFLICT,
+                        "too many concurrent changes; try again",
+                    ) from exc
+                logger.info("write conflict; retrying", extra={"attempt": attempt})
+                await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def add_reads(self, biz: str, reads: Mapping[int, int]) -> None:
+        """Add many reads at once (``biz_id`` → how many); one SQL statement."""
+        check_biz(biz)
+        batch = {biz_id: n for biz_id, n in reads.items() if biz_id > 0 and n > 0}
+        if not batch:
+            return
+        now_ms = self._now_ms()
+        await self._write(lambda repo: repo.add_reads(biz, batch, now_ms=now_ms))
+
+    async def incr_read(self, biz: str, biz_id: int) -> None:
+        """Count one read."""
+        await self.add_reads(check_biz(biz), {check_biz_id(biz_id): 1})
+
+    async def like(self, biz: str, biz_id: int, uid: int) -> bool:
+        """``uid`` likes the object; ``False`` if it already did (counted once)."""
+        check_biz(biz)
+        check_biz_id(biz_id)
+        check_user(uid)
+        now_ms = self._now_ms()
+        return await self._write(lambda repo: repo.add_like(biz, biz_id, uid, now_ms=now_ms))
+
+    async def cancel_like(self, biz: str, biz_id: int, uid: int) -> bool:
+        """``uid`` takes its like back; ``False`` if there was none."""
+        check_biz(biz)
+        check_biz_id(biz_id)
+        check_user(uid)
+        now_ms = self._now_ms()
+        return await self._write(lambda repo: repo.remove_like(biz, biz_id, uid, now_ms=now_ms))
+
+    async def collect(self, biz: str, biz_id: int, uid: int, cid: int) -> bool:
+        """Put the object into ``uid``'s collection ``cid``; ``False`` if already collected."""
+        check_biz(biz)
+        check_biz_id(biz_id)
+        check_user(uid)
+        check_collection(cid)
+        now_ms = self._now_ms()
+        return await self._write(
+            lambda repo: repo.add_collect(biz, biz_id, uid, cid, now_ms=now_ms)
+        )
+
+    async def cancel_collect(self, biz: str, biz_id: int, uid: int) -> bool:
+        """Take the object out of ``uid``'s collections; ``False`` if it was not collected."""
+        check_biz(biz)
+        check_biz_id(biz_id)
+        check_user(uid)
+        now_ms = self._now_ms()
+        return await self._write(lambda repo: repo.remove_collect(biz, biz_id, uid, now_ms=now_ms))
+
+    async def get(self, biz: str, biz_id: int, uid: int) -> Interactive:
+        """Counts of the object and, for a signed-in ``uid`` (> 0), its liked/collected flags."""
+        check_biz(biz)
+        check_biz_id(biz_id)
+        async with self._units() as uow:
+            repo = uow.interactives
+            counts = await repo.counts(biz, biz_id)
+            if uid <= 0:
+                return Interactive(biz, biz_id, counts)
+            liked = await repo.liked(biz, biz_id, uid)
+            collected = await repo.collected(biz, biz_id, uid)
+        return Interactive(biz, biz_id, counts, liked=liked, collected=collected)
+
+    async def get_by_ids(self, biz: str, biz_ids: Iterable[int]) -> dict[int, Interactive]:
+        """Counts of up to 100 objects (zeros for untouched ones); ids ≤ 0 are ignored."""
+        check_biz(biz)
+        wanted = normalize_biz_ids(biz_ids)
+        if not wanted:
+            return {}
+        async with self._units() as uow:
+            counts = await uow.interactives.counts_many(biz, wanted)
+        return {biz_id: Interactive(biz, biz_id, counts[biz_id]) for biz_id in wanted}

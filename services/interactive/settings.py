@@ -1,0 +1,33 @@
+"""Settings of the interactive service process (environment prefix ``WEBOOK_INTERACTIVE_``).
+
+Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings`:
+``..._GRPC_PORT``, ``..._REDIS_URL``, ``..._KAFKA_BOOTSTRAP``, ...) the service reads the
+fields below, each as ``WEBOOK_INTERACTIVE_<NAME>``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from kit.config import GrpcServiceSettings
+
+
+class InteractiveSettings(GrpcServiceSettings):
+    """Validated configuration of ``python -m services.interactive``."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBOOK_INTERACTIVE_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite+aiosqlite:///.run/interactive.db"
+    counts_cache_ttl_seconds: int = Field(default=900, ge=1)
+    # The read-event consumer runs inside the service process unless disabled.
+    read_consumer_enabled: bool = True
+    read_consumer_group: str = "interactive-read-counter"
+    read_batch_size: int = Field(default=100, ge=1, le=10_000)
+    read_batch_wait_seconds: float = Field(default=1.0, gt=0)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    kafka_lag_interval_seconds: float = Field(default=10.0, gt=0)
+    # Create the read topic if missing (and again after a broker lost its data).
+    kafka_manage_topics: bool = True
+    kafka_topic_partitions: int = Field(default=3, ge=1)

@@ -1,0 +1,1 @@
+"""Tests of the interactive service: unit, integration (SQLite, MariaDB, Redis), consumer, gRPC."""

@@ -1,0 +1,177 @@
+"""Unit tests of the interactive use cases: input rules and the retry of conflicting writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Self
+
+import pytest
+
+from kit.errors import AppError, ErrorKind
+from services.interactive.domain import Counts
+from services.interactive.errors import DOMAIN, Reason
+from services.interactive.events import decode_article_read
+from services.interactive.service import WRITE_ATTEMPTS, InteractiveService, WriteConflict
+from webook.events.v1 import events_pb2
+
+
+class ConflictingRepository:
+    """Raises :class:`WriteConflict` for the first ``conflicts`` writes, then records them."""
+
+    def __init__(self, conflicts: int) -> None:
+        self.conflicts = conflicts
+        self.reads: list[dict[int, int]] = []
+        self.likes: list[tuple[str, int, int]] = []
+
+    def _maybe_conflict(self) -> None:
+        if self.conflicts > 0:
+            self.conflicts -= 1
+            raise WriteConflict("deadlock")
+
+    async def add_reads(self, biz: str, reads: Mapping[int, int], *, now_ms: int) -> None:
+        self._maybe_conflict()
+        self.reads.append(dict(reads))
+
+    async def add_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        self._maybe_conflict()
+        self.likes.append((biz, biz_id, uid))
+        return True
+
+    async def remove_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        self._maybe_conflict()
+        return True
+
+    async def add_collect(self, biz: str, biz_id: int, uid: int, cid: int, *, now_ms: int) -> bool:
+        self._maybe_conflict()
+        return True
+
+    async def remove_collect(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
+        self._maybe_conflict()
+        return True
+
+    async def counts(self, biz: str, biz_id: int) -> Counts:
+        return Counts()
+
+    async def counts_many(self, biz: str, biz_ids: Iterable[int]) -> dict[int, Counts]:
+        return {biz_id: Counts(read_cnt=biz_id) for biz_id in biz_ids}
+
+    async def liked(self, biz: str, biz_id: int, uid: int) -> bool:
+        return True
+
+    async def collected(self, biz: str, biz_id: int, uid: int) -> bool:
+        return False
+
+
+class Unit:
+    """A unit of work around :class:`ConflictingRepository` that counts commits."""
+
+    def __init__(self, repository: ConflictingRepository) -> None:
+        self.repository = repository
+        self.commits = 0
+
+    @property
+    def interactives(self) -> ConflictingRepository:
+        return self.repository
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    async def commit(self) -> None:
+        self.commits += 1
+
+
+def service_with(repository: ConflictingRepository) -> tuple[InteractiveService, Unit]:
+    unit = Unit(repository)
+    return InteractiveService(lambda: unit), unit
+
+
+async def test_conflicting_writes_are_retried() -> None:
+    repository = ConflictingRepository(conflicts=WRITE_ATTEMPTS - 1)
+    service, unit = service_with(repository)
+    assert await service.like("article", 1, 2) is True
+    assert repository.likes == [("article", 1, 2)]
+    assert unit.commits == 1
+
+
+async def test_writes_give_up_after_repeated_conflicts() -> None:
+    service, unit = service_with(ConflictingRepository(conflicts=WRITE_ATTEMPTS))
+    with pytest.raises(AppError) as caught:
+        await service.add_reads("article", {1: 3})
+    error = caught.value
+    assert (error.kind, error.reason, error.domain) == (
+        ErrorKind.UNAVAILABLE,
+        Reason.CONCURRENT_CONFLICT,
+        DOMAIN,
+    )
+    assert unit.commits == 0
+
+
+async def test_reads_ignore_ids_and_counts_that_cannot_count() -> None:
+    repository = ConflictingRepository(conflicts=0)
+    service, unit = service_with(repository)
+    await service.add_reads("article", {0: 3, 5: 0, 6: -1})
+    assert (repository.reads, unit.commits) == ([], 0)
+    await service.incr_read("article", 9)
+    assert repository.reads == [{9: 1}]
+
+
+@pytest.mark.parametrize(
+    ("biz", "biz_id", "uid", "cid", "reason"),
+    [
+        ("", 1, 1, 0, Reason.INVALID_BIZ),
+        ("Article", 1, 1, 0, Reason.INVALID_BIZ),
+        ("a" * 33, 1, 1, 0, Reason.INVALID_BIZ),
+        ("1article", 1, 1, 0, Reason.INVALID_BIZ),
+        ("article", 0, 1, 0, Reason.INVALID_BIZ_ID),
+        ("article", 1, 0, 0, Reason.INVALID_USER),
+        ("article", 1, 1, -1, Reason.INVALID_COLLECTION),
+    ],
+)
+async def test_invalid_input_is_refused(
+    biz: str, biz_id: int, uid: int, cid: int, reason: Reason
+) -> None:
+    service, unit = service_with(ConflictingRepository(conflicts=0))
+    with pytest.raises(AppError) as caught:
+        await service.collect(biz, biz_id, uid, cid)
+    assert (caught.value.kind, caught.value.reason) == (ErrorKind.INVALID_ARGUMENT, reason)
+    assert caught.value.metadata["field"]
+    assert unit.commits == 0
+
+
+async def test_get_by_ids_allows_100_distinct_ids_and_refuses_101() -> None:
+    service, _ = service_with(ConflictingRepository(conflicts=0))
+    found = await service.get_by_ids("article", [*range(1, 101), *range(1, 101), 0])
+    assert sorted(found) == list(range(1, 101))
+    assert found[7].counts.read_cnt == 7
+    with pytest.raises(AppError) as caught:
+        await service.get_by_ids("article", range(1, 102))
+    assert caught.value.reason == Reason.TOO_MANY_IDS
+
+
+async def test_anonymous_get_has_no_flags() -> None:
+    service, _ = service_with(ConflictingRepository(conflicts=0))
+    assert (await service.get("article", 1, 0)).liked is False
+    assert (await service.get("article", 1, 5)).liked is True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"\xff\xff\xff", events_pb2.ArticleRead(user_id=3).SerializeToString(), None],
+)
+def test_read_events_without_an_article_do_not_decode(value: bytes) -> None:
+    with pytest.raises(ValueError, match=r"ArticleRead|no value"):
+        decode_article_read(value)
+
+
+def test_read_events_decode() -> None:
+    event = events_pb2.ArticleRead(article_id=4, user_id=3, at_ms=1)
+    assert decode_article_read(event.SerializeToString()) == event
