@@ -38,15 +38,19 @@ from gateway.middleware.errors import UnhandledErrorMiddleware
 from gateway.middleware.login import LoginCheckMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.route_template import RouteTemplates
-from gateway.routes import sms_login, system, users, wechat
+from gateway.routes import articles, sms_login, system, users, wechat
 from gateway.settings import GatewaySettings
 from kit.grpcx.client import ServiceClients
 from kit.redisx import create_redis
+from webook.article.v1 import article_pb2_grpc
 from webook.code.v1 import code_pb2_grpc
+from webook.interactive.v1 import interactive_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 
 if TYPE_CHECKING:
+    from webook.article.v1.article_pb2_grpc import ArticleServiceAsyncStub
     from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
+    from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
     from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 logger = logging.getLogger(__name__)
@@ -126,6 +130,8 @@ def create_app(
     *,
     user_stub: UserServiceAsyncStub | None = None,
     code_stub: CodeServiceAsyncStub | None = None,
+    article_stub: ArticleServiceAsyncStub | None = None,
+    interactive_stub: InteractiveServiceAsyncStub | None = None,
     wechat_transport: httpx.AsyncBaseTransport | None = None,
 ) -> GatewayApp:
     """Build the gateway.
@@ -135,6 +141,7 @@ def create_app(
         user_stub: a user service stub to use instead of discovering the user service
             (tests); the caller then owns its channel.
         code_stub: likewise for the code service (hosted by the sms service).
+        article_stub, interactive_stub: likewise for the article and interactive services.
         wechat_transport: the HTTP transport to WeChat's API (tests: an in-process
             emulator); default: the network.
 
@@ -162,15 +169,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            user, code = user_stub, code_stub
-            if user is None or code is None:
-                clients = ServiceClients.from_settings(settings)
-                stack.push_async_callback(clients.close)
-                if user is None:
-                    user = user_pb2_grpc.UserServiceStub(await clients.channel("user"))
-                if code is None:
-                    # CodeService is hosted by the sms service's processes.
-                    code = code_pb2_grpc.CodeServiceStub(await clients.channel("sms"))
+            clients = ServiceClients.from_settings(settings)
+            stack.push_async_callback(clients.close)
+            user = user_stub or user_pb2_grpc.UserServiceStub(await clients.channel("user"))
+            # CodeService is hosted by the sms service's processes.
+            code = code_stub or code_pb2_grpc.CodeServiceStub(await clients.channel("sms"))
+            article = article_stub or article_pb2_grpc.ArticleServiceStub(
+                await clients.channel("article")
+            )
+            interactive = interactive_stub or interactive_pb2_grpc.InteractiveServiceStub(
+                await clients.channel("interactive")
+            )
             redis = create_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             # Registered after Redis, so the limiters stop before their client closes.
@@ -191,7 +200,16 @@ def create_app(
                 api_base=settings.wechat_api_base,
                 redirect_uri=settings.wechat_redirect_uri,
             )
-            runtime.open(Clients(user=user, code=code, sessions=sessions, wechat=wechat_oauth))
+            runtime.open(
+                Clients(
+                    user=user,
+                    code=code,
+                    article=article,
+                    interactive=interactive,
+                    sessions=sessions,
+                    wechat=wechat_oauth,
+                )
+            )
             stack.callback(runtime.close)
             logger.info(
                 "gateway ready",
@@ -227,6 +245,7 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(users.router)
+    app.include_router(articles.router)
     app.include_router(sms_login.router)
     app.include_router(wechat.router)
     app.include_router(system.router)

@@ -23,7 +23,9 @@ from gateway.auth.wechat import WechatOAuth
 from gateway.settings import GatewaySettings
 
 if TYPE_CHECKING:
+    from webook.article.v1.article_pb2_grpc import ArticleServiceAsyncStub
     from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
+    from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
     from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 
@@ -33,6 +35,8 @@ class Clients:
 
     user: UserServiceAsyncStub
     code: CodeServiceAsyncStub
+    article: ArticleServiceAsyncStub
+    interactive: InteractiveServiceAsyncStub
     sessions: SessionRevocations
     wechat: WechatOAuth
 
@@ -69,6 +73,16 @@ class Runtime:
     def code(self) -> CodeServiceAsyncStub:
         """The verification code service stub (hosted by the sms service)."""
         return self.clients.code
+
+    @property
+    def article(self) -> ArticleServiceAsyncStub:
+        """The article service stub."""
+        return self.clients.article
+
+    @property
+    def interactive(self) -> InteractiveServiceAsyncStub:
+        """The interactive service stub (reads, likes, collects)."""
+        return self.clients.interactive
 
     @property
     def wechat(self) -> WechatOAuth:

@@ -57,7 +57,8 @@ def stack(
     etcd_endpoint: str,
     kafka_bootstrap: str,
 ) -> Iterator[RunningStack]:
-    """User and sms services, the WeChat emulator and the gateway, once per e2e session."""
+    """User, sms, article and interactive services, the WeChat emulator and the gateway,
+    once per e2e session."""
     data_dir = tmp_path_factory.mktemp("e2e-data")
     sms_log = data_dir / "sms.log"
     infra = Infra(
@@ -69,23 +70,30 @@ def stack(
         extra_env={
             "{PREFIX}BCRYPT_COST": "4",
             "{PREFIX}CODE__RESEND_INTERVAL_S": str(SMS_RESEND_INTERVAL_S),
+            # Short consumer-group timings (the broker takes half the session timeout to
+            # form a group), and small read batches so counts show up quickly.
+            "{PREFIX}KAFKA_SESSION_TIMEOUT_MS": "3000",
+            "{PREFIX}KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "{PREFIX}READ_BATCH_WAIT_SECONDS": "0.2",
             # Every e2e request comes from 127.0.0.1: per-IP limits would throttle the suite.
             # tests/e2e/test_edge.py runs gateways with rate limits of their own.
             "WEBOOK_GATEWAY_EDGE": json.dumps({"rate_limits": []}),
         },
         sms_log_file=str(sms_log),
     )
-    migrate("user", infra, infra_dir)
-    migrate("sms", infra, infra_dir)
+    for service in ("user", "sms", "article", "interactive"):
+        migrate(service, infra, infra_dir)
     gateway_port, wechat_port = free_port(), free_port()
     wechat_base = f"http://127.0.0.1:{wechat_port}"
     user = service_process("user", infra, free_port(), infra_dir)
     sms = service_process("sms", infra, free_port(), infra_dir)
+    article = service_process("article", infra, free_port(), infra_dir)
+    interactive = service_process("interactive", infra, free_port(), infra_dir)
     wechat = wechat_emulator_process(wechat_port, infra_dir)
     # No static peers: the gateway finds the services through etcd.
     gateway = gateway_process(infra, gateway_port, {}, infra_dir, wechat_base=wechat_base)
     with ExitStack() as running:
-        for proc in (user, sms, wechat, gateway):
+        for proc in (user, sms, article, interactive, wechat, gateway):
             proc.start(timeout=60)
             running.callback(proc.stop)
         yield RunningStack(

@@ -1,0 +1,218 @@
+"""``/articles``: writing (edit, publish, withdraw, list, detail) and reading (pub, like,
+collect), all for logged-in users, with the field names API.md gives.
+
+Reading a published article fetches the article and its interaction counts concurrently.
+The read itself is counted by the article service (it emits an ``ArticleRead`` event);
+when the interactive service cannot answer, the article is still served, with zero counts,
+because a reader wants the text more than the numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import grpc
+from fastapi import APIRouter, Path, Security
+from prometheus_client import Counter
+
+from gateway.deps import PrincipalDep, RuntimeDep, access_token_scheme
+from gateway.envelope import Ack, Result
+from gateway.schemas.articles import (
+    ArticleDetail,
+    ArticleListItem,
+    CollectRequest,
+    EditArticleRequest,
+    LikeRequest,
+    ListRequest,
+    PublishedArticle,
+    WithdrawRequest,
+)
+from webook.article.v1 import article_pb2
+from webook.interactive.v1 import interactive_pb2
+
+logger = logging.getLogger(__name__)
+
+BIZ: Final = "article"
+ID_PATH = Path(ge=1, le=2**63 - 1, description="Article id.")
+
+DEGRADED_READS = Counter(
+    "webook_gateway_degraded_total",
+    "Answers served without an optional part because a dependency failed.",
+    ["route", "part"],
+)
+
+_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"description": "Not logged in, token invalid or expired. Empty body."}
+}
+router = APIRouter(
+    prefix="/articles",
+    tags=["articles"],
+    dependencies=[Security(access_token_scheme)],
+    responses=_UNAUTHORIZED,
+)
+
+
+def format_time(ms: int, zone: ZoneInfo) -> str:
+    """Milliseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` in the server's zone."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@router.post("/edit", summary="Save a draft")
+async def edit(
+    body: EditArticleRequest, principal: PrincipalDep, runtime: RuntimeDep
+) -> Result[int]:
+    """Create (id 0 or absent) or update a draft of the caller's; answers its id."""
+    reply = await runtime.article.Save(
+        article_pb2.SaveRequest(
+            id=body.id, title=body.title, content=body.content, author_id=principal.uid
+        ),
+        timeout=runtime.grpc_timeout,
+    )
+    return Result[int](data=reply.id)
+
+
+@router.post("/publish", summary="Save and publish")
+async def publish(
+    body: EditArticleRequest, principal: PrincipalDep, runtime: RuntimeDep
+) -> Result[int]:
+    """Save the caller's article and publish it in one step; answers its id."""
+    reply = await runtime.article.Publish(
+        article_pb2.PublishRequest(
+            id=body.id, title=body.title, content=body.content, author_id=principal.uid
+        ),
+        timeout=runtime.grpc_timeout,
+    )
+    return Result[int](data=reply.id)
+
+
+@router.post("/withdraw", summary="Withdraw a published article")
+async def withdraw(body: WithdrawRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
+    """Make the caller's published article invisible to readers (status 3)."""
+    await runtime.article.Withdraw(
+        article_pb2.WithdrawRequest(id=body.id, author_id=principal.uid),
+        timeout=runtime.grpc_timeout,
+    )
+    return Ack()
+
+
+@router.post("/list", summary="The caller's own articles, newest first")
+async def list_own(
+    body: ListRequest, principal: PrincipalDep, runtime: RuntimeDep
+) -> Result[list[ArticleListItem]]:
+    """A page of the caller's articles (limit at most 100)."""
+    reply = await runtime.article.List(
+        article_pb2.ListRequest(author_id=principal.uid, offset=body.offset, limit=body.limit),
+        timeout=runtime.grpc_timeout,
+    )
+    zone = runtime.settings.zone
+    return Result[list[ArticleListItem]](
+        data=[
+            ArticleListItem(
+                id=a.id,
+                title=a.title,
+                abstract=a.abstract,
+                status=a.status,
+                ctime=format_time(a.ctime_ms, zone),
+                utime=format_time(a.utime_ms, zone),
+            )
+            for a in reply.articles
+        ]
+    )
+
+
+@router.get("/detail/{id}", summary="The author's view of one of their articles")
+async def detail(
+    principal: PrincipalDep, runtime: RuntimeDep, id: int = ID_PATH
+) -> Result[ArticleDetail]:
+    """The caller's own article, drafts included; someone else's is refused."""
+    reply = await runtime.article.GetById(
+        article_pb2.GetByIdRequest(id=id, author_id=principal.uid), timeout=runtime.grpc_timeout
+    )
+    a, zone = reply.article, runtime.settings.zone
+    return Result[ArticleDetail](
+        data=ArticleDetail(
+            id=a.id,
+            title=a.title,
+            content=a.content,
+            status=a.status,
+            ctime=format_time(a.ctime_ms, zone),
+            utime=format_time(a.utime_ms, zone),
+        )
+    )
+
+
+@router.get("/pub/{id}", summary="Read a published article (counts a read)")
+async def read_published(
+    principal: PrincipalDep, runtime: RuntimeDep, id: int = ID_PATH
+) -> Result[PublishedArticle]:
+    """The published article with its counts and the reader's like/collect flags."""
+    article_call = runtime.article.GetPublishedById(
+        article_pb2.GetPublishedByIdRequest(id=id, uid=principal.uid),
+        timeout=runtime.grpc_timeout,
+    )
+    counts_call = runtime.interactive.Get(
+        interactive_pb2.GetRequest(biz=BIZ, biz_id=id, uid=principal.uid),
+        timeout=runtime.grpc_timeout,
+    )
+    article_reply, counts_reply = await asyncio.gather(
+        article_call, counts_call, return_exceptions=True
+    )
+    if isinstance(article_reply, BaseException):
+        raise article_reply
+    counts = interactive_pb2.Interactive()
+    if isinstance(counts_reply, grpc.aio.AioRpcError):
+        DEGRADED_READS.labels("/articles/pub/{id}", "interactive").inc()
+        logger.warning(
+            "serving an article without its counts",
+            extra={"article_id": id, "grpc_code": counts_reply.code().name},
+        )
+    elif isinstance(counts_reply, BaseException):
+        raise counts_reply
+    else:
+        counts = counts_reply.intr
+    a, zone = article_reply.article, runtime.settings.zone
+    return Result[PublishedArticle](
+        data=PublishedArticle(
+            id=a.id,
+            title=a.title,
+            content=a.content,
+            author=a.author.name,
+            ctime=format_time(a.ctime_ms, zone),
+            utime=format_time(a.utime_ms, zone),
+            readCnt=counts.read_cnt,
+            likeCnt=counts.like_cnt,
+            collectCnt=counts.collect_cnt,
+            liked=counts.liked,
+            collected=counts.collected,
+        )
+    )
+
+
+@router.post("/pub/like", summary="Like or cancel a like")
+async def like(body: LikeRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
+    """Idempotent: liking twice counts once; cancelling a missing like changes nothing."""
+    if body.like:
+        await runtime.interactive.Like(
+            interactive_pb2.LikeRequest(biz=BIZ, biz_id=body.id, uid=principal.uid),
+            timeout=runtime.grpc_timeout,
+        )
+    else:
+        await runtime.interactive.CancelLike(
+            interactive_pb2.CancelLikeRequest(biz=BIZ, biz_id=body.id, uid=principal.uid),
+            timeout=runtime.grpc_timeout,
+        )
+    return Ack()
+
+
+@router.post("/pub/collect", summary="Collect into a collection")
+async def collect(body: CollectRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
+    """Collect the article into collection ``cid`` (0 = default); idempotent."""
+    await runtime.interactive.Collect(
+        interactive_pb2.CollectRequest(biz=BIZ, biz_id=body.id, uid=principal.uid, cid=body.cid),
+        timeout=runtime.grpc_timeout,
+    )
+    return Ack()
