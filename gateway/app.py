@@ -38,12 +38,15 @@ from gateway.middleware.errors import UnhandledErrorMiddleware
 from gateway.middleware.login import LoginCheckMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.route_template import RouteTemplates
-from gateway.routes import articles, sms_login, system, users, wechat
+from gateway.routes import articles, comments, sms_login, system, users, wechat
+from gateway.routes import follow as follow_routes
 from gateway.settings import GatewaySettings
 from kit.grpcx.client import ServiceClients
 from kit.redisx import create_redis
 from webook.article.v1 import article_pb2_grpc
 from webook.code.v1 import code_pb2_grpc
+from webook.comment.v1 import comment_pb2_grpc
+from webook.follow.v1 import follow_pb2_grpc
 from webook.interactive.v1 import interactive_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 
@@ -66,6 +69,11 @@ PUBLIC_PATHS: Final = frozenset(
         "/users/login_sms",
         "/oauth2/wechat/authurl",
         "/oauth2/wechat/callback",
+        # Reading comments and follower counts needs no identity (GET-only routes).
+        "/comments/list",
+        "/comments/replies",
+        "/comments/count",
+        "/follow/counts",
         "/healthz",
         "/metrics",
         "/openapi.json",
@@ -180,6 +188,8 @@ def create_app(
             interactive = interactive_stub or interactive_pb2_grpc.InteractiveServiceStub(
                 await clients.channel("interactive")
             )
+            comment = comment_pb2_grpc.CommentServiceStub(await clients.channel("comment"))
+            follow = follow_pb2_grpc.FollowServiceStub(await clients.channel("follow"))
             redis = create_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             # Registered after Redis, so the limiters stop before their client closes.
@@ -206,6 +216,8 @@ def create_app(
                     code=code,
                     article=article,
                     interactive=interactive,
+                    comment=comment,
+                    follow=follow,
                     sessions=sessions,
                     wechat=wechat_oauth,
                 )
@@ -246,6 +258,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(users.router)
     app.include_router(articles.router)
+    app.include_router(comments.router)
+    app.include_router(follow_routes.router)
     app.include_router(sms_login.router)
     app.include_router(wechat.router)
     app.include_router(system.router)

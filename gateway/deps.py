@@ -25,6 +25,8 @@ from gateway.settings import GatewaySettings
 if TYPE_CHECKING:
     from webook.article.v1.article_pb2_grpc import ArticleServiceAsyncStub
     from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
+    from webook.comment.v1.comment_pb2_grpc import CommentServiceAsyncStub
+    from webook.follow.v1.follow_pb2_grpc import FollowServiceAsyncStub
     from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
     from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
@@ -37,6 +39,8 @@ class Clients:
     code: CodeServiceAsyncStub
     article: ArticleServiceAsyncStub
     interactive: InteractiveServiceAsyncStub
+    comment: CommentServiceAsyncStub
+    follow: FollowServiceAsyncStub
     sessions: SessionRevocations
     wechat: WechatOAuth
 

@@ -57,8 +57,7 @@ def stack(
     etcd_endpoint: str,
     kafka_bootstrap: str,
 ) -> Iterator[RunningStack]:
-    """User, sms, article and interactive services, the WeChat emulator and the gateway,
-    once per e2e session."""
+    """Every service that exists, the WeChat emulator and the gateway, once per e2e session."""
     data_dir = tmp_path_factory.mktemp("e2e-data")
     sms_log = data_dir / "sms.log"
     infra = Infra(
@@ -81,7 +80,7 @@ def stack(
         },
         sms_log_file=str(sms_log),
     )
-    for service in ("user", "sms", "article", "interactive"):
+    for service in ("user", "sms", "article", "interactive", "comment", "follow"):
         migrate(service, infra, infra_dir)
     gateway_port, wechat_port = free_port(), free_port()
     wechat_base = f"http://127.0.0.1:{wechat_port}"
@@ -89,11 +88,13 @@ def stack(
     sms = service_process("sms", infra, free_port(), infra_dir)
     article = service_process("article", infra, free_port(), infra_dir)
     interactive = service_process("interactive", infra, free_port(), infra_dir)
+    comment = service_process("comment", infra, free_port(), infra_dir)
+    follow = service_process("follow", infra, free_port(), infra_dir)
     wechat = wechat_emulator_process(wechat_port, infra_dir)
     # No static peers: the gateway finds the services through etcd.
     gateway = gateway_process(infra, gateway_port, {}, infra_dir, wechat_base=wechat_base)
     with ExitStack() as running:
-        for proc in (user, sms, article, interactive, wechat, gateway):
+        for proc in (user, sms, article, interactive, comment, follow, wechat, gateway):
             proc.start(timeout=60)
             running.callback(proc.stop)
         yield RunningStack(

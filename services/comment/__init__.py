@@ -1,0 +1,1 @@
+"""Comment service: tree-shaped comments on any business object (``python -m services.comment``)."""

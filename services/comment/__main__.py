@@ -1,0 +1,113 @@
+"""Composition root of the comment service: ``python -m services.comment [serve|migrate]``.
+
+``serve`` (the default) configures logging and tracing, builds the process with
+:func:`build_runner` and runs it until SIGTERM/SIGINT. ``migrate`` applies the Alembic
+migrations to ``WEBOOK_COMMENT_DATABASE_URL`` and exits. Settings come from the environment
+(prefix ``WEBOOK_COMMENT_``) and optionally ``--env-file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from kit.config import load_settings
+from kit.grpcx.errors import ServerInterceptorBase
+from kit.grpcx.server import Registration, ServiceRunner
+from kit.logging import configure_logging
+from kit.migrations import upgrade
+from kit.observability.tracing import configure_tracing
+from kit.redisx import create_redis
+from kit.sql import create_engine, session_factory
+from services.comment.grpc_api import CommentServicer
+from services.comment.repository import SqlUnitOfWork
+from services.comment.repository.cache import FirstPageCache
+from services.comment.service import CommentService
+from services.comment.settings import CommentSettings
+from webook.comment.v1 import comment_pb2, comment_pb2_grpc
+
+SERVICE_NAME = "comment"
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """Create the directory of a SQLite database file (``.run/`` on a fresh clone)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def build_runner(
+    settings: CommentSettings,
+    *,
+    registration: Registration | None = None,
+    interceptors: Sequence[ServerInterceptorBase] = (),
+) -> ServiceRunner:
+    """The whole comment service process, not yet started; its shutdown closes every pool.
+
+    Call it inside a running event loop (``grpc.aio`` binds its server to the current one).
+    """
+    ensure_sqlite_directory(settings.database_url)
+    engine = create_engine(settings.database_url)
+    redis = create_redis(settings.redis_url)
+    cache = FirstPageCache(redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
+    sessions = session_factory(engine)
+    service = CommentService(lambda: SqlUnitOfWork(sessions, cache))
+    runner = ServiceRunner(
+        SERVICE_NAME, settings, registration=registration, interceptors=interceptors
+    )
+    runner.add_service(
+        comment_pb2.DESCRIPTOR.services_by_name["CommentService"].full_name,
+        comment_pb2_grpc.add_CommentServiceServicer_to_server,
+        CommentServicer(service),
+    )
+
+    async def close_redis() -> None:
+        # The client does not own a pool it was given, so close the pool explicitly.
+        await redis.aclose(close_connection_pool=True)
+
+    # Close hooks run after in-flight calls drained, in reverse order: Redis, then SQL.
+    runner.on_close(engine.dispose)
+    runner.on_close(close_redis)
+    return runner
+
+
+async def serve(settings: CommentSettings) -> None:
+    """Run the service until SIGTERM or SIGINT."""
+    runner = build_runner(settings)
+    await runner.serve()
+
+
+def migrate(settings: CommentSettings) -> None:
+    """Apply the comment service's migrations to its database."""
+    ensure_sqlite_directory(settings.database_url)
+    upgrade(SERVICE_NAME, settings.database_url)
+    logger.info("migrations applied")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m services.comment", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
+    parser.add_argument("--env-file", type=Path, help="dotenv file with WEBOOK_COMMENT_* settings")
+    args = parser.parse_args(argv)
+    settings = load_settings(CommentSettings, env_file=args.env_file)
+    configure_logging(SERVICE_NAME, settings.log_level)
+    if args.command == "migrate":
+        migrate(settings)
+        return
+    provider = configure_tracing(SERVICE_NAME, settings.otlp_endpoint)
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        provider.shutdown()
+
+
+if __name__ == "__main__":
+    main()

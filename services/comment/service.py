@@ -1,0 +1,222 @@
+"""Use cases of the comment service and the ports they need.
+
+:class:`CommentService` validates input with :mod:`services.comment.domain`, checks the
+thread rules (a reply's parent exists, belongs to the same object, and its thread is the
+one named) and the author rule of deletion, and works through a :class:`UnitOfWork`: one
+transaction per write, in which the repository also keeps the per-object count and the
+thread's reply count. A transaction that hits a deadlock or lock timeout
+(:class:`WriteConflict`) is retried a few times before answering
+``COMMENT_CONCURRENT_CONFLICT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Protocol, Self, TypeVar
+
+from services.comment.domain import (
+    Comment,
+    NewComment,
+    check_cursor,
+    check_target,
+    check_uid,
+    clean_content,
+    normalize_biz_ids,
+    page_size,
+    replies_per_comment,
+)
+from services.comment.errors import (
+    CommentInvalidArgument,
+    CommentNotFound,
+    CommentPermissionDenied,
+    CommentUnavailable,
+    Reason,
+)
+
+T = TypeVar("T")
+
+_WRITE_ATTEMPTS = 5
+
+
+class WriteConflict(Exception):
+    """Raised by a unit of work when the database aborted it for a concurrent write."""
+
+
+class CommentRepository(Protocol):
+    """Comments and their counts, inside one unit of work."""
+
+    async def get(self, comment_id: int, *, for_update: bool = False) -> Comment | None:
+        """One comment (``for_update`` locks it until the transaction ends)."""
+        ...
+
+    async def add(self, comment: NewComment, *, now_ms: int) -> Comment:
+        """Store ``comment`` and count it (object count, and its thread's reply count)."""
+        ...
+
+    async def delete_subtree(self, comment: Comment, *, now_ms: int) -> int:
+        """Delete ``comment`` and its replies below it, uncount them; how many went."""
+        ...
+
+    async def page(
+        self, biz: str, biz_id: int, *, min_id: int, limit: int, per_root: int
+    ) -> list[Comment]:
+        """Top-level comments newest first, each with its first ``per_root`` replies."""
+        ...
+
+    async def replies(self, root_id: int, *, max_id: int, limit: int) -> list[Comment]:
+        """Replies of one thread after ``max_id``, oldest first."""
+        ...
+
+    async def counts(self, biz: str, biz_ids: list[int]) -> dict[int, int]:
+        """Comment counts of these objects (0 for those without comments)."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction; rolled back on exit unless committed."""
+
+    @property
+    def comments(self) -> CommentRepository:
+        """The repository bound to this transaction."""
+        ...
+
+    async def commit(self) -> None:
+        """Commit (then invalidate caches of what changed)."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Begin."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back unless committed; raise :class:`WriteConflict` for transient aborts."""
+        ...
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CommentService:
+    """The comment use cases."""
+
+    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+        self._uow = unit_of_work
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        for n in range(_WRITE_ATTEMPTS):
+            try:
+                return await attempt()
+            except WriteConflict:
+                # Back off a little, growing, so colliding writers spread out.
+                await asyncio.sleep(0.005 * (2**n))
+        raise CommentUnavailable(
+            Reason.CONCURRENT_CONFLICT, "too many concurrent writes, please retry"
+        )
+
+    async def create(
+        self, *, uid: int, biz: str, biz_id: int, content: str, root_id: int, parent_id: int
+    ) -> Comment:
+        """Post a top-level comment (``parent_id == 0``) or a reply to ``parent_id``."""
+        check_uid(uid)
+        check_target(biz, biz_id)
+        text = clean_content(content)
+        check_cursor(root_id, "root_id")
+        check_cursor(parent_id, "parent_id")
+        if parent_id == 0 and root_id != 0:
+            raise CommentInvalidArgument(
+                Reason.PARENT_MISMATCH,
+                "a reply needs the comment it answers (parent_id)",
+                metadata={"field": "parent_id"},
+            )
+
+        async def attempt() -> Comment:
+            async with self._uow() as uow:
+                thread = 0
+                if parent_id:
+                    # Locked, so a concurrent delete of the parent cannot orphan the reply.
+                    parent = await uow.comments.get(parent_id, for_update=True)
+                    if parent is None:
+                        raise CommentNotFound(
+                            Reason.PARENT_NOT_FOUND,
+                            "the comment you reply to does not exist",
+                            metadata={"field": "parent_id"},
+                        )
+                    thread = parent.root_id or parent.id
+                    if (parent.biz, parent.biz_id) != (biz, biz_id) or root_id not in (0, thread):
+                        raise CommentInvalidArgument(
+                            Reason.PARENT_MISMATCH,
+                            "the comment you reply to belongs to another thread",
+                            metadata={"field": "parent_id"},
+                        )
+                new = NewComment(
+                    uid=uid,
+                    biz=biz,
+                    biz_id=biz_id,
+                    content=text,
+                    root_id=thread,
+                    parent_id=parent_id,
+                )
+                created = await uow.comments.add(new, now_ms=_now_ms())
+                await uow.commit()
+                return created
+
+        return await self._retrying(attempt)
+
+    async def delete(self, *, comment_id: int, uid: int) -> int:
+        """Delete the caller's comment and its sub-tree; how many comments went."""
+        if comment_id <= 0:
+            raise CommentNotFound(Reason.NOT_FOUND, "comment not found")
+
+        async def attempt() -> int:
+            async with self._uow() as uow:
+                comment = await uow.comments.get(comment_id, for_update=True)
+                if comment is None:
+                    raise CommentNotFound(Reason.NOT_FOUND, "comment not found")
+                if comment.uid != uid:
+                    raise CommentPermissionDenied(
+                        Reason.NOT_AUTHOR, "only the author can delete a comment"
+                    )
+                deleted = await uow.comments.delete_subtree(comment, now_ms=_now_ms())
+                await uow.commit()
+                return deleted
+
+        return await self._retrying(attempt)
+
+    async def list_comments(
+        self, *, biz: str, biz_id: int, min_id: int, limit: int, replies: int
+    ) -> list[Comment]:
+        """A page of top-level comments (newest first) with their first replies."""
+        check_target(biz, biz_id)
+        size = page_size(limit)
+        per_root = replies_per_comment(replies)
+        cursor = check_cursor(min_id, "min_id")
+        async with self._uow() as uow:
+            return await uow.comments.page(
+                biz, biz_id, min_id=cursor, limit=size, per_root=per_root
+            )
+
+    async def more_replies(self, *, root_id: int, max_id: int, limit: int) -> list[Comment]:
+        """Replies of thread ``root_id`` after ``max_id``, oldest first."""
+        size = page_size(limit)
+        cursor = check_cursor(max_id, "max_id")
+        async with self._uow() as uow:
+            root = await uow.comments.get(root_id) if root_id > 0 else None
+            if root is None or root.root_id != 0:
+                raise CommentNotFound(Reason.NOT_FOUND, "comment thread not found")
+            return await uow.comments.replies(root_id, max_id=cursor, limit=size)
+
+    async def counts(self, *, biz: str, biz_ids: Iterable[int]) -> dict[int, int]:
+        """Comment count of each requested object (0 when it has none)."""
+        check_target(biz, 1)
+        ids = normalize_biz_ids(biz_ids)
+        async with self._uow() as uow:
+            return await uow.comments.counts(biz, ids)

@@ -1,0 +1,1 @@
+"""Follow service: who follows whom, and counts (``python -m services.follow``)."""

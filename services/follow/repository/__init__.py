@@ -1,0 +1,160 @@
+"""Storage adapters of the follow service: SQL (the truth) plus a Redis cache of counts.
+
+- :class:`CachedFollowRepository` implements
+  :class:`services.follow.service.FollowRepository`: relation changes and count changes go
+  to SQL in one transaction (see :mod:`services.follow.repository.dao` for why the counts
+  stay exact); counts are read cache first, then SQL, then cached.
+- :class:`SqlUnitOfWork` implements :class:`services.follow.service.UnitOfWork`; after a
+  successful commit it invalidates the counts of the users the transaction changed, and it
+  turns deadlocks and lock timeouts into :class:`~services.follow.service.WriteConflict`.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.sql import SessionFactory
+from services.follow.domain import FollowRelation, FollowStats
+from services.follow.repository.cache import FollowStatsCache
+from services.follow.repository.dao import (
+    ACTIVE,
+    CANCELLED,
+    FollowDAO,
+    FollowRelationRow,
+    is_transient_conflict,
+)
+from services.follow.service import WriteConflict
+
+__all__ = ["CachedFollowRepository", "SqlUnitOfWork"]
+
+
+def _relation(row: FollowRelationRow) -> FollowRelation:
+    return FollowRelation(
+        id=row.id, follower=row.follower, followee=row.followee, ctime_ms=row.ctime
+    )
+
+
+class CachedFollowRepository:
+    """Relations in SQL with cache-aside counts, inside one unit of work's session."""
+
+    def __init__(self, dao: FollowDAO, cache: FollowStatsCache) -> None:
+        self._dao = dao
+        self._cache = cache
+        self._stale: set[int] = set()
+
+    async def _count(self, follower: int, followee: int, delta: int, now_ms: int) -> None:
+        # Same lock order in every transaction (lower uid first), so two writers touching
+        # the same pair of stats rows cannot deadlock on them.
+        changes = {follower: (0, delta), followee: (delta, 0)}
+        for uid in sorted(changes):
+            followers, followees = changes[uid]
+            await self._dao.add_to_stats(
+                uid, followers=followers, followees=followees, utime=now_ms
+            )
+        self._stale.update(changes)
+
+    async def follow(self, follower: int, followee: int, *, now_ms: int) -> bool:
+        """Reactivate or insert the relation; count it only if its state changed."""
+        changed = await self._dao.set_status(
+            follower, followee, from_status=CANCELLED, to_status=ACTIVE, utime=now_ms
+        ) or await self._dao.insert_active(follower, followee, now_ms)
+        if changed:
+            await self._count(follower, followee, 1, now_ms)
+        return changed
+
+    async def cancel(self, follower: int, followee: int, *, now_ms: int) -> bool:
+        """Deactivate the relation; uncount it only if it was active."""
+        changed = await self._dao.set_status(
+            follower, followee, from_status=ACTIVE, to_status=CANCELLED, utime=now_ms
+        )
+        if changed:
+            await self._count(follower, followee, -1, now_ms)
+        return changed
+
+    async def followees(self, follower: int, *, min_id: int, limit: int) -> list[FollowRelation]:
+        """Whom ``follower`` follows, from SQL."""
+        rows = await self._dao.followees(follower, min_id=min_id, limit=limit)
+        return [_relation(row) for row in rows]
+
+    async def followers(self, followee: int, *, min_id: int, limit: int) -> list[FollowRelation]:
+        """Who follows ``followee``, from SQL."""
+        rows = await self._dao.followers(followee, min_id=min_id, limit=limit)
+        return [_relation(row) for row in rows]
+
+    async def is_following(self, follower: int, followee: int) -> bool:
+        """Whether the relation is active, from SQL."""
+        return await self._dao.is_active(follower, followee)
+
+    async def stats(self, uid: int) -> FollowStats:
+        """Cache first, then ``follow_stats`` (zeros for a user never involved)."""
+        cached = await self._cache.get(uid)
+        if cached is not None:
+            return cached
+        row = await self._dao.stats(uid)
+        stats = FollowStats(
+            uid=uid,
+            followers=row.followers if row else 0,
+            followees=row.followees if row else 0,
+        )
+        await self._cache.set(stats)
+        return stats
+
+    async def invalidate_changed(self) -> None:
+        """Drop the cached counts of the users changed (call after the commit)."""
+        stale, self._stale = self._stale, set()
+        await self._cache.invalidate(sorted(stale))
+
+
+class SqlUnitOfWork:
+    """One SQL transaction with a :class:`CachedFollowRepository` bound to it."""
+
+    def __init__(self, sessions: SessionFactory, cache: FollowStatsCache) -> None:
+        self._sessions = sessions
+        self._cache = cache
+        self._session: AsyncSession | None = None
+        self._follows: CachedFollowRepository | None = None
+        self._committed = False
+
+    @property
+    def follows(self) -> CachedFollowRepository:
+        """The repository of this unit of work (only inside ``async with``)."""
+        if self._follows is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._follows
+
+    async def __aenter__(self) -> Self:
+        """Open the session; the transaction begins with the first statement."""
+        self._session = self._sessions()
+        self._follows = CachedFollowRepository(FollowDAO(self._session), self._cache)
+        self._committed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Roll back unless committed, close; deadlocks become :class:`WriteConflict`."""
+        session, self._session, self._follows = self._session, None, None
+        if session is None:
+            return
+        try:
+            if not self._committed:
+                await session.rollback()
+        finally:
+            await session.close()
+        if isinstance(exc, DBAPIError) and is_transient_conflict(exc):
+            raise WriteConflict(str(exc.orig)) from exc
+
+    async def commit(self) -> None:
+        """Commit, then invalidate the cached counts the transaction changed."""
+        if self._session is None or self._follows is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        await self._session.commit()
+        self._committed = True
+        await self._follows.invalidate_changed()

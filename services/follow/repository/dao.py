@@ -1,0 +1,211 @@
+"""SQL schema and queries of the follow service (SQLAlchemy 2.0, async).
+
+Tables:
+
+- ``follow_relations``: one row per ordered pair ever followed, unique on
+  ``(follower, followee)``, with ``status`` 1 = active, 2 = cancelled. Cancelling keeps the
+  row; following again reactivates it. Indexes ``(follower, status, id)`` and
+  ``(followee, status, id)`` serve the followee and follower lists by id cursor (equality,
+  equality, then the range on id: E-S-R), newest first.
+- ``follow_stats``: followers and followees per user, changed by the transaction that
+  changes a relation.
+
+Exact counts under concurrency: a count moves only when a statement *changed* a relation's
+state, as told by its rowcount: ``UPDATE ... SET status = 1 WHERE ... AND status = 2``
+(reactivate), ``INSERT`` that ignores a duplicate (first follow), ``UPDATE ... SET status = 2
+WHERE ... AND status = 1`` (cancel). Both databases serialise these on the relation row
+(InnoDB row lock; SQLite's single writer), so of two racing identical calls exactly one sees
+rowcount 1.
+
+:class:`FollowDAO` works on the caller's session and never commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import BigInteger, Index, Integer, MetaData, SmallInteger, UniqueConstraint, select
+from sqlalchemy import insert as sql_insert
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+MYSQL_TABLE_OPTIONS = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_unicode_ci",
+}
+ACTIVE = 1
+CANCELLED = 2
+# MySQL 1213 deadlock, 1205 lock wait timeout; SQLite "database is locked" (busy timeout hit).
+_MYSQL_TRANSIENT = frozenset({1213, 1205})
+
+
+def big_id() -> TypeEngine[int]:
+    """``BIGINT`` primary key type that still autoincrements on SQLite (only INTEGER does)."""
+    return BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the follow service's tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class FollowRelationRow(Base):
+    """One row of ``follow_relations``."""
+
+    __tablename__ = "follow_relations"
+    __table_args__ = (
+        UniqueConstraint("follower", "followee", name="uq_follow_relations_pair"),
+        Index("ix_follow_relations_follower", "follower", "status", "id"),
+        Index("ix_follow_relations_followee", "followee", "status", "id"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+    id: Mapped[int] = mapped_column(big_id(), primary_key=True, autoincrement=True)
+    follower: Mapped[int] = mapped_column(BigInteger)
+    followee: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[int] = mapped_column(SmallInteger)
+    ctime: Mapped[int] = mapped_column(BigInteger)
+    utime: Mapped[int] = mapped_column(BigInteger)
+
+
+class FollowStatsRow(Base):
+    """One row of ``follow_stats``."""
+
+    __tablename__ = "follow_stats"
+    __table_args__ = MYSQL_TABLE_OPTIONS
+
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    followers: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    followees: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    utime: Mapped[int] = mapped_column(BigInteger)
+
+
+def is_transient_conflict(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is a deadlock or lock timeout that a retried transaction may avoid."""
+    args = getattr(exc.orig, "args", ())
+    if args and args[0] in _MYSQL_TRANSIENT:
+        return True
+    return "database is locked" in str(exc.orig)
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+class FollowDAO:
+    """Queries on the follow tables within the caller's session; never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    def _dialect(self) -> str:
+        return self._session.get_bind().dialect.name
+
+    async def set_status(
+        self, follower: int, followee: int, *, from_status: int, to_status: int, utime: int
+    ) -> bool:
+        """Move the pair from ``from_status`` to ``to_status``; whether it was in it."""
+        result = await self._session.execute(
+            sql_update(FollowRelationRow)
+            .where(
+                FollowRelationRow.follower == follower,
+                FollowRelationRow.followee == followee,
+                FollowRelationRow.status == from_status,
+            )
+            .values(status=to_status, utime=utime)
+        )
+        return _rowcount(result) == 1
+
+    async def insert_active(self, follower: int, followee: int, now: int) -> bool:
+        """Insert an active relation unless the pair exists; whether a row was inserted."""
+        values = {
+            "follower": follower,
+            "followee": followee,
+            "status": ACTIVE,
+            "ctime": now,
+            "utime": now,
+        }
+        if self._dialect() == "sqlite":
+            stmt = sqlite.insert(FollowRelationRow).values(values).on_conflict_do_nothing()
+            result = await self._session.execute(stmt)
+        else:
+            result = await self._session.execute(
+                sql_insert(FollowRelationRow).values(values).prefix_with("IGNORE")
+            )
+        return _rowcount(result) == 1
+
+    async def add_to_stats(self, uid: int, *, followers: int, followees: int, utime: int) -> None:
+        """Change ``uid``'s counts by these deltas (upsert)."""
+        values = {
+            "uid": uid,
+            "followers": max(followers, 0),
+            "followees": max(followees, 0),
+            "utime": utime,
+        }
+        changes = {
+            "followers": FollowStatsRow.followers + followers,
+            "followees": FollowStatsRow.followees + followees,
+            "utime": utime,
+        }
+        if self._dialect() == "sqlite":
+            lite = sqlite.insert(FollowStatsRow).values(values)
+            await self._session.execute(
+                lite.on_conflict_do_update(index_elements=["uid"], set_=changes)
+            )
+        else:
+            my = mysql.insert(FollowStatsRow).values(values)
+            await self._session.execute(my.on_duplicate_key_update(**changes))
+
+    async def is_active(self, follower: int, followee: int) -> bool:
+        """Whether ``follower`` currently follows ``followee``."""
+        status = await self._session.scalar(
+            select(FollowRelationRow.status).where(
+                FollowRelationRow.follower == follower, FollowRelationRow.followee == followee
+            )
+        )
+        return status == ACTIVE
+
+    async def followees(
+        self, follower: int, *, min_id: int, limit: int
+    ) -> Sequence[FollowRelationRow]:
+        """Active relations of ``follower``, newest first, ids below ``min_id`` (0 = none)."""
+        stmt = (
+            select(FollowRelationRow)
+            .where(FollowRelationRow.follower == follower, FollowRelationRow.status == ACTIVE)
+            .order_by(FollowRelationRow.id.desc())
+            .limit(limit)
+        )
+        if min_id:
+            stmt = stmt.where(FollowRelationRow.id < min_id)
+        return (await self._session.scalars(stmt)).all()
+
+    async def followers(
+        self, followee: int, *, min_id: int, limit: int
+    ) -> Sequence[FollowRelationRow]:
+        """Active relations towards ``followee``, newest first, ids below ``min_id``."""
+        stmt = (
+            select(FollowRelationRow)
+            .where(FollowRelationRow.followee == followee, FollowRelationRow.status == ACTIVE)
+            .order_by(FollowRelationRow.id.desc())
+            .limit(limit)
+        )
+        if min_id:
+            stmt = stmt.where(FollowRelationRow.id < min_id)
+        return (await self._session.scalars(stmt)).all()
+
+    async def stats(self, uid: int) -> FollowStatsRow | None:
+        """``uid``'s counts row, if any relation ever touched it."""
+        return await self._session.get(FollowStatsRow, uid)
