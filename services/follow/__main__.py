@@ -8,20 +8,12 @@ migrations to ``WEBOOK_FOLLOW_DATABASE_URL`` and exits. Settings come from the e
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
-from kit.config import load_settings
+from kit.grpcx.cli import ensure_sqlite_directory, run_service
 from kit.grpcx.errors import ServerInterceptorBase
 from kit.grpcx.server import Registration, ServiceRunner
-from kit.logging import configure_logging
-from kit.migrations import upgrade
-from kit.observability.tracing import configure_tracing
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
 from services.follow.grpc_api import FollowServicer
@@ -34,13 +26,6 @@ from webook.follow.v1 import follow_pb2, follow_pb2_grpc
 SERVICE_NAME = "follow"
 
 logger = logging.getLogger(__name__)
-
-
-def ensure_sqlite_directory(database_url: str) -> None:
-    """Create the directory of a SQLite database file (``.run/`` on a fresh clone)."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def build_runner(
@@ -78,35 +63,9 @@ def build_runner(
     return runner
 
 
-async def serve(settings: FollowSettings) -> None:
-    """Run the service until SIGTERM or SIGINT."""
-    runner = build_runner(settings)
-    await runner.serve()
-
-
-def migrate(settings: FollowSettings) -> None:
-    """Apply the follow service's migrations to its database."""
-    ensure_sqlite_directory(settings.database_url)
-    upgrade(SERVICE_NAME, settings.database_url)
-    logger.info("migrations applied")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m services.follow", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
-    parser.add_argument("--env-file", type=Path, help="dotenv file with WEBOOK_FOLLOW_* settings")
-    args = parser.parse_args(argv)
-    settings = load_settings(FollowSettings, env_file=args.env_file)
-    configure_logging(SERVICE_NAME, settings.log_level)
-    if args.command == "migrate":
-        migrate(settings)
-        return
-    provider = configure_tracing(SERVICE_NAME, settings.otlp_endpoint)
-    try:
-        asyncio.run(serve(settings))
-    finally:
-        provider.shutdown()
+    """Command-line entry point: ``serve`` (default) or ``migrate`` (see :mod:`kit.grpcx.cli`)."""
+    run_service(SERVICE_NAME, FollowSettings, build_runner, argv)
 
 
 if __name__ == "__main__":
