@@ -106,7 +106,7 @@ def build_runner(
     redis = create_redis(settings.redis_url)
     cache = CountsCache(redis, ttl_seconds=settings.counts_cache_ttl_seconds)
     sessions = session_factory(engine)
-    service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache))
+    service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache)
     consumer = (
         read_event_consumer(service, consumer_config(settings))
         if settings.read_consumer_enabled

@@ -31,6 +31,14 @@ class Counts:
 
 
 @dataclass(frozen=True, slots=True)
+class Flags:
+    """Whether one user liked an object and has it in one of their collections."""
+
+    liked: bool = False
+    collected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Interactive:
     """Counts of one object, and whether a given user liked and collected it."""
 

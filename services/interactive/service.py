@@ -8,7 +8,10 @@ twice counts once, and any interleaving of concurrent likes and cancels leaves
 one transaction (:class:`UnitOfWork`).
 
 Cached counts (Redis hashes) are adjusted after the commit, and only where a hash is cached,
-by the repository; a cache miss reads SQL and fills the cache.
+by the repository; a cache miss reads SQL and fills the cache. Flags a write establishes are
+written through to the cached per-user flags after the commit. :meth:`InteractiveService.get`
+first asks :class:`CachedReads` (one round trip) and opens a unit of work only for what is not
+cached: SQL stays the truth, the cache only saves reading it.
 
 Under concurrency MySQL may abort a transaction as a deadlock victim, and SQLite may answer
 "database is locked": the repository reports both as :class:`WriteConflict` and the service
@@ -29,6 +32,7 @@ from typing import Protocol, Self, TypeVar
 
 from services.interactive.domain import (
     Counts,
+    Flags,
     Interactive,
     check_biz,
     check_biz_id,
@@ -82,12 +86,18 @@ class InteractiveRepository(Protocol):
         """Counts of every requested object (cache-aside; zeros for untouched ones)."""
         ...
 
-    async def liked(self, biz: str, biz_id: int, uid: int) -> bool:
-        """Whether ``uid`` likes the object."""
+    async def flags(self, biz: str, biz_id: int, uid: int) -> Flags:
+        """Whether ``uid`` likes the object and has it in one of its collections (one query;
+        fills the cached flags)."""
         ...
 
-    async def collected(self, biz: str, biz_id: int, uid: int) -> bool:
-        """Whether the object is in one of ``uid``'s collections."""
+
+class CachedReads(Protocol):
+    """Reads served from the cache alone, without a unit of work."""
+
+    async def lookup(self, biz: str, biz_id: int, uid: int) -> tuple[Counts | None, Flags | None]:
+        """Cached counts of the object and, for ``uid`` > 0, cached flags of ``uid`` (one
+        round trip); ``None`` for each part that is not cached or when the cache fails."""
         ...
 
 
@@ -137,11 +147,20 @@ class InteractiveService:
     Args:
         units: makes a new :class:`UnitOfWork` per use case.
         clock: current time in UTC.
+        cached: answers :meth:`get` from the cache when it can; without it every ``get``
+            opens a unit of work.
     """
 
-    def __init__(self, units: UnitOfWorkFactory, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        units: UnitOfWorkFactory,
+        *,
+        clock: Clock = utc_now,
+        cached: CachedReads | None = None,
+    ) -> None:
         self._units = units
         self._clock = clock
+        self._cached = cached
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
@@ -212,17 +231,28 @@ class InteractiveService:
         return await self._write(lambda repo: repo.remove_collect(biz, biz_id, uid, now_ms=now_ms))
 
     async def get(self, biz: str, biz_id: int, uid: int) -> Interactive:
-        """Counts of the object and, for a signed-in ``uid`` (> 0), its liked/collected flags."""
+        """Counts of the object and, for a signed-in ``uid`` (> 0), its liked/collected flags.
+
+        Served from the cache in one round trip when counts (and flags) are cached; whatever
+        is missing is read in one unit of work (counts cache-aside, both flags in one query).
+        """
         check_biz(biz)
         check_biz_id(biz_id)
-        async with self._units() as uow:
-            repo = uow.interactives
-            counts = await repo.counts(biz, biz_id)
-            if uid <= 0:
-                return Interactive(biz, biz_id, counts)
-            liked = await repo.liked(biz, biz_id, uid)
-            collected = await repo.collected(biz, biz_id, uid)
-        return Interactive(biz, biz_id, counts, liked=liked, collected=collected)
+        signed_in = uid > 0
+        counts: Counts | None = None
+        flags: Flags | None = None
+        if self._cached is not None:
+            counts, flags = await self._cached.lookup(biz, biz_id, uid)
+        if counts is None or (signed_in and flags is None):
+            async with self._units() as uow:
+                repo = uow.interactives
+                if counts is None:
+                    counts = await repo.counts(biz, biz_id)
+                if signed_in and flags is None:
+                    flags = await repo.flags(biz, biz_id, uid)
+        if not signed_in or flags is None:
+            return Interactive(biz, biz_id, counts)
+        return Interactive(biz, biz_id, counts, liked=flags.liked, collected=flags.collected)
 
     async def get_by_ids(self, biz: str, biz_ids: Iterable[int]) -> dict[int, Interactive]:
         """Counts of up to 100 objects (zeros for untouched ones); ids ≤ 0 are ignored."""

@@ -2,9 +2,10 @@
 
 - :class:`CachedInteractiveRepository` implements
   :class:`services.interactive.service.InteractiveRepository` on an
-  :class:`~services.interactive.repository.dao.InteractiveDAO`: counts are read cache-aside
-  from :class:`~services.interactive.repository.cache.CountsCache`; every counter change is
-  remembered and applied to the cached hashes after the commit.
+  :class:`~services.interactive.repository.dao.InteractiveDAO`: counts and a user's flags are
+  read cache-aside from :class:`~services.interactive.repository.cache.CountsCache`; every
+  counter change is remembered and applied to the cached hashes after the commit, and every
+  flag a write establishes is written through to the cached flags after the commit.
 - :class:`SqlUnitOfWork` implements :class:`services.interactive.service.UnitOfWork`: one
   session and transaction per use case; deadlocks and "database is locked" leave it as
   :class:`~services.interactive.service.WriteConflict`.
@@ -20,8 +21,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.sql import SessionFactory
-from services.interactive.domain import Counts
-from services.interactive.repository.cache import CountsCache
+from services.interactive.domain import Counts, Flags
+from services.interactive.repository.cache import CountsCache, FlagUpdate
 from services.interactive.repository.dao import (
     CountColumn,
     InteractiveDAO,
@@ -44,6 +45,7 @@ class CachedInteractiveRepository:
         self._dao = dao
         self._cache = cache
         self._changes: list[tuple[str, CountColumn, dict[int, int]]] = []
+        self._flag_updates: list[FlagUpdate] = []
 
     async def _change(
         self, biz: str, column: CountColumn, deltas: Mapping[int, int], now_ms: int
@@ -64,6 +66,7 @@ class CachedInteractiveRepository:
         inserted = await self._dao.insert_like(uid, biz, biz_id, now_ms)
         if inserted:
             await self._change(biz, "like_cnt", {biz_id: 1}, now_ms)
+        self._flag_updates.append((biz, biz_id, uid, "liked", True))
         return inserted
 
     async def remove_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
@@ -71,6 +74,7 @@ class CachedInteractiveRepository:
         deleted = await self._dao.delete_like(uid, biz, biz_id)
         if deleted:
             await self._change(biz, "like_cnt", {biz_id: -1}, now_ms)
+        self._flag_updates.append((biz, biz_id, uid, "liked", False))
         return deleted
 
     async def add_collect(self, biz: str, biz_id: int, uid: int, cid: int, *, now_ms: int) -> bool:
@@ -78,6 +82,7 @@ class CachedInteractiveRepository:
         inserted = await self._dao.insert_collect(uid, biz, biz_id, cid, now_ms)
         if inserted:
             await self._change(biz, "collect_cnt", {biz_id: 1}, now_ms)
+        self._flag_updates.append((biz, biz_id, uid, "collected", True))
         return inserted
 
     async def remove_collect(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
@@ -85,6 +90,7 @@ class CachedInteractiveRepository:
         deleted = await self._dao.delete_collect(uid, biz, biz_id)
         if deleted:
             await self._change(biz, "collect_cnt", {biz_id: -1}, now_ms)
+        self._flag_updates.append((biz, biz_id, uid, "collected", False))
         return deleted
 
     async def counts(self, biz: str, biz_id: int) -> Counts:
@@ -103,19 +109,21 @@ class CachedInteractiveRepository:
             found.update(loaded)
         return found
 
-    async def liked(self, biz: str, biz_id: int, uid: int) -> bool:
-        """Whether the like row exists."""
-        return await self._dao.has_like(uid, biz, biz_id)
-
-    async def collected(self, biz: str, biz_id: int, uid: int) -> bool:
-        """Whether the collect row exists."""
-        return await self._dao.has_collect(uid, biz, biz_id)
+    async def flags(self, biz: str, biz_id: int, uid: int) -> Flags:
+        """Both flag rows' existence in one SQL query; caches them (absent fields only)."""
+        liked, collected = await self._dao.get_flags(uid, biz, biz_id)
+        flags = Flags(liked=liked, collected=collected)
+        await self._cache.fill_flags(biz, biz_id, uid, flags)
+        return flags
 
     async def apply_to_cache(self) -> None:
-        """Adjust cached counts by what this repository changed (call after the commit)."""
+        """Adjust cached counts by what this repository changed and write the flags it set
+        through to the cache (call after the commit)."""
         changes, self._changes = self._changes, []
         for biz, column, deltas in changes:
             await self._cache.incr_if_cached(biz, column, deltas)
+        updates, self._flag_updates = self._flag_updates, []
+        await self._cache.write_flags(updates)
 
 
 class SqlUnitOfWork:

@@ -29,6 +29,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     delete,
+    exists,
     select,
     update,
 )
@@ -275,22 +276,15 @@ class InteractiveDAO:
         )
         return result.all()
 
-    async def has_like(self, uid: int, biz: str, biz_id: int) -> bool:
-        """Whether the like row exists."""
-        found = await self._session.scalar(
-            select(UserLikeRow.id).where(
-                UserLikeRow.uid == uid, UserLikeRow.biz == biz, UserLikeRow.biz_id == biz_id
-            )
+    async def get_flags(self, uid: int, biz: str, biz_id: int) -> tuple[bool, bool]:
+        """Whether the like row and the collect row exist, in one query."""
+        liked = exists().where(
+            UserLikeRow.uid == uid, UserLikeRow.biz == biz, UserLikeRow.biz_id == biz_id
         )
-        return found is not None
-
-    async def has_collect(self, uid: int, biz: str, biz_id: int) -> bool:
-        """Whether the collect row exists."""
-        found = await self._session.scalar(
-            select(UserCollectRow.id).where(
-                UserCollectRow.uid == uid,
-                UserCollectRow.biz == biz,
-                UserCollectRow.biz_id == biz_id,
-            )
+        collected = exists().where(
+            UserCollectRow.uid == uid,
+            UserCollectRow.biz == biz,
+            UserCollectRow.biz_id == biz_id,
         )
-        return found is not None
+        row = (await self._session.execute(select(liked, collected))).one()
+        return bool(row[0]), bool(row[1])

@@ -63,7 +63,7 @@ async def interactive_stack(
     redis = create_redis(redis_url)
     sessions = session_factory(engine)
     cache = CountsCache(redis)
-    service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache))
+    service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache)
     try:
         yield InteractiveStack(service=service, engine=engine, redis=redis)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kit.devstack.infra import ManagedProcess
 from kit.migrations import schema_drift
-from services.interactive.domain import Counts
-from services.interactive.repository.cache import counts_key
+from services.interactive.domain import Counts, Flags
+from services.interactive.repository.cache import CountsCache, counts_key, flags_key
 from services.interactive.repository.dao import Base
 from services.interactive.tests.stack import InteractiveStack
 
@@ -202,3 +202,107 @@ async def test_migrations_match_the_models(
 
     async with interactive_stack.engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def test_cached_get_serves_flags_and_counts_without_sql(
+    interactive_stack: InteractiveStack,
+) -> None:
+    service, engine = interactive_stack.service, interactive_stack.engine
+    await service.add_reads(ARTICLE, {9: 4})
+    await service.like(ARTICLE, 9, 11)
+    first = await service.get(ARTICLE, 9, 10)  # loads counts and flags from SQL, caches them
+    assert (first.counts, first.liked, first.collected) == (Counts(4, 1, 0), False, False)
+    assert (await service.get(ARTICLE, 9, 11)).liked is True
+    steps: list[tuple[Callable[[], Awaitable[bool]], Counts, bool, bool]] = [
+        (lambda: service.like(ARTICLE, 9, 10), Counts(4, 2, 0), True, False),
+        (lambda: service.collect(ARTICLE, 9, 10, 3), Counts(4, 2, 1), True, True),
+        (lambda: service.like(ARTICLE, 9, 10), Counts(4, 2, 1), True, True),
+        (lambda: service.cancel_like(ARTICLE, 9, 10), Counts(4, 1, 1), False, True),
+        (lambda: service.cancel_collect(ARTICLE, 9, 10), Counts(4, 1, 0), False, False),
+        (lambda: service.collect(ARTICLE, 9, 10, 0), Counts(4, 1, 1), False, True),
+    ]
+    for write, counts, liked, collected in steps:
+        await write()
+        with statements(engine) as executed:
+            intr = await service.get(ARTICLE, 9, 10)
+            other = await service.get(ARTICLE, 9, 11)
+        assert (intr.counts, intr.liked, intr.collected) == (counts, liked, collected)
+        assert (other.counts, other.liked, other.collected) == (counts, True, False)
+        assert executed == []  # both answered from Redis
+    anonymous = await service.get(ARTICLE, 9, 0)
+    assert (anonymous.counts, anonymous.liked, anonymous.collected) == (
+        Counts(4, 1, 1),
+        False,
+        False,
+    )
+
+
+async def test_flags_missing_from_the_cache_are_one_query(
+    interactive_stack: InteractiveStack,
+) -> None:
+    service, engine = interactive_stack.service, interactive_stack.engine
+    await service.like(ARTICLE, 10, 5)
+    await service.get(ARTICLE, 10, 0)  # counts cached; user 6 has no cached flags
+    with statements(engine) as executed:
+        intr = await service.get(ARTICLE, 10, 6)
+    assert (intr.liked, intr.collected) == (False, False)
+    assert len(executed) == 1, executed
+    # A write-through leaves one field (the like); the other is missing, so it is a miss.
+    await interactive_stack.redis.delete(flags_key(ARTICLE, 10, 5))
+    await service.collect(ARTICLE, 10, 5, 0)
+    assert await interactive_stack.redis.hgetall(flags_key(ARTICLE, 10, 5)) == {b"collected": b"1"}
+    with statements(engine) as executed:
+        intr = await service.get(ARTICLE, 10, 5)
+    assert (intr.liked, intr.collected) == (True, True)
+    assert len(executed) == 1, executed
+    assert await interactive_stack.redis.ttl(flags_key(ARTICLE, 10, 5)) in range(890, 901)
+
+
+async def test_a_fill_never_overwrites_a_flag_written_through(
+    interactive_stack: InteractiveStack,
+) -> None:
+    cache = CountsCache(interactive_stack.redis)
+    # A read loaded "not liked" from SQL; meanwhile a like committed and wrote through.
+    await cache.write_flags([(ARTICLE, 11, 5, "liked", True)])
+    await cache.fill_flags(ARTICLE, 11, 5, Flags(liked=False, collected=False))
+    assert (await cache.lookup(ARTICLE, 11, 5))[1] == Flags(liked=True, collected=False)
+
+
+async def test_cached_get_falls_back_to_sql_after_a_flush(
+    interactive_stack: InteractiveStack,
+) -> None:
+    service, engine = interactive_stack.service, interactive_stack.engine
+    await service.like(ARTICLE, 12, 10)
+    await service.collect(ARTICLE, 12, 10, 0)
+    await service.get(ARTICLE, 12, 10)
+    await interactive_stack.redis.flushdb()
+    with statements(engine) as executed:
+        intr = await service.get(ARTICLE, 12, 10)
+    assert (intr.counts, intr.liked, intr.collected) == (Counts(0, 1, 1), True, True)
+    assert executed, "a flushed cache is read from SQL"
+    await service.cancel_like(ARTICLE, 12, 10)
+    with statements(engine) as executed:
+        intr = await service.get(ARTICLE, 12, 10)
+    assert (intr.counts, intr.liked, intr.collected) == (Counts(0, 0, 1), False, True)
+    assert executed == []
+
+
+async def test_flags_follow_writes_made_while_redis_was_down(
+    interactive_stack: InteractiveStack, redis_server: ManagedProcess
+) -> None:
+    service = interactive_stack.service
+    await service.like(ARTICLE, 13, 10)
+    assert (await service.get(ARTICLE, 13, 10)).liked is True  # cached
+    await asyncio.to_thread(redis_server.stop)
+    try:
+        await service.cancel_like(ARTICLE, 13, 10)
+        await service.collect(ARTICLE, 13, 10, 0)
+        intr = await service.get(ARTICLE, 13, 10)
+        assert (intr.counts, intr.liked, intr.collected) == (Counts(0, 0, 1), False, True)
+    finally:
+        await asyncio.to_thread(redis_server.start)
+    # Redis restarted empty: flags and counts refill from SQL, then are served from Redis.
+    for _ in range(2):
+        intr = await service.get(ARTICLE, 13, 10)
+        assert (intr.counts, intr.liked, intr.collected) == (Counts(0, 0, 1), False, True)
+    assert await interactive_stack.redis.exists(flags_key(ARTICLE, 13, 10)) == 1

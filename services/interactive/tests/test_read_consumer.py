@@ -53,7 +53,7 @@ async def service(
     sessions = session_factory(engine)
     cache = CountsCache(redis)
     try:
-        yield InteractiveService(lambda: SqlUnitOfWork(sessions, cache))
+        yield InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache)
     finally:
         await redis.aclose(close_connection_pool=True)
         await engine.dispose()

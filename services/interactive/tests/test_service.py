@@ -9,7 +9,7 @@ from typing import Self
 import pytest
 
 from kit.errors import AppError, ErrorKind
-from services.interactive.domain import Counts
+from services.interactive.domain import Counts, Flags
 from services.interactive.errors import DOMAIN, Reason
 from services.interactive.events import decode_article_read
 from services.interactive.service import WRITE_ATTEMPTS, InteractiveService, WriteConflict
@@ -56,11 +56,8 @@ class ConflictingRepository:
     async def counts_many(self, biz: str, biz_ids: Iterable[int]) -> dict[int, Counts]:
         return {biz_id: Counts(read_cnt=biz_id) for biz_id in biz_ids}
 
-    async def liked(self, biz: str, biz_id: int, uid: int) -> bool:
-        return True
-
-    async def collected(self, biz: str, biz_id: int, uid: int) -> bool:
-        return False
+    async def flags(self, biz: str, biz_id: int, uid: int) -> Flags:
+        return Flags(liked=True, collected=False)
 
 
 class Unit:
@@ -175,3 +172,21 @@ def test_read_events_without_an_article_do_not_decode(value: bytes) -> None:
 def test_read_events_decode() -> None:
     event = events_pb2.ArticleRead(article_id=4, user_id=3, at_ms=1)
     assert decode_article_read(event.SerializeToString()) == event
+
+
+class FullyCached:
+    """A cache that has everything: counts and, for signed-in users, flags."""
+
+    async def lookup(self, biz: str, biz_id: int, uid: int) -> tuple[Counts | None, Flags | None]:
+        return Counts(read_cnt=3), (Flags(liked=True, collected=True) if uid > 0 else None)
+
+
+async def test_a_cached_get_opens_no_unit_of_work() -> None:
+    def no_units() -> Unit:
+        raise AssertionError("a cached get must not open a unit of work")
+
+    service = InteractiveService(no_units, cached=FullyCached())
+    intr = await service.get("article", 1, 5)
+    assert (intr.counts.read_cnt, intr.liked, intr.collected) == (3, True, True)
+    anonymous = await service.get("article", 1, 0)
+    assert (anonymous.counts.read_cnt, anonymous.liked, anonymous.collected) == (3, False, False)
