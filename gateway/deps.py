@@ -107,15 +107,20 @@ class Runtime:
         self._clients = None
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The app's :class:`Runtime`."""
+async def get_runtime(request: Request) -> Runtime:
+    """The app's :class:`Runtime`.
+
+    The dependencies here are ``async`` although they never await: FastAPI runs a plain
+    ``def`` dependency in its thread pool, a thread round trip per request and dependency
+    that costs more CPU than the gateway's whole route body.
+    """
     runtime = request.app.state.runtime
     if not isinstance(runtime, Runtime):
         raise TypeError("app.state.runtime is not set; build the app with create_app")
     return runtime
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """The caller, as authenticated by the login-check middleware."""
     principal = getattr(request.state, "principal", None)
     if not isinstance(principal, Principal):
@@ -124,7 +129,7 @@ def get_principal(request: Request) -> Principal:
     return principal
 
 
-def user_agent(request: Request) -> str:
+async def user_agent(request: Request) -> str:
     """The User-Agent header, empty when absent (tokens are bound to it)."""
     return request.headers.get("user-agent", "")
 

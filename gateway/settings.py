@@ -46,6 +46,10 @@ class GatewaySettings(ClientSettings):
     timezone: str = "Asia/Shanghai"
     # What a logged-in request gets when Redis cannot say whether its session was revoked.
     session_check_on_redis_error: SessionCheckFallback = "deny"
+    # Seconds a session check's answer is reused in process (default 0: ask Redis on every
+    # request, so a logout bites on every replica at once); when set, a
+    # session revoked through another gateway process is accepted here at most this long.
+    session_check_cache_ttl: float = Field(default=0.0, ge=0, le=1)
     # Edge middleware: request ids, rate limits, concurrency and body size (one JSON value).
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     # Seconds each gRPC call may take.

@@ -36,8 +36,8 @@ router = APIRouter(prefix="/comments", tags=["comments"])
 logged_in = [Security(access_token_scheme)]
 
 
-def comment_stub(request: Request) -> CommentServiceAsyncStub:
-    """The comment service stub opened by the gateway's lifespan."""
+async def comment_stub(request: Request) -> CommentServiceAsyncStub:
+    """The comment service stub opened by the gateway's lifespan (async: no thread hop)."""
     stub: CommentServiceAsyncStub = request.app.state.runtime.clients.comment
     return stub
 

@@ -40,8 +40,8 @@ router = APIRouter(prefix="/follow", tags=["follow"])
 logged_in = [Security(access_token_scheme)]
 
 
-def follow_stub(request: Request) -> FollowServiceAsyncStub:
-    """The follow service stub opened by the gateway's lifespan."""
+async def follow_stub(request: Request) -> FollowServiceAsyncStub:
+    """The follow service stub opened by the gateway's lifespan (async: no thread hop)."""
     stub: FollowServiceAsyncStub = request.app.state.runtime.clients.follow
     return stub
 
