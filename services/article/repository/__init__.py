@@ -15,12 +15,12 @@ is filled by the service, which alone may ask the user service for author names.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.sql import SessionFactory
+from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.article.domain import (
     Article,
     ArticleStatus,
@@ -177,50 +177,22 @@ class CachedArticleRepository:
         await self._first_pages.delete(sorted(stale))
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(BaseSqlUnitOfWork[CachedArticleRepository]):
     """One SQL transaction with a :class:`CachedArticleRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, first_pages: FirstPageCache) -> None:
-        self._sessions = sessions
+        super().__init__(sessions)
         self._first_pages = first_pages
-        self._session: AsyncSession | None = None
-        self._articles: CachedArticleRepository | None = None
-        self._committed = False
 
     @property
     def articles(self) -> CachedArticleRepository:
         """The repository of this unit of work (only inside ``async with``)."""
-        if self._articles is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
-        return self._articles
+        return self.repository
 
-    async def __aenter__(self) -> Self:
-        """Open the session; the transaction begins with the first statement."""
-        self._session = self._sessions()
-        self._articles = CachedArticleRepository(ArticleDAO(self._session), self._first_pages)
-        self._committed = False
-        return self
+    def open_repository(self, session: AsyncSession) -> CachedArticleRepository:
+        """The repository bound to this transaction's session."""
+        return CachedArticleRepository(ArticleDAO(session), self._first_pages)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed, then return the connection to the pool."""
-        session, self._session, self._articles = self._session, None, None
-        if session is None:
-            return
-        try:
-            if not self._committed:
-                await session.rollback()
-        finally:
-            await session.close()
-
-    async def commit(self) -> None:
-        """Commit, then drop the first pages the transaction made stale."""
-        if self._session is None or self._articles is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
-        await self._session.commit()
-        self._committed = True
-        await self._articles.invalidate_changed()
+    async def after_commit(self, repository: CachedArticleRepository) -> None:
+        """Update the caches only once the database has the change."""
+        await repository.invalidate_changed()

@@ -11,13 +11,11 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.sql import SessionFactory
+from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.follow.domain import FollowRelation, FollowStats
 from services.follow.repository.cache import FollowStatsCache
 from services.follow.repository.dao import (
@@ -109,52 +107,28 @@ class CachedFollowRepository:
         await self._cache.invalidate(sorted(stale))
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(BaseSqlUnitOfWork[CachedFollowRepository]):
     """One SQL transaction with a :class:`CachedFollowRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, cache: FollowStatsCache) -> None:
-        self._sessions = sessions
+        super().__init__(sessions)
         self._cache = cache
-        self._session: AsyncSession | None = None
-        self._follows: CachedFollowRepository | None = None
-        self._committed = False
 
     @property
     def follows(self) -> CachedFollowRepository:
         """The repository of this unit of work (only inside ``async with``)."""
-        if self._follows is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
-        return self._follows
+        return self.repository
 
-    async def __aenter__(self) -> Self:
-        """Open the session; the transaction begins with the first statement."""
-        self._session = self._sessions()
-        self._follows = CachedFollowRepository(FollowDAO(self._session), self._cache)
-        self._committed = False
-        return self
+    def open_repository(self, session: AsyncSession) -> CachedFollowRepository:
+        """The repository bound to this transaction's session."""
+        return CachedFollowRepository(FollowDAO(session), self._cache)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed, close; deadlocks become :class:`WriteConflict`."""
-        session, self._session, self._follows = self._session, None, None
-        if session is None:
-            return
-        try:
-            if not self._committed:
-                await session.rollback()
-        finally:
-            await session.close()
+    async def after_commit(self, repository: CachedFollowRepository) -> None:
+        """Update the caches only once the database has the change."""
+        await repository.invalidate_changed()
+
+    def translate_block_error(self, exc: BaseException) -> BaseException | None:
+        """Deadlocks and lock timeouts become :class:`WriteConflict` (retryable)."""
         if isinstance(exc, DBAPIError) and is_transient_conflict(exc):
-            raise WriteConflict(str(exc.orig)) from exc
-
-    async def commit(self) -> None:
-        """Commit, then invalidate the cached counts the transaction changed."""
-        if self._session is None or self._follows is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
-        await self._session.commit()
-        self._committed = True
-        await self._follows.invalidate_changed()
+            return WriteConflict(str(exc.orig))
+        return None

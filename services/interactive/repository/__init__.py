@@ -14,13 +14,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from types import TracebackType
-from typing import Self
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.sql import SessionFactory
+from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.interactive.domain import Counts, Flags
 from services.interactive.repository.cache import CountsCache, FlagUpdate
 from services.interactive.repository.dao import (
@@ -126,51 +125,28 @@ class CachedInteractiveRepository:
         await self._cache.write_flags(updates)
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(BaseSqlUnitOfWork[CachedInteractiveRepository]):
     """One SQL transaction with a :class:`CachedInteractiveRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, cache: CountsCache) -> None:
-        self._sessions = sessions
+        super().__init__(sessions)
         self._cache = cache
-        self._session: AsyncSession | None = None
-        self._repository: CachedInteractiveRepository | None = None
-        self._committed = False
 
     @property
     def interactives(self) -> CachedInteractiveRepository:
         """The repository of this unit of work (only inside ``async with``)."""
-        if self._repository is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
-        return self._repository
+        return self.repository
 
-    async def __aenter__(self) -> Self:
-        """Open the session; the transaction begins with the first statement."""
-        self._session = self._sessions()
-        self._repository = CachedInteractiveRepository(InteractiveDAO(self._session), self._cache)
-        self._committed = False
-        return self
+    def open_repository(self, session: AsyncSession) -> CachedInteractiveRepository:
+        """The repository bound to this transaction's session."""
+        return CachedInteractiveRepository(InteractiveDAO(session), self._cache)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed, return the connection; report conflicts as such."""
-        session, self._session, self._repository = self._session, None, None
-        if session is not None:
-            try:
-                if not self._committed:
-                    await session.rollback()
-            finally:
-                await session.close()
+    async def after_commit(self, repository: CachedInteractiveRepository) -> None:
+        """Update the caches only once the database has the change."""
+        await repository.apply_to_cache()
+
+    def translate_block_error(self, exc: BaseException) -> BaseException | None:
+        """Write conflicts (deadlocks, lock timeouts) become :class:`WriteConflict`."""
         if isinstance(exc, DBAPIError) and is_write_conflict(exc):
-            raise WriteConflict(str(exc.orig)) from exc
-
-    async def commit(self) -> None:
-        """Commit, then adjust the cached counts."""
-        if self._session is None or self._repository is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
-        await self._session.commit()
-        self._committed = True
-        await self._repository.apply_to_cache()
+            return WriteConflict(str(exc.orig))
+        return None

@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.sql import SessionFactory
+from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.user.domain import Credentials, NewUser, ProfileEdit, User, WechatInfo
 from services.user.repository.cache import UserProfileCache
 from services.user.repository.dao import UserDAO, UserRow, is_unique_violation
@@ -138,55 +137,28 @@ class CachedUserRepository:
         await self._cache.delete(sorted(stale))
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(BaseSqlUnitOfWork[CachedUserRepository]):
     """One SQL transaction with a :class:`CachedUserRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, cache: UserProfileCache) -> None:
-        self._sessions = sessions
+        super().__init__(sessions)
         self._cache = cache
-        self._session: AsyncSession | None = None
-        self._users: CachedUserRepository | None = None
-        self._committed = False
 
     @property
     def users(self) -> CachedUserRepository:
         """The repository of this unit of work (only inside ``async with``)."""
-        if self._users is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
-        return self._users
+        return self.repository
 
-    async def __aenter__(self) -> Self:
-        """Open the session; the transaction begins with the first statement."""
-        self._session = self._sessions()
-        self._users = CachedUserRepository(UserDAO(self._session), self._cache)
-        self._committed = False
-        return self
+    def open_repository(self, session: AsyncSession) -> CachedUserRepository:
+        """The repository bound to this transaction's session."""
+        return CachedUserRepository(UserDAO(session), self._cache)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed, then return the connection to the pool."""
-        session, self._session, self._users = self._session, None, None
-        if session is None:
-            return
-        try:
-            if not self._committed:
-                await session.rollback()
-        finally:
-            await session.close()
+    async def after_commit(self, repository: CachedUserRepository) -> None:
+        """Update the caches only once the database has the change."""
+        await repository.invalidate_changed()
 
-    async def commit(self) -> None:
-        """Commit, then invalidate the cached profiles the transaction changed."""
-        if self._session is None or self._users is None:
-            raise RuntimeError("use the unit of work inside 'async with'")
-        try:
-            await self._session.commit()
-        except IntegrityError as exc:
-            if is_unique_violation(exc):
-                raise DuplicateKeyError(str(exc.orig)) from exc
-            raise
-        self._committed = True
-        await self._users.invalidate_changed()
+    def translate_commit_error(self, exc: Exception) -> BaseException | None:
+        """A unique-key violation at commit is a :class:`DuplicateKeyError`."""
+        if isinstance(exc, IntegrityError) and is_unique_violation(exc):
+            return DuplicateKeyError(str(exc.orig))
+        return None
