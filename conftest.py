@@ -5,6 +5,8 @@
 - ``mysql_url``: a fresh database on the MariaDB/MySQL server named by
   ``WEBOOK_TEST_MYSQL_URL`` (default ``mysql+asyncmy://root@127.0.0.1:3306``), created for this
   session and dropped after. If the server is unreachable, tests that need it fail, loudly.
+- ``empty_database_url``: parametrised over a fresh SQLite file and the MariaDB database
+  (services migrate it and empty their own tables: ``kit.migrations.migrated_and_emptied``).
 - ``infra_dir``: the session's scratch directory (logs of every process started).
 """
 
@@ -89,6 +91,19 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.flushdb()
     yield client
     await client.aclose()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.integration),
+        pytest.param("mysql", marks=[pytest.mark.integration, pytest.mark.mysql]),
+    ]
+)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Runs a test twice: on a fresh SQLite file, and on the session's MariaDB database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    return str(request.getfixturevalue("mysql_url"))
 
 
 def _mysql_server_url() -> str:

@@ -92,3 +92,21 @@ def schema_drift(connection: Connection, metadata: MetaData, service: str) -> li
         opts={"version_table": f"alembic_version_{service}", "include_object": only_ours},
     )
     return list(compare_metadata(context, metadata))
+
+
+async def migrated_and_emptied(service: str, database_url: str, metadata: MetaData) -> str:
+    """Apply ``service``'s migrations, then delete every row of its own tables (tests).
+
+    A SQLite file is fresh per test; a MySQL database is shared by a whole test session (and
+    by other services' tables, which are left alone), hence the DELETEs, children first.
+    """
+    await upgrade_async(service, database_url)
+    if not database_url.startswith("sqlite"):
+        engine = create_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                for table in reversed(metadata.sorted_tables):
+                    await conn.execute(table.delete())
+        finally:
+            await engine.dispose()
+    return database_url

@@ -8,18 +8,17 @@ database is shared with other services' tests).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import text
 
-from kit.migrations import upgrade_async
+from kit.migrations import migrated_and_emptied
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
 from services.article.domain import tiered_ttl
 from services.article.repository import SqlUnitOfWork
 from services.article.repository.cache import FirstPageCache, RedisPublishedArticleCache
+from services.article.repository.dao import Base
 from services.article.service import ArticleService
 from services.article.tests.fakes import FakeAuthors, FakePopularity, RecordedEvents
 from services.article.tests.stack import ArticleStack
@@ -27,33 +26,10 @@ from services.article.tests.stack import ArticleStack
 BASE_TTL, POPULAR_TTL = 600, 3600
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("mysql", marks=[pytest.mark.integration, pytest.mark.mysql]),
-    ]
-)
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLite file URL, or the session's MariaDB database (sync: ``mysql_url`` runs its own
-    event loop, so it cannot be requested from inside an async fixture)."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'article.db'}"
-    return str(request.getfixturevalue("mysql_url"))
-
-
 @pytest.fixture
 async def database_url(empty_database_url: str) -> str:
-    """A migrated article database with empty article tables."""
-    await upgrade_async("article", empty_database_url)
-    if not empty_database_url.startswith("sqlite"):
-        engine = create_engine(empty_database_url)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(text("DELETE FROM published_articles"))
-                await conn.execute(text("DELETE FROM articles"))
-        finally:
-            await engine.dispose()
-    return empty_database_url
+    """A migrated article database with empty article tables (SQLite and MariaDB)."""
+    return await migrated_and_emptied("article", empty_database_url, Base.metadata)
 
 
 @pytest.fixture

@@ -7,18 +7,16 @@ session's MariaDB database (the comment tables emptied first, since tests share 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import text
 
 from kit.config import Mode
-from kit.migrations import upgrade_async
-from kit.sql import create_engine
+from kit.migrations import migrated_and_emptied
 from services.comment.__main__ import build_runner
+from services.comment.repository.dao import Base
 from services.comment.settings import CommentSettings
 from webook.comment.v1.comment_pb2_grpc import CommentServiceStub
 
@@ -26,32 +24,10 @@ if TYPE_CHECKING:
     from webook.comment.v1.comment_pb2_grpc import CommentServiceAsyncStub
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("mysql", marks=[pytest.mark.integration, pytest.mark.mysql]),
-    ]
-)
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLite file URL, or the session's MariaDB database."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'comment.db'}"
-    return str(request.getfixturevalue("mysql_url"))
-
-
 @pytest.fixture
 async def database_url(empty_database_url: str) -> str:
-    """A migrated comment database with empty tables."""
-    await upgrade_async("comment", empty_database_url)
-    if not empty_database_url.startswith("sqlite"):
-        engine = create_engine(empty_database_url)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(text("DELETE FROM comments"))
-                await conn.execute(text("DELETE FROM comment_counts"))
-        finally:
-            await engine.dispose()
-    return empty_database_url
+    """A migrated comment database with empty comment tables (SQLite and MariaDB)."""
+    return await migrated_and_emptied("comment", empty_database_url, Base.metadata)
 
 
 @pytest.fixture

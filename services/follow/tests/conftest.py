@@ -7,18 +7,16 @@ session's MariaDB database (the follow tables emptied first, since tests share i
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import text
 
 from kit.config import Mode
-from kit.migrations import upgrade_async
-from kit.sql import create_engine
+from kit.migrations import migrated_and_emptied
 from services.follow.__main__ import build_runner
+from services.follow.repository.dao import Base
 from services.follow.settings import FollowSettings
 from webook.follow.v1.follow_pb2_grpc import FollowServiceStub
 
@@ -26,32 +24,10 @@ if TYPE_CHECKING:
     from webook.follow.v1.follow_pb2_grpc import FollowServiceAsyncStub
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("mysql", marks=[pytest.mark.integration, pytest.mark.mysql]),
-    ]
-)
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLite file URL, or the session's MariaDB database."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'follow.db'}"
-    return str(request.getfixturevalue("mysql_url"))
-
-
 @pytest.fixture
 async def database_url(empty_database_url: str) -> str:
-    """A migrated follow database with empty tables."""
-    await upgrade_async("follow", empty_database_url)
-    if not empty_database_url.startswith("sqlite"):
-        engine = create_engine(empty_database_url)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(text("DELETE FROM follow_relations"))
-                await conn.execute(text("DELETE FROM follow_stats"))
-        finally:
-            await engine.dispose()
-    return empty_database_url
+    """A migrated follow database with empty follow tables (SQLite and MariaDB)."""
+    return await migrated_and_emptied("follow", empty_database_url, Base.metadata)
 
 
 @pytest.fixture

@@ -7,47 +7,24 @@ session's MariaDB database (emptied before each test, since tests share it).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import text
 
-from kit.migrations import upgrade_async
+from kit.migrations import migrated_and_emptied
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
 from services.user.repository import SqlUnitOfWork
 from services.user.repository.cache import UserProfileCache
+from services.user.repository.dao import Base
 from services.user.service import UserService
 from services.user.tests.stack import UserStack
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("mysql", marks=[pytest.mark.integration, pytest.mark.mysql]),
-    ]
-)
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLite file URL, or the session's MariaDB database (sync: ``mysql_url`` runs its own
-    event loop, so it cannot be requested from inside an async fixture)."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
-    return str(request.getfixturevalue("mysql_url"))
-
-
 @pytest.fixture
 async def database_url(empty_database_url: str) -> str:
-    """A migrated user database with an empty ``users`` table."""
-    await upgrade_async("user", empty_database_url)
-    if not empty_database_url.startswith("sqlite"):
-        engine = create_engine(empty_database_url)
-        try:
-            async with engine.begin() as conn:
-                await conn.execute(text("DELETE FROM users"))
-        finally:
-            await engine.dispose()
-    return empty_database_url
+    """A migrated user database with empty user tables (SQLite and MariaDB)."""
+    return await migrated_and_emptied("user", empty_database_url, Base.metadata)
 
 
 @pytest.fixture
