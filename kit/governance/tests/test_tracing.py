@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterator
 
@@ -34,6 +35,19 @@ def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     provider.shutdown()
 
 
+async def finished_spans(exporter: InMemorySpanExporter, count: int) -> tuple[ReadableSpan, ...]:
+    """The exporter's spans once ``count`` have ended (bounded wait).
+
+    A server span ends when its handler returns, which can be just after the client already
+    has the answer (always so for an aborted call), so reading the exporter at once races.
+    """
+    for _ in range(500):  # up to ~5 s
+        if len(exporter.get_finished_spans()) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return exporter.get_finished_spans()
+
+
 def by_kind(finished: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
     return [span for span in finished if span.kind is kind]
 
@@ -62,7 +76,7 @@ async def test_client_and_server_spans_form_one_trace_across_two_hops(
 
     await stub.Profile(user_pb2.ProfileRequest(id=1))
 
-    finished = exporter.get_finished_spans()
+    finished = await finished_spans(exporter, 4)
     first_client, second_client = sorted(
         by_kind(finished, SpanKind.CLIENT), key=lambda s: s.start_time or 0
     )
@@ -103,7 +117,7 @@ async def test_non_ok_status_marks_both_spans_as_errors(
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Profile(user_pb2.ProfileRequest(id=MISSING_USER_ID))
 
-    finished = exporter.get_finished_spans()
+    finished = await finished_spans(exporter, 2)
     assert {span.kind for span in finished} == {SpanKind.CLIENT, SpanKind.SERVER}
     for span in finished:
         assert span.status.status_code is StatusCode.ERROR
