@@ -3,7 +3,8 @@
 ``serve`` (the default) configures logging and tracing, builds the process with
 :func:`build_runner` and runs it until SIGTERM/SIGINT. ``migrate`` applies the Alembic
 migrations to ``WEBOOK_USER_DATABASE_URL`` and exits. Settings come from the environment
-(prefix ``WEBOOK_USER_``) and optionally ``--env-file``.
+(prefix ``WEBOOK_USER_``) and optionally ``--env-file``. The process publishes
+``UserChanged`` events (:mod:`services.user.events`) through a non-blocking producer.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from kit.events import EventProducer, ProducerConfig
 from kit.grpcx.cli import ensure_sqlite_directory, run_service
 from kit.grpcx.errors import ServerInterceptorBase
 from kit.grpcx.server import Registration, ServiceRunner
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
+from services.user.events import KafkaUserEvents, topic_specs
 from services.user.grpc_api import UserServicer
 from services.user.repository import SqlUnitOfWork
 from services.user.repository.cache import UserProfileCache
@@ -28,12 +31,34 @@ SERVICE_NAME = "user"
 logger = logging.getLogger(__name__)
 
 
+class UserRunner(ServiceRunner):
+    """The user process: starts the event producer before it accepts calls."""
+
+    def __init__(
+        self,
+        settings: UserSettings,
+        producer: EventProducer,
+        *,
+        registration: Registration | None = None,
+        interceptors: Sequence[ServerInterceptorBase] = (),
+    ) -> None:
+        super().__init__(
+            SERVICE_NAME, settings, registration=registration, interceptors=interceptors
+        )
+        self.producer = producer
+
+    async def start(self) -> int:
+        """Start the producer, then listen, serve and register."""
+        self.producer.start()
+        return await super().start()
+
+
 def build_runner(
     settings: UserSettings,
     *,
     registration: Registration | None = None,
     interceptors: Sequence[ServerInterceptorBase] = (),
-) -> ServiceRunner:
+) -> UserRunner:
     """The whole user service process, not yet started; its shutdown closes every pool.
 
     Call it inside a running event loop (``grpc.aio`` binds its server to the current one).
@@ -43,10 +68,22 @@ def build_runner(
     redis = create_redis(settings.redis_url)
     cache = UserProfileCache(redis, ttl_seconds=settings.profile_cache_ttl_seconds)
     sessions = session_factory(engine)
-    service = UserService(lambda: SqlUnitOfWork(sessions, cache), bcrypt_cost=settings.bcrypt_cost)
-    runner = ServiceRunner(
-        SERVICE_NAME, settings, registration=registration, interceptors=interceptors
+    producer = EventProducer(
+        ProducerConfig(
+            bootstrap=settings.kafka_bootstrap,
+            topics=topic_specs(settings.kafka_topic_partitions),
+            manage_topics=settings.kafka_manage_topics,
+            buffer_size=settings.event_buffer_size,
+            flush_timeout_s=settings.event_flush_timeout_seconds,
+            client_id=f"webook-{SERVICE_NAME}",
+        )
     )
+    service = UserService(
+        lambda: SqlUnitOfWork(sessions, cache),
+        bcrypt_cost=settings.bcrypt_cost,
+        events=KafkaUserEvents(producer),
+    )
+    runner = UserRunner(settings, producer, registration=registration, interceptors=interceptors)
     runner.add_service(
         user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
         user_pb2_grpc.add_UserServiceServicer_to_server,
@@ -57,9 +94,11 @@ def build_runner(
         # The client does not own a pool it was given, so close the pool explicitly.
         await redis.aclose(close_connection_pool=True)
 
-    # Close hooks run after in-flight calls drained, in reverse order: Redis, then SQL.
+    # Close hooks run after in-flight calls drained, in reverse order: the producer flushes
+    # what those calls emitted, then Redis and SQL close.
     runner.on_close(engine.dispose)
     runner.on_close(close_redis)
+    runner.on_close(producer.stop)
     return runner
 
 

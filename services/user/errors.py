@@ -8,7 +8,7 @@ of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
     │                                            USER_PASSWORD_TOO_LONG, USER_INVALID_NICKNAME,
     │                                            USER_INVALID_BIRTHDAY, USER_INVALID_ABOUT_ME,
     │                                            USER_INVALID_PHONE, USER_INVALID_WECHAT_INFO,
-    │                                            USER_TOO_MANY_IDS
+    │                                            USER_TOO_MANY_IDS, USER_INVALID_PAGE
     ├── NotFound         → UserNotFound          USER_NOT_FOUND
     ├── AlreadyExists    → UserAlreadyExists     USER_EMAIL_TAKEN
     ├── Unauthenticated  → UserUnauthenticated   USER_INVALID_CREDENTIALS
@@ -36,6 +36,7 @@ class Reason(StrEnum):
     INVALID_PHONE = "USER_INVALID_PHONE"
     INVALID_WECHAT_INFO = "USER_INVALID_WECHAT_INFO"
     TOO_MANY_IDS = "USER_TOO_MANY_IDS"
+    INVALID_PAGE = "USER_INVALID_PAGE"
     NOT_FOUND = "USER_NOT_FOUND"
     EMAIL_TAKEN = "USER_EMAIL_TAKEN"
     INVALID_CREDENTIALS = "USER_INVALID_CREDENTIALS"

@@ -100,3 +100,10 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         return user_pb2.GetByIdsResponse(
             users={user_id: user_to_proto(user) for user_id, user in users.items()}
         )
+
+    async def ListUsers(
+        self, request: user_pb2.ListUsersRequest, context: Context
+    ) -> user_pb2.ListUsersResponse:
+        """A keyset page of users in id order (internal: reindexing)."""
+        users = await self._service.list_users(request.after_id, request.limit)
+        return user_pb2.ListUsersResponse(users=[user_to_proto(user) for user in users])

@@ -9,6 +9,9 @@ repository owns SQL and caching.
 Uniqueness (email, phone, WeChat open id) is enforced by the database: the repository reports
 a taken key as :class:`DuplicateKeyError`, which signup turns into ``USER_EMAIL_TAKEN`` and the
 find-or-create use cases answer by reading the row the concurrent writer created.
+
+Every created user and every profile edit is reported to :class:`UserEvents` after the
+commit (the search index follows them); reporting never blocks or fails the use case.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from services.user.errors import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_BCRYPT_COST = 10
+MAX_LIST_LIMIT = 1000
 # One retry is enough: a find-or-create that loses the insert race finds the winner's row.
 _FIND_OR_CREATE_ATTEMPTS = 2
 
@@ -88,6 +92,10 @@ class UserRepository(Protocol):
         """Apply ``edit``; ``None`` if the user does not exist. Cached copies go on commit."""
         ...
 
+    async def list_after(self, after_id: int, limit: int) -> list[User]:
+        """Up to ``limit`` users with ids greater than ``after_id``, in id order (database)."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One transaction: ``async with`` it, use :attr:`users`, then :meth:`commit`.
@@ -119,6 +127,14 @@ class UnitOfWork(Protocol):
         ...
 
 
+class UserEvents(Protocol):
+    """Where the service reports changes to searchable fields; calls never block or raise."""
+
+    def user_changed(self, user: User, *, at_ms: int) -> None:
+        """``user`` was created or edited; it carries the committed state."""
+        ...
+
+
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 Clock = Callable[[], datetime]
 
@@ -143,6 +159,8 @@ class UserService:
         units: makes a new :class:`UnitOfWork` per use case.
         bcrypt_cost: bcrypt work factor for new hashes (4..31; each step doubles the time).
         clock: current time in UTC; birthdays are checked against its date.
+        events: where created users and profile edits are reported; ``None`` reports
+            nothing (tools and tests that do not care).
     """
 
     def __init__(
@@ -151,11 +169,17 @@ class UserService:
         *,
         bcrypt_cost: int = DEFAULT_BCRYPT_COST,
         clock: Clock = utc_now,
+        events: UserEvents | None = None,
     ) -> None:
         self._units = units
         self._bcrypt_cost = bcrypt_cost
         self._clock = clock
+        self._events = events
         self._dummy_hash: str | None = None
+
+    def _changed(self, user: User) -> None:
+        if self._events is not None:
+            self._events.user_changed(user, at_ms=self._now_ms())
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
@@ -181,6 +205,7 @@ class UserService:
                 metadata={"field": "email"},
             ) from exc
         logger.info("user signed up", extra={"user_id": user.id})
+        self._changed(user)
         return user
 
     async def _dummy_password_hash(self) -> str:
@@ -242,6 +267,7 @@ class UserService:
                 raise _not_found(user_id)
             await uow.commit()
         logger.info("profile updated", extra={"user_id": user_id})
+        self._changed(user)
         return user
 
     async def find_or_create_by_phone(self, phone: str) -> tuple[User, bool]:
@@ -275,6 +301,7 @@ class UserService:
                     logger.info("find-or-create lost an insert race; reading the winner's row")
                     continue
             logger.info("user created", extra={"user_id": user.id})
+            self._changed(user)
             return user, True
         raise UserUnavailable(
             Reason.CONCURRENT_CONFLICT, "the account is being changed concurrently; try again"
@@ -287,6 +314,21 @@ class UserService:
             return {}
         async with self._units() as uow:
             return await uow.users.get_many(wanted)
+
+    async def list_users(self, after_id: int, limit: int) -> list[User]:
+        """Up to ``limit`` (1..1000) users with ids greater than ``after_id``, in id order.
+
+        Internal: a keyset page for rebuilding derived data (the search index); pass the
+        last id of a page as the next ``after_id``; a short page is the last one.
+        """
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise UserInvalidArgument(
+                Reason.INVALID_PAGE,
+                f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}",
+                metadata={"field": "limit", "max_limit": str(MAX_LIST_LIMIT)},
+            )
+        async with self._units() as uow:
+            return await uow.users.list_after(max(after_id, 0), limit)
 
 
 def _not_found(user_id: int) -> UserNotFound:

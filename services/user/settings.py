@@ -6,7 +6,11 @@ Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings
 - ``WEBOOK_USER_DATABASE_URL``: SQLAlchemy async URL, SQLite file by default;
 - ``WEBOOK_USER_BCRYPT_COST``: bcrypt work factor for new password hashes (default 10;
   prod mode refuses less than 10, tests use 4);
-- ``WEBOOK_USER_PROFILE_CACHE_TTL_SECONDS``: lifetime of cached profiles (default 900).
+- ``WEBOOK_USER_PROFILE_CACHE_TTL_SECONDS``: lifetime of cached profiles (default 900);
+- ``WEBOOK_USER_EVENT_BUFFER_SIZE`` / ``..._EVENT_FLUSH_TIMEOUT_SECONDS``: ``UserChanged``
+  events held while the broker is unreachable (then dropped), and how long shutdown keeps
+  delivering them; ``..._KAFKA_MANAGE_TOPICS`` / ``..._KAFKA_TOPIC_PARTITIONS``: create the
+  topic if missing.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ class UserSettings(GrpcServiceSettings):
     # bcrypt accepts 4..31; every step doubles the cost of signup and login.
     bcrypt_cost: int = Field(default=10, ge=4, le=31)
     profile_cache_ttl_seconds: int = Field(default=900, ge=1)
+    event_buffer_size: int = Field(default=10_000, ge=1)
+    event_flush_timeout_seconds: float = Field(default=5.0, ge=0)
+    kafka_manage_topics: bool = True
+    kafka_topic_partitions: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
     def _refuse_weak_bcrypt_in_prod(self) -> Self:

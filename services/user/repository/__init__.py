@@ -131,6 +131,10 @@ class CachedUserRepository:
         self._stale_ids.add(user_id)
         return user_from_row(row)
 
+    async def list_after(self, after_id: int, limit: int) -> list[User]:
+        """A keyset page of users in id order, from the database (never cached)."""
+        return [user_from_row(row) for row in await self._dao.list_after(after_id, limit)]
+
     async def invalidate_changed(self) -> None:
         """Drop the cached profiles this repository changed (call after the commit)."""
         stale, self._stale_ids = self._stale_ids, set()

@@ -115,6 +115,13 @@ class UserDAO:
         """The row with this exact WeChat open id, or ``None``."""
         return await self._session.scalar(select(UserRow).where(UserRow.wechat_open_id == open_id))
 
+    async def list_after(self, after_id: int, limit: int) -> Sequence[UserRow]:
+        """Up to ``limit`` rows with ids greater than ``after_id``, by id (primary key scan)."""
+        result = await self._session.scalars(
+            select(UserRow).where(UserRow.id > after_id).order_by(UserRow.id).limit(limit)
+        )
+        return result.all()
+
     async def update_profile(
         self,
         user_id: int,

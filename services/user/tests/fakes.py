@@ -131,6 +131,22 @@ class FakeUserRepository:
         self.pending[user_id] = StoredUser(user, stored.password_hash)
         return user
 
+    async def list_after(self, after_id: int, limit: int) -> list[User]:
+        """Visible users with ids above ``after_id``, in id order."""
+        visible = self._visible()
+        return [visible[i].user for i in sorted(visible) if i > after_id][:limit]
+
+
+@dataclass
+class RecordingUserEvents:
+    """``UserEvents`` that keeps what was reported."""
+
+    changed: list[User] = field(default_factory=list)
+
+    def user_changed(self, user: User, *, at_ms: int) -> None:
+        """Record ``user``."""
+        self.changed.append(user)
+
 
 class FakeUnitOfWork:
     """Applies the repository's staged writes to the store on commit."""

@@ -33,14 +33,17 @@ PASSWORD = "hello#123"
 
 
 @pytest.fixture
-async def stub(tmp_path: Path, redis_url: str) -> AsyncIterator[UserServiceAsyncStub]:
-    """A client of a user service served by ``build_runner`` on SQLite and Redis."""
+async def stub(
+    tmp_path: Path, redis_url: str, kafka_bootstrap: str
+) -> AsyncIterator[UserServiceAsyncStub]:
+    """A client of a user service served by ``build_runner`` on SQLite, Redis and Kafka."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
     await upgrade_async("user", database_url)
     settings = UserSettings(
         mode=Mode.TEST,
         database_url=database_url,
         redis_url=redis_url,
+        kafka_bootstrap=kafka_bootstrap,
         grpc_port=0,
         metrics_port=-1,
         bcrypt_cost=4,

@@ -45,12 +45,26 @@ class Hit(_message.Message):
     TITLE_FIELD_NUMBER: _builtins.int
     SNIPPET_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    TITLE_HIGHLIGHT_FIELD_NUMBER: _builtins.int
+    AUTHOR_ID_FIELD_NUMBER: _builtins.int
+    AUTHOR_NAME_FIELD_NUMBER: _builtins.int
+    UTIME_MS_FIELD_NUMBER: _builtins.int
     type: Global___DocType.ValueType
     id: _builtins.int
     title: _builtins.str
+    """Plain text: an article's title, a user's nickname."""
     snippet: _builtins.str
-    """Highlighted snippet (HTML with <em> around matched terms)."""
+    """Highlighted snippet (HTML with <em> around matched terms, everything else escaped) of
+    an article's text or a user's about-me; a plain excerpt when nothing matched there.
+    """
     score: _builtins.float
+    title_highlight: _builtins.str
+    """The title (or nickname) as escaped HTML with <em> around matched terms."""
+    author_id: _builtins.int
+    """Articles only: the author."""
+    author_name: _builtins.str
+    utime_ms: _builtins.int
+    """Last update of the indexed version (ms since the Unix epoch)."""
     def __init__(
         self,
         *,
@@ -59,10 +73,14 @@ class Hit(_message.Message):
         title: _builtins.str = ...,
         snippet: _builtins.str = ...,
         score: _builtins.float = ...,
+        title_highlight: _builtins.str = ...,
+        author_id: _builtins.int = ...,
+        author_name: _builtins.str = ...,
+        utime_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "score", b"score", "snippet", b"snippet", "title", b"title", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_id", b"author_id", "author_name", b"author_name", "id", b"id", "score", b"score", "snippet", b"snippet", "title", b"title", "title_highlight", b"title_highlight", "type", b"type", "utime_ms", b"utime_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -70,6 +88,11 @@ Global___Hit: _TypeAlias = Hit  # noqa: Y015
 
 @_typing.final
 class SearchRequest(_message.Message):
+    """query: free text; words are ANDed, "quoted phrases" match exactly, -word excludes, OR
+    between words makes alternatives. Empty, too long or unparsable queries are refused with
+    INVALID_ARGUMENT (reason SEARCH_INVALID_QUERY).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     QUERY_FIELD_NUMBER: _builtins.int
@@ -122,6 +145,8 @@ Global___SearchResponse: _TypeAlias = SearchResponse  # noqa: Y015
 
 @_typing.final
 class ArticleDoc(_message.Message):
+    """status 2 (published) is indexed; any other status removes the article from the index."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int

@@ -69,6 +69,11 @@ class UserServiceStub:
                 request_serializer=webook_dot_user_dot_v1_dot_user__pb2.GetByIdsRequest.SerializeToString,
                 response_deserializer=webook_dot_user_dot_v1_dot_user__pb2.GetByIdsResponse.FromString,
                 _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/webook.user.v1.UserService/ListUsers',
+                request_serializer=webook_dot_user_dot_v1_dot_user__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=webook_dot_user_dot_v1_dot_user__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -116,6 +121,12 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUsers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +164,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.GetByIds,
                     request_deserializer=webook_dot_user_dot_v1_dot_user__pb2.GetByIdsRequest.FromString,
                     response_serializer=webook_dot_user_dot_v1_dot_user__pb2.GetByIdsResponse.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=webook_dot_user_dot_v1_dot_user__pb2.ListUsersRequest.FromString,
+                    response_serializer=webook_dot_user_dot_v1_dot_user__pb2.ListUsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +360,33 @@ class UserService:
             '/webook.user.v1.UserService/GetByIds',
             webook_dot_user_dot_v1_dot_user__pb2.GetByIdsRequest.SerializeToString,
             webook_dot_user_dot_v1_dot_user__pb2.GetByIdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.user.v1.UserService/ListUsers',
+            webook_dot_user_dot_v1_dot_user__pb2.ListUsersRequest.SerializeToString,
+            webook_dot_user_dot_v1_dot_user__pb2.ListUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,7 @@ class UserServiceStub:
     FindOrCreateByPhone: _grpc.UnaryUnaryMultiCallable[_user_pb2.FindOrCreateByPhoneRequest, _user_pb2.FindOrCreateByPhoneResponse]
     FindOrCreateByWechat: _grpc.UnaryUnaryMultiCallable[_user_pb2.FindOrCreateByWechatRequest, _user_pb2.FindOrCreateByWechatResponse]
     GetByIds: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetByIdsRequest, _user_pb2.GetByIdsResponse]
+    ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
@@ -49,6 +50,7 @@ class UserServiceAsyncStub(UserServiceStub):
     FindOrCreateByPhone: _aio.UnaryUnaryMultiCallable[_user_pb2.FindOrCreateByPhoneRequest, _user_pb2.FindOrCreateByPhoneResponse]  # type: ignore[assignment]
     FindOrCreateByWechat: _aio.UnaryUnaryMultiCallable[_user_pb2.FindOrCreateByWechatRequest, _user_pb2.FindOrCreateByWechatResponse]  # type: ignore[assignment]
     GetByIds: _aio.UnaryUnaryMultiCallable[_user_pb2.GetByIdsRequest, _user_pb2.GetByIdsResponse]  # type: ignore[assignment]
+    ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -99,5 +101,12 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_pb2.GetByIdsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_pb2.GetByIdsResponse, _abc.Awaitable[_user_pb2.GetByIdsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListUsers(
+        self,
+        request: _user_pb2.ListUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_user_pb2.ListUsersResponse, _abc.Awaitable[_user_pb2.ListUsersResponse]]: ...
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
