@@ -8,7 +8,7 @@ PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 REPLICAS ?=
 
-.PHONY: venv run test test-fast proto lint fmt bench chaos clean
+.PHONY: venv run test test-fast proto lint fmt bench chaos soak clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: venv
 
 chaos: venv
 	$(BIN)/python -m pytest -m chaos $(PYTEST_ARGS)
+
+# The mixed workload for SOAK_MINUTES (default 10): RSS drift per process and errors.
+soak: venv
+	$(BIN)/python -m bench._soak --minutes $(or $(SOAK_MINUTES),10)
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
