@@ -1,0 +1,283 @@
+"""The whole webook stack as ``make run`` starts it, observed by a real Prometheus.
+
+:func:`observed_stack` starts every available service (follow twice, so that the gateway's
+balancer has an endpoint to fail over from), the WeChat emulator and the gateway on free
+ports, each gRPC service with an explicit metrics port, then a Prometheus (Debian's
+``prometheus`` package) on a free port with a temporary storage directory, configured from
+``deploy/prometheus/prometheus.yml`` and ``alerts.yml`` and scraping every process each second.
+It never touches a system Prometheus.
+
+The sms service has two providers: a Tencent account whose endpoint refuses connections
+(every send fails over) and the local provider, so failover metrics are real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kit.devstack.infra import ManagedProcess, free_port
+from kit.devstack.suite import (
+    Infra,
+    available_services,
+    gateway_process,
+    migrate,
+    service_process,
+    wechat_emulator_process,
+)
+from tests.deploy.observability_files import PROMETHEUS_DIR
+
+SCRAPE_INTERVAL_S = 1
+# A rule of our own for the rate-limiting dashboard: a burst on /comments/list gets 429s.
+BURST = 5
+BURST_RULE = {
+    "name": "comments_ip",
+    "paths": ["/comments/list"],
+    "key": "ip",
+    "limit": BURST,
+    "period": 60,
+    "burst": BURST,
+}
+MAX_BODY_BYTES = 64 * 1024
+
+
+def prometheus_binary() -> str:
+    """The ``prometheus`` server on PATH, or a failure that says how to install it."""
+    found = shutil.which("prometheus")
+    if found is None:
+        raise AssertionError(
+            "prometheus is not installed: apt-get install prometheus (.ci/run does it)"
+        )
+    return found
+
+
+@dataclass
+class ScrapeTarget:
+    """One process Prometheus scrapes."""
+
+    job: str
+    address: str
+    process: ManagedProcess
+
+    @property
+    def metrics_url(self) -> str:
+        """Its ``/metrics`` URL."""
+        return f"http://{self.address}/metrics"
+
+
+@dataclass
+class Prometheus:
+    """A running Prometheus server and its HTTP API."""
+
+    url: str
+    process: ManagedProcess
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The instant vector (or scalar as one sample) ``expr`` evaluates to now."""
+        params = urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{params}", timeout=10) as answer:
+            body = json.load(answer)
+        assert body["status"] == "success", body
+        data = body["data"]
+        if data["resultType"] in {"scalar", "string"}:
+            return [{"metric": {}, "value": data["result"]}]
+        return list(data["result"])
+
+    def wait_for_scrapes_after(self, moment: float, targets: int, timeout: float = 30) -> None:
+        """Wait until each of ``targets`` live targets was scraped after ``moment`` (epoch s)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fresh = self.query(f"count(timestamp(up == 1) > {moment + SCRAPE_INTERVAL_S})")
+            if fresh and int(float(fresh[0]["value"][1])) >= targets:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus did not scrape {targets} live targets after {moment}")
+
+
+@dataclass
+class ObservedStack:
+    """The processes under test, their scrape targets and the Prometheus scraping them."""
+
+    base_url: str
+    gateway: ManagedProcess
+    services: dict[str, list[ManagedProcess]]
+    grpc_addresses: dict[str, list[str]]
+    targets: list[ScrapeTarget]
+    prometheus: Prometheus
+    sms_log: Path
+    log_dir: Path
+    killed: list[ScrapeTarget] = field(default_factory=list)
+
+    def live_targets(self) -> list[ScrapeTarget]:
+        """Targets whose process still runs."""
+        return [t for t in self.targets if t.process.alive()]
+
+    def wait_for_a_scrape(self) -> None:
+        """Wait until Prometheus scraped every live target once more."""
+        self.prometheus.wait_for_scrapes_after(time.time(), len(self.live_targets()))
+
+
+def _prometheus_config(work: Path, targets: list[ScrapeTarget]) -> Path:
+    """deploy/prometheus's files in ``work``, scraping ``targets`` every second."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"].update(
+        scrape_interval=f"{SCRAPE_INTERVAL_S}s",
+        scrape_timeout=f"{SCRAPE_INTERVAL_S}s",
+        evaluation_interval=f"{SCRAPE_INTERVAL_S}s",
+    )
+    for job in config["scrape_configs"]:
+        for discovery in job.get("file_sd_configs", []):
+            discovery["refresh_interval"] = f"{SCRAPE_INTERVAL_S}s"
+    path = work / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    for rules in config.get("rule_files", []):
+        shutil.copy(PROMETHEUS_DIR / rules, work / rules)
+    (work / "targets").mkdir()
+    groups = [{"targets": [t.address], "labels": {"job": t.job}} for t in targets]
+    (work / "targets" / "webook.json").write_text(json.dumps(groups))
+    return path
+
+
+def _start_prometheus(work: Path, targets: list[ScrapeTarget], log_dir: Path) -> ManagedProcess:
+    config = _prometheus_config(work, targets)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=0.5) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    return ManagedProcess(
+        name="prometheus",
+        argv=[
+            prometheus_binary(),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        log_path=log_dir / "prometheus.log",
+        ready=ready,
+        cwd=work,
+    )
+
+
+@contextmanager
+def observed_stack(
+    work: Path, log_dir: Path, redis_url: str, etcd_endpoint: str, kafka_bootstrap: str
+) -> Iterator[ObservedStack]:
+    """Start everything (see the module docstring); stop it all on exit."""
+    prometheus_binary()
+    data_dir = work / "data"
+    data_dir.mkdir()
+    sms_log = data_dir / "sms.log"
+    infra = Infra(
+        redis_url=redis_url.rsplit("/", 1)[0] + "/2",
+        etcd_endpoints=[etcd_endpoint],
+        kafka_bootstrap=kafka_bootstrap,
+        database_url=f"sqlite+aiosqlite:///{data_dir}",
+        mode="test",
+        extra_env={
+            "{PREFIX}BCRYPT_COST": "4",
+            "{PREFIX}CODE__RESEND_INTERVAL_S": "0.5",
+            "{PREFIX}KAFKA_SESSION_TIMEOUT_MS": "3000",
+            "{PREFIX}KAFKA_HEARTBEAT_INTERVAL_MS": "500",
+            "{PREFIX}READ_BATCH_WAIT_SECONDS": "0.2",
+            # Gauges refreshed in the background, every second instead of every ten.
+            "{PREFIX}KAFKA_LAG_INTERVAL_SECONDS": "1",
+            "{PREFIX}DELIVERY__QUEUE_GAUGE_INTERVAL_S": "1",
+            "{PREFIX}RETRY__BASE_DELAY_S": "0.01",
+            "WEBOOK_GATEWAY_EDGE": json.dumps(
+                {"rate_limits": [BURST_RULE], "max_body_bytes": MAX_BODY_BYTES}
+            ),
+        },
+        sms_log_file=str(sms_log),
+    )
+    names = available_services()
+    for name in names:
+        migrate(name, infra, log_dir)
+    refused = f"http://127.0.0.1:{free_port()}"
+    providers = [
+        {
+            "name": "tencent",
+            "kind": "tencent",
+            "endpoint": refused,
+            "access_key_id": "test-id",
+            "access_key_secret": "test-secret",
+            "app_id": "1400000000",
+            "sign_name": "webook",
+            "timeout_s": 0.5,
+        },
+        {"name": "local", "kind": "local", "log_file": str(sms_log)},
+    ]
+    services: dict[str, list[ManagedProcess]] = {}
+    addresses: dict[str, list[str]] = {}
+    targets: list[ScrapeTarget] = []
+    for name in names:
+        for replica in range(2 if name == "follow" else 1):
+            grpc_port, metrics_port = free_port(), free_port()
+            process = service_process(name, infra, grpc_port, log_dir, replica=replica)
+            assert process.env is not None
+            process.env[f"WEBOOK_{name.upper()}_METRICS_PORT"] = str(metrics_port)
+            if name == "sms":
+                process.env["WEBOOK_SMS_PROVIDERS"] = json.dumps(providers)
+            services.setdefault(name, []).append(process)
+            addresses.setdefault(name, []).append(f"127.0.0.1:{grpc_port}")
+            targets.append(ScrapeTarget(name, f"127.0.0.1:{metrics_port}", process))
+    gateway_port, wechat_port = free_port(), free_port()
+    wechat_base = f"http://127.0.0.1:{wechat_port}"
+    wechat = wechat_emulator_process(wechat_port, log_dir)
+    gateway = gateway_process(infra, gateway_port, {}, log_dir, wechat_base=wechat_base)
+    targets.append(ScrapeTarget("gateway", f"127.0.0.1:{gateway_port}", gateway))
+    with ExitStack() as running:
+        for process in [*(p for group in services.values() for p in group), wechat, gateway]:
+            process.start(timeout=60)
+            running.callback(process.stop)
+        prom_dir = work / "prometheus"
+        prom_dir.mkdir()
+        prometheus = _start_prometheus(prom_dir, targets, log_dir)
+        started = time.time()
+        prometheus.start(timeout=30)
+        running.callback(prometheus.stop)
+        api = Prometheus(f"http://127.0.0.1:{prometheus_port(prometheus)}", prometheus)
+        # Discovery and the first scrapes take a few seconds; a counter must have a sample
+        # from before the traffic for its rate to show that traffic.
+        api.wait_for_scrapes_after(started, len(targets))
+        yield ObservedStack(
+            base_url=f"http://127.0.0.1:{gateway_port}",
+            gateway=gateway,
+            services=services,
+            grpc_addresses=addresses,
+            targets=targets,
+            prometheus=api,
+            sms_log=sms_log,
+            log_dir=log_dir,
+        )
+
+
+def prometheus_port(process: ManagedProcess) -> int:
+    """The port a Prometheus process was told to listen on."""
+    flag = next(a for a in process.argv if a.startswith("--web.listen-address="))
+    return int(flag.rsplit(":", 1)[1])
+
+
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """``promtool`` with ``args`` (a failure that says how to install it when missing)."""
+    found = shutil.which("promtool")
+    if found is None:
+        raise AssertionError("promtool is not installed: apt-get install prometheus (.ci/run)")
+    return subprocess.run([found, *args], capture_output=True, text=True, check=False, timeout=60)

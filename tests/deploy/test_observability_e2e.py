@@ -1,0 +1,89 @@
+"""Dashboards and alerts against the running stack and a real Prometheus scraping it.
+
+- Every metric a dashboard panel or an alert rule names is one that some process of the
+  stack exports (its ``/metrics`` scraped directly), so no panel watches a misspelt name.
+- After traffic through the gateway, every panel's query returns data from Prometheus:
+  at least one series with a number (not NaN), so that no dashboard shows an empty panel.
+- Prometheus loaded the alert rules, and none of them fires on a healthy stack except the
+  instance-count alert's pending state for the follow instance that the traffic killed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kit.devstack.suite import available_services
+from tests.deploy.observability_files import (
+    SERVICE_DASHBOARDS,
+    alert_exprs,
+    concrete,
+    metric_names,
+    panel_queries,
+)
+from tests.deploy.stack import ObservedStack
+
+pytestmark = pytest.mark.e2e
+
+# Series Prometheus itself adds to every scrape.
+SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
+# The window Grafana's $__rate_interval / $__range stand for here: the whole traffic run.
+WINDOW = "2m"
+
+
+def _exported(stack: ObservedStack) -> dict[str, set[str]]:
+    """Sample names each job's live processes export right now."""
+    names: dict[str, set[str]] = {}
+    for target in stack.live_targets():
+        with urllib.request.urlopen(target.metrics_url, timeout=5) as answer:
+            text = answer.read().decode()
+        found = names.setdefault(target.job, set())
+        for family in text_string_to_metric_families(text):
+            found.update(sample.name for sample in family.samples)
+    return names
+
+
+def _panels_for_running_services() -> list[tuple[str, str]]:
+    running = {*available_services(), "gateway"}
+    selected = []
+    for query in panel_queries():
+        service = query.dashboard.removesuffix(".json")
+        if service in SERVICE_DASHBOARDS and service not in running:
+            continue
+        selected.append((query.where, query.expr))
+    return selected
+
+
+def test_every_metric_of_dashboards_and_alerts_is_exported(driven_stack: ObservedStack) -> None:
+    exported = set().union(*_exported(driven_stack).values()) | SYNTHETIC
+    wanted = {(q.where, name) for q in panel_queries() for name in metric_names(q.expr)}
+    wanted |= {
+        (f"alert {alert}", name) for alert, expr in alert_exprs() for name in metric_names(expr)
+    }
+    missing = sorted((where, name) for where, name in wanted if name not in exported)
+    assert not missing, f"not exported by any process: {missing}"
+
+
+def test_every_panel_returns_data(driven_stack: ObservedStack) -> None:
+    empty = []
+    for where, expr in _panels_for_running_services():
+        samples = driven_stack.prometheus.query(concrete(expr, WINDOW))
+        values = [float(s["value"][1]) for s in samples]
+        if not any(not math.isnan(v) for v in values):
+            empty.append((where, concrete(expr, WINDOW), values))
+    assert not empty, "panels without data:\n" + "\n".join(map(str, empty))
+
+
+def test_prometheus_loaded_the_alert_rules(driven_stack: ObservedStack) -> None:
+    with urllib.request.urlopen(f"{driven_stack.prometheus.url}/api/v1/rules", timeout=5) as answer:
+        groups = json.load(answer)["data"]["groups"]
+    loaded = {rule["name"] for group in groups for rule in group["rules"]}
+    assert loaded == {alert for alert, _ in alert_exprs()}
+    unhealthy = [
+        rule["name"] for group in groups for rule in group["rules"] if rule.get("health") != "ok"
+    ]
+    assert not unhealthy, unhealthy

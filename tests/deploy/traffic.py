@@ -1,0 +1,171 @@
+"""Traffic through the gateway that exercises every dashboard panel's metrics.
+
+Signup and login (password and SMS code, wrong passwords and codes included), profile,
+publish, read (read events through Kafka), like, collect, comment, follow, a missing article
+(NOT_FOUND), a burst past a rate limit (429), an oversized body (413), health probes of every
+gRPC instance, and finally a follow instance killed without deregistering, so that the
+gateway's balancer fails over from it and ejects it.
+
+Rates need a counter to change between two scrapes, and a labelled series exists only from
+its first increment: the traffic runs in two rounds with a scrape between them, and the reads
+after the kill are spread over the balancer's ejection period (an ejection, a failed trial
+call, a second ejection).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+import httpx
+
+from kit.devstack.suite import grpc_serving
+from tests.deploy.stack import BURST, MAX_BODY_BYTES, ObservedStack
+
+PASSWORD = "hello#world123"
+USER_AGENT = "webook-observability-e2e/1.0"
+
+
+def _signup_login(client: httpx.Client) -> tuple[int, dict[str, str]]:
+    email = f"ops-{uuid.uuid4().hex[:10]}@example.com"
+    body = {"email": email, "password": PASSWORD, "confirmPassword": PASSWORD}
+    assert client.post("/users/signup", json=body).json()["code"] == 0
+    # A second signup with the same email: ALREADY_EXISTS from the user service.
+    assert client.post("/users/signup", json=body).json()["code"] != 0
+    assert (
+        client.post("/users/login", json={"email": email, "password": "wrong#pass1"}).json()["code"]
+        != 0
+    )
+    login = client.post("/users/login", json={"email": email, "password": PASSWORD})
+    token = login.headers["x-jwt-token"]
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return int(claims["uid"]), {"Authorization": f"Bearer {token}"}
+
+
+def _codes(stack: ObservedStack, phone: str) -> list[str]:
+    if not stack.sms_log.exists():
+        return []
+    lines = stack.sms_log.read_text(encoding="utf-8").splitlines()
+    return [m["args"][0] for m in map(json.loads, lines) if m["numbers"] == [phone]]
+
+
+def _sms_login(client: httpx.Client, stack: ObservedStack) -> None:
+    phone = "139" + "".join(str(secrets.randbelow(10)) for _ in range(8))
+    sent = client.post("/users/login_sms/code/send", json={"phone": phone}).json()
+    assert sent["code"] == 0, sent
+    deadline = time.monotonic() + 10
+    while not _codes(stack, phone):
+        assert time.monotonic() < deadline, "no code in the SMS log"
+        time.sleep(0.05)
+    code = _codes(stack, phone)[-1]
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    assert client.post("/users/login_sms", json={"phone": phone, "code": wrong}).json()["code"]
+    login = client.post("/users/login_sms", json={"phone": phone, "code": code}).json()
+    assert login["code"] == 0, login
+
+
+def _probe_health(stack: ObservedStack) -> None:
+    # What kubelet's gRPC probes do: some services (search) serve no gateway route yet.
+    for addresses in stack.grpc_addresses.values():
+        for address in addresses:
+            grpc_serving(address)
+
+
+# Reads of follow counts after the kill, and the pause between them: longer in total than
+# the balancer's first ejection period (5 s), so that the trial call fails and ejects again.
+FOLLOW_READS_AFTER_KILL = 40
+FOLLOW_READ_PAUSE_S = 0.2
+
+
+def drive(stack: ObservedStack) -> None:
+    """Send the traffic of the module docstring; asserts the answers it relies on."""
+    with httpx.Client(
+        base_url=stack.base_url, headers={"User-Agent": USER_AGENT}, timeout=10
+    ) as client:
+        for _ in range(2):
+            author = _one_round(client, stack)
+            stack.wait_for_a_scrape()
+        _kill_a_follow_instance(client, stack, author)
+
+
+@dataclass(frozen=True)
+class Author:
+    """A signed-in author and the articles published in a round."""
+
+    uid: int
+    headers: dict[str, str]
+    article_ids: list[int]
+
+
+def _one_round(client: httpx.Client, stack: ObservedStack) -> Author:
+    """Every flow once."""
+    author_id, author = _signup_login(client)
+    readers = [_signup_login(client) for _ in range(3)]
+    assert client.get("/users/profile", headers=author).status_code == 200
+    edit = {"nickname": "Ops", "birthday": "1990-01-01", "aboutMe": "dashboards"}
+    assert client.post("/users/edit", json=edit, headers=author).json()["code"] == 0
+    for _ in range(3):
+        _sms_login(client, stack)
+
+    article_ids: list[int] = []
+    for index in range(3):
+        draft = {"title": f"observability {index}", "content": "<p>metrics</p>"}
+        published = client.post("/articles/publish", json=draft, headers=author).json()
+        assert published["code"] == 0, published
+        article_ids.append(int(published["data"]))
+    for _uid, reader in readers:
+        for aid in article_ids:
+            for _ in range(2):
+                read = client.get(f"/articles/pub/{aid}", headers=reader).json()
+                assert read["code"] == 0, read
+        aid = article_ids[0]
+        like = {"id": aid, "like": True}
+        assert client.post("/articles/pub/like", json=like, headers=reader).json()["code"] == 0
+        collect = {"id": aid, "cid": 0}
+        assert (
+            client.post("/articles/pub/collect", json=collect, headers=reader).json()["code"] == 0
+        )
+        comment = {"biz": "article", "bizId": aid, "content": "nice", "parentId": 0}
+        assert client.post("/comments/create", json=comment, headers=reader).json()["code"] == 0
+        follow = {"followee": author_id}
+        assert client.post("/follow/follow", json=follow, headers=reader).json()["code"] == 0
+    missing = client.get("/articles/pub/999999999", headers=readers[0][1]).json()
+    assert missing["code"] != 0
+    assert (
+        client.post("/articles/list", json={"offset": 0, "limit": 10}, headers=author).json()[
+            "code"
+        ]
+        == 0
+    )
+
+    statuses = [
+        client.get("/comments/list", params={"bizId": article_ids[0]}).status_code
+        for _ in range(BURST + 5)
+    ]
+    assert 429 in statuses, statuses
+    too_large = client.post("/articles/edit", content=b"x" * (MAX_BODY_BYTES + 1), headers=author)
+    assert too_large.status_code == 413
+    _probe_health(stack)
+    return Author(author_id, author, article_ids)
+
+
+def _kill_a_follow_instance(client: httpx.Client, stack: ObservedStack, author: Author) -> None:
+    # A follow instance dies without deregistering: its address stays in etcd for the
+    # lease's TTL, and the gateway's reads of follow counts fail over from it.
+    doomed = next(t for t in stack.targets if t.process is stack.services["follow"][1])
+    doomed.process.kill()
+    stack.killed.append(doomed)
+    for index in range(FOLLOW_READS_AFTER_KILL):
+        counts = client.get("/follow/counts", params={"uid": author.uid}).json()
+        assert counts["code"] == 0, counts
+        if index % 10 == 0:
+            stack.wait_for_a_scrape()
+        time.sleep(FOLLOW_READ_PAUSE_S)
+    for aid in author.article_ids:
+        assert client.get(f"/articles/pub/{aid}", headers=author.headers).json()["code"] == 0
+    _probe_health(stack)
