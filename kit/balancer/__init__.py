@@ -7,6 +7,7 @@ weights, ejection with trial calls, failover of idempotent unary calls, and a bo
 in-flight calls per endpoint. See ``docs/registry-and-balancing.md``.
 """
 
+from kit.balancer.calls import UnaryPolicy
 from kit.balancer.channel import (
     BalancedChannel,
     ChannelFactory,
@@ -26,6 +27,7 @@ __all__ = [
     "Health",
     "Policy",
     "SmoothWeightedRoundRobin",
+    "UnaryPolicy",
     "balanced_channel",
     "static_balanced_channel",
 ]

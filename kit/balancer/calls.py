@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from typing import Any, Protocol, cast
 
 import grpc
@@ -30,8 +30,32 @@ RequestIterator = Any
 _LOCAL_CANCELLATION = "Locally cancelled by application!"
 
 
+class UnaryPolicy(Protocol):
+    """Governance around a whole unary call (e.g. :class:`kit.governance.UnaryClientPolicy`).
+
+    ``call`` runs ``run(timeout, metadata)`` (the attempts, with failover) once, or answers
+    without it (a breaker fallback), and returns the response.
+    """
+
+    def call(
+        self,
+        full_method: str,
+        request: Any,
+        budget: float | None,
+        metadata: MetadataArg,
+        run: Callable[[float | None, MetadataArg], Awaitable[Any]],
+    ) -> Awaitable[Any]:
+        """Govern one logical call."""
+        ...
+
+
 class Router(Protocol):
     """What call objects need from the balanced channel."""
+
+    @property
+    def policy(self) -> UnaryPolicy | None:
+        """Governance applied around every unary-unary call, if any."""
+        ...
 
     @property
     def config(self) -> BalancerConfig:
@@ -248,7 +272,17 @@ class BalancedUnaryUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
 
     async def _drive(self) -> Any:
         try:
-            response = await self._attempts()
+            policy = self._owner.router.policy
+            if policy is None:
+                response = await self._attempts()
+            else:
+                response = await policy.call(
+                    self._owner.method,
+                    self._request,
+                    self.time_remaining(),
+                    self._metadata,
+                    self._governed_attempts,
+                )
         except asyncio.CancelledError:
             self._finish(None, None, cancelled=True)
             raise
@@ -257,6 +291,12 @@ class BalancedUnaryUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             raise
         self._finish(response, None, cancelled=False)
         return response
+
+    async def _governed_attempts(self, budget: float | None, metadata: MetadataArg) -> Any:
+        """The attempts, under the timeout and metadata the policy settled on."""
+        self._deadline = None if budget is None else self._loop.time() + budget
+        self._metadata = metadata
+        return await self._attempts()
 
     def _interruption(self) -> asyncio.Future[None] | None:
         """What :meth:`cancel` resolves to stop a wait of an inline-driven call."""

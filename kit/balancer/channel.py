@@ -30,6 +30,7 @@ from kit.balancer.calls import (
     BalancedUnaryUnaryMultiCallable,
     Deserializer,
     Serializer,
+    UnaryPolicy,
     rpc_error,
 )
 from kit.balancer.config import BalancerConfig, Policy
@@ -63,6 +64,9 @@ class BalancedChannel(grpc.aio.Channel):
         config: balancing policy, failover, health and limits.
         interceptors: grpc.aio client interceptors installed on every endpoint channel
             (they run once per attempt).
+        policy: governance run around every unary-unary call as a whole (all its
+            attempts), without grpc.aio's interceptor machinery; see
+            :class:`kit.governance.UnaryClientPolicy`.
         channel_factory: builds an endpoint channel from ``host:port``; default
             ``grpc.aio.insecure_channel`` with ``config.channel_options`` and
             ``interceptors``.
@@ -79,10 +83,12 @@ class BalancedChannel(grpc.aio.Channel):
         config: BalancerConfig | None = None,
         *,
         interceptors: Sequence[Any] = (),
+        policy: UnaryPolicy | None = None,
         channel_factory: ChannelFactory | None = None,
         owns_discovery: bool = False,
     ) -> None:
         self._service = service
+        self._policy = policy
         self._discovery = discovery
         self._config = config or BalancerConfig()
         self._interceptors = tuple(interceptors)
@@ -107,6 +113,11 @@ class BalancedChannel(grpc.aio.Channel):
     def service(self) -> str:
         """The service this channel balances over."""
         return self._service
+
+    @property
+    def policy(self) -> UnaryPolicy | None:
+        """Governance run around every unary-unary call, if any."""
+        return self._policy
 
     @property
     def config(self) -> BalancerConfig:
@@ -438,6 +449,7 @@ async def balanced_channel(
     config: BalancerConfig | None = None,
     *,
     interceptors: Sequence[Any] = (),
+    policy: UnaryPolicy | None = None,
     channel_factory: ChannelFactory | None = None,
 ) -> BalancedChannel:
     """A :class:`BalancedChannel` over ``service``'s instances discovered in ``registry``.
@@ -451,6 +463,7 @@ async def balanced_channel(
         discovery,
         config,
         interceptors=interceptors,
+        policy=policy,
         channel_factory=channel_factory,
         owns_discovery=True,
     )
@@ -462,6 +475,7 @@ async def static_balanced_channel(
     config: BalancerConfig | None = None,
     *,
     interceptors: Sequence[Any] = (),
+    policy: UnaryPolicy | None = None,
     channel_factory: ChannelFactory | None = None,
 ) -> BalancedChannel:
     """A :class:`BalancedChannel` over a fixed list of ``host:port`` (weight 1 each)."""
@@ -470,6 +484,7 @@ async def static_balanced_channel(
         StaticDiscovery.from_addresses(service, addresses),
         config,
         interceptors=interceptors,
+        policy=policy,
         channel_factory=channel_factory,
         owns_discovery=True,
     )

@@ -3,7 +3,9 @@
 Server side: tracing, metrics, load shedding, per-method rate limits, deadline capture.
 Client side: tracing, metrics, deadline propagation, circuit breaking (SRE adaptive
 throttling) with fallbacks. ``server_interceptors`` and ``client_interceptors`` assemble the
-default ordered chains from a ``GovernanceConfig``; see ``docs/governance.md``.
+default ordered chains from a ``GovernanceConfig``; ``UnaryClientPolicy`` runs the client
+chain around a balanced channel's unary calls without grpc.aio interceptors (the fast path
+``kit.grpcx.client.ServiceClients`` uses); see ``docs/governance.md``.
 
 Errors raised locally by client interceptors subclass ``grpc.aio.AioRpcError``:
 ``BreakerOpenError`` (UNAVAILABLE) and ``DeadlineExceededError`` (DEADLINE_EXCEEDED).
@@ -26,6 +28,7 @@ from kit.governance.chain import (
     client_interceptors,
     server_interceptors,
 )
+from kit.governance.client import UnaryClientPolicy
 from kit.governance.context import (
     current_deadline,
     deadline_after,
@@ -74,6 +77,7 @@ __all__ = [
     "ServerTracingInterceptor",
     "SheddingConfig",
     "SlidingWindow",
+    "UnaryClientPolicy",
     "aclose_interceptors",
     "client_chain",
     "client_interceptors",

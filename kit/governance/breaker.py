@@ -236,6 +236,7 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
         self._clock = clock
         self._random = random_source
         self._throttles: dict[str, AdaptiveThrottle] = {}
+        self._gauges: dict[str, tuple[Any, Any]] = {}
 
     def key_for(self, full_method: str | bytes) -> str:
         """The breaker key (and ``target`` metric label) governing ``full_method``."""
@@ -253,11 +254,21 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
         return throttle
 
     def _publish(self, key: str, throttle: AdaptiveThrottle) -> None:
+        gauges = self._gauges.get(key)
+        if gauges is None:
+            # Label lookups take a lock and build a tuple: resolve them once per key.
+            metrics = self._metrics
+            gauges = (
+                metrics.breaker_state.labels(key),
+                metrics.breaker_rejection_probability.labels(key),
+            )
+            self._gauges[key] = gauges
         probability = throttle.rejection_probability()
-        self._metrics.breaker_state.labels(key).set(1.0 if probability > 0 else 0.0)
-        self._metrics.breaker_rejection_probability.labels(key).set(probability)
+        gauges[0].set(1.0 if probability > 0 else 0.0)
+        gauges[1].set(probability)
 
-    def _admit(self, method: RpcMethod) -> tuple[str, AdaptiveThrottle] | BreakerOpenError:
+    def admit(self, method: RpcMethod) -> tuple[str, AdaptiveThrottle] | BreakerOpenError:
+        """Let a call through (its breaker key and throttle) or the error rejecting it."""
         key = self.key_for(method.full)
         throttle = self.throttle_for(method.full)
         if throttle.allow():
@@ -266,11 +277,20 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
         self._publish(key, throttle)
         return BreakerOpenError(key, method.full, throttle.rejection_probability())
 
-    def _record(self, key: str, throttle: AdaptiveThrottle, code: grpc.StatusCode) -> None:
+    def record(self, key: str, throttle: AdaptiveThrottle, code: grpc.StatusCode) -> None:
+        """Feed the final status of an admitted call to its breaker (CANCELLED is ignored)."""
         if code is grpc.StatusCode.CANCELLED:
             return
         throttle.record(accepted=code not in self._config.failure_codes)
         self._publish(key, throttle)
+
+    async def rejected(self, method: RpcMethod, error: BreakerOpenError, request: Any) -> Any:
+        """The answer to a rejected call: its method's fallback, or ``error`` raised."""
+        fallback = self._fallbacks.get(method.full)
+        if fallback is None:
+            raise error
+        answer = fallback(request)
+        return await answer if inspect.isawaitable(answer) else answer
 
     async def intercept_unary_unary(
         self,
@@ -280,21 +300,17 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
     ) -> UnaryUnaryCall | Any:
         """Reject locally (fallback or ``BreakerOpenError``) or run the call and record it."""
         method = parse_method(client_call_details.method)
-        admitted = self._admit(method)
+        admitted = self.admit(method)
         if isinstance(admitted, BreakerOpenError):
-            fallback = self._fallbacks.get(method.full)
-            if fallback is None:
-                raise admitted
-            answer = fallback(request)
-            return await answer if inspect.isawaitable(answer) else answer
+            return await self.rejected(method, admitted, request)
         key, throttle = admitted
         try:
             call = await continuation(client_call_details, request)
             code = await call_status(call)
         except grpc.aio.AioRpcError as exc:
-            self._record(key, throttle, exc.code())
+            self.record(key, throttle, exc.code())
             raise
-        self._record(key, throttle, code)
+        self.record(key, throttle, code)
         return call
 
     async def intercept_unary_stream(
@@ -304,13 +320,13 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
         request: Any,
     ) -> UnaryStreamCall | AsyncIterator[Any]:
         """Reject locally with ``BreakerOpenError`` or run the stream and record its outcome."""
-        admitted = self._admit(parse_method(client_call_details.method))
+        admitted = self.admit(parse_method(client_call_details.method))
         if isinstance(admitted, BreakerOpenError):
             raise admitted
         key, throttle = admitted
         try:
             call = await continuation(client_call_details, request)
         except grpc.aio.AioRpcError as exc:
-            self._record(key, throttle, exc.code())
+            self.record(key, throttle, exc.code())
             raise
-        return observe_stream(call, lambda code, _error: self._record(key, throttle, code))
+        return observe_stream(call, lambda code, _error: self.record(key, throttle, code))

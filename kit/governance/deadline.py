@@ -104,16 +104,22 @@ class ClientDeadlineInterceptor(UnaryUnaryClientInterceptorBase):
 
         Raises ``DeadlineExceededError`` if the current request's deadline has passed.
         """
-        method = parse_method(details.method)
+        return self.bound(parse_method(details.method).full, details.timeout)
+
+    def bound(self, full_method: str, timeout: float | None) -> float | None:
+        """The smallest of ``timeout``, the request's remaining time and the configured one.
+
+        Raises ``DeadlineExceededError`` if the current request's deadline has passed.
+        """
         remaining = remaining_time()
         if remaining is not None and remaining <= 0:
             raise rpc_error(
                 DeadlineExceededError,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"deadline exceeded before calling {method.full}",
+                f"deadline exceeded before calling {full_method}",
             )
-        candidates = (details.timeout, remaining, self._config.timeout_for(method.full))
-        bounds = [t for t in candidates if t is not None]
+        configured = self._config.timeout_for(full_method)
+        bounds = [t for t in (timeout, remaining, configured) if t is not None]
         return min(bounds) if bounds else None
 
     async def intercept_unary_unary(

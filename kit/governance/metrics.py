@@ -129,15 +129,37 @@ class GovernanceMetrics:
             registry=registry,
         )
 
+        # Resolved label children, keyed by (side, method, code): ``labels()`` takes a lock
+        # and validates its arguments on every call, which the hot path need not repeat.
+        self._children: dict[tuple[str, RpcMethod, grpc.StatusCode], tuple[Any, Any]] = {}
+
+    def _pair(self, side: str, method: RpcMethod, code: grpc.StatusCode) -> tuple[Any, Any]:
+        key = (side, method, code)
+        pair = self._children.get(key)
+        if pair is None:
+            counter, histogram = (
+                (self.server_handled, self.server_handling_seconds)
+                if side == "server"
+                else (self.client_handled, self.client_handling_seconds)
+            )
+            pair = (
+                counter.labels(method.service, method.name, code.name),
+                histogram.labels(method.service, method.name),
+            )
+            self._children[key] = pair
+        return pair
+
     def observe_server(self, method: RpcMethod, code: grpc.StatusCode, seconds: float) -> None:
         """Count one finished server RPC."""
-        self.server_handled.labels(method.service, method.name, code.name).inc()
-        self.server_handling_seconds.labels(method.service, method.name).observe(seconds)
+        handled, timing = self._pair("server", method, code)
+        handled.inc()
+        timing.observe(seconds)
 
     def observe_client(self, method: RpcMethod, code: grpc.StatusCode, seconds: float) -> None:
         """Count one finished outgoing RPC."""
-        self.client_handled.labels(method.service, method.name, code.name).inc()
-        self.client_handling_seconds.labels(method.service, method.name).observe(seconds)
+        handled, timing = self._pair("client", method, code)
+        handled.inc()
+        timing.observe(seconds)
 
     def count_rejected(self, method: RpcMethod, reason: str) -> None:
         """Count one RPC refused by the server (``reason``: ``ratelimit`` or ``shed``)."""

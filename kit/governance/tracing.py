@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -119,10 +119,10 @@ class ClientTracingInterceptor(UnaryUnaryClientInterceptorBase):
         """Create spans with ``tracer_provider`` (the global provider if None)."""
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
 
-    def _start(
-        self, details: grpc.aio.ClientCallDetails
-    ) -> tuple[Span, grpc.aio.ClientCallDetails]:
-        method = parse_method(details.method)
+    def start(
+        self, method: RpcMethod, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> tuple[Span, grpc.aio.Metadata]:
+        """Open the CLIENT span of a call to ``method``; ``metadata`` plus its context."""
         span = self._tracer.start_span(
             f"{method.service}/{method.name}",
             kind=SpanKind.CLIENT,
@@ -132,9 +132,25 @@ class ClientTracingInterceptor(UnaryUnaryClientInterceptorBase):
         )
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        with_context = grpc.aio.Metadata(*(metadata or ()))
         for key, value in carrier.items():
-            metadata[key] = value
+            with_context[key] = value
+        return span, with_context
+
+    @staticmethod
+    def finish(span: Span, code: grpc.StatusCode) -> None:
+        """Record the call's final status on its span (ERROR unless OK); does not end it."""
+        _finish(span, code)
+
+    @staticmethod
+    def error_code(span: Span, error: BaseException) -> grpc.StatusCode:
+        """The status a call that raised ``error`` ended with (unexpected errors recorded)."""
+        return _client_error_code(span, error)
+
+    def _start(
+        self, details: grpc.aio.ClientCallDetails
+    ) -> tuple[Span, grpc.aio.ClientCallDetails]:
+        span, metadata = self.start(parse_method(details.method), details.metadata)
         return span, replace_call_details(details, metadata=metadata)
 
     async def intercept_unary_unary(

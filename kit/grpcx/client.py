@@ -11,9 +11,11 @@ for a channel per target service; generated stubs use the channel unchanged::
 Each channel is a :class:`kit.balancer.BalancedChannel` — smooth weighted round robin over
 the instances of the service, failover of idempotent calls, ejection of failing
 endpoints — fed by etcd discovery, or by a static address list when ``peers`` names the
-service (or no etcd is configured). Every endpoint channel carries the governance client
-chain (tracing, metrics, deadline propagation, circuit breaker), shared by all endpoints of
-a service so that the breaker judges the service as a whole. Which methods may fail over is
+service (or no etcd is configured). Every call is governed (tracing, metrics, deadline
+propagation, circuit breaker) by one :class:`kit.governance.UnaryClientPolicy` per service,
+shared by all its endpoints so that the breaker judges the service as a whole; it runs
+around the balanced call (all its attempts) rather than as grpc.aio interceptors on each
+endpoint channel, which costs less and records what the caller saw. Which methods may fail over is
 declared in the protos (:mod:`kit.grpcx.idempotency`).
 """
 
@@ -32,8 +34,8 @@ from kit.governance import (
     DeadlineConfig,
     Fallback,
     GovernanceConfig,
+    UnaryClientPolicy,
     aclose_interceptors,
-    client_interceptors,
 )
 from kit.grpcx.idempotency import declared_idempotent
 from kit.registry import EtcdRegistry, EtcdRegistryConfig, Registry
@@ -97,23 +99,28 @@ class ServiceClients:
             existing = self._channels.get(service)
             if existing is not None:
                 return existing
-            interceptors = client_interceptors(service, self._governance, fallbacks=self._fallbacks)
+            policy = UnaryClientPolicy(service, self._governance, fallbacks=self._fallbacks)
+            interceptors = policy.stream_interceptors()
             if service in self._peers:
                 addresses = [a.strip() for a in self._peers[service].split(",") if a.strip()]
                 created = await static_balanced_channel(
-                    service, addresses, self._balancer, interceptors=interceptors
+                    service, addresses, self._balancer, interceptors=interceptors, policy=policy
                 )
                 source = "static"
             elif self._registry is not None:
                 created = await balanced_channel(
-                    service, self._registry, self._balancer, interceptors=interceptors
+                    service,
+                    self._registry,
+                    self._balancer,
+                    interceptors=interceptors,
+                    policy=policy,
                 )
                 source = "registry"
             else:
                 # Nothing says where the service is: a channel without endpoints, whose calls
                 # fail with UNAVAILABLE, so that the rest of the process keeps working.
                 created = await static_balanced_channel(
-                    service, [], self._balancer, interceptors=interceptors
+                    service, [], self._balancer, interceptors=interceptors, policy=policy
                 )
                 source = "none"
                 logger.warning(

@@ -95,6 +95,11 @@ class ScriptedUserService(user_pb2_grpc.UserServiceServicer):
     ) -> user_pb2.GetByIdsResponse:
         await self._unimplemented(context)
 
+    async def ListUsers(
+        self, request: user_pb2.ListUsersRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.ListUsersResponse:
+        await self._unimplemented(context)
+
 
 class StartServer(Protocol):
     """The ``start_server`` fixture: serves a UserService, returns its address."""
