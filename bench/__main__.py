@@ -3,8 +3,10 @@
 Each benchmark is a module runnable on its own (``python -m bench.<name>``) that measures
 its subject and a baseline in the same run and prints their ratio. This runner discovers
 them, runs each in a fresh interpreter (so one benchmark's processes and memory do not
-affect the next), streams their output, and ends with a summary of what passed and failed.
-``python -m bench NAME...`` runs only the named ones.
+affect the next) and streams their output. Every headline figure a benchmark prints as a
+:mod:`bench._report` line is collected; the run ends with one table of them all (measure,
+ours, baseline measured in the same run, ratio, goal, met) and a line per benchmark with its
+exit status and duration. ``python -m bench NAME...`` runs only the named ones.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench._report import Result, parse
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -34,18 +38,57 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"unknown benchmark(s): {', '.join(unknown)}; known: {discover()}\n")
         return 2
     results: list[tuple[str, int, float]] = []
+    rows: list[Result] = []
+    suite_started = time.monotonic()
     for index, name in enumerate(names, start=1):
-        sys.stdout.write(f"\n=== [{index}/{len(names)}] bench.{name} ===\n")
+        elapsed = time.monotonic() - suite_started
+        sys.stdout.write(f"\n=== [{index}/{len(names)}] bench.{name} (at {elapsed:.0f}s) ===\n")
         sys.stdout.flush()
         started = time.monotonic()
-        code = subprocess.call([sys.executable, "-m", f"bench.{name}"])
+        code, found = run_one(name)
+        rows += found
         results.append((name, code, time.monotonic() - started))
-    sys.stdout.write("\n=== summary ===\n")
+    sys.stdout.write("\n" + table(rows) + "\n")
+    sys.stdout.write("\n=== benchmarks ===\n")
     for name, code, seconds in results:
         sys.stdout.write(
             f"{name:<20} {'ok' if code == 0 else f'FAILED ({code})':<12} {seconds:6.1f}s\n"
         )
     return 0 if all(code == 0 for _, code, _ in results) else 1
+
+
+def run_one(name: str) -> tuple[int, list[Result]]:
+    """Run ``bench.<name>``, streaming its output; its exit code and result rows."""
+    found: list[Result] = []
+    with subprocess.Popen(
+        [sys.executable, "-u", "-m", f"bench.{name}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            row = parse(line)
+            if row is not None:
+                found.append(row)
+    return child.returncode, found
+
+
+def table(rows: list[Result]) -> str:
+    """The results as one Markdown table (also what docs/performance.md shows)."""
+    lines = [
+        "| measure | ours | baseline (same run) | ratio | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(
+            f"| {row.measure} | {row.ours} | {row.baseline} | {ratio} | {row.goal} | {met} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from bench._report import result
 from kit.balancer import (
     BalancedChannel,
     BalancerConfig,
@@ -102,6 +103,8 @@ async def throughput(addr: str) -> None:
         await measure(via_plain, 0.5)  # warm-up
         await measure(via_balanced, 0.5)
         ratios: list[float] = []
+        plain_rates: list[float] = []
+        balanced_rates: list[float] = []
         cpu: dict[str, list[float]] = {"plain": [], "balanced": []}
         for round_no in range(ROUNDS):
             # Alternate which goes first so that drifting background load cancels out.
@@ -112,6 +115,8 @@ async def throughput(addr: str) -> None:
                 ours, ours_cpu = await measure(via_balanced, ROUND_SECONDS)
                 base, base_cpu = await measure(via_plain, ROUND_SECONDS)
             ratios.append(ours / base)
+            plain_rates.append(base)
+            balanced_rates.append(ours)
             cpu["plain"].append(base_cpu)
             cpu["balanced"].append(ours_cpu)
             print(
@@ -123,9 +128,18 @@ async def throughput(addr: str) -> None:
         f"client event-loop CPU per call: plain {plain_cpu:.1f} us, balanced {ours_cpu:.1f} us "
         f"(+{ours_cpu - plain_cpu:.1f} us)"
     )
+    ratio = statistics.median(ratios)
     print(
         f"throughput ratio BalancedChannel / plain grpc.aio channel ({CALLERS} callers): "
-        f"{statistics.median(ratios):.3f} (median of {ROUNDS} rounds; goal >= 0.9)"
+        f"{ratio:.3f} (median of {ROUNDS} rounds; goal >= 0.9)"
+    )
+    result(
+        f"BalancedChannel vs plain grpc.aio channel, {CALLERS} callers",
+        f"{statistics.median(balanced_rates):.0f} calls/s",
+        f"{statistics.median(plain_rates):.0f} calls/s",
+        ratio,
+        ">= 0.9",
+        ratio >= 0.9,
     )
 
 

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench._report import result
 from kit.migrations import upgrade
 from kit.sql import create_engine, session_factory
 from services.comment.domain import Comment
@@ -170,6 +171,14 @@ async def run() -> int:
         ratio = large[name] / small_ms
         worst = max(worst, ratio)
         print(f"{name:<22}{small_ms:>10.3f}{large[name]:>12.3f}{ratio:>8.2f}")
+        result(
+            f"comment {name}, 100k vs 1k comments",
+            f"{large[name]:.2f} ms",
+            f"{small_ms:.2f} ms",
+            ratio,
+            f"<= {GOAL}",
+            ratio <= GOAL,
+        )
     verdict = "OK" if worst <= GOAL else "MISSED"
     took = time.monotonic() - started
     print(f"worst ratio {worst:.2f} (goal <= {GOAL}): {verdict}; took {took:.1f} s")

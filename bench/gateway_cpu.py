@@ -39,6 +39,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message
 
 import bench._floor_app as floor_app
+from bench._report import result
 from gateway.app import create_app
 from gateway.middleware.edge_settings import EdgeSettings
 from gateway.settings import GatewaySettings
@@ -176,6 +177,12 @@ async def _run(redis_url: str, article: str, interactive: str, args: argparse.Na
         profile,
     )
     print(f"{'gateway - floor':<34} {gateway_us - floor_us:8.0f} µs CPU/request")
+    result(
+        "gateway CPU per GET /articles/pub/:id, in process, vs floor app",
+        f"{gateway_us:.0f} µs",
+        f"{floor_us:.0f} µs",
+        gateway_us / floor_us,
+    )
     if profile is not None:
         out = io.StringIO()
         stats = pstats.Stats(profile, stream=out).strip_dirs()

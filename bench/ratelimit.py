@@ -32,6 +32,7 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from bench._report import result
 from kit.devstack.infra import free_port, redis_process
 from kit.ratelimit import LocalTokenBucket, Quota, RedisSlidingWindowLog, TokenBucket
 from kit.redisx import create_redis
@@ -128,6 +129,20 @@ async def compare(url: str) -> None:
     )
     print(f"ratio ours exact per check / limits: {direct_ratio:.2f}")
     verdict = "met" if batched_ratio >= GOAL else "NOT met"
+    result(
+        "Redis sliding window (batched) vs `limits` moving window",
+        f"{statistics.median(rates['batched']):.0f} checks/s",
+        f"{statistics.median(rates['limits']):.0f} checks/s",
+        batched_ratio,
+        f">= {GOAL}",
+        batched_ratio >= GOAL,
+    )
+    result(
+        "Redis sliding window, one EVALSHA per check, vs `limits`",
+        f"{statistics.median(rates['direct']):.0f} checks/s",
+        f"{statistics.median(rates['limits']):.0f} checks/s",
+        direct_ratio,
+    )
     print(
         f"ratio ours batched / limits moving window: {batched_ratio:.2f} "
         f"(median of {ROUNDS} rounds; goal >= {GOAL}: {verdict})"

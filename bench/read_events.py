@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench._report import result
 from kit.devstack.infra import ManagedProcess, free_port, kafka_process, redis_process
 from kit.events import (
     BatchConsumer,
@@ -151,6 +152,8 @@ async def run(bootstrap: str, redis_url: str, scratch: Path) -> float:
     await publish(bootstrap, topic)
     print(f"published {EVENTS} events in {time.perf_counter() - started:.1f}s")
     ratios = []
+    batch_rates: list[float] = []
+    single_rates: list[float] = []
     for round_ in range(1, ROUNDS + 1):
         single = await consume(
             bootstrap, topic, redis_url, scratch, max_batch=1, seconds=PER_MESSAGE_SECONDS
@@ -162,12 +165,22 @@ async def run(bootstrap: str, redis_url: str, scratch: Path) -> float:
             raise RuntimeError(f"batch mode applied only {batch.events} of {EVENTS} events")
         ratio = batch.rate / single.rate
         ratios.append(ratio)
+        batch_rates.append(batch.rate)
+        single_rates.append(single.rate)
         print(
             f"round {round_}: per-message {single.rate:8.0f} events/s ({single.events} events), "
             f"batch {batch.rate:8.0f} events/s ({batch.events} events), ratio {ratio:5.1f}"
         )
     median = statistics.median(ratios)
     print(f"batch / per-message: {median:.1f} (median of {ROUNDS} rounds; goal >= {GOAL:.0f})")
+    result(
+        "read events applied, batch vs per message",
+        f"{statistics.median(batch_rates):.0f} events/s",
+        f"{statistics.median(single_rates):.0f} events/s",
+        median,
+        f">= {GOAL:.0f}",
+        median >= GOAL,
+    )
     return median
 
 

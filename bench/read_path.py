@@ -41,6 +41,7 @@ import httpx
 import psutil
 
 from bench._noop_services import CONTENT, TITLE
+from bench._report import result
 from kit.devstack.infra import (
     ManagedProcess,
     etcd_process,
@@ -380,6 +381,14 @@ def run(floor: Target, ours: Target) -> float:
             f"p50 {p50:6.1f} ms, p99 {p99:6.1f} ms"
         )
     ratio = summary(floor, ours, lambda w: w.rate)
+    result(
+        f"GET /articles/pub/:id vs two-hop floor app, {CONNECTIONS} connections",
+        f"{statistics.median(w.rate for w in ours.windows):.0f} req/s",
+        f"{statistics.median(w.rate for w in floor.windows):.0f} req/s",
+        ratio,
+        f">= {GOAL}",
+        ratio >= GOAL,
+    )
     print(
         f"ours / floor: {ratio:.2f} (medians of {ROUNDS} rounds; goal >= {GOAL}): "
         f"{'met' if ratio >= GOAL else 'NOT met'}"
