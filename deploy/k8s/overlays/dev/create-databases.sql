@@ -1,0 +1,22 @@
+-- Development databases and users, one per service (the passwords match this overlay's Secrets).
+CREATE DATABASE IF NOT EXISTS webook_user CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS 'webook_user'@'%' IDENTIFIED BY 'dev-insecure-user';
+GRANT ALL PRIVILEGES ON webook_user.* TO 'webook_user'@'%';
+CREATE DATABASE IF NOT EXISTS webook_sms CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS 'webook_sms'@'%' IDENTIFIED BY 'dev-insecure-sms';
+GRANT ALL PRIVILEGES ON webook_sms.* TO 'webook_sms'@'%';
+CREATE DATABASE IF NOT EXISTS webook_article CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS 'webook_article'@'%' IDENTIFIED BY 'dev-insecure-article';
+GRANT ALL PRIVILEGES ON webook_article.* TO 'webook_article'@'%';
+CREATE DATABASE IF NOT EXISTS webook_interactive CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS 'webook_interactive'@'%' IDENTIFIED BY 'dev-insecure-interactive';
+GRANT ALL PRIVILEGES ON webook_interactive.* TO 'webook_interactive'@'%';
+CREATE DATABASE IF NOT EXISTS webook_comment CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS 'webook_comment'@'%' IDENTIFIED BY 'dev-insecure-comment';
+GRANT ALL PRIVILEGES ON webook_comment.* TO 'webook_comment'@'%';
+CREATE DATABASE IF NOT EXISTS webook_follow CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS 'webook_follow'@'%' IDENTIFIED BY 'dev-insecure-follow';
+GRANT ALL PRIVILEGES ON webook_follow.* TO 'webook_follow'@'%';
+CREATE DATABASE IF NOT EXISTS webook_search CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS 'webook_search'@'%' IDENTIFIED BY 'dev-insecure-search';
+GRANT ALL PRIVILEGES ON webook_search.* TO 'webook_search'@'%';

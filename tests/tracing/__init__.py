@@ -1,0 +1,1 @@
+"""Tracing across processes: one trace from the gateway to the services and Kafka."""
