@@ -1,0 +1,236 @@
+"""What the search service indexes and answers, as plain data, and the rules of its input.
+
+Two kinds of documents share one index: published articles and users. Each is addressed by
+a :class:`DocKey` ``(type, id)`` and carries a **version** (milliseconds): a change is
+applied only if it is newer than what the index holds (:func:`supersedes`), so events that
+arrive late, twice, or out of order across topics (``ArticlePublished`` and
+``ArticleWithdrawn`` travel on different topics, hence in no common order) cannot bring an
+old state back. A withdrawn article is kept as a *tombstone* (a :class:`Removal` with its
+version) rather than forgotten, and a removal wins a tie with an upsert of the same
+version: a withdrawn article never reappears because a stale publish event arrived after
+the withdrawal.
+
+Queries (:func:`parse_request`): 1..:data:`MAX_QUERY_CHARS` characters of free text after
+trimming; pages of 1..:data:`MAX_PAGE_SIZE` hits (0 means :data:`DEFAULT_PAGE_SIZE`) no deeper
+than :data:`MAX_RESULT_WINDOW` (deep pages of a relevance ranking are expensive and useless;
+Elasticsearch caps them the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from services.search.errors import Reason, SearchInvalidArgument
+
+MAX_QUERY_CHARS: Final = 200
+DEFAULT_PAGE_SIZE: Final = 10
+MAX_PAGE_SIZE: Final = 50
+MAX_RESULT_WINDOW: Final = 1000
+MAX_TITLE_CHARS: Final = 512
+MAX_BODY_CHARS: Final = 200_000
+PUBLISHED_STATUS: Final = 2
+
+
+class DocType(IntEnum):
+    """What a document is; the values are those of the proto's ``DocType``."""
+
+    ARTICLE = 1
+    USER = 2
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DocKey:
+    """One document's identity in the index."""
+
+    type: DocType
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleDoc:
+    """A published article as searched: plain-text title and body (HTML already removed)."""
+
+    id: int
+    title: str
+    body: str
+    author_id: int
+    author_name: str
+    utime_ms: int
+
+    @property
+    def key(self) -> DocKey:
+        """The document's key."""
+        return DocKey(DocType.ARTICLE, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class UserDoc:
+    """A user as searched."""
+
+    id: int
+    nickname: str
+    about_me: str
+    utime_ms: int
+
+    @property
+    def key(self) -> DocKey:
+        """The document's key."""
+        return DocKey(DocType.USER, self.id)
+
+
+Document = ArticleDoc | UserDoc
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Index ``doc`` (replacing whatever the key held) at ``version``."""
+
+    doc: Document
+    version: int
+
+    @property
+    def key(self) -> DocKey:
+        """The key the change applies to."""
+        return self.doc.key
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """Make ``key`` unsearchable at ``version`` (a tombstone keeps the version)."""
+
+    key: DocKey
+    version: int
+
+
+Change = Upsert | Removal
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """What the index holds for a key: its version and whether it is a tombstone."""
+
+    version: int
+    removed: bool
+
+
+def supersedes(change: Change, current: Version | None) -> bool:
+    """Whether ``change`` must replace ``current`` (newer wins; a removal wins a tie)."""
+    if current is None:
+        return True
+    if change.version != current.version:
+        return change.version > current.version
+    return isinstance(change, Removal) and not current.removed
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """A validated query: free text, optional type filter, one page."""
+
+    text: str
+    type: DocType | None
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One result. ``title`` is plain text; the ``*_html`` fields are escaped HTML with
+    ``<em>`` around matched terms."""
+
+    key: DocKey
+    score: float
+    title: str
+    title_html: str
+    snippet_html: str
+    author_id: int
+    author_name: str
+    utime_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """A page of hits and how many documents matched in all."""
+
+    hits: Sequence[SearchHit]
+    total: int
+
+
+def _invalid(reason: Reason, field_name: str, message: str, **limits: str) -> SearchInvalidArgument:
+    return SearchInvalidArgument(reason, message, metadata={"field": field_name, **limits})
+
+
+def parse_request(text: str, doc_type: int, offset: int, limit: int) -> SearchRequest:
+    """A :class:`SearchRequest` from raw input (``doc_type`` 0 = every type)."""
+    query = text.strip()
+    if not query:
+        raise _invalid(Reason.INVALID_QUERY, "query", "the search query is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise _invalid(
+            Reason.INVALID_QUERY,
+            "query",
+            f"the search query is too long ({len(query)} characters, at most {MAX_QUERY_CHARS})",
+            max_chars=str(MAX_QUERY_CHARS),
+        )
+    if "\x00" in query:
+        raise _invalid(Reason.INVALID_QUERY, "query", "the search query contains a NUL character")
+    if doc_type == 0:
+        wanted: DocType | None = None
+    elif doc_type in DocType._value2member_map_:
+        wanted = DocType(doc_type)
+    else:
+        raise _invalid(Reason.INVALID_QUERY, "type", f"unknown document type {doc_type}")
+    size = limit or DEFAULT_PAGE_SIZE
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise _invalid(
+            Reason.INVALID_PAGE,
+            "limit",
+            f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}",
+            max_limit=str(MAX_PAGE_SIZE),
+        )
+    if offset < 0 or offset + size > MAX_RESULT_WINDOW:
+        raise _invalid(
+            Reason.INVALID_PAGE,
+            "offset",
+            f"offset + limit must stay within the first {MAX_RESULT_WINDOW} results",
+            max_window=str(MAX_RESULT_WINDOW),
+        )
+    return SearchRequest(text=query, type=wanted, offset=offset, limit=size)
+
+
+def article_doc(
+    *,
+    article_id: int,
+    title: str,
+    body: str,
+    author_id: int,
+    author_name: str,
+    utime_ms: int,
+) -> ArticleDoc:
+    """An :class:`ArticleDoc` from already plain text; refuses what cannot be indexed."""
+    if article_id <= 0:
+        raise _invalid(
+            Reason.INVALID_DOCUMENT, "id", f"article id must be positive, got {article_id}"
+        )
+    return ArticleDoc(
+        id=article_id,
+        title=title.strip()[:MAX_TITLE_CHARS],
+        body=body[:MAX_BODY_CHARS],
+        author_id=max(author_id, 0),
+        author_name=author_name.strip()[:MAX_TITLE_CHARS],
+        utime_ms=max(utime_ms, 0),
+    )
+
+
+def user_doc(*, user_id: int, nickname: str, about_me: str, utime_ms: int) -> UserDoc:
+    """A :class:`UserDoc`; refuses what cannot be indexed."""
+    if user_id <= 0:
+        raise _invalid(Reason.INVALID_DOCUMENT, "id", f"user id must be positive, got {user_id}")
+    return UserDoc(
+        id=user_id,
+        nickname=nickname.strip()[:MAX_TITLE_CHARS],
+        about_me=about_me[:MAX_BODY_CHARS],
+        utime_ms=max(utime_ms, 0),
+    )

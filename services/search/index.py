@@ -1,0 +1,382 @@
+"""The embedded index: :class:`TantivySearchIndex` implements the service's ``SearchIndex``.
+
+One tantivy index in a directory holds both document types. Its schema:
+
+==============  ==========================  ==============================================
+field           kind                        use
+==============  ==========================  ==============================================
+``key``         raw text, stored            ``a:<id>`` / ``u:<id>``: replace and delete by key
+``kind``        u64, indexed, fast          the :class:`~services.search.domain.DocType`
+``live``        bool, indexed, stored       ``False`` for a tombstone (a withdrawn article)
+``version``     i64, stored                 last applied change (ms), see ``domain.supersedes``
+``doc_id``      i64, stored                 the article or user id
+``utime``       i64, indexed, fast, stored  last update (ms): recency boost and display
+``author_id``   i64, stored                 articles: the author
+``title``       text (CJK/English), stored  article title
+``body``        text, stored                article text (HTML removed)
+``author``      text, stored                article author's name
+``nickname``    text, stored                user nickname
+``about``       text, stored                user about-me
+==============  ==========================  ==============================================
+
+Every change of a batch deletes the key's previous document and adds the new one (a full
+document or a tombstone), then the batch is committed at once and the reader reloaded, so
+a search sees either none or all of a batch. tantivy allows one writer per directory (it
+holds a lock file); the writer lives as long as this object. Tantivy calls block, so they
+run in worker threads: writes in one dedicated thread (they are serialised anyway),
+searches in the default pool.
+
+**Ranking**: BM25 over the fields above with per-field boosts (a match in a title or
+nickname counts :data:`FIELD_BOOSTS` times more), plus a recency boost: a document updated
+within the last 7, 30 or 365 days gets ``recency_boost`` times 1, 0.5 or 0.25 added to its
+score (the bonuses add up), so among equally relevant documents newer ones come first
+while a much better match still wins.
+
+**Query syntax** (tantivy's parser, words ANDed): ``"exact phrase"``, ``-excluded``,
+``a OR b``, ``(grouping)``, ``title:word`` on the text fields above. Unbalanced quotes or
+parentheses and dangling operators are refused (``SEARCH_INVALID_QUERY``) with the
+parser's message; ``word:`` where *word* is not a field is read as plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final
+
+import tantivy
+
+from services.search.analysis import ANALYZER_NAME, excerpt, highlight, text_analyzer
+from services.search.domain import (
+    ArticleDoc,
+    Change,
+    DocKey,
+    DocType,
+    Removal,
+    SearchHit,
+    SearchPage,
+    SearchRequest,
+    Version,
+)
+from services.search.errors import Reason, SearchInvalidArgument
+
+logger = logging.getLogger(__name__)
+
+TEXT_FIELDS: Final = ("title", "body", "author", "nickname", "about")
+FIELD_BOOSTS: Final = {"title": 3.0, "nickname": 3.0, "author": 1.5, "body": 1.0, "about": 1.0}
+SNIPPET_CHARS: Final = 160
+DAY_MS: Final = 86_400_000
+# (window, share of recency_boost) pairs; a document inside several windows gets each bonus.
+RECENCY_WINDOWS: Final = ((7 * DAY_MS, 1.0), (30 * DAY_MS, 0.5), (365 * DAY_MS, 0.25))
+_KEY_PREFIX: Final = {DocType.ARTICLE: "a", DocType.USER: "u"}
+_UNKNOWN_FIELD: Final = "Field does not exist"
+
+
+def key_text(key: DocKey) -> str:
+    """The stored ``key`` term of a document."""
+    return f"{_KEY_PREFIX[key.type]}:{key.id}"
+
+
+def build_schema() -> tantivy.Schema:
+    """The index schema (see the module docstring)."""
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("key", stored=True, tokenizer_name="raw")
+    builder.add_unsigned_field("kind", stored=True, indexed=True, fast=True)
+    builder.add_boolean_field("live", stored=True, indexed=True, fast=True)
+    builder.add_integer_field("version", stored=True)
+    builder.add_integer_field("doc_id", stored=True)
+    builder.add_integer_field("utime", stored=True, indexed=True, fast=True)
+    builder.add_integer_field("author_id", stored=True)
+    for name in TEXT_FIELDS:
+        builder.add_text_field(name, stored=True, tokenizer_name=ANALYZER_NAME)
+    return builder.build()
+
+
+def _count(result: tantivy.SearchResult) -> int:
+    # The count is there when asked for (count=True); the type stubs do not declare it.
+    return int(getattr(result, "count", None) or 0)
+
+
+def _first(doc: tantivy.Document, field: str, default: Any) -> Any:
+    value = doc.get_first(field)
+    return default if value is None else value
+
+
+class TantivySearchIndex:
+    """A tantivy index in ``path`` (created if missing), opened for reading and writing.
+
+    Args:
+        path: the index directory.
+        writer_heap_bytes: memory the writer buffers before it flushes a segment.
+        writer_threads: indexing threads (0: tantivy picks by CPU count).
+        recency_boost: score added to documents updated within the last week (see above).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        writer_heap_bytes: int = 64_000_000,
+        writer_threads: int = 1,
+        recency_boost: float = 1.0,
+    ) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._schema = build_schema()
+        exists = tantivy.Index.exists(str(path))
+        self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
+        self._index.register_tokenizer(ANALYZER_NAME, text_analyzer())
+        self._writer = self._index.writer(heap_size=writer_heap_bytes, num_threads=writer_threads)
+        self._recency_boost = recency_boost
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-writer")
+        self._closed = False
+        self._index.reload()
+        logger.info(
+            "search index opened",
+            extra={"path": str(path), "created": not exists, "docs": self.num_docs()},
+        )
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def write(self, changes: Sequence[Change]) -> None:
+        """Apply ``changes`` (at most one per key) and commit them as one batch."""
+        if changes:
+            await asyncio.get_running_loop().run_in_executor(
+                self._write_thread, self._write_sync, list(changes)
+            )
+
+    def _write_sync(self, changes: list[Change]) -> None:
+        writer = self._writer
+        try:
+            for change in changes:
+                writer.delete_documents_by_term("key", key_text(change.key))
+                writer.add_document(self._document(change))
+            writer.commit()
+        except BaseException:
+            # Nothing of a failed batch may linger in the writer for the next commit.
+            writer.rollback()
+            raise
+        self._index.reload()
+
+    def _document(self, change: Change) -> tantivy.Document:
+        doc = tantivy.Document()
+        key = change.key
+        doc.add_text("key", key_text(key))
+        doc.add_unsigned("kind", int(key.type))
+        doc.add_integer("doc_id", key.id)
+        doc.add_integer("version", change.version)
+        if isinstance(change, Removal):
+            doc.add_boolean("live", False)
+            return doc
+        doc.add_boolean("live", True)
+        source = change.doc
+        doc.add_integer("utime", source.utime_ms)
+        if isinstance(source, ArticleDoc):
+            doc.add_integer("author_id", source.author_id)
+            doc.add_text("title", source.title)
+            doc.add_text("body", source.body)
+            doc.add_text("author", source.author_name)
+        else:
+            doc.add_text("nickname", source.nickname)
+            doc.add_text("about", source.about_me)
+        return doc
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def versions(self, keys: Collection[DocKey]) -> dict[DocKey, Version]:
+        """What the committed index holds for ``keys`` (absent keys are missing)."""
+        if not keys:
+            return {}
+        return await asyncio.to_thread(self._versions_sync, list(keys))
+
+    def _versions_sync(self, keys: list[DocKey]) -> dict[DocKey, Version]:
+        by_text = {key_text(key): key for key in keys}
+        searcher = self._index.searcher()
+        query = tantivy.Query.term_set_query(self._schema, "key", list(by_text))
+        found: dict[DocKey, Version] = {}
+        for _, address in searcher.search(query, limit=len(by_text) * 2, count=False).hits:
+            doc = searcher.doc(address)
+            key = by_text[_first(doc, "key", "")]
+            found[key] = Version(
+                version=int(_first(doc, "version", 0)), removed=not _first(doc, "live", True)
+            )
+        return found
+
+    def num_docs(self) -> dict[DocType, int]:
+        """Searchable documents of each type (tombstones excluded)."""
+        searcher = self._index.searcher()
+        counts: dict[DocType, int] = {}
+        for doc_type in DocType:
+            query = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, self._kind_filter(doc_type)),
+                    (tantivy.Occur.Must, self._live_filter()),
+                ]
+            )
+            counts[doc_type] = _count(searcher.search(query, limit=1, count=True))
+        return counts
+
+    async def live_ids(self, doc_type: DocType) -> set[int]:
+        """Ids of every searchable document of ``doc_type`` (reindex: what to sweep)."""
+        return await asyncio.to_thread(self._live_ids_sync, doc_type)
+
+    def _live_ids_sync(self, doc_type: DocType) -> set[int]:
+        searcher = self._index.searcher()
+        query = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Must, self._kind_filter(doc_type)),
+                (tantivy.Occur.Must, self._live_filter()),
+            ]
+        )
+        total = _count(searcher.search(query, limit=1, count=True))
+        if total == 0:
+            return set()
+        hits = searcher.search(query, limit=total, count=False).hits
+        return {int(_first(searcher.doc(address), "doc_id", 0)) for _, address in hits}
+
+    async def search(
+        self, request: SearchRequest, *, exclude: Collection[DocKey] = (), now_ms: int
+    ) -> SearchPage:
+        """One page of live documents matching ``request``, best first, minus ``exclude``.
+
+        Raises :class:`SearchInvalidArgument` (``SEARCH_INVALID_QUERY``) for a query the
+        parser refuses.
+        """
+        return await asyncio.to_thread(self._search_sync, request, list(exclude), now_ms)
+
+    def _parse(self, text: str) -> tantivy.Query:
+        try:
+            return self._parse_strict(text)
+        except ValueError as exc:
+            if not str(exc).startswith(_UNKNOWN_FIELD):
+                raise SearchInvalidArgument(
+                    Reason.INVALID_QUERY,
+                    f"cannot parse the search query ({exc}); check quotes, parentheses "
+                    "and AND/OR/NOT",
+                    metadata={"field": "query"},
+                ) from exc
+        # "word:" that names no field is plain text ("Python: tips", "12:30").
+        try:
+            return self._parse_strict(text.replace(":", " "))
+        except ValueError as exc:
+            raise SearchInvalidArgument(
+                Reason.INVALID_QUERY,
+                f"cannot parse the search query ({exc})",
+                metadata={"field": "query"},
+            ) from exc
+
+    def _parse_strict(self, text: str) -> tantivy.Query:
+        return self._index.parse_query(
+            text,
+            default_field_names=list(TEXT_FIELDS),
+            field_boosts=FIELD_BOOSTS,
+            conjunction_by_default=True,
+        )
+
+    def _kind_filter(self, doc_type: DocType) -> tantivy.Query:
+        return tantivy.Query.const_score_query(
+            tantivy.Query.term_query(self._schema, "kind", int(doc_type)), 0.0
+        )
+
+    def _live_filter(self) -> tantivy.Query:
+        return tantivy.Query.const_score_query(
+            tantivy.Query.term_query(self._schema, "live", True), 0.0
+        )
+
+    def _full_query(
+        self, text_query: tantivy.Query, request: SearchRequest, exclude: list[DocKey], now_ms: int
+    ) -> tantivy.Query:
+        clauses: list[tuple[tantivy.Occur, tantivy.Query]] = [
+            (tantivy.Occur.Must, text_query),
+            (tantivy.Occur.Must, self._live_filter()),
+        ]
+        if request.type is not None:
+            clauses.append((tantivy.Occur.Must, self._kind_filter(request.type)))
+        if exclude:
+            clauses.append(
+                (
+                    tantivy.Occur.MustNot,
+                    tantivy.Query.term_set_query(
+                        self._schema, "key", [key_text(key) for key in exclude]
+                    ),
+                )
+            )
+        if self._recency_boost > 0:
+            for window_ms, share in RECENCY_WINDOWS:
+                recent = tantivy.Query.range_query(
+                    self._schema,
+                    "utime",
+                    tantivy.FieldType.Integer,
+                    lower_bound=now_ms - window_ms,
+                )
+                clauses.append(
+                    (
+                        tantivy.Occur.Should,
+                        tantivy.Query.const_score_query(recent, self._recency_boost * share),
+                    )
+                )
+        return tantivy.Query.boolean_query(clauses)
+
+    def _search_sync(
+        self, request: SearchRequest, exclude: list[DocKey], now_ms: int
+    ) -> SearchPage:
+        text_query = self._parse(request.text)
+        query = self._full_query(text_query, request, exclude, now_ms)
+        searcher = self._index.searcher()
+        result = searcher.search(query, limit=request.limit, offset=request.offset, count=True)
+        generators: dict[str, tantivy.SnippetGenerator] = {}
+
+        def marked(doc: tantivy.Document, field: str, whole: bool) -> str:
+            text = str(_first(doc, field, ""))
+            if not text:
+                return ""
+            generator = generators.get(field)
+            if generator is None:
+                generator = tantivy.SnippetGenerator.create(
+                    searcher, text_query, self._schema, field
+                )
+                generator.set_max_num_chars(
+                    len(text.encode("utf-8")) + 1 if whole else SNIPPET_CHARS
+                )
+                generators[field] = generator
+            elif whole:
+                generator.set_max_num_chars(len(text.encode("utf-8")) + 1)
+            snippet = generator.snippet_from_doc(doc)
+            ranges = [(r.start, r.end) for r in snippet.highlighted()]
+            if not ranges:
+                return excerpt(text, len(text) if whole else SNIPPET_CHARS)
+            return highlight(snippet.fragment(), ranges)
+
+        hits: list[SearchHit] = []
+        for score, address in result.hits:
+            doc = searcher.doc(address)
+            doc_type = DocType(int(_first(doc, "kind", DocType.ARTICLE)))
+            title_field, text_field = (
+                ("title", "body") if doc_type is DocType.ARTICLE else ("nickname", "about")
+            )
+            hits.append(
+                SearchHit(
+                    key=DocKey(doc_type, int(_first(doc, "doc_id", 0))),
+                    score=float(score),
+                    title=str(_first(doc, title_field, "")),
+                    title_html=marked(doc, title_field, whole=True),
+                    snippet_html=marked(doc, text_field, whole=False),
+                    author_id=int(_first(doc, "author_id", 0)),
+                    author_name=str(_first(doc, "author", "")),
+                    utime_ms=int(_first(doc, "utime", 0)),
+                )
+            )
+        return SearchPage(hits=hits, total=_count(result))
+
+    async def close(self) -> None:
+        """Wait for background merges, release the writer's lock and the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._write_thread, self._writer.wait_merging_threads)
+        self._write_thread.shutdown(wait=True)
+        logger.info("search index closed", extra={"path": str(self.path)})

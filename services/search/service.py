@@ -1,0 +1,420 @@
+"""Use cases of the search service and the ports they need.
+
+- :class:`SearchService` answers queries (:meth:`~SearchService.search`) and takes changes
+  from every sync path (Kafka events, the ``SyncService`` RPCs, reindexing) through
+  :meth:`~SearchService.apply`.
+- :class:`BatchedIndexWriter` is the single way into the index: changes are checked against
+  the versions the index (or the pending batch) holds (:func:`~services.search.domain.supersedes`),
+  collected, and written as one commit every ``commit_interval_s`` or as soon as
+  ``max_batch`` changes wait. :meth:`~BatchedIndexWriter.submit` returns once its changes
+  are committed (group commit), so a Kafka batch is acknowledged only after it is durable,
+  and an RPC answers OK only for a change a restart will keep.
+- **Tombstone filter**: a removal (withdrawn article) hides the article from searches as
+  soon as it is accepted, before its commit: searches exclude the keys of pending and
+  in-flight removals. So results never include an article once its withdrawal reached the
+  service, whatever the commit interval.
+- :class:`Reindexer` rebuilds the index from the source services (ports
+  :class:`PublishedArticles` and :class:`UserDirectory`): every published article and
+  every user is offered at its ``utime`` version, then indexed articles the source no
+  longer lists are removed at the version of the rebuild's start (a change that happened
+  during the rebuild is newer and wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import Protocol
+
+from opentelemetry import trace
+
+from services.search import metrics
+from services.search.domain import (
+    ArticleDoc,
+    Change,
+    DocKey,
+    DocType,
+    Removal,
+    SearchPage,
+    SearchRequest,
+    Upsert,
+    UserDoc,
+    Version,
+    parse_request,
+    supersedes,
+)
+from services.search.errors import Reason, SearchInvalidArgument, SearchUnavailable
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+Clock = Callable[[], int]
+_TYPE_LABEL = {None: "all", DocType.ARTICLE: "article", DocType.USER: "user"}
+
+
+def now_ms() -> int:
+    """Milliseconds since the Unix epoch."""
+    return time.time_ns() // 1_000_000
+
+
+class SearchIndex(Protocol):
+    """Where documents are stored and matched (the embedded tantivy index by default)."""
+
+    async def write(self, changes: Sequence[Change]) -> None:
+        """Apply ``changes`` (at most one per key) and commit them together; raise on failure."""
+        ...
+
+    async def versions(self, keys: Collection[DocKey]) -> dict[DocKey, Version]:
+        """The committed version of each of ``keys`` the index holds."""
+        ...
+
+    async def live_ids(self, doc_type: DocType) -> set[int]:
+        """Ids of every searchable document of ``doc_type``."""
+        ...
+
+    async def search(
+        self, request: SearchRequest, *, exclude: Collection[DocKey] = (), now_ms: int
+    ) -> SearchPage:
+        """A page of live documents matching ``request`` except ``exclude``."""
+        ...
+
+    def num_docs(self) -> dict[DocType, int]:
+        """Searchable documents per type."""
+        ...
+
+
+class BatchedIndexWriter:
+    """Versioned, batched, group-committed writes to a :class:`SearchIndex`.
+
+    :meth:`start` the background committer inside the running loop; :meth:`stop` commits
+    what is pending and ends it.
+    """
+
+    def __init__(
+        self,
+        index: SearchIndex,
+        *,
+        commit_interval_s: float = 0.5,
+        max_batch: int = 1000,
+        retry_backoff_s: float = 0.5,
+    ) -> None:
+        self._index = index
+        self._interval = commit_interval_s
+        self._max_batch = max_batch
+        self._retry_backoff = retry_backoff_s
+        self._pending: dict[DocKey, Change] = {}
+        self._in_flight: dict[DocKey, Change] = {}
+        self._batch_done: asyncio.Future[None] | None = None
+        # Held while versions are read and pending changes updated, and while a batch is
+        # written: a version read never sees a batch half committed.
+        self._lock = asyncio.Lock()
+        self._has_pending = asyncio.Event()
+        self._full = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Changes accepted and not yet committed."""
+        return len(self._pending) + len(self._in_flight)
+
+    def hidden_keys(self) -> frozenset[DocKey]:
+        """Keys of accepted, not yet committed removals: searches must not show them."""
+        return frozenset(
+            key
+            for batch in (self._in_flight, self._pending)
+            for key, change in batch.items()
+            if isinstance(change, Removal)
+        ) - frozenset(k for k, c in self._pending.items() if isinstance(c, Upsert))
+
+    def start(self) -> None:
+        """Start committing in the background."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="search-index-committer")
+
+    async def stop(self) -> None:
+        """Commit what is pending (one last attempt), then stop."""
+        self._stopping = True
+        self._full.set()
+        self._has_pending.set()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+        if self._pending:
+            logger.warning("pending index changes lost at stop", extra={"count": self.pending})
+            self._fail_batch(SearchUnavailable(Reason.INDEX_UNAVAILABLE, "the index is stopping"))
+
+    async def submit(self, changes: Sequence[Change]) -> tuple[int, int]:
+        """Offer ``changes``; returns ``(applied, superseded)`` once the applied ones are
+        committed. Raises :class:`SearchUnavailable` if their commit failed or the writer is
+        stopping; the caller may offer them again (stale duplicates are ignored)."""
+        if self._stopping:
+            raise SearchUnavailable(Reason.INDEX_UNAVAILABLE, "the search index is stopping")
+        if not changes:
+            return 0, 0
+        async with self._lock:
+            keys = {change.key for change in changes}
+            committed = await self._index.versions(keys - self._pending.keys())
+            applied = 0
+            for change in changes:
+                held = self._pending.get(change.key)
+                current = _version_of(held) if held is not None else committed.get(change.key)
+                if supersedes(change, current):
+                    self._pending[change.key] = change
+                    committed[change.key] = _version_of(change)
+                    applied += 1
+            superseded = len(changes) - applied
+            if not self._pending:
+                return applied, superseded
+            done = self._current_batch()
+            metrics.PENDING_CHANGES.set(self.pending)
+            self._has_pending.set()
+            if len(self._pending) >= self._max_batch:
+                self._full.set()
+        # Waiting for the batch even when every change was superseded by a pending one:
+        # that pending change (possibly our own earlier offer) is not durable yet.
+        await asyncio.shield(done)
+        return applied, superseded
+
+    def _current_batch(self) -> asyncio.Future[None]:
+        if self._batch_done is None:
+            self._batch_done = asyncio.get_running_loop().create_future()
+        return self._batch_done
+
+    async def _run(self) -> None:
+        while True:
+            await self._has_pending.wait()
+            if not self._pending:
+                self._has_pending.clear()
+                if self._stopping:
+                    return
+                continue
+            # Group commit: whatever arrives within the interval goes into this batch.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self._interval)
+            ok = await self._commit()
+            if self._stopping:
+                # One last attempt only: a failed final batch is reported by stop().
+                return
+            if not ok:
+                await asyncio.sleep(self._retry_backoff)
+
+    async def _commit(self) -> bool:
+        async with self._lock:
+            batch, self._pending = self._pending, {}
+            done, self._batch_done = self._batch_done, None
+            self._in_flight = batch
+            self._full.clear()
+            self._has_pending.clear()
+            started = time.perf_counter()
+            try:
+                with tracer.start_as_current_span(
+                    "search.index.commit", attributes={"search.batch_size": len(batch)}
+                ):
+                    await self._index.write(list(batch.values()))
+            except Exception as exc:
+                metrics.COMMITS.labels("error").inc()
+                logger.exception("index commit failed; retrying", extra={"changes": len(batch)})
+                # Keep them (removals keep hiding their articles), unless newer ones came.
+                for key, change in batch.items():
+                    newer = self._pending.get(key)
+                    if newer is None or supersedes(change, _version_of(newer)):
+                        self._pending[key] = change
+                self._in_flight = {}
+                self._has_pending.set()
+                if done is not None and not done.done():
+                    done.set_exception(
+                        SearchUnavailable(
+                            Reason.INDEX_UNAVAILABLE, f"the search index could not commit: {exc}"
+                        )
+                    )
+                    # Nobody may be waiting; do not let asyncio report the exception.
+                    done.exception()
+                return False
+            finally:
+                metrics.PENDING_CHANGES.set(self.pending)
+            self._in_flight = {}
+            metrics.COMMITS.labels("ok").inc()
+            metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+            metrics.COMMIT_BATCH.observe(len(batch))
+            metrics.PENDING_CHANGES.set(self.pending)
+            self._refresh_counts()
+            if done is not None and not done.done():
+                done.set_result(None)
+            return True
+
+    def _refresh_counts(self) -> None:
+        try:
+            counts = self._index.num_docs()
+        except Exception:
+            logger.warning("counting index documents failed", exc_info=True)
+            return
+        for doc_type, count in counts.items():
+            metrics.INDEX_DOCUMENTS.labels(_TYPE_LABEL[doc_type]).set(count)
+
+    def _fail_batch(self, error: Exception) -> None:
+        done, self._batch_done = self._batch_done, None
+        self._pending = {}
+        metrics.PENDING_CHANGES.set(self.pending)
+        if done is not None and not done.done():
+            done.set_exception(error)
+            done.exception()
+
+
+def _version_of(change: Change) -> Version:
+    return Version(change.version, isinstance(change, Removal))
+
+
+class SearchService:
+    """Queries and index changes."""
+
+    def __init__(
+        self, index: SearchIndex, writer: BatchedIndexWriter, *, clock: Clock = now_ms
+    ) -> None:
+        self._index = index
+        self._writer = writer
+        self._clock = clock
+
+    async def search(self, text: str, doc_type: int, offset: int, limit: int) -> SearchPage:
+        """A page of hits for ``text`` (``doc_type`` 0: articles and users).
+
+        Raises :class:`SearchInvalidArgument` (``SEARCH_INVALID_QUERY`` or
+        ``SEARCH_INVALID_PAGE``) for bad input and :class:`SearchUnavailable` when the
+        index cannot be read.
+        """
+        started = time.perf_counter()
+        label = _TYPE_LABEL.get(DocType(doc_type) if doc_type in (1, 2) else None, "all")
+        try:
+            request = parse_request(text, doc_type, offset, limit)
+            with tracer.start_as_current_span(
+                "search.query", attributes={"search.type": label, "search.limit": request.limit}
+            ) as span:
+                page = await self._index.search(
+                    request, exclude=self._writer.hidden_keys(), now_ms=self._clock()
+                )
+                span.set_attribute("search.total", page.total)
+        except SearchInvalidArgument:
+            metrics.QUERIES.labels(label, "invalid").inc()
+            raise
+        except Exception as exc:
+            metrics.QUERIES.labels(label, "error").inc()
+            if isinstance(exc, SearchUnavailable):
+                raise
+            raise SearchUnavailable(
+                Reason.INDEX_UNAVAILABLE, "the search index cannot be read now"
+            ) from exc
+        metrics.QUERIES.labels(label, "ok").inc()
+        metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
+        return page
+
+    async def apply(self, changes: Sequence[Change], *, source: str) -> int:
+        """Offer ``changes`` to the index; returns how many were newer than what it held.
+
+        Returns once they are committed; raises :class:`SearchUnavailable` if the commit
+        failed (offer them again).
+        """
+        applied, superseded = await self._writer.submit(changes)
+        metrics.SYNC_CHANGES.labels(source, "applied").inc(applied)
+        metrics.SYNC_CHANGES.labels(source, "superseded").inc(superseded)
+        if changes:
+            logger.debug(
+                "index changes applied",
+                extra={"source": source, "applied": applied, "superseded": superseded},
+            )
+        return applied
+
+    async def put_article(self, doc: ArticleDoc, *, version: int | None = None) -> int:
+        """Index a published article (version: its ``utime``, or now when unknown)."""
+        return await self.apply(
+            [Upsert(doc, version or doc.utime_ms or self._clock())], source="grpc"
+        )
+
+    async def put_user(self, doc: UserDoc, *, version: int | None = None) -> int:
+        """Index a user (version: its ``utime``, or now when unknown)."""
+        return await self.apply(
+            [Upsert(doc, version or doc.utime_ms or self._clock())], source="grpc"
+        )
+
+    async def remove_article(self, article_id: int, *, version: int | None = None) -> int:
+        """Remove an article from results (version: now unless given)."""
+        if article_id <= 0:
+            metrics.SYNC_CHANGES.labels("grpc", "invalid").inc()
+            raise SearchInvalidArgument(
+                Reason.INVALID_DOCUMENT,
+                f"article id must be positive, got {article_id}",
+                metadata={"field": "id"},
+            )
+        key = DocKey(DocType.ARTICLE, article_id)
+        return await self.apply([Removal(key, version or self._clock())], source="grpc")
+
+
+class PublishedArticles(Protocol):
+    """The article service, as the reindexer reads it."""
+
+    def published(self, *, before_ms: int) -> AsyncIterator[ArticleDoc]:
+        """Every article published (last updated) before ``before_ms``, newest first."""
+        ...
+
+
+class UserDirectory(Protocol):
+    """The user service, as the reindexer reads it."""
+
+    def users(self) -> AsyncIterator[UserDoc]:
+        """Every user, in id order."""
+        ...
+
+
+class Reindexer:
+    """Rebuilds the index from the source services (first deployment, recovery)."""
+
+    def __init__(
+        self,
+        service: SearchService,
+        index: SearchIndex,
+        articles: PublishedArticles,
+        users: UserDirectory,
+        *,
+        chunk: int = 500,
+        clock: Clock = now_ms,
+    ) -> None:
+        self._service = service
+        self._index = index
+        self._articles = articles
+        self._users = users
+        self._chunk = chunk
+        self._clock = clock
+
+    async def run(self) -> dict[str, int]:
+        """Offer every source document, sweep articles no longer published; returns counts."""
+        started = self._clock()
+        stale_articles = await self._index.live_ids(DocType.ARTICLE)
+        counts = {"articles": 0, "users": 0, "removed": 0, "applied": 0}
+        batch: list[Change] = []
+
+        async def flush() -> None:
+            counts["applied"] += await self._service.apply(batch, source="reindex")
+            batch.clear()
+
+        async for article in self._articles.published(before_ms=started + 1):
+            stale_articles.discard(article.id)
+            batch.append(Upsert(article, article.utime_ms))
+            counts["articles"] += 1
+            if len(batch) >= self._chunk:
+                await flush()
+        async for user in self._users.users():
+            batch.append(Upsert(user, user.utime_ms))
+            counts["users"] += 1
+            if len(batch) >= self._chunk:
+                await flush()
+        for article_id in sorted(stale_articles):
+            batch.append(Removal(DocKey(DocType.ARTICLE, article_id), started))
+            counts["removed"] += 1
+            if len(batch) >= self._chunk:
+                await flush()
+        await flush()
+        logger.info("reindex finished", extra=counts)
+        return counts
