@@ -42,6 +42,8 @@ class BaseServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # Port for the Prometheus /metrics endpoint; 0 picks a free one, -1 disables it.
     metrics_port: int = 0
+    # Address /metrics binds to: loopback by default; 0.0.0.0 in a pod, so Prometheus can scrape.
+    metrics_host: str = "127.0.0.1"
     # OTLP/gRPC endpoint for traces (e.g. http://otel-collector:4317); empty disables export.
     otlp_endpoint: str = ""
     # Seconds in-flight calls get to finish after SIGTERM.

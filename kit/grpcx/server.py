@@ -156,7 +156,7 @@ class ServiceRunner:
         await self.server.start()
         for service in [*self._service_names, ""]:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self._metrics = serve_metrics(self.settings.metrics_port)
+        self._metrics = serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
         if self.registration is not None:
             await self.registration.register(self.address)
         logger.info(
