@@ -121,3 +121,10 @@ class FakeUserService(user_pb2_grpc.UserServiceServicer):
         return user_pb2.GetByIdsResponse(
             users={uid: self.users[uid] for uid in request.ids if uid in self.users}
         )
+
+    async def ListUsers(
+        self, request: user_pb2.ListUsersRequest, context: Context
+    ) -> user_pb2.ListUsersResponse:
+        """A page of users by id, after ``after_id``."""
+        ids = sorted(uid for uid in self.users if uid > request.after_id)[: request.limit]
+        return user_pb2.ListUsersResponse(users=[self.users[uid] for uid in ids])
