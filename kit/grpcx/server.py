@@ -19,7 +19,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -212,3 +212,39 @@ class ServiceRunner:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(signum)
             await self.stop()
+
+
+class Startable(Protocol):
+    """Background work started before a server accepts calls (an event producer)."""
+
+    def start(self) -> None:
+        """Start in the running event loop; must not block."""
+        ...
+
+
+ProducerT = TypeVar("ProducerT", bound=Startable)
+
+
+class ProducingServiceRunner(ServiceRunner, Generic[ProducerT]):
+    """A service that publishes events: its producer starts before the server accepts calls.
+
+    Stopping the producer (flushing what it buffered) is the composition root's ``on_close``
+    hook, after in-flight calls have drained.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: GrpcServiceSettings,
+        producer: ProducerT,
+        *,
+        registration: Registration | None = None,
+        interceptors: Sequence[ServerInterceptorBase] = (),
+    ) -> None:
+        super().__init__(name, settings, registration=registration, interceptors=interceptors)
+        self.producer = producer
+
+    async def start(self) -> int:
+        """Start the producer, then listen, serve and register."""
+        self.producer.start()
+        return await super().start()

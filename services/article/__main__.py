@@ -15,7 +15,7 @@ from kit.events import EventProducer, ProducerConfig
 from kit.grpcx.cli import ensure_sqlite_directory, run_service
 from kit.grpcx.client import ServiceClients
 from kit.grpcx.errors import ServerInterceptorBase
-from kit.grpcx.server import Registration, ServiceRunner
+from kit.grpcx.server import ProducingServiceRunner, Registration
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
 from services.article.domain import tiered_ttl
@@ -33,34 +33,12 @@ SERVICE_NAME = "article"
 logger = logging.getLogger(__name__)
 
 
-class ArticleRunner(ServiceRunner):
-    """The article process: starts the event producer before it accepts calls."""
-
-    def __init__(
-        self,
-        settings: ArticleSettings,
-        producer: EventProducer,
-        *,
-        registration: Registration | None = None,
-        interceptors: Sequence[ServerInterceptorBase] = (),
-    ) -> None:
-        super().__init__(
-            SERVICE_NAME, settings, registration=registration, interceptors=interceptors
-        )
-        self.producer = producer
-
-    async def start(self) -> int:
-        """Start the producer, then listen, serve and register."""
-        self.producer.start()
-        return await super().start()
-
-
 def build_runner(
     settings: ArticleSettings,
     *,
     registration: Registration | None = None,
     interceptors: Sequence[ServerInterceptorBase] = (),
-) -> ArticleRunner:
+) -> ProducingServiceRunner[EventProducer]:
     """The whole article service process, not yet started; its shutdown closes every pool.
 
     Call it inside a running event loop (``grpc.aio`` binds its server to the current one).
@@ -94,7 +72,9 @@ def build_runner(
         ),
         events=KafkaArticleEvents(producer),
     )
-    runner = ArticleRunner(settings, producer, registration=registration, interceptors=interceptors)
+    runner = ProducingServiceRunner(
+        SERVICE_NAME, settings, producer, registration=registration, interceptors=interceptors
+    )
     runner.add_service(
         article_pb2.DESCRIPTOR.services_by_name["ArticleService"].full_name,
         article_pb2_grpc.add_ArticleServiceServicer_to_server,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from kit.events import EventProducer, ProducerConfig
 from kit.grpcx.cli import ensure_sqlite_directory, run_service
 from kit.grpcx.errors import ServerInterceptorBase
-from kit.grpcx.server import Registration, ServiceRunner
+from kit.grpcx.server import ProducingServiceRunner, Registration
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
 from services.user.events import KafkaUserEvents, topic_specs
@@ -31,34 +31,12 @@ SERVICE_NAME = "user"
 logger = logging.getLogger(__name__)
 
 
-class UserRunner(ServiceRunner):
-    """The user process: starts the event producer before it accepts calls."""
-
-    def __init__(
-        self,
-        settings: UserSettings,
-        producer: EventProducer,
-        *,
-        registration: Registration | None = None,
-        interceptors: Sequence[ServerInterceptorBase] = (),
-    ) -> None:
-        super().__init__(
-            SERVICE_NAME, settings, registration=registration, interceptors=interceptors
-        )
-        self.producer = producer
-
-    async def start(self) -> int:
-        """Start the producer, then listen, serve and register."""
-        self.producer.start()
-        return await super().start()
-
-
 def build_runner(
     settings: UserSettings,
     *,
     registration: Registration | None = None,
     interceptors: Sequence[ServerInterceptorBase] = (),
-) -> UserRunner:
+) -> ProducingServiceRunner[EventProducer]:
     """The whole user service process, not yet started; its shutdown closes every pool.
 
     Call it inside a running event loop (``grpc.aio`` binds its server to the current one).
@@ -83,7 +61,9 @@ def build_runner(
         bcrypt_cost=settings.bcrypt_cost,
         events=KafkaUserEvents(producer),
     )
-    runner = UserRunner(settings, producer, registration=registration, interceptors=interceptors)
+    runner = ProducingServiceRunner(
+        SERVICE_NAME, settings, producer, registration=registration, interceptors=interceptors
+    )
     runner.add_service(
         user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
         user_pb2_grpc.add_UserServiceServicer_to_server,
