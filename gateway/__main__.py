@@ -20,7 +20,9 @@ def main() -> None:
     """Load settings, set up logging and tracing, and run the HTTP server."""
     settings = load_settings(GatewaySettings)
     configure_logging("gateway", settings.log_level)
-    tracer_provider = configure_tracing("gateway", settings.otlp_endpoint)
+    tracer_provider = configure_tracing(
+        "gateway", settings.otlp_endpoint, sample_ratio=settings.trace_sample_ratio
+    )
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

@@ -46,6 +46,10 @@ class BaseServiceSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # OTLP/gRPC endpoint for traces (e.g. http://otel-collector:4317); empty disables export.
     otlp_endpoint: str = ""
+    # Share of traces recorded and exported when an OTLP endpoint is set (parent-based: a
+    # trace started elsewhere follows its caller's decision). Without an endpoint spans are
+    # never recorded, but trace ids still reach the logs and the other services.
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: float = 10.0
 

@@ -65,7 +65,9 @@ def run_service(
         migrate(service, settings.database_url)
         return
     ensure_sqlite_directory(settings.database_url)
-    provider = configure_tracing(service, settings.otlp_endpoint)
+    provider = configure_tracing(
+        service, settings.otlp_endpoint, sample_ratio=settings.trace_sample_ratio
+    )
 
     async def serve() -> None:
         await build_runner(settings).serve()

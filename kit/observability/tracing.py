@@ -4,10 +4,22 @@ Every process installs one ``TracerProvider`` named after its service (resource 
 ``service.name=webook-<service>``, ``service.namespace=webook`` and a
 ``service.instance.id`` unique to the process). When an OTLP endpoint is configured
 (``*_OTLP_ENDPOINT``, e.g. ``http://otel-collector:4317``), spans are exported to it over
-OTLP/gRPC in batches; without one, spans are still created (trace ids appear in logs and
-propagate to other services) but not exported. W3C trace context is the propagation format
-everywhere: HTTP headers (gateway), gRPC metadata (``kit.governance.tracing``) and Kafka
-record headers (``kit.events.tracing``).
+OTLP/gRPC in batches. W3C trace context is the propagation format everywhere: HTTP headers
+(gateway), gRPC metadata (``kit.governance.tracing``) and Kafka record headers
+(``kit.events.tracing``).
+
+Spans are **recorded only when something consumes them** (:class:`ExportGatedSampler`):
+
+- with no span processor (no OTLP endpoint, no test exporter), every span is a
+  non-recording span. It still has a trace id (taken from the caller's context, or new) and
+  its own span id, so log lines carry the trace id and the context propagates to other
+  services, but no attributes, events or timings are kept: recording spans that nobody
+  exports was the largest cost of the governance interceptors on the read path;
+- once a span processor is added (:func:`configure_tracing` with an endpoint,
+  :func:`install_span_processor`, or ``provider.add_span_processor`` on a provider built
+  here), spans are sampled parent-based: a span whose parent was sampled (or not) follows
+  it, so a trace is whole or absent across services; a root span is sampled with
+  probability ``sample_ratio`` (by trace id, so every process decides alike).
 
 The global provider can be set once per process (an OpenTelemetry rule):
 :func:`configure_tracing` in a composition root, :func:`install_span_processor` for code that
@@ -20,16 +32,89 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAMESPACE = "webook"
+
+
+class ExportGatedSampler(Sampler):
+    """Drops every span until recording is enabled, then samples parent-based by ratio.
+
+    A dropped span is a non-recording span with a valid context (trace id of its parent or
+    a new one, a new span id, the parent's trace state, the *not sampled* flag): enough for
+    log correlation and propagation, at a fraction of a recorded span's cost.
+    :class:`ExportAwareTracerProvider` enables recording when its first span processor is
+    added. Tracers keep a reference to their provider's sampler, so switching here reaches
+    the tracers that already exist.
+
+    Args:
+        ratio: probability in [0, 1] that a root span is sampled once recording is on.
+    """
+
+    def __init__(self, ratio: float = 1.0) -> None:
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError("the trace sample ratio must be within [0, 1]")
+        self._when_exported: Sampler = ParentBasedTraceIdRatio(ratio)
+        self._active: Sampler = ALWAYS_OFF
+
+    @property
+    def recording(self) -> bool:
+        """Whether spans may be recorded (a span processor consumes them)."""
+        return self._active is self._when_exported
+
+    def enable_recording(self) -> None:
+        """Record (and sample) spans from now on."""
+        self._active = self._when_exported
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        """The active policy's decision (see the class docstring)."""
+        return self._active.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        """Names the active policy."""
+        return f"ExportGatedSampler{{{self._active.get_description()}}}"
+
+
+class ExportAwareTracerProvider(TracerProvider):
+    """An SDK provider whose spans are recorded only once a span processor is added."""
+
+    def __init__(self, *, resource: Resource, sample_ratio: float = 1.0) -> None:
+        self.gate = ExportGatedSampler(sample_ratio)
+        super().__init__(sampler=self.gate, resource=resource)
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        """Register ``span_processor`` and start recording spans for it."""
+        super().add_span_processor(span_processor)
+        self.gate.enable_recording()
 
 
 def service_resource(service: str) -> Resource:
@@ -59,15 +144,25 @@ def otlp_processor(otlp_endpoint: str) -> SpanProcessor:
     return BatchSpanProcessor(exporter)
 
 
-def build_tracer_provider(service: str, otlp_endpoint: str = "") -> TracerProvider:
-    """A provider for ``service``, exporting over OTLP/gRPC when ``otlp_endpoint`` is set."""
-    provider = TracerProvider(resource=service_resource(service))
+def build_tracer_provider(
+    service: str, otlp_endpoint: str = "", *, sample_ratio: float = 1.0
+) -> ExportAwareTracerProvider:
+    """A provider for ``service``, exporting over OTLP/gRPC when ``otlp_endpoint`` is set.
+
+    Without an endpoint its spans are non-recording until a span processor is added; with
+    one, root spans are sampled with probability ``sample_ratio`` and children follow.
+    """
+    provider = ExportAwareTracerProvider(
+        resource=service_resource(service), sample_ratio=sample_ratio
+    )
     if otlp_endpoint:
         provider.add_span_processor(otlp_processor(otlp_endpoint))
     return provider
 
 
-def configure_tracing(service: str, otlp_endpoint: str = "") -> TracerProvider:
+def configure_tracing(
+    service: str, otlp_endpoint: str = "", *, sample_ratio: float = 1.0
+) -> TracerProvider:
     """Install the global tracer provider for ``service``; returns it for shutdown.
 
     If the process already has an SDK provider, that one is kept (OpenTelemetry refuses a
@@ -83,7 +178,7 @@ def configure_tracing(service: str, otlp_endpoint: str = "") -> TracerProvider:
         if otlp_endpoint:
             current.add_span_processor(otlp_processor(otlp_endpoint))
         return current
-    provider = build_tracer_provider(service, otlp_endpoint)
+    provider = build_tracer_provider(service, otlp_endpoint, sample_ratio=sample_ratio)
     trace.set_tracer_provider(provider)
     return provider
 
@@ -91,7 +186,8 @@ def configure_tracing(service: str, otlp_endpoint: str = "") -> TracerProvider:
 def install_span_processor(processor: SpanProcessor, *, service: str) -> TracerProvider:
     """Send every span of this process to ``processor`` as well; returns the provider.
 
-    Installs a provider for ``service`` (without exporter) if none is installed yet.
+    Installs a provider for ``service`` (without exporter) if none is installed yet. This is
+    how tests record spans: adding the processor turns recording on (every root sampled).
     """
     provider = configure_tracing(service)
     provider.add_span_processor(processor)

@@ -157,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "migrate":
         migrate(settings)
         return
-    provider = configure_tracing(SERVICE_NAME, settings.otlp_endpoint)
+    provider = configure_tracing(
+        SERVICE_NAME, settings.otlp_endpoint, sample_ratio=settings.trace_sample_ratio
+    )
     try:
         asyncio.run(serve(settings))
     finally:

@@ -262,7 +262,9 @@ def main(argv: list[str]) -> int:
         upgrade(SERVICE, settings.database_url)
         logger.info("migrations applied")
         return 0
-    tracing = configure_tracing(SERVICE, settings.otlp_endpoint)
+    tracing = configure_tracing(
+        SERVICE, settings.otlp_endpoint, sample_ratio=settings.trace_sample_ratio
+    )
     try:
         if command == "worker":
             asyncio.run(_run_worker_only(settings))

@@ -1,22 +1,34 @@
-"""The tracer provider a process builds: its resource, and OTLP export when configured.
+"""The tracer provider a process builds: its resource, sampling, and OTLP export.
 
-The export test runs a real OTLP/gRPC trace collector (the protocol's generated servicer) on
-a free port and checks that the spans arrive with the process's resource.
+Spans are recorded only once a span processor consumes them; before that they are
+non-recording spans that still carry trace ids (for logs and propagation). The export test
+runs a real OTLP/gRPC trace collector (the protocol's generated servicer) on a free port and
+checks that the spans arrive with the process's resource.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator
 from concurrent import futures
 
 import grpc
 import pytest
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from kit.observability.tracing import build_tracer_provider
+from kit.logging import JsonFormatter
+from kit.observability.tracing import ExportGatedSampler, build_tracer_provider
+
+PROPAGATOR = TraceContextTextMapPropagator()
+# A caller's context whose trace was sampled (flags 01), and one whose trace was not (00).
+SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+UNSAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -54,13 +66,91 @@ def test_the_resource_names_the_service_and_the_instance() -> None:
     second.shutdown()
 
 
-def test_without_an_endpoint_spans_exist_but_go_nowhere() -> None:
+def test_without_an_endpoint_spans_carry_ids_but_are_not_recorded() -> None:
+    provider = build_tracer_provider("user")
+    tracer = provider.get_tracer(__name__)
+    parent = PROPAGATOR.extract({"traceparent": SAMPLED_PARENT})
+    with tracer.start_as_current_span("work", context=parent) as span:
+        assert not span.is_recording()
+        context = span.get_span_context()
+        # The caller's trace continues (logs and downstream calls carry its id) ...
+        assert f"{context.trace_id:032x}" == SAMPLED_PARENT.split("-")[1]
+        assert f"{context.span_id:016x}" != SAMPLED_PARENT.split("-")[2]
+        carrier: dict[str, str] = {}
+        PROPAGATOR.inject(carrier)
+        # ... marked as not sampled here, since this process records nothing.
+        assert carrier["traceparent"].split("-")[1] == SAMPLED_PARENT.split("-")[1]
+        assert carrier["traceparent"].endswith("-00")
+    with tracer.start_as_current_span("root") as root:
+        assert root.get_span_context().is_valid
+        assert not root.is_recording()
+    provider.shutdown()
+
+
+def test_log_lines_carry_the_trace_id_of_a_non_recording_span() -> None:
+    provider = build_tracer_provider("user")
+    formatter = JsonFormatter("user")
+    with provider.get_tracer(__name__).start_as_current_span("work") as span:
+        record = logging.LogRecord("test", logging.INFO, __file__, 1, "hello", None, None)
+        line = json.loads(formatter.format(record))
+    assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+    provider.shutdown()
+
+
+def test_adding_a_span_processor_turns_recording_on_for_existing_tracers() -> None:
+    provider = build_tracer_provider("user")
+    # Servers get their tracers when they are built, which may be before a test's exporter.
+    tracer = provider.get_tracer(__name__)
+    with tracer.start_as_current_span("before"):
+        pass
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    assert provider.gate.recording
+    with tracer.start_as_current_span("work") as span:
+        assert span.is_recording()
+    assert [s.name for s in memory.get_finished_spans()] == ["work"]
+    provider.shutdown()
+
+
+def test_when_exported_sampling_follows_the_parent_and_the_ratio_for_roots() -> None:
+    provider = build_tracer_provider("user", sample_ratio=0.0)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer(__name__)
+    with tracer.start_as_current_span("root, ratio 0") as root:
+        assert not root.is_recording()
+    sampled = PROPAGATOR.extract({"traceparent": SAMPLED_PARENT})
+    with tracer.start_as_current_span("child of sampled", context=sampled) as child:
+        assert child.is_recording()
+    unsampled = PROPAGATOR.extract({"traceparent": UNSAMPLED_PARENT})
+    with tracer.start_as_current_span("child of unsampled", context=unsampled) as other:
+        assert not other.is_recording()
+    assert [s.name for s in memory.get_finished_spans()] == ["child of sampled"]
+    provider.shutdown()
+
+
+def test_every_root_is_sampled_at_ratio_one() -> None:
     provider = build_tracer_provider("user")
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    with provider.get_tracer(__name__).start_as_current_span("work") as span:
-        assert span.get_span_context().is_valid
-    assert [s.name for s in memory.get_finished_spans()] == ["work"]
+    tracer = provider.get_tracer(__name__)
+    for n in range(20):
+        with tracer.start_as_current_span(f"root {n}"):
+            pass
+    assert len(memory.get_finished_spans()) == 20
+    provider.shutdown()
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.5])
+def test_a_ratio_outside_zero_to_one_is_refused(ratio: float) -> None:
+    with pytest.raises(ValueError, match="ratio"):
+        ExportGatedSampler(ratio)
+
+
+def test_the_global_api_sees_non_recording_spans_as_valid_contexts() -> None:
+    provider = build_tracer_provider("user")
+    with provider.get_tracer(__name__).start_as_current_span("work"):
+        assert trace.get_current_span().get_span_context().is_valid
     provider.shutdown()
 
 
