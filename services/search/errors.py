@@ -5,7 +5,8 @@
     kit.errors.AppError
     ├── InvalidArgument  → SearchInvalidArgument  SEARCH_INVALID_QUERY, SEARCH_INVALID_PAGE,
     │                                             SEARCH_INVALID_DOCUMENT
-    └── Unavailable      → SearchUnavailable      SEARCH_INDEX_UNAVAILABLE
+    └── Unavailable      → SearchUnavailable      SEARCH_INDEX_UNAVAILABLE,
+                                                  SEARCH_SOURCE_UNAVAILABLE
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class Reason(StrEnum):
     INVALID_PAGE = "SEARCH_INVALID_PAGE"
     INVALID_DOCUMENT = "SEARCH_INVALID_DOCUMENT"
     INDEX_UNAVAILABLE = "SEARCH_INDEX_UNAVAILABLE"
+    # A reindex could not read the article or user service.
+    SOURCE_UNAVAILABLE = "SEARCH_SOURCE_UNAVAILABLE"
 
 
 class SearchInvalidArgument(InvalidArgument):
@@ -33,6 +36,7 @@ class SearchInvalidArgument(InvalidArgument):
 
 
 class SearchUnavailable(Unavailable):
-    """The index could not be read or written; the caller may retry."""
+    """The index could not be read or written, or a reindex could not read its sources;
+    the caller may retry."""
 
     default_domain = DOMAIN

@@ -32,6 +32,7 @@ from typing import Protocol
 from opentelemetry import trace
 
 from services.search import metrics
+from services.search.analysis import html_to_text
 from services.search.domain import (
     ArticleDoc,
     Change,
@@ -43,8 +44,10 @@ from services.search.domain import (
     Upsert,
     UserDoc,
     Version,
+    article_doc,
     parse_request,
     supersedes,
+    user_doc,
 )
 from services.search.errors import Reason, SearchInvalidArgument, SearchUnavailable
 
@@ -317,7 +320,12 @@ class SearchService:
         Returns once they are committed; raises :class:`SearchUnavailable` if the commit
         failed (offer them again).
         """
-        applied, superseded = await self._writer.submit(changes)
+        with tracer.start_as_current_span(
+            "search.sync.apply",
+            attributes={"search.source": source, "search.changes": len(changes)},
+        ) as span:
+            applied, superseded = await self._writer.submit(changes)
+            span.set_attribute("search.applied", applied)
         metrics.SYNC_CHANGES.labels(source, "applied").inc(applied)
         metrics.SYNC_CHANGES.labels(source, "superseded").inc(superseded)
         if changes:
@@ -338,6 +346,46 @@ class SearchService:
         return await self.apply(
             [Upsert(doc, version or doc.utime_ms or self._clock())], source="grpc"
         )
+
+    async def input_article(
+        self,
+        *,
+        article_id: int,
+        title: str,
+        content_html: str,
+        author_id: int,
+        author_name: str,
+        published: bool,
+        utime_ms: int,
+    ) -> int:
+        """Direct input of an article's state (``SyncService.InputArticle``): a published
+        article is indexed, any other state removes it; version ``utime_ms`` (now if 0)."""
+        if not published:
+            return await self.remove_article(article_id, version=utime_ms or None)
+        try:
+            doc = article_doc(
+                article_id=article_id,
+                title=title,
+                body=html_to_text(content_html),
+                author_id=author_id,
+                author_name=author_name,
+                utime_ms=utime_ms or self._clock(),
+            )
+        except SearchInvalidArgument:
+            metrics.SYNC_CHANGES.labels("grpc", "invalid").inc()
+            raise
+        return await self.put_article(doc)
+
+    async def input_user(self, *, user_id: int, nickname: str, about_me: str) -> int:
+        """Direct input of a user's searchable fields (``SyncService.InputUser``), as of now."""
+        try:
+            doc = user_doc(
+                user_id=user_id, nickname=nickname, about_me=about_me, utime_ms=self._clock()
+            )
+        except SearchInvalidArgument:
+            metrics.SYNC_CHANGES.labels("grpc", "invalid").inc()
+            raise
+        return await self.put_user(doc)
 
     async def remove_article(self, article_id: int, *, version: int | None = None) -> int:
         """Remove an article from results (version: now unless given)."""

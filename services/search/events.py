@@ -1,0 +1,163 @@
+"""The search index's Kafka sync: article and user events become index changes.
+
+Topics (declared again here, since services do not import each other; ``docs/events.md``
+is the contract), each decoded straight into a domain change by the table
+:data:`DECODERS`:
+
+==============================  =====================  =========================================
+topic                           payload                change
+==============================  =====================  =========================================
+``webook.article.published``    ``ArticlePublished``   upsert of the article at ``utime_ms``
+``webook.article.withdrawn``    ``ArticleWithdrawn``   removal (tombstone) at ``at_ms``
+``webook.user.changed``         ``UserChanged``        upsert of the user at ``at_ms``
+==============================  =====================  =========================================
+
+The consumer group is ``<prefix>-<index id>`` (:mod:`services.search.storage`): every
+index consumes every event. One :class:`BatchConsumer` batch (up to ``sync_batch_size``
+records or ``sync_batch_wait_seconds``) is offered to
+:meth:`SearchService.apply <services.search.service.SearchService.apply>` topic by topic;
+``apply`` returns once the changes are **committed to the index**, and only then does the
+consumer commit the offsets. A failed index commit raises, so the consumer retries the
+batch with backoff.
+
+**Duplicates and order.** Delivery is at-least-once and the three topics share no order
+(one article's publish and withdraw travel on different topics). Both are harmless because
+every change carries a version and the index applies a change only if it is newer than what
+it holds, a withdrawal winning a tie (``domain.supersedes``): a duplicate or a stale event
+is counted ``superseded`` and ignored, and a withdrawn article stays withdrawn until a
+*later* publish. Records that do not decode, or describe nothing indexable (no id, no
+time), are skipped and counted (``webook_kafka_consumed_total{result="undecodable"}``);
+a bad record never stops the consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler
+from services.search.analysis import html_to_text
+from services.search.domain import (
+    Change,
+    DocKey,
+    DocType,
+    Removal,
+    Upsert,
+    article_doc,
+    user_doc,
+)
+from services.search.errors import SearchInvalidArgument
+from services.search.service import SearchService
+from webook.events.v1 import events_pb2
+
+ARTICLE_PUBLISHED_TOPIC: Final = "webook.article.published"
+ARTICLE_WITHDRAWN_TOPIC: Final = "webook.article.withdrawn"
+USER_CHANGED_TOPIC: Final = "webook.user.changed"
+SYNC_SOURCE: Final = "kafka"
+
+
+def sync_group(prefix: str, index_id: str) -> str:
+    """The consumer group of the index ``index_id``."""
+    return f"{prefix}-{index_id}"
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _parse(message_type: type[M], value: bytes | None) -> M:
+    if value is None:
+        raise ValueError("record has no value")
+    try:
+        return message_type.FromString(value)
+    except DecodeError as exc:
+        raise ValueError(f"not a {message_type.__name__}: {exc}") from exc
+
+
+def decode_article_published(value: bytes) -> Change:
+    """The upsert an ``ArticlePublished`` record describes; ``ValueError`` if none."""
+    event = _parse(events_pb2.ArticlePublished, value)
+    version = event.utime_ms or event.at_ms
+    if version <= 0:
+        raise ValueError(f"ArticlePublished {event.article_id} carries no time")
+    try:
+        doc = article_doc(
+            article_id=event.article_id,
+            title=event.title,
+            body=html_to_text(event.content),
+            author_id=event.author_id,
+            author_name=event.author_name,
+            utime_ms=version,
+        )
+    except SearchInvalidArgument as exc:
+        raise ValueError(exc.message) from exc
+    return Upsert(doc, version)
+
+
+def decode_article_withdrawn(value: bytes) -> Change:
+    """The removal an ``ArticleWithdrawn`` record describes; ``ValueError`` if none."""
+    event = _parse(events_pb2.ArticleWithdrawn, value)
+    if event.article_id <= 0:
+        raise ValueError(f"ArticleWithdrawn without an article id: {event}")
+    if event.at_ms <= 0:
+        raise ValueError(f"ArticleWithdrawn {event.article_id} carries no time")
+    return Removal(DocKey(DocType.ARTICLE, event.article_id), event.at_ms)
+
+
+def decode_user_changed(value: bytes) -> Change:
+    """The upsert a ``UserChanged`` record describes; ``ValueError`` if none."""
+    event = _parse(events_pb2.UserChanged, value)
+    if event.at_ms <= 0:
+        raise ValueError(f"UserChanged {event.user_id} carries no time")
+    try:
+        doc = user_doc(
+            user_id=event.user_id,
+            nickname=event.nickname,
+            about_me=event.about_me,
+            utime_ms=event.at_ms,
+        )
+    except SearchInvalidArgument as exc:
+        raise ValueError(exc.message) from exc
+    return Upsert(doc, event.at_ms)
+
+
+DECODERS: Final[Mapping[str, Callable[[bytes], Change]]] = {
+    ARTICLE_PUBLISHED_TOPIC: decode_article_published,
+    ARTICLE_WITHDRAWN_TOPIC: decode_article_withdrawn,
+    USER_CHANGED_TOPIC: decode_user_changed,
+}
+"""Topic → decoder into a domain change (the event-type table)."""
+
+
+class IndexSync:
+    """Batch handler: offers a batch's changes to the index and returns once committed."""
+
+    def __init__(self, service: SearchService) -> None:
+        self._service = service
+
+    async def __call__(self, batch: Sequence[ConsumedEvent[Change]]) -> None:
+        """Apply one topic's decoded batch (raises to have it retried)."""
+        await self._service.apply([event.payload for event in batch], source=SYNC_SOURCE)
+
+
+def sync_consumer(
+    service: SearchService,
+    config: ConsumerConfig,
+    *,
+    topics: Mapping[str, str] | None = None,
+) -> BatchConsumer:
+    """The consumer that keeps the index in sync with the article and user events.
+
+    ``topics`` renames topics (their role → the name to read: tests use fresh topics);
+    by default the production names above.
+    """
+    handler = IndexSync(service)
+    names = dict(topics or {})
+    return BatchConsumer(
+        config,
+        {
+            names.get(topic, topic): TopicHandler(decode, handler)
+            for topic, decode in DECODERS.items()
+        },
+    )

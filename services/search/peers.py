@@ -1,0 +1,143 @@
+"""Adapters to the source services the reindexer reads (ports of :mod:`services.search.service`).
+
+Both go through :class:`kit.grpcx.client.ServiceClients` (balanced, governed channels):
+
+- :class:`ArticleServicePublished` implements ``PublishedArticles`` with the article
+  service's ``ListPub`` (newest update first, pages of at most 100). It pages by **update
+  time** rather than by a growing offset: each next page asks for articles updated before
+  the oldest one seen, skipping the ones already seen at exactly that time. An article
+  updated during the rebuild moves out of the window instead of shifting every later page
+  (its new version arrives as an event anyway).
+- :class:`UserServiceDirectory` implements ``UserDirectory`` with the user service's
+  internal ``ListUsers`` keyset pages (id order).
+
+A failed call (status, timeout, no address) becomes :class:`SearchUnavailable`
+(``SEARCH_SOURCE_UNAVAILABLE``): the rebuild stops and can simply be run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Final
+
+import grpc
+
+from kit.errors import AppError
+from kit.grpcx.client import ServiceClients
+from services.search.analysis import html_to_text
+from services.search.domain import ArticleDoc, UserDoc, article_doc, user_doc
+from services.search.errors import Reason, SearchInvalidArgument, SearchUnavailable
+from webook.article.v1 import article_pb2, article_pb2_grpc
+from webook.user.v1 import user_pb2, user_pb2_grpc
+
+ARTICLE_SERVICE: Final = "article"
+USER_SERVICE: Final = "user"
+_CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
+
+
+def _unavailable(service: str, exc: BaseException) -> SearchUnavailable:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        detail = f"{exc.code().name}: {exc.details()}"
+    else:
+        detail = repr(exc)
+    return SearchUnavailable(
+        Reason.SOURCE_UNAVAILABLE,
+        f"the {service} service could not be read ({detail})",
+        metadata={"service": service},
+    )
+
+
+def article_from_proto(article: article_pb2.Article) -> ArticleDoc | None:
+    """The indexed form of a published article (``None``: nothing indexable)."""
+    try:
+        return article_doc(
+            article_id=article.id,
+            title=article.title,
+            body=html_to_text(article.content),
+            author_id=article.author.id,
+            author_name=article.author.name,
+            utime_ms=article.utime_ms,
+        )
+    except SearchInvalidArgument:
+        return None
+
+
+def user_from_proto(user: user_pb2.User) -> UserDoc | None:
+    """The indexed form of a user (``None``: nothing indexable)."""
+    try:
+        return user_doc(
+            user_id=user.id, nickname=user.nickname, about_me=user.about_me, utime_ms=user.utime_ms
+        )
+    except SearchInvalidArgument:
+        return None
+
+
+class ArticleServicePublished:
+    """Every published article, newest first, from ``ArticleService.ListPub``."""
+
+    def __init__(self, clients: ServiceClients, *, page_size: int = 100, timeout_s: float) -> None:
+        self._clients = clients
+        self._page_size = page_size
+        self._timeout = timeout_s
+
+    async def published(self, *, before_ms: int) -> AsyncIterator[ArticleDoc]:
+        """Articles updated before ``before_ms``, newest first, each once."""
+        end_ms = before_ms
+        # Ids already yielded whose update time is exactly end_ms - 1 (the page boundary).
+        seen_at_boundary = 0
+        while end_ms > 0:
+            try:
+                stub = article_pb2_grpc.ArticleServiceStub(
+                    await self._clients.channel(ARTICLE_SERVICE)
+                )
+                answer = await stub.ListPub(
+                    article_pb2.ListPubRequest(
+                        end_time_ms=end_ms, offset=seen_at_boundary, limit=self._page_size
+                    ),
+                    timeout=self._timeout,
+                )
+            except _CALL_FAILURES as exc:
+                raise _unavailable(ARTICLE_SERVICE, exc) from exc
+            articles = list(answer.articles)
+            for article in articles:
+                doc = article_from_proto(article)
+                if doc is not None:
+                    yield doc
+            if len(articles) < self._page_size:
+                return
+            oldest = articles[-1].utime_ms
+            same = sum(1 for a in articles if a.utime_ms == oldest)
+            if oldest + 1 == end_ms:
+                seen_at_boundary += same
+            else:
+                end_ms, seen_at_boundary = oldest + 1, same
+
+
+class UserServiceDirectory:
+    """Every user, in id order, from ``UserService.ListUsers``."""
+
+    def __init__(self, clients: ServiceClients, *, page_size: int = 500, timeout_s: float) -> None:
+        self._clients = clients
+        self._page_size = page_size
+        self._timeout = timeout_s
+
+    async def users(self) -> AsyncIterator[UserDoc]:
+        """Every user, each once."""
+        after_id = 0
+        while True:
+            try:
+                stub = user_pb2_grpc.UserServiceStub(await self._clients.channel(USER_SERVICE))
+                answer = await stub.ListUsers(
+                    user_pb2.ListUsersRequest(after_id=after_id, limit=self._page_size),
+                    timeout=self._timeout,
+                )
+            except _CALL_FAILURES as exc:
+                raise _unavailable(USER_SERVICE, exc) from exc
+            for user in answer.users:
+                doc = user_from_proto(user)
+                if doc is not None:
+                    yield doc
+            if len(answer.users) < self._page_size:
+                return
+            after_id = answer.users[-1].id
