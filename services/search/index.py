@@ -136,7 +136,7 @@ class TantivySearchIndex:
         self._index.reload()
         logger.info(
             "search index opened",
-            extra={"path": str(path), "created": not exists, "docs": self.num_docs()},
+            extra={"path": str(path), "new_index": not exists, "docs": self.num_docs()},
         )
 
     # -- writing -------------------------------------------------------------------------
