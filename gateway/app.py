@@ -40,6 +40,7 @@ from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.route_template import RouteTemplates
 from gateway.routes import articles, comments, sms_login, system, users, wechat
 from gateway.routes import follow as follow_routes
+from gateway.routes import search as search_routes
 from gateway.settings import GatewaySettings
 from kit.grpcx.client import ServiceClients
 from kit.redisx import create_redis
@@ -48,6 +49,7 @@ from webook.code.v1 import code_pb2_grpc
 from webook.comment.v1 import comment_pb2_grpc
 from webook.follow.v1 import follow_pb2_grpc
 from webook.interactive.v1 import interactive_pb2_grpc
+from webook.search.v1 import search_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 
 if TYPE_CHECKING:
@@ -74,6 +76,8 @@ PUBLIC_PATHS: Final = frozenset(
         "/comments/replies",
         "/comments/count",
         "/follow/counts",
+        # Search results are public data (published articles, profiles): no login needed.
+        "/search/query",
         "/healthz",
         "/metrics",
         "/openapi.json",
@@ -190,6 +194,7 @@ def create_app(
             )
             comment = comment_pb2_grpc.CommentServiceStub(await clients.channel("comment"))
             follow = follow_pb2_grpc.FollowServiceStub(await clients.channel("follow"))
+            search = search_pb2_grpc.SearchServiceStub(await clients.channel("search"))
             redis = create_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             # Registered after Redis, so the limiters stop before their client closes.
@@ -221,6 +226,7 @@ def create_app(
                     interactive=interactive,
                     comment=comment,
                     follow=follow,
+                    search=search,
                     sessions=sessions,
                     wechat=wechat_oauth,
                 )
@@ -266,6 +272,7 @@ def create_app(
     app.include_router(articles.router)
     app.include_router(comments.router)
     app.include_router(follow_routes.router)
+    app.include_router(search_routes.router)
     app.include_router(sms_login.router)
     app.include_router(wechat.router)
     app.include_router(system.router)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from webook.comment.v1.comment_pb2_grpc import CommentServiceAsyncStub
     from webook.follow.v1.follow_pb2_grpc import FollowServiceAsyncStub
     from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
+    from webook.search.v1.search_pb2_grpc import SearchServiceAsyncStub
     from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 
@@ -41,6 +42,7 @@ class Clients:
     interactive: InteractiveServiceAsyncStub
     comment: CommentServiceAsyncStub
     follow: FollowServiceAsyncStub
+    search: SearchServiceAsyncStub
     sessions: SessionRevocations
     wechat: WechatOAuth
 

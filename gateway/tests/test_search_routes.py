@@ -1,0 +1,248 @@
+"""``GET /search/query`` over a fake search service on a real gRPC port.
+
+The fake answers like the real service (errors mapped by the same server interceptor, so
+they reach the gateway as INVALID_ARGUMENT/UNAVAILABLE with an ``ErrorInfo`` reason) and
+records what the gateway asked. The real service behind the real gateway is covered by
+``tests/e2e/test_search.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from gateway.app import create_app
+from gateway.tests.conftest import (
+    RunningCodeService,
+    RunningUserService,
+    client_for,
+    make_settings,
+    wechat_transport,
+)
+from kit.devstack.wechat_emulator import WechatEmulator
+from kit.errors import InvalidArgument, Unavailable
+from kit.grpcx.errors import ErrorMappingInterceptor
+from webook.search.v1 import search_pb2, search_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# 2026-01-02 03:04:05 UTC, shown in the default zone (Asia/Shanghai, UTC+8).
+UTIME_MS = 1_767_323_045_000
+
+
+@dataclass
+class FakeSearchService(search_pb2_grpc.SearchServiceServicer):
+    """Answers every query with one article and one user; special queries fail."""
+
+    requests: list[search_pb2.SearchRequest] = field(default_factory=list)
+
+    async def Search(
+        self, request: search_pb2.SearchRequest, context: Context
+    ) -> search_pb2.SearchResponse:
+        """Canned hits, or the refusal the real service gives."""
+        self.requests.append(request)
+        if request.query.startswith('"'):
+            raise InvalidArgument(
+                "SEARCH_INVALID_QUERY",
+                "cannot parse the search query (unbalanced quote); check quotes, parentheses "
+                "and AND/OR/NOT",
+                domain="search.webook",
+            )
+        if request.query == "down":
+            raise Unavailable("SEARCH_INDEX_UNAVAILABLE", "the search index cannot be read now")
+        return search_pb2.SearchResponse(
+            hits=[
+                search_pb2.Hit(
+                    type=search_pb2.DOC_TYPE_ARTICLE,
+                    id=11,
+                    title="微服务架构",
+                    title_highlight="<em>微服务</em>架构",
+                    snippet="关于<em>微服务</em>的&lt;笔记&gt;",
+                    score=3.14159,
+                    author_id=7,
+                    author_name="Ada",
+                    utime_ms=UTIME_MS,
+                ),
+                search_pb2.Hit(
+                    type=search_pb2.DOC_TYPE_USER,
+                    id=7,
+                    title="Ada",
+                    title_highlight="Ada",
+                    snippet="I write about <em>微服务</em>",
+                    score=1.5,
+                    utime_ms=UTIME_MS,
+                ),
+            ],
+            total=42,
+        )
+
+
+@pytest.fixture
+async def fake_search() -> AsyncIterator[tuple[FakeSearchService, int]]:
+    """The fake on a free loopback port, behind the error-mapping interceptor."""
+    servicer = FakeSearchService()
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, port
+    await server.stop(None)
+
+
+@pytest.fixture
+async def search_app(
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    user_service: RunningUserService,
+    code_service: RunningCodeService,
+    fake_search: tuple[FakeSearchService, int],
+) -> AsyncIterator[FastAPI]:
+    """The whole gateway (middleware, login check, error handlers) with the fake search."""
+    settings = make_settings(
+        redis_url,
+        user_service.port,
+        peers={
+            "user": f"127.0.0.1:{user_service.port}",
+            "sms": f"127.0.0.1:{code_service.port}",
+            "search": f"127.0.0.1:{fake_search[1]}",
+        },
+    )
+    application = create_app(settings, wechat_transport=wechat_transport(WechatEmulator()))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def http(search_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway."""
+    async with client_for(search_app) as client:
+        yield client
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer null", "Bearer not-a-token"])
+async def test_search_is_public_and_maps_hits(
+    http: httpx.AsyncClient,
+    fake_search: tuple[FakeSearchService, int],
+    authorization: str | None,
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await http.get(
+        "/search/query",
+        params={"q": "微服务", "type": "article", "offset": 10, "limit": 5},
+        headers=headers,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["code"], body["msg"]) == (0, "OK")
+    assert body["data"] == {
+        "total": 42,
+        "hits": [
+            {
+                "type": "article",
+                "id": 11,
+                "title": "微服务架构",
+                "titleHighlight": "<em>微服务</em>架构",
+                "snippet": "关于<em>微服务</em>的&lt;笔记&gt;",
+                "score": 3.1416,
+                "authorId": 7,
+                "authorName": "Ada",
+                "utime": "2026-01-02 11:04:05",
+            },
+            {
+                "type": "user",
+                "id": 7,
+                "title": "Ada",
+                "titleHighlight": "Ada",
+                "snippet": "I write about <em>微服务</em>",
+                "score": 1.5,
+                "authorId": 0,
+                "authorName": "",
+                "utime": "2026-01-02 11:04:05",
+            },
+        ],
+    }
+    (sent,) = fake_search[0].requests
+    assert (sent.query, sent.type, sent.offset, sent.limit) == (
+        "微服务",
+        search_pb2.DOC_TYPE_ARTICLE,
+        10,
+        5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("all", search_pb2.DOC_TYPE_UNSPECIFIED),
+        ("article", search_pb2.DOC_TYPE_ARTICLE),
+        ("user", search_pb2.DOC_TYPE_USER),
+    ],
+)
+async def test_the_type_filter_reaches_the_service(
+    http: httpx.AsyncClient,
+    fake_search: tuple[FakeSearchService, int],
+    kind: str,
+    expected: int,
+) -> None:
+    response = await http.get("/search/query", params={"q": "限流算法", "type": kind})
+    assert response.json()["code"] == 0
+    (sent,) = fake_search[0].requests
+    assert (sent.type, sent.offset, sent.limit) == (expected, 0, 10)
+
+
+async def test_a_malformed_query_answers_code_4_with_the_reason(http: httpx.AsyncClient) -> None:
+    response = await http.get("/search/query", params={"q": '"unclosed'})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["code"] == 4
+    assert body["msg"].startswith("cannot parse the search query")
+    assert body["data"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "missing field: q"),
+        ({"q": "x", "type": "video"}, "invalid type"),
+        ({"q": "x", "limit": "51"}, "invalid limit"),
+        ({"q": "x", "offset": "-1"}, "invalid offset"),
+        ({"q": "x", "limit": "ten"}, "limit must be an integer"),
+        ({"q": "x" * 401}, "q is too long (at most 400 characters)"),
+    ],
+)
+async def test_bad_parameters_answer_code_4(
+    http: httpx.AsyncClient,
+    fake_search: tuple[FakeSearchService, int],
+    params: dict[str, str],
+    message: str,
+) -> None:
+    response = await http.get("/search/query", params=params)
+    assert response.status_code == 200
+    assert response.json() == {"code": 4, "msg": message, "data": None}
+    assert fake_search[0].requests == []
+
+
+async def test_an_unavailable_index_is_a_system_error(http: httpx.AsyncClient) -> None:
+    response = await http.get("/search/query", params={"q": "down"})
+    assert response.status_code == 200
+    assert response.json() == {"code": 5, "msg": "system error", "data": None}
+
+
+async def test_the_route_is_documented_in_openapi(http: httpx.AsyncClient) -> None:
+    schema = (await http.get("/openapi.json")).json()
+    operation = schema["paths"]["/search/query"]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {"q", "type", "offset", "limit"}
+    assert "422" not in operation["responses"]
+    assert "security" not in operation
+    assert operation["tags"] == ["search"]
+    components = schema["components"]["schemas"]
+    hit = components["SearchHitView"]["properties"]
+    assert {"type", "id", "title", "titleHighlight", "snippet", "score", "utime"} <= set(hit)
+    assert set(components["SearchPageView"]["properties"]) == {"hits", "total"}
