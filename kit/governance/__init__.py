@@ -3,9 +3,11 @@
 Server side: tracing, metrics, load shedding, per-method rate limits, deadline capture.
 Client side: tracing, metrics, deadline propagation, circuit breaking (SRE adaptive
 throttling) with fallbacks. ``server_interceptors`` and ``client_interceptors`` assemble the
-default ordered chains from a ``GovernanceConfig``; ``UnaryClientPolicy`` runs the client
-chain around a balanced channel's unary calls without grpc.aio interceptors (the fast path
-``kit.grpcx.client.ServiceClients`` uses); see ``docs/governance.md``.
+default ordered chains from a ``GovernanceConfig``; ``GovernedServerInterceptor`` is the
+server chain fused into one interceptor (what ``kit.grpcx`` servers use);
+``UnaryClientPolicy`` runs the client chain around a balanced channel's unary calls without
+grpc.aio interceptors (the fast path ``kit.grpcx.client.ServiceClients`` uses); see
+``docs/governance.md``.
 
 Errors raised locally by client interceptors subclass ``grpc.aio.AioRpcError``:
 ``BreakerOpenError`` (UNAVAILABLE) and ``DeadlineExceededError`` (DEADLINE_EXCEEDED).
@@ -49,6 +51,7 @@ from kit.governance.metrics import (
     default_metrics,
 )
 from kit.governance.ratelimit import RateLimit, RateLimitConfig, RateLimitInterceptor
+from kit.governance.server import ErrorMapper, GovernedServerInterceptor
 from kit.governance.shedding import CpuSampler, LoadSheddingInterceptor, SheddingConfig
 from kit.governance.tracing import ClientTracingInterceptor, ServerTracingInterceptor
 
@@ -65,9 +68,11 @@ __all__ = [
     "CpuSampler",
     "DeadlineConfig",
     "DeadlineExceededError",
+    "ErrorMapper",
     "Fallback",
     "GovernanceConfig",
     "GovernanceMetrics",
+    "GovernedServerInterceptor",
     "LoadSheddingInterceptor",
     "RateLimit",
     "RateLimitConfig",

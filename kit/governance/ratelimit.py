@@ -116,6 +116,14 @@ class RateLimitInterceptor(ServerInterceptorBase):
 async def _refuse(
     method: RpcMethod, retry_after: float, context: ServicerContext
 ) -> AsyncIterator[None]:
+    await abort_rate_limited(context, method, retry_after)
+    yield  # never reached: abort raises; the yield makes this an async generator
+
+
+async def abort_rate_limited(
+    context: ServicerContext, method: RpcMethod, retry_after: float
+) -> None:
+    """Abort the call with RESOURCE_EXHAUSTED and a ``RetryInfo`` of ``retry_after`` seconds."""
     message = f"rate limit exceeded for {method.full}"
     delay = duration_pb2.Duration()
     delay.FromNanoseconds(math.ceil(retry_after * 1e9))
@@ -127,4 +135,3 @@ async def _refuse(
         message,
         trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
     )
-    yield  # never reached: abort raises; the yield makes this an async generator

@@ -181,6 +181,17 @@ class LoadSheddingInterceptor(ServerInterceptorBase):
             and self.cpu_usage >= config.cpu_threshold
         )
 
+    def enter(self) -> bool:
+        """Take an in-flight slot, unless one more call would be shed (then False)."""
+        if self.overloaded():
+            return False
+        self._in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        """Give back a slot taken by :meth:`enter`."""
+        self._in_flight -= 1
+
     async def intercept_service(  # type: ignore[override]  # grpc-stubs: continuation is async
         self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
     ) -> MethodHandler | None:
@@ -194,13 +205,12 @@ class LoadSheddingInterceptor(ServerInterceptorBase):
 
     @asynccontextmanager
     async def _slot(self, method: RpcMethod, context: ServicerContext) -> AsyncIterator[None]:
-        if self.overloaded():
+        if not self.enter():
             self._metrics.count_rejected(method, "shed")
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"server overloaded, {method.full} shed"
             )
-        self._in_flight += 1
         try:
             yield
         finally:
-            self._in_flight -= 1
+            self.leave()

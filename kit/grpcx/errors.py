@@ -1,9 +1,11 @@
 """Translate :class:`kit.errors.AppError` to gRPC status and back: the service boundary.
 
-Server side, :class:`ErrorMappingInterceptor` turns an ``AppError`` raised by a handler into
-the canonical status code of its ``kind`` with a ``google.rpc.ErrorInfo`` detail (reason,
-domain, metadata) in ``grpc-status-details-bin``. Any other exception is logged with its
-traceback and answered ``INTERNAL`` with a generic message, so internals never leak.
+Server side, :func:`map_handler_error` (run by :class:`ErrorMappingInterceptor`, or as the
+innermost step of ``kit.governance.GovernedServerInterceptor``) turns an ``AppError`` raised
+by a handler into the canonical status code of its ``kind`` with a ``google.rpc.ErrorInfo``
+detail (reason, domain, metadata) in ``grpc-status-details-bin``. Any other exception is
+logged with its traceback and answered ``INTERNAL`` with a generic message, so internals
+never leak.
 
 Client side, :func:`app_error_from_rpc` rebuilds the ``AppError`` subclass from a failed
 call, so the gateway can map business reasons without parsing strings.
@@ -117,7 +119,14 @@ class ErrorMappingInterceptor(ServerInterceptorBase):
         return handler
 
 
-async def _handle(exc: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+async def map_handler_error(
+    exc: Exception, context: grpc.aio.ServicerContext[Any, Any], method: str
+) -> None:
+    """Abort the call with the status ``exc`` maps to (always raises ``AbortError``).
+
+    An ``AppError`` becomes its kind's status with an ``ErrorInfo``; anything else is
+    logged with its traceback and answered INTERNAL; an ``AbortError`` passes through.
+    """
     if isinstance(exc, grpc.aio.AbortError):
         raise exc
     if isinstance(exc, AppError):
@@ -136,8 +145,8 @@ def _wrap_unary(behaviour: Behaviour, method: str) -> Behaviour:
         try:
             return await behaviour(request, context)
         except Exception as exc:  # every failure leaves this boundary as a status
-            await _handle(exc, context, method)
-            raise  # unreachable: _handle aborts
+            await map_handler_error(exc, context, method)
+            raise  # unreachable: map_handler_error aborts
 
     return wrapper
 
@@ -150,7 +159,7 @@ def _wrap_stream(behaviour: Behaviour, method: str) -> Behaviour:
             async for item in behaviour(request, context):
                 yield item
         except Exception as exc:
-            await _handle(exc, context, method)
+            await map_handler_error(exc, context, method)
             raise
 
     return wrapper

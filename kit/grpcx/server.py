@@ -27,9 +27,13 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kit.config import GrpcServiceSettings
-from kit.governance import GovernanceConfig, SheddingConfig, aclose_interceptors
-from kit.governance import server_interceptors as governance_chain
-from kit.grpcx.errors import ErrorMappingInterceptor, ServerInterceptorBase
+from kit.governance import (
+    GovernanceConfig,
+    GovernedServerInterceptor,
+    SheddingConfig,
+    aclose_interceptors,
+)
+from kit.grpcx.errors import ErrorMappingInterceptor, ServerInterceptorBase, map_handler_error
 from kit.grpcx.registration import RegistryRegistration
 from kit.observability.metrics import MetricsEndpoint, serve_metrics
 from kit.registry import EtcdRegistry, EtcdRegistryConfig
@@ -88,8 +92,11 @@ class ServiceRunner:
     """Builds, starts and gracefully stops one gRPC service process.
 
     Unless given explicitly, the registration comes from the settings (etcd when
-    ``etcd_endpoints`` is set) and the governance chain (tracing, metrics, shedding,
-    deadlines) precedes any extra ``interceptors``; error mapping is always innermost.
+    ``etcd_endpoints`` is set) and the governance (tracing, metrics, shedding, deadlines)
+    precedes any extra ``interceptors``; error mapping is always innermost. Governance runs
+    as one fused interceptor (:class:`kit.governance.GovernedServerInterceptor`); without
+    extra interceptors error mapping is its innermost step, otherwise it stays a separate
+    interceptor after them, so the order is the same either way.
     """
 
     def __init__(
@@ -106,11 +113,19 @@ class ServiceRunner:
         self.registration = (
             registration if registration is not None else registration_from_settings(name, settings)
         )
-        self._governance = governance_chain(governance_from_settings(settings))
         # Error mapping is innermost so every other interceptor sees the final status.
+        chain: list[ServerInterceptorBase]
+        if interceptors:
+            governance = GovernedServerInterceptor(governance_from_settings(settings))
+            chain = [governance, *interceptors, ErrorMappingInterceptor()]
+        else:
+            governance = GovernedServerInterceptor(
+                governance_from_settings(settings), error_mapper=map_handler_error
+            )
+            chain = [governance]
+        self._governance = [governance]
         self.server = grpc.aio.server(
-            interceptors=[*self._governance, *interceptors, ErrorMappingInterceptor()],
-            options=[("grpc.so_reuseport", 0), *options],
+            interceptors=chain, options=[("grpc.so_reuseport", 0), *options]
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
