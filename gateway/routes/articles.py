@@ -21,6 +21,7 @@ from prometheus_client import Counter
 
 from gateway.deps import PrincipalDep, RuntimeDep, access_token_scheme
 from gateway.envelope import Ack, Result
+from gateway.schemas import INT64_MAX
 from gateway.schemas.articles import (
     ArticleDetail,
     ArticleListItem,
@@ -37,7 +38,7 @@ from webook.interactive.v1 import interactive_pb2
 logger = logging.getLogger(__name__)
 
 BIZ: Final = "article"
-ID_PATH = Path(ge=1, le=2**63 - 1, description="Article id.")
+ID_PATH = Path(ge=1, le=INT64_MAX, description="Article id.")
 
 DEGRADED_READS = Counter(
     "webook_gateway_degraded_total",

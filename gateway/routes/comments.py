@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request, Security
+from pydantic import Field
 
 from gateway.deps import PrincipalDep, RuntimeDep, access_token_scheme
 from gateway.envelope import Ack, Result
+from gateway.schemas import INT64_MAX, INT64_MIN
 from gateway.schemas.comments import (
     CommentCount,
     CommentView,
@@ -93,9 +95,11 @@ async def create_comment(
 async def list_comments(
     runtime: RuntimeDep,
     stub: CommentStubDep,
-    bizId: Annotated[int, Query(gt=0)],
+    bizId: Annotated[int, Query(gt=0, le=INT64_MAX)],
     biz: Annotated[str, Query(min_length=1, max_length=32)] = "article",
-    minId: Annotated[int, Query(ge=0, description="Cursor: ids below it; 0 = newest.")] = 0,
+    minId: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="Cursor: ids below it; 0 = newest.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     replies: Annotated[int, Query(ge=1, le=10, description="Replies shown per comment.")] = 3,
 ) -> Result[list[CommentView]]:
@@ -115,8 +119,10 @@ async def list_comments(
 async def more_replies(
     runtime: RuntimeDep,
     stub: CommentStubDep,
-    rootId: Annotated[int, Query(gt=0, description="The thread's top-level comment.")],
-    maxId: Annotated[int, Query(ge=0, description="Cursor: ids above it.")] = 0,
+    rootId: Annotated[
+        int, Query(gt=0, le=INT64_MAX, description="The thread's top-level comment.")
+    ],
+    maxId: Annotated[int, Query(ge=0, le=INT64_MAX, description="Cursor: ids above it.")] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Result[list[CommentView]]:
     """Replies after ``maxId``; next page: ``maxId`` = the last id."""
@@ -149,7 +155,10 @@ async def delete_comment(
 async def count_comments(
     runtime: RuntimeDep,
     stub: CommentStubDep,
-    bizIds: Annotated[list[int], Query(min_length=1, max_length=100)],
+    bizIds: Annotated[
+        list[Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]],
+        Query(min_length=1, max_length=100),
+    ],
     biz: Annotated[str, Query(min_length=1, max_length=32)] = "article",
 ) -> Result[list[CommentCount]]:
     """``?bizIds=1&bizIds=2``: one count per id, in the order asked."""

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request, Security
 from gateway.deps import PrincipalDep, RuntimeDep, access_token_scheme
 from gateway.envelope import Ack, Result
 from gateway.routes.comments import format_time
+from gateway.schemas import INT64_MAX
 from gateway.schemas.follow import (
     FollowCountsView,
     FollowPage,
@@ -47,8 +48,12 @@ async def follow_stub(request: Request) -> FollowServiceAsyncStub:
 
 
 FollowStubDep = Annotated["FollowServiceAsyncStub", Depends(follow_stub)]
-UidQuery = Annotated[int, Query(ge=0, description="The user; 0 or absent = the caller.")]
-MinIdQuery = Annotated[int, Query(ge=0, description="Cursor from nextCursor; 0 = newest.")]
+UidQuery = Annotated[
+    int, Query(ge=0, le=INT64_MAX, description="The user; 0 or absent = the caller.")
+]
+MinIdQuery = Annotated[
+    int, Query(ge=0, le=INT64_MAX, description="Cursor from nextCursor; 0 = newest.")
+]
 LimitQuery = Annotated[int, Query(ge=1, le=100)]
 
 
@@ -143,7 +148,7 @@ async def status(
     principal: PrincipalDep,
     runtime: RuntimeDep,
     stub: FollowStubDep,
-    uid: Annotated[int, Query(gt=0, description="The other user.")],
+    uid: Annotated[int, Query(gt=0, le=INT64_MAX, description="The other user.")],
 ) -> Result[FollowStatusView]:
     """Whether the caller follows ``uid`` and whether ``uid`` follows the caller."""
     reply = await stub.FollowInfo(
@@ -157,7 +162,7 @@ async def status(
 async def counts(
     runtime: RuntimeDep,
     stub: FollowStubDep,
-    uid: Annotated[int, Query(gt=0)],
+    uid: Annotated[int, Query(gt=0, le=INT64_MAX)],
 ) -> Result[FollowCountsView]:
     """Counts kept by the follow service (cached), not counted on each request."""
     reply = await stub.GetFollowStatic(

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ArticleId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+from gateway.schemas import INT64_MAX
+
+ArticleId = Annotated[int, Field(ge=1, le=INT64_MAX)]
 # Limits of the edge; the article service enforces its own too.
 MAX_TITLE_CHARS = 256
 MAX_CONTENT_CHARS = 200_000
@@ -19,7 +21,7 @@ class _Request(BaseModel):
 class EditArticleRequest(_Request):
     """Save a draft (``id`` 0 or absent creates one) or save-and-publish."""
 
-    id: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    id: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
     title: Annotated[str, Field(min_length=1, max_length=MAX_TITLE_CHARS)]
     content: Annotated[str, Field(max_length=MAX_CONTENT_CHARS)]
 
@@ -48,7 +50,7 @@ class CollectRequest(_Request):
     """Collect a published article into collection ``cid`` (0 = the default collection)."""
 
     id: ArticleId
-    cid: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    cid: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
 
 
 class ArticleListItem(BaseModel):

@@ -10,6 +10,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.schemas import INT64_MAX
+
 MAX_CONTENT_CHARS: Final = 2000
 # Room for surrounding whitespace the service trims before it counts.
 _MAX_RAW_CHARS: Final = MAX_CONTENT_CHARS * 2
@@ -21,12 +23,16 @@ class CreateCommentRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     biz: str = Field(default="article", min_length=1, max_length=32, examples=["article"])
-    bizId: int = Field(gt=0, description="Id of the commented object, e.g. the article id.")
+    bizId: int = Field(
+        gt=0, le=INT64_MAX, description="Id of the commented object, e.g. the article id."
+    )
     content: str = Field(
         max_length=_MAX_RAW_CHARS,
         description="Plain text, 1..2000 characters after trimming; HTML is removed.",
     )
-    parentId: int = Field(default=0, ge=0, description="Comment replied to; 0 = top level.")
+    parentId: int = Field(
+        default=0, ge=0, le=INT64_MAX, description="Comment replied to; 0 = top level."
+    )
 
 
 class CreatedComment(BaseModel):
@@ -40,7 +46,7 @@ class DeleteCommentRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: int = Field(gt=0)
+    id: int = Field(gt=0, le=INT64_MAX)
 
 
 class CommentView(BaseModel):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.schemas import INT64_MAX
+
 
 class FollowTarget(BaseModel):
     """The user to follow or stop following."""
 
     model_config = ConfigDict(extra="ignore")
 
-    followee: int = Field(gt=0, description="Id of the user to (un)follow.")
+    followee: int = Field(gt=0, le=INT64_MAX, description="Id of the user to (un)follow.")
 
 
 class FollowRelationView(BaseModel):
