@@ -352,11 +352,19 @@ class MixedWorkload:
         # Errors by (phase, operation), with a few distinct messages each.
         self.errors: Counter[tuple[str, str]] = Counter()
         self.error_samples: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        # Operations (acknowledged or not) by the phase they started in.
+        self.ops_by_phase: Counter[str] = Counter()
         self.current_phase = "steady"
         self.started = 0.0
         self.seconds = 0.0
         # The read counts the last poll of verify() saw, by article.
         self.counted_reads: dict[int, int] = {}
+        # What the last verify() found: acknowledged writes missing, articles whose read
+        # count did not reach the acknowledged reads, and how long the read counts took to
+        # reach them (None if they did not).
+        self.lost_writes: list[str] = []
+        self.uncounted_reads: list[str] = []
+        self.reads_converged_s: float | None = None
         self._stop = asyncio.Event()
         self._run_id = uuid.uuid4().hex[:8]
 
@@ -454,6 +462,7 @@ class MixedWorkload:
         self.stats.clear()
         self.errors.clear()
         self.error_samples.clear()
+        self.ops_by_phase.clear()
         self.started = time.monotonic()
 
     @property
@@ -472,6 +481,13 @@ class MixedWorkload:
             n for (_, op), n in self.errors.items() if operations is None or op in operations
         )
 
+    def errors_by_phase(self) -> Counter[str]:
+        """Errors (of every operation) by the phase the operation started in."""
+        by_phase: Counter[str] = Counter()
+        for (phase, _), n in self.errors.items():
+            by_phase[phase] += n
+        return by_phase
+
     def error_report(self) -> list[str]:
         """One line per (phase, operation) with errors, with its most common messages."""
         lines = []
@@ -489,6 +505,7 @@ class MixedWorkload:
     async def perform(self, user: VirtualUser, operation: str) -> bool:
         """Run one operation as ``user``; record its latency or its error. True if acked."""
         phase = self.current_phase
+        self.ops_by_phase[phase] += 1
         started = time.perf_counter()
         try:
             await self._operation(user, operation)
@@ -545,7 +562,9 @@ class MixedWorkload:
         Follows: every acknowledged follow is in the follower's followee list. Comments:
         every acknowledged comment is on its article's pages. Reads: within
         ``converge_within_s`` every article's read count reaches the number of reads
-        acknowledged before the poll (the reads of this check included).
+        acknowledged before the poll (the reads of this check included). The findings are
+        also kept apart in :attr:`lost_writes`, :attr:`uncounted_reads` and
+        :attr:`reads_converged_s`.
         """
         problems: list[str] = []
         by_uid = {u.uid: u for u in self.users}
@@ -564,8 +583,11 @@ class MixedWorkload:
                 )
         problems += await self._verify_follows()
         problems += await self._verify_comments()
-        problems += await self._verify_reads(converge_within_s)
-        return problems
+        self.lost_writes = problems
+        started = time.monotonic()
+        self.uncounted_reads = await self._verify_reads(converge_within_s)
+        self.reads_converged_s = None if self.uncounted_reads else time.monotonic() - started
+        return problems + self.uncounted_reads
 
     async def _read_back(self, user: VirtualUser, article: int) -> dict[str, Any]:
         """A read that must succeed (retried a few times: the check must not flake)."""
