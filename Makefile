@@ -8,7 +8,7 @@ PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 REPLICAS ?=
 
-.PHONY: venv run test test-fast proto lint fmt bench chaos soak clean
+.PHONY: venv run test test-fast proto lint fmt bench chaos fuzz soak clean
 
 venv: $(STAMP)
 
@@ -40,8 +40,14 @@ fmt: venv
 bench: venv
 	$(BIN)/python -m bench
 
+# Failure injection over the whole stack (tests/chaos, ends with its table) and every other
+# chaos-marked test; also fuzzes the gateway (schemathesis). docs/reliability.md.
 chaos: venv
 	$(BIN)/python -m pytest -m chaos $(PYTEST_ARGS)
+
+# Schemathesis against a fresh stack's gateway, anonymous and logged in (also in make chaos).
+fuzz: venv
+	$(BIN)/python -m bench.fuzz
 
 # The mixed workload for SOAK_MINUTES (default 10): RSS drift per process and errors.
 soak: venv

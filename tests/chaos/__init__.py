@@ -1,0 +1,1 @@
+"""Failure-injection tests over the whole real stack (``make chaos``)."""

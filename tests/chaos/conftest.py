@@ -1,0 +1,101 @@
+"""The stack the chaos tests break: every service, three instances of interactive.
+
+One stack per session (:func:`bench._workload.running_stack`) with infrastructure of its
+own (not the root conftest's), since the tests stop and restart etcd, Redis and the broker.
+Interactive runs three instances, all registered in etcd, and the gateway balances over
+them; interactive is on every read (counts) and like, and it is the read-event consumer,
+so killing or restarting one instance exercises failover and the consumer group at once.
+
+The gateway runs with ``session_check_on_redis_error=allow``: with the default ``deny``
+every logged-in request is refused (401) while Redis is down, by design (a revoked
+session must never pass); a deployment that prefers availability chooses ``allow``, and
+the chaos tests check that choice. docs/reliability.md says so.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench._workload import RunningStack, running_stack
+from tests.chaos.report import FaultOutcome, FuzzOutcome, fault_table, fuzz_table
+
+INTERACTIVE_INSTANCES = 3
+
+FAULTS = pytest.StashKey[list[FaultOutcome]]()
+FUZZ_RUNS = pytest.StashKey[list[FuzzOutcome]]()
+STARTED = pytest.StashKey[float]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where the tests of this folder leave their outcomes for the summary table."""
+    config.stash[FAULTS] = []
+    config.stash[FUZZ_RUNS] = []
+    config.stash[STARTED] = time.monotonic()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the run's output with the chaos table (and the fuzzing table), if any ran.
+
+    Printed at unconfigure, after pytest's own summary lines, so the table is the last
+    thing ``make chaos`` shows.
+    """
+    faults, fuzz_runs = config.stash.get(FAULTS, []), config.stash.get(FUZZ_RUNS, [])
+    if not faults and not fuzz_runs:
+        return
+    seconds = time.monotonic() - config.stash.get(STARTED, time.monotonic())
+    parts = ["", "=== chaos ==="]
+    if faults:
+        parts += [fault_table(faults), ""]
+    if fuzz_runs:
+        parts += [fuzz_table(fuzz_runs), ""]
+    parts.append(f"chaos run: {seconds:.0f}s from start-up to this table")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    text = "\n".join(parts)
+    if reporter is not None:
+        reporter.write_line(text)
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@pytest.fixture
+def fault_outcomes(request: pytest.FixtureRequest) -> list[FaultOutcome]:
+    """The session's fault outcomes (a test appends its own before asserting)."""
+    return request.config.stash[FAULTS]
+
+
+@pytest.fixture
+def fuzz_outcomes(request: pytest.FixtureRequest) -> list[FuzzOutcome]:
+    """The session's fuzzing outcomes."""
+    return request.config.stash[FUZZ_RUNS]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests of this folder only when asked for (``make chaos``: ``-m chaos``).
+
+    Their outages alone take over two minutes of the 2-core CI budget on top of the
+    stack's start, so ``make test`` leaves them out; ``make chaos`` runs them.
+    """
+    if "chaos" in (config.option.markexpr or ""):
+        return
+    here = str(Path(__file__).parent)
+    kept = [item for item in items if not str(item.path).startswith(here)]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """The whole stack, started once for the chaos tests and stopped after them."""
+    scratch = tmp_path_factory.mktemp("chaos")
+    with running_stack(
+        scratch,
+        replicas={"interactive": INTERACTIVE_INSTANCES},
+        extra_env={"WEBOOK_GATEWAY_SESSION_CHECK_ON_REDIS_ERROR": "allow"},
+    ) as stack:
+        yield stack
