@@ -205,7 +205,11 @@ def create_app(
                 ttl=settings.refresh_ttl,
                 on_error=settings.session_check_on_redis_error,
                 cache_ttl=settings.session_check_cache_ttl,
+                feed=settings.session_revocation_feed,
             )
+            # Registered after Redis, so the subscription ends before its client closes.
+            sessions.start()
+            stack.push_async_callback(sessions.aclose)
             http = httpx.AsyncClient(
                 transport=wechat_transport, timeout=settings.wechat_timeout, follow_redirects=False
             )

@@ -50,6 +50,12 @@ class GatewaySettings(ClientSettings):
     # request, so a logout bites on every replica at once); when set, a
     # session revoked through another gateway process is accepted here at most this long.
     session_check_cache_ttl: float = Field(default=0.0, ge=0, le=1)
+    # Answer session checks from memory, kept exact by Redis pub/sub: a revocation through
+    # any gateway is announced in the same transaction that records it, and drops the
+    # session here when it arrives (milliseconds). While the subscription is not confirmed
+    # within the last second, every check asks Redis. When on, session_check_cache_ttl is
+    # not used.
+    session_revocation_feed: bool = True
     # Edge middleware: request ids, rate limits, concurrency and body size (one JSON value).
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     # Seconds each gRPC call may take.

@@ -11,6 +11,14 @@ fingerprint of the User-Agent they were issued to. Verification pins the algorit
 (so ``alg: none`` and algorithm-confusion tokens fail), checks the signature with the key of
 the expected type *and* the ``typ`` claim (so one kind is never accepted as the other), the
 expiry, and that the presenting User-Agent has the same fingerprint.
+
+Access tokens are presented on every request, so the claims of the ones that verified are
+remembered (at most ``verified_cache_size`` tokens, the oldest dropped first), keyed by the
+exact token string *and* the presenting User-Agent, until the token's ``exp``: a token
+seen before is then accepted with a dictionary lookup instead of an HMAC and a JSON
+decode. Only successful verifications are remembered, so a forged, altered or expired
+token, or a known token from another User-Agent, is always verified (and refused) in full.
+Revocation is not part of verification: the session check still runs on every request.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ ALGORITHM: Final = "HS256"
 _REQUIRED_CLAIMS: Final = ["uid", "ssid", "typ", "ua", "iat", "exp"]
 # 32 hex characters (128 bits) of sha256 are plenty to tell User-Agents apart.
 _FINGERPRINT_LENGTH: Final = 32
+# Verified access tokens remembered per process (a few hundred bytes each).
+DEFAULT_VERIFIED_CACHE_SIZE: Final = 100_000
 
 
 class TokenType(StrEnum):
@@ -84,6 +94,7 @@ class TokenService:
         access_ttl: lifetime of access tokens.
         refresh_ttl: lifetime of refresh tokens.
         clock: seconds since the epoch (injectable for tests).
+        verified_cache_size: access tokens whose verification is remembered (0: none).
     """
 
     def __init__(
@@ -94,7 +105,10 @@ class TokenService:
         access_ttl: timedelta,
         refresh_ttl: timedelta,
         clock: Callable[[], float] = time.time,
+        verified_cache_size: int = DEFAULT_VERIFIED_CACHE_SIZE,
     ) -> None:
+        if verified_cache_size < 0:
+            raise ValueError("verified_cache_size must not be negative")
         if access_key == refresh_key:
             raise ValueError("access and refresh tokens must be signed with different keys")
         self._keys: Mapping[TokenType, str] = {
@@ -106,6 +120,9 @@ class TokenService:
             TokenType.REFRESH: int(refresh_ttl.total_seconds()),
         }
         self._clock = clock
+        self._verified_max = verified_cache_size
+        # (token, User-Agent) -> claims of an access token that verified.
+        self._verified: dict[tuple[str, str], TokenClaims] = {}
 
     def issue(self, uid: int, user_agent: str) -> TokenPair:
         """Tokens for a new session of ``uid`` on the client identified by ``user_agent``."""
@@ -124,6 +141,23 @@ class TokenService:
         Raises:
             InvalidToken: for any reason the token cannot be trusted.
         """
+        if typ is TokenType.ACCESS and self._verified_max:
+            key = (token, user_agent)
+            known = self._verified.get(key)
+            if known is not None:
+                # PyJWT's rule, without leeway: a token is expired from its exp on.
+                if known.exp > self._clock():
+                    return known
+                del self._verified[key]
+            claims = self._verify(token, typ, user_agent)
+            verified = self._verified
+            if len(verified) >= self._verified_max:
+                del verified[next(iter(verified))]
+            verified[key] = claims
+            return claims
+        return self._verify(token, typ, user_agent)
+
+    def _verify(self, token: str, typ: TokenType, user_agent: str) -> TokenClaims:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -142,9 +176,12 @@ class TokenService:
             raise InvalidToken("malformed session claims")
         if not hmac.compare_digest(ua.encode(), user_agent_fingerprint(user_agent).encode()):
             raise InvalidToken("token presented by a different client")
-        return TokenClaims(
-            uid=uid, ssid=ssid, typ=typ, ua=ua, iat=int(claims["iat"]), exp=int(claims["exp"])
-        )
+        exp = int(claims["exp"])
+        # PyJWT checks exp against the system clock; the remembered tokens are checked
+        # against ours, so refuse by ours too (the same clock in production).
+        if exp <= self._clock():
+            raise InvalidToken("token expired")
+        return TokenClaims(uid=uid, ssid=ssid, typ=typ, ua=ua, iat=int(claims["iat"]), exp=exp)
 
     def _sign(self, typ: TokenType, uid: int, ssid: str, fingerprint: str, now: int) -> str:
         payload = {

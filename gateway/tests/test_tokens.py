@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 
-from gateway.auth.tokens import TokenService, TokenType, user_agent_fingerprint
+from gateway.auth.tokens import InvalidToken, TokenService, TokenType, user_agent_fingerprint
 from gateway.settings import GatewaySettings
 from gateway.tests.conftest import USER_AGENT, LoginTokens, bearer, login
 
@@ -187,3 +188,72 @@ async def test_refresh_without_token(client: httpx.AsyncClient) -> None:
     await _assert_unauthorized(
         await client.post("/users/refresh_token", headers={"Authorization": "Bearer null"})
     )
+
+
+class _WallClock:
+    """A settable clock in seconds since the epoch, starting now."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _service(clock: _WallClock, cache_size: int = 100) -> TokenService:
+    return TokenService(
+        access_key="a" * 32,
+        refresh_key="r" * 32,
+        access_ttl=timedelta(minutes=30),
+        refresh_ttl=timedelta(days=7),
+        clock=clock,
+        verified_cache_size=cache_size,
+    )
+
+
+def test_a_remembered_token_is_accepted_only_from_its_user_agent_and_until_it_expires() -> None:
+    clock = _WallClock()
+    service = _service(clock)
+    pair = service.issue(7, USER_AGENT)
+
+    first = service.verify(pair.access, TokenType.ACCESS, USER_AGENT)
+    assert service.verify(pair.access, TokenType.ACCESS, USER_AGENT) == first
+    with pytest.raises(InvalidToken):
+        service.verify(pair.access, TokenType.ACCESS, "another browser")
+    with pytest.raises(InvalidToken):
+        service.verify(pair.access, TokenType.REFRESH, USER_AGENT)
+
+    clock.now = first.exp  # expired from its exp on
+    with pytest.raises(InvalidToken):
+        service.verify(pair.access, TokenType.ACCESS, USER_AGENT)
+
+
+def test_altered_tokens_are_verified_in_full_even_when_the_original_is_remembered() -> None:
+    service = _service(_WallClock())
+    pair = service.issue(7, USER_AGENT)
+    service.verify(pair.access, TokenType.ACCESS, USER_AGENT)
+    header, payload, signature = pair.access.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["uid"] = 8
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+
+    with pytest.raises(InvalidToken):
+        service.verify(f"{header}.{forged_payload}.{signature}", TokenType.ACCESS, USER_AGENT)
+    with pytest.raises(InvalidToken):
+        service.verify(pair.access + "x", TokenType.ACCESS, USER_AGENT)
+
+
+def test_the_remembered_tokens_are_bounded() -> None:
+    service = _service(_WallClock(), cache_size=2)
+    pairs = [service.issue(uid, USER_AGENT) for uid in (1, 2, 3)]
+    claims = [service.verify(p.access, TokenType.ACCESS, USER_AGENT) for p in pairs]
+
+    assert [c.uid for c in claims] == [1, 2, 3]
+    assert len(service._verified) == 2
+    # The oldest was dropped; it still verifies, in full.
+    assert service.verify(pairs[0].access, TokenType.ACCESS, USER_AGENT).uid == 1
+
+
+def test_a_negative_cache_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="verified_cache_size"):
+        _service(_WallClock(), cache_size=-1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 CACHE_REQUESTS = Counter(
     "webook_cache_requests_total", "Cache lookups by cache and result.", ["cache", "result"]
@@ -11,4 +11,14 @@ CACHE_WRITE_ERRORS = Counter(
     "webook_cache_write_errors_total",
     "Cache writes or invalidations that failed (logged, never raised).",
     ["cache", "op"],
+)
+INVALIDATION_FEED_UP = Gauge(
+    "webook_cache_invalidation_feed_up",
+    "1 while an in-process cache's pub/sub invalidation feed is confirmed fresh, else 0.",
+    ["feed"],
+)
+INVALIDATION_FEED_RESETS = Counter(
+    "webook_cache_invalidation_feed_resets_total",
+    "In-process caches emptied because their invalidation subscription was lost or renewed.",
+    ["feed"],
 )
