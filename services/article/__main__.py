@@ -23,8 +23,12 @@ from services.article.events import KafkaArticleEvents, topic_specs
 from services.article.grpc_api import ArticleServicer
 from services.article.peers import RemotePopularity, UserServiceAuthors
 from services.article.repository import SqlUnitOfWork
-from services.article.repository.cache import FirstPageCache, RedisPublishedArticleCache
-from services.article.service import ArticleService
+from services.article.repository.cache import (
+    FirstPageCache,
+    InProcessPublishedArticleCache,
+    RedisPublishedArticleCache,
+)
+from services.article.service import ArticleService, PublishedArticleCache
 from services.article.settings import ArticleSettings
 from webook.article.v1 import article_pb2, article_pb2_grpc
 
@@ -59,9 +63,20 @@ def build_runner(
             client_id=f"webook-{SERVICE_NAME}",
         )
     )
+    published_cache: PublishedArticleCache
+    local_cache: InProcessPublishedArticleCache | None = None
+    if settings.published_local_cache_entries:
+        local_cache = InProcessPublishedArticleCache(
+            redis,
+            max_entries=settings.published_local_cache_entries,
+            max_age=settings.published_local_cache_max_age_seconds,
+        )
+        published_cache = local_cache
+    else:
+        published_cache = RedisPublishedArticleCache(redis)
     service = ArticleService(
         lambda: SqlUnitOfWork(sessions, first_pages),
-        published_cache=RedisPublishedArticleCache(redis),
+        published_cache=published_cache,
         authors=UserServiceAuthors(clients, timeout_s=settings.peer_timeout_seconds),
         popularity=RemotePopularity(clients, timeout_s=settings.peer_timeout_seconds),
         ttl_policy=tiered_ttl(
@@ -89,6 +104,11 @@ def build_runner(
     # what those calls emitted, then the clients, Redis and SQL pools close.
     runner.on_close(engine.dispose)
     runner.on_close(close_redis)
+    if local_cache is not None:
+        # Until the subscription is confirmed, reads go to Redis; it ends before Redis
+        # closes (close hooks run in reverse order).
+        local_cache.start()
+        runner.on_close(local_cache.aclose)
     runner.on_close(clients.close)
     runner.on_close(producer.stop)
     return runner

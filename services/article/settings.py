@@ -27,6 +27,10 @@ class ArticleSettings(GrpcServiceSettings):
     popular_published_cache_ttl_seconds: int = Field(default=3600, ge=1)
     popular_author_followers: int = Field(default=10_000, ge=0)
     popular_article_reads: int = Field(default=100_000, ge=0)
+    # Reader views also kept in process memory (0: none), invalidated across replicas by
+    # Redis pub/sub within milliseconds, and kept at most this many seconds.
+    published_local_cache_entries: int = Field(default=1000, ge=0)
+    published_local_cache_max_age_seconds: float = Field(default=60.0, gt=1.0)
     # Timeout of calls to the user, follow and interactive services on the read path.
     peer_timeout_seconds: float = Field(default=0.5, gt=0)
     # Kafka producer: events buffered while the broker is unreachable, then dropped.

@@ -7,11 +7,23 @@
 - :class:`RedisPublishedArticleCache`: reader views (content and author name included)
   under ``webook:article:published:<id>``, set on publish and on a read miss with the TTL
   the service's policy chose, dropped on withdraw.
+- :class:`InProcessPublishedArticleCache`: the reader views most read lately, in this
+  process's memory in front of the Redis copy, so that a hot article costs no Redis round
+  trip per read. Every set or delete of a Redis copy is announced on
+  :data:`PUBLISHED_CHANNEL` in the same MULTI/EXEC transaction
+  (:mod:`kit.cache.invalidation`); every replica drops its copy when the announcement
+  arrives (milliseconds after a publish or withdraw). On any doubt (subscription not yet
+  confirmed, lost, renewed, or silent for more than a second) it is bypassed and emptied,
+  and reads go to Redis as before. A copy also lives at most ``max_age`` seconds, which
+  bounds what announcements cannot cover: a Redis copy that expired or was written by a
+  process without this class.
 
-Values are versioned JSON. Neither cache ever fails a request: a Redis error on read is
+Values are versioned JSON. No cache ever fails a request: a Redis error on read is
 counted as ``result="error"`` and answered as a miss; a failed write or delete is logged and
 counted in ``webook_cache_write_errors_total`` (the TTL bounds how long a copy that could
-not be replaced or dropped stays stale).
+not be replaced or dropped stays stale; with the in-process cache, a failed write was not
+announced either, so other replicas keep their copy at most ``max_age``, and this one
+drops its own).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from kit.cache.invalidation import InvalidatedCache, InvalidationFeed, publish_invalidation
 from kit.cache.metrics import CACHE_REQUESTS, CACHE_WRITE_ERRORS
 from services.article.domain import ArticleStatus, ArticleSummary, PublishedArticle
 
@@ -31,6 +44,11 @@ logger = logging.getLogger(__name__)
 
 FIRST_PAGE_CACHE = "article_first_page"
 PUBLISHED_CACHE = "article_published"
+LOCAL_PUBLISHED_CACHE = "article_published_local"
+# Where changes of cached reader views are announced to every replica.
+PUBLISHED_CHANNEL = "webook:article:published:changed"
+DEFAULT_LOCAL_ENTRIES = 1000
+DEFAULT_LOCAL_MAX_AGE_SECONDS = 60.0
 FIRST_PAGE_PREFIX = "webook:article:first_page:"
 PUBLISHED_PREFIX = "webook:article:published:"
 FIRST_PAGE_SIZE = 100
@@ -204,9 +222,17 @@ class FirstPageCache(_RedisCache):
 
 
 class RedisPublishedArticleCache(_RedisCache):
-    """Reader views by article id (implements ``PublishedArticleCache``)."""
+    """Reader views by article id (implements ``PublishedArticleCache``).
+
+    With ``announce=True`` every set and delete is announced on :data:`PUBLISHED_CHANNEL`
+    in the same transaction (what :class:`InProcessPublishedArticleCache` needs).
+    """
 
     name = PUBLISHED_CACHE
+
+    def __init__(self, redis: aioredis.Redis, *, announce: bool = False) -> None:
+        super().__init__(redis)
+        self._announce = announce
 
     async def get(self, article_id: int) -> PublishedArticle | None:
         """The cached reader view, or ``None`` on a miss or any cache error."""
@@ -224,8 +250,93 @@ class RedisPublishedArticleCache(_RedisCache):
 
     async def set(self, article: PublishedArticle, *, ttl_s: int) -> None:
         """Cache ``article`` for ``ttl_s`` seconds; failures are logged and counted."""
-        await self._set(published_key(article.id), encode_published(article), ttl_s)
+        key, value = published_key(article.id), encode_published(article)
+        if not self._announce:
+            await self._set(key, value, ttl_s)
+            return
+        try:
+            await publish_invalidation(
+                self._redis, PUBLISHED_CHANNEL, str(article.id), ("SET", key, value, "EX", ttl_s)
+            )
+        except _REDIS_FAILURES as exc:
+            self._write_failed("set", key, exc)
 
     async def delete(self, article_id: int) -> None:
         """Drop the cached view; failures are logged and counted."""
-        await self._delete(published_key(article_id))
+        key = published_key(article_id)
+        if not self._announce:
+            await self._delete(key)
+            return
+        try:
+            await publish_invalidation(
+                self._redis, PUBLISHED_CHANNEL, str(article_id), ("DEL", key)
+            )
+        except _REDIS_FAILURES as exc:
+            self._write_failed("delete", key, exc)
+
+
+class InProcessPublishedArticleCache:
+    """Reader views in process memory in front of Redis (implements ``PublishedArticleCache``).
+
+    Args:
+        redis: the client; the subscription takes one connection of its pool.
+        max_entries: reader views kept at most (the least recently stored dropped first).
+        max_age: seconds a view is kept at most.
+
+    Call :meth:`start` inside the running loop and :meth:`aclose` at shutdown.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        max_entries: int = DEFAULT_LOCAL_ENTRIES,
+        max_age: float = DEFAULT_LOCAL_MAX_AGE_SECONDS,
+    ) -> None:
+        self._shared = RedisPublishedArticleCache(redis, announce=True)
+        local: InvalidatedCache[int, PublishedArticle] = InvalidatedCache(
+            max_entries=max_entries, max_age=max_age
+        )
+        self.feed = InvalidationFeed(
+            redis,
+            PUBLISHED_CHANNEL,
+            name=LOCAL_PUBLISHED_CACHE,
+            on_message=lambda member: local.invalidate(int(member)),
+            on_reset=local.clear,
+        )
+        local.attach(self.feed)
+        self._local = local
+        self._hits = CACHE_REQUESTS.labels(LOCAL_PUBLISHED_CACHE, "hit")
+        self._misses = CACHE_REQUESTS.labels(LOCAL_PUBLISHED_CACHE, "miss")
+
+    def start(self) -> None:
+        """Subscribe to announcements (until then every read goes to Redis)."""
+        self.feed.start()
+
+    async def aclose(self) -> None:
+        """Unsubscribe; reads go to Redis from now on."""
+        await self.feed.aclose()
+
+    async def get(self, article_id: int) -> PublishedArticle | None:
+        """The reader view from memory, else from Redis (then kept), or ``None``."""
+        local = self._local
+        article = local.get(article_id)
+        if article is not None:
+            self._hits.inc()
+            return article
+        self._misses.inc()
+        ticket = local.ticket()
+        article = await self._shared.get(article_id)
+        if article is not None:
+            local.put(article_id, article, ticket)
+        return article
+
+    async def set(self, article: PublishedArticle, *, ttl_s: int) -> None:
+        """Store ``article`` in Redis and tell every replica to drop its copy."""
+        await self._shared.set(article, ttl_s=ttl_s)
+        self._local.invalidate(article.id)
+
+    async def delete(self, article_id: int) -> None:
+        """Drop the view from Redis and from every replica's memory."""
+        await self._shared.delete(article_id)
+        self._local.invalidate(article_id)
