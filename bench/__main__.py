@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench._report import Result, parse
+from bench._report import Result, parse, table
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -74,21 +74,6 @@ def run_one(name: str) -> tuple[int, list[Result]]:
             if row is not None:
                 found.append(row)
     return child.returncode, found
-
-
-def table(rows: list[Result]) -> str:
-    """The results as one Markdown table (also what docs/performance.md shows)."""
-    lines = [
-        "| measure | ours | baseline (same run) | ratio | goal | met |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
-        met = "" if row.met is None else ("yes" if row.met else "**no**")
-        lines.append(
-            f"| {row.measure} | {row.ours} | {row.baseline} | {ratio} | {row.goal} | {met} |"
-        )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A benchmark module calls :func:`result` once per measure after printing its own detail. The
 line starts with :data:`MARKER` followed by a JSON object; ``python -m bench`` scans each
-benchmark's output for such lines and prints them all as one table at the end. A benchmark
+benchmark's output for such lines and prints them all as one table at the end
+(:func:`table`). A benchmark
 run on its own (``python -m bench.<name>``) shows the same line, which stays readable.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 MARKER = "BENCH-RESULT "
@@ -56,3 +58,18 @@ def parse(line: str) -> Result | None:
         return Result(**data)
     except (ValueError, TypeError):
         return None
+
+
+def table(rows: Sequence[Result]) -> str:
+    """The results as one Markdown table (what ``make bench`` ends with, and the docs show)."""
+    lines = [
+        "| measure | ours | baseline (same run) | ratio | goal | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(
+            f"| {row.measure} | {row.ours} | {row.baseline} | {ratio} | {row.goal} | {met} |"
+        )
+    return "\n".join(lines)

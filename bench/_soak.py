@@ -75,11 +75,12 @@ async def soak(base_url: str, pids: dict[str, int], minutes: float, users: int) 
     start = sampler.median_between(measured_from, measured_from + edge)
     end = sampler.median_between(ended - edge, ended)
     ok = True
+    rows = []
     for name in sorted(start.keys() & end.keys()):
         drift = end[name] / start[name] - 1
         met = drift < DRIFT_GOAL
         ok &= met
-        _report.result(
+        row = _report.result(
             f"soak RSS drift {name}",
             f"{end[name] / MIB:.1f} MiB at end",
             f"{start[name] / MIB:.1f} MiB after warm-up",
@@ -87,11 +88,20 @@ async def soak(base_url: str, pids: dict[str, int], minutes: float, users: int) 
             f"< {1 + DRIFT_GOAL:.2f}",
             met,
         )
+        rows.append(row)
     errors = workload.total_errors
-    _report.result(f"soak errors, {minutes:g} min", str(errors), "", None, "= 0", errors == 0)
-    _report.result(
-        "soak: acked writes lost, reads uncounted", str(len(problems)), goal="= 0", met=not problems
+    rows.append(
+        _report.result(f"soak errors, {minutes:g} min", str(errors), "", None, "= 0", errors == 0)
     )
+    rows.append(
+        _report.result(
+            "soak: acked writes lost, reads uncounted",
+            str(len(problems)),
+            goal="= 0",
+            met=not problems,
+        )
+    )
+    print("\n" + _report.table(rows), flush=True)
     return ok and errors == 0 and not problems
 
 
