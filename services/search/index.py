@@ -12,12 +12,16 @@ field           kind                        use
 ``doc_id``      i64, stored                 the article or user id
 ``utime``       i64, indexed, fast, stored  last update (ms): recency boost and display
 ``author_id``   i64, stored                 articles: the author
-``title``       text (CJK/English), stored  article title
-``body``        text, stored                article text (HTML removed)
-``author``      text, stored                article author's name
-``nickname``    text, stored                user nickname
-``about``       text, stored                user about-me
+``title``       text (unigrams), stored     article title (shown, highlighted)
+``body``        text (unigrams), stored     article text (HTML removed)
+``author``      text (unigrams), stored     article author's name
+``nickname``    text (unigrams), stored     user nickname
+``about``       text (unigrams), stored     user about-me
+``<field>_s``   text (Han n-grams)          the searched twin of each text field above
 ==============  ==========================  ==============================================
+
+(:mod:`services.search.analysis` explains the two analyzers.) A tombstone has no text
+field, so no query can match it: searches need no "live" filter.
 
 Every change of a batch deletes the key's previous document and adds the new one (a full
 document or a tombstone), then the batch is committed at once and the reader reloaded, so
@@ -26,11 +30,16 @@ holds a lock file); the writer lives as long as this object. Tantivy calls block
 run in worker threads: writes in one dedicated thread (they are serialised anyway),
 searches in the default pool.
 
-**Ranking**: BM25 over the fields above with per-field boosts (a match in a title or
-nickname counts :data:`FIELD_BOOSTS` times more), plus a recency boost: a document updated
-within the last 7, 30 or 365 days gets ``recency_boost`` times 1, 0.5 or 0.25 added to its
-score (the bonuses add up), so among equally relevant documents newer ones come first
-while a much better match still wins.
+**Ranking**: BM25 over the searched fields with per-field boosts (a match in a title or
+nickname counts :data:`FIELD_BOOSTS` times more), then a recency re-rank of the best
+:data:`RESCORE_WINDOW` (or ``offset + limit`` if more) by relevance, as Elasticsearch's
+``rescore`` does: a document updated within the last 7, 30 or 365 days gets
+``recency_boost`` times 1, 0.5 or 0.25 added to its score (the bonuses add up), so among
+equally relevant documents newer ones come first while a much better match still wins.
+Re-ranking a bounded window keeps the query a pure text query, whose cost grows far slower
+than the corpus (``python -m bench.search``); range clauses over ``utime`` made every query
+scan the whole column. The type filter chooses the searched fields (articles and users have
+different ones) instead of adding a clause.
 
 **Query syntax** (tantivy's parser, words ANDed): ``"exact phrase"``, ``-excluded``,
 ``a OR b``, ``(grouping)``, ``title:word`` on the text fields above. Unbalanced quotes or
@@ -49,8 +58,19 @@ from typing import Any, Final
 
 import tantivy
 
-from services.search.analysis import ANALYZER_NAME, excerpt, highlight, text_analyzer
+from services.search.analysis import (
+    ANALYZER_NAME,
+    SEARCH_ANALYZER_NAME,
+    SEARCH_SUFFIX,
+    excerpt,
+    highlight,
+    search_analyzer,
+    search_query,
+    search_text,
+    text_analyzer,
+)
 from services.search.domain import (
+    MAX_RESULT_WINDOW,
     ArticleDoc,
     Change,
     DocKey,
@@ -66,7 +86,20 @@ from services.search.errors import Reason, SearchInvalidArgument
 logger = logging.getLogger(__name__)
 
 TEXT_FIELDS: Final = ("title", "body", "author", "nickname", "about")
-FIELD_BOOSTS: Final = {"title": 3.0, "nickname": 3.0, "author": 1.5, "body": 1.0, "about": 1.0}
+# The searched twin of each text field (Han text as n-grams, see analysis.search_text).
+SEARCHED: Final = {name: name + SEARCH_SUFFIX for name in TEXT_FIELDS}
+SEARCHED_FIELDS: Final[dict[DocType | None, tuple[str, ...]]] = {
+    None: tuple(SEARCHED.values()),
+    DocType.ARTICLE: (SEARCHED["title"], SEARCHED["body"], SEARCHED["author"]),
+    DocType.USER: (SEARCHED["nickname"], SEARCHED["about"]),
+}
+_BOOSTS: Final = {"title": 3.0, "nickname": 3.0, "author": 1.5, "body": 1.0, "about": 1.0}
+FIELD_BOOSTS: Final = {
+    **_BOOSTS,
+    **{SEARCHED[name]: boost for name, boost in _BOOSTS.items()},
+}
+# Documents re-ranked with the recency bonus per query (more when the page lies deeper).
+RESCORE_WINDOW: Final = 50
 SNIPPET_CHARS: Final = 160
 DAY_MS: Final = 86_400_000
 # (window, share of recency_boost) pairs; a document inside several windows gets each bonus.
@@ -92,6 +125,7 @@ def build_schema() -> tantivy.Schema:
     builder.add_integer_field("author_id", stored=True)
     for name in TEXT_FIELDS:
         builder.add_text_field(name, stored=True, tokenizer_name=ANALYZER_NAME)
+        builder.add_text_field(SEARCHED[name], stored=False, tokenizer_name=SEARCH_ANALYZER_NAME)
     return builder.build()
 
 
@@ -129,6 +163,7 @@ class TantivySearchIndex:
         exists = tantivy.Index.exists(str(path))
         self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
         self._index.register_tokenizer(ANALYZER_NAME, text_analyzer())
+        self._index.register_tokenizer(SEARCH_ANALYZER_NAME, search_analyzer())
         self._writer = self._index.writer(heap_size=writer_heap_bytes, num_threads=writer_threads)
         self._recency_boost = recency_boost
         self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-writer")
@@ -176,12 +211,12 @@ class TantivySearchIndex:
         doc.add_integer("utime", source.utime_ms)
         if isinstance(source, ArticleDoc):
             doc.add_integer("author_id", source.author_id)
-            doc.add_text("title", source.title)
-            doc.add_text("body", source.body)
-            doc.add_text("author", source.author_name)
+            texts = {"title": source.title, "body": source.body, "author": source.author_name}
         else:
-            doc.add_text("nickname", source.nickname)
-            doc.add_text("about", source.about_me)
+            texts = {"nickname": source.nickname, "about": source.about_me}
+        for name, text in texts.items():
+            doc.add_text(name, text)
+            doc.add_text(SEARCHED[name], search_text(text))
         return doc
 
     # -- reading -------------------------------------------------------------------------
@@ -247,9 +282,10 @@ class TantivySearchIndex:
         """
         return await asyncio.to_thread(self._search_sync, request, list(exclude), now_ms)
 
-    def _parse(self, text: str) -> tantivy.Query:
+    def _parse(self, text: str, fields: Sequence[str]) -> tantivy.Query:
+        boosts = {name: boost for name, boost in FIELD_BOOSTS.items() if name in fields}
         try:
-            return self._parse_strict(text)
+            return self._parse_strict(text, fields, boosts)
         except ValueError as exc:
             if not str(exc).startswith(_UNKNOWN_FIELD):
                 raise SearchInvalidArgument(
@@ -260,7 +296,7 @@ class TantivySearchIndex:
                 ) from exc
         # "word:" that names no field is plain text ("Python: tips", "12:30").
         try:
-            return self._parse_strict(text.replace(":", " "))
+            return self._parse_strict(text.replace(":", " "), fields, boosts)
         except ValueError as exc:
             raise SearchInvalidArgument(
                 Reason.INVALID_QUERY,
@@ -268,13 +304,22 @@ class TantivySearchIndex:
                 metadata={"field": "query"},
             ) from exc
 
-    def _parse_strict(self, text: str) -> tantivy.Query:
+    def _parse_strict(
+        self, text: str, fields: Sequence[str], boosts: dict[str, float]
+    ) -> tantivy.Query:
         return self._index.parse_query(
             text,
-            default_field_names=list(TEXT_FIELDS),
-            field_boosts=FIELD_BOOSTS,
+            default_field_names=list(fields),
+            field_boosts=boosts,
             conjunction_by_default=True,
         )
+
+    def _highlight_query(self, text: str) -> tantivy.Query | None:
+        # The stored fields are indexed as unigrams: snippets mark what the query matched.
+        try:
+            return self._parse(text, TEXT_FIELDS)
+        except SearchInvalidArgument:
+            return None
 
     def _kind_filter(self, doc_type: DocType) -> tantivy.Query:
         return tantivy.Query.const_score_query(
@@ -286,73 +331,83 @@ class TantivySearchIndex:
             tantivy.Query.term_query(self._schema, "live", True), 0.0
         )
 
-    def _full_query(
-        self, text_query: tantivy.Query, request: SearchRequest, exclude: list[DocKey], now_ms: int
-    ) -> tantivy.Query:
-        clauses: list[tuple[tantivy.Occur, tantivy.Query]] = [
-            (tantivy.Occur.Must, text_query),
-            (tantivy.Occur.Must, self._live_filter()),
-        ]
-        if request.type is not None:
-            clauses.append((tantivy.Occur.Must, self._kind_filter(request.type)))
-        if exclude:
-            clauses.append(
-                (
-                    tantivy.Occur.MustNot,
-                    tantivy.Query.term_set_query(
-                        self._schema, "key", [key_text(key) for key in exclude]
-                    ),
-                )
+    def text_query(self, request: SearchRequest) -> tantivy.Query:
+        """The query matching ``request`` (text and type), without exclusions."""
+        rewritten = search_query(request.text)
+        fields = SEARCHED_FIELDS[request.type]
+        query = self._parse(rewritten, fields)
+        if request.type is not None and ":" in rewritten:
+            # An explicit field may belong to the other type: filter by kind.
+            return tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, query),
+                    (tantivy.Occur.Must, self._kind_filter(request.type)),
+                ]
             )
-        if self._recency_boost > 0:
-            for window_ms, share in RECENCY_WINDOWS:
-                recent = tantivy.Query.range_query(
-                    self._schema,
-                    "utime",
-                    tantivy.FieldType.Integer,
-                    lower_bound=now_ms - window_ms,
-                )
-                clauses.append(
-                    (
-                        tantivy.Occur.Should,
-                        tantivy.Query.const_score_query(recent, self._recency_boost * share),
-                    )
-                )
-        return tantivy.Query.boolean_query(clauses)
+        return query
+
+    def recency_bonus(self, utime_ms: int, now_ms: int) -> float:
+        """Score added for an update within the :data:`RECENCY_WINDOWS`."""
+        return sum(
+            self._recency_boost * share
+            for window_ms, share in RECENCY_WINDOWS
+            if utime_ms >= now_ms - window_ms
+        )
 
     def _search_sync(
         self, request: SearchRequest, exclude: list[DocKey], now_ms: int
     ) -> SearchPage:
-        text_query = self._parse(request.text)
-        query = self._full_query(text_query, request, exclude, now_ms)
+        query = self.text_query(request)
+        if exclude:
+            query = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, query),
+                    (
+                        tantivy.Occur.MustNot,
+                        tantivy.Query.term_set_query(
+                            self._schema, "key", [key_text(key) for key in exclude]
+                        ),
+                    ),
+                ]
+            )
         searcher = self._index.searcher()
-        result = searcher.search(query, limit=request.limit, offset=request.offset, count=True)
+        # Rescoring window: the best RESCORE_WINDOW by relevance (more for deeper pages)
+        # are re-ranked with the recency bonus; the page is cut from that order.
+        window = min(MAX_RESULT_WINDOW, max(RESCORE_WINDOW, request.offset + request.limit))
+        result = searcher.search(query, limit=window, count=True)
+        ranked = [
+            (score + self.recency_bonus(int(_first(doc, "utime", 0)), now_ms), rank, doc)
+            for rank, (score, doc) in enumerate(
+                (score, searcher.doc(address)) for score, address in result.hits
+            )
+        ]
+        ranked.sort(key=lambda item: (-item[0], item[1]))
+        page = ranked[request.offset : request.offset + request.limit]
+        highlight_query = self._highlight_query(request.text)
         generators: dict[str, tantivy.SnippetGenerator] = {}
 
         def marked(doc: tantivy.Document, field: str, whole: bool) -> str:
             text = str(_first(doc, field, ""))
             if not text:
                 return ""
+            limit = len(text) if whole else SNIPPET_CHARS
+            if highlight_query is None:
+                return excerpt(text, limit)
             generator = generators.get(field)
             if generator is None:
                 generator = tantivy.SnippetGenerator.create(
-                    searcher, text_query, self._schema, field
-                )
-                generator.set_max_num_chars(
-                    len(text.encode("utf-8")) + 1 if whole else SNIPPET_CHARS
+                    searcher, highlight_query, self._schema, field
                 )
                 generators[field] = generator
-            elif whole:
-                generator.set_max_num_chars(len(text.encode("utf-8")) + 1)
+            generator.set_max_num_chars(len(text.encode("utf-8")) + 1 if whole else SNIPPET_CHARS)
             snippet = generator.snippet_from_doc(doc)
             ranges = [(r.start, r.end) for r in snippet.highlighted()]
             if not ranges:
-                return excerpt(text, len(text) if whole else SNIPPET_CHARS)
+                return excerpt(text, limit)
             return highlight(snippet.fragment(), ranges)
 
         hits: list[SearchHit] = []
-        for score, address in result.hits:
-            doc = searcher.doc(address)
+        for score, _, doc in page:
             doc_type = DocType(int(_first(doc, "kind", DocType.ARTICLE)))
             title_field, text_field = (
                 ("title", "body") if doc_type is DocType.ARTICLE else ("nickname", "about")
