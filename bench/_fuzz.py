@@ -78,8 +78,7 @@ class FuzzReport:
     cases: int = 0
     seconds: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
-    # 401 answers by operation (anonymous: every logged-in route; logged in: the routes
-    # that end or replace the session, and cases that send a token of their own).
+    # 401 answers by operation and generation mode (anonymous: every logged-in route).
     unauthorized: Counter[str] = field(default_factory=Counter)
     # Distinct failures (first case of each (operation, check, status)), and how many cases
     # failed in all.
@@ -111,7 +110,7 @@ class FuzzReport:
         ]
         if self.unauthorized:
             top = ", ".join(f"{op} {n}" for op, n in self.unauthorized.most_common())
-            out.append(f"  401 by operation: {top}")
+            out.append(f"  401 by operation (mode): {top}")
         for failure in self.failures.values():
             out.append(
                 f"  {failure.operation} [{failure.check}] HTTP {failure.status}: "
@@ -204,7 +203,7 @@ def _fuzz_operation(
         report.cases += 1
         report.statuses[response.status_code] += 1
         if response.status_code == 401:
-            report.unauthorized[operation.label] += 1
+            report.unauthorized[f"{operation.label} ({mode.value})"] += 1
         try:
             case.validate_response(response, checks=CHECKS, headers=headers)
         except FailureGroup as group:
