@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, TypeVar
 
 from google.protobuf.message import DecodeError, Message
+from opentelemetry import trace
 
 from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler
 from services.search.analysis import html_to_text
@@ -146,11 +147,14 @@ def sync_consumer(
     config: ConsumerConfig,
     *,
     topics: Mapping[str, str] | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> BatchConsumer:
     """The consumer that keeps the index in sync with the article and user events.
 
     ``topics`` renames topics (their role → the name to read: tests use fresh topics);
-    by default the production names above.
+    by default the production names above. Each batch runs in a CONSUMER span linked to the
+    spans that published its events (:mod:`kit.events.tracing`); the service's
+    ``search.sync.apply`` span is its child.
     """
     handler = IndexSync(service)
     names = dict(topics or {})
@@ -160,4 +164,5 @@ def sync_consumer(
             names.get(topic, topic): TopicHandler(decode, handler)
             for topic, decode in DECODERS.items()
         },
+        tracer_provider=tracer_provider,
     )

@@ -52,7 +52,7 @@ from services.search.domain import (
 from services.search.errors import Reason, SearchInvalidArgument, SearchUnavailable
 
 logger = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
+TRACER_NAME = __name__
 
 Clock = Callable[[], int]
 _TYPE_LABEL = {None: "all", DocType.ARTICLE: "article", DocType.USER: "user"}
@@ -103,8 +103,10 @@ class BatchedIndexWriter:
         commit_interval_s: float = 0.5,
         max_batch: int = 1000,
         retry_backoff_s: float = 0.5,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._index = index
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._interval = commit_interval_s
         self._max_batch = max_batch
         self._retry_backoff = retry_backoff_s
@@ -215,7 +217,7 @@ class BatchedIndexWriter:
             self._has_pending.clear()
             started = time.perf_counter()
             try:
-                with tracer.start_as_current_span(
+                with self._tracer.start_as_current_span(
                     "search.index.commit", attributes={"search.batch_size": len(batch)}
                 ):
                     await self._index.write(list(batch.values()))
@@ -276,11 +278,18 @@ class SearchService:
     """Queries and index changes."""
 
     def __init__(
-        self, index: SearchIndex, writer: BatchedIndexWriter, *, clock: Clock = now_ms
+        self,
+        index: SearchIndex,
+        writer: BatchedIndexWriter,
+        *,
+        clock: Clock = now_ms,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self._index = index
         self._writer = writer
         self._clock = clock
+        # The global provider (kit.observability.tracing) unless one is given (tests).
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
 
     async def search(self, text: str, doc_type: int, offset: int, limit: int) -> SearchPage:
         """A page of hits for ``text`` (``doc_type`` 0: articles and users).
@@ -293,7 +302,7 @@ class SearchService:
         label = _TYPE_LABEL.get(DocType(doc_type) if doc_type in (1, 2) else None, "all")
         try:
             request = parse_request(text, doc_type, offset, limit)
-            with tracer.start_as_current_span(
+            with self._tracer.start_as_current_span(
                 "search.query", attributes={"search.type": label, "search.limit": request.limit}
             ) as span:
                 page = await self._index.search(
@@ -320,7 +329,7 @@ class SearchService:
         Returns once they are committed; raises :class:`SearchUnavailable` if the commit
         failed (offer them again).
         """
-        with tracer.start_as_current_span(
+        with self._tracer.start_as_current_span(
             "search.sync.apply",
             attributes={"search.source": source, "search.changes": len(changes)},
         ) as span:
