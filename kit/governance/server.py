@@ -40,6 +40,7 @@ import grpc.aio
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from kit.governance._rpc import (
@@ -154,11 +155,15 @@ class _CallScope:
             raise
 
     def _start_span(self) -> None:
+        textmap = propagate.get_global_textmap()
+        fields = self._governor.propagated_fields(textmap)
         carrier: dict[str, list[str]] = {}
         for key, value in self._context.invocation_metadata() or ():
-            if isinstance(value, str):
+            # Only the keys the propagator reads (traceparent, tracestate): a call carries
+            # other metadata too, which extract would copy for nothing.
+            if key in fields and isinstance(value, str):
                 carrier.setdefault(key, []).append(value)
-        parent = propagate.extract(carrier)
+        parent = textmap.extract(carrier)
         method = self._method
         tracer = self._governor.tracer
         assert tracer is not None
@@ -279,8 +284,17 @@ class GovernedServerInterceptor(ServerInterceptorBase):
             else None
         )
         self.error_mapper = error_mapper
+        self._textmap: TextMapPropagator | None = None
+        self._fields: frozenset[str] = frozenset()
         # Full method -> (the handler the server gave, the handler wrapped around it).
         self._handlers: dict[str, tuple[MethodHandler, MethodHandler]] = {}
+
+    def propagated_fields(self, textmap: TextMapPropagator) -> frozenset[str]:
+        """The metadata keys ``textmap`` reads, computed once per global propagator."""
+        if textmap is not self._textmap:
+            self._fields = frozenset(field.lower() for field in textmap.fields)
+            self._textmap = textmap
+        return self._fields
 
     def count_rejected(self, method: RpcMethod, reason: str) -> None:
         """Count a call refused by the shedder or the rate limiter."""
