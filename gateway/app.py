@@ -11,7 +11,10 @@ Middleware, outermost first (each a pure ASGI class, one concern):
 5. :class:`~gateway.middleware.login.LoginCheckMiddleware`: 401 unless public or logged in.
 
 Request spans come from FastAPI's built-in OpenTelemetry support, which uses the tracer
-provider :func:`kit.observability.tracing.configure_tracing` installs.
+provider :func:`kit.observability.tracing.configure_tracing` installs. While that provider
+records no span (no exporter), FastAPI's telemetry is skipped and the outermost
+:class:`~gateway.middleware.trace_context.TraceContextMiddleware` keeps only the request's
+trace context (ids for logs and gRPC propagation).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from gateway.middleware.errors import UnhandledErrorMiddleware
 from gateway.middleware.login import LoginCheckMiddleware
 from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.route_template import RouteTemplates
+from gateway.middleware.trace_context import TraceContextMiddleware, telemetry_excluded
 from gateway.routes import articles, comments, sms_login, system, users, wechat
 from gateway.routes import follow as follow_routes
 from gateway.routes import search as search_routes
@@ -247,6 +251,9 @@ def create_app(
     # headers; refusals by the guards are still logged and counted; per-user limits need
     # the user, so they run inside the login check.
     middleware = [
+        # Only while no span is recorded (FastAPI's telemetry is excluded then): the
+        # request's trace context for logs and gRPC calls, without FastAPI's span work.
+        Middleware(TraceContextMiddleware),
         Middleware(CorsMiddleware, allow_origins=settings.cors_allow_origins),
         *edge.outer,  # request id
         Middleware(AccessLogMiddleware, routes=routes),
@@ -267,7 +274,12 @@ def create_app(
         # client spans); FastAPI's operation spans (dependencies, endpoint, serialisation)
         # are off: on GET /articles/pub/:id they doubled the spans per request (3 -> 6) for
         # ~80 µs of CPU (python -m bench.gateway_cpu) and add little to the request span.
-        telemetry={"auto_configure": False, "operation_spans": False},
+        # While the process records no span, TraceContextMiddleware stands in for it.
+        telemetry={
+            "auto_configure": False,
+            "operation_spans": False,
+            "exclude": telemetry_excluded,
+        },
     )
     app.edge_exempt_paths = frozenset(settings.edge.exempt_paths)
     app.state.runtime = runtime

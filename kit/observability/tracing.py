@@ -117,6 +117,17 @@ class ExportAwareTracerProvider(TracerProvider):
         self.gate.enable_recording()
 
 
+def records_spans(provider: trace.TracerProvider | None = None) -> bool:
+    """Whether spans of ``provider`` (the global one by default) may be recorded.
+
+    False only for an :class:`ExportAwareTracerProvider` without a span processor: code
+    that does extra work for recorded spans alone (attributes, timings) can skip it.
+    """
+    current = provider if provider is not None else trace.get_tracer_provider()
+    gate = getattr(current, "gate", None)
+    return not isinstance(gate, ExportGatedSampler) or gate.recording
+
+
 def service_resource(service: str) -> Resource:
     """The resource of a webook process: its service name, namespace and instance id."""
     return Resource.create(

@@ -18,12 +18,13 @@ import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kit.logging import JsonFormatter
-from kit.observability.tracing import ExportGatedSampler, build_tracer_provider
+from kit.observability.tracing import ExportGatedSampler, build_tracer_provider, records_spans
 
 PROPAGATOR = TraceContextTextMapPropagator()
 # A caller's context whose trace was sampled (flags 01), and one whose trace was not (00).
@@ -177,3 +178,13 @@ async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(
     assert exported.trace_id == trace_id.to_bytes(16, "big")
     names = {a.key: a.value.string_value for a in resource.attributes}
     assert names["service.name"] == "webook-comment"
+
+
+def test_records_spans_tells_whether_anything_consumes_them() -> None:
+    provider = build_tracer_provider("user")
+    assert not records_spans(provider)
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    assert records_spans(provider)
+    # Providers built elsewhere decide by their own sampler: assume they record.
+    assert records_spans(TracerProvider(shutdown_on_exit=False))
+    provider.shutdown()

@@ -1,0 +1,71 @@
+"""The request's trace context while no span is recorded, and stepping aside when one is."""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.propagate import inject
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.middleware.tests.conftest import client_for
+from gateway.middleware.trace_context import TraceContextMiddleware
+from kit.observability.tracing import ExportAwareTracerProvider, build_tracer_provider
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+async def current_context(request: Request) -> JSONResponse:
+    """What code inside the request sees: the current span and the context it propagates."""
+    span = trace.get_current_span()
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return JSONResponse(
+        {
+            "trace_id": f"{span.get_span_context().trace_id:032x}",
+            "valid": span.get_span_context().is_valid,
+            "recording": span.is_recording(),
+            "traceparent": carrier.get("traceparent"),
+        }
+    )
+
+
+def app_with(provider: ExportAwareTracerProvider) -> Starlette:
+    return Starlette(
+        routes=[Route("/ctx", current_context)],
+        middleware=[Middleware(TraceContextMiddleware, tracer_provider=provider)],
+    )
+
+
+async def test_without_recording_the_callers_trace_continues_in_a_non_recording_span() -> None:
+    provider = build_tracer_provider("gateway")
+    async with client_for(app_with(provider)) as client:
+        continued = (await client.get("/ctx", headers={"traceparent": PARENT})).json()
+        started = (await client.get("/ctx")).json()
+
+    assert continued["trace_id"] == TRACE_ID
+    assert continued["recording"] is False
+    # Outgoing calls carry the trace, from a span of this request (not the caller's).
+    assert continued["traceparent"].split("-")[1] == TRACE_ID
+    assert continued["traceparent"].split("-")[2] != "00f067aa0ba902b7"
+    assert started["valid"] is True
+    assert started["trace_id"] != TRACE_ID
+    provider.shutdown()
+
+
+async def test_while_spans_are_recorded_it_steps_aside() -> None:
+    provider = build_tracer_provider("gateway")
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with client_for(app_with(provider)) as client:
+        seen = (await client.get("/ctx", headers={"traceparent": PARENT})).json()
+
+    # Nothing of its own: FastAPI's telemetry (not in this bare app) traces the request.
+    assert seen["valid"] is False
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
