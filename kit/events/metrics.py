@@ -5,6 +5,8 @@
 - ``webook_kafka_producer_dropped_total{topic}``: events given up: the buffer was full, or
   the producer stopped before they could be delivered;
 - ``webook_kafka_producer_buffered{topic}``: events waiting in the producer's buffer;
+- ``webook_kafka_producer_replayed_total{topic}``: acknowledged events sent again because
+  the broker lost them (see the producer's replay window);
 - ``webook_kafka_consumed_total{topic,group,result}``: ``ok`` per message handled,
   ``undecodable`` per message skipped, ``failed`` per message of a handler attempt that
   raised (the batch is retried);
@@ -32,6 +34,11 @@ PRODUCER_DROPPED = Counter(
 PRODUCER_BUFFERED = Gauge(
     "webook_kafka_producer_buffered",
     "Events waiting in producers' in-memory buffers.",
+    ["topic"],
+)
+PRODUCER_REPLAYED = Counter(
+    "webook_kafka_producer_replayed_total",
+    "Acknowledged events sent again because the broker lost them.",
     ["topic"],
 )
 CONSUMED = Counter(

@@ -19,6 +19,20 @@ topics they no longer know and drop them. So before sending after a failure, or 
 ``idle_recheck_s`` without a successful send, the producer re-creates its configured topics
 (:class:`~kit.events.topics.TopicAdmin`); a failure or a topic that had to be created again
 replaces the ``aiokafka`` producer, which drops its stale metadata.
+
+**Replay window.** An acknowledged event may still be lost with the broker's data: tansu's
+memory storage on restart, or an unclean leader election in a real cluster. Events the broker
+acknowledged in the last ``replay_window_s`` (at most ``replay_max_events``) are therefore
+kept. The broker lost data when an acknowledgement carries an offset at or below the last
+one this producer saw on that partition (offsets only grow), or when the producer itself had
+to re-create a topic. Then every kept event goes back to the front of the buffer, ahead of
+newer events, and is sent again: all topics, because a restarted broker lost all of them and
+a partition this producer writes nothing more to would never show its loss. Consumers may see
+those events twice if they had consumed them before the loss: duplicates are bounded by the
+window, and our consumers are at-least-once anyway (read counts, versioned search
+documents). What the window cannot bring back: events acknowledged longer ago than the
+window, and a loss noticed only after the window (nothing sent for that long while another
+client re-created the topics).
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +50,7 @@ from aiokafka import AIOKafkaProducer
 from google.protobuf.message import Message
 from opentelemetry import trace
 
-from kit.events.metrics import PRODUCED, PRODUCER_BUFFERED, PRODUCER_DROPPED
+from kit.events.metrics import PRODUCED, PRODUCER_BUFFERED, PRODUCER_DROPPED, PRODUCER_REPLAYED
 from kit.events.topics import TopicAdmin, TopicSpec
 from kit.events.tracing import TRACER_NAME, inject_headers
 
@@ -61,6 +76,8 @@ class ProducerConfig:
         retry_backoff_s / retry_backoff_max_s: first and largest pause between failed rounds.
         idle_recheck_s: re-check topics before sending after this long without a success.
         flush_timeout_s: how long :meth:`EventProducer.stop` keeps delivering.
+        replay_window_s / replay_max_events: how long, and how many, acknowledged events
+            are kept to be sent again if the broker loses them (0 disables the replay).
     """
 
     bootstrap: str
@@ -74,6 +91,8 @@ class ProducerConfig:
     retry_backoff_max_s: float = 5.0
     idle_recheck_s: float = 1.0
     flush_timeout_s: float = 5.0
+    replay_window_s: float = 60.0
+    replay_max_events: int = 10_000
     client_id: str = "webook"
 
 
@@ -83,6 +102,17 @@ class _Pending:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class _Acknowledged:
+    """An event the broker acknowledged, kept for the replay window."""
+
+    at: float
+    where: tuple[str, int]
+    """Topic and partition."""
+    offset: int
+    item: _Pending
 
 
 ProducerFactory = Callable[[ProducerConfig], AIOKafkaProducer]
@@ -96,6 +126,15 @@ def _default_factory(config: ProducerConfig) -> AIOKafkaProducer:
         request_timeout_ms=config.request_timeout_ms,
         acks=1,
     )
+
+
+def _position(metadata: object) -> tuple[int, int] | None:
+    """The partition and offset of an acknowledgement (``aiokafka``'s ``RecordMetadata``)."""
+    partition = getattr(metadata, "partition", None)
+    offset = getattr(metadata, "offset", None)
+    if isinstance(partition, int) and isinstance(offset, int) and offset >= 0:
+        return partition, offset
+    return None
 
 
 def encode_key(key: EventKey) -> bytes:
@@ -121,6 +160,9 @@ class EventProducer:
         self._admin = TopicAdmin(config.bootstrap, request_timeout_ms=config.request_timeout_ms)
         self._buffer: deque[_Pending] = deque()
         self._in_flight: list[_Pending] = []
+        self._acknowledged: deque[_Acknowledged] = deque()
+        # The highest offset acknowledged to this producer per (topic, partition).
+        self._high_water: dict[tuple[str, int], int] = {}
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -249,6 +291,7 @@ class EventProducer:
                     extra={"topics": sorted(created)},
                 )
                 self._needs_new_producer = True
+                self._replay(f"topics {sorted(created)} had to be created again")
         self._needs_check = False
         if self._needs_new_producer:
             await self._close_producer()
@@ -280,11 +323,20 @@ class EventProducer:
         results = await asyncio.gather(*futures, return_exceptions=True)
         failed: list[_Pending] = []
         first_error: BaseException | None = None
+        acknowledged: list[_Acknowledged] = []
+        lost: tuple[str, int] | None = None
+        now = time.monotonic()
         for index, item in enumerate(self._in_flight):
             result = results[index] if index < len(results) else None
             if index < len(results) and not isinstance(result, BaseException):
                 PRODUCED.labels(item.topic, "ok").inc()
                 PRODUCER_BUFFERED.labels(item.topic).dec()
+                position = _position(result)
+                if position is not None:
+                    where, offset = (item.topic, position[0]), position[1]
+                    if offset <= self._high_water.get(where, -1):
+                        lost = lost or where  # offsets only grow: this log started anew
+                    acknowledged.append(_Acknowledged(now, where, offset, item))
                 continue
             PRODUCED.labels(item.topic, "error").inc()
             if isinstance(result, BaseException) and first_error is None:
@@ -292,6 +344,11 @@ class EventProducer:
             failed.append(item)
         self._buffer.extendleft(reversed(failed))
         self._in_flight = []
+        if lost is not None:
+            self._replay(f"offsets of partition {lost[1]} of {lost[0]} went back")
+        for ack in acknowledged:
+            self._high_water[ack.where] = max(ack.offset, self._high_water.get(ack.where, -1))
+        self._keep(acknowledged, now)
         if len(failed) < count:
             self._last_success = time.monotonic()
         if failed:
@@ -300,6 +357,39 @@ class EventProducer:
                 extra={"failed": len(failed), "buffered": self.pending, "error": repr(first_error)},
             )
         return not failed
+
+    def _keep(self, acknowledged: list[_Acknowledged], now: float) -> None:
+        """Remember ``acknowledged`` for the replay window; forget what fell out of it."""
+        if self._config.replay_window_s <= 0 or self._config.replay_max_events <= 0:
+            return
+        kept = self._acknowledged
+        kept.extend(acknowledged)
+        horizon = now - self._config.replay_window_s
+        while kept and (kept[0].at < horizon or len(kept) > self._config.replay_max_events):
+            kept.popleft()
+
+    def _replay(self, why: str) -> None:
+        """The broker lost data: send every kept event again, ahead of newer events.
+
+        Every topic, not only the one where the loss showed: a broker that restarted empty
+        lost all of them, and a partition this producer writes nothing more to would never
+        show it. The offset marks start over (the events of the round that noticed the loss
+        set them again: they were written to the new logs).
+        """
+        again, self._acknowledged = list(self._acknowledged), deque()
+        self._high_water.clear()
+        if not again:
+            return
+        self._buffer.extendleft(reversed([kept.item for kept in again]))
+        self._drained.clear()
+        per_topic = Tally(kept.item.topic for kept in again)
+        for topic, count in per_topic.items():
+            PRODUCER_REPLAYED.labels(topic).inc(count)
+            PRODUCER_BUFFERED.labels(topic).inc(count)
+        logger.warning(
+            "kafka lost acknowledged events (broker restarted?); sending them again",
+            extra={"why": why, "count": len(again), "topics": sorted(per_topic)},
+        )
 
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None

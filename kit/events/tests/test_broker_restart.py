@@ -71,3 +71,41 @@ async def test_buffered_events_are_delivered_after_the_broker_returns(
         await producer.stop()
     assert sorted(set(received)) == list(range(60))
     assert producer.pending == 0
+
+
+async def test_acknowledged_events_the_broker_lost_are_sent_again(
+    kafka_server: ManagedProcess, kafka_bootstrap: str
+) -> None:
+    """Events acknowledged, then lost with the broker's memory before anyone consumed them."""
+    topic, group = unique("replay"), unique("group")
+    received: list[int] = []
+
+    async def collect(batch: Sequence[ConsumedEvent[events_pb2.ArticleRead]]) -> None:
+        received.extend(e.payload.article_id for e in batch)
+
+    producer = EventProducer(producer_config(kafka_bootstrap, topic))
+    producer.start()
+    try:
+        for i in range(20):
+            producer.publish(topic, i, events_pb2.ArticleRead(article_id=i))
+        assert await producer.flush(20)
+
+        kafka_server.kill()
+        kafka_server.start()
+        # After the restart the broker knows nothing of the 20 acknowledged events.
+        producer.publish(topic, 20, events_pb2.ArticleRead(article_id=20))
+        assert await producer.flush(30)
+        assert metric("webook_kafka_producer_replayed_total", topic=topic) == 20
+
+        consumer = BatchConsumer(
+            consumer_config(kafka_bootstrap, group),
+            {topic: TopicHandler(protobuf_decoder(events_pb2.ArticleRead), collect)},
+        )
+        consumer.start()
+        try:
+            assert await eventually(lambda: len(set(received)) == 21, 40)
+        finally:
+            await consumer.stop()
+    finally:
+        await producer.stop()
+    assert sorted(received) == list(range(21))
