@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import cast
 
 from aiokafka import AIOKafkaProducer
 
@@ -68,11 +69,18 @@ class FakeClient:
         return done
 
 
-def _producer(broker: FakeBroker, **overrides: float) -> EventProducer:
-    config = ProducerConfig(bootstrap="unused:9092", manage_topics=False, **overrides)
+def _producer(
+    broker: FakeBroker, *, replay_window_s: float = 60.0, replay_max_events: int = 10_000
+) -> EventProducer:
+    config = ProducerConfig(
+        bootstrap="unused:9092",
+        manage_topics=False,
+        replay_window_s=replay_window_s,
+        replay_max_events=replay_max_events,
+    )
 
     def factory(_: ProducerConfig) -> AIOKafkaProducer:
-        return FakeClient(broker)  # type: ignore[return-value]
+        return cast(AIOKafkaProducer, FakeClient(broker))
 
     return EventProducer(config, producer_factory=factory)
 
