@@ -61,6 +61,7 @@ def build_runner(
             buffer_size=settings.event_buffer_size,
             flush_timeout_s=settings.event_flush_timeout_seconds,
             client_id=f"webook-{SERVICE_NAME}",
+            linger_ms=settings.event_linger_ms,
         )
     )
     published_cache: PublishedArticleCache
