@@ -29,6 +29,8 @@ class FaultOutcome:
     alive: int
     processes: int
     dead: Sequence[str] = field(default_factory=tuple)
+    # Why the final state could not be read back (empty when it could).
+    verify_error: str = ""
 
     @property
     def passed(self) -> bool:
@@ -40,6 +42,7 @@ class FaultOutcome:
             and not self.lost_writes
             and not self.uncounted_reads
             and not self.dead
+            and not self.verify_error
         )
 
 
@@ -67,13 +70,17 @@ def fault_table(outcomes: Sequence[FaultOutcome]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
-        if o.uncounted_reads:
+        if o.verify_error:
+            reads = f"**not checked**: {o.verify_error}"
+        elif o.uncounted_reads:
             reads = f"**not converged**: {'; '.join(o.uncounted_reads)}"
         elif (o.reads_converged_s or 0.0) < 1.0:
             reads = "converged (first poll)"
         else:
             reads = f"converged after {o.reads_converged_s:.0f}s"
         lost = str(len(o.lost_writes)) if not o.lost_writes else f"**{len(o.lost_writes)}**"
+        if o.verify_error:
+            lost = "not checked"
         alive = f"{o.alive}/{o.processes}" + (f" (dead: {', '.join(o.dead)})" if o.dead else "")
         lines.append(
             f"| {o.fault} | {o.seconds:.0f}s | {_per_phase(o.ops)} | {_per_phase(o.errors)} "
