@@ -1,7 +1,8 @@
 """Traffic through the gateway that exercises every dashboard panel's metrics.
 
 Signup and login (password and SMS code, wrong passwords and codes included), profile,
-publish, read (read events through Kafka), like, collect, comment, follow, a missing article
+publish, read (read events through Kafka), like, collect, comment, follow, search (once the
+published articles reached the index through Kafka; a refused query too), a missing article
 (NOT_FOUND), a burst past a rate limit (429), an oversized body (413), health probes of every
 gRPC instance, and finally a follow instance killed without deregistering, so that the
 gateway's balancer fails over from it and ejects it.
@@ -69,6 +70,22 @@ def _sms_login(client: httpx.Client, stack: ObservedStack) -> None:
     assert login["code"] == 0, login
 
 
+def _search(client: httpx.Client, title: str) -> None:
+    """Search every type until ``title`` (just published) is found, and one refused query."""
+    deadline = time.monotonic() + 20
+    while True:
+        found = client.get("/search/query", params={"q": title, "type": "article"}).json()
+        assert found["code"] == 0, found
+        if any(hit["title"] == title for hit in found["data"]["hits"]):
+            break
+        assert time.monotonic() < deadline, f"{title!r} never reached the search index"
+        time.sleep(0.2)
+    for kind in ("all", "user"):
+        assert client.get("/search/query", params={"q": "Ops", "type": kind}).json()["code"] == 0
+    refused = client.get("/search/query", params={"q": '"unbalanced'}).json()
+    assert refused["code"] == 4, refused
+
+
 def _probe_health(stack: ObservedStack) -> None:
     # What kubelet's gRPC probes do: some services (search) serve no gateway route yet.
     for addresses in stack.grpc_addresses.values():
@@ -134,6 +151,7 @@ def _one_round(client: httpx.Client, stack: ObservedStack) -> Author:
         assert client.post("/comments/create", json=comment, headers=reader).json()["code"] == 0
         follow = {"followee": author_id}
         assert client.post("/follow/follow", json=follow, headers=reader).json()["code"] == 0
+    _search(client, f"observability {len(article_ids) - 1}")
     missing = client.get("/articles/pub/999999999", headers=readers[0][1]).json()
     assert missing["code"] != 0
     assert (
