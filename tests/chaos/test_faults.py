@@ -103,9 +103,9 @@ async def _drive_through(
     assert errors["recovered"] == 0, f"errors after recovery:\n{report}"
     assert workload.lost_writes == []
     assert workload.uncounted_reads == [], (
-        "acknowledged reads never counted (after a broker restart: read events the broker "
-        "had acknowledged but nobody had consumed were lost with its memory; see "
-        "docs/reliability.md, 'Known failure')"
+        "acknowledged reads never counted (after a broker restart: did the producers send "
+        "again what the broker acknowledged and lost? docs/reliability.md, 'Found by the "
+        "broker fault')"
     )
     assert dead == []
 
