@@ -93,8 +93,13 @@ def _probe_health(stack: ObservedStack) -> None:
             grpc_serving(address)
 
 
-# Reads of follow counts after the kill, and the pause between them: longer in total than
-# the balancer's first ejection period (5 s), so that the trial call fails and ejects again.
+# Reads of follow counts right after the kill, back to back: each failure halves the dead
+# endpoint's effective weight (down to a tenth), so it takes some 30 calls before it has
+# failed the 5 consecutive calls that eject it, and they must happen before its lease (10 s)
+# expires and discovery drops it anyway.
+FOLLOW_BURST_AFTER_KILL = 100
+# Then paced reads: longer in total than the balancer's first ejection period (5 s), so that
+# the trial call fails and ejects again.
 FOLLOW_READS_AFTER_KILL = 40
 FOLLOW_READ_PAUSE_S = 0.2
 
@@ -178,6 +183,9 @@ def _kill_a_follow_instance(client: httpx.Client, stack: ObservedStack, author: 
     doomed = next(t for t in stack.targets if t.process is stack.services["follow"][1])
     doomed.process.kill()
     stack.killed.append(doomed)
+    for _ in range(FOLLOW_BURST_AFTER_KILL):
+        counts = client.get("/follow/counts", params={"uid": author.uid}).json()
+        assert counts["code"] == 0, counts
     for index in range(FOLLOW_READS_AFTER_KILL):
         counts = client.get("/follow/counts", params={"uid": author.uid}).json()
         assert counts["code"] == 0, counts
