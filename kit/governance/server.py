@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from contextvars import Token
 from types import TracebackType
 from typing import Any, Final, TypeAlias
@@ -52,6 +52,7 @@ from kit.governance._rpc import (
     is_exempt,
     parse_method,
     server_status,
+    wrap_handler,
 )
 from kit.governance.chain import GovernanceConfig
 from kit.governance.context import reset_deadline, set_deadline
@@ -323,8 +324,9 @@ class GovernedServerInterceptor(ServerInterceptorBase):
     def _wrap(self, handler: MethodHandler, method: _Method) -> MethodHandler:
         """The same handler, every execution run inside a :class:`_CallScope`.
 
-        Keeps the behaviour's calling convention, as ``kit.governance._rpc.wrap_handler``
-        does (grpc.aio inspects it).
+        Unary responses get a wrapper of their own (the hot path: no scope factory call);
+        streaming ones :func:`kit.governance._rpc.wrap_handler`'s. Both keep the behaviour's
+        calling convention, which grpc.aio inspects.
         """
         deserializer = handler.request_deserializer
         serializer = handler.response_serializer
@@ -348,37 +350,5 @@ class GovernedServerInterceptor(ServerInterceptorBase):
             )
             return factory(unary_response, deserializer, serializer)
 
-        streaming: Callable[..., Any] | None = (
-            handler.stream_stream if handler.request_streaming else handler.unary_stream
-        )
-        assert streaming is not None
-        stream = streaming
-        wrapped: Callable[[Any, ServicerContext], Any]
-        if inspect.iscoroutinefunction(stream):
-
-            async def writer_response(request: Any, context: ServicerContext) -> None:
-                async with _CallScope(self, method, context):
-                    await stream(request, context)
-
-            wrapped = writer_response
-        else:
-
-            async def generator_response(
-                request: Any, context: ServicerContext
-            ) -> AsyncIterator[Any]:
-                async with _CallScope(self, method, context):
-                    responses: AsyncIterable[Any] | Iterable[Any] = stream(request, context)
-                    if isinstance(responses, AsyncIterable):
-                        async for response in responses:
-                            yield response
-                    else:
-                        for response in responses:
-                            yield response
-
-            wrapped = generator_response
-        factory = (
-            grpc.stream_stream_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_stream_rpc_method_handler
-        )
-        return factory(wrapped, deserializer, serializer)
+        # Streaming calls are rare here: the shared wrapper, with this call's scope.
+        return wrap_handler(handler, lambda context: _CallScope(self, method, context))
