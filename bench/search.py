@@ -205,6 +205,23 @@ class Latency:
         return statistics.quantiles(self.samples, n=100)[98] * 1000
 
 
+async def settled(index: TantivySearchIndex, *, quiet_s: float = 1.5, within_s: float = 60) -> int:
+    """Wait until tantivy's background merges are over (the segment count stays put).
+
+    A commit starts merges in background threads; queries timed while they run measure the
+    merging on 2 cores more than the index. Both sizes are measured settled.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    segments, stable_since = index.num_segments(), loop.time()
+    while loop.time() < deadline and loop.time() - stable_since < quiet_s:
+        await asyncio.sleep(0.25)
+        now_segments = index.num_segments()
+        if now_segments != segments:
+            segments, stable_since = now_segments, loop.time()
+    return segments
+
+
 async def measure_queries(service: SearchService, docs: int) -> Latency:
     """Every query ``REPEAT`` times (after one warm-up round), sequentially."""
     for query in QUERIES:
@@ -243,7 +260,9 @@ async def scale(scratch: Path) -> tuple[Latency, Latency, float]:
                 indexing_seconds += time.perf_counter() - started
                 batch = []
                 if doc.id == SMALL:
+                    print(f"{SMALL:>7} docs: {await settled(index)} segments once merges settled")
                     small = await measure_queries(service, SMALL)
+        print(f"{LARGE:>7} docs: {await settled(index)} segments once merges settled")
         large = await measure_queries(service, LARGE)
         size = _directory_bytes(scratch / "scale")
         rate = LARGE / indexing_seconds

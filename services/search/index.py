@@ -240,6 +240,10 @@ class TantivySearchIndex:
             )
         return found
 
+    def num_segments(self) -> int:
+        """Segments searched now: it drops as background merges complete."""
+        return int(self._index.searcher().num_segments)
+
     def num_docs(self) -> dict[DocType, int]:
         """Searchable documents of each type (tombstones excluded)."""
         searcher = self._index.searcher()
