@@ -9,17 +9,20 @@ frequency, so that queries range from rare to very common words.
 1. **Scale.** Documents go into the production index
    (:class:`services.search.index.TantivySearchIndex`) through the production write path
    (:meth:`SearchService.apply <services.search.service.SearchService.apply>`: version checks,
-   group commits of ``CHUNK`` changes). After the first ``SMALL`` documents and again after
-   ``LARGE`` documents, every query of :data:`QUERIES` runs ``REPEAT`` times through
+   group commits of ``CHUNK`` changes): one index of the first ``SMALL`` documents, one of
+   ``LARGE``. Once tantivy's background merges have settled in both, every query of
+   :data:`QUERIES` runs ``REPEAT`` times on each, in alternating rounds, through
    :meth:`SearchService.search` (parse, match, rank with the recency boost, count, snippets
    of a 10-hit page). The headline is the median latency at ``LARGE`` ÷ at ``SMALL``
-   (goal ≤ 2); the indexing rate is documents applied per second over the whole build.
+   (goal ≤ 2); the indexing rate is documents applied per second over the large build.
 2. **Segmentation** (``--no-segmentation`` skips it). ``SEG_DOCS`` documents are indexed
-   twice: with the production analyzer (Han characters as unigrams, queries as phrases) and
-   with ``rjieba`` dictionary segmentation (``cut_for_search`` when indexing, ``cut`` for
-   queries, words ANDed — how jieba is used with Lucene-like engines). For each Chinese
-   query, the documents whose text contains the query string are the truth: recall and
-   precision of both, indexing rate and index size are printed (informative rows).
+   three ways: with the production analyzer (runs of Han characters as all their 1-4
+   character n-grams, so a Chinese query of up to four characters is one term), with single
+   characters (queries as phrases), and with ``rjieba`` dictionary segmentation
+   (``cut_for_search`` when indexing, ``cut`` for queries, words ANDed — how jieba is used
+   with Lucene-like engines). For each Chinese query, the documents whose text contains the
+   query string are the truth: recall and precision, query latency and indexing rate of each
+   are printed (informative rows).
 
 The exit code is 1 when the latency ratio misses its goal.
 """
@@ -222,59 +225,81 @@ async def settled(index: TantivySearchIndex, *, quiet_s: float = 1.5, within_s: 
     return segments
 
 
-async def measure_queries(service: SearchService, docs: int) -> Latency:
-    """Every query ``REPEAT`` times (after one warm-up round), sequentially."""
-    for query in QUERIES:
-        await service.search(query, 0, 0, 10)
-    samples: list[float] = []
+async def _query_round(service: SearchService, samples: list[float]) -> dict[str, int]:
+    """Every query once, sequentially; appends each latency; returns the match counts."""
     totals: dict[str, int] = {}
+    for query in QUERIES:
+        started = time.perf_counter()
+        page = await service.search(query, 0, 0, 10)
+        samples.append(time.perf_counter() - started)
+        totals[query] = page.total
+    return totals
+
+
+async def measure_alternating(services: dict[int, SearchService]) -> dict[int, Latency]:
+    """``REPEAT`` rounds of every query on each index in turn (after one warm-up round).
+
+    Alternating rounds, as the other benchmarks do, so that whatever else slows the machine
+    for a while slows every size alike.
+    """
+    samples: dict[int, list[float]] = {docs: [] for docs in services}
+    totals: dict[int, dict[str, int]] = {}
+    for service in services.values():
+        await _query_round(service, [])
     for _ in range(REPEAT):
-        for query in QUERIES:
+        for docs, service in services.items():
+            totals[docs] = await _query_round(service, samples[docs])
+    latencies = {docs: Latency(docs, samples[docs]) for docs in services}
+    for docs, latency in latencies.items():
+        print(
+            f"{docs:>7} docs: query p50 {latency.p50_ms:6.2f} ms, p99 {latency.p99_ms:6.2f} ms "
+            f"({len(latency.samples)} queries); matches: "
+            + ", ".join(f"{q} {n}" for q, n in totals[docs].items())
+        )
+    return latencies
+
+
+async def _fill(service: SearchService, docs: int) -> float:
+    """Index the first ``docs`` documents of the corpus; returns the seconds spent writing."""
+    seconds = 0.0
+    batch: list[Upsert] = []
+    for doc in corpus(docs):
+        batch.append(_change(doc))
+        if len(batch) == CHUNK:
             started = time.perf_counter()
-            page = await service.search(query, 0, 0, 10)
-            samples.append(time.perf_counter() - started)
-            totals[query] = page.total
-    latency = Latency(docs, samples)
-    print(
-        f"{docs:>7} docs: query p50 {latency.p50_ms:6.2f} ms, p99 {latency.p99_ms:6.2f} ms "
-        f"({len(samples)} queries); matches: " + ", ".join(f"{q} {n}" for q, n in totals.items())
-    )
-    return latency
+            await service.apply(batch, source="bench")
+            seconds += time.perf_counter() - started
+            batch = []
+    return seconds
 
 
 async def scale(scratch: Path) -> tuple[Latency, Latency, float]:
-    """Build the index to ``LARGE`` documents; latency at ``SMALL`` and ``LARGE``, docs/s."""
-    index = TantivySearchIndex(scratch / "scale", writer_heap_bytes=128_000_000)
-    writer = BatchedIndexWriter(index, commit_interval_s=0.05, max_batch=CHUNK)
-    writer.start()
-    service = SearchService(index, writer, clock=lambda: NOW_MS)
-    indexing_seconds = 0.0
-    small: Latency | None = None
-    batch: list[Upsert] = []
+    """Indexes of ``SMALL`` and ``LARGE`` documents; their latencies, and indexing docs/s."""
+    opened: list[tuple[TantivySearchIndex, BatchedIndexWriter]] = []
+    services: dict[int, SearchService] = {}
     try:
-        for doc in corpus(LARGE):
-            batch.append(_change(doc))
-            if len(batch) == CHUNK:
-                started = time.perf_counter()
-                await service.apply(batch, source="bench")
-                indexing_seconds += time.perf_counter() - started
-                batch = []
-                if doc.id == SMALL:
-                    print(f"{SMALL:>7} docs: {await settled(index)} segments once merges settled")
-                    small = await measure_queries(service, SMALL)
-        print(f"{LARGE:>7} docs: {await settled(index)} segments once merges settled")
-        large = await measure_queries(service, LARGE)
-        size = _directory_bytes(scratch / "scale")
-        rate = LARGE / indexing_seconds
-        print(
-            f"indexing: {LARGE} documents in {indexing_seconds:.1f} s of writes "
-            f"= {rate:.0f} docs/s; index size {size / 1e6:.1f} MB"
-        )
+        rate = 0.0
+        for docs in (SMALL, LARGE):
+            index = TantivySearchIndex(scratch / f"scale-{docs}", writer_heap_bytes=128_000_000)
+            writer = BatchedIndexWriter(index, commit_interval_s=0.05, max_batch=CHUNK)
+            writer.start()
+            opened.append((index, writer))
+            services[docs] = SearchService(index, writer, clock=lambda: NOW_MS)
+            seconds = await _fill(services[docs], docs)
+            print(f"{docs:>7} docs: {await settled(index)} segments once merges settled")
+            if docs == LARGE:
+                rate = LARGE / seconds
+                size = _directory_bytes(scratch / f"scale-{docs}")
+                print(
+                    f"indexing: {LARGE} documents in {seconds:.1f} s of writes "
+                    f"= {rate:.0f} docs/s; index size {size / 1e6:.1f} MB"
+                )
+        latencies = await measure_alternating(services)
     finally:
-        await writer.stop()
-        await index.close()
-    assert small is not None
-    return small, large, rate
+        for index, writer in opened:
+            await writer.stop()
+            await index.close()
+    return latencies[SMALL], latencies[LARGE], rate
 
 
 # -- 2. segmentation --------------------------------------------------------------------
@@ -466,7 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; exit code 1 when the latency goal is missed."""
     parser = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__)
     parser.add_argument(
-        "--no-segmentation", action="store_true", help="skip the unigram vs rjieba comparison"
+        "--no-segmentation",
+        action="store_true",
+        help="skip the n-gram / unigram / rjieba comparison",
     )
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="bench-search-"))
