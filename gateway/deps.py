@@ -109,6 +109,23 @@ class Runtime:
         self._clients = None
 
 
+def runtime_of(request: Request) -> Runtime:
+    """The app's :class:`Runtime` (for routes that read it without a dependency)."""
+    runtime = request.app.state.runtime
+    if not isinstance(runtime, Runtime):
+        raise TypeError("app.state.runtime is not set; build the app with create_app")
+    return runtime
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller, as authenticated by the login-check middleware."""
+    principal = request.scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):
+        # A logged-in route reached without the middleware's check: a wiring bug.
+        raise RuntimeError(f"{request.url.path} is not behind the login check")
+    return principal
+
+
 async def get_runtime(request: Request) -> Runtime:
     """The app's :class:`Runtime`.
 
@@ -116,19 +133,12 @@ async def get_runtime(request: Request) -> Runtime:
     ``def`` dependency in its thread pool, a thread round trip per request and dependency
     that costs more CPU than the gateway's whole route body.
     """
-    runtime = request.app.state.runtime
-    if not isinstance(runtime, Runtime):
-        raise TypeError("app.state.runtime is not set; build the app with create_app")
-    return runtime
+    return runtime_of(request)
 
 
 async def get_principal(request: Request) -> Principal:
     """The caller, as authenticated by the login-check middleware."""
-    principal = getattr(request.state, "principal", None)
-    if not isinstance(principal, Principal):
-        # A logged-in route reached without the middleware's check: a wiring bug.
-        raise RuntimeError(f"{request.url.path} is not behind the login check")
-    return principal
+    return principal_of(request)
 
 
 async def user_agent(request: Request) -> str:
