@@ -2,7 +2,9 @@
 
 ``serve`` (the default) configures logging and tracing, builds the process with
 :func:`build_runner` and runs it until SIGTERM/SIGINT; the read-event consumer runs in the
-same process, started once the server listens and stopped before in-flight calls drain.
+same process, started once the server listens and stopped before in-flight calls drain. The
+in-process counts cache's invalidation feed is subscribed as the process is built and
+unsubscribed once in-flight calls drained, before Redis closes.
 ``migrate`` applies the Alembic migrations to ``WEBOOK_INTERACTIVE_DATABASE_URL`` and exits.
 Settings come from the environment (prefix ``WEBOOK_INTERACTIVE_``) and optionally
 ``--env-file``.
@@ -30,7 +32,7 @@ from kit.sql import create_engine, session_factory
 from services.interactive.events import read_event_consumer
 from services.interactive.grpc_api import InteractiveServicer
 from services.interactive.repository import SqlUnitOfWork
-from services.interactive.repository.cache import CountsCache
+from services.interactive.repository.cache import CountsCache, LocalCounts
 from services.interactive.service import InteractiveService
 from services.interactive.settings import InteractiveSettings
 from webook.interactive.v1 import interactive_pb2, interactive_pb2_grpc
@@ -104,7 +106,17 @@ def build_runner(
     ensure_sqlite_directory(settings.database_url)
     engine = create_engine(settings.database_url)
     redis = create_redis(settings.redis_url)
-    cache = CountsCache(redis, ttl_seconds=settings.counts_cache_ttl_seconds)
+    local = (
+        LocalCounts(
+            redis,
+            counts_entries=settings.local_counts_entries,
+            flags_entries=settings.local_flags_entries,
+            max_age=settings.local_cache_max_age_seconds,
+        )
+        if settings.local_cache_enabled
+        else None
+    )
+    cache = CountsCache(redis, ttl_seconds=settings.counts_cache_ttl_seconds, local=local)
     sessions = session_factory(engine)
     service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache)
     consumer = (
@@ -128,6 +140,11 @@ def build_runner(
     # Close hooks run after in-flight calls drained, in reverse order: Redis, then SQL.
     runner.on_close(engine.dispose)
     runner.on_close(close_redis)
+    if local is not None:
+        # Until the subscription is confirmed, lookups go to Redis; it ends before Redis
+        # closes (close hooks run in reverse order).
+        local.start()
+        runner.on_close(local.aclose)
     return runner
 
 

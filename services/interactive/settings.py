@@ -20,6 +20,13 @@ class InteractiveSettings(GrpcServiceSettings):
 
     database_url: str = "sqlite+aiosqlite:///.run/interactive.db"
     counts_cache_ttl_seconds: int = Field(default=900, ge=1)
+    # Counts and per-user flags also kept in process memory, dropped on every replica when a
+    # write announces a change on Redis pub/sub (within milliseconds), kept at most
+    # ``local_cache_max_age_seconds``. Disabled: every Get asks Redis.
+    local_cache_enabled: bool = True
+    local_counts_entries: int = Field(default=10_000, ge=1)
+    local_flags_entries: int = Field(default=50_000, ge=1)
+    local_cache_max_age_seconds: float = Field(default=60.0, gt=1.0)
     # The read-event consumer runs inside the service process unless disabled.
     read_consumer_enabled: bool = True
     read_consumer_group: str = "interactive-read-counter"

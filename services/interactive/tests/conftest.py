@@ -19,7 +19,7 @@ from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache
 from services.interactive.repository.dao import Base
 from services.interactive.service import InteractiveService
-from services.interactive.tests.stack import InteractiveStack
+from services.interactive.tests.stack import InteractiveStack, started_local
 
 
 @pytest.fixture
@@ -32,14 +32,19 @@ async def database_url(empty_database_url: str) -> str:
 async def interactive_stack(
     database_url: str, redis_url: str, redis_client: aioredis.Redis
 ) -> AsyncIterator[InteractiveStack]:
-    """The production wiring (minus gRPC and Kafka) on the test database and a flushed Redis."""
+    """The production wiring (minus gRPC and Kafka) on the test database and a flushed Redis,
+    in-process cache included (its feed subscribed and fresh)."""
     engine = create_engine(database_url)
     redis = create_redis(redis_url)
     sessions = session_factory(engine)
-    cache = CountsCache(redis)
+    local = await started_local(redis)
+    cache = CountsCache(redis, local=local)
     service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache)
     try:
-        yield InteractiveStack(service=service, engine=engine, redis=redis)
+        yield InteractiveStack(
+            service=service, engine=engine, redis=redis, cache=cache, local=local
+        )
     finally:
+        await local.aclose()
         await redis.aclose(close_connection_pool=True)
         await engine.dispose()
