@@ -1,14 +1,17 @@
 """The gateway's composition root: :func:`create_app` builds everything, nothing at import.
 
-Middleware, outermost first (each a pure ASGI class, one concern):
+Middleware, outermost first (pure ASGI classes):
 
 1. :class:`~gateway.middleware.cors.CorsMiddleware`: preflights answered before anything
    else; CORS headers on every response, 401/500 included.
-2. :class:`~gateway.middleware.access_log.AccessLogMiddleware`: one log line per request.
-3. :class:`~gateway.middleware.metrics.MetricsMiddleware`: Prometheus counters by route.
+2. :class:`~gateway.middleware.observe.ObserveMiddleware`: the request id, one access log
+   line per request and Prometheus counters by route, in one layer.
+3. the edge guards (:mod:`gateway.middleware.edge`): concurrency 503, body size 413,
+   per-IP/global rate limits 429.
 4. :class:`~gateway.middleware.errors.UnhandledErrorMiddleware`: a bug becomes a clean 500
    that the layers above still see.
-5. :class:`~gateway.middleware.login.LoginCheckMiddleware`: 401 unless public or logged in.
+5. :class:`~gateway.middleware.login.LoginCheckMiddleware`: 401 unless public or logged in;
+   then the per-user rate limits.
 
 Request spans come from FastAPI's built-in OpenTelemetry support, which uses the tracer
 provider :func:`kit.observability.tracing.configure_tracing` installs. While that provider
@@ -34,12 +37,10 @@ from gateway.auth.tokens import TokenService
 from gateway.auth.wechat import WechatOAuth
 from gateway.deps import Clients, Runtime
 from gateway.errors import install_error_handlers
-from gateway.middleware.access_log import AccessLogMiddleware
 from gateway.middleware.cors import CorsMiddleware
 from gateway.middleware.edge import EdgeMiddleware
 from gateway.middleware.errors import UnhandledErrorMiddleware
 from gateway.middleware.login import LoginCheckMiddleware
-from gateway.middleware.metrics import MetricsMiddleware
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContextMiddleware, telemetry_excluded
 from gateway.routes import articles, comments, sms_login, system, users, wechat
@@ -255,9 +256,9 @@ def create_app(
         # request's trace context for logs and gRPC calls, without FastAPI's span work.
         Middleware(TraceContextMiddleware),
         Middleware(CorsMiddleware, allow_origins=settings.cors_allow_origins),
-        *edge.outer,  # request id
-        Middleware(AccessLogMiddleware, routes=routes),
-        Middleware(MetricsMiddleware, routes=routes),
+        # Request id, access log and metrics in one layer (edge.outer, AccessLogMiddleware
+        # and MetricsMiddleware fused: one send wrapper instead of three).
+        *edge.observing(routes),
         *edge.guards,  # concurrency 503, body size 413, per-IP and global rate limits 429
         Middleware(UnhandledErrorMiddleware),
         Middleware(LoginCheckMiddleware, runtime=runtime, public_paths=PUBLIC_PATHS),

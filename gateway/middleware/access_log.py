@@ -1,4 +1,9 @@
-"""One structured log line per request (uvicorn's access log is off: it has no trace ids)."""
+"""One structured log line per request (uvicorn's access log is off: it has no trace ids).
+
+:func:`log_request` writes the line; :class:`AccessLogMiddleware` is it alone as an ASGI
+layer, and :class:`~gateway.middleware.observe.ObserveMiddleware` runs it with the request
+id and metrics in one layer (as the gateway does).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,35 @@ from gateway.middleware.route_template import RouteTemplates
 logger = logging.getLogger("gateway.access")
 
 
-class AccessLogMiddleware:
-    """Logs method, route, path, status, duration, the request id and the user id.
+def log_request(routes: RouteTemplates, scope: Scope, status: int, elapsed: float) -> None:
+    """Log method, route, path, status, duration, the request id and the user id.
 
-    The request id is the one :class:`~gateway.middleware.request_id.RequestIdMiddleware`
-    (placed outside this layer) put in the request state; the user id is there when the
-    login check (inside) found one.
+    The request id is the one the request-id layer (outside the access log) put in the
+    request state; the user id is there when the login check (inside) found one.
     """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    method, path = scope["method"], scope["path"]
+    state = scope.get("state") or {}
+    logger.info(
+        "%s %s %d",
+        method,
+        path,
+        status,
+        extra={
+            "http_method": method,
+            "route": routes.resolve(scope),
+            "path": path,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "request_id": state.get("request_id"),
+            "user_id": state.get("uid"),
+        },
+    )
+
+
+class AccessLogMiddleware:
+    """Logs every HTTP request with :func:`log_request`."""
 
     def __init__(self, app: ASGIApp, *, routes: RouteTemplates) -> None:
         self.app = app
@@ -32,19 +59,4 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, response)
         finally:
-            state = scope.get("state") or {}
-            logger.info(
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                response.status,
-                extra={
-                    "http_method": scope["method"],
-                    "route": self.routes.resolve(scope),
-                    "path": scope["path"],
-                    "status": response.status,
-                    "duration_ms": round(response.elapsed * 1000, 2),
-                    "request_id": state.get("request_id"),
-                    "user_id": state.get("uid"),
-                },
-            )
+            log_request(self.routes, scope, response.status, response.elapsed)

@@ -5,7 +5,7 @@ and owns the rate limiters' lifecycle. Three groups, because they belong at thre
 of a chain (outermost first)::
 
     CORS                        (answers preflights; headers on every answer, 429 included)
-    *edge.outer                 request id [, tracing]
+    *edge.outer                 [tracing,] request id
     access log, metrics         (see every request, the refused ones too, with their id)
     *edge.guards                concurrency (503), body size (413), rate limit ip/global (429)
     unhandled errors, login check
@@ -14,7 +14,10 @@ of a chain (outermost first)::
 
 The guards sit inside the access log and metrics so that 503/413/429 answers are logged
 with their request id and counted by route and status, and outside everything else so a
-refused request costs no token check, session lookup or route work. An app without a login
+refused request costs no token check, session lookup or route work.
+:meth:`EdgeMiddleware.observing` gives ``outer``, access log and metrics as one layer
+(:class:`~gateway.middleware.observe.ObserveMiddleware`), as the gateway uses them. An app
+without a login
 check can put ``after_login`` right after ``guards`` (or use :attr:`EdgeMiddleware.all`).
 
 Lifecycle: Redis-backed rules need a client; call :meth:`EdgeMiddleware.open` with it when
@@ -32,6 +35,7 @@ from gateway.middleware.body_limit import BodyLimitMiddleware
 from gateway.middleware.client_ip import TrustedProxies
 from gateway.middleware.concurrency import ConcurrencyLimitMiddleware
 from gateway.middleware.edge_settings import EdgeSettings, KeyBy
+from gateway.middleware.observe import ObserveMiddleware
 from gateway.middleware.ratelimit import RateLimitMiddleware, RateLimits
 from gateway.middleware.request_id import RequestIdMiddleware
 from gateway.middleware.route_template import RouteTemplates
@@ -71,9 +75,10 @@ class EdgeMiddleware:
             local_max_keys=settings.local_max_keys,
             clock=clock,
         )
-        outer = []
+        tracing = []
         if settings.tracing:
-            outer.append(Middleware(TracingMiddleware, routes=routes))
+            tracing.append(Middleware(TracingMiddleware, routes=routes))
+        outer = [*tracing]
         outer.append(
             Middleware(
                 RequestIdMiddleware,
@@ -100,6 +105,8 @@ class EdgeMiddleware:
         user_keys: tuple[KeyBy, ...] = ("user",)
         if self.limits.rules_for(user_keys):
             after_login.append(Middleware(RateLimitMiddleware, limits=self.limits, keys=user_keys))
+        self.tracing: list[Middleware] = tracing
+        """Tracing, if enabled (the first part of :attr:`outer`)."""
         self.outer: list[Middleware] = outer
         """Request id (and tracing): just inside CORS, outside the access log."""
         self.guards: list[Middleware] = guards
@@ -111,6 +118,23 @@ class EdgeMiddleware:
     def all(self) -> list[Middleware]:
         """Every group in order, for apps with no other middleware between them."""
         return [*self.outer, *self.guards, *self.after_login]
+
+    def observing(self, routes: RouteTemplates) -> list[Middleware]:
+        """:attr:`outer` fused with the access log and metrics, in place of all three.
+
+        Tracing (if enabled), then one
+        :class:`~gateway.middleware.observe.ObserveMiddleware` (request id, access log,
+        metrics labelled with ``routes``), as the gateway composes them.
+        """
+        return [
+            *self.tracing,
+            Middleware(
+                ObserveMiddleware,
+                routes=routes,
+                header=self.settings.request_id_header,
+                trust_incoming=self.settings.trust_incoming_request_id,
+            ),
+        ]
 
     def open(self, redis: aioredis.Redis) -> None:
         """Use ``redis`` (owned by the caller) for the Redis-backed rate limits."""

@@ -2,6 +2,10 @@
 
 - ``webook_http_requests_total{route,method,status}``
 - ``webook_http_request_duration_seconds{route,method}``
+
+:func:`record_request` counts and times one request; :class:`MetricsMiddleware` is it alone
+as an ASGI layer, and :class:`~gateway.middleware.observe.ObserveMiddleware` runs it with
+the request id and the access log in one layer (as the gateway does).
 """
 
 from __future__ import annotations
@@ -30,8 +34,16 @@ _KNOWN_METHODS: Final = frozenset(
 )
 
 
+def record_request(routes: RouteTemplates, scope: Scope, status: int, elapsed: float) -> None:
+    """Count and time one answered request."""
+    route = routes.resolve(scope)
+    method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    HTTP_REQUEST_DURATION.labels(route, method).observe(elapsed)
+
+
 class MetricsMiddleware:
-    """Counts and times every HTTP request."""
+    """Counts and times every HTTP request with :func:`record_request`."""
 
     def __init__(self, app: ASGIApp, *, routes: RouteTemplates) -> None:
         self.app = app
@@ -45,7 +57,4 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, response)
         finally:
-            route = self.routes.resolve(scope)
-            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
-            HTTP_REQUESTS.labels(route, method, str(response.status)).inc()
-            HTTP_REQUEST_DURATION.labels(route, method).observe(response.elapsed)
+            record_request(self.routes, scope, response.status, response.elapsed)

@@ -5,27 +5,74 @@ front proxy or a client correlating its own logs) is kept when ``trust_incoming`
 otherwise, or when it is absent or malformed, a new one (32 hex digits) is made. The id is
 put in ``scope["state"]["request_id"]`` (``request.state.request_id``), in
 :data:`current_request_id`, in the log context (``request_id`` in every log line written
-while the request runs, via :func:`kit.logging.bind`), and in the response header.
+while the request runs, via :mod:`kit.logging`), and in the response header.
 
-Place it outside the access log so that the access log line carries the id.
+:class:`RequestIds` is the concern as a plain object; :class:`RequestIdMiddleware` is it
+alone as an ASGI layer, and :class:`~gateway.middleware.observe.ObserveMiddleware` runs it
+with the access log and metrics in one layer (as the gateway does). Either way, place it
+outside the access log so that the access log line carries the id.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from contextvars import ContextVar
-from typing import Final
+from contextvars import ContextVar, Token
+from typing import Any, Final
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kit.logging import bind, log_context
+from kit.logging import log_context
 
 DEFAULT_HEADER: Final = "X-Request-ID"
 _VALID_ID: Final = re.compile(r"[A-Za-z0-9._~:+/=-]{1,128}")
 
 current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+_Tokens = tuple[Token[str | None], Token[Any]]
+
+
+class RequestIds:
+    """Which id a request gets, where it is kept, and the header that carries it out."""
+
+    __slots__ = ("_name", "header", "trust_incoming")
+
+    def __init__(self, *, header: str = DEFAULT_HEADER, trust_incoming: bool = True) -> None:
+        self.header = header
+        self.trust_incoming = trust_incoming
+        self._name = header.lower().encode("latin-1")
+
+    def request_id_for(self, scope: Scope) -> str:
+        """The incoming id if it may be kept, else a new one."""
+        if self.trust_incoming:
+            name = self._name
+            for key, value in scope["headers"]:
+                if key == name:
+                    incoming: str = value.decode("latin-1")
+                    if _VALID_ID.fullmatch(incoming):
+                        return incoming
+                    break
+        return uuid.uuid4().hex
+
+    def enter(self, scope: Scope) -> tuple[str, _Tokens]:
+        """Give the request its id: state, contextvar, log context; undo with :meth:`leave`."""
+        request_id = self.request_id_for(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_token = current_request_id.set(request_id)
+        log_token = log_context.set({**(log_context.get() or {}), "request_id": request_id})
+        return request_id, (id_token, log_token)
+
+    @staticmethod
+    def leave(tokens: _Tokens) -> None:
+        """Restore the contexts :meth:`enter` changed."""
+        id_token, log_token = tokens
+        log_context.reset(log_token)
+        current_request_id.reset(id_token)
+
+    def add_header(self, message: Message, request_id: str) -> None:
+        """Put the id in an ``http.response.start`` message (replacing one the app set)."""
+        MutableHeaders(scope=message)[self.header] = request_id
 
 
 class RequestIdMiddleware:
@@ -35,34 +82,30 @@ class RequestIdMiddleware:
         self, app: ASGIApp, *, header: str = DEFAULT_HEADER, trust_incoming: bool = True
     ) -> None:
         self.app = app
-        self.header = header
-        self.trust_incoming = trust_incoming
+        self.ids = RequestIds(header=header, trust_incoming=trust_incoming)
+
+    @property
+    def header(self) -> str:
+        """The header read and written."""
+        return self.ids.header
 
     def request_id_for(self, scope: Scope) -> str:
         """The incoming id if it may be kept, else a new one."""
-        if self.trust_incoming:
-            incoming = Headers(scope=scope).get(self.header)
-            if incoming is not None and _VALID_ID.fullmatch(incoming):
-                return incoming
-        return uuid.uuid4().hex
+        return self.ids.request_id_for(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = self.request_id_for(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        ids = self.ids
+        request_id, tokens = ids.enter(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[self.header] = request_id
+                ids.add_header(message, request_id)
             await send(message)
 
-        id_token = current_request_id.set(request_id)
-        log_token = log_context.set(log_context.get())
-        bind(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log_context.reset(log_token)
-            current_request_id.reset(id_token)
+            ids.leave(tokens)
