@@ -233,8 +233,9 @@ class InteractiveService:
     async def get(self, biz: str, biz_id: int, uid: int) -> Interactive:
         """Counts of the object and, for a signed-in ``uid`` (> 0), its liked/collected flags.
 
-        Served from the cache in one round trip when counts (and flags) are cached; whatever
-        is missing is read in one unit of work (counts cache-aside, both flags in one query).
+        Served from the cache (process memory, else one Redis round trip) when counts (and
+        flags) are cached; whatever is missing is read in one unit of work (counts
+        cache-aside, both flags in one query).
         """
         check_biz(biz)
         check_biz_id(biz_id)

@@ -32,7 +32,8 @@ is never kept after its announcement. Without a fresh subscription (not yet conf
 or silent for more than ``max_lag``) the copies are dropped and unused, and every lookup
 goes to Redis as before. Copies are bounded in number and live at most ``max_age`` seconds,
 which bounds what announcements cannot cover (a Redis flush, writes by a process without
-this code).
+this code, a write whose Redis part failed: the writer drops its own copies, the others keep
+theirs at most ``max_age``, while their Redis copy may stay stale for its TTL as before).
 
 The cache never fails a request: a Redis error on read is counted as ``result="error"`` and
 answered as a miss; a failed fill or write is logged and counted in
@@ -317,8 +318,12 @@ class CountsCache:
             local.counts.put(counts_key_, loaded_counts, counts_ticket)
         if flags is None and loaded_flags is not None:
             local.flags.put(flags_key_, loaded_flags, flags_ticket)
-        # What was read from Redis is at least as recent as the memory copy.
-        return loaded_counts, loaded_flags
+        # What Redis answered is at least as recent as the memory copy; the memory copy
+        # still stands where Redis did not answer (it would have been dropped if changed).
+        return (
+            counts if loaded_counts is None else loaded_counts,
+            flags if loaded_flags is None else loaded_flags,
+        )
 
     async def _lookup_redis(
         self, biz: str, biz_id: int, uid: int

@@ -40,6 +40,9 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.database_url == "sqlite+aiosqlite:///.run/interactive.db"
     assert (settings.read_batch_size, settings.read_batch_wait_seconds) == (100, 1.0)
     assert settings.read_consumer_group == "interactive-read-counter"
+    assert settings.local_cache_enabled is True
+    assert (settings.local_counts_entries, settings.local_flags_entries) == (10_000, 50_000)
+    assert settings.local_cache_max_age_seconds == 60.0
 
 
 @pytest.mark.integration
