@@ -92,7 +92,7 @@ class Router(Protocol):
         ...
 
     def _start_if_unawaited(self, call: BalancedUnaryUnaryCall) -> None:
-        """Start ``call`` in a task on the next loop iteration unless it is awaited by then."""
+        """Start ``call`` in a task two loop iterations on unless it is awaited by then."""
         ...
 
     def _track(self, task: asyncio.Task[Any]) -> None:
@@ -211,9 +211,12 @@ class BalancedUnaryUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
     """A unary call that may be sent to several endpoints in turn (failover).
 
     The attempts run inside the task that awaits the call, so the common
-    ``await stub.Method(request)`` costs no extra task. A call nobody awaits by the next
-    loop iteration (or whose status is asked for first) runs in a task of its own, so
-    every call is sent as soon as it is made, as with a plain channel.
+    ``await stub.Method(request)`` costs no extra task, nor do calls handed to
+    ``asyncio.gather``, ``wait_for`` or ``create_task`` in the iteration they were made
+    (those wrap the call in a task whose first step comes before the unawaited calls are
+    started). Cancelling the awaiting task cancels the call, as with a plain channel. A
+    call nobody awaits within two loop iterations (or whose status is asked for first)
+    runs in a task of its own, so every call is sent without waiting for its caller.
     """
 
     def __init__(

@@ -336,11 +336,20 @@ class BalancedChannel(grpc.aio.Channel):
 
     def _start_if_unawaited(self, call: BalancedUnaryUnaryCall) -> None:
         if not self._unstarted:
-            asyncio.get_running_loop().call_soon(self._start_unawaited_calls)
+            asyncio.get_running_loop().call_soon(self._after_one_iteration)
         self._unstarted.append(call)
 
-    def _start_unawaited_calls(self) -> None:
+    def _after_one_iteration(self) -> None:
+        # asyncio.gather, wait_for and create_task wrap an awaited call in a task whose first
+        # step was scheduled after this callback, in the iteration the call was made (the
+        # gateway's concurrent reads): give those tasks their first step, in which they
+        # drive the call inline, before starting the calls nobody awaits in tasks of their
+        # own. That spares a task, a future and an asyncio.wait per call.
         calls, self._unstarted = self._unstarted, []
+        asyncio.get_running_loop().call_soon(self._start_unawaited_calls, calls)
+
+    @staticmethod
+    def _start_unawaited_calls(calls: list[BalancedUnaryUnaryCall]) -> None:
         for call in calls:
             call._start_unawaited()
 

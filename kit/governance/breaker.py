@@ -237,6 +237,8 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
         self._random = random_source
         self._throttles: dict[str, AdaptiveThrottle] = {}
         self._gauges: dict[str, tuple[Any, Any]] = {}
+        # Key -> the rejection probability last written to its gauges.
+        self._published: dict[str, float] = {}
 
     def key_for(self, full_method: str | bytes) -> str:
         """The breaker key (and ``target`` metric label) governing ``full_method``."""
@@ -264,6 +266,9 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
             )
             self._gauges[key] = gauges
         probability = throttle.rejection_probability()
+        if self._published.get(key) == probability:
+            return  # a closed breaker stays at 0: no gauge lock taken per call
+        self._published[key] = probability
         gauges[0].set(1.0 if probability > 0 else 0.0)
         gauges[1].set(probability)
 

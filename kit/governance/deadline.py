@@ -118,9 +118,13 @@ class ClientDeadlineInterceptor(UnaryUnaryClientInterceptorBase):
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"deadline exceeded before calling {full_method}",
             )
-        configured = self._config.timeout_for(full_method)
-        bounds = [t for t in (timeout, remaining, configured) if t is not None]
-        return min(bounds) if bounds else None
+        bound = self._config.timeout_for(full_method)
+        # Plain comparisons: this runs on every outgoing call.
+        if timeout is not None and (bound is None or timeout < bound):
+            bound = timeout
+        if remaining is not None and (bound is None or remaining < bound):
+            bound = remaining
+        return bound
 
     async def intercept_unary_unary(
         self,

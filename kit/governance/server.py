@@ -14,6 +14,9 @@ servicer runs, a large share of a cheap call's CPU (docs/performance.md).
 - one plain ``__aenter__``/``__aexit__`` scope per call;
 - per-method state computed once: the parsed name, the span name and attributes, whether
   the method is exempt, and the metric label children by status code.
+- while nothing records spans, the SERVER span built without the SDK and the caller's
+  ``traceparent`` parsed without the propagator (:class:`kit.observability.tracing.
+  UnrecordedSpans`); a ``tracestate`` or an unusual ``traceparent`` takes the propagator.
 
 Behaviour is the chain's, documented in docs/governance.md: health-check and reflection
 methods are counted in metrics and get the deadline but are never traced, shed or rate
@@ -59,11 +62,18 @@ from kit.governance.context import reset_deadline, set_deadline
 from kit.governance.metrics import GovernanceMetrics, default_metrics
 from kit.governance.ratelimit import RateLimitInterceptor, abort_rate_limited
 from kit.governance.shedding import CpuReader, LoadSheddingInterceptor
+from kit.observability.tracing import (
+    ExportAwareTracerProvider,
+    UnrecordedSpans,
+    is_canonical_traceparent,
+    parse_traceparent,
+)
 
 ErrorMapper: TypeAlias = Callable[[Exception, ServicerContext, str], Awaitable[None]]
 """Turns a handler's exception into ``context.abort(...)`` (must raise); see kit.grpcx.errors."""
 
 _NOT_MAPPED: Final = (grpc.aio.AbortError,)
+_EMPTY_CONTEXT: Final = Context()
 
 
 class _Method:
@@ -156,8 +166,12 @@ class _CallScope:
             raise
 
     def _start_span(self) -> None:
+        governor = self._governor
+        provider = governor.unrecorded.provider()
+        if provider is not None and self._start_unrecorded_span(provider):
+            return
         textmap = propagate.get_global_textmap()
-        fields = self._governor.propagated_fields(textmap)
+        fields = governor.propagated_fields(textmap)
         carrier: dict[str, list[str]] = {}
         for key, value in self._context.invocation_metadata() or ():
             # Only the keys the propagator reads (traceparent, tracestate): a call carries
@@ -165,19 +179,51 @@ class _CallScope:
             if key in fields and isinstance(value, str):
                 carrier.setdefault(key, []).append(value)
         parent = textmap.extract(carrier)
-        method = self._method
-        tracer = self._governor.tracer
-        assert tracer is not None
-        span = tracer.start_span(
-            method.span_name,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=method.attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        if provider is not None:
+            # Nothing records: the SDK's span without the SDK (kit.observability.tracing).
+            span: Span = UnrecordedSpans.child(
+                provider, trace.get_current_span(parent).get_span_context()
+            )
+        else:
+            method = self._method
+            tracer = governor.tracer
+            assert tracer is not None
+            span = tracer.start_span(
+                method.span_name,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=method.attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
         self._span = span
         self._token = otel_context.attach(trace.set_span_in_context(span, parent))
+
+    def _start_unrecorded_span(self, provider: ExportAwareTracerProvider) -> bool:
+        """The SERVER span when nothing records and the caller's context is plain (or absent).
+
+        False (nothing done) when the metadata carries a ``tracestate`` or a ``traceparent``
+        not in the canonical version-00 form: the propagator reads those.
+        """
+        traceparent: str | None = None
+        for key, value in self._context.invocation_metadata() or ():
+            if key == "traceparent":
+                if traceparent is None:
+                    if not isinstance(value, str) or not is_canonical_traceparent(value):
+                        return False
+                    traceparent = value  # the propagator reads the first one too
+            elif key == "tracestate":
+                return False
+        parsed = None if traceparent is None else parse_traceparent(traceparent)
+        if parsed is None:
+            span = UnrecordedSpans.span(provider, None)
+        else:
+            span = UnrecordedSpans.span(provider, parsed[0], parsed[2])
+        self._span = span
+        # The propagator's parent context holds nothing but the parent span, which the
+        # span replaces: the handler's context is the span alone.
+        self._token = otel_context.attach(trace.set_span_in_context(span, _EMPTY_CONTEXT))
+        return True
 
     async def __aexit__(
         self,
@@ -285,6 +331,7 @@ class GovernedServerInterceptor(ServerInterceptorBase):
             else None
         )
         self.error_mapper = error_mapper
+        self.unrecorded = UnrecordedSpans(tracer_provider)
         self._textmap: TextMapPropagator | None = None
         self._fields: frozenset[str] = frozenset()
         # Full method -> (the handler the server gave, the handler wrapped around it).

@@ -9,6 +9,9 @@ Spans are named ``<proto service>/<method>``. Health-check and reflection calls 
 
 Propagation uses the globally configured text-map propagator (``opentelemetry.propagate``);
 the tracer provider can be passed explicitly, otherwise the global one is used.
+While nothing records spans, the client builds its span and ``traceparent`` directly
+(:class:`kit.observability.tracing.UnrecordedSpans`), as the SDK and the W3C propagator
+would.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from kit.governance._rpc import (
     server_status,
     wrap_handler,
 )
+from kit.observability.tracing import UnrecordedSpans, format_traceparent
 
 
 def _attributes(method: RpcMethod) -> dict[str, str]:
@@ -118,11 +122,25 @@ class ClientTracingInterceptor(UnaryUnaryClientInterceptorBase):
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         """Create spans with ``tracer_provider`` (the global provider if None)."""
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._unrecorded = UnrecordedSpans(tracer_provider)
 
     def start(
         self, method: RpcMethod, metadata: Iterable[tuple[str, str | bytes]] | None
     ) -> tuple[Span, grpc.aio.Metadata]:
         """Open the CLIENT span of a call to ``method``; ``metadata`` plus its context."""
+        provider = self._unrecorded.provider()
+        if provider is not None:
+            # Nothing records: the SDK's span and the propagator's headers, built directly
+            # (kit.observability.tracing.UnrecordedSpans).
+            span: Span = UnrecordedSpans.child(
+                provider, trace.get_current_span().get_span_context()
+            )
+            context = span.get_span_context()
+            with_context = grpc.aio.Metadata(*(metadata or ()))
+            with_context["traceparent"] = format_traceparent(context)
+            if context.trace_state:
+                with_context["tracestate"] = context.trace_state.to_header()
+            return span, with_context
         span = self._tracer.start_span(
             f"{method.service}/{method.name}",
             kind=SpanKind.CLIENT,
@@ -140,7 +158,8 @@ class ClientTracingInterceptor(UnaryUnaryClientInterceptorBase):
     @staticmethod
     def finish(span: Span, code: grpc.StatusCode) -> None:
         """Record the call's final status on its span (ERROR unless OK); does not end it."""
-        _finish(span, code)
+        if span.is_recording():
+            _finish(span, code)
 
     @staticmethod
     def error_code(span: Span, error: BaseException) -> grpc.StatusCode:

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from kit.balancer import BalancedChannel, BalancerConfig, Health, Policy
+from kit.balancer.calls import BalancedUnaryUnaryCall
 from kit.balancer.tests.servers import STREAM_SERVICE, ReportingUserService, start_server
 from kit.registry import ServiceInstance, StaticDiscovery
 from kit.registry.tests.helpers import eventually
@@ -268,6 +269,53 @@ async def test_unawaited_call_is_sent_and_done_callbacks_run(cluster: Cluster) -
         assert (await call).user.id == 5
 
 
+async def test_calls_gathered_at_once_run_in_gathers_tasks_and_still_fail_over(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gateway's read: asyncio.gather of two calls made just before. gather wraps each
+    # call in a task; the calls run inside those tasks, without a task of their own.
+    started_alone: list[BalancedUnaryUnaryCall] = []
+    start_task = BalancedUnaryUnaryCall._start_task
+
+    def counting_start_task(call: BalancedUnaryUnaryCall) -> None:
+        started_alone.append(call)
+        start_task(call)
+
+    monkeypatch.setattr(BalancedUnaryUnaryCall, "_start_task", counting_start_task)
+    await cluster.add("a-broken", fail_with=grpc.StatusCode.UNAVAILABLE)
+    await cluster.add("b-ok")
+    config = BalancerConfig(idempotent_methods=frozenset({PROFILE}), eject_after_failures=100)
+    async with BalancedChannel("user", cluster.discovery(), config) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        for i in range(10):
+            first = stub.Profile(user_pb2.ProfileRequest(id=i), timeout=5)
+            second = stub.Profile(user_pb2.ProfileRequest(id=i + 100), timeout=5)
+            replies = await asyncio.gather(first, second)
+            assert [r.user.id for r in replies] == [i, i + 100]
+            assert {r.user.nickname for r in replies} == {"b-ok"}
+            assert await first.code() is grpc.StatusCode.OK
+        assert cluster.services["a-broken"].calls["Profile"] > 0  # failed over from it
+        assert started_alone == []
+
+        # A call nobody awaits still starts in a task of its own.
+        unawaited = stub.Profile(user_pb2.ProfileRequest(id=7), timeout=5)
+        await eventually(lambda: unawaited.done(), 5, "unawaited call done")
+        assert started_alone == [unawaited]
+
+
+async def test_a_timeout_around_a_call_cancels_it(cluster: Cluster) -> None:
+    await cluster.add("slow")
+    service = cluster.services["slow"]
+    service.gate = asyncio.Event()
+    async with BalancedChannel("user", cluster.discovery()) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        call = stub.Profile(user_pb2.ProfileRequest(id=1), timeout=10)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(call, 0.2)
+        assert call.cancelled()
+        await eventually(lambda: service.in_flight == 0, 5, "server saw the cancellation")
+
+
 async def test_cancelling_a_call_queued_for_a_slot_frees_nothing_it_does_not_hold(
     cluster: Cluster,
 ) -> None:
@@ -281,8 +329,8 @@ async def test_cancelling_a_call_queued_for_a_slot_frees_nothing_it_does_not_hol
         first = stub.Profile(user_pb2.ProfileRequest(id=1), timeout=10)
         await eventually(lambda: service.in_flight == 1, 5, "first call in flight")
 
-        # Started in the background (not awaited in the iteration it was made), then
-        # cancelled by another task while queued for the only slot.
+        # Driven in wait_for's task, cancelled by another task while queued for the only
+        # slot.
         queued = stub.Profile(user_pb2.ProfileRequest(id=2), timeout=10)
         waiter = asyncio.create_task(asyncio.wait_for(queued, 10))
         await asyncio.sleep(0.05)
