@@ -27,6 +27,7 @@ from gateway.deps import (
     runtime_of,
 )
 from gateway.envelope import Ack, Result
+from gateway.routes.direct import DirectIdRoute
 from gateway.schemas import INT64_MAX
 from gateway.schemas.articles import (
     ArticleDetail,
@@ -69,7 +70,11 @@ router = APIRouter(
 # Security(access_token_scheme) included, which only documents the login the middleware
 # enforces) is solved on every request. The security requirement is declared in the schema
 # instead, so the OpenAPI document is the one the dependency gave.
-reader = APIRouter(prefix="/articles", tags=["articles"], responses=_UNAUTHORIZED)
+# DirectIdRoute answers well-formed reads without FastAPI's request handler (see
+# gateway.routes.direct); the route, its validation errors and its schema stay FastAPI's.
+reader = APIRouter(
+    prefix="/articles", tags=["articles"], responses=_UNAUTHORIZED, route_class=DirectIdRoute
+)
 
 
 def format_time(ms: int, zone: ZoneInfo) -> str:
