@@ -15,7 +15,8 @@ Middleware, outermost first (pure ASGI classes):
 
 Request spans come from FastAPI's built-in OpenTelemetry support, which uses the tracer
 provider :func:`kit.observability.tracing.configure_tracing` installs. While that provider
-records no span (no exporter), FastAPI's telemetry is skipped and the outermost
+records no span (no exporter), FastAPI's telemetry is skipped (by
+:meth:`GatewayApp.__call__`, before FastAPI walks the middleware stack) and the outermost
 :class:`~gateway.middleware.trace_context.TraceContextMiddleware` keeps only the request's
 trace context (ids for logs and gRPC propagation).
 """
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 from fastapi import FastAPI
 from starlette.middleware import Middleware
+from starlette.types import Receive, Scope, Send
 
 from gateway.auth.oauth_state import StateCookies
 from gateway.auth.sessions import SessionRevocations
@@ -48,6 +50,7 @@ from gateway.routes import follow as follow_routes
 from gateway.routes import search as search_routes
 from gateway.settings import GatewaySettings
 from kit.grpcx.client import ServiceClients
+from kit.observability.tracing import records_spans
 from kit.redisx import create_redis
 from webook.article.v1 import article_pb2_grpc
 from webook.code.v1 import code_pb2_grpc
@@ -113,6 +116,24 @@ class GatewayApp(FastAPI):
     """
 
     edge_exempt_paths: frozenset[str] = frozenset()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's app, its request telemetry skipped at once while no span is recorded.
+
+        FastAPI's own exclusion (``telemetry["exclude"]``, :func:`telemetry_excluded`)
+        would skip it too, but only after walking the whole middleware stack on every
+        request (looking for a legacy OpenTelemetry middleware). Marking the scope as
+        FastAPI does for an excluded request (``scope["fastapi.telemetry"] = None``) makes
+        FastAPI hand the request straight to Starlette.
+        """
+        if scope["type"] != "http" or "fastapi.telemetry" in scope or records_spans():
+            await super().__call__(scope, receive, send)
+            return
+        scope["fastapi.telemetry"] = None
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            scope.pop("fastapi.telemetry", None)
 
     def openapi(self) -> dict[str, Any]:
         """The schema, without 422 responses, with the edge's refusals."""
