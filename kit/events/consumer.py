@@ -8,9 +8,10 @@ decoded events). Its loop:
 2. decodes each record with its topic's decoder; records that do not decode are skipped,
    logged and counted (``result="undecodable"``) and are committed past like the others;
 3. hands each topic's events to its handler as one batch, inside a CONSUMER span linked to
-   every producer span found in the records' headers; a handler that raises is retried with
-   exponential backoff (its events are counted ``result="failed"`` per attempt) and nothing
-   is committed until every topic of the batch has been applied;
+   every producer span found in the records' headers (read only when that span is
+   recorded); a handler that raises is retried with exponential backoff (its events are
+   counted ``result="failed"`` per attempt) and nothing is committed until every topic of
+   the batch has been applied;
 4. commits the next offset of every partition in the batch.
 
 So an event is applied at least once. A crash (or a lost partition) between 3 and 4
@@ -340,14 +341,18 @@ class BatchConsumer:
                     with self._tracer.start_as_current_span(
                         f"{topic} process",
                         kind=trace.SpanKind.CONSUMER,
-                        links=producer_links(headers[topic]),
                         attributes={
                             "messaging.system": "kafka",
                             "messaging.destination.name": topic,
                             "messaging.consumer.group.name": group,
                             "messaging.batch.message_count": len(batch),
                         },
-                    ):
+                    ) as span:
+                        # Reading every record's headers is worth it only for a span that
+                        # is kept (links are added after the start: our samplers ignore them).
+                        if span.is_recording():
+                            for link in producer_links(headers[topic]):
+                                span.add_link(link.context)
                         await self._handlers[topic].handle(batch)
                 except asyncio.CancelledError:
                     raise

@@ -2,9 +2,10 @@
 
 :meth:`EventProducer.publish` is a plain (non-async) call: it serialises the protobuf
 event, captures the trace context and appends the event to a bounded in-memory buffer, then
-returns at once. A background task hands buffered events to ``aiokafka`` in batches and
-waits for the broker's acknowledgement; events that fail stay at the front of the buffer
-and are retried with exponential backoff, so a broker outage costs memory (up to
+returns at once. A background task lets events gather for ``linger_ms``, then hands them to
+``aiokafka`` as one record batch per partition (its batch API: one future per batch, not per
+event) and waits for the broker's acknowledgement; events that fail stay at the front of the
+buffer and are retried with exponential backoff, so a broker outage costs memory (up to
 ``buffer_size`` events), never a failed or slow request. When the buffer is full new events
 are dropped and counted (``webook_kafka_producer_dropped_total``); :meth:`publish` returns
 ``False`` for them.
@@ -24,10 +25,12 @@ replaces the ``aiokafka`` producer, which drops its stale metadata.
 memory storage on restart, or an unclean leader election in a real cluster. Events the broker
 acknowledged in the last ``replay_window_s`` (at most ``replay_max_events``) are therefore
 kept. The broker lost data when an acknowledgement carries an offset at or below the last
-one this producer saw on that partition (offsets only grow), or when the producer itself had
-to re-create a topic. Then every kept event goes back to the front of the buffer, ahead of
-newer events, and is sent again: all topics, because a restarted broker lost all of them and
-a partition this producer writes nothing more to would never show its loss. Consumers may see
+one this producer saw on that partition (offsets only grow), when the producer itself had
+to re-create a topic, or when a topic's partitions changed since it last wrote to it (tansu
+re-creates a lost topic, with its own partition count, when a client asks for its
+metadata). Then every kept event goes back to the front of the buffer, ahead of newer
+events, and is sent again: all topics, because a restarted broker lost all of them and a
+partition this producer writes nothing more to would never show its loss. Consumers may see
 those events twice if they had consumed them before the loss: duplicates are bounded by the
 window, and our consumers are at-least-once anyway (read counts, versioned search
 documents). What the window cannot bring back: events acknowledged longer ago than the
@@ -43,22 +46,27 @@ import logging
 import time
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 from google.protobuf.message import Message
 from opentelemetry import trace
 
 from kit.events.metrics import PRODUCED, PRODUCER_BUFFERED, PRODUCER_DROPPED, PRODUCER_REPLAYED
 from kit.events.topics import TopicAdmin, TopicSpec
-from kit.events.tracing import TRACER_NAME, inject_headers
+from kit.events.tracing import TRACER_NAME, current_trace_headers, inject_headers
+from kit.observability.tracing import records_spans
 
 logger = logging.getLogger(__name__)
 
 EventKey = str | int | bytes
 
 _DROP_LOG_INTERVAL_S = 10.0
+# Keys remembered per topic with their partition (murmur2 is pure Python in aiokafka).
+_PARTITION_CACHE_KEYS = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +78,8 @@ class ProducerConfig:
         topics: topics created before the first send and re-created when a broker lost
             them (``manage_topics``); events may go to other topics too.
         buffer_size: most events waiting (buffered or in flight); beyond it events drop.
-        max_batch: most events handed to ``aiokafka`` per round.
-        linger_ms: how long ``aiokafka`` waits to fill a record batch.
+        max_batch: most events sent per round (a round starts early when this many wait).
+        linger_ms: how long a round waits, from its first event, for more events to join.
         request_timeout_ms: how long a send waits for the broker before it counts as failed.
         retry_backoff_s / retry_backoff_max_s: first and largest pause between failed rounds.
         idle_recheck_s: re-check topics before sending after this long without a success.
@@ -109,20 +117,29 @@ class _Acknowledged:
     """An event the broker acknowledged, kept for the replay window."""
 
     at: float
-    where: tuple[str, int]
-    """Topic and partition."""
-    offset: int
     item: _Pending
+
+
+class _TopicMetrics:
+    """The label children of one topic, looked up once (``labels()`` costs a lock and a dict)."""
+
+    __slots__ = ("buffered", "dropped", "error", "ok")
+
+    def __init__(self, topic: str) -> None:
+        self.buffered = PRODUCER_BUFFERED.labels(topic)
+        self.dropped = PRODUCER_DROPPED.labels(topic)
+        self.ok = PRODUCED.labels(topic, "ok")
+        self.error = PRODUCED.labels(topic, "error")
 
 
 ProducerFactory = Callable[[ProducerConfig], AIOKafkaProducer]
 
 
 def _default_factory(config: ProducerConfig) -> AIOKafkaProducer:
+    # The producer lingers itself and hands aiokafka closed batches, which it sends at once.
     return AIOKafkaProducer(
         bootstrap_servers=config.bootstrap,
         client_id=config.client_id,
-        linger_ms=config.linger_ms,
         request_timeout_ms=config.request_timeout_ms,
         acks=1,
     )
@@ -144,6 +161,17 @@ def encode_key(key: EventKey) -> bytes:
     return str(key).encode("utf-8")
 
 
+def partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition of ``key`` among ``partitions`` (sorted), as Kafka's default partitioner.
+
+    murmur2 of the key, as ``aiokafka``'s and the Java client's default partitioner: the
+    producer chooses partitions itself since it sends whole batches, and keeps the choice
+    every other client makes for the same key.
+    """
+    index: int = murmur2(key) & 0x7FFFFFFF
+    return partitions[index % len(partitions)]
+
+
 class EventProducer:
     """Buffered, retrying publisher of protobuf events; :meth:`start` before use."""
 
@@ -156,6 +184,7 @@ class EventProducer:
     ) -> None:
         self._config = config
         self._factory = producer_factory
+        self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._admin = TopicAdmin(config.bootstrap, request_timeout_ms=config.request_timeout_ms)
         self._buffer: deque[_Pending] = deque()
@@ -163,6 +192,11 @@ class EventProducer:
         self._acknowledged: deque[_Acknowledged] = deque()
         # The highest offset acknowledged to this producer per (topic, partition).
         self._high_water: dict[tuple[str, int], int] = {}
+        self._metrics: dict[str, _TopicMetrics] = {}
+        # Per topic: its partitions when the keys were placed, and the keys' partitions.
+        self._placements: dict[str, tuple[tuple[int, ...], dict[bytes, int]]] = {}
+        # When the oldest buffered event of the next round was published (monotonic).
+        self._first_at = 0.0
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -185,25 +219,54 @@ class EventProducer:
         """Queue ``event`` for ``topic`` keyed by ``key``; ``False`` if it was dropped.
 
         Never blocks and never raises for broker trouble. The current trace context goes
-        into the record's headers.
+        into the record's headers (see :meth:`_trace_headers`).
         """
-        if self._closed or self.pending >= self._config.buffer_size:
+        buffer = self._buffer
+        if self._closed or len(buffer) + len(self._in_flight) >= self._config.buffer_size:
             self._drop(topic, "stopped" if self._closed else "buffer full")
             return False
+        headers = self._trace_headers(topic)
+        item = _Pending(topic, encode_key(key), event.SerializeToString(), headers)
+        if not buffer:
+            self._first_at = time.monotonic()
+            self._wakeup.set()
+        elif len(buffer) + 1 >= self._config.max_batch:
+            self._wakeup.set()  # a full round need not linger
+        buffer.append(item)
+        self._topic_metrics(topic).buffered.inc()
+        self._drained.clear()
+        return True
+
+    def _trace_headers(self, topic: str) -> list[tuple[str, bytes]]:
+        """The record headers of an event published now: a PRODUCER span's context.
+
+        The span is started only when it could be recorded. With parent-based sampling (what
+        :mod:`kit.observability.tracing` installs, and the SDK's default) it cannot be when
+        its parent was not sampled, or when nothing records spans at all; the headers then
+        carry the current span's context as it is (nothing if there is none), which is what
+        an unrecorded span would have propagated but for its own span id: a consumer still
+        links its batch to the request that published the event.
+        """
+        parent = trace.get_current_span().get_span_context()
+        if (parent.is_valid and not parent.trace_flags.sampled) or not records_spans(
+            self._tracer_provider
+        ):
+            return current_trace_headers(parent)
         with self._tracer.start_as_current_span(
             f"{topic} publish",
             kind=trace.SpanKind.PRODUCER,
             attributes={"messaging.system": "kafka", "messaging.destination.name": topic},
         ):
-            headers = inject_headers()
-        self._buffer.append(_Pending(topic, encode_key(key), event.SerializeToString(), headers))
-        PRODUCER_BUFFERED.labels(topic).inc()
-        self._drained.clear()
-        self._wakeup.set()
-        return True
+            return inject_headers()
+
+    def _topic_metrics(self, topic: str) -> _TopicMetrics:
+        metrics = self._metrics.get(topic)
+        if metrics is None:
+            metrics = self._metrics[topic] = _TopicMetrics(topic)
+        return metrics
 
     def _drop(self, topic: str, reason: str) -> None:
-        PRODUCER_DROPPED.labels(topic).inc()
+        self._topic_metrics(topic).dropped.inc()
         self._unlogged_drops += 1
         now = time.monotonic()
         # An outage under load drops many events per second: log a summary, not each one.
@@ -243,8 +306,9 @@ class EventProducer:
         lost = [*self._in_flight, *self._buffer]
         self._in_flight, self._buffer = [], deque()
         for item in lost:
-            PRODUCER_DROPPED.labels(item.topic).inc()
-            PRODUCER_BUFFERED.labels(item.topic).dec()
+            metrics = self._topic_metrics(item.topic)
+            metrics.dropped.inc()
+            metrics.buffered.dec()
         if lost:
             logger.warning("events dropped at stop", extra={"count": len(lost)})
         self._drained.set()
@@ -261,6 +325,7 @@ class EventProducer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await self._linger()
             try:
                 producer = await self._ready_producer()
                 delivered_all = await self._send_round(producer)
@@ -271,8 +336,7 @@ class EventProducer:
                     "kafka unreachable; events stay buffered",
                     extra={"buffered": self.pending, "error": repr(exc)},
                 )
-                for item in list(self._buffer)[: self._config.max_batch]:
-                    PRODUCED.labels(item.topic, "error").inc()
+                self._count(list(self._buffer)[: self._config.max_batch], "error")
                 delivered_all = False
             if delivered_all:
                 backoff = self._config.retry_backoff_s
@@ -280,6 +344,21 @@ class EventProducer:
             self._needs_check = self._needs_new_producer = True
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._config.retry_backoff_max_s)
+
+    async def _linger(self) -> None:
+        """Let more events join the round, until ``linger_ms`` after its first was published.
+
+        One produce request then carries every event of the round: per event, the broker,
+        the sender and the consumers' fetches cost less. A full round (``max_batch`` events),
+        a stop, or events left over from a failed round do not wait.
+        """
+        delay = self._first_at + self._config.linger_ms / 1000 - time.monotonic()
+        if delay <= 0 or self._stopping or len(self._buffer) >= self._config.max_batch:
+            return
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wakeup.wait()
 
     async def _ready_producer(self) -> AIOKafkaProducer:
         idle = time.monotonic() - self._last_success > self._config.idle_recheck_s
@@ -307,48 +386,96 @@ class EventProducer:
             self._producer = producer
         return self._producer
 
+    async def _by_partition(
+        self, producer: AIOKafkaProducer, items: Sequence[_Pending]
+    ) -> dict[tuple[str, int], list[int]]:
+        """The indexes of ``items`` per (topic, partition), in order.
+
+        A topic whose partitions changed since this producer last wrote to it was most
+        likely created anew (tansu re-creates a topic it lost, with its own partition count,
+        when a client asks for its metadata): the kept events are sent again.
+        """
+        groups: dict[tuple[str, int], list[int]] = {}
+        current: dict[str, tuple[tuple[int, ...], dict[bytes, int]]] = {}
+        for index, item in enumerate(items):
+            placement = current.get(item.topic)
+            if placement is None:
+                partitions = tuple(sorted(await producer.partitions_for(item.topic)))
+                placement = self._placements.get(item.topic)
+                if placement is None or placement[0] != partitions:
+                    if placement is not None:
+                        self._replay(f"partitions of {item.topic} changed: {partitions}")
+                    placement = self._placements[item.topic] = (partitions, {})
+                current[item.topic] = placement
+            partitions, known = placement
+            partition = known.get(item.key)
+            if partition is None:
+                if len(known) >= _PARTITION_CACHE_KEYS:
+                    known.clear()
+                partition = known[item.key] = partition_for(item.key, partitions)
+            groups.setdefault((item.topic, partition), []).append(index)
+        return groups
+
     async def _send_round(self, producer: AIOKafkaProducer) -> bool:
         count = min(self._config.max_batch, len(self._buffer))
-        self._in_flight = [self._buffer.popleft() for _ in range(count)]
-        futures: list[asyncio.Future[object]] = []
+        in_flight = self._in_flight = [self._buffer.popleft() for _ in range(count)]
+        # One record batch per partition (another if it fills up): aiokafka then resolves
+        # one future per batch instead of one per event.
+        sent: list[tuple[asyncio.Future[Any], str, list[int]]] = []
         try:
-            for item in self._in_flight:
-                futures.append(
-                    await producer.send(item.topic, item.value, key=item.key, headers=item.headers)
-                )
+            groups = await self._by_partition(producer, in_flight)
+            for (topic, partition), indexes in groups.items():
+                batch, members = producer.create_batch(), list[int]()
+                for index in indexes:
+                    item = in_flight[index]
+                    if members and not self._append(batch, item):
+                        batch.close()
+                        future = await producer.send_batch(batch, topic, partition=partition)
+                        sent.append((future, topic, members))
+                        batch, members = producer.create_batch(), list[int]()
+                    if not members and not self._append(batch, item):
+                        raise ValueError(f"an event of {topic} does not fit in a record batch")
+                    members.append(index)
+                batch.close()
+                future = await producer.send_batch(batch, topic, partition=partition)
+                sent.append((future, topic, members))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.warning("kafka send refused", extra={"error": repr(exc)})
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed: list[_Pending] = []
+        results = await asyncio.gather(*(future for future, _, _ in sent), return_exceptions=True)
+        delivered = [False] * count
         first_error: BaseException | None = None
-        acknowledged: list[_Acknowledged] = []
         lost: tuple[str, int] | None = None
         now = time.monotonic()
-        for index, item in enumerate(self._in_flight):
-            result = results[index] if index < len(results) else None
-            if index < len(results) and not isinstance(result, BaseException):
-                PRODUCED.labels(item.topic, "ok").inc()
-                PRODUCER_BUFFERED.labels(item.topic).dec()
-                position = _position(result)
-                if position is not None:
-                    where, offset = (item.topic, position[0]), position[1]
-                    if offset <= self._high_water.get(where, -1):
-                        lost = lost or where  # offsets only grow: this log started anew
-                    acknowledged.append(_Acknowledged(now, where, offset, item))
+        for (_, topic, members), result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                first_error = first_error or result
                 continue
-            PRODUCED.labels(item.topic, "error").inc()
-            if isinstance(result, BaseException) and first_error is None:
-                first_error = result
-            failed.append(item)
+            for index in members:
+                delivered[index] = True
+            position = _position(result)
+            if position is not None:
+                # The batch's records have consecutive offsets from its base offset.
+                where, base = (topic, position[0]), position[1]
+                if base <= self._high_water.get(where, -1):
+                    lost = lost or where  # offsets only grow: this log started anew
+                self._high_water[where] = base + len(members) - 1
+        failed = [item for index, item in enumerate(in_flight) if not delivered[index]]
+        ok = [item for index, item in enumerate(in_flight) if delivered[index]]
+        self._count(ok, "ok")
+        self._count(failed, "error")
         self._buffer.extendleft(reversed(failed))
         self._in_flight = []
         if lost is not None:
             self._replay(f"offsets of partition {lost[1]} of {lost[0]} went back")
-        for ack in acknowledged:
-            self._high_water[ack.where] = max(ack.offset, self._high_water.get(ack.where, -1))
-        self._keep(acknowledged, now)
+            # The marks start over from what this round wrote to the new logs.
+            for (_, topic, members), result in zip(sent, results, strict=True):
+                position = None if isinstance(result, BaseException) else _position(result)
+                if position is not None:
+                    self._high_water[(topic, position[0])] = position[1] + len(members) - 1
+        # In publishing order: the window keeps the latest events.
+        self._keep([_Acknowledged(now, item) for item in ok], now)
         if len(failed) < count:
             self._last_success = time.monotonic()
         if failed:
@@ -357,6 +484,22 @@ class EventProducer:
                 extra={"failed": len(failed), "buffered": self.pending, "error": repr(first_error)},
             )
         return not failed
+
+    @staticmethod
+    def _append(batch: Any, item: _Pending) -> bool:
+        """Add ``item`` to ``batch`` (``aiokafka``'s ``BatchBuilder``); ``False`` if it is full."""
+        added = batch.append(timestamp=None, key=item.key, value=item.value, headers=item.headers)
+        return added is not None
+
+    def _count(self, items: Sequence[_Pending], result: str) -> None:
+        """Count ``items`` as produced with ``result`` (``ok``: no longer buffered)."""
+        for topic, count in Tally(item.topic for item in items).items():
+            metrics = self._topic_metrics(topic)
+            if result == "ok":
+                metrics.ok.inc(count)
+                metrics.buffered.dec(count)
+            else:
+                metrics.error.inc(count)
 
     def _keep(self, acknowledged: list[_Acknowledged], now: float) -> None:
         """Remember ``acknowledged`` for the replay window; forget what fell out of it."""
@@ -373,11 +516,13 @@ class EventProducer:
 
         Every topic, not only the one where the loss showed: a broker that restarted empty
         lost all of them, and a partition this producer writes nothing more to would never
-        show it. The offset marks start over (the events of the round that noticed the loss
-        set them again: they were written to the new logs).
+        show it. The offset marks and the partitions seen start over (the events of the round
+        that noticed the loss set them again: they were written to the new logs).
         """
         again, self._acknowledged = list(self._acknowledged), deque()
         self._high_water.clear()
+        # Partitions seen from now on are those of the new logs.
+        self._placements.clear()
         if not again:
             return
         self._buffer.extendleft(reversed([kept.item for kept in again]))
@@ -385,7 +530,7 @@ class EventProducer:
         per_topic = Tally(kept.item.topic for kept in again)
         for topic, count in per_topic.items():
             PRODUCER_REPLAYED.labels(topic).inc(count)
-            PRODUCER_BUFFERED.labels(topic).inc(count)
+            self._topic_metrics(topic).buffered.inc(count)
         logger.warning(
             "kafka lost acknowledged events (broker restarted?); sending them again",
             extra={"why": why, "count": len(again), "topics": sorted(per_topic)},

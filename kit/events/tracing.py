@@ -3,7 +3,10 @@
 The producer injects the context of its publish span into the record's headers with the
 global propagator (``traceparent``/``tracestate``), the consumer extracts it and links its
 batch span to every producer span, so one trace reaches from the gRPC request that caused
-an event to the batch that applied it.
+an event to the batch that applied it. When the publish span could not be recorded the
+producer starts none and writes the current span's context itself
+(:func:`current_trace_headers`); a consumer whose batch span is not recorded reads no
+headers at all.
 """
 
 from __future__ import annotations
@@ -44,6 +47,26 @@ def inject_headers(context: Context | None = None) -> list[tuple[str, bytes]]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=context)
     return [(key, value.encode("utf-8")) for key, value in carrier.items()]
+
+
+def current_trace_headers(span_context: trace.SpanContext | None = None) -> list[tuple[str, bytes]]:
+    """``traceparent`` (and ``tracestate``) of ``span_context``, by default the current span's.
+
+    Written directly in the W3C format, without the propagator or a span of our own; no
+    headers for an invalid context (no span in progress).
+    """
+    if span_context is None:
+        span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return []
+    traceparent = (
+        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
+        f"-{span_context.trace_flags:02x}"
+    )
+    headers = [("traceparent", traceparent.encode("ascii"))]
+    if span_context.trace_state:
+        headers.append(("tracestate", span_context.trace_state.to_header().encode("utf-8")))
+    return headers
 
 
 def extract_context(headers: Headers | None) -> Context:

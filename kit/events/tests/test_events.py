@@ -24,6 +24,7 @@ from kit.events import (
     ensure_topics,
     protobuf_decoder,
 )
+from kit.events import consumer as consumer_module
 from kit.events.tests.support import (
     consumer_config,
     eventually,
@@ -32,6 +33,7 @@ from kit.events.tests.support import (
     unique,
 )
 from kit.events.tracing import extract_context, inject_headers
+from kit.observability.tracing import build_tracer_provider
 from webook.events.v1 import events_pb2
 
 pytestmark = pytest.mark.integration
@@ -266,3 +268,35 @@ async def test_producer_without_broker_never_blocks_and_counts_drops() -> None:
     assert metric("webook_kafka_producer_dropped_total", topic=topic) == 15
     assert metric("webook_kafka_producer_buffered", topic=topic) == 0
     assert producer.publish(topic, 1, read(1)) is False
+
+
+async def test_an_unrecorded_batch_span_reads_no_trace_headers(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic, group = unique("unrecorded"), unique("group")
+    provider = build_tracer_provider("test")  # no exporter: nothing is recorded
+    producer = EventProducer(producer_config(kafka_bootstrap, topic))
+    producer.start()
+    with provider.get_tracer("t").start_as_current_span("request"):
+        for i in range(5):
+            producer.publish(topic, i, read(i))
+    assert await producer.flush(10)
+    await producer.stop()
+
+    def no_links(all_headers: object) -> list[trace.Link]:
+        raise AssertionError("links extracted for a span nobody records")
+
+    monkeypatch.setattr(consumer_module, "producer_links", no_links)
+    collector = Collector()
+    consumer = BatchConsumer(
+        consumer_config(kafka_bootstrap, group),
+        {topic: read_handler(collector)},
+        tracer_provider=provider,
+    )
+    consumer.start()
+    try:
+        assert await eventually(lambda: len(collector.article_ids) == 5, 15)
+    finally:
+        await consumer.stop()
+        provider.shutdown()
+    assert sorted(collector.article_ids) == list(range(5))
