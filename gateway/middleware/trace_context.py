@@ -9,26 +9,59 @@ FastAPI's telemetry (:func:`telemetry_excluded`) and :class:`TraceContextMiddlew
 outermost layer, does the part that still matters: it continues the caller's W3C trace
 context (or starts a trace) in a non-recording span made current for the request, so log
 lines carry the trace id and outgoing gRPC calls propagate it. When spans are recorded it
-steps aside and FastAPI traces the request in full.
+steps aside and FastAPI traces the request in full. While nothing records and the caller
+sends at most a canonical ``traceparent`` (no ``tracestate``), the span is the one the SDK
+would start, built directly (:class:`kit.observability.tracing.UnrecordedSpans`).
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanKind
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kit.observability.tracing import records_spans
+from kit.observability.tracing import (
+    ExportAwareTracerProvider,
+    UnrecordedSpans,
+    is_canonical_traceparent,
+    parse_traceparent,
+    records_spans,
+)
+
+_EMPTY_CONTEXT: Final = otel_context.Context()
 
 
 def telemetry_excluded(scope: MutableMapping[str, Any]) -> bool:
     """FastAPI's ``telemetry["exclude"]``: skip its tracing while no span is recorded."""
     return not records_spans()
+
+
+def _plain_unrecorded_span(
+    provider: ExportAwareTracerProvider, scope: Scope
+) -> NonRecordingSpan | None:
+    """The request's span built without the SDK, when the caller's context is plain.
+
+    None (use the propagator and the SDK) when the request carries a ``tracestate`` or a
+    ``traceparent`` not in the canonical version-00 form.
+    """
+    traceparent: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            if traceparent is None:
+                traceparent = value.decode("latin-1")  # the propagator reads the first one
+                if not is_canonical_traceparent(traceparent):
+                    return None
+        elif name == b"tracestate":
+            return None
+    parsed = None if traceparent is None else parse_traceparent(traceparent)
+    if parsed is None:
+        return UnrecordedSpans.span(provider, None)
+    return UnrecordedSpans.span(provider, parsed[0], parsed[2])
 
 
 class TraceContextMiddleware:
@@ -44,10 +77,22 @@ class TraceContextMiddleware:
         self.app = app
         self._provider = tracer_provider
         self.tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._unrecorded = UnrecordedSpans(tracer_provider)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or records_spans(self._provider):
             await self.app(scope, receive, send)
+            return
+        provider = self._unrecorded.provider()
+        unrecorded = None if provider is None else _plain_unrecorded_span(provider, scope)
+        if unrecorded is not None:
+            # The propagator's context would hold nothing but the caller's span, which the
+            # request's span replaces: the request's context is that span alone.
+            token = otel_context.attach(trace.set_span_in_context(unrecorded, _EMPTY_CONTEXT))
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                otel_context.detach(token)
             return
         headers = Headers(scope=scope)
         carrier = {
