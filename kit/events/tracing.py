@@ -17,6 +17,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
+from kit.observability.tracing import format_traceparent
+
 Headers = Sequence[tuple[str, bytes]]
 
 TRACER_NAME = "kit.events"
@@ -59,11 +61,7 @@ def current_trace_headers(span_context: trace.SpanContext | None = None) -> list
         span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid:
         return []
-    traceparent = (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}"
-        f"-{span_context.trace_flags:02x}"
-    )
-    headers = [("traceparent", traceparent.encode("ascii"))]
+    headers = [("traceparent", format_traceparent(span_context).encode("ascii"))]
     if span_context.trace_state:
         headers.append(("tracestate", span_context.trace_state.to_header().encode("utf-8")))
     return headers
