@@ -1,24 +1,24 @@
 """The gateway's composition root: :func:`create_app` builds everything, nothing at import.
 
-Middleware, outermost first (pure ASGI classes):
+Middleware: one pure ASGI layer of ours,
+:class:`~gateway.middleware.gateway_layer.GatewayLayer`, runs every per-request concern
+(each a plain object in its own module), outermost first:
 
-1. :class:`~gateway.middleware.cors.CorsMiddleware`: preflights answered before anything
-   else; CORS headers on every response, 401/500 included.
-2. :class:`~gateway.middleware.observe.ObserveMiddleware`: the request id, one access log
-   line per request and Prometheus counters by route, in one layer.
-3. the edge guards (:mod:`gateway.middleware.edge`): concurrency 503, body size 413,
-   per-IP/global rate limits 429.
-4. :class:`~gateway.middleware.errors.UnhandledErrorMiddleware`: a bug becomes a clean 500
-   that the layers above still see.
-5. :class:`~gateway.middleware.login.LoginCheckMiddleware`: 401 unless public or logged in;
-   then the per-user rate limits.
+1. trace context (only while no span is recorded);
+2. CORS: preflights answered before anything else; CORS headers on every response, 401/500
+   included;
+3. the request id, one access log line per request and Prometheus counters by route;
+4. the edge guards (:mod:`gateway.middleware.edge`): concurrency 503, body size 413,
+   per-IP/global rate limits 429;
+5. unhandled errors: a bug becomes a clean 500 that the concerns above still see;
+6. the login check: 401 unless public or logged in; then the per-user rate limits.
 
 Request spans come from FastAPI's built-in OpenTelemetry support, which uses the tracer
 provider :func:`kit.observability.tracing.configure_tracing` installs. While that provider
 records no span (no exporter), FastAPI's telemetry is skipped (by
-:meth:`GatewayApp.__call__`, before FastAPI walks the middleware stack) and the outermost
-:class:`~gateway.middleware.trace_context.TraceContextMiddleware` keeps only the request's
-trace context (ids for logs and gRPC propagation).
+:meth:`GatewayApp.__call__`, before FastAPI walks the middleware stack) and the layer's
+first concern (:class:`~gateway.middleware.trace_context.TraceContexts`) keeps only the
+request's trace context (ids for logs and gRPC propagation).
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from gateway.auth.tokens import TokenService
 from gateway.auth.wechat import WechatOAuth
 from gateway.deps import Clients, Runtime
 from gateway.errors import install_error_handlers
-from gateway.middleware.cors import CorsMiddleware
+from gateway.middleware.cors import CorsPolicy
 from gateway.middleware.edge import EdgeMiddleware
-from gateway.middleware.errors import UnhandledErrorMiddleware
-from gateway.middleware.login import LoginCheckMiddleware
+from gateway.middleware.gateway_layer import GatewayLayer
+from gateway.middleware.login import LoginCheck
 from gateway.middleware.route_template import RouteTemplates
-from gateway.middleware.trace_context import TraceContextMiddleware, telemetry_excluded
+from gateway.middleware.trace_context import TraceContexts, telemetry_excluded
 from gateway.routes import articles, comments, sms_login, system, users, wechat
 from gateway.routes import follow as follow_routes
 from gateway.routes import search as search_routes
@@ -269,21 +269,29 @@ def create_app(
             yield
             logger.info("gateway shutting down")
 
-    # Outermost first. CORS wraps everything so that 401/413/429/503 answers carry its
-    # headers; refusals by the guards are still logged and counted; per-user limits need
-    # the user, so they run inside the login check.
+    # One layer runs every per-request concern in the order separate layers had: trace
+    # context, CORS (wrapping everything else, so 401/413/429/503 answers carry its
+    # headers), request id + access log + metrics (so refusals by the guards are logged and
+    # counted), the guards, unhandled errors, the login check, per-user rate limits.
+    # TracingMiddleware (EdgeSettings.tracing, not needed with FastAPI) stays a layer of
+    # its own, outside it.
     middleware = [
-        # Only while no span is recorded (FastAPI's telemetry is excluded then): the
-        # request's trace context for logs and gRPC calls, without FastAPI's span work.
-        Middleware(TraceContextMiddleware),
-        Middleware(CorsMiddleware, allow_origins=settings.cors_allow_origins),
-        # Request id, access log and metrics in one layer (edge.outer, AccessLogMiddleware
-        # and MetricsMiddleware fused: one send wrapper instead of three).
-        *edge.observing(routes),
-        *edge.guards,  # concurrency 503, body size 413, per-IP and global rate limits 429
-        Middleware(UnhandledErrorMiddleware),
-        Middleware(LoginCheckMiddleware, runtime=runtime, public_paths=PUBLIC_PATHS),
-        *edge.after_login,  # per-user rate limits 429
+        *edge.tracing,
+        Middleware(
+            GatewayLayer,
+            routes=routes,
+            request_ids=edge.request_ids,
+            # Only while no span is recorded (FastAPI's telemetry is excluded then): the
+            # request's trace context for logs and gRPC calls, without FastAPI's span work.
+            trace_contexts=TraceContexts(),
+            cors=CorsPolicy(settings.cors_allow_origins),
+            concurrency=edge.concurrency,
+            body_limit=edge.body_limit,
+            limits=edge.limits,
+            ip_rules=edge.ip_rules,
+            user_rules=edge.user_rules,
+            login=LoginCheck(runtime, PUBLIC_PATHS),
+        ),
     ]
     app = GatewayApp(
         title="webook gateway",
@@ -296,7 +304,7 @@ def create_app(
         # client spans); FastAPI's operation spans (dependencies, endpoint, serialisation)
         # are off: on GET /articles/pub/:id they doubled the spans per request (3 -> 6) for
         # ~80 µs of CPU (python -m bench.gateway_cpu) and add little to the request span.
-        # While the process records no span, TraceContextMiddleware stands in for it.
+        # While the process records no span, TraceContexts stands in for it.
         telemetry={
             "auto_configure": False,
             "operation_spans": False,
@@ -306,9 +314,10 @@ def create_app(
     app.edge_exempt_paths = frozenset(settings.edge.exempt_paths)
     app.state.runtime = runtime
     install_error_handlers(app)
-    # FastAPI tries included routers in this order: the hottest route first (its router
-    # shares no path with another one, so the order changes no answer).
-    app.include_router(articles.reader)
+    # The hottest route on the app's own router, tried right after FastAPI's documentation
+    # routes and before every included router (it shares no path with them, so the order
+    # changes no answer).
+    articles.add_reader_route(app.router)
     app.include_router(users.router)
     app.include_router(articles.router)
     app.include_router(comments.router)

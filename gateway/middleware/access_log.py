@@ -1,8 +1,8 @@
 """One structured log line per request (uvicorn's access log is off: it has no trace ids).
 
 :func:`log_request` writes the line; :class:`AccessLogMiddleware` is it alone as an ASGI
-layer, and :class:`~gateway.middleware.observe.ObserveMiddleware` runs it with the request
-id and metrics in one layer (as the gateway does).
+layer, and :class:`~gateway.middleware.gateway_layer.GatewayLayer` runs it with the request
+id, metrics and the other concerns in one layer (as the gateway does).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,10 +39,10 @@ class RequestBodyTooLarge(HTTPException):
 
 
 def _declared_length(scope: Scope) -> int | None:
-    value = Headers(scope=scope).get("content-length")
-    if value is None or not value.isdigit():
-        return None
-    return int(value)
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None  # bytes: ASCII digits only
+    return None
 
 
 def _only_body_too_large(exc: BaseException) -> bool:
@@ -53,44 +52,78 @@ def _only_body_too_large(exc: BaseException) -> bool:
     return isinstance(exc, RequestBodyTooLarge)
 
 
-class BodyLimitMiddleware:
-    """Refuses request bodies longer than ``max_bytes``; see the module docstring."""
+class BodyLimit:
+    """The concern as a plain object: a declared length checked before the app runs, the
+    bytes read counted by a ``receive`` wrapper (:meth:`counting`)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    __slots__ = ("_rejected", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must not be negative")
-        self.app = app
         self.max_bytes = max_bytes
         self._rejected = HTTP_REJECTED.labels("body_too_large")
 
-    def _response(self) -> Response:
+    def declared_too_large(self, scope: Scope) -> bool:
+        """Whether ``Content-Length`` is above the limit (then counted as rejected)."""
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            self._rejected.inc()
+            return True
+        return False
+
+    def counting(self, receive: Receive) -> Receive:
+        """``receive``, raising :class:`RequestBodyTooLarge` once the body crosses the limit."""
+        max_bytes = self.max_bytes
+        rejected = self._rejected
+        received = 0
+        exceeded = False
+
+        async def receive_counting() -> Message:
+            nonlocal received, exceeded
+            if exceeded:
+                raise RequestBodyTooLarge(max_bytes)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    exceeded = True
+                    rejected.inc()
+                    raise RequestBodyTooLarge(max_bytes)
+            return message
+
+        return receive_counting
+
+    @staticmethod
+    def refusal() -> Response:
+        """The 413 answer."""
         return Response(_BODY, status_code=413, media_type="application/json")
+
+
+class BodyLimitMiddleware:
+    """:class:`BodyLimit` alone as an ASGI layer, answering a :class:`RequestBodyTooLarge`
+    that reaches it (the gateway runs the concern in
+    :class:`~gateway.middleware.gateway_layer.GatewayLayer`, where the unhandled-error
+    concern inside it answers every exception)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.limit = BodyLimit(max_bytes)
+
+    @property
+    def max_bytes(self) -> int:
+        """The limit."""
+        return self.limit.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _declared_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            self._rejected.inc()
-            await self._response()(scope, receive, send)
+        limit = self.limit
+        if limit.declared_too_large(scope):
+            await limit.refusal()(scope, receive, send)
             return
-        received = 0
-        exceeded = False
         response_started = False
-
-        async def receive_counting() -> Message:
-            nonlocal received, exceeded
-            if exceeded:
-                raise RequestBodyTooLarge(self.max_bytes)
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    exceeded = True
-                    self._rejected.inc()
-                    raise RequestBodyTooLarge(self.max_bytes)
-            return message
 
         async def send_tracking(message: Message) -> None:
             nonlocal response_started
@@ -99,8 +132,8 @@ class BodyLimitMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive_counting, send_tracking)
+            await self.app(scope, limit.counting(receive), send_tracking)
         except Exception as exc:
             if response_started or not _only_body_too_large(exc):
                 raise
-            await self._response()(scope, receive, send)
+            await limit.refusal()(scope, receive, send)

@@ -24,8 +24,46 @@ from gateway.middleware.edge_metrics import HTTP_ACTIVE_REQUESTS, HTTP_REJECTED
 _BODY = json.dumps({"code": 503, "msg": "server busy, please retry later", "data": None}).encode()
 
 
+class ConcurrencyLimit:
+    """The concern as a plain object: :meth:`enter` before the app, :meth:`leave` after."""
+
+    __slots__ = ("_headers", "_rejected", "active", "exempt_paths", "max_active")
+
+    def __init__(
+        self, max_active: int, *, exempt_paths: Collection[str] = (), retry_after: int = 1
+    ) -> None:
+        if max_active < 1:
+            raise ValueError("max_active must be at least 1")
+        self.max_active = max_active
+        self.exempt_paths = frozenset(exempt_paths)
+        self._headers = {"Retry-After": str(retry_after)}
+        self._rejected = HTTP_REJECTED.labels("concurrency")
+        self.active = 0
+
+    def enter(self) -> bool:
+        """Count the request in; False (counted as rejected) when the cap is reached."""
+        if self.active >= self.max_active:
+            self._rejected.inc()
+            return False
+        self.active += 1
+        HTTP_ACTIVE_REQUESTS.inc()
+        return True
+
+    def leave(self) -> None:
+        """Count a request that :meth:`enter` admitted out."""
+        self.active -= 1
+        HTTP_ACTIVE_REQUESTS.dec()
+
+    def refusal(self) -> Response:
+        """The 503 answer."""
+        return Response(
+            _BODY, status_code=503, media_type="application/json", headers=self._headers
+        )
+
+
 class ConcurrencyLimitMiddleware:
-    """Refuses HTTP requests beyond ``max_active`` in flight; see the module docstring."""
+    """:class:`ConcurrencyLimit` alone as an ASGI layer (the gateway runs it in
+    :class:`~gateway.middleware.gateway_layer.GatewayLayer`)."""
 
     def __init__(
         self,
@@ -35,30 +73,25 @@ class ConcurrencyLimitMiddleware:
         exempt_paths: Collection[str] = (),
         retry_after: int = 1,
     ) -> None:
-        if max_active < 1:
-            raise ValueError("max_active must be at least 1")
         self.app = app
-        self.max_active = max_active
-        self.exempt_paths = frozenset(exempt_paths)
-        self._headers = {"Retry-After": str(retry_after)}
-        self._rejected = HTTP_REJECTED.labels("concurrency")
-        self.active = 0
+        self.limit = ConcurrencyLimit(
+            max_active, exempt_paths=exempt_paths, retry_after=retry_after
+        )
+
+    @property
+    def active(self) -> int:
+        """Requests inside now."""
+        return self.limit.active
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt_paths:
+        limit = self.limit
+        if scope["type"] != "http" or scope["path"] in limit.exempt_paths:
             await self.app(scope, receive, send)
             return
-        if self.active >= self.max_active:
-            self._rejected.inc()
-            response = Response(
-                _BODY, status_code=503, media_type="application/json", headers=self._headers
-            )
-            await response(scope, receive, send)
+        if not limit.enter():
+            await limit.refusal()(scope, receive, send)
             return
-        self.active += 1
-        HTTP_ACTIVE_REQUESTS.inc()
         try:
             await self.app(scope, receive, send)
         finally:
-            self.active -= 1
-            HTTP_ACTIVE_REQUESTS.dec()
+            limit.leave()

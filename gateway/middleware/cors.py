@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,8 +51,67 @@ class OriginPolicy:
         return _well_formed_origin(origin) and any(p.match(origin) for p in self._patterns)
 
 
+class CorsPolicy:
+    """The CORS concern as a plain object: which origin a request has, the preflight
+    answer, and the headers every other answer gets."""
+
+    __slots__ = ("_preflight_headers", "_response_headers", "origins")
+
+    def __init__(
+        self,
+        allow_origins: Sequence[str],
+        *,
+        allow_methods: Sequence[str] = DEFAULT_ALLOW_METHODS,
+        allow_headers: Sequence[str] = DEFAULT_ALLOW_HEADERS,
+        expose_headers: Sequence[str] = DEFAULT_EXPOSE_HEADERS,
+        max_age: int = 600,
+    ) -> None:
+        self.origins = OriginPolicy(allow_origins)
+        self._preflight_headers = {
+            "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Allow-Methods": ", ".join(allow_methods),
+            "Access-Control-Allow-Headers": ", ".join(allow_headers),
+            "Access-Control-Max-Age": str(max_age),
+        }
+        self._response_headers = {
+            "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Expose-Headers": ", ".join(expose_headers),
+        }
+
+    def allowed_origin(self, scope: Scope) -> tuple[str | None, bool]:
+        """The request's ``Origin`` (None without one) and whether it is allowed."""
+        origin = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value.decode("latin-1")  # the first one, as Headers.get reads it
+                break
+        return origin, origin is not None and self.origins.allows(origin)
+
+    @staticmethod
+    def is_preflight(scope: Scope, origin: str | None) -> bool:
+        """Whether the request is a preflight: any ``OPTIONS`` with an ``Origin``."""
+        return origin is not None and scope["method"] == "OPTIONS"
+
+    def preflight_response(self, origin: str, allowed: bool) -> Response:
+        """The 204 answer to a preflight."""
+        headers = {"Vary": "Origin"}
+        if allowed:
+            headers |= {"Access-Control-Allow-Origin": origin, **self._preflight_headers}
+        return Response(status_code=204, headers=headers)
+
+    def decorate(self, message: Message, origin: str | None, allowed: bool) -> None:
+        """Add ``Vary: Origin`` (and, for an allowed origin, the CORS headers) to an
+        ``http.response.start`` message."""
+        headers = MutableHeaders(scope=message)
+        headers.add_vary_header("Origin")
+        if allowed and origin is not None:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers.update(self._response_headers)
+
+
 class CorsMiddleware:
-    """Answers preflights and decorates responses for allowed origins."""
+    """:class:`CorsPolicy` alone as an ASGI layer (the gateway runs it in
+    :class:`~gateway.middleware.gateway_layer.GatewayLayer`)."""
 
     def __init__(
         self,
@@ -65,38 +124,27 @@ class CorsMiddleware:
         max_age: int = 600,
     ) -> None:
         self.app = app
-        self.policy = OriginPolicy(allow_origins)
-        self._preflight_headers = {
-            "Access-Control-Allow-Credentials": "true",
-            "Access-Control-Allow-Methods": ", ".join(allow_methods),
-            "Access-Control-Allow-Headers": ", ".join(allow_headers),
-            "Access-Control-Max-Age": str(max_age),
-        }
-        self._response_headers = {
-            "Access-Control-Allow-Credentials": "true",
-            "Access-Control-Expose-Headers": ", ".join(expose_headers),
-        }
+        self.cors = CorsPolicy(
+            allow_origins,
+            allow_methods=allow_methods,
+            allow_headers=allow_headers,
+            expose_headers=expose_headers,
+            max_age=max_age,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = Headers(scope=scope).get("origin")
-        allowed = origin is not None and self.policy.allows(origin)
-        if scope["method"] == "OPTIONS" and origin is not None:
-            headers = {"Vary": "Origin"}
-            if allowed:
-                headers |= {"Access-Control-Allow-Origin": origin, **self._preflight_headers}
-            await Response(status_code=204, headers=headers)(scope, receive, send)
+        cors = self.cors
+        origin, allowed = cors.allowed_origin(scope)
+        if origin is not None and cors.is_preflight(scope, origin):
+            await cors.preflight_response(origin, allowed)(scope, receive, send)
             return
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.add_vary_header("Origin")
-                if allowed and origin is not None:
-                    headers["Access-Control-Allow-Origin"] = origin
-                    headers.update(self._response_headers)
+                cors.decorate(message, origin, allowed)
             await send(message)
 
         await self.app(scope, receive, send_with_cors)

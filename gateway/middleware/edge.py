@@ -14,11 +14,14 @@ of a chain (outermost first)::
 
 The guards sit inside the access log and metrics so that 503/413/429 answers are logged
 with their request id and counted by route and status, and outside everything else so a
-refused request costs no token check, session lookup or route work.
-:meth:`EdgeMiddleware.observing` gives ``outer``, access log and metrics as one layer
-(:class:`~gateway.middleware.observe.ObserveMiddleware`), as the gateway uses them. An app
-without a login
+refused request costs no token check, session lookup or route work. An app without a login
 check can put ``after_login`` right after ``guards`` (or use :attr:`EdgeMiddleware.all`).
+
+The gateway does not use these lists: it runs the same concerns, as the plain objects
+:attr:`EdgeMiddleware.request_ids`, :attr:`~EdgeMiddleware.concurrency`,
+:attr:`~EdgeMiddleware.body_limit`, :attr:`~EdgeMiddleware.limits` with
+:attr:`~EdgeMiddleware.ip_rules` and :attr:`~EdgeMiddleware.user_rules`, in one layer
+(:class:`~gateway.middleware.gateway_layer.GatewayLayer`), in the same order.
 
 Lifecycle: Redis-backed rules need a client; call :meth:`EdgeMiddleware.open` with it when
 the app starts (in its lifespan) and ``await`` :meth:`EdgeMiddleware.aclose` when it stops.
@@ -31,13 +34,12 @@ import time
 import redis.asyncio as aioredis
 from starlette.middleware import Middleware
 
-from gateway.middleware.body_limit import BodyLimitMiddleware
+from gateway.middleware.body_limit import BodyLimit, BodyLimitMiddleware
 from gateway.middleware.client_ip import TrustedProxies
-from gateway.middleware.concurrency import ConcurrencyLimitMiddleware
+from gateway.middleware.concurrency import ConcurrencyLimit, ConcurrencyLimitMiddleware
 from gateway.middleware.edge_settings import EdgeSettings, KeyBy
-from gateway.middleware.observe import ObserveMiddleware
 from gateway.middleware.ratelimit import RateLimitMiddleware, RateLimits
-from gateway.middleware.request_id import RequestIdMiddleware
+from gateway.middleware.request_id import RequestIdMiddleware, RequestIds
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.tracing import TracingMiddleware
 from kit.ratelimit import Clock
@@ -75,6 +77,26 @@ class EdgeMiddleware:
             local_max_keys=settings.local_max_keys,
             clock=clock,
         )
+        self.request_ids = RequestIds(
+            header=settings.request_id_header, trust_incoming=settings.trust_incoming_request_id
+        )
+        """The request-id concern, for a layer that runs it with others."""
+        self.concurrency = (
+            None
+            if settings.max_active_requests is None
+            else ConcurrencyLimit(settings.max_active_requests, exempt_paths=settings.exempt_paths)
+        )
+        """The concurrency cap (None: off), for a layer that runs it with others."""
+        self.body_limit = (
+            None if settings.max_body_bytes is None else BodyLimit(settings.max_body_bytes)
+        )
+        """The body size limit (None: off), for a layer that runs it with others."""
+        ip_keys: tuple[KeyBy, ...] = ("ip", "global")
+        user_keys: tuple[KeyBy, ...] = ("user",)
+        self.ip_rules = self.limits.rules_for(ip_keys)
+        """The rules checked with the guards (per IP and global)."""
+        self.user_rules = self.limits.rules_for(user_keys)
+        """The rules checked after the login check (per user)."""
         tracing = []
         if settings.tracing:
             tracing.append(Middleware(TracingMiddleware, routes=routes))
@@ -97,13 +119,10 @@ class EdgeMiddleware:
             )
         if settings.max_body_bytes is not None:
             guards.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
-        if self.limits.rules_for(("ip", "global")):
-            guards.append(
-                Middleware(RateLimitMiddleware, limits=self.limits, keys=("ip", "global"))
-            )
+        if self.ip_rules:
+            guards.append(Middleware(RateLimitMiddleware, limits=self.limits, keys=ip_keys))
         after_login = []
-        user_keys: tuple[KeyBy, ...] = ("user",)
-        if self.limits.rules_for(user_keys):
+        if self.user_rules:
             after_login.append(Middleware(RateLimitMiddleware, limits=self.limits, keys=user_keys))
         self.tracing: list[Middleware] = tracing
         """Tracing, if enabled (the first part of :attr:`outer`)."""
@@ -118,23 +137,6 @@ class EdgeMiddleware:
     def all(self) -> list[Middleware]:
         """Every group in order, for apps with no other middleware between them."""
         return [*self.outer, *self.guards, *self.after_login]
-
-    def observing(self, routes: RouteTemplates) -> list[Middleware]:
-        """:attr:`outer` fused with the access log and metrics, in place of all three.
-
-        Tracing (if enabled), then one
-        :class:`~gateway.middleware.observe.ObserveMiddleware` (request id, access log,
-        metrics labelled with ``routes``), as the gateway composes them.
-        """
-        return [
-            *self.tracing,
-            Middleware(
-                ObserveMiddleware,
-                routes=routes,
-                header=self.settings.request_id_header,
-                trust_incoming=self.settings.trust_incoming_request_id,
-            ),
-        ]
 
     def open(self, redis: aioredis.Redis) -> None:
         """Use ``redis`` (owned by the caller) for the Redis-backed rate limits."""

@@ -4,8 +4,8 @@
 - ``webook_http_request_duration_seconds{route,method}``
 
 :func:`record_request` counts and times one request; :class:`MetricsMiddleware` is it alone
-as an ASGI layer, and :class:`~gateway.middleware.observe.ObserveMiddleware` runs it with
-the request id and the access log in one layer (as the gateway does).
+as an ASGI layer, and :class:`~gateway.middleware.gateway_layer.GatewayLayer` runs it with
+the request id, the access log and the other concerns in one layer (as the gateway does).
 """
 
 from __future__ import annotations

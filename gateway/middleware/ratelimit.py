@@ -67,7 +67,7 @@ class _RedisNotOpened:
         raise RateLimitBackendError("no Redis client yet (RateLimits.open was not called)")
 
 
-class _Rule:
+class Rule:
     """A configured rule, compiled, with its limiter and metric children."""
 
     def __init__(self, config: RateLimitRule, limiter: Limiter) -> None:
@@ -160,7 +160,7 @@ class RateLimits:
         self._local_max_keys = local_max_keys
         self._clock = clock
         self._redis_limiters: list[RedisLimiter] = []
-        self.rules = tuple(_Rule(rule, self._limiter(rule, None)) for rule in rules)
+        self.rules = tuple(Rule(rule, self._limiter(rule, None)) for rule in rules)
 
     def open(self, redis: aioredis.Redis) -> None:
         """Start using ``redis`` (owned by the caller) for the Redis-backed rules."""
@@ -174,7 +174,7 @@ class RateLimits:
             await limiter.aclose()
         self._redis_limiters.clear()
 
-    def rules_for(self, keys: Collection[KeyBy]) -> tuple[_Rule, ...]:
+    def rules_for(self, keys: Collection[KeyBy]) -> tuple[Rule, ...]:
         """The rules counting per one of ``keys``, in order."""
         return tuple(rule for rule in self.rules if rule.config.key in keys)
 
@@ -205,7 +205,7 @@ class RateLimits:
             clock=self._clock,
         )
 
-    async def check(self, scope: Scope, rules: Sequence[_Rule]) -> Refusal | None:
+    async def check(self, scope: Scope, rules: Sequence[Rule]) -> Refusal | None:
         """Count the request against the matching ``rules``; the refusal, if one refuses."""
         path, method = scope["path"], scope["method"]
         if path in self.exempt_paths:
@@ -224,7 +224,7 @@ class RateLimits:
                 return Refusal(rule.name, decision, max(1, seconds))
         return None
 
-    def _key(self, rule: _Rule, scope: Scope) -> str | None:
+    def _key(self, rule: Rule, scope: Scope) -> str | None:
         kind = rule.config.key
         if kind == "ip":
             return self.proxies.rate_limit_key(scope)

@@ -8,9 +8,9 @@ put in ``scope["state"]["request_id"]`` (``request.state.request_id``), in
 while the request runs, via :mod:`kit.logging`), and in the response header.
 
 :class:`RequestIds` is the concern as a plain object; :class:`RequestIdMiddleware` is it
-alone as an ASGI layer, and :class:`~gateway.middleware.observe.ObserveMiddleware` runs it
-with the access log and metrics in one layer (as the gateway does). Either way, place it
-outside the access log so that the access log line carries the id.
+alone as an ASGI layer, and :class:`~gateway.middleware.gateway_layer.GatewayLayer` runs it
+with the access log, metrics and the other concerns in one layer (as the gateway does).
+Either way, place it outside the access log so that the access log line carries the id.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ records no spans (no OTLP endpoint, no test exporter: :mod:`kit.observability.tr
 that span is non-recording anyway, yet FastAPI still builds its attributes, wraps
 ``send``/``receive`` and walks the middleware stack on every request (about a tenth of the
 gateway's CPU on ``GET /articles/pub/:id``). In that case the app excludes the request from
-FastAPI's telemetry (:func:`telemetry_excluded`) and :class:`TraceContextMiddleware`, the
-outermost layer, does the part that still matters: it continues the caller's W3C trace
+FastAPI's telemetry (:func:`telemetry_excluded`) and :class:`TraceContexts` (run first by
+the gateway's one layer, :class:`~gateway.middleware.gateway_layer.GatewayLayer`) does the
+part that still matters: it continues the caller's W3C trace
 context (or starts a trace) in a non-recording span made current for the request, so log
 lines carry the trace id and outgoing gRPC calls propagate it. When spans are recorded it
 steps aside and FastAPI traces the request in full. While nothing records and the caller
@@ -17,6 +18,7 @@ would start, built directly (:class:`kit.observability.tracing.UnrecordedSpans`)
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from contextvars import Token
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -64,8 +66,59 @@ def _plain_unrecorded_span(
     return UnrecordedSpans.span(provider, parsed[0], parsed[2])
 
 
+_Entered = tuple[Token[otel_context.Context], trace.Span | None]
+
+
+class TraceContexts:
+    """The request's trace context while no span is recorded, as a plain object.
+
+    :meth:`enter` makes the context current (None when spans are recorded: FastAPI's
+    telemetry then traces the request); :meth:`leave` restores the previous one.
+
+    Args:
+        tracer_provider: the provider to use (default: the global one).
+    """
+
+    __slots__ = ("_provider", "_unrecorded", "tracer")
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._provider = tracer_provider
+        self.tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self._unrecorded = UnrecordedSpans(tracer_provider)
+
+    def enter(self, scope: Scope) -> _Entered | None:
+        """Make the request's context current; what :meth:`leave` needs, or None."""
+        if records_spans(self._provider):
+            return None
+        provider = self._unrecorded.provider()
+        unrecorded = None if provider is None else _plain_unrecorded_span(provider, scope)
+        if unrecorded is not None:
+            # The propagator's context would hold nothing but the caller's span, which the
+            # request's span replaces: the request's context is that span alone.
+            context = trace.set_span_in_context(unrecorded, _EMPTY_CONTEXT)
+            return otel_context.attach(context), None
+        headers = Headers(scope=scope)
+        carrier = {
+            name: value
+            for name in propagate.get_global_textmap().fields
+            if (value := headers.get(name)) is not None
+        }
+        parent = propagate.extract(carrier)
+        span = self.tracer.start_span(scope["method"], context=parent, kind=SpanKind.SERVER)
+        return otel_context.attach(trace.set_span_in_context(span, parent)), span
+
+    @staticmethod
+    def leave(entered: _Entered) -> None:
+        """Restore the context :meth:`enter` replaced (and end the span it started)."""
+        token, span = entered
+        otel_context.detach(token)
+        if span is not None:
+            span.end()
+
+
 class TraceContextMiddleware:
-    """Makes the request's trace context current when FastAPI's telemetry is excluded.
+    """:class:`TraceContexts` alone as an ASGI layer (the gateway runs it in
+    :class:`~gateway.middleware.gateway_layer.GatewayLayer`).
 
     Args:
         tracer_provider: the provider to use (default: the global one).
@@ -75,36 +128,14 @@ class TraceContextMiddleware:
         self, app: ASGIApp, *, tracer_provider: trace.TracerProvider | None = None
     ) -> None:
         self.app = app
-        self._provider = tracer_provider
-        self.tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-        self._unrecorded = UnrecordedSpans(tracer_provider)
+        self.contexts = TraceContexts(tracer_provider)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or records_spans(self._provider):
+        entered = self.contexts.enter(scope) if scope["type"] == "http" else None
+        if entered is None:
             await self.app(scope, receive, send)
             return
-        provider = self._unrecorded.provider()
-        unrecorded = None if provider is None else _plain_unrecorded_span(provider, scope)
-        if unrecorded is not None:
-            # The propagator's context would hold nothing but the caller's span, which the
-            # request's span replaces: the request's context is that span alone.
-            token = otel_context.attach(trace.set_span_in_context(unrecorded, _EMPTY_CONTEXT))
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                otel_context.detach(token)
-            return
-        headers = Headers(scope=scope)
-        carrier = {
-            name: value
-            for name in propagate.get_global_textmap().fields
-            if (value := headers.get(name)) is not None
-        }
-        parent = propagate.extract(carrier)
-        span = self.tracer.start_span(scope["method"], context=parent, kind=SpanKind.SERVER)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
             await self.app(scope, receive, send)
         finally:
-            otel_context.detach(token)
-            span.end()
+            TraceContexts.leave(entered)

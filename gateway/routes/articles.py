@@ -64,29 +64,11 @@ router = APIRouter(
 )
 
 
-# The hottest route, on a router of its own that the app includes first: FastAPI matches
-# included routers in order, so it is found at the first route tried. Its caller and runtime
-# are read from the request directly: each FastAPI dependency (the router-wide
-# Security(access_token_scheme) included, which only documents the login the middleware
-# enforces) is solved on every request. The security requirement is declared in the schema
-# instead, so the OpenAPI document is the one the dependency gave.
-# DirectIdRoute answers well-formed reads without FastAPI's request handler (see
-# gateway.routes.direct); the route, its validation errors and its schema stay FastAPI's.
-reader = APIRouter(
-    prefix="/articles", tags=["articles"], responses=_UNAUTHORIZED, route_class=DirectIdRoute
-)
-
-
 def format_time(ms: int, zone: ZoneInfo) -> str:
     """Milliseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` in the server's zone."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
-@reader.get(
-    "/pub/{id}",
-    summary="Read a published article (counts a read)",
-    openapi_extra={"security": [{access_token_scheme.scheme_name: []}]},
-)
 async def read_published(request: Request, id: int = ID_PATH) -> Result[PublishedArticle]:
     """The published article with its counts and the reader's like/collect flags."""
     principal, runtime = principal_of(request), runtime_of(request)
@@ -129,6 +111,38 @@ async def read_published(request: Request, id: int = ID_PATH) -> Result[Publishe
             liked=counts.liked,
             collected=counts.collected,
         )
+    )
+
+
+def add_reader_route(app_router: APIRouter) -> None:
+    """Register ``GET /articles/pub/{id}`` (:func:`read_published`) on the app's own router.
+
+    The hottest route, so it is cheap to find and to run:
+
+    - it sits on the app's router itself (``app.add_api_route``), right after FastAPI's
+      documentation routes, not in an included router: FastAPI matches an included router
+      through its own candidates list (twice per request: to select and to handle),
+      which cost more than the route's own match;
+    - its caller and runtime are read from the request directly: each FastAPI dependency
+      (the ``/articles`` router's ``Security(access_token_scheme)`` included, which only
+      documents the login the middleware enforces) is solved on every request. The
+      security requirement is declared in the schema instead, so the OpenAPI document is
+      the one the dependency gave;
+    - :class:`~gateway.routes.direct.DirectIdRoute` answers well-formed reads without
+      FastAPI's request handler; the route, its validation errors and its schema stay
+      FastAPI's.
+
+    Its tags and responses are those of the ``/articles`` router.
+    """
+    app_router.add_api_route(
+        "/articles/pub/{id}",
+        read_published,
+        methods=["GET"],
+        summary="Read a published article (counts a read)",
+        tags=["articles"],
+        responses=_UNAUTHORIZED,
+        openapi_extra={"security": [{access_token_scheme.scheme_name: []}]},
+        route_class_override=DirectIdRoute,
     )
 
 
