@@ -6,20 +6,18 @@ name, the current trace and span ids (from OpenTelemetry) and any per-request fi
 
 The gateway writes one line per request, so formatting is kept cheap: the timestamp's
 seconds are formatted once per second, extra fields are found by one pass over the record's
-attributes in C, and the line is encoded by the json module's C encoder without building a
-``JSONEncoder`` per line. :func:`configure_logging` also turns off the caller lookup
-(``logging._srcfile = None``, the logging HOWTO's optimisation): the lines carry no file,
-line or function fields, so the lookup's stack walk bought nothing.
+attributes in C, and one shared ``JSONEncoder`` encodes every line. :func:`configure_logging`
+also turns off the caller lookup (``logging._srcfile = None``, the logging HOWTO's
+optimisation): the lines carry no file, line or function fields, so the lookup's stack walk
+bought nothing.
 """
 
 from __future__ import annotations
 
 import json
-import json.encoder
 import logging
 import sys
 import time
-from collections.abc import Callable
 from contextvars import ContextVar
 from itertools import filterfalse
 from typing import Any
@@ -36,30 +34,9 @@ _RESERVED = frozenset(
 _is_reserved = _RESERVED.__contains__
 
 
-def _json_line_encoder() -> Callable[[dict[str, Any]], str]:
-    """``json.dumps(obj, default=str, ensure_ascii=False)``, minus its per-call set-up.
-
-    ``json.dumps`` with arguments builds a ``JSONEncoder`` and, in ``iterencode``, a C
-    encoder for every call (~1.5 us of Python). This makes the same C encoder with the same
-    arguments directly; a fresh ``markers`` dict per call keeps the circular-reference check
-    (and its error) exactly as ``json.dumps`` has it. Without the C module it is the
-    encoder's own ``encode``.
-    """
-    make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
-    if make_c_encoder is None:
-        return json.JSONEncoder(default=str, ensure_ascii=False).encode
-    encode_string = json.encoder.encode_basestring
-
-    def encode(payload: dict[str, Any]) -> str:
-        # (markers, default, encoder, indent, key_separator, item_separator, sort_keys,
-        #  skipkeys, allow_nan): what JSONEncoder.iterencode passes for these options.
-        chunks = make_c_encoder({}, str, encode_string, None, ": ", ", ", False, False, True)
-        return "".join(chunks(payload, 0))
-
-    return encode
-
-
-_encode_line = _json_line_encoder()
+# ``json.dumps(obj, default=str, ensure_ascii=False)`` builds a JSONEncoder on every call;
+# one shared encoder does the same work (``encode`` keeps no state between calls).
+_encode_line = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
 def bind(**fields: Any) -> None:
