@@ -55,6 +55,15 @@ _STATE_PRIORITY = (
 )
 
 
+def _best_state(states: Iterable[grpc.ChannelConnectivity]) -> grpc.ChannelConnectivity:
+    """The first of :data:`_STATE_PRIORITY` among ``states``; IDLE if there are none."""
+    present = set(states)
+    for state in _STATE_PRIORITY:
+        if state in present:
+            return state
+    return grpc.ChannelConnectivity.IDLE
+
+
 class BalancedChannel(grpc.aio.Channel):
     """A client channel to every instance of one service, balanced per call.
 
@@ -185,18 +194,21 @@ class BalancedChannel(grpc.aio.Channel):
         """The best state among endpoint channels (READY if any is ready); IDLE if none."""
         if self._closed:
             return grpc.ChannelConnectivity.SHUTDOWN
-        states = {sc.channel.get_state(try_to_connect) for sc in self._subchannels.values()}
-        for state in _STATE_PRIORITY:
-            if state in states:
-                return state
-        return grpc.ChannelConnectivity.IDLE
+        subchannels = self._subchannels.values()
+        return _best_state(sc.channel.get_state(try_to_connect) for sc in subchannels)
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         """Wait until :meth:`get_state` differs from ``last_observed_state``."""
-        while self.get_state() == last_observed_state and not self._closed:
+        while not self._closed:
+            # One snapshot serves both the comparison and the waiters: an endpoint channel's
+            # state changes on grpc's own threads, so reading it twice could wait for a
+            # change away from a state it has already left (and never return).
+            observed = [(sc.channel, sc.channel.get_state()) for sc in self._subchannels.values()]
+            if _best_state(state for _, state in observed) != last_observed_state:
+                return
             waiters: list[asyncio.Future[Any]] = [
-                asyncio.ensure_future(sc.channel.wait_for_state_change(sc.channel.get_state()))
-                for sc in self._subchannels.values()
+                asyncio.ensure_future(channel.wait_for_state_change(state))
+                for channel, state in observed
             ]
             try:
                 await asyncio.wait([self._changed, *waiters], return_when=asyncio.FIRST_COMPLETED)

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -366,3 +366,45 @@ async def test_close_without_grace_cuts_short_a_draining_endpoint(cluster: Clust
     await asyncio.wait_for(channel.close(), 10)
     assert await call.code() is grpc.StatusCode.CANCELLED
     cluster.services["d1"].gate.set()
+
+
+class _SteppingEndpoint:
+    """An endpoint channel whose state moves on between two reads, as grpc's threads may
+    move a real one: CONNECTING on the first read, READY from then on."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        self.reads += 1
+        if self.reads == 1:
+            return grpc.ChannelConnectivity.CONNECTING
+        return grpc.ChannelConnectivity.READY
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        # A READY endpoint never changes again here: waiting for a change away from READY
+        # hangs, waiting for one away from CONNECTING returns at once.
+        if last_observed_state is grpc.ChannelConnectivity.READY:
+            await asyncio.Event().wait()
+
+    async def close(self, grace: float | None = None) -> None:
+        return None
+
+
+async def test_wait_for_state_change_sees_a_state_that_moved_between_reads() -> None:
+    endpoint = _SteppingEndpoint()
+    instance = ServiceInstance("user", "s1", "127.0.0.1:1")
+    channel = BalancedChannel(
+        "user",
+        StaticDiscovery("user", [instance]),
+        channel_factory=lambda addr: cast(grpc.aio.Channel, endpoint),
+    )
+    try:
+        # The aggregate state was CONNECTING when read; the endpoint is READY by the time
+        # the waiter is made. The wait must end, not wait for a change away from READY.
+        await asyncio.wait_for(
+            channel.wait_for_state_change(grpc.ChannelConnectivity.CONNECTING), 2
+        )
+        assert channel.get_state() is grpc.ChannelConnectivity.READY
+    finally:
+        await channel.close()
