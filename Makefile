@@ -23,7 +23,7 @@ proto: venv
 	$(BIN)/python -m kit.protogen protos gen
 
 run: venv
-	$(BIN)/python -m kit.devstack $(if $(REPLICAS),--replicas "$(REPLICAS)")
+	$(BIN)/python -m devstack $(if $(REPLICAS),--replicas "$(REPLICAS)")
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -31,7 +31,7 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy kit services gateway tests bench
+	$(BIN)/mypy kit services gateway devstack tests bench
 
 fmt: venv
 	$(BIN)/ruff check --fix .

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from kit.devstack.infra import (
+from devstack.infra import (
     ManagedProcess,
     etcd_process,
     free_port,

@@ -4,9 +4,9 @@ Shared by :mod:`bench.mixed`, :mod:`bench._soak` and the chaos tests (``tests/ch
 
 :func:`running_stack` starts, in a scratch directory, etcd, the tansu broker and Redis on
 free ports, migrates one SQLite database per service, starts every service of
-:func:`kit.devstack.suite.available_services` (some with several instances, all registered
+:func:`devstack.suite.available_services` (some with several instances, all registered
 in etcd) and the gateway, which finds them through etcd as in production. The processes
-come from :mod:`kit.devstack.infra` and :mod:`kit.devstack.suite`; :class:`RunningStack`
+come from :mod:`devstack.infra` and :mod:`devstack.suite`; :class:`RunningStack`
 keeps their handles so a caller can stop, kill and restart any of them.
 
 :class:`MixedWorkload` signs up virtual users, has one of them publish articles, then runs
@@ -38,14 +38,14 @@ from typing import Any, Final
 import httpx
 import psutil
 
-from kit.devstack.infra import (
+from devstack.infra import (
     ManagedProcess,
     etcd_process,
     free_port,
     kafka_process,
     redis_process,
 )
-from kit.devstack.suite import (
+from devstack.suite import (
     Infra,
     available_services,
     gateway_process,

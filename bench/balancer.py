@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from bench._report import result
+from devstack.infra import ManagedProcess, free_port, port_in_use
 from kit.balancer import (
     BalancedChannel,
     BalancerConfig,
@@ -31,7 +32,6 @@ from kit.balancer import (
     SmoothWeightedRoundRobin,
     static_balanced_channel,
 )
-from kit.devstack.infra import ManagedProcess, free_port, port_in_use
 from kit.registry import ServiceInstance
 
 METHOD = "/bench.Echo/Echo"

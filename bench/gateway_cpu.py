@@ -40,11 +40,11 @@ from starlette.types import ASGIApp, Message
 
 import bench._floor_app as floor_app
 from bench._report import result
+from devstack.infra import free_port, port_in_use, redis_process
 from gateway.app import create_app
 from gateway.middleware.edge_settings import EdgeSettings
 from gateway.settings import GatewaySettings
 from kit.config import Mode
-from kit.devstack.infra import free_port, port_in_use, redis_process
 from kit.logging import configure_logging
 from kit.observability.tracing import configure_tracing
 

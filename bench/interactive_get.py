@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kit.devstack.infra import ManagedProcess, free_port, redis_process
+from devstack.infra import ManagedProcess, free_port, redis_process
 from kit.migrations import upgrade_async
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory

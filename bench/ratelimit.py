@@ -33,7 +33,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from bench._report import result
-from kit.devstack.infra import free_port, redis_process
+from devstack.infra import free_port, redis_process
 from kit.ratelimit import LocalTokenBucket, Quota, RedisSlidingWindowLog, TokenBucket
 from kit.redisx import create_redis
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._report import result
-from kit.devstack.infra import ManagedProcess, free_port, kafka_process, redis_process
+from devstack.infra import ManagedProcess, free_port, kafka_process, redis_process
 from kit.events import (
     BatchConsumer,
     ConsumedEvent,

@@ -42,7 +42,7 @@ import psutil
 
 from bench._noop_services import CONTENT, TITLE
 from bench._report import result
-from kit.devstack.infra import (
+from devstack.infra import (
     ManagedProcess,
     etcd_process,
     free_port,
@@ -50,7 +50,7 @@ from kit.devstack.infra import (
     port_in_use,
     redis_process,
 )
-from kit.devstack.suite import Infra, gateway_process, http_ok, migrate, service_process
+from devstack.suite import Infra, gateway_process, http_ok, migrate, service_process
 
 CONNECTIONS = 32
 ROUNDS = 3

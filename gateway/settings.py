@@ -65,7 +65,7 @@ class GatewaySettings(ClientSettings):
     code_send_timeout: float = Field(default=6.0, gt=0)
 
     # WeChat scan login (docs/login.md). The bases are WeChat's own hosts in production and
-    # the local emulator (kit.devstack.wechat_emulator) under `make run`.
+    # the local emulator (devstack.wechat_emulator) under `make run`.
     wechat_app_id: str = "wx-webook-dev"
     wechat_app_secret: SecretStr = dev_secret("wechat-app-secret")
     wechat_authorize_base: str = "https://open.weixin.qq.com"

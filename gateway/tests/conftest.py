@@ -13,13 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from devstack.infra import free_port
+from devstack.wechat_emulator import DEV_APP_ID, WechatEmulator
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tests.fake_code_service import FakeCodeService
 from gateway.tests.fake_user_service import FakeUserService
 from kit.config import Mode
-from kit.devstack.infra import free_port
-from kit.devstack.wechat_emulator import DEV_APP_ID, WechatEmulator
 from webook.code.v1 import code_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 

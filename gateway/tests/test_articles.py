@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
+from devstack.wechat_emulator import WechatEmulator
 from gateway.app import create_app
 from gateway.tests.conftest import (
     RunningCodeService,
@@ -24,7 +25,6 @@ from gateway.tests.conftest import (
     signup,
     wechat_transport,
 )
-from kit.devstack.wechat_emulator import WechatEmulator
 from kit.errors import AppError, NotFound, PermissionDenied
 from kit.grpcx.errors import abort_with
 from webook.article.v1 import article_pb2, article_pb2_grpc

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
+from devstack.infra import ManagedProcess
 from gateway.app import create_app
 from gateway.tests.conftest import (
     LoginTokens,
@@ -21,7 +22,6 @@ from gateway.tests.conftest import (
     make_settings,
     signup,
 )
-from kit.devstack.infra import ManagedProcess
 
 pytestmark = pytest.mark.integration
 

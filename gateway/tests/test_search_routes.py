@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from devstack.wechat_emulator import WechatEmulator
 from gateway.app import create_app
 from gateway.tests.conftest import (
     RunningCodeService,
@@ -26,7 +27,6 @@ from gateway.tests.conftest import (
     make_settings,
     wechat_transport,
 )
-from kit.devstack.wechat_emulator import WechatEmulator
 from kit.errors import InvalidArgument, Unavailable
 from kit.grpcx.errors import ErrorMappingInterceptor
 from webook.search.v1 import search_pb2, search_pb2_grpc

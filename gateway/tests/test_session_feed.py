@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
+from devstack.wechat_emulator import WechatEmulator
 from gateway.app import create_app
 from gateway.auth.sessions import KEY_PREFIX, REVOKED_CHANNEL, SessionRevocations
 from gateway.auth.tokens import TokenType
@@ -32,7 +33,6 @@ from gateway.tests.conftest import (
     wechat_transport,
 )
 from kit.cache.invalidation import InvalidationFeed
-from kit.devstack.wechat_emulator import WechatEmulator
 
 pytestmark = pytest.mark.integration
 

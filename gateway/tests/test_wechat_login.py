@@ -15,6 +15,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
+from devstack.infra import free_port
+from devstack.wechat_emulator import DEV_APP_ID, WechatEmulator, open_id_for, union_id_for
 from gateway.app import create_app
 from gateway.auth.oauth_state import STATE_COOKIE, StateCookies
 from gateway.settings import GatewaySettings
@@ -25,8 +27,6 @@ from gateway.tests.conftest import (
     make_settings,
     wechat_transport,
 )
-from kit.devstack.infra import free_port
-from kit.devstack.wechat_emulator import DEV_APP_ID, WechatEmulator, open_id_for, union_id_for
 from kit.logging import JsonFormatter
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from kit.devstack.infra import ManagedProcess
+from devstack.infra import ManagedProcess
 from kit.redisx import create_redis
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from kit.devstack.wechat_emulator import (
+from devstack.wechat_emulator import (
     DEV_APP_ID,
     DEV_APP_SECRET,
     WechatEmulator,

@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import (
+from devstack.infra import ManagedProcess, free_port
+from devstack.suite import (
     Infra,
     available_services,
     gateway_process,

@@ -14,7 +14,7 @@ import promql_parser
 import pytest
 import yaml
 
-from kit.devstack.suite import SERVICES
+from devstack.suite import SERVICES
 from tests.deploy.observability_files import (
     DASHBOARD_DIR,
     ROOT,

@@ -25,8 +25,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from devstack.suite import SERVICES, available_services
 from kit.config import BaseServiceSettings
-from kit.devstack.suite import SERVICES, available_services
 from tests.deploy.observability_files import DASHBOARD_DIR, PROMETHEUS_DIR, ROOT
 
 K8S = ROOT / "deploy" / "k8s"

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kit.devstack.suite import available_services
+from devstack.suite import available_services
 from tests.deploy.observability_files import (
     SERVICE_DASHBOARDS,
     alert_exprs,

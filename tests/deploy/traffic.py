@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from kit.devstack.suite import grpc_serving
+from devstack.suite import grpc_serving
 from tests.deploy.stack import BURST, MAX_BODY_BYTES, ObservedStack
 
 PASSWORD = "hello#world123"

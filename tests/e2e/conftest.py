@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import (
+from devstack.infra import ManagedProcess, free_port
+from devstack.suite import (
     Infra,
     gateway_process,
     migrate,

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kit.devstack.infra import free_port, free_port_block, port_in_use
+from devstack.infra import free_port, free_port_block, port_in_use
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +82,7 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) ->
         }
     )
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "kit.devstack", "--replicas", "user=2"],
+        [sys.executable, "-m", "devstack", "--replicas", "user=2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -103,7 +103,7 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(tmp_path: Path) ->
             "redis-server",
             "services.user",
             "services.sms",
-            "kit.devstack.wechat_emulator",
+            "devstack.wechat_emulator",
             "gateway",
         ):
             assert expected in names
@@ -141,7 +141,7 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
             }
         )
         result = subprocess.run(
-            [sys.executable, "-m", "kit.devstack"],
+            [sys.executable, "-m", "devstack"],
             env=env,
             capture_output=True,
             text=True,

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import gateway_process
+from devstack.infra import ManagedProcess, free_port
+from devstack.suite import gateway_process
 from tests.e2e.conftest import USER_AGENT, RunningStack
 
 pytestmark = pytest.mark.e2e

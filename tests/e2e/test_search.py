@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import service_env, service_process
+from devstack.infra import ManagedProcess, free_port
+from devstack.suite import service_env, service_process
 from tests.e2e.conftest import RunningStack
 
 pytestmark = pytest.mark.e2e

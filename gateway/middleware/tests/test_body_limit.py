@@ -12,10 +12,10 @@ from pydantic import BaseModel
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
+from devstack.infra import free_port
 from gateway.errors import install_error_handlers
 from gateway.middleware.body_limit import BodyLimitMiddleware
 from gateway.middleware.tests.conftest import client_for, make_app, sample
-from kit.devstack.infra import free_port
 
 LIMIT = 64 * 1024
 

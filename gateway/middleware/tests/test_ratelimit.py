@@ -13,12 +13,12 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from devstack.infra import ManagedProcess
 from gateway.middleware.client_ip import TrustedProxies
 from gateway.middleware.cors import CorsMiddleware
 from gateway.middleware.edge_settings import KeyBy, RateLimitRule
 from gateway.middleware.ratelimit import RateLimitMiddleware, RateLimits
 from gateway.middleware.tests.conftest import FakeLogin, client_for, make_app, sample
-from kit.devstack.infra import ManagedProcess
 from kit.ratelimit import Algorithm, FailurePolicy
 from kit.ratelimit.tests.conftest import ManualClock
 from kit.redisx import create_redis

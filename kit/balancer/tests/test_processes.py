@@ -21,8 +21,8 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from devstack.infra import ManagedProcess, free_port, port_in_use
 from kit.balancer import BalancedChannel, BalancerConfig, balanced_channel
-from kit.devstack.infra import ManagedProcess, free_port, port_in_use
 from kit.registry import EtcdRegistry, EtcdRegistryConfig
 from kit.registry.tests.helpers import eventually
 from webook.user.v1 import user_pb2, user_pb2_grpc

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from kit.devstack.infra import ManagedProcess
+from devstack.infra import ManagedProcess
 from kit.events import BatchConsumer, ConsumedEvent, EventProducer, TopicHandler, protobuf_decoder
 from kit.events.tests.support import (
     consumer_config,

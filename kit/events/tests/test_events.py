@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from kit.devstack.infra import free_port
+from devstack.infra import free_port
 from kit.events import (
     BatchConsumer,
     ConsumedEvent,

@@ -10,7 +10,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from kit.devstack.infra import free_port
+from devstack.infra import free_port
 from kit.ratelimit import (
     LOCAL_LIMITERS,
     REDIS_LIMITERS,

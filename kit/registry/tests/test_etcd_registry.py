@@ -10,7 +10,7 @@ from pathlib import Path
 import aetcd
 import pytest
 
-from kit.devstack.infra import etcd_process, free_port
+from devstack.infra import etcd_process, free_port
 from kit.registry import EtcdRegistry, EtcdRegistryConfig, ServiceInstance
 from kit.registry.etcd import EtcdDiscovery
 from kit.registry.tests.helpers import TcpProxy, eventually

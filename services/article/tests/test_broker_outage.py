@@ -19,8 +19,8 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from devstack.infra import ManagedProcess, free_port
 from kit.config import Mode
-from kit.devstack.infra import ManagedProcess, free_port
 from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, protobuf_decoder
 from kit.migrations import upgrade_async
 from services.article.__main__ import build_runner

@@ -20,8 +20,8 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 
+from devstack.infra import free_port
 from kit.config import Mode
-from kit.devstack.infra import free_port
 from kit.events import (
     BatchConsumer,
     ConsumedEvent,

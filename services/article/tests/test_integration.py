@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from kit.devstack.infra import ManagedProcess
+from devstack.infra import ManagedProcess
 from kit.errors import AppError
 from kit.migrations import schema_drift
 from services.article.domain import ArticleStatus, Popularity

@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import grpc_serving
+from devstack.infra import ManagedProcess, free_port
+from devstack.suite import grpc_serving
 from services.article.settings import ArticleSettings
 from webook.article.v1 import article_pb2, article_pb2_grpc
 

@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kit.devstack.infra import ManagedProcess
+from devstack.infra import ManagedProcess
 from kit.migrations import schema_drift
 from services.interactive.domain import Counts, Flags
 from services.interactive.repository.cache import CountsCache, counts_key, flags_key

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kit.devstack.infra import ManagedProcess
+from devstack.infra import ManagedProcess
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
 from services.interactive.domain import Counts, Flags, Interactive

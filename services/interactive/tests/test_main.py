@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import grpc_serving
+from devstack.infra import ManagedProcess, free_port
+from devstack.suite import grpc_serving
 from services.interactive.settings import InteractiveSettings
 from webook.interactive.v1 import interactive_pb2, interactive_pb2_grpc
 

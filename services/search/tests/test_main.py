@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import grpc_serving
+from devstack.infra import ManagedProcess, free_port
+from devstack.suite import grpc_serving
 from services.search.settings import DEFAULT_DATA_DIR, SearchSettings, resolve_data_dir
 from services.search.tests.sources import serving_sources
 from webook.search.v1 import search_pb2, search_pb2_grpc

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from kit.devstack.infra import free_port
+from devstack.infra import free_port
 from services.sms.domain import Caller, SendCommand, SendOutcome, SendStatus
 from services.sms.providers.port import ProviderResult
 from services.sms.settings import ProviderKind, ProviderSettings

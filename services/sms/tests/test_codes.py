@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from kit.devstack.infra import free_port
+from devstack.infra import free_port
 from kit.errors import AppError
 from kit.redisx import create_redis
 from services.sms.code_service import CodeService

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from kit.devstack.infra import free_port
+from devstack.infra import free_port
 from services.sms.providers import build_client
 from services.sms.providers.port import (
     ProviderRejected,

@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devstack.infra import free_port
 from kit.config import Mode
-from kit.devstack.infra import free_port
 from kit.errors import ErrorKind
 from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, protobuf_decoder
 from kit.grpcx.errors import app_error_from_rpc

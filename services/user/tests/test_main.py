@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from kit.devstack.infra import ManagedProcess, free_port
-from kit.devstack.suite import grpc_serving
+from devstack.infra import ManagedProcess, free_port
+from devstack.suite import grpc_serving
 from services.user.settings import UserSettings
 
 

@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from kit.devstack.infra import (
+from devstack.infra import (
     InfraError,
     ManagedProcess,
     etcd_process,
@@ -41,7 +41,7 @@ from kit.devstack.infra import (
     port_in_use,
     redis_process,
 )
-from kit.devstack.suite import (
+from devstack.suite import (
     Infra,
     available_services,
     gateway_process,
@@ -123,7 +123,7 @@ class Stack:
         if port_in_use(port) or not port_bindable(port):
             raise InfraError(
                 f"port {port} for {name} is already in use; stop what is using it or set "
-                f"WEBOOK_DEV_{name.upper()}_PORT (see `python -m kit.devstack --help`)"
+                f"WEBOOK_DEV_{name.upper()}_PORT (see `python -m devstack --help`)"
             )
 
     def _start(self, proc: ManagedProcess, addr: str) -> None:
@@ -213,7 +213,7 @@ class Stack:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stack until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m kit.devstack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("--replicas", default="", help='instances per service, e.g. "user=3"')
     args = parser.parse_args(argv)
     configure_logging("devstack")

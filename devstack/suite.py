@@ -1,9 +1,9 @@
 """Start the webook processes themselves: gRPC services, the gateway, the WeChat emulator.
 
-Shared by ``make run`` (:mod:`kit.devstack.__main__`) and the end-to-end tests. A service
+Shared by ``make run`` (:mod:`devstack.__main__`) and the end-to-end tests. A service
 process is ``python -m services.<name>`` configured only through its ``WEBOOK_<NAME>_*``
 environment variables; readiness is its standard gRPC health service answering SERVING.
-The gateway and the WeChat emulator (:mod:`kit.devstack.wechat_emulator`) are ready when
+The gateway and the WeChat emulator (:mod:`devstack.wechat_emulator`) are ready when
 their ``/healthz`` answers.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kit.devstack.infra import ManagedProcess
-from kit.devstack.wechat_emulator import DEV_APP_ID, DEV_APP_SECRET
+from devstack.infra import ManagedProcess
+from devstack.wechat_emulator import DEV_APP_ID, DEV_APP_SECRET
 
 # Start order: services others depend on come first.
 SERVICES = ("user", "sms", "article", "interactive", "comment", "follow", "search")
@@ -160,7 +160,7 @@ def wechat_emulator_process(port: int, log_dir: Path) -> ManagedProcess:
         argv=[
             sys.executable,
             "-m",
-            "kit.devstack.wechat_emulator",
+            "devstack.wechat_emulator",
             "--port",
             str(port),
             "--app-id",

@@ -1,6 +1,6 @@
 """A local stand-in for WeChat's website QR-code login, so the whole flow runs offline.
 
-``python -m kit.devstack.wechat_emulator --port 8090`` serves an ASGI app (Starlette on
+``python -m devstack.wechat_emulator --port 8090`` serves an ASGI app (Starlette on
 uvicorn) that imitates the two WeChat endpoints a website login touches:
 
 ``GET /connect/qrconnect?appid&redirect_uri&response_type=code&scope=snsapi_login&state``
@@ -271,7 +271,7 @@ required></label>
 def main(argv: list[str] | None = None) -> None:
     """Serve the emulator until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(
-        prog="python -m kit.devstack.wechat_emulator",
+        prog="python -m devstack.wechat_emulator",
         description="Local WeChat OAuth (website QR-code login) emulator.",
     )
     parser.add_argument("--host", default="127.0.0.1")
