@@ -41,6 +41,9 @@ unexpected exception                   500          ``{code: 5, "system error"}`
 
 gRPC failures are first rebuilt into :class:`kit.errors.AppError` with
 :func:`kit.grpcx.errors.app_error_from_rpc`, so business reasons are matched, never strings.
+The services' reasons come from their protos (enum ``ErrorReason``: a reason is a value's
+name); the gateway's own, which never leave it, are :class:`GatewayReason`, with their
+domains :data:`GATEWAY_DOMAIN` and :data:`WECHAT_DOMAIN`. No other module writes a reason.
 System errors are logged with their cause (the log line carries the trace id); the client
 only ever sees "system error".
 """
@@ -50,6 +53,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 import grpc
@@ -69,8 +73,42 @@ from gateway.envelope import (
 )
 from kit.errors import AppError, ErrorKind
 from kit.grpcx.errors import app_error_from_rpc
+from webook.code.v1 import code_pb2
+from webook.user.v1 import user_pb2
 
 logger = logging.getLogger(__name__)
+
+GATEWAY_DOMAIN: Final = "gateway.webook"
+"""The domain of the errors the gateway raises about its own requests."""
+WECHAT_DOMAIN: Final = "wechat.webook"
+"""The domain of the errors that report WeChat's answers."""
+
+
+class GatewayReason(StrEnum):
+    """Reasons of the errors the gateway raises itself.
+
+    They never leave the gateway (its answers carry codes, not reasons): they only select an
+    answer in this module and a login result in ``gateway.auth.login``.
+    """
+
+    # SMS login: CodeService.Verify answered ok=false (wrong, expired or used code).
+    LOGIN_CODE_WRONG = "LOGIN_CODE_WRONG"
+    # The WeChat callback's state is not the one this browser started a login with.
+    WECHAT_STATE_INVALID = "WECHAT_STATE_INVALID"
+    # WeChat refused the code (invalid, expired or already used).
+    WECHAT_CODE_REJECTED = "WECHAT_CODE_REJECTED"
+    # The WeChat callback came without a code: the person cancelled.
+    WECHAT_LOGIN_CANCELLED = "WECHAT_LOGIN_CANCELLED"
+    # WeChat could not be asked, or its answer made no sense.
+    WECHAT_UNAVAILABLE = "WECHAT_UNAVAILABLE"
+    # The request's session ended (logged out or expired).
+    SESSION_INVALID = "SESSION_INVALID"
+    # The session store (Redis) did not answer a write.
+    SESSION_STORE_UNAVAILABLE = "SESSION_STORE_UNAVAILABLE"
+
+
+_user = user_pb2.ErrorReason.Name
+_code = code_pb2.ErrorReason.Name
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,35 +133,39 @@ _INVALID_PHONE: Final = HttpAnswer(200, CODE_BAD_INPUT, "invalid phone number")
 _WECHAT_FAILED: Final = HttpAnswer(200, CODE_BAD_INPUT, "WeChat login failed, please try again")
 
 _BY_REASON: Final[Mapping[str, HttpAnswer]] = {
-    "USER_EMAIL_TAKEN": HttpAnswer(200, CODE_EMAIL_TAKEN, "email already registered"),
-    "USER_INVALID_CREDENTIALS": HttpAnswer(200, CODE_WRONG_CREDENTIALS, "wrong email or password"),
-    "USER_NOT_FOUND": HttpAnswer(200, CODE_BAD_INPUT, "user not found"),
+    _user(user_pb2.USER_EMAIL_TAKEN): HttpAnswer(200, CODE_EMAIL_TAKEN, "email already registered"),
+    _user(user_pb2.USER_INVALID_CREDENTIALS): HttpAnswer(
+        200, CODE_WRONG_CREDENTIALS, "wrong email or password"
+    ),
+    _user(user_pb2.USER_NOT_FOUND): HttpAnswer(200, CODE_BAD_INPUT, "user not found"),
     # SMS code login.
-    "CODE_SEND_TOO_FREQUENT": HttpAnswer(
+    _code(code_pb2.CODE_SEND_TOO_FREQUENT): HttpAnswer(
         200, CODE_BAD_INPUT, "code sent too often, try again later"
     ),
-    "CODE_VERIFY_TOO_MANY": HttpAnswer(
+    _code(code_pb2.CODE_VERIFY_TOO_MANY): HttpAnswer(
         200, CODE_BAD_INPUT, "too many attempts, request a new code"
     ),
-    "LOGIN_CODE_WRONG": HttpAnswer(200, CODE_BAD_INPUT, "wrong or expired code"),
-    "CODE_INVALID_PHONE": _INVALID_PHONE,
-    "USER_INVALID_PHONE": _INVALID_PHONE,
+    GatewayReason.LOGIN_CODE_WRONG: HttpAnswer(200, CODE_BAD_INPUT, "wrong or expired code"),
+    _code(code_pb2.CODE_INVALID_PHONE): _INVALID_PHONE,
+    _user(user_pb2.USER_INVALID_PHONE): _INVALID_PHONE,
     # The gateway asked for a business the sms service does not know: our misconfiguration,
     # not the person's input.
-    "CODE_INVALID_BIZ": SYSTEM_ERROR,
-    "CODE_SEND_FAILED": SYSTEM_ERROR,
-    "CODE_STORE_UNAVAILABLE": SYSTEM_ERROR,
+    _code(code_pb2.CODE_INVALID_BIZ): SYSTEM_ERROR,
+    _code(code_pb2.CODE_SEND_FAILED): SYSTEM_ERROR,
+    _code(code_pb2.CODE_STORE_UNAVAILABLE): SYSTEM_ERROR,
     # WeChat scan login.
-    "WECHAT_STATE_INVALID": HttpAnswer(
+    GatewayReason.WECHAT_STATE_INVALID: HttpAnswer(
         200,
         CODE_BAD_INPUT,
         "WeChat login expired or was started elsewhere, please scan again",
     ),
-    "WECHAT_CODE_REJECTED": _WECHAT_FAILED,
+    GatewayReason.WECHAT_CODE_REJECTED: _WECHAT_FAILED,
     # WeChat gave an open id the user service refuses: nothing the person can fix but retry.
-    "USER_INVALID_WECHAT_INFO": _WECHAT_FAILED,
-    "WECHAT_LOGIN_CANCELLED": HttpAnswer(200, CODE_BAD_INPUT, "WeChat login was cancelled"),
-    "WECHAT_UNAVAILABLE": SYSTEM_ERROR,
+    _user(user_pb2.USER_INVALID_WECHAT_INFO): _WECHAT_FAILED,
+    GatewayReason.WECHAT_LOGIN_CANCELLED: HttpAnswer(
+        200, CODE_BAD_INPUT, "WeChat login was cancelled"
+    ),
+    GatewayReason.WECHAT_UNAVAILABLE: SYSTEM_ERROR,
 }
 
 # Kinds whose message the services write for people (kit.errors: "safe to show").

@@ -19,14 +19,21 @@ machine-readable business reason (``USER_EMAIL_TAKEN``) carried to clients in
     └── Unavailable             UNAVAILABLE
 
 Services subclass these in their own ``errors.py``; foreign exceptions are wrapped with
-``raise XError(...) from exc``.
+``raise XError(...) from exc``. A service's reasons and domain are declared once, in its
+proto: an ``ErrorReason`` enum whose value names are the reasons and whose
+``(webook.contracts.v1.error_domain)`` option is the domain; :func:`error_domain` and
+:func:`declared_reasons` read them (``docs/events.md``, "Error reasons").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Protocol
+
+from google.protobuf.descriptor import EnumDescriptor
+
+from webook.contracts.v1 import contracts_pb2
 
 
 class ErrorKind(StrEnum):
@@ -136,3 +143,30 @@ ERROR_CLASSES: dict[ErrorKind, type[AppError]] = {
         Unavailable,
     )
 }
+
+
+class ProtoEnum(Protocol):
+    """A generated protobuf enum (``user_pb2.ErrorReason``, ``events_pb2.Topic``)."""
+
+    @property
+    def DESCRIPTOR(self) -> EnumDescriptor:
+        """The enum's descriptor."""
+        ...
+
+
+def error_domain(reasons: ProtoEnum) -> str:
+    """The ``google.rpc.ErrorInfo`` domain an ``ErrorReason`` enum declares.
+
+    Raises ``ValueError`` when the enum lacks the ``(webook.contracts.v1.error_domain)``
+    option.
+    """
+    enum = reasons.DESCRIPTOR
+    domain = enum.GetOptions().Extensions[contracts_pb2.error_domain]
+    if not domain:
+        raise ValueError(f"{enum.full_name} declares no error_domain")
+    return domain
+
+
+def declared_reasons(reasons: ProtoEnum) -> frozenset[str]:
+    """The reasons an ``ErrorReason`` enum declares: its value names but the zero."""
+    return frozenset(value.name for value in reasons.DESCRIPTOR.values if value.number != 0)

@@ -7,6 +7,8 @@
   seconds, a handler table from topic to decode + apply, offsets committed only after the
   batch is applied, undecodable records skipped and counted, failed batches retried.
 - :class:`TopicAdmin` / :func:`ensure_topics` (:mod:`kit.events.topics`): create topics.
+- :func:`topic_name` / :func:`declared_topics` (:mod:`kit.events.contracts`): topic names
+  and payloads as the protos declare them, so no producer or consumer writes a name.
 
 Metrics are in :mod:`kit.events.metrics`; usage and guarantees in ``docs/events.md``.
 """
@@ -18,6 +20,13 @@ from kit.events.consumer import (
     TopicHandler,
     protobuf_decoder,
 )
+from kit.events.contracts import (
+    DeclaredTopic,
+    UndeclaredTopic,
+    declared_topic,
+    declared_topics,
+    topic_name,
+)
 from kit.events.producer import EventProducer, ProducerConfig, encode_key
 from kit.events.topics import TopicAdmin, TopicCreationError, TopicSpec, ensure_topics
 
@@ -25,13 +34,18 @@ __all__ = [
     "BatchConsumer",
     "ConsumedEvent",
     "ConsumerConfig",
+    "DeclaredTopic",
     "EventProducer",
     "ProducerConfig",
     "TopicAdmin",
     "TopicCreationError",
     "TopicHandler",
     "TopicSpec",
+    "UndeclaredTopic",
+    "declared_topic",
+    "declared_topics",
     "encode_key",
     "ensure_topics",
     "protobuf_decoder",
+    "topic_name",
 ]

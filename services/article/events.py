@@ -1,29 +1,31 @@
-"""Events the article service produces, and their topics (one module per producer).
+"""Events the article service produces (one module per producer).
 
-- ``webook.article.read``: ``ArticleRead{article_id, user_id, at_ms}`` when a reader opened
+- ``TOPIC_ARTICLE_READ``: ``ArticleRead{article_id, user_id, at_ms}`` when a reader opened
   a published article (``user_id`` 0: anonymous);
-- ``webook.article.published``: ``ArticlePublished{article_id, title, content, abstract,
+- ``TOPIC_ARTICLE_PUBLISHED``: ``ArticlePublished{article_id, title, content, abstract,
   author_id, author_name, ctime_ms, utime_ms, at_ms}`` when a version became visible to
   readers;
-- ``webook.article.withdrawn``: ``ArticleWithdrawn{article_id, author_id, at_ms}`` when an
+- ``TOPIC_ARTICLE_WITHDRAWN``: ``ArticleWithdrawn{article_id, author_id, at_ms}`` when an
   article stopped being visible.
 
-All are ``webook.events.v1`` protobuf messages keyed by the article id, which keeps one
-article's events in one partition, in order. Events go through
-:class:`kit.events.EventProducer`: publishing never blocks or fails a request.
-Consumers (the interactive service counts reads) declare these topic names themselves,
-since services do not import each other; ``docs/events.md`` is the contract.
+The topics, their broker names and payloads are declared in ``webook.events.v1.Topic``
+(``protos/webook/events/v1/events.proto``), where consumers read them too: no name is
+written here. All are keyed by the article id, which keeps one article's events in one
+partition, in order. Events go through :class:`kit.events.EventProducer`: publishing never
+blocks or fails a request.
 """
 
 from __future__ import annotations
 
-from kit.events import EventProducer, TopicSpec
+from typing import Final
+
+from kit.events import EventProducer, TopicSpec, topic_name
 from services.article.domain import PublishedArticle
 from webook.events.v1 import events_pb2
 
-ARTICLE_READ_TOPIC = "webook.article.read"
-ARTICLE_PUBLISHED_TOPIC = "webook.article.published"
-ARTICLE_WITHDRAWN_TOPIC = "webook.article.withdrawn"
+ARTICLE_READ_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_READ)
+ARTICLE_PUBLISHED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_PUBLISHED)
+ARTICLE_WITHDRAWN_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_WITHDRAWN)
 
 
 def topic_specs(partitions: int) -> tuple[TopicSpec, ...]:

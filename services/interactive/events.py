@@ -1,8 +1,9 @@
 """Kafka consumers of the interactive service: read events become read counts.
 
 The article service publishes ``webook.events.v1.ArticleRead`` to
-:data:`ARTICLE_READ_TOPIC`, keyed by article id (see ``docs/events.md``; the name is
-declared here again because services do not import each other). The consumer group
+:data:`ARTICLE_READ_TOPIC`, keyed by article id; the name comes from
+``webook.events.v1.Topic``, where the producer reads it too (``docs/events.md``). The
+consumer group
 :data:`READ_COUNTER_GROUP` applies them in batches (up to 100 records or 1 second by
 default): a batch is aggregated per article and added with **one** SQL statement, and the
 offsets are committed only after that statement committed.
@@ -20,14 +21,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Final
 
 from google.protobuf.message import DecodeError
 
-from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler
+from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
 from services.interactive.service import InteractiveService
 from webook.events.v1 import events_pb2
 
-ARTICLE_READ_TOPIC = "webook.article.read"
+ARTICLE_READ_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_READ)
 READ_COUNTER_GROUP = "interactive-read-counter"
 ARTICLE_BIZ = "article"
 

@@ -1,5 +1,8 @@
 """Errors of the search service, all in the ``search.webook`` domain.
 
+Reasons and the domain are declared once, in enum ``ErrorReason`` of ``webook.search.v1``
+(``protos/webook/search/v1/search.proto``); a reason is a value's name.
+
 ::
 
     kit.errors.AppError
@@ -13,20 +16,21 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from kit.errors import InvalidArgument, Unavailable
+from kit.errors import InvalidArgument, Unavailable, error_domain
+from webook.search.v1 import search_pb2
 
-DOMAIN = "search.webook"
+DOMAIN = error_domain(search_pb2.ErrorReason)
 
 
 class Reason(StrEnum):
-    """Stable business reasons of the search service (the gateway maps these)."""
+    """Stable business reasons of the search service (``webook.search.v1.ErrorReason``)."""
 
-    INVALID_QUERY = "SEARCH_INVALID_QUERY"
-    INVALID_PAGE = "SEARCH_INVALID_PAGE"
-    INVALID_DOCUMENT = "SEARCH_INVALID_DOCUMENT"
-    INDEX_UNAVAILABLE = "SEARCH_INDEX_UNAVAILABLE"
+    INVALID_QUERY = search_pb2.ErrorReason.Name(search_pb2.SEARCH_INVALID_QUERY)
+    INVALID_PAGE = search_pb2.ErrorReason.Name(search_pb2.SEARCH_INVALID_PAGE)
+    INVALID_DOCUMENT = search_pb2.ErrorReason.Name(search_pb2.SEARCH_INVALID_DOCUMENT)
+    INDEX_UNAVAILABLE = search_pb2.ErrorReason.Name(search_pb2.SEARCH_INDEX_UNAVAILABLE)
     # A reindex could not read the article or user service.
-    SOURCE_UNAVAILABLE = "SEARCH_SOURCE_UNAVAILABLE"
+    SOURCE_UNAVAILABLE = search_pb2.ErrorReason.Name(search_pb2.SEARCH_SOURCE_UNAVAILABLE)
 
 
 class SearchInvalidArgument(InvalidArgument):

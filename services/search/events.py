@@ -1,16 +1,16 @@
 """The search index's Kafka sync: article and user events become index changes.
 
-Topics (declared again here, since services do not import each other; ``docs/events.md``
-is the contract), each decoded straight into a domain change by the table
+Topics (their names come from ``webook.events.v1.Topic``, where the producers read them
+too; ``docs/events.md``), each decoded straight into a domain change by the table
 :data:`DECODERS`:
 
-==============================  =====================  =========================================
-topic                           payload                change
-==============================  =====================  =========================================
-``webook.article.published``    ``ArticlePublished``   upsert of the article at ``utime_ms``
-``webook.article.withdrawn``    ``ArticleWithdrawn``   removal (tombstone) at ``at_ms``
-``webook.user.changed``         ``UserChanged``        upsert of the user at ``at_ms``
-==============================  =====================  =========================================
+===========================  =====================  =========================================
+topic                        payload                change
+===========================  =====================  =========================================
+``TOPIC_ARTICLE_PUBLISHED``  ``ArticlePublished``   upsert of the article at ``utime_ms``
+``TOPIC_ARTICLE_WITHDRAWN``  ``ArticleWithdrawn``   removal (tombstone) at ``at_ms``
+``TOPIC_USER_CHANGED``       ``UserChanged``        upsert of the user at ``at_ms``
+===========================  =====================  =========================================
 
 The consumer group is ``<prefix>-<index id>`` (:mod:`services.search.storage`): every
 index consumes every event. One :class:`BatchConsumer` batch (up to ``sync_batch_size``
@@ -38,7 +38,7 @@ from typing import Final, TypeVar
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 
-from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler
+from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
 from services.search.analysis import html_to_text
 from services.search.domain import (
     Change,
@@ -53,9 +53,9 @@ from services.search.errors import SearchInvalidArgument
 from services.search.service import SearchService
 from webook.events.v1 import events_pb2
 
-ARTICLE_PUBLISHED_TOPIC: Final = "webook.article.published"
-ARTICLE_WITHDRAWN_TOPIC: Final = "webook.article.withdrawn"
-USER_CHANGED_TOPIC: Final = "webook.user.changed"
+ARTICLE_PUBLISHED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_PUBLISHED)
+ARTICLE_WITHDRAWN_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_WITHDRAWN)
+USER_CHANGED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_USER_CHANGED)
 SYNC_SOURCE: Final = "kafka"
 
 

@@ -1,5 +1,10 @@
 """Errors of the sms service, in two domains: ``code.webook`` and ``sms.webook``.
 
+Reasons and domains are declared once, in the protos: enum ``ErrorReason`` of
+``webook.code.v1`` (``protos/webook/code/v1/code.proto``) and of ``webook.sms.v1``
+(``protos/webook/sms/v1/sms.proto``); a reason is a value's name. The enums below name them
+for the service's code.
+
 Each class fixes the canonical kind (the gRPC status it becomes); the business reason is one
 of :class:`CodeReason` or :class:`SmsReason`, carried to clients in ``google.rpc.ErrorInfo``::
 
@@ -35,37 +40,40 @@ from kit.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    error_domain,
 )
+from webook.code.v1 import code_pb2
+from webook.sms.v1 import sms_pb2
 
-CODE_DOMAIN = "code.webook"
-SMS_DOMAIN = "sms.webook"
+CODE_DOMAIN = error_domain(code_pb2.ErrorReason)
+SMS_DOMAIN = error_domain(sms_pb2.ErrorReason)
 
 
 class CodeReason(StrEnum):
-    """Stable business reasons of ``CodeService`` (the gateway maps these)."""
+    """Stable business reasons of ``CodeService`` (``webook.code.v1.ErrorReason``)."""
 
-    INVALID_PHONE = "CODE_INVALID_PHONE"
-    INVALID_BIZ = "CODE_INVALID_BIZ"
-    SEND_TOO_FREQUENT = "CODE_SEND_TOO_FREQUENT"
-    VERIFY_TOO_MANY = "CODE_VERIFY_TOO_MANY"
-    SEND_FAILED = "CODE_SEND_FAILED"
-    STORE_UNAVAILABLE = "CODE_STORE_UNAVAILABLE"
+    INVALID_PHONE = code_pb2.ErrorReason.Name(code_pb2.CODE_INVALID_PHONE)
+    INVALID_BIZ = code_pb2.ErrorReason.Name(code_pb2.CODE_INVALID_BIZ)
+    SEND_TOO_FREQUENT = code_pb2.ErrorReason.Name(code_pb2.CODE_SEND_TOO_FREQUENT)
+    VERIFY_TOO_MANY = code_pb2.ErrorReason.Name(code_pb2.CODE_VERIFY_TOO_MANY)
+    SEND_FAILED = code_pb2.ErrorReason.Name(code_pb2.CODE_SEND_FAILED)
+    STORE_UNAVAILABLE = code_pb2.ErrorReason.Name(code_pb2.CODE_STORE_UNAVAILABLE)
 
 
 class SmsReason(StrEnum):
-    """Stable business reasons of ``SmsService``."""
+    """Stable business reasons of ``SmsService`` (``webook.sms.v1.ErrorReason``)."""
 
-    INVALID_TEMPLATE = "SMS_INVALID_TEMPLATE"
-    INVALID_ARGS = "SMS_INVALID_ARGS"
-    INVALID_PHONE = "SMS_INVALID_PHONE"
-    TOO_MANY_NUMBERS = "SMS_TOO_MANY_NUMBERS"
-    INVALID_IDEMPOTENCY_KEY = "SMS_INVALID_IDEMPOTENCY_KEY"
-    INVALID_QUERY = "SMS_INVALID_QUERY"
-    UNAUTHENTICATED = "SMS_UNAUTHENTICATED"
-    TEMPLATE_NOT_ALLOWED = "SMS_TEMPLATE_NOT_ALLOWED"
-    RECORDS_NOT_ALLOWED = "SMS_RECORDS_NOT_ALLOWED"
-    REJECTED = "SMS_REJECTED"
-    UNAVAILABLE = "SMS_UNAVAILABLE"
+    INVALID_TEMPLATE = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_TEMPLATE)
+    INVALID_ARGS = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_ARGS)
+    INVALID_PHONE = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_PHONE)
+    TOO_MANY_NUMBERS = sms_pb2.ErrorReason.Name(sms_pb2.SMS_TOO_MANY_NUMBERS)
+    INVALID_IDEMPOTENCY_KEY = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_IDEMPOTENCY_KEY)
+    INVALID_QUERY = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_QUERY)
+    UNAUTHENTICATED = sms_pb2.ErrorReason.Name(sms_pb2.SMS_UNAUTHENTICATED)
+    TEMPLATE_NOT_ALLOWED = sms_pb2.ErrorReason.Name(sms_pb2.SMS_TEMPLATE_NOT_ALLOWED)
+    RECORDS_NOT_ALLOWED = sms_pb2.ErrorReason.Name(sms_pb2.SMS_RECORDS_NOT_ALLOWED)
+    REJECTED = sms_pb2.ErrorReason.Name(sms_pb2.SMS_REJECTED)
+    UNAVAILABLE = sms_pb2.ErrorReason.Name(sms_pb2.SMS_UNAVAILABLE)
 
 
 class CodeInvalidArgument(InvalidArgument):

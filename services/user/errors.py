@@ -1,5 +1,8 @@
 """Errors of the user service, all in the ``user.webook`` domain.
 
+Reasons and the domain are declared once, in enum ``ErrorReason`` of ``webook.user.v1``
+(``protos/webook/user/v1/user.proto``); a reason is a value's name.
+
 Each class fixes the canonical kind (the gRPC status it becomes); the business reason is one
 of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
 
@@ -19,28 +22,36 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from kit.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated, Unavailable
+from kit.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    error_domain,
+)
+from webook.user.v1 import user_pb2
 
-DOMAIN = "user.webook"
+DOMAIN = error_domain(user_pb2.ErrorReason)
 
 
 class Reason(StrEnum):
-    """Stable business reasons of the user service (the gateway maps these)."""
+    """Stable business reasons of the user service (``webook.user.v1.ErrorReason``)."""
 
-    INVALID_EMAIL = "USER_INVALID_EMAIL"
-    WEAK_PASSWORD = "USER_WEAK_PASSWORD"
-    PASSWORD_TOO_LONG = "USER_PASSWORD_TOO_LONG"
-    INVALID_NICKNAME = "USER_INVALID_NICKNAME"
-    INVALID_BIRTHDAY = "USER_INVALID_BIRTHDAY"
-    INVALID_ABOUT_ME = "USER_INVALID_ABOUT_ME"
-    INVALID_PHONE = "USER_INVALID_PHONE"
-    INVALID_WECHAT_INFO = "USER_INVALID_WECHAT_INFO"
-    TOO_MANY_IDS = "USER_TOO_MANY_IDS"
-    INVALID_PAGE = "USER_INVALID_PAGE"
-    NOT_FOUND = "USER_NOT_FOUND"
-    EMAIL_TAKEN = "USER_EMAIL_TAKEN"
-    INVALID_CREDENTIALS = "USER_INVALID_CREDENTIALS"
-    CONCURRENT_CONFLICT = "USER_CONCURRENT_CONFLICT"
+    INVALID_EMAIL = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_EMAIL)
+    WEAK_PASSWORD = user_pb2.ErrorReason.Name(user_pb2.USER_WEAK_PASSWORD)
+    PASSWORD_TOO_LONG = user_pb2.ErrorReason.Name(user_pb2.USER_PASSWORD_TOO_LONG)
+    INVALID_NICKNAME = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_NICKNAME)
+    INVALID_BIRTHDAY = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_BIRTHDAY)
+    INVALID_ABOUT_ME = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_ABOUT_ME)
+    INVALID_PHONE = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_PHONE)
+    INVALID_WECHAT_INFO = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_WECHAT_INFO)
+    TOO_MANY_IDS = user_pb2.ErrorReason.Name(user_pb2.USER_TOO_MANY_IDS)
+    INVALID_PAGE = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_PAGE)
+    NOT_FOUND = user_pb2.ErrorReason.Name(user_pb2.USER_NOT_FOUND)
+    EMAIL_TAKEN = user_pb2.ErrorReason.Name(user_pb2.USER_EMAIL_TAKEN)
+    INVALID_CREDENTIALS = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_CREDENTIALS)
+    CONCURRENT_CONFLICT = user_pb2.ErrorReason.Name(user_pb2.USER_CONCURRENT_CONFLICT)
 
 
 class UserInvalidArgument(InvalidArgument):

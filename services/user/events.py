@@ -1,9 +1,12 @@
-"""Events the user service produces, and their topic (one module per producer).
+"""Events the user service produces (one module per producer).
 
-- ``webook.user.changed``: ``UserChanged{user_id, nickname, about_me, at_ms}`` when a user
+- ``TOPIC_USER_CHANGED``: ``UserChanged{user_id, nickname, about_me, at_ms}`` when a user
   was created (password signup, first SMS or WeChat login) and after every profile edit,
   with the searchable fields as they are now. Keyed by the user id, so one user's events stay
   in one partition, in order; consumers (the search index) apply the newest state.
+
+The topic, its broker name and payload are declared in ``webook.events.v1.Topic``
+(``protos/webook/events/v1/events.proto``), where consumers read them too.
 
 Events go through :class:`kit.events.EventProducer`: publishing never blocks or fails a
 request, and a broker outage only costs buffered memory (see ``docs/events.md``). Since a
@@ -13,11 +16,13 @@ it from :meth:`UserService.list_users <services.user.service.UserService.list_us
 
 from __future__ import annotations
 
-from kit.events import EventProducer, TopicSpec
+from typing import Final
+
+from kit.events import EventProducer, TopicSpec, topic_name
 from services.user.domain import User
 from webook.events.v1 import events_pb2
 
-USER_CHANGED_TOPIC = "webook.user.changed"
+USER_CHANGED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_USER_CHANGED)
 
 
 def topic_specs(partitions: int) -> tuple[TopicSpec, ...]:

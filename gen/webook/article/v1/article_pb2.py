@@ -22,15 +22,18 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwebook/article/v1/article.proto\x12\x11webook.article.v1\"\"\n\x06\x41uthor\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xc8\x01\n\x07\x41rticle\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x10\n\x08\x61\x62stract\x18\x04 \x01(\t\x12)\n\x06\x61uthor\x18\x05 \x01(\x0b\x32\x19.webook.article.v1.Author\x12\x30\n\x06status\x18\x06 \x01(\x0e\x32 .webook.article.v1.ArticleStatus\x12\x10\n\x08\x63time_ms\x18\x07 \x01(\x03\x12\x10\n\x08utime_ms\x18\x08 \x01(\x03\"L\n\x0bSaveRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\"\x1a\n\x0cSaveResponse\x12\n\n\x02id\x18\x01 \x01(\x03\"O\n\x0ePublishRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\"\x1d\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\x03\"0\n\x0fWithdrawRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\"\x12\n\x10WithdrawResponse\"?\n\x0bListRequest\x12\x11\n\tauthor_id\x18\x01 \x01(\x03\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"<\n\x0cListResponse\x12,\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x1a.webook.article.v1.Article\"/\n\x0eGetByIdRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\">\n\x0fGetByIdResponse\x12+\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x1a.webook.article.v1.Article\"2\n\x17GetPublishedByIdRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03uid\x18\x02 \x01(\x03\"G\n\x18GetPublishedByIdResponse\x12+\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x1a.webook.article.v1.Article\"[\n\x0eListPubRequest\x12\x13\n\x0b\x65nd_time_ms\x18\x01 \x01(\x03\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x15\n\rstart_time_ms\x18\x04 \x01(\x03\"?\n\x0fListPubResponse\x12,\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x1a.webook.article.v1.Article*\x89\x01\n\rArticleStatus\x12\x1e\n\x1a\x41RTICLE_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41RTICLE_STATUS_UNPUBLISHED\x10\x01\x12\x1c\n\x18\x41RTICLE_STATUS_PUBLISHED\x10\x02\x12\x1a\n\x16\x41RTICLE_STATUS_PRIVATE\x10\x03\x32\xee\x04\n\x0e\x41rticleService\x12G\n\x04Save\x12\x1e.webook.article.v1.SaveRequest\x1a\x1f.webook.article.v1.SaveResponse\x12P\n\x07Publish\x12!.webook.article.v1.PublishRequest\x1a\".webook.article.v1.PublishResponse\x12X\n\x08Withdraw\x12\".webook.article.v1.WithdrawRequest\x1a#.webook.article.v1.WithdrawResponse\"\x03\x90\x02\x02\x12L\n\x04List\x12\x1e.webook.article.v1.ListRequest\x1a\x1f.webook.article.v1.ListResponse\"\x03\x90\x02\x01\x12U\n\x07GetById\x12!.webook.article.v1.GetByIdRequest\x1a\".webook.article.v1.GetByIdResponse\"\x03\x90\x02\x01\x12k\n\x10GetPublishedById\x12*.webook.article.v1.GetPublishedByIdRequest\x1a+.webook.article.v1.GetPublishedByIdResponse\x12U\n\x07ListPub\x12!.webook.article.v1.ListPubRequest\x1a\".webook.article.v1.ListPubResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwebook/article/v1/article.proto\x12\x11webook.article.v1\x1a#webook/contracts/v1/contracts.proto\"\"\n\x06\x41uthor\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xc8\x01\n\x07\x41rticle\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x10\n\x08\x61\x62stract\x18\x04 \x01(\t\x12)\n\x06\x61uthor\x18\x05 \x01(\x0b\x32\x19.webook.article.v1.Author\x12\x30\n\x06status\x18\x06 \x01(\x0e\x32 .webook.article.v1.ArticleStatus\x12\x10\n\x08\x63time_ms\x18\x07 \x01(\x03\x12\x10\n\x08utime_ms\x18\x08 \x01(\x03\"L\n\x0bSaveRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\"\x1a\n\x0cSaveResponse\x12\n\n\x02id\x18\x01 \x01(\x03\"O\n\x0ePublishRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\"\x1d\n\x0fPublishResponse\x12\n\n\x02id\x18\x01 \x01(\x03\"0\n\x0fWithdrawRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\"\x12\n\x10WithdrawResponse\"?\n\x0bListRequest\x12\x11\n\tauthor_id\x18\x01 \x01(\x03\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"<\n\x0cListResponse\x12,\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x1a.webook.article.v1.Article\"/\n\x0eGetByIdRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\">\n\x0fGetByIdResponse\x12+\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x1a.webook.article.v1.Article\"2\n\x17GetPublishedByIdRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03uid\x18\x02 \x01(\x03\"G\n\x18GetPublishedByIdResponse\x12+\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x1a.webook.article.v1.Article\"[\n\x0eListPubRequest\x12\x13\n\x0b\x65nd_time_ms\x18\x01 \x01(\x03\x12\x0e\n\x06offset\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x15\n\rstart_time_ms\x18\x04 \x01(\x03\"?\n\x0fListPubResponse\x12,\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x1a.webook.article.v1.Article*\xfd\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41RTICLE_INVALID_TITLE\x10\x01\x12\x1b\n\x17\x41RTICLE_INVALID_CONTENT\x10\x02\x12\x1a\n\x16\x41RTICLE_INVALID_AUTHOR\x10\x03\x12\x18\n\x14\x41RTICLE_INVALID_PAGE\x10\x04\x12\x1f\n\x1b\x41RTICLE_INVALID_TIME_WINDOW\x10\x05\x12\x15\n\x11\x41RTICLE_NOT_FOUND\x10\x06\x12\x16\n\x12\x41RTICLE_NOT_AUTHOR\x10\x07\x1a\x12\xd2\xf3\x18\x0e\x61rticle.webook*\x89\x01\n\rArticleStatus\x12\x1e\n\x1a\x41RTICLE_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41RTICLE_STATUS_UNPUBLISHED\x10\x01\x12\x1c\n\x18\x41RTICLE_STATUS_PUBLISHED\x10\x02\x12\x1a\n\x16\x41RTICLE_STATUS_PRIVATE\x10\x03\x32\xee\x04\n\x0e\x41rticleService\x12G\n\x04Save\x12\x1e.webook.article.v1.SaveRequest\x1a\x1f.webook.article.v1.SaveResponse\x12P\n\x07Publish\x12!.webook.article.v1.PublishRequest\x1a\".webook.article.v1.PublishResponse\x12X\n\x08Withdraw\x12\".webook.article.v1.WithdrawRequest\x1a#.webook.article.v1.WithdrawResponse\"\x03\x90\x02\x02\x12L\n\x04List\x12\x1e.webook.article.v1.ListRequest\x1a\x1f.webook.article.v1.ListResponse\"\x03\x90\x02\x01\x12U\n\x07GetById\x12!.webook.article.v1.GetByIdRequest\x1a\".webook.article.v1.GetByIdResponse\"\x03\x90\x02\x01\x12k\n\x10GetPublishedById\x12*.webook.article.v1.GetPublishedByIdRequest\x1a+.webook.article.v1.GetPublishedByIdResponse\x12U\n\x07ListPub\x12!.webook.article.v1.ListPubRequest\x1a\".webook.article.v1.ListPubResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'webook.article.v1.article_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORREASON']._loaded_options = None
+  _globals['_ERRORREASON']._serialized_options = b'\322\363\030\016article.webook'
   _globals['_ARTICLESERVICE'].methods_by_name['Withdraw']._loaded_options = None
   _globals['_ARTICLESERVICE'].methods_by_name['Withdraw']._serialized_options = b'\220\002\002'
   _globals['_ARTICLESERVICE'].methods_by_name['List']._loaded_options = None
@@ -39,40 +42,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARTICLESERVICE'].methods_by_name['GetById']._serialized_options = b'\220\002\001'
   _globals['_ARTICLESERVICE'].methods_by_name['ListPub']._loaded_options = None
   _globals['_ARTICLESERVICE'].methods_by_name['ListPub']._serialized_options = b'\220\002\001'
-  _globals['_ARTICLESTATUS']._serialized_start=1105
-  _globals['_ARTICLESTATUS']._serialized_end=1242
-  _globals['_AUTHOR']._serialized_start=54
-  _globals['_AUTHOR']._serialized_end=88
-  _globals['_ARTICLE']._serialized_start=91
-  _globals['_ARTICLE']._serialized_end=291
-  _globals['_SAVEREQUEST']._serialized_start=293
-  _globals['_SAVEREQUEST']._serialized_end=369
-  _globals['_SAVERESPONSE']._serialized_start=371
-  _globals['_SAVERESPONSE']._serialized_end=397
-  _globals['_PUBLISHREQUEST']._serialized_start=399
-  _globals['_PUBLISHREQUEST']._serialized_end=478
-  _globals['_PUBLISHRESPONSE']._serialized_start=480
-  _globals['_PUBLISHRESPONSE']._serialized_end=509
-  _globals['_WITHDRAWREQUEST']._serialized_start=511
-  _globals['_WITHDRAWREQUEST']._serialized_end=559
-  _globals['_WITHDRAWRESPONSE']._serialized_start=561
-  _globals['_WITHDRAWRESPONSE']._serialized_end=579
-  _globals['_LISTREQUEST']._serialized_start=581
-  _globals['_LISTREQUEST']._serialized_end=644
-  _globals['_LISTRESPONSE']._serialized_start=646
-  _globals['_LISTRESPONSE']._serialized_end=706
-  _globals['_GETBYIDREQUEST']._serialized_start=708
-  _globals['_GETBYIDREQUEST']._serialized_end=755
-  _globals['_GETBYIDRESPONSE']._serialized_start=757
-  _globals['_GETBYIDRESPONSE']._serialized_end=819
-  _globals['_GETPUBLISHEDBYIDREQUEST']._serialized_start=821
-  _globals['_GETPUBLISHEDBYIDREQUEST']._serialized_end=871
-  _globals['_GETPUBLISHEDBYIDRESPONSE']._serialized_start=873
-  _globals['_GETPUBLISHEDBYIDRESPONSE']._serialized_end=944
-  _globals['_LISTPUBREQUEST']._serialized_start=946
-  _globals['_LISTPUBREQUEST']._serialized_end=1037
-  _globals['_LISTPUBRESPONSE']._serialized_start=1039
-  _globals['_LISTPUBRESPONSE']._serialized_end=1102
-  _globals['_ARTICLESERVICE']._serialized_start=1245
-  _globals['_ARTICLESERVICE']._serialized_end=1867
+  _globals['_ERRORREASON']._serialized_start=1142
+  _globals['_ERRORREASON']._serialized_end=1395
+  _globals['_ARTICLESTATUS']._serialized_start=1398
+  _globals['_ARTICLESTATUS']._serialized_end=1535
+  _globals['_AUTHOR']._serialized_start=91
+  _globals['_AUTHOR']._serialized_end=125
+  _globals['_ARTICLE']._serialized_start=128
+  _globals['_ARTICLE']._serialized_end=328
+  _globals['_SAVEREQUEST']._serialized_start=330
+  _globals['_SAVEREQUEST']._serialized_end=406
+  _globals['_SAVERESPONSE']._serialized_start=408
+  _globals['_SAVERESPONSE']._serialized_end=434
+  _globals['_PUBLISHREQUEST']._serialized_start=436
+  _globals['_PUBLISHREQUEST']._serialized_end=515
+  _globals['_PUBLISHRESPONSE']._serialized_start=517
+  _globals['_PUBLISHRESPONSE']._serialized_end=546
+  _globals['_WITHDRAWREQUEST']._serialized_start=548
+  _globals['_WITHDRAWREQUEST']._serialized_end=596
+  _globals['_WITHDRAWRESPONSE']._serialized_start=598
+  _globals['_WITHDRAWRESPONSE']._serialized_end=616
+  _globals['_LISTREQUEST']._serialized_start=618
+  _globals['_LISTREQUEST']._serialized_end=681
+  _globals['_LISTRESPONSE']._serialized_start=683
+  _globals['_LISTRESPONSE']._serialized_end=743
+  _globals['_GETBYIDREQUEST']._serialized_start=745
+  _globals['_GETBYIDREQUEST']._serialized_end=792
+  _globals['_GETBYIDRESPONSE']._serialized_start=794
+  _globals['_GETBYIDRESPONSE']._serialized_end=856
+  _globals['_GETPUBLISHEDBYIDREQUEST']._serialized_start=858
+  _globals['_GETPUBLISHEDBYIDREQUEST']._serialized_end=908
+  _globals['_GETPUBLISHEDBYIDRESPONSE']._serialized_start=910
+  _globals['_GETPUBLISHEDBYIDRESPONSE']._serialized_end=981
+  _globals['_LISTPUBREQUEST']._serialized_start=983
+  _globals['_LISTPUBREQUEST']._serialized_end=1074
+  _globals['_LISTPUBRESPONSE']._serialized_start=1076
+  _globals['_LISTPUBRESPONSE']._serialized_end=1139
+  _globals['_ARTICLESERVICE']._serialized_start=1538
+  _globals['_ARTICLESERVICE']._serialized_end=2160
 # @@protoc_insertion_point(module_scope)

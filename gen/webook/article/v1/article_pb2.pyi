@@ -19,6 +19,51 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    ARTICLE_INVALID_TITLE: _ErrorReason.ValueType  # 1
+    """INVALID_ARGUMENT: empty or too long title."""
+    ARTICLE_INVALID_CONTENT: _ErrorReason.ValueType  # 2
+    """INVALID_ARGUMENT: empty or too long content."""
+    ARTICLE_INVALID_AUTHOR: _ErrorReason.ValueType  # 3
+    """INVALID_ARGUMENT: no author id."""
+    ARTICLE_INVALID_PAGE: _ErrorReason.ValueType  # 4
+    """INVALID_ARGUMENT: offset or limit out of range."""
+    ARTICLE_INVALID_TIME_WINDOW: _ErrorReason.ValueType  # 5
+    """INVALID_ARGUMENT: a listing's time window is wrong."""
+    ARTICLE_NOT_FOUND: _ErrorReason.ValueType  # 6
+    """NOT_FOUND: no such article, or (for readers) not published."""
+    ARTICLE_NOT_AUTHOR: _ErrorReason.ValueType  # 7
+    """PERMISSION_DENIED: the caller is not the article's author."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Business reasons of the article service's errors. An error carries google.rpc.ErrorInfo with
+    reason = a value's name and domain = error_domain; the comment before each value names
+    its gRPC status. Names are a compatibility contract: add values, never rename one.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+ARTICLE_INVALID_TITLE: ErrorReason.ValueType  # 1
+"""INVALID_ARGUMENT: empty or too long title."""
+ARTICLE_INVALID_CONTENT: ErrorReason.ValueType  # 2
+"""INVALID_ARGUMENT: empty or too long content."""
+ARTICLE_INVALID_AUTHOR: ErrorReason.ValueType  # 3
+"""INVALID_ARGUMENT: no author id."""
+ARTICLE_INVALID_PAGE: ErrorReason.ValueType  # 4
+"""INVALID_ARGUMENT: offset or limit out of range."""
+ARTICLE_INVALID_TIME_WINDOW: ErrorReason.ValueType  # 5
+"""INVALID_ARGUMENT: a listing's time window is wrong."""
+ARTICLE_NOT_FOUND: ErrorReason.ValueType  # 6
+"""NOT_FOUND: no such article, or (for readers) not published."""
+ARTICLE_NOT_AUTHOR: ErrorReason.ValueType  # 7
+"""PERMISSION_DENIED: the caller is not the article's author."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
+
 class _ArticleStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

@@ -4,16 +4,12 @@ isort:skip_file
 Verification codes (hosted by the sms service): send a code to a phone, verify it once.
 
 CodeService is an internal RPC: it is called by the gateway inside the cluster and takes
-no caller token. Errors carry google.rpc.ErrorInfo (domain "code.webook") with these reasons:
-  INVALID_ARGUMENT   CODE_INVALID_PHONE, CODE_INVALID_BIZ
-  RESOURCE_EXHAUSTED CODE_SEND_TOO_FREQUENT (Send within the resend interval),
-                     CODE_VERIFY_TOO_MANY (the code took its last wrong try; send a new one)
-  UNAVAILABLE        CODE_SEND_FAILED (no SMS could be sent or queued; nothing is stored),
-                     CODE_STORE_UNAVAILABLE (Redis is unreachable)
+no caller token. Errors carry google.rpc.ErrorInfo with the reasons of enum ErrorReason.
 """
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -24,6 +20,47 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    CODE_INVALID_PHONE: _ErrorReason.ValueType  # 1
+    """INVALID_ARGUMENT."""
+    CODE_INVALID_BIZ: _ErrorReason.ValueType  # 2
+    """INVALID_ARGUMENT: a business the service is not configured for."""
+    CODE_SEND_TOO_FREQUENT: _ErrorReason.ValueType  # 3
+    """RESOURCE_EXHAUSTED: Send within the resend interval."""
+    CODE_VERIFY_TOO_MANY: _ErrorReason.ValueType  # 4
+    """RESOURCE_EXHAUSTED: the code took its last wrong try; send a new one."""
+    CODE_SEND_FAILED: _ErrorReason.ValueType  # 5
+    """UNAVAILABLE: no SMS could be sent or queued; nothing is stored."""
+    CODE_STORE_UNAVAILABLE: _ErrorReason.ValueType  # 6
+    """UNAVAILABLE: Redis is unreachable."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Business reasons of CodeService's errors. An error carries google.rpc.ErrorInfo with
+    reason = a value's name and domain = error_domain; the comment before each value names
+    its gRPC status. Names are a compatibility contract: add values, never rename one.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+CODE_INVALID_PHONE: ErrorReason.ValueType  # 1
+"""INVALID_ARGUMENT."""
+CODE_INVALID_BIZ: ErrorReason.ValueType  # 2
+"""INVALID_ARGUMENT: a business the service is not configured for."""
+CODE_SEND_TOO_FREQUENT: ErrorReason.ValueType  # 3
+"""RESOURCE_EXHAUSTED: Send within the resend interval."""
+CODE_VERIFY_TOO_MANY: ErrorReason.ValueType  # 4
+"""RESOURCE_EXHAUSTED: the code took its last wrong try; send a new one."""
+CODE_SEND_FAILED: ErrorReason.ValueType  # 5
+"""UNAVAILABLE: no SMS could be sent or queued; nothing is stored."""
+CODE_STORE_UNAVAILABLE: ErrorReason.ValueType  # 6
+"""UNAVAILABLE: Redis is unreachable."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
 class SendRequest(_message.Message):

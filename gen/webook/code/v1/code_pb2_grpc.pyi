@@ -4,12 +4,7 @@ isort:skip_file
 Verification codes (hosted by the sms service): send a code to a phone, verify it once.
 
 CodeService is an internal RPC: it is called by the gateway inside the cluster and takes
-no caller token. Errors carry google.rpc.ErrorInfo (domain "code.webook") with these reasons:
-  INVALID_ARGUMENT   CODE_INVALID_PHONE, CODE_INVALID_BIZ
-  RESOURCE_EXHAUSTED CODE_SEND_TOO_FREQUENT (Send within the resend interval),
-                     CODE_VERIFY_TOO_MANY (the code took its last wrong try; send a new one)
-  UNAVAILABLE        CODE_SEND_FAILED (no SMS could be sent or queued; nothing is stored),
-                     CODE_STORE_UNAVAILABLE (Redis is unreachable)
+no caller token. Errors carry google.rpc.ErrorInfo with the reasons of enum ErrorReason.
 """
 
 from collections import abc as _abc

@@ -22,15 +22,18 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwebook/comment/v1/comment.proto\x12\x11webook.comment.v1\"\xc7\x01\n\x07\x43omment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03uid\x18\x02 \x01(\x03\x12\x0b\n\x03\x62iz\x18\x03 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x04 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x0f\n\x07root_id\x18\x06 \x01(\x03\x12\x11\n\tparent_id\x18\x07 \x01(\x03\x12,\n\x08\x63hildren\x18\x08 \x03(\x0b\x32\x1a.webook.comment.v1.Comment\x12\x11\n\treply_cnt\x18\t \x01(\x03\x12\x10\n\x08\x63time_ms\x18\n \x01(\x03\"C\n\x14\x43reateCommentRequest\x12+\n\x07\x63omment\x18\x01 \x01(\x0b\x32\x1a.webook.comment.v1.Comment\"#\n\x15\x43reateCommentResponse\x12\n\n\x02id\x18\x01 \x01(\x03\"p\n\x15GetCommentListRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0e\n\x06min_id\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x1b\n\x13replies_per_comment\x18\x05 \x01(\x05\"F\n\x16GetCommentListResponse\x12,\n\x08\x63omments\x18\x01 \x03(\x0b\x32\x1a.webook.comment.v1.Comment\"G\n\x15GetMoreRepliesRequest\x12\x0f\n\x07root_id\x18\x01 \x01(\x03\x12\x0e\n\x06max_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"E\n\x16GetMoreRepliesResponse\x12+\n\x07replies\x18\x01 \x03(\x0b\x32\x1a.webook.comment.v1.Comment\"/\n\x14\x44\x65leteCommentRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03uid\x18\x02 \x01(\x03\"\x17\n\x15\x44\x65leteCommentResponse\"4\n\x14\x43ountCommentsRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0f\n\x07\x62iz_ids\x18\x02 \x03(\x03\"\x8c\x01\n\x15\x43ountCommentsResponse\x12\x44\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x34.webook.comment.v1.CountCommentsResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x9e\x04\n\x0e\x43ommentService\x12\x62\n\rCreateComment\x12\'.webook.comment.v1.CreateCommentRequest\x1a(.webook.comment.v1.CreateCommentResponse\x12j\n\x0eGetCommentList\x12(.webook.comment.v1.GetCommentListRequest\x1a).webook.comment.v1.GetCommentListResponse\"\x03\x90\x02\x01\x12j\n\x0eGetMoreReplies\x12(.webook.comment.v1.GetMoreRepliesRequest\x1a).webook.comment.v1.GetMoreRepliesResponse\"\x03\x90\x02\x01\x12g\n\rDeleteComment\x12\'.webook.comment.v1.DeleteCommentRequest\x1a(.webook.comment.v1.DeleteCommentResponse\"\x03\x90\x02\x02\x12g\n\rCountComments\x12\'.webook.comment.v1.CountCommentsRequest\x1a(.webook.comment.v1.CountCommentsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fwebook/comment/v1/comment.proto\x12\x11webook.comment.v1\x1a#webook/contracts/v1/contracts.proto\"\xc7\x01\n\x07\x43omment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03uid\x18\x02 \x01(\x03\x12\x0b\n\x03\x62iz\x18\x03 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x04 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x0f\n\x07root_id\x18\x06 \x01(\x03\x12\x11\n\tparent_id\x18\x07 \x01(\x03\x12,\n\x08\x63hildren\x18\x08 \x03(\x0b\x32\x1a.webook.comment.v1.Comment\x12\x11\n\treply_cnt\x18\t \x01(\x03\x12\x10\n\x08\x63time_ms\x18\n \x01(\x03\"C\n\x14\x43reateCommentRequest\x12+\n\x07\x63omment\x18\x01 \x01(\x0b\x32\x1a.webook.comment.v1.Comment\"#\n\x15\x43reateCommentResponse\x12\n\n\x02id\x18\x01 \x01(\x03\"p\n\x15GetCommentListRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0e\n\x06min_id\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x1b\n\x13replies_per_comment\x18\x05 \x01(\x05\"F\n\x16GetCommentListResponse\x12,\n\x08\x63omments\x18\x01 \x03(\x0b\x32\x1a.webook.comment.v1.Comment\"G\n\x15GetMoreRepliesRequest\x12\x0f\n\x07root_id\x18\x01 \x01(\x03\x12\x0e\n\x06max_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"E\n\x16GetMoreRepliesResponse\x12+\n\x07replies\x18\x01 \x03(\x0b\x32\x1a.webook.comment.v1.Comment\"/\n\x14\x44\x65leteCommentRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03uid\x18\x02 \x01(\x03\"\x17\n\x15\x44\x65leteCommentResponse\"4\n\x14\x43ountCommentsRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0f\n\x07\x62iz_ids\x18\x02 \x03(\x03\"\x8c\x01\n\x15\x43ountCommentsResponse\x12\x44\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x34.webook.comment.v1.CountCommentsResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01*\xce\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43OMMENT_INVALID_CONTENT\x10\x01\x12\x17\n\x13\x43OMMENT_INVALID_BIZ\x10\x02\x12\x18\n\x14\x43OMMENT_INVALID_PAGE\x10\x03\x12\x18\n\x14\x43OMMENT_INVALID_USER\x10\x04\x12\x18\n\x14\x43OMMENT_TOO_MANY_IDS\x10\x05\x12\x1b\n\x17\x43OMMENT_PARENT_MISMATCH\x10\x06\x12\x15\n\x11\x43OMMENT_NOT_FOUND\x10\x07\x12\x1c\n\x18\x43OMMENT_PARENT_NOT_FOUND\x10\x08\x12\x16\n\x12\x43OMMENT_NOT_AUTHOR\x10\t\x12\x1f\n\x1b\x43OMMENT_CONCURRENT_CONFLICT\x10\n\x1a\x12\xd2\xf3\x18\x0e\x63omment.webook2\x9e\x04\n\x0e\x43ommentService\x12\x62\n\rCreateComment\x12\'.webook.comment.v1.CreateCommentRequest\x1a(.webook.comment.v1.CreateCommentResponse\x12j\n\x0eGetCommentList\x12(.webook.comment.v1.GetCommentListRequest\x1a).webook.comment.v1.GetCommentListResponse\"\x03\x90\x02\x01\x12j\n\x0eGetMoreReplies\x12(.webook.comment.v1.GetMoreRepliesRequest\x1a).webook.comment.v1.GetMoreRepliesResponse\"\x03\x90\x02\x01\x12g\n\rDeleteComment\x12\'.webook.comment.v1.DeleteCommentRequest\x1a(.webook.comment.v1.DeleteCommentResponse\"\x03\x90\x02\x02\x12g\n\rCountComments\x12\'.webook.comment.v1.CountCommentsRequest\x1a(.webook.comment.v1.CountCommentsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'webook.comment.v1.comment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORREASON']._loaded_options = None
+  _globals['_ERRORREASON']._serialized_options = b'\322\363\030\016comment.webook'
   _globals['_COUNTCOMMENTSRESPONSE_COUNTSENTRY']._loaded_options = None
   _globals['_COUNTCOMMENTSRESPONSE_COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_COMMENTSERVICE'].methods_by_name['GetCommentList']._loaded_options = None
@@ -41,30 +44,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMENTSERVICE'].methods_by_name['DeleteComment']._serialized_options = b'\220\002\002'
   _globals['_COMMENTSERVICE'].methods_by_name['CountComments']._loaded_options = None
   _globals['_COMMENTSERVICE'].methods_by_name['CountComments']._serialized_options = b'\220\002\001'
-  _globals['_COMMENT']._serialized_start=55
-  _globals['_COMMENT']._serialized_end=254
-  _globals['_CREATECOMMENTREQUEST']._serialized_start=256
-  _globals['_CREATECOMMENTREQUEST']._serialized_end=323
-  _globals['_CREATECOMMENTRESPONSE']._serialized_start=325
-  _globals['_CREATECOMMENTRESPONSE']._serialized_end=360
-  _globals['_GETCOMMENTLISTREQUEST']._serialized_start=362
-  _globals['_GETCOMMENTLISTREQUEST']._serialized_end=474
-  _globals['_GETCOMMENTLISTRESPONSE']._serialized_start=476
-  _globals['_GETCOMMENTLISTRESPONSE']._serialized_end=546
-  _globals['_GETMOREREPLIESREQUEST']._serialized_start=548
-  _globals['_GETMOREREPLIESREQUEST']._serialized_end=619
-  _globals['_GETMOREREPLIESRESPONSE']._serialized_start=621
-  _globals['_GETMOREREPLIESRESPONSE']._serialized_end=690
-  _globals['_DELETECOMMENTREQUEST']._serialized_start=692
-  _globals['_DELETECOMMENTREQUEST']._serialized_end=739
-  _globals['_DELETECOMMENTRESPONSE']._serialized_start=741
-  _globals['_DELETECOMMENTRESPONSE']._serialized_end=764
-  _globals['_COUNTCOMMENTSREQUEST']._serialized_start=766
-  _globals['_COUNTCOMMENTSREQUEST']._serialized_end=818
-  _globals['_COUNTCOMMENTSRESPONSE']._serialized_start=821
-  _globals['_COUNTCOMMENTSRESPONSE']._serialized_end=961
-  _globals['_COUNTCOMMENTSRESPONSE_COUNTSENTRY']._serialized_start=916
-  _globals['_COUNTCOMMENTSRESPONSE_COUNTSENTRY']._serialized_end=961
-  _globals['_COMMENTSERVICE']._serialized_start=964
-  _globals['_COMMENTSERVICE']._serialized_end=1506
+  _globals['_ERRORREASON']._serialized_start=1001
+  _globals['_ERRORREASON']._serialized_end=1335
+  _globals['_COMMENT']._serialized_start=92
+  _globals['_COMMENT']._serialized_end=291
+  _globals['_CREATECOMMENTREQUEST']._serialized_start=293
+  _globals['_CREATECOMMENTREQUEST']._serialized_end=360
+  _globals['_CREATECOMMENTRESPONSE']._serialized_start=362
+  _globals['_CREATECOMMENTRESPONSE']._serialized_end=397
+  _globals['_GETCOMMENTLISTREQUEST']._serialized_start=399
+  _globals['_GETCOMMENTLISTREQUEST']._serialized_end=511
+  _globals['_GETCOMMENTLISTRESPONSE']._serialized_start=513
+  _globals['_GETCOMMENTLISTRESPONSE']._serialized_end=583
+  _globals['_GETMOREREPLIESREQUEST']._serialized_start=585
+  _globals['_GETMOREREPLIESREQUEST']._serialized_end=656
+  _globals['_GETMOREREPLIESRESPONSE']._serialized_start=658
+  _globals['_GETMOREREPLIESRESPONSE']._serialized_end=727
+  _globals['_DELETECOMMENTREQUEST']._serialized_start=729
+  _globals['_DELETECOMMENTREQUEST']._serialized_end=776
+  _globals['_DELETECOMMENTRESPONSE']._serialized_start=778
+  _globals['_DELETECOMMENTRESPONSE']._serialized_end=801
+  _globals['_COUNTCOMMENTSREQUEST']._serialized_start=803
+  _globals['_COUNTCOMMENTSREQUEST']._serialized_end=855
+  _globals['_COUNTCOMMENTSRESPONSE']._serialized_start=858
+  _globals['_COUNTCOMMENTSRESPONSE']._serialized_end=998
+  _globals['_COUNTCOMMENTSRESPONSE_COUNTSENTRY']._serialized_start=953
+  _globals['_COUNTCOMMENTSRESPONSE_COUNTSENTRY']._serialized_end=998
+  _globals['_COMMENTSERVICE']._serialized_start=1338
+  _globals['_COMMENTSERVICE']._serialized_end=1880
 # @@protoc_insertion_point(module_scope)

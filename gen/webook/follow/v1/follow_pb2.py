@@ -22,15 +22,18 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/follow/v1/follow.proto\x12\x10webook.follow.v1\"F\n\x0e\x46ollowRelation\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\x12\x10\n\x08\x63time_ms\x18\x03 \x01(\x03\"A\n\x0c\x46ollowStatic\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x11\n\tfollowers\x18\x02 \x01(\x03\x12\x11\n\tfollowees\x18\x03 \x01(\x03\"3\n\rFollowRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"\x10\n\x0e\x46ollowResponse\"9\n\x13\x43\x61ncelFollowRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"\x16\n\x14\x43\x61ncelFollowResponse\"E\n\x12GetFolloweeRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x0e\n\x06min_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"_\n\x13GetFolloweeResponse\x12\x33\n\trelations\x18\x01 \x03(\x0b\x32 .webook.follow.v1.FollowRelation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"E\n\x12GetFollowerRequest\x12\x10\n\x08\x66ollowee\x18\x01 \x01(\x03\x12\x0e\n\x06min_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"_\n\x13GetFollowerResponse\x12\x33\n\trelations\x18\x01 \x03(\x0b\x32 .webook.follow.v1.FollowRelation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"7\n\x11\x46ollowInfoRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"<\n\x12\x46ollowInfoResponse\x12\x11\n\tfollowing\x18\x01 \x01(\x08\x12\x13\n\x0b\x66ollowed_by\x18\x02 \x01(\x08\"%\n\x16GetFollowStaticRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\"I\n\x17GetFollowStaticResponse\x12.\n\x06static\x18\x01 \x01(\x0b\x32\x1e.webook.follow.v1.FollowStatic2\xd2\x04\n\rFollowService\x12P\n\x06\x46ollow\x12\x1f.webook.follow.v1.FollowRequest\x1a .webook.follow.v1.FollowResponse\"\x03\x90\x02\x02\x12\x62\n\x0c\x43\x61ncelFollow\x12%.webook.follow.v1.CancelFollowRequest\x1a&.webook.follow.v1.CancelFollowResponse\"\x03\x90\x02\x02\x12_\n\x0bGetFollowee\x12$.webook.follow.v1.GetFolloweeRequest\x1a%.webook.follow.v1.GetFolloweeResponse\"\x03\x90\x02\x01\x12_\n\x0bGetFollower\x12$.webook.follow.v1.GetFollowerRequest\x1a%.webook.follow.v1.GetFollowerResponse\"\x03\x90\x02\x01\x12\\\n\nFollowInfo\x12#.webook.follow.v1.FollowInfoRequest\x1a$.webook.follow.v1.FollowInfoResponse\"\x03\x90\x02\x01\x12k\n\x0fGetFollowStatic\x12(.webook.follow.v1.GetFollowStaticRequest\x1a).webook.follow.v1.GetFollowStaticResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/follow/v1/follow.proto\x12\x10webook.follow.v1\x1a#webook/contracts/v1/contracts.proto\"F\n\x0e\x46ollowRelation\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\x12\x10\n\x08\x63time_ms\x18\x03 \x01(\x03\"A\n\x0c\x46ollowStatic\x12\x0b\n\x03uid\x18\x01 \x01(\x03\x12\x11\n\tfollowers\x18\x02 \x01(\x03\x12\x11\n\tfollowees\x18\x03 \x01(\x03\"3\n\rFollowRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"\x10\n\x0e\x46ollowResponse\"9\n\x13\x43\x61ncelFollowRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"\x16\n\x14\x43\x61ncelFollowResponse\"E\n\x12GetFolloweeRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x0e\n\x06min_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"_\n\x13GetFolloweeResponse\x12\x33\n\trelations\x18\x01 \x03(\x0b\x32 .webook.follow.v1.FollowRelation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"E\n\x12GetFollowerRequest\x12\x10\n\x08\x66ollowee\x18\x01 \x01(\x03\x12\x0e\n\x06min_id\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"_\n\x13GetFollowerResponse\x12\x33\n\trelations\x18\x01 \x03(\x0b\x32 .webook.follow.v1.FollowRelation\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03\"7\n\x11\x46ollowInfoRequest\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\"<\n\x12\x46ollowInfoResponse\x12\x11\n\tfollowing\x18\x01 \x01(\x08\x12\x13\n\x0b\x66ollowed_by\x18\x02 \x01(\x08\"%\n\x16GetFollowStaticRequest\x12\x0b\n\x03uid\x18\x01 \x01(\x03\"I\n\x17GetFollowStaticResponse\x12.\n\x06static\x18\x01 \x01(\x0b\x32\x1e.webook.follow.v1.FollowStatic*\xa1\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46OLLOW_INVALID_USER\x10\x01\x12\x0f\n\x0b\x46OLLOW_SELF\x10\x02\x12\x17\n\x13\x46OLLOW_INVALID_PAGE\x10\x03\x12\x1e\n\x1a\x46OLLOW_CONCURRENT_CONFLICT\x10\x04\x1a\x11\xd2\xf3\x18\rfollow.webook2\xd2\x04\n\rFollowService\x12P\n\x06\x46ollow\x12\x1f.webook.follow.v1.FollowRequest\x1a .webook.follow.v1.FollowResponse\"\x03\x90\x02\x02\x12\x62\n\x0c\x43\x61ncelFollow\x12%.webook.follow.v1.CancelFollowRequest\x1a&.webook.follow.v1.CancelFollowResponse\"\x03\x90\x02\x02\x12_\n\x0bGetFollowee\x12$.webook.follow.v1.GetFolloweeRequest\x1a%.webook.follow.v1.GetFolloweeResponse\"\x03\x90\x02\x01\x12_\n\x0bGetFollower\x12$.webook.follow.v1.GetFollowerRequest\x1a%.webook.follow.v1.GetFollowerResponse\"\x03\x90\x02\x01\x12\\\n\nFollowInfo\x12#.webook.follow.v1.FollowInfoRequest\x1a$.webook.follow.v1.FollowInfoResponse\"\x03\x90\x02\x01\x12k\n\x0fGetFollowStatic\x12(.webook.follow.v1.GetFollowStaticRequest\x1a).webook.follow.v1.GetFollowStaticResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'webook.follow.v1.follow_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORREASON']._loaded_options = None
+  _globals['_ERRORREASON']._serialized_options = b'\322\363\030\rfollow.webook'
   _globals['_FOLLOWSERVICE'].methods_by_name['Follow']._loaded_options = None
   _globals['_FOLLOWSERVICE'].methods_by_name['Follow']._serialized_options = b'\220\002\002'
   _globals['_FOLLOWSERVICE'].methods_by_name['CancelFollow']._loaded_options = None
@@ -43,34 +46,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FOLLOWSERVICE'].methods_by_name['FollowInfo']._serialized_options = b'\220\002\001'
   _globals['_FOLLOWSERVICE'].methods_by_name['GetFollowStatic']._loaded_options = None
   _globals['_FOLLOWSERVICE'].methods_by_name['GetFollowStatic']._serialized_options = b'\220\002\001'
-  _globals['_FOLLOWRELATION']._serialized_start=51
-  _globals['_FOLLOWRELATION']._serialized_end=121
-  _globals['_FOLLOWSTATIC']._serialized_start=123
-  _globals['_FOLLOWSTATIC']._serialized_end=188
-  _globals['_FOLLOWREQUEST']._serialized_start=190
-  _globals['_FOLLOWREQUEST']._serialized_end=241
-  _globals['_FOLLOWRESPONSE']._serialized_start=243
-  _globals['_FOLLOWRESPONSE']._serialized_end=259
-  _globals['_CANCELFOLLOWREQUEST']._serialized_start=261
-  _globals['_CANCELFOLLOWREQUEST']._serialized_end=318
-  _globals['_CANCELFOLLOWRESPONSE']._serialized_start=320
-  _globals['_CANCELFOLLOWRESPONSE']._serialized_end=342
-  _globals['_GETFOLLOWEEREQUEST']._serialized_start=344
-  _globals['_GETFOLLOWEEREQUEST']._serialized_end=413
-  _globals['_GETFOLLOWEERESPONSE']._serialized_start=415
-  _globals['_GETFOLLOWEERESPONSE']._serialized_end=510
-  _globals['_GETFOLLOWERREQUEST']._serialized_start=512
-  _globals['_GETFOLLOWERREQUEST']._serialized_end=581
-  _globals['_GETFOLLOWERRESPONSE']._serialized_start=583
-  _globals['_GETFOLLOWERRESPONSE']._serialized_end=678
-  _globals['_FOLLOWINFOREQUEST']._serialized_start=680
-  _globals['_FOLLOWINFOREQUEST']._serialized_end=735
-  _globals['_FOLLOWINFORESPONSE']._serialized_start=737
-  _globals['_FOLLOWINFORESPONSE']._serialized_end=797
-  _globals['_GETFOLLOWSTATICREQUEST']._serialized_start=799
-  _globals['_GETFOLLOWSTATICREQUEST']._serialized_end=836
-  _globals['_GETFOLLOWSTATICRESPONSE']._serialized_start=838
-  _globals['_GETFOLLOWSTATICRESPONSE']._serialized_end=911
-  _globals['_FOLLOWSERVICE']._serialized_start=914
-  _globals['_FOLLOWSERVICE']._serialized_end=1508
+  _globals['_ERRORREASON']._serialized_start=951
+  _globals['_ERRORREASON']._serialized_end=1112
+  _globals['_FOLLOWRELATION']._serialized_start=88
+  _globals['_FOLLOWRELATION']._serialized_end=158
+  _globals['_FOLLOWSTATIC']._serialized_start=160
+  _globals['_FOLLOWSTATIC']._serialized_end=225
+  _globals['_FOLLOWREQUEST']._serialized_start=227
+  _globals['_FOLLOWREQUEST']._serialized_end=278
+  _globals['_FOLLOWRESPONSE']._serialized_start=280
+  _globals['_FOLLOWRESPONSE']._serialized_end=296
+  _globals['_CANCELFOLLOWREQUEST']._serialized_start=298
+  _globals['_CANCELFOLLOWREQUEST']._serialized_end=355
+  _globals['_CANCELFOLLOWRESPONSE']._serialized_start=357
+  _globals['_CANCELFOLLOWRESPONSE']._serialized_end=379
+  _globals['_GETFOLLOWEEREQUEST']._serialized_start=381
+  _globals['_GETFOLLOWEEREQUEST']._serialized_end=450
+  _globals['_GETFOLLOWEERESPONSE']._serialized_start=452
+  _globals['_GETFOLLOWEERESPONSE']._serialized_end=547
+  _globals['_GETFOLLOWERREQUEST']._serialized_start=549
+  _globals['_GETFOLLOWERREQUEST']._serialized_end=618
+  _globals['_GETFOLLOWERRESPONSE']._serialized_start=620
+  _globals['_GETFOLLOWERRESPONSE']._serialized_end=715
+  _globals['_FOLLOWINFOREQUEST']._serialized_start=717
+  _globals['_FOLLOWINFOREQUEST']._serialized_end=772
+  _globals['_FOLLOWINFORESPONSE']._serialized_start=774
+  _globals['_FOLLOWINFORESPONSE']._serialized_end=834
+  _globals['_GETFOLLOWSTATICREQUEST']._serialized_start=836
+  _globals['_GETFOLLOWSTATICREQUEST']._serialized_end=873
+  _globals['_GETFOLLOWSTATICRESPONSE']._serialized_start=875
+  _globals['_GETFOLLOWSTATICRESPONSE']._serialized_end=948
+  _globals['_FOLLOWSERVICE']._serialized_start=1115
+  _globals['_FOLLOWSERVICE']._serialized_end=1709
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,39 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    FOLLOW_INVALID_USER: _ErrorReason.ValueType  # 1
+    """INVALID_ARGUMENT."""
+    FOLLOW_SELF: _ErrorReason.ValueType  # 2
+    """INVALID_ARGUMENT: a user cannot follow themselves."""
+    FOLLOW_INVALID_PAGE: _ErrorReason.ValueType  # 3
+    """INVALID_ARGUMENT."""
+    FOLLOW_CONCURRENT_CONFLICT: _ErrorReason.ValueType  # 4
+    """UNAVAILABLE: concurrent writes kept colliding; retry."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Business reasons of the follow service's errors. An error carries google.rpc.ErrorInfo with
+    reason = a value's name and domain = error_domain; the comment before each value names
+    its gRPC status. Names are a compatibility contract: add values, never rename one.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+FOLLOW_INVALID_USER: ErrorReason.ValueType  # 1
+"""INVALID_ARGUMENT."""
+FOLLOW_SELF: ErrorReason.ValueType  # 2
+"""INVALID_ARGUMENT: a user cannot follow themselves."""
+FOLLOW_INVALID_PAGE: ErrorReason.ValueType  # 3
+"""INVALID_ARGUMENT."""
+FOLLOW_CONCURRENT_CONFLICT: ErrorReason.ValueType  # 4
+"""UNAVAILABLE: concurrent writes kept colliding; retry."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
 class FollowRelation(_message.Message):

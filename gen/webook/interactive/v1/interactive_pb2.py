@@ -22,15 +22,18 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'webook/interactive/v1/interactive.proto\x12\x15webook.interactive.v1\"\x85\x01\n\x0bInteractive\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x10\n\x08read_cnt\x18\x03 \x01(\x03\x12\x10\n\x08like_cnt\x18\x04 \x01(\x03\x12\x13\n\x0b\x63ollect_cnt\x18\x05 \x01(\x03\x12\r\n\x05liked\x18\x06 \x01(\x08\x12\x11\n\tcollected\x18\x07 \x01(\x08\"1\n\x12IncrReadCntRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\"\x15\n\x13IncrReadCntResponse\"7\n\x0bLikeRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\"\x0e\n\x0cLikeResponse\"=\n\x11\x43\x61ncelLikeRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\"\x14\n\x12\x43\x61ncelLikeResponse\"G\n\x0e\x43ollectRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\x12\x0b\n\x03\x63id\x18\x04 \x01(\x03\"\x11\n\x0f\x43ollectResponse\"@\n\x14\x43\x61ncelCollectRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\"\x17\n\x15\x43\x61ncelCollectResponse\"6\n\nGetRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\"?\n\x0bGetResponse\x12\x30\n\x04intr\x18\x01 \x01(\x0b\x32\".webook.interactive.v1.Interactive\"/\n\x0fGetByIdsRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0f\n\x07\x62iz_ids\x18\x02 \x03(\x03\"\xa7\x01\n\x10GetByIdsResponse\x12\x41\n\x05intrs\x18\x01 \x03(\x0b\x32\x32.webook.interactive.v1.GetByIdsResponse.IntrsEntry\x1aP\n\nIntrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".webook.interactive.v1.Interactive:\x02\x38\x01\x32\xbd\x05\n\x12InteractiveService\x12\x64\n\x0bIncrReadCnt\x12).webook.interactive.v1.IncrReadCntRequest\x1a*.webook.interactive.v1.IncrReadCntResponse\x12T\n\x04Like\x12\".webook.interactive.v1.LikeRequest\x1a#.webook.interactive.v1.LikeResponse\"\x03\x90\x02\x02\x12\x66\n\nCancelLike\x12(.webook.interactive.v1.CancelLikeRequest\x1a).webook.interactive.v1.CancelLikeResponse\"\x03\x90\x02\x02\x12]\n\x07\x43ollect\x12%.webook.interactive.v1.CollectRequest\x1a&.webook.interactive.v1.CollectResponse\"\x03\x90\x02\x02\x12o\n\rCancelCollect\x12+.webook.interactive.v1.CancelCollectRequest\x1a,.webook.interactive.v1.CancelCollectResponse\"\x03\x90\x02\x02\x12Q\n\x03Get\x12!.webook.interactive.v1.GetRequest\x1a\".webook.interactive.v1.GetResponse\"\x03\x90\x02\x01\x12`\n\x08GetByIds\x12&.webook.interactive.v1.GetByIdsRequest\x1a\'.webook.interactive.v1.GetByIdsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'webook/interactive/v1/interactive.proto\x12\x15webook.interactive.v1\x1a#webook/contracts/v1/contracts.proto\"\x85\x01\n\x0bInteractive\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x10\n\x08read_cnt\x18\x03 \x01(\x03\x12\x10\n\x08like_cnt\x18\x04 \x01(\x03\x12\x13\n\x0b\x63ollect_cnt\x18\x05 \x01(\x03\x12\r\n\x05liked\x18\x06 \x01(\x08\x12\x11\n\tcollected\x18\x07 \x01(\x08\"1\n\x12IncrReadCntRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\"\x15\n\x13IncrReadCntResponse\"7\n\x0bLikeRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\"\x0e\n\x0cLikeResponse\"=\n\x11\x43\x61ncelLikeRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\"\x14\n\x12\x43\x61ncelLikeResponse\"G\n\x0e\x43ollectRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\x12\x0b\n\x03\x63id\x18\x04 \x01(\x03\"\x11\n\x0f\x43ollectResponse\"@\n\x14\x43\x61ncelCollectRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\"\x17\n\x15\x43\x61ncelCollectResponse\"6\n\nGetRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0e\n\x06\x62iz_id\x18\x02 \x01(\x03\x12\x0b\n\x03uid\x18\x03 \x01(\x03\"?\n\x0bGetResponse\x12\x30\n\x04intr\x18\x01 \x01(\x0b\x32\".webook.interactive.v1.Interactive\"/\n\x0fGetByIdsRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\x0f\n\x07\x62iz_ids\x18\x02 \x03(\x03\"\xa7\x01\n\x10GetByIdsResponse\x12\x41\n\x05intrs\x18\x01 \x03(\x0b\x32\x32.webook.interactive.v1.GetByIdsResponse.IntrsEntry\x1aP\n\nIntrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\".webook.interactive.v1.Interactive:\x02\x38\x01*\x85\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17INTERACTIVE_INVALID_BIZ\x10\x01\x12\x1e\n\x1aINTERACTIVE_INVALID_BIZ_ID\x10\x02\x12\x1c\n\x18INTERACTIVE_INVALID_USER\x10\x03\x12\"\n\x1eINTERACTIVE_INVALID_COLLECTION\x10\x04\x12\x1c\n\x18INTERACTIVE_TOO_MANY_IDS\x10\x05\x12#\n\x1fINTERACTIVE_CONCURRENT_CONFLICT\x10\x06\x1a\x16\xd2\xf3\x18\x12interactive.webook2\xbd\x05\n\x12InteractiveService\x12\x64\n\x0bIncrReadCnt\x12).webook.interactive.v1.IncrReadCntRequest\x1a*.webook.interactive.v1.IncrReadCntResponse\x12T\n\x04Like\x12\".webook.interactive.v1.LikeRequest\x1a#.webook.interactive.v1.LikeResponse\"\x03\x90\x02\x02\x12\x66\n\nCancelLike\x12(.webook.interactive.v1.CancelLikeRequest\x1a).webook.interactive.v1.CancelLikeResponse\"\x03\x90\x02\x02\x12]\n\x07\x43ollect\x12%.webook.interactive.v1.CollectRequest\x1a&.webook.interactive.v1.CollectResponse\"\x03\x90\x02\x02\x12o\n\rCancelCollect\x12+.webook.interactive.v1.CancelCollectRequest\x1a,.webook.interactive.v1.CancelCollectResponse\"\x03\x90\x02\x02\x12Q\n\x03Get\x12!.webook.interactive.v1.GetRequest\x1a\".webook.interactive.v1.GetResponse\"\x03\x90\x02\x01\x12`\n\x08GetByIds\x12&.webook.interactive.v1.GetByIdsRequest\x1a\'.webook.interactive.v1.GetByIdsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'webook.interactive.v1.interactive_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORREASON']._loaded_options = None
+  _globals['_ERRORREASON']._serialized_options = b'\322\363\030\022interactive.webook'
   _globals['_GETBYIDSRESPONSE_INTRSENTRY']._loaded_options = None
   _globals['_GETBYIDSRESPONSE_INTRSENTRY']._serialized_options = b'8\001'
   _globals['_INTERACTIVESERVICE'].methods_by_name['Like']._loaded_options = None
@@ -45,38 +48,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTERACTIVESERVICE'].methods_by_name['Get']._serialized_options = b'\220\002\001'
   _globals['_INTERACTIVESERVICE'].methods_by_name['GetByIds']._loaded_options = None
   _globals['_INTERACTIVESERVICE'].methods_by_name['GetByIds']._serialized_options = b'\220\002\001'
-  _globals['_INTERACTIVE']._serialized_start=67
-  _globals['_INTERACTIVE']._serialized_end=200
-  _globals['_INCRREADCNTREQUEST']._serialized_start=202
-  _globals['_INCRREADCNTREQUEST']._serialized_end=251
-  _globals['_INCRREADCNTRESPONSE']._serialized_start=253
-  _globals['_INCRREADCNTRESPONSE']._serialized_end=274
-  _globals['_LIKEREQUEST']._serialized_start=276
-  _globals['_LIKEREQUEST']._serialized_end=331
-  _globals['_LIKERESPONSE']._serialized_start=333
-  _globals['_LIKERESPONSE']._serialized_end=347
-  _globals['_CANCELLIKEREQUEST']._serialized_start=349
-  _globals['_CANCELLIKEREQUEST']._serialized_end=410
-  _globals['_CANCELLIKERESPONSE']._serialized_start=412
-  _globals['_CANCELLIKERESPONSE']._serialized_end=432
-  _globals['_COLLECTREQUEST']._serialized_start=434
-  _globals['_COLLECTREQUEST']._serialized_end=505
-  _globals['_COLLECTRESPONSE']._serialized_start=507
-  _globals['_COLLECTRESPONSE']._serialized_end=524
-  _globals['_CANCELCOLLECTREQUEST']._serialized_start=526
-  _globals['_CANCELCOLLECTREQUEST']._serialized_end=590
-  _globals['_CANCELCOLLECTRESPONSE']._serialized_start=592
-  _globals['_CANCELCOLLECTRESPONSE']._serialized_end=615
-  _globals['_GETREQUEST']._serialized_start=617
-  _globals['_GETREQUEST']._serialized_end=671
-  _globals['_GETRESPONSE']._serialized_start=673
-  _globals['_GETRESPONSE']._serialized_end=736
-  _globals['_GETBYIDSREQUEST']._serialized_start=738
-  _globals['_GETBYIDSREQUEST']._serialized_end=785
-  _globals['_GETBYIDSRESPONSE']._serialized_start=788
-  _globals['_GETBYIDSRESPONSE']._serialized_end=955
-  _globals['_GETBYIDSRESPONSE_INTRSENTRY']._serialized_start=875
-  _globals['_GETBYIDSRESPONSE_INTRSENTRY']._serialized_end=955
-  _globals['_INTERACTIVESERVICE']._serialized_start=958
-  _globals['_INTERACTIVESERVICE']._serialized_end=1659
+  _globals['_ERRORREASON']._serialized_start=995
+  _globals['_ERRORREASON']._serialized_end=1256
+  _globals['_INTERACTIVE']._serialized_start=104
+  _globals['_INTERACTIVE']._serialized_end=237
+  _globals['_INCRREADCNTREQUEST']._serialized_start=239
+  _globals['_INCRREADCNTREQUEST']._serialized_end=288
+  _globals['_INCRREADCNTRESPONSE']._serialized_start=290
+  _globals['_INCRREADCNTRESPONSE']._serialized_end=311
+  _globals['_LIKEREQUEST']._serialized_start=313
+  _globals['_LIKEREQUEST']._serialized_end=368
+  _globals['_LIKERESPONSE']._serialized_start=370
+  _globals['_LIKERESPONSE']._serialized_end=384
+  _globals['_CANCELLIKEREQUEST']._serialized_start=386
+  _globals['_CANCELLIKEREQUEST']._serialized_end=447
+  _globals['_CANCELLIKERESPONSE']._serialized_start=449
+  _globals['_CANCELLIKERESPONSE']._serialized_end=469
+  _globals['_COLLECTREQUEST']._serialized_start=471
+  _globals['_COLLECTREQUEST']._serialized_end=542
+  _globals['_COLLECTRESPONSE']._serialized_start=544
+  _globals['_COLLECTRESPONSE']._serialized_end=561
+  _globals['_CANCELCOLLECTREQUEST']._serialized_start=563
+  _globals['_CANCELCOLLECTREQUEST']._serialized_end=627
+  _globals['_CANCELCOLLECTRESPONSE']._serialized_start=629
+  _globals['_CANCELCOLLECTRESPONSE']._serialized_end=652
+  _globals['_GETREQUEST']._serialized_start=654
+  _globals['_GETREQUEST']._serialized_end=708
+  _globals['_GETRESPONSE']._serialized_start=710
+  _globals['_GETRESPONSE']._serialized_end=773
+  _globals['_GETBYIDSREQUEST']._serialized_start=775
+  _globals['_GETBYIDSREQUEST']._serialized_end=822
+  _globals['_GETBYIDSRESPONSE']._serialized_start=825
+  _globals['_GETBYIDSRESPONSE']._serialized_end=992
+  _globals['_GETBYIDSRESPONSE_INTRSENTRY']._serialized_start=912
+  _globals['_GETBYIDSRESPONSE_INTRSENTRY']._serialized_end=992
+  _globals['_INTERACTIVESERVICE']._serialized_start=1259
+  _globals['_INTERACTIVESERVICE']._serialized_end=1960
 # @@protoc_insertion_point(module_scope)

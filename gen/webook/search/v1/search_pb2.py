@@ -22,15 +22,18 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/search/v1/search.proto\x12\x10webook.search.v1\"\xbc\x01\n\x03Hit\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.webook.search.v1.DocType\x12\n\n\x02id\x18\x02 \x01(\x03\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07snippet\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x17\n\x0ftitle_highlight\x18\x06 \x01(\t\x12\x11\n\tauthor_id\x18\x07 \x01(\x03\x12\x13\n\x0b\x61uthor_name\x18\x08 \x01(\t\x12\x10\n\x08utime_ms\x18\t \x01(\x03\"f\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.webook.search.v1.DocType\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12\r\n\x05limit\x18\x04 \x01(\x05\"D\n\x0eSearchResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.webook.search.v1.Hit\x12\r\n\x05total\x18\x02 \x01(\x03\"\x82\x01\n\nArticleDoc\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\x12\x13\n\x0b\x61uthor_name\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\x05\x12\x10\n\x08utime_ms\x18\x07 \x01(\x03\"9\n\x07UserDoc\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x03 \x01(\t\"D\n\x13InputArticleRequest\x12-\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x1c.webook.search.v1.ArticleDoc\"\x16\n\x14InputArticleResponse\";\n\x10InputUserRequest\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x19.webook.search.v1.UserDoc\"\x13\n\x11InputUserResponse\"\"\n\x14\x44\x65leteArticleRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x17\n\x15\x44\x65leteArticleResponse*L\n\x07\x44ocType\x12\x18\n\x14\x44OC_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44OC_TYPE_ARTICLE\x10\x01\x12\x11\n\rDOC_TYPE_USER\x10\x02\x32\x61\n\rSearchService\x12P\n\x06Search\x12\x1f.webook.search.v1.SearchRequest\x1a .webook.search.v1.SearchResponse\"\x03\x90\x02\x01\x32\xb3\x02\n\x0bSyncService\x12\x62\n\x0cInputArticle\x12%.webook.search.v1.InputArticleRequest\x1a&.webook.search.v1.InputArticleResponse\"\x03\x90\x02\x02\x12Y\n\tInputUser\x12\".webook.search.v1.InputUserRequest\x1a#.webook.search.v1.InputUserResponse\"\x03\x90\x02\x02\x12\x65\n\rDeleteArticle\x12&.webook.search.v1.DeleteArticleRequest\x1a\'.webook.search.v1.DeleteArticleResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/search/v1/search.proto\x12\x10webook.search.v1\x1a#webook/contracts/v1/contracts.proto\"\xbc\x01\n\x03Hit\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.webook.search.v1.DocType\x12\n\n\x02id\x18\x02 \x01(\x03\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07snippet\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x17\n\x0ftitle_highlight\x18\x06 \x01(\t\x12\x11\n\tauthor_id\x18\x07 \x01(\x03\x12\x13\n\x0b\x61uthor_name\x18\x08 \x01(\t\x12\x10\n\x08utime_ms\x18\t \x01(\x03\"f\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.webook.search.v1.DocType\x12\x0e\n\x06offset\x18\x03 \x01(\x05\x12\r\n\x05limit\x18\x04 \x01(\x05\"D\n\x0eSearchResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.webook.search.v1.Hit\x12\r\n\x05total\x18\x02 \x01(\x03\"\x82\x01\n\nArticleDoc\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\x12\x13\n\x0b\x61uthor_name\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\x05\x12\x10\n\x08utime_ms\x18\x07 \x01(\x03\"9\n\x07UserDoc\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x03 \x01(\t\"D\n\x13InputArticleRequest\x12-\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x1c.webook.search.v1.ArticleDoc\"\x16\n\x14InputArticleResponse\";\n\x10InputUserRequest\x12\'\n\x04user\x18\x01 \x01(\x0b\x32\x19.webook.search.v1.UserDoc\"\x13\n\x11InputUserResponse\"\"\n\x14\x44\x65leteArticleRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x17\n\x15\x44\x65leteArticleResponse*\xcb\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14SEARCH_INVALID_QUERY\x10\x01\x12\x17\n\x13SEARCH_INVALID_PAGE\x10\x02\x12\x1b\n\x17SEARCH_INVALID_DOCUMENT\x10\x03\x12\x1c\n\x18SEARCH_INDEX_UNAVAILABLE\x10\x04\x12\x1d\n\x19SEARCH_SOURCE_UNAVAILABLE\x10\x05\x1a\x11\xd2\xf3\x18\rsearch.webook*L\n\x07\x44ocType\x12\x18\n\x14\x44OC_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44OC_TYPE_ARTICLE\x10\x01\x12\x11\n\rDOC_TYPE_USER\x10\x02\x32\x61\n\rSearchService\x12P\n\x06Search\x12\x1f.webook.search.v1.SearchRequest\x1a .webook.search.v1.SearchResponse\"\x03\x90\x02\x01\x32\xb3\x02\n\x0bSyncService\x12\x62\n\x0cInputArticle\x12%.webook.search.v1.InputArticleRequest\x1a&.webook.search.v1.InputArticleResponse\"\x03\x90\x02\x02\x12Y\n\tInputUser\x12\".webook.search.v1.InputUserRequest\x1a#.webook.search.v1.InputUserResponse\"\x03\x90\x02\x02\x12\x65\n\rDeleteArticle\x12&.webook.search.v1.DeleteArticleRequest\x1a\'.webook.search.v1.DeleteArticleResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'webook.search.v1.search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORREASON']._loaded_options = None
+  _globals['_ERRORREASON']._serialized_options = b'\322\363\030\rsearch.webook'
   _globals['_SEARCHSERVICE'].methods_by_name['Search']._loaded_options = None
   _globals['_SEARCHSERVICE'].methods_by_name['Search']._serialized_options = b'\220\002\001'
   _globals['_SYNCSERVICE'].methods_by_name['InputArticle']._loaded_options = None
@@ -39,32 +42,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNCSERVICE'].methods_by_name['InputUser']._serialized_options = b'\220\002\002'
   _globals['_SYNCSERVICE'].methods_by_name['DeleteArticle']._loaded_options = None
   _globals['_SYNCSERVICE'].methods_by_name['DeleteArticle']._serialized_options = b'\220\002\002'
-  _globals['_DOCTYPE']._serialized_start=845
-  _globals['_DOCTYPE']._serialized_end=921
-  _globals['_HIT']._serialized_start=52
-  _globals['_HIT']._serialized_end=240
-  _globals['_SEARCHREQUEST']._serialized_start=242
-  _globals['_SEARCHREQUEST']._serialized_end=344
-  _globals['_SEARCHRESPONSE']._serialized_start=346
-  _globals['_SEARCHRESPONSE']._serialized_end=414
-  _globals['_ARTICLEDOC']._serialized_start=417
-  _globals['_ARTICLEDOC']._serialized_end=547
-  _globals['_USERDOC']._serialized_start=549
-  _globals['_USERDOC']._serialized_end=606
-  _globals['_INPUTARTICLEREQUEST']._serialized_start=608
-  _globals['_INPUTARTICLEREQUEST']._serialized_end=676
-  _globals['_INPUTARTICLERESPONSE']._serialized_start=678
-  _globals['_INPUTARTICLERESPONSE']._serialized_end=700
-  _globals['_INPUTUSERREQUEST']._serialized_start=702
-  _globals['_INPUTUSERREQUEST']._serialized_end=761
-  _globals['_INPUTUSERRESPONSE']._serialized_start=763
-  _globals['_INPUTUSERRESPONSE']._serialized_end=782
-  _globals['_DELETEARTICLEREQUEST']._serialized_start=784
-  _globals['_DELETEARTICLEREQUEST']._serialized_end=818
-  _globals['_DELETEARTICLERESPONSE']._serialized_start=820
-  _globals['_DELETEARTICLERESPONSE']._serialized_end=843
-  _globals['_SEARCHSERVICE']._serialized_start=923
-  _globals['_SEARCHSERVICE']._serialized_end=1020
-  _globals['_SYNCSERVICE']._serialized_start=1023
-  _globals['_SYNCSERVICE']._serialized_end=1330
+  _globals['_ERRORREASON']._serialized_start=883
+  _globals['_ERRORREASON']._serialized_end=1086
+  _globals['_DOCTYPE']._serialized_start=1088
+  _globals['_DOCTYPE']._serialized_end=1164
+  _globals['_HIT']._serialized_start=89
+  _globals['_HIT']._serialized_end=277
+  _globals['_SEARCHREQUEST']._serialized_start=279
+  _globals['_SEARCHREQUEST']._serialized_end=381
+  _globals['_SEARCHRESPONSE']._serialized_start=383
+  _globals['_SEARCHRESPONSE']._serialized_end=451
+  _globals['_ARTICLEDOC']._serialized_start=454
+  _globals['_ARTICLEDOC']._serialized_end=584
+  _globals['_USERDOC']._serialized_start=586
+  _globals['_USERDOC']._serialized_end=643
+  _globals['_INPUTARTICLEREQUEST']._serialized_start=645
+  _globals['_INPUTARTICLEREQUEST']._serialized_end=713
+  _globals['_INPUTARTICLERESPONSE']._serialized_start=715
+  _globals['_INPUTARTICLERESPONSE']._serialized_end=737
+  _globals['_INPUTUSERREQUEST']._serialized_start=739
+  _globals['_INPUTUSERREQUEST']._serialized_end=798
+  _globals['_INPUTUSERRESPONSE']._serialized_start=800
+  _globals['_INPUTUSERRESPONSE']._serialized_end=819
+  _globals['_DELETEARTICLEREQUEST']._serialized_start=821
+  _globals['_DELETEARTICLEREQUEST']._serialized_end=855
+  _globals['_DELETEARTICLERESPONSE']._serialized_start=857
+  _globals['_DELETEARTICLERESPONSE']._serialized_end=880
+  _globals['_SEARCHSERVICE']._serialized_start=1166
+  _globals['_SEARCHSERVICE']._serialized_end=1263
+  _globals['_SYNCSERVICE']._serialized_start=1266
+  _globals['_SYNCSERVICE']._serialized_end=1573
 # @@protoc_insertion_point(module_scope)

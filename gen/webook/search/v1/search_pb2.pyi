@@ -19,6 +19,43 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    SEARCH_INVALID_QUERY: _ErrorReason.ValueType  # 1
+    """INVALID_ARGUMENT."""
+    SEARCH_INVALID_PAGE: _ErrorReason.ValueType  # 2
+    """INVALID_ARGUMENT."""
+    SEARCH_INVALID_DOCUMENT: _ErrorReason.ValueType  # 3
+    """INVALID_ARGUMENT."""
+    SEARCH_INDEX_UNAVAILABLE: _ErrorReason.ValueType  # 4
+    """UNAVAILABLE: the index could not be read or written."""
+    SEARCH_SOURCE_UNAVAILABLE: _ErrorReason.ValueType  # 5
+    """UNAVAILABLE: a reindex could not read the article or user service."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Business reasons of the search service's errors. An error carries google.rpc.ErrorInfo with
+    reason = a value's name and domain = error_domain; the comment before each value names
+    its gRPC status. Names are a compatibility contract: add values, never rename one.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+SEARCH_INVALID_QUERY: ErrorReason.ValueType  # 1
+"""INVALID_ARGUMENT."""
+SEARCH_INVALID_PAGE: ErrorReason.ValueType  # 2
+"""INVALID_ARGUMENT."""
+SEARCH_INVALID_DOCUMENT: ErrorReason.ValueType  # 3
+"""INVALID_ARGUMENT."""
+SEARCH_INDEX_UNAVAILABLE: ErrorReason.ValueType  # 4
+"""UNAVAILABLE: the index could not be read or written."""
+SEARCH_SOURCE_UNAVAILABLE: ErrorReason.ValueType  # 5
+"""UNAVAILABLE: a reindex could not read the article or user service."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
+
 class _DocType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

@@ -22,29 +22,34 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17webook/sms/v1/sms.proto\x12\rwebook.sms.v1\"p\n\x0bSendRequest\x12\x0e\n\x06tpl_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x0f\n\x07numbers\x18\x03 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x19\n\x11valid_for_seconds\x18\x05 \x01(\x05\"^\n\x0cSendResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.webook.sms.v1.SendStatus\x12\x11\n\trecord_id\x18\x02 \x01(\x03\x12\x10\n\x08provider\x18\x03 \x01(\t\"\xfd\x01\n\nSendRecord\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0e\n\x06tpl_id\x18\x03 \x01(\t\x12\x0f\n\x07numbers\x18\x04 \x03(\t\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.webook.sms.v1.SendStatus\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x10\n\x08\x63time_ms\x18\t \x01(\x03\x12\x10\n\x08utime_ms\x18\n \x01(\x03\x12\x12\n\nlatency_ms\x18\x0b \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\"\xbf\x01\n\x16ListSendRecordsRequest\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.webook.sms.v1.SendStatus\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x05 \x01(\x03\x12\r\n\x05phone\x18\x06 \x01(\t\x12\x0e\n\x06tpl_id\x18\x07 \x01(\t\x12\x0f\n\x07\x66rom_ms\x18\x08 \x01(\x03\x12\r\n\x05to_ms\x18\t \x01(\x03J\x04\x08\x03\x10\x04R\x06min_id\"Z\n\x17ListSendRecordsResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.webook.sms.v1.SendRecord\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03*\x89\x01\n\nSendStatus\x12\x1b\n\x17SEND_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10SEND_STATUS_SENT\x10\x01\x12\x17\n\x13SEND_STATUS_WAITING\x10\x02\x12\x17\n\x13SEND_STATUS_SENDING\x10\x03\x12\x16\n\x12SEND_STATUS_FAILED\x10\x04\x32\xb4\x01\n\nSmsService\x12?\n\x04Send\x12\x1a.webook.sms.v1.SendRequest\x1a\x1b.webook.sms.v1.SendResponse\x12\x65\n\x0fListSendRecords\x12%.webook.sms.v1.ListSendRecordsRequest\x1a&.webook.sms.v1.ListSendRecordsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17webook/sms/v1/sms.proto\x12\rwebook.sms.v1\x1a#webook/contracts/v1/contracts.proto\"p\n\x0bSendRequest\x12\x0e\n\x06tpl_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x0f\n\x07numbers\x18\x03 \x03(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x19\n\x11valid_for_seconds\x18\x05 \x01(\x05\"^\n\x0cSendResponse\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.webook.sms.v1.SendStatus\x12\x11\n\trecord_id\x18\x02 \x01(\x03\x12\x10\n\x08provider\x18\x03 \x01(\t\"\xfd\x01\n\nSendRecord\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\x0e\n\x06tpl_id\x18\x03 \x01(\t\x12\x0f\n\x07numbers\x18\x04 \x03(\t\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.webook.sms.v1.SendStatus\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x10\n\x08\x63time_ms\x18\t \x01(\x03\x12\x10\n\x08utime_ms\x18\n \x01(\x03\x12\x12\n\nlatency_ms\x18\x0b \x01(\x05\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\"\xbf\x01\n\x16ListSendRecordsRequest\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.webook.sms.v1.SendStatus\x12\x0e\n\x06\x63\x61ller\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x05 \x01(\x03\x12\r\n\x05phone\x18\x06 \x01(\t\x12\x0e\n\x06tpl_id\x18\x07 \x01(\t\x12\x0f\n\x07\x66rom_ms\x18\x08 \x01(\x03\x12\r\n\x05to_ms\x18\t \x01(\x03J\x04\x08\x03\x10\x04R\x06min_id\"Z\n\x17ListSendRecordsResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.webook.sms.v1.SendRecord\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\x03*\xcf\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14SMS_INVALID_TEMPLATE\x10\x01\x12\x14\n\x10SMS_INVALID_ARGS\x10\x02\x12\x15\n\x11SMS_INVALID_PHONE\x10\x03\x12\x18\n\x14SMS_TOO_MANY_NUMBERS\x10\x04\x12\x1f\n\x1bSMS_INVALID_IDEMPOTENCY_KEY\x10\x05\x12\x15\n\x11SMS_INVALID_QUERY\x10\x06\x12\x17\n\x13SMS_UNAUTHENTICATED\x10\x07\x12\x1c\n\x18SMS_TEMPLATE_NOT_ALLOWED\x10\x08\x12\x1b\n\x17SMS_RECORDS_NOT_ALLOWED\x10\t\x12\x10\n\x0cSMS_REJECTED\x10\n\x12\x13\n\x0fSMS_UNAVAILABLE\x10\x0b\x1a\x0e\xd2\xf3\x18\nsms.webook*\x89\x01\n\nSendStatus\x12\x1b\n\x17SEND_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10SEND_STATUS_SENT\x10\x01\x12\x17\n\x13SEND_STATUS_WAITING\x10\x02\x12\x17\n\x13SEND_STATUS_SENDING\x10\x03\x12\x16\n\x12SEND_STATUS_FAILED\x10\x04\x32\xb4\x01\n\nSmsService\x12?\n\x04Send\x12\x1a.webook.sms.v1.SendRequest\x1a\x1b.webook.sms.v1.SendResponse\x12\x65\n\x0fListSendRecords\x12%.webook.sms.v1.ListSendRecordsRequest\x1a&.webook.sms.v1.ListSendRecordsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'webook.sms.v1.sms_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORREASON']._loaded_options = None
+  _globals['_ERRORREASON']._serialized_options = b'\322\363\030\nsms.webook'
   _globals['_SMSSERVICE'].methods_by_name['ListSendRecords']._loaded_options = None
   _globals['_SMSSERVICE'].methods_by_name['ListSendRecords']._serialized_options = b'\220\002\001'
-  _globals['_SENDSTATUS']._serialized_start=795
-  _globals['_SENDSTATUS']._serialized_end=932
-  _globals['_SENDREQUEST']._serialized_start=42
-  _globals['_SENDREQUEST']._serialized_end=154
-  _globals['_SENDRESPONSE']._serialized_start=156
-  _globals['_SENDRESPONSE']._serialized_end=250
-  _globals['_SENDRECORD']._serialized_start=253
-  _globals['_SENDRECORD']._serialized_end=506
-  _globals['_LISTSENDRECORDSREQUEST']._serialized_start=509
-  _globals['_LISTSENDRECORDSREQUEST']._serialized_end=700
-  _globals['_LISTSENDRECORDSRESPONSE']._serialized_start=702
-  _globals['_LISTSENDRECORDSRESPONSE']._serialized_end=792
-  _globals['_SMSSERVICE']._serialized_start=935
-  _globals['_SMSSERVICE']._serialized_end=1115
+  _globals['_ERRORREASON']._serialized_start=832
+  _globals['_ERRORREASON']._serialized_end=1167
+  _globals['_SENDSTATUS']._serialized_start=1170
+  _globals['_SENDSTATUS']._serialized_end=1307
+  _globals['_SENDREQUEST']._serialized_start=79
+  _globals['_SENDREQUEST']._serialized_end=191
+  _globals['_SENDRESPONSE']._serialized_start=193
+  _globals['_SENDRESPONSE']._serialized_end=287
+  _globals['_SENDRECORD']._serialized_start=290
+  _globals['_SENDRECORD']._serialized_end=543
+  _globals['_LISTSENDRECORDSREQUEST']._serialized_start=546
+  _globals['_LISTSENDRECORDSREQUEST']._serialized_end=737
+  _globals['_LISTSENDRECORDSRESPONSE']._serialized_start=739
+  _globals['_LISTSENDRECORDSRESPONSE']._serialized_end=829
+  _globals['_SMSSERVICE']._serialized_start=1310
+  _globals['_SMSSERVICE']._serialized_end=1490
 # @@protoc_insertion_point(module_scope)

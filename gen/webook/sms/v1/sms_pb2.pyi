@@ -4,13 +4,8 @@ isort:skip_file
 SMS platform: send templated messages through healthy providers, query send records.
 
 Every call carries the caller's token in metadata "authorization: Bearer <token>" (a static
-per-caller token or an HS256 JWT). Errors carry google.rpc.ErrorInfo (domain "sms.webook"):
-  UNAUTHENTICATED    SMS_UNAUTHENTICATED
-  PERMISSION_DENIED  SMS_TEMPLATE_NOT_ALLOWED, SMS_RECORDS_NOT_ALLOWED
-  INVALID_ARGUMENT   SMS_INVALID_TEMPLATE, SMS_INVALID_ARGS, SMS_INVALID_PHONE,
-                     SMS_TOO_MANY_NUMBERS, SMS_INVALID_IDEMPOTENCY_KEY, SMS_INVALID_QUERY
-  FAILED_PRECONDITION SMS_REJECTED (a provider refused the message itself; not queued)
-  UNAVAILABLE        SMS_UNAVAILABLE (the message could neither be sent nor queued)
+per-caller token or an HS256 JWT). Errors carry google.rpc.ErrorInfo with the reasons of
+enum ErrorReason.
 """
 
 from collections import abc as _abc
@@ -28,6 +23,67 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    SMS_INVALID_TEMPLATE: _ErrorReason.ValueType  # 1
+    """INVALID_ARGUMENT."""
+    SMS_INVALID_ARGS: _ErrorReason.ValueType  # 2
+    """INVALID_ARGUMENT."""
+    SMS_INVALID_PHONE: _ErrorReason.ValueType  # 3
+    """INVALID_ARGUMENT."""
+    SMS_TOO_MANY_NUMBERS: _ErrorReason.ValueType  # 4
+    """INVALID_ARGUMENT."""
+    SMS_INVALID_IDEMPOTENCY_KEY: _ErrorReason.ValueType  # 5
+    """INVALID_ARGUMENT."""
+    SMS_INVALID_QUERY: _ErrorReason.ValueType  # 6
+    """INVALID_ARGUMENT."""
+    SMS_UNAUTHENTICATED: _ErrorReason.ValueType  # 7
+    """UNAUTHENTICATED: the caller's token is missing, unknown, forged or expired."""
+    SMS_TEMPLATE_NOT_ALLOWED: _ErrorReason.ValueType  # 8
+    """PERMISSION_DENIED."""
+    SMS_RECORDS_NOT_ALLOWED: _ErrorReason.ValueType  # 9
+    """PERMISSION_DENIED."""
+    SMS_REJECTED: _ErrorReason.ValueType  # 10
+    """FAILED_PRECONDITION: a provider refused the message itself; not queued."""
+    SMS_UNAVAILABLE: _ErrorReason.ValueType  # 11
+    """UNAVAILABLE: the message could neither be sent nor queued."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Business reasons of SmsService's errors. An error carries google.rpc.ErrorInfo with
+    reason = a value's name and domain = error_domain; the comment before each value names
+    its gRPC status. Names are a compatibility contract: add values, never rename one.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+SMS_INVALID_TEMPLATE: ErrorReason.ValueType  # 1
+"""INVALID_ARGUMENT."""
+SMS_INVALID_ARGS: ErrorReason.ValueType  # 2
+"""INVALID_ARGUMENT."""
+SMS_INVALID_PHONE: ErrorReason.ValueType  # 3
+"""INVALID_ARGUMENT."""
+SMS_TOO_MANY_NUMBERS: ErrorReason.ValueType  # 4
+"""INVALID_ARGUMENT."""
+SMS_INVALID_IDEMPOTENCY_KEY: ErrorReason.ValueType  # 5
+"""INVALID_ARGUMENT."""
+SMS_INVALID_QUERY: ErrorReason.ValueType  # 6
+"""INVALID_ARGUMENT."""
+SMS_UNAUTHENTICATED: ErrorReason.ValueType  # 7
+"""UNAUTHENTICATED: the caller's token is missing, unknown, forged or expired."""
+SMS_TEMPLATE_NOT_ALLOWED: ErrorReason.ValueType  # 8
+"""PERMISSION_DENIED."""
+SMS_RECORDS_NOT_ALLOWED: ErrorReason.ValueType  # 9
+"""PERMISSION_DENIED."""
+SMS_REJECTED: ErrorReason.ValueType  # 10
+"""FAILED_PRECONDITION: a provider refused the message itself; not queued."""
+SMS_UNAVAILABLE: ErrorReason.ValueType  # 11
+"""UNAVAILABLE: the message could neither be sent nor queued."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _SendStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)

@@ -4,13 +4,8 @@ isort:skip_file
 SMS platform: send templated messages through healthy providers, query send records.
 
 Every call carries the caller's token in metadata "authorization: Bearer <token>" (a static
-per-caller token or an HS256 JWT). Errors carry google.rpc.ErrorInfo (domain "sms.webook"):
-  UNAUTHENTICATED    SMS_UNAUTHENTICATED
-  PERMISSION_DENIED  SMS_TEMPLATE_NOT_ALLOWED, SMS_RECORDS_NOT_ALLOWED
-  INVALID_ARGUMENT   SMS_INVALID_TEMPLATE, SMS_INVALID_ARGS, SMS_INVALID_PHONE,
-                     SMS_TOO_MANY_NUMBERS, SMS_INVALID_IDEMPOTENCY_KEY, SMS_INVALID_QUERY
-  FAILED_PRECONDITION SMS_REJECTED (a provider refused the message itself; not queued)
-  UNAVAILABLE        SMS_UNAVAILABLE (the message could neither be sent nor queued)
+per-caller token or an HS256 JWT). Errors carry google.rpc.ErrorInfo with the reasons of
+enum ErrorReason.
 """
 
 from collections import abc as _abc

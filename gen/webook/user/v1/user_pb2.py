@@ -22,15 +22,18 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19webook/user/v1/user.proto\x12\x0ewebook.user.v1\"\xb6\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\x10\n\x08nickname\x18\x04 \x01(\t\x12\x10\n\x08\x62irthday\x18\x05 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x06 \x01(\t\x12*\n\x06wechat\x18\x07 \x01(\x0b\x32\x1a.webook.user.v1.WechatInfo\x12\x10\n\x08\x63time_ms\x18\x08 \x01(\x03\x12\x10\n\x08utime_ms\x18\t \x01(\x03\"/\n\nWechatInfo\x12\x0f\n\x07open_id\x18\x01 \x01(\t\x12\x10\n\x08union_id\x18\x02 \x01(\t\"0\n\rSignupRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"4\n\x0eSignupResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"3\n\rLoginResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\"\x1c\n\x0eProfileRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"5\n\x0fProfileResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\"a\n\x1dUpdateNonSensitiveInfoRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x10\n\x08\x62irthday\x18\x03 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x04 \x01(\t\"D\n\x1eUpdateNonSensitiveInfoResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\"+\n\x1a\x46indOrCreateByPhoneRequest\x12\r\n\x05phone\x18\x01 \x01(\t\"R\n\x1b\x46indOrCreateByPhoneResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"G\n\x1b\x46indOrCreateByWechatRequest\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x1a.webook.user.v1.WechatInfo\"S\n\x1c\x46indOrCreateByWechatResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1e\n\x0fGetByIdsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x92\x01\n\x10GetByIdsResponse\x12:\n\x05users\x18\x01 \x03(\x0b\x32+.webook.user.v1.GetByIdsResponse.UsersEntry\x1a\x42\n\nUsersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.webook.user.v1.User:\x02\x38\x01\"3\n\x10ListUsersRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"8\n\x11ListUsersResponse\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.webook.user.v1.User2\x88\x06\n\x0bUserService\x12G\n\x06Signup\x12\x1d.webook.user.v1.SignupRequest\x1a\x1e.webook.user.v1.SignupResponse\x12I\n\x05Login\x12\x1c.webook.user.v1.LoginRequest\x1a\x1d.webook.user.v1.LoginResponse\"\x03\x90\x02\x01\x12O\n\x07Profile\x12\x1e.webook.user.v1.ProfileRequest\x1a\x1f.webook.user.v1.ProfileResponse\"\x03\x90\x02\x01\x12|\n\x16UpdateNonSensitiveInfo\x12-.webook.user.v1.UpdateNonSensitiveInfoRequest\x1a..webook.user.v1.UpdateNonSensitiveInfoResponse\"\x03\x90\x02\x02\x12s\n\x13\x46indOrCreateByPhone\x12*.webook.user.v1.FindOrCreateByPhoneRequest\x1a+.webook.user.v1.FindOrCreateByPhoneResponse\"\x03\x90\x02\x02\x12v\n\x14\x46indOrCreateByWechat\x12+.webook.user.v1.FindOrCreateByWechatRequest\x1a,.webook.user.v1.FindOrCreateByWechatResponse\"\x03\x90\x02\x02\x12R\n\x08GetByIds\x12\x1f.webook.user.v1.GetByIdsRequest\x1a .webook.user.v1.GetByIdsResponse\"\x03\x90\x02\x01\x12U\n\tListUsers\x12 .webook.user.v1.ListUsersRequest\x1a!.webook.user.v1.ListUsersResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19webook/user/v1/user.proto\x12\x0ewebook.user.v1\x1a#webook/contracts/v1/contracts.proto\"\xb6\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\x10\n\x08nickname\x18\x04 \x01(\t\x12\x10\n\x08\x62irthday\x18\x05 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x06 \x01(\t\x12*\n\x06wechat\x18\x07 \x01(\x0b\x32\x1a.webook.user.v1.WechatInfo\x12\x10\n\x08\x63time_ms\x18\x08 \x01(\x03\x12\x10\n\x08utime_ms\x18\t \x01(\x03\"/\n\nWechatInfo\x12\x0f\n\x07open_id\x18\x01 \x01(\t\x12\x10\n\x08union_id\x18\x02 \x01(\t\"0\n\rSignupRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"4\n\x0eSignupResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"3\n\rLoginResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\"\x1c\n\x0eProfileRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"5\n\x0fProfileResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\"a\n\x1dUpdateNonSensitiveInfoRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x10\n\x08\x62irthday\x18\x03 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x04 \x01(\t\"D\n\x1eUpdateNonSensitiveInfoResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\"+\n\x1a\x46indOrCreateByPhoneRequest\x12\r\n\x05phone\x18\x01 \x01(\t\"R\n\x1b\x46indOrCreateByPhoneResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"G\n\x1b\x46indOrCreateByWechatRequest\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x1a.webook.user.v1.WechatInfo\"S\n\x1c\x46indOrCreateByWechatResponse\x12\"\n\x04user\x18\x01 \x01(\x0b\x32\x14.webook.user.v1.User\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1e\n\x0fGetByIdsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x92\x01\n\x10GetByIdsResponse\x12:\n\x05users\x18\x01 \x03(\x0b\x32+.webook.user.v1.GetByIdsResponse.UsersEntry\x1a\x42\n\nUsersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.webook.user.v1.User:\x02\x38\x01\"3\n\x10ListUsersRequest\x12\x10\n\x08\x61\x66ter_id\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x05\"8\n\x11ListUsersResponse\x12#\n\x05users\x18\x01 \x03(\x0b\x32\x14.webook.user.v1.User*\xa3\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12USER_INVALID_EMAIL\x10\x01\x12\x16\n\x12USER_WEAK_PASSWORD\x10\x02\x12\x1a\n\x16USER_PASSWORD_TOO_LONG\x10\x03\x12\x19\n\x15USER_INVALID_NICKNAME\x10\x04\x12\x19\n\x15USER_INVALID_BIRTHDAY\x10\x05\x12\x19\n\x15USER_INVALID_ABOUT_ME\x10\x06\x12\x16\n\x12USER_INVALID_PHONE\x10\x07\x12\x1c\n\x18USER_INVALID_WECHAT_INFO\x10\x08\x12\x15\n\x11USER_TOO_MANY_IDS\x10\t\x12\x15\n\x11USER_INVALID_PAGE\x10\n\x12\x12\n\x0eUSER_NOT_FOUND\x10\x0b\x12\x14\n\x10USER_EMAIL_TAKEN\x10\x0c\x12\x1c\n\x18USER_INVALID_CREDENTIALS\x10\r\x12\x1c\n\x18USER_CONCURRENT_CONFLICT\x10\x0e\x1a\x0f\xd2\xf3\x18\x0buser.webook2\x88\x06\n\x0bUserService\x12G\n\x06Signup\x12\x1d.webook.user.v1.SignupRequest\x1a\x1e.webook.user.v1.SignupResponse\x12I\n\x05Login\x12\x1c.webook.user.v1.LoginRequest\x1a\x1d.webook.user.v1.LoginResponse\"\x03\x90\x02\x01\x12O\n\x07Profile\x12\x1e.webook.user.v1.ProfileRequest\x1a\x1f.webook.user.v1.ProfileResponse\"\x03\x90\x02\x01\x12|\n\x16UpdateNonSensitiveInfo\x12-.webook.user.v1.UpdateNonSensitiveInfoRequest\x1a..webook.user.v1.UpdateNonSensitiveInfoResponse\"\x03\x90\x02\x02\x12s\n\x13\x46indOrCreateByPhone\x12*.webook.user.v1.FindOrCreateByPhoneRequest\x1a+.webook.user.v1.FindOrCreateByPhoneResponse\"\x03\x90\x02\x02\x12v\n\x14\x46indOrCreateByWechat\x12+.webook.user.v1.FindOrCreateByWechatRequest\x1a,.webook.user.v1.FindOrCreateByWechatResponse\"\x03\x90\x02\x02\x12R\n\x08GetByIds\x12\x1f.webook.user.v1.GetByIdsRequest\x1a .webook.user.v1.GetByIdsResponse\"\x03\x90\x02\x01\x12U\n\tListUsers\x12 .webook.user.v1.ListUsersRequest\x1a!.webook.user.v1.ListUsersResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'webook.user.v1.user_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ERRORREASON']._loaded_options = None
+  _globals['_ERRORREASON']._serialized_options = b'\322\363\030\013user.webook'
   _globals['_GETBYIDSRESPONSE_USERSENTRY']._loaded_options = None
   _globals['_GETBYIDSRESPONSE_USERSENTRY']._serialized_options = b'8\001'
   _globals['_USERSERVICE'].methods_by_name['Login']._loaded_options = None
@@ -47,44 +50,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['GetByIds']._serialized_options = b'\220\002\001'
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\220\002\001'
-  _globals['_USER']._serialized_start=46
-  _globals['_USER']._serialized_end=228
-  _globals['_WECHATINFO']._serialized_start=230
-  _globals['_WECHATINFO']._serialized_end=277
-  _globals['_SIGNUPREQUEST']._serialized_start=279
-  _globals['_SIGNUPREQUEST']._serialized_end=327
-  _globals['_SIGNUPRESPONSE']._serialized_start=329
-  _globals['_SIGNUPRESPONSE']._serialized_end=381
-  _globals['_LOGINREQUEST']._serialized_start=383
-  _globals['_LOGINREQUEST']._serialized_end=430
-  _globals['_LOGINRESPONSE']._serialized_start=432
-  _globals['_LOGINRESPONSE']._serialized_end=483
-  _globals['_PROFILEREQUEST']._serialized_start=485
-  _globals['_PROFILEREQUEST']._serialized_end=513
-  _globals['_PROFILERESPONSE']._serialized_start=515
-  _globals['_PROFILERESPONSE']._serialized_end=568
-  _globals['_UPDATENONSENSITIVEINFOREQUEST']._serialized_start=570
-  _globals['_UPDATENONSENSITIVEINFOREQUEST']._serialized_end=667
-  _globals['_UPDATENONSENSITIVEINFORESPONSE']._serialized_start=669
-  _globals['_UPDATENONSENSITIVEINFORESPONSE']._serialized_end=737
-  _globals['_FINDORCREATEBYPHONEREQUEST']._serialized_start=739
-  _globals['_FINDORCREATEBYPHONEREQUEST']._serialized_end=782
-  _globals['_FINDORCREATEBYPHONERESPONSE']._serialized_start=784
-  _globals['_FINDORCREATEBYPHONERESPONSE']._serialized_end=866
-  _globals['_FINDORCREATEBYWECHATREQUEST']._serialized_start=868
-  _globals['_FINDORCREATEBYWECHATREQUEST']._serialized_end=939
-  _globals['_FINDORCREATEBYWECHATRESPONSE']._serialized_start=941
-  _globals['_FINDORCREATEBYWECHATRESPONSE']._serialized_end=1024
-  _globals['_GETBYIDSREQUEST']._serialized_start=1026
-  _globals['_GETBYIDSREQUEST']._serialized_end=1056
-  _globals['_GETBYIDSRESPONSE']._serialized_start=1059
-  _globals['_GETBYIDSRESPONSE']._serialized_end=1205
-  _globals['_GETBYIDSRESPONSE_USERSENTRY']._serialized_start=1139
-  _globals['_GETBYIDSRESPONSE_USERSENTRY']._serialized_end=1205
-  _globals['_LISTUSERSREQUEST']._serialized_start=1207
-  _globals['_LISTUSERSREQUEST']._serialized_end=1258
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1260
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1316
-  _globals['_USERSERVICE']._serialized_start=1319
-  _globals['_USERSERVICE']._serialized_end=2095
+  _globals['_ERRORREASON']._serialized_start=1356
+  _globals['_ERRORREASON']._serialized_end=1775
+  _globals['_USER']._serialized_start=83
+  _globals['_USER']._serialized_end=265
+  _globals['_WECHATINFO']._serialized_start=267
+  _globals['_WECHATINFO']._serialized_end=314
+  _globals['_SIGNUPREQUEST']._serialized_start=316
+  _globals['_SIGNUPREQUEST']._serialized_end=364
+  _globals['_SIGNUPRESPONSE']._serialized_start=366
+  _globals['_SIGNUPRESPONSE']._serialized_end=418
+  _globals['_LOGINREQUEST']._serialized_start=420
+  _globals['_LOGINREQUEST']._serialized_end=467
+  _globals['_LOGINRESPONSE']._serialized_start=469
+  _globals['_LOGINRESPONSE']._serialized_end=520
+  _globals['_PROFILEREQUEST']._serialized_start=522
+  _globals['_PROFILEREQUEST']._serialized_end=550
+  _globals['_PROFILERESPONSE']._serialized_start=552
+  _globals['_PROFILERESPONSE']._serialized_end=605
+  _globals['_UPDATENONSENSITIVEINFOREQUEST']._serialized_start=607
+  _globals['_UPDATENONSENSITIVEINFOREQUEST']._serialized_end=704
+  _globals['_UPDATENONSENSITIVEINFORESPONSE']._serialized_start=706
+  _globals['_UPDATENONSENSITIVEINFORESPONSE']._serialized_end=774
+  _globals['_FINDORCREATEBYPHONEREQUEST']._serialized_start=776
+  _globals['_FINDORCREATEBYPHONEREQUEST']._serialized_end=819
+  _globals['_FINDORCREATEBYPHONERESPONSE']._serialized_start=821
+  _globals['_FINDORCREATEBYPHONERESPONSE']._serialized_end=903
+  _globals['_FINDORCREATEBYWECHATREQUEST']._serialized_start=905
+  _globals['_FINDORCREATEBYWECHATREQUEST']._serialized_end=976
+  _globals['_FINDORCREATEBYWECHATRESPONSE']._serialized_start=978
+  _globals['_FINDORCREATEBYWECHATRESPONSE']._serialized_end=1061
+  _globals['_GETBYIDSREQUEST']._serialized_start=1063
+  _globals['_GETBYIDSREQUEST']._serialized_end=1093
+  _globals['_GETBYIDSRESPONSE']._serialized_start=1096
+  _globals['_GETBYIDSRESPONSE']._serialized_end=1242
+  _globals['_GETBYIDSRESPONSE_USERSENTRY']._serialized_start=1176
+  _globals['_GETBYIDSRESPONSE_USERSENTRY']._serialized_end=1242
+  _globals['_LISTUSERSREQUEST']._serialized_start=1244
+  _globals['_LISTUSERSREQUEST']._serialized_end=1295
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1297
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1353
+  _globals['_USERSERVICE']._serialized_start=1778
+  _globals['_USERSERVICE']._serialized_end=2554
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,79 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    USER_INVALID_EMAIL: _ErrorReason.ValueType  # 1
+    """INVALID_ARGUMENT."""
+    USER_WEAK_PASSWORD: _ErrorReason.ValueType  # 2
+    """INVALID_ARGUMENT."""
+    USER_PASSWORD_TOO_LONG: _ErrorReason.ValueType  # 3
+    """INVALID_ARGUMENT."""
+    USER_INVALID_NICKNAME: _ErrorReason.ValueType  # 4
+    """INVALID_ARGUMENT."""
+    USER_INVALID_BIRTHDAY: _ErrorReason.ValueType  # 5
+    """INVALID_ARGUMENT."""
+    USER_INVALID_ABOUT_ME: _ErrorReason.ValueType  # 6
+    """INVALID_ARGUMENT."""
+    USER_INVALID_PHONE: _ErrorReason.ValueType  # 7
+    """INVALID_ARGUMENT."""
+    USER_INVALID_WECHAT_INFO: _ErrorReason.ValueType  # 8
+    """INVALID_ARGUMENT."""
+    USER_TOO_MANY_IDS: _ErrorReason.ValueType  # 9
+    """INVALID_ARGUMENT."""
+    USER_INVALID_PAGE: _ErrorReason.ValueType  # 10
+    """INVALID_ARGUMENT."""
+    USER_NOT_FOUND: _ErrorReason.ValueType  # 11
+    """NOT_FOUND."""
+    USER_EMAIL_TAKEN: _ErrorReason.ValueType  # 12
+    """ALREADY_EXISTS: the email address is already registered."""
+    USER_INVALID_CREDENTIALS: _ErrorReason.ValueType  # 13
+    """UNAUTHENTICATED: wrong email or password (one reason for both)."""
+    USER_CONCURRENT_CONFLICT: _ErrorReason.ValueType  # 14
+    """UNAVAILABLE: concurrent writes kept colliding; retry."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Business reasons of the user service's errors. An error carries google.rpc.ErrorInfo with
+    reason = a value's name and domain = error_domain; the comment before each value names
+    its gRPC status. Names are a compatibility contract: add values, never rename one.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+USER_INVALID_EMAIL: ErrorReason.ValueType  # 1
+"""INVALID_ARGUMENT."""
+USER_WEAK_PASSWORD: ErrorReason.ValueType  # 2
+"""INVALID_ARGUMENT."""
+USER_PASSWORD_TOO_LONG: ErrorReason.ValueType  # 3
+"""INVALID_ARGUMENT."""
+USER_INVALID_NICKNAME: ErrorReason.ValueType  # 4
+"""INVALID_ARGUMENT."""
+USER_INVALID_BIRTHDAY: ErrorReason.ValueType  # 5
+"""INVALID_ARGUMENT."""
+USER_INVALID_ABOUT_ME: ErrorReason.ValueType  # 6
+"""INVALID_ARGUMENT."""
+USER_INVALID_PHONE: ErrorReason.ValueType  # 7
+"""INVALID_ARGUMENT."""
+USER_INVALID_WECHAT_INFO: ErrorReason.ValueType  # 8
+"""INVALID_ARGUMENT."""
+USER_TOO_MANY_IDS: ErrorReason.ValueType  # 9
+"""INVALID_ARGUMENT."""
+USER_INVALID_PAGE: ErrorReason.ValueType  # 10
+"""INVALID_ARGUMENT."""
+USER_NOT_FOUND: ErrorReason.ValueType  # 11
+"""NOT_FOUND."""
+USER_EMAIL_TAKEN: ErrorReason.ValueType  # 12
+"""ALREADY_EXISTS: the email address is already registered."""
+USER_INVALID_CREDENTIALS: ErrorReason.ValueType  # 13
+"""UNAUTHENTICATED: wrong email or password (one reason for both)."""
+USER_CONCURRENT_CONFLICT: ErrorReason.ValueType  # 14
+"""UNAVAILABLE: concurrent writes kept colliding; retry."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
 class User(_message.Message):
