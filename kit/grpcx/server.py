@@ -1,14 +1,26 @@
 """gRPC server bootstrap: one :class:`ServiceRunner` per service process.
 
 It owns the ``grpc.aio`` server with the standard health service, reflection, the
-interceptor chain, the ``/metrics`` endpoint, and the shutdown sequence (STYLE.md §11):
+interceptor chain, the ``/metrics`` endpoint, the background components of the process
+and the shutdown sequence (STYLE.md §11).
+
+Start-up: components registered with :meth:`ServiceRunner.start_before_serving` start (an
+event producer, an index writer: what calls need), then the server listens, reports
+SERVING and registers, then components registered with
+:meth:`ServiceRunner.start_after_serving` start (consumers, workers: what feeds on the
+running service). A component that fails to start makes the runner stop everything
+already started, then the error propagates.
+
+Shutdown, the reverse (nested like the start, so nothing stops before what depends on it):
 
 1. health → NOT_SERVING, so probes and balancers stop sending new calls;
 2. deregister from the registry, so clients drop this instance;
-3. run the hooks registered with :meth:`ServiceRunner.on_shutdown` (stop consumers and
-   background workers), in reverse order of registration;
+3. stop the components started after serving, then run the hooks registered with
+   :meth:`ServiceRunner.on_shutdown`, each in reverse order of registration;
 4. ``server.stop(grace)``: in-flight calls get ``grace`` seconds to finish;
-5. run the hooks registered with :meth:`ServiceRunner.on_close` (close pools), in reverse
+5. stop the components started before serving, in reverse order (the producer flushes
+   what the drained calls emitted, the index writer commits it);
+6. run the hooks registered with :meth:`ServiceRunner.on_close` (close pools), in reverse
    order — only now, so calls still draining in step 4 keep their database and Redis.
 """
 
@@ -16,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,7 +47,7 @@ from kit.governance import (
     SheddingConfig,
     aclose_interceptors,
 )
-from kit.grpcx.errors import ErrorMappingInterceptor, ServerInterceptorBase, map_handler_error
+from kit.grpcx.errors import ServerInterceptorBase, map_handler_error
 from kit.grpcx.registration import RegistryRegistration
 from kit.observability.metrics import MetricsEndpoint, serve_metrics
 from kit.registry import EtcdRegistry, EtcdRegistryConfig
@@ -41,6 +55,64 @@ from kit.registry import EtcdRegistry, EtcdRegistryConfig
 logger = logging.getLogger(__name__)
 
 ShutdownHook = Callable[[], Awaitable[None]]
+Step = Callable[[], Awaitable[None] | None]
+"""A start or stop step of a component: a plain function or a coroutine function."""
+
+T = TypeVar("T")
+
+
+class Component(Protocol):
+    """Background work of a process (an event producer, a consumer, a worker).
+
+    Either method may be ``async``. ``start`` runs in the serving event loop and must not
+    block (long work goes to a task it spawns); ``stop`` ends that work and waits for it.
+    """
+
+    def start(self) -> Awaitable[None] | None:
+        """Begin the work."""
+
+    def stop(self) -> Awaitable[None] | None:
+        """End the work and release what it holds."""
+
+
+ComponentT = TypeVar("ComponentT", bound=Component)
+
+
+@dataclass(frozen=True)
+class Background:
+    """A component given as two callables, e.g. ``Background(worker.start,
+    partial(worker.stop, grace))`` for an object whose methods do not fit :class:`Component`."""
+
+    start: Step
+    stop: Step
+
+
+async def _run_step(step: Step) -> None:
+    result = step()
+    if inspect.isawaitable(result):
+        await result
+
+
+async def run_until_signal(
+    start: Callable[[], Awaitable[object]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``start``, wait for SIGTERM or SIGINT, then run ``stop`` (also when ``start`` fails).
+
+    The process-level loop of :meth:`ServiceRunner.serve`, also used by commands that run
+    background work without a gRPC server.
+    """
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    try:
+        await start()
+        await stop_requested.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
+        await stop()
 
 
 class Registration(Protocol):
@@ -93,10 +165,9 @@ class ServiceRunner:
 
     Unless given explicitly, the registration comes from the settings (etcd when
     ``etcd_endpoints`` is set) and the governance (tracing, metrics, shedding, deadlines)
-    precedes any extra ``interceptors``; error mapping is always innermost. Governance runs
-    as one fused interceptor (:class:`kit.governance.GovernedServerInterceptor`); without
-    extra interceptors error mapping is its innermost step, otherwise it stays a separate
-    interceptor after them, so the order is the same either way.
+    precedes any extra ``interceptors``; error mapping is always innermost. All of it runs
+    as one interceptor (:class:`kit.governance.GovernedServerInterceptor`), which runs the
+    extra interceptors inside its scope and the error mapping inside them.
     """
 
     def __init__(
@@ -113,19 +184,14 @@ class ServiceRunner:
         self.registration = (
             registration if registration is not None else registration_from_settings(name, settings)
         )
-        # Error mapping is innermost so every other interceptor sees the final status.
-        chain: list[ServerInterceptorBase]
-        if interceptors:
-            governance = GovernedServerInterceptor(governance_from_settings(settings))
-            chain = [governance, *interceptors, ErrorMappingInterceptor()]
-        else:
-            governance = GovernedServerInterceptor(
-                governance_from_settings(settings), error_mapper=map_handler_error
-            )
-            chain = [governance]
+        # The one server interceptor: governance, then the extra interceptors, then error
+        # mapping innermost, so every other step sees the final status.
+        governance = GovernedServerInterceptor(
+            governance_from_settings(settings), error_mapper=map_handler_error, inner=interceptors
+        )
         self._governance = [governance]
         self.server = grpc.aio.server(
-            interceptors=chain, options=[("grpc.so_reuseport", 0), *options]
+            interceptors=[governance], options=[("grpc.so_reuseport", 0), *options]
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -134,6 +200,12 @@ class ServiceRunner:
         ]
         self._hooks: list[ShutdownHook] = []
         self._close_hooks: list[ShutdownHook] = []
+        self._before_serving: list[Component] = []
+        self._after_serving: list[Component] = []
+        # Started components, stopped in reverse: those started after serving before the
+        # drain, those started before serving after it.
+        self._running_after: list[Component] = []
+        self._running_before: list[Component] = []
         self._metrics: MetricsEndpoint | None = None
         self.port = 0
         self._stopped = asyncio.Event()
@@ -159,8 +231,53 @@ class ServiceRunner:
         """Run ``hook`` after in-flight calls drained (close pools and clients)."""
         self._close_hooks.append(hook)
 
+    def start_before_serving(self, component: ComponentT) -> ComponentT:
+        """Start ``component`` before the server accepts calls; stop it after they drained.
+
+        For what calls use (an event producer, an index writer). Returns ``component``.
+        """
+        self._before_serving.append(component)
+        return component
+
+    def start_after_serving(self, component: ComponentT) -> ComponentT:
+        """Start ``component`` once the server serves and is registered; stop it before the
+        drain. For what feeds on the service (consumers, workers). Returns ``component``."""
+        self._after_serving.append(component)
+        return component
+
+    def component(self, kind: type[T]) -> T:
+        """The first registered component of type ``kind`` (for tests and diagnostics).
+
+        Raises :class:`LookupError` when there is none.
+        """
+        for component in (*self._before_serving, *self._after_serving):
+            if isinstance(component, kind):
+                return component
+        raise LookupError(f"the {self.name} process has no {kind.__name__} component")
+
     async def start(self) -> int:
-        """Listen, mark every service SERVING, expose metrics, then register."""
+        """Start the components, listen, serve, register, then start the components that
+        feed on the service; returns the bound port.
+
+        If any step fails, everything already started is stopped (:meth:`stop`) and the
+        error propagates.
+        """
+        try:
+            await self._start_components(self._before_serving, self._running_before)
+            port = await self._listen()
+            await self._start_components(self._after_serving, self._running_after)
+        except BaseException:
+            await self.stop()
+            raise
+        return port
+
+    @staticmethod
+    async def _start_components(components: list[Component], running: list[Component]) -> None:
+        for component in components:
+            await _run_step(component.start)
+            running.append(component)
+
+    async def _listen(self) -> int:
         reflection.enable_server_reflection(
             [*self._service_names, reflection.SERVICE_NAME], self.server
         )
@@ -195,11 +312,13 @@ class ServiceRunner:
                 await self.registration.deregister()
             except Exception:
                 logger.exception("deregistration failed; the lease will expire instead")
+        await self._stop_components(self._running_after)
         await self._run_hooks(self._hooks)
         await self.server.stop(self.settings.shutdown_grace)
         await aclose_interceptors(self._governance)
         if self.registration is not None:
             await self.registration.close()
+        await self._stop_components(self._running_before)
         await self._run_hooks(self._close_hooks)
         if self._metrics is not None:
             self._metrics.close()
@@ -213,53 +332,17 @@ class ServiceRunner:
             except Exception:
                 logger.exception("shutdown hook failed")
 
+    @staticmethod
+    async def _stop_components(running: list[Component]) -> None:
+        while running:
+            component = running.pop()
+            try:
+                await _run_step(component.stop)
+            except Exception:
+                logger.exception(
+                    "stopping a component failed", extra={"component": repr(component)}
+                )
+
     async def serve(self) -> None:
         """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
-        loop = asyncio.get_running_loop()
-        stop_requested = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop_requested.set)
-        try:
-            await self.start()
-            await stop_requested.wait()
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(signum)
-            await self.stop()
-
-
-class Startable(Protocol):
-    """Background work started before a server accepts calls (an event producer)."""
-
-    def start(self) -> None:
-        """Start in the running event loop; must not block."""
-        ...
-
-
-ProducerT = TypeVar("ProducerT", bound=Startable)
-
-
-class ProducingServiceRunner(ServiceRunner, Generic[ProducerT]):
-    """A service that publishes events: its producer starts before the server accepts calls.
-
-    Stopping the producer (flushing what it buffered) is the composition root's ``on_close``
-    hook, after in-flight calls have drained.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        settings: GrpcServiceSettings,
-        producer: ProducerT,
-        *,
-        registration: Registration | None = None,
-        interceptors: Sequence[ServerInterceptorBase] = (),
-    ) -> None:
-        super().__init__(name, settings, registration=registration, interceptors=interceptors)
-        self.producer = producer
-
-    async def start(self) -> int:
-        """Start the producer, then listen, serve and register."""
-        self.producer.start()
-        return await super().start()
+        await run_until_signal(self.start, self.stop)

@@ -1,23 +1,21 @@
 """Composition root of the article service: ``python -m services.article [serve|migrate]``.
 
-``serve`` (the default) configures logging and tracing, builds the process with
-:func:`build_runner` and runs it until SIGTERM/SIGINT. ``migrate`` applies the Alembic
-migrations to ``WEBOOK_ARTICLE_DATABASE_URL`` and exits. Settings come from the environment
-(prefix ``WEBOOK_ARTICLE_``) and optionally ``--env-file``.
+Articles live in SQL; published ones are cached in Redis and, when
+``PUBLISHED_LOCAL_CACHE_ENTRIES`` is set, in process too (kept coherent by Redis's
+invalidation feed, started before the server accepts calls and ended after the drain, before
+Redis closes). Author names and popularity come from the user and interactive services;
+reads, publications and withdrawals are published as events. The command line is
+:func:`kit.grpcx.cli.run_service`, the shared wiring :mod:`kit.grpcx.process`.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from typing import Unpack
 
-from kit.events import EventProducer, ProducerConfig
-from kit.grpcx.cli import ensure_sqlite_directory, run_service
+from kit.grpcx.cli import run_service
 from kit.grpcx.client import ServiceClients
-from kit.grpcx.errors import ServerInterceptorBase
-from kit.grpcx.server import ProducingServiceRunner, Registration
-from kit.redisx import create_redis
-from kit.sql import create_engine, session_factory
+from kit.grpcx.process import RunnerOptions, wire_backends, wire_producer
+from kit.grpcx.server import Background, ServiceRunner
 from services.article.domain import tiered_ttl
 from services.article.events import KafkaArticleEvents, topic_specs
 from services.article.grpc_api import ArticleServicer
@@ -32,52 +30,35 @@ from services.article.service import ArticleService, PublishedArticleCache
 from services.article.settings import ArticleSettings
 from webook.article.v1 import article_pb2, article_pb2_grpc
 
-SERVICE_NAME = "article"
 
-logger = logging.getLogger(__name__)
-
-
-def build_runner(
-    settings: ArticleSettings,
-    *,
-    registration: Registration | None = None,
-    interceptors: Sequence[ServerInterceptorBase] = (),
-) -> ProducingServiceRunner[EventProducer]:
-    """The whole article service process, not yet started; its shutdown closes every pool.
-
-    Call it inside a running event loop (``grpc.aio`` binds its server to the current one).
-    """
-    ensure_sqlite_directory(settings.database_url)
-    engine = create_engine(settings.database_url)
-    redis = create_redis(settings.redis_url)
-    sessions = session_factory(engine)
-    first_pages = FirstPageCache(redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
+def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
+    """The article process, not yet started; build it inside a running event loop."""
+    runner = ServiceRunner("article", settings, **options)
+    backends = wire_backends(runner, settings)
     clients = ServiceClients.from_settings(settings)
-    producer = EventProducer(
-        ProducerConfig(
-            bootstrap=settings.kafka_bootstrap,
-            topics=topic_specs(settings.kafka_topic_partitions),
-            manage_topics=settings.kafka_manage_topics,
-            buffer_size=settings.event_buffer_size,
-            flush_timeout_s=settings.event_flush_timeout_seconds,
-            client_id=f"webook-{SERVICE_NAME}",
-            linger_ms=settings.event_linger_ms,
-        )
-    )
-    published_cache: PublishedArticleCache
-    local_cache: InProcessPublishedArticleCache | None = None
+    runner.on_close(clients.close)
+    published: PublishedArticleCache
     if settings.published_local_cache_entries:
-        local_cache = InProcessPublishedArticleCache(
-            redis,
+        local = InProcessPublishedArticleCache(
+            backends.redis,
             max_entries=settings.published_local_cache_entries,
             max_age=settings.published_local_cache_max_age_seconds,
         )
-        published_cache = local_cache
+        # Until its subscription is confirmed, reads go to Redis.
+        runner.start_before_serving(Background(local.start, local.aclose))
+        published = local
     else:
-        published_cache = RedisPublishedArticleCache(redis)
+        published = RedisPublishedArticleCache(backends.redis)
+    producer = wire_producer(
+        runner,
+        settings,
+        topic_specs(settings.kafka_topic_partitions),
+        linger_ms=settings.event_linger_ms,
+    )
+    first_pages = FirstPageCache(backends.redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
     service = ArticleService(
-        lambda: SqlUnitOfWork(sessions, first_pages),
-        published_cache=published_cache,
+        lambda: SqlUnitOfWork(backends.sessions, first_pages),
+        published_cache=published,
         authors=UserServiceAuthors(clients, timeout_s=settings.peer_timeout_seconds),
         popularity=RemotePopularity(clients, timeout_s=settings.peer_timeout_seconds),
         ttl_policy=tiered_ttl(
@@ -88,37 +69,13 @@ def build_runner(
         ),
         events=KafkaArticleEvents(producer),
     )
-    runner = ProducingServiceRunner(
-        SERVICE_NAME, settings, producer, registration=registration, interceptors=interceptors
-    )
     runner.add_service(
         article_pb2.DESCRIPTOR.services_by_name["ArticleService"].full_name,
         article_pb2_grpc.add_ArticleServiceServicer_to_server,
         ArticleServicer(service),
     )
-
-    async def close_redis() -> None:
-        # The client does not own a pool it was given, so close the pool explicitly.
-        await redis.aclose(close_connection_pool=True)
-
-    # Close hooks run after in-flight calls drained, in reverse order: the producer flushes
-    # what those calls emitted, then the clients, Redis and SQL pools close.
-    runner.on_close(engine.dispose)
-    runner.on_close(close_redis)
-    if local_cache is not None:
-        # Until the subscription is confirmed, reads go to Redis; it ends before Redis
-        # closes (close hooks run in reverse order).
-        local_cache.start()
-        runner.on_close(local_cache.aclose)
-    runner.on_close(clients.close)
-    runner.on_close(producer.stop)
     return runner
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry point: ``serve`` (default) or ``migrate`` (see :mod:`kit.grpcx.cli`)."""
-    run_service(SERVICE_NAME, ArticleSettings, build_runner, argv)
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_service("article", ArticleSettings, build_runner))

@@ -1,21 +1,16 @@
 """Composition root of the comment service: ``python -m services.comment [serve|migrate]``.
 
-``serve`` (the default) configures logging and tracing, builds the process with
-:func:`build_runner` and runs it until SIGTERM/SIGINT. ``migrate`` applies the Alembic
-migrations to ``WEBOOK_COMMENT_DATABASE_URL`` and exits. Settings come from the environment
-(prefix ``WEBOOK_COMMENT_``) and optionally ``--env-file``.
+Comments live in SQL with the first page of each tree cached in Redis; the command line is
+:func:`kit.grpcx.cli.run_service`, the shared wiring :mod:`kit.grpcx.process`.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
+from typing import Unpack
 
-from kit.grpcx.cli import ensure_sqlite_directory, run_service
-from kit.grpcx.errors import ServerInterceptorBase
-from kit.grpcx.server import Registration, ServiceRunner
-from kit.redisx import create_redis
-from kit.sql import create_engine, session_factory
+from kit.grpcx.cli import run_service
+from kit.grpcx.process import RunnerOptions, wire_backends
+from kit.grpcx.server import ServiceRunner
 from services.comment.grpc_api import CommentServicer
 from services.comment.repository import SqlUnitOfWork
 from services.comment.repository.cache import FirstPageCache
@@ -23,50 +18,19 @@ from services.comment.service import CommentService
 from services.comment.settings import CommentSettings
 from webook.comment.v1 import comment_pb2, comment_pb2_grpc
 
-SERVICE_NAME = "comment"
 
-logger = logging.getLogger(__name__)
-
-
-def build_runner(
-    settings: CommentSettings,
-    *,
-    registration: Registration | None = None,
-    interceptors: Sequence[ServerInterceptorBase] = (),
-) -> ServiceRunner:
-    """The whole comment service process, not yet started; its shutdown closes every pool.
-
-    Call it inside a running event loop (``grpc.aio`` binds its server to the current one).
-    """
-    ensure_sqlite_directory(settings.database_url)
-    engine = create_engine(settings.database_url)
-    redis = create_redis(settings.redis_url)
-    cache = FirstPageCache(redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
-    sessions = session_factory(engine)
-    service = CommentService(lambda: SqlUnitOfWork(sessions, cache))
-    runner = ServiceRunner(
-        SERVICE_NAME, settings, registration=registration, interceptors=interceptors
-    )
+def build_runner(settings: CommentSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
+    """The comment process, not yet started; build it inside a running event loop."""
+    runner = ServiceRunner("comment", settings, **options)
+    backends = wire_backends(runner, settings)
+    cache = FirstPageCache(backends.redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
     runner.add_service(
         comment_pb2.DESCRIPTOR.services_by_name["CommentService"].full_name,
         comment_pb2_grpc.add_CommentServiceServicer_to_server,
-        CommentServicer(service),
+        CommentServicer(CommentService(lambda: SqlUnitOfWork(backends.sessions, cache))),
     )
-
-    async def close_redis() -> None:
-        # The client does not own a pool it was given, so close the pool explicitly.
-        await redis.aclose(close_connection_pool=True)
-
-    # Close hooks run after in-flight calls drained, in reverse order: Redis, then SQL.
-    runner.on_close(engine.dispose)
-    runner.on_close(close_redis)
     return runner
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry point: ``serve`` (default) or ``migrate`` (see :mod:`kit.grpcx.cli`)."""
-    run_service(SERVICE_NAME, CommentSettings, build_runner, argv)
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_service("comment", CommentSettings, build_runner))

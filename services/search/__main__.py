@@ -23,7 +23,9 @@
   itself only in the case above (an empty index); to rebuild a live replica, stop it,
   reindex, start it — or start a new replica on an empty volume.
 
-Settings come from the environment (prefix ``WEBOOK_SEARCH_``) and optionally ``--env-file``.
+The command line is :func:`kit.grpcx.cli.run_service`: settings come from the environment
+(prefix ``WEBOOK_SEARCH_``) and optionally ``--env-file``; an expected failure (the index
+locked, a source unreachable) ends a command with one clear line and exit status 1.
 """
 
 from __future__ import annotations
@@ -33,18 +35,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
-from collections.abc import Sequence
-from pathlib import Path
+from typing import Unpack
 
-from kit.config import load_settings
 from kit.errors import AppError
-from kit.events import BatchConsumer, ConsumerConfig
+from kit.grpcx.cli import Command, run_service
 from kit.grpcx.client import ServiceClients
-from kit.grpcx.errors import ServerInterceptorBase
-from kit.grpcx.server import Registration, ServiceRunner
-from kit.logging import configure_logging
-from kit.observability.tracing import configure_tracing
+from kit.grpcx.process import RunnerOptions, consumer_config
+from kit.grpcx.server import ServiceRunner
 from services.search.events import sync_consumer, sync_group
 from services.search.grpc_api import SearchServicer, SyncServicer
 from services.search.index import TantivySearchIndex
@@ -54,34 +51,23 @@ from services.search.settings import SearchSettings, resolve_data_dir
 from services.search.storage import DataDir
 from webook.search.v1 import search_pb2, search_pb2_grpc
 
-SERVICE_NAME = "search"
-
 logger = logging.getLogger(__name__)
 
 
-def consumer_config(settings: SearchSettings, index_id: str) -> ConsumerConfig:
-    """The sync consumer's configuration for the index ``index_id``."""
-    return ConsumerConfig(
-        bootstrap=settings.kafka_bootstrap,
-        group_id=sync_group(settings.sync_group_prefix, index_id),
-        max_batch=settings.sync_batch_size,
-        max_wait_s=settings.sync_batch_wait_seconds,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        lag_interval_s=settings.kafka_lag_interval_seconds,
-        manage_topics=settings.kafka_manage_topics,
-        topic_partitions=settings.kafka_topic_partitions,
-        client_id=f"webook-{SERVICE_NAME}",
-    )
-
-
-def open_index(settings: SearchSettings) -> tuple[TantivySearchIndex, str]:
-    """The index of the configured data directory and its id (see :mod:`.storage`)."""
-    return DataDir(resolve_data_dir(settings)).open_index(
+def open_index(settings: SearchSettings) -> tuple[TantivySearchIndex, str, BatchedIndexWriter]:
+    """The index of the configured data directory, its id (see :mod:`.storage`) and a
+    group-committing writer of it (not started)."""
+    index, index_id = DataDir(resolve_data_dir(settings)).open_index(
         writer_heap_bytes=settings.writer_heap_bytes,
         writer_threads=settings.writer_threads,
         recency_boost=settings.recency_boost,
     )
+    writer = BatchedIndexWriter(
+        index,
+        commit_interval_s=settings.commit_interval_seconds,
+        max_batch=settings.commit_max_batch,
+    )
+    return index, index_id, writer
 
 
 def build_reindexer(
@@ -103,51 +89,24 @@ def build_reindexer(
     )
 
 
-class SearchRunner(ServiceRunner):
-    """The search process: the index writer starts before the server accepts calls, the
-    sync consumer (and a rebuild of an empty index) once it listens."""
+class EmptyIndexRebuild:
+    """Rebuilds an index that holds no document, in the background, once the service serves
+    (first deployment, a new replica's empty volume); cancelled at shutdown."""
 
-    def __init__(
-        self,
-        settings: SearchSettings,
-        *,
-        index: TantivySearchIndex,
-        writer: BatchedIndexWriter,
-        consumer: BatchConsumer | None,
-        reindexer: Reindexer | None,
-        registration: Registration | None = None,
-        interceptors: Sequence[ServerInterceptorBase] = (),
-    ) -> None:
-        super().__init__(
-            SERVICE_NAME, settings, registration=registration, interceptors=interceptors
-        )
-        self.index = index
-        self.writer = writer
-        self.consumer = consumer
+    def __init__(self, index: TantivySearchIndex, reindexer: Reindexer) -> None:
+        self._index = index
         self._reindexer = reindexer
-        self.reindex_task: asyncio.Task[None] | None = None
-        if consumer is not None:
-            # Stopped before the drain: its last batch still reaches the running writer.
-            self.on_shutdown(consumer.stop)
-        self.on_shutdown(self._cancel_reindex)
+        self.task: asyncio.Task[None] | None = None
 
-    async def start(self) -> int:
-        """Start the writer; listen, serve and register; then consume (and maybe rebuild)."""
-        self.writer.start()
-        port = await super().start()
-        if self.consumer is not None:
-            self.consumer.start()
-        if self._reindexer is not None and sum(self.index.num_docs().values()) == 0:
-            self.reindex_task = asyncio.create_task(
-                self._rebuild(self._reindexer), name="search-reindex"
-            )
-        return port
+    def start(self) -> None:
+        """Start the rebuild when the index is empty."""
+        if sum(self._index.num_docs().values()) == 0:
+            self.task = asyncio.create_task(self._rebuild(), name="search-reindex")
 
-    @staticmethod
-    async def _rebuild(reindexer: Reindexer) -> None:
+    async def _rebuild(self) -> None:
         logger.info("the search index is empty: rebuilding it from the source services")
         try:
-            counts = await reindexer.run()
+            counts = await self._reindexer.run()
         except AppError as exc:
             logger.warning(
                 "rebuilding the empty index failed; run `python -m services.search reindex` "
@@ -157,52 +116,46 @@ class SearchRunner(ServiceRunner):
             return
         logger.info("empty index rebuilt", extra=counts)
 
-    async def _cancel_reindex(self) -> None:
-        task, self.reindex_task = self.reindex_task, None
+    async def stop(self) -> None:
+        """Cancel a rebuild still running."""
+        task, self.task = self.task, None
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
 
-def build_runner(
-    settings: SearchSettings,
-    *,
-    registration: Registration | None = None,
-    interceptors: Sequence[ServerInterceptorBase] = (),
-) -> SearchRunner:
-    """The whole search service process, not yet started; its shutdown stops the consumer,
-    commits what is pending and closes the index.
+def build_runner(settings: SearchSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
+    """The search process, not yet started; build it inside a running event loop.
 
-    Call it inside a running event loop (``grpc.aio`` binds its server to the current one).
-    Raises :class:`~services.search.errors.SearchUnavailable` if the index cannot be opened
+    Its components: the index writer (started before serving, committing what is pending
+    after the drain), the sync consumer and the rebuild of an empty index (started once it
+    serves, stopped before the drain). Raises
+    :class:`~services.search.errors.SearchUnavailable` if the index cannot be opened
     (another process writes it).
     """
-    index, index_id = open_index(settings)
-    writer = BatchedIndexWriter(
-        index,
-        commit_interval_s=settings.commit_interval_seconds,
-        max_batch=settings.commit_max_batch,
-    )
-    service = SearchService(index, writer)
+    index, index_id, writer = open_index(settings)
+    runner = ServiceRunner("search", settings, **options)
     clients = ServiceClients.from_settings(settings)
-    consumer = (
-        sync_consumer(service, consumer_config(settings, index_id))
-        if settings.sync_consumer_enabled
-        else None
-    )
-    reindexer = (
-        build_reindexer(settings, service, index, clients) if settings.reindex_when_empty else None
-    )
-    runner = SearchRunner(
-        settings,
-        index=index,
-        writer=writer,
-        consumer=consumer,
-        reindexer=reindexer,
-        registration=registration,
-        interceptors=interceptors,
-    )
+    # After the drain, in reverse order: the writer commits what the drained calls and the
+    # consumer's last batch left pending, then the index and the clients close.
+    runner.on_close(clients.close)
+    runner.on_close(index.close)
+    runner.start_before_serving(writer)
+    service = SearchService(index, writer)
+    group = None
+    if settings.sync_consumer_enabled:
+        config = consumer_config(
+            runner.name,
+            settings,
+            group_id=sync_group(settings.sync_group_prefix, index_id),
+            max_batch=settings.sync_batch_size,
+            max_wait_s=settings.sync_batch_wait_seconds,
+        )
+        group = runner.start_after_serving(sync_consumer(service, config)).group_id
+    if settings.reindex_when_empty:
+        reindexer = build_reindexer(settings, service, index, clients)
+        runner.start_after_serving(EmptyIndexRebuild(index, reindexer))
     runner.add_service(
         search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name,
         search_pb2_grpc.add_SearchServiceServicer_to_server,
@@ -213,29 +166,13 @@ def build_runner(
         search_pb2_grpc.add_SyncServiceServicer_to_server,
         SyncServicer(service),
     )
-    # After the drain, in reverse order: the writer commits what the drained calls and the
-    # consumer's last batch left pending, then the index and the clients close.
-    runner.on_close(clients.close)
-    runner.on_close(index.close)
-    runner.on_close(writer.stop)
     logger.info(
-        "search index ready",
-        extra={
-            "path": str(index.path),
-            "index_id": index_id,
-            "group": consumer.group_id if consumer is not None else None,
-        },
+        "search index ready", extra={"path": str(index.path), "index_id": index_id, "group": group}
     )
     return runner
 
 
-async def serve(settings: SearchSettings) -> None:
-    """Run the service until SIGTERM or SIGINT."""
-    runner = build_runner(settings)
-    await runner.serve()
-
-
-def migrate(settings: SearchSettings) -> None:
+def migrate(settings: SearchSettings, args: argparse.Namespace) -> None:
     """Nothing to migrate (no SQL; the index is created on first use): ensure the data dir."""
     data_dir = resolve_data_dir(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -247,12 +184,7 @@ def migrate(settings: SearchSettings) -> None:
 
 async def reindex(settings: SearchSettings) -> dict[str, int]:
     """Rebuild the (stopped service's) index from the source services; returns counts."""
-    index, index_id = open_index(settings)
-    writer = BatchedIndexWriter(
-        index,
-        commit_interval_s=settings.commit_interval_seconds,
-        max_batch=settings.commit_max_batch,
-    )
+    index, index_id, writer = open_index(settings)
     writer.start()
     clients = ServiceClients.from_settings(settings)
     try:
@@ -265,37 +197,16 @@ async def reindex(settings: SearchSettings) -> dict[str, int]:
         await clients.close()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m services.search",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    parser.add_argument(
-        "command", nargs="?", choices=["serve", "migrate", "reindex"], default="serve"
-    )
-    parser.add_argument("--env-file", type=Path, help="dotenv file with WEBOOK_SEARCH_* settings")
-    args = parser.parse_args(argv)
-    settings = load_settings(SearchSettings, env_file=args.env_file)
-    configure_logging(SERVICE_NAME, settings.log_level)
-    if args.command == "migrate":
-        migrate(settings)
-        return
-    provider = configure_tracing(SERVICE_NAME, settings.otlp_endpoint)
-    try:
-        if args.command == "reindex":
-            counts = asyncio.run(reindex(settings))
-            print(json.dumps(counts, sort_keys=True))
-        else:
-            asyncio.run(serve(settings))
-    except AppError as exc:
-        # An expected failure (index locked, a source unreachable): a clear line, no trace.
-        logger.error("search command failed", extra={"command": args.command, "reason": exc.reason})
-        print(f"search {args.command} failed: {exc.message}", file=sys.stderr)
-        raise SystemExit(1) from None
-    finally:
-        provider.shutdown()
+async def print_reindex(settings: SearchSettings, args: argparse.Namespace) -> None:
+    """The ``reindex`` command: rebuild offline, print the counts as one JSON line."""
+    print(json.dumps(await reindex(settings), sort_keys=True))
+
+
+COMMANDS = [
+    Command("migrate", "nothing to migrate: ensure the data directory", migrate, traced=False),
+    Command("reindex", "rebuild the index offline from the source services", print_reindex),
+]
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_service("search", SearchSettings, build_runner, commands=COMMANDS))

@@ -24,8 +24,10 @@ from google.protobuf.message import Message
 from prometheus_client import REGISTRY
 
 from kit.config import Mode
+from kit.events import BatchConsumer
 from kit.grpcx.errors import app_error_from_rpc
-from services.search.__main__ import SearchRunner, build_runner
+from kit.grpcx.server import ServiceRunner
+from services.search.__main__ import build_runner
 from services.search.errors import DOMAIN, Reason
 from services.search.events import (
     ARTICLE_PUBLISHED_TOPIC,
@@ -52,7 +54,7 @@ SYNC_DEADLINE_S = 5.0
 class Running:
     """The service under test and clients of it."""
 
-    runner: SearchRunner
+    runner: ServiceRunner
     search: SearchServiceAsyncStub
     sync: SyncServiceAsyncStub
 
@@ -82,8 +84,7 @@ async def running(tmp_path: Path, kafka_bootstrap: str) -> AsyncIterator[Running
     runner = build_runner(search_settings(tmp_path / "search", kafka_bootstrap))
     port = await runner.start()
     try:
-        assert runner.consumer is not None
-        assert await runner.consumer.wait_assigned(20)
+        assert await runner.component(BatchConsumer).wait_assigned(20)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield Running(runner, SearchServiceStub(channel), SyncServiceStub(channel))
     finally:
@@ -360,8 +361,7 @@ async def test_events_publish_edit_and_withdraw_are_reflected_within_seconds(
 async def test_undecodable_records_are_skipped_and_counted(
     running: Running, kafka_bootstrap: str
 ) -> None:
-    assert running.runner.consumer is not None
-    group = running.runner.consumer.group_id
+    group = running.runner.component(BatchConsumer).group_id
     labels = {"topic": USER_CHANGED_TOPIC, "group": group, "result": "undecodable"}
     before = REGISTRY.get_sample_value("webook_kafka_consumed_total", labels) or 0.0
     tag, user_id = word(), new_id()

@@ -15,6 +15,8 @@ import pytest
 
 from devstack.infra import ManagedProcess, free_port
 from devstack.suite import grpc_serving
+from kit.grpcx.cli import parse_command
+from services.search.__main__ import COMMANDS, build_runner, migrate, print_reindex
 from services.search.settings import DEFAULT_DATA_DIR, SearchSettings, resolve_data_dir
 from services.search.tests.sources import serving_sources
 from webook.search.v1 import search_pb2, search_pb2_grpc
@@ -52,6 +54,15 @@ def test_the_data_dir_defaults_beside_a_sqlite_database(
         if key.startswith("WEBOOK_SEARCH_"):
             monkeypatch.delenv(key)
     assert resolve_data_dir(SearchSettings(database_url=database_url)) == expected
+
+
+def test_the_command_line_has_reindex_and_its_own_migrate() -> None:
+    command, _ = parse_command("search", build_runner, ["reindex"], commands=COMMANDS)
+    assert command.run is print_reindex
+    command, _ = parse_command("search", build_runner, ["migrate"], commands=COMMANDS)
+    assert (command.run, command.traced) == (migrate, False)
+    command, _ = parse_command("search", build_runner, [], commands=COMMANDS)
+    assert command.name == "serve"
 
 
 def test_migrate_is_a_no_op_that_succeeds(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from kit.grpcx.client import ServiceClients
-from services.search.__main__ import build_runner
+from services.search.__main__ import EmptyIndexRebuild, build_runner
 from services.search.domain import DocKey, DocType, article_doc
 from services.search.errors import Reason, SearchUnavailable
 from services.search.index import TantivySearchIndex
@@ -127,8 +127,9 @@ async def test_a_service_starting_on_an_empty_index_rebuilds_it(
     runner = build_runner(settings)
     port = await runner.start()
     try:
-        assert runner.reindex_task is not None
-        await asyncio.wait_for(runner.reindex_task, 20)
+        rebuild = runner.component(EmptyIndexRebuild).task
+        assert rebuild is not None
+        await asyncio.wait_for(rebuild, 20)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             answer = await SearchServiceStub(channel).Search(
                 search_pb2.SearchRequest(query="微服务")
@@ -144,7 +145,7 @@ async def test_a_service_starting_on_an_empty_index_rebuilds_it(
     runner = build_runner(settings)
     await runner.start()
     try:
-        assert runner.reindex_task is None
+        assert runner.component(EmptyIndexRebuild).task is None
     finally:
         await runner.stop()
     assert sources.articles.calls == calls

@@ -16,9 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from kit.grpcx.errors import app_error_from_rpc
+from kit.grpcx.server import ServiceRunner
 from kit.logging import JsonFormatter
 from kit.migrations import upgrade_async
-from services.sms.__main__ import SmsRunner, build_runner
+from services.sms.__main__ import build_runner
 from services.sms.auth import issue_caller_token
 from services.sms.domain import mask_phone
 from services.sms.metrics import SmsMetrics
@@ -36,7 +37,7 @@ PHONE = "13812345678"
 
 @dataclass
 class Stack:
-    runner: SmsRunner
+    runner: ServiceRunner
     channel: grpc.aio.Channel
     codes: code_pb2_grpc.CodeServiceAsyncStub
     sms: sms_pb2_grpc.SmsServiceAsyncStub

@@ -12,9 +12,10 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from kit.grpcx.cli import parse_command
 from kit.migrations import schema_drift
 from kit.sql import create_engine
-from services.sms.__main__ import main
+from services.sms.__main__ import COMMANDS, build_runner, main, run_worker
 from services.sms.repository.dao import Base
 from services.sms.settings import CallerSettings, ProviderKind, ProviderSettings, SmsSettings
 from services.sms.tests.fakes import tencent_settings
@@ -88,6 +89,21 @@ def test_issue_token_command(
     assert claims["tpl"] == ["notice", "promo"]
     assert claims["admin"] is True
     assert claims["exp"] - claims["iat"] == 30 * 86400
+
+
+def test_the_command_line_has_worker_and_issue_token(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["issue-token", "--caller", "crm", "--templates", "*", "--ttl-days", "2"]
+    command, args = parse_command("sms", build_runner, argv, commands=COMMANDS)
+    assert command.name == "issue-token"
+    assert (args.caller, args.templates, args.ttl_days, args.admin) == ("crm", "*", 2.0, False)
+    command, _ = parse_command("sms", build_runner, ["worker"], commands=COMMANDS)
+    assert command.run is run_worker
+    command, _ = parse_command("sms", build_runner, [], commands=COMMANDS)
+    assert command.name == "serve"
+    with pytest.raises(SystemExit) as exited:
+        main(["issue-token", "--caller", "crm"])
+    assert exited.value.code == 2
+    assert "--templates" in capsys.readouterr().err
 
 
 async def test_migrate_command_matches_the_models(sql_url: str) -> None:

@@ -16,7 +16,14 @@ import pytest
 from devstack.infra import free_port
 from kit.config import Mode
 from kit.errors import ErrorKind
-from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, protobuf_decoder
+from kit.events import (
+    BatchConsumer,
+    ConsumedEvent,
+    ConsumerConfig,
+    EventProducer,
+    TopicHandler,
+    protobuf_decoder,
+)
 from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
 from services.user.__main__ import build_runner
@@ -185,6 +192,6 @@ async def test_signup_and_edit_work_while_the_broker_is_down(
                 timeout=5,
             )
             assert edited.user.nickname == "n"
-            assert runner.producer.pending == 2
+            assert runner.component(EventProducer).pending == 2
     finally:
         await runner.stop()

@@ -1,0 +1,161 @@
+"""The wiring every service process shares, so a composition root holds only its domain.
+
+A service's ``build_runner`` creates a :class:`~kit.grpcx.server.ServiceRunner` and calls:
+
+- :func:`wire_backends`: the SQL engine (the SQLite directory made first), its session
+  factory and Redis, both closed by the runner after in-flight calls drained;
+- :func:`wire_producer`: a Kafka :class:`~kit.events.EventProducer` started before the
+  server accepts calls and flushed after they drained, before the pools close;
+- :func:`consumer_config`: a consumer's configuration from the service's Kafka settings
+  (the consumer itself is registered with ``runner.start_after_serving``).
+
+:class:`RunnerOptions` types the keyword arguments tests pass through ``build_runner``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol, TypedDict
+
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from kit.config import GrpcServiceSettings
+from kit.events import ConsumerConfig, EventProducer, ProducerConfig, TopicSpec
+from kit.grpcx.errors import ServerInterceptorBase
+from kit.grpcx.server import Registration, ServiceRunner
+from kit.redisx import create_redis
+from kit.sql import create_engine, session_factory
+
+
+class RunnerOptions(TypedDict, total=False):
+    """What ``build_runner(settings, **options)`` passes on to :class:`ServiceRunner`."""
+
+    registration: Registration | None
+    interceptors: Sequence[ServerInterceptorBase]
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """Create the directory of a SQLite database file (``.run/`` on a fresh clone)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The SQL engine, its session factory and the Redis client of one process."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: aioredis.Redis
+
+    @classmethod
+    def open(cls, settings: GrpcServiceSettings) -> Backends:
+        """Pools for ``database_url`` and ``redis_url``; nothing connects until first use."""
+        ensure_sqlite_directory(settings.database_url)
+        engine = create_engine(settings.database_url)
+        return cls(engine, session_factory(engine), create_redis(settings.redis_url))
+
+    async def close(self) -> None:
+        """Close Redis with its pool (the client does not own a pool it was given), then SQL."""
+        await self.redis.aclose(close_connection_pool=True)
+        await self.engine.dispose()
+
+
+def wire_backends(runner: ServiceRunner, settings: GrpcServiceSettings) -> Backends:
+    """:meth:`Backends.open`, closed by ``runner`` after the drain.
+
+    Call it first: close hooks run in reverse order, so whatever is registered later (peer
+    clients, local caches) closes before the pools it may still use.
+    """
+    backends = Backends.open(settings)
+    runner.on_close(backends.close)
+    return backends
+
+
+class KafkaSettings(Protocol):
+    """The Kafka settings every publishing or consuming service declares."""
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Brokers, ``host:port[,host:port]``."""
+
+    @property
+    def kafka_manage_topics(self) -> bool:
+        """Create (and re-create) the topics written or read."""
+
+    @property
+    def kafka_topic_partitions(self) -> int:
+        """Partitions of the topics created."""
+
+
+class ProducerSettings(KafkaSettings, Protocol):
+    """The settings a publishing service declares for its producer."""
+
+    @property
+    def event_buffer_size(self) -> int:
+        """Most events waiting before new ones drop."""
+
+    @property
+    def event_flush_timeout_seconds(self) -> float:
+        """How long the stop keeps delivering."""
+
+
+def wire_producer(
+    runner: ServiceRunner,
+    settings: ProducerSettings,
+    topics: Sequence[TopicSpec],
+    *,
+    linger_ms: int | None = None,
+) -> EventProducer:
+    """An event producer for ``topics``, started before serving and stopped (flushing what
+    the drained calls emitted) after the drain, before any close hook closes a pool."""
+    config = ProducerConfig(
+        bootstrap=settings.kafka_bootstrap,
+        topics=tuple(topics),
+        manage_topics=settings.kafka_manage_topics,
+        buffer_size=settings.event_buffer_size,
+        flush_timeout_s=settings.event_flush_timeout_seconds,
+        client_id=f"webook-{runner.name}",
+    )
+    if linger_ms is not None:
+        config = replace(config, linger_ms=linger_ms)
+    return runner.start_before_serving(EventProducer(config))
+
+
+class ConsumerSettings(KafkaSettings, Protocol):
+    """The settings a consuming service declares for its consumers."""
+
+    @property
+    def kafka_session_timeout_ms(self) -> int:
+        """Group session timeout."""
+
+    @property
+    def kafka_heartbeat_interval_ms(self) -> int:
+        """Group heartbeat interval."""
+
+    @property
+    def kafka_lag_interval_seconds(self) -> float:
+        """How often lag is refreshed and topics re-checked."""
+
+
+def consumer_config(
+    service: str, settings: ConsumerSettings, *, group_id: str, max_batch: int, max_wait_s: float
+) -> ConsumerConfig:
+    """The configuration of one of ``service``'s consumers (group and batching its own)."""
+    return ConsumerConfig(
+        bootstrap=settings.kafka_bootstrap,
+        group_id=group_id,
+        max_batch=max_batch,
+        max_wait_s=max_wait_s,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        lag_interval_s=settings.kafka_lag_interval_seconds,
+        manage_topics=settings.kafka_manage_topics,
+        topic_partitions=settings.kafka_topic_partitions,
+        client_id=f"webook-{service}",
+    )
