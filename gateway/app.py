@@ -8,8 +8,8 @@ Middleware: one pure ASGI layer of ours,
 2. CORS: preflights answered before anything else; CORS headers on every response, 401/500
    included;
 3. the request id, one access log line per request and Prometheus counters by route;
-4. the edge guards (:mod:`gateway.middleware.edge`): concurrency 503, body size 413,
-   per-IP/global rate limits 429;
+4. the edge guards (:class:`~gateway.middleware.edge.Edge`): concurrency 503, body size
+   413, per-IP/global rate limits 429;
 5. unhandled errors: a bug becomes a clean 500 that the concerns above still see;
 6. the login check: 401 unless public or logged in; then the per-user rate limits.
 
@@ -26,11 +26,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import httpx
 from fastapi import FastAPI
-from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
 from gateway.auth.oauth_state import StateCookies
@@ -40,8 +39,7 @@ from gateway.auth.wechat import WechatOAuth
 from gateway.deps import Clients, Runtime
 from gateway.errors import install_error_handlers
 from gateway.middleware.cors import CorsPolicy
-from gateway.middleware.edge import EdgeMiddleware
-from gateway.middleware.gateway_layer import GatewayLayer
+from gateway.middleware.edge import Edge
 from gateway.middleware.login import LoginCheck
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContexts, telemetry_excluded
@@ -49,22 +47,10 @@ from gateway.routes import articles, comments, sms_login, system, users, wechat
 from gateway.routes import follow as follow_routes
 from gateway.routes import search as search_routes
 from gateway.settings import GatewaySettings
+from gateway.stubs import ServiceStubs
 from kit.grpcx.client import ServiceClients
 from kit.observability.tracing import records_spans
 from kit.redisx import create_redis
-from webook.article.v1 import article_pb2_grpc
-from webook.code.v1 import code_pb2_grpc
-from webook.comment.v1 import comment_pb2_grpc
-from webook.follow.v1 import follow_pb2_grpc
-from webook.interactive.v1 import interactive_pb2_grpc
-from webook.search.v1 import search_pb2_grpc
-from webook.user.v1 import user_pb2_grpc
-
-if TYPE_CHECKING:
-    from webook.article.v1.article_pb2_grpc import ArticleServiceAsyncStub
-    from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
-    from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
-    from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 logger = logging.getLogger(__name__)
 
@@ -166,20 +152,16 @@ class GatewayApp(FastAPI):
 def create_app(
     settings: GatewaySettings,
     *,
-    user_stub: UserServiceAsyncStub | None = None,
-    code_stub: CodeServiceAsyncStub | None = None,
-    article_stub: ArticleServiceAsyncStub | None = None,
-    interactive_stub: InteractiveServiceAsyncStub | None = None,
+    stubs: ServiceStubs | None = None,
     wechat_transport: httpx.AsyncBaseTransport | None = None,
 ) -> GatewayApp:
     """Build the gateway.
 
     Args:
         settings: the process settings.
-        user_stub: a user service stub to use instead of discovering the user service
-            (tests); the caller then owns its channel.
-        code_stub: likewise for the code service (hosted by the sms service).
-        article_stub, interactive_stub: likewise for the article and interactive services.
+        stubs: the stubs of every service, to use instead of discovering the services
+            (tests: fakes); the caller then owns their channels. Default: discovered in the
+            lifespan (:meth:`ServiceStubs.discover`).
         wechat_transport: the HTTP transport to WeChat's API (tests: an in-process
             emulator); default: the network.
 
@@ -202,25 +184,16 @@ def create_app(
     )
     runtime = Runtime(settings, tokens, state_cookies)
     routes = RouteTemplates()
-    edge = EdgeMiddleware(settings.edge, routes=routes)
+    edge = Edge(settings.edge)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            clients = ServiceClients.from_settings(settings)
-            stack.push_async_callback(clients.close)
-            user = user_stub or user_pb2_grpc.UserServiceStub(await clients.channel("user"))
-            # CodeService is hosted by the sms service's processes.
-            code = code_stub or code_pb2_grpc.CodeServiceStub(await clients.channel("sms"))
-            article = article_stub or article_pb2_grpc.ArticleServiceStub(
-                await clients.channel("article")
-            )
-            interactive = interactive_stub or interactive_pb2_grpc.InteractiveServiceStub(
-                await clients.channel("interactive")
-            )
-            comment = comment_pb2_grpc.CommentServiceStub(await clients.channel("comment"))
-            follow = follow_pb2_grpc.FollowServiceStub(await clients.channel("follow"))
-            search = search_pb2_grpc.SearchServiceStub(await clients.channel("search"))
+            services = stubs
+            if services is None:
+                clients = ServiceClients.from_settings(settings)
+                stack.push_async_callback(clients.close)
+                services = await ServiceStubs.discover(clients)
             redis = create_redis(settings.redis_url)
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             # Registered after Redis, so the limiters stop before their client closes.
@@ -248,19 +221,7 @@ def create_app(
                 api_base=settings.wechat_api_base,
                 redirect_uri=settings.wechat_redirect_uri,
             )
-            runtime.open(
-                Clients(
-                    user=user,
-                    code=code,
-                    article=article,
-                    interactive=interactive,
-                    comment=comment,
-                    follow=follow,
-                    search=search,
-                    sessions=sessions,
-                    wechat=wechat_oauth,
-                )
-            )
+            runtime.open(Clients(stubs=services, sessions=sessions, wechat=wechat_oauth))
             stack.callback(runtime.close)
             logger.info(
                 "gateway ready",
@@ -269,36 +230,24 @@ def create_app(
             yield
             logger.info("gateway shutting down")
 
-    # One layer runs every per-request concern in the order separate layers had: trace
-    # context, CORS (wrapping everything else, so 401/413/429/503 answers carry its
-    # headers), request id + access log + metrics (so refusals by the guards are logged and
-    # counted), the guards, unhandled errors, the login check, per-user rate limits.
-    # TracingMiddleware (EdgeSettings.tracing, not needed with FastAPI) stays a layer of
-    # its own, outside it.
-    middleware = [
-        *edge.tracing,
-        Middleware(
-            GatewayLayer,
-            routes=routes,
-            request_ids=edge.request_ids,
-            # Only while no span is recorded (FastAPI's telemetry is excluded then): the
-            # request's trace context for logs and gRPC calls, without FastAPI's span work.
-            trace_contexts=TraceContexts(),
-            cors=CorsPolicy(settings.cors_allow_origins),
-            concurrency=edge.concurrency,
-            body_limit=edge.body_limit,
-            limits=edge.limits,
-            ip_rules=edge.ip_rules,
-            user_rules=edge.user_rules,
-            login=LoginCheck(runtime, PUBLIC_PATHS),
-        ),
-    ]
+    # One layer runs every per-request concern, in this order: trace context, CORS
+    # (wrapping everything else, so 401/413/429/503 answers carry its headers), request id
+    # + access log + metrics (so refusals by the guards are logged and counted), the
+    # guards, unhandled errors, the login check, per-user rate limits.
+    layer = edge.layer(
+        routes,
+        cors=CorsPolicy(settings.cors_allow_origins),
+        login=LoginCheck(runtime, PUBLIC_PATHS),
+        # Only while no span is recorded (FastAPI's telemetry is excluded then): the
+        # request's trace context for logs and gRPC calls, without FastAPI's span work.
+        trace_contexts=TraceContexts(),
+    )
     app = GatewayApp(
         title="webook gateway",
         description=API_DESCRIPTION,
         version="1.0.0",
         lifespan=lifespan,
-        middleware=middleware,
+        middleware=[layer],
         # Tracing is configured by kit (configure_tracing); FastAPI must not add exporters
         # from OTEL_* variables on its own. One server span per request (parent of the gRPC
         # client spans); FastAPI's operation spans (dependencies, endpoint, serialisation)

@@ -2,17 +2,18 @@
 
 :class:`Runtime` holds what requests need from the process: settings, the token service
 and the WeChat state cookies (built with the app), and the clients the lifespan opens (the
-user and code service stubs, the session store, the WeChat OAuth client). Routes get it,
-and the caller's :class:`~gateway.auth.principal.Principal`, through the FastAPI
-dependencies below.
+service stubs, :class:`~gateway.stubs.ServiceStubs`; the session store; the WeChat OAuth
+client). Routes get it, and the caller's :class:`~gateway.auth.principal.Principal`,
+through the FastAPI dependencies below, which also declare the logged-in routes' OpenAPI
+security requirement and 401 answer (:data:`LOGGED_IN`, :data:`NOT_LOGGED_IN`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any, Final
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
 from gateway.auth.oauth_state import StateCookies
@@ -21,28 +22,14 @@ from gateway.auth.sessions import SessionRevocations
 from gateway.auth.tokens import TokenService
 from gateway.auth.wechat import WechatOAuth
 from gateway.settings import GatewaySettings
-
-if TYPE_CHECKING:
-    from webook.article.v1.article_pb2_grpc import ArticleServiceAsyncStub
-    from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
-    from webook.comment.v1.comment_pb2_grpc import CommentServiceAsyncStub
-    from webook.follow.v1.follow_pb2_grpc import FollowServiceAsyncStub
-    from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
-    from webook.search.v1.search_pb2_grpc import SearchServiceAsyncStub
-    from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
+from gateway.stubs import ServiceStubs
 
 
 @dataclass(frozen=True, slots=True)
 class Clients:
     """Connections opened at start-up and closed at shutdown."""
 
-    user: UserServiceAsyncStub
-    code: CodeServiceAsyncStub
-    article: ArticleServiceAsyncStub
-    interactive: InteractiveServiceAsyncStub
-    comment: CommentServiceAsyncStub
-    follow: FollowServiceAsyncStub
-    search: SearchServiceAsyncStub
+    stubs: ServiceStubs
     sessions: SessionRevocations
     wechat: WechatOAuth
 
@@ -71,24 +58,9 @@ class Runtime:
         return self._clients
 
     @property
-    def user(self) -> UserServiceAsyncStub:
-        """The user service stub."""
-        return self.clients.user
-
-    @property
-    def code(self) -> CodeServiceAsyncStub:
-        """The verification code service stub (hosted by the sms service)."""
-        return self.clients.code
-
-    @property
-    def article(self) -> ArticleServiceAsyncStub:
-        """The article service stub."""
-        return self.clients.article
-
-    @property
-    def interactive(self) -> InteractiveServiceAsyncStub:
-        """The interactive service stub (reads, likes, collects)."""
-        return self.clients.interactive
+    def stubs(self) -> ServiceStubs:
+        """The stubs of the services."""
+        return self.clients.stubs
 
     @property
     def wechat(self) -> WechatOAuth:
@@ -157,6 +129,12 @@ access_token_scheme = HTTPBearer(
     description="The x-jwt-token header received at login or refresh.",
     auto_error=False,
 )
+LOGGED_IN: Final = [Security(access_token_scheme)]
+"""``dependencies`` of a logged-in route or router (documents the access token)."""
+NOT_LOGGED_IN: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"description": "Not logged in, token invalid or expired. Empty body."}
+}
+"""``responses`` of a logged-in route or router: the login check's 401."""
 refresh_token_scheme = HTTPBearer(
     scheme_name="refreshToken",
     description="The x-refresh-token header received at login or refresh.",

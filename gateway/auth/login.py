@@ -25,9 +25,11 @@ from prometheus_client import Counter
 
 from gateway.auth.tokens import TokenPair
 from gateway.envelope import CODE_SYSTEM_ERROR
-from gateway.errors import answer_for
+from gateway.errors import GatewayReason, answer_for
 from kit.errors import AppError
 from kit.grpcx.errors import app_error_from_rpc
+from webook.code.v1 import code_pb2
+from webook.user.v1 import user_pb2
 
 ACCESS_TOKEN_HEADER: Final = "x-jwt-token"
 REFRESH_TOKEN_HEADER: Final = "x-refresh-token"
@@ -37,6 +39,8 @@ TOKEN_HEADERS_DOC: Final[dict[str, Any]] = {
     ACCESS_TOKEN_HEADER: {"description": "New access token.", "schema": {"type": "string"}},
     REFRESH_TOKEN_HEADER: {"description": "New refresh token.", "schema": {"type": "string"}},
 }
+TOKEN_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {200: {"headers": TOKEN_HEADERS_DOC}}
+"""OpenAPI ``responses`` of a route that answers with a new token pair."""
 
 LoginMethod = Literal["password", "sms", "wechat"]
 LOGIN_RESULTS: Final = (
@@ -62,13 +66,13 @@ for _method in ("password", "sms", "wechat"):
         LOGINS.labels(_method, _result)
 
 _RESULT_BY_REASON: Final[Mapping[str, str]] = {
-    "USER_INVALID_CREDENTIALS": "wrong_credentials",
-    "USER_NOT_FOUND": "wrong_credentials",
-    "LOGIN_CODE_WRONG": "wrong_code",
-    "CODE_VERIFY_TOO_MANY": "too_many_attempts",
-    "WECHAT_STATE_INVALID": "bad_state",
-    "WECHAT_CODE_REJECTED": "wechat_refused",
-    "WECHAT_LOGIN_CANCELLED": "wechat_refused",
+    user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_CREDENTIALS): "wrong_credentials",
+    user_pb2.ErrorReason.Name(user_pb2.USER_NOT_FOUND): "wrong_credentials",
+    GatewayReason.LOGIN_CODE_WRONG: "wrong_code",
+    code_pb2.ErrorReason.Name(code_pb2.CODE_VERIFY_TOO_MANY): "too_many_attempts",
+    GatewayReason.WECHAT_STATE_INVALID: "bad_state",
+    GatewayReason.WECHAT_CODE_REJECTED: "wechat_refused",
+    GatewayReason.WECHAT_LOGIN_CANCELLED: "wechat_refused",
 }
 
 

@@ -24,6 +24,7 @@ from typing import Any, Final
 import jwt
 from starlette.responses import Response
 
+from gateway.errors import GATEWAY_DOMAIN, GatewayReason
 from kit.errors import InvalidArgument
 
 STATE_COOKIE: Final = "webook_wechat_state"
@@ -41,11 +42,11 @@ class InvalidOAuthState(InvalidArgument):
     ``missing_state``, ``mismatch``), for logs only: every case gets the same answer.
     """
 
-    default_domain = "gateway.webook"
+    default_domain = GATEWAY_DOMAIN
 
     def __init__(self, problem: str) -> None:
         super().__init__(
-            "WECHAT_STATE_INVALID",
+            GatewayReason.WECHAT_STATE_INVALID,
             "the WeChat login expired or was started elsewhere",
             metadata={"problem": problem},
         )

@@ -35,9 +35,9 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from gateway.errors import WECHAT_DOMAIN, GatewayReason
 from kit.errors import InvalidArgument, Unavailable
 
-WECHAT_DOMAIN: Final = "wechat.webook"
 SCOPE: Final = "snsapi_login"
 # errcodes that mean our request was fine but the system or our configuration is not:
 # -1 system busy; 40001 invalid credential; 40013 invalid appid; 40125 invalid appsecret.
@@ -124,36 +124,42 @@ class WechatOAuth:
         try:
             answer = await self._http.get(url, params=params)
         except httpx.TimeoutException as exc:
-            raise WechatUnavailable("WECHAT_UNAVAILABLE", "WeChat did not answer in time") from exc
+            raise WechatUnavailable(
+                GatewayReason.WECHAT_UNAVAILABLE, "WeChat did not answer in time"
+            ) from exc
         except httpx.HTTPError as exc:
             raise WechatUnavailable(
-                "WECHAT_UNAVAILABLE", f"cannot reach WeChat: {type(exc).__name__}"
+                GatewayReason.WECHAT_UNAVAILABLE, f"cannot reach WeChat: {type(exc).__name__}"
             ) from exc
         if answer.status_code != 200:
             raise WechatUnavailable(
-                "WECHAT_UNAVAILABLE", f"WeChat answered HTTP {answer.status_code}"
+                GatewayReason.WECHAT_UNAVAILABLE, f"WeChat answered HTTP {answer.status_code}"
             )
         body = _json_object(answer)
         errcode = body.get("errcode", 0)
         if not isinstance(errcode, int) or isinstance(errcode, bool):
-            raise WechatUnavailable("WECHAT_UNAVAILABLE", "WeChat's errcode is not a number")
+            raise WechatUnavailable(
+                GatewayReason.WECHAT_UNAVAILABLE, "WeChat's errcode is not a number"
+            )
         if errcode:
             errmsg = str(body.get("errmsg", ""))[:200]
             metadata = {"errcode": str(errcode), "errmsg": errmsg}
             if errcode in _SYSTEM_ERRCODES:
                 raise WechatUnavailable(
-                    "WECHAT_UNAVAILABLE",
+                    GatewayReason.WECHAT_UNAVAILABLE,
                     f"WeChat refused our request: {errcode} {errmsg}",
                     metadata=metadata,
                 )
             raise WechatLoginRefused(
-                "WECHAT_CODE_REJECTED",
+                GatewayReason.WECHAT_CODE_REJECTED,
                 f"WeChat refused the code: {errcode} {errmsg}",
                 metadata=metadata,
             )
         open_id, union_id = body.get("openid"), body.get("unionid", "")
         if not isinstance(open_id, str) or not open_id or not isinstance(union_id, str):
-            raise WechatUnavailable("WECHAT_UNAVAILABLE", "WeChat's answer has no usable openid")
+            raise WechatUnavailable(
+                GatewayReason.WECHAT_UNAVAILABLE, "WeChat's answer has no usable openid"
+            )
         return WechatIdentity(open_id=open_id, union_id=union_id)
 
 
@@ -161,7 +167,11 @@ def _json_object(answer: httpx.Response) -> dict[str, Any]:
     try:
         body = answer.json()
     except ValueError as exc:
-        raise WechatUnavailable("WECHAT_UNAVAILABLE", "WeChat's answer is not JSON") from exc
+        raise WechatUnavailable(
+            GatewayReason.WECHAT_UNAVAILABLE, "WeChat's answer is not JSON"
+        ) from exc
     if not isinstance(body, dict):
-        raise WechatUnavailable("WECHAT_UNAVAILABLE", "WeChat's answer is not a JSON object")
+        raise WechatUnavailable(
+            GatewayReason.WECHAT_UNAVAILABLE, "WeChat's answer is not a JSON object"
+        )
     return body

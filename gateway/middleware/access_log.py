@@ -1,17 +1,16 @@
 """One structured log line per request (uvicorn's access log is off: it has no trace ids).
 
-:func:`log_request` writes the line; :class:`AccessLogMiddleware` is it alone as an ASGI
-layer, and :class:`~gateway.middleware.gateway_layer.GatewayLayer` runs it with the request
-id, metrics and the other concerns in one layer (as the gateway does).
+:func:`log_request` writes the line;
+:class:`~gateway.middleware.gateway_layer.GatewayLayer` calls it once the answer is sent,
+with the status it saw.
 """
 
 from __future__ import annotations
 
 import logging
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from gateway.middleware.observed import ObservedResponse
 from gateway.middleware.route_template import RouteTemplates
 
 logger = logging.getLogger("gateway.access")
@@ -42,21 +41,3 @@ def log_request(routes: RouteTemplates, scope: Scope, status: int, elapsed: floa
             "user_id": state.get("uid"),
         },
     )
-
-
-class AccessLogMiddleware:
-    """Logs every HTTP request with :func:`log_request`."""
-
-    def __init__(self, app: ASGIApp, *, routes: RouteTemplates) -> None:
-        self.app = app
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        response = ObservedResponse(send)
-        try:
-            await self.app(scope, receive, response)
-        finally:
-            log_request(self.routes, scope, response.status, response.elapsed)

@@ -7,8 +7,9 @@
   :class:`RequestBodyTooLarge`, never handing it more than ``max_bytes``.
 
 :class:`RequestBodyTooLarge` is a Starlette ``HTTPException(413)``, so in a FastAPI or
-Starlette app the exception handlers answer it like any other HTTP error, and the layers
-between see a 413; if it reaches this middleware instead, the middleware answers
+Starlette app the exception handlers answer it like any other HTTP error, and the concerns
+around see a 413; if it escapes the app (a raw ASGI app),
+:class:`~gateway.middleware.gateway_layer.GatewayLayer` answers
 ``{"code": 413, "msg": ..., "data": null}`` itself (unless a response had started, when
 there is nothing left to do but let the server drop the connection). Either way the
 request is counted once in ``webook_http_rejected_total{reason="body_too_large"}``.
@@ -21,7 +22,7 @@ from typing import Final
 
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope
 
 from gateway.middleware.edge_metrics import HTTP_REJECTED
 
@@ -45,10 +46,10 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
-def _only_body_too_large(exc: BaseException) -> bool:
+def body_too_large(exc: BaseException) -> bool:
     """Whether ``exc`` is, or is a group made only of, :class:`RequestBodyTooLarge`."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(_only_body_too_large(inner) for inner in exc.exceptions)
+        return all(body_too_large(inner) for inner in exc.exceptions)
     return isinstance(exc, RequestBodyTooLarge)
 
 
@@ -98,42 +99,3 @@ class BodyLimit:
     def refusal() -> Response:
         """The 413 answer."""
         return Response(_BODY, status_code=413, media_type="application/json")
-
-
-class BodyLimitMiddleware:
-    """:class:`BodyLimit` alone as an ASGI layer, answering a :class:`RequestBodyTooLarge`
-    that reaches it (the gateway runs the concern in
-    :class:`~gateway.middleware.gateway_layer.GatewayLayer`, where the unhandled-error
-    concern inside it answers every exception)."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.limit = BodyLimit(max_bytes)
-
-    @property
-    def max_bytes(self) -> int:
-        """The limit."""
-        return self.limit.max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit
-        if limit.declared_too_large(scope):
-            await limit.refusal()(scope, receive, send)
-            return
-        response_started = False
-
-        async def send_tracking(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limit.counting(receive), send_tracking)
-        except Exception as exc:
-            if response_started or not _only_body_too_large(exc):
-                raise
-            await limit.refusal()(scope, receive, send)

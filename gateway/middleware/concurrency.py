@@ -8,7 +8,8 @@ is the number inside. A request counts until the app has returned (its whole res
 sent). Exempt paths (health checks, metrics) are neither counted nor refused, so an
 overloaded process still answers its liveness probe.
 
-The count is per process (per uvicorn worker).
+The count is per process (per uvicorn worker). :class:`ConcurrencyLimit` is the concern;
+:class:`~gateway.middleware.gateway_layer.GatewayLayer` runs it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 from collections.abc import Collection
 
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.middleware.edge_metrics import HTTP_ACTIVE_REQUESTS, HTTP_REJECTED
 
@@ -59,39 +59,3 @@ class ConcurrencyLimit:
         return Response(
             _BODY, status_code=503, media_type="application/json", headers=self._headers
         )
-
-
-class ConcurrencyLimitMiddleware:
-    """:class:`ConcurrencyLimit` alone as an ASGI layer (the gateway runs it in
-    :class:`~gateway.middleware.gateway_layer.GatewayLayer`)."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        max_active: int,
-        exempt_paths: Collection[str] = (),
-        retry_after: int = 1,
-    ) -> None:
-        self.app = app
-        self.limit = ConcurrencyLimit(
-            max_active, exempt_paths=exempt_paths, retry_after=retry_after
-        )
-
-    @property
-    def active(self) -> int:
-        """Requests inside now."""
-        return self.limit.active
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.limit
-        if scope["type"] != "http" or scope["path"] in limit.exempt_paths:
-            await self.app(scope, receive, send)
-            return
-        if not limit.enter():
-            await limit.refusal()(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            limit.leave()

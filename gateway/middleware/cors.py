@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 DEFAULT_ALLOW_METHODS = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
 DEFAULT_ALLOW_HEADERS = ("Authorization", "Content-Type")
@@ -107,44 +107,3 @@ class CorsPolicy:
         if allowed and origin is not None:
             headers["Access-Control-Allow-Origin"] = origin
             headers.update(self._response_headers)
-
-
-class CorsMiddleware:
-    """:class:`CorsPolicy` alone as an ASGI layer (the gateway runs it in
-    :class:`~gateway.middleware.gateway_layer.GatewayLayer`)."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        allow_origins: Sequence[str],
-        allow_methods: Sequence[str] = DEFAULT_ALLOW_METHODS,
-        allow_headers: Sequence[str] = DEFAULT_ALLOW_HEADERS,
-        expose_headers: Sequence[str] = DEFAULT_EXPOSE_HEADERS,
-        max_age: int = 600,
-    ) -> None:
-        self.app = app
-        self.cors = CorsPolicy(
-            allow_origins,
-            allow_methods=allow_methods,
-            allow_headers=allow_headers,
-            expose_headers=expose_headers,
-            max_age=max_age,
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        cors = self.cors
-        origin, allowed = cors.allowed_origin(scope)
-        if origin is not None and cors.is_preflight(scope, origin):
-            await cors.preflight_response(origin, allowed)(scope, receive, send)
-            return
-
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                cors.decorate(message, origin, allowed)
-            await send(message)
-
-        await self.app(scope, receive, send_with_cors)

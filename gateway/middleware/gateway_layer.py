@@ -1,7 +1,8 @@
 """Every per-request concern of the gateway in one ASGI layer, with one ``send`` wrapper.
 
-Each concern keeps its own module and is a plain object or function there; this layer only
-runs them around the app, in the order separate layers had, outermost first:
+Each concern keeps its own module and is a plain object or function there; this layer, the
+only composition of them (built from settings by
+:meth:`gateway.middleware.edge.Edge.layer`), runs them around the app, outermost first:
 
 1. trace context (:class:`~gateway.middleware.trace_context.TraceContexts`): only while no
    span is recorded;
@@ -13,7 +14,9 @@ runs them around the app, in the order separate layers had, outermost first:
    500s included, carries the id and is logged and counted;
 4. concurrency cap, 503 (:class:`~gateway.middleware.concurrency.ConcurrencyLimit`);
 5. body size, 413 (:class:`~gateway.middleware.body_limit.BodyLimit`: a declared length
-   here, the bytes read through the one ``receive`` wrapper);
+   here, the bytes read through the one ``receive`` wrapper; a
+   :class:`~gateway.middleware.body_limit.RequestBodyTooLarge` that the app does not answer
+   itself is answered 413 here);
 6. rate limits per IP and global, 429 (:class:`~gateway.middleware.ratelimit.RateLimits`);
 7. unhandled errors (:func:`~gateway.middleware.errors.log_unhandled`): an exception from
    below is logged (with the request id) and answered with the 500 envelope, never a
@@ -23,9 +26,8 @@ runs them around the app, in the order separate layers had, outermost first:
 
 A concern given as None is off. The one ``send`` wrapper (:class:`_Answer`) records the
 status for the access log and metrics, remembers whether the answer started (for the
-unhandled-error concern) and adds the request id and CORS headers to the answer's start.
-Nine layers of coroutine frames and four ``send`` wrappers become one of each on the
-gateway's hot path.
+unhandled-error concern) and adds the request id and CORS headers to the answer's start,
+so the hot path has one coroutine frame and one ``send`` wrapper for all the concerns.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import unauthorized_response, unexpected_error_response
 from gateway.middleware.access_log import log_request
-from gateway.middleware.body_limit import BodyLimit
+from gateway.middleware.body_limit import BodyLimit, body_too_large
 from gateway.middleware.concurrency import ConcurrencyLimit
 from gateway.middleware.cors import CorsPolicy
 from gateway.middleware.errors import log_unhandled
@@ -177,10 +179,15 @@ class GatewayLayer:
                     return
             try:
                 await self._logged_in(scope, receive, answer)
-            except Exception:
-                log_unhandled(scope)
+            except Exception as exc:
                 if answer.started:
+                    log_unhandled(scope)
                     raise  # too late for a clean answer: the server aborts the connection
+                if body_limit is not None and body_too_large(exc):
+                    # A raw ASGI app let the limit's exception through: still a 413.
+                    await body_limit.refusal()(scope, receive, answer)
+                    return
+                log_unhandled(scope)
                 await unexpected_error_response()(scope, receive, answer)
         finally:
             if concurrency is not None:

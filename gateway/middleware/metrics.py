@@ -3,9 +3,8 @@
 - ``webook_http_requests_total{route,method,status}``
 - ``webook_http_request_duration_seconds{route,method}``
 
-:func:`record_request` counts and times one request; :class:`MetricsMiddleware` is it alone
-as an ASGI layer, and :class:`~gateway.middleware.gateway_layer.GatewayLayer` runs it with
-the request id, the access log and the other concerns in one layer (as the gateway does).
+:func:`record_request` counts and times one request;
+:class:`~gateway.middleware.gateway_layer.GatewayLayer` calls it once the answer is sent.
 """
 
 from __future__ import annotations
@@ -13,9 +12,8 @@ from __future__ import annotations
 from typing import Final
 
 from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from gateway.middleware.observed import ObservedResponse
 from gateway.middleware.route_template import RouteTemplates
 
 HTTP_REQUESTS = Counter(
@@ -40,21 +38,3 @@ def record_request(routes: RouteTemplates, scope: Scope, status: int, elapsed: f
     method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
     HTTP_REQUESTS.labels(route, method, str(status)).inc()
     HTTP_REQUEST_DURATION.labels(route, method).observe(elapsed)
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request with :func:`record_request`."""
-
-    def __init__(self, app: ASGIApp, *, routes: RouteTemplates) -> None:
-        self.app = app
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        response = ObservedResponse(send)
-        try:
-            await self.app(scope, receive, response)
-        finally:
-            record_request(self.routes, scope, response.status, response.elapsed)

@@ -1,12 +1,13 @@
 """HTTP rate limiting by rules: per client IP, per logged-in user, or cluster-wide.
 
 :class:`RateLimits` holds the rules (:class:`~gateway.middleware.edge_settings.RateLimitRule`)
-and a limiter per rule (:mod:`kit.ratelimit`); :class:`RateLimitMiddleware` checks the
-rules of the key kinds it is given. Two instances share one ``RateLimits``:
+and a limiter per rule (:mod:`kit.ratelimit`); :meth:`RateLimits.check` counts a request
+against a group of rules. :class:`~gateway.middleware.gateway_layer.GatewayLayer` checks two
+groups (:meth:`RateLimits.rules_for`):
 
-- outside the login check, ``keys=("ip", "global")``: refuses floods before any token is
-  verified or route runs;
-- inside the login check, ``keys=("user",)``: the user id (``scope["state"]["uid"]``, set by
+- with the guards, before the login check, the ``ip`` and ``global`` rules: floods are
+  refused before any token is verified or route runs;
+- after the login check, the ``user`` rules: the user id (``scope["state"]["uid"]``, set by
   the login check) only exists there. A ``user`` rule skips requests without one.
 
 A request must pass every matching rule, in configuration order; the first refusal answers
@@ -36,7 +37,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from gateway.middleware.client_ip import TrustedProxies
 from gateway.middleware.edge_metrics import RATELIMIT_BACKEND_ERRORS, RATELIMIT_REQUESTS
@@ -126,7 +127,7 @@ class Refusal:
 
 
 class RateLimits:
-    """The rules and their limiters, shared by the :class:`RateLimitMiddleware` instances.
+    """The rules and their limiters, checked in groups (:meth:`rules_for`, :meth:`check`).
 
     Args:
         rules: the rules, in checking order.
@@ -232,28 +233,3 @@ class RateLimits:
             uid = (scope.get("state") or {}).get("uid")
             return None if uid is None else str(uid)
         return GLOBAL_KEY
-
-
-class RateLimitMiddleware:
-    """Answers 429 when a rule of the given key kinds refuses; see the module docstring."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        limits: RateLimits,
-        keys: Collection[KeyBy] = ("ip", "global", "user"),
-    ) -> None:
-        self.app = app
-        self.limits = limits
-        self.rules = limits.rules_for(keys)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.rules:
-            await self.app(scope, receive, send)
-            return
-        refusal = await self.limits.check(scope, self.rules)
-        if refusal is not None:
-            await refusal.response()(scope, receive, send)
-            return
-        await self.app(scope, receive, send)

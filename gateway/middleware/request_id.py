@@ -7,10 +7,9 @@ put in ``scope["state"]["request_id"]`` (``request.state.request_id``), in
 :data:`current_request_id`, in the log context (``request_id`` in every log line written
 while the request runs, via :mod:`kit.logging`), and in the response header.
 
-:class:`RequestIds` is the concern as a plain object; :class:`RequestIdMiddleware` is it
-alone as an ASGI layer, and :class:`~gateway.middleware.gateway_layer.GatewayLayer` runs it
-with the access log, metrics and the other concerns in one layer (as the gateway does).
-Either way, place it outside the access log so that the access log line carries the id.
+:class:`RequestIds` is the concern as a plain object;
+:class:`~gateway.middleware.gateway_layer.GatewayLayer` runs it outside the access log, so
+that the access log line carries the id.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from contextvars import ContextVar, Token
 from typing import Any, Final
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
 from kit.logging import log_context
 
@@ -73,39 +72,3 @@ class RequestIds:
     def add_header(self, message: Message, request_id: str) -> None:
         """Put the id in an ``http.response.start`` message (replacing one the app set)."""
         MutableHeaders(scope=message)[self.header] = request_id
-
-
-class RequestIdMiddleware:
-    """Gives every HTTP request an id; see the module docstring."""
-
-    def __init__(
-        self, app: ASGIApp, *, header: str = DEFAULT_HEADER, trust_incoming: bool = True
-    ) -> None:
-        self.app = app
-        self.ids = RequestIds(header=header, trust_incoming=trust_incoming)
-
-    @property
-    def header(self) -> str:
-        """The header read and written."""
-        return self.ids.header
-
-    def request_id_for(self, scope: Scope) -> str:
-        """The incoming id if it may be kept, else a new one."""
-        return self.ids.request_id_for(scope)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        ids = self.ids
-        request_id, tokens = ids.enter(scope)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                ids.add_header(message, request_id)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            ids.leave(tokens)

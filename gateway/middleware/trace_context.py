@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import NonRecordingSpan, SpanKind
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
 from kit.observability.tracing import (
     ExportAwareTracerProvider,
@@ -114,28 +114,3 @@ class TraceContexts:
         otel_context.detach(token)
         if span is not None:
             span.end()
-
-
-class TraceContextMiddleware:
-    """:class:`TraceContexts` alone as an ASGI layer (the gateway runs it in
-    :class:`~gateway.middleware.gateway_layer.GatewayLayer`).
-
-    Args:
-        tracer_provider: the provider to use (default: the global one).
-    """
-
-    def __init__(
-        self, app: ASGIApp, *, tracer_provider: trace.TracerProvider | None = None
-    ) -> None:
-        self.app = app
-        self.contexts = TraceContexts(tracer_provider)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        entered = self.contexts.enter(scope) if scope["type"] == "http" else None
-        if entered is None:
-            await self.app(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            TraceContexts.leave(entered)

@@ -4,22 +4,25 @@ collect), all for logged-in users, with the field names API.md gives.
 Reading a published article fetches the article and its interaction counts concurrently.
 The read itself is counted by the article service (it emits an ``ArticleRead`` event);
 when the interactive service cannot answer, the article is still served, with zero counts,
-because a reader wants the text more than the numbers.
+because a reader wants the text more than the numbers. The answers are built by
+:mod:`gateway.presenters`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
-from typing import Any, Final
-from zoneinfo import ZoneInfo
+from typing import Final, TypedDict
 
 import grpc
-from fastapi import APIRouter, Path, Request, Security
+from fastapi import APIRouter, Path, Request
 from prometheus_client import Counter
 
+from gateway import presenters
+from gateway.auth.principal import Principal
 from gateway.deps import (
+    LOGGED_IN,
+    NOT_LOGGED_IN,
     PrincipalDep,
     RuntimeDep,
     access_token_scheme,
@@ -53,30 +56,19 @@ DEGRADED_READS = Counter(
     ["route", "part"],
 )
 
-_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"description": "Not logged in, token invalid or expired. Empty body."}
-}
 router = APIRouter(
-    prefix="/articles",
-    tags=["articles"],
-    dependencies=[Security(access_token_scheme)],
-    responses=_UNAUTHORIZED,
+    prefix="/articles", tags=["articles"], dependencies=LOGGED_IN, responses=NOT_LOGGED_IN
 )
-
-
-def format_time(ms: int, zone: ZoneInfo) -> str:
-    """Milliseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` in the server's zone."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def read_published(request: Request, id: int = ID_PATH) -> Result[PublishedArticle]:
     """The published article with its counts and the reader's like/collect flags."""
     principal, runtime = principal_of(request), runtime_of(request)
-    article_call = runtime.article.GetPublishedById(
+    article_call = runtime.stubs.article.GetPublishedById(
         article_pb2.GetPublishedByIdRequest(id=id, uid=principal.uid),
         timeout=runtime.grpc_timeout,
     )
-    counts_call = runtime.interactive.Get(
+    counts_call = runtime.stubs.interactive.Get(
         interactive_pb2.GetRequest(biz=BIZ, biz_id=id, uid=principal.uid),
         timeout=runtime.grpc_timeout,
     )
@@ -96,21 +88,8 @@ async def read_published(request: Request, id: int = ID_PATH) -> Result[Publishe
         raise counts_reply
     else:
         counts = counts_reply.intr
-    a, zone = article_reply.article, runtime.settings.zone
     return Result[PublishedArticle](
-        data=PublishedArticle(
-            id=a.id,
-            title=a.title,
-            content=a.content,
-            author=a.author.name,
-            ctime=format_time(a.ctime_ms, zone),
-            utime=format_time(a.utime_ms, zone),
-            readCnt=counts.read_cnt,
-            likeCnt=counts.like_cnt,
-            collectCnt=counts.collect_cnt,
-            liked=counts.liked,
-            collected=counts.collected,
-        )
+        data=presenters.published_article(article_reply.article, counts, runtime.settings.zone)
     )
 
 
@@ -140,10 +119,23 @@ def add_reader_route(app_router: APIRouter) -> None:
         methods=["GET"],
         summary="Read a published article (counts a read)",
         tags=["articles"],
-        responses=_UNAUTHORIZED,
+        responses=NOT_LOGGED_IN,
         openapi_extra={"security": [{access_token_scheme.scheme_name: []}]},
         route_class_override=DirectIdRoute,
     )
+
+
+class _Written(TypedDict):
+    """The fields of a save or a publish: the article as the caller wrote it."""
+
+    id: int
+    title: str
+    content: str
+    author_id: int
+
+
+def _written(body: EditArticleRequest, author: Principal) -> _Written:
+    return {"id": body.id, "title": body.title, "content": body.content, "author_id": author.uid}
 
 
 @router.post("/edit", summary="Save a draft")
@@ -151,11 +143,8 @@ async def edit(
     body: EditArticleRequest, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Result[int]:
     """Create (id 0 or absent) or update a draft of the caller's; answers its id."""
-    reply = await runtime.article.Save(
-        article_pb2.SaveRequest(
-            id=body.id, title=body.title, content=body.content, author_id=principal.uid
-        ),
-        timeout=runtime.grpc_timeout,
+    reply = await runtime.stubs.article.Save(
+        article_pb2.SaveRequest(**_written(body, principal)), timeout=runtime.grpc_timeout
     )
     return Result[int](data=reply.id)
 
@@ -165,11 +154,8 @@ async def publish(
     body: EditArticleRequest, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Result[int]:
     """Save the caller's article and publish it in one step; answers its id."""
-    reply = await runtime.article.Publish(
-        article_pb2.PublishRequest(
-            id=body.id, title=body.title, content=body.content, author_id=principal.uid
-        ),
-        timeout=runtime.grpc_timeout,
+    reply = await runtime.stubs.article.Publish(
+        article_pb2.PublishRequest(**_written(body, principal)), timeout=runtime.grpc_timeout
     )
     return Result[int](data=reply.id)
 
@@ -177,7 +163,7 @@ async def publish(
 @router.post("/withdraw", summary="Withdraw a published article")
 async def withdraw(body: WithdrawRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
     """Make the caller's published article invisible to readers (status 3)."""
-    await runtime.article.Withdraw(
+    await runtime.stubs.article.Withdraw(
         article_pb2.WithdrawRequest(id=body.id, author_id=principal.uid),
         timeout=runtime.grpc_timeout,
     )
@@ -189,23 +175,13 @@ async def list_own(
     body: ListRequest, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Result[list[ArticleListItem]]:
     """A page of the caller's articles (limit at most 100)."""
-    reply = await runtime.article.List(
+    reply = await runtime.stubs.article.List(
         article_pb2.ListRequest(author_id=principal.uid, offset=body.offset, limit=body.limit),
         timeout=runtime.grpc_timeout,
     )
     zone = runtime.settings.zone
     return Result[list[ArticleListItem]](
-        data=[
-            ArticleListItem(
-                id=a.id,
-                title=a.title,
-                abstract=a.abstract,
-                status=a.status,
-                ctime=format_time(a.ctime_ms, zone),
-                utime=format_time(a.utime_ms, zone),
-            )
-            for a in reply.articles
-        ]
+        data=[presenters.article_list_item(a, zone) for a in reply.articles]
     )
 
 
@@ -214,19 +190,11 @@ async def detail(
     principal: PrincipalDep, runtime: RuntimeDep, id: int = ID_PATH
 ) -> Result[ArticleDetail]:
     """The caller's own article, drafts included; someone else's is refused."""
-    reply = await runtime.article.GetById(
+    reply = await runtime.stubs.article.GetById(
         article_pb2.GetByIdRequest(id=id, author_id=principal.uid), timeout=runtime.grpc_timeout
     )
-    a, zone = reply.article, runtime.settings.zone
     return Result[ArticleDetail](
-        data=ArticleDetail(
-            id=a.id,
-            title=a.title,
-            content=a.content,
-            status=a.status,
-            ctime=format_time(a.ctime_ms, zone),
-            utime=format_time(a.utime_ms, zone),
-        )
+        data=presenters.article_detail(reply.article, runtime.settings.zone)
     )
 
 
@@ -234,12 +202,12 @@ async def detail(
 async def like(body: LikeRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
     """Idempotent: liking twice counts once; cancelling a missing like changes nothing."""
     if body.like:
-        await runtime.interactive.Like(
+        await runtime.stubs.interactive.Like(
             interactive_pb2.LikeRequest(biz=BIZ, biz_id=body.id, uid=principal.uid),
             timeout=runtime.grpc_timeout,
         )
     else:
-        await runtime.interactive.CancelLike(
+        await runtime.stubs.interactive.CancelLike(
             interactive_pb2.CancelLikeRequest(biz=BIZ, biz_id=body.id, uid=principal.uid),
             timeout=runtime.grpc_timeout,
         )
@@ -249,7 +217,7 @@ async def like(body: LikeRequest, principal: PrincipalDep, runtime: RuntimeDep) 
 @router.post("/pub/collect", summary="Collect into a collection")
 async def collect(body: CollectRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
     """Collect the article into collection ``cid`` (0 = default); idempotent."""
-    await runtime.interactive.Collect(
+    await runtime.stubs.interactive.Collect(
         interactive_pb2.CollectRequest(biz=BIZ, biz_id=body.id, uid=principal.uid, cid=body.cid),
         timeout=runtime.grpc_timeout,
     )

@@ -1,7 +1,7 @@
 """``/follow``: follow, cancel, followee and follower lists, relation status, counts.
 
-The routes reach the follow service through :func:`follow_stub`, which reads
-``app.state.runtime.clients.follow`` (tests override the dependency). Following checks with
+The routes reach the follow service through :attr:`gateway.deps.Runtime.stubs`; the
+answers are built by :mod:`gateway.presenters`. Following checks with
 the user service that the followee exists (``USER_NOT_FOUND`` answers code 4 "user not
 found"), since the follow service knows only ids. ``/follow/counts`` uses no identity and
 may be made public.
@@ -9,77 +9,62 @@ may be made public.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Query
 
-from gateway.deps import PrincipalDep, RuntimeDep, access_token_scheme
+from gateway import presenters
+from gateway.auth.principal import Principal
+from gateway.deps import LOGGED_IN, NOT_LOGGED_IN, PrincipalDep, RuntimeDep
 from gateway.envelope import Ack, Result
-from gateway.routes.comments import format_time
 from gateway.schemas import INT64_MAX
-from gateway.schemas.follow import (
-    FollowCountsView,
-    FollowPage,
-    FollowRelationView,
-    FollowStatusView,
-    FollowTarget,
-)
+from gateway.schemas.follow import FollowCountsView, FollowPage, FollowStatusView, FollowTarget
 from webook.follow.v1 import follow_pb2
 from webook.user.v1 import user_pb2
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from zoneinfo import ZoneInfo
-
-    from webook.follow.v1.follow_pb2_grpc import FollowServiceAsyncStub
-
-_UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"description": "Not logged in, token invalid or expired. Empty body."}
-}
-
 router = APIRouter(prefix="/follow", tags=["follow"])
-logged_in = [Security(access_token_scheme)]
 
 
-async def follow_stub(request: Request) -> FollowServiceAsyncStub:
-    """The follow service stub opened by the gateway's lifespan (async: no thread hop)."""
-    stub: FollowServiceAsyncStub = request.app.state.runtime.clients.follow
-    return stub
+class RelationsQuery:
+    """The query of a relation list: whose (0 or absent: the caller's) and which page."""
+
+    def __init__(
+        self,
+        uid: Annotated[
+            int, Query(ge=0, le=INT64_MAX, description="The user; 0 or absent = the caller.")
+        ] = 0,
+        minId: Annotated[
+            int, Query(ge=0, le=INT64_MAX, description="Cursor from nextCursor; 0 = newest.")
+        ] = 0,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> None:
+        self.uid = uid
+        self.min_id = minId
+        self.limit = limit
+
+    def followees_of(self, caller: Principal) -> follow_pb2.GetFolloweeRequest:
+        """The request for whom the user follows."""
+        return follow_pb2.GetFolloweeRequest(
+            follower=self.uid or caller.uid, min_id=self.min_id, limit=self.limit
+        )
+
+    def followers_of(self, caller: Principal) -> follow_pb2.GetFollowerRequest:
+        """The request for who follows the user."""
+        return follow_pb2.GetFollowerRequest(
+            followee=self.uid or caller.uid, min_id=self.min_id, limit=self.limit
+        )
 
 
-FollowStubDep = Annotated["FollowServiceAsyncStub", Depends(follow_stub)]
-UidQuery = Annotated[
-    int, Query(ge=0, le=INT64_MAX, description="The user; 0 or absent = the caller.")
-]
-MinIdQuery = Annotated[
-    int, Query(ge=0, le=INT64_MAX, description="Cursor from nextCursor; 0 = newest.")
-]
-LimitQuery = Annotated[int, Query(ge=1, le=100)]
+RelationsQueryDep = Annotated[RelationsQuery, Depends()]
 
 
-def _page(
-    relations: Sequence[follow_pb2.FollowRelation], next_cursor: int, zone: ZoneInfo
-) -> FollowPage:
-    return FollowPage(
-        relations=[
-            FollowRelationView(
-                follower=r.follower, followee=r.followee, ctime=format_time(r.ctime_ms, zone)
-            )
-            for r in relations
-        ],
-        nextCursor=next_cursor,
-    )
-
-
-@router.post("/follow", summary="Follow a user", dependencies=logged_in, responses=_UNAUTHORIZED)
-async def follow(
-    body: FollowTarget, principal: PrincipalDep, runtime: RuntimeDep, stub: FollowStubDep
-) -> Ack:
+@router.post("/follow", summary="Follow a user", dependencies=LOGGED_IN, responses=NOT_LOGGED_IN)
+async def follow(body: FollowTarget, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
     """Idempotent; following oneself or an unknown user answers code 4."""
-    await runtime.user.Profile(
+    await runtime.stubs.user.Profile(
         user_pb2.ProfileRequest(id=body.followee), timeout=runtime.grpc_timeout
     )
-    await stub.Follow(
+    await runtime.stubs.follow.Follow(
         follow_pb2.FollowRequest(follower=principal.uid, followee=body.followee),
         timeout=runtime.grpc_timeout,
     )
@@ -87,13 +72,11 @@ async def follow(
 
 
 @router.post(
-    "/cancel", summary="Stop following a user", dependencies=logged_in, responses=_UNAUTHORIZED
+    "/cancel", summary="Stop following a user", dependencies=LOGGED_IN, responses=NOT_LOGGED_IN
 )
-async def cancel(
-    body: FollowTarget, principal: PrincipalDep, runtime: RuntimeDep, stub: FollowStubDep
-) -> Ack:
+async def cancel(body: FollowTarget, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
     """Idempotent: cancelling a follow that does not exist succeeds."""
-    await stub.CancelFollow(
+    await runtime.stubs.follow.CancelFollow(
         follow_pb2.CancelFollowRequest(follower=principal.uid, followee=body.followee),
         timeout=runtime.grpc_timeout,
     )
@@ -101,57 +84,44 @@ async def cancel(
 
 
 @router.get(
-    "/followees", summary="Whom a user follows", dependencies=logged_in, responses=_UNAUTHORIZED
+    "/followees", summary="Whom a user follows", dependencies=LOGGED_IN, responses=NOT_LOGGED_IN
 )
 async def followees(
-    principal: PrincipalDep,
-    runtime: RuntimeDep,
-    stub: FollowStubDep,
-    uid: UidQuery = 0,
-    minId: MinIdQuery = 0,
-    limit: LimitQuery = 20,
+    page: RelationsQueryDep, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Result[FollowPage]:
     """Newest relation first."""
-    reply = await stub.GetFollowee(
-        follow_pb2.GetFolloweeRequest(follower=uid or principal.uid, min_id=minId, limit=limit),
-        timeout=runtime.grpc_timeout,
+    reply = await runtime.stubs.follow.GetFollowee(
+        page.followees_of(principal), timeout=runtime.grpc_timeout
     )
-    return Result(data=_page(reply.relations, reply.next_cursor, runtime.settings.zone))
+    return Result(data=presenters.follow_page(reply, runtime.settings.zone))
 
 
 @router.get(
-    "/followers", summary="Who follows a user", dependencies=logged_in, responses=_UNAUTHORIZED
+    "/followers", summary="Who follows a user", dependencies=LOGGED_IN, responses=NOT_LOGGED_IN
 )
 async def followers(
-    principal: PrincipalDep,
-    runtime: RuntimeDep,
-    stub: FollowStubDep,
-    uid: UidQuery = 0,
-    minId: MinIdQuery = 0,
-    limit: LimitQuery = 20,
+    page: RelationsQueryDep, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Result[FollowPage]:
     """Newest relation first."""
-    reply = await stub.GetFollower(
-        follow_pb2.GetFollowerRequest(followee=uid or principal.uid, min_id=minId, limit=limit),
-        timeout=runtime.grpc_timeout,
+    reply = await runtime.stubs.follow.GetFollower(
+        page.followers_of(principal), timeout=runtime.grpc_timeout
     )
-    return Result(data=_page(reply.relations, reply.next_cursor, runtime.settings.zone))
+    return Result(data=presenters.follow_page(reply, runtime.settings.zone))
 
 
 @router.get(
     "/status",
     summary="Relation between the caller and a user",
-    dependencies=logged_in,
-    responses=_UNAUTHORIZED,
+    dependencies=LOGGED_IN,
+    responses=NOT_LOGGED_IN,
 )
 async def status(
     principal: PrincipalDep,
     runtime: RuntimeDep,
-    stub: FollowStubDep,
     uid: Annotated[int, Query(gt=0, le=INT64_MAX, description="The other user.")],
 ) -> Result[FollowStatusView]:
     """Whether the caller follows ``uid`` and whether ``uid`` follows the caller."""
-    reply = await stub.FollowInfo(
+    reply = await runtime.stubs.follow.FollowInfo(
         follow_pb2.FollowInfoRequest(follower=principal.uid, followee=uid),
         timeout=runtime.grpc_timeout,
     )
@@ -161,12 +131,10 @@ async def status(
 @router.get("/counts", summary="Follower and followee counts of a user")
 async def counts(
     runtime: RuntimeDep,
-    stub: FollowStubDep,
     uid: Annotated[int, Query(gt=0, le=INT64_MAX)],
 ) -> Result[FollowCountsView]:
     """Counts kept by the follow service (cached), not counted on each request."""
-    reply = await stub.GetFollowStatic(
+    reply = await runtime.stubs.follow.GetFollowStatic(
         follow_pb2.GetFollowStaticRequest(uid=uid), timeout=runtime.grpc_timeout
     )
-    s = reply.static
-    return Result(data=FollowCountsView(uid=uid, followers=s.followers, followees=s.followees))
+    return Result(data=presenters.follow_counts(uid, reply.static))

@@ -18,9 +18,10 @@ from typing import Final
 
 from fastapi import APIRouter, Response
 
-from gateway.auth.login import TOKEN_HEADERS_DOC, counted_login, mask_phone, set_token_headers
+from gateway.auth.login import TOKEN_RESPONSES, counted_login, mask_phone, set_token_headers
 from gateway.deps import RuntimeDep, UserAgentDep
 from gateway.envelope import Ack
+from gateway.errors import GATEWAY_DOMAIN, GatewayReason
 from gateway.schemas.login import SendLoginCodeRequest, SmsLoginRequest
 from kit.errors import InvalidArgument
 from webook.code.v1 import code_pb2
@@ -37,7 +38,7 @@ router = APIRouter(prefix="/users/login_sms", tags=["users"])
 @router.post("/code/send", summary="Send a login code by SMS")
 async def send_login_code(body: SendLoginCodeRequest, runtime: RuntimeDep) -> Ack:
     """At most one code per phone per minute; the code is valid for 10 minutes."""
-    await runtime.code.Send(
+    await runtime.stubs.code.Send(
         code_pb2.SendRequest(biz=LOGIN_BIZ, phone=body.phone),
         timeout=runtime.settings.code_send_timeout,
     )
@@ -45,25 +46,21 @@ async def send_login_code(body: SendLoginCodeRequest, runtime: RuntimeDep) -> Ac
     return Ack()
 
 
-@router.post(
-    "",
-    summary="Log in (or sign up) with the SMS code",
-    responses={200: {"headers": TOKEN_HEADERS_DOC}},
-)
+@router.post("", summary="Log in (or sign up) with the SMS code", responses=TOKEN_RESPONSES)
 async def login_sms(
     body: SmsLoginRequest, response: Response, runtime: RuntimeDep, user_agent: UserAgentDep
 ) -> Ack:
     """Check the code; the first login with a phone creates the account."""
     async with counted_login("sms"):
-        verified = await runtime.code.Verify(
+        verified = await runtime.stubs.code.Verify(
             code_pb2.VerifyRequest(biz=LOGIN_BIZ, phone=body.phone, code=body.code),
             timeout=runtime.grpc_timeout,
         )
         if not verified.ok:
             raise InvalidArgument(
-                "LOGIN_CODE_WRONG", "wrong or expired code", domain="gateway.webook"
+                GatewayReason.LOGIN_CODE_WRONG, "wrong or expired code", domain=GATEWAY_DOMAIN
             )
-        found = await runtime.user.FindOrCreateByPhone(
+        found = await runtime.stubs.user.FindOrCreateByPhone(
             user_pb2.FindOrCreateByPhoneRequest(phone=body.phone),
             timeout=runtime.grpc_timeout,
         )

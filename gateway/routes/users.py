@@ -16,16 +16,12 @@ import grpc
 from fastapi import APIRouter, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from gateway.auth.login import TOKEN_HEADERS_DOC, counted_login, set_token_headers
+from gateway import presenters
+from gateway.auth.login import TOKEN_RESPONSES, counted_login, set_token_headers
 from gateway.auth.tokens import InvalidToken, TokenType
-from gateway.deps import (
-    PrincipalDep,
-    RuntimeDep,
-    UserAgentDep,
-    access_token_scheme,
-    refresh_token_scheme,
-)
+from gateway.deps import LOGGED_IN, PrincipalDep, RuntimeDep, UserAgentDep, refresh_token_scheme
 from gateway.envelope import Ack
+from gateway.errors import GatewayReason
 from gateway.schemas.users import EditProfileRequest, LoginRequest, ProfileView, SignupRequest
 from kit.errors import Unauthenticated
 from kit.grpcx.errors import app_error_from_rpc
@@ -38,43 +34,39 @@ _UNAUTHORIZED: Final[dict[int | str, dict[str, Any]]] = {
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/users", tags=["users"])
-logged_in = [Security(access_token_scheme)]
 
 
 def _session_ended() -> Unauthenticated:
-    return Unauthenticated("SESSION_INVALID", "not logged in")
+    return Unauthenticated(GatewayReason.SESSION_INVALID, "not logged in")
 
 
 @router.post("/signup", summary="Create an account with email and password")
 async def signup(body: SignupRequest, runtime: RuntimeDep) -> Ack:
     """Register; a duplicate email answers code 401003."""
-    await runtime.user.Signup(
+    await runtime.stubs.user.Signup(
         user_pb2.SignupRequest(email=body.email, password=body.password),
         timeout=runtime.grpc_timeout,
     )
     return Ack()
 
 
-@router.post(
-    "/login",
-    summary="Log in with email and password",
-    responses={200: {"headers": TOKEN_HEADERS_DOC}},
-)
+@router.post("/login", summary="Log in with email and password", responses=TOKEN_RESPONSES)
 async def login(
     body: LoginRequest, response: Response, runtime: RuntimeDep, user_agent: UserAgentDep
 ) -> Ack:
     """Check the credentials and start a session; wrong ones answer code 401002."""
     async with counted_login("password"):
         try:
-            reply = await runtime.user.Login(
+            reply = await runtime.stubs.user.Login(
                 user_pb2.LoginRequest(email=body.email, password=body.password),
                 timeout=runtime.grpc_timeout,
             )
         except grpc.aio.AioRpcError as exc:
             # An unknown email must look exactly like a wrong password (no account probing).
-            if app_error_from_rpc(exc).reason == "USER_NOT_FOUND":
+            if app_error_from_rpc(exc).reason == user_pb2.ErrorReason.Name(user_pb2.USER_NOT_FOUND):
                 raise Unauthenticated(
-                    "USER_INVALID_CREDENTIALS", "wrong email or password"
+                    user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_CREDENTIALS),
+                    "wrong email or password",
                 ) from exc
             raise
         set_token_headers(response, runtime.tokens.issue(reply.user.id, user_agent))
@@ -85,7 +77,7 @@ async def login(
 @router.post(
     "/refresh_token",
     summary="Exchange the refresh token for a new token pair",
-    responses={200: {"headers": TOKEN_HEADERS_DOC}, **_UNAUTHORIZED},
+    responses={**TOKEN_RESPONSES, **_UNAUTHORIZED},
 )
 async def refresh_token(
     response: Response,
@@ -106,7 +98,7 @@ async def refresh_token(
     return Ack()
 
 
-@router.post("/logout", summary="End the session", dependencies=logged_in, responses=_UNAUTHORIZED)
+@router.post("/logout", summary="End the session", dependencies=LOGGED_IN, responses=_UNAUTHORIZED)
 async def logout(principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
     """Revoke the session: its access and refresh tokens stop working at once."""
     await runtime.sessions.revoke(principal.ssid)
@@ -116,33 +108,26 @@ async def logout(principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
 @router.get(
     "/profile",
     summary="The caller's profile (bare object, no envelope)",
-    dependencies=logged_in,
+    dependencies=LOGGED_IN,
     responses=_UNAUTHORIZED,
 )
 async def profile(principal: PrincipalDep, runtime: RuntimeDep) -> ProfileView:
     """Email, phone, nickname, birthday and self-description of the logged-in user."""
-    reply = await runtime.user.Profile(
+    reply = await runtime.stubs.user.Profile(
         user_pb2.ProfileRequest(id=principal.uid), timeout=runtime.grpc_timeout
     )
-    user = reply.user
-    return ProfileView(
-        Email=user.email,
-        Phone=user.phone,
-        Nickname=user.nickname,
-        Birthday=user.birthday,
-        AboutMe=user.about_me,
-    )
+    return presenters.profile_view(reply.user)
 
 
 @router.post(
     "/edit",
     summary="Update nickname, birthday and self-description",
-    dependencies=logged_in,
+    dependencies=LOGGED_IN,
     responses=_UNAUTHORIZED,
 )
 async def edit(body: EditProfileRequest, principal: PrincipalDep, runtime: RuntimeDep) -> Ack:
     """Change the non-sensitive profile fields."""
-    await runtime.user.UpdateNonSensitiveInfo(
+    await runtime.stubs.user.UpdateNonSensitiveInfo(
         user_pb2.UpdateNonSensitiveInfoRequest(
             id=principal.uid,
             nickname=body.nickname,

@@ -21,11 +21,11 @@ from typing import Annotated, Any, Final
 import grpc
 from fastapi import APIRouter, Query, Request, Response
 
-from gateway.auth.login import TOKEN_HEADERS_DOC, counted_login, set_token_headers
+from gateway.auth.login import TOKEN_RESPONSES, counted_login, set_token_headers
 from gateway.auth.oauth_state import MAX_STATE_CHARS, STATE_COOKIE, new_state
 from gateway.deps import RuntimeDep, UserAgentDep
 from gateway.envelope import Ack, Result
-from gateway.errors import error_response
+from gateway.errors import GATEWAY_DOMAIN, GatewayReason, error_response
 from kit.errors import AppError, InvalidArgument
 from webook.user.v1 import user_pb2
 
@@ -48,7 +48,7 @@ async def auth_url(response: Response, runtime: RuntimeDep) -> Result[str]:
 _CALLBACK_DOC: Final[dict[str, Any]] = {
     "summary": "Finish a WeChat scan login (WeChat redirects the browser here)",
     "response_model": Ack,
-    "responses": {200: {"headers": TOKEN_HEADERS_DOC}},
+    "responses": TOKEN_RESPONSES,
 }
 
 
@@ -68,10 +68,12 @@ async def callback(
             runtime.state_cookies.check(request.cookies.get(STATE_COOKIE), state)
             if not code:
                 raise InvalidArgument(
-                    "WECHAT_LOGIN_CANCELLED", "no code: login cancelled", domain="gateway.webook"
+                    GatewayReason.WECHAT_LOGIN_CANCELLED,
+                    "no code: login cancelled",
+                    domain=GATEWAY_DOMAIN,
                 )
             identity = await runtime.wechat.exchange(code)
-            found = await runtime.user.FindOrCreateByWechat(
+            found = await runtime.stubs.user.FindOrCreateByWechat(
                 user_pb2.FindOrCreateByWechatRequest(
                     info=user_pb2.WechatInfo(open_id=identity.open_id, union_id=identity.union_id)
                 ),

@@ -1,9 +1,15 @@
-"""Fixtures: fake user and code services on real gRPC ports, the WeChat emulator in process,
-the app inside its lifespan, a client."""
+"""Fixtures: fake user and code services on real gRPC ports, in-process fakes of the other
+stubs, the WeChat emulator in process, the app inside its lifespan, a client.
+
+Gateway tests never run service code: a service is a fake servicer on a real port (reached
+through ``peers``, as in production) or a fake implementing its stub interface, handed to
+``create_app`` in a :class:`~gateway.stubs.ServiceStubs` (:func:`fake_stubs`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +23,12 @@ from devstack.infra import free_port
 from devstack.wechat_emulator import DEV_APP_ID, WechatEmulator
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from gateway.stubs import ServiceStubs
 from gateway.tests.fake_code_service import FakeCodeService
 from gateway.tests.fake_user_service import FakeUserService
 from kit.config import Mode
+from kit.errors import AppError
+from kit.grpcx.errors import rich_status_metadata
 from webook.code.v1 import code_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 
@@ -28,6 +37,39 @@ PASSWORD = "hello#world123"
 GATEWAY_BASE = "http://gateway.test"
 # The in-process WeChat emulator's (fake) origin; requests reach it through a transport.
 WECHAT_BASE = "http://wechat.test"
+
+
+def rpc_error(error: AppError) -> grpc.aio.AioRpcError:
+    """What a stub raises when its service answers ``error`` (status + ``ErrorInfo``)."""
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode[error.kind.value],
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(*rich_status_metadata(error)),
+        details=error.message,
+        debug_error_string=None,
+    )
+
+
+class NotFaked:
+    """The stub of a service a test does not fake: awaiting any call fails the test."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        async def unexpected(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"{self.service}.{method} called, but the test fakes no such call")
+
+        return unexpected
+
+
+def fake_stubs(**fakes: Any) -> ServiceStubs:
+    """Stubs for ``create_app(stubs=...)``: ``fakes`` by service name, :class:`NotFaked` for
+    the others."""
+    stubs: dict[str, Any] = {f.name: NotFaked(f.name) for f in dataclasses.fields(ServiceStubs)}
+    unknown = set(fakes) - set(stubs)
+    assert not unknown, f"no such services: {sorted(unknown)}"
+    return ServiceStubs(**(stubs | fakes))
 
 
 @dataclass

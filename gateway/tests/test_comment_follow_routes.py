@@ -1,113 +1,262 @@
-"""Routes ``/comments/...`` and ``/follow/...`` over the real comment and follow services.
+"""Routes ``/comments/...`` and ``/follow/...`` of the whole gateway over fake services.
 
-The routers run on a small FastAPI app with the gateway's error handlers (``create_app``
-does not include them yet); the stubs come from the routers' own dependencies, the caller
-from an ``x-test-uid`` header instead of a token, and user lookups from the fake user
-service on a real port.
+The comment and follow services are in-process fakes of their stubs that keep their data in
+dicts and refuse what the real services refuse (as gRPC errors with the same kinds and
+messages); user lookups go to the fake user service on a real port. The caller logs in
+with a token the app issues. The real services behind the real gateway are covered by
+``tests/e2e/test_comments_follow.py``.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import Any, TypeVar
 
 import grpc
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+import redis.asyncio as aioredis
+from fastapi import FastAPI
 
-from gateway.auth.principal import Principal
-from gateway.deps import get_principal, get_runtime
-from gateway.errors import install_error_handlers
-from gateway.routes import comments, follow
-from gateway.tests.conftest import RunningUserService
-from kit.config import Mode
-from kit.errors import Unauthenticated
-from kit.migrations import upgrade_async
-from services.comment.__main__ import build_runner as build_comment_runner
-from services.comment.settings import CommentSettings
-from services.follow.__main__ import build_runner as build_follow_runner
-from services.follow.settings import FollowSettings
-from webook.comment.v1.comment_pb2_grpc import CommentServiceStub
-from webook.follow.v1.follow_pb2_grpc import FollowServiceStub
+from devstack.infra import free_port
+from gateway.app import create_app
+from gateway.tests.conftest import (
+    USER_AGENT,
+    RunningUserService,
+    bearer,
+    client_for,
+    fake_stubs,
+    make_settings,
+    rpc_error,
+)
+from kit.errors import InvalidArgument, NotFound, PermissionDenied
+from webook.comment.v1 import comment_pb2
+from webook.follow.v1 import follow_pb2
 from webook.user.v1.user_pb2_grpc import UserServiceStub
 
 pytestmark = pytest.mark.integration
 
-
-@dataclass
-class _Settings:
-    zone: ZoneInfo
-
-
-@dataclass
-class _Runtime:
-    """What the routes read from :class:`gateway.deps.Runtime`."""
-
-    settings: _Settings
-    user: Any
-    grpc_timeout: float = 5.0
+CTIME_MS = 1_767_323_045_000
+Page = TypeVar("Page", follow_pb2.GetFolloweeResponse, follow_pb2.GetFollowerResponse)
+_TAG = re.compile(r"<[^>]*>")
 
 
-def _principal(request: Request) -> Principal:
-    uid = request.headers.get("x-test-uid")
-    if not uid:
-        raise Unauthenticated("SESSION_INVALID", "not logged in")
-    return Principal(uid=int(uid), ssid="test")
+class FakeComments:
+    """The comment service's stub: comments in a dict, its content and ownership rules."""
+
+    def __init__(self) -> None:
+        self.comments: dict[int, comment_pb2.Comment] = {}
+
+    def _thread(self, root_id: int) -> list[comment_pb2.Comment]:
+        return sorted(
+            (c for c in self.comments.values() if c.root_id == root_id), key=lambda c: c.id
+        )
+
+    async def CreateComment(
+        self, request: comment_pb2.CreateCommentRequest, **_: Any
+    ) -> comment_pb2.CreateCommentResponse:
+        """Tags removed, ``<>&`` escaped; a reply stays on its parent's object."""
+        new = comment_pb2.Comment()
+        new.CopyFrom(request.comment)
+        new.content = html.escape(_TAG.sub("", new.content).strip(), quote=False)
+        if not new.content:
+            raise rpc_error(InvalidArgument("COMMENT_INVALID_CONTENT", "a comment cannot be empty"))
+        if new.parent_id:
+            parent = self.comments.get(new.parent_id)
+            if parent is None:
+                raise rpc_error(NotFound("COMMENT_PARENT_NOT_FOUND", "parent comment not found"))
+            if (parent.biz, parent.biz_id) != (new.biz, new.biz_id):
+                raise rpc_error(
+                    InvalidArgument("COMMENT_PARENT_MISMATCH", "a reply must be on the same object")
+                )
+            new.root_id = parent.root_id or parent.id
+        new.id = max(self.comments, default=0) + 1
+        new.ctime_ms = CTIME_MS
+        self.comments[new.id] = new
+        return comment_pb2.CreateCommentResponse(id=new.id)
+
+    async def GetCommentList(
+        self, request: comment_pb2.GetCommentListRequest, **_: Any
+    ) -> comment_pb2.GetCommentListResponse:
+        """Top-level comments below ``min_id``, newest first, each with its first replies."""
+        roots = sorted(
+            (
+                c
+                for c in self.comments.values()
+                if (c.biz, c.biz_id, c.root_id) == (request.biz, request.biz_id, 0)
+                and (not request.min_id or c.id < request.min_id)
+            ),
+            key=lambda c: -c.id,
+        )[: request.limit]
+        page = []
+        for root in roots:
+            listed = comment_pb2.Comment()
+            listed.CopyFrom(root)
+            replies = self._thread(root.id)
+            listed.reply_cnt = len(replies)
+            listed.children.extend(replies[: request.replies_per_comment])
+            page.append(listed)
+        return comment_pb2.GetCommentListResponse(comments=page)
+
+    async def GetMoreReplies(
+        self, request: comment_pb2.GetMoreRepliesRequest, **_: Any
+    ) -> comment_pb2.GetMoreRepliesResponse:
+        """Replies of a thread after ``max_id``, oldest first."""
+        if request.root_id not in self.comments:
+            raise rpc_error(NotFound("COMMENT_NOT_FOUND", "comment thread not found"))
+        after = [c for c in self._thread(request.root_id) if c.id > request.max_id]
+        return comment_pb2.GetMoreRepliesResponse(replies=after[: request.limit])
+
+    async def DeleteComment(
+        self, request: comment_pb2.DeleteCommentRequest, **_: Any
+    ) -> comment_pb2.DeleteCommentResponse:
+        """The author's comment and every reply below it."""
+        comment = self.comments.get(request.id)
+        if comment is None:
+            raise rpc_error(NotFound("COMMENT_NOT_FOUND", "comment not found"))
+        if comment.uid != request.uid:
+            raise rpc_error(
+                PermissionDenied("COMMENT_NOT_AUTHOR", "only the author can delete a comment")
+            )
+        below = {request.id}
+        for c in sorted(self.comments.values(), key=lambda c: c.id):
+            if c.parent_id in below:
+                below.add(c.id)
+        for cid in below:
+            del self.comments[cid]
+        return comment_pb2.DeleteCommentResponse()
+
+    async def CountComments(
+        self, request: comment_pb2.CountCommentsRequest, **_: Any
+    ) -> comment_pb2.CountCommentsResponse:
+        """Comments and replies per object, for the objects that have any."""
+        counts: dict[int, int] = {}
+        for c in self.comments.values():
+            if c.biz == request.biz and c.biz_id in request.biz_ids:
+                counts[c.biz_id] = counts.get(c.biz_id, 0) + 1
+        return comment_pb2.CountCommentsResponse(counts=counts)
+
+
+class FakeFollow:
+    """The follow service's stub: relations in a dict keyed by (follower, followee)."""
+
+    def __init__(self) -> None:
+        self.relations: dict[tuple[int, int], int] = {}  # -> relation id (newest: highest)
+        self.next_id = 1
+
+    async def Follow(
+        self, request: follow_pb2.FollowRequest, **_: Any
+    ) -> follow_pb2.FollowResponse:
+        """Idempotent; following oneself is refused."""
+        if request.follower == request.followee:
+            raise rpc_error(InvalidArgument("FOLLOW_SELF", "you cannot follow yourself"))
+        pair = (request.follower, request.followee)
+        if pair not in self.relations:
+            self.relations[pair] = self.next_id
+            self.next_id += 1
+        return follow_pb2.FollowResponse()
+
+    async def CancelFollow(
+        self, request: follow_pb2.CancelFollowRequest, **_: Any
+    ) -> follow_pb2.CancelFollowResponse:
+        """Idempotent."""
+        self.relations.pop((request.follower, request.followee), None)
+        return follow_pb2.CancelFollowResponse()
+
+    def _page(
+        self,
+        response: type[Page],
+        side: int,
+        uid: int,
+        request: follow_pb2.GetFolloweeRequest | follow_pb2.GetFollowerRequest,
+    ) -> Page:
+        """Relations with ``uid`` on ``side`` (0 follower, 1 followee), newest first, below
+        the request's ``min_id``; the cursor is the last one's id when the page is full."""
+        min_id, limit = request.min_id, request.limit
+        found = sorted(
+            (
+                (rid, pair)
+                for pair, rid in self.relations.items()
+                if pair[side] == uid and (not min_id or rid < min_id)
+            ),
+            reverse=True,
+        )[:limit]
+        return response(
+            relations=[
+                follow_pb2.FollowRelation(follower=f, followee=e, ctime_ms=CTIME_MS + rid)
+                for rid, (f, e) in found
+            ],
+            next_cursor=found[-1][0] if len(found) == limit else 0,
+        )
+
+    async def GetFollowee(
+        self, request: follow_pb2.GetFolloweeRequest, **_: Any
+    ) -> follow_pb2.GetFolloweeResponse:
+        """Whom ``follower`` follows."""
+        return self._page(follow_pb2.GetFolloweeResponse, 0, request.follower, request)
+
+    async def GetFollower(
+        self, request: follow_pb2.GetFollowerRequest, **_: Any
+    ) -> follow_pb2.GetFollowerResponse:
+        """Who follows ``followee``."""
+        return self._page(follow_pb2.GetFollowerResponse, 1, request.followee, request)
+
+    async def FollowInfo(
+        self, request: follow_pb2.FollowInfoRequest, **_: Any
+    ) -> follow_pb2.FollowInfoResponse:
+        """Both directions between two users."""
+        return follow_pb2.FollowInfoResponse(
+            following=(request.follower, request.followee) in self.relations,
+            followed_by=(request.followee, request.follower) in self.relations,
+        )
+
+    async def GetFollowStatic(
+        self, request: follow_pb2.GetFollowStaticRequest, **_: Any
+    ) -> follow_pb2.GetFollowStaticResponse:
+        """Counted from the relations."""
+        return follow_pb2.GetFollowStaticResponse(
+            static=follow_pb2.FollowStatic(
+                uid=request.uid,
+                followers=sum(e == request.uid for _, e in self.relations),
+                followees=sum(f == request.uid for f, _ in self.relations),
+            )
+        )
 
 
 @pytest.fixture
-async def http(
-    tmp_path: Path, redis_url: str, user_service: RunningUserService
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the two routers wired to real services on free ports."""
+async def app(
+    redis_url: str, redis_client: aioredis.Redis, user_service: RunningUserService
+) -> AsyncIterator[FastAPI]:
+    """The gateway over the fakes, users 1, 2 and 3 known to the user service."""
     for uid in (1, 2, 3):
         user_service.servicer._create(email=f"u{uid}@example.com")
-    common: dict[str, Any] = {
-        "mode": Mode.TEST,
-        "redis_url": redis_url,
-        "grpc_port": 0,
-        "metrics_port": -1,
-        "shutdown_grace": 1.0,
-    }
-    comment_db = f"sqlite+aiosqlite:///{tmp_path / 'comment.db'}"
-    follow_db = f"sqlite+aiosqlite:///{tmp_path / 'follow.db'}"
-    await upgrade_async("comment", comment_db)
-    await upgrade_async("follow", follow_db)
-    comment_runner = build_comment_runner(CommentSettings(database_url=comment_db, **common))
-    follow_runner = build_follow_runner(FollowSettings(database_url=follow_db, **common))
-    comment_port = await comment_runner.start()
-    follow_port = await follow_runner.start()
-    channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        for port in (comment_port, follow_port, user_service.port)
-    ]
-    app = FastAPI()
-    install_error_handlers(app)
-    app.include_router(comments.router)
-    app.include_router(follow.router)
-    runtime = _Runtime(_Settings(ZoneInfo("Asia/Shanghai")), UserServiceStub(channels[2]))
-    app.dependency_overrides[get_runtime] = lambda: runtime
-    app.dependency_overrides[get_principal] = _principal
-    app.dependency_overrides[comments.comment_stub] = lambda: CommentServiceStub(channels[0])
-    app.dependency_overrides[follow.follow_stub] = lambda: FollowServiceStub(channels[1])
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{user_service.port}")
+    stubs = fake_stubs(user=UserServiceStub(channel), comment=FakeComments(), follow=FakeFollow())
+    application = create_app(make_settings(redis_url, free_port()), stubs=stubs)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
-            yield client
+        async with application.router.lifespan_context(application):
+            yield application
     finally:
-        for channel in channels:
-            await channel.close(None)
-        await comment_runner.stop()
-        await follow_runner.stop()
+        await channel.close(None)
 
 
-def as_user(uid: int) -> dict[str, str]:
-    """Headers of a request made by ``uid``."""
-    return {"x-test-uid": str(uid)}
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway."""
+    async with client_for(app) as client:
+        yield client
+
+
+@pytest.fixture
+def as_user(app: FastAPI) -> Any:
+    """Headers of a request made by a logged-in ``uid``."""
+
+    def headers(uid: int) -> dict[str, str]:
+        return bearer(app.state.runtime.tokens.issue(uid, USER_AGENT).access)
+
+    return headers
 
 
 async def ok(response: httpx.Response) -> Any:
@@ -118,7 +267,7 @@ async def ok(response: httpx.Response) -> Any:
     return body["data"]
 
 
-async def test_comment_routes(http: httpx.AsyncClient) -> None:
+async def test_comment_routes(http: httpx.AsyncClient, as_user: Any) -> None:
     created = await ok(
         await http.post(
             "/comments/create", json={"bizId": 7, "content": "<i>hi</i> & bye"}, headers=as_user(1)
@@ -169,7 +318,7 @@ async def test_comment_routes(http: httpx.AsyncClient) -> None:
     assert missing.json()["code"] == 4
 
 
-async def test_follow_routes(http: httpx.AsyncClient) -> None:
+async def test_follow_routes(http: httpx.AsyncClient, as_user: Any) -> None:
     for fan in (2, 3):
         await ok(await http.post("/follow/follow", json={"followee": 1}, headers=as_user(fan)))
     await ok(await http.post("/follow/follow", json={"followee": 1}, headers=as_user(2)))

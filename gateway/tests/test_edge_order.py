@@ -5,13 +5,14 @@ bug in a route is a logged 500 envelope with the request id."""
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
+from devstack.infra import free_port
 from gateway.app import create_app
 from gateway.middleware.edge_settings import EdgeSettings
-from gateway.tests.conftest import USER_AGENT, RunningUserService, bearer, client_for, make_settings
+from gateway.tests.conftest import USER_AGENT, bearer, client_for, fake_stubs, make_settings
 from kit.logging import log_context
 
 ORIGIN = "http://localhost:3000"
@@ -45,18 +46,13 @@ def _access(caplog: pytest.LogCaptureFixture) -> list[Any]:
 
 
 async def test_order_of_the_edge_concerns(
-    redis_url: str,
-    redis_client: Any,
-    user_service: RunningUserService,
-    caplog: pytest.LogCaptureFixture,
+    redis_url: str, redis_client: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(
-        redis_url, user_service.port, edge=EdgeSettings(max_body_bytes=64, rate_limits=())
+        redis_url, free_port(), edge=EdgeSettings(max_body_bytes=64, rate_limits=())
     )
     app = create_app(
-        settings,
-        article_stub=cast(Any, _BrokenArticleStub()),
-        interactive_stub=cast(Any, _InteractiveStub()),
+        settings, stubs=fake_stubs(article=_BrokenArticleStub(), interactive=_InteractiveStub())
     )
     token = app.state.runtime.tokens.issue(1, USER_AGENT).access
     caplog.set_level(logging.INFO)

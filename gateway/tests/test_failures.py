@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +18,7 @@ from gateway.tests.conftest import (
     RunningUserService,
     bearer,
     client_for,
+    fake_stubs,
     login,
     make_settings,
     signup,
@@ -148,7 +149,7 @@ class _BrokenUserStub:
 async def test_unexpected_error_is_a_500_envelope_with_cors(
     settings: Any, redis_client: Any
 ) -> None:
-    app = create_app(settings, user_stub=cast(Any, _BrokenUserStub()))
+    app = create_app(settings, stubs=fake_stubs(user=_BrokenUserStub()))
     async with app.router.lifespan_context(app), client_for(app) as client:
         resp = await client.post(
             "/users/signup",

@@ -1,8 +1,8 @@
-"""``GET /search/query`` over a fake search service on a real gRPC port.
+"""``GET /search/query`` of the whole gateway over a fake of the search service's stub.
 
-The fake answers like the real service (errors mapped by the same server interceptor, so
-they reach the gateway as INVALID_ARGUMENT/UNAVAILABLE with an ``ErrorInfo`` reason) and
-records what the gateway asked. The real service behind the real gateway is covered by
+The fake answers like the real service (its refusals reach the gateway as the gRPC errors a
+stub raises: INVALID_ARGUMENT/UNAVAILABLE with an ``ErrorInfo`` reason) and records what
+the gateway asked. The real service behind the real gateway is covered by
 ``tests/e2e/test_search.py``.
 """
 
@@ -12,51 +12,46 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from devstack.wechat_emulator import WechatEmulator
+from devstack.infra import free_port
 from gateway.app import create_app
-from gateway.tests.conftest import (
-    RunningCodeService,
-    RunningUserService,
-    client_for,
-    make_settings,
-    wechat_transport,
-)
+from gateway.tests.conftest import client_for, fake_stubs, make_settings, rpc_error
 from kit.errors import InvalidArgument, Unavailable
-from kit.grpcx.errors import ErrorMappingInterceptor
-from webook.search.v1 import search_pb2, search_pb2_grpc
-
-Context = grpc.aio.ServicerContext[Any, Any]
+from webook.search.v1 import search_pb2
 
 # 2026-01-02 03:04:05 UTC, shown in the default zone (Asia/Shanghai, UTC+8).
 UTIME_MS = 1_767_323_045_000
 
 
 @dataclass
-class FakeSearchService(search_pb2_grpc.SearchServiceServicer):
-    """Answers every query with one article and one user; special queries fail."""
+class FakeSearch:
+    """The search service's stub: one article and one user for every query; special
+    queries fail."""
 
     requests: list[search_pb2.SearchRequest] = field(default_factory=list)
 
     async def Search(
-        self, request: search_pb2.SearchRequest, context: Context
+        self, request: search_pb2.SearchRequest, **_: Any
     ) -> search_pb2.SearchResponse:
         """Canned hits, or the refusal the real service gives."""
         self.requests.append(request)
         if request.query.startswith('"'):
-            raise InvalidArgument(
-                "SEARCH_INVALID_QUERY",
-                "cannot parse the search query (unbalanced quote); check quotes, parentheses "
-                "and AND/OR/NOT",
-                domain="search.webook",
+            raise rpc_error(
+                InvalidArgument(
+                    "SEARCH_INVALID_QUERY",
+                    "cannot parse the search query (unbalanced quote); check quotes, "
+                    "parentheses and AND/OR/NOT",
+                    domain="search.webook",
+                )
             )
         if request.query == "down":
-            raise Unavailable("SEARCH_INDEX_UNAVAILABLE", "the search index cannot be read now")
+            raise rpc_error(
+                Unavailable("SEARCH_INDEX_UNAVAILABLE", "the search index cannot be read now")
+            )
         return search_pb2.SearchResponse(
             hits=[
                 search_pb2.Hit(
@@ -85,36 +80,18 @@ class FakeSearchService(search_pb2_grpc.SearchServiceServicer):
 
 
 @pytest.fixture
-async def fake_search() -> AsyncIterator[tuple[FakeSearchService, int]]:
-    """The fake on a free loopback port, behind the error-mapping interceptor."""
-    servicer = FakeSearchService()
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
-    search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield servicer, port
-    await server.stop(None)
+def fake_search() -> FakeSearch:
+    """The fake, recording the requests."""
+    return FakeSearch()
 
 
 @pytest.fixture
 async def search_app(
-    redis_url: str,
-    redis_client: aioredis.Redis,
-    user_service: RunningUserService,
-    code_service: RunningCodeService,
-    fake_search: tuple[FakeSearchService, int],
+    redis_url: str, redis_client: aioredis.Redis, fake_search: FakeSearch
 ) -> AsyncIterator[FastAPI]:
     """The whole gateway (middleware, login check, error handlers) with the fake search."""
-    settings = make_settings(
-        redis_url,
-        user_service.port,
-        peers={
-            "user": f"127.0.0.1:{user_service.port}",
-            "sms": f"127.0.0.1:{code_service.port}",
-            "search": f"127.0.0.1:{fake_search[1]}",
-        },
-    )
-    application = create_app(settings, wechat_transport=wechat_transport(WechatEmulator()))
+    settings = make_settings(redis_url, free_port())
+    application = create_app(settings, stubs=fake_stubs(search=fake_search))
     async with application.router.lifespan_context(application):
         yield application
 
@@ -129,7 +106,7 @@ async def http(search_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.mark.parametrize("authorization", [None, "Bearer null", "Bearer not-a-token"])
 async def test_search_is_public_and_maps_hits(
     http: httpx.AsyncClient,
-    fake_search: tuple[FakeSearchService, int],
+    fake_search: FakeSearch,
     authorization: str | None,
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
@@ -168,7 +145,7 @@ async def test_search_is_public_and_maps_hits(
             },
         ],
     }
-    (sent,) = fake_search[0].requests
+    (sent,) = fake_search.requests
     assert (sent.query, sent.type, sent.offset, sent.limit) == (
         "微服务",
         search_pb2.DOC_TYPE_ARTICLE,
@@ -187,13 +164,13 @@ async def test_search_is_public_and_maps_hits(
 )
 async def test_the_type_filter_reaches_the_service(
     http: httpx.AsyncClient,
-    fake_search: tuple[FakeSearchService, int],
+    fake_search: FakeSearch,
     kind: str,
     expected: int,
 ) -> None:
     response = await http.get("/search/query", params={"q": "限流算法", "type": kind})
     assert response.json()["code"] == 0
-    (sent,) = fake_search[0].requests
+    (sent,) = fake_search.requests
     assert (sent.type, sent.offset, sent.limit) == (expected, 0, 10)
 
 
@@ -219,14 +196,14 @@ async def test_a_malformed_query_answers_code_4_with_the_reason(http: httpx.Asyn
 )
 async def test_bad_parameters_answer_code_4(
     http: httpx.AsyncClient,
-    fake_search: tuple[FakeSearchService, int],
+    fake_search: FakeSearch,
     params: dict[str, str],
     message: str,
 ) -> None:
     response = await http.get("/search/query", params=params)
     assert response.status_code == 200
     assert response.json() == {"code": 4, "msg": message, "data": None}
-    assert fake_search[0].requests == []
+    assert fake_search.requests == []
 
 
 async def test_an_unavailable_index_is_a_system_error(http: httpx.AsyncClient) -> None:

@@ -37,7 +37,7 @@ from kit.cache.invalidation import InvalidationFeed
 pytestmark = pytest.mark.integration
 
 
-async def eventually(condition: Callable[[], Any], seconds: float = 5.0) -> None:
+async def eventually(condition: Callable[[], Any], seconds: float = 30.0) -> None:
     """Poll ``condition`` (sync or async) every 10 ms until true; fail after ``seconds``."""
     for _ in range(int(seconds / 0.01)):
         result = condition()

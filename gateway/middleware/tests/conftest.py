@@ -1,8 +1,10 @@
-"""Helpers for the middleware tests: small Starlette apps, clients, metric readings."""
+"""Helpers for the middleware tests: small Starlette apps behind the gateway's one layer,
+clients, metric readings, a stand-in login check."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any, cast
 
 import httpx
 from prometheus_client import REGISTRY
@@ -11,7 +13,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
+
+from gateway.auth.principal import Principal
+from gateway.deps import Runtime
+from gateway.middleware.gateway_layer import GatewayLayer
+from gateway.middleware.login import LoginCheck
+from gateway.middleware.request_id import RequestIds
+from gateway.middleware.route_template import RouteTemplates
 
 
 async def ok(request: Request) -> Response:
@@ -38,6 +47,16 @@ def make_app(middleware: Sequence[Middleware], routes: Sequence[BaseRoute] = ())
     )
 
 
+def layered_app(routes: Sequence[BaseRoute] = (), **concerns: Any) -> Starlette:
+    """:func:`make_app`'s app behind :class:`GatewayLayer` with ``concerns`` (a default
+    request-id concern unless one is given), its route templates indexed."""
+    templates = RouteTemplates()
+    concerns.setdefault("request_ids", RequestIds())
+    app = make_app([Middleware(GatewayLayer, routes=templates, **concerns)], routes)
+    templates.index(app.routes)
+    return app
+
+
 def client_for(app: ASGIApp, *, ip: str = "203.0.113.7") -> httpx.AsyncClient:
     """An in-process client whose requests come from ``ip``."""
     return httpx.AsyncClient(
@@ -50,15 +69,19 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-class FakeLogin:
-    """Stands in for the login check: ``X-Test-User: <uid>`` logs a user in."""
+class FakeLogin(LoginCheck):
+    """The login check with ``X-Test-User: <uid>`` for a token (no token service, no Redis).
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    Paths outside ``public_paths`` without the header answer 401, as with the real check.
+    """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"x-test-user":
-                    scope.setdefault("state", {})["uid"] = int(value)
-        await self.app(scope, receive, send)
+    def __init__(self, public_paths: Collection[str] = ()) -> None:
+        # The runtime (tokens, sessions) is what authenticate() below replaces.
+        super().__init__(cast(Runtime, None), public_paths)
+
+    async def authenticate(self, scope: Scope) -> Principal | None:
+        """The user the header names, if any."""
+        for name, value in scope["headers"]:
+            if name == b"x-test-user":
+                return Principal(uid=int(value), ssid="test")
+        return None

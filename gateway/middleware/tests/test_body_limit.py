@@ -1,23 +1,38 @@
-"""The body size limit: declared lengths refused up front, chunked bodies counted."""
+"""The body size limit (run by the gateway's layer): declared lengths refused up front,
+chunked bodies counted."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.middleware import Middleware
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from devstack.infra import free_port
 from gateway.errors import install_error_handlers
-from gateway.middleware.body_limit import BodyLimitMiddleware
-from gateway.middleware.tests.conftest import client_for, make_app, sample
+from gateway.middleware.body_limit import BodyLimit
+from gateway.middleware.gateway_layer import GatewayLayer
+from gateway.middleware.request_id import RequestIds
+from gateway.middleware.route_template import RouteTemplates
+from gateway.middleware.tests.conftest import client_for, layered_app, sample
 
 LIMIT = 64 * 1024
+
+
+def layer_options() -> dict[str, Any]:
+    """The layer's options: the body limit alone."""
+    return {"routes": RouteTemplates(), "request_ids": RequestIds(), "body_limit": BodyLimit(LIMIT)}
+
+
+def around(app: ASGIApp) -> GatewayLayer:
+    """``app`` (a raw ASGI app) behind the layer."""
+    return GatewayLayer(app, **layer_options())
 
 
 async def chunks(total: int, size: int = 8192) -> AsyncIterator[bytes]:
@@ -41,7 +56,7 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_app_runs()
         reached.append(scope["path"])
 
     before = rejected()
-    async with client_for(BodyLimitMiddleware(app, max_bytes=LIMIT)) as client:
+    async with client_for(around(app)) as client:
         resp = await client.post("/upload", content=b"x" * (LIMIT + 1))
 
     assert resp.status_code == 413
@@ -51,7 +66,7 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_app_runs()
 
 
 async def test_a_chunked_body_is_stopped_once_it_crosses_the_limit() -> None:
-    app = make_app([Middleware(BodyLimitMiddleware, max_bytes=LIMIT)])
+    app = layered_app(body_limit=BodyLimit(LIMIT))
     before = rejected()
     async with client_for(app) as client:
         big = await client.post("/upload", content=chunks(4 * LIMIT))
@@ -66,7 +81,7 @@ async def test_a_chunked_body_is_stopped_once_it_crosses_the_limit() -> None:
     assert rejected() == before + 1
 
 
-async def test_a_raw_asgi_app_gets_the_413_from_the_middleware() -> None:
+async def test_a_raw_asgi_app_gets_the_413_from_the_layer() -> None:
     seen = 0
 
     async def reader(scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,7 +94,7 @@ async def test_a_raw_asgi_app_gets_the_413_from_the_middleware() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"read it all"})
 
-    async with client_for(BodyLimitMiddleware(reader, max_bytes=LIMIT)) as client:
+    async with client_for(around(reader)) as client:
         resp = await client.post("/upload", content=chunks(3 * LIMIT))
 
     assert resp.status_code == 413
@@ -93,7 +108,7 @@ class Article(BaseModel):
 
 
 async def test_the_gateway_error_handlers_answer_413_not_bad_input() -> None:
-    app = FastAPI(middleware=[Middleware(BodyLimitMiddleware, max_bytes=LIMIT)])
+    app = FastAPI(middleware=[Middleware(GatewayLayer, **layer_options())])
     install_error_handlers(app)
 
     @app.post("/articles/edit")
@@ -116,17 +131,17 @@ async def test_the_gateway_error_handlers_answer_413_not_bad_input() -> None:
 
 async def test_a_real_server_answers_413_to_a_chunked_upload() -> None:
     port = free_port()
-    app = make_app([Middleware(BodyLimitMiddleware, max_bytes=LIMIT)])
+    app = layered_app(body_limit=BodyLimit(LIMIT))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
     )
     serving = asyncio.create_task(server.serve())
 
     try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(30):  # generous: a loaded machine may start slowly
+            while not server.started:
+                assert not serving.done(), "the server stopped before it started"
+                await asyncio.sleep(0.01)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             big = await client.post("/upload", content=chunks(8 * LIMIT))
             small = await client.post("/upload", content=chunks(1000))

@@ -1,16 +1,16 @@
-"""The active-request limit: 503 beyond the cap, the gauge, exempt paths."""
+"""The active-request limit (run by the gateway's layer): 503 beyond the cap, the gauge,
+exempt paths."""
 
 from __future__ import annotations
 
 import asyncio
 
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from gateway.middleware.concurrency import ConcurrencyLimitMiddleware
-from gateway.middleware.tests.conftest import client_for, make_app, sample
+from gateway.middleware.concurrency import ConcurrencyLimit
+from gateway.middleware.tests.conftest import client_for, layered_app, sample
 
 
 async def test_requests_beyond_the_cap_get_503_until_one_finishes() -> None:
@@ -22,9 +22,8 @@ async def test_requests_beyond_the_cap_get_503_until_one_finishes() -> None:
         await release.wait()
         return PlainTextResponse("done")
 
-    app = make_app(
-        [Middleware(ConcurrencyLimitMiddleware, max_active=2, exempt_paths=["/healthz"])],
-        [Route("/slow", slow)],
+    app = layered_app(
+        [Route("/slow", slow)], concurrency=ConcurrencyLimit(2, exempt_paths=["/healthz"])
     )
     rejected_before = sample("webook_http_rejected_total", reason="concurrency")
     active_before = sample("webook_http_active_requests")
@@ -54,13 +53,11 @@ async def test_a_failing_request_releases_its_slot() -> None:
     async def broken(request: Request) -> Response:
         raise RuntimeError("bug")
 
-    app = make_app(
-        [Middleware(ConcurrencyLimitMiddleware, max_active=1)], [Route("/broken", broken)]
-    )
+    limit = ConcurrencyLimit(1)
+    app = layered_app([Route("/broken", broken)], concurrency=limit)
     async with client_for(app) as client:
-        for _ in range(3):
-            try:
-                await client.get("/broken")
-            except RuntimeError:
-                pass
+        failed = [(await client.get("/broken")).status_code for _ in range(3)]
         assert (await client.get("/items/1")).status_code == 200
+
+    assert failed == [500, 500, 500]  # each answered by the unhandled-error concern
+    assert limit.active == 0

@@ -1,22 +1,21 @@
-"""EdgeMiddleware: settings, and the groups composed the way the gateway composes them."""
+"""Edge: settings, the concerns they give, and the layer composed the way the gateway
+composes it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from pydantic import ValidationError
-from starlette.middleware import Middleware
 
-from gateway.middleware.access_log import AccessLogMiddleware
-from gateway.middleware.cors import CorsMiddleware
-from gateway.middleware.edge import EdgeMiddleware
+from gateway.middleware.cors import CorsPolicy
+from gateway.middleware.edge import Edge
 from gateway.middleware.edge_settings import DEFAULT_RATE_LIMITS, EdgeSettings, RateLimitRule
-from gateway.middleware.errors import UnhandledErrorMiddleware
-from gateway.middleware.metrics import MetricsMiddleware
+from gateway.middleware.gateway_layer import GatewayLayer
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.tests.conftest import FakeLogin, client_for, sample
 from kit.ratelimit import Algorithm, FailurePolicy
@@ -25,18 +24,13 @@ from kit.redisx import create_redis
 ORIGIN = "http://localhost:3000"
 
 
-def gateway_like(edge: EdgeMiddleware, routes: RouteTemplates) -> FastAPI:
-    """The gateway's chain with the edge groups where gateway/app.py puts them."""
+def gateway_like(edge: Edge) -> FastAPI:
+    """An app with the edge's layer as gateway/app.py builds it (a stand-in login check)."""
+    routes = RouteTemplates()
+    public = ["/users/login", "/users/login_sms/code/send", "/healthz"]
     app = FastAPI(
         middleware=[
-            Middleware(CorsMiddleware, allow_origins=["http://localhost:*"]),
-            *edge.outer,
-            Middleware(AccessLogMiddleware, routes=routes),
-            Middleware(MetricsMiddleware, routes=routes),
-            *edge.guards,
-            Middleware(UnhandledErrorMiddleware),
-            Middleware(FakeLogin),
-            *edge.after_login,
+            edge.layer(routes, cors=CorsPolicy(["http://localhost:*"]), login=FakeLogin(public))
         ]
     )
 
@@ -127,34 +121,35 @@ def test_nonsense_is_refused(bad: dict[str, object]) -> None:
         EdgeSettings.model_validate(bad)
 
 
-def test_groups_hold_what_is_enabled() -> None:
-    full = EdgeMiddleware(EdgeSettings(tracing=True))
-    bare = EdgeMiddleware(
-        EdgeSettings(rate_limits=(), max_active_requests=None, max_body_bytes=None)
+def test_the_concerns_are_what_is_enabled() -> None:
+    full = Edge(EdgeSettings())
+    bare = Edge(EdgeSettings(rate_limits=(), max_active_requests=None, max_body_bytes=None))
+
+    assert full.concurrency is not None
+    assert full.concurrency.max_active == 512
+    assert full.concurrency.exempt_paths == {"/healthz", "/metrics"}
+    assert full.body_limit is not None
+    assert full.body_limit.max_bytes == 1024 * 1024
+    # Per IP and global with the guards, per user after the login check; in settings order.
+    assert [r.name for r in full.ip_rules] == ["auth_ip", "sms_code_ip", "public_ip", "global"]
+    assert [r.name for r in full.user_rules] == ["user"]
+    assert (bare.concurrency, bare.body_limit, bare.ip_rules, bare.user_rules) == (
+        None,
+        None,
+        (),
+        (),
     )
-
-    def names(group: list[Middleware]) -> list[str]:
-        return [m.cls.__name__ for m in group]  # type: ignore[attr-defined]
-
-    assert names(full.outer) == ["TracingMiddleware", "RequestIdMiddleware"]
-    assert names(full.guards) == [
-        "ConcurrencyLimitMiddleware",
-        "BodyLimitMiddleware",
-        "RateLimitMiddleware",
-    ]
-    assert names(full.after_login) == ["RateLimitMiddleware"]
-    assert names(full.all) == names(full.outer) + names(full.guards) + names(full.after_login)
-    assert names(bare.all) == ["RequestIdMiddleware"]
+    layer = full.layer(RouteTemplates())
+    assert cast(object, layer.cls) is GatewayLayer
+    assert layer.kwargs["concurrency"] is full.concurrency
+    assert layer.kwargs["ip_rules"] == full.ip_rules
+    assert layer.kwargs["login"] is None
 
 
 async def test_refusals_carry_cors_and_request_id_and_are_logged_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    routes = RouteTemplates()
-    edge = EdgeMiddleware(
-        EdgeSettings(rate_limits=local_rules(), max_body_bytes=100), routes=routes
-    )
-    app = gateway_like(edge, routes)
+    app = gateway_like(Edge(EdgeSettings(rate_limits=local_rules(), max_body_bytes=100)))
     caplog.set_level(logging.INFO, logger="gateway.access")
     counted_before = sample(
         "webook_http_requests_total", route="/users/login", method="POST", status="429"
@@ -202,10 +197,9 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 @pytest.mark.integration
 async def test_default_rules_on_redis(redis: aioredis.Redis) -> None:
-    routes = RouteTemplates()
-    edge = EdgeMiddleware(EdgeSettings(), routes=routes)
+    edge = Edge(EdgeSettings())
     edge.open(redis)
-    app = gateway_like(edge, routes)
+    app = gateway_like(edge)
 
     async with client_for(app, ip="198.51.100.20") as client:
         logins = [(await client.post("/users/login")).status_code for _ in range(6)]

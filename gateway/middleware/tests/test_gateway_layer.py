@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -16,10 +15,8 @@ from starlette.routing import Route
 from gateway.middleware.body_limit import BodyLimit
 from gateway.middleware.concurrency import ConcurrencyLimit
 from gateway.middleware.cors import CorsPolicy
-from gateway.middleware.gateway_layer import GatewayLayer
 from gateway.middleware.request_id import DEFAULT_HEADER, RequestIds, current_request_id
-from gateway.middleware.route_template import RouteTemplates
-from gateway.middleware.tests.conftest import client_for, make_app, sample
+from gateway.middleware.tests.conftest import client_for, layered_app, sample
 from kit.logging import log_context
 
 ORIGIN = "http://localhost:3000"
@@ -35,23 +32,14 @@ async def broken(request: Request) -> Response:
     raise RuntimeError("a bug with a secret inside")
 
 
-def layered_app(
+def app_with(
     *, header: str = DEFAULT_HEADER, trust_incoming: bool = True, **concerns: Any
 ) -> Starlette:
-    routes = RouteTemplates()
-    app = make_app(
-        [
-            Middleware(
-                GatewayLayer,
-                routes=routes,
-                request_ids=RequestIds(header=header, trust_incoming=trust_incoming),
-                **concerns,
-            )
-        ],
+    return layered_app(
         [Route("/where", where_is_my_id), Route("/broken", broken)],
+        request_ids=RequestIds(header=header, trust_incoming=trust_incoming),
+        **concerns,
     )
-    routes.index(app.routes)
-    return app
 
 
 class ErrorsWithTheirRequestId(logging.Handler):
@@ -74,7 +62,7 @@ def access_records(caplog: pytest.LogCaptureFixture) -> list[Any]:
 async def test_the_id_reaches_state_context_header_and_the_access_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = layered_app()
+    app = app_with()
     caplog.set_level(logging.INFO, logger="gateway.access")
     before = sample("webook_http_requests_total", route="/where", method="GET", status="200")
 
@@ -93,8 +81,8 @@ async def test_the_id_reaches_state_context_header_and_the_access_log(
 
 
 async def test_malformed_or_untrusted_ids_are_replaced() -> None:
-    trusting = layered_app()
-    renamed = layered_app(header="X-Correlation-ID", trust_incoming=False)
+    trusting = app_with()
+    renamed = app_with(header="X-Correlation-ID", trust_incoming=False)
     async with client_for(trusting) as client:
         bad = await client.get("/where", headers={"X-Request-ID": "no spaces allowed"})
     async with client_for(renamed) as client:
@@ -108,7 +96,7 @@ async def test_malformed_or_untrusted_ids_are_replaced() -> None:
 async def test_an_unhandled_error_is_a_logged_500_envelope_with_its_request_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = layered_app(cors=CorsPolicy(["http://localhost:*"]))
+    app = app_with(cors=CorsPolicy(["http://localhost:*"]))
     caplog.set_level(logging.INFO)
     errors = ErrorsWithTheirRequestId()
     logging.getLogger("gateway.middleware.errors").addHandler(errors)
@@ -138,8 +126,8 @@ async def test_refusals_carry_the_id_and_cors_and_are_logged_and_counted(
 ) -> None:
     full = ConcurrencyLimit(1)
     assert full.enter()  # someone is inside already
-    busy = layered_app(cors=CorsPolicy(["http://localhost:*"]), concurrency=full)
-    small = layered_app(cors=CorsPolicy(["http://localhost:*"]), body_limit=BodyLimit(4))
+    busy = app_with(cors=CorsPolicy(["http://localhost:*"]), concurrency=full)
+    small = app_with(cors=CorsPolicy(["http://localhost:*"]), body_limit=BodyLimit(4))
     caplog.set_level(logging.INFO, logger="gateway.access")
 
     async with client_for(busy) as client:
@@ -165,7 +153,7 @@ async def test_a_preflight_is_answered_first_and_not_logged(
 ) -> None:
     full = ConcurrencyLimit(1)
     assert full.enter()
-    app = layered_app(cors=CorsPolicy(["http://localhost:*"]), concurrency=full)
+    app = app_with(cors=CorsPolicy(["http://localhost:*"]), concurrency=full)
     caplog.set_level(logging.INFO, logger="gateway.access")
 
     async with client_for(app) as client:
@@ -178,7 +166,7 @@ async def test_a_preflight_is_answered_first_and_not_logged(
 
 
 async def test_a_chunked_body_over_the_limit_is_a_413() -> None:
-    app = layered_app(body_limit=BodyLimit(4))
+    app = app_with(body_limit=BodyLimit(4))
 
     async def chunks() -> Any:
         yield b"123"

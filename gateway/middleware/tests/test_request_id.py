@@ -1,4 +1,5 @@
-"""Request ids: made or kept, returned, in the state, the log context and the access log."""
+"""Request ids (run by the gateway's layer): made or kept, returned, in the state, the log
+context and the access log."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.middleware.access_log import AccessLogMiddleware
-from gateway.middleware.request_id import RequestIdMiddleware, current_request_id
-from gateway.middleware.route_template import RouteTemplates
-from gateway.middleware.tests.conftest import client_for, make_app
+from gateway.middleware.request_id import RequestIds, current_request_id
+from gateway.middleware.tests.conftest import client_for, layered_app
 from kit.logging import log_context
 
 
@@ -30,7 +28,7 @@ async def where_is_my_id(request: Request) -> Response:
 
 
 def app_with(**options: Any) -> Starlette:
-    return make_app([Middleware(RequestIdMiddleware, **options)], [Route("/where", where_is_my_id)])
+    return layered_app([Route("/where", where_is_my_id)], request_ids=RequestIds(**options))
 
 
 async def test_a_new_id_everywhere_when_none_comes_in() -> None:
@@ -72,11 +70,7 @@ async def test_incoming_ids_can_be_ignored_and_the_header_renamed() -> None:
 
 
 async def test_the_access_log_line_carries_the_id(caplog: pytest.LogCaptureFixture) -> None:
-    routes = RouteTemplates()
-    app = make_app(
-        [Middleware(RequestIdMiddleware), Middleware(AccessLogMiddleware, routes=routes)]
-    )
-    routes.index(app.routes)
+    app = layered_app()
     caplog.set_level(logging.INFO, logger="gateway.access")
 
     async with client_for(app) as client:

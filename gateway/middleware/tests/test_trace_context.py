@@ -1,4 +1,5 @@
-"""The request's trace context while no span is recorded, and stepping aside when one is."""
+"""The request's trace context while no span is recorded, and stepping aside when one is
+(the concern run by the gateway's layer)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.middleware import trace_context
-from gateway.middleware.tests.conftest import client_for
-from gateway.middleware.trace_context import TraceContextMiddleware
+from gateway.middleware.tests.conftest import client_for, layered_app
+from gateway.middleware.trace_context import TraceContexts
 from kit.observability.tracing import ExportAwareTracerProvider, build_tracer_provider
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -42,10 +42,7 @@ async def current_context(request: Request) -> JSONResponse:
 
 
 def app_with(provider: ExportAwareTracerProvider) -> Starlette:
-    return Starlette(
-        routes=[Route("/ctx", current_context)],
-        middleware=[Middleware(TraceContextMiddleware, tracer_provider=provider)],
-    )
+    return layered_app([Route("/ctx", current_context)], trace_contexts=TraceContexts(provider))
 
 
 async def test_without_recording_the_callers_trace_continues_in_a_non_recording_span() -> None:

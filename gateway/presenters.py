@@ -1,0 +1,155 @@
+"""How the services' replies look over HTTP: times, ids and the views of every route.
+
+Routes call the services and hand the replies here, so each format of the API is written
+once:
+
+- times: milliseconds since the epoch become ``YYYY-MM-DD HH:MM:SS`` in the server's zone
+  (``GatewaySettings.zone``), :func:`format_time`;
+- ids: shown as the services give them (``int64``); a list of counts per id answers each
+  positive id asked once, in the order asked (:func:`comment_counts`);
+- the views (``gateway.schemas``) built from the protobuf messages: a view's field is the
+  message's field of the same name in camelCase (``bizId`` shows ``biz_id``, the profile's
+  ``AboutMe`` shows ``about_me``), except where a function here says otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
+
+from gateway.schemas.articles import ArticleDetail, ArticleListItem, PublishedArticle
+from gateway.schemas.comments import CommentCount, CommentView
+from gateway.schemas.follow import FollowCountsView, FollowPage, FollowRelationView
+from gateway.schemas.search import HitType, SearchHitView, SearchPageView
+from gateway.schemas.users import ProfileView
+from webook.search.v1 import search_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from zoneinfo import ZoneInfo
+
+    from google.protobuf.message import Message
+
+    from webook.article.v1 import article_pb2
+    from webook.comment.v1 import comment_pb2
+    from webook.follow.v1 import follow_pb2
+    from webook.interactive.v1 import interactive_pb2
+    from webook.user.v1 import user_pb2
+
+TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+_WORD_START: Final = re.compile(r"(?<!^)([A-Z])")
+
+_HIT_TYPES: Final[dict[int, HitType]] = {
+    search_pb2.DOC_TYPE_ARTICLE: "article",
+    search_pb2.DOC_TYPE_USER: "user",
+}
+
+
+def format_time(ms: int, zone: ZoneInfo) -> str:
+    """Milliseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` in ``zone``."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(zone).strftime(TIME_FORMAT)
+
+
+def published_article(
+    a: article_pb2.Article, counts: interactive_pb2.Interactive, zone: ZoneInfo
+) -> PublishedArticle:
+    """A reader's view of a published article with its counts and the reader's flags."""
+    return PublishedArticle(
+        **_copied(a, "id", "title", "content"),
+        **_copied(counts, "readCnt", "likeCnt", "collectCnt", "liked", "collected"),
+        author=a.author.name,
+        ctime=format_time(a.ctime_ms, zone),
+        utime=format_time(a.utime_ms, zone),
+    )
+
+
+def article_list_item(a: article_pb2.Article, zone: ZoneInfo) -> ArticleListItem:
+    """One of the author's articles in their list."""
+    return ArticleListItem(**_copied(a, "abstract"), **_written(a, zone))
+
+
+def article_detail(a: article_pb2.Article, zone: ZoneInfo) -> ArticleDetail:
+    """The author's view of one of their articles."""
+    return ArticleDetail(**_copied(a, "content"), **_written(a, zone))
+
+
+def _written(a: article_pb2.Article, zone: ZoneInfo) -> dict[str, Any]:
+    """What the author's views show of every article besides its text or abstract."""
+    fields = _copied(a, "id", "title", "status")
+    fields.update(ctime=format_time(a.ctime_ms, zone), utime=format_time(a.utime_ms, zone))
+    return fields
+
+
+def comment_view(comment: comment_pb2.Comment, zone: ZoneInfo) -> CommentView:
+    """A comment and its listed replies."""
+    return CommentView(
+        **_copied(
+            comment, "id", "uid", "biz", "bizId", "content", "rootId", "parentId", "replyCnt"
+        ),
+        ctime=format_time(comment.ctime_ms, zone),
+        replies=[comment_view(reply, zone) for reply in comment.children],
+    )
+
+
+def comment_counts(asked: Iterable[int], counts: Mapping[int, int]) -> list[CommentCount]:
+    """One count per positive id asked, each id once, in the order asked (0 when absent)."""
+    ordered = dict.fromkeys(i for i in asked if i > 0)
+    return [CommentCount(bizId=i, count=counts.get(i, 0)) for i in ordered]
+
+
+def follow_page(
+    reply: follow_pb2.GetFolloweeResponse | follow_pb2.GetFollowerResponse, zone: ZoneInfo
+) -> FollowPage:
+    """A page of follow relations and the cursor of the next one."""
+    return FollowPage(
+        relations=[
+            FollowRelationView(
+                follower=r.follower, followee=r.followee, ctime=format_time(r.ctime_ms, zone)
+            )
+            for r in reply.relations
+        ],
+        nextCursor=reply.next_cursor,
+    )
+
+
+def follow_counts(uid: int, static: follow_pb2.FollowStatic) -> FollowCountsView:
+    """Follower and followee counts of ``uid``."""
+    return FollowCountsView(uid=uid, followers=static.followers, followees=static.followees)
+
+
+def search_hit(hit: search_pb2.Hit, zone: ZoneInfo) -> SearchHitView | None:
+    """One search result (None for a type this gateway does not know)."""
+    kind = _HIT_TYPES.get(hit.type)
+    if kind is None:
+        return None
+    return SearchHitView(
+        **_copied(hit, "id", "title", "titleHighlight", "snippet", "authorId", "authorName"),
+        type=kind,
+        score=round(hit.score, 4),
+        utime=format_time(hit.utime_ms, zone),
+    )
+
+
+def search_page(reply: search_pb2.SearchResponse, zone: ZoneInfo) -> SearchPageView:
+    """A page of search results (hits of unknown types left out) and the total."""
+    views = [search_hit(hit, zone) for hit in reply.hits]
+    return SearchPageView(hits=[v for v in views if v is not None], total=reply.total)
+
+
+def profile_view(user: user_pb2.User) -> ProfileView:
+    """The caller's profile with the capitalised keys existing clients read."""
+    return ProfileView(**_copied(user, "Email", "Phone", "Nickname", "Birthday", "AboutMe"))
+
+
+@cache
+def _proto_name(api_name: str) -> str:
+    """The protobuf field an API field shows: ``bizId`` -> ``biz_id``, ``AboutMe`` ->
+    ``about_me``."""
+    return _WORD_START.sub(r"_\1", api_name).lower()
+
+
+def _copied(message: Message, *api_names: str) -> dict[str, Any]:
+    """``message``'s fields as the API names them (camelCase of the protobuf names)."""
+    return {name: getattr(message, _proto_name(name)) for name in api_names}

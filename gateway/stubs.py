@@ -1,0 +1,60 @@
+"""The gRPC stubs of every service the gateway calls, as one object.
+
+:func:`gateway.app.create_app` takes a :class:`ServiceStubs` (tests: fakes implementing the
+stub interfaces, never service code) or, in production, builds one in its lifespan with
+:meth:`ServiceStubs.discover` from the channels of :class:`kit.grpcx.client.ServiceClients`
+(discovery, balancing, governance). Routes reach the stubs through
+:class:`gateway.deps.Runtime`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from webook.article.v1 import article_pb2_grpc
+from webook.code.v1 import code_pb2_grpc
+from webook.comment.v1 import comment_pb2_grpc
+from webook.follow.v1 import follow_pb2_grpc
+from webook.interactive.v1 import interactive_pb2_grpc
+from webook.search.v1 import search_pb2_grpc
+from webook.user.v1 import user_pb2_grpc
+
+if TYPE_CHECKING:
+    from kit.grpcx.client import ServiceClients
+    from webook.article.v1.article_pb2_grpc import ArticleServiceAsyncStub
+    from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
+    from webook.comment.v1.comment_pb2_grpc import CommentServiceAsyncStub
+    from webook.follow.v1.follow_pb2_grpc import FollowServiceAsyncStub
+    from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
+    from webook.search.v1.search_pb2_grpc import SearchServiceAsyncStub
+    from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStubs:
+    """One stub per service; whoever builds it owns the channels behind them."""
+
+    user: UserServiceAsyncStub
+    code: CodeServiceAsyncStub
+    """The verification code service, hosted by the sms service's processes."""
+    article: ArticleServiceAsyncStub
+    interactive: InteractiveServiceAsyncStub
+    comment: CommentServiceAsyncStub
+    follow: FollowServiceAsyncStub
+    search: SearchServiceAsyncStub
+
+    @classmethod
+    async def discover(cls, clients: ServiceClients) -> ServiceStubs:
+        """Stubs on the channels ``clients`` opens (closed with ``clients.close()``)."""
+        return cls(
+            user=user_pb2_grpc.UserServiceStub(await clients.channel("user")),
+            code=code_pb2_grpc.CodeServiceStub(await clients.channel("sms")),
+            article=article_pb2_grpc.ArticleServiceStub(await clients.channel("article")),
+            interactive=interactive_pb2_grpc.InteractiveServiceStub(
+                await clients.channel("interactive")
+            ),
+            comment=comment_pb2_grpc.CommentServiceStub(await clients.channel("comment")),
+            follow=follow_pb2_grpc.FollowServiceStub(await clients.channel("follow")),
+            search=search_pb2_grpc.SearchServiceStub(await clients.channel("search")),
+        )
