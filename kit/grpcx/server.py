@@ -31,6 +31,7 @@ import contextlib
 import inspect
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -222,6 +223,25 @@ class ServiceRunner:
         """Mount ``servicer`` (generated ``add_XServicer_to_server`` and the proto full name)."""
         add_to_server(servicer, self.server)
         self._service_names.append(full_name)
+
+    def mount(self, servicer: object) -> None:
+        """Mount ``servicer``, an instance of a generated ``<Name>Servicer`` subclass.
+
+        The proto service is found from the generated base class: its ``_pb2_grpc`` module
+        gives ``add_<Name>Servicer_to_server`` and its ``_pb2`` module the full name.
+        """
+        for base in type(servicer).__mro__:
+            module = sys.modules.get(base.__module__)
+            if module is None or not base.__module__.endswith("_pb2_grpc"):
+                continue
+            add_to_server = getattr(module, f"add_{base.__name__}_to_server", None)
+            messages = sys.modules.get(base.__module__.removesuffix("_grpc"))
+            if add_to_server is None or messages is None:
+                continue
+            service = messages.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")]
+            self.add_service(service.full_name, add_to_server, servicer)
+            return
+        raise TypeError(f"{type(servicer).__name__} does not extend a generated servicer")
 
     def on_shutdown(self, hook: ShutdownHook) -> None:
         """Run ``hook`` before in-flight calls drain (stop consumers, workers)."""

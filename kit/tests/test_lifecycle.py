@@ -231,3 +231,29 @@ async def test_components_are_found_by_type() -> None:
     assert runner.component(SyncStartAsyncStop) is consumer
     with pytest.raises(LookupError, match="no Journal component"):
         runner.component(Journal)
+
+
+async def test_mount_finds_the_generated_service_of_a_servicer() -> None:
+    from webook.follow.v1 import follow_pb2, follow_pb2_grpc
+
+    class Servicer(follow_pb2_grpc.FollowServiceServicer):
+        pass
+
+    runner = ServiceRunner("mount-test", GrpcServiceSettings(grpc_port=0, metrics_port=-1))
+    runner.mount(Servicer())
+    full_name = follow_pb2.DESCRIPTOR.services_by_name["FollowService"].full_name
+    await runner.start()
+    try:
+        async with grpc.aio.insecure_channel(runner.address) as channel:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=full_name), timeout=10
+            )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await runner.stop()
+
+
+async def test_mount_refuses_an_object_that_is_no_generated_servicer() -> None:
+    runner = ServiceRunner("mount-test", GrpcServiceSettings(grpc_port=0, metrics_port=-1))
+    with pytest.raises(TypeError, match="generated servicer"):
+        runner.mount(object())

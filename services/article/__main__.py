@@ -28,7 +28,6 @@ from services.article.repository.cache import (
 )
 from services.article.service import ArticleService, PublishedArticleCache
 from services.article.settings import ArticleSettings
-from webook.article.v1 import article_pb2, article_pb2_grpc
 
 
 def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
@@ -69,11 +68,7 @@ def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) ->
         ),
         events=KafkaArticleEvents(producer),
     )
-    runner.add_service(
-        article_pb2.DESCRIPTOR.services_by_name["ArticleService"].full_name,
-        article_pb2_grpc.add_ArticleServiceServicer_to_server,
-        ArticleServicer(service),
-    )
+    runner.mount(ArticleServicer(service))
     return runner
 
 

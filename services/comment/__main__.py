@@ -16,7 +16,6 @@ from services.comment.repository import SqlUnitOfWork
 from services.comment.repository.cache import FirstPageCache
 from services.comment.service import CommentService
 from services.comment.settings import CommentSettings
-from webook.comment.v1 import comment_pb2, comment_pb2_grpc
 
 
 def build_runner(settings: CommentSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
@@ -24,11 +23,7 @@ def build_runner(settings: CommentSettings, **options: Unpack[RunnerOptions]) ->
     runner = ServiceRunner("comment", settings, **options)
     backends = wire_backends(runner, settings)
     cache = FirstPageCache(backends.redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
-    runner.add_service(
-        comment_pb2.DESCRIPTOR.services_by_name["CommentService"].full_name,
-        comment_pb2_grpc.add_CommentServiceServicer_to_server,
-        CommentServicer(CommentService(lambda: SqlUnitOfWork(backends.sessions, cache))),
-    )
+    runner.mount(CommentServicer(CommentService(lambda: SqlUnitOfWork(backends.sessions, cache))))
     return runner
 
 

@@ -16,7 +16,6 @@ from services.follow.repository import SqlUnitOfWork
 from services.follow.repository.cache import FollowStatsCache
 from services.follow.service import FollowService
 from services.follow.settings import FollowSettings
-from webook.follow.v1 import follow_pb2, follow_pb2_grpc
 
 
 def build_runner(settings: FollowSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
@@ -24,11 +23,7 @@ def build_runner(settings: FollowSettings, **options: Unpack[RunnerOptions]) -> 
     runner = ServiceRunner("follow", settings, **options)
     backends = wire_backends(runner, settings)
     stats = FollowStatsCache(backends.redis, ttl_seconds=settings.stats_cache_ttl_seconds)
-    runner.add_service(
-        follow_pb2.DESCRIPTOR.services_by_name["FollowService"].full_name,
-        follow_pb2_grpc.add_FollowServiceServicer_to_server,
-        FollowServicer(FollowService(lambda: SqlUnitOfWork(backends.sessions, stats))),
-    )
+    runner.mount(FollowServicer(FollowService(lambda: SqlUnitOfWork(backends.sessions, stats))))
     return runner
 
 

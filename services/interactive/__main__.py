@@ -21,7 +21,6 @@ from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache, LocalCounts
 from services.interactive.service import InteractiveService
 from services.interactive.settings import InteractiveSettings
-from webook.interactive.v1 import interactive_pb2, interactive_pb2_grpc
 
 
 def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
@@ -49,11 +48,7 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
             max_wait_s=settings.read_batch_wait_seconds,
         )
         runner.start_after_serving(read_event_consumer(service, config))
-    runner.add_service(
-        interactive_pb2.DESCRIPTOR.services_by_name["InteractiveService"].full_name,
-        interactive_pb2_grpc.add_InteractiveServiceServicer_to_server,
-        InteractiveServicer(service),
-    )
+    runner.mount(InteractiveServicer(service))
     return runner
 
 

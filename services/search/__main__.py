@@ -49,7 +49,6 @@ from services.search.peers import ArticleServicePublished, UserServiceDirectory
 from services.search.service import BatchedIndexWriter, Reindexer, SearchService
 from services.search.settings import SearchSettings, resolve_data_dir
 from services.search.storage import DataDir
-from webook.search.v1 import search_pb2, search_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +155,8 @@ def build_runner(settings: SearchSettings, **options: Unpack[RunnerOptions]) -> 
     if settings.reindex_when_empty:
         reindexer = build_reindexer(settings, service, index, clients)
         runner.start_after_serving(EmptyIndexRebuild(index, reindexer))
-    runner.add_service(
-        search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name,
-        search_pb2_grpc.add_SearchServiceServicer_to_server,
-        SearchServicer(service),
-    )
-    runner.add_service(
-        search_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name,
-        search_pb2_grpc.add_SyncServiceServicer_to_server,
-        SyncServicer(service),
-    )
+    runner.mount(SearchServicer(service))
+    runner.mount(SyncServicer(service))
     logger.info(
         "search index ready", extra={"path": str(index.path), "index_id": index_id, "group": group}
     )

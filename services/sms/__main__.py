@@ -42,8 +42,6 @@ from services.sms.repository import RedisCodeStore, SqlUnitOfWork
 from services.sms.settings import SmsSettings
 from services.sms.sms_service import DeliveryPolicy, SmsService
 from services.sms.worker import DeliveryWorker
-from webook.code.v1 import code_pb2, code_pb2_grpc
-from webook.sms.v1 import sms_pb2, sms_pb2_grpc
 
 SERVICE = "sms"
 
@@ -163,16 +161,8 @@ def build_runner(
     if settings.delivery.worker_enabled:
         stop = partial(app.worker.stop, settings.shutdown_grace)
         runner.start_after_serving(Background(app.worker.start, stop))
-    runner.add_service(
-        code_pb2.DESCRIPTOR.services_by_name["CodeService"].full_name,
-        code_pb2_grpc.add_CodeServiceServicer_to_server,
-        CodeServicer(app.codes),
-    )
-    runner.add_service(
-        sms_pb2.DESCRIPTOR.services_by_name["SmsService"].full_name,
-        sms_pb2_grpc.add_SmsServiceServicer_to_server,
-        SmsServicer(app.sms),
-    )
+    runner.mount(CodeServicer(app.codes))
+    runner.mount(SmsServicer(app.sms))
     return runner
 
 

@@ -18,7 +18,6 @@ from services.user.repository import SqlUnitOfWork
 from services.user.repository.cache import UserProfileCache
 from services.user.service import UserService
 from services.user.settings import UserSettings
-from webook.user.v1 import user_pb2, user_pb2_grpc
 
 
 def build_runner(settings: UserSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
@@ -32,11 +31,7 @@ def build_runner(settings: UserSettings, **options: Unpack[RunnerOptions]) -> Se
         bcrypt_cost=settings.bcrypt_cost,
         events=KafkaUserEvents(producer),
     )
-    runner.add_service(
-        user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
-        user_pb2_grpc.add_UserServiceServicer_to_server,
-        UserServicer(service),
-    )
+    runner.mount(UserServicer(service))
     return runner
 
 
