@@ -31,9 +31,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
+from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
 from services.article.domain import (
     Article,
     ArticleStatus,
@@ -105,7 +105,7 @@ class ArticleRepository(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction: ``async with`` it, use :attr:`articles`, then :meth:`commit`.
 
     Leaving the block without committing rolls back; cached lists the transaction made
@@ -115,23 +115,6 @@ class UnitOfWork(Protocol):
     @property
     def articles(self) -> ArticleRepository:
         """The repository bound to this unit of work's transaction."""
-        ...
-
-    async def __aenter__(self) -> Self:
-        """Begin."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed, release the connection."""
-        ...
-
-    async def commit(self) -> None:
-        """Commit, then drop the cache entries the transaction made stale."""
         ...
 
 

@@ -5,18 +5,19 @@ thread rules (a reply's parent exists, belongs to the same object, and its threa
 one named) and the author rule of deletion, and works through a :class:`UnitOfWork`: one
 transaction per write, in which the repository also keeps the per-object count and the
 thread's reply count. A transaction that hits a deadlock or lock timeout
-(:class:`WriteConflict`) is retried a few times before answering
-``COMMENT_CONCURRENT_CONFLICT``.
+(:class:`kit.sql.WriteConflict`) is retried a few times with a jittered back-off
+(:func:`kit.sql.retry_on_conflict`) before answering ``COMMENT_CONCURRENT_CONFLICT``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Protocol, TypeVar
 
+from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
+from kit.sql import WriteConflict as WriteConflict
+from kit.sql import retry_on_conflict
 from services.comment.domain import (
     Comment,
     NewComment,
@@ -39,10 +40,6 @@ from services.comment.errors import (
 T = TypeVar("T")
 
 _WRITE_ATTEMPTS = 5
-
-
-class WriteConflict(Exception):
-    """Raised by a unit of work when the database aborted it for a concurrent write."""
 
 
 class CommentRepository(Protocol):
@@ -75,7 +72,7 @@ class CommentRepository(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction; rolled back on exit unless committed."""
 
     @property
@@ -83,26 +80,15 @@ class UnitOfWork(Protocol):
         """The repository bound to this transaction."""
         ...
 
-    async def commit(self) -> None:
-        """Commit (then invalidate caches of what changed)."""
-        ...
-
-    async def __aenter__(self) -> Self:
-        """Begin."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed; raise :class:`WriteConflict` for transient aborts."""
-        ...
-
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _too_many_conflicts() -> CommentUnavailable:
+    return CommentUnavailable(
+        Reason.CONCURRENT_CONFLICT, "too many concurrent writes, please retry"
+    )
 
 
 class CommentService:
@@ -112,14 +98,8 @@ class CommentService:
         self._uow = unit_of_work
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        for n in range(_WRITE_ATTEMPTS):
-            try:
-                return await attempt()
-            except WriteConflict:
-                # Back off a little, growing, so colliding writers spread out.
-                await asyncio.sleep(0.005 * (2**n))
-        raise CommentUnavailable(
-            Reason.CONCURRENT_CONFLICT, "too many concurrent writes, please retry"
+        return await retry_on_conflict(
+            attempt, exhausted=_too_many_conflicts, attempts=_WRITE_ATTEMPTS
         )
 
     async def create(

@@ -4,18 +4,19 @@
 :class:`UnitOfWork`: a follow or cancel is one transaction in which the repository changes
 the relation and, only if its state really changed, both users' counts. Follow and cancel
 are idempotent. A transaction aborted by a deadlock or lock timeout
-(:class:`WriteConflict`) is retried a few times before answering
-``FOLLOW_CONCURRENT_CONFLICT``.
+(:class:`kit.sql.WriteConflict`) is retried a few times with a jittered back-off
+(:func:`kit.sql.transact`) before answering ``FOLLOW_CONCURRENT_CONFLICT``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
+from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
+from kit.sql import WriteConflict as WriteConflict
+from kit.sql import transact
 from services.follow.domain import (
     FollowRelation,
     FollowStats,
@@ -27,10 +28,6 @@ from services.follow.domain import (
 from services.follow.errors import FollowUnavailable, Reason
 
 _WRITE_ATTEMPTS = 8
-
-
-class WriteConflict(Exception):
-    """Raised by a unit of work when the database aborted it for a concurrent write."""
 
 
 class FollowRepository(Protocol):
@@ -61,7 +58,7 @@ class FollowRepository(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction; rolled back on exit unless committed."""
 
     @property
@@ -69,26 +66,13 @@ class UnitOfWork(Protocol):
         """The repository bound to this transaction."""
         ...
 
-    async def commit(self) -> None:
-        """Commit (then invalidate caches of what changed)."""
-        ...
-
-    async def __aenter__(self) -> Self:
-        """Begin."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed; raise :class:`WriteConflict` for transient aborts."""
-        ...
-
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _too_many_conflicts() -> FollowUnavailable:
+    return FollowUnavailable(Reason.CONCURRENT_CONFLICT, "too many concurrent writes, please retry")
 
 
 class FollowService:
@@ -98,17 +82,8 @@ class FollowService:
         self._uow = unit_of_work
 
     async def _write(self, change: Callable[[UnitOfWork], Awaitable[bool]]) -> bool:
-        for n in range(_WRITE_ATTEMPTS):
-            try:
-                async with self._uow() as uow:
-                    changed = await change(uow)
-                    await uow.commit()
-                    return changed
-            except WriteConflict:
-                # Back off a little, growing, so colliding writers spread out.
-                await asyncio.sleep(0.005 * (2**n))
-        raise FollowUnavailable(
-            Reason.CONCURRENT_CONFLICT, "too many concurrent writes, please retry"
+        return await transact(
+            self._uow, change, exhausted=_too_many_conflicts, attempts=_WRITE_ATTEMPTS
         )
 
     async def follow(self, follower: int, followee: int) -> bool:

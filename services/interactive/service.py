@@ -14,22 +14,22 @@ first asks :class:`CachedReads` (one round trip) and opens a unit of work only f
 cached: SQL stays the truth, the cache only saves reading it.
 
 Under concurrency MySQL may abort a transaction as a deadlock victim, and SQLite may answer
-"database is locked": the repository reports both as :class:`WriteConflict` and the service
-retries the whole unit of work a few times with jittered backoff before answering
+"database is locked": the repository reports both as :class:`kit.sql.WriteConflict` and the
+service retries the whole unit of work a few times with jittered backoff
+(:func:`kit.sql.transact`) before answering
 ``INTERACTIVE_CONCURRENT_CONFLICT`` (UNAVAILABLE, safe to retry: every write is idempotent
 except adding reads).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Protocol, TypeVar
 
+from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
+from kit.sql import WriteConflict as WriteConflict
+from kit.sql import transact
 from services.interactive.domain import (
     Counts,
     Flags,
@@ -42,16 +42,10 @@ from services.interactive.domain import (
 )
 from services.interactive.errors import InteractiveUnavailable, Reason
 
-logger = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
 WRITE_ATTEMPTS = 5
-_BACKOFF_S = 0.01
-
-
-class WriteConflict(Exception):
-    """The storage aborted a transaction because of concurrent writers; retrying may work."""
+_FIRST_BACKOFF_S = 0.01
 
 
 class InteractiveRepository(Protocol):
@@ -101,7 +95,7 @@ class CachedReads(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction: ``async with`` it, use :attr:`interactives`, then :meth:`commit`.
 
     Leaving the block without committing rolls back; cached counts change inside
@@ -114,26 +108,15 @@ class UnitOfWork(Protocol):
         """The repository bound to this unit of work's transaction."""
         ...
 
-    async def __aenter__(self) -> Self:
-        """Begin."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed, release the connection."""
-        ...
-
-    async def commit(self) -> None:
-        """Commit, then apply the count changes to cached counts."""
-        ...
-
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 Clock = Callable[[], datetime]
+
+
+def _too_many_conflicts() -> InteractiveUnavailable:
+    return InteractiveUnavailable(
+        Reason.CONCURRENT_CONFLICT, "too many concurrent changes; try again"
+    )
 
 
 def utc_now() -> datetime:
@@ -166,21 +149,13 @@ class InteractiveService:
         return int(self._clock().timestamp() * 1000)
 
     async def _write(self, work: Callable[[InteractiveRepository], Awaitable[T]]) -> T:
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                async with self._units() as uow:
-                    result = await work(uow.interactives)
-                    await uow.commit()
-                    return result
-            except WriteConflict as exc:
-                if attempt == WRITE_ATTEMPTS:
-                    raise InteractiveUnavailable(
-                        Reason.CONCURRENT_CONFLICT,
-                        "too many concurrent changes; try again",
-                    ) from exc
-                logger.info("write conflict; retrying", extra={"attempt": attempt})
-                await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2**attempt))
-        raise AssertionError("unreachable")
+        return await transact(
+            self._units,
+            lambda uow: work(uow.interactives),
+            exhausted=_too_many_conflicts,
+            attempts=WRITE_ATTEMPTS,
+            first_delay=_FIRST_BACKOFF_S,
+        )
 
     async def add_reads(self, biz: str, reads: Mapping[int, int]) -> None:
         """Add many reads at once (``biz_id`` → how many); one SQL statement."""

@@ -29,9 +29,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
+from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
 from services.sms.domain import (
     Caller,
     DeliveryResult,
@@ -110,26 +110,12 @@ class SendRecordRepository(Protocol):
         """How many records are ``waiting`` and ``sending``."""
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction over the records; rolled back unless committed."""
 
     @property
     def records(self) -> SendRecordRepository:
         """The records of this unit of work."""
-
-    async def __aenter__(self) -> Self:
-        """Begin; raise :class:`StoreUnavailable` if the store cannot be reached."""
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back if not committed; store failures surface as :class:`StoreUnavailable`."""
-
-    async def commit(self) -> None:
-        """Commit the transaction."""
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 import bcrypt
 
+from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
 from services.user.domain import (
     Credentials,
     NewUser,
@@ -97,7 +97,7 @@ class UserRepository(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
+class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction: ``async with`` it, use :attr:`users`, then :meth:`commit`.
 
     Leaving the block without committing rolls back. Work that must follow a successful
@@ -107,23 +107,6 @@ class UnitOfWork(Protocol):
     @property
     def users(self) -> UserRepository:
         """The repository bound to this unit of work's transaction."""
-        ...
-
-    async def __aenter__(self) -> Self:
-        """Begin the unit of work."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back unless committed, and release the connection."""
-        ...
-
-    async def commit(self) -> None:
-        """Commit; raises :class:`DuplicateKeyError` if a unique key turned out to be taken."""
         ...
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from kit.sql import SessionFactory
 from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.article.domain import (
@@ -171,8 +169,8 @@ class CachedArticleRepository:
         )
         return [_published(row) for row in rows]
 
-    async def invalidate_changed(self) -> None:
-        """Drop the first pages this repository made stale (call after the commit)."""
+    async def after_commit(self) -> None:
+        """Drop the first pages this repository made stale (after the commit)."""
         stale, self._stale_authors = self._stale_authors, set()
         await self._first_pages.delete(sorted(stale))
 
@@ -181,18 +179,11 @@ class SqlUnitOfWork(BaseSqlUnitOfWork[CachedArticleRepository]):
     """One SQL transaction with a :class:`CachedArticleRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, first_pages: FirstPageCache) -> None:
-        super().__init__(sessions)
-        self._first_pages = first_pages
+        super().__init__(
+            sessions, lambda session: CachedArticleRepository(ArticleDAO(session), first_pages)
+        )
 
     @property
     def articles(self) -> CachedArticleRepository:
         """The repository of this unit of work (only inside ``async with``)."""
         return self.repository
-
-    def open_repository(self, session: AsyncSession) -> CachedArticleRepository:
-        """The repository bound to this transaction's session."""
-        return CachedArticleRepository(ArticleDAO(session), self._first_pages)
-
-    async def after_commit(self, repository: CachedArticleRepository) -> None:
-        """Update the caches only once the database has the change."""
-        await repository.invalidate_changed()

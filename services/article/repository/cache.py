@@ -16,7 +16,10 @@
   confirmed, lost, renewed, or silent for more than a second) it is bypassed and emptied,
   and reads go to Redis as before. A copy also lives at most ``max_age`` seconds, which
   bounds what announcements cannot cover: a Redis copy that expired or was written by a
-  process without this class.
+  process without this class. While Redis itself is unreachable (refusing, or known hung
+  by :mod:`kit.redisx`), the copies kept are answered as stale for up to ``stale_for``
+  seconds instead (counted in ``webook_cache_stale_serves_total``), and dropped when the
+  subscription is back.
 
 Values are versioned JSON. No cache ever fails a request: a Redis error on read is
 counted as ``result="error"`` and answered as a miss; a failed write or delete is logged and
@@ -28,7 +31,6 @@ drops its own).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +39,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from kit.cache.invalidation import InvalidatedCache, InvalidationFeed, publish_invalidation
-from kit.cache.metrics import CACHE_REQUESTS, CACHE_WRITE_ERRORS
+from kit.cache.metrics import CACHE_REQUESTS
+from kit.cache.store import Failed, JsonCodec, RedisCache
 from services.article.domain import ArticleStatus, ArticleSummary, PublishedArticle
 
 logger = logging.getLogger(__name__)
@@ -53,10 +56,9 @@ FIRST_PAGE_PREFIX = "webook:article:first_page:"
 PUBLISHED_PREFIX = "webook:article:published:"
 FIRST_PAGE_SIZE = 100
 DEFAULT_FIRST_PAGE_TTL_SECONDS = 600
-_FORMAT_VERSION = 1
+FORMAT_VERSION = 1
 # Connection failures surface as redis ConnectionError/TimeoutError, sometimes as bare OSError.
 _REDIS_FAILURES = (RedisError, OSError)
-_DECODE_FAILURES = (ValueError, KeyError, TypeError)
 
 
 def first_page_key(author_id: int) -> str:
@@ -69,27 +71,16 @@ def published_key(article_id: int) -> str:
     return f"{PUBLISHED_PREFIX}{article_id}"
 
 
-def _dumps(data: dict[str, Any]) -> str:
-    return json.dumps({"v": _FORMAT_VERSION, **data}, ensure_ascii=False, separators=(",", ":"))
+def _summaries_object(items: Sequence[ArticleSummary]) -> dict[str, Any]:
+    return {
+        "items": [
+            [i.id, i.author_id, i.title, i.abstract, int(i.status), i.ctime_ms, i.utime_ms]
+            for i in items
+        ]
+    }
 
 
-def encode_summaries(items: Sequence[ArticleSummary]) -> str:
-    """The cached JSON form of a first page."""
-    return _dumps(
-        {
-            "items": [
-                [i.id, i.author_id, i.title, i.abstract, int(i.status), i.ctime_ms, i.utime_ms]
-                for i in items
-            ]
-        }
-    )
-
-
-def decode_summaries(raw: bytes | str) -> list[ArticleSummary] | None:
-    """The first page in a cached value (``None`` for another format version)."""
-    data = json.loads(raw)
-    if data.get("v") != _FORMAT_VERSION:
-        return None
+def _summaries(data: dict[str, Any]) -> list[ArticleSummary]:
     return [
         ArticleSummary(
             id=int(i),
@@ -104,27 +95,20 @@ def decode_summaries(raw: bytes | str) -> list[ArticleSummary] | None:
     ]
 
 
-def encode_published(article: PublishedArticle) -> str:
-    """The cached JSON form of a reader view."""
-    return _dumps(
-        {
-            "id": article.id,
-            "author_id": article.author_id,
-            "author_name": article.author_name,
-            "title": article.title,
-            "content": article.content,
-            "abstract": article.abstract,
-            "ctime_ms": article.ctime_ms,
-            "utime_ms": article.utime_ms,
-        }
-    )
+def _published_object(article: PublishedArticle) -> dict[str, Any]:
+    return {
+        "id": article.id,
+        "author_id": article.author_id,
+        "author_name": article.author_name,
+        "title": article.title,
+        "content": article.content,
+        "abstract": article.abstract,
+        "ctime_ms": article.ctime_ms,
+        "utime_ms": article.utime_ms,
+    }
 
 
-def decode_published(raw: bytes | str) -> PublishedArticle | None:
-    """The reader view in a cached value (``None`` for another format version)."""
-    data = json.loads(raw)
-    if data.get("v") != _FORMAT_VERSION:
-        return None
+def _published(data: dict[str, Any]) -> PublishedArticle:
     return PublishedArticle(
         id=int(data["id"]),
         author_id=int(data["author_id"]),
@@ -137,142 +121,86 @@ def decode_published(raw: bytes | str) -> PublishedArticle | None:
     )
 
 
-class _RedisCache:
-    """Shared error handling: reads degrade to misses, writes are logged and counted."""
-
-    name = ""
-
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
-
-    async def _get(self, key: str) -> bytes | str | None:
-        try:
-            raw: bytes | str | None = await self._redis.get(key)
-        except _REDIS_FAILURES as exc:
-            logger.warning(
-                "cache read failed; reading the database",
-                extra={"cache": self.name, "error": repr(exc)},
-            )
-            CACHE_REQUESTS.labels(self.name, "error").inc()
-            return None
-        if raw is None:
-            CACHE_REQUESTS.labels(self.name, "miss").inc()
-        return raw
-
-    def _undecodable(self, key: str) -> None:
-        logger.warning("undecodable cache entry; reading the database", extra={"key": key})
-        CACHE_REQUESTS.labels(self.name, "error").inc()
-
-    def _found(self, hit: bool) -> None:
-        CACHE_REQUESTS.labels(self.name, "hit" if hit else "miss").inc()
-
-    async def _set(self, key: str, value: str, ttl_s: int) -> None:
-        try:
-            await self._redis.set(key, value, ex=ttl_s)
-        except _REDIS_FAILURES as exc:
-            self._write_failed("set", key, exc)
-
-    async def _delete(self, key: str) -> None:
-        try:
-            await self._redis.delete(key)
-        except _REDIS_FAILURES as exc:
-            self._write_failed("delete", key, exc)
-
-    def _write_failed(self, op: str, key: str, exc: BaseException) -> None:
-        logger.warning(
-            "cache write failed",
-            extra={"cache": self.name, "op": op, "key": key, "error": repr(exc)},
-        )
-        CACHE_WRITE_ERRORS.labels(self.name, op).inc()
+# How first pages and reader views are stored (bump FORMAT_VERSION when a layout changes).
+SUMMARIES_CODEC = JsonCodec(encode=_summaries_object, decode=_summaries, version=FORMAT_VERSION)
+PUBLISHED_CODEC = JsonCodec(encode=_published_object, decode=_published, version=FORMAT_VERSION)
 
 
-class FirstPageCache(_RedisCache):
+def encode_published(article: PublishedArticle) -> str:
+    """The cached JSON form of a reader view."""
+    return PUBLISHED_CODEC.dumps(article)
+
+
+class FirstPageCache:
     """The first :data:`FIRST_PAGE_SIZE` entries of each author's list."""
-
-    name = FIRST_PAGE_CACHE
 
     def __init__(
         self, redis: aioredis.Redis, *, ttl_seconds: int = DEFAULT_FIRST_PAGE_TTL_SECONDS
     ) -> None:
-        super().__init__(redis)
-        self._ttl = ttl_seconds
+        self._cache = RedisCache(
+            redis, name=FIRST_PAGE_CACHE, codec=SUMMARIES_CODEC, ttl_seconds=ttl_seconds
+        )
 
     async def get(self, author_id: int) -> list[ArticleSummary] | None:
         """The cached first page, or ``None`` on a miss or any cache error."""
-        key = first_page_key(author_id)
-        raw = await self._get(key)
-        if raw is None:
-            return None
-        try:
-            items = decode_summaries(raw)
-        except _DECODE_FAILURES:
-            self._undecodable(key)
-            return None
-        self._found(items is not None)
-        return items
+        return await self._cache.get(first_page_key(author_id))
 
     async def set(self, author_id: int, items: Sequence[ArticleSummary]) -> None:
         """Cache the first page; failures are logged and counted."""
-        await self._set(first_page_key(author_id), encode_summaries(items), self._ttl)
+        await self._cache.set(first_page_key(author_id), list(items))
 
     async def delete(self, author_ids: Sequence[int]) -> None:
         """Drop the first pages of ``author_ids``; failures are logged and counted."""
-        for author_id in author_ids:
-            await self._delete(first_page_key(author_id))
+        await self._cache.delete(first_page_key(author_id) for author_id in author_ids)
 
 
-class RedisPublishedArticleCache(_RedisCache):
+class RedisPublishedArticleCache:
     """Reader views by article id (implements ``PublishedArticleCache``).
 
     With ``announce=True`` every set and delete is announced on :data:`PUBLISHED_CHANNEL`
     in the same transaction (what :class:`InProcessPublishedArticleCache` needs).
     """
 
-    name = PUBLISHED_CACHE
-
     def __init__(self, redis: aioredis.Redis, *, announce: bool = False) -> None:
-        super().__init__(redis)
+        # Every write gives its TTL (the service's policy); this default is never used.
+        self._cache = RedisCache(redis, name=PUBLISHED_CACHE, codec=PUBLISHED_CODEC, ttl_seconds=0)
         self._announce = announce
+
+    async def lookup(self, article_id: int) -> PublishedArticle | Failed | None:
+        """The cached reader view, ``None`` on a miss, :data:`~kit.cache.store.FAILED` when
+        Redis failed (a caller holding an older copy may prefer it then)."""
+        return await self._cache.lookup(published_key(article_id))
 
     async def get(self, article_id: int) -> PublishedArticle | None:
         """The cached reader view, or ``None`` on a miss or any cache error."""
-        key = published_key(article_id)
-        raw = await self._get(key)
-        if raw is None:
-            return None
-        try:
-            article = decode_published(raw)
-        except _DECODE_FAILURES:
-            self._undecodable(key)
-            return None
-        self._found(article is not None)
-        return article
+        return await self._cache.get(published_key(article_id))
 
     async def set(self, article: PublishedArticle, *, ttl_s: int) -> None:
         """Cache ``article`` for ``ttl_s`` seconds; failures are logged and counted."""
-        key, value = published_key(article.id), encode_published(article)
+        key = published_key(article.id)
         if not self._announce:
-            await self._set(key, value, ttl_s)
+            await self._cache.set(key, article, ttl_seconds=ttl_s)
             return
-        try:
-            await publish_invalidation(
-                self._redis, PUBLISHED_CHANNEL, str(article.id), ("SET", key, value, "EX", ttl_s)
-            )
-        except _REDIS_FAILURES as exc:
-            self._write_failed("set", key, exc)
+        command = ("SET", key, PUBLISHED_CODEC.dumps(article), "EX", ttl_s)
+        await self._cache.guard.write(
+            "set",
+            publish_invalidation(self._cache.redis, PUBLISHED_CHANNEL, str(article.id), command),
+            key=key,
+        )
 
     async def delete(self, article_id: int) -> None:
         """Drop the cached view; failures are logged and counted."""
         key = published_key(article_id)
         if not self._announce:
-            await self._delete(key)
+            await self._cache.delete([key])
             return
-        try:
-            await publish_invalidation(
-                self._redis, PUBLISHED_CHANNEL, str(article_id), ("DEL", key)
-            )
-        except _REDIS_FAILURES as exc:
-            self._write_failed("delete", key, exc)
+        await self._cache.guard.write(
+            "delete",
+            publish_invalidation(
+                self._cache.redis, PUBLISHED_CHANNEL, str(article_id), ("DEL", key)
+            ),
+            key=key,
+        )
 
 
 class InProcessPublishedArticleCache:
@@ -282,6 +210,10 @@ class InProcessPublishedArticleCache:
         redis: the client; the subscription takes one connection of its pool.
         max_entries: reader views kept at most (the least recently stored dropped first).
         max_age: seconds a view is kept at most.
+        stale_for: while Redis is unreachable, the views kept are still answered (counted
+            as stale) for this many seconds after the subscription last vouched for them
+            (0, the default here: never; the service's settings default to 300 s); the
+            subscription back drops them all.
 
     Call :meth:`start` inside the running loop and :meth:`aclose` at shutdown.
     """
@@ -292,10 +224,14 @@ class InProcessPublishedArticleCache:
         *,
         max_entries: int = DEFAULT_LOCAL_ENTRIES,
         max_age: float = DEFAULT_LOCAL_MAX_AGE_SECONDS,
+        stale_for: float = 0.0,
     ) -> None:
         self._shared = RedisPublishedArticleCache(redis, announce=True)
         local: InvalidatedCache[int, PublishedArticle] = InvalidatedCache(
-            max_entries=max_entries, max_age=max_age
+            max_entries=max_entries,
+            max_age=max_age,
+            stale_for=stale_for,
+            name=LOCAL_PUBLISHED_CACHE,
         )
         self.feed = InvalidationFeed(
             redis,
@@ -303,6 +239,7 @@ class InProcessPublishedArticleCache:
             name=LOCAL_PUBLISHED_CACHE,
             on_message=lambda member: local.invalidate(int(member)),
             on_reset=local.clear,
+            on_lost=local.lost,
         )
         local.attach(self.feed)
         self._local = local
@@ -317,8 +254,14 @@ class InProcessPublishedArticleCache:
         """Unsubscribe; reads go to Redis from now on."""
         await self.feed.aclose()
 
+    @property
+    def serving_stale(self) -> bool:
+        """Whether reads may now be answered from stale copies (Redis unreachable)."""
+        return self._local.serving_stale
+
     async def get(self, article_id: int) -> PublishedArticle | None:
-        """The reader view from memory, else from Redis (then kept), or ``None``."""
+        """The reader view from memory, else from Redis (then kept), else the stale copy
+        if Redis just failed (see ``stale_for``), or ``None``."""
         local = self._local
         article = local.get(article_id)
         if article is not None:
@@ -329,7 +272,10 @@ class InProcessPublishedArticleCache:
         article = await self._shared.get(article_id)
         if article is not None:
             local.put(article_id, article, ticket)
-        return article
+            return article
+        # A miss, or Redis failed: if that failure showed Redis down, the copy kept here
+        # (valid when the feed last vouched for it) beats a read from the database.
+        return local.get(article_id)
 
     async def set(self, article: PublishedArticle, *, ttl_s: int) -> None:
         """Store ``article`` in Redis and tell every replica to drop its copy."""

@@ -5,23 +5,20 @@
   (``comment_counts`` and the thread's ``reply_cnt``) in the same transaction; the first
   page of an object (``min_id == 0``) is read cache first, then SQL, then cached.
 - :class:`SqlUnitOfWork` implements :class:`services.comment.service.UnitOfWork`; after a
-  successful commit it invalidates the first pages of the objects the transaction changed,
-  and it turns deadlocks and lock timeouts into :class:`~services.comment.service.WriteConflict`.
+  successful commit it invalidates the first pages of the objects the transaction changed;
+  deadlocks and lock timeouts leave it as :class:`kit.sql.WriteConflict` (retried by the
+  service).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from kit.sql import SessionFactory
 from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.comment.domain import Comment, NewComment
 from services.comment.repository.cache import FirstPageCache
-from services.comment.repository.dao import CommentDAO, CommentRow, is_transient_conflict
-from services.comment.service import WriteConflict
+from services.comment.repository.dao import CommentDAO, CommentRow
 
 __all__ = ["CachedCommentRepository", "SqlUnitOfWork", "comment_from_row"]
 
@@ -120,8 +117,8 @@ class CachedCommentRepository:
         stored = await self._dao.counts(biz, biz_ids)
         return {biz_id: stored.get(biz_id, 0) for biz_id in biz_ids}
 
-    async def invalidate_changed(self) -> None:
-        """Drop the cached first pages of the objects changed (call after the commit)."""
+    async def after_commit(self) -> None:
+        """Drop the cached first pages of the objects changed (after the commit)."""
         stale, self._stale = self._stale, set()
         for biz, biz_id in sorted(stale):
             await self._cache.invalidate(biz, biz_id)
@@ -131,24 +128,11 @@ class SqlUnitOfWork(BaseSqlUnitOfWork[CachedCommentRepository]):
     """One SQL transaction with a :class:`CachedCommentRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, cache: FirstPageCache) -> None:
-        super().__init__(sessions)
-        self._cache = cache
+        super().__init__(
+            sessions, lambda session: CachedCommentRepository(CommentDAO(session), cache)
+        )
 
     @property
     def comments(self) -> CachedCommentRepository:
         """The repository of this unit of work (only inside ``async with``)."""
         return self.repository
-
-    def open_repository(self, session: AsyncSession) -> CachedCommentRepository:
-        """The repository bound to this transaction's session."""
-        return CachedCommentRepository(CommentDAO(session), self._cache)
-
-    async def after_commit(self, repository: CachedCommentRepository) -> None:
-        """Update the caches only once the database has the change."""
-        await repository.invalidate_changed()
-
-    def translate_block_error(self, exc: BaseException) -> BaseException | None:
-        """Deadlocks and lock timeouts become :class:`WriteConflict` (retryable)."""
-        if isinstance(exc, DBAPIError) and is_transient_conflict(exc):
-            return WriteConflict(str(exc.orig))
-        return None

@@ -21,53 +21,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text, select, union_all, update
+from sqlalchemy import BigInteger, Index, String, Text, select, union_all, update
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import Select
-from sqlalchemy.types import TypeEngine
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-MYSQL_TABLE_OPTIONS = {
-    "mysql_engine": "InnoDB",
-    "mysql_charset": "utf8mb4",
-    "mysql_collate": "utf8mb4_unicode_ci",
-}
-# MySQL 1213 deadlock, 1205 lock wait timeout; SQLite "database is locked" (busy timeout hit).
-_MYSQL_TRANSIENT = frozenset({1213, 1205})
+from kit.sql import SessionDAO, big_id, rowcount, service_metadata, table_args
+
 # Deleting a large sub-tree goes in chunks so no statement carries thousands of parameters.
 _DELETE_CHUNK = 500
-
-
-def big_id() -> TypeEngine[int]:
-    """``BIGINT`` primary key type that still autoincrements on SQLite (only INTEGER does)."""
-    return BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
     """Declarative base of the comment service's tables."""
 
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = service_metadata()
 
 
 class CommentRow(Base):
     """One row of ``comments``."""
 
     __tablename__ = "comments"
-    __table_args__ = (
+    __table_args__ = table_args(
         Index("ix_comments_biz_thread", "biz", "biz_id", "root_id", "id"),
         Index("ix_comments_root_id", "root_id", "id"),
         Index("ix_comments_parent_id", "parent_id"),
-        MYSQL_TABLE_OPTIONS,
     )
 
     id: Mapped[int] = mapped_column(big_id(), primary_key=True, autoincrement=True)
@@ -86,7 +64,7 @@ class CommentCountRow(Base):
     """One row of ``comment_counts``: how many comments ``(biz, biz_id)`` has."""
 
     __tablename__ = "comment_counts"
-    __table_args__ = MYSQL_TABLE_OPTIONS
+    __table_args__ = table_args()
 
     biz: Mapped[str] = mapped_column(String(32), primary_key=True)
     biz_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -94,25 +72,8 @@ class CommentCountRow(Base):
     utime: Mapped[int] = mapped_column(BigInteger)
 
 
-def is_transient_conflict(exc: DBAPIError) -> bool:
-    """Whether ``exc`` is a deadlock or lock timeout that a retried transaction may avoid."""
-    args = getattr(exc.orig, "args", ())
-    if args and args[0] in _MYSQL_TRANSIENT:
-        return True
-    return "database is locked" in str(exc.orig)
-
-
-class CommentDAO:
+class CommentDAO(SessionDAO):
     """Queries on the comment tables within the caller's session; never commits."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def insert(self, row: CommentRow) -> CommentRow:
-        """Insert ``row`` and flush, so its id is known."""
-        self._session.add(row)
-        await self._session.flush()
-        return row
 
     async def get(self, comment_id: int, *, for_update: bool = False) -> CommentRow | None:
         """The row with ``comment_id``; ``for_update`` locks it (MySQL; SQLite locks the file)."""
@@ -194,26 +155,17 @@ class CommentDAO:
             result = await self._session.execute(
                 sql_delete(CommentRow).where(CommentRow.id.in_(chunk))
             )
-            deleted += int(getattr(result, "rowcount", 0) or 0)
+            deleted += rowcount(result)
         return deleted
 
     async def add_to_count(self, biz: str, biz_id: int, delta: int, utime: int) -> None:
         """Change the comment count of ``(biz, biz_id)`` by ``delta`` (upsert)."""
-        dialect = self._session.get_bind().dialect.name
-        values = {"biz": biz, "biz_id": biz_id, "cnt": max(delta, 0), "utime": utime}
-        new_cnt = CommentCountRow.cnt + delta
-        if dialect == "sqlite":
-            sqlite_stmt = sqlite.insert(CommentCountRow).values(values)
-            await self._session.execute(
-                sqlite_stmt.on_conflict_do_update(
-                    index_elements=["biz", "biz_id"], set_={"cnt": new_cnt, "utime": utime}
-                )
-            )
-        else:
-            mysql_stmt = mysql.insert(CommentCountRow).values(values)
-            await self._session.execute(
-                mysql_stmt.on_duplicate_key_update(cnt=new_cnt, utime=utime)
-            )
+        await self.upsert(
+            CommentCountRow,
+            {"biz": biz, "biz_id": biz_id, "cnt": max(delta, 0), "utime": utime},
+            conflict=("biz", "biz_id"),
+            changes={"cnt": CommentCountRow.cnt + delta, "utime": utime},
+        )
 
     async def counts(self, biz: str, biz_ids: Sequence[int]) -> dict[int, int]:
         """Stored counts of these objects (absent ones have no comments)."""

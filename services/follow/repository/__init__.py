@@ -5,27 +5,18 @@
   to SQL in one transaction (see :mod:`services.follow.repository.dao` for why the counts
   stay exact); counts are read cache first, then SQL, then cached.
 - :class:`SqlUnitOfWork` implements :class:`services.follow.service.UnitOfWork`; after a
-  successful commit it invalidates the counts of the users the transaction changed, and it
-  turns deadlocks and lock timeouts into :class:`~services.follow.service.WriteConflict`.
+  successful commit it invalidates the counts of the users the transaction changed;
+  deadlocks and lock timeouts leave it as :class:`kit.sql.WriteConflict` (retried by the
+  service).
 """
 
 from __future__ import annotations
-
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.sql import SessionFactory
 from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.follow.domain import FollowRelation, FollowStats
 from services.follow.repository.cache import FollowStatsCache
-from services.follow.repository.dao import (
-    ACTIVE,
-    CANCELLED,
-    FollowDAO,
-    FollowRelationRow,
-    is_transient_conflict,
-)
-from services.follow.service import WriteConflict
+from services.follow.repository.dao import ACTIVE, CANCELLED, FollowDAO, FollowRelationRow
 
 __all__ = ["CachedFollowRepository", "SqlUnitOfWork"]
 
@@ -101,8 +92,8 @@ class CachedFollowRepository:
         await self._cache.set(stats)
         return stats
 
-    async def invalidate_changed(self) -> None:
-        """Drop the cached counts of the users changed (call after the commit)."""
+    async def after_commit(self) -> None:
+        """Drop the cached counts of the users changed (after the commit)."""
         stale, self._stale = self._stale, set()
         await self._cache.invalidate(sorted(stale))
 
@@ -111,24 +102,11 @@ class SqlUnitOfWork(BaseSqlUnitOfWork[CachedFollowRepository]):
     """One SQL transaction with a :class:`CachedFollowRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, cache: FollowStatsCache) -> None:
-        super().__init__(sessions)
-        self._cache = cache
+        super().__init__(
+            sessions, lambda session: CachedFollowRepository(FollowDAO(session), cache)
+        )
 
     @property
     def follows(self) -> CachedFollowRepository:
         """The repository of this unit of work (only inside ``async with``)."""
         return self.repository
-
-    def open_repository(self, session: AsyncSession) -> CachedFollowRepository:
-        """The repository bound to this transaction's session."""
-        return CachedFollowRepository(FollowDAO(session), self._cache)
-
-    async def after_commit(self, repository: CachedFollowRepository) -> None:
-        """Update the caches only once the database has the change."""
-        await repository.invalidate_changed()
-
-    def translate_block_error(self, exc: BaseException) -> BaseException | None:
-        """Deadlocks and lock timeouts become :class:`WriteConflict` (retryable)."""
-        if isinstance(exc, DBAPIError) and is_transient_conflict(exc):
-            return WriteConflict(str(exc.orig))
-        return None

@@ -24,53 +24,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, SmallInteger, UniqueConstraint, select
-from sqlalchemy import insert as sql_insert
+from sqlalchemy import BigInteger, Index, SmallInteger, UniqueConstraint, select
 from sqlalchemy import update as sql_update
-from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeEngine
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-MYSQL_TABLE_OPTIONS = {
-    "mysql_engine": "InnoDB",
-    "mysql_charset": "utf8mb4",
-    "mysql_collate": "utf8mb4_unicode_ci",
-}
+from kit.sql import SessionDAO, big_id, rowcount, service_metadata, table_args
+
 ACTIVE = 1
 CANCELLED = 2
-# MySQL 1213 deadlock, 1205 lock wait timeout; SQLite "database is locked" (busy timeout hit).
-_MYSQL_TRANSIENT = frozenset({1213, 1205})
-
-
-def big_id() -> TypeEngine[int]:
-    """``BIGINT`` primary key type that still autoincrements on SQLite (only INTEGER does)."""
-    return BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
     """Declarative base of the follow service's tables."""
 
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = service_metadata()
 
 
 class FollowRelationRow(Base):
     """One row of ``follow_relations``."""
 
     __tablename__ = "follow_relations"
-    __table_args__ = (
+    __table_args__ = table_args(
         UniqueConstraint("follower", "followee", name="uq_follow_relations_pair"),
         Index("ix_follow_relations_follower", "follower", "status", "id"),
         Index("ix_follow_relations_followee", "followee", "status", "id"),
-        MYSQL_TABLE_OPTIONS,
     )
 
     id: Mapped[int] = mapped_column(big_id(), primary_key=True, autoincrement=True)
@@ -85,7 +62,7 @@ class FollowStatsRow(Base):
     """One row of ``follow_stats``."""
 
     __tablename__ = "follow_stats"
-    __table_args__ = MYSQL_TABLE_OPTIONS
+    __table_args__ = table_args()
 
     uid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     followers: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
@@ -93,26 +70,8 @@ class FollowStatsRow(Base):
     utime: Mapped[int] = mapped_column(BigInteger)
 
 
-def is_transient_conflict(exc: DBAPIError) -> bool:
-    """Whether ``exc`` is a deadlock or lock timeout that a retried transaction may avoid."""
-    args = getattr(exc.orig, "args", ())
-    if args and args[0] in _MYSQL_TRANSIENT:
-        return True
-    return "database is locked" in str(exc.orig)
-
-
-def _rowcount(result: object) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-class FollowDAO:
+class FollowDAO(SessionDAO):
     """Queries on the follow tables within the caller's session; never commits."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    def _dialect(self) -> str:
-        return self._session.get_bind().dialect.name
 
     async def set_status(
         self, follower: int, followee: int, *, from_status: int, to_status: int, utime: int
@@ -127,7 +86,7 @@ class FollowDAO:
             )
             .values(status=to_status, utime=utime)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def insert_active(self, follower: int, followee: int, now: int) -> bool:
         """Insert an active relation unless the pair exists; whether a row was inserted."""
@@ -138,14 +97,7 @@ class FollowDAO:
             "ctime": now,
             "utime": now,
         }
-        if self._dialect() == "sqlite":
-            stmt = sqlite.insert(FollowRelationRow).values(values).on_conflict_do_nothing()
-            result = await self._session.execute(stmt)
-        else:
-            result = await self._session.execute(
-                sql_insert(FollowRelationRow).values(values).prefix_with("IGNORE")
-            )
-        return _rowcount(result) == 1
+        return await self.insert_ignore(FollowRelationRow, values) == 1
 
     async def add_to_stats(self, uid: int, *, followers: int, followees: int, utime: int) -> None:
         """Change ``uid``'s counts by these deltas (upsert)."""
@@ -160,14 +112,7 @@ class FollowDAO:
             "followees": FollowStatsRow.followees + followees,
             "utime": utime,
         }
-        if self._dialect() == "sqlite":
-            lite = sqlite.insert(FollowStatsRow).values(values)
-            await self._session.execute(
-                lite.on_conflict_do_update(index_elements=["uid"], set_=changes)
-            )
-        else:
-            my = mysql.insert(FollowStatsRow).values(values)
-            await self._session.execute(my.on_duplicate_key_update(**changes))
+        await self.upsert(FollowStatsRow, values, conflict=("uid",), changes=changes)
 
     async def is_active(self, follower: int, followee: int) -> bool:
         """Whether ``follower`` currently follows ``followee``."""

@@ -8,27 +8,18 @@
   flag a write establishes is written through to the cached flags after the commit.
 - :class:`SqlUnitOfWork` implements :class:`services.interactive.service.UnitOfWork`: one
   session and transaction per use case; deadlocks and "database is locked" leave it as
-  :class:`~services.interactive.service.WriteConflict`.
+  :class:`kit.sql.WriteConflict` (retried by the service).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from kit.sql import SessionFactory
 from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.interactive.domain import Counts, Flags
 from services.interactive.repository.cache import CountsCache, FlagUpdate
-from services.interactive.repository.dao import (
-    CountColumn,
-    InteractiveDAO,
-    InteractiveRow,
-    is_write_conflict,
-)
-from services.interactive.service import WriteConflict
+from services.interactive.repository.dao import CountColumn, InteractiveDAO, InteractiveRow
 
 __all__ = ["CachedInteractiveRepository", "SqlUnitOfWork"]
 
@@ -115,9 +106,9 @@ class CachedInteractiveRepository:
         await self._cache.fill_flags(biz, biz_id, uid, flags)
         return flags
 
-    async def apply_to_cache(self) -> None:
+    async def after_commit(self) -> None:
         """Adjust cached counts by what this repository changed and write the flags it set
-        through to the cache (call after the commit)."""
+        through to the cache (after the commit)."""
         changes, self._changes = self._changes, []
         for biz, column, deltas in changes:
             await self._cache.incr_if_cached(biz, column, deltas)
@@ -129,24 +120,11 @@ class SqlUnitOfWork(BaseSqlUnitOfWork[CachedInteractiveRepository]):
     """One SQL transaction with a :class:`CachedInteractiveRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, cache: CountsCache) -> None:
-        super().__init__(sessions)
-        self._cache = cache
+        super().__init__(
+            sessions, lambda session: CachedInteractiveRepository(InteractiveDAO(session), cache)
+        )
 
     @property
     def interactives(self) -> CachedInteractiveRepository:
         """The repository of this unit of work (only inside ``async with``)."""
         return self.repository
-
-    def open_repository(self, session: AsyncSession) -> CachedInteractiveRepository:
-        """The repository bound to this transaction's session."""
-        return CachedInteractiveRepository(InteractiveDAO(session), self._cache)
-
-    async def after_commit(self, repository: CachedInteractiveRepository) -> None:
-        """Update the caches only once the database has the change."""
-        await repository.apply_to_cache()
-
-    def translate_block_error(self, exc: BaseException) -> BaseException | None:
-        """Write conflicts (deadlocks, lock timeouts) become :class:`WriteConflict`."""
-        if isinstance(exc, DBAPIError) and is_write_conflict(exc):
-            return WriteConflict(str(exc.orig))
-        return None

@@ -30,7 +30,10 @@ after its Redis write, succeeded or not. Every replica's :class:`LocalCounts` su
 drops the announced entries; loads take a ticket first, so a value read just before a change
 is never kept after its announcement. Without a fresh subscription (not yet confirmed, lost,
 or silent for more than ``max_lag``) the copies are dropped and unused, and every lookup
-goes to Redis as before. Copies are bounded in number and live at most ``max_age`` seconds,
+goes to Redis as before, except while Redis itself is unreachable (refusing, or known hung
+by :mod:`kit.redisx`): then the copies kept are answered as stale for up to ``stale_for``
+seconds (counted in ``webook_cache_stale_serves_total``) and dropped when the subscription
+is back. Copies are bounded in number and live at most ``max_age`` seconds,
 which bounds what announcements cannot cover (a Redis flush, writes by a process without
 this code, a write whose Redis part failed: the writer drops its own copies, the others keep
 theirs at most ``max_age``, while their Redis copy may stay stale for its TTL as before).
@@ -57,7 +60,8 @@ from kit.cache.invalidation import (
     InvalidatedCache,
     InvalidationFeed,
 )
-from kit.cache.metrics import CACHE_REQUESTS, CACHE_WRITE_ERRORS
+from kit.cache.metrics import CACHE_REQUESTS
+from kit.cache.store import DECODE_FAILURES, FAILED, CacheGuard
 from services.interactive.domain import Counts, Flags
 
 logger = logging.getLogger(__name__)
@@ -119,10 +123,6 @@ if set > 0 then
 end
 return 1
 """
-_COUNTS_HIT = CACHE_REQUESTS.labels(CACHE_NAME, "hit")
-_COUNTS_MISS = CACHE_REQUESTS.labels(CACHE_NAME, "miss")
-_FLAGS_HIT = CACHE_REQUESTS.labels(FLAGS_CACHE_NAME, "hit")
-_FLAGS_MISS = CACHE_REQUESTS.labels(FLAGS_CACHE_NAME, "miss")
 
 
 def counts_key(biz: str, biz_id: int) -> str:
@@ -162,6 +162,10 @@ class LocalCounts:
         redis: the client; the subscription takes one connection of its pool.
         counts_entries / flags_entries: entries kept at most (the oldest stored go first).
         max_age: seconds an entry is kept at most.
+        stale_for: while Redis is unreachable, the entries kept are still answered (counted
+            as stale) for this many seconds after the subscription last vouched for them
+            (0, the default here: never; the service's settings default to 300 s); the
+            subscription back drops them all.
         ping_interval / max_lag: the feed's health checks (:class:`InvalidationFeed`).
 
     Give it to :class:`CountsCache`; call :meth:`start` inside the running loop and
@@ -175,14 +179,21 @@ class LocalCounts:
         counts_entries: int = DEFAULT_LOCAL_COUNTS_ENTRIES,
         flags_entries: int = DEFAULT_LOCAL_FLAGS_ENTRIES,
         max_age: float = DEFAULT_LOCAL_MAX_AGE_SECONDS,
+        stale_for: float = 0.0,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         max_lag: float = DEFAULT_MAX_LAG,
     ) -> None:
         self.counts: InvalidatedCache[CountsKey, Counts] = InvalidatedCache(
-            max_entries=counts_entries, max_age=max_age
+            max_entries=counts_entries,
+            max_age=max_age,
+            stale_for=stale_for,
+            name=LOCAL_CACHE_NAME,
         )
         self.flags: InvalidatedCache[FlagsKey, Flags] = InvalidatedCache(
-            max_entries=flags_entries, max_age=max_age
+            max_entries=flags_entries,
+            max_age=max_age,
+            stale_for=stale_for,
+            name=LOCAL_FLAGS_CACHE_NAME,
         )
         self.feed = InvalidationFeed(
             redis,
@@ -190,6 +201,7 @@ class LocalCounts:
             name=LOCAL_FEED_NAME,
             on_message=self._on_message,
             on_reset=self.clear,
+            on_lost=self.lost,
             ping_interval=ping_interval,
             max_lag=max_lag,
         )
@@ -204,10 +216,21 @@ class LocalCounts:
         """Unsubscribe; lookups go to Redis from now on."""
         await self.feed.aclose()
 
+    @property
+    def serving_stale(self) -> bool:
+        """Whether lookups may now be answered from stale copies (Redis unreachable)."""
+        return self.counts.serving_stale
+
     def clear(self) -> None:
         """Drop every entry and void every ticket."""
         self.counts.clear()
         self.flags.clear()
+
+    def lost(self) -> None:
+        """The subscription was lost: void every ticket, keep the entries as stale copies
+        (dropped instead when ``stale_for`` is 0)."""
+        self.counts.lost()
+        self.flags.lost()
 
     def invalidate_counts(self, biz: str, biz_ids: Iterable[int]) -> None:
         """Drop the counts of these objects (and void tickets taken before)."""
@@ -277,6 +300,8 @@ class CountsCache:
         self._incr: AsyncScript = redis.register_script(INCR_IF_CACHED)
         self._lookup: AsyncScript = redis.register_script(LOOKUP)
         self._fill_flags: AsyncScript = redis.register_script(FILL_FLAGS)
+        self._counts_guard = CacheGuard(CACHE_NAME)
+        self._flags_guard = CacheGuard(FLAGS_CACHE_NAME)
         self._local_counts_hit = CACHE_REQUESTS.labels(LOCAL_CACHE_NAME, "hit")
         self._local_counts_miss = CACHE_REQUESTS.labels(LOCAL_CACHE_NAME, "miss")
         self._local_flags_hit = CACHE_REQUESTS.labels(LOCAL_FLAGS_CACHE_NAME, "hit")
@@ -331,27 +356,21 @@ class CountsCache:
         keys = [counts_key(biz, biz_id)]
         if uid > 0:
             keys.append(flags_key(biz, biz_id, uid))
-        try:
-            answer = await self._lookup(keys=keys)
-        except _REDIS_FAILURES as exc:
-            logger.warning(
-                "counts cache read failed; reading the database",
-                extra={"cache": CACHE_NAME, "error": repr(exc)},
-            )
-            CACHE_REQUESTS.labels(CACHE_NAME, "error").inc()
+        answer = await self._counts_guard.read(self._lookup(keys=keys))
+        if answer is FAILED:
             return None, None
         try:
             values = _decode_fields(answer[0])
             flag_values = _decode_fields(answer[1]) if uid > 0 else None
-        except (ValueError, TypeError, IndexError):
-            CACHE_REQUESTS.labels(CACHE_NAME, "error").inc()
+        except DECODE_FAILURES:
+            self._counts_guard.undecodable(keys[0])
             return None, None
         counts = None if values is None else Counts(*values)
-        (_COUNTS_MISS if counts is None else _COUNTS_HIT).inc()
+        self._counts_guard.found(counts is not None)
         if uid <= 0:
             return counts, None
         flags = None if flag_values is None else _FLAGS[flag_values[0] == 1, flag_values[1] == 1]
-        (_FLAGS_MISS if flags is None else _FLAGS_HIT).inc()
+        self._flags_guard.found(flags is not None)
         return counts, flags
 
     async def fill_flags(self, biz: str, biz_id: int, uid: int, flags: Flags) -> None:
@@ -368,7 +387,7 @@ class CountsCache:
                 ],
             )
         except _REDIS_FAILURES as exc:
-            self._write_failed("fill_flags", exc, biz, [biz_id], cache=FLAGS_CACHE_NAME)
+            self._flags_guard.write_failed("fill_flags", exc, biz=biz, ids=[biz_id])
         finally:
             if self._local is not None:
                 self._local.invalidate_flags([(biz, biz_id, uid)])
@@ -390,13 +409,10 @@ class CountsCache:
                     pipe.publish(CHANNEL, member)
                 await pipe.execute()
         except _REDIS_FAILURES as exc:
-            self._write_failed("write_flags", exc, updates[0][0], keys, cache=FLAGS_CACHE_NAME)
-            try:
-                await self._delete_announced(keys, members)
-            except _REDIS_FAILURES as again:
-                self._write_failed(
-                    "delete_flags", again, updates[0][0], keys, cache=FLAGS_CACHE_NAME
-                )
+            self._flags_guard.write_failed("write_flags", exc, keys=keys[:20])
+            await self._flags_guard.write(
+                "delete_flags", self._delete_announced(keys, members), keys=keys[:20]
+            )
         finally:
             if self._local is not None:
                 self._local.invalidate_flags((b, i, u) for b, i, u, _, _ in updates)
@@ -413,29 +429,28 @@ class CountsCache:
         """The cached counts among ``biz_ids`` (one round trip); misses are absent."""
         if not biz_ids:
             return {}
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for biz_id in biz_ids:
-                    pipe.hgetall(counts_key(biz, biz_id))
-                answers = await pipe.execute()
-        except _REDIS_FAILURES as exc:
-            logger.warning(
-                "counts cache read failed; reading the database",
-                extra={"cache": CACHE_NAME, "error": repr(exc)},
-            )
-            CACHE_REQUESTS.labels(CACHE_NAME, "error").inc(len(biz_ids))
+        keys = [counts_key(biz, biz_id) for biz_id in biz_ids]
+        answers = await self._counts_guard.read(self._hgetall(keys), lookups=len(keys))
+        if answers is FAILED:
             return {}
         found: dict[int, Counts] = {}
-        for biz_id, raw in zip(biz_ids, answers, strict=True):
+        for biz_id, key, raw in zip(biz_ids, keys, answers, strict=True):
             try:
                 counts = _decode(raw) if raw else None
-            except (ValueError, TypeError):
-                CACHE_REQUESTS.labels(CACHE_NAME, "error").inc()
+            except DECODE_FAILURES:
+                self._counts_guard.undecodable(key)
                 continue
-            CACHE_REQUESTS.labels(CACHE_NAME, "hit" if counts else "miss").inc()
+            self._counts_guard.found(counts is not None)
             if counts is not None:
                 found[biz_id] = counts
         return found
+
+    async def _hgetall(self, keys: Sequence[str]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            answers: list[Any] = await pipe.execute()
+        return answers
 
     async def set_many(self, biz: str, counts: Mapping[int, Counts]) -> None:
         """Cache ``counts`` with the TTL and announce them (one MULTI); failures are logged
@@ -458,7 +473,7 @@ class CountsCache:
                     pipe.publish(CHANNEL, counts_member(biz, biz_id))
                 await pipe.execute()
         except _REDIS_FAILURES as exc:
-            self._write_failed("set", exc, biz, counts)
+            self._counts_guard.write_failed("set", exc, biz=biz, ids=list(counts)[:20])
         finally:
             if self._local is not None:
                 self._local.invalidate_counts(biz, counts)
@@ -478,7 +493,7 @@ class CountsCache:
                     )
                 await pipe.execute()
         except _REDIS_FAILURES as exc:
-            self._write_failed("incr", exc, biz, deltas)
+            self._counts_guard.write_failed("incr", exc, biz=biz, ids=list(deltas)[:20])
             await self.delete(biz, deltas)
         finally:
             if self._local is not None:
@@ -494,23 +509,7 @@ class CountsCache:
         try:
             await self._delete_announced(keys, [counts_member(biz, biz_id) for biz_id in ids])
         except _REDIS_FAILURES as exc:
-            self._write_failed("delete", exc, biz, keys)
+            self._counts_guard.write_failed("delete", exc, keys=keys[:20])
         finally:
             if self._local is not None:
                 self._local.invalidate_counts(biz, ids)
-
-    @staticmethod
-    def _write_failed(
-        op: str, exc: BaseException, biz: str, ids: Iterable[Any], *, cache: str = CACHE_NAME
-    ) -> None:
-        logger.warning(
-            "counts cache write failed",
-            extra={
-                "cache": cache,
-                "op": op,
-                "biz": biz,
-                "ids": list(ids)[:20],
-                "error": repr(exc),
-            },
-        )
-        CACHE_WRITE_ERRORS.labels(cache, op).inc()

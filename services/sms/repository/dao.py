@@ -13,15 +13,12 @@ was taken over cannot overwrite the new holder's result.
 from __future__ import annotations
 
 import json
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    CursorResult,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -32,10 +29,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from kit.sql import SessionFactory
+from kit.sql import SessionDAO, SessionFactory, big_id, rowcount, service_metadata
+from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.sms.domain import (
     DeliveryResult,
     NewSendRecord,
@@ -46,20 +43,11 @@ from services.sms.domain import (
 )
 from services.sms.sms_service import DuplicateIdempotencyKey, StoreUnavailable
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
 
 class Base(DeclarativeBase):
-    """Declarative base of the sms tables."""
+    """Declarative base of the sms tables (created without MySQL table options)."""
 
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+    metadata = service_metadata()
 
 
 class SendRecordRow(Base):
@@ -75,7 +63,7 @@ class SendRecordRow(Base):
         Index(None, "ctime"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(big_id(), primary_key=True, autoincrement=True)
     caller: Mapped[str] = mapped_column(String(64))
     # NULL when the caller gave none: unique constraints ignore NULLs on both backends.
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -101,7 +89,7 @@ class SendRecordNumberRow(Base):
     __tablename__ = "sms_send_record_numbers"
     __table_args__ = (Index(None, "phone", "record_id"), Index(None, "record_id"))
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(big_id(), primary_key=True, autoincrement=True)
     record_id: Mapped[int] = mapped_column(BigInteger)
     phone: Mapped[str] = mapped_column(String(20))
 
@@ -128,15 +116,8 @@ def _to_domain(row: SendRecordRow) -> SendRecord:
     )
 
 
-def _rowcount(result: Any) -> int:
-    return int(cast("CursorResult[Any]", result).rowcount)
-
-
-class SqlSendRecordRepository:
+class SqlSendRecordRepository(SessionDAO):
     """The :class:`~services.sms.sms_service.SendRecordRepository` on one session."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
 
     async def add(self, record: NewSendRecord) -> int:
         """Insert the record and its numbers; a repeated idempotency key raises."""
@@ -219,7 +200,7 @@ class SqlSendRecordRepository:
             )
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def finish(self, record_id: int, claimed_by: str, result: DeliveryResult) -> bool:
         """Write the outcome while ``claimed_by`` holds the claim; release the claim."""
@@ -246,7 +227,7 @@ class SqlSendRecordRepository:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        return _rowcount(outcome) == 1
+        return rowcount(outcome) == 1
 
     async def page(self, query: RecordQuery) -> RecordPage:
         """Records matching ``query``, newest first, ``limit`` per page."""
@@ -291,46 +272,27 @@ class SqlSendRecordRepository:
         return {SendStatus(status): int(count) for status, count in rows}
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(BaseSqlUnitOfWork[SqlSendRecordRepository]):
     """One session and transaction; SQL failures surface as ``StoreUnavailable``."""
 
-    records: SqlSendRecordRepository
-
     def __init__(self, sessions: SessionFactory) -> None:
-        self._sessions = sessions
-        self._session: AsyncSession | None = None
+        super().__init__(sessions, SqlSendRecordRepository)
 
-    async def __aenter__(self) -> Self:
-        """Open a session (the transaction begins with the first statement)."""
-        self._session = self._sessions()
-        self.records = SqlSendRecordRepository(self._session)
-        return self
+    @property
+    def records(self) -> SqlSendRecordRepository:
+        """The repository of this unit of work (only inside ``async with``)."""
+        return self.repository
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Roll back what was not committed and close; wrap SQL failures."""
-        session = self._session
-        self._session = None
-        if session is None:
-            return
-        try:
-            # Closing rolls back whatever was not committed.
-            await session.close()
-        except SQLAlchemyError as cleanup:
-            if exc is None:
-                raise StoreUnavailable(type(cleanup).__name__) from cleanup
-        if isinstance(exc, SQLAlchemyError | OSError):
-            raise StoreUnavailable(type(exc).__name__) from exc
+    def translate_block_error(self, exc: BaseException) -> BaseException | None:
+        """Database and connection failures are :class:`StoreUnavailable`."""
+        return _unavailable(exc)
 
-    async def commit(self) -> None:
-        """Commit the transaction."""
-        if self._session is None:
-            raise RuntimeError("commit outside the unit of work")
-        try:
-            await self._session.commit()
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+    def translate_commit_error(self, exc: Exception) -> BaseException | None:
+        """A failed commit is :class:`StoreUnavailable`."""
+        return _unavailable(exc)
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable | None:
+    if isinstance(exc, SQLAlchemyError | OSError):
+        return StoreUnavailable(type(exc).__name__)
+    return None

@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.sql import SessionFactory
+from kit.sql import SessionFactory, is_unique_violation
 from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.user.domain import Credentials, NewUser, ProfileEdit, User, WechatInfo
 from services.user.repository.cache import UserProfileCache
-from services.user.repository.dao import UserDAO, UserRow, is_unique_violation
+from services.user.repository.dao import UserDAO, UserRow
 from services.user.service import DuplicateKeyError
 
 __all__ = ["CachedUserRepository", "SqlUnitOfWork", "user_from_row"]
@@ -135,8 +134,8 @@ class CachedUserRepository:
         """A keyset page of users in id order, from the database (never cached)."""
         return [user_from_row(row) for row in await self._dao.list_after(after_id, limit)]
 
-    async def invalidate_changed(self) -> None:
-        """Drop the cached profiles this repository changed (call after the commit)."""
+    async def after_commit(self) -> None:
+        """Drop the cached profiles this repository changed (after the commit)."""
         stale, self._stale_ids = self._stale_ids, set()
         await self._cache.delete(sorted(stale))
 
@@ -145,24 +144,15 @@ class SqlUnitOfWork(BaseSqlUnitOfWork[CachedUserRepository]):
     """One SQL transaction with a :class:`CachedUserRepository` bound to it."""
 
     def __init__(self, sessions: SessionFactory, cache: UserProfileCache) -> None:
-        super().__init__(sessions)
-        self._cache = cache
+        super().__init__(sessions, lambda session: CachedUserRepository(UserDAO(session), cache))
 
     @property
     def users(self) -> CachedUserRepository:
         """The repository of this unit of work (only inside ``async with``)."""
         return self.repository
 
-    def open_repository(self, session: AsyncSession) -> CachedUserRepository:
-        """The repository bound to this transaction's session."""
-        return CachedUserRepository(UserDAO(session), self._cache)
-
-    async def after_commit(self, repository: CachedUserRepository) -> None:
-        """Update the caches only once the database has the change."""
-        await repository.invalidate_changed()
-
     def translate_commit_error(self, exc: Exception) -> BaseException | None:
         """A unique-key violation at commit is a :class:`DuplicateKeyError`."""
         if isinstance(exc, IntegrityError) and is_unique_violation(exc):
             return DuplicateKeyError(str(exc.orig))
-        return None
+        return super().translate_commit_error(exc)

@@ -11,52 +11,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
-from sqlalchemy import BigInteger, Date, Integer, MetaData, String, select
-from sqlalchemy.dialects import mysql
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BigInteger, Date, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeEngine
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-MYSQL_TABLE_OPTIONS = {
-    "mysql_engine": "InnoDB",
-    "mysql_charset": "utf8mb4",
-    "mysql_collate": "utf8mb4_unicode_ci",
-}
-# MySQL error 1062 ER_DUP_ENTRY; SQLite reports "UNIQUE constraint failed".
-_MYSQL_DUPLICATE_ENTRY = 1062
-
-
-def exact_string(length: int) -> TypeEngine[str]:
-    """``VARCHAR(length)``, compared byte for byte on MySQL/MariaDB too."""
-    return String(length).with_variant(
-        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb"
-    )
-
-
-def big_id() -> TypeEngine[int]:
-    """``BIGINT`` primary key type that still autoincrements on SQLite (only INTEGER does)."""
-    return BigInteger().with_variant(Integer, "sqlite")
+from kit.sql import SessionDAO, big_id, exact_string, service_metadata, table_args
 
 
 class Base(DeclarativeBase):
     """Declarative base of the user service's tables."""
 
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = service_metadata()
 
 
 class UserRow(Base):
     """One row of ``users``; ``None`` identities are unset (NULLs never collide)."""
 
     __tablename__ = "users"
-    __table_args__ = MYSQL_TABLE_OPTIONS
+    __table_args__ = table_args()
 
     id: Mapped[int] = mapped_column(big_id(), primary_key=True, autoincrement=True)
     email: Mapped[str | None] = mapped_column(exact_string(255), unique=True)
@@ -71,26 +42,8 @@ class UserRow(Base):
     utime: Mapped[int] = mapped_column(BigInteger)
 
 
-def is_unique_violation(exc: IntegrityError) -> bool:
-    """Whether ``exc`` reports a duplicate unique key (rather than, say, a NOT NULL breach)."""
-    orig = exc.orig
-    args = getattr(orig, "args", ())
-    if args and args[0] == _MYSQL_DUPLICATE_ENTRY:
-        return True
-    return "UNIQUE constraint failed" in str(orig)
-
-
-class UserDAO:
+class UserDAO(SessionDAO):
     """Queries on ``users`` within the caller's session; flushes but never commits."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def insert(self, row: UserRow) -> UserRow:
-        """Insert ``row`` and flush, so its id is known (IntegrityError on a taken key)."""
-        self._session.add(row)
-        await self._session.flush()
-        return row
 
     async def get(self, user_id: int) -> UserRow | None:
         """The row with ``user_id``, or ``None``."""

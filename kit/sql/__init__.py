@@ -1,0 +1,75 @@
+"""The persistence toolkit every service's repository builds on (SQLAlchemy 2.0, async).
+
+- :mod:`~kit.sql.engine`: engines tuned for SQLite or MySQL/MariaDB, session factories;
+- :mod:`~kit.sql.schema`: the shared naming convention, MySQL table options and column
+  types (``big_id``, ``long_text``, ``exact_string``);
+- :mod:`~kit.sql.statements`: portable upsert and insert-ignore;
+- :mod:`~kit.sql.dao`: the base of every DAO;
+- :mod:`~kit.sql.conflicts`: :class:`WriteConflict`, its detection and the retry helpers;
+- :mod:`~kit.sql.unit_of_work`: the base of every service's unit of work.
+
+Everything is importable from ``kit.sql`` directly.
+"""
+
+from __future__ import annotations
+
+from kit.sql.conflicts import (
+    DEFAULT_ATTEMPTS,
+    UnitOfWork,
+    WriteConflict,
+    backoff_delay,
+    is_unique_violation,
+    is_write_conflict,
+    retry_on_conflict,
+    transact,
+)
+from kit.sql.dao import SessionDAO
+from kit.sql.engine import SessionFactory, create_engine, session_factory
+from kit.sql.schema import (
+    MYSQL_TABLE_OPTIONS,
+    NAMING_CONVENTION,
+    big_id,
+    exact_string,
+    long_text,
+    service_metadata,
+    table_args,
+)
+from kit.sql.statements import (
+    dialect_name,
+    insert_ignore,
+    insert_ignore_statement,
+    rowcount,
+    upsert,
+    upsert_statement,
+)
+from kit.sql.unit_of_work import CommitHook, SqlUnitOfWork
+
+__all__ = [
+    "DEFAULT_ATTEMPTS",
+    "MYSQL_TABLE_OPTIONS",
+    "NAMING_CONVENTION",
+    "CommitHook",
+    "SessionDAO",
+    "SessionFactory",
+    "SqlUnitOfWork",
+    "UnitOfWork",
+    "WriteConflict",
+    "backoff_delay",
+    "big_id",
+    "create_engine",
+    "dialect_name",
+    "exact_string",
+    "insert_ignore",
+    "insert_ignore_statement",
+    "is_unique_violation",
+    "is_write_conflict",
+    "long_text",
+    "retry_on_conflict",
+    "rowcount",
+    "service_metadata",
+    "session_factory",
+    "table_args",
+    "transact",
+    "upsert",
+    "upsert_statement",
+]

@@ -1,0 +1,47 @@
+"""SQLAlchemy async engine and session factory for MySQL (asyncmy) or SQLite (aiosqlite).
+
+SQLite is the embedded default for ``make run``: it gets WAL journaling, a busy timeout and
+foreign keys so that several connections in one process behave. MySQL gets pre-ping and
+connection recycling so that a restarted server does not fail the first requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine tuned for the backend named by ``url``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, echo=echo)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        url, echo=echo, pool_pre_ping=True, pool_recycle=1800, pool_size=10, max_overflow=20
+    )
+
+
+def session_factory(engine: AsyncEngine) -> SessionFactory:
+    """Sessions that keep loaded attributes after commit (no lazy reloads in async code)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
