@@ -8,7 +8,12 @@ PROTOS := $(shell find protos -name '*.proto')
 PYTEST_ARGS ?=
 REPLICAS ?=
 
-.PHONY: venv run test test-fast proto lint fmt bench chaos fuzz soak clean
+# System tools the targets need beyond Python (scripts/ensure-tools installs them with
+# apt-get when run as root, or stops with the command to run).
+TEST_TOOLS := promtool prometheus kubectl
+BENCH_TOOLS := wrk
+
+.PHONY: venv tools run test proto lint fmt bench chaos fuzz soak clean
 
 venv: $(STAMP)
 
@@ -22,10 +27,14 @@ proto: venv
 	rm -rf gen/webook
 	$(BIN)/python -m kit.protogen protos gen
 
+tools:
+	scripts/ensure-tools $(TEST_TOOLS)
+
+# Nothing but Python: etcd, the broker and Redis come from wheels (devstack, docs/operations.md).
 run: venv
 	$(BIN)/python -m devstack $(if $(REPLICAS),--replicas "$(REPLICAS)")
 
-test: venv
+test: venv tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
@@ -38,6 +47,7 @@ fmt: venv
 	$(BIN)/ruff format .
 
 bench: venv
+	scripts/ensure-tools $(BENCH_TOOLS)
 	$(BIN)/python -m bench
 
 # Failure injection over the whole stack (tests/chaos, ends with its table) and every other

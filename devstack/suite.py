@@ -1,43 +1,40 @@
 """Start the webook processes themselves: gRPC services, the gateway, the WeChat emulator.
 
-Shared by ``make run`` (:mod:`devstack.__main__`) and the end-to-end tests. A service
-process is ``python -m services.<name>`` configured only through its ``WEBOOK_<NAME>_*``
-environment variables; readiness is its standard gRPC health service answering SERVING.
-The gateway and the WeChat emulator (:mod:`devstack.wechat_emulator`) are ready when
-their ``/healthz`` answers.
+Shared by ``make run`` (:mod:`devstack.__main__`), the end-to-end and deployment tests, the
+chaos stack and the benchmarks, so every launcher configures a process the same way. Which
+services exist and what each needs comes from :mod:`devstack.catalog`. A service process is
+``python -m services.<name>`` configured only through its ``WEBOOK_<NAME>_*`` environment
+variables; readiness is its standard gRPC health service answering SERVING. The gateway
+and the WeChat emulator (:mod:`devstack.wechat_emulator`) are ready when their
+``/healthz`` answers.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack.infra import ManagedProcess
+from devstack.catalog import CATALOG, LocalContext, local_settings, spec
+from devstack.infra import InfraError, ManagedProcess, stop_all, wait_ready
 from devstack.wechat_emulator import DEV_APP_ID, DEV_APP_SECRET
 
-# Start order: services others depend on come first.
-SERVICES = ("user", "sms", "article", "interactive", "comment", "follow", "search")
+GATEWAY_PREFIX = "WEBOOK_GATEWAY_"
 
 
 def available_services() -> list[str]:
-    """Services of :data:`SERVICES` that exist in this checkout."""
-    found = []
-    for name in SERVICES:
-        if importlib.util.find_spec(f"services.{name}") is None:
-            continue
-        if importlib.util.find_spec(f"services.{name}.__main__") is not None:
-            found.append(name)
-    return found
+    """The catalog's services that exist in this checkout, in catalog order."""
+    return [entry.name for entry in CATALOG if entry.available()]
 
 
 def grpc_serving(addr: str) -> bool:
@@ -63,7 +60,7 @@ def http_ok(url: str) -> bool:
 
 @dataclass(frozen=True)
 class Infra:
-    """Addresses of the infrastructure every webook process is pointed at."""
+    """Addresses of the infrastructure every webook process is pointed at, and extra settings."""
 
     redis_url: str
     etcd_endpoints: list[str]
@@ -72,10 +69,14 @@ class Infra:
     # file per service; a MySQL server URL gets the database name appended.
     database_url: str
     mode: str = "dev"
+    # Added to every process's environment; "{PREFIX}" stands for the process's own prefix.
     extra_env: dict[str, str] = field(default_factory=dict)
     # The file the sms service's local provider appends messages (login codes) to; empty:
     # the service's default (.run/sms.log, relative to its working directory).
     sms_log_file: str = ""
+    # Settings for one process only, applied last: process name ("user", "gateway") →
+    # full variable name → value. ``make run`` fills it from the developer's environment.
+    overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def database_for(self, service: str) -> str:
         """The database URL a given service uses."""
@@ -91,17 +92,30 @@ def _base_env() -> dict[str, str]:
     return env
 
 
+def _extra(infra: Infra, prefix: str) -> dict[str, str]:
+    return {k.replace("{PREFIX}", prefix): v for k, v in infra.extra_env.items()}
+
+
 def service_env(
-    name: str, infra: Infra, grpc_port: int, peers: Mapping[str, str]
+    name: str,
+    infra: Infra,
+    grpc_port: int,
+    peers: Mapping[str, str],
+    *,
+    metrics_port: int = 0,
 ) -> dict[str, str]:
-    """The environment of one service process."""
-    prefix = f"WEBOOK_{name.upper()}_"
+    """The environment of one service process.
+
+    In order, later winning: the stack's addresses, the catalog's own settings of the
+    service, ``infra.extra_env``, then ``infra.overrides[name]``.
+    """
+    prefix = spec(name).env_prefix
     env = _base_env()
     env.update(
         {
             f"{prefix}MODE": infra.mode,
             f"{prefix}GRPC_PORT": str(grpc_port),
-            f"{prefix}METRICS_PORT": "0",
+            f"{prefix}METRICS_PORT": str(metrics_port),
             f"{prefix}DATABASE_URL": infra.database_for(name),
             f"{prefix}REDIS_URL": infra.redis_url,
             f"{prefix}KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
@@ -109,10 +123,9 @@ def service_env(
             f"{prefix}PEERS": json.dumps(dict(peers)),
         }
     )
-    if name == "sms" and infra.sms_log_file:
-        provider = {"name": "local", "kind": "local", "log_file": infra.sms_log_file}
-        env[f"{prefix}PROVIDERS"] = json.dumps([provider])
-    env.update({k.replace("{PREFIX}", prefix): v for k, v in infra.extra_env.items()})
+    env.update(local_settings(name, LocalContext(sms_log_file=infra.sms_log_file)))
+    env.update(_extra(infra, prefix))
+    env.update(infra.overrides.get(name, {}))
     return env
 
 
@@ -122,7 +135,7 @@ def migrate(name: str, infra: Infra, log_dir: Path) -> None:
     log = log_dir / f"{name}-migrate.log"
     with log.open("ab") as out:
         result = subprocess.run(
-            [sys.executable, "-m", f"services.{name}", "migrate"],
+            [sys.executable, "-m", spec(name).module, "migrate"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -133,6 +146,92 @@ def migrate(name: str, infra: Infra, log_dir: Path) -> None:
         raise RuntimeError(f"migrations of {name} failed; see {log}")
 
 
+class Migrations:
+    """The migrations of several services, applied by one background process.
+
+    One interpreter applies them one after the other (:mod:`devstack.migrate`): cheaper on
+    a small machine than one process per service, since each would import the same
+    libraries. Services without migrations in the catalog are done at once. A launcher
+    polls :meth:`finished` and starts each service as soon as its schema is in place.
+    """
+
+    def __init__(self, names: Iterable[str], infra: Infra, log_dir: Path) -> None:
+        names = list(names)
+        self.pending = [n for n in names if spec(n).migrations]
+        self._done = [n for n in names if not spec(n).migrations]
+        self.log_path = log_dir / "migrate.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        if not self.pending:
+            return
+        env = _base_env()
+        for name in self.pending:
+            key = f"{spec(name).env_prefix}DATABASE_URL"
+            env[key] = service_env(name, infra, 0, {})[key]
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "devstack.migrate", *self.pending],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def finished(self, wait: float = 0.0) -> list[str]:
+        """Services whose migrations completed since the last call (waits up to ``wait`` s).
+
+        :class:`RuntimeError` if the migration process ended before migrating them all.
+        """
+        done, self._done = self._done, []
+        proc = self._process
+        if proc is None or proc.stdout is None:
+            return done
+        ended = False
+        if select.select([proc.stdout], [], [], wait)[0]:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            self._buffer += chunk
+            ended = not chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            word, _, name = line.decode().partition(" ")
+            if word == "migrated" and name in self.pending:
+                self.pending.remove(name)
+                done.append(name)
+        if ended:
+            self.close()
+            if self.pending:
+                raise RuntimeError(
+                    f"migrations of {', '.join(self.pending)} failed; see {self.log_path}"
+                )
+        return done
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Block until every migration is applied."""
+        deadline = time.monotonic() + timeout
+        while self.pending:
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"migrations not done after {timeout:.0f}s; {self.log_path}")
+            self.finished(wait=0.2)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the migration process if it still runs."""
+        proc, self._process = self._process, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def migrate_all(names: Iterable[str], infra: Infra, log_dir: Path, timeout: float = 120) -> None:
+    """Apply the migrations of every service of ``names`` (see :class:`Migrations`)."""
+    Migrations(names, infra, log_dir).wait(timeout)
+
+
 def service_process(
     name: str,
     infra: Infra,
@@ -141,19 +240,24 @@ def service_process(
     *,
     peers: Mapping[str, str] | None = None,
     replica: int = 0,
+    metrics_port: int = 0,
+    die_with_parent: bool = False,
 ) -> ManagedProcess:
     """A (not yet started) service process listening on ``grpc_port``."""
     addr = f"127.0.0.1:{grpc_port}"
     return ManagedProcess(
         name=f"{name}-{replica}",
-        argv=[sys.executable, "-m", f"services.{name}"],
+        argv=[sys.executable, "-m", spec(name).module],
         log_path=log_dir / f"{name}-{replica}.log",
         ready=lambda: grpc_serving(addr),
-        env=service_env(name, infra, grpc_port, peers or {}),
+        env=service_env(name, infra, grpc_port, peers or {}, metrics_port=metrics_port),
+        die_with_parent=die_with_parent,
     )
 
 
-def wechat_emulator_process(port: int, log_dir: Path) -> ManagedProcess:
+def wechat_emulator_process(
+    port: int, log_dir: Path, *, die_with_parent: bool = False
+) -> ManagedProcess:
     """A (not yet started) WeChat OAuth emulator on ``port``, for the development app."""
     return ManagedProcess(
         name="wechat-emulator",
@@ -169,6 +273,7 @@ def wechat_emulator_process(port: int, log_dir: Path) -> ManagedProcess:
         log_path=log_dir / "wechat-emulator.log",
         ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
         env=_base_env(),
+        die_with_parent=die_with_parent,
     )
 
 
@@ -179,6 +284,7 @@ def gateway_process(
     log_dir: Path,
     *,
     wechat_base: str = "",
+    die_with_parent: bool = False,
 ) -> ManagedProcess:
     """A (not yet started) gateway process on ``port``.
 
@@ -188,31 +294,79 @@ def gateway_process(
     env = _base_env()
     env.update(
         {
-            "WEBOOK_GATEWAY_MODE": infra.mode,
-            "WEBOOK_GATEWAY_PORT": str(port),
-            "WEBOOK_GATEWAY_REDIS_URL": infra.redis_url,
-            "WEBOOK_GATEWAY_PEERS": json.dumps(dict(peers)),
-            "WEBOOK_GATEWAY_ETCD_ENDPOINTS": json.dumps(infra.etcd_endpoints),
-            "WEBOOK_GATEWAY_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+            f"{GATEWAY_PREFIX}MODE": infra.mode,
+            f"{GATEWAY_PREFIX}PORT": str(port),
+            f"{GATEWAY_PREFIX}REDIS_URL": infra.redis_url,
+            f"{GATEWAY_PREFIX}PEERS": json.dumps(dict(peers)),
+            f"{GATEWAY_PREFIX}ETCD_ENDPOINTS": json.dumps(infra.etcd_endpoints),
+            f"{GATEWAY_PREFIX}KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
         }
     )
     if wechat_base:
         env.update(
             {
-                "WEBOOK_GATEWAY_WECHAT_AUTHORIZE_BASE": wechat_base,
-                "WEBOOK_GATEWAY_WECHAT_API_BASE": wechat_base,
-                "WEBOOK_GATEWAY_WECHAT_APP_ID": DEV_APP_ID,
-                "WEBOOK_GATEWAY_WECHAT_APP_SECRET": DEV_APP_SECRET,
-                "WEBOOK_GATEWAY_WECHAT_REDIRECT_URI": (
+                f"{GATEWAY_PREFIX}WECHAT_AUTHORIZE_BASE": wechat_base,
+                f"{GATEWAY_PREFIX}WECHAT_API_BASE": wechat_base,
+                f"{GATEWAY_PREFIX}WECHAT_APP_ID": DEV_APP_ID,
+                f"{GATEWAY_PREFIX}WECHAT_APP_SECRET": DEV_APP_SECRET,
+                f"{GATEWAY_PREFIX}WECHAT_REDIRECT_URI": (
                     f"http://127.0.0.1:{port}/oauth2/wechat/callback"
                 ),
             }
         )
-    env.update({k.replace("{PREFIX}", "WEBOOK_GATEWAY_"): v for k, v in infra.extra_env.items()})
+    env.update(_extra(infra, GATEWAY_PREFIX))
+    env.update(infra.overrides.get("gateway", {}))
     return ManagedProcess(
         name="gateway",
         argv=[sys.executable, "-m", "gateway"],
         log_path=log_dir / "gateway.log",
         ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
         env=env,
+        die_with_parent=die_with_parent,
     )
+
+
+def start_services(
+    names: Iterable[str],
+    infra: Infra,
+    log_dir: Path,
+    instance: Callable[[str, int], ManagedProcess],
+    *,
+    replicas: Mapping[str, int] | None = None,
+    also: Sequence[ManagedProcess] = (),
+    timeout: float = 60.0,
+) -> dict[str, list[ManagedProcess]]:
+    """Migrate and start services in parallel (and ``also``), waiting until all are ready.
+
+    ``instance(name, replica)`` builds each (not yet started) instance, e.g. with
+    :func:`service_process`. Each service starts as soon as its own migrations are applied;
+    the processes of ``also`` (the gateway, say) start at once. On failure every process
+    started here is stopped and the error raised.
+    """
+    names = list(names)
+    counts = {name: (replicas or {}).get(name, 1) for name in names}
+    instances: dict[str, list[ManagedProcess]] = {name: [] for name in names}
+    started: list[ManagedProcess] = [proc.spawn() for proc in also]
+    migrations = Migrations(names, infra, log_dir)
+
+    def spawn(ready_to_start: list[str]) -> None:
+        for name in ready_to_start:
+            for replica in range(counts[name]):
+                proc = instance(name, replica).spawn()
+                instances[name].append(proc)
+                started.append(proc)
+
+    try:
+        deadline = time.monotonic() + timeout
+        spawn(migrations.finished())  # those without migrations
+        while migrations.pending:
+            spawn(migrations.finished(wait=0.05))
+            if time.monotonic() > deadline:
+                raise InfraError(f"migrations not done after {timeout:.0f}s; see {log_dir}")
+        wait_ready(started, max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        migrations.close()
+        stop_all(started, grace=5)
+        raise
+    migrations.close()
+    return instances

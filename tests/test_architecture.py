@@ -1,7 +1,10 @@
-"""Layering rules of STYLE.md, checked on the import graph of our own code.
+"""Layering rules of STYLE.md, checked on the import graph and the literals of our own code.
 
 - services never import each other (they talk through generated stubs or events);
-- ``kit`` knows nothing of services or the gateway; the gateway never imports services;
+- ``kit`` knows nothing of services or the gateway: it imports neither and writes no
+  service's name as a string; the local stack lists services in ``devstack/catalog.py``
+  alone, so adding a service to it is one entry;
+- the gateway never imports services, not even in its tests (they use fakes);
 - a service's ``domain.py`` imports no ORM, no protobuf/gRPC, no Redis.
 """
 
@@ -58,6 +61,56 @@ def test_kit_and_gateway_do_not_import_services() -> None:
     assert not offences, offences
 
 
+def _service_names_written(path: Path, names: set[str]) -> Iterator[str]:
+    """String literals in ``path`` that are a service's name or its module path."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    modules = {f"services.{name}" for name in names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            value = node.value
+            if (
+                value in names
+                or value in modules
+                or value.startswith(tuple(m + "." for m in modules))
+            ):
+                yield f"{path.relative_to(ROOT)}:{node.lineno} writes {value!r}"
+
+
+def test_kit_names_no_service() -> None:
+    names = set(_services())
+    offences = [
+        offence
+        for path in _python_files("kit")
+        if "tests" not in path.parts
+        for offence in _service_names_written(path, names)
+    ]
+    assert not offences, offences
+
+
+def test_devstack_lists_services_in_its_catalog_only() -> None:
+    names = set(_services())
+    # The WeChat emulator's "user" is the query parameter naming a WeChat test user.
+    allowed = {"catalog.py", "wechat_emulator.py"}
+    offences = [
+        offence
+        for path in _python_files("devstack")
+        if "tests" not in path.parts and path.name not in allowed
+        for offence in _service_names_written(path, names)
+    ]
+    assert not offences, offences
+
+
+def test_gateway_tests_import_no_service_code() -> None:
+    offences = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in _python_files("gateway")
+        if "tests" in path.parts
+        for name in _imports(path)
+        if name.split(".")[0] == "services"
+    ]
+    assert not offences, offences
+
+
 def test_domain_modules_are_plain() -> None:
     forbidden = ("sqlalchemy", "grpc", "webook", "redis", "google", "aiokafka")
     offences = []
@@ -72,6 +125,11 @@ def test_domain_modules_are_plain() -> None:
     assert not offences, offences
 
 
-def test_the_rules_see_imports() -> None:
-    # Guard against a vacuous pass: the checker must find this file's own imports.
+def test_the_rules_see_imports_and_names() -> None:
+    # Guard against a vacuous pass: the checkers must find what they look for.
     assert "ast" in set(_imports(Path(__file__)))
+    assert len(_services()) >= 2
+    sample = ROOT / "tests" / "test_architecture.py"
+    names = {"_services", "tests"}
+    found = list(_service_names_written(sample, names))
+    assert any("'tests'" in offence for offence in found), found

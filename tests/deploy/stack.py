@@ -27,13 +27,13 @@ from typing import Any
 
 import yaml
 
-from devstack.infra import ManagedProcess, free_port
+from devstack.infra import ManagedProcess, free_port, stop_all
 from devstack.suite import (
     Infra,
     available_services,
     gateway_process,
-    migrate,
     service_process,
+    start_services,
     wechat_emulator_process,
 )
 from tests.deploy.observability_files import PROMETHEUS_DIR
@@ -208,8 +208,6 @@ def observed_stack(
         sms_log_file=str(sms_log),
     )
     names = available_services()
-    for name in names:
-        migrate(name, infra, log_dir)
     refused = f"http://127.0.0.1:{free_port()}"
     providers = [
         {
@@ -224,29 +222,39 @@ def observed_stack(
         },
         {"name": "local", "kind": "local", "log_file": str(sms_log)},
     ]
-    services: dict[str, list[ManagedProcess]] = {}
     addresses: dict[str, list[str]] = {}
     targets: list[ScrapeTarget] = []
-    for name in names:
-        for replica in range(2 if name == "follow" else 1):
-            grpc_port, metrics_port = free_port(), free_port()
-            process = service_process(name, infra, grpc_port, log_dir, replica=replica)
-            assert process.env is not None
-            process.env[f"WEBOOK_{name.upper()}_METRICS_PORT"] = str(metrics_port)
-            if name == "sms":
-                process.env["WEBOOK_SMS_PROVIDERS"] = json.dumps(providers)
-            services.setdefault(name, []).append(process)
-            addresses.setdefault(name, []).append(f"127.0.0.1:{grpc_port}")
-            targets.append(ScrapeTarget(name, f"127.0.0.1:{metrics_port}", process))
+
+    def instance(name: str, replica: int) -> ManagedProcess:
+        grpc_port, metrics_port = free_port(), free_port()
+        process = service_process(
+            name, infra, grpc_port, log_dir, replica=replica, metrics_port=metrics_port
+        )
+        assert process.env is not None
+        if name == "sms":
+            process.env["WEBOOK_SMS_PROVIDERS"] = json.dumps(providers)
+        addresses.setdefault(name, []).append(f"127.0.0.1:{grpc_port}")
+        targets.append(ScrapeTarget(name, f"127.0.0.1:{metrics_port}", process))
+        return process
+
     gateway_port, wechat_port = free_port(), free_port()
     wechat_base = f"http://127.0.0.1:{wechat_port}"
     wechat = wechat_emulator_process(wechat_port, log_dir)
     gateway = gateway_process(infra, gateway_port, {}, log_dir, wechat_base=wechat_base)
+    services = start_services(
+        names,
+        infra,
+        log_dir,
+        instance,
+        replicas={"follow": 2},
+        also=[wechat, gateway],
+        timeout=120,
+    )
     targets.append(ScrapeTarget("gateway", f"127.0.0.1:{gateway_port}", gateway))
     with ExitStack() as running:
-        for process in [*(p for group in services.values() for p in group), wechat, gateway]:
-            process.start(timeout=60)
-            running.callback(process.stop)
+        running.callback(
+            stop_all, [gateway, wechat, *(p for group in services.values() for p in group)]
+        )
         prom_dir = work / "prometheus"
         prom_dir.mkdir()
         prometheus = _start_prometheus(prom_dir, targets, log_dir)

@@ -14,7 +14,7 @@ import promql_parser
 import pytest
 import yaml
 
-from devstack.suite import SERVICES
+from devstack.catalog import SERVICE_NAMES
 from tests.deploy.observability_files import (
     DASHBOARD_DIR,
     ROOT,
@@ -47,7 +47,7 @@ def _datasource_uid() -> str:
 
 def test_there_is_a_dashboard_per_service_and_subsystem() -> None:
     names = {path.stem for path in DASHBOARD_DIR.glob("*.json")}
-    assert set(SERVICES) == SERVICE_DASHBOARDS
+    assert set(SERVICE_NAMES) == SERVICE_DASHBOARDS
     assert names == SERVICE_DASHBOARDS | SUBSYSTEM_DASHBOARDS
 
 

@@ -25,7 +25,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from devstack.suite import SERVICES, available_services
+from devstack.catalog import CATALOG, SERVICE_NAMES
+from devstack.suite import available_services
 from kit.config import BaseServiceSettings
 from tests.deploy.observability_files import DASHBOARD_DIR, PROMETHEUS_DIR, ROOT
 
@@ -34,7 +35,8 @@ OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSION = "1.30.0"
 GATEWAY = "gateway"
 AUTOSCALED = {GATEWAY, "article", "interactive", "comment", "follow", "search"}
-WITH_DATABASE = {"user", "sms", "article", "interactive", "comment", "follow"}
+WITH_DATABASE = {spec.name for spec in CATALOG if spec.migrations}
+SERVICES = SERVICE_NAMES
 # Secrets that operators create (docs/operations.md, "Secrets"); the dev overlay generates them.
 OPERATOR_SECRETS = {
     "mysql-root",

@@ -1,28 +1,31 @@
-"""End-to-end fixtures: the real user and sms services, the WeChat emulator and the gateway.
+"""End-to-end fixtures: every service but search, the WeChat emulator and the gateway.
 
-The stack uses the session's real Redis, etcd and broker (root conftest) and a SQLite
-database in a temporary directory, which also holds the sms service's local SMS log
-(login codes are read from it). The gateway discovers both services through etcd and logs
-in with WeChat through the emulator. Logs of every process land in the session's infra dir.
+The services are those of :mod:`devstack.catalog` that exist, started in parallel as
+``make run`` starts them (:func:`devstack.suite.start_services`), except search, which
+``test_search.py`` runs itself because it stops it and rebuilds its index. The stack uses
+the session's real Redis, etcd and broker (root conftest) and SQLite databases in a
+temporary directory, which also holds the sms service's local SMS log (login codes are
+read from it). The gateway discovers the services through etcd and logs in with WeChat
+through the emulator. Logs of every process land in the session's infra dir.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from devstack.infra import ManagedProcess, free_port
+from devstack.infra import ManagedProcess, free_port, stop_all
 from devstack.suite import (
     Infra,
+    available_services,
     gateway_process,
-    migrate,
     service_process,
+    start_services,
     wechat_emulator_process,
 )
 
@@ -47,6 +50,8 @@ class RunningStack:
     sms_log: Path
     # The configuration the processes were started with (to start more of them).
     infra: Infra
+    # Every service instance by service name.
+    services: dict[str, list[ManagedProcess]]
 
 
 @pytest.fixture(scope="session")
@@ -80,34 +85,35 @@ def stack(
         },
         sms_log_file=str(sms_log),
     )
-    for service in ("user", "sms", "article", "interactive", "comment", "follow"):
-        migrate(service, infra, infra_dir)
+    names = [name for name in available_services() if name != "search"]
     gateway_port, wechat_port = free_port(), free_port()
     wechat_base = f"http://127.0.0.1:{wechat_port}"
-    user = service_process("user", infra, free_port(), infra_dir)
-    sms = service_process("sms", infra, free_port(), infra_dir)
-    article = service_process("article", infra, free_port(), infra_dir)
-    interactive = service_process("interactive", infra, free_port(), infra_dir)
-    comment = service_process("comment", infra, free_port(), infra_dir)
-    follow = service_process("follow", infra, free_port(), infra_dir)
     wechat = wechat_emulator_process(wechat_port, infra_dir)
     # No static peers: the gateway finds the services through etcd.
     gateway = gateway_process(infra, gateway_port, {}, infra_dir, wechat_base=wechat_base)
-    with ExitStack() as running:
-        for proc in (user, sms, article, interactive, comment, follow, wechat, gateway):
-            proc.start(timeout=60)
-            running.callback(proc.stop)
+    services = start_services(
+        names,
+        infra,
+        infra_dir,
+        lambda name, replica: service_process(name, infra, free_port(), infra_dir),
+        also=[wechat, gateway],
+        timeout=120,
+    )
+    try:
         yield RunningStack(
             base_url=f"http://127.0.0.1:{gateway_port}",
-            user=user,
+            user=services["user"][0],
             gateway=gateway,
             log_dir=infra_dir,
-            sms=sms,
+            sms=services["sms"][0],
             wechat=wechat,
             wechat_base=wechat_base,
             sms_log=sms_log,
             infra=infra,
+            services=services,
         )
+    finally:
+        stop_all([gateway, wechat, *(p for group in services.values() for p in group)])
 
 
 @pytest.fixture

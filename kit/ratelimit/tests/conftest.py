@@ -23,6 +23,11 @@ from kit.ratelimit import (
 )
 from kit.redisx import create_redis
 
+# Redis command timeout of the test clients. Production's 0.5 s turns an outage into fast
+# errors; here a command that waits behind other test processes on a loaded 2-core machine
+# must not fail a test about counting (the outage tests build their own clients).
+REDIS_TIMEOUT_S = 10.0
+
 # An epoch instant on a whole hour, so that windows of whole seconds start at round numbers.
 EPOCH_START_US = 1_700_002_800 * 1_000_000
 
@@ -59,8 +64,8 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A client with the production pool settings, on a flushed database."""
-    client = create_redis(redis_url)
+    """A client with the production pool settings but a patient timeout, on a flushed database."""
+    client = create_redis(redis_url, timeout=REDIS_TIMEOUT_S)
     await client.flushdb()
     yield client
     await client.aclose(close_connection_pool=True)
@@ -91,7 +96,7 @@ async def limiter_factory(
         yield _Factory(kind, lambda a, q: LOCAL_LIMITERS[a](q, clock=clock))
         return
     # Only the Redis variants start the session's Redis.
-    client = create_redis(request.getfixturevalue("redis_url"))
+    client = create_redis(request.getfixturevalue("redis_url"), timeout=REDIS_TIMEOUT_S)
     await client.flushdb()
     built: list[RedisLimiter] = []
 

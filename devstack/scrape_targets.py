@@ -1,12 +1,12 @@
-"""Prometheus targets of the local stack: ``python -m kit.observability.scrape_targets``.
+"""Prometheus targets of the local stack: ``python -m devstack.scrape_targets``.
 
-Under ``make run`` every gRPC service takes a free metrics port and logs it at start-up
-(``"metrics endpoint listening"`` with ``metrics_port``), and the gateway serves ``/metrics``
+Under ``make run`` every gRPC service logs its metrics port at start-up (``"metrics
+endpoint listening"`` with ``metrics_port``), and the gateway serves ``/metrics``
 on the HTTP port uvicorn logs (``"Uvicorn running on http://host:port"``). This reads the
 JSON logs in ``.run/logs`` and writes the target groups ``deploy/prometheus/prometheus.yml``
 discovers (``targets/*.json``), one group per component, labelled ``job=<component>``::
 
-    python -m kit.observability.scrape_targets --logs .run/logs \\
+    python -m devstack.scrape_targets --logs .run/logs \\
         --out deploy/prometheus/targets/webook.json
 
 A log holds every start of its process (it is appended to): the last start counts. The file
@@ -96,7 +96,7 @@ def write_targets(path: Path, targets: Iterable[ScrapeTarget]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m kit.observability.scrape_targets",
+        prog="python -m devstack.scrape_targets",
         description="Write Prometheus file_sd targets for the processes of a local run.",
     )
     parser.add_argument("--logs", type=Path, default=Path(".run/logs"), help="log directory")

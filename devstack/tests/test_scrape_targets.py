@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.observability.scrape_targets import (
+from devstack.scrape_targets import (
     ScrapeTarget,
     main,
     target_groups,

@@ -1,0 +1,134 @@
+"""The one list of services the local stack knows: adding a service is one entry here.
+
+Every launcher of the repository — ``make run`` (:mod:`devstack.__main__`), the end-to-end
+and deployment tests, the chaos stack and the benchmarks — reads :data:`CATALOG` through
+:mod:`devstack.suite`; nothing else lists services. An entry says how to run a service
+locally: its name (the package ``services.<name>`` and the settings prefix
+``WEBOOK_<NAME>_``), its port slot, which services it calls, whether it has Alembic
+migrations, settings of its own under the local stack and how many instances ``make run``
+starts by default.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+# Instance r of the service in slot s listens on base + PORT_STRIDE·s + r.
+PORT_STRIDE: Final = 10
+MAX_REPLICAS: Final = PORT_STRIDE - 1
+
+
+@dataclass(frozen=True)
+class LocalContext:
+    """What a service's own local settings may depend on (see :attr:`ServiceSpec.settings`)."""
+
+    # The file the sms service's local provider appends messages to ("" when unset).
+    sms_log_file: str = ""
+
+
+def _no_settings(_: LocalContext) -> Mapping[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How the local stack runs one service."""
+
+    name: str
+    # Fixed position in the port plan, so a service keeps its ports when another is added.
+    port_slot: int
+    # Services it calls (through etcd discovery); ``--only`` starts them too.
+    peers: tuple[str, ...] = ()
+    # An Alembic history in ``services/<name>/migrations`` applied before it starts.
+    migrations: bool = True
+    # Settings of its own under the local stack, without the prefix (``"PROVIDERS"``).
+    settings: Callable[[LocalContext], Mapping[str, str]] = field(default=_no_settings)
+    # Instances ``make run`` starts unless ``--replicas`` says otherwise.
+    replicas: int = 1
+
+    @property
+    def module(self) -> str:
+        """The module ``python -m`` runs."""
+        return f"services.{self.name}"
+
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of its settings in the environment."""
+        return f"WEBOOK_{self.name.upper()}_"
+
+    def grpc_port(self, base: int, replica: int) -> int:
+        """The gRPC port of instance ``replica`` for a port plan starting at ``base``."""
+        if not 0 <= replica <= MAX_REPLICAS:
+            raise ValueError(f"replica index must be 0..{MAX_REPLICAS}, got {replica}")
+        return base + PORT_STRIDE * self.port_slot + replica
+
+    def available(self) -> bool:
+        """Whether this checkout has the service (``services/<name>/__main__.py``)."""
+        if importlib.util.find_spec(self.module) is None:
+            return False
+        return importlib.util.find_spec(f"{self.module}.__main__") is not None
+
+
+def _sms_settings(context: LocalContext) -> Mapping[str, str]:
+    # No SMS leaves the machine: the local provider appends every message to a file.
+    if not context.sms_log_file:
+        return {}
+    provider = {"name": "local", "kind": "local", "log_file": context.sms_log_file}
+    return {"PROVIDERS": json.dumps([provider])}
+
+
+def _consumer_settings(_: LocalContext) -> Mapping[str, str]:
+    # The local broker forms a consumer group in about half the session timeout, and a
+    # consumer that stops while its group forms waits for it: a short timeout keeps both
+    # the first join and Ctrl-C quick.
+    return {"KAFKA_SESSION_TIMEOUT_MS": "3000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
+
+
+# Start order only matters for the status table; processes start in parallel.
+CATALOG: Final[tuple[ServiceSpec, ...]] = (
+    ServiceSpec("user", port_slot=0),
+    ServiceSpec("sms", port_slot=1, settings=_sms_settings),
+    ServiceSpec("article", port_slot=2, peers=("user", "follow", "interactive")),
+    ServiceSpec("interactive", port_slot=3, settings=_consumer_settings),
+    ServiceSpec("comment", port_slot=4),
+    ServiceSpec("follow", port_slot=5),
+    ServiceSpec(
+        "search",
+        port_slot=6,
+        peers=("article", "user"),
+        migrations=False,
+        settings=_consumer_settings,
+    ),
+)
+
+SERVICE_NAMES: Final[tuple[str, ...]] = tuple(spec.name for spec in CATALOG)
+
+
+def spec(name: str) -> ServiceSpec:
+    """The entry of service ``name``; ``KeyError`` naming the known ones otherwise."""
+    for entry in CATALOG:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}")
+
+
+def with_peers(names: Iterable[str]) -> list[str]:
+    """``names`` and every service they call, directly or not, in catalog order."""
+    wanted: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name not in wanted:
+            wanted.add(name)
+            pending.extend(spec(name).peers)
+    return [name for name in SERVICE_NAMES if name in wanted]
+
+
+def local_settings(name: str, context: LocalContext) -> dict[str, str]:
+    """The catalog's own settings of ``name``, with its prefix."""
+    entry = spec(name)
+    return {f"{entry.env_prefix}{key}": value for key, value in entry.settings(context).items()}
