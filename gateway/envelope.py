@@ -1,7 +1,7 @@
 """The response envelope ``{"code": int, "msg": str, "data": any}`` and its codes.
 
 Most routes answer HTTP 200 with this envelope; ``code == 0`` means success, any other code
-is a business failure whose ``msg`` is fit to show to a person (API.md, "Conventions").
+is a business failure whose ``msg`` is fit to show to a person.
 """
 
 from __future__ import annotations

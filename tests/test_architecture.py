@@ -1,4 +1,4 @@
-"""Layering rules of STYLE.md, checked on the import graph and the literals of our own code.
+"""Layering rules (docs/development.md), checked on the import graph and our own literals.
 
 - services never import each other (they talk through generated stubs or events);
 - ``kit`` knows nothing of services or the gateway: it imports neither and writes no
@@ -6,11 +6,14 @@
   alone, so adding a service to it is one entry;
 - the gateway never imports services, not even in its tests (they use fakes);
 - a service's ``domain.py`` imports no ORM, no protobuf/gRPC, no Redis.
+- no code or doc names a file outside the repository (every ``*.md`` it names is one of ours).
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,3 +136,51 @@ def test_the_rules_see_imports_and_names() -> None:
     names = {"_services", "tests"}
     found = list(_service_names_written(sample, names))
     assert any("'tests'" in offence for offence in found), found
+
+
+_MARKDOWN_NAME = re.compile(r"[\w./-]*\b[\w-]+\.md\b")
+_TEXT_SUFFIXES = {".py", ".md", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".sh", ""}
+
+
+def _tracked_text_files() -> list[Path]:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    return [
+        ROOT / name
+        for name in listed.split("\0")
+        if name and not name.startswith("gen/") and Path(name).suffix in _TEXT_SUFFIXES
+    ]
+
+
+def _outside_references(path: Path, documents: set[str]) -> Iterator[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if "/work/" in line or "../shared" in line:
+            yield f"{path.relative_to(ROOT)}:{number} names a path outside the repository"
+        for name in _MARKDOWN_NAME.findall(line):
+            if Path(name).name not in documents:
+                yield f"{path.relative_to(ROOT)}:{number} names {name}, not in the repository"
+
+
+def test_code_and_docs_refer_to_nothing_outside_the_repository() -> None:
+    files = [path for path in _tracked_text_files() if path.exists()]
+    documents = {path.name for path in files if path.suffix == ".md"}
+    assert "README.md" in documents
+    offences = [
+        offence
+        for path in files
+        if path.name != "test_architecture.py"
+        for offence in _outside_references(path, documents)
+    ]
+    assert not offences, offences
+
+
+def test_the_outside_reference_check_sees_a_missing_document(tmp_path: Path) -> None:
+    sample = ROOT / "tests" / f"{tmp_path.name}.md"
+    sample.write_text("see NOWHERE.md and /work/elsewhere\n", encoding="utf-8")
+    try:
+        found = list(_outside_references(sample, {"README.md"}))
+    finally:
+        sample.unlink()
+    assert len(found) == 2, found

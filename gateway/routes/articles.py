@@ -1,5 +1,5 @@
 """``/articles``: writing (edit, publish, withdraw, list, detail) and reading (pub, like,
-collect), all for logged-in users, with the field names API.md gives.
+collect), all for logged-in users, with the original backend's field names.
 
 Reading a published article fetches the article and its interaction counts concurrently.
 The read itself is counted by the article service (it emits an ``ArticleRead`` event);

@@ -1,4 +1,4 @@
-"""Request and response models of ``/articles`` (field names exactly as API.md gives)."""
+"""Request and response models of ``/articles`` (field names exactly as the original backend's)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kafka metrics, one set per process (DESIGN.md §6).
+"""Kafka metrics, one set per process.
 
 - ``webook_kafka_produced_total{topic,result}``: ``ok`` per event the broker acknowledged,
   ``error`` per failed delivery attempt of an event (it stays buffered and is retried);

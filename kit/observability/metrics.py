@@ -2,7 +2,7 @@
 
 gRPC services serve ``/metrics`` on their own small HTTP port (the gateway serves it on its
 main app). Metric objects themselves are defined next to the code that updates them, with
-names starting ``webook_`` (DESIGN.md §6).
+names starting ``webook_``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The base of every service's SQL unit of work (STYLE.md §4).
+"""The base of every service's SQL unit of work.
 
 ``async with uow:`` opens a session (the transaction begins with the first statement);
 :meth:`SqlUnitOfWork.commit` commits and then runs :meth:`~SqlUnitOfWork.after_commit`

@@ -5,7 +5,7 @@ an article's author may change or see its drafts, and runs every write in one
 :class:`UnitOfWork` (one SQL transaction). After a successful commit it updates the
 published-article cache and emits events; neither may fail a request that already committed.
 
-What happens when a step fails (SEED-NOTES "Data safety"):
+What happens when a step fails:
 
 - **Publish** writes the author store and the reader store in one transaction: both or
   neither. Then it re-caches the reader copy (a failed cache write is logged, and the stale

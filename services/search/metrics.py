@@ -1,4 +1,4 @@
-"""Metrics of the search service (names start with ``webook_search_``, DESIGN.md §6).
+"""Metrics of the search service (names start with ``webook_search_``).
 
 - ``webook_search_queries_total{type,result}``: searches by type filter (``all``,
   ``article``, ``user``) and result (``ok``, ``invalid``: refused query, ``error``);
