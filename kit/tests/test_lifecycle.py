@@ -236,11 +236,10 @@ async def test_components_are_found_by_type() -> None:
 async def test_mount_finds_the_generated_service_of_a_servicer() -> None:
     from webook.follow.v1 import follow_pb2, follow_pb2_grpc
 
-    class Servicer(follow_pb2_grpc.FollowServiceServicer):
-        pass
-
+    # A servicer that implements nothing: the generated base answers UNIMPLEMENTED.
+    servicer_type: type[Any] = type("Servicer", (follow_pb2_grpc.FollowServiceServicer,), {})
     runner = ServiceRunner("mount-test", GrpcServiceSettings(grpc_port=0, metrics_port=-1))
-    runner.mount(Servicer())
+    runner.mount(servicer_type())
     full_name = follow_pb2.DESCRIPTOR.services_by_name["FollowService"].full_name
     await runner.start()
     try:
