@@ -1,36 +1,32 @@
-"""Service governance as ``grpc.aio`` interceptors, one concern each.
+"""Service governance: each concern once, as a plain object, run by two composers.
 
-Server side: tracing, metrics, load shedding, per-method rate limits, deadline capture.
-Client side: tracing, metrics, deadline propagation, circuit breaking (SRE adaptive
-throttling) with fallbacks. ``server_interceptors`` and ``client_interceptors`` assemble the
-default ordered chains from a ``GovernanceConfig``; ``GovernedServerInterceptor`` is the
-server chain fused into one interceptor (what ``kit.grpcx`` servers use);
-``UnaryClientPolicy`` runs the client chain around a balanced channel's unary calls without
-grpc.aio interceptors (the fast path ``kit.grpcx.client.ServiceClients`` uses); see
-``docs/governance.md``.
+The concerns: tracing (:class:`Tracing`), metrics (:class:`GovernanceMetrics`), load
+shedding (:class:`LoadShedder`), per-method rate limits (:class:`RateLimiter`), deadline
+propagation (:class:`Deadlines`) and circuit breaking (:class:`CircuitBreaker`, SRE adaptive
+throttling with fallbacks). The composers: :class:`GovernedServerInterceptor`, the one
+server interceptor of a service process (tracing → metrics → shedding → rate limit →
+deadline → [inner interceptors] → error mapping), and :class:`UnaryClientPolicy`, run by a
+balanced channel around each call (tracing → metrics → deadline → breaker). Both read a
+:class:`GovernanceConfig`; see ``docs/governance.md``.
 
-Errors raised locally by client interceptors subclass ``grpc.aio.AioRpcError``:
-``BreakerOpenError`` (UNAVAILABLE) and ``DeadlineExceededError`` (DEADLINE_EXCEEDED).
+Errors raised locally on the client subclass ``grpc.aio.AioRpcError``: ``BreakerOpenError``
+(UNAVAILABLE) and ``DeadlineExceededError`` (DEADLINE_EXCEEDED).
 """
 
 from kit.governance._rpc import EXEMPT_PREFIXES
 from kit.governance.breaker import (
+    CLIENT_ERROR_CODES,
     DEFAULT_FAILURE_CODES,
     AdaptiveThrottle,
     BreakerConfig,
     BreakerOpenError,
-    CircuitBreakerInterceptor,
+    CircuitBreaker,
     Fallback,
     SlidingWindow,
-)
-from kit.governance.chain import (
-    GovernanceConfig,
-    aclose_interceptors,
-    client_chain,
-    client_interceptors,
-    server_interceptors,
+    counts_against,
 )
 from kit.governance.client import UnaryClientPolicy
+from kit.governance.config import GovernanceConfig
 from kit.governance.context import (
     current_deadline,
     deadline_after,
@@ -38,59 +34,45 @@ from kit.governance.context import (
     reset_deadline,
     set_deadline,
 )
-from kit.governance.deadline import (
-    ClientDeadlineInterceptor,
-    DeadlineConfig,
-    DeadlineExceededError,
-    ServerDeadlineInterceptor,
-)
-from kit.governance.metrics import (
-    ClientMetricsInterceptor,
-    GovernanceMetrics,
-    ServerMetricsInterceptor,
-    default_metrics,
-)
-from kit.governance.ratelimit import RateLimit, RateLimitConfig, RateLimitInterceptor
-from kit.governance.server import ErrorMapper, GovernedServerInterceptor
-from kit.governance.shedding import CpuSampler, LoadSheddingInterceptor, SheddingConfig
-from kit.governance.tracing import ClientTracingInterceptor, ServerTracingInterceptor
+from kit.governance.deadline import DeadlineConfig, DeadlineExceededError, Deadlines
+from kit.governance.metrics import GovernanceMetrics, MethodMetrics, default_metrics
+from kit.governance.ratelimit import RateLimit, RateLimitConfig, RateLimiter
+from kit.governance.server import ErrorMapper, GovernedServerInterceptor, aclose_interceptors
+from kit.governance.shedding import CpuSampler, LoadShedder, SheddingConfig
+from kit.governance.tracing import Tracing
 
 __all__ = [
+    "CLIENT_ERROR_CODES",
     "DEFAULT_FAILURE_CODES",
     "EXEMPT_PREFIXES",
     "AdaptiveThrottle",
     "BreakerConfig",
     "BreakerOpenError",
-    "CircuitBreakerInterceptor",
-    "ClientDeadlineInterceptor",
-    "ClientMetricsInterceptor",
-    "ClientTracingInterceptor",
+    "CircuitBreaker",
     "CpuSampler",
     "DeadlineConfig",
     "DeadlineExceededError",
+    "Deadlines",
     "ErrorMapper",
     "Fallback",
     "GovernanceConfig",
     "GovernanceMetrics",
     "GovernedServerInterceptor",
-    "LoadSheddingInterceptor",
+    "LoadShedder",
+    "MethodMetrics",
     "RateLimit",
     "RateLimitConfig",
-    "RateLimitInterceptor",
-    "ServerDeadlineInterceptor",
-    "ServerMetricsInterceptor",
-    "ServerTracingInterceptor",
+    "RateLimiter",
     "SheddingConfig",
     "SlidingWindow",
+    "Tracing",
     "UnaryClientPolicy",
     "aclose_interceptors",
-    "client_chain",
-    "client_interceptors",
+    "counts_against",
     "current_deadline",
     "deadline_after",
     "default_metrics",
     "remaining_time",
     "reset_deadline",
-    "server_interceptors",
     "set_deadline",
 ]

@@ -12,14 +12,18 @@ reach it, so a trickle of real calls keeps probing and successes pull the probab
 without a half-open state. Locally rejected calls count as requests (the book's definition), so a
 dead dependency is probed less and less; their records age out of the window with time.
 
-"Accepted" means the dependency answered, even with an application error: only the status codes
-in ``BreakerConfig.failure_codes`` (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL,
-UNKNOWN by default) count against it. Calls the caller cancelled are not recorded at all. Below
-``min_requests`` calls in the window the breaker never rejects, so a handful of failures in a quiet
-period cannot trip it.
+A breaker measures the callee's health, so "accepted" means the dependency answered, even with
+an error about the request: only server-side codes count against it (:func:`counts_against`),
+those in ``BreakerConfig.failure_codes`` (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+INTERNAL, UNKNOWN by default), which may not name a client error (INVALID_ARGUMENT, NOT_FOUND,
+PERMISSION_DENIED, ...). RESOURCE_EXHAUSTED counts only as an overloaded server's refusal (no
+status details, as the load shedder answers): with a ``RetryInfo`` (a rate limiter) or an
+``ErrorInfo`` (a business quota) it is the caller's traffic being refused, an accept. Calls the
+caller cancelled are not recorded at all. Below ``min_requests`` calls in the window the breaker
+never rejects, so a handful of failures in a quiet period cannot trip it.
 
-A rejected call returns the method's fallback answer if one was registered (unary-unary methods),
-else raises ``BreakerOpenError``, an ``AioRpcError`` with code UNAVAILABLE.
+A rejected call returns the method's fallback answer if one was registered, else raises
+``BreakerOpenError``, an ``AioRpcError`` with code UNAVAILABLE.
 
 Errors: ``BreakerOpenError`` (subclass of ``grpc.aio.AioRpcError``).
 """
@@ -30,24 +34,14 @@ import inspect
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 import grpc
 import grpc.aio
 
-from kit.governance._rpc import (
-    RpcMethod,
-    UnaryStreamCall,
-    UnaryStreamContinuation,
-    UnaryUnaryCall,
-    UnaryUnaryClientInterceptorBase,
-    UnaryUnaryContinuation,
-    call_status,
-    observe_stream,
-    parse_method,
-)
+from kit.governance._rpc import RpcMethod, parse_method
 from kit.governance.metrics import GovernanceMetrics, default_metrics
 from kit.ratelimit import Clock
 
@@ -61,6 +55,42 @@ DEFAULT_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
     }
 )
 """Status codes that mean the dependency is unhealthy rather than that the request was bad."""
+
+CLIENT_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+"""Outcomes about the request or the caller, never the callee's health: not failure codes."""
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def counts_against(error: grpc.aio.AioRpcError, failure_codes: frozenset[grpc.StatusCode]) -> bool:
+    """Whether a failed call counts against the callee's health.
+
+    Its code must be one of ``failure_codes``; a RESOURCE_EXHAUSTED must also carry no status
+    details: a rate limiter's answer carries a ``RetryInfo`` and an application's quota error
+    an ``ErrorInfo``, and both refuse the caller's traffic, not a sick server's.
+    """
+    code = error.code()
+    if code not in failure_codes:
+        return False
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # grpc-stubs type it as the sync API's tuple; grpc.aio gives its Metadata (pairs too).
+        trailing = cast("tuple[tuple[str, str | bytes], ...]", error.trailing_metadata() or ())
+        return not any(key == _STATUS_DETAILS_KEY for key, _ in trailing)
+    return True
+
 
 Fallback: TypeAlias = Callable[[Any], Awaitable[Any] | Any]
 """Gets the request of a rejected call and returns (or resolves to) the response to use."""
@@ -78,7 +108,8 @@ class BreakerConfig:
     - ``window`` seconds of history, kept in ``buckets`` slices;
     - ``min_requests`` in the window before anything is rejected;
     - ``scope``: one breaker per target service (``"service"``) or per method (``"method"``);
-    - ``failure_codes``: status codes that count as the dependency failing.
+    - ``failure_codes``: status codes that count as the dependency failing; never one of
+      :data:`CLIENT_ERROR_CODES`.
     """
 
     enabled: bool = True
@@ -97,6 +128,10 @@ class BreakerConfig:
             raise ValueError("window must be positive and finite, buckets at least 1")
         if self.min_requests < 0:
             raise ValueError(f"min_requests must not be negative, got {self.min_requests!r}")
+        client_errors = self.failure_codes & CLIENT_ERROR_CODES
+        if client_errors:
+            names = ", ".join(sorted(code.name for code in client_errors))
+            raise ValueError(f"failure_codes must not hold client outcomes: {names}")
 
 
 class SlidingWindow:
@@ -206,12 +241,13 @@ class BreakerOpenError(grpc.aio.AioRpcError):
         self.probability = probability
 
 
-class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
-    """Applies adaptive throttling to the calls of one client, keyed by service or method.
+class CircuitBreaker:
+    """Adaptive throttling of the calls to one target service, keyed by service or method.
 
-    Share one instance among all channels to the same target service (e.g. every endpoint's
-    channel of a balanced channel), so they share the breaker state. Covers unary-unary and
-    unary-stream calls: pass it through ``client_chain`` so that a channel applies it to both.
+    A call asks :meth:`admit`; an admitted call reports its outcome with :meth:`record` (or
+    :meth:`record_error`), a rejected one is answered by :meth:`rejected`. Share one instance
+    among all endpoints of the target (the client policy of a balanced channel does), so the
+    breaker judges the service as a whole.
     """
 
     def __init__(
@@ -226,8 +262,8 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
     ) -> None:
         """Guard calls to ``target`` (a logical service name such as ``"user"``).
 
-        ``fallbacks`` maps full method names (``/webook.user.v1.UserService/Profile``) of
-        unary-unary methods to the degrade hook used when the breaker rejects a call.
+        ``fallbacks`` maps full method names (``/webook.user.v1.UserService/Profile``) to the
+        degrade hook used when the breaker rejects a call.
         """
         self._target = target
         self._config = config or BreakerConfig()
@@ -282,12 +318,18 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
         self._publish(key, throttle)
         return BreakerOpenError(key, method.full, throttle.rejection_probability())
 
-    def record(self, key: str, throttle: AdaptiveThrottle, code: grpc.StatusCode) -> None:
-        """Feed the final status of an admitted call to its breaker (CANCELLED is ignored)."""
-        if code is grpc.StatusCode.CANCELLED:
-            return
-        throttle.record(accepted=code not in self._config.failure_codes)
+    def record(self, key: str, throttle: AdaptiveThrottle, *, accepted: bool) -> None:
+        """Feed the outcome of an admitted call to its breaker."""
+        throttle.record(accepted=accepted)
         self._publish(key, throttle)
+
+    def record_error(
+        self, key: str, throttle: AdaptiveThrottle, error: grpc.aio.AioRpcError
+    ) -> None:
+        """Feed an admitted call's failure to its breaker (a cancelled call is not recorded)."""
+        if error.code() is grpc.StatusCode.CANCELLED:
+            return
+        self.record(key, throttle, accepted=not counts_against(error, self._config.failure_codes))
 
     async def rejected(self, method: RpcMethod, error: BreakerOpenError, request: Any) -> Any:
         """The answer to a rejected call: its method's fallback, or ``error`` raised."""
@@ -296,42 +338,3 @@ class CircuitBreakerInterceptor(UnaryUnaryClientInterceptorBase):
             raise error
         answer = fallback(request)
         return await answer if inspect.isawaitable(answer) else answer
-
-    async def intercept_unary_unary(
-        self,
-        continuation: UnaryUnaryContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> UnaryUnaryCall | Any:
-        """Reject locally (fallback or ``BreakerOpenError``) or run the call and record it."""
-        method = parse_method(client_call_details.method)
-        admitted = self.admit(method)
-        if isinstance(admitted, BreakerOpenError):
-            return await self.rejected(method, admitted, request)
-        key, throttle = admitted
-        try:
-            call = await continuation(client_call_details, request)
-            code = await call_status(call)
-        except grpc.aio.AioRpcError as exc:
-            self.record(key, throttle, exc.code())
-            raise
-        self.record(key, throttle, code)
-        return call
-
-    async def intercept_unary_stream(
-        self,
-        continuation: UnaryStreamContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> UnaryStreamCall | AsyncIterator[Any]:
-        """Reject locally with ``BreakerOpenError`` or run the stream and record its outcome."""
-        admitted = self.admit(parse_method(client_call_details.method))
-        if isinstance(admitted, BreakerOpenError):
-            raise admitted
-        key, throttle = admitted
-        try:
-            call = await continuation(client_call_details, request)
-        except grpc.aio.AioRpcError as exc:
-            self.record(key, throttle, exc.code())
-            raise
-        return observe_stream(call, lambda code, _error: self.record(key, throttle, code))

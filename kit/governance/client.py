@@ -1,23 +1,22 @@
-"""The client governance chain for unary-unary calls, run as one coroutine.
+"""The client composer: tracing → metrics → deadline → breaker around each unary call.
 
-:class:`UnaryClientPolicy` applies the same concerns as the client interceptor chain
-(tracing → metrics → deadline → breaker, see :mod:`kit.governance.chain`) and reuses those
-interceptors' logic, but around a *logical* call rather than inside ``grpc.aio``'s
-interceptor machinery: a balanced channel (:class:`kit.balancer.BalancedChannel`) hands it
-the call and a function that runs the attempts (with failover). That saves grpc.aio's
-intercepted-call objects and tasks, about 0.2 ms of CPU per call measured here
-(``python -m bench.gateway_cpu``), and gives the outcome the caller sees:
+:class:`UnaryClientPolicy` is the only way client calls are governed. A balanced channel
+(:class:`kit.balancer.BalancedChannel`, ``policy=``) hands it each *logical* call and a
+function that runs the attempts (with failover); the policy runs the concerns around it as
+plain awaits in the calling task, in this order:
 
-- one CLIENT span and one metrics sample per call, however many endpoints were tried;
-- the breaker judges the call's final outcome: a call that failed over and succeeded
-  counts as accepted;
-- the deadline bound is computed once, and every attempt shares it.
+- tracing: one CLIENT span per call, its context sent with every attempt;
+- metrics: one sample per call, with the status the caller saw (a fallback answer is OK,
+  a local rejection UNAVAILABLE);
+- deadline: the timeout bounded once (caller's timeout, request deadline, configuration),
+  shared by every attempt; a spent budget fails before the breaker, so it is not held
+  against the dependency;
+- breaker: judges the call's final outcome (a call that failed over and succeeded is an
+  accept; client errors never count, :func:`kit.governance.breaker.counts_against`) and
+  answers rejected calls with the method's fallback.
 
-Streaming calls keep the interceptors: :meth:`UnaryClientPolicy.stream_interceptors` gives
-the unary-stream adapters of the same interceptor objects (one breaker state for both).
-
-Errors: as the chain's, ``DeadlineExceededError`` and ``BreakerOpenError`` (both
-``grpc.aio.AioRpcError``), raised before anything is sent.
+Errors, raised before anything is sent: ``DeadlineExceededError`` and ``BreakerOpenError``
+(both ``grpc.aio.AioRpcError``).
 """
 
 from __future__ import annotations
@@ -25,22 +24,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import grpc.aio
 from opentelemetry.trace import TracerProvider
 
-from kit.governance._rpc import UnaryStreamAdapter, parse_method
-from kit.governance.breaker import BreakerOpenError, CircuitBreakerInterceptor, Fallback
-from kit.governance.chain import GovernanceConfig
-from kit.governance.deadline import ClientDeadlineInterceptor
-from kit.governance.metrics import GovernanceMetrics, default_metrics
-from kit.governance.tracing import ClientTracingInterceptor
+from kit.governance._rpc import RpcMethod, parse_method
+from kit.governance.breaker import BreakerOpenError, CircuitBreaker, Fallback
+from kit.governance.config import GovernanceConfig
+from kit.governance.deadline import Deadlines
+from kit.governance.metrics import GovernanceMetrics, MethodMetrics, default_metrics
+from kit.governance.tracing import Tracing
 
 Metadata = grpc.aio.Metadata | Iterable[tuple[str, str | bytes]] | None
 Invoke = Callable[[float | None, Metadata], Awaitable[Any]]
 """Runs the call's attempts with a timeout and metadata; returns the response."""
+
+
+class _Method:
+    """What the policy needs about one method, resolved on its first call."""
+
+    __slots__ = ("metrics", "rpc")
+
+    def __init__(self, rpc: RpcMethod, metrics: MethodMetrics | None) -> None:
+        self.rpc = rpc
+        self.metrics = metrics
 
 
 class UnaryClientPolicy:
@@ -58,67 +67,67 @@ class UnaryClientPolicy:
         fallbacks: Mapping[str, Fallback] | None = None,
         metrics: GovernanceMetrics | None = None,
         tracer_provider: TracerProvider | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        """The policy for calls to ``target_service`` (e.g. ``"user"``), as ``config`` says."""
+        """The policy for calls to ``target_service`` (e.g. ``"user"``), as ``config`` says.
+
+        ``fallbacks`` maps full method names to the answer of a call the breaker rejects;
+        ``breaker`` replaces the one ``config.breaker`` describes (e.g. with an injected
+        clock).
+        """
         config = config or GovernanceConfig()
-        self._tracing = ClientTracingInterceptor(tracer_provider) if config.tracing else None
+        self._tracing = Tracing(tracer_provider) if config.tracing else None
         self._metrics = (metrics or default_metrics()) if config.metrics else None
-        self._deadline = ClientDeadlineInterceptor(config.deadline)
-        self._breaker = (
-            CircuitBreakerInterceptor(
+        self._deadlines = Deadlines(config.deadline)
+        if breaker is None and config.breaker.enabled:
+            breaker = CircuitBreaker(
                 target_service, config.breaker, fallbacks=fallbacks, metrics=metrics
             )
-            if config.breaker.enabled
-            else None
-        )
-        self._streaming: list[object] = [self._deadline]
-        if self._tracing is not None:
-            self._streaming.insert(0, self._tracing)
-        if self._breaker is not None:
-            self._streaming.append(self._breaker)
+        self.breaker = breaker
+        self._methods: dict[str, _Method] = {}
 
-    def stream_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
-        """Interceptors for endpoint channels: unary-stream only (unary calls use the policy).
-
-        Stream metrics are not kept: the protos declare no streaming RPC today.
-        """
-        return [
-            cast(grpc.aio.ClientInterceptor, UnaryStreamAdapter(cast(Any, interceptor)))
-            for interceptor in self._streaming
-        ]
+    def _method(self, full_method: str) -> _Method:
+        method = self._methods.get(full_method)
+        if method is None:
+            rpc = parse_method(full_method)
+            metrics = self._metrics
+            method = _Method(rpc, None if metrics is None else metrics.client(rpc))
+            self._methods[full_method] = method
+        return method
 
     async def call(
         self, full_method: str, request: Any, budget: float | None, metadata: Metadata, run: Invoke
     ) -> Any:
         """Run one logical call through ``run``, governed; returns its response.
 
-        ``budget`` is the timeout the caller asked for; ``run`` receives the bounded timeout and the
-        metadata with the trace context added.
+        ``budget`` is the timeout the caller asked for; ``run`` receives the bounded timeout
+        and the metadata with the trace context added.
         """
-        method = parse_method(full_method)
+        method = self._method(full_method)
+        rpc = method.rpc
         tracing = self._tracing
         span = None
         if tracing is not None:
-            span, metadata = tracing.start(method, metadata)
+            span, metadata = tracing.start_client(rpc, metadata)
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
         try:
-            bounded = self._deadline.bound(method.full, budget)
-            breaker = self._breaker
+            bounded = self._deadlines.bound(rpc.full, budget)
+            breaker = self.breaker
             if breaker is None:
                 response = await run(bounded, metadata)
             else:
-                admitted = breaker.admit(method)
+                admitted = breaker.admit(rpc)
                 if isinstance(admitted, BreakerOpenError):
-                    response = await breaker.rejected(method, admitted, request)
+                    response = await breaker.rejected(rpc, admitted, request)
                 else:
                     key, throttle = admitted
                     try:
                         response = await run(bounded, metadata)
                     except grpc.aio.AioRpcError as error:
-                        breaker.record(key, throttle, error.code())
+                        breaker.record_error(key, throttle, error)
                         raise
-                    breaker.record(key, throttle, grpc.StatusCode.OK)
+                    breaker.record(key, throttle, accepted=True)
             code = grpc.StatusCode.OK
             return response
         except grpc.aio.AioRpcError as error:
@@ -128,12 +137,11 @@ class UnaryClientPolicy:
             code = grpc.StatusCode.CANCELLED
             raise
         except BaseException as error:
-            if span is not None and tracing is not None:
-                code = tracing.error_code(span, error)
+            if span is not None:
+                code = Tracing.client_error_code(span, error)
             raise
         finally:
-            if self._metrics is not None:
-                self._metrics.observe_client(method, code, time.perf_counter() - started)
+            if method.metrics is not None:
+                method.metrics.observe(code, time.perf_counter() - started)
             if span is not None:
-                ClientTracingInterceptor.finish(span, code)
-                span.end()
+                Tracing.end_client(span, code)

@@ -1,9 +1,9 @@
 """Per-request governance state kept in ``contextvars``: the request's deadline.
 
-The server deadline interceptor sets the deadline of the incoming call for the duration of its
-handler; the client deadline interceptor reads it to bound every outgoing call. ``grpc.aio``
-runs each RPC handler in its own task and each outgoing call's interceptors in a task created
-from the caller's context, so the value follows the request and nothing else. Code that is
+The server composer sets the deadline of the incoming call for the duration of its
+handler; the client policy reads it to bound every outgoing call. ``grpc.aio`` runs each RPC
+handler in its own task and the client policy runs in the calling task, so the value follows
+the request and nothing else. Code that is
 not inside a gRPC handler (the HTTP gateway, a Kafka consumer) sets a budget with
 ``deadline_after``.
 

@@ -1,11 +1,12 @@
 """Deadline propagation: an incoming call's remaining time bounds every call it makes.
 
-- ``ServerDeadlineInterceptor`` records the incoming call's deadline (``context.time_remaining()``)
-  in a contextvar (``kit.governance.context``) for the duration of the handler.
-- ``ClientDeadlineInterceptor`` sets each outgoing call's timeout to the smallest of: the timeout
-  the caller passed, the time left on the current request's deadline, and the configured
-  default for the method. When the budget is already spent it raises ``DeadlineExceededError``
-  (DEADLINE_EXCEEDED) without touching the network: the caller upstream has given up anyway.
+:class:`Deadlines` is both halves. Server side, :meth:`Deadlines.enter` records the incoming
+call's deadline (``context.time_remaining()``) in a contextvar (``kit.governance.context``)
+for the duration of the handler. Client side, :meth:`Deadlines.bound` gives each outgoing
+call the smallest of: the timeout the caller passed, the time left on the current request's
+deadline, and the configured timeout for the method. When the budget is already spent it
+raises ``DeadlineExceededError`` (DEADLINE_EXCEEDED) without touching the network: the caller
+upstream has given up anyway.
 
 Errors: ``DeadlineExceededError`` subclasses ``grpc.aio.AioRpcError``, so callers handle it like
 a DEADLINE_EXCEEDED answer from a server.
@@ -14,30 +15,15 @@ a DEADLINE_EXCEEDED answer from a server.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
+from contextvars import Token
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 import grpc.aio
 
-from kit.governance._rpc import (
-    HandlerContinuation,
-    MethodHandler,
-    ServerInterceptorBase,
-    ServicerContext,
-    UnaryStreamCall,
-    UnaryStreamContinuation,
-    UnaryUnaryCall,
-    UnaryUnaryClientInterceptorBase,
-    UnaryUnaryContinuation,
-    parse_method,
-    replace_call_details,
-    rpc_error,
-    wrap_handler,
-)
-from kit.governance.context import remaining_time, reset_deadline, set_deadline
+from kit.governance._rpc import ServicerContext, rpc_error
+from kit.governance.context import remaining_time, set_deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,50 +47,26 @@ class DeadlineExceededError(grpc.aio.AioRpcError):
     """The request's deadline was spent before an outgoing call could start."""
 
 
-class ServerDeadlineInterceptor(ServerInterceptorBase):
-    """Makes the incoming call's deadline the current deadline while its handler runs."""
+class Deadlines:
+    """The request deadline: captured from incoming calls, applied to outgoing ones."""
 
-    async def intercept_service(  # type: ignore[override]  # grpc-stubs: continuation is async
-        self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> MethodHandler | None:
-        """Wrap the handler so that it runs with its call's deadline in the contextvar."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return wrap_handler(handler, _deadline_scope)
-
-
-@asynccontextmanager
-async def _deadline_scope(context: ServicerContext) -> AsyncIterator[None]:
-    # The stubs say float; grpc.aio returns None when the client set no deadline.
-    remaining: float | None = context.time_remaining()
-    if remaining is None:
-        yield
-        return
-    token = set_deadline(time.monotonic() + remaining)
-    try:
-        yield
-    finally:
-        reset_deadline(token)
-
-
-class ClientDeadlineInterceptor(UnaryUnaryClientInterceptorBase):
-    """Bounds each outgoing call by the caller's timeout, the request deadline and the config.
-
-    Covers unary-unary and unary-stream calls: pass it through ``client_chain`` so that a
-    channel applies it to both.
-    """
+    __slots__ = ("_config",)
 
     def __init__(self, config: DeadlineConfig | None = None) -> None:
-        """Use ``config``'s default and per-method timeouts (``DeadlineConfig()`` if None)."""
+        """Bound outgoing calls by ``config``'s timeouts (``DeadlineConfig()`` if None)."""
         self._config = config or DeadlineConfig()
 
-    def timeout_for(self, details: grpc.aio.ClientCallDetails) -> float | None:
-        """The timeout the call described by ``details`` gets.
+    @staticmethod
+    def enter(context: ServicerContext) -> Token[float | None] | None:
+        """Make the incoming call's deadline current; None if the caller set none.
 
-        Raises ``DeadlineExceededError`` if the current request's deadline has passed.
+        Undo with ``kit.governance.context.reset_deadline(token)`` when the handler is done.
         """
-        return self.bound(parse_method(details.method).full, details.timeout)
+        # The stubs say float; grpc.aio returns None when the client set no deadline.
+        remaining: float | None = context.time_remaining()
+        if remaining is None:
+            return None
+        return set_deadline(time.monotonic() + remaining)
 
     def bound(self, full_method: str, timeout: float | None) -> float | None:
         """The smallest of ``timeout``, the request's remaining time and the configured one.
@@ -125,27 +87,3 @@ class ClientDeadlineInterceptor(UnaryUnaryClientInterceptorBase):
         if remaining is not None and (bound is None or remaining < bound):
             bound = remaining
         return bound
-
-    async def intercept_unary_unary(
-        self,
-        continuation: UnaryUnaryContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> UnaryUnaryCall:
-        """Start the call with the bounded timeout, or fail fast if no time is left."""
-        timeout = self.timeout_for(client_call_details)
-        return await continuation(
-            replace_call_details(client_call_details, timeout=timeout), request
-        )
-
-    async def intercept_unary_stream(
-        self,
-        continuation: UnaryStreamContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> UnaryStreamCall:
-        """Start the streaming call with the bounded timeout, or fail fast if no time is left."""
-        timeout = self.timeout_for(client_call_details)
-        return await continuation(
-            replace_call_details(client_call_details, timeout=timeout), request
-        )

@@ -1,6 +1,6 @@
-"""Prometheus metrics of gRPC calls and of the governance interceptors.
+"""Prometheus metrics of gRPC calls and of the governance concerns.
 
-Exported names (DESIGN.md §6):
+Exported names:
 
 - ``webook_grpc_server_handled_total{service,method,code}`` and
   ``webook_grpc_server_handling_seconds{service,method}``: every RPC a server finished;
@@ -16,39 +16,20 @@ Exported names (DESIGN.md §6):
 ``service`` is the proto service's full name, ``method`` the bare method name, ``code`` the
 status code's name (``OK``, ``NOT_FOUND``, ...). Metrics live in a ``GovernanceMetrics`` object
 registered once per registry; ``default_metrics()`` is the process-wide one on the default
-Prometheus registry, created on first use.
+Prometheus registry, created on first use. The server composer and the client policy record
+a call through the :class:`MethodMetrics` of its method and side, which resolves each label
+child once: ``labels()`` takes a lock and validates its arguments, which a call need not repeat.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
-import grpc.aio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from kit.governance._rpc import (
-    HandlerContinuation,
-    MethodHandler,
-    RpcMethod,
-    ServerInterceptorBase,
-    ServicerContext,
-    UnaryStreamCall,
-    UnaryStreamContinuation,
-    UnaryUnaryCall,
-    UnaryUnaryClientInterceptorBase,
-    UnaryUnaryContinuation,
-    call_status,
-    observe_stream,
-    parse_method,
-    server_status,
-    wrap_handler,
-)
+from kit.governance._rpc import RpcMethod
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001,
@@ -68,23 +49,36 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 """Histogram buckets (seconds): a loopback hop costs about a millisecond here."""
 
 
+def _call_families(
+    side: str, handled_help: str, seconds_help: str, registry: CollectorRegistry | None
+) -> tuple[Counter, Histogram]:
+    """``webook_grpc_<side>_handled_total`` and ``webook_grpc_<side>_handling_seconds``."""
+    handled = Counter(
+        f"webook_grpc_{side}_handled_total",
+        handled_help,
+        ["service", "method", "code"],
+        registry=registry,
+    )
+    seconds = Histogram(
+        f"webook_grpc_{side}_handling_seconds",
+        seconds_help,
+        ["service", "method"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    return handled, seconds
+
+
 class GovernanceMetrics:
-    """The metric families the governance interceptors update, registered in one registry."""
+    """The metric families the governance concerns update, registered in one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         """Create and register the metrics (``registry=None`` registers nowhere, for tests)."""
-        self.server_handled = Counter(
-            "webook_grpc_server_handled_total",
+        self.server_handled, self.server_handling_seconds = _call_families(
+            "server",
             "RPCs completed by the server, by final status code.",
-            ["service", "method", "code"],
-            registry=registry,
-        )
-        self.server_handling_seconds = Histogram(
-            "webook_grpc_server_handling_seconds",
             "Time the server spent on an RPC, from handler start to final status.",
-            ["service", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry,
         )
         self.server_in_flight = Gauge(
             "webook_grpc_server_in_flight",
@@ -97,18 +91,11 @@ class GovernanceMetrics:
             ["service", "method", "reason"],
             registry=registry,
         )
-        self.client_handled = Counter(
-            "webook_grpc_client_handled_total",
+        self.client_handled, self.client_handling_seconds = _call_families(
+            "client",
             "Outgoing RPCs completed, by final status code as the caller saw it.",
-            ["service", "method", "code"],
-            registry=registry,
-        )
-        self.client_handling_seconds = Histogram(
-            "webook_grpc_client_handling_seconds",
             "Time an outgoing RPC took, as the caller saw it.",
-            ["service", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            registry,
         )
         self.breaker_state = Gauge(
             "webook_breaker_state",
@@ -129,133 +116,66 @@ class GovernanceMetrics:
             registry=registry,
         )
 
-        # Resolved label children, keyed by (side, method, code): ``labels()`` takes a lock
-        # and validates its arguments on every call, which the hot path need not repeat.
-        self._children: dict[tuple[str, RpcMethod, grpc.StatusCode], tuple[Any, Any]] = {}
+        self._server: dict[str, MethodMetrics] = {}
+        self._client: dict[str, MethodMetrics] = {}
 
-    def _pair(self, side: str, method: RpcMethod, code: grpc.StatusCode) -> tuple[Any, Any]:
-        key = (side, method, code)
-        pair = self._children.get(key)
-        if pair is None:
-            counter, histogram = (
-                (self.server_handled, self.server_handling_seconds)
-                if side == "server"
-                else (self.client_handled, self.client_handling_seconds)
-            )
-            pair = (
-                counter.labels(method.service, method.name, code.name),
-                histogram.labels(method.service, method.name),
-            )
-            self._children[key] = pair
-        return pair
+    def server(self, method: RpcMethod) -> MethodMetrics:
+        """What a server records about the calls of ``method`` (one object per method)."""
+        return self._recorder(
+            self._server, self.server_handled, self.server_handling_seconds, method
+        )
 
-    def observe_server(self, method: RpcMethod, code: grpc.StatusCode, seconds: float) -> None:
-        """Count one finished server RPC."""
-        handled, timing = self._pair("server", method, code)
-        handled.inc()
-        timing.observe(seconds)
+    def client(self, method: RpcMethod) -> MethodMetrics:
+        """What a client records about its calls of ``method`` (one object per method)."""
+        return self._recorder(
+            self._client, self.client_handled, self.client_handling_seconds, method
+        )
 
-    def observe_client(self, method: RpcMethod, code: grpc.StatusCode, seconds: float) -> None:
-        """Count one finished outgoing RPC."""
-        handled, timing = self._pair("client", method, code)
-        handled.inc()
-        timing.observe(seconds)
+    @staticmethod
+    def _recorder(
+        recorders: dict[str, MethodMetrics],
+        handled: Counter,
+        seconds: Histogram,
+        method: RpcMethod,
+    ) -> MethodMetrics:
+        recorder = recorders.get(method.full)
+        if recorder is None:
+            recorder = recorders[method.full] = MethodMetrics(handled, seconds, method)
+        return recorder
 
     def count_rejected(self, method: RpcMethod, reason: str) -> None:
         """Count one RPC refused by the server (``reason``: ``ratelimit`` or ``shed``)."""
         self.server_rejected.labels(method.service, method.name, reason).inc()
 
 
+class MethodMetrics:
+    """Counts and times the finished calls of one method on one side (server or client)."""
+
+    __slots__ = ("_by_code", "_handled", "_method", "_seconds")
+
+    def __init__(self, handled: Counter, seconds: Histogram, method: RpcMethod) -> None:
+        """Record into ``handled`` (by code) and ``seconds``, labelled with ``method``."""
+        self._handled = handled
+        self._seconds = seconds
+        self._method = method
+        # Status code -> (handled counter child, handling histogram child).
+        self._by_code: dict[grpc.StatusCode, tuple[Any, Any]] = {}
+
+    def observe(self, code: grpc.StatusCode, seconds: float) -> None:
+        """Count one call that ended with ``code`` after ``seconds``."""
+        children = self._by_code.get(code)
+        if children is None:
+            method = self._method
+            children = (
+                self._handled.labels(method.service, method.name, code.name),
+                self._seconds.labels(method.service, method.name),
+            )
+            self._by_code[code] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
 @functools.cache
 def default_metrics() -> GovernanceMetrics:
     """The process-wide metrics on the default Prometheus registry (created on first use)."""
     return GovernanceMetrics(REGISTRY)
-
-
-class ServerMetricsInterceptor(ServerInterceptorBase):
-    """Counts and times every RPC the server handles, with its final status code."""
-
-    def __init__(self, metrics: GovernanceMetrics | None = None) -> None:
-        """Record into ``metrics`` (``default_metrics()`` if None)."""
-        self._metrics = metrics or default_metrics()
-
-    async def intercept_service(  # type: ignore[override]  # grpc-stubs: continuation is async
-        self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> MethodHandler | None:
-        """Wrap the handler to observe its duration and final status."""
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = parse_method(handler_call_details.method)
-        return wrap_handler(handler, functools.partial(self._observe, method))
-
-    @asynccontextmanager
-    async def _observe(self, method: RpcMethod, context: ServicerContext) -> AsyncIterator[None]:
-        in_flight = self._metrics.server_in_flight
-        in_flight.inc()
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            in_flight.dec()
-            code = server_status(context, error)
-            self._metrics.observe_server(method, code, time.perf_counter() - started)
-
-
-class ClientMetricsInterceptor(UnaryUnaryClientInterceptorBase):
-    """Counts and times every outgoing call with the status code its caller sees.
-
-    Covers unary-unary and unary-stream calls: pass it through ``client_chain`` so that a
-    channel applies it to both.
-    """
-
-    def __init__(self, metrics: GovernanceMetrics | None = None) -> None:
-        """Record into ``metrics`` (``default_metrics()`` if None)."""
-        self._metrics = metrics or default_metrics()
-
-    async def intercept_unary_unary(
-        self,
-        continuation: UnaryUnaryContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> UnaryUnaryCall:
-        """Run the call, then record its status and duration."""
-        method = parse_method(client_call_details.method)
-        started = time.perf_counter()
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            call = await continuation(client_call_details, request)
-            code = await call_status(call)
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            self._metrics.observe_client(method, code, time.perf_counter() - started)
-        return call
-
-    async def intercept_unary_stream(
-        self,
-        continuation: UnaryStreamContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> UnaryStreamCall | AsyncIterator[Any]:
-        """Start the call; record its status and duration when the stream ends."""
-        method = parse_method(client_call_details.method)
-        started = time.perf_counter()
-        try:
-            call = await continuation(client_call_details, request)
-        except grpc.aio.AioRpcError as exc:
-            self._metrics.observe_client(method, exc.code(), time.perf_counter() - started)
-            raise
-
-        def done(code: grpc.StatusCode, _error: BaseException | None) -> None:
-            self._metrics.observe_client(method, code, time.perf_counter() - started)
-
-        return observe_stream(call, done)

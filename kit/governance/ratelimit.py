@@ -5,33 +5,22 @@ Each full method gets its own ``kit.ratelimit.TokenBucket`` (``rate`` per second
 limit. A call over its method's limit is answered RESOURCE_EXHAUSTED before its handler runs,
 with a ``google.rpc.RetryInfo`` detail saying when a token will be available, and counted in
 ``webook_grpc_server_rejected_total{reason="ratelimit"}``. Health-check and reflection methods
-are never limited. The limit is per process: N replicas admit N times the rate.
+are never limited (the server composer does not ask). The limit is per process: N replicas
+admit N times the rate.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import grpc
-import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from kit.governance._rpc import (
-    HandlerContinuation,
-    MethodHandler,
-    RpcMethod,
-    ServerInterceptorBase,
-    ServicerContext,
-    is_exempt,
-    parse_method,
-    wrap_handler,
-)
+from kit.governance._rpc import RpcMethod, ServicerContext
 from kit.governance.metrics import GovernanceMetrics, default_metrics
 from kit.ratelimit import Clock, TokenBucket
 
@@ -66,8 +55,8 @@ class RateLimitConfig:
         return self.default is not None or any(v is not None for v in self.per_method.values())
 
 
-class RateLimitInterceptor(ServerInterceptorBase):
-    """Answers RESOURCE_EXHAUSTED when a method's token bucket is empty."""
+class RateLimiter:
+    """One token bucket per limited method; a call over the limit is answered by :meth:`refuse`."""
 
     def __init__(
         self,
@@ -95,29 +84,12 @@ class RateLimitInterceptor(ServerInterceptorBase):
             self._buckets[full_method] = bucket
             return bucket
 
-    async def intercept_service(  # type: ignore[override]  # grpc-stubs: continuation is async
-        self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> MethodHandler | None:
-        """Pass the call through if its method has a token, else a handler that refuses it."""
-        handler = await continuation(handler_call_details)
-        full_method = handler_call_details.method
-        if handler is None or is_exempt(full_method):
-            return handler
-        bucket = self.bucket_for(full_method)
-        if bucket is None or bucket.try_acquire():
-            return handler
-        method = parse_method(full_method)
+    async def refuse(
+        self, context: ServicerContext, method: RpcMethod, bucket: TokenBucket
+    ) -> None:
+        """Count the call as rate limited and abort it with a ``RetryInfo`` (always raises)."""
         self._metrics.count_rejected(method, "ratelimit")
-        refusal = functools.partial(_refuse, method, bucket.seconds_until_available())
-        return wrap_handler(handler, refusal)
-
-
-@asynccontextmanager
-async def _refuse(
-    method: RpcMethod, retry_after: float, context: ServicerContext
-) -> AsyncIterator[None]:
-    await abort_rate_limited(context, method, retry_after)
-    yield  # never reached: abort raises; the yield makes this an async generator
+        await abort_rate_limited(context, method, bucket.seconds_until_available())
 
 
 async def abort_rate_limited(

@@ -17,7 +17,8 @@ CPU usage is this process's CPU time per wall-clock second (1.0 = one core busy;
 server is bound by its one event-loop thread), sampled by a background task every
 ``cpu_sample_interval`` seconds with psutil and smoothed with an exponentially weighted moving
 average: requests never pay for sampling. The sampler starts on the first call (or ``start()``)
-and is stopped by ``aclose()``. Health-check and reflection methods are never shed.
+and is stopped by ``aclose()``. Health-check and reflection methods are never shed (the server
+composer, :class:`kit.governance.GovernedServerInterceptor`, does not ask).
 """
 
 from __future__ import annotations
@@ -25,26 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
 import grpc
-import grpc.aio
 import psutil
 
-from kit.governance._rpc import (
-    HandlerContinuation,
-    MethodHandler,
-    RpcMethod,
-    ServerInterceptorBase,
-    ServicerContext,
-    is_exempt,
-    parse_method,
-    wrap_handler,
-)
+from kit.governance._rpc import RpcMethod, ServicerContext
 from kit.governance.metrics import GovernanceMetrics, default_metrics
 
 CpuReader: TypeAlias = Callable[[], float]
@@ -125,8 +114,12 @@ class CpuSampler:
                 await task
 
 
-class LoadSheddingInterceptor(ServerInterceptorBase):
-    """Refuses calls with RESOURCE_EXHAUSTED when in-flight work or CPU says the server is full."""
+class LoadShedder:
+    """Admits calls while in-flight work and CPU leave room; refuses the rest.
+
+    A call takes a slot with :meth:`enter` and gives it back with :meth:`leave`; a call that
+    gets no slot is answered by :meth:`refuse` (RESOURCE_EXHAUSTED, counted).
+    """
 
     def __init__(
         self,
@@ -147,7 +140,7 @@ class LoadSheddingInterceptor(ServerInterceptorBase):
 
     @property
     def in_flight(self) -> int:
-        """Calls admitted by this interceptor and still executing."""
+        """Calls admitted by this shedder and still executing."""
         return self._in_flight
 
     @property
@@ -170,47 +163,25 @@ class LoadSheddingInterceptor(ServerInterceptorBase):
         if self._sampler is not None:
             await self._sampler.aclose()
 
-    def overloaded(self) -> bool:
-        """Whether one more call would be shed now."""
-        config = self._config
-        if self._in_flight >= config.max_in_flight:
-            return True
-        return (
-            config.cpu_threshold is not None
-            and self._in_flight >= config.cpu_in_flight_floor
-            and self.cpu_usage >= config.cpu_threshold
-        )
-
     def enter(self) -> bool:
         """Take an in-flight slot, unless one more call would be shed (then False)."""
-        if self.overloaded():
+        config, in_flight = self._config, self._in_flight
+        if in_flight >= config.max_in_flight or (
+            config.cpu_threshold is not None
+            and in_flight >= config.cpu_in_flight_floor
+            and self.cpu_usage >= config.cpu_threshold
+        ):
             return False
-        self._in_flight += 1
+        self._in_flight = in_flight + 1
         return True
 
     def leave(self) -> None:
         """Give back a slot taken by :meth:`enter`."""
         self._in_flight -= 1
 
-    async def intercept_service(  # type: ignore[override]  # grpc-stubs: continuation is async
-        self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> MethodHandler | None:
-        """Wrap the handler to hold an in-flight slot, or refuse it when overloaded."""
-        handler = await continuation(handler_call_details)
-        if handler is None or is_exempt(handler_call_details.method):
-            return handler
-        self.start()
-        method = parse_method(handler_call_details.method)
-        return wrap_handler(handler, functools.partial(self._slot, method))
-
-    @asynccontextmanager
-    async def _slot(self, method: RpcMethod, context: ServicerContext) -> AsyncIterator[None]:
-        if not self.enter():
-            self._metrics.count_rejected(method, "shed")
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"server overloaded, {method.full} shed"
-            )
-        try:
-            yield
-        finally:
-            self.leave()
+    async def refuse(self, context: ServicerContext, method: RpcMethod) -> None:
+        """Count the call as shed and abort it with RESOURCE_EXHAUSTED (always raises)."""
+        self._metrics.count_rejected(method, "shed")
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"server overloaded, {method.full} shed"
+        )

@@ -1,137 +1,158 @@
-"""OpenTelemetry tracing of gRPC calls, with W3C trace context carried in gRPC metadata.
+"""OpenTelemetry spans of gRPC calls, with the W3C trace context carried in gRPC metadata.
 
-``ClientTracingInterceptor`` opens a CLIENT span per outgoing call and injects its context into
-the call's metadata (``traceparent``/``tracestate`` with the default propagators);
-``ServerTracingInterceptor`` extracts that context from the invocation metadata and runs the
-handler inside a SERVER span, its child. Both set ``rpc.system=grpc``, ``rpc.service``,
-``rpc.method`` and ``rpc.grpc.status_code``, and mark the span ERROR on any non-OK status.
-Spans are named ``<proto service>/<method>``. Health-check and reflection calls are not traced.
+:class:`Tracing` is the one implementation for both sides. A client call gets a CLIENT span
+whose context is injected into the call's metadata (``traceparent``/``tracestate`` with the
+default propagators); a server call gets a SERVER span continuing the context extracted from
+the invocation metadata, current while the handler runs. Both carry ``rpc.system=grpc``,
+``rpc.service``, ``rpc.method`` and ``rpc.grpc.status_code``, are named ``<proto
+service>/<method>`` and are marked ERROR on any non-OK status.
 
 Propagation uses the globally configured text-map propagator (``opentelemetry.propagate``);
-the tracer provider can be passed explicitly, otherwise the global one is used.
-While nothing records spans, the client builds its span and ``traceparent`` directly
-(:class:`kit.observability.tracing.UnrecordedSpans`), as the SDK and the W3C propagator
-would.
+the tracer provider can be passed explicitly, otherwise the global one is used. While nothing
+records spans, both sides skip the SDK and the propagator
+(:class:`kit.observability.tracing.UnrecordedSpans`): the span the SDK would make is built
+directly, the server parses a canonical ``traceparent`` itself and the client formats it; a
+``tracestate`` or a ``traceparent`` in another form still goes through the propagator.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Iterable
+from contextvars import Token
+from typing import Final
 
 import grpc
 import grpc.aio
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
-from kit.governance._rpc import (
-    HandlerContinuation,
-    MethodHandler,
-    RpcMethod,
-    ServerInterceptorBase,
-    ServicerContext,
-    UnaryStreamCall,
-    UnaryStreamContinuation,
-    UnaryUnaryCall,
-    UnaryUnaryClientInterceptorBase,
-    UnaryUnaryContinuation,
-    call_status,
-    is_exempt,
-    observe_stream,
-    parse_method,
-    replace_call_details,
-    server_status,
-    wrap_handler,
+from kit.governance._rpc import RpcMethod, ServicerContext
+from kit.observability.tracing import (
+    ExportAwareTracerProvider,
+    UnrecordedSpans,
+    format_traceparent,
+    is_canonical_traceparent,
+    parse_traceparent,
 )
-from kit.observability.tracing import UnrecordedSpans, format_traceparent
+
+_EMPTY_CONTEXT: Final = Context()
+_NOT_RECORDED: Final = (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit)
+"""Exceptions that end a server span without being recorded on it: they are the status."""
 
 
-def _attributes(method: RpcMethod) -> dict[str, str]:
-    return {"rpc.system": "grpc", "rpc.service": method.service, "rpc.method": method.name}
-
-
-def _finish(span: Span, code: grpc.StatusCode) -> None:
+def _set_status(span: Span, code: grpc.StatusCode) -> None:
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code is not grpc.StatusCode.OK:
         span.set_status(Status(StatusCode.ERROR, code.name))
 
 
-class ServerTracingInterceptor(ServerInterceptorBase):
-    """Runs each handler in a SERVER span continuing the caller's trace."""
+class Tracing:
+    """CLIENT and SERVER spans of gRPC calls; one per composer (server runner, client policy)."""
+
+    __slots__ = ("_fields", "_textmap", "_tracer", "unrecorded")
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         """Create spans with ``tracer_provider`` (the global provider if None)."""
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
+        self.unrecorded = UnrecordedSpans(tracer_provider)
+        self._textmap: TextMapPropagator | None = None
+        self._fields: frozenset[str] = frozenset()
 
-    async def intercept_service(  # type: ignore[override]  # grpc-stubs: continuation is async
-        self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> MethodHandler | None:
-        """Wrap the handler in a span (health and reflection methods excepted)."""
-        handler = await continuation(handler_call_details)
-        if handler is None or is_exempt(handler_call_details.method):
-            return handler
-        method = parse_method(handler_call_details.method)
-        return wrap_handler(handler, functools.partial(self._span, method))
+    # --- server side ---------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _span(self, method: RpcMethod, context: ServicerContext) -> AsyncIterator[None]:
+    def start_server(
+        self, method: RpcMethod, context: ServicerContext
+    ) -> tuple[Span, Token[Context]]:
+        """Open the SERVER span of a call and make it current; end with :meth:`end_server`."""
+        provider = self.unrecorded.provider()
+        if provider is not None:
+            started = self._start_unrecorded_server(provider, context)
+            if started is not None:
+                return started
+        textmap = propagate.get_global_textmap()
+        fields = self._propagated_fields(textmap)
         carrier: dict[str, list[str]] = {}
         for key, value in context.invocation_metadata() or ():
-            if isinstance(value, str):
+            # Only the keys the propagator reads (traceparent, tracestate): a call carries
+            # other metadata too, which extract would copy for nothing.
+            if key in fields and isinstance(value, str):
                 carrier.setdefault(key, []).append(value)
-        parent = propagate.extract(carrier)
-        with self._tracer.start_as_current_span(
-            f"{method.service}/{method.name}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=_attributes(method),
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield
-            except BaseException as exc:
-                if not isinstance(
-                    exc, grpc.aio.AbortError | asyncio.CancelledError | GeneratorExit
-                ):
-                    span.record_exception(exc)
-                _finish(span, server_status(context, exc))
-                raise
-            _finish(span, server_status(context, None))
+        parent = textmap.extract(carrier)
+        if provider is not None:
+            # Nothing records: the SDK's span without the SDK (kit.observability.tracing).
+            span: Span = UnrecordedSpans.child(
+                provider, trace.get_current_span(parent).get_span_context()
+            )
+        else:
+            span = self._tracer.start_span(
+                method.span_name,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=method.attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+        return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
+    @staticmethod
+    def _start_unrecorded_server(
+        provider: ExportAwareTracerProvider, context: ServicerContext
+    ) -> tuple[Span, Token[Context]] | None:
+        """The SERVER span when nothing records and the caller's context is plain (or absent).
 
-def _client_error_code(span: Span, error: BaseException) -> grpc.StatusCode:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return error.code()
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
-        return grpc.StatusCode.CANCELLED
-    span.record_exception(error)
-    return grpc.StatusCode.UNKNOWN
+        None when the metadata carries a ``tracestate`` or a ``traceparent`` not in the
+        canonical version-00 form: the propagator reads those.
+        """
+        traceparent: str | None = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "traceparent":
+                if traceparent is None:
+                    if not isinstance(value, str) or not is_canonical_traceparent(value):
+                        return None
+                    traceparent = value  # the propagator reads the first one too
+            elif key == "tracestate":
+                return None
+        parsed = None if traceparent is None else parse_traceparent(traceparent)
+        if parsed is None:
+            span = UnrecordedSpans.span(provider, None)
+        else:
+            span = UnrecordedSpans.span(provider, parsed[0], parsed[2])
+        # The propagator's parent context holds nothing but the parent span, which the
+        # span replaces: the handler's context is the span alone.
+        return span, otel_context.attach(trace.set_span_in_context(span, _EMPTY_CONTEXT))
 
+    def _propagated_fields(self, textmap: TextMapPropagator) -> frozenset[str]:
+        """The metadata keys ``textmap`` reads, computed once per global propagator."""
+        if textmap is not self._textmap:
+            self._fields = frozenset(field.lower() for field in textmap.fields)
+            self._textmap = textmap
+        return self._fields
 
-class ClientTracingInterceptor(UnaryUnaryClientInterceptorBase):
-    """Wraps each outgoing call in a CLIENT span and propagates its context in metadata.
+    @staticmethod
+    def end_server(
+        span: Span, token: Token[Context], code: grpc.StatusCode, error: BaseException | None
+    ) -> None:
+        """End a SERVER span with the call's status; an unexpected ``error`` is recorded."""
+        if span.is_recording():
+            if error is not None and not isinstance(error, _NOT_RECORDED):
+                span.record_exception(error)
+            _set_status(span, code)
+        span.end()
+        otel_context.detach(token)
 
-    Covers unary-unary and unary-stream calls: pass it through ``client_chain`` so that a
-    channel applies it to both.
-    """
+    # --- client side ---------------------------------------------------------------------
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
-        """Create spans with ``tracer_provider`` (the global provider if None)."""
-        self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
-        self._unrecorded = UnrecordedSpans(tracer_provider)
-
-    def start(
+    def start_client(
         self, method: RpcMethod, metadata: Iterable[tuple[str, str | bytes]] | None
     ) -> tuple[Span, grpc.aio.Metadata]:
         """Open the CLIENT span of a call to ``method``; ``metadata`` plus its context."""
-        provider = self._unrecorded.provider()
+        provider = self.unrecorded.provider()
         if provider is not None:
-            # Nothing records: the SDK's span and the propagator's headers, built directly
-            # (kit.observability.tracing.UnrecordedSpans).
+            # Nothing records: the SDK's span and the propagator's headers, built directly.
             span: Span = UnrecordedSpans.child(
                 provider, trace.get_current_span().get_span_context()
             )
@@ -142,9 +163,9 @@ class ClientTracingInterceptor(UnaryUnaryClientInterceptorBase):
                 with_context["tracestate"] = context.trace_state.to_header()
             return span, with_context
         span = self._tracer.start_span(
-            f"{method.service}/{method.name}",
+            method.span_name,
             kind=SpanKind.CLIENT,
-            attributes=_attributes(method),
+            attributes=method.attributes,
             record_exception=False,
             set_status_on_exception=False,
         )
@@ -156,62 +177,18 @@ class ClientTracingInterceptor(UnaryUnaryClientInterceptorBase):
         return span, with_context
 
     @staticmethod
-    def finish(span: Span, code: grpc.StatusCode) -> None:
-        """Record the call's final status on its span (ERROR unless OK); does not end it."""
-        if span.is_recording():
-            _finish(span, code)
+    def client_error_code(span: Span, error: BaseException) -> grpc.StatusCode:
+        """The status a call that raised ``error`` ended with (unexpected errors recorded)."""
+        if isinstance(error, grpc.aio.AioRpcError):
+            return error.code()
+        if isinstance(error, asyncio.CancelledError | GeneratorExit):
+            return grpc.StatusCode.CANCELLED
+        span.record_exception(error)
+        return grpc.StatusCode.UNKNOWN
 
     @staticmethod
-    def error_code(span: Span, error: BaseException) -> grpc.StatusCode:
-        """The status a call that raised ``error`` ended with (unexpected errors recorded)."""
-        return _client_error_code(span, error)
-
-    def _start(
-        self, details: grpc.aio.ClientCallDetails
-    ) -> tuple[Span, grpc.aio.ClientCallDetails]:
-        span, metadata = self.start(parse_method(details.method), details.metadata)
-        return span, replace_call_details(details, metadata=metadata)
-
-    async def intercept_unary_unary(
-        self,
-        continuation: UnaryUnaryContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> UnaryUnaryCall:
-        """Run the call inside a CLIENT span that ends with the call."""
-        span, details = self._start(client_call_details)
-        with trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        ):
-            try:
-                call = await continuation(details, request)
-                code = await call_status(call)
-            except BaseException as exc:
-                _finish(span, _client_error_code(span, exc))
-                raise
-            _finish(span, code)
-            return call
-
-    async def intercept_unary_stream(
-        self,
-        continuation: UnaryStreamContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> UnaryStreamCall | AsyncIterator[Any]:
-        """Start the call in a CLIENT span that ends when the response stream does."""
-        span, details = self._start(client_call_details)
-        try:
-            with trace.use_span(
-                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-            ):
-                call = await continuation(details, request)
-        except BaseException as exc:
-            _finish(span, _client_error_code(span, exc))
-            span.end()
-            raise
-
-        def done(code: grpc.StatusCode, _error: BaseException | None) -> None:
-            _finish(span, code)
-            span.end()
-
-        return observe_stream(call, done)
+    def end_client(span: Span, code: grpc.StatusCode) -> None:
+        """End a CLIENT span with the call's final status (ERROR unless OK)."""
+        if span.is_recording():
+            _set_status(span, code)
+        span.end()

@@ -1,11 +1,11 @@
 """Translate :class:`kit.errors.AppError` to gRPC status and back: the service boundary.
 
-Server side, :func:`map_handler_error` (run by :class:`ErrorMappingInterceptor`, or as the
-innermost step of ``kit.governance.GovernedServerInterceptor``) turns an ``AppError`` raised
-by a handler into the canonical status code of its ``kind`` with a ``google.rpc.ErrorInfo``
-detail (reason, domain, metadata) in ``grpc-status-details-bin``. Any other exception is
-logged with its traceback and answered ``INTERNAL`` with a generic message, so internals
-never leak.
+Server side, :func:`map_handler_error` (the innermost step of
+``kit.governance.GovernedServerInterceptor``, the one server interceptor) turns an
+``AppError`` raised by a handler into the canonical status code of its ``kind`` with a
+``google.rpc.ErrorInfo`` detail (reason, domain, metadata) in ``grpc-status-details-bin``.
+Any other exception is logged with its traceback and answered ``INTERNAL`` with a generic
+message, so internals never leak.
 
 Client side, :func:`app_error_from_rpc` rebuilds the ``AppError`` subclass from a failed
 call, so the gateway can map business reasons without parsing strings.
@@ -14,7 +14,6 @@ call, so the gateway can map business reasons without parsing strings.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -70,53 +69,13 @@ def app_error_from_rpc(exc: grpc.aio.AioRpcError) -> AppError:
     return cls(reason, exc.details() or code.name, metadata=metadata, domain=domain or None)
 
 
-Behaviour = Callable[..., Any]
-
+# For the interceptors a service adds inside the governance (sms's caller authentication).
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
     ServerInterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
 else:  # the runtime classes are not generic
     Handler = grpc.RpcMethodHandler
     ServerInterceptorBase = grpc.aio.ServerInterceptor
-
-
-class ErrorMappingInterceptor(ServerInterceptorBase):
-    """Maps handler exceptions to status codes; the innermost server interceptor."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
 
 
 async def map_handler_error(
@@ -138,28 +97,3 @@ async def map_handler_error(
         return
     logger.exception("unhandled error in handler", extra={"method": method})
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-
-
-def _wrap_unary(behaviour: Behaviour, method: str) -> Behaviour:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await behaviour(request, context)
-        except Exception as exc:  # every failure leaves this boundary as a status
-            await map_handler_error(exc, context, method)
-            raise  # unreachable: map_handler_error aborts
-
-    return wrapper
-
-
-def _wrap_stream(behaviour: Behaviour, method: str) -> Behaviour:
-    async def wrapper(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        try:
-            async for item in behaviour(request, context):
-                yield item
-        except Exception as exc:
-            await map_handler_error(exc, context, method)
-            raise
-
-    return wrapper

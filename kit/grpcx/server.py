@@ -1,8 +1,8 @@
 """gRPC server bootstrap: one :class:`ServiceRunner` per service process.
 
 It owns the ``grpc.aio`` server with the standard health service, reflection, the
-interceptor chain, the ``/metrics`` endpoint, the background components of the process
-and the shutdown sequence (STYLE.md §11).
+governance interceptor, the ``/metrics`` endpoint, the background components of the process
+and the shutdown sequence.
 
 Start-up: components registered with :meth:`ServiceRunner.start_before_serving` start (an
 event producer, an index writer: what calls need), then the server listens, reports

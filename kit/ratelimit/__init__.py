@@ -7,8 +7,8 @@
   of concurrent checks; server time; every key expires.
 - :class:`ResilientLimiter`: a failure policy (fail open, fail closed, in-process fallback)
   while Redis is unreachable.
-- :class:`TokenBucket`: the single-bucket building block (also used by the gRPC server rate
-  limit interceptor, ``kit.governance.ratelimit``).
+- :class:`TokenBucket`: the single-bucket building block (also used by the server's
+  per-method rate limiter, ``kit.governance.RateLimiter``).
 """
 
 from kit.ratelimit.base import Algorithm, Decision, Limiter, Quota, RateLimitBackendError

@@ -1,15 +1,23 @@
-"""Test doubles shared by the governance tests: a scriptable UserService, clock and randomness."""
+"""Test doubles shared by the governance tests: a scriptable UserService, clock and randomness.
+
+Servers are governed by :class:`kit.governance.GovernedServerInterceptor` and clients by
+:class:`kit.governance.UnaryClientPolicy` on a balanced channel, as in the services.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
 import grpc.aio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
+from kit.governance import UnaryClientPolicy
 from webook.user.v1 import user_pb2, user_pb2_grpc
 
 PROFILE = "/webook.user.v1.UserService/Profile"
@@ -112,11 +120,29 @@ class StartServer(Protocol):
 
 
 class OpenChannel(Protocol):
-    """The ``open_channel`` fixture: a channel closed after the test."""
+    """The ``open_channel`` fixture: an ungoverned channel, closed after the test."""
 
-    def __call__(
-        self, address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
-    ) -> grpc.aio.Channel: ...
+    def __call__(self, address: str) -> grpc.aio.Channel: ...
+
+
+class OpenGoverned(Protocol):
+    """The ``open_governed`` fixture: a balanced channel governed by ``policy``.
+
+    ``Profile`` is the one idempotent method (it fails over); the channel is closed after
+    the test.
+    """
+
+    async def __call__(
+        self, addresses: str | Sequence[str], policy: UnaryClientPolicy
+    ) -> user_pb2_grpc.UserServiceAsyncStub: ...
+
+
+@dataclass(frozen=True)
+class Spans:
+    """The ``spans`` fixture: a tracer provider and the exporter of its finished spans."""
+
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
 
 
 class ManualClock:

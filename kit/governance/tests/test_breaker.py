@@ -1,30 +1,45 @@
-"""Circuit breaker: the SRE throttling math, and a real dependency failing and recovering."""
+"""Circuit breaker: the SRE throttling math, a real dependency failing and recovering, and
+client errors never counting against the callee."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+from prometheus_client import CollectorRegistry
 
+from kit.errors import ResourceExhausted
 from kit.governance import (
+    CLIENT_ERROR_CODES,
+    DEFAULT_FAILURE_CODES,
     AdaptiveThrottle,
     BreakerConfig,
     BreakerOpenError,
-    CircuitBreakerInterceptor,
+    CircuitBreaker,
+    GovernanceConfig,
+    GovernanceMetrics,
+    GovernedServerInterceptor,
+    RateLimit,
+    RateLimitConfig,
+    SheddingConfig,
     SlidingWindow,
-    client_chain,
+    UnaryClientPolicy,
+    counts_against,
 )
 from kit.governance.tests.support import (
     LOGIN,
     PROFILE,
     ManualClock,
-    OpenChannel,
+    OpenGoverned,
     ScriptedRandom,
     ScriptedUserService,
     StartServer,
     sample,
 )
-from webook.user.v1 import user_pb2, user_pb2_grpc
+from kit.grpcx.errors import map_handler_error, rich_status_metadata
+from webook.user.v1 import user_pb2
 
 
 def throttle(
@@ -127,16 +142,18 @@ def test_sliding_window_counts_per_bucket() -> None:
         {"window": 0.0},
         {"buckets": 0},
         {"min_requests": -1},
+        {"failure_codes": DEFAULT_FAILURE_CODES | {grpc.StatusCode.NOT_FOUND}},
+        {"failure_codes": frozenset({grpc.StatusCode.UNAUTHENTICATED})},
     ],
 )
-def test_config_is_validated(config: dict[str, float]) -> None:
+def test_config_is_validated(config: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="must"):
-        BreakerConfig(**config)  # type: ignore[arg-type]
+        BreakerConfig(**config)
 
 
 def test_method_scope_keeps_one_breaker_per_method() -> None:
-    per_service = CircuitBreakerInterceptor("user", BreakerConfig())
-    per_method = CircuitBreakerInterceptor("user", BreakerConfig(scope="method"))
+    per_service = CircuitBreaker("user", BreakerConfig())
+    per_method = CircuitBreaker("user", BreakerConfig(scope="method"))
 
     assert per_service.throttle_for(PROFILE) is per_service.throttle_for(LOGIN)
     assert per_method.throttle_for(PROFILE) is not per_method.throttle_for(LOGIN)
@@ -144,7 +161,7 @@ def test_method_scope_keeps_one_breaker_per_method() -> None:
 
 
 async def test_opens_on_failures_rejects_locally_degrades_and_closes_on_recovery(
-    start_server: StartServer, open_channel: OpenChannel
+    start_server: StartServer, open_governed: OpenGoverned
 ) -> None:
     servicer = ScriptedUserService()
     rand = ScriptedRandom(0.5)
@@ -153,15 +170,15 @@ async def test_opens_on_failures_rejects_locally_degrades_and_closes_on_recovery
     async def degraded_profile(request: user_pb2.ProfileRequest) -> user_pb2.ProfileResponse:
         return user_pb2.ProfileResponse(user=user_pb2.User(id=request.id, nickname="fallback"))
 
-    breaker = CircuitBreakerInterceptor(
+    breaker = CircuitBreaker(
         target,
         BreakerConfig(min_requests=5),
         fallbacks={PROFILE: degraded_profile},
         clock=ManualClock(),
         random_source=rand,
     )
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(await start_server(servicer), client_chain(breaker))
+    stub = await open_governed(
+        await start_server(servicer), UnaryClientPolicy(target, breaker=breaker)
     )
     login = user_pb2.LoginRequest(email="a@b.c")
     rejected_before = sample("webook_breaker_rejected_total", target=target)
@@ -204,25 +221,91 @@ async def test_opens_on_failures_rejects_locally_degrades_and_closes_on_recovery
     assert response.user.nickname == "real"
 
 
-async def test_application_errors_do_not_open_the_breaker(
-    start_server: StartServer, open_channel: OpenChannel
+class QuotaUserService(ScriptedUserService):
+    """``Profile`` refuses with an application quota error (RESOURCE_EXHAUSTED, ErrorInfo)."""
+
+    async def Profile(
+        self, request: user_pb2.ProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> user_pb2.ProfileResponse:
+        self.calls += 1
+        raise ResourceExhausted("TOO_MANY_PROFILES", "profile quota spent")
+
+
+async def test_client_errors_never_count_against_the_callee(
+    start_server: StartServer, open_governed: OpenGoverned
 ) -> None:
-    servicer = ScriptedUserService()
-    servicer.failure = grpc.StatusCode.NOT_FOUND
-    breaker = CircuitBreakerInterceptor(
-        "breaker-it-app-errors",
-        BreakerConfig(min_requests=1),
+    """Every answer about the request or the caller is an accept, through the real composers."""
+    scripted = ScriptedUserService()
+    quota = QuotaUserService()
+    limited = ScriptedUserService()
+    limiter = GovernedServerInterceptor(
+        GovernanceConfig(
+            tracing=False,
+            shedding=SheddingConfig(enabled=False),
+            rate_limit=RateLimitConfig(per_method={PROFILE: RateLimit(rate=0.001, burst=1)}),
+        ),
+        error_mapper=map_handler_error,
+    )
+    mapped = GovernedServerInterceptor(
+        GovernanceConfig(tracing=False, shedding=SheddingConfig(enabled=False)),
+        error_mapper=map_handler_error,
+    )
+    addresses = {
+        "scripted": await start_server(scripted),
+        "quota": await start_server(quota, [mapped]),
+        "limited": await start_server(limited, [limiter]),
+    }
+    breaker = CircuitBreaker(
+        "breaker-client-errors",
+        # K = 1: any call not accepted makes the rejection probability positive.
+        BreakerConfig(min_requests=1, k=1.0),
+        metrics=GovernanceMetrics(CollectorRegistry()),
         clock=ManualClock(),
         random_source=ScriptedRandom(0.0),
     )
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(await start_server(servicer), client_chain(breaker))
+    policy = UnaryClientPolicy("breaker-client-errors", breaker=breaker)
+    stubs = {name: await open_governed(address, policy) for name, address in addresses.items()}
+
+    async def fails_with(name: str, code: grpc.StatusCode) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stubs[name].Profile(user_pb2.ProfileRequest(id=1))
+        assert caught.value.code() is code
+
+    answered = CLIENT_ERROR_CODES - {grpc.StatusCode.OK, grpc.StatusCode.CANCELLED}
+    for code in sorted(answered, key=lambda code: code.value[0]):
+        scripted.failure = code
+        await fails_with("scripted", code)
+    await fails_with("quota", grpc.StatusCode.RESOURCE_EXHAUSTED)  # ErrorInfo
+    await stubs["limited"].Profile(user_pb2.ProfileRequest(id=1))
+    await fails_with("limited", grpc.StatusCode.RESOURCE_EXHAUSTED)  # RetryInfo
+    assert (scripted.calls, quota.calls, limited.calls) == (8, 1, 1)
+    throttle = breaker.throttle_for(PROFILE)
+    assert throttle.rejection_probability() == 0.0
+
+    # The callee failing does count: one UNAVAILABLE is enough with K = 1.
+    scripted.failure = grpc.StatusCode.UNAVAILABLE
+    await fails_with("scripted", grpc.StatusCode.UNAVAILABLE)
+    assert throttle.rejection_probability() > 0.0
+
+
+def rpc_error(code: grpc.StatusCode, trailing: tuple[tuple[str, bytes], ...] = ()) -> Any:
+    return grpc.aio.AioRpcError(
+        code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), "scripted", None
     )
 
-    for _ in range(5):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Profile(user_pb2.ProfileRequest(id=1))
-        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
-    assert servicer.calls == 5
-    assert breaker.throttle_for(PROFILE).rejection_probability() == 0.0
+def test_only_an_overloaded_servers_resource_exhausted_counts() -> None:
+    quota = rich_status_metadata(ResourceExhausted("TOO_MANY", "slow down"))
+    codes = DEFAULT_FAILURE_CODES
+
+    assert counts_against(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED), codes)  # shed
+    assert not counts_against(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, quota), codes)
+    for code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        assert counts_against(rpc_error(code), codes)
+        assert counts_against(rpc_error(code, quota), codes)
+    for code in CLIENT_ERROR_CODES:
+        assert not counts_against(rpc_error(code), codes)
+    # A code left out of the configuration does not count either.
+    assert not counts_against(
+        rpc_error(grpc.StatusCode.INTERNAL), codes - {grpc.StatusCode.INTERNAL}
+    )

@@ -7,19 +7,40 @@ import time
 import grpc
 import grpc.aio
 import pytest
+from prometheus_client import CollectorRegistry
 
 from kit.governance import (
-    ClientDeadlineInterceptor,
+    BreakerConfig,
     DeadlineConfig,
     DeadlineExceededError,
-    ServerDeadlineInterceptor,
-    client_chain,
+    GovernanceConfig,
+    GovernanceMetrics,
+    GovernedServerInterceptor,
+    SheddingConfig,
+    UnaryClientPolicy,
     current_deadline,
     deadline_after,
     remaining_time,
+    reset_deadline,
+    set_deadline,
 )
-from kit.governance.tests.support import LOGIN, OpenChannel, ScriptedUserService, StartServer
-from webook.user.v1 import user_pb2, user_pb2_grpc
+from kit.governance.tests.support import LOGIN, OpenGoverned, ScriptedUserService, StartServer
+from webook.user.v1 import user_pb2
+
+SERVER = GovernanceConfig(tracing=False, metrics=False, shedding=SheddingConfig(enabled=False))
+
+
+def client_policy(deadline: DeadlineConfig | None = None) -> UnaryClientPolicy:
+    """A policy doing deadlines only (its metrics in a registry of its own)."""
+    return UnaryClientPolicy(
+        "user",
+        GovernanceConfig(
+            deadline=deadline or DeadlineConfig(),
+            tracing=False,
+            breaker=BreakerConfig(enabled=False),
+        ),
+        metrics=GovernanceMetrics(CollectorRegistry()),
+    )
 
 
 def within(observed: float | None, budget: float) -> bool:
@@ -32,14 +53,11 @@ def within(observed: float | None, budget: float) -> bool:
 
 
 async def test_incoming_deadline_bounds_the_downstream_call(
-    start_server: StartServer, open_channel: OpenChannel
+    start_server: StartServer, open_governed: OpenGoverned
 ) -> None:
     downstream = ScriptedUserService()
-    downstream_stub = user_pb2_grpc.UserServiceStub(
-        open_channel(
-            await start_server(downstream),
-            client_chain(ClientDeadlineInterceptor(DeadlineConfig(default_timeout=30.0))),
-        )
+    downstream_stub = await open_governed(
+        await start_server(downstream), client_policy(DeadlineConfig(default_timeout=30.0))
     )
     budgets_seen_by_handler: list[float | None] = []
 
@@ -50,8 +68,9 @@ async def test_incoming_deadline_bounds_the_downstream_call(
     upstream = ScriptedUserService()
     upstream.delay = 0.3
     upstream.downstream = call_downstream
-    upstream_stub = user_pb2_grpc.UserServiceStub(
-        open_channel(await start_server(upstream, [ServerDeadlineInterceptor()]))
+    upstream_stub = await open_governed(
+        await start_server(upstream, [GovernedServerInterceptor(SERVER)]),
+        client_policy(DeadlineConfig(default_timeout=None)),
     )
 
     await upstream_stub.Profile(user_pb2.ProfileRequest(id=1), timeout=1.0)
@@ -64,7 +83,7 @@ async def test_incoming_deadline_bounds_the_downstream_call(
 
 
 async def test_without_incoming_deadline_the_handler_is_unbounded(
-    start_server: StartServer, open_channel: OpenChannel
+    start_server: StartServer, open_governed: OpenGoverned
 ) -> None:
     budgets: list[float | None] = []
 
@@ -73,53 +92,69 @@ async def test_without_incoming_deadline_the_handler_is_unbounded(
 
     servicer = ScriptedUserService()
     servicer.downstream = record
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(await start_server(servicer, [ServerDeadlineInterceptor()]))
+    stub = await open_governed(
+        await start_server(servicer, [GovernedServerInterceptor(SERVER)]),
+        client_policy(DeadlineConfig(default_timeout=None)),
     )
 
     await stub.Profile(user_pb2.ProfileRequest(id=1))
 
     assert budgets == [None]
+    assert servicer.time_remaining == [None]
 
 
 async def test_timeout_is_the_smallest_of_explicit_config_and_budget(
-    start_server: StartServer, open_channel: OpenChannel
+    start_server: StartServer, open_governed: OpenGoverned
 ) -> None:
     servicer = ScriptedUserService()
     config = DeadlineConfig(default_timeout=3.0, per_method={LOGIN: 1.0})
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(await start_server(servicer), client_chain(ClientDeadlineInterceptor(config)))
-    )
+    stub = await open_governed(await start_server(servicer), client_policy(config))
 
     await stub.Login(user_pb2.LoginRequest(email="a@b.c"))
     await stub.Profile(user_pb2.ProfileRequest(id=1))
     await stub.Profile(user_pb2.ProfileRequest(id=1), timeout=0.8)
+    await stub.Profile(user_pb2.ProfileRequest(id=1), timeout=30)  # capped by the config
     with deadline_after(1.2):
         await stub.Profile(user_pb2.ProfileRequest(id=1), timeout=10.0)
 
-    login, default, explicit, budgeted = servicer.time_remaining
+    login, default, explicit, capped, budgeted = servicer.time_remaining
     assert within(login, 1.0)
     assert within(default, 3.0)
     assert default is not None
     assert default > 1.2
     assert within(explicit, 0.8)
+    assert within(capped, 3.0)
     assert within(budgeted, 1.2)
 
 
 async def test_spent_budget_fails_fast_without_a_network_call(
-    start_server: StartServer, open_channel: OpenChannel
+    start_server: StartServer, open_governed: OpenGoverned
 ) -> None:
     servicer = ScriptedUserService()
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(await start_server(servicer), client_chain(ClientDeadlineInterceptor()))
+    metrics = GovernanceMetrics(CollectorRegistry())
+    policy = UnaryClientPolicy(
+        "user",
+        GovernanceConfig(tracing=False, breaker=BreakerConfig(enabled=False)),
+        metrics=metrics,
     )
+    stub = await open_governed(await start_server(servicer), policy)
 
     with deadline_after(0.0), pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Profile(user_pb2.ProfileRequest(id=1))
+    spent = set_deadline(time.monotonic() - 1.0)
+    try:
+        with pytest.raises(DeadlineExceededError):
+            await stub.Profile(user_pb2.ProfileRequest(id=1))
+    finally:
+        reset_deadline(spent)
 
     assert isinstance(caught.value, DeadlineExceededError)
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert servicer.calls == 0
+    failed = metrics.client_handled.labels(
+        "webook.user.v1.UserService", "Profile", "DEADLINE_EXCEEDED"
+    )
+    assert failed._value.get() == 2
 
 
 def test_deadline_after_never_extends_an_outer_deadline() -> None:

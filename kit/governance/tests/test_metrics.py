@@ -1,4 +1,4 @@
-"""Metrics interceptors: counts and latencies by service, method and final status code."""
+"""Metrics: both composers count and time every call by service, method and final status."""
 
 from __future__ import annotations
 
@@ -7,22 +7,23 @@ import grpc.aio
 import pytest
 
 from kit.governance import (
-    ClientDeadlineInterceptor,
-    ClientMetricsInterceptor,
-    ServerMetricsInterceptor,
-    client_chain,
+    BreakerConfig,
+    GovernanceConfig,
+    GovernedServerInterceptor,
+    SheddingConfig,
+    UnaryClientPolicy,
     deadline_after,
 )
 from kit.governance.tests.support import (
     CRASHING_USER_ID,
     MISSING_USER_ID,
     USER_SERVICE,
-    OpenChannel,
+    OpenGoverned,
     ScriptedUserService,
     StartServer,
     sample,
 )
-from webook.user.v1 import user_pb2, user_pb2_grpc
+from webook.user.v1 import user_pb2
 
 CODES = ("OK", "NOT_FOUND", "UNKNOWN", "DEADLINE_EXCEEDED")
 
@@ -42,19 +43,23 @@ def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
 
 
 async def test_server_and_client_count_every_outcome(
-    start_server: StartServer, open_channel: OpenChannel
+    start_server: StartServer, open_governed: OpenGoverned
 ) -> None:
-    address = await start_server(ScriptedUserService(), [ServerMetricsInterceptor()])
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(address, client_chain(ClientMetricsInterceptor(), ClientDeadlineInterceptor()))
+    governor = GovernedServerInterceptor(
+        GovernanceConfig(tracing=False, shedding=SheddingConfig(enabled=False))
     )
+    policy = UnaryClientPolicy(
+        "user", GovernanceConfig(tracing=False, breaker=BreakerConfig(enabled=False))
+    )
+    stub = await open_governed(await start_server(ScriptedUserService(), [governor]), policy)
     server_before, client_before = snapshot("server"), snapshot("client")
 
     await stub.Profile(user_pb2.ProfileRequest(id=1))
     await stub.Profile(user_pb2.ProfileRequest(id=2))
     for user_id, code in (
         (MISSING_USER_ID, grpc.StatusCode.NOT_FOUND),  # context.abort
-        (CRASHING_USER_ID, grpc.StatusCode.UNKNOWN),  # an exception escaping the handler
+        # An exception escaping the handler (no error mapper): UNKNOWN on the wire.
+        (CRASHING_USER_ID, grpc.StatusCode.UNKNOWN),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Profile(user_pb2.ProfileRequest(id=user_id))

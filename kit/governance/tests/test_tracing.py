@@ -1,38 +1,37 @@
-"""Tracing interceptors: one trace across client and server spans, W3C context in metadata."""
+"""Tracing by both composers: one trace across client and server spans, W3C context in metadata."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
 
 import grpc
 import grpc.aio
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from kit.governance import ClientTracingInterceptor, ServerTracingInterceptor, client_chain
+from kit.governance import (
+    BreakerConfig,
+    GovernanceConfig,
+    GovernedServerInterceptor,
+    SheddingConfig,
+    UnaryClientPolicy,
+)
 from kit.governance.tests.support import (
     MISSING_USER_ID,
     USER_SERVICE,
-    OpenChannel,
+    OpenGoverned,
     ScriptedUserService,
+    Spans,
     StartServer,
 )
-from webook.user.v1 import user_pb2, user_pb2_grpc
+from webook.user.v1 import user_pb2
 
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    """A tracer provider of our own (the global one can be set once per process)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
+TRACING_ONLY = GovernanceConfig(
+    metrics=False, breaker=BreakerConfig(enabled=False), shedding=SheddingConfig(enabled=False)
+)
 
 
 async def finished_spans(exporter: InMemorySpanExporter, count: int) -> tuple[ReadableSpan, ...]:
@@ -54,14 +53,19 @@ def by_kind(finished: tuple[ReadableSpan, ...], kind: SpanKind) -> list[Readable
 
 async def test_client_and_server_spans_form_one_trace_across_two_hops(
     start_server: StartServer,
-    open_channel: OpenChannel,
-    spans: tuple[TracerProvider, InMemorySpanExporter],
+    open_governed: OpenGoverned,
+    spans: Spans,
 ) -> None:
-    provider, exporter = spans
+
+    def governed_server() -> GovernedServerInterceptor:
+        return GovernedServerInterceptor(TRACING_ONLY, tracer_provider=spans.provider)
+
+    def policy() -> UnaryClientPolicy:
+        return UnaryClientPolicy("user", TRACING_ONLY, tracer_provider=spans.provider)
+
     downstream = ScriptedUserService()
-    downstream_address = await start_server(downstream, [ServerTracingInterceptor(provider)])
-    downstream_stub = user_pb2_grpc.UserServiceStub(
-        open_channel(downstream_address, client_chain(ClientTracingInterceptor(provider)))
+    downstream_stub = await open_governed(
+        await start_server(downstream, [governed_server()]), policy()
     )
     upstream = ScriptedUserService()
 
@@ -69,14 +73,11 @@ async def test_client_and_server_spans_form_one_trace_across_two_hops(
         await downstream_stub.Profile(user_pb2.ProfileRequest(id=2))
 
     upstream.downstream = call_downstream
-    upstream_address = await start_server(upstream, [ServerTracingInterceptor(provider)])
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(upstream_address, client_chain(ClientTracingInterceptor(provider)))
-    )
+    stub = await open_governed(await start_server(upstream, [governed_server()]), policy())
 
     await stub.Profile(user_pb2.ProfileRequest(id=1))
 
-    finished = await finished_spans(exporter, 4)
+    finished = await finished_spans(spans.exporter, 4)
     first_client, second_client = sorted(
         by_kind(finished, SpanKind.CLIENT), key=lambda s: s.start_time or 0
     )
@@ -105,19 +106,19 @@ async def test_client_and_server_spans_form_one_trace_across_two_hops(
 
 async def test_non_ok_status_marks_both_spans_as_errors(
     start_server: StartServer,
-    open_channel: OpenChannel,
-    spans: tuple[TracerProvider, InMemorySpanExporter],
+    open_governed: OpenGoverned,
+    spans: Spans,
 ) -> None:
-    provider, exporter = spans
-    address = await start_server(ScriptedUserService(), [ServerTracingInterceptor(provider)])
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(address, client_chain(ClientTracingInterceptor(provider)))
+    governor = GovernedServerInterceptor(TRACING_ONLY, tracer_provider=spans.provider)
+    stub = await open_governed(
+        await start_server(ScriptedUserService(), [governor]),
+        UnaryClientPolicy("user", TRACING_ONLY, tracer_provider=spans.provider),
     )
 
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Profile(user_pb2.ProfileRequest(id=MISSING_USER_ID))
 
-    finished = await finished_spans(exporter, 2)
+    finished = await finished_spans(spans.exporter, 2)
     assert {span.kind for span in finished} == {SpanKind.CLIENT, SpanKind.SERVER}
     for span in finished:
         assert span.status.status_code is StatusCode.ERROR

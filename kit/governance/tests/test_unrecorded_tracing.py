@@ -1,7 +1,7 @@
 """Trace context over gRPC while nothing records spans (the shortcut of kit.observability).
 
 A real server with :class:`GovernedServerInterceptor` and a client with
-:class:`ClientTracingInterceptor`, both on an :class:`ExportAwareTracerProvider` without a
+:class:`UnaryClientPolicy`, both on an :class:`ExportAwareTracerProvider` without a
 span processor: the handler runs in a span continuing the caller's trace, with the caller's
 trace state, whatever form the ``traceparent`` takes; a missing or invalid one starts a new
 trace.
@@ -20,13 +20,18 @@ from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kit.governance import (
-    ClientTracingInterceptor,
+    BreakerConfig,
     GovernanceConfig,
     GovernedServerInterceptor,
     SheddingConfig,
-    client_chain,
+    UnaryClientPolicy,
 )
-from kit.governance.tests.support import OpenChannel, ScriptedUserService, StartServer
+from kit.governance.tests.support import (
+    OpenChannel,
+    OpenGoverned,
+    ScriptedUserService,
+    StartServer,
+)
 from kit.observability.tracing import ExportAwareTracerProvider, build_tracer_provider
 from webook.user.v1 import user_pb2, user_pb2_grpc
 
@@ -56,6 +61,13 @@ def provider() -> Iterator[ExportAwareTracerProvider]:
     propagate.set_global_textmap(previous)
 
 
+def client_policy(provider: ExportAwareTracerProvider) -> UnaryClientPolicy:
+    """Tracing on the client side (and metrics; no breaker)."""
+    return UnaryClientPolicy(
+        "user", GovernanceConfig(breaker=BreakerConfig(enabled=False)), tracer_provider=provider
+    )
+
+
 @pytest.fixture
 async def served(
     start_server: StartServer, provider: ExportAwareTracerProvider
@@ -64,19 +76,18 @@ async def served(
     governor = GovernedServerInterceptor(
         GovernanceConfig(shedding=SheddingConfig(enabled=False)), tracer_provider=provider
     )
-    assert governor.unrecorded.provider() is provider
+    assert governor.tracing is not None
+    assert governor.tracing.unrecorded.provider() is provider
     return service, await start_server(service, [governor])
 
 
 async def test_the_handler_continues_the_client_span_of_the_caller(
     served: tuple[TraceRecordingUserService, str],
-    open_channel: OpenChannel,
+    open_governed: OpenGoverned,
     provider: ExportAwareTracerProvider,
 ) -> None:
     service, address = served
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(address, client_chain(ClientTracingInterceptor(provider)))
-    )
+    stub = await open_governed(address, client_policy(provider))
     request_span = provider.get_tracer("test").start_span("request")
     with trace.use_span(request_span, end_on_exit=True):
         await stub.Profile(user_pb2.ProfileRequest(id=1), timeout=5)
@@ -133,13 +144,11 @@ async def test_the_callers_context_is_read_in_every_form_the_propagator_reads(
 
 async def test_the_client_sends_the_trace_state_of_the_callers_span(
     served: tuple[TraceRecordingUserService, str],
-    open_channel: OpenChannel,
+    open_governed: OpenGoverned,
     provider: ExportAwareTracerProvider,
 ) -> None:
     service, address = served
-    stub = user_pb2_grpc.UserServiceStub(
-        open_channel(address, client_chain(ClientTracingInterceptor(provider)))
-    )
+    stub = await open_governed(address, client_policy(provider))
     incoming = propagate.extract(
         {"traceparent": PARENT, "tracestate": "vendor=v1"}, context=Context()
     )
