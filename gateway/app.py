@@ -205,6 +205,7 @@ def create_app(
                 on_error=settings.session_check_on_redis_error,
                 cache_ttl=settings.session_check_cache_ttl,
                 feed=settings.session_revocation_feed,
+                fail_static=settings.session_check_fail_static_seconds,
             )
             # Registered after Redis, so the subscription ends before its client closes.
             sessions.start()

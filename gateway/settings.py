@@ -18,12 +18,20 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from gateway.middleware.edge_settings import EdgeSettings
-from kit.config import ClientSettings, Mode, dev_secret
+from kit.config import ClientSettings, Mode, PeerBalancing, dev_secret
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 MIN_JWT_KEY_BYTES = 32
 
 SessionCheckFallback = Literal["deny", "allow"]
+
+ARTICLE_READ = "/webook.article.v1.ArticleService/GetPublishedById"
+
+
+def _default_peer_balancing() -> dict[str, PeerBalancing]:
+    # Article reads go to the replica owning the article id on the hash ring, so each
+    # replica's local cache holds its own share of the articles (docs/performance.md).
+    return {"article": PeerBalancing(policy="consistent_hash", hash_methods={ARTICLE_READ: "id"})}
 
 
 class GatewaySettings(ClientSettings):
@@ -44,8 +52,14 @@ class GatewaySettings(ClientSettings):
     )
     # Zone in which times are formatted for clients ("YYYY-MM-DD HH:MM:SS").
     timezone: str = "Asia/Shanghai"
-    # What a logged-in request gets when Redis cannot say whether its session was revoked.
+    # What a logged-in request gets when Redis cannot say whether its session was revoked
+    # and the session is not known from before the outage (see the next setting).
     session_check_on_redis_error: SessionCheckFallback = "deny"
+    # Fail-static: while Redis is unreachable, a session Redis last said was active stays
+    # valid this many seconds after that (with the feed: after the revocation feed last
+    # vouched for it); revocations seen meanwhile still apply. 0: off, every check
+    # during an outage follows session_check_on_redis_error. docs/gateway.md, Revocation.
+    session_check_fail_static_seconds: float = Field(default=300.0, ge=0)
     # Seconds a session check's answer is reused in process (default 0: ask Redis on every
     # request, so a logout bites on every replica at once); when set, a
     # session revoked through another gateway process is accepted here at most this long.
@@ -60,6 +74,9 @@ class GatewaySettings(ClientSettings):
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     # Seconds each gRPC call may take.
     grpc_timeout: float = Field(default=3.0, gt=0)
+    # Instance choice per peer (kit.config.PeerBalancing); the default routes article reads
+    # by consistent hash of the article id, everything else by weighted round robin.
+    peer_balancing: dict[str, PeerBalancing] = Field(default_factory=_default_peer_balancing)
     # Seconds CodeService.Send may take: longer than the sms service's own send timeout
     # (5 s), so a slow provider ends in a queued message rather than in our deadline.
     code_send_timeout: float = Field(default=6.0, gt=0)

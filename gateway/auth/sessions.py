@@ -5,10 +5,31 @@ writes ``users:ssid:<ssid>`` with a lifetime of the refresh TTL (no token of the
 outlives it); a token whose session key exists is refused. Only revoked sessions are
 stored, so a login costs no Redis write.
 
-When Redis fails, :class:`SessionRevocations` applies the configured fallback: ``deny``
-(treat the session as revoked: safe, the default) or ``allow`` (treat it as live: available).
-The outage is logged once when it starts and once when it ends, and every affected check is
-counted in ``webook_gateway_session_store_errors_total``.
+**Fail-static while Redis is unreachable** (``fail_static`` seconds, 300 by default). A
+Redis outage must not log the whole site out, nor may it revive a logged-out session:
+
+- a session Redis last said was active stays valid for ``fail_static`` seconds after the
+  gateway last knew that was true (with the feed: the last instant the revocation feed
+  vouched for its cache; without: the last check Redis answered for that session), counted
+  in ``webook_cache_stale_serves_total{cache="gateway_sessions"}``;
+- revocations seen meanwhile still apply: every revocation this process saw (a logout or a
+  rotation through it, even one Redis failed to record, an announcement received on the
+  feed, a check Redis answered "revoked") is kept in memory for the refresh lifetime and
+  refuses the session here before anything else is asked;
+- so does a session whose token was issued after the gateway's last contact with Redis
+  (``issued_at``, the token's ``iat``, to the second; gateway clocks are assumed to agree
+  that closely): no revocation of it can have been recorded before that contact, and
+  logins keep working during the outage;
+- any other session unknown here follows the configured fallback: ``deny`` (treat it as
+  revoked: safe, the default) or ``allow`` (treat it as live: available).
+
+The trade-off, written down in docs/gateway.md: a session revoked through *another* gateway
+process after this one lost Redis is accepted here for at most ``fail_static`` seconds. A
+hung Redis costs a check nothing after the first timeout: :mod:`kit.redisx` short-circuits
+every command until its probe answers, and the feed tells it as soon as its pings go
+unanswered. The outage is logged once when it starts and once when it ends, and every check
+that needed Redis and did not get it is counted in
+``webook_gateway_session_store_errors_total``.
 
 **Checks answered from memory, kept exact by pub/sub** (``feed=True``, the gateway's
 default). A revocation writes the key and publishes the session id on
@@ -32,6 +53,7 @@ for the requests that start after it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -41,8 +63,10 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
+from gateway.errors import GatewayReason
 from gateway.settings import SessionCheckFallback
 from kit.cache.invalidation import InvalidatedCache, InvalidationFeed, publish_invalidation
+from kit.cache.metrics import CACHE_STALE_SERVES
 from kit.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -52,6 +76,10 @@ KEY_PREFIX: Final = "users:ssid:"
 REVOKED_CHANNEL: Final = "webook:gateway:sessions:revoked"
 # Most session ids the check cache holds; beyond, it is emptied (a burst of new sessions).
 CACHE_MAX_ENTRIES: Final = 100_000
+# Seconds a session known active stays valid while Redis is unreachable.
+DEFAULT_FAIL_STATIC_SECONDS: Final = 300.0
+# The ``cache`` label of the fail-static answers in webook_cache_stale_serves_total.
+STALE_CACHE_NAME: Final = "gateway_sessions"
 
 SESSION_STORE_ERRORS = Counter(
     "webook_gateway_session_store_errors_total",
@@ -76,6 +104,8 @@ class SessionRevocations:
         feed: cache check answers until a revocation is announced on
             :data:`REVOKED_CHANNEL` (call :meth:`start` and :meth:`aclose`).
         feed_max_lag: seconds the subscription may go unconfirmed before checks ask Redis.
+        fail_static: seconds a session known active stays valid while Redis is unreachable
+            (0: off); see the module docstring.
         clock: monotonic seconds (tests).
     """
 
@@ -88,36 +118,52 @@ class SessionRevocations:
         cache_ttl: float = 0.0,
         feed: bool = False,
         feed_max_lag: float = 1.0,
+        fail_static: float = DEFAULT_FAIL_STATIC_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if cache_ttl < 0:
-            raise ValueError("cache_ttl must not be negative")
+        if cache_ttl < 0 or fail_static < 0:
+            raise ValueError("cache_ttl and fail_static must not be negative")
         self._redis = redis
         self._ttl = max(1, int(ttl.total_seconds()))
         self._on_error = on_error
         self._outage = False
         self._clock = clock
         self._cache_ttl = 0.0 if feed else cache_ttl
+        self._fail_static = fail_static
+        self._stale_serves = CACHE_STALE_SERVES.labels(STALE_CACHE_NAME)
+        # When (monotonic) Redis last answered a check or a write of this store.
+        self._last_contact: float | None = None
+        # ssid -> until when (monotonic) it is known revoked: every revocation seen here.
+        self._revoked: dict[str, float] = {}
         # ssid -> (whether active, when the answer expires); the TTL cache, without the feed.
         self._cache: dict[str, tuple[bool, float]] = {}
+        # ssid -> when Redis last said it was active; fail-static without the feed.
+        self._last_active: dict[str, float] | None = None
         # ssid -> whether active; the exact cache, with the feed.
         self._checked: InvalidatedCache[str, bool] | None = None
         self._feed: InvalidationFeed | None = None
         if feed:
             checked: InvalidatedCache[str, bool] = InvalidatedCache(
-                max_entries=CACHE_MAX_ENTRIES, max_age=float(self._ttl), clock=clock
+                max_entries=CACHE_MAX_ENTRIES,
+                max_age=float(self._ttl),
+                stale_for=fail_static,
+                name=STALE_CACHE_NAME,
+                clock=clock,
             )
             self._feed = InvalidationFeed(
                 redis,
                 REVOKED_CHANNEL,
                 name="gateway_sessions",
-                on_message=lambda ssid: checked.invalidate(ssid.decode()),
+                on_message=self._announced,
                 on_reset=checked.clear,
+                on_lost=checked.lost,
                 max_lag=feed_max_lag,
                 clock=clock,
             )
             checked.attach(self._feed)
             self._checked = checked
+        elif fail_static:
+            self._last_active = {}
 
     @property
     def feed(self) -> InvalidationFeed | None:
@@ -134,11 +180,22 @@ class SessionRevocations:
         if self._feed is not None:
             await self._feed.aclose()
 
-    async def is_active(self, ssid: str) -> bool:
-        """Whether the session has not been revoked (see the module docstring for caching)."""
+    @property
+    def serving_stale(self) -> bool:
+        """Whether checks are now answered fail-static (with the feed: Redis unreachable
+        and the feed's last word recent enough)."""
+        return self._checked is not None and self._checked.serving_stale
+
+    async def is_active(self, ssid: str, *, issued_at: float | None = None) -> bool:
+        """Whether the session has not been revoked (see the module docstring for caching
+        and for what happens while Redis is unreachable; ``issued_at``: the token's ``iat``,
+        epoch seconds)."""
+        if self._revoked and self._known_revoked(ssid):
+            return False
         checked = self._checked
         ticket = 0
         if checked is not None:
+            # Exact while the feed is fresh; the fail-static answer while Redis is down.
             known = checked.get(ssid)
             if known is not None:
                 return known
@@ -150,29 +207,98 @@ class SessionRevocations:
         try:
             revoked = await self._redis.exists(KEY_PREFIX + ssid)
         except (RedisError, OSError) as exc:
-            return self._fallback("check", exc)
+            return self._unreachable(ssid, exc, issued_at)
         self._recovered()
         active = not revoked
+        if not active:
+            self._remember_revoked(ssid)
         if checked is not None:
             checked.put(ssid, active, ticket)
         elif self._cache_ttl:
             if len(self._cache) >= CACHE_MAX_ENTRIES:
                 self._cache.clear()
             self._cache[ssid] = (active, self._clock() + self._cache_ttl)
+        if active and self._last_active is not None:
+            self._bounded_put(self._last_active, ssid, self._clock())
         return active
+
+    def _unreachable(self, ssid: str, exc: BaseException, issued_at: float | None) -> bool:
+        """Redis did not answer the check: the fail-static answer, else the fallback."""
+        if self._checked is not None:
+            # The failure just marked Redis down, so the copy may now be answered stale.
+            known = self._checked.get(ssid)
+            if known is not None:
+                self._report("check", exc)
+                return known
+        elif self._last_active is not None:
+            seen = self._last_active.get(ssid)
+            if seen is not None and self._clock() - seen <= self._fail_static:
+                self._stale_serves.inc()
+                self._report("check", exc)
+                return True
+        if issued_at is not None and self._issued_since_last_contact(issued_at):
+            self._stale_serves.inc()
+            self._report("check", exc)
+            return True
+        return self._fallback("check", exc)
+
+    def _issued_since_last_contact(self, issued_at: float) -> bool:
+        """Whether a token issued at ``issued_at`` (epoch s) started after the last contact
+        with Redis, within the fail-static window."""
+        if not self._fail_static:
+            return False
+        contacts = [self._last_contact]
+        if self._feed is not None:
+            contacts.append(self._feed.vouched_at)
+        known = [c for c in contacts if c is not None]
+        if not known:
+            return False
+        elapsed = self._clock() - max(known)
+        if elapsed > self._fail_static:
+            return False
+        # iat has whole seconds: a token of the contact's own second counts as after it.
+        return issued_at >= math.floor(time.time() - elapsed)
+
+    def _known_revoked(self, ssid: str) -> bool:
+        until = self._revoked.get(ssid)
+        if until is None:
+            return False
+        if until > self._clock():
+            return True
+        del self._revoked[ssid]
+        return False
+
+    def _remember_revoked(self, ssid: str) -> None:
+        self._bounded_put(self._revoked, ssid, self._clock() + self._ttl)
+
+    @staticmethod
+    def _bounded_put(entries: dict[str, float], ssid: str, value: float) -> None:
+        entries.pop(ssid, None)
+        if len(entries) >= CACHE_MAX_ENTRIES:
+            del entries[next(iter(entries))]
+        entries[ssid] = value
+
+    def _announced(self, member: bytes) -> None:
+        """A revocation announced on the feed: dropped from the cache, remembered here."""
+        ssid = member.decode()
+        self._remember_revoked(ssid)
+        if self._checked is not None:
+            self._checked.invalidate(ssid)
 
     async def revoke(self, ssid: str) -> None:
         """End the session: every token carrying ``ssid`` is refused from now on.
 
         Raises:
-            SessionStoreUnavailable: Redis did not record it.
+            SessionStoreUnavailable: Redis did not record it (this process refuses the
+                session all the same; other processes do not learn of it).
         """
+        self._remember_revoked(ssid)
         try:
             await self._write(ssid, nx=False)
         except (RedisError, OSError) as exc:
             self._report("revoke", exc)
             raise SessionStoreUnavailable(
-                "SESSION_STORE_UNAVAILABLE", "session store unavailable"
+                GatewayReason.SESSION_STORE_UNAVAILABLE, "session store unavailable"
             ) from exc
         self._forget(ssid)
         self._recovered()
@@ -186,7 +312,12 @@ class SessionRevocations:
         try:
             created = await self._write(ssid, nx=True)
         except (RedisError, OSError) as exc:
-            return self._fallback("rotate", exc)
+            rotated = self._fallback("rotate", exc)
+            if rotated:
+                # Rotated without Redis: at least this process refuses the old session.
+                self._remember_revoked(ssid)
+            return rotated
+        self._remember_revoked(ssid)
         self._forget(ssid)
         self._recovered()
         return created
@@ -216,12 +347,15 @@ class SessionRevocations:
         if not self._outage:
             self._outage = True
             logger.warning(
-                "session store unreachable; sessions are %s until it recovers",
+                "session store unreachable; sessions known active stay valid for %s s, "
+                "other sessions are %s until it recovers",
+                self._fail_static,
                 "denied" if self._on_error == "deny" else "allowed unchecked",
                 extra={"operation": operation, "error": repr(exc), "fallback": self._on_error},
             )
 
     def _recovered(self) -> None:
+        self._last_contact = self._clock()
         if self._outage:
             self._outage = False
             logger.info("session store reachable again")

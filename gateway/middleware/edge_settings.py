@@ -1,4 +1,4 @@
-"""Settings of the edge middleware: rate-limit rules, policies and request limits.
+"""Settings of the edge concerns: rate-limit rules, policies and request limits.
 
 :class:`EdgeSettings` is a plain pydantic model, meant to be embedded in a process's
 settings (``GatewaySettings.edge``), so it can come from one JSON environment variable
@@ -106,7 +106,7 @@ DEFAULT_RATE_LIMITS: Final[tuple[RateLimitRule, ...]] = (
 
 
 class EdgeSettings(BaseModel):
-    """Everything the edge middleware is configured with."""
+    """Everything the edge concerns are configured with."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -131,9 +131,6 @@ class EdgeSettings(BaseModel):
     """Seconds between attempts to reach Redis while it is failing."""
     local_max_keys: int = Field(default=100_000, ge=1)
     """Most keys an in-process limiter remembers (per rule)."""
-    tracing: bool = False
-    """Add our OpenTelemetry server-span middleware. Off for FastAPI apps, whose built-in
-    telemetry already traces every request (the middleware defers to it anyway)."""
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> Self:

@@ -84,25 +84,32 @@ def _session_store_errors(fallback: str) -> float:
     return value or 0.0
 
 
-async def test_redis_down_denies_logged_in_routes_and_logs_once(
-    client: httpx.AsyncClient,
-    tokens: LoginTokens,
+async def test_redis_down_denies_logged_in_routes_and_logs_once_without_fail_static(
+    redis_url: str,
+    user_service: RunningUserService,
     redis_server: ManagedProcess,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    errors_before = _session_store_errors("deny")
-    caplog.set_level(logging.INFO, logger="gateway.auth.sessions")
-    redis_server.stop()
-    try:
-        first = await client.get("/users/profile", headers=bearer(tokens.access))
-        second = await client.get("/users/profile", headers=bearer(tokens.access))
-        # Public routes do not depend on Redis.
-        public = await client.post(
-            "/users/login", json={"email": "alice@example.com", "password": "hello#world123"}
-        )
-    finally:
-        redis_server.start()
-    recovered = await client.get("/users/profile", headers=bearer(tokens.access))
+    # With the fail-static window off, an outage leaves no session the gateway can vouch for
+    # (test_session_fail_static.py covers the default window).
+    settings = make_settings(redis_url, user_service.port, session_check_fail_static_seconds=0)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), client_for(app) as client:
+        await signup(client, "alice@example.com")
+        tokens = await login(client, "alice@example.com")
+        errors_before = _session_store_errors("deny")
+        caplog.set_level(logging.INFO, logger="gateway.auth.sessions")
+        redis_server.stop()
+        try:
+            first = await client.get("/users/profile", headers=bearer(tokens.access))
+            second = await client.get("/users/profile", headers=bearer(tokens.access))
+            # Public routes do not depend on Redis.
+            public = await client.post(
+                "/users/login", json={"email": "alice@example.com", "password": "hello#world123"}
+            )
+        finally:
+            redis_server.start()
+        recovered = await client.get("/users/profile", headers=bearer(tokens.access))
 
     assert (first.status_code, first.content) == (401, b"")
     assert (second.status_code, second.content) == (401, b"")

@@ -12,6 +12,16 @@ CACHE_WRITE_ERRORS = Counter(
     "Cache writes or invalidations that failed (logged, never raised).",
     ["cache", "op"],
 )
+CACHE_STALE_SERVES = Counter(
+    "webook_cache_stale_serves_total",
+    "Lookups answered from an in-process copy kept past its feed because Redis was down.",
+    ["cache"],
+)
+CACHE_SERVING_STALE = Gauge(
+    "webook_cache_serving_stale",
+    "1 while an in-process cache may answer stale copies (feed lost, Redis not up).",
+    ["cache"],
+)
 INVALIDATION_FEED_UP = Gauge(
     "webook_cache_invalidation_feed_up",
     "1 while an in-process cache's pub/sub invalidation feed is confirmed fresh, else 0.",

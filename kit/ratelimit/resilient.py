@@ -2,9 +2,11 @@
 
 :class:`ResilientLimiter` wraps a remote limiter. When a check raises
 :class:`~kit.ratelimit.base.RateLimitBackendError`, that check and every check in the next
-``retry_interval`` seconds are decided by the policy without touching the backend (so a
-Redis that hangs costs one timeout per interval, not one per request); then a single check
-probes the backend again while the others keep using the policy.
+``retry_interval`` seconds are decided by the policy without touching the backend; then a
+single check probes the backend again while the others keep using the policy. With a client
+from :func:`kit.redisx.create_redis`, a Redis that hangs costs one timeout in all: the
+client short-circuits every later command (the probing check included) until its own
+background probe sees Redis answer, so no check waits on a frozen Redis again.
 
 - ``fail_open``: admit everything (availability over protection).
 - ``fail_closed``: refuse everything, ``retry_after`` = ``retry_interval``.

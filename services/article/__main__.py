@@ -42,6 +42,7 @@ def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) ->
             backends.redis,
             max_entries=settings.published_local_cache_entries,
             max_age=settings.published_local_cache_max_age_seconds,
+            stale_for=settings.published_local_cache_stale_seconds,
         )
         # Until its subscription is confirmed, reads go to Redis.
         runner.start_before_serving(Background(local.start, local.aclose))

@@ -31,6 +31,10 @@ class ArticleSettings(GrpcServiceSettings):
     # Redis pub/sub within milliseconds, and kept at most this many seconds.
     published_local_cache_entries: int = Field(default=1000, ge=0)
     published_local_cache_max_age_seconds: float = Field(default=60.0, gt=1.0)
+    # While Redis is unreachable (refusing, or known hung), those views are still answered
+    # (counted as stale) this many seconds after the invalidation feed last vouched for
+    # them, instead of every read going to the database (0: never); dropped on recovery.
+    published_local_cache_stale_seconds: float = Field(default=300.0, ge=0)
     # Timeout of calls to the user, follow and interactive services on the read path.
     peer_timeout_seconds: float = Field(default=0.5, gt=0)
     # Kafka producer: events buffered while the broker is unreachable, then dropped.

@@ -34,6 +34,7 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
             counts_entries=settings.local_counts_entries,
             flags_entries=settings.local_flags_entries,
             max_age=settings.local_cache_max_age_seconds,
+            stale_for=settings.local_cache_stale_seconds,
         )
         # Until its subscription is confirmed, lookups go to Redis.
         runner.start_before_serving(Background(local.start, local.aclose))

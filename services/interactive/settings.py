@@ -27,6 +27,10 @@ class InteractiveSettings(GrpcServiceSettings):
     local_counts_entries: int = Field(default=10_000, ge=1)
     local_flags_entries: int = Field(default=50_000, ge=1)
     local_cache_max_age_seconds: float = Field(default=60.0, gt=1.0)
+    # While Redis is unreachable (refusing, or known hung), those copies are still answered
+    # (counted as stale) this many seconds after the invalidation feed last vouched for
+    # them, instead of every Get going to the database (0: never); dropped on recovery.
+    local_cache_stale_seconds: float = Field(default=300.0, ge=0)
     # The read-event consumer runs inside the service process unless disabled.
     read_consumer_enabled: bool = True
     read_consumer_group: str = "interactive-read-counter"

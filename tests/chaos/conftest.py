@@ -5,11 +5,6 @@ own (not the root conftest's), since the tests stop and restart etcd, Redis and 
 Interactive runs three instances, all registered in etcd, and the gateway balances over
 them; interactive is on every read (counts) and like, and it is the read-event consumer,
 so killing or restarting one instance exercises failover and the consumer group at once.
-
-The gateway runs with ``session_check_on_redis_error=allow``: with the default ``deny``
-every logged-in request is refused (401) while Redis is down, by design (a revoked
-session must never pass); a deployment that prefers availability chooses ``allow``, and
-the chaos tests check that choice. docs/reliability.md says so.
 """
 
 from __future__ import annotations
@@ -93,9 +88,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """The whole stack, started once for the chaos tests and stopped after them."""
     scratch = tmp_path_factory.mktemp("chaos")
-    with running_stack(
-        scratch,
-        replicas={"interactive": INTERACTIVE_INSTANCES},
-        extra_env={"WEBOOK_GATEWAY_SESSION_CHECK_ON_REDIS_ERROR": "allow"},
-    ) as stack:
+    with running_stack(scratch, replicas={"interactive": INTERACTIVE_INSTANCES}) as stack:
         yield stack
