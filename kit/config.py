@@ -6,15 +6,20 @@ Each process defines a subclass with its own environment prefix (``WEBOOK_USER_`
 
 Secrets that have an insecure development default are declared with :func:`dev_secret` and
 are refused at start-up unless ``mode`` is ``dev`` or ``test``.
+
+How a client process picks the instance of a peer service is set per peer with
+:class:`PeerBalancing` (``peer_balancing``): weighted round robin, or a consistent hash of a
+request field for the methods named, so that a key always reaches the same replica.
 """
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_PREFIX = "dev-insecure-"
@@ -67,6 +72,50 @@ class BaseServiceSettings(BaseSettings):
         return self
 
 
+_FULL_METHOD = re.compile(r"/[A-Za-z_][\w.]*\.[A-Za-z_]\w*/[A-Za-z_]\w*")
+_FIELD_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+class PeerBalancing(BaseModel):
+    """How calls to one peer service choose an instance (one entry of ``peer_balancing``).
+
+    ``policy`` ``weighted_round_robin`` (the default for every peer) or ``consistent_hash``;
+    with ``consistent_hash``, ``hash_methods`` maps full method names
+    (``/package.Service/Method``) to the dotted request field whose value is the hash key,
+    and only those methods are routed by hash: the peer's other methods keep weighted
+    round robin. Unknown keys, malformed names and a policy without its methods (or the
+    other way round) are refused when the settings are read.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: Literal["weighted_round_robin", "consistent_hash"] = "weighted_round_robin"
+    hash_methods: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("hash_methods")
+    @classmethod
+    def _well_formed(cls, value: dict[str, str]) -> dict[str, str]:
+        for method, path in value.items():
+            if not _FULL_METHOD.fullmatch(method):
+                raise ValueError(
+                    f"{method!r} is not a full method name like "
+                    "'/webook.article.v1.ArticleService/GetPublishedById'"
+                )
+            if not _FIELD_PATH.fullmatch(path):
+                raise ValueError(
+                    f"{path!r} (for {method}) is not a dotted request field like 'id' or 'user.id'"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _methods_match_policy(self) -> Self:
+        if self.policy == "consistent_hash" and not self.hash_methods:
+            raise ValueError("policy consistent_hash needs hash_methods (method -> request field)")
+        if self.policy == "weighted_round_robin" and self.hash_methods:
+            raise ValueError("hash_methods are only used with policy consistent_hash")
+        return self
+
+
 class ClientSettings(BaseServiceSettings):
     """How a process finds and calls other services (gRPC clients)."""
 
@@ -75,6 +124,11 @@ class ClientSettings(BaseServiceSettings):
     registry_prefix: str = "/webook/services"
     # Static addresses that override discovery per service ("user" -> "host:port,host:port").
     peers: dict[str, str] = Field(default_factory=dict)
+    # Balancing per peer service (PeerBalancing); peers not named use weighted round robin.
+    # One JSON object, e.g. {"article": {"policy": "consistent_hash", "hash_methods":
+    # {"/webook.article.v1.ArticleService/GetPublishedById": "id"}}}; setting it replaces
+    # the process's default as a whole ("{}": round robin everywhere).
+    peer_balancing: dict[str, PeerBalancing] = Field(default_factory=dict)
     # Default timeout of an outgoing call when no incoming deadline is shorter.
     client_default_timeout: float = 5.0
     # Attempts per idempotent call across endpoints (first try included).

@@ -1,10 +1,11 @@
 """Multicallables and call objects of :class:`~kit.balancer.channel.BalancedChannel`.
 
-A unary-unary call runs as one task: pick an endpoint, take a call slot on it, send, and on
-a failover code retry an idempotent method on an endpoint not tried yet, within the
-caller's deadline and ``max_attempts``. Streaming calls pick once and never fail over. The
-call objects implement grpc.aio's call interfaces, so code written against a plain channel
-(``await stub.Method(req)``, ``call.code()``, ``async for`` over a stream) works unchanged.
+A unary-unary call runs as one task: pick an endpoint (by hash key for the methods the
+configuration routes by hash), take a call slot on it, send, and on a failover code retry an
+idempotent method on an endpoint not tried yet, within the caller's deadline and
+``max_attempts``. The call object implements grpc.aio's unary call interface, so code
+written against a plain channel (``await stub.Method(req)``, ``call.code()``) works
+unchanged. There are no streaming calls: no proto declares a stream.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from typing import Any, Protocol, cast
 
 import grpc
@@ -25,7 +26,6 @@ logger = logging.getLogger(__name__)
 MetadataArg = grpc.aio.Metadata | Iterable[tuple[str, str | bytes]] | None
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
-RequestIterator = Any
 
 _LOCAL_CANCELLATION = "Locally cancelled by application!"
 
@@ -157,13 +157,14 @@ async def _wait_for_endpoint(
             return None
 
 
-def _endpoint_callable(subchannel: Subchannel, owner: _MultiCallable, kind: str) -> Any:
-    """The endpoint channel's multicallable for ``owner``'s method, created once."""
+def _endpoint_callable(subchannel: Subchannel, owner: _MultiCallable) -> Any:
+    """The endpoint channel's unary multicallable for ``owner``'s method, created once."""
     target = subchannel.callables.get(owner)
     if target is None:
-        factory = getattr(subchannel.channel, kind)
         extra = {"_registered_method": True} if owner.registered else {}
-        target = factory(owner.method, owner.serializer, owner.deserializer, **extra)
+        target = subchannel.channel.unary_unary(
+            owner.method, owner.serializer, owner.deserializer, **extra
+        )
         subchannel.callables[owner] = target
     return target
 
@@ -185,6 +186,8 @@ class _MultiCallable:
         self.deserializer = deserializer
         self.registered = registered
         self.idempotent = router.config.idempotent(method)
+        # Whether this method's calls pick their endpoint by hash key.
+        self.hashed = router.hashing and router.config.hashes(method)
 
 
 class BalancedUnaryUnaryMultiCallable(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable[Any, Any]):
@@ -314,7 +317,9 @@ class BalancedUnaryUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
         router = owner.router
         config = router.config
         max_attempts = config.max_attempts if owner.idempotent else 1
-        hash_key = config.hash_key(self._request, self._metadata) if router.hashing else None
+        hash_key = (
+            config.hash_key(self._request, self._metadata, owner.method) if owner.hashed else None
+        )
         tried: set[Subchannel] | None = None
         last_error: grpc.aio.AioRpcError | None = None
         attempt = 0
@@ -342,7 +347,7 @@ class BalancedUnaryUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
                 if timeout is not None and timeout <= 0:
                     raise last_error or _deadline_exceeded()
                 attempt += 1
-                call = _endpoint_callable(subchannel, owner, "unary_unary")(
+                call = _endpoint_callable(subchannel, owner)(
                     self._request,
                     timeout=timeout,
                     metadata=self._metadata,
@@ -494,310 +499,3 @@ class BalancedUnaryUnaryCall(grpc.aio.UnaryUnaryCall[Any, Any]):
             raise asyncio.CancelledError
         if self._error is not None:
             raise self._error
-
-
-StartCall = Callable[[Subchannel, float | None], Any]
-
-
-class _StreamDispatch:
-    """Starts a streaming call on one picked endpoint and watches its outcome."""
-
-    def __init__(
-        self,
-        router: Router,
-        start: StartCall,
-        hash_key: bytes | None,
-        timeout: float | None,
-        wait_for_ready: bool | None,
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.deadline = None if timeout is None else self.loop.time() + timeout
-        self.call: Any = None
-        self.error: Exception | None = None
-        self.started = asyncio.Event()
-        self.task = self.loop.create_task(self._run(router, start, hash_key, wait_for_ready))
-        router._track(self.task)
-
-    async def _run(
-        self,
-        router: Router,
-        start: StartCall,
-        hash_key: bytes | None,
-        wait_for_ready: bool | None,
-    ) -> None:
-        try:
-            while True:
-                subchannel = router._pick(hash_key, None)
-                if subchannel is None:
-                    if not wait_for_ready:
-                        raise router._no_endpoint()
-                    subchannel = await _wait_for_endpoint(router, hash_key, self.deadline, None)
-                    if subchannel is None:
-                        raise _deadline_exceeded()
-                if not subchannel.slots.try_take():
-                    await _wait_for_slot(subchannel, self.deadline, None)
-                if not subchannel.retired:
-                    break
-                # The endpoint left while this call waited for a slot: pick again.
-                subchannel.slots.release()
-            try:
-                remaining = None
-                if self.deadline is not None:
-                    remaining = max(0.0, self.deadline - self.loop.time())
-                self.call = start(subchannel, remaining)
-            except BaseException:
-                subchannel.slots.release()
-                raise
-        except Exception as exc:
-            self.error = exc
-            return
-        finally:
-            self.started.set()
-        try:
-            code = await self.call.code()
-        except asyncio.CancelledError:
-            router._record(subchannel, None)
-            raise
-        finally:
-            subchannel.slots.release()
-        router._record(subchannel, None if code is grpc.StatusCode.CANCELLED else code)
-
-    async def underlying(self) -> Any:
-        """The started grpc call; raises the error that prevented starting it."""
-        if self.call is None:
-            await self.started.wait()
-        if self.call is not None:
-            return self.call
-        if self.error is not None:
-            raise self.error
-        raise asyncio.CancelledError
-
-
-class _BalancedStreamCall:
-    """Call-interface methods shared by the streaming calls, delegating once started."""
-
-    _dispatch: _StreamDispatch
-
-    async def _failed(self) -> grpc.aio.AioRpcError | None:
-        """Wait until started; the balancer's own error if the call could not start."""
-        dispatch = self._dispatch
-        if dispatch.call is None:
-            await dispatch.started.wait()
-        if dispatch.call is None:
-            error = dispatch.error
-            if isinstance(error, grpc.aio.AioRpcError):
-                return error
-            if error is not None:
-                return rpc_error(grpc.StatusCode.UNKNOWN, repr(error))
-            return rpc_error(grpc.StatusCode.CANCELLED, _LOCAL_CANCELLATION)
-        return None
-
-    def cancelled(self) -> bool:
-        dispatch = self._dispatch
-        if dispatch.call is not None:
-            return bool(dispatch.call.cancelled())
-        return dispatch.task.cancelled()
-
-    def done(self) -> bool:
-        dispatch = self._dispatch
-        if dispatch.call is not None:
-            return bool(dispatch.call.done())
-        return dispatch.task.done()
-
-    def time_remaining(self) -> float | None:
-        dispatch = self._dispatch
-        if dispatch.deadline is None:
-            return None
-        return max(0.0, dispatch.deadline - dispatch.loop.time())
-
-    def cancel(self) -> bool:
-        dispatch = self._dispatch
-        if dispatch.call is not None:
-            return bool(dispatch.call.cancel())
-        if dispatch.task.done():
-            return False
-        return dispatch.task.cancel()
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        self._dispatch.task.add_done_callback(lambda _task: callback(self))
-
-    async def initial_metadata(self) -> grpc.aio.Metadata:
-        error = await self._failed()
-        if error is not None:
-            return error.initial_metadata()
-        return cast(grpc.aio.Metadata, await self._dispatch.call.initial_metadata())
-
-    async def trailing_metadata(self) -> grpc.aio.Metadata:
-        error = await self._failed()
-        if error is not None:
-            return cast(grpc.aio.Metadata, error.trailing_metadata())
-        return cast(grpc.aio.Metadata, await self._dispatch.call.trailing_metadata())
-
-    async def code(self) -> grpc.StatusCode:
-        error = await self._failed()
-        if error is not None:
-            return error.code()
-        return cast(grpc.StatusCode, await self._dispatch.call.code())
-
-    async def details(self) -> str:
-        error = await self._failed()
-        if error is not None:
-            return error.details() or ""
-        return cast(str, await self._dispatch.call.details())
-
-    async def wait_for_connection(self) -> None:
-        call = await self._dispatch.underlying()
-        await call.wait_for_connection()
-
-    async def _responses(self) -> AsyncIterator[Any]:
-        call = await self._dispatch.underlying()
-        async for response in call:
-            yield response
-
-    async def read(self) -> Any:
-        call = await self._dispatch.underlying()
-        return await call.read()
-
-    async def write(self, request: Any) -> None:
-        call = await self._dispatch.underlying()
-        await call.write(request)
-
-    async def done_writing(self) -> None:
-        call = await self._dispatch.underlying()
-        await call.done_writing()
-
-
-class BalancedUnaryStreamCall(_BalancedStreamCall, grpc.aio.UnaryStreamCall[Any, Any]):
-    """A server-streaming call on one picked endpoint."""
-
-    def __init__(self, dispatch: _StreamDispatch) -> None:
-        self._dispatch = dispatch
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._responses()
-
-
-class BalancedStreamUnaryCall(_BalancedStreamCall, grpc.aio.StreamUnaryCall[Any, Any]):
-    """A client-streaming call on one picked endpoint."""
-
-    def __init__(self, dispatch: _StreamDispatch) -> None:
-        self._dispatch = dispatch
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._response().__await__()
-
-    async def _response(self) -> Any:
-        call = await self._dispatch.underlying()
-        return await call
-
-
-class BalancedStreamStreamCall(_BalancedStreamCall, grpc.aio.StreamStreamCall[Any, Any]):
-    """A bidirectional-streaming call on one picked endpoint."""
-
-    def __init__(self, dispatch: _StreamDispatch) -> None:
-        self._dispatch = dispatch
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._responses()
-
-
-class BalancedUnaryStreamMultiCallable(_MultiCallable, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
-    """``channel.unary_stream(...)`` of a balanced channel."""
-
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: MetadataArg = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> BalancedUnaryStreamCall:
-        def start(subchannel: Subchannel, remaining: float | None) -> Any:
-            return _endpoint_callable(subchannel, self, "unary_stream")(
-                request,
-                timeout=remaining,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-
-        hash_key = self.router.config.hash_key(request, metadata) if self.router.hashing else None
-        return BalancedUnaryStreamCall(
-            _StreamDispatch(self.router, start, hash_key, timeout, wait_for_ready)
-        )
-
-
-class _RequestStreamMultiCallable(_MultiCallable):
-    """Common ``__call__`` plumbing of the client-streaming kinds."""
-
-    kind = ""
-
-    def _dispatch(
-        self,
-        request_iterator: RequestIterator,
-        timeout: float | None,
-        metadata: MetadataArg,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
-    ) -> _StreamDispatch:
-        def start(subchannel: Subchannel, remaining: float | None) -> Any:
-            return _endpoint_callable(subchannel, self, self.kind)(
-                request_iterator,
-                timeout=remaining,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-
-        hash_key = self.router.config.hash_key(None, metadata) if self.router.hashing else None
-        return _StreamDispatch(self.router, start, hash_key, timeout, wait_for_ready)
-
-
-class BalancedStreamUnaryMultiCallable(
-    _RequestStreamMultiCallable, grpc.aio.StreamUnaryMultiCallable[Any, Any]
-):
-    """``channel.stream_unary(...)`` of a balanced channel."""
-
-    kind = "stream_unary"
-
-    def __call__(
-        self,
-        request_iterator: RequestIterator = None,
-        timeout: float | None = None,
-        metadata: MetadataArg = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> BalancedStreamUnaryCall:
-        return BalancedStreamUnaryCall(
-            self._dispatch(
-                request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-            )
-        )
-
-
-class BalancedStreamStreamMultiCallable(
-    _RequestStreamMultiCallable, grpc.aio.StreamStreamMultiCallable[Any, Any]
-):
-    """``channel.stream_stream(...)`` of a balanced channel."""
-
-    kind = "stream_stream"
-
-    def __call__(
-        self,
-        request_iterator: RequestIterator = None,
-        timeout: float | None = None,
-        metadata: MetadataArg = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> BalancedStreamStreamCall:
-        return BalancedStreamStreamCall(
-            self._dispatch(
-                request_iterator, timeout, metadata, credentials, wait_for_ready, compression
-            )
-        )

@@ -8,7 +8,9 @@ ring). Generated stubs take a ``BalancedChannel`` wherever they take a channel.
 Per call: pick an endpoint, wait for one of its ``max_in_flight_per_endpoint`` slots, send;
 the outcome feeds the endpoint's dynamic weight and ejection state (see
 :mod:`kit.balancer.endpoint`). Idempotent unary methods fail over to endpoints not yet tried
-on ``failover_codes``; everything else is sent once.
+on ``failover_codes``; everything else is sent once. Only unary-unary methods exist
+(no proto declares a stream): the streaming factories of ``grpc.aio.Channel`` raise
+``TypeError``.
 """
 
 from __future__ import annotations
@@ -18,14 +20,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import grpc
 
 from kit.balancer.calls import (
-    BalancedStreamStreamMultiCallable,
-    BalancedStreamUnaryMultiCallable,
-    BalancedUnaryStreamMultiCallable,
     BalancedUnaryUnaryCall,
     BalancedUnaryUnaryMultiCallable,
     Deserializer,
@@ -53,6 +52,18 @@ _STATE_PRIORITY = (
     grpc.ChannelConnectivity.IDLE,
     grpc.ChannelConnectivity.TRANSIENT_FAILURE,
 )
+
+
+def _no_streaming(method: str) -> NoReturn:
+    """Raise the error of a streaming method on a balanced channel.
+
+    No proto declares a stream, so the balancer has no streaming call path; a generated stub
+    for a streaming RPC fails when it is built rather than on its first call.
+    """
+    raise TypeError(
+        f"{method}: BalancedChannel balances unary-unary calls only; streaming methods are not "
+        "supported (no proto declares one)"
+    )
 
 
 def _best_state(states: Iterable[grpc.ChannelConnectivity]) -> grpc.ChannelConnectivity:
@@ -135,7 +146,7 @@ class BalancedChannel(grpc.aio.Channel):
 
     @property
     def hashing(self) -> bool:
-        """Whether calls are routed by hash key (consistent-hash policy)."""
+        """Whether some calls are routed by hash key (consistent-hash policy)."""
         return self._ring is not None
 
     def endpoints(self) -> tuple[EndpointState, ...]:
@@ -246,11 +257,9 @@ class BalancedChannel(grpc.aio.Channel):
         request_serializer: Serializer = None,
         response_deserializer: Deserializer = None,
         _registered_method: bool | None = False,
-    ) -> BalancedUnaryStreamMultiCallable:
-        """A balanced multicallable for a server-streaming method (no failover)."""
-        return BalancedUnaryStreamMultiCallable(
-            self, method, request_serializer, response_deserializer, bool(_registered_method)
-        )
+    ) -> NoReturn:
+        """Refused: only unary-unary calls are balanced (see :func:`_no_streaming`)."""
+        _no_streaming(method)
 
     def stream_unary(
         self,
@@ -258,11 +267,9 @@ class BalancedChannel(grpc.aio.Channel):
         request_serializer: Serializer = None,
         response_deserializer: Deserializer = None,
         _registered_method: bool | None = False,
-    ) -> BalancedStreamUnaryMultiCallable:
-        """A balanced multicallable for a client-streaming method (no failover)."""
-        return BalancedStreamUnaryMultiCallable(
-            self, method, request_serializer, response_deserializer, bool(_registered_method)
-        )
+    ) -> NoReturn:
+        """Refused: only unary-unary calls are balanced (see :func:`_no_streaming`)."""
+        _no_streaming(method)
 
     def stream_stream(
         self,
@@ -270,11 +277,9 @@ class BalancedChannel(grpc.aio.Channel):
         request_serializer: Serializer = None,
         response_deserializer: Deserializer = None,
         _registered_method: bool | None = False,
-    ) -> BalancedStreamStreamMultiCallable:
-        """A balanced multicallable for a bidirectional-streaming method (no failover)."""
-        return BalancedStreamStreamMultiCallable(
-            self, method, request_serializer, response_deserializer, bool(_registered_method)
-        )
+    ) -> NoReturn:
+        """Refused: only unary-unary calls are balanced (see :func:`_no_streaming`)."""
+        _no_streaming(method)
 
     # -- used by the call objects (kit.balancer.calls.Router) --------------------------
 

@@ -1,10 +1,18 @@
-"""Configuration of a balanced client channel: policy, failover, health and limits."""
+"""Configuration of a balanced client channel: policy, failover, health and limits.
+
+The consistent-hash policy takes its key per call from a metadata value or a request field,
+for every method of the channel or only for the methods named in ``hash_methods`` (the
+others keep weighted round robin): e.g. article reads by article id, so that each replica's
+local cache holds its own share of the articles.
+"""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import grpc
@@ -56,6 +64,10 @@ class BalancerConfig:
         hash_metadata_key: metadata key whose value is the hash key (checked first).
         hash_request_field: dotted attribute path of the request used as the hash key.
             Calls without a key (absent, ``None`` or empty) use weighted round robin.
+        hash_methods: full method name -> dotted request field: these methods take their
+            hash key from that field (before ``hash_metadata_key``/``hash_request_field``,
+            which then apply to the other methods). With ``hash_methods`` alone, only the
+            methods named are routed by hash; all others use weighted round robin.
         virtual_nodes: points per endpoint on the hash ring.
 
     Channels:
@@ -80,11 +92,15 @@ class BalancerConfig:
     probe_weight_ratio: float = 0.5
     hash_metadata_key: str | None = None
     hash_request_field: str | None = None
+    hash_methods: Mapping[str, str] = field(default_factory=dict, hash=False)
     virtual_nodes: int = 160
     max_in_flight_per_endpoint: int = 1000
     close_grace: float = 5.0
     channel_options: tuple[tuple[str, Any], ...] = ()
     _hash_field_path: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _method_paths: Mapping[str, tuple[str, ...]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         # Accept plain strings (e.g. from settings files) for the policy.
@@ -105,11 +121,19 @@ class BalancerConfig:
         if self.close_grace < 0:
             raise ValueError("close_grace must be >= 0")
         if self.policy is Policy.CONSISTENT_HASH and not (
-            self.hash_metadata_key or self.hash_request_field
+            self.hash_metadata_key or self.hash_request_field or self.hash_methods
         ):
             raise ValueError("the consistent_hash policy needs a hash key source")
-        path = tuple(self.hash_request_field.split(".")) if self.hash_request_field else ()
+        if self.hash_methods and self.policy is not Policy.CONSISTENT_HASH:
+            raise ValueError(
+                f"hash_methods route calls by hash: set policy to {Policy.CONSISTENT_HASH.value!r}"
+                f" (it is {self.policy.value!r})"
+            )
+        path = field_path(self.hash_request_field) if self.hash_request_field else ()
         object.__setattr__(self, "_hash_field_path", path)
+        methods = {method_name(m): field_path(f) for m, f in self.hash_methods.items()}
+        object.__setattr__(self, "hash_methods", MappingProxyType(dict(self.hash_methods)))
+        object.__setattr__(self, "_method_paths", MappingProxyType(methods))
 
     def idempotent(self, method: str) -> bool:
         """Whether ``method`` (full name) may be sent more than once."""
@@ -117,22 +141,62 @@ class BalancerConfig:
             return True
         return self.is_idempotent is not None and self.is_idempotent(method)
 
+    def hashes(self, method: str) -> bool:
+        """Whether calls to ``method`` (full name) are routed by hash key."""
+        if self.policy is not Policy.CONSISTENT_HASH:
+            return False
+        return method in self._method_paths or bool(
+            self.hash_metadata_key or self.hash_request_field
+        )
+
     def hash_key(
-        self, request: object, metadata: Iterable[tuple[str, str | bytes]] | None
+        self,
+        request: object,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        method: str | None = None,
     ) -> bytes | None:
-        """The hash key of a call, or ``None`` when it has none."""
+        """The hash key of a call (to ``method``, if given), or ``None`` when it has none."""
+        if method is not None:
+            path = self._method_paths.get(method)
+            if path is not None:
+                return _field_key(request, path)
         if self.hash_metadata_key and metadata:
             for key, entry in metadata:
                 if key == self.hash_metadata_key:
                     return _to_key(entry)
         if self._hash_field_path:
-            value: object = request
-            for part in self._hash_field_path:
-                value = getattr(value, part, None)
-                if value is None:
-                    return None
-            return _to_key(value)
+            return _field_key(request, self._hash_field_path)
         return None
+
+
+_METHOD = re.compile(r"/[A-Za-z_][\w.]*\.[A-Za-z_]\w*/[A-Za-z_]\w*")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def method_name(name: str) -> str:
+    """``name`` if it is a full gRPC method name (``/package.Service/Method``), else raises."""
+    if not _METHOD.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a full method name like '/webook.user.v1.UserService/Profile'"
+        )
+    return name
+
+
+def field_path(dotted: str) -> tuple[str, ...]:
+    """The parts of a dotted request field path (``"user.id"``), else raises ``ValueError``."""
+    parts = tuple(dotted.split("."))
+    if not all(_IDENTIFIER.fullmatch(part) for part in parts):
+        raise ValueError(f"{dotted!r} is not a dotted request field path like 'id' or 'user.id'")
+    return parts
+
+
+def _field_key(request: object, path: tuple[str, ...]) -> bytes | None:
+    value: object = request
+    for part in path:
+        value = getattr(value, part, None)
+        if value is None:
+            return None
+    return _to_key(value)
 
 
 def _to_key(value: object) -> bytes | None:

@@ -22,20 +22,27 @@ declared in the protos (:mod:`kit.grpcx.idempotency`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 
 import grpc
+from google.protobuf import descriptor_pool
 
-from kit.balancer import BalancedChannel, BalancerConfig, balanced_channel, static_balanced_channel
-from kit.config import ClientSettings
+from kit.balancer import (
+    BalancedChannel,
+    BalancerConfig,
+    Policy,
+    balanced_channel,
+    static_balanced_channel,
+)
+from kit.config import ClientSettings, PeerBalancing
 from kit.governance import (
     BreakerConfig,
     DeadlineConfig,
     Fallback,
     GovernanceConfig,
     UnaryClientPolicy,
-    aclose_interceptors,
 )
 from kit.grpcx.idempotency import declared_idempotent
 from kit.registry import EtcdRegistry, EtcdRegistryConfig, Registry
@@ -54,14 +61,20 @@ class ServiceClients:
         governance: GovernanceConfig | None = None,
         balancer: BalancerConfig | None = None,
         fallbacks: Mapping[str, Fallback] | None = None,
+        balancing: Mapping[str, PeerBalancing] | None = None,
     ) -> None:
+        """Clients over ``registry`` (or the static ``peers``), governed and balanced.
+
+        ``balancer`` is the configuration of every channel; ``balancing`` overrides its
+        policy per target service (see :class:`kit.config.PeerBalancing`).
+        """
         self._registry = registry
         self._peers = dict(peers or {})
         self._governance = governance or GovernanceConfig()
         self._balancer = balancer or BalancerConfig(is_idempotent=declared_idempotent)
+        self._balancing = dict(balancing or {})
         self._fallbacks = dict(fallbacks or {})
         self._channels: dict[str, BalancedChannel] = {}
-        self._interceptors: list[object] = []
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -91,6 +104,7 @@ class ServiceClients:
             governance=governance,
             balancer=balancer,
             fallbacks=fallbacks,
+            balancing=settings.peer_balancing,
         )
 
     async def channel(self, service: str) -> grpc.aio.Channel:
@@ -99,45 +113,80 @@ class ServiceClients:
             existing = self._channels.get(service)
             if existing is not None:
                 return existing
+            config = self._config_for(service)
             policy = UnaryClientPolicy(service, self._governance, fallbacks=self._fallbacks)
-            interceptors = policy.stream_interceptors()
             if service in self._peers:
                 addresses = [a.strip() for a in self._peers[service].split(",") if a.strip()]
-                created = await static_balanced_channel(
-                    service, addresses, self._balancer, interceptors=interceptors, policy=policy
-                )
+                created = await static_balanced_channel(service, addresses, config, policy=policy)
                 source = "static"
             elif self._registry is not None:
-                created = await balanced_channel(
-                    service,
-                    self._registry,
-                    self._balancer,
-                    interceptors=interceptors,
-                    policy=policy,
-                )
+                created = await balanced_channel(service, self._registry, config, policy=policy)
                 source = "registry"
             else:
                 # Nothing says where the service is: a channel without endpoints, whose calls
                 # fail with UNAVAILABLE, so that the rest of the process keeps working.
-                created = await static_balanced_channel(
-                    service, [], self._balancer, interceptors=interceptors, policy=policy
-                )
+                created = await static_balanced_channel(service, [], config, policy=policy)
                 source = "none"
                 logger.warning(
                     "no registry and no static address for a service; its calls will fail",
                     extra={"target": service},
                 )
-            self._interceptors += interceptors
             self._channels[service] = created
-            logger.info("client channel created", extra={"target": service, "source": source})
+            logger.info(
+                "client channel created",
+                extra={"target": service, "source": source, "policy": config.policy.value},
+            )
             return created
 
+    def _config_for(self, service: str) -> BalancerConfig:
+        """The balancer configuration of ``service``: the shared one, or its hash policy."""
+        balancing = self._balancing.get(service)
+        if balancing is None or balancing.policy == Policy.WEIGHTED_ROUND_ROBIN.value:
+            return self._balancer
+        for method, path in balancing.hash_methods.items():
+            check_hash_field(service, method, path)
+        return dataclasses.replace(
+            self._balancer,
+            policy=Policy(balancing.policy),
+            hash_methods=dict(balancing.hash_methods),
+        )
+
     async def close(self) -> None:
-        """Close every channel, the interceptors' background work, and the registry."""
+        """Close every channel and the registry."""
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
-        await aclose_interceptors(self._interceptors)
-        self._interceptors.clear()
         if self._registry is not None:
             await self._registry.close()
+
+
+def check_hash_field(service: str, method: str, path: str) -> None:
+    """Raise ``ValueError`` unless ``path`` names a scalar field of ``method``'s request.
+
+    ``method`` is a full name (``/package.Service/Method``) of a loaded proto (importing a
+    stub module loads it); ``path`` is dotted through message fields (``"user.id"``).
+    """
+    where = f"peer_balancing[{service!r}]"
+    proto_service, _, name = method.lstrip("/").partition("/")
+    try:
+        descriptor = descriptor_pool.Default().FindMethodByName(f"{proto_service}.{name}")
+    except KeyError:
+        raise ValueError(f"{where}: {method} is not a method of any loaded proto") from None
+    message = descriptor.input_type
+    parts = path.split(".")
+    for index, part in enumerate(parts):
+        field = message.fields_by_name.get(part)
+        if field is None:
+            raise ValueError(f"{where}: {message.full_name} has no field {part!r} ({method})")
+        last = index == len(parts) - 1
+        if field.is_repeated or (last and field.message_type is not None):
+            raise ValueError(
+                f"{where}: {message.full_name}.{part} is not a single scalar value ({method})"
+            )
+        if not last:
+            if field.message_type is None:
+                raise ValueError(
+                    f"{where}: {message.full_name}.{part} is not a message, so {path!r} "
+                    f"cannot go on ({method})"
+                )
+            message = field.message_type

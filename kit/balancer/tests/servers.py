@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from webook.user.v1 import user_pb2
-
-STREAM_SERVICE = "webook.test.Stream"
 
 
 class ReportingUserService:
@@ -86,34 +83,10 @@ class ReportingUserService:
         )
 
 
-def stream_handlers(name: str) -> grpc.GenericRpcHandler[Any, Any]:
-    """Raw-bytes streaming methods: ``Count`` (server), ``Join`` (client), ``Echo`` (bidi)."""
-
-    async def count(request: bytes, context: object) -> AsyncIterator[bytes]:
-        for i in range(int(request)):
-            yield f"{name}:{i}".encode()
-
-    async def join(requests: AsyncIterator[bytes], context: object) -> bytes:
-        return b"+".join([r async for r in requests]) + f"@{name}".encode()
-
-    async def echo(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
-        async for request in requests:
-            yield request + f"@{name}".encode()
-
-    return grpc.method_handlers_generic_handler(
-        STREAM_SERVICE,
-        {
-            "Count": grpc.unary_stream_rpc_method_handler(count),
-            "Join": grpc.stream_unary_rpc_method_handler(join),
-            "Echo": grpc.stream_stream_rpc_method_handler(echo),
-        },
-    )
-
-
 async def start_server(service: ReportingUserService, port: int = 0) -> tuple[grpc.aio.Server, str]:
-    """Start a server for ``service`` (plus the streaming methods) on loopback."""
+    """Start a server for ``service`` on loopback."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((service.handler(), stream_handlers(service.name)))
+    server.add_generic_rpc_handlers((service.handler(),))
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server, f"127.0.0.1:{bound}"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 
-from kit.balancer.config import BalancerConfig
+from kit.balancer.config import BalancerConfig, Policy
 from kit.balancer.endpoint import EndpointState, Health
 from kit.balancer.picker import ConsistentHashRing, SmoothWeightedRoundRobin
 from kit.registry.model import ServiceInstance
@@ -270,6 +271,43 @@ def test_config_hash_key_sources() -> None:
     assert BalancerConfig(hash_request_field="missing").hash_key(Request(), None) is None
     with pytest.raises(ValueError, match="hash key source"):
         BalancerConfig(policy="consistent_hash")  # type: ignore[arg-type]
+
+
+def test_hash_methods_name_the_hashed_methods_and_their_key_field() -> None:
+    class Request:
+        id = 7
+        uid = 3
+
+    config = BalancerConfig(policy=Policy.CONSISTENT_HASH, hash_methods={"/s.S/Get": "id"})
+    assert config.hashes("/s.S/Get")
+    assert not config.hashes("/s.S/List")
+    assert config.hash_key(Request(), None, "/s.S/Get") == b"7"
+    assert config.hash_key(Request(), None, "/s.S/List") is None
+    assert config.hash_key(Request(), None) is None
+
+    # A channel-wide key source still applies to the methods not named.
+    both = BalancerConfig(
+        policy=Policy.CONSISTENT_HASH, hash_methods={"/s.S/Get": "id"}, hash_request_field="uid"
+    )
+    assert both.hash_key(Request(), None, "/s.S/Get") == b"7"
+    assert both.hash_key(Request(), None, "/s.S/List") == b"3"
+    assert both.hashes("/s.S/List")
+    assert not BalancerConfig().hashes("/s.S/Get")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hash_methods": {"/s.S/Get": "id"}}, "set policy to 'consistent_hash'"),
+        ({"policy": Policy.CONSISTENT_HASH, "hash_methods": {"Get": "id"}}, "full method name"),
+        ({"policy": Policy.CONSISTENT_HASH, "hash_methods": {"/s.S/Get": "a..b"}}, "field path"),
+        ({"policy": Policy.CONSISTENT_HASH, "hash_methods": {"/s.S/Get": ""}}, "field path"),
+        ({"policy": Policy.CONSISTENT_HASH, "hash_request_field": "x-y"}, "field path"),
+    ],
+)
+def test_bad_hash_settings_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BalancerConfig(**kwargs)
 
 
 def test_idempotency_by_set_or_predicate() -> None:
