@@ -111,8 +111,11 @@ class Cluster:
         health_clock = OffsetClock(time.monotonic)
         failover = FailoverProvider(
             [
-                build_client(tencent_settings(self.tencent_endpoint), self.http),
-                build_client(aliyun_settings(self.aliyun_endpoint), self.http),
+                # A generous vendor timeout: a vendor that records a message but answers
+                # after the timeout on a loaded machine would be failed over, and the other
+                # vendor would send it again (at least once is the contract on timeouts).
+                build_client(tencent_settings(self.tencent_endpoint, timeout_s=10), self.http),
+                build_client(aliyun_settings(self.aliyun_endpoint, timeout_s=10), self.http),
             ],
             policy,
             metrics,
