@@ -18,18 +18,32 @@ machine-readable business reason (``USER_EMAIL_TAKEN``) carried to clients in
     ├── FailedPrecondition      FAILED_PRECONDITION
     └── Unavailable             UNAVAILABLE
 
-Services subclass these in their own ``errors.py``; foreign exceptions are wrapped with
-``raise XError(...) from exc``. A service's reasons and domain are declared once, in its
-proto: an ``ErrorReason`` enum whose value names are the reasons and whose
-``(webook.contracts.v1.error_domain)`` option is the domain; :func:`error_domain` and
-:func:`declared_reasons` read them (``docs/events.md``, "Error reasons").
+A service's reasons and domain are declared once, in its proto: an ``ErrorReason`` enum
+whose value names are the reasons and whose ``(webook.contracts.v1.error_domain)`` option
+is the domain; :func:`error_domain` and :func:`declared_reasons` read them
+(``docs/events.md``, "Error reasons"). Its ``errors.py`` declares, the same way for every
+service, a base keyed by that enum and one class per kind it raises, plus the enum of its
+reasons as the code spells them::
+
+    class ArticleError(ServiceError, reasons=article_pb2.ErrorReason):
+        ...  # every error of the service: domain "article.webook"
+
+    class ArticleNotFound(ArticleError, NotFound):
+        ...  # a NOT_FOUND of the article service
+
+    class Reason(StrEnum):
+        _generate_next_value_ = reason_names(article_pb2.ErrorReason)
+
+        NOT_FOUND = auto()  # "ARTICLE_NOT_FOUND"
+
+Foreign exceptions are wrapped with ``raise XError(...) from exc``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from google.protobuf.descriptor import EnumDescriptor
 
@@ -170,3 +184,52 @@ def error_domain(reasons: ProtoEnum) -> str:
 def declared_reasons(reasons: ProtoEnum) -> frozenset[str]:
     """The reasons an ``ErrorReason`` enum declares: its value names but the zero."""
     return frozenset(value.name for value in reasons.DESCRIPTOR.values if value.number != 0)
+
+
+def reason_prefix(reasons: ProtoEnum) -> str:
+    """What every reason of ``reasons`` starts with: its domain's first label, upper case
+    (``ARTICLE_`` for ``article.webook``); ``ValueError`` if one does not."""
+    prefix = error_domain(reasons).split(".", 1)[0].upper() + "_"
+    strays = sorted(name for name in declared_reasons(reasons) if not name.startswith(prefix))
+    if strays:
+        raise ValueError(f"{reasons.DESCRIPTOR.full_name}: {strays} do not start with {prefix}")
+    return prefix
+
+
+class NextValue(Protocol):
+    """The signature of ``Enum._generate_next_value_``."""
+
+    def __call__(self, name: str, start: int, count: int, last_values: list[str]) -> str:
+        """The value of member ``name`` written ``auto()``."""
+        ...
+
+
+def reason_names(reasons: ProtoEnum) -> NextValue:
+    """A ``_generate_next_value_`` for a service's reason ``StrEnum``: member ``NOT_FOUND =
+    auto()`` gets the declared reason ``<PREFIX>NOT_FOUND`` (``ValueError`` at import if
+    ``reasons`` does not declare it)."""
+    prefix = reason_prefix(reasons)
+    declared = declared_reasons(reasons)
+
+    def reason(name: str, start: int, count: int, last_values: list[str]) -> str:
+        value = prefix + name
+        if value not in declared:
+            raise ValueError(f"{reasons.DESCRIPTOR.full_name} declares no {value}")
+        return value
+
+    return reason
+
+
+class ServiceError(AppError):
+    """Base of one service's errors, keyed by the service's proto ``ErrorReason`` enum.
+
+    ``class ArticleError(ServiceError, reasons=article_pb2.ErrorReason)`` puts every error
+    of the service in the domain the enum declares; each concrete class adds the kind:
+    ``class ArticleNotFound(ArticleError, NotFound)``. ``except ArticleError`` catches them
+    all.
+    """
+
+    def __init_subclass__(cls, reasons: ProtoEnum | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if reasons is not None:
+            cls.default_domain = error_domain(reasons)

@@ -6,7 +6,8 @@
 - :mod:`~kit.sql.statements`: portable upsert and insert-ignore;
 - :mod:`~kit.sql.dao`: the base of every DAO;
 - :mod:`~kit.sql.conflicts`: :class:`WriteConflict`, its detection and the retry helpers;
-- :mod:`~kit.sql.unit_of_work`: the base of every service's unit of work.
+- :mod:`~kit.sql.unit_of_work`: the base of every service's unit of work;
+- :mod:`~kit.sql.rows`: domain values built from rows (:func:`row_mapper`).
 
 Everything is importable from ``kit.sql`` directly.
 """
@@ -25,6 +26,7 @@ from kit.sql.conflicts import (
 )
 from kit.sql.dao import SessionDAO
 from kit.sql.engine import SessionFactory, create_engine, session_factory
+from kit.sql.rows import RowMapper, row_mapper
 from kit.sql.schema import (
     MYSQL_TABLE_OPTIONS,
     NAMING_CONVENTION,
@@ -42,13 +44,15 @@ from kit.sql.statements import (
     upsert,
     upsert_statement,
 )
-from kit.sql.unit_of_work import CommitHook, SqlUnitOfWork
+from kit.sql.unit_of_work import CachingUnitOfWork, CommitHook, SqlUnitOfWork
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
     "MYSQL_TABLE_OPTIONS",
     "NAMING_CONVENTION",
+    "CachingUnitOfWork",
     "CommitHook",
+    "RowMapper",
     "SessionDAO",
     "SessionFactory",
     "SqlUnitOfWork",
@@ -65,6 +69,7 @@ __all__ = [
     "is_write_conflict",
     "long_text",
     "retry_on_conflict",
+    "row_mapper",
     "rowcount",
     "service_metadata",
     "session_factory",

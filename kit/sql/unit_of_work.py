@@ -7,6 +7,9 @@ commit rolls back. The session is always closed. Transient aborts (deadlocks, lo
 timeouts, busy SQLite) leave the block or the commit as
 :class:`~kit.sql.conflicts.WriteConflict`, which :func:`kit.sql.transact` retries; a
 subclass may translate other database errors into its domain's.
+
+A service's unit of work is usually a :class:`CachingUnitOfWork`: its repository is built
+from the session and the one cache the repository keeps up to date after each commit.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from kit.sql.engine import SessionFactory
 logger = logging.getLogger(__name__)
 
 RepositoryT = TypeVar("RepositoryT")
+CacheT = TypeVar("CacheT")
 
 
 @runtime_checkable
@@ -131,6 +135,18 @@ class SqlUnitOfWork(Generic[RepositoryT]):
             raise
         self._committed = True
         await self.after_commit(self._repository)
+
+
+class CachingUnitOfWork(SqlUnitOfWork[RepositoryT], Generic[RepositoryT, CacheT]):
+    """A unit of work whose repository works inside the session with one shared ``cache``.
+
+    A subclass implements :meth:`open_repository` (with ``self.cache``) and may alias
+    :attr:`repository` under its service's name (``articles = CachingUnitOfWork.repository``).
+    """
+
+    def __init__(self, sessions: SessionFactory, cache: CacheT) -> None:
+        super().__init__(sessions)
+        self.cache = cache
 
 
 def _conflict(exc: BaseException) -> WriteConflict | None:

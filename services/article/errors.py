@@ -18,39 +18,40 @@ of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, auto
 
-from kit.errors import InvalidArgument, NotFound, PermissionDenied, error_domain
+from kit.errors import InvalidArgument, NotFound, PermissionDenied, ServiceError, reason_names
 from webook.article.v1 import article_pb2
 
-DOMAIN = error_domain(article_pb2.ErrorReason)
+
+class ArticleError(ServiceError, reasons=article_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.article.v1.ErrorReason``."""
+
+
+DOMAIN = ArticleError.default_domain
 
 
 class Reason(StrEnum):
     """Stable business reasons of the article service (``webook.article.v1.ErrorReason``)."""
 
-    INVALID_TITLE = article_pb2.ErrorReason.Name(article_pb2.ARTICLE_INVALID_TITLE)
-    INVALID_CONTENT = article_pb2.ErrorReason.Name(article_pb2.ARTICLE_INVALID_CONTENT)
-    INVALID_AUTHOR = article_pb2.ErrorReason.Name(article_pb2.ARTICLE_INVALID_AUTHOR)
-    INVALID_PAGE = article_pb2.ErrorReason.Name(article_pb2.ARTICLE_INVALID_PAGE)
-    INVALID_TIME_WINDOW = article_pb2.ErrorReason.Name(article_pb2.ARTICLE_INVALID_TIME_WINDOW)
-    NOT_FOUND = article_pb2.ErrorReason.Name(article_pb2.ARTICLE_NOT_FOUND)
-    NOT_AUTHOR = article_pb2.ErrorReason.Name(article_pb2.ARTICLE_NOT_AUTHOR)
+    _generate_next_value_ = reason_names(article_pb2.ErrorReason)
+
+    INVALID_TITLE = auto()
+    INVALID_CONTENT = auto()
+    INVALID_AUTHOR = auto()
+    INVALID_PAGE = auto()
+    INVALID_TIME_WINDOW = auto()
+    NOT_FOUND = auto()
+    NOT_AUTHOR = auto()
 
 
-class ArticleInvalidArgument(InvalidArgument):
+class ArticleInvalidArgument(ArticleError, InvalidArgument):
     """Input breaks a validation rule; ``metadata["field"]`` names the field."""
 
-    default_domain = DOMAIN
 
-
-class ArticleNotFound(NotFound):
+class ArticleNotFound(ArticleError, NotFound):
     """No article has the id, or (for readers) it is not published."""
 
-    default_domain = DOMAIN
 
-
-class ArticlePermissionDenied(PermissionDenied):
+class ArticlePermissionDenied(ArticleError, PermissionDenied):
     """The caller is not the article's author."""
-
-    default_domain = DOMAIN

@@ -16,48 +16,54 @@ Reasons and the domain are declared once, in enum ``ErrorReason`` of ``webook.co
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, auto
 
-from kit.errors import InvalidArgument, NotFound, PermissionDenied, Unavailable, error_domain
+from kit.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unavailable,
+    reason_names,
+)
 from webook.comment.v1 import comment_pb2
 
-DOMAIN = error_domain(comment_pb2.ErrorReason)
+
+class CommentError(ServiceError, reasons=comment_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.comment.v1.ErrorReason``."""
+
+
+DOMAIN = CommentError.default_domain
 
 
 class Reason(StrEnum):
     """Stable business reasons of the comment service (``webook.comment.v1.ErrorReason``)."""
 
-    INVALID_CONTENT = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_INVALID_CONTENT)
-    INVALID_BIZ = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_INVALID_BIZ)
-    INVALID_PAGE = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_INVALID_PAGE)
-    INVALID_USER = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_INVALID_USER)
-    TOO_MANY_IDS = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_TOO_MANY_IDS)
-    PARENT_MISMATCH = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_PARENT_MISMATCH)
-    NOT_FOUND = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_NOT_FOUND)
-    PARENT_NOT_FOUND = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_PARENT_NOT_FOUND)
-    NOT_AUTHOR = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_NOT_AUTHOR)
-    CONCURRENT_CONFLICT = comment_pb2.ErrorReason.Name(comment_pb2.COMMENT_CONCURRENT_CONFLICT)
+    _generate_next_value_ = reason_names(comment_pb2.ErrorReason)
+
+    INVALID_CONTENT = auto()
+    INVALID_BIZ = auto()
+    INVALID_PAGE = auto()
+    INVALID_USER = auto()
+    TOO_MANY_IDS = auto()
+    PARENT_MISMATCH = auto()
+    NOT_FOUND = auto()
+    PARENT_NOT_FOUND = auto()
+    NOT_AUTHOR = auto()
+    CONCURRENT_CONFLICT = auto()
 
 
-class CommentInvalidArgument(InvalidArgument):
+class CommentInvalidArgument(CommentError, InvalidArgument):
     """Input breaks a rule; ``metadata["field"]`` names the field."""
 
-    default_domain = DOMAIN
 
-
-class CommentNotFound(NotFound):
+class CommentNotFound(CommentError, NotFound):
     """The comment (or the parent replied to) does not exist."""
 
-    default_domain = DOMAIN
 
-
-class CommentPermissionDenied(PermissionDenied):
+class CommentPermissionDenied(CommentError, PermissionDenied):
     """Only a comment's author may delete it."""
 
-    default_domain = DOMAIN
 
-
-class CommentUnavailable(Unavailable):
+class CommentUnavailable(CommentError, Unavailable):
     """A write kept colliding with concurrent writes; the caller may retry."""
-
-    default_domain = DOMAIN

@@ -13,30 +13,33 @@ Reasons and the domain are declared once, in enum ``ErrorReason`` of ``webook.fo
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, auto
 
-from kit.errors import InvalidArgument, Unavailable, error_domain
+from kit.errors import InvalidArgument, ServiceError, Unavailable, reason_names
 from webook.follow.v1 import follow_pb2
 
-DOMAIN = error_domain(follow_pb2.ErrorReason)
+
+class FollowError(ServiceError, reasons=follow_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.follow.v1.ErrorReason``."""
+
+
+DOMAIN = FollowError.default_domain
 
 
 class Reason(StrEnum):
     """Stable business reasons of the follow service (``webook.follow.v1.ErrorReason``)."""
 
-    INVALID_USER = follow_pb2.ErrorReason.Name(follow_pb2.FOLLOW_INVALID_USER)
-    SELF = follow_pb2.ErrorReason.Name(follow_pb2.FOLLOW_SELF)
-    INVALID_PAGE = follow_pb2.ErrorReason.Name(follow_pb2.FOLLOW_INVALID_PAGE)
-    CONCURRENT_CONFLICT = follow_pb2.ErrorReason.Name(follow_pb2.FOLLOW_CONCURRENT_CONFLICT)
+    _generate_next_value_ = reason_names(follow_pb2.ErrorReason)
+
+    INVALID_USER = auto()
+    SELF = auto()
+    INVALID_PAGE = auto()
+    CONCURRENT_CONFLICT = auto()
 
 
-class FollowInvalidArgument(InvalidArgument):
+class FollowInvalidArgument(FollowError, InvalidArgument):
     """Input breaks a rule; ``metadata["field"]`` names the field."""
 
-    default_domain = DOMAIN
 
-
-class FollowUnavailable(Unavailable):
+class FollowUnavailable(FollowError, Unavailable):
     """A write kept colliding with concurrent writes; the caller may retry."""
-
-    default_domain = DOMAIN

@@ -17,36 +17,35 @@ of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, auto
 
-from kit.errors import InvalidArgument, Unavailable, error_domain
+from kit.errors import InvalidArgument, ServiceError, Unavailable, reason_names
 from webook.interactive.v1 import interactive_pb2
 
-DOMAIN = error_domain(interactive_pb2.ErrorReason)
+
+class InteractiveError(ServiceError, reasons=interactive_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.interactive.v1.ErrorReason``."""
+
+
+DOMAIN = InteractiveError.default_domain
 
 
 class Reason(StrEnum):
     """Stable business reasons of the interactive service (``interactive.v1.ErrorReason``)."""
 
-    INVALID_BIZ = interactive_pb2.ErrorReason.Name(interactive_pb2.INTERACTIVE_INVALID_BIZ)
-    INVALID_BIZ_ID = interactive_pb2.ErrorReason.Name(interactive_pb2.INTERACTIVE_INVALID_BIZ_ID)
-    INVALID_USER = interactive_pb2.ErrorReason.Name(interactive_pb2.INTERACTIVE_INVALID_USER)
-    INVALID_COLLECTION = interactive_pb2.ErrorReason.Name(
-        interactive_pb2.INTERACTIVE_INVALID_COLLECTION
-    )
-    TOO_MANY_IDS = interactive_pb2.ErrorReason.Name(interactive_pb2.INTERACTIVE_TOO_MANY_IDS)
-    CONCURRENT_CONFLICT = interactive_pb2.ErrorReason.Name(
-        interactive_pb2.INTERACTIVE_CONCURRENT_CONFLICT
-    )
+    _generate_next_value_ = reason_names(interactive_pb2.ErrorReason)
+
+    INVALID_BIZ = auto()
+    INVALID_BIZ_ID = auto()
+    INVALID_USER = auto()
+    INVALID_COLLECTION = auto()
+    TOO_MANY_IDS = auto()
+    CONCURRENT_CONFLICT = auto()
 
 
-class InteractiveInvalidArgument(InvalidArgument):
+class InteractiveInvalidArgument(InteractiveError, InvalidArgument):
     """Input breaks a validation rule; ``metadata["field"]`` names the field."""
 
-    default_domain = DOMAIN
 
-
-class InteractiveUnavailable(Unavailable):
+class InteractiveUnavailable(InteractiveError, Unavailable):
     """A write kept colliding with concurrent writes (deadlocks); the caller may retry."""
-
-    default_domain = DOMAIN

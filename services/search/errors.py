@@ -14,33 +14,36 @@ Reasons and the domain are declared once, in enum ``ErrorReason`` of ``webook.se
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, auto
 
-from kit.errors import InvalidArgument, Unavailable, error_domain
+from kit.errors import InvalidArgument, ServiceError, Unavailable, reason_names
 from webook.search.v1 import search_pb2
 
-DOMAIN = error_domain(search_pb2.ErrorReason)
+
+class SearchError(ServiceError, reasons=search_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.search.v1.ErrorReason``."""
+
+
+DOMAIN = SearchError.default_domain
 
 
 class Reason(StrEnum):
     """Stable business reasons of the search service (``webook.search.v1.ErrorReason``)."""
 
-    INVALID_QUERY = search_pb2.ErrorReason.Name(search_pb2.SEARCH_INVALID_QUERY)
-    INVALID_PAGE = search_pb2.ErrorReason.Name(search_pb2.SEARCH_INVALID_PAGE)
-    INVALID_DOCUMENT = search_pb2.ErrorReason.Name(search_pb2.SEARCH_INVALID_DOCUMENT)
-    INDEX_UNAVAILABLE = search_pb2.ErrorReason.Name(search_pb2.SEARCH_INDEX_UNAVAILABLE)
+    _generate_next_value_ = reason_names(search_pb2.ErrorReason)
+
+    INVALID_QUERY = auto()
+    INVALID_PAGE = auto()
+    INVALID_DOCUMENT = auto()
+    INDEX_UNAVAILABLE = auto()
     # A reindex could not read the article or user service.
-    SOURCE_UNAVAILABLE = search_pb2.ErrorReason.Name(search_pb2.SEARCH_SOURCE_UNAVAILABLE)
+    SOURCE_UNAVAILABLE = auto()
 
 
-class SearchInvalidArgument(InvalidArgument):
+class SearchInvalidArgument(SearchError, InvalidArgument):
     """A query or a document breaks a rule; ``metadata["field"]`` names the field."""
 
-    default_domain = DOMAIN
 
-
-class SearchUnavailable(Unavailable):
+class SearchUnavailable(SearchError, Unavailable):
     """The index could not be read or written, or a reindex could not read its sources;
     the caller may retry."""
-
-    default_domain = DOMAIN

@@ -31,94 +31,92 @@ A wrong, expired or used code is not an error: ``Verify`` answers ``ok=false``.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, auto
 
 from kit.errors import (
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
+    ServiceError,
     Unauthenticated,
     Unavailable,
-    error_domain,
+    reason_names,
 )
 from webook.code.v1 import code_pb2
 from webook.sms.v1 import sms_pb2
 
-CODE_DOMAIN = error_domain(code_pb2.ErrorReason)
-SMS_DOMAIN = error_domain(sms_pb2.ErrorReason)
+
+class CodeError(ServiceError, reasons=code_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.code.v1.ErrorReason``."""
+
+
+class SmsError(ServiceError, reasons=sms_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.sms.v1.ErrorReason``."""
+
+
+CODE_DOMAIN = CodeError.default_domain
+SMS_DOMAIN = SmsError.default_domain
 
 
 class CodeReason(StrEnum):
     """Stable business reasons of ``CodeService`` (``webook.code.v1.ErrorReason``)."""
 
-    INVALID_PHONE = code_pb2.ErrorReason.Name(code_pb2.CODE_INVALID_PHONE)
-    INVALID_BIZ = code_pb2.ErrorReason.Name(code_pb2.CODE_INVALID_BIZ)
-    SEND_TOO_FREQUENT = code_pb2.ErrorReason.Name(code_pb2.CODE_SEND_TOO_FREQUENT)
-    VERIFY_TOO_MANY = code_pb2.ErrorReason.Name(code_pb2.CODE_VERIFY_TOO_MANY)
-    SEND_FAILED = code_pb2.ErrorReason.Name(code_pb2.CODE_SEND_FAILED)
-    STORE_UNAVAILABLE = code_pb2.ErrorReason.Name(code_pb2.CODE_STORE_UNAVAILABLE)
+    _generate_next_value_ = reason_names(code_pb2.ErrorReason)
+
+    INVALID_PHONE = auto()
+    INVALID_BIZ = auto()
+    SEND_TOO_FREQUENT = auto()
+    VERIFY_TOO_MANY = auto()
+    SEND_FAILED = auto()
+    STORE_UNAVAILABLE = auto()
 
 
 class SmsReason(StrEnum):
     """Stable business reasons of ``SmsService`` (``webook.sms.v1.ErrorReason``)."""
 
-    INVALID_TEMPLATE = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_TEMPLATE)
-    INVALID_ARGS = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_ARGS)
-    INVALID_PHONE = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_PHONE)
-    TOO_MANY_NUMBERS = sms_pb2.ErrorReason.Name(sms_pb2.SMS_TOO_MANY_NUMBERS)
-    INVALID_IDEMPOTENCY_KEY = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_IDEMPOTENCY_KEY)
-    INVALID_QUERY = sms_pb2.ErrorReason.Name(sms_pb2.SMS_INVALID_QUERY)
-    UNAUTHENTICATED = sms_pb2.ErrorReason.Name(sms_pb2.SMS_UNAUTHENTICATED)
-    TEMPLATE_NOT_ALLOWED = sms_pb2.ErrorReason.Name(sms_pb2.SMS_TEMPLATE_NOT_ALLOWED)
-    RECORDS_NOT_ALLOWED = sms_pb2.ErrorReason.Name(sms_pb2.SMS_RECORDS_NOT_ALLOWED)
-    REJECTED = sms_pb2.ErrorReason.Name(sms_pb2.SMS_REJECTED)
-    UNAVAILABLE = sms_pb2.ErrorReason.Name(sms_pb2.SMS_UNAVAILABLE)
+    _generate_next_value_ = reason_names(sms_pb2.ErrorReason)
+
+    INVALID_TEMPLATE = auto()
+    INVALID_ARGS = auto()
+    INVALID_PHONE = auto()
+    TOO_MANY_NUMBERS = auto()
+    INVALID_IDEMPOTENCY_KEY = auto()
+    INVALID_QUERY = auto()
+    UNAUTHENTICATED = auto()
+    TEMPLATE_NOT_ALLOWED = auto()
+    RECORDS_NOT_ALLOWED = auto()
+    REJECTED = auto()
+    UNAVAILABLE = auto()
 
 
-class CodeInvalidArgument(InvalidArgument):
+class CodeInvalidArgument(CodeError, InvalidArgument):
     """Bad phone number or unknown business; ``metadata["field"]`` names the field."""
 
-    default_domain = CODE_DOMAIN
 
-
-class CodeResourceExhausted(ResourceExhausted):
+class CodeResourceExhausted(CodeError, ResourceExhausted):
     """Sent too often, or the code used up its tries."""
 
-    default_domain = CODE_DOMAIN
 
-
-class CodeUnavailable(Unavailable):
+class CodeUnavailable(CodeError, Unavailable):
     """The code could not be stored or its SMS could not be sent; retry later."""
 
-    default_domain = CODE_DOMAIN
 
-
-class SmsInvalidArgument(InvalidArgument):
+class SmsInvalidArgument(SmsError, InvalidArgument):
     """Input breaks a validation rule; ``metadata["field"]`` names the field."""
 
-    default_domain = SMS_DOMAIN
 
-
-class SmsUnauthenticated(Unauthenticated):
+class SmsUnauthenticated(SmsError, Unauthenticated):
     """The caller's token is missing, unknown, forged or expired."""
 
-    default_domain = SMS_DOMAIN
 
-
-class SmsPermissionDenied(PermissionDenied):
+class SmsPermissionDenied(SmsError, PermissionDenied):
     """The caller is known but may not use this template or see these records."""
 
-    default_domain = SMS_DOMAIN
 
-
-class SmsRejected(FailedPrecondition):
+class SmsRejected(SmsError, FailedPrecondition):
     """A provider refused the message itself (bad number, template, parameters)."""
 
-    default_domain = SMS_DOMAIN
 
-
-class SmsUnavailable(Unavailable):
+class SmsUnavailable(SmsError, Unavailable):
     """The message could neither be sent nor stored for later delivery."""
-
-    default_domain = SMS_DOMAIN

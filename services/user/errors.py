@@ -20,65 +20,63 @@ of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, auto
 
 from kit.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
+    ServiceError,
     Unauthenticated,
     Unavailable,
-    error_domain,
+    reason_names,
 )
 from webook.user.v1 import user_pb2
 
-DOMAIN = error_domain(user_pb2.ErrorReason)
+
+class UserError(ServiceError, reasons=user_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.user.v1.ErrorReason``."""
+
+
+DOMAIN = UserError.default_domain
 
 
 class Reason(StrEnum):
     """Stable business reasons of the user service (``webook.user.v1.ErrorReason``)."""
 
-    INVALID_EMAIL = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_EMAIL)
-    WEAK_PASSWORD = user_pb2.ErrorReason.Name(user_pb2.USER_WEAK_PASSWORD)
-    PASSWORD_TOO_LONG = user_pb2.ErrorReason.Name(user_pb2.USER_PASSWORD_TOO_LONG)
-    INVALID_NICKNAME = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_NICKNAME)
-    INVALID_BIRTHDAY = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_BIRTHDAY)
-    INVALID_ABOUT_ME = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_ABOUT_ME)
-    INVALID_PHONE = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_PHONE)
-    INVALID_WECHAT_INFO = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_WECHAT_INFO)
-    TOO_MANY_IDS = user_pb2.ErrorReason.Name(user_pb2.USER_TOO_MANY_IDS)
-    INVALID_PAGE = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_PAGE)
-    NOT_FOUND = user_pb2.ErrorReason.Name(user_pb2.USER_NOT_FOUND)
-    EMAIL_TAKEN = user_pb2.ErrorReason.Name(user_pb2.USER_EMAIL_TAKEN)
-    INVALID_CREDENTIALS = user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_CREDENTIALS)
-    CONCURRENT_CONFLICT = user_pb2.ErrorReason.Name(user_pb2.USER_CONCURRENT_CONFLICT)
+    _generate_next_value_ = reason_names(user_pb2.ErrorReason)
+
+    INVALID_EMAIL = auto()
+    WEAK_PASSWORD = auto()
+    PASSWORD_TOO_LONG = auto()
+    INVALID_NICKNAME = auto()
+    INVALID_BIRTHDAY = auto()
+    INVALID_ABOUT_ME = auto()
+    INVALID_PHONE = auto()
+    INVALID_WECHAT_INFO = auto()
+    TOO_MANY_IDS = auto()
+    INVALID_PAGE = auto()
+    NOT_FOUND = auto()
+    EMAIL_TAKEN = auto()
+    INVALID_CREDENTIALS = auto()
+    CONCURRENT_CONFLICT = auto()
 
 
-class UserInvalidArgument(InvalidArgument):
+class UserInvalidArgument(UserError, InvalidArgument):
     """Input breaks a validation rule; ``metadata["field"]`` names the field."""
 
-    default_domain = DOMAIN
 
-
-class UserNotFound(NotFound):
+class UserNotFound(UserError, NotFound):
     """No user has the requested id."""
 
-    default_domain = DOMAIN
 
-
-class UserAlreadyExists(AlreadyExists):
+class UserAlreadyExists(UserError, AlreadyExists):
     """The email address is already registered."""
 
-    default_domain = DOMAIN
 
-
-class UserUnauthenticated(Unauthenticated):
+class UserUnauthenticated(UserError, Unauthenticated):
     """Email or password is wrong (deliberately the same error for both)."""
 
-    default_domain = DOMAIN
 
-
-class UserUnavailable(Unavailable):
+class UserUnavailable(UserError, Unavailable):
     """A write kept colliding with concurrent writes; the caller may retry."""
-
-    default_domain = DOMAIN

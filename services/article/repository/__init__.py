@@ -15,10 +15,9 @@ is filled by the service, which alone may ask the user service for author names.
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.sql import SessionFactory
-from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
+from kit.sql import CachingUnitOfWork, row_mapper
 from services.article.domain import (
     Article,
     ArticleStatus,
@@ -34,42 +33,19 @@ from services.article.repository.dao import ArticleDAO, ArticleRow, PublishedArt
 __all__ = ["CachedArticleRepository", "SqlUnitOfWork", "article_from_row"]
 
 
-def article_from_row(row: ArticleRow) -> Article:
-    """The domain article stored in an author-store row."""
-    return Article(
-        id=row.id,
-        author_id=row.author_id,
-        title=row.title,
-        content=row.content,
-        abstract=row.abstract,
-        status=ArticleStatus(row.status),
-        ctime_ms=row.ctime,
-        utime_ms=row.utime,
-    )
+_TIMES = {"ctime_ms": "ctime", "utime_ms": "utime"}
 
-
-def _summary(row: Any) -> ArticleSummary:
-    return ArticleSummary(
-        id=row.id,
-        author_id=row.author_id,
-        title=row.title,
-        abstract=row.abstract,
-        status=ArticleStatus(row.status),
-        ctime_ms=row.ctime,
-        utime_ms=row.utime,
-    )
-
-
-def _published(row: PublishedArticleRow) -> PublishedArticle:
-    return PublishedArticle(
-        id=row.id,
-        author_id=row.author_id,
-        title=row.title,
-        content=row.content,
-        abstract=row.abstract,
-        ctime_ms=row.ctime,
-        utime_ms=row.utime,
-    )
+article_from_row = row_mapper(
+    Article, ArticleRow, renamed=_TIMES, converted={"status": ArticleStatus}
+)
+"""The domain article stored in an author-store row."""
+# A summary row is a ``select(*SUMMARY_COLUMNS)`` row: ArticleRow's names without content.
+_summary = row_mapper(
+    ArticleSummary, ArticleRow, renamed=_TIMES, converted={"status": ArticleStatus}
+)
+_published = row_mapper(
+    PublishedArticle, PublishedArticleRow, renamed=_TIMES, given=["author_name"]
+)
 
 
 class CachedArticleRepository:
@@ -175,15 +151,10 @@ class CachedArticleRepository:
         await self._first_pages.delete(sorted(stale))
 
 
-class SqlUnitOfWork(BaseSqlUnitOfWork[CachedArticleRepository]):
+class SqlUnitOfWork(CachingUnitOfWork[CachedArticleRepository, FirstPageCache]):
     """One SQL transaction with a :class:`CachedArticleRepository` bound to it."""
 
-    def __init__(self, sessions: SessionFactory, first_pages: FirstPageCache) -> None:
-        super().__init__(
-            sessions, lambda session: CachedArticleRepository(ArticleDAO(session), first_pages)
-        )
+    articles = CachingUnitOfWork.repository
 
-    @property
-    def articles(self) -> CachedArticleRepository:
-        """The repository of this unit of work (only inside ``async with``)."""
-        return self.repository
+    def open_repository(self, session: AsyncSession) -> CachedArticleRepository:
+        return CachedArticleRepository(ArticleDAO(session), self.cache)

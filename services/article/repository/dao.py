@@ -32,36 +32,34 @@ class Base(DeclarativeBase):
     metadata = service_metadata()
 
 
-class ArticleRow(Base):
+class _ArticleColumns:
+    """The columns both stores have after ``id`` (a mixin: each table gets its own copies)."""
+
+    author_id: Mapped[int] = mapped_column(BigInteger)
+    title: Mapped[str] = mapped_column(String(256))
+    content: Mapped[str] = mapped_column(long_text())
+    abstract: Mapped[str] = mapped_column(String(128))
+    status: Mapped[int] = mapped_column(SmallInteger)
+    ctime: Mapped[int] = mapped_column(BigInteger)
+    utime: Mapped[int] = mapped_column(BigInteger)
+
+
+class ArticleRow(_ArticleColumns, Base):
     """One article in the author store."""
 
     __tablename__ = "articles"
     __table_args__ = table_args(Index("ix_articles_author_id_utime", "author_id", "utime"))
 
     id: Mapped[int] = mapped_column(big_id(), primary_key=True, autoincrement=True)
-    author_id: Mapped[int] = mapped_column(BigInteger)
-    title: Mapped[str] = mapped_column(String(256))
-    content: Mapped[str] = mapped_column(long_text())
-    abstract: Mapped[str] = mapped_column(String(128))
-    status: Mapped[int] = mapped_column(SmallInteger)
-    ctime: Mapped[int] = mapped_column(BigInteger)
-    utime: Mapped[int] = mapped_column(BigInteger)
 
 
-class PublishedArticleRow(Base):
+class PublishedArticleRow(_ArticleColumns, Base):
     """The reader copy of an article (same id as in the author store)."""
 
     __tablename__ = "published_articles"
     __table_args__ = table_args(Index("ix_published_articles_status_utime", "status", "utime"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    author_id: Mapped[int] = mapped_column(BigInteger)
-    title: Mapped[str] = mapped_column(String(256))
-    content: Mapped[str] = mapped_column(long_text())
-    abstract: Mapped[str] = mapped_column(String(128))
-    status: Mapped[int] = mapped_column(SmallInteger)
-    ctime: Mapped[int] = mapped_column(BigInteger)
-    utime: Mapped[int] = mapped_column(BigInteger)
 
 
 # The columns of a list entry: everything but the content.
@@ -81,10 +79,7 @@ class ArticleDAO(SessionDAO):
 
     async def get(self, article_id: int, *, for_update: bool = False) -> ArticleRow | None:
         """The author-store row; ``for_update`` locks it (``SELECT ... FOR UPDATE`` on MySQL)."""
-        stmt = select(ArticleRow).where(ArticleRow.id == article_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return await self._session.scalar(stmt)
+        return await self.get_row(ArticleRow, article_id, for_update=for_update)
 
     async def list_by_author(self, author_id: int, offset: int, limit: int) -> Sequence[Any]:
         """Summary rows of the author's articles, newest update first."""

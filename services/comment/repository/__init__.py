@@ -12,10 +12,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.sql import SessionFactory
-from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
+from kit.sql import CachingUnitOfWork, row_mapper
 from services.comment.domain import Comment, NewComment
 from services.comment.repository.cache import FirstPageCache
 from services.comment.repository.dao import CommentDAO, CommentRow
@@ -23,20 +22,8 @@ from services.comment.repository.dao import CommentDAO, CommentRow
 __all__ = ["CachedCommentRepository", "SqlUnitOfWork", "comment_from_row"]
 
 
-def comment_from_row(row: CommentRow, replies: Sequence[Comment] = ()) -> Comment:
-    """The domain comment stored in ``row``."""
-    return Comment(
-        id=row.id,
-        uid=row.uid,
-        biz=row.biz,
-        biz_id=row.biz_id,
-        content=row.content,
-        root_id=row.root_id,
-        parent_id=row.parent_id,
-        reply_cnt=row.reply_cnt,
-        ctime_ms=row.ctime,
-        replies=tuple(replies),
-    )
+comment_from_row = row_mapper(Comment, CommentRow, renamed={"ctime_ms": "ctime"}, given=["replies"])
+"""The domain comment stored in a row (``replies=`` a tuple of its first replies)."""
 
 
 class CachedCommentRepository:
@@ -100,7 +87,9 @@ class CachedCommentRepository:
         for reply in await self._dao.first_replies([r.id for r in roots], per_root):
             replies.setdefault(reply.root_id, []).append(comment_from_row(reply))
         page = [
-            comment_from_row(root, sorted(replies.get(root.id, []), key=lambda c: c.id))
+            comment_from_row(
+                root, replies=tuple(sorted(replies.get(root.id, []), key=lambda c: c.id))
+            )
             for root in roots
         ]
         if min_id == 0:
@@ -124,15 +113,10 @@ class CachedCommentRepository:
             await self._cache.invalidate(biz, biz_id)
 
 
-class SqlUnitOfWork(BaseSqlUnitOfWork[CachedCommentRepository]):
+class SqlUnitOfWork(CachingUnitOfWork[CachedCommentRepository, FirstPageCache]):
     """One SQL transaction with a :class:`CachedCommentRepository` bound to it."""
 
-    def __init__(self, sessions: SessionFactory, cache: FirstPageCache) -> None:
-        super().__init__(
-            sessions, lambda session: CachedCommentRepository(CommentDAO(session), cache)
-        )
+    comments = CachingUnitOfWork.repository
 
-    @property
-    def comments(self) -> CachedCommentRepository:
-        """The repository of this unit of work (only inside ``async with``)."""
-        return self.repository
+    def open_repository(self, session: AsyncSession) -> CachedCommentRepository:
+        return CachedCommentRepository(CommentDAO(session), self.cache)

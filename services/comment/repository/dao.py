@@ -77,10 +77,7 @@ class CommentDAO(SessionDAO):
 
     async def get(self, comment_id: int, *, for_update: bool = False) -> CommentRow | None:
         """The row with ``comment_id``; ``for_update`` locks it (MySQL; SQLite locks the file)."""
-        stmt = select(CommentRow).where(CommentRow.id == comment_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        return await self._session.scalar(stmt)
+        return await self.get_row(CommentRow, comment_id, for_update=for_update)
 
     async def add_replies(self, root_id: int, delta: int, utime: int) -> None:
         """Change the reply count of thread ``root_id`` by ``delta``."""

@@ -12,8 +12,9 @@
 
 from __future__ import annotations
 
-from kit.sql import SessionFactory
-from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.sql import CachingUnitOfWork, row_mapper
 from services.follow.domain import FollowRelation, FollowStats
 from services.follow.repository.cache import FollowStatsCache
 from services.follow.repository.dao import ACTIVE, CANCELLED, FollowDAO, FollowRelationRow
@@ -21,10 +22,7 @@ from services.follow.repository.dao import ACTIVE, CANCELLED, FollowDAO, FollowR
 __all__ = ["CachedFollowRepository", "SqlUnitOfWork"]
 
 
-def _relation(row: FollowRelationRow) -> FollowRelation:
-    return FollowRelation(
-        id=row.id, follower=row.follower, followee=row.followee, ctime_ms=row.ctime
-    )
+_relation = row_mapper(FollowRelation, FollowRelationRow, renamed={"ctime_ms": "ctime"})
 
 
 class CachedFollowRepository:
@@ -98,15 +96,10 @@ class CachedFollowRepository:
         await self._cache.invalidate(sorted(stale))
 
 
-class SqlUnitOfWork(BaseSqlUnitOfWork[CachedFollowRepository]):
+class SqlUnitOfWork(CachingUnitOfWork[CachedFollowRepository, FollowStatsCache]):
     """One SQL transaction with a :class:`CachedFollowRepository` bound to it."""
 
-    def __init__(self, sessions: SessionFactory, cache: FollowStatsCache) -> None:
-        super().__init__(
-            sessions, lambda session: CachedFollowRepository(FollowDAO(session), cache)
-        )
+    follows = CachingUnitOfWork.repository
 
-    @property
-    def follows(self) -> CachedFollowRepository:
-        """The repository of this unit of work (only inside ``async with``)."""
-        return self.repository
+    def open_repository(self, session: AsyncSession) -> CachedFollowRepository:
+        return CachedFollowRepository(FollowDAO(session), self.cache)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from sqlalchemy import BigInteger, Index, SmallInteger, UniqueConstraint, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import ColumnElement
 
 from kit.sql import SessionDAO, big_id, rowcount, service_metadata, table_args
 
@@ -127,23 +128,20 @@ class FollowDAO(SessionDAO):
         self, follower: int, *, min_id: int, limit: int
     ) -> Sequence[FollowRelationRow]:
         """Active relations of ``follower``, newest first, ids below ``min_id`` (0 = none)."""
-        stmt = (
-            select(FollowRelationRow)
-            .where(FollowRelationRow.follower == follower, FollowRelationRow.status == ACTIVE)
-            .order_by(FollowRelationRow.id.desc())
-            .limit(limit)
-        )
-        if min_id:
-            stmt = stmt.where(FollowRelationRow.id < min_id)
-        return (await self._session.scalars(stmt)).all()
+        return await self._active(FollowRelationRow.follower == follower, min_id, limit)
 
     async def followers(
         self, followee: int, *, min_id: int, limit: int
     ) -> Sequence[FollowRelationRow]:
         """Active relations towards ``followee``, newest first, ids below ``min_id``."""
+        return await self._active(FollowRelationRow.followee == followee, min_id, limit)
+
+    async def _active(
+        self, party: ColumnElement[bool], min_id: int, limit: int
+    ) -> Sequence[FollowRelationRow]:
         stmt = (
             select(FollowRelationRow)
-            .where(FollowRelationRow.followee == followee, FollowRelationRow.status == ACTIVE)
+            .where(party, FollowRelationRow.status == ACTIVE)
             .order_by(FollowRelationRow.id.desc())
             .limit(limit)
         )

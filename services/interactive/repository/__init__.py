@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from kit.sql import SessionFactory
-from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kit.sql import CachingUnitOfWork, row_mapper
 from services.interactive.domain import Counts, Flags
 from services.interactive.repository.cache import CountsCache, FlagUpdate
 from services.interactive.repository.dao import CountColumn, InteractiveDAO, InteractiveRow
@@ -24,8 +25,8 @@ from services.interactive.repository.dao import CountColumn, InteractiveDAO, Int
 __all__ = ["CachedInteractiveRepository", "SqlUnitOfWork"]
 
 
-def _counts(row: InteractiveRow) -> Counts:
-    return Counts(read_cnt=row.read_cnt, like_cnt=row.like_cnt, collect_cnt=row.collect_cnt)
+_counts = row_mapper(Counts, InteractiveRow)
+_COUNTERS: dict[str, CountColumn] = {"liked": "like_cnt", "collected": "collect_cnt"}
 
 
 class CachedInteractiveRepository:
@@ -54,34 +55,36 @@ class CachedInteractiveRepository:
     async def add_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
         """Insert the like row and, if it is new, count it."""
         inserted = await self._dao.insert_like(uid, biz, biz_id, now_ms)
-        if inserted:
-            await self._change(biz, "like_cnt", {biz_id: 1}, now_ms)
-        self._flag_updates.append((biz, biz_id, uid, "liked", True))
-        return inserted
+        return await self._flagged(biz, biz_id, uid, "liked", True, changed=inserted, now_ms=now_ms)
 
     async def remove_like(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
         """Delete the like row and, if there was one, uncount it."""
         deleted = await self._dao.delete_like(uid, biz, biz_id)
-        if deleted:
-            await self._change(biz, "like_cnt", {biz_id: -1}, now_ms)
-        self._flag_updates.append((biz, biz_id, uid, "liked", False))
-        return deleted
+        return await self._flagged(biz, biz_id, uid, "liked", False, changed=deleted, now_ms=now_ms)
 
     async def add_collect(self, biz: str, biz_id: int, uid: int, cid: int, *, now_ms: int) -> bool:
         """Insert (or move) the collect row and, if it is new, count it."""
         inserted = await self._dao.insert_collect(uid, biz, biz_id, cid, now_ms)
-        if inserted:
-            await self._change(biz, "collect_cnt", {biz_id: 1}, now_ms)
-        self._flag_updates.append((biz, biz_id, uid, "collected", True))
-        return inserted
+        return await self._flagged(
+            biz, biz_id, uid, "collected", True, changed=inserted, now_ms=now_ms
+        )
 
     async def remove_collect(self, biz: str, biz_id: int, uid: int, *, now_ms: int) -> bool:
         """Delete the collect row and, if there was one, uncount it."""
         deleted = await self._dao.delete_collect(uid, biz, biz_id)
-        if deleted:
-            await self._change(biz, "collect_cnt", {biz_id: -1}, now_ms)
-        self._flag_updates.append((biz, biz_id, uid, "collected", False))
-        return deleted
+        return await self._flagged(
+            biz, biz_id, uid, "collected", False, changed=deleted, now_ms=now_ms
+        )
+
+    async def _flagged(
+        self, biz: str, biz_id: int, uid: int, flag: str, on: bool, *, changed: bool, now_ms: int
+    ) -> bool:
+        """Count a flag row the write really added or removed; remember the flag for the
+        cache either way (it is what the user now has)."""
+        if changed:
+            await self._change(biz, _COUNTERS[flag], {biz_id: 1 if on else -1}, now_ms)
+        self._flag_updates.append((biz, biz_id, uid, flag, on))
+        return changed
 
     async def counts(self, biz: str, biz_id: int) -> Counts:
         """Cache first, then SQL (filling the cache)."""
@@ -116,15 +119,10 @@ class CachedInteractiveRepository:
         await self._cache.write_flags(updates)
 
 
-class SqlUnitOfWork(BaseSqlUnitOfWork[CachedInteractiveRepository]):
+class SqlUnitOfWork(CachingUnitOfWork[CachedInteractiveRepository, CountsCache]):
     """One SQL transaction with a :class:`CachedInteractiveRepository` bound to it."""
 
-    def __init__(self, sessions: SessionFactory, cache: CountsCache) -> None:
-        super().__init__(
-            sessions, lambda session: CachedInteractiveRepository(InteractiveDAO(session), cache)
-        )
+    interactives = CachingUnitOfWork.repository
 
-    @property
-    def interactives(self) -> CachedInteractiveRepository:
-        """The repository of this unit of work (only inside ``async with``)."""
-        return self.repository
+    def open_repository(self, session: AsyncSession) -> CachedInteractiveRepository:
+        return CachedInteractiveRepository(InteractiveDAO(session), self.cache)

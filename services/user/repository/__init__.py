@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.sql import SessionFactory, is_unique_violation
-from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
+from kit.sql import CachingUnitOfWork, is_unique_violation, row_mapper
 from services.user.domain import Credentials, NewUser, ProfileEdit, User, WechatInfo
 from services.user.repository.cache import UserProfileCache
 from services.user.repository.dao import UserDAO, UserRow
@@ -26,24 +26,16 @@ from services.user.service import DuplicateKeyError
 __all__ = ["CachedUserRepository", "SqlUnitOfWork", "user_from_row"]
 
 
+_user = row_mapper(
+    User, UserRow, renamed={"ctime_ms": "ctime", "utime_ms": "utime"}, given=["wechat"]
+)
+
+
 def user_from_row(row: UserRow) -> User:
     """The domain user stored in ``row`` (without its password hash)."""
-    wechat = (
-        WechatInfo(open_id=row.wechat_open_id, union_id=row.wechat_union_id or "")
-        if row.wechat_open_id
-        else None
-    )
-    return User(
-        id=row.id,
-        email=row.email,
-        phone=row.phone,
-        nickname=row.nickname,
-        birthday=row.birthday,
-        about_me=row.about_me,
-        wechat=wechat,
-        ctime_ms=row.ctime,
-        utime_ms=row.utime,
-    )
+    if not row.wechat_open_id:
+        return _user(row, wechat=None)
+    return _user(row, wechat=WechatInfo(row.wechat_open_id, row.wechat_union_id or ""))
 
 
 class CachedUserRepository:
@@ -140,16 +132,13 @@ class CachedUserRepository:
         await self._cache.delete(sorted(stale))
 
 
-class SqlUnitOfWork(BaseSqlUnitOfWork[CachedUserRepository]):
+class SqlUnitOfWork(CachingUnitOfWork[CachedUserRepository, UserProfileCache]):
     """One SQL transaction with a :class:`CachedUserRepository` bound to it."""
 
-    def __init__(self, sessions: SessionFactory, cache: UserProfileCache) -> None:
-        super().__init__(sessions, lambda session: CachedUserRepository(UserDAO(session), cache))
+    users = CachingUnitOfWork.repository
 
-    @property
-    def users(self) -> CachedUserRepository:
-        """The repository of this unit of work (only inside ``async with``)."""
-        return self.repository
+    def open_repository(self, session: AsyncSession) -> CachedUserRepository:
+        return CachedUserRepository(UserDAO(session), self.cache)
 
     def translate_commit_error(self, exc: Exception) -> BaseException | None:
         """A unique-key violation at commit is a :class:`DuplicateKeyError`."""
