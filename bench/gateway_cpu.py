@@ -5,18 +5,21 @@ gateway, ``--requests N`` changes the sample). It starts a throwaway Redis and
 :mod:`bench._noop_services` (the no-op article and interactive services) in child
 processes, then, in this process:
 
-- builds the real gateway (:func:`gateway.app.create_app`), rate limits off as in
-  :mod:`bench.read_path`, with the article and interactive
-  services given as static ``peers``, so every call goes through the real
-  :class:`~kit.balancer.BalancedChannel` and governance client chain; JSON logging at INFO
-  (to ``/dev/null``) and the tracer provider are configured as ``python -m gateway`` does;
+- measures the floor (:mod:`bench._floor_app`) first, before a tracer provider exists, as
+  :mod:`bench.read_path` runs it (its own process, which configures no tracing: FastAPI's
+  request telemetry is then off);
+- then configures the tracer provider as ``python -m gateway`` does and builds the real
+  gateway (:func:`gateway.app.create_app`), rate limits off as in :mod:`bench.read_path`,
+  with the article and interactive services given as static ``peers``, so every call goes
+  through the real :class:`~kit.balancer.BalancedChannel` and governance client chain; JSON
+  logging at INFO (to ``/dev/null``), as ``python -m gateway`` configures it;
 - mints an access token with the gateway's :class:`~gateway.auth.tokens.TokenService`;
-- calls the ASGI app directly (no HTTP server, no client library: a few µs of driver cost)
+- calls each ASGI app directly (no HTTP server, no client library: a few µs of driver cost)
   with ``CONCURRENCY`` requests in flight, and divides this process's CPU time (all threads,
   gRPC's included; the services' CPU is theirs) by the requests served.
 
-The same is done for the floor (:mod:`bench._floor_app`). Both numbers exclude HTTP parsing
-by uvicorn, which both pay alike, so the difference is what the gateway adds.
+Both numbers exclude HTTP parsing by uvicorn, which both pay alike, so the difference is
+what the gateway adds.
 """
 
 from __future__ import annotations
@@ -144,38 +147,36 @@ def _wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def _run(redis_url: str, article: str, interactive: str, args: argparse.Namespace) -> None:
-    settings = GatewaySettings(
-        mode=Mode.TEST,
-        redis_url=redis_url,
-        peers={"article": article, "interactive": interactive, "user": article, "sms": article},
-        # As bench.read_path runs it: no rate limits (one reader would hit the per-user one).
-        edge=EdgeSettings(rate_limits=()),
-    )
-    gateway = create_app(settings)
-    token = gateway.state.runtime.tokens.issue(1, USER_AGENT).access
-    headers = [
-        (b"host", b"gateway.bench"),
-        (b"user-agent", USER_AGENT.encode()),
-        (b"authorization", f"Bearer {token}".encode()),
-        (b"accept", b"*/*"),
-    ]
     floor = floor_app.create_app(article, interactive)
     floor_us = await _measure(
         "floor (bench._floor_app)",
         floor,
         lambda: floor.router.lifespan_context(floor),
-        headers,
+        _headers(""),
         args.requests,
     )
-    profile = cProfile.Profile() if args.profile else None
-    gateway_us = await _measure(
-        "gateway (create_app, INFO logs)",
-        gateway,
-        lambda: gateway.router.lifespan_context(gateway),
-        headers,
-        args.requests,
-        profile,
-    )
+    tracer_provider = configure_tracing("gateway")
+    try:
+        settings = GatewaySettings(
+            mode=Mode.TEST,
+            redis_url=redis_url,
+            peers={"article": article, "interactive": interactive, "user": article, "sms": article},
+            # As bench.read_path runs it: no rate limits (one reader would hit the per-user one).
+            edge=EdgeSettings(rate_limits=()),
+        )
+        gateway = create_app(settings)
+        token = gateway.state.runtime.tokens.issue(1, USER_AGENT).access
+        profile = cProfile.Profile() if args.profile else None
+        gateway_us = await _measure(
+            "gateway (create_app, INFO logs)",
+            gateway,
+            lambda: gateway.router.lifespan_context(gateway),
+            _headers(token),
+            args.requests,
+            profile,
+        )
+    finally:
+        tracer_provider.shutdown()
     print(f"{'gateway - floor':<34} {gateway_us - floor_us:8.0f} µs CPU/request")
     result(
         "gateway CPU per GET /articles/pub/:id, in process, vs floor app",
@@ -191,6 +192,16 @@ async def _run(redis_url: str, article: str, interactive: str, args: argparse.Na
         print(out.getvalue())
 
 
+def _headers(token: str) -> list[tuple[bytes, bytes]]:
+    """The request headers: a logged-in reader's (the floor ignores the token)."""
+    return [
+        (b"host", b"gateway.bench"),
+        (b"user-agent", USER_AGENT.encode()),
+        (b"authorization", f"Bearer {token}".encode()),
+        (b"accept", b"*/*"),
+    ]
+
+
 def main() -> None:
     """Start Redis and the no-op services, then measure floor and gateway."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -204,7 +215,6 @@ def main() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(devnull)
-    tracer_provider = configure_tracing("gateway")
     with tempfile.TemporaryDirectory(prefix="gateway-cpu-") as tmp:
         redis_port, article_port, interactive_port = free_port(), free_port(), free_port()
         redis = redis_process(redis_port, Path(tmp))
@@ -237,7 +247,6 @@ def main() -> None:
             services.terminate()
             services.wait(10)
             redis.stop()
-            tracer_provider.shutdown()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Routes call the services and hand the replies here, so each format of the API is
 once:
 
 - times: milliseconds since the epoch become ``YYYY-MM-DD HH:MM:SS`` in the server's zone
-  (``GatewaySettings.zone``), :func:`format_time`;
+  (``GatewaySettings.zone``), :func:`format_time`; the text of a second is remembered
+  (a bounded cache), since the same articles' times are shown over and over;
 - ids: shown as the services give them (``int64``); a list of counts per id answers each
   positive id asked once, in the order asked (:func:`comment_counts`);
 - the views (``gateway.schemas``) built from the protobuf messages: a view's field is the
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
 from gateway.schemas.articles import ArticleDetail, ArticleListItem, PublishedArticle
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from webook.user.v1 import user_pb2
 
 TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+TIME_CACHE_SIZE: Final = 8192
+"""Formatted seconds remembered (each entry ~200 bytes): a page's and the hot articles' times."""
 _WORD_START: Final = re.compile(r"(?<!^)([A-Z])")
 
 _HIT_TYPES: Final[dict[int, HitType]] = {
@@ -49,7 +52,15 @@ _HIT_TYPES: Final[dict[int, HitType]] = {
 
 def format_time(ms: int, zone: ZoneInfo) -> str:
     """Milliseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` in ``zone``."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(zone).strftime(TIME_FORMAT)
+    # The text shows whole seconds, and ms / 1000 never rounds up into the next second
+    # (its fraction is at most .999), so the floor of the second decides it.
+    return _second_text(ms // 1000, zone)
+
+
+@lru_cache(maxsize=TIME_CACHE_SIZE)
+def _second_text(second: int, zone: ZoneInfo) -> str:
+    """One second since the epoch as ``YYYY-MM-DD HH:MM:SS`` in ``zone``."""
+    return datetime.fromtimestamp(second, tz=UTC).astimezone(zone).strftime(TIME_FORMAT)
 
 
 def published_article(

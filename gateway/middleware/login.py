@@ -19,7 +19,6 @@ from collections.abc import Collection
 from contextvars import Token
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from gateway.auth.principal import Principal, bearer_token, current_principal
@@ -30,6 +29,23 @@ from kit.logging import bind, log_context
 logger = logging.getLogger(__name__)
 
 _Tokens = tuple[Token[Principal | None], Token[Any]]
+
+
+def _credentials(scope: Scope) -> tuple[str | None, str]:
+    """The first ``Authorization`` (None without one) and ``User-Agent`` ("" without one),
+    as ``Headers.get`` reads them, in one pass over the raw headers."""
+    authorization: bytes | None = None
+    user_agent: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value
+        elif name == b"user-agent" and user_agent is None:
+            user_agent = value
+    return (
+        None if authorization is None else authorization.decode("latin-1"),
+        "" if user_agent is None else user_agent.decode("latin-1"),
+    )
 
 
 class LoginCheck:
@@ -43,14 +59,12 @@ class LoginCheck:
 
     async def authenticate(self, scope: Scope) -> Principal | None:
         """The caller, if the access token verifies and its session is active."""
-        headers = Headers(scope=scope)
-        token = bearer_token(headers.get("authorization"))
+        authorization, user_agent = _credentials(scope)
+        token = bearer_token(authorization)
         if token is None:
             return None
         try:
-            claims = self.runtime.tokens.verify(
-                token, TokenType.ACCESS, headers.get("user-agent", "")
-            )
+            claims = self.runtime.tokens.verify(token, TokenType.ACCESS, user_agent)
         except InvalidToken as exc:
             logger.debug("access token refused", extra={"problem": str(exc)})
             return None

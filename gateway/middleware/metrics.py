@@ -32,9 +32,25 @@ _KNOWN_METHODS: Final = frozenset(
 )
 
 
+_Children = tuple[Counter, Histogram]
+# The two label children of each (route, method, status) seen: ``labels()`` takes a lock and
+# builds its key on every call. Bounded like the label sets themselves (route templates,
+# known methods, status codes).
+_children: dict[tuple[str, str, int], _Children] = {}
+
+
 def record_request(routes: RouteTemplates, scope: Scope, status: int, elapsed: float) -> None:
     """Count and time one answered request."""
     route = routes.resolve(scope)
     method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_REQUEST_DURATION.labels(route, method).observe(elapsed)
+    key = (route, method, status)
+    children = _children.get(key)
+    if children is None:
+        children = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_REQUEST_DURATION.labels(route, method),
+        )
+        _children[key] = children
+    requests, duration = children
+    requests.inc()
+    duration.observe(elapsed)

@@ -7,8 +7,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from starlette.datastructures import Headers
 
 from gateway.auth.principal import bearer_token, current_principal
+from gateway.middleware.login import _credentials
 from gateway.tests.conftest import LoginTokens, bearer
 from kit.logging import log_context
 
@@ -56,3 +58,22 @@ async def test_unknown_paths_need_a_login(client: httpx.AsyncClient) -> None:
 )
 def test_bearer_token_parsing(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"authorization", b"Bearer a"), (b"user-agent", b"ua/1")],
+        [(b"user-agent", b"first"), (b"authorization", b"Bearer a"), (b"user-agent", b"second")],
+        [(b"authorization", b"Bearer one"), (b"authorization", b"Bearer two")],
+        [(b"authorization", b""), (b"user-agent", b"")],
+        [(b"accept", b"*/*"), (b"user-agent", "\u00e9t\u00e9".encode("latin-1"))],
+    ],
+)
+def test_credentials_read_as_headers_get_reads_them(headers: list[tuple[bytes, bytes]]) -> None:
+    expected = Headers(raw=headers)
+    assert _credentials({"headers": headers}) == (
+        expected.get("authorization"),
+        expected.get("user-agent", ""),
+    )
