@@ -194,7 +194,9 @@ def create_app(
                 clients = ServiceClients.from_settings(settings)
                 stack.push_async_callback(clients.close)
                 services = await ServiceStubs.discover(clients)
-            redis = create_redis(settings.redis_url)
+            redis = create_redis(
+                settings.redis_url, fallback_wait=settings.redis_fallback_wait_seconds
+            )
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             # Registered after Redis, so the limiters stop before their client closes.
             edge.open(redis)

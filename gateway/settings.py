@@ -42,6 +42,9 @@ class GatewaySettings(ClientSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # How long a Redis read that has a fallback (a cache, the session check, a rate-limit
+    # check) waits in silence before taking it; None: a tenth of the client's timeout.
+    redis_fallback_wait_seconds: float | None = Field(default=None, gt=0)
     jwt_access_key: SecretStr = dev_secret("gateway-jwt-access-key-local-only")
     jwt_refresh_key: SecretStr = dev_secret("gateway-jwt-refresh-key-local-only")
     access_ttl: timedelta = timedelta(minutes=30)

@@ -146,6 +146,9 @@ class GrpcServiceSettings(ClientSettings):
     advertise_host: str = ""
     database_url: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # How long a Redis read that has a fallback (a cache, the session check, a rate-limit
+    # check) waits in silence before taking it; None: a tenth of the client's timeout.
+    redis_fallback_wait_seconds: float | None = Field(default=None, gt=0)
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Registration in the registry (when etcd_endpoints is not empty).
     register_instance: bool = True

@@ -25,11 +25,13 @@ Redis outage must not log the whole site out, nor may it revive a logged-out ses
 
 The trade-off, written down in docs/gateway.md: a session revoked through *another* gateway
 process after this one lost Redis is accepted here for at most ``fail_static`` seconds. A
-hung Redis costs a check nothing after the first timeout: :mod:`kit.redisx` short-circuits
-every command until its probe answers, and the feed tells it as soon as its pings go
-unanswered. The outage is logged once when it starts and once when it ends, and every check
-that needed Redis and did not get it is counted in
-``webook_gateway_session_store_errors_total``.
+hung Redis costs a check milliseconds: the check is a read with a fallback
+(:func:`kit.redisx.fallback_reads`), so one in flight when Redis froze gives up once Redis
+has answered nothing for the client's ``fallback_wait`` (50 ms by default) and takes the
+answer above; from then on the client refuses such reads at once until Redis answers, and
+the feed tells it as soon as its pings go unanswered. The outage is logged once when it
+starts and once when it ends, and every check that needed Redis and did not get it is
+counted in ``webook_gateway_session_store_errors_total``.
 
 **Checks answered from memory, kept exact by pub/sub** (``feed=True``, the gateway's
 default). A revocation writes the key and publishes the session id on
@@ -68,6 +70,7 @@ from gateway.settings import SessionCheckFallback
 from kit.cache.invalidation import InvalidatedCache, InvalidationFeed, publish_invalidation
 from kit.cache.metrics import CACHE_STALE_SERVES
 from kit.errors import Unavailable
+from kit.redisx import fallback_reads
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +127,7 @@ class SessionRevocations:
         if cache_ttl < 0 or fail_static < 0:
             raise ValueError("cache_ttl and fail_static must not be negative")
         self._redis = redis
+        self._bounded = fallback_reads(redis)
         self._ttl = max(1, int(ttl.total_seconds()))
         self._on_error = on_error
         self._outage = False
@@ -205,7 +209,7 @@ class SessionRevocations:
             if cached is not None and cached[1] > self._clock():
                 return cached[0]
         try:
-            revoked = await self._redis.exists(KEY_PREFIX + ssid)
+            revoked = await self._bounded(self._redis.exists(KEY_PREFIX + ssid))
         except (RedisError, OSError) as exc:
             return self._unreachable(ssid, exc, issued_at)
         self._recovered()

@@ -17,6 +17,7 @@ from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from devstack.infra import ManagedProcess
@@ -231,3 +232,29 @@ async def test_stopped_redis_keeps_known_sessions(
         server.start()
     await eventually(lambda: _fresh(here), "the feed is back")
     assert await here.is_active("alice")
+
+
+@pytest.mark.integration
+async def test_a_check_in_flight_when_redis_freezes_goes_fail_static_at_once(
+    server: ManagedProcess,
+) -> None:
+    # No feed (every check asks Redis) and a read bound far below the socket timeout: the
+    # check must end through the bound.
+    client = create_redis(
+        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.05, name="session_in_flight"
+    )
+    store = SessionRevocations(client, ttl=timedelta(days=1), on_error="deny", fail_static=300.0)
+    labels = {"client": "session_in_flight", "reason": "waited"}
+    try:
+        assert await store.is_active("alice")
+        waited = REGISTRY.get_sample_value("webook_redis_read_fallbacks_total", labels) or 0.0
+        with frozen(server):
+            started = time.monotonic()
+            assert await store.is_active("alice")  # known active: valid (fail-static)
+            assert not await store.is_active("erin")  # unknown: the fallback (deny)
+            assert time.monotonic() - started < 2.0
+            assert REGISTRY.get_sample_value("webook_redis_read_fallbacks_total", labels) == (
+                waited + 1
+            )
+    finally:
+        await client.aclose(close_connection_pool=True)

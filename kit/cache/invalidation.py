@@ -40,7 +40,9 @@ one after recovery. (A subscribed connection that survives a short freeze simply
 a frozen Redis applied no change meanwhile, and the pongs that make the cache fresh again
 come after every message published before them.) The feed also tells the health when its
 pings go unanswered (before the cache stops being fresh), so a frozen Redis is known hung
-before any reader waits on it.
+before any reader waits on it (unless another connection of the client got an answer since
+the oldest unanswered ping was sent: then Redis is slow, not frozen, and the feed only
+starts over on a new connection).
 
 Metrics: ``webook_cache_invalidation_feed_up{feed}`` (1 while the cache may be used),
 ``webook_cache_invalidation_feed_resets_total{feed}`` (caches emptied because the
@@ -52,6 +54,7 @@ copies may be answered).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -70,7 +73,7 @@ from kit.cache.metrics import (
     INVALIDATION_FEED_RESETS,
     INVALIDATION_FEED_UP,
 )
-from kit.redisx import RedisUnavailable, redis_health
+from kit.redisx import RedisState, RedisUnavailable, redis_health
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +155,8 @@ class InvalidationFeed:
         self._confirmed_at: float | None = None
         # The same, kept when the subscription is lost: what stale copies are measured from.
         self._vouched_at: float | None = None
+        # Send times of the pings not yet answered on the current subscription, oldest first.
+        self._pings: collections.deque[float] = collections.deque()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._up_gauge = INVALIDATION_FEED_UP.labels(name)
@@ -239,6 +244,7 @@ class InvalidationFeed:
     async def _subscribed(self) -> None:
         """Subscribe, then read messages and ping until something fails (raises) or stop."""
         pubsub = self._redis.pubsub()
+        self._pings.clear()
         try:
             subscribe_sent = self._clock()
             await pubsub.subscribe(self.channel)
@@ -250,6 +256,7 @@ class InvalidationFeed:
                         # Pings go unanswered: doubt. Start over on a new connection.
                         raise RedisTimeoutError("invalidation feed pings unanswered")
                     await pubsub.ping(repr(now))
+                    self._pings.append(now)
                     next_ping = now + self._ping_interval
                 wait = next_ping - now
                 confirmed = self._confirmed_at
@@ -267,22 +274,34 @@ class InvalidationFeed:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: untyped
 
     def _hung(self) -> None:
-        """Nothing arrived and the pings are overdue: Redis hangs (or this connection)."""
+        """Nothing arrived and the pings are overdue: Redis hangs, unless another connection
+        of the client got an answer since the oldest unanswered ping was sent."""
         health = self._health
-        if health is not None and health.available:
+        # (Down: connections are refused, which the feed's own errors already tell.)
+        if health is None or health.state is RedisState.DOWN:
+            return
+        was_available = health.available
+        unanswered = self._pings[0] if self._pings else self._confirmed_at
+        since = None
+        if unanswered is not None:  # on the health's clock
+            since = health.clock() - (self._clock() - unanswered)
+        health.timed_out(f"invalidation feed {self._name}: pings unanswered", since=since)
+        if was_available and not health.available:
             logger.warning(
                 "invalidation feed pings unanswered; Redis taken as hung",
                 extra={"feed": self._name},
             )
-            health.timed_out(f"invalidation feed {self._name}: pings unanswered")
 
     def _handle(self, message: dict[str, Any], subscribe_sent: float) -> None:
         kind = message["type"]
         if kind == "message":
             self._on_message(message["data"])
         elif kind == "pong":
+            sent = float(message["data"])
+            while self._pings and self._pings[0] <= sent:
+                self._pings.popleft()
             if self._confirmed_at is not None:
-                self._confirm(max(self._confirmed_at, float(message["data"])))
+                self._confirm(max(self._confirmed_at, sent))
         elif kind == "subscribe":
             if self._confirmed_at is not None:
                 # redis-py subscribed again on a new connection by itself: messages may have

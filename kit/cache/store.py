@@ -4,7 +4,10 @@
   miss (logged at debug, counted as ``webook_cache_requests_total{result="error"}``); a
   failed write or delete is logged and counted in ``webook_cache_write_errors_total``,
   never raised (the TTL bounds how long a copy that could not be replaced stays stale).
-  Caches with their own Redis layout (hashes, Lua scripts) run their calls through it.
+  Given the client, its reads (and fills, :meth:`CacheGuard.fill`) are reads with a
+  fallback (:func:`kit.redisx.fallback_reads`): a silent Redis costs them milliseconds,
+  not a socket timeout. Caches with their own Redis layout (hashes, Lua scripts) run their
+  calls through it.
 - :class:`RedisCache` stores values under string keys or hash fields with a TTL per write,
   as versioned JSON (:class:`JsonCodec`): a payload written by another schema version
   reads as a miss, an undecodable one as an error and a miss, so a deploy that changes a
@@ -26,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from kit.cache.metrics import CACHE_REQUESTS, CACHE_WRITE_ERRORS
+from kit.redisx import FallbackRead, fallback_reads
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +55,13 @@ FAILED: Final = Failed.FAILED
 class CacheGuard:
     """Counts and logs one named cache's lookups and failures; swallows Redis errors.
 
-    ``name`` is the ``cache`` label of the metrics.
+    ``name`` is the ``cache`` label of the metrics; with ``redis`` (the client the calls
+    go to), :meth:`read` and :meth:`fill` wait no longer than a read with a fallback.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, redis: object = None) -> None:
         self.name = name
+        self._bounded: FallbackRead | None = None if redis is None else fallback_reads(redis)
         self._hit = CACHE_REQUESTS.labels(name, "hit")
         self._miss = CACHE_REQUESTS.labels(name, "miss")
         self._error = CACHE_REQUESTS.labels(name, "error")
@@ -84,7 +90,7 @@ class CacheGuard:
     async def read(self, call: Awaitable[T], *, lookups: int = 1) -> T | Literal[Failed.FAILED]:
         """``await call``; on a Redis failure :data:`FAILED`, with ``lookups`` errors counted."""
         try:
-            return await call
+            return await (call if self._bounded is None else self._bounded(call))
         except REDIS_FAILURES as exc:
             self.read_failed(exc, lookups)
             return FAILED
@@ -106,6 +112,13 @@ class CacheGuard:
             self.write_failed(op, exc, **context)
             return False
         return True
+
+    async def fill(self, op: str, call: Awaitable[object], **context: Any) -> bool:
+        """:meth:`write` for a write that only saves later reads the database (a cache fill
+        on a read path): it waits no longer than a read with a fallback."""
+        if self._bounded is None:
+            return await self.write(op, call, **context)
+        return await self.write(op, self._bounded(call), **context)
 
     def write_failed(self, op: str, exc: BaseException, **context: Any) -> None:
         """Log and count a failed write or delete."""
@@ -174,7 +187,7 @@ class RedisCache(Generic[V]):
         self, redis: aioredis.Redis, *, name: str, codec: JsonCodec[V], ttl_seconds: int
     ) -> None:
         self.redis = redis
-        self.guard = CacheGuard(name)
+        self.guard = CacheGuard(name, redis=redis)
         self.codec = codec
         self.ttl_seconds = ttl_seconds
 
@@ -214,15 +227,23 @@ class RedisCache(Generic[V]):
         return [self._answer(key, raw) for key, raw in zip(keys, raws, strict=True)]
 
     async def set(
-        self, key: str, value: V, *, field: str | None = None, ttl_seconds: int | None = None
+        self,
+        key: str,
+        value: V,
+        *,
+        field: str | None = None,
+        ttl_seconds: int | None = None,
+        fill: bool = False,
     ) -> bool:
         """Store ``value`` for ``ttl_seconds`` (default: the cache's); whether it was stored
-        (a failure is logged and counted)."""
+        (a failure is logged and counted). ``fill``: a value just read from the database
+        (:meth:`CacheGuard.fill`: waits no longer than a read)."""
         ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
         payload = self.codec.dumps(value)
+        write = self.guard.fill if fill else self.guard.write
         if field is None:
-            return await self.guard.write("set", self.redis.set(key, payload, ex=ttl), key=key)
-        return await self.guard.write("set", self._hset(key, field, payload, ttl), key=key)
+            return await write("set", self.redis.set(key, payload, ex=ttl), key=key)
+        return await write("set", self._hset(key, field, payload, ttl), key=key)
 
     async def _hset(self, key: str, field: str, payload: str, ttl: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -231,16 +252,20 @@ class RedisCache(Generic[V]):
             await pipe.execute()
 
     async def set_many(
-        self, items: Iterable[tuple[str, V]], *, ttl_seconds: int | None = None
+        self,
+        items: Iterable[tuple[str, V]],
+        *,
+        ttl_seconds: int | None = None,
+        fill: bool = False,
     ) -> bool:
-        """Store every ``(key, value)`` in one round trip; whether they were stored."""
+        """Store every ``(key, value)`` in one round trip; whether they were stored.
+        ``fill``: as for :meth:`set`."""
         batch = [(key, self.codec.dumps(value)) for key, value in items]
         if not batch:
             return True
         ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
-        return await self.guard.write(
-            "set", self._set_many(batch, ttl), keys=[key for key, _ in batch][:20]
-        )
+        write = self.guard.fill if fill else self.guard.write
+        return await write("set", self._set_many(batch, ttl), keys=[key for key, _ in batch][:20])
 
     async def _set_many(self, batch: Sequence[tuple[str, str]], ttl: int) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

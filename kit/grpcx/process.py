@@ -58,7 +58,11 @@ class Backends:
         """Pools for ``database_url`` and ``redis_url``; nothing connects until first use."""
         ensure_sqlite_directory(settings.database_url)
         engine = create_engine(settings.database_url)
-        return cls(engine, session_factory(engine), create_redis(settings.redis_url))
+        return cls(
+            engine,
+            session_factory(engine),
+            create_redis(settings.redis_url, fallback_wait=settings.redis_fallback_wait_seconds),
+        )
 
     async def close(self) -> None:
         """Close Redis with its pool (the client does not own a pool it was given), then SQL."""

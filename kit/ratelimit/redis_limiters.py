@@ -82,6 +82,11 @@ class RedisLimiter(ABC):
             else None
         )
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The client the checks go to."""
+        return self._redis
+
     def key(self, key: str) -> str:
         """The Redis key holding ``key``'s state."""
         return self._prefix + key

@@ -3,10 +3,12 @@
 :class:`ResilientLimiter` wraps a remote limiter. When a check raises
 :class:`~kit.ratelimit.base.RateLimitBackendError`, that check and every check in the next
 ``retry_interval`` seconds are decided by the policy without touching the backend; then a
-single check probes the backend again while the others keep using the policy. With a client
-from :func:`kit.redisx.create_redis`, a Redis that hangs costs one timeout in all: the
-client short-circuits every later command (the probing check included) until its own
-background probe sees Redis answer, so no check waits on a frozen Redis again.
+single check probes the backend again while the others keep using the policy. A check of a
+:class:`~kit.ratelimit.redis_limiters.RedisLimiter` is a read with a fallback (the policy):
+with a client from :func:`kit.redisx.create_redis` it waits for a silent Redis no longer than
+the client's ``fallback_wait`` (milliseconds, :func:`kit.redisx.fallback_reads`), and the
+client then refuses such reads at once (the probing check included) until Redis answers
+again, so no check waits on a frozen Redis for a socket timeout.
 
 - ``fail_open``: admit everything (availability over protection).
 - ``fail_closed``: refuse everything, ``retry_after`` = ``retry_interval``.
@@ -23,8 +25,12 @@ import logging
 import time
 from enum import StrEnum
 
+from redis.exceptions import RedisError
+
 from kit.ratelimit.base import Decision, Limiter, RateLimitBackendError
+from kit.ratelimit.redis_limiters import RedisLimiter
 from kit.ratelimit.token_bucket import Clock
+from kit.redisx import FallbackRead, fallback_reads
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +84,9 @@ class ResilientLimiter:
         self._down = False
         self._probing = False
         self._retry_at = 0.0
+        self._bounded: FallbackRead | None = (
+            fallback_reads(primary.redis) if isinstance(primary, RedisLimiter) else None
+        )
 
     @property
     def backend_down(self) -> bool:
@@ -92,9 +101,13 @@ class ResilientLimiter:
                 return await self._degraded(key, cost)
             probe = self._probing = True
         try:
-            decision = await self.primary.acquire(key, cost)
+            check = self.primary.acquire(key, cost)
+            decision = await (check if self._bounded is None else self._bounded(check))
         except RateLimitBackendError as exc:
             self._failed(exc)
+            return await self._degraded(key, cost)
+        except RedisError as exc:  # the bound gave up, or refused to wait
+            self._failed(RateLimitBackendError(f"rate limit check in Redis failed: {exc}"))
             return await self._degraded(key, cost)
         finally:
             if probe:

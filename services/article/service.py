@@ -125,8 +125,9 @@ class PublishedArticleCache(Protocol):
         """The cached reader view, or ``None``."""
         ...
 
-    async def set(self, article: PublishedArticle, *, ttl_s: int) -> None:
-        """Cache ``article`` for ``ttl_s`` seconds."""
+    async def set(self, article: PublishedArticle, *, ttl_s: int, fill: bool = False) -> None:
+        """Cache ``article`` for ``ttl_s`` seconds (``fill``: just read on a miss, so it
+        waits on Redis no longer than a read)."""
         ...
 
     async def delete(self, article_id: int) -> None:
@@ -332,7 +333,7 @@ class ArticleService:
                 stored = await uow.articles.get_published(article_id)
             if stored is None:
                 raise _not_found(article_id)
-            article = await self._enrich_and_cache(stored)
+            article = await self._enrich_and_cache(stored, fill=True)
         self._events.article_read(article_id, max(reader_id, 0), at_ms=self._now_ms())
         return article
 
@@ -358,7 +359,9 @@ class ArticleService:
             logger.warning("author names unavailable; serving without", extra={"error": str(exc)})
             return None
 
-    async def _enrich_and_cache(self, article: PublishedArticle) -> PublishedArticle:
+    async def _enrich_and_cache(
+        self, article: PublishedArticle, *, fill: bool = False
+    ) -> PublishedArticle:
         names, popularity = await asyncio.gather(
             self._names([article.author_id]),
             self._popularity.popularity(article.author_id, article.id),
@@ -368,5 +371,5 @@ class ArticleService:
             await self._cache.delete(article.id)
             return article
         enriched = article.with_author_name(names.get(article.author_id, ""))
-        await self._cache.set(enriched, ttl_s=self._ttl_policy(enriched, popularity))
+        await self._cache.set(enriched, ttl_s=self._ttl_policy(enriched, popularity), fill=fill)
         return enriched

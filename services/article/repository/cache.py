@@ -22,9 +22,11 @@
   subscription is back.
 
 Values are versioned JSON. No cache ever fails a request: a Redis error on read is
-counted as ``result="error"`` and answered as a miss; a failed write or delete is logged and
-counted in ``webook_cache_write_errors_total`` (the TTL bounds how long a copy that could
-not be replaced or dropped stays stale; with the in-process cache, a failed write was not
+counted as ``result="error"`` and answered as a miss (reads, and fills passed
+``fill=True``, wait for a silent Redis no longer than a read with a fallback:
+:func:`kit.redisx.fallback_reads`); a failed write or delete is logged and counted in
+``webook_cache_write_errors_total`` (the TTL bounds how long a copy that could not be
+replaced or dropped stays stale; with the in-process cache, a failed write was not
 announced either, so other replicas keep their copy at most ``max_age``, and this one
 drops its own).
 """
@@ -146,8 +148,9 @@ class FirstPageCache:
         return await self._cache.get(first_page_key(author_id))
 
     async def set(self, author_id: int, items: Sequence[ArticleSummary]) -> None:
-        """Cache the first page; failures are logged and counted."""
-        await self._cache.set(first_page_key(author_id), list(items))
+        """Cache the first page just read from the database (a fill: it waits no longer
+        than a read); failures are logged and counted."""
+        await self._cache.set(first_page_key(author_id), list(items), fill=True)
 
     async def delete(self, author_ids: Sequence[int]) -> None:
         """Drop the first pages of ``author_ids``; failures are logged and counted."""
@@ -175,14 +178,17 @@ class RedisPublishedArticleCache:
         """The cached reader view, or ``None`` on a miss or any cache error."""
         return await self._cache.get(published_key(article_id))
 
-    async def set(self, article: PublishedArticle, *, ttl_s: int) -> None:
-        """Cache ``article`` for ``ttl_s`` seconds; failures are logged and counted."""
+    async def set(self, article: PublishedArticle, *, ttl_s: int, fill: bool = False) -> None:
+        """Cache ``article`` for ``ttl_s`` seconds; failures are logged and counted.
+        ``fill``: a view just read from the database on a read miss (it then waits no
+        longer than a read, :meth:`kit.cache.store.CacheGuard.fill`)."""
         key = published_key(article.id)
         if not self._announce:
-            await self._cache.set(key, article, ttl_seconds=ttl_s)
+            await self._cache.set(key, article, ttl_seconds=ttl_s, fill=fill)
             return
         command = ("SET", key, PUBLISHED_CODEC.dumps(article), "EX", ttl_s)
-        await self._cache.guard.write(
+        guard = self._cache.guard
+        await (guard.fill if fill else guard.write)(
             "set",
             publish_invalidation(self._cache.redis, PUBLISHED_CHANNEL, str(article.id), command),
             key=key,
@@ -277,9 +283,10 @@ class InProcessPublishedArticleCache:
         # (valid when the feed last vouched for it) beats a read from the database.
         return local.get(article_id)
 
-    async def set(self, article: PublishedArticle, *, ttl_s: int) -> None:
-        """Store ``article`` in Redis and tell every replica to drop its copy."""
-        await self._shared.set(article, ttl_s=ttl_s)
+    async def set(self, article: PublishedArticle, *, ttl_s: int, fill: bool = False) -> None:
+        """Store ``article`` in Redis and tell every replica to drop its copy (``fill``: as
+        for :meth:`RedisPublishedArticleCache.set`)."""
+        await self._shared.set(article, ttl_s=ttl_s, fill=fill)
         self._local.invalidate(article.id)
 
     async def delete(self, article_id: int) -> None:

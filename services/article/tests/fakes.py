@@ -196,7 +196,7 @@ class FakePublishedCache:
         entry = self.entries.get(article_id)
         return entry[0] if entry else None
 
-    async def set(self, article: PublishedArticle, *, ttl_s: int) -> None:
+    async def set(self, article: PublishedArticle, *, ttl_s: int, fill: bool = False) -> None:
         """Cache with its TTL."""
         self.entries[article.id] = (article, ttl_s)
 

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from devstack.infra import ManagedProcess
 from kit.cache.tests.outage import eventually, frozen, own_redis, url_of
-from kit.redisx import create_redis
+from kit.redisx import create_redis, redis_health
 from services.article.domain import PublishedArticle
 from services.article.repository.cache import (
     LOCAL_PUBLISHED_CACHE,
@@ -158,3 +158,34 @@ async def test_without_stale_for_a_frozen_redis_empties_memory(
             assert await cache.get(ARTICLE.id) is None  # Redis refused at once: a miss
     finally:
         await cache.aclose()
+
+
+def _waited(client: str) -> float:
+    return _count("webook_redis_read_fallbacks_total", client=client, reason="waited")
+
+
+async def test_a_read_in_flight_when_redis_freezes_goes_to_the_database_at_once(
+    server: ManagedProcess,
+) -> None:
+    # A read bound far below the socket timeout: the read must end through the bound.
+    client = create_redis(
+        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.05, name="article_in_flight"
+    )
+    cache = InProcessPublishedArticleCache(client, stale_for=300.0)
+    cache.start()
+    try:
+        await eventually(lambda: cache.feed.fresh, "the feed subscribes")
+        await cache.set(ARTICLE, ttl_s=600)  # in Redis; not yet read, so not in memory
+        waited = _waited("article_in_flight")
+        with frozen(server):
+            started = time.monotonic()
+            assert await cache.get(ARTICLE.id) is None  # the caller reads the database
+            assert time.monotonic() - started < 2.0
+            assert _waited("article_in_flight") - waited == 1
+        health = redis_health(client)
+        assert health is not None
+        await eventually(lambda: health.available, "Redis answers again")
+        assert await cache.get(ARTICLE.id) == ARTICLE
+    finally:
+        await cache.aclose()
+        await client.aclose(close_connection_pool=True)

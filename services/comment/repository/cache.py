@@ -84,7 +84,7 @@ class FirstPageCache:
 
     async def set(self, biz: str, biz_id: int, shape: str, page: list[Comment]) -> None:
         """Store a page (the TTL is set on the hash, refreshed by each fill)."""
-        await self._cache.set(first_page_key(biz, biz_id), page, field=shape)
+        await self._cache.set(first_page_key(biz, biz_id), page, field=shape, fill=True)
 
     async def invalidate(self, biz: str, biz_id: int) -> None:
         """Drop every cached first page of ``(biz, biz_id)``."""

@@ -30,7 +30,7 @@ class FollowStatsCache:
     def __init__(self, redis: aioredis.Redis, *, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
-        self._guard = CacheGuard(CACHE_NAME)
+        self._guard = CacheGuard(CACHE_NAME, redis=redis)
 
     async def get(self, uid: int) -> FollowStats | None:
         """The cached counts, or ``None`` on a miss or any failure."""

@@ -42,6 +42,10 @@ The cache never fails a request: a Redis error on read is counted as ``result="e
 answered as a miss; a failed fill or write is logged and counted in
 ``webook_cache_write_errors_total``, and a failed increment or flag write is followed by a
 best-effort delete so that the stale entry does not outlive the outage by its whole TTL.
+Lookups and the fills that follow a miss (:meth:`CountsCache.set_many`,
+:meth:`CountsCache.fill_flags`) are reads with a fallback (:func:`kit.redisx.fallback_reads`):
+a silent Redis costs them milliseconds, not a socket timeout; increments and write-through
+flags keep the client's full timeout.
 """
 
 from __future__ import annotations
@@ -300,8 +304,8 @@ class CountsCache:
         self._incr: AsyncScript = redis.register_script(INCR_IF_CACHED)
         self._lookup: AsyncScript = redis.register_script(LOOKUP)
         self._fill_flags: AsyncScript = redis.register_script(FILL_FLAGS)
-        self._counts_guard = CacheGuard(CACHE_NAME)
-        self._flags_guard = CacheGuard(FLAGS_CACHE_NAME)
+        self._counts_guard = CacheGuard(CACHE_NAME, redis=redis)
+        self._flags_guard = CacheGuard(FLAGS_CACHE_NAME, redis=redis)
         self._local_counts_hit = CACHE_REQUESTS.labels(LOCAL_CACHE_NAME, "hit")
         self._local_counts_miss = CACHE_REQUESTS.labels(LOCAL_CACHE_NAME, "miss")
         self._local_flags_hit = CACHE_REQUESTS.labels(LOCAL_FLAGS_CACHE_NAME, "hit")
@@ -374,9 +378,10 @@ class CountsCache:
         return counts, flags
 
     async def fill_flags(self, biz: str, biz_id: int, uid: int, flags: Flags) -> None:
-        """Cache flags loaded from SQL, keeping any field a write has set meanwhile."""
+        """Cache flags loaded from SQL, keeping any field a write has set meanwhile (a fill
+        on the read path: it waits no longer than a read)."""
         try:
-            await self._fill_flags(
+            fill = self._fill_flags(
                 keys=[flags_key(biz, biz_id, uid)],
                 args=[
                     int(flags.liked),
@@ -386,8 +391,7 @@ class CountsCache:
                     flags_member(biz, biz_id, uid),
                 ],
             )
-        except _REDIS_FAILURES as exc:
-            self._flags_guard.write_failed("fill_flags", exc, biz=biz, ids=[biz_id])
+            await self._flags_guard.fill("fill_flags", fill, biz=biz, ids=[biz_id])
         finally:
             if self._local is not None:
                 self._local.invalidate_flags([(biz, biz_id, uid)])
@@ -453,30 +457,34 @@ class CountsCache:
         return answers
 
     async def set_many(self, biz: str, counts: Mapping[int, Counts]) -> None:
-        """Cache ``counts`` with the TTL and announce them (one MULTI); failures are logged
-        and counted."""
+        """Cache ``counts`` loaded from SQL with the TTL and announce them (one MULTI; a
+        fill on the read path: it waits no longer than a read); failures are logged and
+        counted."""
         if not counts:
             return
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for biz_id, value in counts.items():
-                    key = counts_key(biz, biz_id)
-                    pipe.hset(
-                        key,
-                        mapping={
-                            "read_cnt": value.read_cnt,
-                            "like_cnt": value.like_cnt,
-                            "collect_cnt": value.collect_cnt,
-                        },
-                    )
-                    pipe.expire(key, self._ttl)
-                    pipe.publish(CHANNEL, counts_member(biz, biz_id))
-                await pipe.execute()
-        except _REDIS_FAILURES as exc:
-            self._counts_guard.write_failed("set", exc, biz=biz, ids=list(counts)[:20])
+            await self._counts_guard.fill(
+                "set", self._set_many(biz, counts), biz=biz, ids=list(counts)[:20]
+            )
         finally:
             if self._local is not None:
                 self._local.invalidate_counts(biz, counts)
+
+    async def _set_many(self, biz: str, counts: Mapping[int, Counts]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for biz_id, value in counts.items():
+                key = counts_key(biz, biz_id)
+                pipe.hset(
+                    key,
+                    mapping={
+                        "read_cnt": value.read_cnt,
+                        "like_cnt": value.like_cnt,
+                        "collect_cnt": value.collect_cnt,
+                    },
+                )
+                pipe.expire(key, self._ttl)
+                pipe.publish(CHANNEL, counts_member(biz, biz_id))
+            await pipe.execute()
 
     async def incr_if_cached(self, biz: str, field: str, deltas: Mapping[int, int]) -> None:
         """Add ``deltas[biz_id]`` to ``field`` of each cached hash and announce every object

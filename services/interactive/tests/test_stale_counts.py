@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from devstack.infra import ManagedProcess
 from kit.cache.tests.outage import eventually, frozen, own_redis, url_of
-from kit.redisx import create_redis
+from kit.redisx import create_redis, redis_health
 from services.interactive.domain import Counts, Flags
 from services.interactive.repository.cache import (
     LOCAL_CACHE_NAME,
@@ -131,3 +131,37 @@ async def test_stopped_redis_answers_the_last_counts(
         server.start()
     await eventually(lambda: local.feed.fresh, "the feed subscribes again")
     assert await cache.lookup(BIZ, ID, UID) == (None, None)  # Redis restarted empty
+
+
+def _waited(client: str) -> float:
+    return _count("webook_redis_read_fallbacks_total", client=client, reason="waited")
+
+
+async def test_a_lookup_in_flight_when_redis_freezes_and_its_fill_take_no_timeout(
+    server: ManagedProcess,
+) -> None:
+    # A read bound far below the socket timeout: the lookup must end through the bound.
+    client = create_redis(
+        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.05, name="counts_in_flight"
+    )
+    local = LocalCounts(client, stale_for=300.0)
+    local.start()
+    cache = CountsCache(client, local=local)
+    try:
+        await eventually(lambda: local.feed.fresh, "the feed subscribes")
+        await cache.set_many(BIZ, {ID: Counts(4, 1, 0)})  # in Redis, not in memory
+        waited = _waited("counts_in_flight")
+        with frozen(server):
+            started = time.monotonic()
+            assert await cache.lookup(BIZ, ID, UID) == (None, None)  # then SQL, and fills:
+            await cache.set_many(BIZ, {ID: Counts(4, 1, 0)})
+            await cache.fill_flags(BIZ, ID, UID, Flags())
+            assert time.monotonic() - started < 2.0
+            assert _waited("counts_in_flight") - waited == 1
+        health = redis_health(client)
+        assert health is not None
+        await eventually(lambda: health.available, "Redis answers again")
+        assert (await cache.lookup(BIZ, ID, 0))[0] == Counts(4, 1, 0)
+    finally:
+        await local.aclose()
+        await client.aclose(close_connection_pool=True)

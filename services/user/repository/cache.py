@@ -4,7 +4,9 @@ Each profile is one versioned JSON string under ``webook:user:profile:<id>`` wit
 minutes by default), kept by :class:`kit.cache.store.RedisCache`: a Redis error on read is a
 miss (the caller reads the database), a failed write or invalidation is logged and counted
 in ``webook_cache_write_errors_total`` and swallowed (the TTL bounds how long a copy that
-could not be deleted stays stale).
+could not be deleted stays stale). Reads, and the fills that follow a miss, wait for a
+silent Redis no longer than a read with a fallback (:func:`kit.redisx.fallback_reads`);
+invalidations keep the client's full timeout.
 
 Password hashes are never cached: :class:`~services.user.domain.User` does not carry one.
 """
@@ -88,8 +90,9 @@ class UserProfileCache:
         await self.set_many([user])
 
     async def set_many(self, users: Iterable[User]) -> None:
-        """Cache each of ``users`` with the TTL in one round trip; failures are not raised."""
-        await self._cache.set_many((profile_key(user.id), user) for user in users)
+        """Cache each of ``users`` (just read from the database) with the TTL in one round
+        trip; failures are not raised."""
+        await self._cache.set_many(((profile_key(user.id), user) for user in users), fill=True)
 
     async def delete(self, user_ids: Iterable[int]) -> None:
         """Drop the cached profiles of ``user_ids``; failures are logged and counted."""
