@@ -241,7 +241,7 @@ async def test_a_check_in_flight_when_redis_freezes_goes_fail_static_at_once(
     # No feed (every check asks Redis) and a read bound far below the socket timeout: the
     # check must end through the bound.
     client = create_redis(
-        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.05, name="session_in_flight"
+        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.3, name="session_in_flight"
     )
     store = SessionRevocations(client, ttl=timedelta(days=1), on_error="deny", fail_static=300.0)
     labels = {"client": "session_in_flight", "reason": "waited"}

@@ -169,7 +169,7 @@ async def test_a_read_in_flight_when_redis_freezes_goes_to_the_database_at_once(
 ) -> None:
     # A read bound far below the socket timeout: the read must end through the bound.
     client = create_redis(
-        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.05, name="article_in_flight"
+        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.3, name="article_in_flight"
     )
     cache = InProcessPublishedArticleCache(client, stale_for=300.0)
     cache.start()

@@ -142,7 +142,7 @@ async def test_a_lookup_in_flight_when_redis_freezes_and_its_fill_take_no_timeou
 ) -> None:
     # A read bound far below the socket timeout: the lookup must end through the bound.
     client = create_redis(
-        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.05, name="counts_in_flight"
+        url_of(server), timeout=SOCKET_TIMEOUT_S, fallback_wait=0.3, name="counts_in_flight"
     )
     local = LocalCounts(client, stale_for=300.0)
     local.start()
