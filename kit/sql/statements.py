@@ -55,7 +55,7 @@ def upsert_statement(
     if dialect in _MYSQL:
         my = mysql.insert(table).values(rows)
         return my.on_duplicate_key_update(_changes(changes, my.inserted))
-    raise NotImplementedError(f"no upsert for SQL dialect {dialect!r}")
+    raise ValueError(f"no upsert for SQL dialect {dialect!r} (SQLite and MySQL/MariaDB only)")
 
 
 def _changes(changes: Changes, incoming: Incoming) -> dict[str, Any]:
@@ -72,7 +72,9 @@ def insert_ignore_statement(dialect: str, table: Any, values: Values) -> Insert:
         return sqlite.insert(table).values(rows).on_conflict_do_nothing()
     if dialect in _MYSQL:
         return mysql.insert(table).values(rows).prefix_with("IGNORE")
-    raise NotImplementedError(f"no insert-ignore for SQL dialect {dialect!r}")
+    raise ValueError(
+        f"no insert-ignore for SQL dialect {dialect!r} (SQLite and MySQL/MariaDB only)"
+    )
 
 
 async def upsert(
