@@ -16,21 +16,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-from sqlalchemy.engine import make_url
 
 from devstack.catalog import spec
 from kit.logging import configure_logging
 from kit.migrations import upgrade
+from kit.sql import ensure_sqlite_directory
 
 logger = logging.getLogger("devstack.migrate")
-
-
-def _ensure_sqlite_directory(database_url: str) -> None:
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not url:
             logger.error("no database URL", extra={"variable": variable})
             return 2
-        _ensure_sqlite_directory(url)
+        ensure_sqlite_directory(url)
         upgrade(name, url)
         logger.info("migrations applied", extra={"component": name})
         sys.stdout.write(f"migrated {name}\n")

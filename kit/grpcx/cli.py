@@ -25,11 +25,11 @@ from typing import Any, Generic, TypeVar
 
 from kit.config import GrpcServiceSettings, load_settings
 from kit.errors import AppError
-from kit.grpcx.process import ensure_sqlite_directory
 from kit.grpcx.server import ServiceRunner
 from kit.logging import configure_logging
 from kit.migrations import upgrade
 from kit.observability.tracing import configure_tracing
+from kit.sql import ensure_sqlite_directory
 
 logger = logging.getLogger(__name__)
 

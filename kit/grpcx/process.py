@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Protocol, TypedDict
 
 import redis.asyncio as aioredis
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kit.config import GrpcServiceSettings
@@ -28,7 +26,7 @@ from kit.events import ConsumerConfig, EventProducer, ProducerConfig, TopicSpec
 from kit.grpcx.errors import ServerInterceptorBase
 from kit.grpcx.server import Registration, ServiceRunner
 from kit.redisx import create_redis
-from kit.sql import create_engine, session_factory
+from kit.sql import create_engine, ensure_sqlite_directory, session_factory
 
 
 class RunnerOptions(TypedDict, total=False):
@@ -36,13 +34,6 @@ class RunnerOptions(TypedDict, total=False):
 
     registration: Registration | None
     interceptors: Sequence[ServerInterceptorBase]
-
-
-def ensure_sqlite_directory(database_url: str) -> None:
-    """Create the directory of a SQLite database file (``.run/`` on a fresh clone)."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 @dataclass(frozen=True)

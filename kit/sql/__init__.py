@@ -25,7 +25,13 @@ from kit.sql.conflicts import (
     transact,
 )
 from kit.sql.dao import SessionDAO
-from kit.sql.engine import SessionFactory, create_engine, session_factory
+from kit.sql.engine import (
+    SessionFactory,
+    create_engine,
+    ensure_sqlite_directory,
+    session_factory,
+    sqlite_file,
+)
 from kit.sql.rows import RowMapper, row_mapper
 from kit.sql.schema import (
     MYSQL_TABLE_OPTIONS,
@@ -62,6 +68,7 @@ __all__ = [
     "big_id",
     "create_engine",
     "dialect_name",
+    "ensure_sqlite_directory",
     "exact_string",
     "insert_ignore",
     "insert_ignore_statement",
@@ -73,6 +80,7 @@ __all__ = [
     "rowcount",
     "service_metadata",
     "session_factory",
+    "sqlite_file",
     "table_args",
     "transact",
     "upsert",

@@ -7,6 +7,7 @@ connection recycling so that a restarted server does not fail the first requests
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -28,6 +29,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite URL; ``None`` for another backend or an in-memory database."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database)
+    return None
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """Create the directory of a SQLite database file (``.run/`` on a fresh clone)."""
+    path = sqlite_file(database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:

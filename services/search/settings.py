@@ -17,10 +17,10 @@ from typing import Final
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from kit.config import GrpcServiceSettings
+from kit.sql import sqlite_file
 
 DEFAULT_DATA_DIR: Final = Path(".run/search")
 
@@ -74,9 +74,9 @@ def resolve_data_dir(settings: SearchSettings) -> Path:
         return Path(settings.data_dir)
     if settings.database_url:
         try:
-            url = make_url(settings.database_url)
+            database = sqlite_file(settings.database_url)
         except ArgumentError:
             return DEFAULT_DATA_DIR
-        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-            return Path(url.database).parent / "search-index"
+        if database is not None:
+            return database.parent / "search-index"
     return DEFAULT_DATA_DIR
