@@ -6,7 +6,8 @@
   alone, so adding a service to it is one entry;
 - the gateway never imports services, not even in its tests (they use fakes);
 - a service's ``domain.py`` imports no ORM, no protobuf/gRPC, no Redis.
-- no code or doc names a file outside the repository (every ``*.md`` it names is one of ours).
+- no code or doc names a file outside the repository (no relative path climbs out of it, and
+  every ``*.md`` it names is one of ours).
 """
 
 from __future__ import annotations
@@ -157,15 +158,12 @@ _PARENT_STEPS = re.compile(r"(?:\.\./)+[\w.-]+")
 
 
 def _outside_references(path: Path, documents: set[str]) -> Iterator[str]:
-    """Every place in ``path`` that names a file outside the repository: the absolute path
-    of the directory holding the checkout, a relative path climbing out of it, or a
-    Markdown document the repository does not have."""
+    """Every place in ``path`` that names a file outside the repository: a relative path
+    climbing out of it, or a Markdown document the repository does not have. (Absolute
+    paths are not judged: where a clone lives differs from machine to machine.)"""
     where = path.relative_to(ROOT)
-    outside = str(ROOT.parent)
     text = path.read_text(encoding="utf-8", errors="replace")
     for number, line in enumerate(text.splitlines(), start=1):
-        if outside in line:
-            yield f"{where}:{number} names an absolute path outside the repository"
         for climb in _PARENT_STEPS.findall(line):
             if not (path.parent / climb).resolve().is_relative_to(ROOT):
                 yield f"{where}:{number} names {climb}, outside the repository"
@@ -186,12 +184,9 @@ def test_the_outside_reference_check_sees_each_kind(tmp_path: Path) -> None:
     sample = ROOT / "tests" / f"{tmp_path.name}.md"
     # Put together here, so that this file itself names nothing outside the repository.
     missing, climb = "NOWHERE" + ".md", "../" * 2 + "elsewhere"
-    sample.write_text(
-        f"see {missing}, {ROOT.parent / 'elsewhere'} and {climb}; ../README.md is ours\n",
-        encoding="utf-8",
-    )
+    sample.write_text(f"see {missing} and {climb}; ../README.md is ours\n", encoding="utf-8")
     try:
         found = list(_outside_references(sample, {"README.md"}))
     finally:
         sample.unlink()
-    assert len(found) == 3, found
+    assert len(found) == 2, found
