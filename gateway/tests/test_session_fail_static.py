@@ -23,7 +23,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from devstack.infra import ManagedProcess
 from gateway.auth.sessions import KEY_PREFIX, SessionRevocations, SessionStoreUnavailable
 from gateway.settings import SessionCheckFallback
-from kit.cache.tests.outage import eventually, frozen, own_redis, url_of
+from kit.cache.tests.outage import (
+    SOCKET_TIMEOUT_S,
+    eventually,
+    frozen,
+    own_redis,
+    url_of,
+)
 from kit.redisx import create_redis
 
 
@@ -140,11 +146,6 @@ async def test_without_fail_static_every_check_follows_the_fallback() -> None:
     redis.down = True
 
     assert not await sessions.is_active("known")
-
-
-# Longer than any check may take once Redis is known down: a check that waited on the
-# frozen Redis instead would take at least this long.
-SOCKET_TIMEOUT_S = 3.0
 
 
 def _fresh(store: SessionRevocations) -> bool:

@@ -470,3 +470,40 @@ class InvalidatedCache(Generic[K, V]):
         """Drop everything and void every ticket taken before."""
         self._epoch += 1
         self._entries.clear()
+
+
+class LocalTier:
+    """In-process caches kept in step by one :class:`InvalidationFeed`: the lifecycle every
+    local tier shares.
+
+    A subclass builds its :class:`InvalidatedCache` objects and their feed, then calls
+    ``super().__init__(feed, primary, *others)``, which attaches the feed to each. The
+    owner calls :meth:`start` inside the running loop and :meth:`aclose` at shutdown.
+    """
+
+    def __init__(
+        self,
+        feed: InvalidationFeed,
+        primary: InvalidatedCache[Any, Any],
+        *others: InvalidatedCache[Any, Any],
+    ) -> None:
+        self.feed = feed
+        self._primary = primary
+        for cache in (primary, *others):
+            cache.attach(feed)
+
+    def start(self) -> None:
+        """Subscribe to announcements (until then every lookup goes to Redis)."""
+        self.feed.start()
+
+    async def aclose(self) -> None:
+        """Unsubscribe; lookups go to Redis from now on."""
+        await self.feed.aclose()
+
+    stop = aclose
+    """The runner's component protocol: ``runner.start_before_serving(tier)``."""
+
+    @property
+    def serving_stale(self) -> bool:
+        """Whether lookups may now be answered from stale copies (Redis unreachable)."""
+        return self._primary.serving_stale

@@ -9,14 +9,18 @@ A service's ``build_runner`` creates a :class:`~kit.grpcx.server.ServiceRunner` 
 - :func:`consumer_config`: a consumer's configuration from the service's Kafka settings
   (the consumer itself is registered with ``runner.start_after_serving``).
 
+A service that needs nothing but SQL and Redis writes only the function that builds its
+servicer from the :class:`Backends` and gets its ``build_runner`` from
+:func:`backed_runner`.
+
 :class:`RunnerOptions` types the keyword arguments tests pass through ``build_runner``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, TypedDict
+from typing import Protocol, TypedDict, TypeVar, Unpack
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -70,6 +74,37 @@ def wire_backends(runner: ServiceRunner, settings: GrpcServiceSettings) -> Backe
     backends = Backends.open(settings)
     runner.on_close(backends.close)
     return backends
+
+
+SettingsT = TypeVar("SettingsT", bound=GrpcServiceSettings)
+SettingsT_contra = TypeVar("SettingsT_contra", bound=GrpcServiceSettings, contravariant=True)
+
+
+class BuildRunner(Protocol[SettingsT_contra]):
+    """``build_runner(settings, **options)``: the process, not yet started."""
+
+    def __call__(
+        self, settings: SettingsT_contra, /, **options: Unpack[RunnerOptions]
+    ) -> ServiceRunner:
+        """Build the runner inside a running event loop."""
+        ...
+
+
+def backed_runner(
+    service: str, servicer: Callable[[Backends, SettingsT], object]
+) -> BuildRunner[SettingsT]:
+    """The ``build_runner`` of a service over SQL and Redis alone.
+
+    ``servicer(backends, settings)`` builds the generated-base servicer the runner mounts;
+    the pools are opened by :func:`wire_backends` and closed after the drain.
+    """
+
+    def build_runner(settings: SettingsT, /, **options: Unpack[RunnerOptions]) -> ServiceRunner:
+        runner = ServiceRunner(service, settings, **options)
+        runner.mount(servicer(wire_backends(runner, settings), settings))
+        return runner
+
+    return build_runner
 
 
 class KafkaSettings(Protocol):

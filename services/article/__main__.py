@@ -15,7 +15,7 @@ from typing import Unpack
 from kit.grpcx.cli import run_service
 from kit.grpcx.client import ServiceClients
 from kit.grpcx.process import RunnerOptions, wire_backends, wire_producer
-from kit.grpcx.server import Background, ServiceRunner
+from kit.grpcx.server import ServiceRunner
 from services.article.domain import tiered_ttl
 from services.article.events import KafkaArticleEvents, topic_specs
 from services.article.grpc_api import ArticleServicer
@@ -45,7 +45,7 @@ def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) ->
             stale_for=settings.published_local_cache_stale_seconds,
         )
         # Until its subscription is confirmed, reads go to Redis.
-        runner.start_before_serving(Background(local.start, local.aclose))
+        runner.start_before_serving(local)
         published = local
     else:
         published = RedisPublishedArticleCache(backends.redis)

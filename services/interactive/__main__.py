@@ -14,7 +14,7 @@ from typing import Unpack
 
 from kit.grpcx.cli import run_service
 from kit.grpcx.process import RunnerOptions, consumer_config, wire_backends
-from kit.grpcx.server import Background, ServiceRunner
+from kit.grpcx.server import ServiceRunner
 from services.interactive.events import read_event_consumer
 from services.interactive.grpc_api import InteractiveServicer
 from services.interactive.repository import SqlUnitOfWork
@@ -37,7 +37,7 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
             stale_for=settings.local_cache_stale_seconds,
         )
         # Until its subscription is confirmed, lookups go to Redis.
-        runner.start_before_serving(Background(local.start, local.aclose))
+        runner.start_before_serving(local)
     cache = CountsCache(backends.redis, ttl_seconds=settings.counts_cache_ttl_seconds, local=local)
     service = InteractiveService(lambda: SqlUnitOfWork(backends.sessions, cache), cached=cache)
     if settings.read_consumer_enabled:

@@ -19,16 +19,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from devstack.infra import ManagedProcess
 from kit.cache.invalidation import InvalidatedCache, InvalidationFeed, publish_invalidation
-from kit.cache.tests.outage import eventually, frozen, own_redis, url_of
+from kit.cache.tests.outage import (
+    SOCKET_TIMEOUT_S,
+    client_of,
+    eventually,
+    frozen,
+    own_redis,
+)
 from kit.ratelimit import FailurePolicy, LocalTokenBucket, Quota, RedisTokenBucket, ResilientLimiter
-from kit.redisx import RedisHealth, RedisState, RedisUnavailable, create_redis, redis_health
+from kit.redisx import RedisHealth, RedisState, RedisUnavailable, redis_health
 
 pytestmark = pytest.mark.integration
 
 CHANNEL = "webook:test:outage"
-# Longer than anything below may take once Redis is known down: a call that waited on the
-# frozen Redis instead of being refused would take at least this long.
-SOCKET_TIMEOUT_S = 3.0
 
 
 @pytest.fixture
@@ -39,9 +42,8 @@ def server(tmp_path: Path) -> Iterator[ManagedProcess]:
 
 @pytest.fixture
 async def client(server: ManagedProcess) -> AsyncIterator[aioredis.Redis]:
-    redis = create_redis(url_of(server), timeout=SOCKET_TIMEOUT_S, name="outage_test")
-    yield redis
-    await redis.aclose(close_connection_pool=True)
+    async with client_of(server, "outage_test") as redis:
+        yield redis
 
 
 def _health(redis: aioredis.Redis) -> RedisHealth:

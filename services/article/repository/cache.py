@@ -40,7 +40,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from kit.cache.invalidation import InvalidatedCache, InvalidationFeed, publish_invalidation
+from kit.cache.invalidation import (
+    InvalidatedCache,
+    InvalidationFeed,
+    LocalTier,
+    publish_invalidation,
+)
 from kit.cache.metrics import CACHE_REQUESTS
 from kit.cache.store import Failed, JsonCodec, RedisCache
 from services.article.domain import ArticleStatus, ArticleSummary, PublishedArticle
@@ -209,7 +214,7 @@ class RedisPublishedArticleCache:
         )
 
 
-class InProcessPublishedArticleCache:
+class InProcessPublishedArticleCache(LocalTier):
     """Reader views in process memory in front of Redis (implements ``PublishedArticleCache``).
 
     Args:
@@ -239,7 +244,7 @@ class InProcessPublishedArticleCache:
             stale_for=stale_for,
             name=LOCAL_PUBLISHED_CACHE,
         )
-        self.feed = InvalidationFeed(
+        feed = InvalidationFeed(
             redis,
             PUBLISHED_CHANNEL,
             name=LOCAL_PUBLISHED_CACHE,
@@ -247,23 +252,10 @@ class InProcessPublishedArticleCache:
             on_reset=local.clear,
             on_lost=local.lost,
         )
-        local.attach(self.feed)
+        super().__init__(feed, local)
         self._local = local
         self._hits = CACHE_REQUESTS.labels(LOCAL_PUBLISHED_CACHE, "hit")
         self._misses = CACHE_REQUESTS.labels(LOCAL_PUBLISHED_CACHE, "miss")
-
-    def start(self) -> None:
-        """Subscribe to announcements (until then every read goes to Redis)."""
-        self.feed.start()
-
-    async def aclose(self) -> None:
-        """Unsubscribe; reads go to Redis from now on."""
-        await self.feed.aclose()
-
-    @property
-    def serving_stale(self) -> bool:
-        """Whether reads may now be answered from stale copies (Redis unreachable)."""
-        return self._local.serving_stale
 
     async def get(self, article_id: int) -> PublishedArticle | None:
         """The reader view from memory, else from Redis (then kept), else the stale copy

@@ -16,7 +16,15 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from devstack.infra import ManagedProcess
-from kit.cache.tests.outage import eventually, frozen, own_redis, url_of
+from kit.cache.tests.outage import (
+    SOCKET_TIMEOUT_S,
+    client_of,
+    eventually,
+    fed,
+    frozen,
+    own_redis,
+    url_of,
+)
 from kit.redisx import create_redis, redis_health
 from services.article.domain import PublishedArticle
 from services.article.repository.cache import (
@@ -27,9 +35,6 @@ from services.article.repository.cache import (
 
 pytestmark = pytest.mark.integration
 
-# Longer than any read may take once Redis is known down: a read that waited on the frozen
-# Redis instead would take at least this long.
-SOCKET_TIMEOUT_S = 3.0
 ARTICLE = PublishedArticle(
     id=7,
     author_id=1,
@@ -50,18 +55,14 @@ def server(tmp_path: Path) -> Iterator[ManagedProcess]:
 
 @pytest.fixture
 async def redis(server: ManagedProcess) -> AsyncIterator[aioredis.Redis]:
-    client = create_redis(url_of(server), timeout=SOCKET_TIMEOUT_S, name="article_stale")
-    yield client
-    await client.aclose(close_connection_pool=True)
+    async with client_of(server, "article_stale") as client:
+        yield client
 
 
 @pytest.fixture
 async def cache(redis: aioredis.Redis) -> AsyncIterator[InProcessPublishedArticleCache]:
-    local = InProcessPublishedArticleCache(redis, stale_for=300.0)
-    local.start()
-    await eventually(lambda: local.feed.fresh, "the feed subscribes")
-    yield local
-    await local.aclose()
+    async with fed(InProcessPublishedArticleCache(redis, stale_for=300.0)) as local:
+        yield local
 
 
 def _count(metric: str, **labels: str) -> float:

@@ -63,6 +63,7 @@ from kit.cache.invalidation import (
     DEFAULT_PING_INTERVAL,
     InvalidatedCache,
     InvalidationFeed,
+    LocalTier,
 )
 from kit.cache.metrics import CACHE_REQUESTS
 from kit.cache.store import DECODE_FAILURES, FAILED, CacheGuard
@@ -159,7 +160,7 @@ CountsKey = tuple[str, int]
 FlagsKey = tuple[str, int, int]
 
 
-class LocalCounts:
+class LocalCounts(LocalTier):
     """Counts and flags in process memory, dropped when any replica announces a change.
 
     Args:
@@ -199,7 +200,7 @@ class LocalCounts:
             stale_for=stale_for,
             name=LOCAL_FLAGS_CACHE_NAME,
         )
-        self.feed = InvalidationFeed(
+        feed = InvalidationFeed(
             redis,
             CHANNEL,
             name=LOCAL_FEED_NAME,
@@ -209,21 +210,7 @@ class LocalCounts:
             ping_interval=ping_interval,
             max_lag=max_lag,
         )
-        self.counts.attach(self.feed)
-        self.flags.attach(self.feed)
-
-    def start(self) -> None:
-        """Subscribe to announcements (until then every lookup goes to Redis)."""
-        self.feed.start()
-
-    async def aclose(self) -> None:
-        """Unsubscribe; lookups go to Redis from now on."""
-        await self.feed.aclose()
-
-    @property
-    def serving_stale(self) -> bool:
-        """Whether lookups may now be answered from stale copies (Redis unreachable)."""
-        return self.counts.serving_stale
+        super().__init__(feed, self.counts, self.flags)
 
     def clear(self) -> None:
         """Drop every entry and void every ticket."""

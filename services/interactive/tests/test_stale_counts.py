@@ -15,7 +15,15 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from devstack.infra import ManagedProcess
-from kit.cache.tests.outage import eventually, frozen, own_redis, url_of
+from kit.cache.tests.outage import (
+    SOCKET_TIMEOUT_S,
+    client_of,
+    eventually,
+    fed,
+    frozen,
+    own_redis,
+    url_of,
+)
 from kit.redisx import create_redis, redis_health
 from services.interactive.domain import Counts, Flags
 from services.interactive.repository.cache import (
@@ -28,9 +36,6 @@ from services.interactive.repository.cache import (
 
 pytestmark = pytest.mark.integration
 
-# Longer than any lookup may take once Redis is known down: a lookup that waited on the
-# frozen Redis instead would take at least this long.
-SOCKET_TIMEOUT_S = 3.0
 BIZ = "article"
 ID = 5
 UID = 9
@@ -44,18 +49,14 @@ def server(tmp_path: Path) -> Iterator[ManagedProcess]:
 
 @pytest.fixture
 async def redis(server: ManagedProcess) -> AsyncIterator[aioredis.Redis]:
-    client = create_redis(url_of(server), timeout=SOCKET_TIMEOUT_S, name="counts_stale")
-    yield client
-    await client.aclose(close_connection_pool=True)
+    async with client_of(server, "counts_stale") as client:
+        yield client
 
 
 @pytest.fixture
 async def cache(redis: aioredis.Redis) -> AsyncIterator[CountsCache]:
-    local = LocalCounts(redis, stale_for=300.0)
-    local.start()
-    await eventually(lambda: local.feed.fresh, "the feed subscribes")
-    yield CountsCache(redis, local=local)
-    await local.aclose()
+    async with fed(LocalCounts(redis, stale_for=300.0)) as local:
+        yield CountsCache(redis, local=local)
 
 
 def _count(metric: str, **labels: str) -> float:
