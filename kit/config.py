@@ -10,6 +10,10 @@ are refused at start-up unless ``mode`` is ``dev`` or ``test``.
 How a client process picks the instance of a peer service is set per peer with
 :class:`PeerBalancing` (``peer_balancing``): weighted round robin, or a consistent hash of a
 request field for the methods named, so that a key always reaches the same replica.
+
+Mutual TLS on every gRPC hop is configured on :class:`ClientSettings` (so the gateway, a pure
+client, has it too): the three ``tls_*_file`` settings, all or none; ``prod`` mode refuses
+to run without them (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -116,6 +120,9 @@ class PeerBalancing(BaseModel):
         return self
 
 
+TLS_FILE_SETTINGS = ("tls_cert_file", "tls_key_file", "tls_ca_file")
+
+
 class ClientSettings(BaseServiceSettings):
     """How a process finds and calls other services (gRPC clients)."""
 
@@ -134,6 +141,36 @@ class ClientSettings(BaseServiceSettings):
     # Attempts per idempotent call across endpoints (first try included).
     client_max_attempts: int = 3
     client_breaker_enabled: bool = True
+    # Mutual TLS (kit.security.tls): this workload's certificate (PEM, chain), its private
+    # key and the CA certificate it trusts. All three set: TLS on; none: plaintext (refused
+    # in prod mode). Rotating the files needs no restart.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # Seconds between two looks of a client at its certificate files (servers look at each
+    # new connection).
+    tls_reload_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether gRPC hops use mutual TLS (all three files set)."""
+        return all(getattr(self, name) for name in TLS_FILE_SETTINGS)
+
+    @model_validator(mode="after")
+    def _tls_all_or_none(self) -> Self:
+        given = [name for name in TLS_FILE_SETTINGS if getattr(self, name)]
+        if given and len(given) < len(TLS_FILE_SETTINGS):
+            missing = [name for name in TLS_FILE_SETTINGS if name not in given]
+            raise ValueError(
+                f"mutual TLS needs all of {', '.join(TLS_FILE_SETTINGS)}: "
+                f"{', '.join(missing)} not set"
+            )
+        if not given and self.mode is Mode.PROD:
+            raise ValueError(
+                f"prod mode requires mutual TLS between services: set "
+                f"{', '.join(TLS_FILE_SETTINGS)}"
+            )
+        return self
 
 
 class GrpcServiceSettings(ClientSettings):
@@ -160,6 +197,10 @@ class GrpcServiceSettings(ClientSettings):
     deregister_drain_delay: float = 1.0
     # Load shedding: most calls in flight before RESOURCE_EXHAUSTED (0 disables shedding).
     shed_max_in_flight: int = 512
+    # A plaintext port for Kubernetes' gRPC probes, which cannot present a client
+    # certificate (0: none). The authoriser answers only grpc.health.v1.Health to callers
+    # without a certificate, so it serves health checks and nothing else.
+    grpc_probe_port: int = Field(default=0, ge=0, le=65535)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)

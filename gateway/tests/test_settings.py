@@ -19,6 +19,10 @@ PROD_SECRETS: dict[str, Any] = {
     "jwt_refresh_key": KEY_B,
     "wechat_state_key": KEY_C,
     "wechat_app_secret": SecretStr("a-real-wechat-app-secret"),
+    # Production mode calls the services over mutual TLS only.
+    "tls_cert_file": "/var/run/webook/tls/tls.crt",
+    "tls_key_file": "/var/run/webook/tls/tls.key",
+    "tls_ca_file": "/var/run/webook/tls/ca.crt",
 }
 
 

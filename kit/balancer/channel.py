@@ -75,6 +75,20 @@ def _best_state(states: Iterable[grpc.ChannelConnectivity]) -> grpc.ChannelConne
     return grpc.ChannelConnectivity.IDLE
 
 
+def _carry_health(old: EndpointState, new: EndpointState) -> None:
+    """Give ``new`` (the same endpoint over a new channel) ``old``'s weights and health.
+
+    A trial call in flight on the old channel will not report to ``new``: an endpoint on
+    probation is left ejected with its cool-down over, so the next pick makes a new trial.
+    """
+    new.effective_weight = old.effective_weight
+    new.current_weight = old.current_weight
+    new.consecutive_failures = old.consecutive_failures
+    new.ejected_until = old.ejected_until
+    new.ejections = old.ejections
+    new.health = Health.EJECTED if old.health is Health.PROBING else old.health
+
+
 class BalancedChannel(grpc.aio.Channel):
     """A client channel to every instance of one service, balanced per call.
 
@@ -421,6 +435,33 @@ class BalancedChannel(grpc.aio.Channel):
                 "removed": removed,
                 "endpoints": [sc.label for sc in endpoints],
             },
+        )
+
+    def reopen(self) -> None:
+        """Replace every endpoint channel by a new one from the channel factory.
+
+        For new channel credentials (a rotated client certificate): calls in flight finish
+        on the old channels, which then close as when their endpoint leaves
+        (``close_grace``); new calls go to the new ones. Each endpoint keeps its weights and
+        health. Does nothing on a closed channel.
+        """
+        if self._closed or not self._subchannels:
+            return
+        for key, current in list(self._subchannels.items()):
+            self._retire(current)
+            fresh = self._open(current.instance)
+            _carry_health(current, fresh)
+            self._metrics.effective_weight(fresh.label, fresh.effective_weight)
+            self._subchannels[key] = fresh
+        endpoints = [self._subchannels[key] for key in sorted(self._subchannels)]
+        self._wrr.set_endpoints(endpoints)
+        if self._ring is not None:
+            self._ring.set_endpoints(endpoints)
+        self._publish_health()
+        self._pulse()
+        logger.info(
+            "endpoint channels re-opened",
+            extra={"service": self._service, "endpoints": [sc.label for sc in endpoints]},
         )
 
     def _open(self, instance: ServiceInstance) -> Subchannel:

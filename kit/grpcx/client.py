@@ -17,6 +17,11 @@ shared by all its endpoints so that the breaker judges the service as a whole; i
 around the balanced call (all its attempts) rather than as grpc.aio interceptors on each
 endpoint channel, which costs less and records what the caller saw. Which methods may fail over is
 declared in the protos (:mod:`kit.grpcx.idempotency`).
+
+With TLS on in the settings, every endpoint channel dials over mutual TLS and checks that
+the server's certificate names the target service (:mod:`kit.security.tls`); the client
+certificate files are watched, and when they change every channel re-opens its endpoint
+channels with the new certificate (calls in flight finish on the old ones).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from kit.governance import (
 )
 from kit.grpcx.idempotency import declared_idempotent
 from kit.registry import EtcdRegistry, EtcdRegistryConfig, Registry
+from kit.security.tls import ClientTls, TlsFiles, mtls_channel_factory
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +68,14 @@ class ServiceClients:
         balancer: BalancerConfig | None = None,
         fallbacks: Mapping[str, Fallback] | None = None,
         balancing: Mapping[str, PeerBalancing] | None = None,
+        tls: ClientTls | None = None,
     ) -> None:
         """Clients over ``registry`` (or the static ``peers``), governed and balanced.
 
         ``balancer`` is the configuration of every channel; ``balancing`` overrides its
-        policy per target service (see :class:`kit.config.PeerBalancing`).
+        policy per target service (see :class:`kit.config.PeerBalancing`). With ``tls``,
+        channels dial over mutual TLS and follow its certificate changes; ``tls`` is
+        watched from the first channel on and stopped by :meth:`close`.
         """
         self._registry = registry
         self._peers = dict(peers or {})
@@ -76,12 +85,21 @@ class ServiceClients:
         self._fallbacks = dict(fallbacks or {})
         self._channels: dict[str, BalancedChannel] = {}
         self._lock = asyncio.Lock()
+        self._tls = tls
+        self._unsubscribe_tls = tls.subscribe(self._reopen_channels) if tls else None
+
+    @property
+    def tls(self) -> ClientTls | None:
+        """The client credentials, when channels use mutual TLS."""
+        return self._tls
 
     @classmethod
     def from_settings(
         cls, settings: ClientSettings, *, fallbacks: Mapping[str, Fallback] | None = None
     ) -> ServiceClients:
-        """Clients configured by a process's settings (etcd when endpoints are set)."""
+        """Clients configured by a process's settings (etcd when endpoints are set, mutual
+        TLS when the TLS files are); raises :class:`kit.security.tls.TlsMaterialError` when
+        the TLS files cannot be loaded."""
         registry = (
             EtcdRegistry(
                 EtcdRegistryConfig(
@@ -98,6 +116,8 @@ class ServiceClients:
         balancer = BalancerConfig(
             is_idempotent=declared_idempotent, max_attempts=settings.client_max_attempts
         )
+        files = TlsFiles.from_settings(settings)
+        tls = ClientTls(files, settings.tls_reload_seconds) if files is not None else None
         return cls(
             registry=registry,
             peers=settings.peers,
@@ -105,6 +125,7 @@ class ServiceClients:
             balancer=balancer,
             fallbacks=fallbacks,
             balancing=settings.peer_balancing,
+            tls=tls,
         )
 
     async def channel(self, service: str) -> grpc.aio.Channel:
@@ -115,17 +136,27 @@ class ServiceClients:
                 return existing
             config = self._config_for(service)
             policy = UnaryClientPolicy(service, self._governance, fallbacks=self._fallbacks)
+            factory = None
+            if self._tls is not None:
+                factory = mtls_channel_factory(service, self._tls, options=config.channel_options)
+                self._tls.start()
             if service in self._peers:
                 addresses = [a.strip() for a in self._peers[service].split(",") if a.strip()]
-                created = await static_balanced_channel(service, addresses, config, policy=policy)
+                created = await static_balanced_channel(
+                    service, addresses, config, policy=policy, channel_factory=factory
+                )
                 source = "static"
             elif self._registry is not None:
-                created = await balanced_channel(service, self._registry, config, policy=policy)
+                created = await balanced_channel(
+                    service, self._registry, config, policy=policy, channel_factory=factory
+                )
                 source = "registry"
             else:
                 # Nothing says where the service is: a channel without endpoints, whose calls
                 # fail with UNAVAILABLE, so that the rest of the process keeps working.
-                created = await static_balanced_channel(service, [], config, policy=policy)
+                created = await static_balanced_channel(
+                    service, [], config, policy=policy, channel_factory=factory
+                )
                 source = "none"
                 logger.warning(
                     "no registry and no static address for a service; its calls will fail",
@@ -134,7 +165,12 @@ class ServiceClients:
             self._channels[service] = created
             logger.info(
                 "client channel created",
-                extra={"target": service, "source": source, "policy": config.policy.value},
+                extra={
+                    "target": service,
+                    "source": source,
+                    "policy": config.policy.value,
+                    "tls": self._tls is not None,
+                },
             )
             return created
 
@@ -151,8 +187,18 @@ class ServiceClients:
             hash_methods=dict(balancing.hash_methods),
         )
 
+    def _reopen_channels(self) -> None:
+        """New client credentials: every channel re-opens its endpoint channels."""
+        for channel in self._channels.values():
+            channel.reopen()
+
     async def close(self) -> None:
-        """Close every channel and the registry."""
+        """Stop watching the TLS files; close every channel and the registry."""
+        if self._tls is not None:
+            await self._tls.stop()
+        if self._unsubscribe_tls is not None:
+            self._unsubscribe_tls()
+            self._unsubscribe_tls = None
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()

@@ -25,12 +25,19 @@ pytestmark = pytest.mark.integration
 REAL_SECRETS: dict[str, Any] = {
     "code_hmac_key": "a-real-code-key-0123456789",
     "caller_jwt_key": "a-real-jwt-key-0123456789abcdefghij",
+    "tls_cert_file": "/var/run/webook/tls/tls.crt",
+    "tls_key_file": "/var/run/webook/tls/tls.key",
+    "tls_ca_file": "/var/run/webook/tls/ca.crt",
 }
 
 
 def test_prod_refuses_development_defaults() -> None:
     with pytest.raises(ValidationError, match="development default"):
-        SmsSettings(mode="prod", providers=[tencent_settings("https://sms.example")])
+        SmsSettings(
+            mode="prod",
+            providers=[tencent_settings("https://sms.example")],
+            **{k: v for k, v in REAL_SECRETS.items() if k.startswith("tls_")},
+        )
     with pytest.raises(ValidationError, match="local SMS provider"):
         SmsSettings(mode="prod", **REAL_SECRETS)
     settings = SmsSettings(
