@@ -1,12 +1,15 @@
 """The floor app of :mod:`bench.read_path`: the least a gateway can do for ``/articles/pub/:id``.
 
-Run ``python -m bench._floor_app --port P --article HOST:PORT --interactive HOST:PORT``.
+Run ``python -m bench._floor_app --port P --article HOST:PORT --interactive HOST:PORT
+[--pki DIR]``.
 A minimal FastAPI app served by one uvicorn worker (default loop and HTTP implementation,
 no access log, as the gateway runs). Per request it makes the same two concurrent unary
 calls as the gateway's route (``ArticleService.GetPublishedById`` and
 ``InteractiveService.Get``, generated stubs) over two plain ``grpc.aio`` channels, and
 returns the same envelope and fields. No authentication, middleware, discovery, balancing,
-metrics or tracing: that is what the real gateway adds on top of this floor.
+metrics or tracing: that is what the real gateway adds on top of this floor. With ``--pki``
+(a directory made by :func:`kit.security.pki.ensure_local_pki`) both channels are mutual
+TLS as the gateway's: its ``gateway`` certificate, each server checked by its DNS name.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,7 +36,20 @@ def _time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def create_app(article_addr: str, interactive_addr: str) -> FastAPI:
+def _channel(addr: str, service: str, pki: Path | None) -> grpc.aio.Channel:
+    """A plain channel, or with ``pki`` a mutual-TLS one presenting the gateway's identity."""
+    if pki is None:
+        return grpc.aio.insecure_channel(addr)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        private_key=(pki / "gateway-key.pem").read_bytes(),
+        certificate_chain=(pki / "gateway.pem").read_bytes(),
+    )
+    options = [("grpc.ssl_target_name_override", f"{service}.webook.internal")]
+    return grpc.aio.secure_channel(addr, credentials, options=options)
+
+
+def create_app(article_addr: str, interactive_addr: str, pki: Path | None = None) -> FastAPI:
     """The app, with its two channels opened and closed by the lifespan."""
     # Stubs made once, when the lifespan opens the channels (inside uvicorn's loop).
     articles: article_pb2_grpc.ArticleServiceAsyncStub | None = None
@@ -41,8 +58,8 @@ def create_app(article_addr: str, interactive_addr: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal articles, interactive
-        article_channel = grpc.aio.insecure_channel(article_addr)
-        interactive_channel = grpc.aio.insecure_channel(interactive_addr)
+        article_channel = _channel(article_addr, "article", pki)
+        interactive_channel = _channel(interactive_addr, "interactive", pki)
         articles = article_pb2_grpc.ArticleServiceStub(article_channel)
         interactive = interactive_pb2_grpc.InteractiveServiceStub(interactive_channel)
         try:
@@ -97,9 +114,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--article", required=True, metavar="HOST:PORT")
     parser.add_argument("--interactive", required=True, metavar="HOST:PORT")
+    parser.add_argument("--pki", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
     config = uvicorn.Config(
-        create_app(args.article, args.interactive),
+        create_app(args.article, args.interactive, args.pki),
         host="127.0.0.1",
         port=args.port,
         lifespan="on",

@@ -1,17 +1,20 @@
 """No-op article and interactive services for the floor of :mod:`bench.read_path`.
 
-Run ``python -m bench._noop_services --article-port P --interactive-port Q``. One process,
-one ``grpc.aio`` server listening on both ports, hosting trivial servicers of
+Run ``python -m bench._noop_services --article-port P --interactive-port Q [--pki DIR]``.
+One process, one ``grpc.aio`` server listening on both ports, hosting trivial servicers of
 ``webook.article.v1.ArticleService/GetPublishedById`` and
 ``webook.interactive.v1.InteractiveService/Get`` that answer a fixed article and fixed
 counts (with the requested ids), registered through the generated (de)serialisers. They do
-no I/O: whatever the floor app measures is the HTTP + gRPC plumbing alone.
+no I/O: whatever the floor app measures is the HTTP + gRPC plumbing alone. With ``--pki``
+(a directory made by :func:`kit.security.pki.ensure_local_pki`) each port serves mutual TLS
+with its service's certificate and requires a client certificate, as the real services do.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 
 import grpc
 
@@ -57,7 +60,20 @@ async def get_interactive(
     )
 
 
-async def serve(article_port: int, interactive_port: int) -> None:
+def _bind(server: grpc.aio.Server, port: int, service: str, pki: Path | None) -> None:
+    """Listen on ``port``: plaintext, or with ``pki`` mutual TLS as ``service``."""
+    if pki is None:
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        return
+    credentials = grpc.ssl_server_credentials(
+        [((pki / f"{service}-key.pem").read_bytes(), (pki / f"{service}.pem").read_bytes())],
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        require_client_auth=True,
+    )
+    server.add_secure_port(f"127.0.0.1:{port}", credentials)
+
+
+async def serve(article_port: int, interactive_port: int, pki: Path | None = None) -> None:
     """Serve both no-op services until terminated."""
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
@@ -84,8 +100,8 @@ async def serve(article_port: int, interactive_port: int) -> None:
             ),
         )
     )
-    server.add_insecure_port(f"127.0.0.1:{article_port}")
-    server.add_insecure_port(f"127.0.0.1:{interactive_port}")
+    _bind(server, article_port, "article", pki)
+    _bind(server, interactive_port, "interactive", pki)
     await server.start()
     await server.wait_for_termination()
 
@@ -95,8 +111,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--article-port", type=int, required=True)
     parser.add_argument("--interactive-port", type=int, required=True)
+    parser.add_argument("--pki", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
-    asyncio.run(serve(args.article_port, args.interactive_port))
+    asyncio.run(serve(args.article_port, args.interactive_port, args.pki))
 
 
 if __name__ == "__main__":

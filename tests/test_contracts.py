@@ -1,4 +1,5 @@
-"""Topic names and error reasons are declared once (``docs/events.md``, "Error reasons").
+"""Wire contracts declared once, in the protos: topics, error reasons (``docs/events.md``,
+"Error reasons") and who may call what (``docs/security.md``).
 
 - Kafka topic names, the services' error reasons and their ErrorInfo domains live in the
   protos (``webook.events.v1.Topic``, each service's ``ErrorReason``): no Python source of
@@ -6,7 +7,10 @@
 - any other reason or domain (the gateway's own) is a literal in at most one source file;
 - each service's ``Reason`` enum names exactly the reasons of one proto ``ErrorReason``;
 - the names on the wire did not change (a compatibility contract: pinned below);
-- the producers publish the payload their topic declares.
+- the producers publish the payload their topic declares;
+- every rpc declares its callers (``(webook.contracts.v1.callers)``), all of them workloads;
+  a method that acts for an end user lists only the workloads that may assert one; the
+  table of docs/security.md is the one ``python -m kit.governance.authz`` prints.
 
 Tests are not scanned: they may spell wire values out to pin them.
 """
@@ -22,10 +26,13 @@ from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
 from kit.errors import ProtoEnum, declared_reasons, error_domain
 from kit.events import EventProducer, declared_topics
+from kit.governance.authz import USER_ASSERTERS, full_method, markdown_table, method_policy
+from kit.security.identity import check_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("services", "gateway", "kit", "devstack")
@@ -252,3 +259,66 @@ def test_the_shapes_see_what_they_look_for() -> None:
     assert DOMAIN_SHAPE.fullmatch("gateway.webook")
     assert UPPER_SNAKE.fullmatch("USER_NOT_FOUND")
     assert not UPPER_SNAKE.fullmatch("USER")
+
+
+# Who may call what (docs/security.md): every rpc declares its callers in its proto.
+
+
+def _service_methods() -> Iterator[MethodDescriptor]:
+    for module in _generated_modules():
+        for service in module.DESCRIPTOR.services_by_name.values():
+            yield from service.methods
+
+
+def _workloads() -> set[str]:
+    """The workloads a certificate may name: the services of the stack and the gateway."""
+    from devstack.catalog import SERVICE_NAMES
+
+    return {*SERVICE_NAMES, *USER_ASSERTERS}
+
+
+def test_every_rpc_declares_its_callers() -> None:
+    methods = list(_service_methods())
+    assert len(methods) > 30  # guard against a vacuous pass: every service's methods
+    undeclared = sorted(full_method(m) for m in methods if not method_policy(m).callers)
+    assert not undeclared, f"rpcs without option (webook.contracts.v1.callers): {undeclared}"
+
+
+def test_only_user_asserters_call_methods_that_act_for_a_user() -> None:
+    acting = [m for m in _service_methods() if method_policy(m).acts_for_user]
+    assert acting  # guard against a vacuous pass
+    offences = sorted(
+        f"{full_method(m)} acts for a user but lists {sorted(extra)}"
+        for m in acting
+        if (extra := method_policy(m).callers - USER_ASSERTERS)
+    )
+    assert not offences, offences
+
+
+def test_callers_are_workload_names() -> None:
+    workloads = _workloads()
+    assert all(check_name(name) for name in workloads)
+    offences = sorted(
+        f"{full_method(m)}: {name!r}"
+        for m in _service_methods()
+        for name in method_policy(m).callers
+        if name not in workloads
+    )
+    assert not offences, f"not a workload ({sorted(workloads)}): {offences}"
+
+
+def _doc_section(text: str, heading: str) -> str:
+    _, found, rest = text.partition(f"\n## {heading}\n")
+    assert found, f"docs/security.md has no section '## {heading}'"
+    return rest.split("\n## ", 1)[0]
+
+
+def test_the_security_doc_table_is_what_the_protos_declare() -> None:
+    doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    documented = [
+        line for line in _doc_section(doc, "Who may call what").splitlines() if line.startswith("|")
+    ]
+    assert documented == markdown_table().splitlines(), (
+        "docs/security.md 'Who may call what' differs from the protos: regenerate the table "
+        "with `python -m kit.governance.authz` and paste it in place of the old one"
+    )

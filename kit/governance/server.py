@@ -4,10 +4,15 @@
 process (``kit.grpcx.ServiceRunner`` installs it alone). Around each call it runs, outermost
 first::
 
-    tracing → metrics → shedding → rate limit → deadline → [inner interceptors] → error mapping
+    tracing → metrics → authorization → shedding → rate limit → deadline
+            → [inner interceptors] → error mapping
 
-Tracing and metrics see every call, including the refused ones; the shedder refuses before
-the rate limiter spends a token; the error mapper (``kit.grpcx.errors.map_handler_error``)
+Tracing and metrics see every call, including the refused ones; the caller check
+(:class:`kit.governance.authz.Authorizer`, installed only under TLS) refuses a caller the
+method does not admit before anything else spends on it: a denied call never runs the
+handler, takes no shedding slot and no rate-limit token, so a misbehaving peer cannot use up
+the capacity left to the allowed ones; the shedder refuses before the rate limiter spends a
+token; the error mapper (``kit.grpcx.errors.map_handler_error``)
 turns a handler's exception into a status that everything outside sees. Interceptors a
 service adds (sms's caller authentication) are given as ``inner`` and run between the
 deadline and the error mapping, as they would in a ``grpc.aio`` chain.
@@ -20,8 +25,9 @@ nothing records them (:class:`kit.governance.tracing.Tracing`).
 
 Health-check and reflection methods are counted in metrics and get the deadline but are
 never traced, shed or rate limited. Unary-unary handlers are governed; the protos declare no
-streaming RPC, so a streaming handler (the standard health service's ``Watch``) is served as
-registered, without governance.
+streaming RPC, so a streaming handler (the standard health service's ``Watch``, reflection)
+is served as registered, without governance, apart from the caller check, which guards every
+method.
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from contextvars import Token
 from types import TracebackType
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import grpc
 import grpc.aio
@@ -58,10 +64,17 @@ from kit.governance.ratelimit import RateLimiter
 from kit.governance.shedding import CpuReader, LoadShedder
 from kit.governance.tracing import Tracing
 from kit.ratelimit import Clock
+from kit.security.identity import peer_identity
+
+if TYPE_CHECKING:
+    # Only a type here: importing kit.governance.authz at run time would load it before
+    # ``python -m kit.governance.authz`` runs it (runpy warns of the double import).
+    from kit.governance.authz import Authorizer, Rule
 
 logger = logging.getLogger(__name__)
 
 # Bound once: the scope calls them on every call.
+_peer_identity = peer_identity
 _enter_deadline = Deadlines.enter
 _end_span = Tracing.end_server
 
@@ -80,12 +93,14 @@ def _mapped(exc: BaseException | None) -> Exception | None:
 class _Method:
     """What the scope needs about one method, computed once per method."""
 
-    __slots__ = ("exempt", "metrics", "rpc")
+    __slots__ = ("exempt", "metrics", "rpc", "rule")
 
-    def __init__(self, rpc: RpcMethod, metrics: MethodMetrics | None) -> None:
+    def __init__(self, rpc: RpcMethod, metrics: MethodMetrics | None, rule: Rule | None) -> None:
         self.rpc = rpc
         self.exempt = is_exempt(rpc.full)
         self.metrics = metrics
+        # The caller check; None when every caller is admitted (no authorizer, or health).
+        self.rule = rule
 
 
 class _CallScope:
@@ -130,6 +145,11 @@ class _CallScope:
         if tracing is not None and not exempt:
             self._span, self._token = tracing.start_server(method.rpc, context)
         try:
+            rule = method.rule
+            if rule is not None:
+                identity = _peer_identity(context)
+                if not rule.admits(identity):
+                    await rule.refuse(context, identity)
             shedder = governor.shedder
             if shedder is not None and not exempt:
                 if not shedder.enter():
@@ -193,7 +213,7 @@ class _CallScope:
 
 
 class GovernedServerInterceptor(ServerInterceptorBase):
-    """Tracing, metrics, shedding, rate limits, deadline and error mapping in one scope.
+    """Tracing, metrics, caller check, shedding, rate limits, deadline and error mapping.
 
     Args:
         config: which parts are on and their limits (``GovernanceConfig()`` if None).
@@ -205,6 +225,9 @@ class GovernedServerInterceptor(ServerInterceptorBase):
             order (outermost first), as in a ``grpc.aio`` chain.
         cpu_reader: replaces the shedder's psutil reading (tests).
         clock: drives the rate limiter's token buckets (tests).
+        authorizer: admits each call by the caller's workload identity (its verified client
+            certificate); give one only when the server runs with TLS. None admits everyone
+            (plaintext: development and unit tests).
 
     Call :meth:`aclose` (or ``aclose_interceptors``) after the server stopped: it stops the
     shedder's CPU sampler.
@@ -220,6 +243,7 @@ class GovernedServerInterceptor(ServerInterceptorBase):
         inner: Sequence[ServerInterceptorBase] = (),
         cpu_reader: CpuReader | None = None,
         clock: Clock = time.monotonic,
+        authorizer: Authorizer | None = None,
     ) -> None:
         config = config or GovernanceConfig()
         resolved = metrics or default_metrics()
@@ -242,7 +266,9 @@ class GovernedServerInterceptor(ServerInterceptorBase):
         # Full method -> (the handler the server gave, the handler wrapped around it).
         self._handlers: dict[str, tuple[MethodHandler, MethodHandler]] = {}
         self._mapped: dict[str, tuple[MethodHandler, MethodHandler]] = {}
+        self._guarded: dict[str, tuple[MethodHandler, MethodHandler]] = {}
         self._ungoverned: set[str] = set()
+        self.authorizer = authorizer
 
     async def aclose(self) -> None:
         """Stop the shedder's CPU sampler."""
@@ -251,7 +277,9 @@ class GovernedServerInterceptor(ServerInterceptorBase):
 
     def _method(self, full: str) -> _Method:
         rpc = parse_method(full)
-        return _Method(rpc, None if self.metrics is None else self.metrics.server(rpc))
+        metrics = None if self.metrics is None else self.metrics.server(rpc)
+        rule = None if self.authorizer is None else self.authorizer.rule(full)
+        return _Method(rpc, metrics, rule)
 
     async def intercept_service(  # type: ignore[override]  # grpc-stubs: continuation is async
         self, continuation: HandlerContinuation, handler_call_details: grpc.HandlerCallDetails
@@ -263,11 +291,11 @@ class GovernedServerInterceptor(ServerInterceptorBase):
         full = handler_call_details.method
         if handler.unary_unary is None:
             self._note_ungoverned(full)
-            return handler
+            return self._guard_streaming(handler, full)
         if self.inner:
             handler = await self._through_inner(handler, handler_call_details)
             if handler is None or handler.unary_unary is None:
-                return handler
+                return None if handler is None else self._guard_streaming(handler, full)
         cached = self._handlers.get(full)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -294,6 +322,18 @@ class GovernedServerInterceptor(ServerInterceptorBase):
                 handler = mapped
         return await _run_chain(self.inner, handler, details)
 
+    def _guard_streaming(self, handler: MethodHandler, full: str) -> MethodHandler:
+        """A streaming ``handler`` behind the caller check alone (as is if none applies)."""
+        rule = None if self.authorizer is None else self.authorizer.rule(full)
+        if rule is None:
+            return handler
+        cached = self._guarded.get(full)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = _guarded_streaming(handler, rule)
+        self._guarded[full] = (handler, guarded)
+        return guarded
+
     def _note_ungoverned(self, full: str) -> None:
         if full not in self._ungoverned and not is_exempt(full):
             self._ungoverned.add(full)
@@ -314,6 +354,53 @@ class GovernedServerInterceptor(ServerInterceptorBase):
         return grpc.unary_unary_rpc_method_handler(
             unary_response, handler.request_deserializer, handler.response_serializer
         )
+
+
+def _guarded_streaming(handler: MethodHandler, rule: Rule) -> MethodHandler:
+    """The same streaming handler, the caller checked before its behaviour starts.
+
+    The wrapper keeps the behaviour's shape, which ``grpc.aio`` inspects: a coroutine
+    function (responses written with ``context.write``, as the health service's ``Watch``)
+    stays one, anything else becomes an async generator (reflection).
+    """
+    deserializer, serializer = handler.request_deserializer, handler.response_serializer
+    if handler.stream_unary is not None:
+        unary_behaviour: Callable[..., Any] = handler.stream_unary
+
+        async def unary_response(requests: Any, context: ServicerContext) -> Any:
+            await rule.check(context)
+            answer = unary_behaviour(requests, context)
+            return await answer if inspect.isawaitable(answer) else answer
+
+        return grpc.stream_unary_rpc_method_handler(unary_response, deserializer, serializer)
+
+    behaviour: Callable[..., Any] | None = handler.unary_stream or handler.stream_stream
+    assert behaviour is not None
+    streams = behaviour
+
+    if inspect.iscoroutinefunction(streams):
+
+        async def written(request: Any, context: ServicerContext) -> None:
+            await rule.check(context)
+            await streams(request, context)
+
+        guarded: Callable[..., Any] = written
+    else:
+
+        async def generated(request: Any, context: ServicerContext) -> AsyncIterator[Any]:
+            await rule.check(context)
+            responses = streams(request, context)
+            if isinstance(responses, AsyncIterable):
+                async for response in responses:
+                    yield response
+            else:
+                for response in responses:
+                    yield response
+
+        guarded = generated
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(guarded, deserializer, serializer)
+    return grpc.stream_stream_rpc_method_handler(guarded, deserializer, serializer)
 
 
 def _map_errors(handler: MethodHandler, mapper: ErrorMapper, full: str) -> MethodHandler:

@@ -22,6 +22,11 @@ Shutdown, the reverse (nested like the start, so nothing stops before what depen
    what the drained calls emitted, the index writer commits it);
 6. run the hooks registered with :meth:`ServiceRunner.on_close` (close pools), in reverse
    order — only now, so calls still draining in step 4 keep their database and Redis.
+
+Transport: plaintext by default; with the TLS settings set, mutual TLS (a client
+certificate signed by the CA is required; the certificate files are reloaded when they
+change, :mod:`kit.security.tls`), plus an optional plaintext ``grpc_probe_port`` for
+Kubernetes' gRPC probes.
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ from kit.governance import (
     SheddingConfig,
     aclose_interceptors,
 )
+from kit.governance.authz import Authorizer
 from kit.grpcx.errors import ServerInterceptorBase, map_handler_error
 from kit.grpcx.registration import RegistryRegistration
 from kit.observability.metrics import MetricsEndpoint, serve_metrics
 from kit.registry import EtcdRegistry, EtcdRegistryConfig
+from kit.security.tls import ServerTls, TlsFiles
 
 logger = logging.getLogger(__name__)
 
@@ -185,10 +192,16 @@ class ServiceRunner:
         self.registration = (
             registration if registration is not None else registration_from_settings(name, settings)
         )
+        self._tls_files = TlsFiles.from_settings(settings)
         # The one server interceptor: governance, then the extra interceptors, then error
-        # mapping innermost, so every other step sees the final status.
+        # mapping innermost, so every other step sees the final status. Under mutual TLS it
+        # also checks each caller's certificate against the method's declared callers
+        # (read lazily from the descriptors: services are mounted after this point).
         governance = GovernedServerInterceptor(
-            governance_from_settings(settings), error_mapper=map_handler_error, inner=interceptors
+            governance_from_settings(settings),
+            error_mapper=map_handler_error,
+            inner=interceptors,
+            authorizer=Authorizer() if self._tls_files is not None else None,
         )
         self._governance = [governance]
         self.server = grpc.aio.server(
@@ -208,8 +221,15 @@ class ServiceRunner:
         self._running_after: list[Component] = []
         self._running_before: list[Component] = []
         self._metrics: MetricsEndpoint | None = None
+        self.server_tls: ServerTls | None = None
         self.port = 0
+        self.probe_port = 0
         self._stopped = asyncio.Event()
+
+    @property
+    def tls(self) -> bool:
+        """Whether the service port requires mutual TLS (the TLS settings are set)."""
+        return self._tls_files is not None
 
     @property
     def address(self) -> str:
@@ -302,9 +322,21 @@ class ServiceRunner:
             [*self._service_names, reflection.SERVICE_NAME], self.server
         )
         bind = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(bind)
+        if self._tls_files is not None:
+            # Loads the files now: unusable ones fail the start (TlsMaterialError).
+            self.server_tls = ServerTls(self._tls_files)
+            self.port = self.server.add_secure_port(bind, self.server_tls.credentials)
+        else:
+            self.port = self.server.add_insecure_port(bind)
         if self.port == 0:
             raise OSError(f"cannot listen on {bind}: address in use or not available")
+        if self.settings.grpc_probe_port:
+            # Plaintext, for probes that cannot present a certificate; the authoriser lets
+            # callers without one reach only the health service.
+            probe_bind = f"{self.settings.grpc_host}:{self.settings.grpc_probe_port}"
+            self.probe_port = self.server.add_insecure_port(probe_bind)
+            if self.probe_port == 0:
+                raise OSError(f"cannot listen on {probe_bind}: address in use or not available")
         await self.server.start()
         for service in [*self._service_names, ""]:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -315,6 +347,8 @@ class ServiceRunner:
             "service started",
             extra={
                 "grpc_addr": self.address,
+                "transport": "mtls" if self.tls else "plaintext",
+                "probe_port": self.probe_port or None,
                 "metrics_port": self._metrics.port if self._metrics else None,
             },
         )

@@ -75,7 +75,8 @@ class ArticleServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Save(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The author's own drafts and publications: acts for `author_id`, the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -105,13 +106,15 @@ class ArticleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPublishedById(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Records a read by `uid` (the reader): the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListPub(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Published articles page by page: search's full sync (services/search/peers.py).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

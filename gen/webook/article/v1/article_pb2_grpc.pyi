@@ -32,23 +32,29 @@ class ArticleServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ArticleServiceAsyncStub: ...
     Save: _grpc.UnaryUnaryMultiCallable[_article_pb2.SaveRequest, _article_pb2.SaveResponse]
+    """The author's own drafts and publications: acts for `author_id`, the gateway only."""
     Publish: _grpc.UnaryUnaryMultiCallable[_article_pb2.PublishRequest, _article_pb2.PublishResponse]
     Withdraw: _grpc.UnaryUnaryMultiCallable[_article_pb2.WithdrawRequest, _article_pb2.WithdrawResponse]
     List: _grpc.UnaryUnaryMultiCallable[_article_pb2.ListRequest, _article_pb2.ListResponse]
     GetById: _grpc.UnaryUnaryMultiCallable[_article_pb2.GetByIdRequest, _article_pb2.GetByIdResponse]
     GetPublishedById: _grpc.UnaryUnaryMultiCallable[_article_pb2.GetPublishedByIdRequest, _article_pb2.GetPublishedByIdResponse]
+    """Records a read by `uid` (the reader): the gateway only."""
     ListPub: _grpc.UnaryUnaryMultiCallable[_article_pb2.ListPubRequest, _article_pb2.ListPubResponse]
+    """Published articles page by page: search's full sync (services/search/peers.py)."""
 
 @_typing.type_check_only
 class ArticleServiceAsyncStub(ArticleServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Save: _aio.UnaryUnaryMultiCallable[_article_pb2.SaveRequest, _article_pb2.SaveResponse]  # type: ignore[assignment]
+    """The author's own drafts and publications: acts for `author_id`, the gateway only."""
     Publish: _aio.UnaryUnaryMultiCallable[_article_pb2.PublishRequest, _article_pb2.PublishResponse]  # type: ignore[assignment]
     Withdraw: _aio.UnaryUnaryMultiCallable[_article_pb2.WithdrawRequest, _article_pb2.WithdrawResponse]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_article_pb2.ListRequest, _article_pb2.ListResponse]  # type: ignore[assignment]
     GetById: _aio.UnaryUnaryMultiCallable[_article_pb2.GetByIdRequest, _article_pb2.GetByIdResponse]  # type: ignore[assignment]
     GetPublishedById: _aio.UnaryUnaryMultiCallable[_article_pb2.GetPublishedByIdRequest, _article_pb2.GetPublishedByIdResponse]  # type: ignore[assignment]
+    """Records a read by `uid` (the reader): the gateway only."""
     ListPub: _aio.UnaryUnaryMultiCallable[_article_pb2.ListPubRequest, _article_pb2.ListPubResponse]  # type: ignore[assignment]
+    """Published articles page by page: search's full sync (services/search/peers.py)."""
 
 class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -56,7 +62,8 @@ class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _article_pb2.SaveRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_article_pb2.SaveResponse, _abc.Awaitable[_article_pb2.SaveResponse]]: ...
+    ) -> _typing.Union[_article_pb2.SaveResponse, _abc.Awaitable[_article_pb2.SaveResponse]]:
+        """The author's own drafts and publications: acts for `author_id`, the gateway only."""
 
     @_abc_1.abstractmethod
     def Publish(
@@ -91,13 +98,15 @@ class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _article_pb2.GetPublishedByIdRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_article_pb2.GetPublishedByIdResponse, _abc.Awaitable[_article_pb2.GetPublishedByIdResponse]]: ...
+    ) -> _typing.Union[_article_pb2.GetPublishedByIdResponse, _abc.Awaitable[_article_pb2.GetPublishedByIdResponse]]:
+        """Records a read by `uid` (the reader): the gateway only."""
 
     @_abc_1.abstractmethod
     def ListPub(
         self,
         request: _article_pb2.ListPubRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_article_pb2.ListPubResponse, _abc.Awaitable[_article_pb2.ListPubResponse]]: ...
+    ) -> _typing.Union[_article_pb2.ListPubResponse, _abc.Awaitable[_article_pb2.ListPubResponse]]:
+        """Published articles page by page: search's full sync (services/search/peers.py)."""
 
 def add_ArticleServiceServicer_to_server(servicer: ArticleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

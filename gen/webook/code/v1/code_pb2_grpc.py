@@ -50,7 +50,8 @@ class CodeServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Send(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """SMS login: the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -36,12 +36,14 @@ class CodeServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CodeServiceAsyncStub: ...
     Send: _grpc.UnaryUnaryMultiCallable[_code_pb2.SendRequest, _code_pb2.SendResponse]
+    """SMS login: the gateway only."""
     Verify: _grpc.UnaryUnaryMultiCallable[_code_pb2.VerifyRequest, _code_pb2.VerifyResponse]
 
 @_typing.type_check_only
 class CodeServiceAsyncStub(CodeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Send: _aio.UnaryUnaryMultiCallable[_code_pb2.SendRequest, _code_pb2.SendResponse]  # type: ignore[assignment]
+    """SMS login: the gateway only."""
     Verify: _aio.UnaryUnaryMultiCallable[_code_pb2.VerifyRequest, _code_pb2.VerifyResponse]  # type: ignore[assignment]
 
 class CodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -50,7 +52,8 @@ class CodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _code_pb2.SendRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_code_pb2.SendResponse, _abc.Awaitable[_code_pb2.SendResponse]]: ...
+    ) -> _typing.Union[_code_pb2.SendResponse, _abc.Awaitable[_code_pb2.SendResponse]]:
+        """SMS login: the gateway only."""
 
     @_abc_1.abstractmethod
     def Verify(

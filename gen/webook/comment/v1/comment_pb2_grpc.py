@@ -65,7 +65,8 @@ class CommentServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateComment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Written as `comment.uid`: the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -83,7 +84,8 @@ class CommentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteComment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Only the author (`uid`) deletes: the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

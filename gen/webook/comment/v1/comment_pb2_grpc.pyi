@@ -32,18 +32,22 @@ class CommentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CommentServiceAsyncStub: ...
     CreateComment: _grpc.UnaryUnaryMultiCallable[_comment_pb2.CreateCommentRequest, _comment_pb2.CreateCommentResponse]
+    """Written as `comment.uid`: the gateway only."""
     GetCommentList: _grpc.UnaryUnaryMultiCallable[_comment_pb2.GetCommentListRequest, _comment_pb2.GetCommentListResponse]
     GetMoreReplies: _grpc.UnaryUnaryMultiCallable[_comment_pb2.GetMoreRepliesRequest, _comment_pb2.GetMoreRepliesResponse]
     DeleteComment: _grpc.UnaryUnaryMultiCallable[_comment_pb2.DeleteCommentRequest, _comment_pb2.DeleteCommentResponse]
+    """Only the author (`uid`) deletes: the gateway only."""
     CountComments: _grpc.UnaryUnaryMultiCallable[_comment_pb2.CountCommentsRequest, _comment_pb2.CountCommentsResponse]
 
 @_typing.type_check_only
 class CommentServiceAsyncStub(CommentServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateComment: _aio.UnaryUnaryMultiCallable[_comment_pb2.CreateCommentRequest, _comment_pb2.CreateCommentResponse]  # type: ignore[assignment]
+    """Written as `comment.uid`: the gateway only."""
     GetCommentList: _aio.UnaryUnaryMultiCallable[_comment_pb2.GetCommentListRequest, _comment_pb2.GetCommentListResponse]  # type: ignore[assignment]
     GetMoreReplies: _aio.UnaryUnaryMultiCallable[_comment_pb2.GetMoreRepliesRequest, _comment_pb2.GetMoreRepliesResponse]  # type: ignore[assignment]
     DeleteComment: _aio.UnaryUnaryMultiCallable[_comment_pb2.DeleteCommentRequest, _comment_pb2.DeleteCommentResponse]  # type: ignore[assignment]
+    """Only the author (`uid`) deletes: the gateway only."""
     CountComments: _aio.UnaryUnaryMultiCallable[_comment_pb2.CountCommentsRequest, _comment_pb2.CountCommentsResponse]  # type: ignore[assignment]
 
 class CommentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -52,7 +56,8 @@ class CommentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _comment_pb2.CreateCommentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_comment_pb2.CreateCommentResponse, _abc.Awaitable[_comment_pb2.CreateCommentResponse]]: ...
+    ) -> _typing.Union[_comment_pb2.CreateCommentResponse, _abc.Awaitable[_comment_pb2.CreateCommentResponse]]:
+        """Written as `comment.uid`: the gateway only."""
 
     @_abc_1.abstractmethod
     def GetCommentList(
@@ -73,7 +78,8 @@ class CommentServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _comment_pb2.DeleteCommentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_comment_pb2.DeleteCommentResponse, _abc.Awaitable[_comment_pb2.DeleteCommentResponse]]: ...
+    ) -> _typing.Union[_comment_pb2.DeleteCommentResponse, _abc.Awaitable[_comment_pb2.DeleteCommentResponse]]:
+        """Only the author (`uid`) deletes: the gateway only."""
 
     @_abc_1.abstractmethod
     def CountComments(

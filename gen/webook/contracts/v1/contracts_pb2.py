@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#webook/contracts/v1/contracts.proto\x12\x13webook.contracts.v1\x1a google/protobuf/descriptor.proto\"-\n\x0cTopicOptions\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t:U\n\x05topic\x12!.google.protobuf.EnumValueOptions\x18\xb9\x8e\x03 \x01(\x0b\x32!.webook.contracts.v1.TopicOptions:4\n\x0c\x65rror_domain\x12\x1c.google.protobuf.EnumOptions\x18\xba\x8e\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#webook/contracts/v1/contracts.proto\x12\x13webook.contracts.v1\x1a google/protobuf/descriptor.proto\"-\n\x0cTopicOptions\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t:U\n\x05topic\x12!.google.protobuf.EnumValueOptions\x18\xb9\x8e\x03 \x01(\x0b\x32!.webook.contracts.v1.TopicOptions:4\n\x0c\x65rror_domain\x12\x1c.google.protobuf.EnumOptions\x18\xba\x8e\x03 \x01(\t:1\n\x07\x63\x61llers\x12\x1e.google.protobuf.MethodOptions\x18\xbb\x8e\x03 \x03(\t:7\n\racts_for_user\x12\x1e.google.protobuf.MethodOptions\x18\xbc\x8e\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -6,12 +6,15 @@ producers, consumers, services and the gateway read them from one place (docs/ev
 - Kafka topics: each value of an events package's `Topic` enum carries `(topic)`, the
   topic's name on the broker and the message every record of it carries;
 - error reasons: each service's `ErrorReason` enum carries `(error_domain)`, the
-  google.rpc.ErrorInfo domain of its errors; a reason on the wire is a value's name.
+  google.rpc.ErrorInfo domain of its errors; a reason on the wire is a value's name;
+- who may call what: each rpc carries `(callers)`, and `(acts_for_user)` when its request
+  names the end user it acts for; servers enforce them under mutual TLS (docs/security.md).
 """
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
 import sys
@@ -52,7 +55,21 @@ Global___TopicOptions: _TypeAlias = TopicOptions  # noqa: Y015
 
 TOPIC_FIELD_NUMBER: _builtins.int
 ERROR_DOMAIN_FIELD_NUMBER: _builtins.int
+CALLERS_FIELD_NUMBER: _builtins.int
+ACTS_FOR_USER_FIELD_NUMBER: _builtins.int
 topic: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumValueOptions, Global___TopicOptions]
 """Set on every value of a `Topic` enum except its UNSPECIFIED zero."""
 error_domain: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumOptions, _builtins.str]
 """Set on every `ErrorReason` enum: the ErrorInfo domain, e.g. "user.webook"."""
+callers: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _containers.RepeatedScalarFieldContainer[_builtins.str]]
+"""The workloads allowed to call the method, by the name their client certificate carries
+(`spiffe://webook/<name>`): "gateway", "article", "search", ... Set on every rpc (one
+option line per caller); a method without it is refused to every caller.
+"""
+acts_for_user: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.bool]
+"""True when the request carries the id of the end user the call acts for (the uid, the
+author of a draft, the follower, ...) and the service trusts it as the acting user: it
+writes on that user's behalf or shows what only that user may see. Only a workload
+allowed to assert an end user (the gateway, which authenticated them) may call such a
+method: any other caller listed is refused at run time (kit/governance/authz.py).
+"""

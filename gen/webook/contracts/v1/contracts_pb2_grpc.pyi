@@ -6,7 +6,9 @@ producers, consumers, services and the gateway read them from one place (docs/ev
 - Kafka topics: each value of an events package's `Topic` enum carries `(topic)`, the
   topic's name on the broker and the message every record of it carries;
 - error reasons: each service's `ErrorReason` enum carries `(error_domain)`, the
-  google.rpc.ErrorInfo domain of its errors; a reason on the wire is a value's name.
+  google.rpc.ErrorInfo domain of its errors; a reason on the wire is a value's name;
+- who may call what: each rpc carries `(callers)`, and `(acts_for_user)` when its request
+  names the end user it acts for; servers enforce them under mutual TLS (docs/security.md).
 """
 
 from collections import abc as _abc

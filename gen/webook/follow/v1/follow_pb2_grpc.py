@@ -70,7 +70,8 @@ class FollowServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Follow(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Acts for `follower`: the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -100,7 +101,8 @@ class FollowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetFollowStatic(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Public counts; the article service reads an author's followers (services/article/peers.py).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

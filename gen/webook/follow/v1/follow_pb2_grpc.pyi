@@ -32,21 +32,25 @@ class FollowServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FollowServiceAsyncStub: ...
     Follow: _grpc.UnaryUnaryMultiCallable[_follow_pb2.FollowRequest, _follow_pb2.FollowResponse]
+    """Acts for `follower`: the gateway only."""
     CancelFollow: _grpc.UnaryUnaryMultiCallable[_follow_pb2.CancelFollowRequest, _follow_pb2.CancelFollowResponse]
     GetFollowee: _grpc.UnaryUnaryMultiCallable[_follow_pb2.GetFolloweeRequest, _follow_pb2.GetFolloweeResponse]
     GetFollower: _grpc.UnaryUnaryMultiCallable[_follow_pb2.GetFollowerRequest, _follow_pb2.GetFollowerResponse]
     FollowInfo: _grpc.UnaryUnaryMultiCallable[_follow_pb2.FollowInfoRequest, _follow_pb2.FollowInfoResponse]
     GetFollowStatic: _grpc.UnaryUnaryMultiCallable[_follow_pb2.GetFollowStaticRequest, _follow_pb2.GetFollowStaticResponse]
+    """Public counts; the article service reads an author's followers (services/article/peers.py)."""
 
 @_typing.type_check_only
 class FollowServiceAsyncStub(FollowServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Follow: _aio.UnaryUnaryMultiCallable[_follow_pb2.FollowRequest, _follow_pb2.FollowResponse]  # type: ignore[assignment]
+    """Acts for `follower`: the gateway only."""
     CancelFollow: _aio.UnaryUnaryMultiCallable[_follow_pb2.CancelFollowRequest, _follow_pb2.CancelFollowResponse]  # type: ignore[assignment]
     GetFollowee: _aio.UnaryUnaryMultiCallable[_follow_pb2.GetFolloweeRequest, _follow_pb2.GetFolloweeResponse]  # type: ignore[assignment]
     GetFollower: _aio.UnaryUnaryMultiCallable[_follow_pb2.GetFollowerRequest, _follow_pb2.GetFollowerResponse]  # type: ignore[assignment]
     FollowInfo: _aio.UnaryUnaryMultiCallable[_follow_pb2.FollowInfoRequest, _follow_pb2.FollowInfoResponse]  # type: ignore[assignment]
     GetFollowStatic: _aio.UnaryUnaryMultiCallable[_follow_pb2.GetFollowStaticRequest, _follow_pb2.GetFollowStaticResponse]  # type: ignore[assignment]
+    """Public counts; the article service reads an author's followers (services/article/peers.py)."""
 
 class FollowServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -54,7 +58,8 @@ class FollowServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _follow_pb2.FollowRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_follow_pb2.FollowResponse, _abc.Awaitable[_follow_pb2.FollowResponse]]: ...
+    ) -> _typing.Union[_follow_pb2.FollowResponse, _abc.Awaitable[_follow_pb2.FollowResponse]]:
+        """Acts for `follower`: the gateway only."""
 
     @_abc_1.abstractmethod
     def CancelFollow(
@@ -89,6 +94,7 @@ class FollowServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _follow_pb2.GetFollowStaticRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_follow_pb2.GetFollowStaticResponse, _abc.Awaitable[_follow_pb2.GetFollowStaticResponse]]: ...
+    ) -> _typing.Union[_follow_pb2.GetFollowStaticResponse, _abc.Awaitable[_follow_pb2.GetFollowStaticResponse]]:
+        """Public counts; the article service reads an author's followers (services/article/peers.py)."""
 
 def add_FollowServiceServicer_to_server(servicer: FollowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -75,13 +75,16 @@ class InteractiveServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def IncrReadCnt(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """No caller today: reads arrive as article's read events on Kafka. Only the
+        article service, the one that sees reads, may count one directly.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Like(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A user's own likes and collections: acts for `uid`, the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -99,19 +102,23 @@ class InteractiveServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelCollect(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """No route calls it yet; a user's own action like Collect.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Counts, and whether `uid` liked or collected: `uid` only personalises a read. The
+        article service asks without it, for the read count (services/article/peers.py).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetByIds(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """No caller today: batch counts for the gateway's article lists.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -32,23 +32,41 @@ class InteractiveServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> InteractiveServiceAsyncStub: ...
     IncrReadCnt: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.IncrReadCntRequest, _interactive_pb2.IncrReadCntResponse]
+    """No caller today: reads arrive as article's read events on Kafka. Only the
+    article service, the one that sees reads, may count one directly.
+    """
     Like: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.LikeRequest, _interactive_pb2.LikeResponse]
+    """A user's own likes and collections: acts for `uid`, the gateway only."""
     CancelLike: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.CancelLikeRequest, _interactive_pb2.CancelLikeResponse]
     Collect: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.CollectRequest, _interactive_pb2.CollectResponse]
     CancelCollect: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.CancelCollectRequest, _interactive_pb2.CancelCollectResponse]
+    """No route calls it yet; a user's own action like Collect."""
     Get: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetRequest, _interactive_pb2.GetResponse]
+    """Counts, and whether `uid` liked or collected: `uid` only personalises a read. The
+    article service asks without it, for the read count (services/article/peers.py).
+    """
     GetByIds: _grpc.UnaryUnaryMultiCallable[_interactive_pb2.GetByIdsRequest, _interactive_pb2.GetByIdsResponse]
+    """No caller today: batch counts for the gateway's article lists."""
 
 @_typing.type_check_only
 class InteractiveServiceAsyncStub(InteractiveServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     IncrReadCnt: _aio.UnaryUnaryMultiCallable[_interactive_pb2.IncrReadCntRequest, _interactive_pb2.IncrReadCntResponse]  # type: ignore[assignment]
+    """No caller today: reads arrive as article's read events on Kafka. Only the
+    article service, the one that sees reads, may count one directly.
+    """
     Like: _aio.UnaryUnaryMultiCallable[_interactive_pb2.LikeRequest, _interactive_pb2.LikeResponse]  # type: ignore[assignment]
+    """A user's own likes and collections: acts for `uid`, the gateway only."""
     CancelLike: _aio.UnaryUnaryMultiCallable[_interactive_pb2.CancelLikeRequest, _interactive_pb2.CancelLikeResponse]  # type: ignore[assignment]
     Collect: _aio.UnaryUnaryMultiCallable[_interactive_pb2.CollectRequest, _interactive_pb2.CollectResponse]  # type: ignore[assignment]
     CancelCollect: _aio.UnaryUnaryMultiCallable[_interactive_pb2.CancelCollectRequest, _interactive_pb2.CancelCollectResponse]  # type: ignore[assignment]
+    """No route calls it yet; a user's own action like Collect."""
     Get: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetRequest, _interactive_pb2.GetResponse]  # type: ignore[assignment]
+    """Counts, and whether `uid` liked or collected: `uid` only personalises a read. The
+    article service asks without it, for the read count (services/article/peers.py).
+    """
     GetByIds: _aio.UnaryUnaryMultiCallable[_interactive_pb2.GetByIdsRequest, _interactive_pb2.GetByIdsResponse]  # type: ignore[assignment]
+    """No caller today: batch counts for the gateway's article lists."""
 
 class InteractiveServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -56,14 +74,18 @@ class InteractiveServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _interactive_pb2.IncrReadCntRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_interactive_pb2.IncrReadCntResponse, _abc.Awaitable[_interactive_pb2.IncrReadCntResponse]]: ...
+    ) -> _typing.Union[_interactive_pb2.IncrReadCntResponse, _abc.Awaitable[_interactive_pb2.IncrReadCntResponse]]:
+        """No caller today: reads arrive as article's read events on Kafka. Only the
+        article service, the one that sees reads, may count one directly.
+        """
 
     @_abc_1.abstractmethod
     def Like(
         self,
         request: _interactive_pb2.LikeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_interactive_pb2.LikeResponse, _abc.Awaitable[_interactive_pb2.LikeResponse]]: ...
+    ) -> _typing.Union[_interactive_pb2.LikeResponse, _abc.Awaitable[_interactive_pb2.LikeResponse]]:
+        """A user's own likes and collections: acts for `uid`, the gateway only."""
 
     @_abc_1.abstractmethod
     def CancelLike(
@@ -84,20 +106,25 @@ class InteractiveServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _interactive_pb2.CancelCollectRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_interactive_pb2.CancelCollectResponse, _abc.Awaitable[_interactive_pb2.CancelCollectResponse]]: ...
+    ) -> _typing.Union[_interactive_pb2.CancelCollectResponse, _abc.Awaitable[_interactive_pb2.CancelCollectResponse]]:
+        """No route calls it yet; a user's own action like Collect."""
 
     @_abc_1.abstractmethod
     def Get(
         self,
         request: _interactive_pb2.GetRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_interactive_pb2.GetResponse, _abc.Awaitable[_interactive_pb2.GetResponse]]: ...
+    ) -> _typing.Union[_interactive_pb2.GetResponse, _abc.Awaitable[_interactive_pb2.GetResponse]]:
+        """Counts, and whether `uid` liked or collected: `uid` only personalises a read. The
+        article service asks without it, for the read count (services/article/peers.py).
+        """
 
     @_abc_1.abstractmethod
     def GetByIds(
         self,
         request: _interactive_pb2.GetByIdsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_interactive_pb2.GetByIdsResponse, _abc.Awaitable[_interactive_pb2.GetByIdsResponse]]: ...
+    ) -> _typing.Union[_interactive_pb2.GetByIdsResponse, _abc.Awaitable[_interactive_pb2.GetByIdsResponse]]:
+        """No caller today: batch counts for the gateway's article lists."""
 
 def add_InteractiveServiceServicer_to_server(servicer: InteractiveServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

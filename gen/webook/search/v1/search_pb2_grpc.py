@@ -127,7 +127,8 @@ class SyncServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def InputArticle(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The index is written by search's own consumers and reindex tooling only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -54,6 +54,7 @@ class SyncServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SyncServiceAsyncStub: ...
     InputArticle: _grpc.UnaryUnaryMultiCallable[_search_pb2.InputArticleRequest, _search_pb2.InputArticleResponse]
+    """The index is written by search's own consumers and reindex tooling only."""
     InputUser: _grpc.UnaryUnaryMultiCallable[_search_pb2.InputUserRequest, _search_pb2.InputUserResponse]
     DeleteArticle: _grpc.UnaryUnaryMultiCallable[_search_pb2.DeleteArticleRequest, _search_pb2.DeleteArticleResponse]
 
@@ -61,6 +62,7 @@ class SyncServiceStub:
 class SyncServiceAsyncStub(SyncServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     InputArticle: _aio.UnaryUnaryMultiCallable[_search_pb2.InputArticleRequest, _search_pb2.InputArticleResponse]  # type: ignore[assignment]
+    """The index is written by search's own consumers and reindex tooling only."""
     InputUser: _aio.UnaryUnaryMultiCallable[_search_pb2.InputUserRequest, _search_pb2.InputUserResponse]  # type: ignore[assignment]
     DeleteArticle: _aio.UnaryUnaryMultiCallable[_search_pb2.DeleteArticleRequest, _search_pb2.DeleteArticleResponse]  # type: ignore[assignment]
 
@@ -70,7 +72,8 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _search_pb2.InputArticleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_search_pb2.InputArticleResponse, _abc.Awaitable[_search_pb2.InputArticleResponse]]: ...
+    ) -> _typing.Union[_search_pb2.InputArticleResponse, _abc.Awaitable[_search_pb2.InputArticleResponse]]:
+        """The index is written by search's own consumers and reindex tooling only."""
 
     @_abc_1.abstractmethod
     def InputUser(

@@ -50,13 +50,18 @@ class SmsServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Send(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """No workload sends SMS over gRPC today: CodeService, hosted by the sms process, sends
+        its codes in process (caller "code"). Only the sms workload itself until another one
+        is given a caller token and listed here.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSendRecords(self, request, context):
         """Admin view of send records (callers with the admin flag see every caller's records).
+        No workload reads them over gRPC today: only the sms workload itself (operators'
+        tooling with its certificate).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,15 +37,29 @@ class SmsServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SmsServiceAsyncStub: ...
     Send: _grpc.UnaryUnaryMultiCallable[_sms_pb2.SendRequest, _sms_pb2.SendResponse]
+    """No workload sends SMS over gRPC today: CodeService, hosted by the sms process, sends
+    its codes in process (caller "code"). Only the sms workload itself until another one
+    is given a caller token and listed here.
+    """
     ListSendRecords: _grpc.UnaryUnaryMultiCallable[_sms_pb2.ListSendRecordsRequest, _sms_pb2.ListSendRecordsResponse]
-    """Admin view of send records (callers with the admin flag see every caller's records)."""
+    """Admin view of send records (callers with the admin flag see every caller's records).
+    No workload reads them over gRPC today: only the sms workload itself (operators'
+    tooling with its certificate).
+    """
 
 @_typing.type_check_only
 class SmsServiceAsyncStub(SmsServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Send: _aio.UnaryUnaryMultiCallable[_sms_pb2.SendRequest, _sms_pb2.SendResponse]  # type: ignore[assignment]
+    """No workload sends SMS over gRPC today: CodeService, hosted by the sms process, sends
+    its codes in process (caller "code"). Only the sms workload itself until another one
+    is given a caller token and listed here.
+    """
     ListSendRecords: _aio.UnaryUnaryMultiCallable[_sms_pb2.ListSendRecordsRequest, _sms_pb2.ListSendRecordsResponse]  # type: ignore[assignment]
-    """Admin view of send records (callers with the admin flag see every caller's records)."""
+    """Admin view of send records (callers with the admin flag see every caller's records).
+    No workload reads them over gRPC today: only the sms workload itself (operators'
+    tooling with its certificate).
+    """
 
 class SmsServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -53,7 +67,11 @@ class SmsServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _sms_pb2.SendRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_sms_pb2.SendResponse, _abc.Awaitable[_sms_pb2.SendResponse]]: ...
+    ) -> _typing.Union[_sms_pb2.SendResponse, _abc.Awaitable[_sms_pb2.SendResponse]]:
+        """No workload sends SMS over gRPC today: CodeService, hosted by the sms process, sends
+        its codes in process (caller "code"). Only the sms workload itself until another one
+        is given a caller token and listed here.
+        """
 
     @_abc_1.abstractmethod
     def ListSendRecords(
@@ -61,6 +79,9 @@ class SmsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sms_pb2.ListSendRecordsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sms_pb2.ListSendRecordsResponse, _abc.Awaitable[_sms_pb2.ListSendRecordsResponse]]:
-        """Admin view of send records (callers with the admin flag see every caller's records)."""
+        """Admin view of send records (callers with the admin flag see every caller's records).
+        No workload reads them over gRPC today: only the sms workload itself (operators'
+        tooling with its certificate).
+        """
 
 def add_SmsServiceServicer_to_server(servicer: SmsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -80,19 +80,23 @@ class UserServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Signup(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Accounts are created from what a person typed in: the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Login(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Checks a password: the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Profile(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Answers the user's email and phone: only for the user the gateway authenticated
+        (and the gateway's check that a followee exists).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -104,25 +108,29 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FindOrCreateByPhone(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A login by SMS code: the gateway only, after CodeService.Verify.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FindOrCreateByWechat(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A login by WeChat OAuth: the gateway only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetByIds(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Authors' nicknames for the article service (services/article/peers.py).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListUsers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every user, email and phone included: only search's full sync (services/search/peers.py).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -32,25 +32,43 @@ class UserServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UserServiceAsyncStub: ...
     Signup: _grpc.UnaryUnaryMultiCallable[_user_pb2.SignupRequest, _user_pb2.SignupResponse]
+    """Accounts are created from what a person typed in: the gateway only."""
     Login: _grpc.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]
+    """Checks a password: the gateway only."""
     Profile: _grpc.UnaryUnaryMultiCallable[_user_pb2.ProfileRequest, _user_pb2.ProfileResponse]
+    """Answers the user's email and phone: only for the user the gateway authenticated
+    (and the gateway's check that a followee exists).
+    """
     UpdateNonSensitiveInfo: _grpc.UnaryUnaryMultiCallable[_user_pb2.UpdateNonSensitiveInfoRequest, _user_pb2.UpdateNonSensitiveInfoResponse]
     FindOrCreateByPhone: _grpc.UnaryUnaryMultiCallable[_user_pb2.FindOrCreateByPhoneRequest, _user_pb2.FindOrCreateByPhoneResponse]
+    """A login by SMS code: the gateway only, after CodeService.Verify."""
     FindOrCreateByWechat: _grpc.UnaryUnaryMultiCallable[_user_pb2.FindOrCreateByWechatRequest, _user_pb2.FindOrCreateByWechatResponse]
+    """A login by WeChat OAuth: the gateway only."""
     GetByIds: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetByIdsRequest, _user_pb2.GetByIdsResponse]
+    """Authors' nicknames for the article service (services/article/peers.py)."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
+    """Every user, email and phone included: only search's full sync (services/search/peers.py)."""
 
 @_typing.type_check_only
 class UserServiceAsyncStub(UserServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Signup: _aio.UnaryUnaryMultiCallable[_user_pb2.SignupRequest, _user_pb2.SignupResponse]  # type: ignore[assignment]
+    """Accounts are created from what a person typed in: the gateway only."""
     Login: _aio.UnaryUnaryMultiCallable[_user_pb2.LoginRequest, _user_pb2.LoginResponse]  # type: ignore[assignment]
+    """Checks a password: the gateway only."""
     Profile: _aio.UnaryUnaryMultiCallable[_user_pb2.ProfileRequest, _user_pb2.ProfileResponse]  # type: ignore[assignment]
+    """Answers the user's email and phone: only for the user the gateway authenticated
+    (and the gateway's check that a followee exists).
+    """
     UpdateNonSensitiveInfo: _aio.UnaryUnaryMultiCallable[_user_pb2.UpdateNonSensitiveInfoRequest, _user_pb2.UpdateNonSensitiveInfoResponse]  # type: ignore[assignment]
     FindOrCreateByPhone: _aio.UnaryUnaryMultiCallable[_user_pb2.FindOrCreateByPhoneRequest, _user_pb2.FindOrCreateByPhoneResponse]  # type: ignore[assignment]
+    """A login by SMS code: the gateway only, after CodeService.Verify."""
     FindOrCreateByWechat: _aio.UnaryUnaryMultiCallable[_user_pb2.FindOrCreateByWechatRequest, _user_pb2.FindOrCreateByWechatResponse]  # type: ignore[assignment]
+    """A login by WeChat OAuth: the gateway only."""
     GetByIds: _aio.UnaryUnaryMultiCallable[_user_pb2.GetByIdsRequest, _user_pb2.GetByIdsResponse]  # type: ignore[assignment]
+    """Authors' nicknames for the article service (services/article/peers.py)."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
+    """Every user, email and phone included: only search's full sync (services/search/peers.py)."""
 
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -58,21 +76,26 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _user_pb2.SignupRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.SignupResponse, _abc.Awaitable[_user_pb2.SignupResponse]]: ...
+    ) -> _typing.Union[_user_pb2.SignupResponse, _abc.Awaitable[_user_pb2.SignupResponse]]:
+        """Accounts are created from what a person typed in: the gateway only."""
 
     @_abc_1.abstractmethod
     def Login(
         self,
         request: _user_pb2.LoginRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.LoginResponse, _abc.Awaitable[_user_pb2.LoginResponse]]: ...
+    ) -> _typing.Union[_user_pb2.LoginResponse, _abc.Awaitable[_user_pb2.LoginResponse]]:
+        """Checks a password: the gateway only."""
 
     @_abc_1.abstractmethod
     def Profile(
         self,
         request: _user_pb2.ProfileRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.ProfileResponse, _abc.Awaitable[_user_pb2.ProfileResponse]]: ...
+    ) -> _typing.Union[_user_pb2.ProfileResponse, _abc.Awaitable[_user_pb2.ProfileResponse]]:
+        """Answers the user's email and phone: only for the user the gateway authenticated
+        (and the gateway's check that a followee exists).
+        """
 
     @_abc_1.abstractmethod
     def UpdateNonSensitiveInfo(
@@ -86,27 +109,31 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _user_pb2.FindOrCreateByPhoneRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.FindOrCreateByPhoneResponse, _abc.Awaitable[_user_pb2.FindOrCreateByPhoneResponse]]: ...
+    ) -> _typing.Union[_user_pb2.FindOrCreateByPhoneResponse, _abc.Awaitable[_user_pb2.FindOrCreateByPhoneResponse]]:
+        """A login by SMS code: the gateway only, after CodeService.Verify."""
 
     @_abc_1.abstractmethod
     def FindOrCreateByWechat(
         self,
         request: _user_pb2.FindOrCreateByWechatRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.FindOrCreateByWechatResponse, _abc.Awaitable[_user_pb2.FindOrCreateByWechatResponse]]: ...
+    ) -> _typing.Union[_user_pb2.FindOrCreateByWechatResponse, _abc.Awaitable[_user_pb2.FindOrCreateByWechatResponse]]:
+        """A login by WeChat OAuth: the gateway only."""
 
     @_abc_1.abstractmethod
     def GetByIds(
         self,
         request: _user_pb2.GetByIdsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.GetByIdsResponse, _abc.Awaitable[_user_pb2.GetByIdsResponse]]: ...
+    ) -> _typing.Union[_user_pb2.GetByIdsResponse, _abc.Awaitable[_user_pb2.GetByIdsResponse]]:
+        """Authors' nicknames for the article service (services/article/peers.py)."""
 
     @_abc_1.abstractmethod
     def ListUsers(
         self,
         request: _user_pb2.ListUsersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.ListUsersResponse, _abc.Awaitable[_user_pb2.ListUsersResponse]]: ...
+    ) -> _typing.Union[_user_pb2.ListUsersResponse, _abc.Awaitable[_user_pb2.ListUsersResponse]]:
+        """Every user, email and phone included: only search's full sync (services/search/peers.py)."""
 
 def add_UserServiceServicer_to_server(servicer: UserServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
