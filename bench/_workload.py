@@ -52,6 +52,7 @@ from devstack.suite import (
     migrate,
     service_process,
 )
+from devstack.tls import stack_pki
 
 USER_AGENT: Final = "webook-workload/1.0"
 PASSWORD: Final = "hello#world123"
@@ -133,6 +134,8 @@ def stack_infra(
         mode="test",
         extra_env=env,
         sms_log_file=str(scratch / "sms.log"),
+        # Every gRPC hop over mutual TLS, as in production.
+        pki=stack_pki(scratch),
     )
     return infra, ports
 

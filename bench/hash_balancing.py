@@ -46,6 +46,7 @@ from bench._wrk import Window, load, wrk_binary
 from bench.read_path import USER_AGENT, login, pid_of, start_infra, start_process
 from devstack.infra import free_port
 from devstack.suite import gateway_process, migrate, service_process
+from devstack.tls import stack_pki
 from services.article.repository.cache import LOCAL_PUBLISHED_CACHE
 from services.article.settings import ArticleSettings
 
@@ -91,7 +92,8 @@ def start_stack(scratch: Path, running: ExitStack) -> Stack:
     """Infrastructure, user, interactive, ``REPLICAS`` article instances, two gateways."""
     if LOCAL_ENTRIES_SETTING not in ArticleSettings.model_fields:
         raise RuntimeError(f"ArticleSettings has no {LOCAL_ENTRIES_SETTING!r} any more")
-    infra, pids = start_infra(scratch, running)
+    # Every gRPC hop over mutual TLS, as in production.
+    infra, pids = start_infra(scratch, running, stack_pki(scratch))
     logs = scratch / "logs"
     for service in ("user", "article", "interactive"):
         migrate(service, infra, logs)

@@ -11,15 +11,23 @@ Every child is in a process group of its own and dies with the launcher, even if
 launcher is killed with SIGKILL, so no orphan keeps a port. The sms service's local
 provider writes every message (login codes) to ``<RUN_DIR>/sms.log``.
 
+Every gRPC hop runs over mutual TLS: a local CA and one certificate per service and for the
+gateway are made under ``<RUN_DIR>/pki`` on the first start and reused after (``make clean``
+removes them); the launcher logs the CA file's path at start. To call a service yourself,
+present a certificate, e.g. ``grpcurl -cacert .run/pki/ca.pem -cert .run/pki/gateway.pem
+-key .run/pki/gateway-key.pem -authority user.webook.internal 127.0.0.1:21000
+grpc.health.v1.Health/Check``.
+``WEBOOK_DEV_TLS=false`` runs everything plaintext, for debugging only.
+
 Settings of the launcher (environment or the env file, prefix ``WEBOOK_DEV_``):
 ``RUN_DIR`` (.run), ``ENV_FILE`` (.env), ``GATEWAY_PORT`` (8080), ``WECHAT_PORT`` (8090),
 ``GRPC_BASE_PORT`` (21000) and ``METRICS_BASE_PORT`` (22000): instance *r* of the service
 in catalog slot *s* serves gRPC on base + 10·s + r and metrics on the metrics base + 10·s + r,
 all below Linux's ephemeral range (32768-60999); ``ETCD_PORT`` (2379), ``ETCD_PEER_PORT``
-(2380), ``KAFKA_PORT`` (9092), ``REDIS_PORT`` (6380, since 6379 is often a system Redis);
-to use existing infrastructure instead: ``REDIS_URL``, ``ETCD_ENDPOINTS`` (JSON list),
-``KAFKA_BOOTSTRAP``, ``MYSQL_URL`` (e.g. ``mysql+asyncmy://root@127.0.0.1:3306/webook``;
-the database is created if missing).
+(2380), ``KAFKA_PORT`` (9092), ``REDIS_PORT`` (6380, since 6379 is often a system Redis),
+``TLS`` (true); to use existing infrastructure instead: ``REDIS_URL``, ``ETCD_ENDPOINTS``
+(JSON list), ``KAFKA_BOOTSTRAP``, ``MYSQL_URL`` (e.g.
+``mysql+asyncmy://root@127.0.0.1:3306/webook``; the database is created if missing).
 
 Settings of one process: every ``WEBOOK_<NAME>_*`` variable (``WEBOOK_USER_LOG_LEVEL``,
 ``WEBOOK_GATEWAY_EDGE``...) of the launcher's environment or of the env file reaches that
@@ -66,6 +74,7 @@ from devstack.suite import (
     start_services,
     wechat_emulator_process,
 )
+from devstack.tls import stack_pki
 from kit.logging import configure_logging
 from kit.sql import create_engine
 
@@ -94,6 +103,8 @@ class DevSettings(BaseSettings):
     etcd_endpoints: list[str] = []
     kafka_bootstrap: str = ""
     mysql_url: str = ""
+    # Mutual TLS on every gRPC hop; false (plaintext) is for debugging only.
+    tls: bool = True
 
     def fixed_ports(self) -> dict[str, int]:
         """The ports of the processes the launcher itself starts, by component."""
@@ -277,6 +288,12 @@ class Stack:
             self.external.append(("mysql", make_url(s.mysql_url).render_as_string()))
         else:
             database_url = f"sqlite+aiosqlite:///{self.run_dir}"
+        if s.tls:
+            pki = stack_pki(self.run_dir)
+            logger.info("mutual TLS", extra={"ca_file": str(pki.ca_file)})
+        else:
+            pki = None
+            logger.warning("mutual TLS off: every gRPC hop is plaintext (WEBOOK_DEV_TLS)")
         self.infra_seconds = time.monotonic() - started
         return Infra(
             redis_url,
@@ -285,6 +302,7 @@ class Stack:
             database_url,
             sms_log_file=str(self.sms_log_file),
             overrides=self.overrides,
+            pki=pki,
         )
 
     def start_suite(self, infra: Infra) -> None:

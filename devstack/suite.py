@@ -7,6 +7,10 @@ services exist and what each needs comes from :mod:`devstack.catalog`. A service
 variables; readiness is its standard gRPC health service answering SERVING. The gateway
 and the WeChat emulator (:mod:`devstack.wechat_emulator`) are ready when their
 ``/healthz`` answers.
+
+Every gRPC hop runs over mutual TLS when :attr:`Infra.pki` is set, which every launcher
+does unless told otherwise (:mod:`devstack.tls`): each process gets its own certificate,
+and whoever calls a service directly uses :meth:`Infra.channel` to present one.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.catalog import CATALOG, LocalContext, local_settings, spec
 from devstack.infra import InfraError, ManagedProcess, stop_all, wait_ready
+from devstack.tls import GATEWAY, CallerTls, tls_env
 from devstack.wechat_emulator import DEV_APP_ID, DEV_APP_SECRET
+from kit.security.pki import Pki
 
 GATEWAY_PREFIX = "WEBOOK_GATEWAY_"
 
@@ -37,10 +43,13 @@ def available_services() -> list[str]:
     return [entry.name for entry in CATALOG if entry.available()]
 
 
-def grpc_serving(addr: str) -> bool:
-    """Whether the gRPC health service at ``addr`` answers SERVING."""
+def grpc_serving(addr: str, tls: CallerTls | None = None) -> bool:
+    """Whether the gRPC health service at ``addr`` answers SERVING.
+
+    ``tls``: call over mutual TLS with that client certificate (a plaintext call otherwise).
+    """
     try:
-        with grpc.insecure_channel(addr) as channel:
+        with tls.sync_channel(addr) if tls else grpc.insecure_channel(addr) as channel:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=0.5
             )
@@ -77,12 +86,35 @@ class Infra:
     # Settings for one process only, applied last: process name ("user", "gateway") →
     # full variable name → value. ``make run`` fills it from the developer's environment.
     overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The stack's CA and workload certificates (devstack.tls.stack_pki): every gRPC hop
+    # then runs over mutual TLS. ``None`` runs plaintext, for debugging only; required, so
+    # that no launcher drops TLS by leaving it out.
+    pki: Pki | None = field(kw_only=True)
 
     def database_for(self, service: str) -> str:
         """The database URL a given service uses."""
         if self.database_url.startswith("sqlite"):
             return f"{self.database_url.rstrip('/')}/{service}.db"
         return self.database_url
+
+    def tls_env(self, identity: str, prefix: str) -> dict[str, str]:
+        """The TLS settings of workload ``identity``'s process (none when TLS is off)."""
+        return tls_env(self.pki, identity, prefix) if self.pki else {}
+
+    def client_tls(self, service: str, *, as_identity: str = GATEWAY) -> CallerTls | None:
+        """How to call service ``service`` as workload ``as_identity``; ``None``: plaintext."""
+        return CallerTls(self.pki, as_identity, service) if self.pki else None
+
+    def channel(
+        self, address: str, service: str, *, as_identity: str = GATEWAY
+    ) -> grpc.aio.Channel:
+        """An asyncio channel to stack service ``service`` at ``address``, as ``as_identity``.
+
+        Over mutual TLS (the service verified as ``<service>.webook.internal``) unless the
+        stack runs plaintext. The callee's caller tables decide what ``as_identity`` may call.
+        """
+        tls = self.client_tls(service, as_identity=as_identity)
+        return tls.aio_channel(address) if tls else grpc.aio.insecure_channel(address)
 
 
 def _base_env() -> dict[str, str]:
@@ -106,8 +138,8 @@ def service_env(
 ) -> dict[str, str]:
     """The environment of one service process.
 
-    In order, later winning: the stack's addresses, the catalog's own settings of the
-    service, ``infra.extra_env``, then ``infra.overrides[name]``.
+    In order, later winning: the stack's addresses and the service's TLS files, the
+    catalog's own settings of the service, ``infra.extra_env``, then ``infra.overrides[name]``.
     """
     prefix = spec(name).env_prefix
     env = _base_env()
@@ -121,6 +153,7 @@ def service_env(
             f"{prefix}KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
             f"{prefix}ETCD_ENDPOINTS": json.dumps(infra.etcd_endpoints),
             f"{prefix}PEERS": json.dumps(dict(peers)),
+            **infra.tls_env(name, prefix),
         }
     )
     env.update(local_settings(name, LocalContext(sms_log_file=infra.sms_log_file)))
@@ -243,13 +276,18 @@ def service_process(
     metrics_port: int = 0,
     die_with_parent: bool = False,
 ) -> ManagedProcess:
-    """A (not yet started) service process listening on ``grpc_port``."""
+    """A (not yet started) service process listening on ``grpc_port``.
+
+    Ready when its health service answers SERVING to the gateway's certificate (plaintext
+    when the stack runs without TLS).
+    """
     addr = f"127.0.0.1:{grpc_port}"
+    tls = infra.client_tls(name)
     return ManagedProcess(
         name=f"{name}-{replica}",
         argv=[sys.executable, "-m", spec(name).module],
         log_path=log_dir / f"{name}-{replica}.log",
-        ready=lambda: grpc_serving(addr),
+        ready=lambda: grpc_serving(addr, tls),
         env=service_env(name, infra, grpc_port, peers or {}, metrics_port=metrics_port),
         die_with_parent=die_with_parent,
     )
@@ -300,6 +338,7 @@ def gateway_process(
             f"{GATEWAY_PREFIX}PEERS": json.dumps(dict(peers)),
             f"{GATEWAY_PREFIX}ETCD_ENDPOINTS": json.dumps(infra.etcd_endpoints),
             f"{GATEWAY_PREFIX}KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+            **infra.tls_env(GATEWAY, GATEWAY_PREFIX),
         }
     )
     if wechat_base:

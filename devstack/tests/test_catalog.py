@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _infra(tmp_path: Path, **kwargs: object) -> Infra:
+    kwargs.setdefault("pki", None)
     return Infra(
         redis_url="redis://127.0.0.1:1/0",
         etcd_endpoints=["127.0.0.1:2"],

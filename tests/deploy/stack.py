@@ -36,6 +36,7 @@ from devstack.suite import (
     start_services,
     wechat_emulator_process,
 )
+from devstack.tls import stack_pki
 from tests.deploy.observability_files import PROMETHEUS_DIR
 
 SCRAPE_INTERVAL_S = 1
@@ -110,6 +111,8 @@ class ObservedStack:
     """The processes under test, their scrape targets and the Prometheus scraping them."""
 
     base_url: str
+    # How the processes were configured (its certificates, to call a service directly).
+    infra: Infra
     gateway: ManagedProcess
     services: dict[str, list[ManagedProcess]]
     grpc_addresses: dict[str, list[str]]
@@ -206,6 +209,7 @@ def observed_stack(
             ),
         },
         sms_log_file=str(sms_log),
+        pki=stack_pki(work),
     )
     names = available_services()
     refused = f"http://127.0.0.1:{free_port()}"
@@ -267,6 +271,7 @@ def observed_stack(
         api.wait_for_scrapes_after(started, len(targets))
         yield ObservedStack(
             base_url=f"http://127.0.0.1:{gateway_port}",
+            infra=infra,
             gateway=gateway,
             services=services,
             grpc_addresses=addresses,

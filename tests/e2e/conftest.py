@@ -6,7 +6,9 @@ The services are those of :mod:`devstack.catalog` that exist, started in paralle
 the session's real Redis, etcd and broker (root conftest) and SQLite databases in a
 temporary directory, which also holds the sms service's local SMS log (login codes are
 read from it). The gateway discovers the services through etcd and logs in with WeChat
-through the emulator. Logs of every process land in the session's infra dir.
+through the emulator. Every gRPC hop runs over mutual TLS, with a CA and certificates made
+in the data directory (:func:`devstack.tls.stack_pki`). Logs of every process land in the
+session's infra dir.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from devstack.suite import (
     start_services,
     wechat_emulator_process,
 )
+from devstack.tls import stack_pki
 
 USER_AGENT = "webook-e2e/1.0"
 # Short, so that a test can log in twice with one phone; the 60 s default is tested in
@@ -84,6 +87,7 @@ def stack(
             "WEBOOK_GATEWAY_EDGE": json.dumps({"rate_limits": []}),
         },
         sms_log_file=str(sms_log),
+        pki=stack_pki(data_dir),
     )
     names = [name for name in available_services() if name != "search"]
     gateway_port, wechat_port = free_port(), free_port()
