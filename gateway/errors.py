@@ -18,6 +18,8 @@ reason ``LOGIN_CODE_WRONG`` (Verify    200          ``{code: 4, "wrong or expire
 answered ok=false)
 reasons ``CODE_INVALID_PHONE``,        200          ``{code: 4, "invalid phone number"}``
 ``USER_INVALID_PHONE``
+reasons ``USER_LOGIN_THROTTLED``,      200          ``{code: 4, msg: <service message>}``
+``CODE_COUNTRY_NOT_ALLOWED``                        (when to retry; which country)
 reason ``WECHAT_STATE_INVALID``        200          ``{code: 4, "WeChat login expired or
                                                     was started elsewhere, please scan
                                                     again"}``

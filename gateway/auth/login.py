@@ -70,6 +70,7 @@ _RESULT_BY_REASON: Final[Mapping[str, str]] = {
     user_pb2.ErrorReason.Name(user_pb2.USER_NOT_FOUND): "wrong_credentials",
     GatewayReason.LOGIN_CODE_WRONG: "wrong_code",
     code_pb2.ErrorReason.Name(code_pb2.CODE_VERIFY_TOO_MANY): "too_many_attempts",
+    user_pb2.ErrorReason.Name(user_pb2.USER_LOGIN_THROTTLED): "too_many_attempts",
     GatewayReason.WECHAT_STATE_INVALID: "bad_state",
     GatewayReason.WECHAT_CODE_REJECTED: "wechat_refused",
     GatewayReason.WECHAT_LOGIN_CANCELLED: "wechat_refused",

@@ -66,9 +66,9 @@ DEFAULT_RATE_LIMITS: Final[tuple[RateLimitRule, ...]] = (
         name="auth_ip",
         paths=("/users/login", "/users/signup"),
         key="ip",
-        limit=10,
+        limit=60,
         period=60,
-        burst=5,
+        burst=20,
     ),
     # Each code costs an SMS: an exact window, never more than 5 a minute per IP.
     RateLimitRule(
@@ -87,6 +87,18 @@ DEFAULT_RATE_LIMITS: Final[tuple[RateLimitRule, ...]] = (
         limit=60,
         period=60,
         burst=20,
+    ),
+    # Public full-text search: each query costs the search service real work, and one
+    # client could otherwise take its capacity from everyone. 2/s sustained per IP with
+    # bursts of 30 leaves room for search-as-you-type and paging; a NAT of many readers
+    # shares it, hence more than a person needs.
+    RateLimitRule(
+        name="search_ip",
+        paths=("/search/query",),
+        key="ip",
+        limit=120,
+        period=60,
+        burst=30,
     ),
     # Logged-in traffic per user: 10/s sustained, bursts of 100 (a page load fans out).
     RateLimitRule(name="user", paths=("*",), key="user", limit=600, period=60, burst=100),

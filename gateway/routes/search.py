@@ -5,9 +5,12 @@ public data: published articles, nicknames and about-me texts) and, like every p
 ignores the ``Authorization`` header. It reaches the search service through
 :attr:`gateway.deps.Runtime.stubs`; :func:`gateway.presenters.search_hit` shows the hits.
 
-A query the service refuses (empty, too long, unbalanced quotes or parentheses, a page past
-the first 1000 results) answers code 4 with the service's message; an unavailable index
-answers code 5 "system error".
+A query holding a control character is refused here (code 4, before the service); a query
+the service refuses (empty, too long, too many terms, a page past the first 1000 results)
+answers code 4 with the service's message; an unavailable index answers code 5 "system
+error". The text is never query syntax: field names, wildcards, ranges, boosts and
+operators are searched as the words they contain. The edge limits the route per client IP
+(rule ``search_ip``, :mod:`gateway.middleware.edge_settings`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Query
+from pydantic import AfterValidator
 
 from gateway import presenters
 from gateway.deps import RuntimeDep
@@ -25,6 +29,7 @@ from gateway.schemas.search import (
     MAX_RAW_QUERY_CHARS,
     SearchPageView,
     SearchType,
+    check_query_text,
 )
 from webook.search.v1 import search_pb2
 
@@ -37,9 +42,10 @@ _DOC_TYPES: Final[dict[str, search_pb2.DocType.ValueType]] = {
 }
 
 QUERY_HELP: Final = (
-    "Free text, Chinese or English, 1..200 characters. Words must all match; "
-    '"quoted words" match as a phrase, -word excludes, a OR b matches either; '
-    "English words match their other forms (bucket, buckets)."
+    "Free text, Chinese or English, 1..200 characters, at most 64 terms, no control "
+    'characters. Words must all match; "quoted words" match as a phrase; anything else '
+    "(title:, *, OR, -, brackets) is searched as plain text. English words match their "
+    "other forms (bucket, buckets)."
 )
 
 
@@ -49,13 +55,16 @@ QUERY_HELP: Final = (
     description=(
         "Published articles (title, text, author) and users (nickname, about-me), best match "
         "first; among similar matches, recently updated ones rank higher. Public: no login "
-        "needed. A query the search engine cannot read answers code 4 with the reason."
+        "needed, limited per client IP. A query the service refuses answers code 4 with "
+        "the reason."
     ),
 )
 async def search(
     runtime: RuntimeDep,
     q: Annotated[
-        str, Query(max_length=MAX_RAW_QUERY_CHARS, description=QUERY_HELP, examples=["微服务"])
+        str,
+        Query(max_length=MAX_RAW_QUERY_CHARS, description=QUERY_HELP, examples=["微服务"]),
+        AfterValidator(check_query_text),
     ],
     type: Annotated[
         SearchType, Query(description="What to search: articles, users, or both.")

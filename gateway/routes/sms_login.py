@@ -7,6 +7,10 @@
    finds or creates the user with that phone and starts a session exactly as password login
    does (``x-jwt-token`` / ``x-refresh-token`` headers).
 
+The phone is validated and normalised to E.164 by the request models
+(:mod:`gateway.schemas.login`): an invalid number answers code 4 before any call, and
+``13900000003`` and ``+8613900000003`` are one phone for the code's limits and one account.
+
 A verified code is consumed; if the user service then fails, the person asks for a new code
 (``FindOrCreateByPhone`` is idempotent and fails over between instances, so this is rare).
 """

@@ -54,7 +54,12 @@ async def signup(body: SignupRequest, runtime: RuntimeDep) -> Ack:
 async def login(
     body: LoginRequest, response: Response, runtime: RuntimeDep, user_agent: UserAgentDep
 ) -> Ack:
-    """Check the credentials and start a session; wrong ones answer code 401002."""
+    """Check the credentials and start a session; wrong ones answer code 401002.
+
+    After repeated wrong passwords the user service locks the account's logins for a while
+    (the same for unknown emails): that answers code 4 with its message ("too many failed
+    logins for this account; try again in N minutes").
+    """
     async with counted_login("password"):
         try:
             reply = await runtime.stubs.user.Login(
@@ -62,8 +67,9 @@ async def login(
                 timeout=runtime.grpc_timeout,
             )
         except grpc.aio.AioRpcError as exc:
+            error = app_error_from_rpc(exc)
             # An unknown email must look exactly like a wrong password (no account probing).
-            if app_error_from_rpc(exc).reason == user_pb2.ErrorReason.Name(user_pb2.USER_NOT_FOUND):
+            if error.reason == user_pb2.ErrorReason.Name(user_pb2.USER_NOT_FOUND):
                 raise Unauthenticated(
                     user_pb2.ErrorReason.Name(user_pb2.USER_INVALID_CREDENTIALS),
                     "wrong email or password",

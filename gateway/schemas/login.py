@@ -1,8 +1,10 @@
 """Models of the SMS code login routes (``/users/login_sms/...``).
 
-The edge checks only shapes; the sms and user services own the phone rules (mainland
-``1[3-9]`` + 9 digits or E.164). Surrounding whitespace is stripped so that the number sent
-a code and the number logged in are the same string (the user service stores it as sent).
+Phones are validated and normalised to E.164 here (:func:`kit.phone.normalize_phone`, numbers
+without ``+`` read as mainland China), so a bad number is refused at the edge with code 4 and
+every spelling of one number (``13900000003``, ``+86 139 0000 0003``) reaches the services
+as the same string. The services apply the same rule (and the sms service the allowed
+countries): it holds for direct gRPC callers too.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-MAX_PHONE_CHARS: Final = 20
+from kit.phone import MAX_PHONE_INPUT_CHARS, InvalidPhoneNumber, normalize_phone
+
+MAX_PHONE_CHARS: Final = MAX_PHONE_INPUT_CHARS
 CODE_DIGITS: Final = 6
-_PHONE_SHAPE: Final = re.compile(r"\+?[0-9]+")
 _CODE_SHAPE: Final = re.compile(rf"[0-9]{{{CODE_DIGITS}}}")
 
 
@@ -23,9 +26,10 @@ def _strip(value: object) -> object:
 
 
 def _check_phone(value: str) -> str:
-    if not _PHONE_SHAPE.fullmatch(value):
-        raise ValueError("invalid phone number")
-    return value
+    try:
+        return normalize_phone(value)
+    except InvalidPhoneNumber as exc:
+        raise ValueError(f"invalid phone number: {exc}") from exc
 
 
 def _check_code(value: str) -> str:
@@ -38,7 +42,10 @@ def _check_code(value: str) -> str:
 # the strip, reported as "string_too_long").
 Phone = Annotated[
     str,
-    Field(max_length=MAX_PHONE_CHARS, description="Mainland number or E.164 (+...)."),
+    Field(
+        max_length=MAX_PHONE_CHARS,
+        description="Mobile number: mainland China without +, others with + and country code.",
+    ),
     BeforeValidator(_strip),
     AfterValidator(_check_phone),
 ]

@@ -1,12 +1,15 @@
 """Models of the ``/search`` routes (camelCase wire names, as the rest of the API).
 
-The gateway checks shapes and bounds; the search service owns the query rules (1..200
-characters after trimming, balanced quotes and parentheses, at most the first 1000 results)
-and its refusals come back as code 4 with a message naming the problem.
+The gateway checks shapes and bounds, and refuses a query holding a control character or
+a lone surrogate (:func:`check_query_text`, code 4) before any service sees it; the search
+service owns the query rules (1..200 characters after trimming, at most 64 terms, at most
+the first 1000 results; the query language is plain words and "quoted phrases", everything
+else is text) and its refusals come back as code 4 with a message naming the problem.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
 from pydantic import BaseModel, Field
@@ -18,6 +21,21 @@ MAX_LIMIT: Final = 50
 MAX_OFFSET: Final = 990
 # Room for surrounding whitespace the service trims before it counts (200 characters).
 MAX_RAW_QUERY_CHARS: Final = 400
+# The search service's rule too: the control characters (category Cc: C0, DEL, C1) but
+# tab, line feed and carriage return (whitespace), and lone surrogates (Cs).
+_REFUSED: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_query_text(text: str) -> str:
+    """``text`` if it holds no control character nor lone surrogate, else ValueError with a
+    message for people (the position and code point of the first one)."""
+    found = _REFUSED.search(text)
+    if found is not None:
+        raise ValueError(
+            f"q contains a control character (U+{ord(found.group()):04X} at position "
+            f"{found.start()}); remove it"
+        )
+    return text
 
 
 class SearchHitView(BaseModel):

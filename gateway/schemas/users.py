@@ -4,6 +4,10 @@ Field names are the wire names of the original API (``confirmPassword``, ``about
 capitalised profile keys). Unknown fields are ignored. Each rule fails with a message that
 names the problem; :func:`gateway.errors.describe_validation_errors` passes it on as the
 envelope's ``msg``.
+
+Nickname and about-me are plain text: markup (an HTML tag, comment or declaration, or a
+character reference) is refused here with code 4, by the same rule the user service enforces
+for every caller (``services/user/domain.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,20 @@ WEAK_PASSWORD_MESSAGE: Final = (
     "a digit and a special character"
 )
 _DATE_FORMAT: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# The user service's rule, repeated so the edge refuses before a call (the gateway does not
+# import services): "<" followed by a letter, "/", "!" or "?", or a character reference.
+_MARKUP: Final = re.compile(r"<[A-Za-z/!?]|&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);")
+
+
+def _plain_text(field: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if _MARKUP.search(value):
+            raise ValueError(
+                f"{field} must be plain text, without HTML tags or character references"
+            )
+        return value
+
+    return AfterValidator(check)
 
 
 def _check_email(value: str) -> str:
@@ -111,11 +129,13 @@ class LoginRequest(_Request):
 class EditProfileRequest(_Request):
     """``POST /users/edit``."""
 
-    nickname: Annotated[str, Field(max_length=MAX_NICKNAME_CHARS)]
+    nickname: Annotated[str, Field(max_length=MAX_NICKNAME_CHARS), _plain_text("nickname")]
     birthday: Annotated[str, AfterValidator(_check_birthday)] = Field(
         description='"YYYY-MM-DD", not later than today anywhere on Earth; "" leaves it unset.'
     )
-    about_me: Annotated[str, Field(max_length=MAX_ABOUT_ME_CHARS)] = Field(alias="aboutMe")
+    about_me: Annotated[str, Field(max_length=MAX_ABOUT_ME_CHARS), _plain_text("aboutMe")] = Field(
+        alias="aboutMe"
+    )
 
 
 class ProfileView(BaseModel):

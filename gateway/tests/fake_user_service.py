@@ -11,13 +11,21 @@ from typing import Any, NoReturn
 
 import grpc
 
-from kit.errors import AlreadyExists, AppError, InvalidArgument, NotFound, Unauthenticated
+from kit.errors import (
+    AlreadyExists,
+    AppError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from kit.grpcx.errors import abort_with
 from webook.user.v1 import user_pb2, user_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 RESERVED_NICKNAME = "admin"
+LOCKED_MESSAGE = "too many failed logins for this account; try again in 2 minutes"
 
 
 async def _fail(context: Context, error: AppError) -> NoReturn:
@@ -33,6 +41,8 @@ class FakeUserService(user_pb2_grpc.UserServiceServicer):
         self.passwords: dict[int, str] = {}
         # Seconds Profile waits before answering (to exercise deadlines).
         self.profile_delay = 0.0
+        # Emails whose logins the service's throttle refuses (registered or not).
+        self.locked_emails: set[str] = set()
 
     def _by_email(self, email: str) -> user_pb2.User | None:
         return next((u for u in self.users.values() if u.email == email), None)
@@ -61,7 +71,11 @@ class FakeUserService(user_pb2_grpc.UserServiceServicer):
     async def Login(
         self, request: user_pb2.LoginRequest, context: Context
     ) -> user_pb2.LoginResponse:
-        """Check credentials: an unknown email is NOT_FOUND, a wrong password unauthenticated."""
+        """Check credentials: an unknown email is NOT_FOUND, a wrong password unauthenticated,
+        a locked email RESOURCE_EXHAUSTED with the reason of wrong credentials (as the real
+        throttle answers)."""
+        if request.email in self.locked_emails:
+            await _fail(context, ResourceExhausted("USER_LOGIN_THROTTLED", LOCKED_MESSAGE))
         user = self._by_email(request.email)
         if user is None:
             await _fail(context, NotFound("USER_NOT_FOUND", "user not found"))

@@ -62,7 +62,7 @@ def test_other_tokens_are_not_state_cookies() -> None:
         {"state": state, "exp": now + 60, "aud": "elsewhere"}, KEY, algorithm="HS256"
     )
     unsigned = jwt.encode(
-        {"state": state, "exp": now + 60, "aud": "webook-wechat-state"}, None, algorithm="none"
+        {"state": state, "exp": now + 60, "aud": "webook-wechat-state"}, "", algorithm="none"
     )
     for token in (no_audience, other_audience, unsigned):
         assert _problem(token, state) == "forged"

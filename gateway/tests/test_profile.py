@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.tests.conftest import LoginTokens, bearer
+from gateway.tests.conftest import LoginTokens, RunningUserService, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -17,6 +17,10 @@ def _edit_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"nickname": "Alice", "birthday": "1990-05-17", "aboutMe": "hi"}
     body.update(overrides)
     return body
+
+
+_MARKUP_NICKNAME = "nickname must be plain text, without HTML tags or character references"
+_MARKUP_ABOUT_ME = "aboutMe must be plain text, without HTML tags or character references"
 
 
 def _utc_today_plus(days: int) -> str:
@@ -91,6 +95,13 @@ async def test_empty_birthday_is_unset(client: httpx.AsyncClient, tokens: LoginT
             id="birthday-future",
         ),
         pytest.param({"nickname": 7}, "nickname must be a string", id="wrong-type"),
+        pytest.param({"nickname": "<b>Al</b>"}, _MARKUP_NICKNAME, id="nickname-tag"),
+        pytest.param({"nickname": "Al&#60;"}, _MARKUP_NICKNAME, id="nickname-reference"),
+        pytest.param(
+            {"aboutMe": "hi <script>alert(1)</script>"}, _MARKUP_ABOUT_ME, id="about-script"
+        ),
+        pytest.param({"aboutMe": "<!-- x -->"}, _MARKUP_ABOUT_ME, id="about-comment"),
+        pytest.param({"aboutMe": "&lt;img&gt;"}, _MARKUP_ABOUT_ME, id="about-reference"),
     ],
 )
 async def test_edit_validation(
@@ -102,6 +113,33 @@ async def test_edit_validation(
 
     assert resp.status_code == 200
     assert resp.json() == {"code": 4, "msg": message, "data": None}
+
+
+async def test_markup_is_refused_before_the_service_is_called(
+    client: httpx.AsyncClient, tokens: LoginTokens, user_service: RunningUserService
+) -> None:
+    before = list(user_service.servicer.users.values())
+
+    resp = await client.post(
+        "/users/edit",
+        json=_edit_body(nickname="<img src=x onerror=alert(1)>"),
+        headers=bearer(tokens.access),
+    )
+
+    assert resp.json() == {"code": 4, "msg": _MARKUP_NICKNAME, "data": None}
+    assert list(user_service.servicer.users.values()) == before
+
+
+async def test_text_that_only_looks_like_markup_is_accepted(
+    client: httpx.AsyncClient, tokens: LoginTokens
+) -> None:
+    body = _edit_body(nickname="a < b & c", aboutMe="I <3 Tom & Jerry; 1<2")
+
+    resp = await client.post("/users/edit", json=body, headers=bearer(tokens.access))
+
+    assert resp.json()["code"] == 0
+    profile = (await client.get("/users/profile", headers=bearer(tokens.access))).json()
+    assert (profile["Nickname"], profile["AboutMe"]) == ("a < b & c", "I <3 Tom & Jerry; 1<2")
 
 
 async def test_service_invalid_argument_message_is_passed_on(

@@ -19,12 +19,14 @@ from fastapi import FastAPI
 
 from devstack.infra import free_port
 from gateway.app import create_app
+from gateway.middleware.edge_settings import DEFAULT_RATE_LIMITS
 from gateway.tests.conftest import client_for, fake_stubs, make_settings, rpc_error
 from kit.errors import InvalidArgument, Unavailable
 from webook.search.v1 import search_pb2
 
 # 2026-01-02 03:04:05 UTC, shown in the default zone (Asia/Shanghai, UTC+8).
 UTIME_MS = 1_767_323_045_000
+TOO_MANY_TERMS = "a " * 65
 
 
 @dataclass
@@ -39,12 +41,12 @@ class FakeSearch:
     ) -> search_pb2.SearchResponse:
         """Canned hits, or the refusal the real service gives."""
         self.requests.append(request)
-        if request.query.startswith('"'):
+        if request.query == TOO_MANY_TERMS:
             raise rpc_error(
                 InvalidArgument(
                     "SEARCH_INVALID_QUERY",
-                    "cannot parse the search query (unbalanced quote); check quotes, "
-                    "parentheses and AND/OR/NOT",
+                    "the search query has too many terms (65, at most 64); use fewer words "
+                    "or a shorter Chinese phrase",
                     domain="search.webook",
                 )
             )
@@ -174,13 +176,40 @@ async def test_the_type_filter_reaches_the_service(
     assert (sent.type, sent.offset, sent.limit) == (expected, 0, 10)
 
 
-async def test_a_malformed_query_answers_code_4_with_the_reason(http: httpx.AsyncClient) -> None:
-    response = await http.get("/search/query", params={"q": '"unclosed'})
+async def test_a_refused_query_answers_code_4_with_the_reason(http: httpx.AsyncClient) -> None:
+    response = await http.get("/search/query", params={"q": TOO_MANY_TERMS})
     assert response.status_code == 200
     body = response.json()
     assert body["code"] == 4
-    assert body["msg"].startswith("cannot parse the search query")
+    assert body["msg"].startswith("the search query has too many terms")
     assert body["data"] is None
+
+
+@pytest.mark.parametrize(
+    ("q", "message"),
+    [
+        ("nul\x00", "q contains a control character (U+0000 at position 3); remove it"),
+        ("\x1b[31mred", "q contains a control character (U+001B at position 0); remove it"),
+        ("del\x7f", "q contains a control character (U+007F at position 3); remove it"),
+        ("c1\x85", "q contains a control character (U+0085 at position 2); remove it"),
+    ],
+)
+async def test_control_characters_are_refused_at_the_edge(
+    http: httpx.AsyncClient, fake_search: FakeSearch, q: str, message: str
+) -> None:
+    response = await http.get("/search/query", params={"q": q})
+    assert response.status_code == 200
+    assert response.json() == {"code": 4, "msg": message, "data": None}
+    assert fake_search.requests == []
+
+
+async def test_query_syntax_and_whitespace_pass_through_as_text(
+    http: httpx.AsyncClient, fake_search: FakeSearch
+) -> None:
+    texts = ["title:*", 'live:false OR key:"a:1"', "don't", "tab\tand\nnewline", "微服务 -限流"]
+    for q in texts:
+        assert (await http.get("/search/query", params={"q": q})).json()["code"] == 0
+    assert [sent.query for sent in fake_search.requests] == texts
 
 
 @pytest.mark.parametrize(
@@ -204,6 +233,48 @@ async def test_bad_parameters_answer_code_4(
     assert response.status_code == 200
     assert response.json() == {"code": 4, "msg": message, "data": None}
     assert fake_search.requests == []
+
+
+def _client_at(application: FastAPI, ip: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=application, client=(ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway.test")
+
+
+@pytest.mark.integration
+async def test_search_has_its_own_per_ip_limit(
+    search_app: FastAPI, fake_search: FakeSearch
+) -> None:
+    """The default ``search_ip`` rule (burst 30, then 2/s) on the session's Redis: one
+    address is refused with 429 past its burst, another is not, other routes are not."""
+    (rule,) = [r for r in DEFAULT_RATE_LIMITS if r.name == "search_ip"]
+    assert (rule.paths, rule.key, rule.limit, rule.period, rule.burst) == (
+        ("/search/query",),
+        "ip",
+        120,
+        60,
+        30,
+    )
+    async with _client_at(search_app, "198.51.100.40") as greedy:
+        answers = []
+        # The bucket refills at 2/s: a refusal comes soon after the burst, however slow
+        # the machine (200 requests in under ~85 s).
+        for i in range(200):
+            answers.append(await greedy.get("/search/query", params={"q": f"w{i}"}))
+            if answers[-1].status_code == 429:
+                break
+        other_route = await greedy.get("/healthz")
+    async with _client_at(search_app, "198.51.100.41") as neighbour:
+        other_ip = await neighbour.get("/search/query", params={"q": "x"})
+
+    assert [a.status_code for a in answers[:30]] == [200] * 30
+    refused = answers[-1]
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    assert other_route.status_code == 200
+    assert (other_ip.status_code, other_ip.json()["code"]) == (200, 0)
+    # The refused request never reached the service; the neighbour's did.
+    greedy_passed = len(answers) - 1
+    assert len(fake_search.requests) == greedy_passed + 1
 
 
 async def test_an_unavailable_index_is_a_system_error(http: httpx.AsyncClient) -> None:

@@ -6,9 +6,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.schemas.users import WEAK_PASSWORD_MESSAGE
-from gateway.tests.conftest import PASSWORD, signup
+from gateway.tests.conftest import PASSWORD, RunningUserService, signup
+from gateway.tests.fake_user_service import LOCKED_MESSAGE
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +169,30 @@ async def test_login_unknown_user_looks_like_wrong_password(client: httpx.AsyncC
     )
 
     assert resp.json() == {"code": 401002, "msg": "wrong email or password", "data": None}
+
+
+def _logins(result: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "webook_login_total", {"method": "password", "result": result}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize("registered", [True, False], ids=["registered", "unknown"])
+async def test_login_locked_by_the_throttle_says_so(
+    client: httpx.AsyncClient, user_service: RunningUserService, registered: bool
+) -> None:
+    if registered:
+        await signup(client, "carol@example.com")
+    user_service.servicer.locked_emails.add("carol@example.com")
+    locked_before = _logins("too_many_attempts")
+
+    # Even the right password: the service refuses without checking it.
+    resp = await client.post(
+        "/users/login", json={"email": "carol@example.com", "password": PASSWORD}
+    )
+
+    assert resp.status_code == 200
+    assert resp.json() == {"code": 4, "msg": LOCKED_MESSAGE, "data": None}
+    assert "x-jwt-token" not in resp.headers
+    assert _logins("too_many_attempts") - locked_before == 1

@@ -19,6 +19,16 @@ from kit.logging import JsonFormatter
 pytestmark = pytest.mark.integration
 
 PHONE = "13812345678"
+# What the gateway passes on: every spelling of PHONE, normalised at the edge.
+E164 = "+8613812345678"
+NOT_VALID = (
+    "invalid phone number: not a valid phone number (write it with its country code, "
+    "e.g. +8613812345678)"
+)
+BAD_CHARACTERS = (
+    "invalid phone number: phone number may contain only digits, spaces, '-', '.', "
+    "parentheses and a leading '+'"
+)
 OK = {"code": 0, "msg": "OK", "data": None}
 SYSTEM_ERROR = {"code": 5, "msg": "system error", "data": None}
 
@@ -50,16 +60,38 @@ async def test_send_code(client: httpx.AsyncClient, code_service: RunningCodeSer
     assert resp.status_code == 200
     assert resp.json() == OK
     [call] = code_service.servicer.send_calls
-    assert (call.biz, call.phone) == ("login", PHONE)
+    assert (call.biz, call.phone) == ("login", E164)
 
 
-async def test_phone_is_stripped(
-    client: httpx.AsyncClient, code_service: RunningCodeService
+@pytest.mark.parametrize(
+    "phone", [f"  {PHONE} ", "+86 138 1234 5678", "138-1234-5678", E164, "0086 13812345678"]
+)
+async def test_phone_is_normalised_to_e164(
+    client: httpx.AsyncClient, code_service: RunningCodeService, phone: str
 ) -> None:
-    resp = await _send(client, phone=f"  {PHONE} ")
+    resp = await _send(client, phone=phone)
 
     assert resp.json() == OK
-    assert code_service.servicer.send_calls[0].phone == PHONE
+    assert code_service.servicer.send_calls[0].phone == E164
+
+
+async def test_two_forms_of_one_number_are_one_phone(
+    client: httpx.AsyncClient,
+    code_service: RunningCodeService,
+    user_service: RunningUserService,
+) -> None:
+    assert (await _send(client, phone=PHONE)).json() == OK
+    # The other form is the same phone: same resend interval...
+    again = await _send(client, phone=E164)
+    assert again.json() == _bad_input("code sent too often, try again later")
+    # ...and the code sent to one form logs in with the other, into one account.
+    code = code_service.servicer.sent[("login", E164)]
+    assert (await _login(client, code, phone=E164)).json() == OK
+    code_service.servicer.allow_resend("login", E164)
+    assert (await _send(client, phone=E164)).json() == OK
+    assert (await _login(client, code_service.servicer.sent[("login", E164)])).json() == OK
+    [user] = user_service.servicer.users.values()
+    assert user.phone == E164
 
 
 async def test_send_too_often(client: httpx.AsyncClient) -> None:
@@ -74,21 +106,29 @@ async def test_send_too_often(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("body", "msg"),
     [
-        ({"phone": "12345"}, "invalid phone number"),  # the service's rule
-        ({"phone": "138-1234-5678"}, "invalid phone number"),  # the edge's shape check
-        ({"phone": ""}, "invalid phone number"),
-        ({"phone": "1" * 21}, "phone is too long (at most 20 characters)"),
+        ({"phone": "12345"}, NOT_VALID),
+        ({"phone": "23812345678"}, NOT_VALID),
+        ({"phone": "+0123456789"}, "invalid phone number: not a phone number"),
+        ({"phone": "01012345678"}, "invalid phone number: not a mobile phone number"),
+        ({"phone": "138-1234-567x"}, BAD_CHARACTERS),
+        (
+            {"phone": "\uff11\uff13\uff18\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18"},
+            BAD_CHARACTERS,
+        ),
+        ({"phone": ""}, "invalid phone number: phone number is required"),
+        ({"phone": "1" * 33}, "phone is too long (at most 32 characters)"),
         ({"phone": 13812345678}, "phone must be a string"),
         ({}, "missing field: phone"),
     ],
 )
 async def test_send_to_an_invalid_phone(
-    client: httpx.AsyncClient, body: dict[str, Any], msg: str
+    client: httpx.AsyncClient, code_service: RunningCodeService, body: dict[str, Any], msg: str
 ) -> None:
     resp = await client.post("/users/login_sms/code/send", json=body)
 
     assert resp.status_code == 200
     assert resp.json() == _bad_input(msg)
+    assert code_service.servicer.send_calls == []
 
 
 async def test_send_with_sms_service_down(
@@ -119,7 +159,7 @@ async def test_login_creates_the_user_then_finds_it(
 ) -> None:
     ok_before = _logins("sms", "ok")
     await _send(client)
-    code = code_service.servicer.sent[("login", PHONE)]
+    code = code_service.servicer.sent[("login", E164)]
 
     first = await _login(client, code)
 
@@ -129,15 +169,15 @@ async def test_login_creates_the_user_then_finds_it(
     assert access
     assert refresh
     [created] = user_service.servicer.users.values()
-    assert created.phone == PHONE
+    assert created.phone == E164
     profile = await client.get("/users/profile", headers=bearer(access))
-    assert profile.json()["Phone"] == PHONE
+    assert profile.json()["Phone"] == E164
     refreshed = await client.post("/users/refresh_token", headers=bearer(refresh))
     assert refreshed.json() == OK
 
-    code_service.servicer.allow_resend("login", PHONE)
+    code_service.servicer.allow_resend("login", E164)
     await _send(client)
-    second = await _login(client, code_service.servicer.sent[("login", PHONE)])
+    second = await _login(client, code_service.servicer.sent[("login", E164)])
 
     assert second.json() == OK
     assert len(user_service.servicer.users) == 1
@@ -148,7 +188,7 @@ async def test_a_code_works_once(
     client: httpx.AsyncClient, code_service: RunningCodeService
 ) -> None:
     await _send(client)
-    code = code_service.servicer.sent[("login", PHONE)]
+    code = code_service.servicer.sent[("login", E164)]
     assert (await _login(client, code)).json() == OK
 
     again = await _login(client, code)
@@ -163,7 +203,7 @@ async def test_wrong_code_then_too_many_tries(
     wrong_before = _logins("sms", "wrong_code")
     too_many_before = _logins("sms", "too_many_attempts")
     await _send(client)
-    code = code_service.servicer.sent[("login", PHONE)]
+    code = code_service.servicer.sent[("login", E164)]
 
     wrong = [await _login(client, _wrong(code)) for _ in range(3)]
     fourth = await _login(client, code)
@@ -194,7 +234,8 @@ async def test_code_without_a_send(client: httpx.AsyncClient) -> None:
         ({"phone": PHONE, "code": "\uff11\uff12\uff13\uff14\uff15\uff16"}, "code must be 6 digits"),
         ({"phone": PHONE, "code": 123456}, "code must be a string"),
         ({"phone": PHONE}, "missing field: code"),
-        ({"phone": "x", "code": "123456"}, "invalid phone number"),
+        ({"phone": "x", "code": "123456"}, BAD_CHARACTERS),
+        ({"phone": "12345", "code": "123456"}, NOT_VALID),
     ],
 )
 async def test_login_input_is_checked_at_the_edge(
@@ -229,7 +270,7 @@ async def test_login_with_user_service_down(
     await _send(client)
     await user_service.server.stop(None)
 
-    resp = await _login(client, code_service.servicer.sent[("login", PHONE)])
+    resp = await _login(client, code_service.servicer.sent[("login", E164)])
 
     assert resp.json() == SYSTEM_ERROR
     assert "x-jwt-token" not in resp.headers
@@ -242,15 +283,16 @@ async def test_phone_numbers_and_codes_are_never_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     assert (await _send(client)).json() == OK
-    code = code_service.servicer.sent[("login", PHONE)]
+    code = code_service.servicer.sent[("login", E164)]
     assert (await _login(client, _wrong(code))).json()["code"] == 4
     assert (await _login(client, code)).json() == OK
     assert (await _send(client)).json()["code"] == 4  # too frequent
 
     formatter = JsonFormatter("gateway")
     lines = [formatter.format(record) for record in caplog.records]
-    assert any("138****5678" in line for line in lines)
+    assert any("+86****5678" in line for line in lines)
     for line in lines:
         assert PHONE not in line
+        assert E164 not in line
         assert code not in line
         assert _wrong(code) not in line

@@ -89,7 +89,7 @@ async def test_tampered_payload(client: httpx.AsyncClient, tokens: LoginTokens) 
 
 
 async def test_alg_none_token(client: httpx.AsyncClient, tokens: LoginTokens) -> None:
-    unsigned = jwt.encode(_claims(tokens.access), None, algorithm="none")
+    unsigned = jwt.encode(_claims(tokens.access), "", algorithm="none")
 
     await _assert_unauthorized(await client.get("/users/profile", headers=bearer(unsigned)))
 

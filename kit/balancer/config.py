@@ -17,6 +17,8 @@ from typing import Any
 
 import grpc
 
+from kit.governance.breaker import CLIENT_ERROR_CODES
+
 
 class Policy(enum.StrEnum):
     """How a call chooses its endpoint."""
@@ -114,6 +116,14 @@ class BalancerConfig:
                 raise ValueError(f"{name} must be in (0, 1]")
         if self.eject_after_failures < 1:
             raise ValueError("eject_after_failures must be >= 1")
+        # A client error says nothing about the endpoint, and another endpoint would answer
+        # the same: the same rule as the circuit breaker's.
+        client_outcomes = (self.failure_codes | self.failover_codes) & CLIENT_ERROR_CODES
+        if client_outcomes:
+            names = ", ".join(sorted(code.name for code in client_outcomes))
+            raise ValueError(
+                f"failure_codes and failover_codes must not hold client outcomes: {names}"
+            )
         if not 0 < self.ejection_seconds <= self.max_ejection_seconds:
             raise ValueError("need 0 < ejection_seconds <= max_ejection_seconds")
         if self.virtual_nodes < 1 or self.max_in_flight_per_endpoint < 1:

@@ -13,14 +13,18 @@ without a half-open state. Locally rejected calls count as requests (the book's 
 dead dependency is probed less and less; their records age out of the window with time.
 
 A breaker measures the callee's health, so "accepted" means the dependency answered, even with
-an error about the request: only server-side codes count against it (:func:`counts_against`),
-those in ``BreakerConfig.failure_codes`` (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
-INTERNAL, UNKNOWN by default), which may not name a client error (INVALID_ARGUMENT, NOT_FOUND,
-PERMISSION_DENIED, ...). RESOURCE_EXHAUSTED counts only as an overloaded server's refusal (no
-status details, as the load shedder answers): with a ``RetryInfo`` (a rate limiter) or an
-``ErrorInfo`` (a business quota) it is the caller's traffic being refused, an accept. Calls the
-caller cancelled are not recorded at all. Below ``min_requests`` calls in the window the breaker
-never rejects, so a handful of failures in a quiet period cannot trip it.
+an error about the request: client errors never count, anywhere. They are one explicit set,
+:data:`CLIENT_ERROR_CODES` (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED,
+UNAUTHENTICATED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, with OK and CANCELLED), which
+:func:`counts_against` and :func:`is_client_error` (for other health judges, such as a
+balancer's endpoint ejection) apply, and which ``BreakerConfig.failure_codes`` may not name.
+Only server-side codes count against the callee: those in ``failure_codes`` (UNAVAILABLE,
+DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNKNOWN by default). RESOURCE_EXHAUSTED
+counts only as an overloaded server's refusal (no status details, as the load shedder
+answers): with a ``RetryInfo`` (a rate limiter) or an ``ErrorInfo`` (a business quota) it is
+the caller's traffic being refused, an accept. Calls the caller cancelled are not recorded.
+Below ``min_requests`` calls in the window the breaker never rejects, so a handful of
+failures in a quiet period cannot trip it.
 
 A rejected call returns the method's fallback answer if one was registered, else raises
 ``BreakerOpenError``, an ``AioRpcError`` with code UNAVAILABLE.
@@ -58,19 +62,44 @@ DEFAULT_FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
 
 CLIENT_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(
     {
+        # Not failures at all: the call succeeded, or the caller gave up on it.
         grpc.StatusCode.OK,
         grpc.StatusCode.CANCELLED,
+        # The request is wrong: bad input (a search query the engine cannot read), a value
+        # outside the valid range, a state the operation needs but the data is not in.
         grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        # The data says no: an answer the callee computed correctly.
         grpc.StatusCode.NOT_FOUND,
         grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.FAILED_PRECONDITION,
+        # A concurrency conflict (optimistic lock, transaction abort): the caller retries
+        # its whole operation; the callee did its job by detecting it.
         grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
+        # The caller is not allowed: who it is, or what it may do.
         grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
     }
 )
-"""Outcomes about the request or the caller, never the callee's health: not failure codes."""
+"""Outcomes about the request or the caller, never the callee's health: the one rule.
+
+A healthy service answers these to bad or unlucky callers; counting them would let any
+client that sends bad input (a hostile search query, a burst of wrong passwords) open a
+breaker or eject an endpoint and deny service to everyone else. They never count against a
+dependency (:func:`is_client_error`, :func:`counts_against`), whatever ``failure_codes`` a
+caller configures. Left out on purpose: UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN
+and DATA_LOSS (the callee failed), RESOURCE_EXHAUSTED (decided by its details, see
+:func:`counts_against`) and UNIMPLEMENTED (a callee built without the method, e.g. mid
+rollout: configurable as a failure, not one by default).
+"""
+
+
+def is_client_error(code: grpc.StatusCode) -> bool:
+    """Whether ``code`` is about the request or the caller (:data:`CLIENT_ERROR_CODES`):
+    such an answer proves the callee healthy and never counts against it, in a breaker or
+    in a balancer's endpoint health."""
+    return code in CLIENT_ERROR_CODES
+
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -78,12 +107,14 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 def counts_against(error: grpc.aio.AioRpcError, failure_codes: frozenset[grpc.StatusCode]) -> bool:
     """Whether a failed call counts against the callee's health.
 
-    Its code must be one of ``failure_codes``; a RESOURCE_EXHAUSTED must also carry no status
-    details: a rate limiter's answer carries a ``RetryInfo`` and an application's quota error
-    an ``ErrorInfo``, and both refuse the caller's traffic, not a sick server's.
+    A client error (:data:`CLIENT_ERROR_CODES`) never does, even if ``failure_codes`` names
+    it. Otherwise its code must be one of ``failure_codes``; a RESOURCE_EXHAUSTED must also
+    carry no status details: a rate limiter's answer carries a ``RetryInfo`` and an
+    application's quota error an ``ErrorInfo``, and both refuse the caller's traffic, not a
+    sick server's.
     """
     code = error.code()
-    if code not in failure_codes:
+    if is_client_error(code) or code not in failure_codes:
         return False
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         # grpc-stubs type it as the sync API's tuple; grpc.aio gives its Metadata (pairs too).

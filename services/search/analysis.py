@@ -8,7 +8,7 @@ Every text field is indexed twice (see :mod:`services.search.index`):
   reduced by the English Snowball stemmer ("Running", "runs" → "run"). A Chinese query of up
   to four characters (微服务, 限流算法) is then **one term** — exactly the documents
   containing that string, found by a term lookup the engine can prune top-k over; a longer
-  one becomes its overlapping 4-grams, all required (:func:`search_query`).
+  one becomes its overlapping 4-grams, all required (:mod:`services.search.query`).
 - **Stored fields** (``title``, ...; :func:`text_analyzer`): Han characters as unigrams
   (as Lucene's standard analyzer does for CJK), English as above. They hold the text shown
   in results and drive the highlighting, so every matched character is marked.
@@ -99,6 +99,11 @@ def han_grams(run: str) -> list[str]:
     ]
 
 
+def han_runs(text: str) -> list[tuple[int, int]]:
+    """The ``(start, end)`` spans of the runs of Han characters in ``text``, in order."""
+    return [match.span() for match in _HAN_RUN.finditer(text)]
+
+
 def search_text(text: str) -> str:
     """``text`` as indexed in the searched fields: each Han run replaced by its n-grams.
 
@@ -110,7 +115,10 @@ def search_text(text: str) -> str:
 
 
 def search_query(query: str) -> str:
-    """``query`` rewritten for the searched fields (the query syntax is kept).
+    """``query`` rewritten for the searched fields in tantivy's query syntax.
+
+    For the benchmarks and the Elasticsearch adapter's ``query_string`` only: the service
+    never parses a user's text as query syntax (:mod:`services.search.query`).
 
     - a Han run of up to :data:`MAX_GRAM` characters stays one term; a longer one becomes
       its overlapping :data:`MAX_GRAM`-grams, all required (``(限流算法 流算法实 算法实现)``);

@@ -11,13 +11,16 @@ version: a withdrawn article never reappears because a stale publish event arriv
 the withdrawal.
 
 Queries (:func:`parse_request`): 1..:data:`MAX_QUERY_CHARS` characters of free text after
-trimming; pages of 1..:data:`MAX_PAGE_SIZE` hits (0 means :data:`DEFAULT_PAGE_SIZE`) no deeper
+trimming, without control characters or lone surrogates (refused, not stripped: a client
+that sends them has a bug worth seeing; :mod:`services.search.query` says what the text
+means); pages of 1..:data:`MAX_PAGE_SIZE` hits (0 means :data:`DEFAULT_PAGE_SIZE`) no deeper
 than :data:`MAX_RESULT_WINDOW` (deep pages of a relevance ranking are expensive and useless;
 Elasticsearch caps them the same way).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -32,6 +35,9 @@ MAX_RESULT_WINDOW: Final = 1000
 MAX_TITLE_CHARS: Final = 512
 MAX_BODY_CHARS: Final = 200_000
 PUBLISHED_STATUS: Final = 2
+# Refused in a query: the control characters (Unicode category Cc: C0, DEL, C1) but tab,
+# line feed and carriage return (whitespace), and lone surrogates (Cs), which no text holds.
+REFUSED_CHARACTERS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class DocType(IntEnum):
@@ -162,8 +168,23 @@ def _invalid(reason: Reason, field_name: str, message: str, **limits: str) -> Se
     return SearchInvalidArgument(reason, message, metadata={"field": field_name, **limits})
 
 
+def _first_control(text: str) -> tuple[int, str] | None:
+    """The first of :data:`REFUSED_CHARACTERS` in ``text`` and its position, if any."""
+    found = REFUSED_CHARACTERS.search(text)
+    return None if found is None else (found.start(), found.group())
+
+
 def parse_request(text: str, doc_type: int, offset: int, limit: int) -> SearchRequest:
     """A :class:`SearchRequest` from raw input (``doc_type`` 0 = every type)."""
+    refused = _first_control(text)
+    if refused is not None:
+        position, char = refused
+        raise _invalid(
+            Reason.INVALID_QUERY,
+            "query",
+            f"the search query contains a control character (U+{ord(char):04X} at position "
+            f"{position}); remove it",
+        )
     query = text.strip()
     if not query:
         raise _invalid(Reason.INVALID_QUERY, "query", "the search query is empty")
@@ -174,8 +195,6 @@ def parse_request(text: str, doc_type: int, offset: int, limit: int) -> SearchRe
             f"the search query is too long ({len(query)} characters, at most {MAX_QUERY_CHARS})",
             max_chars=str(MAX_QUERY_CHARS),
         )
-    if "\x00" in query:
-        raise _invalid(Reason.INVALID_QUERY, "query", "the search query contains a NUL character")
     if doc_type == 0:
         wanted: DocType | None = None
     elif doc_type in DocType._value2member_map_:

@@ -21,7 +21,8 @@ field           kind                        use
 ==============  ==========================  ==============================================
 
 (:mod:`services.search.analysis` explains the two analyzers.) A tombstone has no text
-field, so no query can match it: searches need no "live" filter.
+field, so no text can match it; every search still requires ``live`` (and the requested
+``kind``), so that what a search returns never depends on that: see "Queries" below.
 
 Every change of a batch deletes the key's previous document and adds the new one (a full
 document or a tombstone), then the batch is committed at once and the reader reloaded, so
@@ -39,12 +40,15 @@ equally relevant documents newer ones come first while a much better match still
 Re-ranking a bounded window keeps the query a pure text query, whose cost grows far slower
 than the corpus (``python -m bench.search``); range clauses over ``utime`` made every query
 scan the whole column. The type filter chooses the searched fields (articles and users have
-different ones) instead of adding a clause.
+different ones); a constant-score ``kind`` term clause makes it exact.
 
-**Query syntax** (tantivy's parser, words ANDed): ``"exact phrase"``, ``-excluded``,
-``a OR b``, ``(grouping)``, ``title:word`` on the text fields above. Unbalanced quotes or
-parentheses and dangling operators are refused (``SEARCH_INVALID_QUERY``) with the
-parser's message; ``word:`` where *word* is not a field is read as plain text.
+**Queries** are built, never parsed: :mod:`services.search.query` reads the user's text
+(words, all required, and "quoted phrases"; everything else is just text) into analysed
+terms, and :meth:`TantivySearchIndex.build_query` makes term, phrase and boolean query
+objects over the searched fields of the requested type, plus the visibility filter: ``live``
+is true, ``kind`` is the requested type, and the keys of pending removals are excluded. No
+field name, wildcard, range or boost a user types reaches the engine, so no text can search
+the ``key``/``live``/``kind`` fields or make the engine fail.
 """
 
 from __future__ import annotations
@@ -65,7 +69,6 @@ from services.search.analysis import (
     excerpt,
     highlight,
     search_analyzer,
-    search_query,
     search_text,
     text_analyzer,
 )
@@ -82,6 +85,7 @@ from services.search.domain import (
     Version,
 )
 from services.search.errors import Reason, SearchInvalidArgument
+from services.search.query import analyse_query, clause_query
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +109,6 @@ DAY_MS: Final = 86_400_000
 # (window, share of recency_boost) pairs; a document inside several windows gets each bonus.
 RECENCY_WINDOWS: Final = ((7 * DAY_MS, 1.0), (30 * DAY_MS, 0.5), (365 * DAY_MS, 0.25))
 _KEY_PREFIX: Final = {DocType.ARTICLE: "a", DocType.USER: "u"}
-_UNKNOWN_FIELD: Final = "Field does not exist"
 
 
 def key_text(key: DocKey) -> str:
@@ -281,49 +284,10 @@ class TantivySearchIndex:
     ) -> SearchPage:
         """One page of live documents matching ``request``, best first, minus ``exclude``.
 
-        Raises :class:`SearchInvalidArgument` (``SEARCH_INVALID_QUERY``) for a query the
-        parser refuses.
+        Raises :class:`SearchInvalidArgument` (``SEARCH_INVALID_QUERY``) for a query over
+        the limits of :mod:`services.search.query`.
         """
         return await asyncio.to_thread(self._search_sync, request, list(exclude), now_ms)
-
-    def _parse(self, text: str, fields: Sequence[str]) -> tantivy.Query:
-        boosts = {name: boost for name, boost in FIELD_BOOSTS.items() if name in fields}
-        try:
-            return self._parse_strict(text, fields, boosts)
-        except ValueError as exc:
-            if not str(exc).startswith(_UNKNOWN_FIELD):
-                raise SearchInvalidArgument(
-                    Reason.INVALID_QUERY,
-                    f"cannot parse the search query ({exc}); check quotes, parentheses "
-                    "and AND/OR/NOT",
-                    metadata={"field": "query"},
-                ) from exc
-        # "word:" that names no field is plain text ("Python: tips", "12:30").
-        try:
-            return self._parse_strict(text.replace(":", " "), fields, boosts)
-        except ValueError as exc:
-            raise SearchInvalidArgument(
-                Reason.INVALID_QUERY,
-                f"cannot parse the search query ({exc})",
-                metadata={"field": "query"},
-            ) from exc
-
-    def _parse_strict(
-        self, text: str, fields: Sequence[str], boosts: dict[str, float]
-    ) -> tantivy.Query:
-        return self._index.parse_query(
-            text,
-            default_field_names=list(fields),
-            field_boosts=boosts,
-            conjunction_by_default=True,
-        )
-
-    def _highlight_query(self, text: str) -> tantivy.Query | None:
-        # The stored fields are indexed as unigrams: snippets mark what the query matched.
-        try:
-            return self._parse(text, TEXT_FIELDS)
-        except SearchInvalidArgument:
-            return None
 
     def _kind_filter(self, doc_type: DocType) -> tantivy.Query:
         return tantivy.Query.const_score_query(
@@ -335,20 +299,54 @@ class TantivySearchIndex:
             tantivy.Query.term_query(self._schema, "live", True), 0.0
         )
 
-    def text_query(self, request: SearchRequest) -> tantivy.Query:
-        """The query matching ``request`` (text and type), without exclusions."""
-        rewritten = search_query(request.text)
-        fields = SEARCHED_FIELDS[request.type]
-        query = self._parse(rewritten, fields)
-        if request.type is not None and ":" in rewritten:
-            # An explicit field may belong to the other type: filter by kind.
-            return tantivy.Query.boolean_query(
+    def build_query(
+        self, request: SearchRequest, exclude: Collection[DocKey] = ()
+    ) -> tuple[tantivy.Query, tantivy.Query] | None:
+        """The engine query for ``request`` and the query that marks highlights, or None
+        when the text holds no term (nothing can match).
+
+        Built from the analysed terms (:mod:`services.search.query`), never by parsing the
+        user's text; the visibility filter (live documents of the requested type, minus
+        ``exclude``) is part of every query and no user text can change it. Raises
+        :class:`SearchInvalidArgument` (``SEARCH_INVALID_QUERY``) for a query over the
+        limits, or one the engine refuses to build.
+        """
+        analysed = analyse_query(request.text)
+        if not analysed.clauses:
+            return None
+        fields = {name: FIELD_BOOSTS[name] for name in SEARCHED_FIELDS[request.type]}
+        try:
+            clauses = [
+                (tantivy.Occur.Must, clause_query(self._schema, clause, fields))
+                for clause in analysed.clauses
+            ]
+            clauses.append((tantivy.Occur.Must, self._live_filter()))
+            if request.type is not None:
+                clauses.append((tantivy.Occur.Must, self._kind_filter(request.type)))
+            if exclude:
+                hidden = [key_text(key) for key in exclude]
+                clauses.append(
+                    (
+                        tantivy.Occur.MustNot,
+                        tantivy.Query.term_set_query(self._schema, "key", hidden),
+                    )
+                )
+            marks = tantivy.Query.boolean_query(
                 [
-                    (tantivy.Occur.Must, query),
-                    (tantivy.Occur.Must, self._kind_filter(request.type)),
+                    (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, field, term))
+                    for term in analysed.highlight_terms
+                    for field in TEXT_FIELDS
                 ]
             )
-        return query
+            return tantivy.Query.boolean_query(clauses), marks
+        except ValueError as exc:
+            # Defensive: the terms come from our analyzers, but whatever the engine refuses
+            # to build from a user's text is that text's fault, not the index's.
+            raise SearchInvalidArgument(
+                Reason.INVALID_QUERY,
+                f"the search query cannot be searched ({exc})",
+                metadata={"field": "query"},
+            ) from exc
 
     def recency_bonus(self, utime_ms: int, now_ms: int) -> float:
         """Score added for an update within the :data:`RECENCY_WINDOWS`."""
@@ -361,19 +359,10 @@ class TantivySearchIndex:
     def _search_sync(
         self, request: SearchRequest, exclude: list[DocKey], now_ms: int
     ) -> SearchPage:
-        query = self.text_query(request)
-        if exclude:
-            query = tantivy.Query.boolean_query(
-                [
-                    (tantivy.Occur.Must, query),
-                    (
-                        tantivy.Occur.MustNot,
-                        tantivy.Query.term_set_query(
-                            self._schema, "key", [key_text(key) for key in exclude]
-                        ),
-                    ),
-                ]
-            )
+        built = self.build_query(request, exclude)
+        if built is None:
+            return SearchPage(hits=[], total=0)
+        query, highlight_query = built
         searcher = self._index.searcher()
         # Rescoring window: the best RESCORE_WINDOW by relevance (more for deeper pages)
         # are re-ranked with the recency bonus; the page is cut from that order.
@@ -387,7 +376,6 @@ class TantivySearchIndex:
         ]
         ranked.sort(key=lambda item: (-item[0], item[1]))
         page = ranked[request.offset : request.offset + request.limit]
-        highlight_query = self._highlight_query(request.text)
         generators: dict[str, tantivy.SnippetGenerator] = {}
 
         def marked(doc: tantivy.Document, field: str, whole: bool) -> str:
@@ -395,8 +383,6 @@ class TantivySearchIndex:
             if not text:
                 return ""
             limit = len(text) if whole else SNIPPET_CHARS
-            if highlight_query is None:
-                return excerpt(text, limit)
             generator = generators.get(field)
             if generator is None:
                 generator = tantivy.SnippetGenerator.create(

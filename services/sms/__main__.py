@@ -34,11 +34,11 @@ from services.sms.auth import (
     issue_caller_token,
 )
 from services.sms.code_service import CODE_CALLER, CodeService
-from services.sms.domain import Caller, CodeRules
+from services.sms.domain import Caller, CodeRules, PhoneRules
 from services.sms.grpc_api import CodeServicer, SmsServicer
 from services.sms.metrics import SmsMetrics, default_metrics
 from services.sms.providers import ProviderChain, build_provider_chain
-from services.sms.repository import RedisCodeStore, SqlUnitOfWork
+from services.sms.repository import RedisCodeStore, RedisDailyBudget, SqlUnitOfWork
 from services.sms.settings import SmsSettings
 from services.sms.sms_service import DeliveryPolicy, SmsService
 from services.sms.worker import DeliveryWorker
@@ -88,6 +88,7 @@ def build_app(settings: SmsSettings, *, metrics: SmsMetrics | None = None) -> Sm
         metrics=metrics,
     )
     delivery = settings.delivery
+    phones = PhoneRules(allowed_countries=frozenset(settings.allowed_countries))
     sms = SmsService(
         chain.provider,
         chain.failover.could_send,
@@ -102,6 +103,8 @@ def build_app(settings: SmsSettings, *, metrics: SmsMetrics | None = None) -> Sm
         ),
         metrics,
         instance_id=_instance_id(settings),
+        phones=phones,
+        budget=RedisDailyBudget(backends.redis, settings.daily_limit),
     )
     code = settings.code
     codes = CodeService(
@@ -115,6 +118,7 @@ def build_app(settings: SmsSettings, *, metrics: SmsMetrics | None = None) -> Sm
         templates=code.templates,
         hmac_key=settings.code_hmac_key.get_secret_value().encode(),
         metrics=metrics,
+        phones=phones,
     )
     worker = DeliveryWorker(
         sms,

@@ -6,6 +6,10 @@ after which even the right code is refused until a new one is sent; a verified c
 Codes are ``digits`` (6) digits from :mod:`secrets`, stored only as HMAC-SHA256 under a server
 key, bound to the business and phone.
 
+A phone is its E.164 form (:func:`~services.sms.domain.canonical_phone`): every spelling of one
+number shares one resend interval, one code and one count of tries. Numbers outside the
+allowed countries are refused before anything is stored or sent.
+
 The code's SMS goes through the SMS use case in process, as caller ``code``. If the SMS could
 not be sent but was queued for later delivery, ``send`` still succeeds; if it could not even
 be queued, the stored code is removed again so the person can retry at once.
@@ -22,13 +26,15 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from kit.errors import AppError
+from kit.phone import CountryNotAllowed, InvalidPhoneNumber
 from services.sms.domain import (
     Caller,
     CodeRules,
+    PhoneRules,
     SendCommand,
     SendOutcome,
     VerifyOutcome,
-    is_valid_phone,
+    canonical_phone,
     mask_phone,
 )
 from services.sms.errors import (
@@ -89,6 +95,7 @@ class CodeService:
         templates: Mapping[str, str],
         hmac_key: bytes,
         metrics: SmsMetrics,
+        phones: PhoneRules | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -96,23 +103,31 @@ class CodeService:
         self._templates = dict(templates)
         self._key = hmac_key
         self._metrics = metrics
+        self._phones = phones or PhoneRules()
         self._caller = Caller(CODE_CALLER, frozenset(self._templates.values()))
         self._code_format = re.compile(rf"\d{{{rules.digits}}}")
 
-    def _validate(self, biz: str, phone: str) -> str:
+    def _validate(self, biz: str, phone: str) -> tuple[str, str]:
+        """The template of ``biz`` and the E.164 form of ``phone``."""
         if biz not in self._templates:
             raise CodeInvalidArgument(
                 CodeReason.INVALID_BIZ,
                 "unknown business for verification codes",
                 metadata={"field": "biz"},
             )
-        if not is_valid_phone(phone):
+        try:
+            e164 = canonical_phone(phone, self._phones)
+        except CountryNotAllowed as exc:
             raise CodeInvalidArgument(
-                CodeReason.INVALID_PHONE,
-                "phone must be a mainland China mobile number or in E.164 form",
-                metadata={"field": "phone"},
-            )
-        return self._templates[biz]
+                CodeReason.COUNTRY_NOT_ALLOWED,
+                str(exc),
+                metadata={"field": "phone", "country": exc.region},
+            ) from exc
+        except InvalidPhoneNumber as exc:
+            raise CodeInvalidArgument(
+                CodeReason.INVALID_PHONE, f"invalid phone: {exc}", metadata={"field": "phone"}
+            ) from exc
+        return self._templates[biz], e164
 
     def _digest(self, biz: str, phone: str, code: str) -> str:
         message = f"{biz}\x00{phone}\x00{code}".encode()
@@ -123,7 +138,7 @@ class CodeService:
 
     async def send(self, biz: str, phone: str) -> None:
         """Create a code for ``(biz, phone)`` and send it by SMS."""
-        tpl_id = self._validate(biz, phone)
+        tpl_id, phone = self._validate(biz, phone)
         code = self._new_code()
         digest = self._digest(biz, phone, code)
         counter = self._metrics.code_send_total
@@ -184,7 +199,7 @@ class CodeService:
 
     async def verify(self, biz: str, phone: str, code: str) -> bool:
         """Whether ``code`` is the current code of ``(biz, phone)``; it works only once."""
-        self._validate(biz, phone)
+        _, phone = self._validate(biz, phone)
         counter = self._metrics.code_verify_total
         if not self._code_format.fullmatch(code):
             # Cannot be right; not worth a try against the stored code.

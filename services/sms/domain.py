@@ -1,31 +1,54 @@
 """Plain domain types of the sms service: phones, callers, send records, code rules.
 
+A phone is keyed by its E.164 form (:func:`canonical_phone`): ``13900000003`` and
+``+8613900000003`` are one phone for resend limits, tries, stored codes and records.
+
 Nothing here knows about SQL, Redis, protobuf or gRPC (tests/test_architecture.py checks it).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-MAINLAND_PHONE = re.compile(r"1[3-9]\d{9}")
-E164_PHONE = re.compile(r"\+[1-9]\d{6,14}")
+from kit.phone import DEFAULT_REGION, check_country, normalize_phone
 
 
-def is_valid_phone(phone: str) -> bool:
-    """Whether ``phone`` is a mainland China mobile number or an E.164 number."""
-    return bool(MAINLAND_PHONE.fullmatch(phone) or E164_PHONE.fullmatch(phone))
+@dataclass(frozen=True)
+class PhoneRules:
+    """Which numbers the service sends to: read in ``default_region`` when written without
+    ``+``, and only in ``allowed_countries`` (ISO 3166-1 alpha-2)."""
+
+    allowed_countries: frozenset[str] = frozenset({"CN"})
+    default_region: str = DEFAULT_REGION
+
+
+def canonical_phone(raw: str, rules: PhoneRules) -> str:
+    """The E.164 form of ``raw``, the one key of a phone everywhere in the service.
+
+    Raises:
+        kit.phone.InvalidPhoneNumber: not a valid mobile number.
+        kit.phone.CountryNotAllowed: a valid number outside ``rules.allowed_countries``.
+    """
+    e164 = normalize_phone(raw, default_region=rules.default_region)
+    check_country(e164, rules.allowed_countries)
+    return e164
 
 
 def to_e164(phone: str) -> str:
-    """``13800138000`` → ``+8613800138000``; E.164 numbers are returned unchanged."""
+    """``13800138000`` → ``+8613800138000``; E.164 numbers are returned unchanged.
+
+    New records hold E.164 numbers only; records queued before numbers were normalised may
+    still hold 11-digit mainland numbers, which vendors needing E.164 pass through this.
+    """
     return phone if phone.startswith("+") else f"+86{phone}"
 
 
 def mask_phone(phone: str) -> str:
-    """The form of a number fit for logs and admin views: ``138****5678``."""
+    """The form of a number fit for logs and admin views: ``+86138****5678``, ``138****5678``."""
+    if phone.startswith("+86") and len(phone) > 11:
+        return "+86" + mask_phone(phone[3:])
     if len(phone) < 8:
         return "****" + phone[-2:]
     return f"{phone[:3]}****{phone[-4:]}"

@@ -70,6 +70,7 @@ class CodeReason(StrEnum):
     VERIFY_TOO_MANY = auto()
     SEND_FAILED = auto()
     STORE_UNAVAILABLE = auto()
+    COUNTRY_NOT_ALLOWED = auto()
 
 
 class SmsReason(StrEnum):
@@ -88,6 +89,8 @@ class SmsReason(StrEnum):
     RECORDS_NOT_ALLOWED = auto()
     REJECTED = auto()
     UNAVAILABLE = auto()
+    COUNTRY_NOT_ALLOWED = auto()
+    DAILY_LIMIT_REACHED = auto()
 
 
 class CodeInvalidArgument(CodeError, InvalidArgument):

@@ -9,6 +9,10 @@
 - ``webook_sms_async_queue{status}``: stored records ``waiting`` or ``sending`` right now;
 - ``webook_sms_async_total{result}``: what happened to messages off the synchronous path
   (``queued``, ``delivered``, ``retry``, ``failed``, ``expired``);
+- ``webook_sms_daily_limit_total{result}``: messages (one per number) checked against the
+  global daily limit: ``ok``, ``refused`` (limit reached) or ``unchecked`` (counter down),
+  and ``returned``: counted, then not sent (a repeated idempotency key, the store down);
+- ``webook_sms_daily_used``: messages counted today, as last seen by this instance;
 - ``webook_code_send_total{biz,result}``: ``ok``, ``too_frequent``, ``send_failed``, ``error``;
 - ``webook_code_verify_total{biz,result}``: ``ok``, ``wrong``, ``too_many``, ``error``.
 
@@ -64,6 +68,17 @@ class SmsMetrics:
             "webook_sms_async_total",
             "Messages handled off the synchronous path, by result",
             ["result"],
+            registry=registry,
+        )
+        self.daily_limit_total = Counter(
+            "webook_sms_daily_limit_total",
+            "SMS messages checked against the global daily limit, by result",
+            ["result"],
+            registry=registry,
+        )
+        self.daily_used = Gauge(
+            "webook_sms_daily_used",
+            "SMS messages counted against today's (UTC) limit, as last seen by this instance",
             registry=registry,
         )
         self.code_send_total = Counter(

@@ -17,6 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from kit.config import GrpcServiceSettings, Mode, dev_secret
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 class ProviderKind(StrEnum):
@@ -186,6 +187,11 @@ class SmsSettings(GrpcServiceSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     code: CodeSettings = Field(default_factory=CodeSettings)
     max_numbers: int = Field(default=100, ge=1, le=200)
+    # ISO 3166-1 alpha-2 codes of the countries SMS (codes included) may be sent to.
+    allowed_countries: list[str] = Field(default_factory=lambda: ["CN"], min_length=1)
+    # Messages (one per number) sent per UTC day by all instances together; beyond it every
+    # send is refused until 00:00 UTC. It bounds what a flood of sends can cost.
+    daily_limit: int = Field(default=10_000, ge=1)
     # Key of the HMAC-SHA256 under which codes are stored in Redis.
     code_hmac_key: SecretStr = dev_secret("code-hmac-key")
     # HS256 key of caller JWTs (at least 32 bytes, RFC 7518), and the audience they must name.
@@ -207,6 +213,9 @@ class SmsSettings(GrpcServiceSettings):
             )
         if len(self.caller_jwt_key.get_secret_value().encode()) < 32:
             raise ValueError("caller_jwt_key must be at least 32 bytes long")
+        bad = [c for c in self.allowed_countries if not _COUNTRY.fullmatch(c)]
+        if bad:
+            raise ValueError(f"allowed_countries must be ISO 3166-1 alpha-2 codes like CN: {bad}")
         if "code" in self.callers:
             raise ValueError("caller name 'code' is reserved for the in-process code service")
         return self

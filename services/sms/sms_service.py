@@ -11,6 +11,13 @@ rate limits, health) is tried:
   the whole pass taking longer than ``send_timeout_s``) → ``waiting``: the send answers
   ``WAITING`` and a worker delivers it later.
 
+Before anything is stored, numbers are normalised to E.164 (duplicates in any spelling count
+once), numbers outside the allowed countries are refused, and the send is counted against the
+global daily budget (:class:`SendBudget`, one count per number, per UTC day): beyond it sends
+are refused, so a flood of sends (SMS pumping, a runaway caller) costs at most one day's
+budget. A send refused later (repeated idempotency key, store down) gives its count back; one
+the provider refuses does not (it may have been billed).
+
 Workers (:meth:`SmsService.deliver_due`) claim due records one by one with a conditional
 update (``waiting`` and due, or ``sending`` with an expired claim), so several instances never
 hold the same record, and write the outcome back only while they still hold the claim.
@@ -29,20 +36,23 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from kit.phone import CountryNotAllowed, InvalidPhoneNumber, normalize_phone
 from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
 from services.sms.domain import (
     Caller,
     DeliveryResult,
     NewSendRecord,
+    PhoneRules,
     RecordPage,
     RecordQuery,
     SendCommand,
     SendOutcome,
     SendRecord,
     SendStatus,
-    is_valid_phone,
+    canonical_phone,
     mask_phone,
     mask_phones,
 )
@@ -80,6 +90,28 @@ class StoreUnavailable(Exception):
 
 class DuplicateIdempotencyKey(Exception):
     """A record with the same caller and idempotency key exists."""
+
+
+class BudgetUnavailable(Exception):
+    """The daily budget's counter cannot be reached."""
+
+
+class SendBudget(Protocol):
+    """The global daily number of messages (one per number), shared by every instance."""
+
+    @property
+    def limit(self) -> int:
+        """Messages allowed per UTC day."""
+
+    async def take(self, day: str, count: int) -> tuple[bool, int]:
+        """Count ``count`` messages on ``day`` unless that would pass the limit.
+
+        Returns whether they were counted and the day's count after the call; raises
+        :class:`BudgetUnavailable` if the counter cannot be reached.
+        """
+
+    async def give_back(self, day: str, count: int) -> None:
+        """Uncount ``count`` messages of ``day`` that were not sent after all."""
 
 
 class SendRecordRepository(Protocol):
@@ -144,7 +176,10 @@ class SmsService:
         instance_id: str,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        phones: PhoneRules | None = None,
+        budget: SendBudget | None = None,
     ) -> None:
+        """``budget`` ``None`` sends without a daily limit (tools and tests)."""
         self._provider = provider
         self._could_send = could_send
         self._uow = unit_of_work
@@ -153,6 +188,8 @@ class SmsService:
         self._instance = instance_id
         self._clock = clock
         self._rng = rng or random.Random()
+        self._phones = phones or PhoneRules()
+        self._budget = budget
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -176,21 +213,16 @@ class SmsService:
                 f"at most {MAX_ARGS} args of at most {MAX_ARG_LENGTH} characters",
                 "args",
             )
-        numbers = tuple(dict.fromkeys(command.numbers))
-        if not numbers:
+        if not command.numbers:
             raise invalid(SmsReason.INVALID_PHONE, "at least one number is required", "numbers")
-        if len(numbers) > self._policy.max_numbers:
+        if len(command.numbers) > self._policy.max_numbers:
+            # Checked before parsing, so that a huge list costs nothing.
             raise invalid(
                 SmsReason.TOO_MANY_NUMBERS,
                 f"at most {self._policy.max_numbers} numbers per send",
                 "numbers",
             )
-        if not all(is_valid_phone(n) for n in numbers):
-            raise invalid(
-                SmsReason.INVALID_PHONE,
-                "numbers must be mainland China mobile numbers or in E.164 form",
-                "numbers",
-            )
+        numbers = tuple(dict.fromkeys(self._canonical(n) for n in command.numbers))
         if command.idempotency_key and not _KEY.fullmatch(command.idempotency_key):
             raise invalid(
                 SmsReason.INVALID_IDEMPOTENCY_KEY,
@@ -201,6 +233,74 @@ class SmsService:
             raise invalid(SmsReason.INVALID_ARGS, "valid_for_seconds must be >= 0", "valid_for_s")
         return replace(command, numbers=numbers)
 
+    def _canonical(self, number: str) -> str:
+        try:
+            return canonical_phone(number, self._phones)
+        except CountryNotAllowed as exc:
+            raise SmsInvalidArgument(
+                SmsReason.COUNTRY_NOT_ALLOWED,
+                str(exc),
+                metadata={"field": "numbers", "number": mask_phone(number), "country": exc.region},
+            ) from exc
+        except InvalidPhoneNumber as exc:
+            raise SmsInvalidArgument(
+                SmsReason.INVALID_PHONE,
+                f"invalid number {mask_phone(number)}: {exc}",
+                metadata={"field": "numbers", "number": mask_phone(number)},
+            ) from exc
+
+    def _day(self) -> str:
+        return datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
+
+    async def _take_budget(self, caller: Caller, command: SendCommand) -> str:
+        """Count the send's messages against today's budget; the day they were counted on."""
+        day = self._day()
+        if self._budget is None:
+            return day
+        count = len(command.numbers)
+        counter = self._metrics.daily_limit_total
+        try:
+            taken, used = await self._budget.take(day, count)
+        except BudgetUnavailable:
+            # Like the providers' rate limits: an outage of the counter must not stop
+            # verification codes. Codes need Redis anyway, and other callers are trusted.
+            counter.labels("unchecked").inc(count)
+            logger.error("sms daily limit could not be checked; sending anyway", exc_info=True)
+            return day
+        self._metrics.daily_used.set(used)
+        if taken:
+            counter.labels("ok").inc(count)
+            return day
+        counter.labels("refused").inc(count)
+        limit = self._budget.limit
+        tomorrow = datetime.fromisoformat(day).replace(tzinfo=UTC) + timedelta(days=1)
+        retry_after = max(1, int(tomorrow.timestamp() - self._clock()))
+        logger.error(
+            "sms daily limit reached; send refused",
+            extra={
+                "caller": caller.name,
+                "tpl_id": command.tpl_id,
+                "numbers": len(command.numbers),
+                "daily_limit": limit,
+                "used": used,
+            },
+        )
+        raise SmsUnavailable(
+            SmsReason.DAILY_LIMIT_REACHED,
+            f"the daily limit of {limit} SMS messages is reached; sending resumes at 00:00 UTC",
+            metadata={"daily_limit": str(limit), "retry_after_s": str(retry_after)},
+        )
+
+    async def _give_back(self, day: str, command: SendCommand) -> None:
+        if self._budget is None:
+            return
+        try:
+            await self._budget.give_back(day, len(command.numbers))
+            self._metrics.daily_limit_total.labels("returned").inc(len(command.numbers))
+        except BudgetUnavailable:
+            # The day's budget is short by these few messages; nothing else goes wrong.
+            logger.warning("could not give back an unsent send's daily count")
+
     async def send(self, caller: Caller, command: SendCommand) -> SendOutcome:
         """Send now or queue; a repeated idempotency key answers the first send's record."""
         command = self._validate(command)
@@ -210,6 +310,7 @@ class SmsService:
                 "this caller may not send this template",
                 metadata={"tpl_id": command.tpl_id},
             )
+        day = await self._take_budget(caller, command)
         now = self._now_ms()
         claim = self._new_claim()
         new = NewSendRecord(
@@ -226,8 +327,10 @@ class SmsService:
         try:
             record_id = await self._store_new(new)
         except DuplicateIdempotencyKey:
+            await self._give_back(day, command)
             return await self._existing(caller.name, command.idempotency_key)
         except StoreUnavailable as exc:
+            await self._give_back(day, command)
             raise SmsUnavailable(
                 SmsReason.UNAVAILABLE, "the SMS store is unavailable, retry later"
             ) from exc
@@ -430,12 +533,19 @@ class SmsService:
         """Send records for the admin view; non-admin callers see only their own."""
         if query.limit == 0:
             query = replace(query, limit=DEFAULT_LIMIT)
+        phone = ""
+        if query.phone:
+            try:
+                # No country check: records may predate a change of the allowed list.
+                phone = normalize_phone(query.phone, default_region=self._phones.default_region)
+            except InvalidPhoneNumber:
+                phone = ""
         problems = [
             ("limit", not 1 <= query.limit <= MAX_LIMIT),
             ("cursor", query.cursor < 0),
             ("from_ms", query.from_ms < 0),
             ("to_ms", query.to_ms < 0 or (query.to_ms and query.to_ms <= query.from_ms)),
-            ("phone", bool(query.phone) and not is_valid_phone(query.phone)),
+            ("phone", bool(query.phone) and not phone),
         ]
         for field, bad in problems:
             if bad:
@@ -451,6 +561,7 @@ class SmsService:
                     SmsReason.RECORDS_NOT_ALLOWED, "only admin callers see other callers' records"
                 )
             query = replace(query, caller=caller.name)
+        query = replace(query, phone=phone)
         try:
             async with self._uow() as uow:
                 return await uow.records.page(query)

@@ -1,7 +1,8 @@
 """Composition root of the user service: ``python -m services.user [serve|migrate]``.
 
-Users live in SQL with profiles cached in Redis; every change is published as a
-``UserChanged`` event (:mod:`services.user.events`) through a non-blocking producer. The
+Users live in SQL with profiles cached in Redis, failed logins counted there too; every
+change is published as a ``UserChanged`` event (:mod:`services.user.events`) through a
+non-blocking producer. The
 command line is :func:`kit.grpcx.cli.run_service`, the shared wiring :mod:`kit.grpcx.process`.
 """
 
@@ -16,6 +17,7 @@ from services.user.events import KafkaUserEvents, topic_specs
 from services.user.grpc_api import UserServicer
 from services.user.repository import SqlUnitOfWork
 from services.user.repository.cache import UserProfileCache
+from services.user.repository.throttle import RedisLoginThrottle
 from services.user.service import UserService
 from services.user.settings import UserSettings
 
@@ -30,6 +32,7 @@ def build_runner(settings: UserSettings, **options: Unpack[RunnerOptions]) -> Se
         lambda: SqlUnitOfWork(backends.sessions, profiles),
         bcrypt_cost=settings.bcrypt_cost,
         events=KafkaUserEvents(producer),
+        throttle=RedisLoginThrottle(backends.redis, settings.login_throttle_rules()),
     )
     runner.mount(UserServicer(service))
     return runner

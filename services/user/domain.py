@@ -14,12 +14,16 @@ Choices the rules make:
   bcrypt ignores everything after byte 72, so longer passwords are refused, never truncated.
 - **Nicknames** are stripped; at most 64 characters, no control characters. **About me** is
   kept as sent; at most 1024 characters, no control characters except newline, carriage
-  return and tab.
+  return and tab. Both are **plain text**: anything that looks like markup — an HTML tag,
+  comment or declaration (``<b>``, ``</p>``, ``<!--``, ``<!DOCTYPE``, ``<?xml``) or a character
+  reference (``&lt;``, ``&#60;``) — is refused, not stripped: silently changing what a person
+  wrote is worse than telling them, and refusing keeps every stored profile plain text for
+  each page and index that shows it. ``a < b``, ``I <3 you`` and ``Tom & Jerry`` are fine.
 - **Birthdays** are ``YYYY-MM-DD`` real calendar dates from 1900-01-01 up to one day after
   the server's UTC date (the latest "today" anywhere on Earth); empty means unset.
-- **Phones** are stripped and must be a mainland China mobile number (``1[3-9]`` + 9 digits)
-  or E.164 (``+`` then 7 to 15 digits, no leading zero); they are stored as sent, so
-  ``13812345678`` and ``+8613812345678`` are different phones.
+- **Phones** are mobile numbers normalised to E.164 by :func:`kit.phone.normalize_phone`
+  (read in mainland China when written without ``+``): ``13812345678``,
+  ``+86 138 1234 5678`` and ``+8613812345678`` are one phone, one account.
 - **WeChat ids** are stripped; the open id is required, both at most 128 characters without
   whitespace or control characters.
 """
@@ -34,6 +38,8 @@ from datetime import date, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 
+from kit.phone import InvalidPhoneNumber
+from kit.phone import normalize_phone as e164_phone
 from services.user.errors import Reason, UserInvalidArgument
 
 EMAIL_MAX_CHARS = 255
@@ -45,9 +51,10 @@ BIRTHDAY_MIN = date(1900, 1, 1)
 WECHAT_ID_MAX_CHARS = 128
 MAX_IDS_PER_BATCH = 100
 
-# [0-9] rather than \d: \d also matches other scripts' digits.
-_MAINLAND_MOBILE = re.compile(r"1[3-9][0-9]{9}")
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+# What an HTML parser reads as markup: "<" directly followed by a letter (a tag), "/" (an end
+# tag), "!" or "?" (comment, declaration, processing instruction); or a named, decimal or
+# hexadecimal character reference (&lt; &#60; &#x3c;). "a < b" and "I <3 you" are text.
+_MARKUP = re.compile(r"<[A-Za-z/!?]|&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ABOUT_ME_CONTROLS_ALLOWED = frozenset("\n\r\t")
 
@@ -95,6 +102,20 @@ class Credentials:
 
     user: User
     password_hash: str | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LoginThrottleRules:
+    """Password guessing per account: ``max_failures`` wrong passwords within ``window_s``
+    lock the account's password logins for ``lock_s``, doubling with each further lock up to
+    ``max_lock_s``; locks are remembered ``memory_s`` after the last failure. A successful
+    login forgets everything."""
+
+    max_failures: int = 5
+    window_s: float = 900.0
+    lock_s: float = 60.0
+    max_lock_s: float = 3600.0
+    memory_s: float = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +186,13 @@ def check_password_strength(password: str) -> None:
         )
 
 
+def contains_markup(text: str) -> bool:
+    """Whether ``text`` holds an HTML tag, comment, declaration or character reference."""
+    return _MARKUP.search(text) is not None
+
+
 def normalize_nickname(raw: str) -> str:
-    """The stripped nickname, at most 64 characters and free of control characters."""
+    """The stripped nickname: plain text of at most 64 characters, no control characters."""
     nickname = raw.strip()
     if len(nickname) > NICKNAME_MAX_CHARS:
         raise _invalid(
@@ -179,11 +205,18 @@ def normalize_nickname(raw: str) -> str:
         raise _invalid(
             Reason.INVALID_NICKNAME, "nickname", "nickname must not contain control characters"
         )
+    if contains_markup(nickname):
+        raise _invalid(
+            Reason.INVALID_NICKNAME,
+            "nickname",
+            "nickname must be plain text, without HTML tags or character references",
+        )
     return nickname
 
 
 def check_about_me(about_me: str) -> str:
-    """``about_me`` unchanged if it has at most 1024 characters and no stray controls."""
+    """``about_me`` unchanged if it is plain text of at most 1024 characters, no stray
+    controls."""
     if len(about_me) > ABOUT_ME_MAX_CHARS:
         raise _invalid(
             Reason.INVALID_ABOUT_ME,
@@ -196,6 +229,12 @@ def check_about_me(about_me: str) -> str:
     ):
         raise _invalid(
             Reason.INVALID_ABOUT_ME, "about_me", "about me must not contain control characters"
+        )
+    if contains_markup(about_me):
+        raise _invalid(
+            Reason.INVALID_ABOUT_ME,
+            "about_me",
+            "about me must be plain text, without HTML tags or character references",
         )
     return about_me
 
@@ -231,16 +270,12 @@ def parse_birthday(raw: str, *, today_utc: date) -> date | None:
 
 
 def normalize_phone(raw: str) -> str:
-    """The stripped phone number if it is a mainland China mobile or an E.164 number."""
-    phone = raw.strip()
-    if not (_MAINLAND_MOBILE.fullmatch(phone) or _E164.fullmatch(phone)):
-        raise _invalid(
-            Reason.INVALID_PHONE,
-            "phone",
-            "phone must be an 11-digit mainland China mobile number or an international "
-            "number like +8613812345678",
-        )
-    return phone
+    """The E.164 form of a mobile number, the account's key (``13812345678`` →
+    ``+8613812345678``)."""
+    try:
+        return e164_phone(raw)
+    except InvalidPhoneNumber as exc:
+        raise _invalid(Reason.INVALID_PHONE, "phone", f"invalid phone: {exc}") from exc
 
 
 def _is_wechat_id(value: str) -> bool:

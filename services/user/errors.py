@@ -15,6 +15,7 @@ of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
     ├── NotFound         → UserNotFound          USER_NOT_FOUND
     ├── AlreadyExists    → UserAlreadyExists     USER_EMAIL_TAKEN
     ├── Unauthenticated  → UserUnauthenticated   USER_INVALID_CREDENTIALS
+    ├── ResourceExhausted → UserLoginThrottled   USER_LOGIN_THROTTLED
     └── Unavailable      → UserUnavailable       USER_CONCURRENT_CONFLICT
 """
 
@@ -26,6 +27,7 @@ from kit.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     ServiceError,
     Unauthenticated,
     Unavailable,
@@ -60,6 +62,7 @@ class Reason(StrEnum):
     EMAIL_TAKEN = auto()
     INVALID_CREDENTIALS = auto()
     CONCURRENT_CONFLICT = auto()
+    LOGIN_THROTTLED = auto()
 
 
 class UserInvalidArgument(UserError, InvalidArgument):
@@ -76,6 +79,13 @@ class UserAlreadyExists(UserError, AlreadyExists):
 
 class UserUnauthenticated(UserError, Unauthenticated):
     """Email or password is wrong (deliberately the same error for both)."""
+
+
+class UserLoginThrottled(UserError, ResourceExhausted):
+    """Too many wrong passwords for this email; ``metadata["retry_after_s"]`` says how long.
+
+    The same for registered and unknown emails (no account probing).
+    """
 
 
 class UserUnavailable(UserError, Unavailable):

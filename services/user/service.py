@@ -12,15 +12,23 @@ find-or-create use cases answer by reading the row the concurrent writer created
 
 Every created user and every profile edit is reported to :class:`UserEvents` after the
 commit (the search index follows them); reporting never blocks or fails the use case.
+
+Password guessing is throttled per account (:class:`LoginThrottle`, keyed by a digest of the
+normalised email whether or not it is registered, so the answers never tell): after
+``max_failures`` wrong passwords within the window the account's password logins are refused
+for a lock time that doubles with each lock, without checking the password; a successful
+login resets it. Direct gRPC callers meet the same limit as the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import bcrypt
 
@@ -44,10 +52,12 @@ from services.user.errors import (
     Reason,
     UserAlreadyExists,
     UserInvalidArgument,
+    UserLoginThrottled,
     UserNotFound,
     UserUnauthenticated,
     UserUnavailable,
 )
+from services.user.metrics import UserMetrics, default_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +128,28 @@ class UserEvents(Protocol):
         ...
 
 
+class ThrottleUnavailable(Exception):
+    """The login throttle's store cannot be reached."""
+
+
+class LoginThrottle(Protocol):
+    """Failed logins per account, shared by every instance; each call is atomic."""
+
+    async def begin(self, account: str, now_ms: int) -> int:
+        """0 if a login attempt may go ahead (it counts as a failure until it succeeds),
+        else the milliseconds until one may."""
+        ...
+
+    async def failed(self, account: str, now_ms: int) -> int:
+        """Record a wrong password; the milliseconds the account is now locked for (0: not)."""
+        ...
+
+    async def succeeded(self, account: str) -> None:
+        """Forget the account's failures and locks."""
+        ...
+
+
+_T = TypeVar("_T")
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 Clock = Callable[[], datetime]
 
@@ -144,6 +176,8 @@ class UserService:
         clock: current time in UTC; birthdays are checked against its date.
         events: where created users and profile edits are reported; ``None`` reports
             nothing (tools and tests that do not care).
+        throttle: failed logins per account; ``None`` does not throttle (tools, unit tests).
+        metrics: where the throttle's decisions are counted.
     """
 
     def __init__(
@@ -153,8 +187,12 @@ class UserService:
         bcrypt_cost: int = DEFAULT_BCRYPT_COST,
         clock: Clock = utc_now,
         events: UserEvents | None = None,
+        throttle: LoginThrottle | None = None,
+        metrics: UserMetrics | None = None,
     ) -> None:
         self._units = units
+        self._throttle = throttle
+        self._metrics = metrics or default_metrics()
         self._bcrypt_cost = bcrypt_cost
         self._clock = clock
         self._events = events
@@ -203,7 +241,8 @@ class UserService:
 
         The error is the same for an unknown email and a wrong password, and an unknown
         email still costs one bcrypt check, so neither the answer nor its timing tells
-        whether an address is registered.
+        whether an address is registered. Too many wrong passwords for one email (registered
+        or not) answer ``RESOURCE_EXHAUSTED`` until the lock ends (see the module docstring).
         """
         refused = UserUnauthenticated(Reason.INVALID_CREDENTIALS, "wrong email or password")
         try:
@@ -213,15 +252,64 @@ class UserService:
         if not password or not password_fits_bcrypt(password):
             # Independent of stored data, so answering at once reveals nothing.
             raise refused
+        account = hashlib.sha256(normalized.encode()).hexdigest()
+        # Counted as a failure from here until it succeeds: concurrent guesses cannot slip
+        # past the limit, and an attempt cut short (database down) counts against it.
+        await self._begin_attempt(account)
         async with self._units() as uow:
             credentials = await uow.users.get_credentials_by_email(normalized)
         if credentials is None or credentials.password_hash is None:
             await asyncio.to_thread(_password_matches, password, await self._dummy_password_hash())
+            await self._failed_attempt(account, user_id=None)
             raise refused
         if not await asyncio.to_thread(_password_matches, password, credentials.password_hash):
-            logger.info("login refused", extra={"user_id": credentials.user.id})
+            await self._failed_attempt(account, user_id=credentials.user.id)
             raise refused
+        if self._throttle is not None:
+            await self._throttled_call(self._throttle.succeeded(account))
         return credentials.user
+
+    async def _begin_attempt(self, account: str) -> None:
+        if self._throttle is None:
+            return
+        wait_ms = await self._throttled_call(self._throttle.begin(account, self._now_ms()))
+        if not wait_ms:
+            return
+        self._metrics.login_throttle_total.labels("refused").inc()
+        logger.info(
+            "login refused: account locked", extra={"account": account[:12], "wait_ms": wait_ms}
+        )
+        minutes = math.ceil(wait_ms / 60_000)
+        raise UserLoginThrottled(
+            Reason.LOGIN_THROTTLED,
+            "too many failed logins for this account; try again in "
+            f"{minutes} minute{'s' if minutes > 1 else ''}",
+            metadata={"retry_after_s": str(math.ceil(wait_ms / 1000))},
+        )
+
+    async def _failed_attempt(self, account: str, *, user_id: int | None) -> None:
+        # The log names the user only when there is one; never the address.
+        extra: dict[str, object] = {"account": account[:12], "user_id": user_id}
+        if self._throttle is None:
+            logger.info("login refused", extra=extra)
+            return
+        lock_ms = await self._throttled_call(self._throttle.failed(account, self._now_ms()))
+        if lock_ms:
+            self._metrics.login_throttle_total.labels("locked").inc()
+            extra["lock_ms"] = lock_ms
+            logger.warning("login locked after repeated failures", extra=extra)
+        else:
+            logger.info("login refused", extra=extra)
+
+    async def _throttled_call(self, call: Awaitable[_T]) -> _T | None:
+        """``await call``; ``None`` if the throttle's store is down (the login goes ahead)."""
+        try:
+            return await call
+        except ThrottleUnavailable:
+            # A Redis outage must not lock everyone out; the gateway's per-IP limit remains.
+            self._metrics.login_throttle_total.labels("unchecked").inc()
+            logger.error("login throttle unavailable; login not throttled", exc_info=True)
+            return None
 
     async def profile(self, user_id: int) -> User:
         """The user with ``user_id``; ``USER_NOT_FOUND`` if there is none."""

@@ -10,7 +10,12 @@ Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings
 - ``WEBOOK_USER_EVENT_BUFFER_SIZE`` / ``..._EVENT_FLUSH_TIMEOUT_SECONDS``: ``UserChanged``
   events held while the broker is unreachable (then dropped), and how long shutdown keeps
   delivering them; ``..._KAFKA_MANAGE_TOPICS`` / ``..._KAFKA_TOPIC_PARTITIONS``: create the
-  topic if missing.
+  topic if missing;
+- ``WEBOOK_USER_LOGIN_MAX_FAILURES`` (5) wrong passwords within
+  ``..._LOGIN_FAILURE_WINDOW_SECONDS`` (900) lock an account's password logins for
+  ``..._LOGIN_LOCK_SECONDS`` (60), doubling with each further lock up to
+  ``..._LOGIN_MAX_LOCK_SECONDS`` (3600); locks are forgotten
+  ``..._LOGIN_LOCK_MEMORY_SECONDS`` (86400) after the last failure or at a successful login.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from kit.config import GrpcServiceSettings, Mode
+from services.user.domain import LoginThrottleRules
 
 MIN_PROD_BCRYPT_COST = 10
 
@@ -38,6 +44,21 @@ class UserSettings(GrpcServiceSettings):
     event_flush_timeout_seconds: float = Field(default=5.0, ge=0)
     kafka_manage_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_seconds: float = Field(default=900.0, gt=0)
+    login_lock_seconds: float = Field(default=60.0, gt=0)
+    login_max_lock_seconds: float = Field(default=3600.0, gt=0)
+    login_lock_memory_seconds: float = Field(default=86_400.0, gt=0)
+
+    def login_throttle_rules(self) -> LoginThrottleRules:
+        """The per-account login throttle these settings describe."""
+        return LoginThrottleRules(
+            max_failures=self.login_max_failures,
+            window_s=self.login_failure_window_seconds,
+            lock_s=self.login_lock_seconds,
+            max_lock_s=max(self.login_max_lock_seconds, self.login_lock_seconds),
+            memory_s=self.login_lock_memory_seconds,
+        )
 
     @model_validator(mode="after")
     def _refuse_weak_bcrypt_in_prod(self) -> Self:

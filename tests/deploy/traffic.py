@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import httpx
 
 from devstack.suite import grpc_serving
+from services.search.query import MAX_QUERY_TERMS
 from tests.deploy.stack import BURST, MAX_BODY_BYTES, ObservedStack
 
 PASSWORD = "hello#world123"
@@ -52,7 +53,9 @@ def _codes(stack: ObservedStack, phone: str) -> list[str]:
     if not stack.sms_log.exists():
         return []
     lines = stack.sms_log.read_text(encoding="utf-8").splitlines()
-    return [m["args"][0] for m in map(json.loads, lines) if m["numbers"] == [phone]]
+    # The sms service may record the number as sent or in E.164 form (+86 for Chinese ones).
+    spellings = ([phone], [f"+86{phone}"])
+    return [m["args"][0] for m in map(json.loads, lines) if m["numbers"] in spellings]
 
 
 def _sms_login(client: httpx.Client, stack: ObservedStack) -> None:
@@ -82,15 +85,18 @@ def _search(client: httpx.Client, title: str) -> None:
         time.sleep(0.2)
     for kind in ("all", "user"):
         assert client.get("/search/query", params={"q": "Ops", "type": kind}).json()["code"] == 0
-    refused = client.get("/search/query", params={"q": '"unbalanced'}).json()
+    # More terms than a query may have: the search service refuses it (INVALID_ARGUMENT).
+    too_many_terms = " ".join(["ops"] * (MAX_QUERY_TERMS + 1))
+    refused = client.get("/search/query", params={"q": too_many_terms}).json()
     assert refused["code"] == 4, refused
 
 
 def _probe_health(stack: ObservedStack) -> None:
-    # What kubelet's gRPC probes do: some services (search) serve no gateway route yet.
-    for addresses in stack.grpc_addresses.values():
+    # Health checks of every instance, as a monitor would make them (over mutual TLS, with
+    # a certificate): some services (search) serve no gateway route yet.
+    for name, addresses in stack.grpc_addresses.items():
         for address in addresses:
-            grpc_serving(address)
+            grpc_serving(address, stack.infra.client_tls(name))
 
 
 # Reads of follow counts right after the kill, back to back: each failure halves the dead

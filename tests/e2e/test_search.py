@@ -145,10 +145,14 @@ async def test_publish_edit_withdraw_and_profiles_are_searchable(
 async def test_a_malformed_query_is_refused_clearly(
     client: httpx.AsyncClient, search_process: ManagedProcess
 ) -> None:
-    for q in ('"unclosed', "(微服务", "   "):
+    # Query syntax is only text now ('"unclosed', "(微服务" are searched for); what is refused
+    # is an empty query and one with more terms than a query may have.
+    for q in ("   ", "a " * 65):
         answer = (await client.get("/search/query", params={"q": q})).json()
         assert answer["code"] == 4, answer
         assert "search query" in answer["msg"]
+    bell = (await client.get("/search/query", params={"q": "bell\x07"})).json()
+    assert bell["code"] == 4 and bell["msg"].startswith("q contains a control character"), bell
     too_deep = (await client.get("/search/query", params={"q": "微服务", "offset": 995})).json()
     assert too_deep["code"] == 4
 

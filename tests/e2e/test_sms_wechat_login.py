@@ -35,7 +35,8 @@ def _codes_sent(stack: RunningStack, phone: str) -> list[str]:
     codes = []
     for line in stack.sms_log.read_text(encoding="utf-8").splitlines():
         message = json.loads(line)
-        if message["numbers"] == [phone] and message["tpl_id"] == "login_code":
+        # Numbers are kept in E.164 form (+86 for mainland ones), whatever the spelling sent.
+        if message["numbers"] == [f"+86{phone}"] and message["tpl_id"] == "login_code":
             codes.append(message["args"][0])
     return codes
 
@@ -95,7 +96,7 @@ async def test_sms_login_creates_the_user_then_finds_it(
 
     first = await _sms_login(client, stack, phone)
 
-    assert (await _profile(client, first))["Phone"] == phone
+    assert (await _profile(client, first))["Phone"] == f"+86{phone}"
     edit = await client.post(
         "/users/edit",
         headers=_bearer(first),
@@ -107,7 +108,7 @@ async def test_sms_login_creates_the_user_then_finds_it(
 
     assert second != first
     again = await _profile(client, second)
-    assert (again["Phone"], again["Nickname"]) == (phone, "短信用户")
+    assert (again["Phone"], again["Nickname"]) == (f"+86{phone}", "短信用户")
 
 
 async def test_sms_wrong_code(client: httpx.AsyncClient, stack: RunningStack) -> None:

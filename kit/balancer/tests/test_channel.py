@@ -139,6 +139,37 @@ async def test_business_errors_do_not_fail_over(cluster: Cluster) -> None:
         assert endpoint.effective_weight == endpoint.weight
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+    ],
+)
+async def test_client_errors_never_eject_an_endpoint(
+    cluster: Cluster, code: grpc.StatusCode
+) -> None:
+    await cluster.add("a-refusing", fail_with=code)
+    config = BalancerConfig(eject_after_failures=2)
+    async with BalancedChannel("user", cluster.discovery(), config) as channel:
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        for _ in range(10 * config.eject_after_failures):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Profile(user_pb2.ProfileRequest(id=1), timeout=5)
+            assert refused.value.code() is code
+        (endpoint,) = channel.endpoints()
+        assert endpoint.health is Health.HEALTHY
+        assert endpoint.effective_weight == endpoint.weight
+
+
+def test_client_outcomes_cannot_be_configured_as_endpoint_failures() -> None:
+    with pytest.raises(ValueError, match="INVALID_ARGUMENT"):
+        BalancerConfig(failure_codes=frozenset({grpc.StatusCode.INVALID_ARGUMENT}))
+    with pytest.raises(ValueError, match="NOT_FOUND"):
+        BalancerConfig(failover_codes=frozenset({grpc.StatusCode.NOT_FOUND}))
+
+
 async def test_consistent_hash_keeps_a_key_on_one_endpoint(cluster: Cluster) -> None:
     for name in ("h1", "h2", "h3"):
         await cluster.add(name)

@@ -28,6 +28,8 @@ from kit.governance import (
     UnaryClientPolicy,
     counts_against,
 )
+from kit.governance._rpc import parse_method
+from kit.governance.breaker import is_client_error
 from kit.governance.tests.support import (
     LOGIN,
     PROFILE,
@@ -309,3 +311,67 @@ def test_only_an_overloaded_servers_resource_exhausted_counts() -> None:
     assert not counts_against(
         rpc_error(grpc.StatusCode.INTERNAL), codes - {grpc.StatusCode.INTERNAL}
     )
+
+
+def _fed(breaker: CircuitBreaker, codes: list[grpc.StatusCode]) -> tuple[int, float]:
+    """Offer one call per code, each admitted one failing with it: how many calls the
+    breaker rejected, and its rejection probability after."""
+    rejected = 0
+    for code in codes:
+        admitted = breaker.admit(parse_method(PROFILE))
+        if isinstance(admitted, BreakerOpenError):
+            rejected += 1
+        else:
+            breaker.record_error(*admitted, rpc_error(code))
+    return rejected, breaker.throttle_for(PROFILE).rejection_probability()
+
+
+def test_a_breaker_fed_only_client_errors_never_opens() -> None:
+    """The shared mechanism itself: 1,000 client errors of every kind, on the most sensitive
+    settings, leave the breaker closed; server errors on the same settings open it."""
+    config = BreakerConfig(k=1.0, min_requests=1)
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(
+            "client-errors",
+            config,
+            metrics=GovernanceMetrics(CollectorRegistry()),
+            clock=ManualClock(),
+            random_source=ScriptedRandom(0.0),
+        )
+
+    client_errors = sorted(CLIENT_ERROR_CODES - {grpc.StatusCode.OK}, key=lambda c: c.name)
+    assert _fed(breaker(), client_errors * (1000 // len(client_errors) + 1)) == (0, 0.0)
+    for server_error in DEFAULT_FAILURE_CODES:
+        rejected, probability = _fed(breaker(), [server_error] * 20)
+        # The random source draws 0.0: once open, every further call is rejected locally.
+        assert (rejected, probability > 0.9) == (19, True), server_error
+
+
+def test_client_errors_never_count_even_if_configured() -> None:
+    """``counts_against`` is the one rule: a caller's own failure set cannot name a client
+    error (BreakerConfig refuses it, and the function ignores it anyway)."""
+    everything = frozenset(grpc.StatusCode)
+    for code in grpc.StatusCode:
+        assert is_client_error(code) is (code in CLIENT_ERROR_CODES)
+        if is_client_error(code):
+            assert not counts_against(rpc_error(code), everything), code
+    assert counts_against(rpc_error(grpc.StatusCode.INTERNAL), everything)
+    assert counts_against(rpc_error(grpc.StatusCode.DATA_LOSS), everything)
+
+
+def test_the_client_error_set_is_what_the_project_decided() -> None:
+    """Changing the set changes who can open a breaker: a deliberate decision, reviewed."""
+    assert {code.name for code in CLIENT_ERROR_CODES} == {
+        "OK",
+        "CANCELLED",
+        "INVALID_ARGUMENT",
+        "OUT_OF_RANGE",
+        "FAILED_PRECONDITION",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "ABORTED",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+    }
+    assert not CLIENT_ERROR_CODES & DEFAULT_FAILURE_CODES

@@ -103,16 +103,22 @@ async def test_a_much_better_match_beats_recency(service: SearchService) -> None
     assert [hit.key.id for hit in page.hits] == [1, 2]
 
 
-async def test_an_explicit_field_of_the_other_type_finds_nothing(service: SearchService) -> None:
+async def test_field_names_are_text_and_the_type_chooses_the_fields(
+    service: SearchService,
+) -> None:
     await _put(service, 1, "kubernetes", "", NOW)
+    await _put(service, 2, "title: kubernetes basics", "", NOW)
     await service.put_user(user_doc(user_id=9, nickname="kube fan", about_me="", utime_ms=NOW))
-    assert [h.key for h in (await service.search("title:kubernetes", 2, 0, 10)).hits] == []
+    # "title:" is the word "title", not a field: only the article containing it matches.
     assert [h.key for h in (await service.search("title:kubernetes", 1, 0, 10)).hits] == [
-        DocKey(DocType.ARTICLE, 1)
+        DocKey(DocType.ARTICLE, 2)
     ]
+    assert [h.key for h in (await service.search("title:kubernetes", 2, 0, 10)).hits] == []
+    assert [h.key for h in (await service.search("nickname:kube", 2, 0, 10)).hits] == []
     assert [h.key for h in (await service.search("kube", 2, 0, 10)).hits] == [
         DocKey(DocType.USER, 9)
     ]
+    assert [h.key for h in (await service.search("kube", 1, 0, 10)).hits] == []
 
 
 async def test_long_chinese_queries_and_mixed_words(service: SearchService) -> None:

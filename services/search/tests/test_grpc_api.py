@@ -203,8 +203,8 @@ async def test_chinese_and_english_queries_through_the_sync_input(running: Runni
     ("query", "reason"),
     [
         ("", Reason.INVALID_QUERY),
-        ('"unclosed phrase', Reason.INVALID_QUERY),
-        ("(微服务", Reason.INVALID_QUERY),
+        ("bell\x07", Reason.INVALID_QUERY),
+        ("微" * 80, Reason.INVALID_QUERY),
         ("x" * 201, Reason.INVALID_QUERY),
     ],
 )

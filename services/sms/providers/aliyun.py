@@ -87,8 +87,8 @@ def rpc_signature(params: Mapping[str, str], secret: str, method: str = "POST") 
 
 
 def aliyun_number(phone: str) -> str:
-    """Mainland numbers stay 11 digits; E.164 numbers lose their ``+``."""
-    return phone.removeprefix("+")
+    """Mainland numbers as 11 digits (``+86`` dropped); other E.164 numbers lose their ``+``."""
+    return phone.removeprefix("+86").removeprefix("+")
 
 
 @dataclass(frozen=True)

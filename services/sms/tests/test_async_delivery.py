@@ -19,6 +19,7 @@ from services.sms.domain import (
     Caller,
     DeliveryResult,
     NewSendRecord,
+    PhoneRules,
     RecordQuery,
     SendCommand,
     SendRecord,
@@ -134,6 +135,7 @@ class Cluster:
             metrics,
             instance_id=name,
             clock=clock,
+            phones=PhoneRules(allowed_countries=frozenset({"CN", "GB"})),
         )
         worker = DeliveryWorker(
             sms, poll_interval_s=0.02, batch_size=batch, concurrency=4, gauge_interval_s=0.05
@@ -406,7 +408,7 @@ async def test_numbers_refused_individually_are_noted_masked(
     assert outcome.status is SendStatus.SENT
     assert outcome.provider == "tencent"
     [record] = await records(instance)
-    assert record.last_error == "refused 139****9000 LimitExceeded.PhoneNumberDailyLimit"
+    assert record.last_error == "refused +86139****9000 LimitExceeded.PhoneNumberDailyLimit"
 
 
 async def test_a_rejected_message_fails_at_once(
@@ -431,7 +433,7 @@ async def test_list_records_filters_and_pages(
     await instance.sms.send(APP, command("a1", phone="13800000001"))
     await instance.sms.send(APP, command("a2", phone="13800000002"))
     await instance.sms.send(
-        notice, SendCommand("notice", ("n1",), ("13800000001", "+447700900123"))
+        notice, SendCommand("notice", ("n1",), ("13800000001", "+447400123456"))
     )
     instance.clock.offset = 5.0
     middle = int(time.time() * 1000) + 2500
@@ -439,10 +441,10 @@ async def test_list_records_filters_and_pages(
     await instance.sms.send(APP, command("a3", phone="13800000003"))
 
     assert [r.args for r in await records(instance, phone="13800000001")] == [(), ()]
-    assert len(await records(instance, phone="+447700900123")) == 1
+    assert len(await records(instance, phone="+447400123456")) == 1
     assert [r.caller for r in await records(instance, tpl_id="notice")] == ["notice"]
     waiting = await records(instance, status=SendStatus.WAITING)
-    assert [r.numbers for r in waiting] == [("13800000003",)]
+    assert [r.numbers for r in waiting] == [("+8613800000003",)]
     assert len(await records(instance, status=SendStatus.SENT)) == 3
     assert len(await records(instance, from_ms=middle)) == 1
     assert len(await records(instance, to_ms=middle)) == 3

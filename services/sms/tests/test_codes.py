@@ -15,7 +15,7 @@ from devstack.infra import free_port
 from kit.errors import AppError
 from kit.redisx import create_redis
 from services.sms.code_service import CodeService
-from services.sms.domain import CodeRules, SendStatus
+from services.sms.domain import CodeRules, PhoneRules, SendStatus
 from services.sms.errors import (
     CodeInvalidArgument,
     CodeReason,
@@ -32,6 +32,8 @@ pytestmark = pytest.mark.integration
 
 KEY = b"test-hmac-key"
 PHONE = "13800138000"
+# The key every form of PHONE is stored and sent under.
+E164 = "+8613800138000"
 
 
 @pytest.fixture
@@ -73,20 +75,20 @@ async def test_send_stores_only_a_keyed_hash(
     code = command.args[0]
     assert caller.name == "code"
     assert command.tpl_id == "login_code"
-    assert command.numbers == (PHONE,)
+    assert command.numbers == (E164,)
     assert command.valid_for_s == 600
     assert len(code) == 6
     assert code.isdigit()
 
-    stored = await redis_client.hgetall(code_key("login", PHONE))
+    stored = await redis_client.hgetall(code_key("login", E164))
     assert set(stored) == {b"digest", b"left"}
     assert stored[b"left"] == b"3"
     resend_values = [await redis_client.get(k) for k in await redis_client.keys("*resend")]
     everything = repr(stored) + repr(resend_values)
     assert code not in everything
-    expected = hmac.new(KEY, f"login\x00{PHONE}\x00{code}".encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(KEY, f"login\x00{E164}\x00{code}".encode(), hashlib.sha256).hexdigest()
     assert stored[b"digest"] == expected.encode()
-    ttl = await redis_client.pttl(code_key("login", PHONE))
+    ttl = await redis_client.pttl(code_key("login", E164))
     assert 590_000 < ttl <= 600_000
 
 
@@ -97,7 +99,7 @@ async def test_resend_within_interval_is_refused_then_allowed(
     service, metrics = make_service(store_client, sender)
     await service.send("login", PHONE)
     first = last_code(sender)
-    resend_key = code_key("login", PHONE) + ":resend"
+    resend_key = code_key("login", E164) + ":resend"
     assert 50_000 < await redis_client.pttl(resend_key) <= 60_000
     with pytest.raises(CodeResourceExhausted) as refused:
         await service.send("login", PHONE)
@@ -242,3 +244,82 @@ async def test_redis_down_is_unavailable() -> None:
             await service.verify("login", PHONE, "123456")
     finally:
         await client.aclose(close_connection_pool=True)
+
+
+# --- one phone, whatever its spelling -------------------------------------------------------
+
+FORMS = ("13900000003", "+8613900000003", "+86 139 0000 0003", "0086-139-0000-0003")
+
+
+async def test_forms_of_one_number_share_one_resend_interval(
+    store_client: aioredis.Redis,
+) -> None:
+    sender = RecordingSender()
+    service, metrics = make_service(store_client, sender)
+    await service.send("login", FORMS[0])
+    for other in FORMS[1:]:
+        with pytest.raises(CodeResourceExhausted) as refused:
+            await service.send("login", other)
+        assert refused.value.reason == CodeReason.SEND_TOO_FREQUENT
+    assert [command.numbers for _, command in sender.sent] == [("+8613900000003",)]
+    assert metrics.code_send_total.labels("login", "too_frequent")._value.get() == 3
+
+
+async def test_a_code_sent_to_one_form_verifies_with_the_other(
+    store_client: aioredis.Redis,
+) -> None:
+    sender = RecordingSender()
+    service, _ = make_service(store_client, sender)
+    await service.send("login", "13900000003")
+    assert await service.verify("login", "+8613900000003", last_code(sender))
+    # Consumed for every form.
+    assert not await service.verify("login", "13900000003", last_code(sender))
+
+
+async def test_forms_of_one_number_share_one_count_of_tries(
+    store_client: aioredis.Redis,
+) -> None:
+    sender = RecordingSender()
+    service, _ = make_service(store_client, sender)
+    await service.send("login", "+8613900000003")
+    code = last_code(sender)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    # Three wrong tries spread over three spellings use the code up for all of them.
+    for form in FORMS[:3]:
+        assert not await service.verify("login", form, wrong)
+    for form in FORMS:
+        with pytest.raises(CodeResourceExhausted) as refused:
+            await service.verify("login", form, code)
+        assert refused.value.reason == CodeReason.VERIFY_TOO_MANY
+
+
+@pytest.mark.parametrize(("phone", "country"), [("+447400123456", "GB"), ("+12025550123", "US")])
+async def test_numbers_outside_the_allowed_countries_are_refused(
+    store_client: aioredis.Redis, redis_client: aioredis.Redis, phone: str, country: str
+) -> None:
+    sender = RecordingSender()
+    service, _ = make_service(store_client, sender)
+    with pytest.raises(CodeInvalidArgument) as refused:
+        await service.send("login", phone)
+    assert refused.value.reason == CodeReason.COUNTRY_NOT_ALLOWED
+    assert refused.value.metadata == {"field": "phone", "country": country}
+    assert country in refused.value.message
+    assert sender.sent == []
+    assert await redis_client.keys("sms:code:*") == []
+    with pytest.raises(CodeInvalidArgument):
+        await service.verify("login", phone, "123456")
+
+
+async def test_allowed_countries_are_configurable(store_client: aioredis.Redis) -> None:
+    sender = RecordingSender()
+    service = CodeService(
+        RedisCodeStore(store_client),
+        sender,
+        rules=CodeRules(),
+        templates={"login": "login_code"},
+        hmac_key=KEY,
+        metrics=SmsMetrics(CollectorRegistry()),
+        phones=PhoneRules(allowed_countries=frozenset({"CN", "GB"})),
+    )
+    await service.send("login", "+44 7400 123456")
+    assert sender.sent[0][1].numbers == ("+447400123456",)

@@ -6,8 +6,10 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
@@ -33,6 +35,7 @@ JWT_KEY = "jwt-test-key-0123456789abcdef0123"
 MARKETING_TOKEN = "marketing-static-token-0123456789"
 OPS_TOKEN = "ops-static-token-0123456789abcdef"
 PHONE = "13812345678"
+E164 = "+8613812345678"
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Stack:
     codes: code_pb2_grpc.CodeServiceAsyncStub
     sms: sms_pb2_grpc.SmsServiceAsyncStub
     sms_log: Path
+    metrics: SmsMetrics
 
     def codes_sent_to(self, phone: str) -> list[str]:
         if not self.sms_log.exists():
@@ -52,8 +56,10 @@ class Stack:
         ]
 
 
-@pytest.fixture
-async def stack(tmp_path: Path, redis_url: str, redis_client: object) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def running_stack(tmp_path: Path, redis_url: str, **overrides: Any) -> AsyncIterator[Stack]:
+    """The sms process on a free port, SQLite and the session's Redis; ``overrides`` are
+    settings."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'sms.db'}"
     await upgrade_async("sms", database_url)
     sms_log = tmp_path / "sms.log"
@@ -71,8 +77,11 @@ async def stack(tmp_path: Path, redis_url: str, redis_client: object) -> AsyncIt
         },
         caller_jwt_key=JWT_KEY,
         delivery={"poll_interval_s": 0.05},
+        allowed_countries=["CN", "GB"],
+        **overrides,
     )
-    runner = build_runner(settings, metrics=SmsMetrics(CollectorRegistry()))
+    metrics = SmsMetrics(CollectorRegistry())
+    runner = build_runner(settings, metrics=metrics)
     await runner.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{runner.port}")
     try:
@@ -82,10 +91,17 @@ async def stack(tmp_path: Path, redis_url: str, redis_client: object) -> AsyncIt
             code_pb2_grpc.CodeServiceStub(channel),
             sms_pb2_grpc.SmsServiceStub(channel),
             sms_log,
+            metrics,
         )
     finally:
         await channel.close(None)
         await runner.stop()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, redis_url: str, redis_client: object) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path, redis_url) as running:
+        yield running
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -102,7 +118,7 @@ async def refused(call: object) -> tuple[grpc.StatusCode, str]:
 async def test_code_login_flow_over_grpc(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     await stack.codes.Send(code_pb2.SendRequest(biz="login", phone=PHONE))
-    [code] = stack.codes_sent_to(PHONE)
+    [code] = stack.codes_sent_to(E164)
 
     status, reason = await refused(stack.codes.Send(code_pb2.SendRequest(biz="login", phone=PHONE)))
     assert (status, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "CODE_SEND_TOO_FREQUENT")
@@ -118,13 +134,13 @@ async def test_code_login_flow_over_grpc(stack: Stack, caplog: pytest.LogCapture
     # Neither the phone number nor the code appears in any log line as it would be written.
     formatter = JsonFormatter("sms")
     logged = "\n".join(formatter.format(r) for r in caplog.records)
-    assert mask_phone(PHONE) in logged
+    assert mask_phone(E164) in logged
     assert PHONE not in logged
     assert code not in logged
 
 
 async def test_fourth_try_is_refused_over_grpc(stack: Stack) -> None:
-    phone = "+447700900123"
+    phone = "+447400123456"
     await stack.codes.Send(code_pb2.SendRequest(biz="login", phone=phone))
     [code] = stack.codes_sent_to(phone)
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
@@ -195,9 +211,7 @@ def _jwt(key: str = JWT_KEY, **claims: object) -> str:
         bearer(_jwt(tpl="promo")),
         bearer(_jwt()[:-2] + "xx"),
         bearer(
-            jwt.encode(
-                {"sub": "crm", "aud": "webook-sms", "tpl": ["promo"]}, None, algorithm="none"
-            )
+            jwt.encode({"sub": "crm", "aud": "webook-sms", "tpl": ["promo"]}, "", algorithm="none")
         ),
     ],
     ids=[
@@ -277,7 +291,7 @@ async def test_list_send_records_over_grpc(stack: Stack) -> None:
         sms_pb2.ListSendRecordsRequest(phone=PHONE), metadata=bearer(OPS_TOKEN)
     )
     assert [r.caller for r in admin.records] == ["marketing", "code"]
-    assert all(list(r.numbers) == [mask_phone(PHONE)] for r in admin.records)
+    assert all(list(r.numbers) == [mask_phone(E164)] for r in admin.records)
     assert all(r.status == sms_pb2.SEND_STATUS_SENT for r in admin.records)
     assert admin.records[0].idempotency_key == "promo-1"
     assert admin.next_cursor == 0
@@ -311,3 +325,84 @@ async def test_health_reports_serving(stack: Stack) -> None:
     for service in ("webook.code.v1.CodeService", "webook.sms.v1.SmsService"):
         answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- phones and the daily limit, end to end -------------------------------------------------
+
+
+async def test_country_outside_the_list_is_refused_over_grpc(stack: Stack) -> None:
+    status, reason = await refused(
+        stack.codes.Send(code_pb2.SendRequest(biz="login", phone="+12025550123"))
+    )
+    assert (status, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CODE_COUNTRY_NOT_ALLOWED")
+    status, reason = await refused(
+        stack.sms.Send(promo(PHONE, "+12025550123"), metadata=bearer(MARKETING_TOKEN))
+    )
+    assert (status, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SMS_COUNTRY_NOT_ALLOWED")
+    assert not stack.sms_log.exists()
+
+
+async def test_forms_of_one_number_are_sent_once_and_found_by_any_form(stack: Stack) -> None:
+    sent = await stack.sms.Send(
+        promo(PHONE, E164, "+86 138 1234 5678"), metadata=bearer(MARKETING_TOKEN)
+    )
+    [message] = [json.loads(x) for x in stack.sms_log.read_text().splitlines()]
+    assert message["numbers"] == [E164]
+    for form in (PHONE, E164, "138-1234-5678"):
+        found = await stack.sms.ListSendRecords(
+            sms_pb2.ListSendRecordsRequest(phone=form), metadata=bearer(OPS_TOKEN)
+        )
+        assert [r.id for r in found.records] == [sent.record_id]
+
+
+@pytest.fixture
+async def capped(tmp_path: Path, redis_url: str, redis_client: object) -> AsyncIterator[Stack]:
+    """A stack whose daily limit is 3 messages."""
+    async with running_stack(tmp_path, redis_url, daily_limit=3) as running:
+        yield running
+
+
+async def test_the_send_past_the_daily_limit_is_refused(
+    capped: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # A repeated idempotency key is the same send: it does not count twice.
+    for key in ("a", "a", "b"):
+        await capped.sms.Send(
+            sms_pb2.SendRequest(tpl_id="promo", numbers=[PHONE], idempotency_key=key),
+            metadata=bearer(MARKETING_TOKEN),
+        )
+    # Two numbers are two messages: only one is left.
+    two = promo("13900000001", "13900000002")
+    status, reason = await refused(capped.sms.Send(two, metadata=bearer(MARKETING_TOKEN)))
+    assert (status, reason) == (grpc.StatusCode.UNAVAILABLE, "SMS_DAILY_LIMIT_REACHED")
+    await capped.sms.Send(promo("13900000001"), metadata=bearer(MARKETING_TOKEN))
+
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await capped.sms.Send(promo(), metadata=bearer(MARKETING_TOKEN))
+    error = app_error_from_rpc(failed.value)
+    assert (failed.value.code(), error.reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "SMS_DAILY_LIMIT_REACHED",
+    )
+    assert "daily limit of 3" in error.message
+    assert error.metadata["daily_limit"] == "3"
+    assert 0 < int(error.metadata["retry_after_s"]) <= 86_400
+
+    # Codes share the budget: nothing is sent, the code is not kept.
+    status, reason = await refused(
+        capped.codes.Send(code_pb2.SendRequest(biz="login", phone="13700000000"))
+    )
+    assert (status, reason) == (grpc.StatusCode.UNAVAILABLE, "CODE_SEND_FAILED")
+    assert len(capped.sms_log.read_text().splitlines()) == 3
+
+    counted = capped.metrics.daily_limit_total
+    # The repeated key was counted, then given back.
+    assert counted.labels("ok")._value.get() == 4
+    assert counted.labels("returned")._value.get() == 1
+    assert counted.labels("refused")._value.get() == 4
+    assert capped.metrics.daily_used._value.get() == 3
+    refusal_log = "sms daily limit reached; send refused"
+    refusals = [r for r in caplog.records if r.getMessage() == refusal_log]
+    assert len(refusals) == 3
+    assert all(r.levelno == logging.ERROR for r in refusals)

@@ -7,7 +7,8 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.sms.domain import is_valid_phone, mask_phone, to_e164
+from kit.phone import CountryNotAllowed, InvalidPhoneNumber
+from services.sms.domain import PhoneRules, canonical_phone, mask_phone, to_e164
 from services.sms.metrics import SmsMetrics
 from services.sms.providers.failover import FailoverProvider
 from services.sms.providers.health import (
@@ -46,28 +47,46 @@ class FakeClock:
 
 
 @pytest.mark.parametrize(
-    ("phone", "valid"),
+    ("phone", "e164"),
     [
-        ("13800138000", True),
-        ("19912345678", True),
-        ("+447700900123", True),
-        ("+8613800138000", True),
-        ("12800138000", False),
-        ("1380013800", False),
-        ("138001380001", False),
-        ("+0123456789", False),
-        ("+12345", False),
-        ("", False),
-        ("13800138000\n", False),
-        ("".join(chr(0xFF10 + int(d)) for d in "13800138000"), False),
+        ("13800138000", "+8613800138000"),
+        ("19912345678", "+8619912345678"),
+        ("+8613800138000", "+8613800138000"),
+        (" +86 138-0013-8000 ", "+8613800138000"),
+        ("+447400123456", "+447400123456"),
     ],
 )
-def test_phone_validation(phone: str, valid: bool) -> None:
-    assert is_valid_phone(phone) is valid
+def test_canonical_phone_is_e164(phone: str, e164: str) -> None:
+    rules = PhoneRules(allowed_countries=frozenset({"CN", "GB"}))
+    assert canonical_phone(phone, rules) == e164
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "12800138000",
+        "1380013800",
+        "138001380001",
+        "+0123456789",
+        "+12345",
+        "",
+        "".join(chr(0xFF10 + int(d)) for d in "13800138000"),
+    ],
+)
+def test_invalid_phones_are_refused(phone: str) -> None:
+    with pytest.raises(InvalidPhoneNumber):
+        canonical_phone(phone, PhoneRules())
+
+
+def test_phones_outside_the_allowed_countries_are_refused() -> None:
+    with pytest.raises(CountryNotAllowed) as refused:
+        canonical_phone("+447400123456", PhoneRules())
+    assert refused.value.region == "GB"
 
 
 def test_phone_masking_and_e164() -> None:
     assert mask_phone("13812345678") == "138****5678"
+    assert mask_phone("+8613812345678") == "+86138****5678"
     assert "7700900" not in mask_phone("+447700900123")
     assert mask_phone("12345") == "****45"
     assert to_e164("13812345678") == "+8613812345678"

@@ -106,7 +106,7 @@ async def test_happy_path(stub: UserServiceAsyncStub) -> None:
         user_pb2.GetByIdsRequest(ids=[signed_up.id, by_phone.user.id, 10_000])
     )
     assert set(batch.users) == {signed_up.id, by_phone.user.id}
-    assert batch.users[by_phone.user.id].phone == "13800138000"
+    assert batch.users[by_phone.user.id].phone == "+8613800138000"
 
 
 def _tomorrow_but_one() -> str:
@@ -188,6 +188,27 @@ SCENARIOS: dict[str, tuple[Scenario, grpc.StatusCode, Reason]] = {
         grpc.StatusCode.INVALID_ARGUMENT,
         Reason.INVALID_BIRTHDAY,
     ),
+    "markup in nickname": (
+        lambda s, uid: s.UpdateNonSensitiveInfo(
+            user_pb2.UpdateNonSensitiveInfoRequest(id=uid, nickname="<b>me</b>")
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.INVALID_NICKNAME,
+    ),
+    "markup in about me": (
+        lambda s, uid: s.UpdateNonSensitiveInfo(
+            user_pb2.UpdateNonSensitiveInfoRequest(id=uid, about_me="hi <script>x()</script>")
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.INVALID_ABOUT_ME,
+    ),
+    "character reference in about me": (
+        lambda s, uid: s.UpdateNonSensitiveInfo(
+            user_pb2.UpdateNonSensitiveInfoRequest(id=uid, about_me="&lt;img src=x&gt;")
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        Reason.INVALID_ABOUT_ME,
+    ),
     "invalid phone": (
         lambda s, _: s.FindOrCreateByPhone(user_pb2.FindOrCreateByPhoneRequest(phone="12345")),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -211,3 +232,33 @@ async def test_refusals_carry_status_and_reason(stub: UserServiceAsyncStub, scen
     existing = await stub.Signup(user_pb2.SignupRequest(email="me@example.com", password=PASSWORD))
     call, code, reason = SCENARIOS[scenario]
     assert await refusal(call(stub, existing.user.id)) == (code, reason)
+
+
+async def test_login_guessing_is_throttled_over_grpc(
+    stub: UserServiceAsyncStub, redis_client: object
+) -> None:
+    """Direct gRPC callers meet the per-account limit (default: 5 failures), registered or
+    not, and then even the right password is refused with RESOURCE_EXHAUSTED."""
+    await stub.Signup(user_pb2.SignupRequest(email="guess@example.com", password=PASSWORD))
+    for email in ("guess@example.com", "ghost@example.com"):
+        wrong = user_pb2.LoginRequest(email=email, password="wrong#123")
+        for _ in range(5):
+            assert await refusal(stub.Login(wrong)) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                Reason.INVALID_CREDENTIALS,
+            )
+        right = user_pb2.LoginRequest(email=email, password=PASSWORD)
+        assert await refusal(stub.Login(right)) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            Reason.LOGIN_THROTTLED,
+        )
+
+
+async def test_both_forms_of_a_phone_are_one_account_over_grpc(stub: UserServiceAsyncStub) -> None:
+    first = await stub.FindOrCreateByPhone(user_pb2.FindOrCreateByPhoneRequest(phone="13900000003"))
+    second = await stub.FindOrCreateByPhone(
+        user_pb2.FindOrCreateByPhoneRequest(phone="+8613900000003")
+    )
+    assert first.created
+    assert (second.created, second.user.id) == (False, first.user.id)
+    assert second.user.phone == "+8613900000003"

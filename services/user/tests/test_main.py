@@ -42,13 +42,14 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("mode", "cost"), [("prod", 9), ("dev", 3), ("dev", 32)])
 def test_settings_refuse_unsafe_bcrypt_cost(mode: str, cost: int) -> None:
-    tls = {
-        "tls_cert_file": "/var/run/webook/tls/tls.crt",
-        "tls_key_file": "/var/run/webook/tls/tls.key",
-        "tls_ca_file": "/var/run/webook/tls/ca.crt",
-    }
     with pytest.raises(ValidationError, match="bcrypt"):
-        UserSettings(mode=mode, bcrypt_cost=cost, **tls)
+        UserSettings(
+            mode=mode,
+            bcrypt_cost=cost,
+            tls_cert_file="/var/run/webook/tls/tls.crt",
+            tls_key_file="/var/run/webook/tls/tls.key",
+            tls_ca_file="/var/run/webook/tls/ca.crt",
+        )
 
 
 @pytest.mark.integration

@@ -258,6 +258,13 @@ async def test_birthday_limit_follows_the_utc_date_of_the_clock(store: InMemoryU
         ("line\nbreak", "", Reason.INVALID_NICKNAME),
         ("", "a" * 1025, Reason.INVALID_ABOUT_ME),
         ("", "bell\x07", Reason.INVALID_ABOUT_ME),
+        ("<b>Ann</b>", "", Reason.INVALID_NICKNAME),
+        ("Ann</", "", Reason.INVALID_NICKNAME),
+        ("Ann&amp;Bob", "", Reason.INVALID_NICKNAME),
+        ("", "<img src=x onerror=alert(1)>", Reason.INVALID_ABOUT_ME),
+        ("", "<!-- hidden -->", Reason.INVALID_ABOUT_ME),
+        ("", "<?php echo 1; ?>", Reason.INVALID_ABOUT_ME),
+        ("", "&#60;script&#x3e;", Reason.INVALID_ABOUT_ME),
     ],
 )
 async def test_edit_refuses_invalid_text(
@@ -267,6 +274,16 @@ async def test_edit_refuses_invalid_text(
     with pytest.raises(AppError) as caught:
         await _edit(service, user.id, nickname=nickname, about=about_me)
     assert_refused(caught.value, ErrorKind.INVALID_ARGUMENT, reason)
+
+
+async def test_text_that_only_looks_like_markup_is_plain_text(
+    service: UserService, store: InMemoryUserStore
+) -> None:
+    user = store.insert(NewUser(phone="13800000007"))
+    updated = await service.update_non_sensitive_info(
+        user.id, nickname="a < b & c", birthday="", about_me="I <3 Tom & Jerry; 1<2, x > y"
+    )
+    assert (updated.nickname, updated.about_me) == ("a < b & c", "I <3 Tom & Jerry; 1<2, x > y")
 
 
 async def test_edit_accepts_limits_and_strips_nickname(
@@ -304,14 +321,31 @@ async def test_edit_of_unknown_user(service: UserService, user_id: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "phone", ["13812345678", " 19912345678 ", "+8613812345678", "+14155550100"]
+    ("phone", "e164"),
+    [
+        ("13812345678", "+8613812345678"),
+        (" 19912345678 ", "+8619912345678"),
+        ("+8613812345678", "+8613812345678"),
+        ("+12025550123", "+12025550123"),
+    ],
 )
-async def test_find_or_create_by_phone(service: UserService, phone: str) -> None:
+async def test_find_or_create_by_phone(service: UserService, phone: str, e164: str) -> None:
     first, created = await service.find_or_create_by_phone(phone)
     again, created_again = await service.find_or_create_by_phone(phone)
     assert (created, created_again) == (True, False)
     assert first == again
-    assert first.phone == phone.strip()
+    assert first.phone == e164
+
+
+async def test_every_form_of_a_number_is_one_account(
+    service: UserService, store: InMemoryUserStore
+) -> None:
+    first, created = await service.find_or_create_by_phone("13900000003")
+    assert created
+    for form in ("+8613900000003", "+86 139 0000 0003", "139-0000-0003", "0086 13900000003"):
+        found, created = await service.find_or_create_by_phone(form)
+        assert (found.id, created) == (first.id, False)
+    assert len(store.users) == 1
 
 
 @pytest.mark.parametrize(
@@ -323,7 +357,8 @@ async def test_find_or_create_by_phone(service: UserService, phone: str) -> None
         "138123456789",
         "+0123456789",
         "+12345",
-        "138-1234-5678",
+        "01012345678",  # a fixed line cannot receive the code
+        "138-1234-567x",
         fullwidth("13812345678"),
     ],
 )
@@ -342,7 +377,7 @@ async def test_find_or_create_reads_the_winner_after_losing_the_insert_race(
 
     def concurrent_writer(s: InMemoryUserStore) -> None:
         s.before_add = None
-        winner.append(s.insert(NewUser(phone="13900000000")).id)
+        winner.append(s.insert(NewUser(phone="+8613900000000")).id)
 
     store.before_add = concurrent_writer
     user, created = await service.find_or_create_by_phone("13900000000")

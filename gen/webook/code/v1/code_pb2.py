@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19webook/code/v1/code.proto\x12\x0ewebook.code.v1\x1a#webook/contracts/v1/contracts.proto\")\n\x0bSendRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\"\x0e\n\x0cSendResponse\"9\n\rVerifyRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"\x1c\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08*\xd2\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ODE_INVALID_PHONE\x10\x01\x12\x14\n\x10\x43ODE_INVALID_BIZ\x10\x02\x12\x1a\n\x16\x43ODE_SEND_TOO_FREQUENT\x10\x03\x12\x18\n\x14\x43ODE_VERIFY_TOO_MANY\x10\x04\x12\x14\n\x10\x43ODE_SEND_FAILED\x10\x05\x12\x1a\n\x16\x43ODE_STORE_UNAVAILABLE\x10\x06\x1a\x0f\xd2\xf3\x18\x0b\x63ode.webook2\xb3\x01\n\x0b\x43odeService\x12N\n\x04Send\x12\x1b.webook.code.v1.SendRequest\x1a\x1c.webook.code.v1.SendResponse\"\x0b\xda\xf3\x18\x07gateway\x12T\n\x06Verify\x12\x1d.webook.code.v1.VerifyRequest\x1a\x1e.webook.code.v1.VerifyResponse\"\x0b\xda\xf3\x18\x07gatewayb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19webook/code/v1/code.proto\x12\x0ewebook.code.v1\x1a#webook/contracts/v1/contracts.proto\")\n\x0bSendRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\"\x0e\n\x0cSendResponse\"9\n\rVerifyRequest\x12\x0b\n\x03\x62iz\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\"\x1c\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08*\xf0\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ODE_INVALID_PHONE\x10\x01\x12\x14\n\x10\x43ODE_INVALID_BIZ\x10\x02\x12\x1a\n\x16\x43ODE_SEND_TOO_FREQUENT\x10\x03\x12\x18\n\x14\x43ODE_VERIFY_TOO_MANY\x10\x04\x12\x14\n\x10\x43ODE_SEND_FAILED\x10\x05\x12\x1a\n\x16\x43ODE_STORE_UNAVAILABLE\x10\x06\x12\x1c\n\x18\x43ODE_COUNTRY_NOT_ALLOWED\x10\x07\x1a\x0f\xd2\xf3\x18\x0b\x63ode.webook2\xb3\x01\n\x0b\x43odeService\x12N\n\x04Send\x12\x1b.webook.code.v1.SendRequest\x1a\x1c.webook.code.v1.SendResponse\"\x0b\xda\xf3\x18\x07gateway\x12T\n\x06Verify\x12\x1d.webook.code.v1.VerifyRequest\x1a\x1e.webook.code.v1.VerifyResponse\"\x0b\xda\xf3\x18\x07gatewayb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CODESERVICE'].methods_by_name['Verify']._loaded_options = None
   _globals['_CODESERVICE'].methods_by_name['Verify']._serialized_options = b'\332\363\030\007gateway'
   _globals['_ERRORREASON']._serialized_start=231
-  _globals['_ERRORREASON']._serialized_end=441
+  _globals['_ERRORREASON']._serialized_end=471
   _globals['_SENDREQUEST']._serialized_start=82
   _globals['_SENDREQUEST']._serialized_end=123
   _globals['_SENDRESPONSE']._serialized_start=125
@@ -48,6 +48,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYREQUEST']._serialized_end=198
   _globals['_VERIFYRESPONSE']._serialized_start=200
   _globals['_VERIFYRESPONSE']._serialized_end=228
-  _globals['_CODESERVICE']._serialized_start=444
-  _globals['_CODESERVICE']._serialized_end=623
+  _globals['_CODESERVICE']._serialized_start=474
+  _globals['_CODESERVICE']._serialized_end=653
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAVAILABLE: no SMS could be sent or queued; nothing is stored."""
     CODE_STORE_UNAVAILABLE: _ErrorReason.ValueType  # 6
     """UNAVAILABLE: Redis is unreachable."""
+    CODE_COUNTRY_NOT_ALLOWED: _ErrorReason.ValueType  # 7
+    """INVALID_ARGUMENT: a phone of a country the SMS service does not send to."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Business reasons of CodeService's errors. An error carries google.rpc.ErrorInfo with
@@ -60,6 +62,8 @@ CODE_SEND_FAILED: ErrorReason.ValueType  # 5
 """UNAVAILABLE: no SMS could be sent or queued; nothing is stored."""
 CODE_STORE_UNAVAILABLE: ErrorReason.ValueType  # 6
 """UNAVAILABLE: Redis is unreachable."""
+CODE_COUNTRY_NOT_ALLOWED: ErrorReason.ValueType  # 7
+"""INVALID_ARGUMENT: a phone of a country the SMS service does not send to."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

@@ -53,6 +53,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """FAILED_PRECONDITION: a provider refused the message itself; not queued."""
     SMS_UNAVAILABLE: _ErrorReason.ValueType  # 11
     """UNAVAILABLE: the message could neither be sent nor queued."""
+    SMS_COUNTRY_NOT_ALLOWED: _ErrorReason.ValueType  # 12
+    """INVALID_ARGUMENT: a number of a country outside the service's allowed countries."""
+    SMS_DAILY_LIMIT_REACHED: _ErrorReason.ValueType  # 13
+    """UNAVAILABLE: the global daily limit of messages is reached; nothing was sent or queued.
+    ErrorInfo metadata retry_after_s says when sending resumes (00:00 UTC).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Business reasons of SmsService's errors. An error carries google.rpc.ErrorInfo with
@@ -83,6 +89,12 @@ SMS_REJECTED: ErrorReason.ValueType  # 10
 """FAILED_PRECONDITION: a provider refused the message itself; not queued."""
 SMS_UNAVAILABLE: ErrorReason.ValueType  # 11
 """UNAVAILABLE: the message could neither be sent nor queued."""
+SMS_COUNTRY_NOT_ALLOWED: ErrorReason.ValueType  # 12
+"""INVALID_ARGUMENT: a number of a country outside the service's allowed countries."""
+SMS_DAILY_LIMIT_REACHED: ErrorReason.ValueType  # 13
+"""UNAVAILABLE: the global daily limit of messages is reached; nothing was sent or queued.
+ErrorInfo metadata retry_after_s says when sending resumes (00:00 UTC).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _SendStatus:

@@ -54,6 +54,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAUTHENTICATED: wrong email or password (one reason for both)."""
     USER_CONCURRENT_CONFLICT: _ErrorReason.ValueType  # 14
     """UNAVAILABLE: concurrent writes kept colliding; retry."""
+    USER_LOGIN_THROTTLED: _ErrorReason.ValueType  # 15
+    """RESOURCE_EXHAUSTED: too many wrong passwords for this email lately (the same for an
+    unknown one); ErrorInfo metadata retry_after_s says when to try again.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Business reasons of the user service's errors. An error carries google.rpc.ErrorInfo with
@@ -90,6 +94,10 @@ USER_INVALID_CREDENTIALS: ErrorReason.ValueType  # 13
 """UNAUTHENTICATED: wrong email or password (one reason for both)."""
 USER_CONCURRENT_CONFLICT: ErrorReason.ValueType  # 14
 """UNAVAILABLE: concurrent writes kept colliding; retry."""
+USER_LOGIN_THROTTLED: ErrorReason.ValueType  # 15
+"""RESOURCE_EXHAUSTED: too many wrong passwords for this email lately (the same for an
+unknown one); ErrorInfo metadata retry_after_s says when to try again.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
