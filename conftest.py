@@ -1,7 +1,14 @@
 """Shared pytest fixtures: real infrastructure started on free ports, torn down after.
 
 - ``etcd_endpoint`` / ``kafka_bootstrap`` / ``redis_url``: one process each per test session,
-  in a temporary directory, on free loopback ports.
+  in a temporary directory, on free loopback ports. Redis runs with ACL users and its
+  ``default`` user disabled; ``redis_url`` logs in as its administrator (``admin``), and
+  ``redis_credentials`` holds the per-workload users a test can apply
+  (``devstack.credentials.apply_redis_acl``).
+- ``secure_etcd``: a second etcd, with authentication on (``root`` and one user per workload
+  under :data:`SECURE_ETCD_PREFIX`, ``devstack.credentials.bootstrap_etcd``). The shared
+  ``etcd_endpoint`` still runs without authentication: the suites that use it connect
+  without credentials and will move to ``secure_etcd`` one by one (docs/security.md).
 - ``mysql_url``: a fresh database on the MariaDB/MySQL server named by
   ``WEBOOK_TEST_MYSQL_URL`` (default ``mysql+asyncmy://root@127.0.0.1:3306``), created for this
   session and dropped after. If the server is unreachable, tests that need it fail, loudly.
@@ -24,6 +31,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from devstack.credentials import (
+    SecureEtcd,
+    StackCredentials,
+    bootstrap_etcd,
+    stack_credentials,
+    url_with_credential,
+    write_redis_acl_file,
+)
 from devstack.infra import (
     ManagedProcess,
     etcd_process,
@@ -56,6 +71,26 @@ def etcd_endpoint(etcd_server: ManagedProcess) -> str:
     return url.split("//", 1)[1]
 
 
+SECURE_ETCD_PREFIX = "/webook-secure/services"
+
+
+@pytest.fixture(scope="session")
+def secure_etcd(infra_dir: Path) -> Iterator[SecureEtcd]:
+    """An etcd of the session with authentication on (``root``, one user per workload)."""
+    state = infra_dir / "secure-etcd"
+    port = free_port()
+    proc = etcd_process(state / "data", port, free_port(), state)
+    proc.die_with_parent = True
+    proc.start()
+    try:
+        credentials = stack_credentials(state)
+        endpoint = f"127.0.0.1:{port}"
+        bootstrap_etcd(endpoint, credentials, SECURE_ETCD_PREFIX)
+        yield SecureEtcd(proc, endpoint, SECURE_ETCD_PREFIX, credentials)
+    finally:
+        proc.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka_server(infra_dir: Path) -> Iterator[ManagedProcess]:
     """A real Kafka-protocol broker (tansu, memory storage) for the session."""
@@ -74,9 +109,16 @@ def kafka_bootstrap(kafka_server: ManagedProcess) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_server(infra_dir: Path) -> Iterator[ManagedProcess]:
-    """A real, throwaway redis-server for the session."""
-    proc = redis_process(free_port(), infra_dir)
+def redis_credentials(infra_dir: Path) -> StackCredentials:
+    """The session Redis's administrator and per-workload users (``infra_dir``, 0600)."""
+    return stack_credentials(infra_dir / "redis-credentials")
+
+
+@pytest.fixture(scope="session")
+def redis_server(infra_dir: Path, redis_credentials: StackCredentials) -> Iterator[ManagedProcess]:
+    """A real, throwaway redis-server for the session; ``default`` disabled, ``admin`` on."""
+    acl_file = write_redis_acl_file(infra_dir / "redis-users.acl", redis_credentials)
+    proc = redis_process(free_port(), infra_dir, acl_file=acl_file)
     proc.die_with_parent = True
     proc.start()
     yield proc
@@ -84,10 +126,10 @@ def redis_server(infra_dir: Path) -> Iterator[ManagedProcess]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: ManagedProcess) -> str:
-    """``redis://`` URL of the session's Redis."""
+def redis_url(redis_server: ManagedProcess, redis_credentials: StackCredentials) -> str:
+    """``redis://`` URL of the session's Redis, logged in as its administrator."""
     port = redis_server.argv[redis_server.argv.index("--port") + 1]
-    return f"redis://127.0.0.1:{port}/0"
+    return url_with_credential(f"redis://127.0.0.1:{port}/0", redis_credentials.redis_admin)
 
 
 @pytest.fixture

@@ -54,6 +54,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from devstack.catalog import MAX_REPLICAS, SERVICE_NAMES, spec, with_peers
+from devstack.credentials import (
+    CREDENTIALS_FILE,
+    bootstrap_etcd,
+    stack_credentials,
+    write_redis_acl_file,
+)
 from devstack.infra import (
     InfraError,
     ManagedProcess,
@@ -272,16 +278,32 @@ class Stack:
             proc = kafka_process(s.kafka_port, self.log_dir)
             self.infra_processes.append((proc, f"127.0.0.1:{s.kafka_port}"))
             kafka = f"127.0.0.1:{s.kafka_port}"
+        # Every workload logs in to the etcd and Redis the stack starts itself as itself
+        # (docs/security.md); external ones are used as configured.
+        credentials = (
+            stack_credentials(self.run_dir) if not (s.etcd_endpoints or redis_url) else None
+        )
         if redis_url:
             self.external.append(("redis", redis_url))
         else:
-            proc = redis_process(s.redis_port, self.log_dir)
+            acl_file = (
+                write_redis_acl_file(self.run_dir / "redis-users.acl", credentials)
+                if credentials is not None
+                else None
+            )
+            proc = redis_process(s.redis_port, self.log_dir, acl_file=acl_file)
             self.infra_processes.append((proc, f"127.0.0.1:{s.redis_port}"))
             redis_url = f"redis://127.0.0.1:{s.redis_port}/0"
         for proc, _ in self.infra_processes:
             proc.die_with_parent = True
             logger.info("starting", extra={"component": proc.name})
         start_all([proc for proc, _ in self.infra_processes], timeout=60)
+        if credentials is not None:
+            bootstrap_etcd(etcd[0], credentials)
+            logger.info(
+                "infrastructure credentials",
+                extra={"file": str(self.run_dir / CREDENTIALS_FILE)},
+            )
         if s.mysql_url:
             _ensure_mysql_database(s.mysql_url)
             database_url = s.mysql_url
@@ -303,6 +325,7 @@ class Stack:
             sms_log_file=str(self.sms_log_file),
             overrides=self.overrides,
             pki=pki,
+            credentials=credentials,
         )
 
     def start_suite(self, infra: Infra) -> None:

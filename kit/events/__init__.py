@@ -7,6 +7,8 @@
   seconds, a handler table from topic to decode + apply, offsets committed only after the
   batch is applied, undecodable records skipped and counted, failed batches retried.
 - :class:`TopicAdmin` / :func:`ensure_topics` (:mod:`kit.events.topics`): create topics.
+- :class:`KafkaSecurity` (:mod:`kit.events.security`): how every client of a process
+  authenticates to the brokers (``SASL_SSL`` with SCRAM in production).
 - :func:`topic_name` / :func:`declared_topics` (:mod:`kit.events.contracts`): topic names
   and payloads as the protos declare them, so no producer or consumer writes a name.
 
@@ -28,6 +30,7 @@ from kit.events.contracts import (
     topic_name,
 )
 from kit.events.producer import EventProducer, ProducerConfig, encode_key
+from kit.events.security import KafkaSecurity
 from kit.events.topics import TopicAdmin, TopicCreationError, TopicSpec, ensure_topics
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "ConsumerConfig",
     "DeclaredTopic",
     "EventProducer",
+    "KafkaSecurity",
     "ProducerConfig",
     "TopicAdmin",
     "TopicCreationError",

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -42,6 +42,7 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 
 from kit.events.metrics import BATCH_SIZE, COMMIT_FAILURES, CONSUMED, CONSUMER_LAG
+from kit.events.security import KafkaSecurity
 from kit.events.topics import TopicAdmin, TopicSpec
 from kit.events.tracing import TRACER_NAME, producer_links
 
@@ -105,6 +106,7 @@ class ConsumerConfig:
         manage_topics / topic_partitions: create the handler topics if missing, with this
             many partitions.
         auto_offset_reset: where a group without committed offsets starts.
+        security: how the consumer and its topic admin authenticate to the brokers.
     """
 
     bootstrap: str
@@ -126,6 +128,7 @@ class ConsumerConfig:
     fetch_max_wait_ms: int = 100
     stop_timeout_s: float = 10.0
     client_id: str = "webook"
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
 class _Reconnect(Exception):
@@ -158,7 +161,11 @@ class BatchConsumer:
         self._config = config
         self._handlers = dict(handlers)
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
-        self._admin = TopicAdmin(config.bootstrap, request_timeout_ms=config.request_timeout_ms)
+        self._admin = TopicAdmin(
+            config.bootstrap,
+            request_timeout_ms=config.request_timeout_ms,
+            security=config.security,
+        )
         self._specs = [TopicSpec(name, config.topic_partitions) for name in self._handlers]
         self._committed: dict[TopicPartition, int] = {}
         self._partitions: frozenset[TopicPartition] = frozenset()
@@ -255,6 +262,7 @@ class BatchConsumer:
             metadata_max_age_ms=config.metadata_max_age_ms,
             max_poll_records=config.max_batch,
             fetch_max_wait_ms=config.fetch_max_wait_ms,
+            **config.security.client_options(),
         )
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:

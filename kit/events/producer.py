@@ -47,7 +47,7 @@ import time
 from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -56,6 +56,7 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 
 from kit.events.metrics import PRODUCED, PRODUCER_BUFFERED, PRODUCER_DROPPED, PRODUCER_REPLAYED
+from kit.events.security import KafkaSecurity
 from kit.events.topics import TopicAdmin, TopicSpec
 from kit.events.tracing import TRACER_NAME, current_trace_headers, inject_headers
 from kit.observability.tracing import records_spans
@@ -86,6 +87,7 @@ class ProducerConfig:
         flush_timeout_s: how long :meth:`EventProducer.stop` keeps delivering.
         replay_window_s / replay_max_events: how long, and how many, acknowledged events
             are kept to be sent again if the broker loses them (0 disables the replay).
+        security: how the producer and its topic admin authenticate to the brokers.
     """
 
     bootstrap: str
@@ -102,6 +104,7 @@ class ProducerConfig:
     replay_window_s: float = 60.0
     replay_max_events: int = 10_000
     client_id: str = "webook"
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
 @dataclass(slots=True)
@@ -142,6 +145,7 @@ def _default_factory(config: ProducerConfig) -> AIOKafkaProducer:
         client_id=config.client_id,
         request_timeout_ms=config.request_timeout_ms,
         acks=1,
+        **config.security.client_options(),
     )
 
 
@@ -186,7 +190,11 @@ class EventProducer:
         self._factory = producer_factory
         self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
-        self._admin = TopicAdmin(config.bootstrap, request_timeout_ms=config.request_timeout_ms)
+        self._admin = TopicAdmin(
+            config.bootstrap,
+            request_timeout_ms=config.request_timeout_ms,
+            security=config.security,
+        )
         self._buffer: deque[_Pending] = deque()
         self._in_flight: list[_Pending] = []
         self._acknowledged: deque[_Acknowledged] = deque()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from kit.events.security import KafkaSecurity
+
 logger = logging.getLogger(__name__)
 
 _NO_ERROR = 0
@@ -47,8 +49,10 @@ class TopicAdmin:
         *,
         request_timeout_ms: int = 5_000,
         client_id: str = "webook-admin",
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._security = security or KafkaSecurity()
         self._request_timeout_ms = request_timeout_ms
         self._client_id = client_id
         self._client: AIOKafkaAdminClient | None = None
@@ -91,6 +95,7 @@ class TopicAdmin:
                 bootstrap_servers=self._bootstrap,
                 request_timeout_ms=self._request_timeout_ms,
                 client_id=self._client_id,
+                **self._security.client_options(),
             )
             try:
                 await client.start()
@@ -111,10 +116,14 @@ class TopicAdmin:
 
 
 async def ensure_topics(
-    bootstrap: str, specs: Iterable[TopicSpec], *, request_timeout_ms: int = 5_000
+    bootstrap: str,
+    specs: Iterable[TopicSpec],
+    *,
+    request_timeout_ms: int = 5_000,
+    security: KafkaSecurity | None = None,
 ) -> set[str]:
     """One-shot :meth:`TopicAdmin.ensure` (deploy scripts, tests, benchmarks)."""
-    admin = TopicAdmin(bootstrap, request_timeout_ms=request_timeout_ms)
+    admin = TopicAdmin(bootstrap, request_timeout_ms=request_timeout_ms, security=security)
     try:
         return await admin.ensure(specs)
     finally:

@@ -103,7 +103,10 @@ class ServiceClients:
         registry = (
             EtcdRegistry(
                 EtcdRegistryConfig(
-                    endpoint=settings.etcd_endpoints[0], prefix=settings.registry_prefix
+                    endpoint=settings.etcd_endpoints[0],
+                    prefix=settings.registry_prefix,
+                    username=settings.etcd_username,
+                    password=settings.etcd_password.get_secret_value(),
                 )
             )
             if settings.etcd_endpoints

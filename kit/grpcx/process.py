@@ -23,10 +23,12 @@ from dataclasses import dataclass, replace
 from typing import Protocol, TypedDict, TypeVar, Unpack
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kit.config import GrpcServiceSettings
-from kit.events import ConsumerConfig, EventProducer, ProducerConfig, TopicSpec
+from kit.events import ConsumerConfig, EventProducer, KafkaSecurity, ProducerConfig, TopicSpec
+from kit.events.security import SaslMechanism, SecurityProtocol
 from kit.grpcx.errors import ServerInterceptorBase
 from kit.grpcx.server import Registration, ServiceRunner
 from kit.redisx import create_redis
@@ -122,6 +124,37 @@ class KafkaSettings(Protocol):
     def kafka_topic_partitions(self) -> int:
         """Partitions of the topics created."""
 
+    @property
+    def kafka_security_protocol(self) -> SecurityProtocol:
+        """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
+
+    @property
+    def kafka_sasl_mechanism(self) -> SaslMechanism:
+        """SASL mechanism under a ``SASL_*`` protocol."""
+
+    @property
+    def kafka_sasl_username(self) -> str:
+        """SASL login of the service."""
+
+    @property
+    def kafka_sasl_password(self) -> SecretStr:
+        """SASL password of the service."""
+
+    @property
+    def kafka_ssl_ca_file(self) -> str:
+        """CA of the brokers' certificates (empty: the system's trust store)."""
+
+
+def kafka_security(settings: KafkaSettings) -> KafkaSecurity:
+    """How the service's Kafka clients authenticate, from its ``kafka_*`` settings."""
+    return KafkaSecurity(
+        protocol=settings.kafka_security_protocol,
+        sasl_mechanism=settings.kafka_sasl_mechanism,
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        ca_file=settings.kafka_ssl_ca_file,
+    )
+
 
 class ProducerSettings(KafkaSettings, Protocol):
     """The settings a publishing service declares for its producer."""
@@ -151,6 +184,7 @@ def wire_producer(
         buffer_size=settings.event_buffer_size,
         flush_timeout_s=settings.event_flush_timeout_seconds,
         client_id=f"webook-{runner.name}",
+        security=kafka_security(settings),
     )
     if linger_ms is not None:
         config = replace(config, linger_ms=linger_ms)
@@ -188,4 +222,5 @@ def consumer_config(
         manage_topics=settings.kafka_manage_topics,
         topic_partitions=settings.kafka_topic_partitions,
         client_id=f"webook-{service}",
+        security=kafka_security(settings),
     )

@@ -145,6 +145,8 @@ def registration_from_settings(name: str, settings: GrpcServiceSettings) -> Regi
             endpoint=settings.etcd_endpoints[0],
             prefix=settings.registry_prefix,
             ttl=settings.registry_ttl,
+            username=settings.etcd_username,
+            password=settings.etcd_password.get_secret_value(),
         )
     )
     return RegistryRegistration(

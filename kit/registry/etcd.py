@@ -14,6 +14,12 @@ last revision seen, so no event is missed; if that revision has been compacted, 
 revision went backwards (rebuilt or restored), the prefix is listed again. Errors never
 clear the known instances: while etcd is unreachable, clients keep the last known set and
 reconnect with capped, jittered backoff.
+
+Credentials (:attr:`EtcdRegistryConfig.username` / ``password``): with etcd's authentication
+on, the client logs in when it connects and sends the token it gets with every request. A
+token etcd no longer accepts (the member restarted, or a reconnection reached another
+member, which never saw it) fails with UNAUTHENTICATED; the connection is then reopened,
+which logs in again, and the operation retried like any other failure.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -53,6 +59,8 @@ class EtcdRegistryConfig:
         discover_timeout: how long :meth:`EtcdRegistry.discover` waits for the first listing.
         backoff_initial: first retry delay after an etcd error.
         backoff_max: retry delay cap (keepalive retries are also capped at ``ttl/3``).
+        username / password: etcd user of this process when etcd's authentication is on;
+            both or neither (empty: no login).
     """
 
     endpoint: str = "127.0.0.1:2379"
@@ -64,8 +72,12 @@ class EtcdRegistryConfig:
     discover_timeout: float = 3.0
     backoff_initial: float = 0.2
     backoff_max: float = 5.0
+    username: str = ""
+    password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
+        if bool(self.username) != bool(self.password):
+            raise ValueError("etcd username and password go together: set both or neither")
         if self.ttl < 1:
             raise ValueError("ttl must be >= 1 second")
         positive = {
@@ -94,6 +106,34 @@ class EtcdRegistryConfig:
         if not sep or not host or not port.isdigit():
             raise ValueError(f"etcd endpoint must be host:port, got {self.endpoint!r}")
         return host, int(port)
+
+
+class _Login:
+    """Renews the etcd login of one shared client when etcd refuses its token.
+
+    ``aetcd`` logs in once per connection; reopening the connection is the only way to get a
+    new token. Every task that saw the refusal asks for a renewal, but only the first one per
+    connection closes it: ``generation`` tells whether the connection the caller used has
+    already been replaced.
+    """
+
+    def __init__(self, client: aetcd.Client, enabled: bool) -> None:
+        self._client = client
+        self._enabled = enabled
+        self._lock = asyncio.Lock()
+        self.generation = 0
+
+    async def renew_if_refused(self, exc: BaseException, generation: int) -> None:
+        """Reopen the connection if ``exc`` is a refused token on connection ``generation``."""
+        if not (self._enabled and isinstance(exc, aetcd.exceptions.UnauthenticatedError)):
+            return
+        async with self._lock:
+            if generation != self.generation:
+                return
+            self.generation += 1
+            logger.info("etcd refused the login token; logging in again")
+            with contextlib.suppress(Exception):
+                await self._client.close()
 
 
 class _Registration:
@@ -147,7 +187,15 @@ class EtcdRegistry:
             "grpc.keepalive_time_ms": 10_000,
             "grpc.keepalive_timeout_ms": 5_000,
         }
-        self._client = aetcd.Client(host, port, timeout=self._config.rpc_timeout, options=options)
+        self._client = aetcd.Client(
+            host,
+            port,
+            username=self._config.username or None,
+            password=self._config.password or None,
+            timeout=self._config.rpc_timeout,
+            options=options,
+        )
+        self._login = _Login(self._client, enabled=bool(self._config.username))
         self._registrations: dict[bytes, _Registration] = {}
         self._discoveries: list[EtcdDiscovery] = []
         self._closed = False
@@ -213,7 +261,9 @@ class EtcdRegistry:
         registry closes it too).
         """
         self._check_open()
-        discovery = EtcdDiscovery(self._client, service, self._config, self._forget)
+        discovery = EtcdDiscovery(
+            self._client, service, self._config, self._forget, login=self._login
+        )
         self._discoveries.append(discovery)
         await discovery.start()
         return discovery
@@ -246,6 +296,7 @@ class EtcdRegistry:
         backoff = Backoff(config.backoff_initial, min(config.backoff_max, config.refresh_interval))
         failing = False
         while True:
+            generation = self._login.generation
             try:
                 if registration.lease_id is None:
                     lease = await self._client.lease(config.ttl)
@@ -285,6 +336,7 @@ class EtcdRegistry:
                     extra=registration.log_extra(error=repr(exc)),
                 )
                 failing = True
+                await self._login.renew_if_refused(exc, generation)
                 await asyncio.sleep(backoff.next_delay())
 
     async def _withdraw(self, registration: _Registration) -> None:
@@ -319,9 +371,12 @@ class EtcdDiscovery(InstanceSet):
         service: str,
         config: EtcdRegistryConfig,
         on_close: Callable[[EtcdDiscovery], None],
+        *,
+        login: _Login | None = None,
     ) -> None:
         super().__init__(service)
         self._client = client
+        self._login = login or _Login(client, enabled=False)
         self._config = config
         self._on_close = on_close
         self._prefix = service_prefix(config.prefix, service).encode()
@@ -372,6 +427,7 @@ class EtcdDiscovery(InstanceSet):
         backoff = Backoff(self._config.backoff_initial, self._config.backoff_max)
         must_list = True
         while True:
+            generation = self._login.generation
             try:
                 if not must_list and self._failing:
                     must_list = await self._revision_went_back()
@@ -400,6 +456,7 @@ class EtcdDiscovery(InstanceSet):
                     },
                 )
                 self._failing = True
+                await self._login.renew_if_refused(exc, generation)
                 await asyncio.sleep(backoff.next_delay())
 
     async def _list(self) -> None:

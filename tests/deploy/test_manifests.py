@@ -677,3 +677,34 @@ def test_only_the_gateway_is_open_to_the_outside(overlay: str) -> None:
             if outside:
                 # The ingress controller runs in a namespace of its own.
                 assert (name, rule.get("ports")) == (GATEWAY, [{"port": "http", "protocol": "TCP"}])
+
+
+CREDENTIAL_TEMPLATES = K8S / "base" / "credentials" / "webook-secrets.example.yaml"
+
+
+def test_the_credential_templates_hold_placeholders_for_every_workload() -> None:
+    secrets = {
+        doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(CREDENTIAL_TEMPLATES.read_text())
+    }
+    assert set(secrets) == {f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES)}
+    for name in (GATEWAY, *SERVICES):
+        data: dict[str, str] = secrets[f"webook-{name}-secrets"]["stringData"]
+        prefix = f"WEBOOK_{name.upper()}_"
+        assert data[f"{prefix}ETCD_USERNAME"] == name
+        wanted = {"ETCD_PASSWORD", "REDIS_URL"} | (
+            {"DATABASE_URL", "KAFKA_SASL_PASSWORD"} if name != GATEWAY else set()
+        )
+        for key in wanted:
+            assert "REPLACE_ME" in data[prefix + key], f"{name}: {key} is not a placeholder"
+        settings = _settings_class(name).model_fields
+        assert all(key.removeprefix(prefix).lower() in settings for key in data)
+
+
+def test_prod_services_talk_to_kafka_over_sasl_ssl() -> None:
+    # The dev overlay's broker runs without authentication.
+    config = _config_data(rendered("prod"), "webook-config")
+    for name in SERVICES:
+        prefix = f"WEBOOK_{name.upper()}_"
+        assert config[f"{prefix}KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert config[f"{prefix}KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert config[f"{prefix}KAFKA_SASL_USERNAME"] == name

@@ -1,8 +1,10 @@
-"""A real stack for the attacks of tests/security: user, article, comment and search over
-mutual TLS, found through etcd, behind the gateway.
+"""A real stack for the attacks of tests/security, run as production runs: user, article,
+comment and search over mutual TLS, behind the gateway, each process logging in to etcd
+and Redis as itself.
 
-The stack registers under a registry prefix of its own, so the fake instances these tests
-register in the session's etcd never reach another suite's stack. Each service exposes its
+The stack uses the session's etcd with authentication on (``secure_etcd``: its own registry
+prefix, one user per workload) and a Redis of its own whose only users are the workloads'
+ACL users, so nothing here can reach another suite's stack. Each service exposes its
 metrics port, so a test can see its denials counted.
 """
 
@@ -16,13 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.infra import ManagedProcess, free_port, stop_all
+from devstack.credentials import SecureEtcd, write_redis_acl_file
+from devstack.infra import ManagedProcess, free_port, redis_process, stop_all
 from devstack.suite import Infra, gateway_process, service_process, start_services
 from devstack.tls import stack_pki
 from kit.security.pki import Pki
 
 SERVICES = ("user", "article", "comment", "search")
-REGISTRY_PREFIX = "/webook-security-tests/services"
 USER_AGENT = "webook-security/1.0"
 
 
@@ -32,6 +34,7 @@ class SecureStack:
 
     infra: Infra
     pki: Pki
+    etcd: SecureEtcd
     grpc_ports: dict[str, int]
     metrics_ports: dict[str, int]
     base_url: str
@@ -50,30 +53,48 @@ class SecureStack:
 
 
 @pytest.fixture(scope="session")
+def stack_redis(
+    tmp_path_factory: pytest.TempPathFactory, secure_etcd: SecureEtcd
+) -> Iterator[ManagedProcess]:
+    """A Redis whose users are the workloads' (``default`` disabled)."""
+    state = tmp_path_factory.mktemp("security-redis")
+    acl_file = write_redis_acl_file(state / "users.acl", secure_etcd.credentials)
+    proc = redis_process(free_port(), state, acl_file=acl_file)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
 def secure_stack(
     tmp_path_factory: pytest.TempPathFactory,
     infra_dir: Path,
-    redis_url: str,
-    etcd_endpoint: str,
+    secure_etcd: SecureEtcd,
+    stack_redis: ManagedProcess,
     kafka_bootstrap: str,
 ) -> Iterator[SecureStack]:
     """The stack, started once for the security tests."""
     state = tmp_path_factory.mktemp("security-stack")
     pki = stack_pki(state)
+    redis_port = stack_redis.argv[stack_redis.argv.index("--port") + 1]
     infra = Infra(
-        redis_url=redis_url.rsplit("/", 1)[0] + "/2",
-        etcd_endpoints=[etcd_endpoint],
+        # Without a user: each process gets its own written in (Infra.credentials).
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        etcd_endpoints=[secure_etcd.endpoint],
         kafka_bootstrap=kafka_bootstrap,
         database_url=f"sqlite+aiosqlite:///{state}",
         mode="test",
         extra_env={
             "{PREFIX}BCRYPT_COST": "4",
-            "{PREFIX}REGISTRY_PREFIX": REGISTRY_PREFIX,
+            "{PREFIX}REGISTRY_PREFIX": secure_etcd.registry_prefix,
             "{PREFIX}KAFKA_SESSION_TIMEOUT_MS": "3000",
             "{PREFIX}KAFKA_HEARTBEAT_INTERVAL_MS": "500",
             "WEBOOK_GATEWAY_EDGE": json.dumps({"rate_limits": []}),
         },
         pki=pki,
+        credentials=secure_etcd.credentials,
     )
     grpc_ports = {name: free_port() for name in SERVICES}
     metrics_ports = {name: free_port() for name in SERVICES}
@@ -93,10 +114,11 @@ def secure_stack(
         yield SecureStack(
             infra=infra,
             pki=pki,
+            etcd=secure_etcd,
             grpc_ports=grpc_ports,
             metrics_ports=metrics_ports,
             base_url=f"http://127.0.0.1:{gateway_port}",
-            registry_prefix=REGISTRY_PREFIX,
+            registry_prefix=secure_etcd.registry_prefix,
             processes=processes,
         )
     finally:

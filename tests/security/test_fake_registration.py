@@ -1,11 +1,11 @@
 """A fake user service registered in etcd never receives a request body.
 
-The intruder can write to the registry (what etcd credentials prevent is another test's
-business) and runs a server that would take every login — passwords included — and answer
-with whatever user id it likes. The gateway's client checks that the server's certificate
-names the user service and was issued by the stack's CA, so the handshake fails before
-any request is sent: the fake's handlers never run, the balancer ejects it, and logins
-keep being served by the real user service.
+The intruder here can write to the registry (it holds etcd's root credential; with a
+workload's credential etcd refuses the write, see test_infra_credentials) and runs a server
+that would take every login, passwords included, and answer with whatever user id it likes.
+The gateway's client checks that the server's certificate names the user service and was
+issued by the stack's CA, so the handshake fails before any request is sent: the fake's
+handlers never run, and logins keep being served by the real user service.
 """
 
 from __future__ import annotations
@@ -63,8 +63,14 @@ def _stolen_credentials(stack: SecureStack) -> grpc.ServerCredentials:
 
 
 @pytest.fixture
-async def registry(secure_stack: SecureStack, etcd_endpoint: str) -> AsyncIterator[EtcdRegistry]:
-    config = EtcdRegistryConfig(endpoint=etcd_endpoint, prefix=secure_stack.registry_prefix)
+async def registry(secure_stack: SecureStack) -> AsyncIterator[EtcdRegistry]:
+    root = secure_stack.etcd.credentials.etcd_root
+    config = EtcdRegistryConfig(
+        endpoint=secure_stack.etcd.endpoint,
+        prefix=secure_stack.registry_prefix,
+        username=root.username,
+        password=root.password,
+    )
     async with EtcdRegistry(config) as registry:
         yield registry
 

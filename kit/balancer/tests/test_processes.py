@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aetcd
 import grpc
@@ -79,8 +80,8 @@ class Fleet:
         for proc in self.processes.values():
             proc.stop(grace=5)
 
-    def registry_config(self, **overrides: float) -> EtcdRegistryConfig:
-        settings: dict[str, float] = {"backoff_initial": 0.1, "backoff_max": 0.5}
+    def registry_config(self, **overrides: Any) -> EtcdRegistryConfig:
+        settings: dict[str, Any] = {"backoff_initial": 0.1, "backoff_max": 0.5}
         settings.update(overrides)
         return EtcdRegistryConfig(
             endpoint=self.etcd_endpoint, prefix=self.prefix, ttl=TTL, **settings

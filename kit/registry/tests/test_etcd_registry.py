@@ -6,27 +6,24 @@ import asyncio
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aetcd
 import pytest
 
+from devstack.credentials import SecureEtcd
 from devstack.infra import etcd_process, free_port
-from kit.registry import EtcdRegistry, EtcdRegistryConfig, ServiceInstance
+from kit.registry import EtcdRegistry, EtcdRegistryConfig, ServiceInstance, instance_key
 from kit.registry.etcd import EtcdDiscovery
 from kit.registry.tests.helpers import TcpProxy, eventually
 
 pytestmark = pytest.mark.integration
 
 
-def make_config(endpoint: str, prefix: str, **overrides: float) -> EtcdRegistryConfig:
-    settings: dict[str, float] = {"ttl": 2, "backoff_initial": 0.1, "backoff_max": 0.5}
+def make_config(endpoint: str, prefix: str, **overrides: Any) -> EtcdRegistryConfig:
+    settings: dict[str, Any] = {"ttl": 2, "backoff_initial": 0.1, "backoff_max": 0.5}
     settings.update(overrides)
-    return EtcdRegistryConfig(
-        endpoint=endpoint,
-        prefix=prefix,
-        ttl=int(settings.pop("ttl")),
-        **settings,
-    )
+    return EtcdRegistryConfig(endpoint=endpoint, prefix=prefix, **settings)
 
 
 @pytest.fixture
@@ -179,3 +176,41 @@ async def test_relists_when_etcd_comes_back_with_an_older_revision(
     finally:
         await proxy.close()
         await asyncio.to_thread(fresh.stop)
+
+
+async def test_credentials_log_in_again_after_etcd_forgot_the_token(
+    secure_etcd: SecureEtcd,
+) -> None:
+    """A restarted etcd refuses the old token; the registry logs in again by itself."""
+    user = secure_etcd.credentials.workload("user")
+    root = secure_etcd.credentials.etcd_root
+    prefix = secure_etcd.registry_prefix
+    run = uuid.uuid4().hex[:8]
+    first = ServiceInstance("user", f"a-{run}", "127.0.0.1:7001")
+    second = ServiceInstance("user", f"b-{run}", "127.0.0.1:7002")
+    config = make_config(
+        secure_etcd.endpoint, prefix, username=user.username, password=user.password
+    )
+    async with EtcdRegistry(config) as registry:
+        await registry.register(first)
+        discovery = await registry.discover("user")
+        assert f"a-{run}" in ids(discovery)
+
+        await asyncio.to_thread(secure_etcd.server.stop)
+        await asyncio.to_thread(secure_etcd.server.start)
+
+        await registry.register(second)
+        await eventually(lambda: f"b-{run}" in ids(discovery), 30, "second instance discovered")
+        host, _, port = secure_etcd.endpoint.rpartition(":")
+        async with aetcd.Client(
+            host, int(port), username=root.username, password=root.password, timeout=3
+        ) as etcd:
+            stored = await etcd.get(instance_key(prefix, second).encode())
+            assert stored is not None
+            assert stored.value == second.encode_value()
+
+
+def test_credentials_go_together() -> None:
+    with pytest.raises(ValueError, match="both or neither"):
+        EtcdRegistryConfig(username="user")
+    assert "secret" not in repr(EtcdRegistryConfig(username="user", password="secret"))
