@@ -18,8 +18,9 @@ reconnect with capped, jittered backoff.
 Credentials (:attr:`EtcdRegistryConfig.username` / ``password``): with etcd's authentication
 on, the client logs in when it connects and sends the token it gets with every request. A
 token etcd no longer accepts (the member restarted, or a reconnection reached another
-member, which never saw it) fails with UNAUTHENTICATED; the connection is then reopened,
-which logs in again, and the operation retried like any other failure.
+member, which never saw it) fails with UNAUTHENTICATED; the client then logs in again on
+the same channel (calls in flight are left alone) and the operation is retried like any
+other failure.
 """
 
 from __future__ import annotations
@@ -111,29 +112,52 @@ class EtcdRegistryConfig:
 class _Login:
     """Renews the etcd login of one shared client when etcd refuses its token.
 
-    ``aetcd`` logs in once per connection; reopening the connection is the only way to get a
-    new token. Every task that saw the refusal asks for a renewal, but only the first one per
-    connection closes it: ``generation`` tells whether the connection the caller used has
-    already been replaced.
+    ``aetcd`` logs in once, when it connects, and sends that token with every request and
+    with the watch stream it re-creates. Closing the client to log in again would cancel
+    every call in flight on the shared channel (grpc.aio raises ``CancelledError`` in each
+    awaiting task), so the login is renewed in place: a new ``Authenticate`` on the same
+    channel, and the new token handed to the client and its watcher. Every task that saw
+    the refusal asks, but only the first one per token renews: ``generation`` tells whether
+    the token the caller used has already been replaced.
     """
 
-    def __init__(self, client: aetcd.Client, enabled: bool) -> None:
+    def __init__(self, client: aetcd.Client, config: EtcdRegistryConfig) -> None:
         self._client = client
-        self._enabled = enabled
+        self._config = config
         self._lock = asyncio.Lock()
         self.generation = 0
 
+    @property
+    def enabled(self) -> bool:
+        """Whether the client logs in at all."""
+        return bool(self._config.username)
+
     async def renew_if_refused(self, exc: BaseException, generation: int) -> None:
-        """Reopen the connection if ``exc`` is a refused token on connection ``generation``."""
-        if not (self._enabled and isinstance(exc, aetcd.exceptions.UnauthenticatedError)):
+        """Log in again if ``exc`` is a refused token of login ``generation``."""
+        if not (self.enabled and isinstance(exc, aetcd.exceptions.UnauthenticatedError)):
             return
         async with self._lock:
             if generation != self.generation:
                 return
-            self.generation += 1
             logger.info("etcd refused the login token; logging in again")
-            with contextlib.suppress(Exception):
-                await self._client.close()
+            client: Any = self._client  # the token lives in aetcd's connection state
+            if client.auth_stub is None:
+                return  # not connected: the next call connects and logs in
+            try:
+                answer = await client.auth_stub.Authenticate(
+                    aetcd.rpc.AuthenticateRequest(
+                        name=self._config.username, password=self._config.password
+                    ),
+                    timeout=self._config.rpc_timeout,
+                )
+            except Exception as error:
+                # etcd not back yet: the caller retries after its back-off and asks again.
+                logger.info("etcd login failed; retrying", extra={"error": repr(error)})
+                return
+            client.metadata = (("token", answer.token),)
+            if client._watcher is not None:
+                client._watcher._metadata = client.metadata
+            self.generation += 1
 
 
 class _Registration:
@@ -195,7 +219,7 @@ class EtcdRegistry:
             timeout=self._config.rpc_timeout,
             options=options,
         )
-        self._login = _Login(self._client, enabled=bool(self._config.username))
+        self._login = _Login(self._client, self._config)
         self._registrations: dict[bytes, _Registration] = {}
         self._discoveries: list[EtcdDiscovery] = []
         self._closed = False
@@ -376,7 +400,7 @@ class EtcdDiscovery(InstanceSet):
     ) -> None:
         super().__init__(service)
         self._client = client
-        self._login = login or _Login(client, enabled=False)
+        self._login = login or _Login(client, EtcdRegistryConfig())
         self._config = config
         self._on_close = on_close
         self._prefix = service_prefix(config.prefix, service).encode()
