@@ -5,7 +5,10 @@ once:
 
 - times: milliseconds since the epoch become ``YYYY-MM-DD HH:MM:SS`` in the server's zone
   (``GatewaySettings.zone``), :func:`format_time`; the text of a second is remembered
-  (a bounded cache), since the same articles' times are shown over and over;
+  (a bounded cache), since the same articles' times are shown over and over. Any ``int64``
+  is shown: a time outside what a date can show in every zone (years 1..9999; a corrupt or
+  hostile ``utime`` near 2**63) is clamped to the nearest one shown (:data:`EARLIEST_SECOND`,
+  :data:`LATEST_SECOND`) and logged, never a 500 for every page that holds it;
 - ids: shown as the services give them (``int64``); a list of counts per id answers each
   positive id asked once, in the order asked (:func:`comment_counts`);
 - the views (``gateway.schemas``) built from the protobuf messages: a view's field is the
@@ -15,6 +18,7 @@ once:
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 from functools import cache, lru_cache
@@ -39,7 +43,14 @@ if TYPE_CHECKING:
     from webook.interactive.v1 import interactive_pb2
     from webook.user.v1 import user_pb2
 
+logger = logging.getLogger(__name__)
+
 TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+"""The format of every time shown (four-digit years, also before 1000)."""
+# A day inside years 1..9999 at both ends: every zone's offset (at most a day) keeps the
+# local date representable.
+EARLIEST_SECOND: Final = int(datetime(1, 1, 2, tzinfo=UTC).timestamp())
+LATEST_SECOND: Final = int(datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC).timestamp())
 TIME_CACHE_SIZE: Final = 8192
 """Formatted seconds remembered (each entry ~200 bytes): a page's and the hot articles' times."""
 _WORD_START: Final = re.compile(r"(?<!^)([A-Z])")
@@ -51,16 +62,26 @@ _HIT_TYPES: Final[dict[int, HitType]] = {
 
 
 def format_time(ms: int, zone: ZoneInfo) -> str:
-    """Milliseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` in ``zone``."""
+    """Milliseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` in ``zone``.
+
+    Total over ``int``: a time before :data:`EARLIEST_SECOND` or after
+    :data:`LATEST_SECOND` shows as that bound (and is logged: a service stored it).
+    """
     # The text shows whole seconds, and ms / 1000 never rounds up into the next second
     # (its fraction is at most .999), so the floor of the second decides it.
-    return _second_text(ms // 1000, zone)
+    second = ms // 1000
+    if not EARLIEST_SECOND <= second <= LATEST_SECOND:
+        logger.warning("time out of the displayable range, clamped", extra={"time_ms": ms})
+        second = min(max(second, EARLIEST_SECOND), LATEST_SECOND)
+    return _second_text(second, zone)
 
 
 @lru_cache(maxsize=TIME_CACHE_SIZE)
 def _second_text(second: int, zone: ZoneInfo) -> str:
     """One second since the epoch as ``YYYY-MM-DD HH:MM:SS`` in ``zone``."""
-    return datetime.fromtimestamp(second, tz=UTC).astimezone(zone).strftime(TIME_FORMAT)
+    local = datetime.fromtimestamp(second, tz=UTC).astimezone(zone)
+    # Not strftime: its %Y drops the leading zeros of years before 1000 (glibc).
+    return local.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
 
 
 def published_article(

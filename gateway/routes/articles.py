@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final, TypedDict
+from typing import Annotated, Final, TypedDict
 
 import grpc
 from fastapi import APIRouter, Path, Request
@@ -31,7 +31,7 @@ from gateway.deps import (
 )
 from gateway.envelope import Ack, Result
 from gateway.routes.direct import DirectIdRoute
-from gateway.schemas import INT64_MAX
+from gateway.schemas import INT64_MAX, DecimalInt
 from gateway.schemas.articles import (
     ArticleDetail,
     ArticleListItem,
@@ -48,7 +48,7 @@ from webook.interactive.v1 import interactive_pb2
 logger = logging.getLogger(__name__)
 
 BIZ: Final = "article"
-ID_PATH = Path(ge=1, le=INT64_MAX, description="Article id.")
+ArticleIdPath = Annotated[DecimalInt, Path(ge=1, le=INT64_MAX, description="Article id.")]
 
 DEGRADED_READS = Counter(
     "webook_gateway_degraded_total",
@@ -65,7 +65,7 @@ router = APIRouter(
 )
 
 
-async def read_published(request: Request, id: int = ID_PATH) -> Result[PublishedArticle]:
+async def read_published(request: Request, id: ArticleIdPath) -> Result[PublishedArticle]:
     """The published article with its counts and the reader's like/collect flags."""
     principal, runtime = principal_of(request), runtime_of(request)
     article_call = runtime.stubs.article.GetPublishedById(
@@ -191,7 +191,7 @@ async def list_own(
 
 @router.get("/detail/{id}", summary="The author's view of one of their articles")
 async def detail(
-    principal: PrincipalDep, runtime: RuntimeDep, id: int = ID_PATH
+    id: ArticleIdPath, principal: PrincipalDep, runtime: RuntimeDep
 ) -> Result[ArticleDetail]:
     """The caller's own article, drafts included; someone else's is refused."""
     reply = await runtime.stubs.article.GetById(

@@ -16,7 +16,7 @@ from pydantic import Field
 from gateway import presenters
 from gateway.deps import LOGGED_IN, NOT_LOGGED_IN, PrincipalDep, RuntimeDep
 from gateway.envelope import Ack, Result
-from gateway.schemas import INT64_MAX, INT64_MIN
+from gateway.schemas import INT64_MAX, INT64_MIN, DecimalInt
 from gateway.schemas.comments import (
     CommentCount,
     CommentView,
@@ -54,13 +54,15 @@ async def create_comment(
 @router.get("/list", summary="Top-level comments of an object, newest first")
 async def list_comments(
     runtime: RuntimeDep,
-    bizId: Annotated[int, Query(gt=0, le=INT64_MAX)],
+    bizId: Annotated[DecimalInt, Query(gt=0, le=INT64_MAX)],
     biz: Annotated[str, Query(min_length=1, max_length=32)] = "article",
     minId: Annotated[
-        int, Query(ge=0, le=INT64_MAX, description="Cursor: ids below it; 0 = newest.")
+        DecimalInt, Query(ge=0, le=INT64_MAX, description="Cursor: ids below it; 0 = newest.")
     ] = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    replies: Annotated[int, Query(ge=1, le=10, description="Replies shown per comment.")] = 3,
+    limit: Annotated[DecimalInt, Query(ge=1, le=100)] = 20,
+    replies: Annotated[
+        DecimalInt, Query(ge=1, le=10, description="Replies shown per comment.")
+    ] = 3,
 ) -> Result[list[CommentView]]:
     """A page of top-level comments, each with its first replies; next page: ``minId`` =
     the last id."""
@@ -78,10 +80,12 @@ async def list_comments(
 async def more_replies(
     runtime: RuntimeDep,
     rootId: Annotated[
-        int, Query(gt=0, le=INT64_MAX, description="The thread's top-level comment.")
+        DecimalInt, Query(gt=0, le=INT64_MAX, description="The thread's top-level comment.")
     ],
-    maxId: Annotated[int, Query(ge=0, le=INT64_MAX, description="Cursor: ids above it.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    maxId: Annotated[
+        DecimalInt, Query(ge=0, le=INT64_MAX, description="Cursor: ids above it.")
+    ] = 0,
+    limit: Annotated[DecimalInt, Query(ge=1, le=100)] = 20,
 ) -> Result[list[CommentView]]:
     """Replies after ``maxId``; next page: ``maxId`` = the last id."""
     reply = await runtime.stubs.comment.GetMoreReplies(
@@ -113,7 +117,7 @@ async def delete_comment(
 async def count_comments(
     runtime: RuntimeDep,
     bizIds: Annotated[
-        list[Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]],
+        list[Annotated[DecimalInt, Field(ge=INT64_MIN, le=INT64_MAX)]],
         Query(min_length=1, max_length=100),
     ],
     biz: Annotated[str, Query(min_length=1, max_length=32)] = "article",

@@ -8,10 +8,12 @@ and wraps the endpoint call. :class:`DirectIdRoute` keeps the route, its OpenAPI
 and FastAPI's handler as they are, and only answers a request without that handler when the
 outcome is known in advance:
 
-- the ``id`` path segment is a canonical decimal within ``1..INT64_MAX`` (what
-  ``Path(ge=1, le=INT64_MAX)`` accepts, written the one way clients write it); anything else
-  (``abc``, ``0``, ``-5``, ``007``, out of range) goes to FastAPI's handler, which answers
-  the validation error as before;
+- the ``id`` path segment is a canonical decimal within ``1..INT64_MAX`` (a subset of what
+  the route's ``ArticleIdPath`` accepts, written the one way clients write it); anything
+  else (``abc``, ``0``, ``-5``, ``007``, `` 7``, ``7.0``, out of range) goes to FastAPI's
+  handler, which validates it by the same rules as every other id of the URL
+  (:data:`gateway.schemas.DecimalInt`: ``007`` and ``+7`` are 7, as the Go backend read
+  them; the rest answer code 4);
 - no span is recorded (:func:`kit.observability.tracing.records_spans`); when one is,
   FastAPI's handler runs so its telemetry sees the request as before.
 

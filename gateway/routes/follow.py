@@ -17,7 +17,7 @@ from gateway import presenters
 from gateway.auth.principal import Principal
 from gateway.deps import LOGGED_IN, NOT_LOGGED_IN, PrincipalDep, RuntimeDep
 from gateway.envelope import Ack, Result
-from gateway.schemas import INT64_MAX
+from gateway.schemas import INT64_MAX, DecimalInt
 from gateway.schemas.follow import FollowCountsView, FollowPage, FollowStatusView, FollowTarget
 from webook.follow.v1 import follow_pb2
 from webook.user.v1 import user_pb2
@@ -31,12 +31,12 @@ class RelationsQuery:
     def __init__(
         self,
         uid: Annotated[
-            int, Query(ge=0, le=INT64_MAX, description="The user; 0 or absent = the caller.")
+            DecimalInt, Query(ge=0, le=INT64_MAX, description="The user; 0 or absent = the caller.")
         ] = 0,
         minId: Annotated[
-            int, Query(ge=0, le=INT64_MAX, description="Cursor from nextCursor; 0 = newest.")
+            DecimalInt, Query(ge=0, le=INT64_MAX, description="Cursor from nextCursor; 0 = newest.")
         ] = 0,
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        limit: Annotated[DecimalInt, Query(ge=1, le=100)] = 20,
     ) -> None:
         self.uid = uid
         self.min_id = minId
@@ -118,7 +118,7 @@ async def followers(
 async def status(
     principal: PrincipalDep,
     runtime: RuntimeDep,
-    uid: Annotated[int, Query(gt=0, le=INT64_MAX, description="The other user.")],
+    uid: Annotated[DecimalInt, Query(gt=0, le=INT64_MAX, description="The other user.")],
 ) -> Result[FollowStatusView]:
     """Whether the caller follows ``uid`` and whether ``uid`` follows the caller."""
     reply = await runtime.stubs.follow.FollowInfo(
@@ -131,7 +131,7 @@ async def status(
 @router.get("/counts", summary="Follower and followee counts of a user")
 async def counts(
     runtime: RuntimeDep,
-    uid: Annotated[int, Query(gt=0, le=INT64_MAX)],
+    uid: Annotated[DecimalInt, Query(gt=0, le=INT64_MAX)],
 ) -> Result[FollowCountsView]:
     """Counts kept by the follow service (cached), not counted on each request."""
     reply = await runtime.stubs.follow.GetFollowStatic(

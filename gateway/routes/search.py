@@ -23,6 +23,7 @@ from pydantic import AfterValidator
 from gateway import presenters
 from gateway.deps import RuntimeDep
 from gateway.envelope import Result
+from gateway.schemas import DecimalInt
 from gateway.schemas.search import (
     MAX_LIMIT,
     MAX_OFFSET,
@@ -69,8 +70,8 @@ async def search(
     type: Annotated[
         SearchType, Query(description="What to search: articles, users, or both.")
     ] = "all",
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10,
+    offset: Annotated[DecimalInt, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[DecimalInt, Query(ge=1, le=MAX_LIMIT)] = 10,
 ) -> Result[SearchPageView]:
     """One page of results; the next page starts at ``offset + limit`` (up to 1000)."""
     reply = await runtime.stubs.search.Search(

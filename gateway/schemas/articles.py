@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.schemas import INT64_MAX
+from gateway.schemas import INT64_MAX, RequestModel
 
 ArticleId = Annotated[int, Field(ge=1, le=INT64_MAX)]
 # Limits of the edge; the article service enforces its own too.
@@ -14,11 +14,7 @@ MAX_TITLE_CHARS = 256
 MAX_CONTENT_CHARS = 200_000
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
-
-
-class EditArticleRequest(_Request):
+class EditArticleRequest(RequestModel):
     """Save a draft (``id`` 0 or absent creates one) or save-and-publish."""
 
     id: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
@@ -26,27 +22,27 @@ class EditArticleRequest(_Request):
     content: Annotated[str, Field(max_length=MAX_CONTENT_CHARS)]
 
 
-class WithdrawRequest(_Request):
+class WithdrawRequest(RequestModel):
     """Withdraw one of the caller's published articles."""
 
     id: ArticleId
 
 
-class ListRequest(_Request):
+class ListRequest(RequestModel):
     """A page of the caller's own articles, newest first."""
 
     offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     limit: Annotated[int, Field(ge=1, le=100)] = 10
 
 
-class LikeRequest(_Request):
+class LikeRequest(RequestModel):
     """Like (``like: true``) or cancel a like of a published article; idempotent."""
 
     id: ArticleId
     like: bool
 
 
-class CollectRequest(_Request):
+class CollectRequest(RequestModel):
     """Collect a published article into collection ``cid`` (0 = the default collection)."""
 
     id: ArticleId

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from gateway.schemas import INT64_MAX
+from gateway.schemas import INT64_MAX, RequestModel
 
 MAX_CONTENT_CHARS: Final = 2000
 # Room for surrounding whitespace the service trims before it counts.
 _MAX_RAW_CHARS: Final = MAX_CONTENT_CHARS * 2
 
 
-class CreateCommentRequest(BaseModel):
+class CreateCommentRequest(RequestModel):
     """A comment on ``(biz, bizId)``, or a reply to ``parentId``."""
-
-    model_config = ConfigDict(extra="ignore")
 
     biz: str = Field(default="article", min_length=1, max_length=32, examples=["article"])
     bizId: int = Field(
@@ -41,10 +39,8 @@ class CreatedComment(BaseModel):
     id: int
 
 
-class DeleteCommentRequest(BaseModel):
+class DeleteCommentRequest(RequestModel):
     """A comment of the caller to delete, with all replies below it."""
-
-    model_config = ConfigDict(extra="ignore")
 
     id: int = Field(gt=0, le=INT64_MAX)
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from gateway.schemas import INT64_MAX
+from gateway.schemas import INT64_MAX, RequestModel
 
 
-class FollowTarget(BaseModel):
+class FollowTarget(RequestModel):
     """The user to follow or stop following."""
-
-    model_config = ConfigDict(extra="ignore")
 
     followee: int = Field(gt=0, le=INT64_MAX, description="Id of the user to (un)follow.")
 

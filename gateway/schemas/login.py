@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
+from gateway.schemas import RequestModel
 from kit.phone import MAX_PHONE_INPUT_CHARS, InvalidPhoneNumber, normalize_phone
 
 MAX_PHONE_CHARS: Final = MAX_PHONE_INPUT_CHARS
@@ -57,17 +58,13 @@ Code = Annotated[
 ]
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class SendLoginCodeRequest(_Request):
+class SendLoginCodeRequest(RequestModel):
     """``POST /users/login_sms/code/send``."""
 
     phone: Phone
 
 
-class SmsLoginRequest(_Request):
+class SmsLoginRequest(RequestModel):
     """``POST /users/login_sms``."""
 
     phone: Phone

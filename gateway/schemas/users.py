@@ -18,7 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Final, Self
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
+
+from gateway.schemas import RequestModel
 
 MAX_EMAIL_CHARS: Final = 255
 # bcrypt ignores everything past 72 bytes; longer passwords would silently be truncated.
@@ -101,11 +103,7 @@ NewPassword = Annotated[
 Password = Annotated[str, AfterValidator(_check_password_size)]
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class SignupRequest(_Request):
+class SignupRequest(RequestModel):
     """``POST /users/signup``."""
 
     email: Email = Field(description="Must look like an email address.")
@@ -119,14 +117,14 @@ class SignupRequest(_Request):
         return self
 
 
-class LoginRequest(_Request):
+class LoginRequest(RequestModel):
     """``POST /users/login``."""
 
     email: LoginEmail
     password: Password
 
 
-class EditProfileRequest(_Request):
+class EditProfileRequest(RequestModel):
     """``POST /users/edit``."""
 
     nickname: Annotated[str, Field(max_length=MAX_NICKNAME_CHARS), _plain_text("nickname")]

@@ -11,14 +11,16 @@ from pydantic import SecretStr, ValidationError
 from gateway.settings import GatewaySettings
 from kit.config import Mode
 
-KEY_A = SecretStr("a" * 32)
-KEY_B = SecretStr("b" * 32)
-KEY_C = SecretStr("c" * 32)
+# Keys as `openssl rand -hex 32` makes them: prod refuses fewer than 32 random bytes.
+KEY_A = SecretStr("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+KEY_B = SecretStr("60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752")
+KEY_C = SecretStr("fd61a03af4f77d870fc21e05e7e80678095c92d808cfb3b5c279ee04c74aca13")
 PROD_SECRETS: dict[str, Any] = {
     "jwt_access_key": KEY_A,
     "jwt_refresh_key": KEY_B,
     "wechat_state_key": KEY_C,
-    "wechat_app_secret": SecretStr("a-real-wechat-app-secret"),
+    # WeChat's AppSecret: 32 hexadecimal characters.
+    "wechat_app_secret": SecretStr("3c59dc048e8850243be8079a5c74d079"),
     # Production mode calls the services over mutual TLS only.
     "tls_cert_file": "/var/run/webook/tls/tls.crt",
     "tls_key_file": "/var/run/webook/tls/tls.key",
@@ -127,3 +129,24 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_time_zone() -> None:
     with pytest.raises(ValidationError, match="unknown time zone"):
         GatewaySettings(timezone="Mars/Olympus")
+
+
+@pytest.mark.parametrize(
+    "weak",
+    [
+        "a" * 32,  # long enough, not random
+        "password" * 4,  # a repeated word
+        "0123456789abcdef",  # random-looking, too short
+    ],
+)
+def test_prod_mode_refuses_weak_keys(weak: str) -> None:
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        GatewaySettings(mode=Mode.PROD, **{**PROD_SECRETS, "jwt_access_key": SecretStr(weak)})
+
+
+def test_mode_defaults_to_prod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment that forgets MODE gets the prod checks, never the development keys."""
+    monkeypatch.delenv("WEBOOK_GATEWAY_MODE", raising=False)
+    with pytest.raises(ValidationError, match="development default"):
+        GatewaySettings()
+    assert GatewaySettings(**PROD_SECRETS).mode is Mode.PROD

@@ -54,7 +54,7 @@ from kit.governance import (
     aclose_interceptors,
 )
 from kit.governance.authz import Authorizer
-from kit.grpcx.errors import ServerInterceptorBase, map_handler_error
+from kit.grpcx.errors import ServerInterceptorBase, add_guarded, map_handler_error
 from kit.grpcx.registration import RegistryRegistration
 from kit.observability.metrics import MetricsEndpoint, serve_metrics
 from kit.registry import EtcdRegistry, EtcdRegistryConfig
@@ -242,8 +242,12 @@ class ServiceRunner:
     def add_service(
         self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any
     ) -> None:
-        """Mount ``servicer`` (generated ``add_XServicer_to_server`` and the proto full name)."""
-        add_to_server(servicer, self.server)
+        """Mount ``servicer`` (generated ``add_XServicer_to_server`` and the proto full name).
+
+        Its unary handlers are guarded (:func:`kit.grpcx.errors.add_guarded`): request bytes
+        that do not parse answer INVALID_ARGUMENT, never UNKNOWN with protobuf's text.
+        """
+        add_guarded(add_to_server, servicer, self.server)
         self._service_names.append(full_name)
 
     def mount(self, servicer: object) -> None:

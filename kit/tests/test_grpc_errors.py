@@ -14,6 +14,16 @@ from kit.grpcx.errors import INTERNAL_MESSAGE, app_error_from_rpc
 from kit.grpcx.server import ServiceRunner
 from webook.user.v1 import user_pb2, user_pb2_grpc
 
+# Exceptions a handler may raise by accident, each carrying text that must not leave.
+_UNEXPECTED: dict[int, Exception] = {
+    10: ValueError("Value out of range: hunter2"),
+    11: UnicodeDecodeError("utf-8", b"hunter2", 0, 1, "invalid start byte"),
+    12: UnicodeEncodeError("utf-8", "hunter2", 0, 1, "surrogates not allowed"),
+    13: KeyError("hunter2"),
+    14: OverflowError("hunter2 too large"),
+    15: Exception("hunter2"),
+}
+
 
 class _Servicer(user_pb2_grpc.UserServiceServicer):
     async def Profile(self, request: user_pb2.ProfileRequest, context: Any) -> Any:
@@ -27,6 +37,8 @@ class _Servicer(user_pb2_grpc.UserServiceServicer):
             raise RuntimeError("database password is hunter2")
         if request.id == 4:
             raise AlreadyExists("USER_EMAIL_TAKEN", "email already registered")
+        if request.id in _UNEXPECTED:
+            raise _UNEXPECTED[request.id]
         return user_pb2.ProfileResponse(user=user_pb2.User(id=request.id))
 
 
@@ -91,10 +103,11 @@ async def test_error_info_carries_domain_and_metadata(
     assert app_error_from_rpc(await _fail(stub, 2)).metadata == {"field": "id"}
 
 
+@pytest.mark.parametrize("uid", [3, *_UNEXPECTED])
 async def test_unexpected_exception_is_internal_without_details(
-    stub: user_pb2_grpc.UserServiceAsyncStub,
+    stub: user_pb2_grpc.UserServiceAsyncStub, uid: int
 ) -> None:
-    exc = await _fail(stub, 3)
+    exc = await _fail(stub, uid)
     assert exc.code() == grpc.StatusCode.INTERNAL
     assert exc.details() == INTERNAL_MESSAGE
     assert "hunter2" not in str(exc)

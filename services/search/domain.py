@@ -35,6 +35,10 @@ MAX_RESULT_WINDOW: Final = 1000
 MAX_TITLE_CHARS: Final = 512
 MAX_BODY_CHARS: Final = 200_000
 PUBLISHED_STATUS: Final = 2
+MAX_TIME_MS: Final = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the latest time a document may carry. A later one is no time
+(a corrupt or hostile ``utime`` near 2**63): it would win every version comparison, so
+the document could never change again, top every recency boost and show as no date."""
 # Refused in a query: the control characters (Unicode category Cc: C0, DEL, C1) but tab,
 # line feed and carriage return (whitespace), and lone surrogates (Cs), which no text holds.
 REFUSED_CHARACTERS: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -219,6 +223,18 @@ def parse_request(text: str, doc_type: int, offset: int, limit: int) -> SearchRe
     return SearchRequest(text=query, type=wanted, offset=offset, limit=size)
 
 
+def check_time_ms(value: int, field_name: str) -> int:
+    """``value`` if it is a time a document may carry (at most :data:`MAX_TIME_MS`)."""
+    if value > MAX_TIME_MS:
+        raise _invalid(
+            Reason.INVALID_DOCUMENT,
+            field_name,
+            f"{field_name} is out of range ({value}; at most {MAX_TIME_MS}, the end of 9999)",
+            max_ms=str(MAX_TIME_MS),
+        )
+    return value
+
+
 def article_doc(
     *,
     article_id: int,
@@ -233,6 +249,7 @@ def article_doc(
         raise _invalid(
             Reason.INVALID_DOCUMENT, "id", f"article id must be positive, got {article_id}"
         )
+    check_time_ms(utime_ms, "utime_ms")
     return ArticleDoc(
         id=article_id,
         title=title.strip()[:MAX_TITLE_CHARS],
@@ -247,6 +264,7 @@ def user_doc(*, user_id: int, nickname: str, about_me: str, utime_ms: int) -> Us
     """A :class:`UserDoc`; refuses what cannot be indexed."""
     if user_id <= 0:
         raise _invalid(Reason.INVALID_DOCUMENT, "id", f"user id must be positive, got {user_id}")
+    check_time_ms(utime_ms, "utime_ms")
     return UserDoc(
         id=user_id,
         nickname=nickname.strip()[:MAX_TITLE_CHARS],

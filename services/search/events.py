@@ -41,6 +41,7 @@ from opentelemetry import trace
 from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
 from services.search.analysis import html_to_text
 from services.search.domain import (
+    MAX_TIME_MS,
     Change,
     DocKey,
     DocType,
@@ -103,6 +104,9 @@ def decode_article_withdrawn(value: bytes) -> Change:
         raise ValueError(f"ArticleWithdrawn without an article id: {event}")
     if event.at_ms <= 0:
         raise ValueError(f"ArticleWithdrawn {event.article_id} carries no time")
+    if event.at_ms > MAX_TIME_MS:
+        # Its tombstone would outrank every later publication of the article, forever.
+        raise ValueError(f"ArticleWithdrawn {event.article_id} carries a time past 9999")
     return Removal(DocKey(DocType.ARTICLE, event.article_id), event.at_ms)
 
 

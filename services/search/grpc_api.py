@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from services.search.domain import PUBLISHED_STATUS, SearchHit, SearchPage
+from services.search.domain import PUBLISHED_STATUS, SearchHit, SearchPage, check_time_ms
 from services.search.service import SearchService
 from webook.search.v1 import search_pb2, search_pb2_grpc
 
@@ -72,6 +72,8 @@ class SyncServicer(search_pb2_grpc.SyncServiceServicer):
     ) -> search_pb2.InputArticleResponse:
         """Index a published article; any other status removes it from results."""
         article = request.article
+        # Checked here as well as by the document: a withdrawal's version is the same time.
+        check_time_ms(article.utime_ms, "utime_ms")
         await self._service.input_article(
             article_id=article.id,
             title=article.title,

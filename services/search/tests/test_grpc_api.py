@@ -28,6 +28,7 @@ from kit.events import BatchConsumer
 from kit.grpcx.errors import app_error_from_rpc
 from kit.grpcx.server import ServiceRunner
 from services.search.__main__ import build_runner
+from services.search.domain import MAX_TIME_MS
 from services.search.errors import DOMAIN, Reason
 from services.search.events import (
     ARTICLE_PUBLISHED_TOPIC,
@@ -239,6 +240,25 @@ async def test_invalid_documents_are_refused(running: Running) -> None:
     ):
         code, reason, _ = await refusal(call)
         assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_DOCUMENT)
+
+
+@pytest.mark.parametrize("status", [2, 3])
+async def test_a_time_past_year_9999_is_refused_at_write_time(
+    running: Running, status: int
+) -> None:
+    # A utime near 2**63 would pin the document's version forever and break every page of
+    # results that shows it; refused before anything is written.
+    tag = word()
+    doc = article(new_id(), tag, "", utime_ms=2**63 - 1, status=status)
+    code, reason, message = await refusal(
+        running.sync.InputArticle(search_pb2.InputArticleRequest(article=doc))
+    )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_DOCUMENT)
+    assert message.startswith("utime_ms is out of range")
+    assert await hits(running.search, tag) == []
+    latest = article(doc.id, tag, "", utime_ms=MAX_TIME_MS)
+    await running.sync.InputArticle(search_pb2.InputArticleRequest(article=latest))
+    assert await hits(running.search, tag) == [(search_pb2.DOC_TYPE_ARTICLE, doc.id)]
 
 
 async def test_unpublished_input_and_delete_remove_an_article(running: Running) -> None:

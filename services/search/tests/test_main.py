@@ -16,6 +16,7 @@ import pytest
 from devstack.infra import ManagedProcess, free_port
 from devstack.suite import grpc_serving
 from kit.grpcx.cli import parse_command
+from kit.tests.process_env import process_env
 from services.search.__main__ import COMMANDS, build_runner, migrate, print_reindex
 from services.search.settings import DEFAULT_DATA_DIR, SearchSettings, resolve_data_dir
 from services.search.tests.sources import serving_sources
@@ -23,9 +24,7 @@ from webook.search.v1 import search_pb2, search_pb2_grpc
 
 
 def _env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBOOK_")}
-    env.update({f"WEBOOK_SEARCH_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return process_env("WEBOOK_SEARCH_", **settings)
 
 
 def test_settings_read_the_search_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,7 +52,8 @@ def test_the_data_dir_defaults_beside_a_sqlite_database(
     for key in list(os.environ):
         if key.startswith("WEBOOK_SEARCH_"):
             monkeypatch.delenv(key)
-    assert resolve_data_dir(SearchSettings(database_url=database_url)) == expected
+    settings = SearchSettings(database_url=database_url, mode="test")
+    assert resolve_data_dir(settings) == expected
 
 
 def test_the_command_line_has_reindex_and_its_own_migrate() -> None:
