@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._report import result
+from bench._targets import ReadOnlyTargets
 from kit.migrations import upgrade
 from kit.sql import create_engine, session_factory
 from services.comment.domain import Comment
@@ -127,7 +128,7 @@ async def measure(total: int, workdir: Path) -> dict[str, float]:
     engine = create_engine(url)
     sessions = session_factory(engine)
     cache = UncachedPages()
-    service = CommentService(lambda: SqlUnitOfWork(sessions, cache))
+    service = CommentService(lambda: SqlUnitOfWork(sessions, cache), targets=ReadOnlyTargets())
     try:
         first = await service.list_comments(
             biz="article", biz_id=ARTICLE, min_id=0, limit=20, replies=3

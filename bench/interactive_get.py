@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench._targets import ReadOnlyTargets
 from devstack.infra import ManagedProcess, free_port, redis_process
 from kit.migrations import upgrade_async
 from kit.redisx import create_redis
@@ -106,11 +107,16 @@ async def run(redis_url: str, scratch: Path) -> dict[tuple[str, str], Result]:
     cache = CountsCache(redis)
     local = LocalCounts(redis)
     local_cache = CountsCache(redis, local=local)
+    targets = ReadOnlyTargets()
     services = {
-        "cached reads off": InteractiveService(lambda: SqlUnitOfWork(sessions, cache)),
-        "cached reads on": InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache),
+        "cached reads off": InteractiveService(
+            lambda: SqlUnitOfWork(sessions, cache), targets=targets
+        ),
+        "cached reads on": InteractiveService(
+            lambda: SqlUnitOfWork(sessions, cache), cached=cache, targets=targets
+        ),
         "in-process on": InteractiveService(
-            lambda: SqlUnitOfWork(sessions, local_cache), cached=local_cache
+            lambda: SqlUnitOfWork(sessions, local_cache), cached=local_cache, targets=targets
         ),
     }
     results: dict[tuple[str, str], Result] = {}

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench._report import result
+from bench._targets import ReadOnlyTargets
 from devstack.infra import ManagedProcess, free_port, kafka_process, redis_process
 from kit.events import (
     BatchConsumer,
@@ -116,7 +117,7 @@ async def consume(
     redis = create_redis(redis_url)
     sessions = session_factory(engine)
     cache = CountsCache(redis)
-    service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache))
+    service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache), targets=ReadOnlyTargets())
     # Cached counts make every batch pay for its cache update, as in production.
     await service.get_by_ids(ARTICLE_BIZ, range(1, min(ARTICLES, 100) + 1))
     measured = Measured()

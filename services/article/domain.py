@@ -20,7 +20,7 @@ Rules the functions here enforce (each raises
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -30,6 +30,8 @@ from services.article.errors import ArticleInvalidArgument, Reason
 TITLE_MAX_CHARS = 256
 CONTENT_MAX_CHARS = 200_000
 MAX_PAGE_SIZE = 100
+# Ids one PublishedExists request may ask about.
+MAX_EXISTS_IDS = 100
 
 
 class ArticleStatus(IntEnum):
@@ -216,3 +218,17 @@ def make_window(start_ms: int, end_ms: int) -> TimeWindow:
             "the time window must satisfy 0 <= start_time_ms < end_time_ms",
         )
     return TimeWindow(start_ms, end_ms)
+
+
+def exists_ids(ids: Iterable[int]) -> list[int]:
+    """Distinct positive ids in first-seen order (ids <= 0 name no article); at most
+    :data:`MAX_EXISTS_IDS`."""
+    distinct = list(dict.fromkeys(i for i in ids if i > 0))
+    if len(distinct) > MAX_EXISTS_IDS:
+        raise _invalid(
+            Reason.TOO_MANY_IDS,
+            "ids",
+            f"at most {MAX_EXISTS_IDS} distinct ids per request, got {len(distinct)}",
+            max_ids=str(MAX_EXISTS_IDS),
+        )
+    return distinct

@@ -11,7 +11,8 @@ of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
     │                                                ARTICLE_INVALID_CONTENT,
     │                                                ARTICLE_INVALID_AUTHOR,
     │                                                ARTICLE_INVALID_PAGE,
-    │                                                ARTICLE_INVALID_TIME_WINDOW
+    │                                                ARTICLE_INVALID_TIME_WINDOW,
+    │                                                ARTICLE_TOO_MANY_IDS
     ├── NotFound          → ArticleNotFound          ARTICLE_NOT_FOUND
     └── PermissionDenied  → ArticlePermissionDenied  ARTICLE_NOT_AUTHOR
 """
@@ -43,6 +44,7 @@ class Reason(StrEnum):
     INVALID_TIME_WINDOW = auto()
     NOT_FOUND = auto()
     NOT_AUTHOR = auto()
+    TOO_MANY_IDS = auto()
 
 
 class ArticleInvalidArgument(ArticleError, InvalidArgument):

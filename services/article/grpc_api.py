@@ -112,6 +112,13 @@ class ArticleServicer(article_pb2_grpc.ArticleServiceServicer):
         article = await self._service.get_published(request.id, request.uid)
         return article_pb2.GetPublishedByIdResponse(article=published_to_proto(article))
 
+    async def PublishedExists(
+        self, request: article_pb2.PublishedExistsRequest, context: Context
+    ) -> article_pb2.PublishedExistsResponse:
+        """Which of the requested articles are published (counts no read)."""
+        published = await self._service.published_exists(request.ids)
+        return article_pb2.PublishedExistsResponse(published_ids=sorted(published))
+
     async def ListPub(
         self, request: article_pb2.ListPubRequest, context: Context
     ) -> article_pb2.ListPubResponse:

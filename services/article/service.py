@@ -17,6 +17,10 @@ What happens when a step fails:
   and emits ``ArticleWithdrawn``; the same reasoning applies.
 - **Reads** emit ``ArticleRead`` without waiting for the broker; the producer buffers and
   retries, and counts what it drops.
+- **Existence checks** (:meth:`ArticleService.published_exists`, asked by the interactive
+  and comment services before a like, collect or comment) count no read and fill no cache:
+  an article whose reader view is cached is published (withdrawing drops the copy after
+  the commit); the others are asked of SQL in one query on the reader store's key.
 
 The published-article cache holds the reader view *with its author's name*, so filling it
 needs the user service: that is why this layer, not the repository, fills it. A copy is
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -45,6 +49,7 @@ from services.article.domain import (
     PublishedTtlPolicy,
     TimeWindow,
     check_author,
+    exists_ids,
     make_draft,
     make_page,
     make_window,
@@ -102,6 +107,10 @@ class ArticleRepository(Protocol):
 
     async def list_published(self, window: TimeWindow, page: Page) -> list[PublishedArticle]:
         """Published reader copies updated within ``window``, newest first."""
+        ...
+
+    async def published_ids(self, article_ids: Sequence[int]) -> set[int]:
+        """Those of ``article_ids`` whose reader copy is published (one query)."""
         ...
 
 
@@ -336,6 +345,24 @@ class ArticleService:
             article = await self._enrich_and_cache(stored, fill=True)
         self._events.article_read(article_id, max(reader_id, 0), at_ms=self._now_ms())
         return article
+
+    async def published_exists(self, article_ids: Iterable[int]) -> set[int]:
+        """Those of ``article_ids`` (at most 100 distinct positive ones; others are never
+        published) that readers can open now. Counts no read.
+
+        A cached reader view answers for its article (the cache drops it when the article
+        is withdrawn, so it is as fresh as what readers see); the rest are one SQL query.
+        """
+        wanted = exists_ids(article_ids)
+        if not wanted:
+            return set()
+        cached = await asyncio.gather(*(self._cache.get(article_id) for article_id in wanted))
+        found = {article.id for article in cached if article is not None}
+        missing = [article_id for article_id in wanted if article_id not in found]
+        if missing:
+            async with self._units() as uow:
+                found |= await uow.articles.published_ids(missing)
+        return found
 
     async def list_published(
         self, start_ms: int, end_ms: int, offset: int, limit: int

@@ -1,27 +1,46 @@
 """Composition root of the comment service: ``python -m services.comment [serve|migrate]``.
 
-Comments live in SQL; the first page of each tree is cached in Redis.
+Comments live in SQL; the first page of each tree is cached in Redis. A new comment needs a
+published article: the article service is asked (:mod:`services.comment.peers`).
 """
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from kit.grpcx.cli import run_service
-from kit.grpcx.process import Backends, backed_runner
+from kit.grpcx.client import ServiceClients
+from kit.grpcx.process import RunnerOptions, wire_backends
+from kit.grpcx.server import ServiceRunner
 from services.comment.grpc_api import CommentServicer
+from services.comment.peers import PublishedArticleTargets
 from services.comment.repository import SqlUnitOfWork
 from services.comment.repository.cache import FirstPageCache
 from services.comment.service import CommentService
 from services.comment.settings import CommentSettings
 
 
-def servicer(backends: Backends, settings: CommentSettings) -> CommentServicer:
-    """Comment trees over SQL. The first page of each tree is cached in Redis for
-    ``first_page_cache_ttl_seconds`` and dropped by any write to that tree."""
+def build_runner(settings: CommentSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
+    """The comment process, not yet started; build it inside a running event loop.
+
+    Comment trees over SQL. The first page of each tree is cached in Redis for
+    ``first_page_cache_ttl_seconds`` and dropped by any write to that tree.
+    """
+    runner = ServiceRunner("comment", settings, **options)
+    backends = wire_backends(runner, settings)
+    clients = ServiceClients.from_settings(settings)
+    runner.on_close(clients.close)
+    targets = PublishedArticleTargets(
+        clients,
+        timeout_s=settings.article_timeout_seconds,
+        ttl_s=settings.published_cache_ttl_seconds,
+        max_entries=settings.published_cache_entries,
+    )
     cache = FirstPageCache(backends.redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
-    return CommentServicer(CommentService(lambda: SqlUnitOfWork(backends.sessions, cache)))
+    service = CommentService(lambda: SqlUnitOfWork(backends.sessions, cache), targets=targets)
+    runner.mount(CommentServicer(service))
+    return runner
 
-
-build_runner = backed_runner("comment", servicer)
 
 if __name__ == "__main__":
     raise SystemExit(run_service("comment", CommentSettings, build_runner))

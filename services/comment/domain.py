@@ -1,6 +1,8 @@
 """Comments as plain data, and the rules their input must follow.
 
-A comment belongs to a business object ``(biz, biz_id)`` (``"article", 42``). Top-level
+A comment belongs to a business object ``(biz, biz_id)`` (``"article", 42``); new comments
+only on the kinds of :data:`KNOWN_BIZ` (whether the object exists is the service layer's
+question to its owner). Top-level
 comments have ``root_id == 0`` and ``parent_id == 0``; a reply has the top-level comment of
 its thread as ``root_id`` and the comment it answers as ``parent_id``.
 
@@ -24,6 +26,9 @@ from services.comment.errors import CommentInvalidArgument, Reason
 
 MAX_CONTENT_CHARS: Final = 2000
 MAX_BIZ_CHARS: Final = 32
+ARTICLE_BIZ: Final = "article"
+KNOWN_BIZ: Final = frozenset({ARTICLE_BIZ})
+"""The kinds of object that can be commented on (one owner service each)."""
 DEFAULT_PAGE_SIZE: Final = 20
 MAX_PAGE_SIZE: Final = 100
 DEFAULT_REPLIES_PER_COMMENT: Final = 3
@@ -76,6 +81,15 @@ def check_target(biz: str, biz_id: int) -> None:
         )
     if biz_id <= 0:
         raise _invalid(Reason.INVALID_BIZ, "biz_id must be positive", "biz_id")
+
+
+def check_known_target(biz: str, biz_id: int) -> None:
+    """Refuse a malformed reference, or one to a kind of object not in :data:`KNOWN_BIZ`."""
+    check_target(biz, biz_id)
+    if biz not in KNOWN_BIZ:
+        raise _invalid(
+            Reason.INVALID_BIZ, f"unknown biz; known: {', '.join(sorted(KNOWN_BIZ))}", "biz"
+        )
 
 
 def check_uid(uid: int) -> None:

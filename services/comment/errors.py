@@ -9,9 +9,11 @@ Reasons and the domain are declared once, in enum ``ErrorReason`` of ``webook.co
     ├── InvalidArgument   → CommentInvalidArgument   COMMENT_INVALID_CONTENT, COMMENT_INVALID_BIZ,
     │                                                COMMENT_INVALID_PAGE, COMMENT_TOO_MANY_IDS,
     │                                                COMMENT_PARENT_MISMATCH, COMMENT_INVALID_USER
-    ├── NotFound          → CommentNotFound          COMMENT_NOT_FOUND, COMMENT_PARENT_NOT_FOUND
+    ├── NotFound          → CommentNotFound          COMMENT_NOT_FOUND, COMMENT_PARENT_NOT_FOUND,
+    │                                                COMMENT_TARGET_NOT_FOUND
     ├── PermissionDenied  → CommentPermissionDenied  COMMENT_NOT_AUTHOR
-    └── Unavailable       → CommentUnavailable       COMMENT_CONCURRENT_CONFLICT
+    └── Unavailable       → CommentUnavailable       COMMENT_CONCURRENT_CONFLICT,
+                                                     COMMENT_TARGET_UNAVAILABLE
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Reason(StrEnum):
     PARENT_NOT_FOUND = auto()
     NOT_AUTHOR = auto()
     CONCURRENT_CONFLICT = auto()
+    TARGET_NOT_FOUND = auto()
+    TARGET_UNAVAILABLE = auto()
 
 
 class CommentInvalidArgument(CommentError, InvalidArgument):
@@ -58,7 +62,7 @@ class CommentInvalidArgument(CommentError, InvalidArgument):
 
 
 class CommentNotFound(CommentError, NotFound):
-    """The comment (or the parent replied to) does not exist."""
+    """The comment, the parent replied to, or the object commented on does not exist."""
 
 
 class CommentPermissionDenied(CommentError, PermissionDenied):
@@ -66,4 +70,5 @@ class CommentPermissionDenied(CommentError, PermissionDenied):
 
 
 class CommentUnavailable(CommentError, Unavailable):
-    """A write kept colliding with concurrent writes; the caller may retry."""
+    """A write kept colliding with concurrent writes, or whether the object commented on
+    exists could not be checked; the caller may retry."""

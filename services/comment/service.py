@@ -7,6 +7,15 @@ transaction per write, in which the repository also keeps the per-object count a
 thread's reply count. A transaction that hits a deadlock or lock timeout
 (:class:`kit.sql.WriteConflict`) is retried a few times with a jittered back-off
 (:func:`kit.sql.retry_on_conflict`) before answering ``COMMENT_CONCURRENT_CONFLICT``.
+
+Only what exists can be commented on: a new comment names a kind of object of
+:data:`~services.comment.domain.KNOWN_BIZ` (else ``COMMENT_INVALID_BIZ``) and an object its
+owner says exists (:class:`Targets`; an article must be published, so not a draft nor a
+withdrawn one, else ``COMMENT_TARGET_NOT_FOUND``). A reply names the same object as the
+comment it answers (checked in the transaction), so it passes the same check. When the owner
+cannot answer, the comment fails closed with ``COMMENT_TARGET_UNAVAILABLE`` (UNAVAILABLE,
+retry). Listing, counting and deleting ask nothing: comments of a withdrawn article stay
+listable and deletable by their authors.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from services.comment.domain import (
     Comment,
     NewComment,
     check_cursor,
+    check_known_target,
     check_target,
     check_uid,
     clean_content,
@@ -72,6 +82,22 @@ class CommentRepository(Protocol):
         ...
 
 
+class TargetsUnavailable(Exception):
+    """Whether an object exists could not be learnt from its owner."""
+
+
+class Targets(Protocol):
+    """The owners of the objects that can be commented on (the article service)."""
+
+    async def exists(self, biz: str, biz_id: int) -> bool:
+        """Whether object ``(biz, biz_id)`` exists (an article: is published now); ``biz`` is
+        one of :data:`~services.comment.domain.KNOWN_BIZ`.
+
+        Raises :class:`TargetsUnavailable` when the owner cannot be asked.
+        """
+        ...
+
+
 class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction; rolled back on exit unless committed."""
 
@@ -92,10 +118,32 @@ def _too_many_conflicts() -> CommentUnavailable:
 
 
 class CommentService:
-    """The comment use cases."""
+    """The comment use cases.
 
-    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+    Args:
+        unit_of_work: makes a new :class:`UnitOfWork` per use case.
+        targets: says whether the object of a new comment exists.
+    """
+
+    def __init__(self, unit_of_work: Callable[[], UnitOfWork], *, targets: Targets) -> None:
         self._uow = unit_of_work
+        self._targets = targets
+
+    async def _require_target(self, biz: str, biz_id: int) -> None:
+        try:
+            found = await self._targets.exists(biz, biz_id)
+        except TargetsUnavailable as exc:
+            raise CommentUnavailable(
+                Reason.TARGET_UNAVAILABLE,
+                f"cannot check that this {biz} exists now; try again",
+                metadata={"biz": biz, "biz_id": str(biz_id)},
+            ) from exc
+        if not found:
+            raise CommentNotFound(
+                Reason.TARGET_NOT_FOUND,
+                f"no such {biz}, or it is not published",
+                metadata={"biz": biz, "biz_id": str(biz_id)},
+            )
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         return await retry_on_conflict(
@@ -105,9 +153,10 @@ class CommentService:
     async def create(
         self, *, uid: int, biz: str, biz_id: int, content: str, root_id: int, parent_id: int
     ) -> Comment:
-        """Post a top-level comment (``parent_id == 0``) or a reply to ``parent_id``."""
+        """Post a top-level comment (``parent_id == 0``) or a reply to ``parent_id``, on an
+        object that exists."""
         check_uid(uid)
-        check_target(biz, biz_id)
+        check_known_target(biz, biz_id)
         text = clean_content(content)
         check_cursor(root_id, "root_id")
         check_cursor(parent_id, "parent_id")
@@ -117,6 +166,7 @@ class CommentService:
                 "a reply needs the comment it answers (parent_id)",
                 metadata={"field": "parent_id"},
             )
+        await self._require_target(biz, biz_id)
 
         async def attempt() -> Comment:
             async with self._uow() as uow:

@@ -5,7 +5,8 @@ Counts and per-user likes and collections live in SQL, counts cached in Redis an
 before the server accepts calls and ended after the drain, before Redis closes). The
 read-event consumer runs in the same process: started once the server serves, stopped
 before in-flight calls drain. The command line is :func:`kit.grpcx.cli.run_service`, the
-shared wiring :mod:`kit.grpcx.process`.
+shared wiring :mod:`kit.grpcx.process`. Likes and collects ask the article service whether the
+article is published (:mod:`services.interactive.peers`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 from typing import Unpack
 
 from kit.grpcx.cli import run_service
+from kit.grpcx.client import ServiceClients
 from kit.grpcx.process import RunnerOptions, consumer_config, wire_backends
 from kit.grpcx.server import ServiceRunner
 from services.interactive.events import read_event_consumer
 from services.interactive.grpc_api import InteractiveServicer
+from services.interactive.peers import PublishedArticleTargets
 from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache, LocalCounts
 from services.interactive.service import InteractiveService
@@ -27,6 +30,14 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
     """The interactive process, not yet started; build it inside a running event loop."""
     runner = ServiceRunner("interactive", settings, **options)
     backends = wire_backends(runner, settings)
+    clients = ServiceClients.from_settings(settings)
+    runner.on_close(clients.close)
+    targets = PublishedArticleTargets(
+        clients,
+        timeout_s=settings.article_timeout_seconds,
+        ttl_s=settings.published_cache_ttl_seconds,
+        max_entries=settings.published_cache_entries,
+    )
     local = None
     if settings.local_cache_enabled:
         local = LocalCounts(
@@ -39,7 +50,9 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
         # Until its subscription is confirmed, lookups go to Redis.
         runner.start_before_serving(local)
     cache = CountsCache(backends.redis, ttl_seconds=settings.counts_cache_ttl_seconds, local=local)
-    service = InteractiveService(lambda: SqlUnitOfWork(backends.sessions, cache), cached=cache)
+    service = InteractiveService(
+        lambda: SqlUnitOfWork(backends.sessions, cache), targets=targets, cached=cache
+    )
     if settings.read_consumer_enabled:
         config = consumer_config(
             runner.name,

@@ -2,7 +2,9 @@
 
 A business object is addressed by ``biz`` (its kind, e.g. ``article``: lower-case letters,
 digits and ``_``, starting with a letter, at most 32 characters) and ``biz_id`` (positive).
-The service does not know which objects exist: counts of an object nobody touched are zero.
+Writes that add (likes, collects, reads) accept only the kinds of :data:`KNOWN_BIZ`; whether
+the object itself exists is the service layer's question to the object's owner (articles:
+the article service). Counts of an object nobody touched are zero.
 Users are positive ids; collections are ``cid >= 0`` (0 is the default collection).
 Each rule raises :class:`~services.interactive.errors.InteractiveInvalidArgument` with a
 stable reason and ``metadata["field"]``.
@@ -13,10 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from services.interactive.errors import InteractiveInvalidArgument, Reason
 
 BIZ_MAX_CHARS = 32
+ARTICLE_BIZ: Final = "article"
+KNOWN_BIZ: Final = frozenset({ARTICLE_BIZ})
+"""The kinds of object that can be liked, collected or read (one owner service each)."""
 MAX_IDS_PER_BATCH = 100
 _BIZ = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
@@ -61,6 +67,15 @@ def check_biz(biz: str) -> str:
             "biz",
             f"biz must be lower-case letters, digits or _ (at most {BIZ_MAX_CHARS}), "
             "starting with a letter",
+        )
+    return biz
+
+
+def check_known_biz(biz: str) -> str:
+    """``biz`` if it is well formed and one of :data:`KNOWN_BIZ`."""
+    if check_biz(biz) not in KNOWN_BIZ:
+        raise _invalid(
+            Reason.INVALID_BIZ, "biz", f"unknown biz; known: {', '.join(sorted(KNOWN_BIZ))}"
         )
     return biz
 

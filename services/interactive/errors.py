@@ -12,14 +12,16 @@ of :class:`Reason`, carried to clients in ``google.rpc.ErrorInfo``::
     │                                                 INTERACTIVE_INVALID_USER,
     │                                                 INTERACTIVE_INVALID_COLLECTION,
     │                                                 INTERACTIVE_TOO_MANY_IDS
-    └── Unavailable     → InteractiveUnavailable      INTERACTIVE_CONCURRENT_CONFLICT
+    ├── NotFound        → InteractiveNotFound         INTERACTIVE_TARGET_NOT_FOUND
+    └── Unavailable     → InteractiveUnavailable      INTERACTIVE_CONCURRENT_CONFLICT,
+                                                      INTERACTIVE_TARGET_UNAVAILABLE
 """
 
 from __future__ import annotations
 
 from enum import StrEnum, auto
 
-from kit.errors import InvalidArgument, ServiceError, Unavailable, reason_names
+from kit.errors import InvalidArgument, NotFound, ServiceError, Unavailable, reason_names
 from webook.interactive.v1 import interactive_pb2
 
 
@@ -41,11 +43,18 @@ class Reason(StrEnum):
     INVALID_COLLECTION = auto()
     TOO_MANY_IDS = auto()
     CONCURRENT_CONFLICT = auto()
+    TARGET_NOT_FOUND = auto()
+    TARGET_UNAVAILABLE = auto()
 
 
 class InteractiveInvalidArgument(InteractiveError, InvalidArgument):
     """Input breaks a validation rule; ``metadata["field"]`` names the field."""
 
 
+class InteractiveNotFound(InteractiveError, NotFound):
+    """The object to like or collect does not exist (an article: is not published)."""
+
+
 class InteractiveUnavailable(InteractiveError, Unavailable):
-    """A write kept colliding with concurrent writes (deadlocks); the caller may retry."""
+    """A write kept colliding with concurrent writes (deadlocks), or whether its object
+    exists could not be checked; the caller may retry."""

@@ -26,12 +26,12 @@ from typing import Final
 from google.protobuf.message import DecodeError
 
 from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
+from services.interactive.domain import ARTICLE_BIZ as ARTICLE_BIZ
 from services.interactive.service import InteractiveService
 from webook.events.v1 import events_pb2
 
 ARTICLE_READ_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_READ)
 READ_COUNTER_GROUP = "interactive-read-counter"
-ARTICLE_BIZ = "article"
 
 
 def decode_article_read(value: bytes) -> events_pb2.ArticleRead:

@@ -13,6 +13,15 @@ written through to the cached per-user flags after the commit. :meth:`Interactiv
 first asks :class:`CachedReads` (one round trip) and opens a unit of work only for what is not
 cached: SQL stays the truth, the cache only saves reading it.
 
+Only what exists can be liked or collected: a like or collect names a kind of object of
+:data:`~services.interactive.domain.KNOWN_BIZ` (else ``INTERACTIVE_INVALID_BIZ``) and an
+object its owner says exists (:class:`Targets`; an article must be published, else
+``INTERACTIVE_TARGET_NOT_FOUND``). When the owner cannot answer, the write fails closed with
+``INTERACTIVE_TARGET_UNAVAILABLE`` (UNAVAILABLE, retry). Cancelling needs no such check, so
+a like of a withdrawn article can still be taken back; reads are counted from the article
+service's own read events (and ``IncrReadCnt``, which only it may call), so they are not
+checked either beyond the known kinds.
+
 Under concurrency MySQL may abort a transaction as a deadlock victim, and SQLite may answer
 "database is locked": the repository reports both as :class:`kit.sql.WriteConflict` and the
 service retries the whole unit of work a few times with jittered backoff
@@ -37,10 +46,11 @@ from services.interactive.domain import (
     check_biz,
     check_biz_id,
     check_collection,
+    check_known_biz,
     check_user,
     normalize_biz_ids,
 )
-from services.interactive.errors import InteractiveUnavailable, Reason
+from services.interactive.errors import InteractiveNotFound, InteractiveUnavailable, Reason
 
 T = TypeVar("T")
 
@@ -83,6 +93,22 @@ class InteractiveRepository(Protocol):
     async def flags(self, biz: str, biz_id: int, uid: int) -> Flags:
         """Whether ``uid`` likes the object and has it in one of its collections (one query;
         fills the cached flags)."""
+        ...
+
+
+class TargetsUnavailable(Exception):
+    """Whether an object exists could not be learnt from its owner."""
+
+
+class Targets(Protocol):
+    """The owners of the objects that can be liked or collected (the article service)."""
+
+    async def exists(self, biz: str, biz_id: int) -> bool:
+        """Whether object ``(biz, biz_id)`` exists (an article: is published now); ``biz`` is
+        one of :data:`~services.interactive.domain.KNOWN_BIZ`.
+
+        Raises :class:`TargetsUnavailable` when the owner cannot be asked.
+        """
         ...
 
 
@@ -129,6 +155,7 @@ class InteractiveService:
 
     Args:
         units: makes a new :class:`UnitOfWork` per use case.
+        targets: says whether a liked or collected object exists.
         clock: current time in UTC.
         cached: answers :meth:`get` from the cache when it can; without it every ``get``
             opens a unit of work.
@@ -138,10 +165,12 @@ class InteractiveService:
         self,
         units: UnitOfWorkFactory,
         *,
+        targets: Targets,
         clock: Clock = utc_now,
         cached: CachedReads | None = None,
     ) -> None:
         self._units = units
+        self._targets = targets
         self._clock = clock
         self._cached = cached
 
@@ -157,9 +186,25 @@ class InteractiveService:
             first_delay=_FIRST_BACKOFF_S,
         )
 
+    async def _require_target(self, biz: str, biz_id: int) -> None:
+        try:
+            found = await self._targets.exists(biz, biz_id)
+        except TargetsUnavailable as exc:
+            raise InteractiveUnavailable(
+                Reason.TARGET_UNAVAILABLE,
+                f"cannot check that this {biz} exists now; try again",
+                metadata={"biz": biz, "biz_id": str(biz_id)},
+            ) from exc
+        if not found:
+            raise InteractiveNotFound(
+                Reason.TARGET_NOT_FOUND,
+                f"no such {biz}, or it is not published",
+                metadata={"biz": biz, "biz_id": str(biz_id)},
+            )
+
     async def add_reads(self, biz: str, reads: Mapping[int, int]) -> None:
         """Add many reads at once (``biz_id`` → how many); one SQL statement."""
-        check_biz(biz)
+        check_known_biz(biz)
         batch = {biz_id: n for biz_id, n in reads.items() if biz_id > 0 and n > 0}
         if not batch:
             return
@@ -167,19 +212,23 @@ class InteractiveService:
         await self._write(lambda repo: repo.add_reads(biz, batch, now_ms=now_ms))
 
     async def incr_read(self, biz: str, biz_id: int) -> None:
-        """Count one read."""
-        await self.add_reads(check_biz(biz), {check_biz_id(biz_id): 1})
+        """Count one read (of a known kind of object; its only caller, the article service,
+        counts reads of published articles)."""
+        await self.add_reads(check_known_biz(biz), {check_biz_id(biz_id): 1})
 
     async def like(self, biz: str, biz_id: int, uid: int) -> bool:
-        """``uid`` likes the object; ``False`` if it already did (counted once)."""
-        check_biz(biz)
+        """``uid`` likes the object, which must exist; ``False`` if it already did (counted
+        once)."""
+        check_known_biz(biz)
         check_biz_id(biz_id)
         check_user(uid)
+        await self._require_target(biz, biz_id)
         now_ms = self._now_ms()
         return await self._write(lambda repo: repo.add_like(biz, biz_id, uid, now_ms=now_ms))
 
     async def cancel_like(self, biz: str, biz_id: int, uid: int) -> bool:
-        """``uid`` takes its like back; ``False`` if there was none."""
+        """``uid`` takes its like back, whether or not the object still exists; ``False`` if
+        there was none."""
         check_biz(biz)
         check_biz_id(biz_id)
         check_user(uid)
@@ -187,18 +236,21 @@ class InteractiveService:
         return await self._write(lambda repo: repo.remove_like(biz, biz_id, uid, now_ms=now_ms))
 
     async def collect(self, biz: str, biz_id: int, uid: int, cid: int) -> bool:
-        """Put the object into ``uid``'s collection ``cid``; ``False`` if already collected."""
-        check_biz(biz)
+        """Put the object, which must exist, into ``uid``'s collection ``cid``; ``False`` if
+        already collected."""
+        check_known_biz(biz)
         check_biz_id(biz_id)
         check_user(uid)
         check_collection(cid)
+        await self._require_target(biz, biz_id)
         now_ms = self._now_ms()
         return await self._write(
             lambda repo: repo.add_collect(biz, biz_id, uid, cid, now_ms=now_ms)
         )
 
     async def cancel_collect(self, biz: str, biz_id: int, uid: int) -> bool:
-        """Take the object out of ``uid``'s collections; ``False`` if it was not collected."""
+        """Take the object out of ``uid``'s collections, whether or not it still exists;
+        ``False`` if it was not collected."""
         check_biz(biz)
         check_biz_id(biz_id)
         check_user(uid)

@@ -31,6 +31,13 @@ class InteractiveSettings(GrpcServiceSettings):
     # (counted as stale) this many seconds after the invalidation feed last vouched for
     # them, instead of every Get going to the database (0: never); dropped on recovery.
     local_cache_stale_seconds: float = Field(default=300.0, ge=0)
+    # Likes and collects need a published article: the article service is asked with this
+    # timeout (it fails closed: UNAVAILABLE), and a "published" answer is trusted this many
+    # seconds in process (an article withdrawn that recently may still take a like), for at
+    # most this many articles.
+    article_timeout_seconds: float = Field(default=0.5, gt=0)
+    published_cache_ttl_seconds: float = Field(default=5.0, ge=0, le=300)
+    published_cache_entries: int = Field(default=10_000, ge=1)
     # The read-event consumer runs inside the service process unless disabled.
     read_consumer_enabled: bool = True
     read_consumer_group: str = "interactive-read-counter"

@@ -15,6 +15,8 @@ is filled by the service, which alone may ask the user service for author names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kit.sql import CachingUnitOfWork, row_mapper
@@ -144,6 +146,10 @@ class CachedArticleRepository:
             window.start_ms, window.end_ms, page.offset, page.limit
         )
         return [_published(row) for row in rows]
+
+    async def published_ids(self, article_ids: Sequence[int]) -> set[int]:
+        """Those of ``article_ids`` whose reader copy is published (one query, no content)."""
+        return set(await self._dao.published_ids(article_ids))
 
     async def after_commit(self) -> None:
         """Drop the first pages this repository made stale (after the commit)."""

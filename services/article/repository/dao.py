@@ -124,6 +124,18 @@ class ArticleDAO(SessionDAO):
             )
         )
 
+    async def published_ids(self, article_ids: Sequence[int]) -> Sequence[int]:
+        """Those of ``article_ids`` whose reader copy is published (primary-key lookups)."""
+        if not article_ids:
+            return []
+        result = await self._session.scalars(
+            select(PublishedArticleRow.id).where(
+                PublishedArticleRow.id.in_(list(article_ids)),
+                PublishedArticleRow.status == PUBLISHED,
+            )
+        )
+        return result.all()
+
     async def list_published(
         self, start_ms: int, end_ms: int, offset: int, limit: int
     ) -> Sequence[PublishedArticleRow]:

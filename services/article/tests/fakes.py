@@ -34,6 +34,8 @@ class InMemoryArticleStore:
     published: dict[int, tuple[PublishedArticle, ArticleStatus]] = field(default_factory=dict)
     next_id: int = 1
     commits: int = 0
+    # How often the reader store was asked which ids are published.
+    published_queries: int = 0
 
 
 def _summary(article: Article) -> ArticleSummary:
@@ -138,6 +140,11 @@ class FakeArticleRepository:
         """The reader copy if published."""
         copy = self._copy(article_id)
         return copy[0] if copy and copy[1] is ArticleStatus.PUBLISHED else None
+
+    async def published_ids(self, article_ids: Sequence[int]) -> set[int]:
+        """Those of ``article_ids`` with a published copy."""
+        self._store.published_queries += 1
+        return {i for i in article_ids if await self.get_published(i) is not None}
 
     async def list_published(self, window: TimeWindow, page: Page) -> list[PublishedArticle]:
         """Published copies in the window, newest first."""

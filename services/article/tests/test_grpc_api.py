@@ -231,6 +231,32 @@ async def test_drafts_are_not_published(stub: ArticleServiceAsyncStub) -> None:
     ) == (grpc.StatusCode.NOT_FOUND, Reason.NOT_FOUND)
 
 
+async def test_published_exists_answers_which_articles_readers_can_open(
+    stub: ArticleServiceAsyncStub,
+) -> None:
+    async def publish(author: int) -> int:
+        answer = await stub.Publish(
+            article_pb2.PublishRequest(author_id=author, title="t", content="<p>x</p>")
+        )
+        return int(answer.id)
+
+    published, withdrawn = await publish(ALICE), await publish(BOB)
+    await stub.Withdraw(article_pb2.WithdrawRequest(id=withdrawn, author_id=BOB))
+    draft = await stub.Save(article_pb2.SaveRequest(author_id=ALICE, title="d", content="<p>x</p>"))
+    asked = [published, withdrawn, draft.id, 4242, 0]
+    answer = await stub.PublishedExists(article_pb2.PublishedExistsRequest(ids=asked))
+    assert list(answer.published_ids) == [published]
+    # Published again after a withdrawal: it exists again.
+    await stub.Publish(
+        article_pb2.PublishRequest(id=withdrawn, author_id=BOB, title="t", content="<p>y</p>")
+    )
+    answer = await stub.PublishedExists(article_pb2.PublishedExistsRequest(ids=asked))
+    assert sorted(answer.published_ids) == sorted([published, withdrawn])
+    assert await refusal(
+        stub.PublishedExists(article_pb2.PublishedExistsRequest(ids=range(1, 102)))
+    ) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.TOO_MANY_IDS)
+
+
 @pytest.mark.parametrize(
     ("request_", "reason"),
     [

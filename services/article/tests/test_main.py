@@ -13,14 +13,14 @@ import pytest
 
 from devstack.infra import ManagedProcess, free_port
 from devstack.suite import grpc_serving
+from kit.config import Mode
+from kit.tests.process_env import process_env
 from services.article.settings import ArticleSettings
 from webook.article.v1 import article_pb2, article_pb2_grpc
 
 
 def _env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBOOK_")}
-    env.update({f"WEBOOK_ARTICLE_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return process_env("WEBOOK_ARTICLE_", **settings)
 
 
 def test_settings_read_the_article_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,7 +38,8 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("WEBOOK_ARTICLE_"):
             monkeypatch.delenv(key)
-    settings = ArticleSettings()
+    # Mode itself defaults to prod, which needs TLS files; the other defaults are checked here.
+    settings = ArticleSettings(mode=Mode.DEV)
     assert settings.database_url == "sqlite+aiosqlite:///.run/article.db"
     assert (settings.published_cache_ttl_seconds, settings.popular_published_cache_ttl_seconds) == (
         600,

@@ -354,3 +354,39 @@ def test_tiered_ttl(popularity: Popularity, ttl: int) -> None:
     )
     article = PublishedArticle(1, 1, "t", "c", "a", 0, 0)
     assert policy(article, popularity) == ttl
+
+
+async def test_published_exists_names_only_published_articles_and_counts_no_read(
+    service: ArticleService, store: InMemoryArticleStore, events: RecordedEvents
+) -> None:
+    published = await service.publish(ALICE, 0, "Out", "<p>x</p>")
+    draft = await service.save(ALICE, 0, "Draft", "<p>x</p>")
+    withdrawn = await service.publish(BOB, 0, "Gone", "<p>x</p>")
+    await service.withdraw(BOB, withdrawn)
+
+    assert await service.published_exists([published, draft, withdrawn, 999_999, 0, -3]) == {
+        published
+    }
+    assert events.reads == []
+
+
+async def test_published_exists_answers_cached_articles_without_sql(
+    service: ArticleService, store: InMemoryArticleStore, cache: FakePublishedCache
+) -> None:
+    published = await service.publish(ALICE, 0, "Out", "<p>x</p>")
+    assert published in cache.entries
+    assert await service.published_exists([published, published]) == {published}
+    assert store.published_queries == 0
+    # Not cached (expired, or never read): the reader store answers.
+    await cache.delete(published)
+    assert await service.published_exists([published]) == {published}
+    assert store.published_queries == 1
+    assert await service.published_exists([0, -1]) == set()
+    assert store.published_queries == 1
+
+
+async def test_published_exists_refuses_more_than_100_ids(service: ArticleService) -> None:
+    with pytest.raises(AppError) as caught:
+        await service.published_exists(range(1, 102))
+    assert_refused(caught.value, ErrorKind.INVALID_ARGUMENT, Reason.TOO_MANY_IDS)
+    assert await service.published_exists([1] * 150) == set()

@@ -18,6 +18,7 @@ from kit.migrations import migrated_and_emptied
 from services.comment.__main__ import build_runner
 from services.comment.repository.dao import Base
 from services.comment.settings import CommentSettings
+from services.comment.tests.articles import stand_in_articles
 from webook.comment.v1.comment_pb2_grpc import CommentServiceStub
 
 if TYPE_CHECKING:
@@ -34,7 +35,8 @@ async def database_url(empty_database_url: str) -> str:
 async def stub(
     database_url: str, redis_url: str, redis_client: aioredis.Redis
 ) -> AsyncIterator[CommentServiceAsyncStub]:
-    """A client of the comment service served by ``build_runner`` on a free port."""
+    """A client of the comment service served by ``build_runner`` on a free port, every
+    article published (a stand-in article service)."""
     settings = CommentSettings(
         mode=Mode.TEST,
         database_url=database_url,
@@ -43,10 +45,11 @@ async def stub(
         metrics_port=-1,
         shutdown_grace=1.0,
     )
-    runner = build_runner(settings)
-    port = await runner.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield CommentServiceStub(channel)
-    finally:
-        await runner.stop()
+    async with stand_in_articles(lambda _: True) as articles:
+        runner = build_runner(settings.model_copy(update={"peers": {"article": articles}}))
+        port = await runner.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                yield CommentServiceStub(channel)
+        finally:
+            await runner.stop()

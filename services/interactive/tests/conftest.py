@@ -19,6 +19,7 @@ from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache
 from services.interactive.repository.dao import Base
 from services.interactive.service import InteractiveService
+from services.interactive.tests.articles import FakeTargets
 from services.interactive.tests.stack import InteractiveStack, started_local
 
 
@@ -39,7 +40,9 @@ async def interactive_stack(
     sessions = session_factory(engine)
     local = await started_local(redis)
     cache = CountsCache(redis, local=local)
-    service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache)
+    service = InteractiveService(
+        lambda: SqlUnitOfWork(sessions, cache), targets=FakeTargets(), cached=cache
+    )
     try:
         yield InteractiveStack(
             service=service, engine=engine, redis=redis, cache=cache, local=local

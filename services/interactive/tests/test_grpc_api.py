@@ -25,6 +25,7 @@ from services.interactive.__main__ import build_runner
 from services.interactive.errors import DOMAIN, Reason
 from services.interactive.events import ARTICLE_READ_TOPIC
 from services.interactive.settings import InteractiveSettings
+from services.interactive.tests.articles import stand_in_articles
 from webook.events.v1 import events_pb2
 from webook.interactive.v1 import interactive_pb2
 from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceStub
@@ -42,7 +43,8 @@ ARTICLE = "article"
 async def stub(
     tmp_path: Path, redis_url: str, redis_client: object, kafka_bootstrap: str
 ) -> AsyncIterator[InteractiveServiceAsyncStub]:
-    """A client of an interactive service served by ``build_runner``, consumer running."""
+    """A client of an interactive service served by ``build_runner``, consumer running, every
+    article published (a stand-in article service)."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'interactive.db'}"
     await upgrade_async("interactive", database_url)
     settings = InteractiveSettings(
@@ -58,13 +60,14 @@ async def stub(
         metrics_port=-1,
         shutdown_grace=1.0,
     )
-    runner = build_runner(settings)
-    port = await runner.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield InteractiveServiceStub(channel)
-    finally:
-        await runner.stop()
+    async with stand_in_articles(lambda _: True) as articles:
+        runner = build_runner(settings.model_copy(update={"peers": {"article": articles}}))
+        port = await runner.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                yield InteractiveServiceStub(channel)
+        finally:
+            await runner.stop()
 
 
 async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:

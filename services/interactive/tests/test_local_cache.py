@@ -34,6 +34,7 @@ from services.interactive.repository.cache import (
     counts_key,
 )
 from services.interactive.service import InteractiveService
+from services.interactive.tests.articles import FakeTargets
 from services.interactive.tests.stack import started_local, wait_until_fresh
 
 ARTICLE = "article"
@@ -77,7 +78,9 @@ async def replica(
             local = await started_local(redis, **options)
             stack.push_async_callback(local.aclose)
             cache = CountsCache(redis, local=local)
-            service = InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache)
+            service = InteractiveService(
+                lambda: SqlUnitOfWork(sessions, cache), targets=FakeTargets(), cached=cache
+            )
             return Replica(service=service, cache=cache, local=local, redis=redis)
 
         yield make

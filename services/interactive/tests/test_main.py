@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -13,14 +14,16 @@ import pytest
 
 from devstack.infra import ManagedProcess, free_port
 from devstack.suite import grpc_serving
+from kit.config import Mode
+from kit.tests.process_env import process_env
 from services.interactive.settings import InteractiveSettings
+from services.interactive.tests.articles import article_process
+from webook.article.v1 import article_pb2, article_pb2_grpc
 from webook.interactive.v1 import interactive_pb2, interactive_pb2_grpc
 
 
 def _env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBOOK_")}
-    env.update({f"WEBOOK_INTERACTIVE_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return process_env("WEBOOK_INTERACTIVE_", **settings)
 
 
 def test_settings_read_the_interactive_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,13 +39,15 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("WEBOOK_INTERACTIVE_"):
             monkeypatch.delenv(key)
-    settings = InteractiveSettings()
+    # Mode itself defaults to prod, which needs TLS files; the other defaults are checked here.
+    settings = InteractiveSettings(mode=Mode.DEV)
     assert settings.database_url == "sqlite+aiosqlite:///.run/interactive.db"
     assert (settings.read_batch_size, settings.read_batch_wait_seconds) == (100, 1.0)
     assert settings.read_consumer_group == "interactive-read-counter"
     assert settings.local_cache_enabled is True
     assert (settings.local_counts_entries, settings.local_flags_entries) == (10_000, 50_000)
     assert settings.local_cache_max_age_seconds == 60.0
+    assert (settings.article_timeout_seconds, settings.published_cache_ttl_seconds) == (0.5, 5.0)
 
 
 @pytest.mark.integration
@@ -70,22 +75,35 @@ def test_migrate_and_serve_like_make_run(
 
     port = free_port()
     env["WEBOOK_INTERACTIVE_GRPC_PORT"] = str(port)
-    process = ManagedProcess(
-        name="interactive",
-        argv=[sys.executable, "-m", "services.interactive"],
-        log_path=tmp_path / "interactive.log",
-        ready=lambda: grpc_serving(f"127.0.0.1:{port}"),
-        env=env,
-    )
-    process.start(timeout=30)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = interactive_pb2_grpc.InteractiveServiceStub(channel)
-            stub.Like(interactive_pb2.LikeRequest(biz="article", biz_id=1, uid=2), timeout=5)
-            got = stub.Get(interactive_pb2.GetRequest(biz="article", biz_id=1, uid=2), timeout=5)
-        assert (got.intr.like_cnt, got.intr.liked) == (1, True)
-    finally:
-        process.stop(grace=15)
+    data_dir = tmp_path / "article-data"
+    data_dir.mkdir()
+    with article_process(data_dir, tmp_path, redis_url, kafka_bootstrap) as article:
+        with grpc.insecure_channel(article) as channel:
+            published = article_pb2_grpc.ArticleServiceStub(channel).Publish(
+                article_pb2.PublishRequest(author_id=3, title="t", content="<p>c</p>"), timeout=10
+            )
+        env["WEBOOK_INTERACTIVE_PEERS"] = json.dumps({"article": article})
+        process = ManagedProcess(
+            name="interactive",
+            argv=[sys.executable, "-m", "services.interactive"],
+            log_path=tmp_path / "interactive.log",
+            ready=lambda: grpc_serving(f"127.0.0.1:{port}"),
+            env=env,
+        )
+        process.start(timeout=30)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = interactive_pb2_grpc.InteractiveServiceStub(channel)
+                article_id = published.id
+                stub.Like(
+                    interactive_pb2.LikeRequest(biz="article", biz_id=article_id, uid=2), timeout=5
+                )
+                got = stub.Get(
+                    interactive_pb2.GetRequest(biz="article", biz_id=article_id, uid=2), timeout=5
+                )
+            assert (got.intr.like_cnt, got.intr.liked) == (1, True)
+        finally:
+            process.stop(grace=15)
     assert process.process is not None
     log = (tmp_path / "interactive.log").read_text()
     assert process.process.returncode == 0, log

@@ -29,10 +29,12 @@ from kit.events import (
 from kit.migrations import upgrade_async
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
-from services.interactive.events import ARTICLE_BIZ, ReadCounter, decode_article_read
+from services.interactive.domain import ARTICLE_BIZ
+from services.interactive.events import ReadCounter, decode_article_read
 from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache
 from services.interactive.service import InteractiveService
+from services.interactive.tests.articles import FakeTargets
 from webook.events.v1 import events_pb2
 
 pytestmark = pytest.mark.integration
@@ -53,7 +55,9 @@ async def service(
     sessions = session_factory(engine)
     cache = CountsCache(redis)
     try:
-        yield InteractiveService(lambda: SqlUnitOfWork(sessions, cache), cached=cache)
+        yield InteractiveService(
+            lambda: SqlUnitOfWork(sessions, cache), targets=FakeTargets(), cached=cache
+        )
     finally:
         await redis.aclose(close_connection_pool=True)
         await engine.dispose()

@@ -13,6 +13,7 @@ from services.interactive.domain import Counts, Flags
 from services.interactive.errors import DOMAIN, Reason
 from services.interactive.events import decode_article_read
 from services.interactive.service import WRITE_ATTEMPTS, InteractiveService, WriteConflict
+from services.interactive.tests.articles import FakeTargets
 from webook.events.v1 import events_pb2
 
 
@@ -88,7 +89,7 @@ class Unit:
 
 def service_with(repository: ConflictingRepository) -> tuple[InteractiveService, Unit]:
     unit = Unit(repository)
-    return InteractiveService(lambda: unit), unit
+    return InteractiveService(lambda: unit, targets=FakeTargets()), unit
 
 
 async def test_conflicting_writes_are_retried() -> None:
@@ -185,8 +186,33 @@ async def test_a_cached_get_opens_no_unit_of_work() -> None:
     def no_units() -> Unit:
         raise AssertionError("a cached get must not open a unit of work")
 
-    service = InteractiveService(no_units, cached=FullyCached())
+    service = InteractiveService(no_units, targets=FakeTargets(), cached=FullyCached())
     intr = await service.get("article", 1, 5)
     assert (intr.counts.read_cnt, intr.liked, intr.collected) == (3, True, True)
     anonymous = await service.get("article", 1, 0)
     assert (anonymous.counts.read_cnt, anonymous.liked, anonymous.collected) == (3, False, False)
+
+
+async def test_existence_is_asked_only_for_known_biz_and_never_to_cancel() -> None:
+    targets = FakeTargets(published={1})
+    unit = Unit(ConflictingRepository(conflicts=0))
+    service = InteractiveService(lambda: unit, targets=targets)
+    with pytest.raises(AppError) as caught:
+        await service.like("nonexistent_biz", 1, 5)
+    assert (caught.value.kind, caught.value.reason) == (
+        ErrorKind.INVALID_ARGUMENT,
+        Reason.INVALID_BIZ,
+    )
+    assert targets.asked == []
+    targets.down = True
+    await service.cancel_like("article", 2, 5)
+    await service.cancel_collect("article", 2, 5)
+    assert targets.asked == []
+    committed = unit.commits
+    with pytest.raises(AppError) as caught:
+        await service.collect("article", 1, 5, 0)
+    assert (caught.value.kind, caught.value.reason) == (
+        ErrorKind.UNAVAILABLE,
+        Reason.TARGET_UNAVAILABLE,
+    )
+    assert unit.commits == committed

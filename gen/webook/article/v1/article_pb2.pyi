@@ -40,6 +40,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """NOT_FOUND: no such article, or (for readers) not published."""
     ARTICLE_NOT_AUTHOR: _ErrorReason.ValueType  # 7
     """PERMISSION_DENIED: the caller is not the article's author."""
+    ARTICLE_TOO_MANY_IDS: _ErrorReason.ValueType  # 8
+    """INVALID_ARGUMENT: more ids in one request than allowed."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Business reasons of the article service's errors. An error carries google.rpc.ErrorInfo with
@@ -62,6 +64,8 @@ ARTICLE_NOT_FOUND: ErrorReason.ValueType  # 6
 """NOT_FOUND: no such article, or (for readers) not published."""
 ARTICLE_NOT_AUTHOR: ErrorReason.ValueType  # 7
 """PERMISSION_DENIED: the caller is not the article's author."""
+ARTICLE_TOO_MANY_IDS: ErrorReason.ValueType  # 8
+"""INVALID_ARGUMENT: more ids in one request than allowed."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _ArticleStatus:
@@ -458,3 +462,47 @@ class ListPubResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPubResponse: _TypeAlias = ListPubResponse  # noqa: Y015
+
+@_typing.final
+class PublishedExistsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """At most 100 distinct ids; ids <= 0 are ignored."""
+
+    def __init__(
+        self,
+        *,
+        ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishedExistsRequest: _TypeAlias = PublishedExistsRequest  # noqa: Y015
+
+@_typing.final
+class PublishedExistsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLISHED_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def published_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The requested ids whose article is published now (in no particular order)."""
+
+    def __init__(
+        self,
+        *,
+        published_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["published_ids", b"published_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishedExistsResponse: _TypeAlias = PublishedExistsResponse  # noqa: Y015

@@ -69,6 +69,11 @@ class ArticleServiceStub:
                 request_serializer=webook_dot_article_dot_v1_dot_article__pb2.ListPubRequest.SerializeToString,
                 response_deserializer=webook_dot_article_dot_v1_dot_article__pb2.ListPubResponse.FromString,
                 _registered_method=True)
+        self.PublishedExists = channel.unary_unary(
+                '/webook.article.v1.ArticleService/PublishedExists',
+                request_serializer=webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsRequest.SerializeToString,
+                response_deserializer=webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsResponse.FromString,
+                _registered_method=True)
 
 
 class ArticleServiceServicer:
@@ -119,6 +124,15 @@ class ArticleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishedExists(self, request, context):
+        """Which of these articles are published: the interactive and comment services accept
+        likes, collects and comments only on those. Counts no read; answered from the
+        published-article caches where possible, else one SQL query.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArticleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +170,11 @@ def add_ArticleServiceServicer_to_server(servicer, server):
                     servicer.ListPub,
                     request_deserializer=webook_dot_article_dot_v1_dot_article__pb2.ListPubRequest.FromString,
                     response_serializer=webook_dot_article_dot_v1_dot_article__pb2.ListPubResponse.SerializeToString,
+            ),
+            'PublishedExists': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishedExists,
+                    request_deserializer=webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsRequest.FromString,
+                    response_serializer=webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -347,6 +366,33 @@ class ArticleService:
             '/webook.article.v1.ArticleService/ListPub',
             webook_dot_article_dot_v1_dot_article__pb2.ListPubRequest.SerializeToString,
             webook_dot_article_dot_v1_dot_article__pb2.ListPubResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishedExists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.article.v1.ArticleService/PublishedExists',
+            webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsRequest.SerializeToString,
+            webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,11 @@ class ArticleServiceStub:
     """Records a read by `uid` (the reader): the gateway only."""
     ListPub: _grpc.UnaryUnaryMultiCallable[_article_pb2.ListPubRequest, _article_pb2.ListPubResponse]
     """Published articles page by page: search's full sync (services/search/peers.py)."""
+    PublishedExists: _grpc.UnaryUnaryMultiCallable[_article_pb2.PublishedExistsRequest, _article_pb2.PublishedExistsResponse]
+    """Which of these articles are published: the interactive and comment services accept
+    likes, collects and comments only on those. Counts no read; answered from the
+    published-article caches where possible, else one SQL query.
+    """
 
 @_typing.type_check_only
 class ArticleServiceAsyncStub(ArticleServiceStub):
@@ -55,6 +60,11 @@ class ArticleServiceAsyncStub(ArticleServiceStub):
     """Records a read by `uid` (the reader): the gateway only."""
     ListPub: _aio.UnaryUnaryMultiCallable[_article_pb2.ListPubRequest, _article_pb2.ListPubResponse]  # type: ignore[assignment]
     """Published articles page by page: search's full sync (services/search/peers.py)."""
+    PublishedExists: _aio.UnaryUnaryMultiCallable[_article_pb2.PublishedExistsRequest, _article_pb2.PublishedExistsResponse]  # type: ignore[assignment]
+    """Which of these articles are published: the interactive and comment services accept
+    likes, collects and comments only on those. Counts no read; answered from the
+    published-article caches where possible, else one SQL query.
+    """
 
 class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -108,5 +118,16 @@ class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_article_pb2.ListPubResponse, _abc.Awaitable[_article_pb2.ListPubResponse]]:
         """Published articles page by page: search's full sync (services/search/peers.py)."""
+
+    @_abc_1.abstractmethod
+    def PublishedExists(
+        self,
+        request: _article_pb2.PublishedExistsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_article_pb2.PublishedExistsResponse, _abc.Awaitable[_article_pb2.PublishedExistsResponse]]:
+        """Which of these articles are published: the interactive and comment services accept
+        likes, collects and comments only on those. Counts no read; answered from the
+        published-article caches where possible, else one SQL query.
+        """
 
 def add_ArticleServiceServicer_to_server(servicer: ArticleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -46,6 +46,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """PERMISSION_DENIED: only a comment's author may delete it."""
     COMMENT_CONCURRENT_CONFLICT: _ErrorReason.ValueType  # 10
     """UNAVAILABLE: concurrent writes kept colliding; retry."""
+    COMMENT_TARGET_NOT_FOUND: _ErrorReason.ValueType  # 11
+    """NOT_FOUND: the object commented on does not exist (for articles: is not published)."""
+    COMMENT_TARGET_UNAVAILABLE: _ErrorReason.ValueType  # 12
+    """UNAVAILABLE: whether the object exists could not be checked (its service is down); retry."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Business reasons of the comment service's errors. An error carries google.rpc.ErrorInfo with
@@ -74,6 +78,10 @@ COMMENT_NOT_AUTHOR: ErrorReason.ValueType  # 9
 """PERMISSION_DENIED: only a comment's author may delete it."""
 COMMENT_CONCURRENT_CONFLICT: ErrorReason.ValueType  # 10
 """UNAVAILABLE: concurrent writes kept colliding; retry."""
+COMMENT_TARGET_NOT_FOUND: ErrorReason.ValueType  # 11
+"""NOT_FOUND: the object commented on does not exist (for articles: is not published)."""
+COMMENT_TARGET_UNAVAILABLE: ErrorReason.ValueType  # 12
+"""UNAVAILABLE: whether the object exists could not be checked (its service is down); retry."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

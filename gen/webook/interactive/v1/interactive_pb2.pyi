@@ -38,6 +38,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """INVALID_ARGUMENT."""
     INTERACTIVE_CONCURRENT_CONFLICT: _ErrorReason.ValueType  # 6
     """UNAVAILABLE: deadlocks kept recurring; retry."""
+    INTERACTIVE_TARGET_NOT_FOUND: _ErrorReason.ValueType  # 7
+    """NOT_FOUND: the object liked or collected does not exist (for articles: is not published)."""
+    INTERACTIVE_TARGET_UNAVAILABLE: _ErrorReason.ValueType  # 8
+    """UNAVAILABLE: whether the object exists could not be checked (its service is down); retry."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Business reasons of the interactive service's errors. An error carries google.rpc.ErrorInfo with
@@ -58,6 +62,10 @@ INTERACTIVE_TOO_MANY_IDS: ErrorReason.ValueType  # 5
 """INVALID_ARGUMENT."""
 INTERACTIVE_CONCURRENT_CONFLICT: ErrorReason.ValueType  # 6
 """UNAVAILABLE: deadlocks kept recurring; retry."""
+INTERACTIVE_TARGET_NOT_FOUND: ErrorReason.ValueType  # 7
+"""NOT_FOUND: the object liked or collected does not exist (for articles: is not published)."""
+INTERACTIVE_TARGET_UNAVAILABLE: ErrorReason.ValueType  # 8
+"""UNAVAILABLE: whether the object exists could not be checked (its service is down); retry."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

@@ -1,0 +1,107 @@
+"""The article service as the owner of what can be commented on.
+
+:class:`PublishedArticleTargets` implements :class:`~services.comment.service.Targets`
+with ``ArticleService.PublishedExists`` through :class:`kit.grpcx.client.ServiceClients`,
+with a short per-call timeout since it sits on the write path. Any failure (no instance,
+timeout, breaker open, refusal) becomes
+:class:`~services.comment.service.TargetsUnavailable`, and the comment fails closed.
+
+Keeping the hot path cheap: a "published" answer is remembered in process for ``ttl_s``
+seconds (a busy article is asked about once per TTL, not once per comment). That is the
+staleness it allows: an article withdrawn less than ``ttl_s`` ago may still take a comment
+from this replica. "Not published" is never remembered, so an article can be commented on
+as soon as it is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import grpc
+
+from kit.errors import AppError
+from kit.grpcx.client import ServiceClients
+from services.comment.domain import ARTICLE_BIZ
+from services.comment.service import TargetsUnavailable
+from webook.article.v1 import article_pb2, article_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+# The service that owns articles (a workload name, as in the devstack catalog's peers).
+ARTICLE_SERVICE = "article"
+DEFAULT_TIMEOUT_S = 0.5
+DEFAULT_TTL_S = 5.0
+DEFAULT_MAX_ENTRIES = 10_000
+# What a call to another service can fail with: a status, or no address configured at all.
+_CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
+
+
+class PublishedArticleTargets:
+    """Whether an article is published, from the article service, positives cached briefly.
+
+    Args:
+        clients: the process's channels to other services.
+        timeout_s: deadline of one ``PublishedExists`` call.
+        ttl_s: seconds a "published" answer is trusted (0: never remembered).
+        max_entries: answers remembered at most (the oldest dropped first).
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        clients: ServiceClients,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clients = clients
+        self._timeout = timeout_s
+        self._ttl = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        # Article id → when its "published" answer stops being trusted, oldest first.
+        self._published_until: OrderedDict[int, float] = OrderedDict()
+
+    async def exists(self, biz: str, biz_id: int) -> bool:
+        """Whether article ``biz_id`` is published (``biz`` must be ``"article"``)."""
+        if biz != ARTICLE_BIZ:
+            raise ValueError(f"no owner known for biz {biz!r}")
+        now = self._clock()
+        until = self._published_until.get(biz_id)
+        if until is not None:
+            if now < until:
+                return True
+            del self._published_until[biz_id]
+        try:
+            stub = article_pb2_grpc.ArticleServiceStub(await self._clients.channel(ARTICLE_SERVICE))
+            answer = await stub.PublishedExists(
+                article_pb2.PublishedExistsRequest(ids=[biz_id]), timeout=self._timeout
+            )
+        except _CALL_FAILURES as exc:
+            logger.warning(
+                "article existence unavailable",
+                extra={"article_id": biz_id, "error": _describe(exc)},
+            )
+            raise TargetsUnavailable(_describe(exc)) from exc
+        published = biz_id in answer.published_ids
+        if published and self._ttl > 0:
+            self._remember(biz_id, now + self._ttl)
+        return published
+
+    def _remember(self, article_id: int, until: float) -> None:
+        self._published_until[article_id] = until
+        self._published_until.move_to_end(article_id)
+        while len(self._published_until) > self._max_entries:
+            self._published_until.popitem(last=False)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return repr(exc)
