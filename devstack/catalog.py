@@ -49,6 +49,9 @@ class ServiceSpec:
     settings: Callable[[LocalContext], Mapping[str, str]] = field(default=_no_settings)
     # Instances ``make run`` starts unless ``--replicas`` says otherwise.
     replicas: int = 1
+    # The Redis keys (and pub/sub channels) its repository uses: its Redis ACL user may
+    # touch these only (devstack.credentials). A new key prefix needs a pattern here.
+    redis_keys: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -90,18 +93,30 @@ def _consumer_settings(_: LocalContext) -> Mapping[str, str]:
 
 # Start order only matters for the status table; processes start in parallel.
 CATALOG: Final[tuple[ServiceSpec, ...]] = (
-    ServiceSpec("user", port_slot=0),
-    ServiceSpec("sms", port_slot=1, settings=_sms_settings),
-    ServiceSpec("article", port_slot=2, peers=("user", "follow", "interactive")),
-    ServiceSpec("interactive", port_slot=3, settings=_consumer_settings),
-    ServiceSpec("comment", port_slot=4),
-    ServiceSpec("follow", port_slot=5),
+    ServiceSpec("user", port_slot=0, redis_keys=("webook:user:*", "user:login:*")),
+    ServiceSpec("sms", port_slot=1, settings=_sms_settings, redis_keys=("sms:*",)),
+    ServiceSpec(
+        "article",
+        port_slot=2,
+        peers=("user", "follow", "interactive"),
+        redis_keys=("webook:article:*",),
+    ),
+    ServiceSpec(
+        "interactive",
+        port_slot=3,
+        peers=("article",),
+        settings=_consumer_settings,
+        redis_keys=("webook:interactive:*", "webook:interactive-flags:*"),
+    ),
+    ServiceSpec("comment", port_slot=4, peers=("article",), redis_keys=("webook:comment:*",)),
+    ServiceSpec("follow", port_slot=5, redis_keys=("webook:follow:*",)),
     ServiceSpec(
         "search",
         port_slot=6,
         peers=("article", "user"),
         migrations=False,
         settings=_consumer_settings,
+        redis_keys=("webook:search:*",),
     ),
 )
 

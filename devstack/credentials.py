@@ -37,6 +37,7 @@ import redis
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 from aetcd.rpc.auth_pb2 import Permission
 
+from devstack.catalog import CATALOG
 from devstack.infra import ManagedProcess
 from devstack.tls import GATEWAY, stack_identities
 
@@ -47,17 +48,11 @@ ETCD_ROOT: Final = "root"
 REDIS_ADMIN: Final = "admin"
 DEFAULT_REGISTRY_PREFIX: Final = "/webook/services"
 
-# The keys (and pub/sub channels) each workload's Redis user may touch, from the prefixes
-# of its repository (services/<name>/repository) or, for the gateway, of its sessions and
-# rate limits. A new key prefix needs a line here, or the service's commands are refused.
+# The keys (and pub/sub channels) each workload's Redis user may touch: each service's
+# from its catalog entry (``redis_keys``), the gateway's those of its sessions and rate
+# limits. A new key prefix needs a pattern there, or the service's commands are refused.
 REDIS_KEY_PATTERNS: Final[Mapping[str, tuple[str, ...]]] = {
-    "user": ("webook:user:*", "user:login:*"),
-    "sms": ("sms:*",),
-    "article": ("webook:article:*",),
-    "interactive": ("webook:interactive:*", "webook:interactive-flags:*"),
-    "comment": ("webook:comment:*",),
-    "follow": ("webook:follow:*",),
-    "search": ("webook:search:*",),
+    **{entry.name: entry.redis_keys for entry in CATALOG},
     GATEWAY: ("users:ssid:*", "webook:ratelimit:*", "webook:gateway:*"),
 }
 # Every command but the administrative and dangerous ones (CONFIG, FLUSHALL, KEYS, ...).

@@ -14,6 +14,12 @@ the Certificates chain to a CA Issuer bootstrapped by a self-signed one; and, ev
 a NetworkPolicy implementation would, the policies allow exactly the connections of
 :data:`GRPC_CALLS`, :data:`INFRASTRUCTURE`, Prometheus's scrapes and the infrastructure's
 own traffic — nothing more, nothing less.
+
+Infrastructure credentials (docs/security.md): Kafka's services listener is SASL_SSL with
+SCRAM-SHA-512 and its TLS material mounted, the etcd and Kafka credential Jobs and Redis's
+ACL init container take every password from Secrets (no literal one anywhere in production),
+with the grants of devstack.credentials; the init container's script is run for real and a
+redis-server loads the users it writes. Redis never evicts (noeviction) and is watched.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,7 +43,7 @@ import yaml
 
 from devstack.catalog import CATALOG, SERVICE_NAMES
 from devstack.suite import available_services
-from kit.config import BaseServiceSettings
+from kit.config import BaseServiceSettings, ClientSettings
 from kit.security.identity import dns_name, spiffe_id
 from tests.deploy.observability_files import DASHBOARD_DIR, PROMETHEUS_DIR, ROOT
 
@@ -54,6 +61,8 @@ OPERATOR_SECRETS = {
     "grafana-admin",
     "webook-tls",
     *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES)),
+    "webook-etcd-credentials",
+    "webook-redis-credentials",
 }
 # Settings the manifests set that the code does not read yet, and why each is needed; the
 # test below fails once one of them exists, so that it is removed from this list.
@@ -78,6 +87,7 @@ CUSTOM_RESOURCES: dict[tuple[str, str], set[str]] = {
         "isCA",
         "subject",
         "revisionHistoryLimit",
+        "keystores",
     },
 }
 # Where a pod mounts its workload's certificate Secret, and the files the settings name.
@@ -88,6 +98,8 @@ GRPC_CALLS: dict[str, set[str]] = {
     GATEWAY: set(SERVICES),
     "article": {"user", "follow", "interactive"},
     "search": {"article", "user"},
+    "interactive": {"article"},
+    "comment": {"article"},
 }
 # The infrastructure each webook process connects to, and the named port it uses.
 INFRA_PORTS = {
@@ -113,10 +125,22 @@ INFRA_TRAFFIC = {
     ("etcd", "etcd", "client"),
     ("etcd", "etcd", "peer"),
     ("kafka", "kafka", "kafka"),
+    ("kafka", "kafka", "broker"),
     ("kafka", "kafka", "controller"),
+    # The credential Jobs (jobs/): etcd's client port, the brokers' certificate listener.
+    ("etcd-credentials", "etcd", "client"),
+    ("kafka-credentials", "kafka", "broker"),
     ("otel-collector", "jaeger", "otlp-grpc"),
     ("grafana", "prometheus", "http"),
 }
+# The workloads with a Kafka broker user (SCRAM-SHA-512), those that connect to Kafka.
+KAFKA_USERS = {name for name, used in INFRASTRUCTURE.items() if "kafka" in used}
+# The infrastructure administrators' Secrets (credentials/webook-secrets.example.yaml).
+INFRA_ADMIN_SECRETS = {
+    "webook-etcd-credentials": ["root-password"],
+    "webook-redis-credentials": ["admin-password", "monitor-password"],
+}
+CREDENTIAL_JOBS = {"etcd-credentials", "kafka-credentials"}
 
 Manifest = dict[str, Any]
 
@@ -352,7 +376,7 @@ def test_references_resolve_or_are_documented_secrets(overlay: str) -> None:
     made = {c["spec"]["secretName"] for c in _of_kind(objects, "Certificate").values()}
     docs = (ROOT / "docs" / "operations.md").read_text()
     for obj in objects:
-        if obj["kind"] not in {"Deployment", "StatefulSet"}:
+        if obj["kind"] not in {"Deployment", "StatefulSet", "Job"}:
             continue
         pod = obj["spec"]["template"]["spec"]
         wanted: list[tuple[str, str]] = []
@@ -474,8 +498,9 @@ def _certificates(objects: list[Manifest]) -> dict[str, Manifest]:
     """The workload Certificates by the workload they name."""
     found = {}
     for cert in _of_kind(objects, "Certificate").values():
-        if not cert["spec"].get("isCA"):
-            found[cert["metadata"]["labels"]["app.kubernetes.io/name"]] = cert
+        name = cert["metadata"]["labels"].get("app.kubernetes.io/name")
+        if not cert["spec"].get("isCA") and name in {GATEWAY, *SERVICES}:
+            found[name] = cert
     return found
 
 
@@ -541,7 +566,7 @@ Pod = tuple[dict[str, str], dict[str, tuple[int, str]]]
 def _pods(objects: list[Manifest]) -> dict[str, Pod]:
     pods: dict[str, Pod] = {}
     for obj in objects:
-        if obj["kind"] not in {"Deployment", "StatefulSet"}:
+        if obj["kind"] not in {"Deployment", "StatefulSet", "Job"}:
             continue
         template = obj["spec"]["template"]
         ports = {
@@ -686,25 +711,331 @@ def test_the_credential_templates_hold_placeholders_for_every_workload() -> None
     secrets = {
         doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(CREDENTIAL_TEMPLATES.read_text())
     }
-    assert set(secrets) == {f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES)}
+    assert set(secrets) == {
+        *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES)),
+        *INFRA_ADMIN_SECRETS,
+    }
+    for secret, keys in INFRA_ADMIN_SECRETS.items():
+        assert secrets[secret]["stringData"] == dict.fromkeys(keys, "REPLACE_ME")
     for name in (GATEWAY, *SERVICES):
         data: dict[str, str] = secrets[f"webook-{name}-secrets"]["stringData"]
         prefix = f"WEBOOK_{name.upper()}_"
         assert data[f"{prefix}ETCD_USERNAME"] == name
-        wanted = {"ETCD_PASSWORD", "REDIS_URL"} | (
-            {"DATABASE_URL", "KAFKA_SASL_PASSWORD"} if name != GATEWAY else set()
-        )
+        assert data[f"{prefix}REDIS_URL"].startswith(f"redis://{name}:")
+        wanted = {"ETCD_PASSWORD", "REDIS_URL"}
+        wanted |= {"DATABASE_URL"} if name in WITH_DATABASE else set()
+        wanted |= {"KAFKA_SASL_PASSWORD"} if name in KAFKA_USERS else set()
+        assert (f"{prefix}KAFKA_SASL_PASSWORD" in data) == (name in KAFKA_USERS), name
         for key in wanted:
             assert "REPLACE_ME" in data[prefix + key], f"{name}: {key} is not a placeholder"
         settings = _settings_class(name).model_fields
         assert all(key.removeprefix(prefix).lower() in settings for key in data)
 
 
-def test_prod_services_talk_to_kafka_over_sasl_ssl() -> None:
-    # The dev overlay's broker runs without authentication.
-    config = _config_data(rendered("prod"), "webook-config")
-    for name in SERVICES:
+def test_services_talk_to_kafka_over_sasl_ssl(overlay: str) -> None:
+    # Both overlays: the brokers have no listener without authentication for the services.
+    objects = rendered(overlay)
+    config = _config_data(objects, "webook-config")
+    env = _kafka_env(objects)
+    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    ports = _container_ports(_of_kind(objects, "StatefulSet")["kafka"])
+    for name in KAFKA_USERS:
         prefix = f"WEBOOK_{name.upper()}_"
         assert config[f"{prefix}KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
         assert config[f"{prefix}KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
         assert config[f"{prefix}KAFKA_SASL_USERNAME"] == name
+        assert config[f"{prefix}KAFKA_SSL_CA_FILE"] == config[f"{prefix}TLS_CA_FILE"]
+        host, port = config[f"{prefix}KAFKA_BOOTSTRAP"].split(":")
+        service = _of_kind(objects, "Service")[host]
+        (target,) = (p["targetPort"] for p in service["spec"]["ports"] if p["port"] == int(port))
+        # The Service's port leads to the SASL_SSL listener, the one the network policies
+        # open to the services (INFRA_PORTS).
+        assert target == INFRA_PORTS["kafka"]
+        (listener,) = (n for n, address in listeners.items() if address == f":{ports[target]}")
+        assert protocols[listener] == "SASL_SSL", name
+
+
+# -- infrastructure credentials and Redis ---------------------------------------------------
+
+
+def _container_ports(obj: Manifest) -> dict[str, int]:
+    return {
+        p["name"]: p["containerPort"]
+        for c in obj["spec"]["template"]["spec"]["containers"]
+        for p in c.get("ports", [])
+    }
+
+
+def _kafka_env(objects: list[Manifest]) -> dict[str, str]:
+    (container,) = _of_kind(objects, "StatefulSet")["kafka"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def _containers(obj: Manifest) -> list[Manifest]:
+    pod = obj["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def _unhashed(name: str) -> str:
+    """A generated Secret's name without the hash suffix kustomize appends."""
+    return re.sub(r"-[a-z0-9]{10}$", "", name)
+
+
+def _secret_ref(variable: Manifest) -> dict[str, str]:
+    ref = variable["valueFrom"]["secretKeyRef"]
+    return {"name": _unhashed(ref["name"]), "key": ref["key"]}
+
+
+def _script(container: Manifest) -> str:
+    """The shell script a container runs (``sh -c SCRIPT``)."""
+    command = container["command"]
+    assert command[-2] == "-c", command
+    return str(command[-1])
+
+
+def test_kafka_serves_sasl_ssl_with_its_certificate_mounted(overlay: str) -> None:
+    objects = rendered(overlay)
+    kafka = _of_kind(objects, "StatefulSet")["kafka"]
+    env = _kafka_env(objects)
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    assert listeners["CLIENT"] == ":9093"
+    assert protocols["CLIENT"] == "SASL_SSL"
+    assert env["KAFKA_LISTENER_NAME_CLIENT_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert (
+        "ScramLoginModule" in env["KAFKA_LISTENER_NAME_CLIENT_SCRAM___SHA___512_SASL_JAAS_CONFIG"]
+    )
+    # Nothing in clear: brokers and controllers authenticate each other with certificates.
+    assert set(protocols.values()) <= {"SSL", "SASL_SSL"}, protocols
+    for name in (env["KAFKA_INTER_BROKER_LISTENER_NAME"], env["KAFKA_CONTROLLER_LISTENER_NAMES"]):
+        assert protocols[name] == "SSL"
+        assert env[f"KAFKA_LISTENER_NAME_{name}_SSL_CLIENT_AUTH"] == "required"
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert all(v.endswith(listeners[env["KAFKA_CONTROLLER_LISTENER_NAMES"]]) for v in voters)
+    ports = _container_ports(kafka)
+    assert {f":{port}" for port in ports.values()} == set(listeners.values())
+    # ACLs: the authorizer refuses what no ACL allows, super users are certificate names.
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == "User:CN=kafka;User:CN=kafka-admin"
+    # The PEM stores: the CA of the kafka-tls Secret, the key store the command assembles.
+    (container,) = kafka["spec"]["template"]["spec"]["containers"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in kafka["spec"]["template"]["spec"]["volumes"]}
+    tls_dir = str(PurePosixPath(env["KAFKA_SSL_TRUSTSTORE_LOCATION"]).parent)
+    assert env["KAFKA_SSL_TRUSTSTORE_LOCATION"] == f"{tls_dir}/ca.crt"
+    assert mounts[tls_dir]["readOnly"] is True
+    assert "subPath" not in mounts[tls_dir]
+    assert volumes[mounts[tls_dir]["name"]]["secret"]["secretName"] == "kafka-tls"
+    assert env["KAFKA_SSL_KEYSTORE_TYPE"] == env["KAFKA_SSL_TRUSTSTORE_TYPE"] == "PEM"
+    keystore = env["KAFKA_SSL_KEYSTORE_LOCATION"]
+    assert str(PurePosixPath(keystore).parent) in mounts
+    assert f"cat {tls_dir}/tls.key {tls_dir}/tls.crt > {keystore}" in _script(container)
+    # The certificate names what clients dial: the Service and every broker's stable name.
+    cert = _of_kind(objects, "Certificate")["kafka-tls"]["spec"]
+    assert cert["secretName"] == "kafka-tls"
+    assert cert["commonName"] == "kafka"
+    assert {"kafka", "*.kafka-headless"} <= set(cert["dnsNames"])
+    assert cert["privateKey"]["encoding"] == "PKCS8", "Kafka's PEM key store reads PKCS#8 only"
+    assert {"server auth", "client auth"} <= set(cert["usages"])
+    assert cert["issuerRef"]["name"] == "webook-ca"
+    admin = _of_kind(objects, "Certificate")["kafka-admin-tls"]["spec"]
+    assert admin["commonName"] == "kafka-admin"
+    assert admin["usages"] == ["client auth", "digital signature"]
+
+
+def test_the_kafka_job_makes_a_scram_user_and_acls_per_kafka_service(overlay: str) -> None:
+    job = _of_kind(rendered(overlay), "Job")["kafka-credentials"]
+    (container,) = _containers(job)
+    script = _script(container)
+    env = {e["name"]: e for e in container["env"]}
+    for name in KAFKA_USERS:
+        ref = _secret_ref(env[f"{name.upper()}_PASSWORD"])
+        assert ref == {
+            "name": f"webook-{name}-secrets",
+            "key": f"WEBOOK_{name.upper()}_KAFKA_SASL_PASSWORD",
+        }
+        assert f'scram_user {name} "${name.upper()}_PASSWORD"' in script
+        assert f"topics User:{name} " in script
+    assert script.count("\nscram_user ") == len(KAFKA_USERS)
+    assert "--bootstrap-server kafka:9092" in script  # the certificate (BROKER) listener
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "kafka-admin-tls"
+
+
+def test_the_etcd_job_grants_what_the_local_stack_grants(overlay: str) -> None:
+    job = _of_kind(rendered(overlay), "Job")["etcd-credentials"]
+    (container,) = _containers(job)
+    script = _script(container)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REGISTRY_PREFIX"]["value"] == ClientSettings.model_fields["registry_prefix"].default
+    (loop,) = re.findall(r"^\s*for name in (.+); do$", script, re.MULTILINE)
+    assert set(loop.split()) == {GATEWAY, *SERVICES}
+    for name in (GATEWAY, *SERVICES):
+        ref = _secret_ref(env[f"{name.upper()}_PASSWORD"])
+        assert ref == {
+            "name": f"webook-{name}-secrets",
+            "key": f"WEBOOK_{name.upper()}_ETCD_PASSWORD",
+        }
+    assert _secret_ref(env["ROOT_PASSWORD"]) == {
+        "name": "webook-etcd-credentials",
+        "key": "root-password",
+    }
+    # devstack.credentials.etcd_grants: read <prefix>/, readwrite <prefix>/<name>/ but the gateway.
+    assert 'grant-permission "$name" --prefix=true read "$prefix"' in script
+    assert 'grant-permission "$name" --prefix=true readwrite "$prefix$name/"' in script
+    assert 'if [[ "$name" != gateway ]]; then' in script
+    assert script.rstrip().endswith('echo "etcd authentication on"')
+    assert "ctl auth enable" in script
+
+
+def test_no_password_is_written_in_the_production_manifests() -> None:
+    objects = rendered("prod")
+    assert not _of_kind(objects, "Secret")
+    secret_like = re.compile(r"PASSWORD|SECRET|REDISCLI_AUTH", re.IGNORECASE)
+    # A password given to a command in a script: only ever a shell variable.
+    given = re.compile(
+        r"(?:password|passwd|pass)[\"']?\s*[=:]\s*[\"']?([^\s\"'\]]+)"
+        r"|--user[= ][\"']?\w+:([^\s\"']+)",
+        re.IGNORECASE,
+    )
+    for obj in objects:
+        if obj["kind"] not in {"Deployment", "StatefulSet", "Job"}:
+            continue
+        for container in _containers(obj):
+            label = (obj["metadata"]["name"], container["name"])
+            for variable in container.get("env", []):
+                if secret_like.search(variable["name"]):
+                    assert "secretKeyRef" in variable.get("valueFrom", {}), (label, variable)
+            text = "\n".join([*container.get("command", []), *container.get("args", [])])
+            for match in given.finditer(text):
+                value = match.group(1) or match.group(2)
+                assert value.startswith("$"), (label, match.group(0))
+    config = _config_data(objects, "webook-config")
+    assert not [k for k in config if secret_like.search(k.removesuffix("_FILE"))]
+    # Nor in any committed file of the base and the production overlay.
+    literal = re.compile(
+        r"(password|secret)\s*[=:]\s*(?!REPLACE_ME)[\"']?[A-Za-z0-9]{6,}", re.IGNORECASE
+    )
+    for path in [*(K8S / "base").rglob("*.y*ml"), *(K8S / "overlays" / "prod").rglob("*")]:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if not line.lstrip().startswith("#"):
+                    assert not literal.search(line), f"{path}: {line}"
+
+
+def test_redis_never_evicts_and_is_watched(overlay: str) -> None:
+    objects = rendered(overlay)
+    redis = _of_kind(objects, "StatefulSet")["redis"]
+    containers = {c["name"]: c for c in redis["spec"]["template"]["spec"]["containers"]}
+    args = containers["redis"]["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    annotations = redis["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == _container_ports(redis)["metrics"]
+    assert containers["exporter"]["image"].startswith("oliver006/redis_exporter:")
+    rules = {
+        rule["alert"]: rule
+        for group in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    expr = rules["RedisMemoryHigh"]["expr"]
+    assert "redis_memory_used_bytes" in expr
+    assert "redis_memory_max_bytes" in expr
+    assert "> 0.8" in expr
+
+
+def _redis_cli(port: int, user: str, password: str, *command: str) -> str:
+    result = subprocess.run(
+        ["redis-cli", "-p", str(port), "--user", user, "--no-auth-warning", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env={"REDISCLI_AUTH": password, "PATH": "/usr/bin:/bin:/usr/local/bin"},
+    )
+    return (result.stdout + result.stderr).strip()
+
+
+def test_redis_loads_the_users_its_init_container_writes(tmp_path: Path) -> None:
+    # The dev overlay's init container, run by a real shell on the dev Secrets' values, and
+    # a real redis-server loading the file: each workload reaches its own keys only.
+    if shutil.which("redis-server") is None:
+        raise AssertionError("redis-server is not installed (apt-get install redis-server)")
+    objects = rendered("dev")
+    redis = _of_kind(objects, "StatefulSet")["redis"]
+    (init,) = redis["spec"]["template"]["spec"]["initContainers"]
+    secrets = {_unhashed(name): _secret_data(s) for name, s in _of_kind(objects, "Secret").items()}
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin"}
+    for variable in init["env"]:
+        ref = _secret_ref(variable)
+        env[variable["name"]] = secrets[ref["name"]][ref["key"]]
+    acl_dir = init["volumeMounts"][0]["mountPath"]
+    script = _script(init).replace(acl_dir, str(tmp_path))
+    subprocess.run(["sh", "-c", script], env=env, check=True, timeout=30)
+    acl_file = tmp_path / "users.acl"
+    assert acl_file.stat().st_mode & 0o077 == 0
+    for value in env.values():
+        if value.startswith("dev-insecure"):
+            assert value not in acl_file.read_text(), "only password hashes are written"
+
+    from devstack.credentials import REDIS_KEY_PATTERNS
+    from devstack.infra import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+            "--aclfile",
+            str(acl_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        admin = secrets["webook-redis-credentials"]["admin-password"]
+        deadline = time.monotonic() + 30
+        while _redis_cli(port, "admin", admin, "ping") != "PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+        monitor = secrets["webook-redis-credentials"]["monitor-password"]
+        assert "used_memory" in _redis_cli(port, "monitor", monitor, "info", "memory")
+        assert "NOPERM" in _redis_cli(port, "monitor", monitor, "get", "users:ssid:1")
+        for name, patterns in REDIS_KEY_PATTERNS.items():
+            url = secrets[f"webook-{name}-secrets"][f"WEBOOK_{name.upper()}_REDIS_URL"]
+            password = url.split("@")[0].rsplit(":", 1)[1]
+            own = patterns[0].replace("*", "probe")
+            assert _redis_cli(port, name, password, "set", own, "1") == "OK", name
+            other = next(p for n, ps in REDIS_KEY_PATTERNS.items() if n != name for p in ps)
+            assert "NOPERM" in _redis_cli(port, name, password, "set", other.replace("*", "x"), "1")
+            assert "NOPERM" in _redis_cli(port, name, password, "flushall")
+            assert "WRONGPASS" in _redis_cli(port, name, "not-the-password", "ping")
+        # `default` is off: a client that does not log in can do nothing.
+        anonymous = subprocess.run(
+            ["redis-cli", "-p", str(port), "get", "users:ssid:1"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
