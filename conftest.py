@@ -18,6 +18,10 @@
 
 The infrastructure processes die with the test run even when it is killed (SIGKILL, a CI
 timeout): they are started with ``die_with_parent``, so none is left holding a port.
+
+Every process defaults to ``prod`` mode (kit/config.py); the tests run in ``test`` mode,
+set here for every settings prefix before any test module is imported (a test of the prod
+checks passes ``mode`` itself or clears the variable).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from devstack.catalog import CATALOG
 from devstack.credentials import (
     SecureEtcd,
     StackCredentials,
@@ -46,6 +51,17 @@ from devstack.infra import (
     kafka_process,
     redis_process,
 )
+
+TEST_MODE_PREFIXES = (
+    "WEBOOK_",
+    "WEBOOK_GATEWAY_",
+    *(entry.env_prefix for entry in CATALOG),
+    # Settings classes the kit's own tests define.
+    "WEBOOK_DEMO_",
+    "WEBOOK_KITTEST_",
+)
+for _prefix in TEST_MODE_PREFIXES:
+    os.environ.setdefault(f"{_prefix}MODE", "test")
 
 
 @pytest.fixture(scope="session")

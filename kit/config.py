@@ -4,8 +4,12 @@ Each process defines a subclass with its own environment prefix (``WEBOOK_USER_`
 ``WEBOOK_GATEWAY_``, ...) and reads it once in its composition root with
 :func:`load_settings`; nothing else in the code base reads ``os.environ``.
 
-Secrets that have an insecure development default are declared with :func:`dev_secret` and
-are refused at start-up unless ``mode`` is ``dev`` or ``test``.
+``mode`` defaults to ``prod``: a deployment that forgets to set it gets the strict checks,
+never the development conveniences; only the local stack and the tests set ``dev``/``test``
+explicitly. Keys that have an insecure development default are declared with
+:func:`dev_secret`; in prod each must be set, and be at least :data:`MIN_KEY_BYTES` bytes of
+random-looking material (at least :data:`MIN_KEY_DISTINCT` distinct characters, so
+``"a" * 32`` or a repeated word is refused; ``openssl rand -hex 32`` passes).
 
 How a client process picks the instance of a peer service is set per peer with
 :class:`PeerBalancing` (``peer_balancing``): weighted round robin, or a consistent hash of a
@@ -33,6 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_PREFIX = "dev-insecure-"
+MIN_KEY_BYTES = 32
+MIN_KEY_DISTINCT = 10
+_KEY_MARK = "webook_key"
 
 
 class Mode(StrEnum):
@@ -44,8 +51,31 @@ class Mode(StrEnum):
 
 
 def dev_secret(name: str) -> Any:
-    """A ``SecretStr`` field whose default is a marked, insecure development value."""
-    return Field(default=SecretStr(f"{DEV_SECRET_PREFIX}{name}"), repr=False)
+    """A key: a ``SecretStr`` field whose default is a marked, insecure development value.
+
+    In prod mode it must be set, to at least :data:`MIN_KEY_BYTES` random-looking bytes.
+    """
+    return Field(
+        default=SecretStr(f"{DEV_SECRET_PREFIX}{name}"),
+        repr=False,
+        json_schema_extra={_KEY_MARK: True},
+    )
+
+
+def key_problem(name: str, value: SecretStr) -> str | None:
+    """Why ``value`` is not acceptable as key ``name`` in prod, or ``None`` if it is."""
+    secret = value.get_secret_value()
+    if secret.startswith(DEV_SECRET_PREFIX):
+        return (
+            f"{name} still has its development default; set it in the environment "
+            "or the settings file before running in prod mode"
+        )
+    if len(secret.encode()) < MIN_KEY_BYTES or len(set(secret)) < MIN_KEY_DISTINCT:
+        return (
+            f"{name} must be at least {MIN_KEY_BYTES} bytes of random material "
+            f"(e.g. `openssl rand -hex {MIN_KEY_BYTES}`)"
+        )
+    return None
 
 
 class BaseServiceSettings(BaseSettings):
@@ -53,7 +83,7 @@ class BaseServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WEBOOK_", extra="ignore", frozen=True)
 
-    mode: Mode = Mode.DEV
+    mode: Mode = Mode.PROD
     log_level: str = "INFO"
     # Port for the Prometheus /metrics endpoint; 0 picks a free one, -1 disables it.
     metrics_port: int = 0
@@ -69,16 +99,17 @@ class BaseServiceSettings(BaseSettings):
     shutdown_grace: float = 10.0
 
     @model_validator(mode="after")
-    def _refuse_dev_secrets_in_prod(self) -> Self:
-        if self.mode is Mode.PROD:
-            for name, value in self:
-                if isinstance(value, SecretStr) and value.get_secret_value().startswith(
-                    DEV_SECRET_PREFIX
-                ):
-                    raise ValueError(
-                        f"{name} still has its development default; set it in the environment "
-                        "or the settings file before running in prod mode"
-                    )
+    def _refuse_weak_keys_in_prod(self) -> Self:
+        if self.mode is not Mode.PROD:
+            return self
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra
+            if not (isinstance(extra, dict) and extra.get(_KEY_MARK)):
+                continue
+            value = getattr(self, name)
+            problem = key_problem(name, value) if isinstance(value, SecretStr) else None
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ import pytest
 
 from devstack.__main__ import DevSettings, Stack
 from devstack.catalog import CATALOG, MAX_REPLICAS
+from devstack.credentials import stack_credentials
 from devstack.infra import free_port, free_port_block, port_in_use
 
 pytestmark = pytest.mark.e2e
@@ -47,15 +49,28 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     return predicate()
 
 
-def _registered(etcd_port: int, service: str) -> list[dict[str, Any]]:
+def _etcd_token(etcd_port: int, run_dir: Path) -> str:
+    """A token of etcd's ``root``: the stack runs etcd with authentication on."""
+    root = stack_credentials(run_dir).etcd_root
+    body = json.dumps({"name": root.username, "password": root.password}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{etcd_port}/v3/auth/authenticate", body)
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return str(json.loads(answer.read())["token"])
+
+
+def _registered(etcd_port: int, run_dir: Path, service: str) -> list[dict[str, Any]]:
     """Registration records under the service's registry prefix (etcd's JSON gateway)."""
     prefix = f"/webook/services/{service}/".encode()
     end = prefix[:-1] + bytes([prefix[-1] + 1])
     body = json.dumps(
         {"key": base64.b64encode(prefix).decode(), "range_end": base64.b64encode(end).decode()}
     ).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{etcd_port}/v3/kv/range", data=body)
-    with urllib.request.urlopen(request, timeout=5) as answer:
+    url = f"http://127.0.0.1:{etcd_port}/v3/kv/range"
+    anonymous = urllib.request.Request(url, data=body)
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(anonymous, timeout=5)  # etcd refuses a caller without a login
+    headers = {"Authorization": _etcd_token(etcd_port, run_dir)}
+    with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=5) as answer:
         kvs = json.loads(answer.read()).get("kvs", [])
     return [json.loads(base64.b64decode(kv["value"])) for kv in kvs]
 
@@ -178,7 +193,17 @@ def test_launcher_starts_suite_and_stops_everything_on_ctrl_c(
         assert expected in names
     assert sum("services.user" in " ".join(c.cmdline()) for c in children) == 2
     # An instance registers right after it starts serving.
-    assert _wait(lambda: len(_registered(int(env["WEBOOK_DEV_ETCD_PORT"]), "user")) == 2, 30)
+    assert _wait(
+        lambda: (
+            len(
+                _registered(
+                    int(env["WEBOOK_DEV_ETCD_PORT"]), Path(env["WEBOOK_DEV_RUN_DIR"]), "user"
+                )
+            )
+            == 2
+        ),
+        30,
+    )
     _signup_through_gateway(gateway_port)
 
     code = launcher.stop(signal.SIGINT)
@@ -211,9 +236,11 @@ def test_sigkill_leaves_nothing_and_settings_reach_their_process(
     launcher = launch(env, "--only", "user")
     launcher.wait_up()
     etcd_port = int(env["WEBOOK_DEV_ETCD_PORT"])
-    assert _wait(lambda: len(_registered(etcd_port, "user")) == 1, 30)
+    assert _wait(
+        lambda: len(_registered(etcd_port, Path(env["WEBOOK_DEV_RUN_DIR"]), "user")) == 1, 30
+    )
 
-    [record] = _registered(etcd_port, "user")
+    [record] = _registered(etcd_port, Path(env["WEBOOK_DEV_RUN_DIR"]), "user")
     assert record["zone"] == "from-the-environment"
     assert record["version"] == "from-the-file"
     assert record["addr"] == f"127.0.0.1:{env['WEBOOK_DEV_GRPC_BASE_PORT']}"

@@ -13,13 +13,12 @@ from pydantic import ValidationError
 
 from devstack.infra import ManagedProcess, free_port
 from devstack.suite import grpc_serving
+from kit.tests.process_env import process_env
 from services.user.settings import UserSettings
 
 
 def _env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBOOK_")}
-    env.update({f"WEBOOK_USER_{k.upper()}": v for k, v in settings.items()})
-    return env
+    return process_env("WEBOOK_USER_", **settings)
 
 
 def test_settings_read_the_user_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +34,7 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("WEBOOK_USER_"):
             monkeypatch.delenv(key)
-    settings = UserSettings()
+    settings = UserSettings(mode="dev")
     assert settings.database_url == "sqlite+aiosqlite:///.run/user.db"
     assert (settings.bcrypt_cost, settings.profile_cache_ttl_seconds) == (10, 900)
 
