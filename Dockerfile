@@ -16,6 +16,7 @@ WORKDIR /app
 COPY pyproject.toml requirements.lock README.md ./
 COPY gen/ gen/
 COPY kit/ kit/
+COPY clients/ clients/
 COPY gateway/ gateway/
 COPY services/ services/
 # Every dependency at the version the lock pins. The project itself is installed in

@@ -52,6 +52,9 @@ from devstack.infra import (
     redis_process,
 )
 
+# The article service's fixtures for its peers' tests (article_address, author).
+pytest_plugins = ["clients.tests.fixtures"]
+
 TEST_MODE_PREFIXES = (
     "WEBOOK_",
     "WEBOOK_GATEWAY_",

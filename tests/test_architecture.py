@@ -1,6 +1,8 @@
 """Layering rules (docs/development.md), checked on the import graph and our own literals.
 
-- services never import each other (they talk through generated stubs or events);
+- services never import each other (they talk through generated stubs or events); what two
+  services share about a third (a typed client of it) lives in ``clients/``, which imports
+  no service and no gateway code;
 - ``kit`` knows nothing of services or the gateway: it imports neither and writes no
   service's name as a string; the local stack lists services in ``devstack/catalog.py``
   alone, so adding a service to it is one entry;
@@ -48,6 +50,16 @@ def test_services_do_not_import_each_other() -> None:
                 parts = name.split(".")
                 if parts[0] == "services" and len(parts) > 1 and parts[1] != service:
                     offences.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offences, offences
+
+
+def test_clients_import_no_service_nor_the_gateway() -> None:
+    offences = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in _python_files("clients")
+        for name in _imports(path)
+        if name.split(".")[0] in ("services", "gateway")
+    ]
     assert not offences, offences
 
 

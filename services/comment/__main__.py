@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Unpack
 
+from clients.article import PublishedArticleTargets
 from kit.grpcx.cli import run_service
 from kit.grpcx.client import ServiceClients
 from kit.grpcx.process import RunnerOptions, wire_backends
 from kit.grpcx.server import ServiceRunner
 from services.comment.grpc_api import CommentServicer
-from services.comment.peers import PublishedArticleTargets
 from services.comment.repository import SqlUnitOfWork
 from services.comment.repository.cache import FirstPageCache
 from services.comment.service import CommentService

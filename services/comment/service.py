@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
+from clients.article import Targets, TargetsUnavailable
 from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
 from kit.sql import WriteConflict as WriteConflict
 from kit.sql import retry_on_conflict
@@ -79,22 +80,6 @@ class CommentRepository(Protocol):
 
     async def counts(self, biz: str, biz_ids: list[int]) -> dict[int, int]:
         """Comment counts of these objects (0 for those without comments)."""
-        ...
-
-
-class TargetsUnavailable(Exception):
-    """Whether an object exists could not be learnt from its owner."""
-
-
-class Targets(Protocol):
-    """The owners of the objects that can be commented on (the article service)."""
-
-    async def exists(self, biz: str, biz_id: int) -> bool:
-        """Whether object ``(biz, biz_id)`` exists (an article: is published now); ``biz`` is
-        one of :data:`~services.comment.domain.KNOWN_BIZ`.
-
-        Raises :class:`TargetsUnavailable` when the owner cannot be asked.
-        """
         ...
 
 

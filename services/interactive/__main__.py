@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Unpack
 
+from clients.article import PublishedArticleTargets
 from kit.grpcx.cli import run_service
 from kit.grpcx.client import ServiceClients
 from kit.grpcx.process import RunnerOptions, consumer_config, wire_backends
 from kit.grpcx.server import ServiceRunner
 from services.interactive.events import read_event_consumer
 from services.interactive.grpc_api import InteractiveServicer
-from services.interactive.peers import PublishedArticleTargets
 from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache, LocalCounts
 from services.interactive.service import InteractiveService

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+from clients.article import Targets, TargetsUnavailable
 from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
 from kit.sql import WriteConflict as WriteConflict
 from kit.sql import transact
@@ -93,22 +94,6 @@ class InteractiveRepository(Protocol):
     async def flags(self, biz: str, biz_id: int, uid: int) -> Flags:
         """Whether ``uid`` likes the object and has it in one of its collections (one query;
         fills the cached flags)."""
-        ...
-
-
-class TargetsUnavailable(Exception):
-    """Whether an object exists could not be learnt from its owner."""
-
-
-class Targets(Protocol):
-    """The owners of the objects that can be liked or collected (the article service)."""
-
-    async def exists(self, biz: str, biz_id: int) -> bool:
-        """Whether object ``(biz, biz_id)`` exists (an article: is published now); ``biz`` is
-        one of :data:`~services.interactive.domain.KNOWN_BIZ`.
-
-        Raises :class:`TargetsUnavailable` when the owner cannot be asked.
-        """
         ...
 
 

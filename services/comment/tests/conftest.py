@@ -13,12 +13,12 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from clients.tests.articles import stand_in_articles
 from kit.config import Mode
 from kit.migrations import migrated_and_emptied
 from services.comment.__main__ import build_runner
 from services.comment.repository.dao import Base
 from services.comment.settings import CommentSettings
-from services.comment.tests.articles import stand_in_articles
 from webook.comment.v1.comment_pb2_grpc import CommentServiceStub
 
 if TYPE_CHECKING:

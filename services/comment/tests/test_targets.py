@@ -10,13 +10,13 @@ and deleting the comments of a withdrawn article still work.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
+from clients.tests.articles import ArticleAuthor, FakeTargets
 from devstack.infra import free_port
 from kit.config import Mode
 from kit.errors import AppError, ErrorKind
@@ -25,7 +25,6 @@ from services.comment.__main__ import build_runner
 from services.comment.errors import DOMAIN, Reason
 from services.comment.service import CommentService
 from services.comment.settings import CommentSettings
-from services.comment.tests.articles import ArticleAuthor, FakeTargets, article_process
 from webook.comment.v1 import comment_pb2
 from webook.comment.v1.comment_pb2_grpc import CommentServiceStub
 
@@ -37,23 +36,6 @@ pytestmark = pytest.mark.integration
 
 ARTICLE = "article"
 READER = 31
-
-
-@pytest.fixture(scope="module")
-def article_address(
-    tmp_path_factory: pytest.TempPathFactory, infra_dir: Path, redis_url: str, kafka_bootstrap: str
-) -> Iterator[str]:
-    """The real article service, once for this module."""
-    data_dir = tmp_path_factory.mktemp("article-data")
-    with article_process(data_dir, infra_dir, redis_url, kafka_bootstrap) as address:
-        yield address
-
-
-@pytest.fixture
-async def author(article_address: str) -> AsyncIterator[ArticleAuthor]:
-    """Writes articles on the real article service."""
-    async with ArticleAuthor.at(article_address) as writer:
-        yield writer
 
 
 async def _comments(

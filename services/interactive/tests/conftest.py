@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from clients.tests.articles import FakeTargets
 from kit.migrations import migrated_and_emptied
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
@@ -19,7 +20,6 @@ from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache
 from services.interactive.repository.dao import Base
 from services.interactive.service import InteractiveService
-from services.interactive.tests.articles import FakeTargets
 from services.interactive.tests.stack import InteractiveStack, started_local
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from clients.tests.articles import stand_in_articles
 from kit.config import Mode
 from kit.events import EventProducer, ProducerConfig
 from kit.grpcx.errors import app_error_from_rpc
@@ -25,7 +26,6 @@ from services.interactive.__main__ import build_runner
 from services.interactive.errors import DOMAIN, Reason
 from services.interactive.events import ARTICLE_READ_TOPIC
 from services.interactive.settings import InteractiveSettings
-from services.interactive.tests.articles import stand_in_articles
 from webook.events.v1 import events_pb2
 from webook.interactive.v1 import interactive_pb2
 from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceStub

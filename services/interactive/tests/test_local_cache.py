@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from clients.tests.articles import FakeTargets
 from devstack.infra import ManagedProcess
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
@@ -34,7 +35,6 @@ from services.interactive.repository.cache import (
     counts_key,
 )
 from services.interactive.service import InteractiveService
-from services.interactive.tests.articles import FakeTargets
 from services.interactive.tests.stack import started_local, wait_until_fresh
 
 ARTICLE = "article"

@@ -12,12 +12,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from clients.tests.articles import article_process
 from devstack.infra import ManagedProcess, free_port
 from devstack.suite import grpc_serving
 from kit.config import Mode
 from kit.tests.process_env import process_env
 from services.interactive.settings import InteractiveSettings
-from services.interactive.tests.articles import article_process
 from webook.article.v1 import article_pb2, article_pb2_grpc
 from webook.interactive.v1 import interactive_pb2, interactive_pb2_grpc
 

@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from clients.tests.articles import FakeTargets
 from kit.events import (
     BatchConsumer,
     ConsumedEvent,
@@ -34,7 +35,6 @@ from services.interactive.events import ReadCounter, decode_article_read
 from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache
 from services.interactive.service import InteractiveService
-from services.interactive.tests.articles import FakeTargets
 from webook.events.v1 import events_pb2
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,12 @@ from typing import Self
 
 import pytest
 
+from clients.tests.articles import FakeTargets
 from kit.errors import AppError, ErrorKind
 from services.interactive.domain import Counts, Flags
 from services.interactive.errors import DOMAIN, Reason
 from services.interactive.events import decode_article_read
 from services.interactive.service import WRITE_ATTEMPTS, InteractiveService, WriteConflict
-from services.interactive.tests.articles import FakeTargets
 from webook.events.v1 import events_pb2
 
 

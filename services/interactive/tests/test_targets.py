@@ -9,7 +9,7 @@ Rule under test: ``Like``/``Collect`` need a known ``biz`` (else INVALID_ARGUMEN
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from clients.article import PublishedArticleTargets, TargetsUnavailable
+from clients.tests.articles import ArticleAuthor, stand_in_articles
 from devstack.infra import free_port
 from kit.config import Mode
 from kit.grpcx.client import ServiceClients
@@ -24,10 +26,7 @@ from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
 from services.interactive.__main__ import build_runner
 from services.interactive.errors import DOMAIN, Reason
-from services.interactive.peers import PublishedArticleTargets
-from services.interactive.service import TargetsUnavailable
 from services.interactive.settings import InteractiveSettings
-from services.interactive.tests.articles import ArticleAuthor, article_process, stand_in_articles
 from webook.interactive.v1 import interactive_pb2
 from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceStub
 
@@ -38,23 +37,6 @@ pytestmark = pytest.mark.integration
 
 ARTICLE = "article"
 READER = 21
-
-
-@pytest.fixture(scope="module")
-def article_address(
-    tmp_path_factory: pytest.TempPathFactory, infra_dir: Path, redis_url: str, kafka_bootstrap: str
-) -> Iterator[str]:
-    """The real article service, once for this module."""
-    data_dir = tmp_path_factory.mktemp("article-data")
-    with article_process(data_dir, infra_dir, redis_url, kafka_bootstrap) as address:
-        yield address
-
-
-@pytest.fixture
-async def author(article_address: str) -> AsyncIterator[ArticleAuthor]:
-    """Writes articles on the real article service."""
-    async with ArticleAuthor.at(article_address) as writer:
-        yield writer
 
 
 async def _interactive(

@@ -1,6 +1,6 @@
-"""The article service as the interactive tests see it: fakes, a stand-in and the real one.
+"""The article service as its peers' tests see it: fakes, a stand-in and the real one.
 
-- :class:`FakeTargets`: the :class:`~services.interactive.service.Targets` port in memory;
+- :class:`FakeTargets`: the :class:`~clients.article.Targets` port in memory;
 - :func:`stand_in_articles`: a gRPC server answering ``ArticleService.PublishedExists`` from
   a predicate, on a real port (any other method answers UNIMPLEMENTED);
 - :func:`article_process`: the real article service (``python -m services.article``) as a
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from clients.article import TargetsUnavailable
 from devstack.infra import free_port
 from devstack.suite import Infra, migrate, service_process
-from services.interactive.service import TargetsUnavailable
 from webook.article.v1 import article_pb2
 from webook.article.v1.article_pb2_grpc import ArticleServiceStub
 

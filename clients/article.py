@@ -1,16 +1,15 @@
-"""The article service as the owner of what can be liked or collected.
+"""The article service as the owner of what can be liked, collected or commented on.
 
-:class:`PublishedArticleTargets` implements :class:`~services.interactive.service.Targets`
-with ``ArticleService.PublishedExists`` through :class:`kit.grpcx.client.ServiceClients`,
-with a short per-call timeout since it sits on the write path. Any failure (no instance,
-timeout, breaker open, refusal) becomes
-:class:`~services.interactive.service.TargetsUnavailable`, and the like fails closed.
+:class:`PublishedArticleTargets` implements :class:`Targets` with
+``ArticleService.PublishedExists`` through :class:`kit.grpcx.client.ServiceClients`, with a
+short per-call timeout since it sits on the write path. Any failure (no instance, timeout,
+breaker open, refusal) becomes :class:`TargetsUnavailable`, and the write fails closed.
 
 Keeping the hot path cheap: a "published" answer is remembered in process for ``ttl_s``
-seconds (a popular article is asked about once per TTL, not once per like). That is the
-staleness it allows: an article withdrawn less than ``ttl_s`` ago may still take a like or
-a collect from this replica. "Not published" is never remembered, so an article is likeable
-as soon as it is published.
+seconds (a popular article is asked about once per TTL, not once per like or comment). That
+is the staleness it allows: an article withdrawn less than ``ttl_s`` ago may still take a
+like, a collect or a comment from this replica. "Not published" is never remembered, so an
+article can be interacted with as soon as it is published.
 """
 
 from __future__ import annotations
@@ -20,24 +19,40 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final, Protocol
 
 import grpc
 
 from kit.errors import AppError
 from kit.grpcx.client import ServiceClients
-from services.interactive.domain import ARTICLE_BIZ
-from services.interactive.service import TargetsUnavailable
 from webook.article.v1 import article_pb2, article_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 # The service that owns articles (a workload name, as in the devstack catalog's peers).
-ARTICLE_SERVICE = "article"
+ARTICLE_SERVICE: Final = "article"
+# The ``biz`` of articles in likes, collects and comments.
+ARTICLE_BIZ: Final = "article"
 DEFAULT_TIMEOUT_S = 0.5
 DEFAULT_TTL_S = 5.0
 DEFAULT_MAX_ENTRIES = 10_000
 # What a call to another service can fail with: a status, or no address configured at all.
 _CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
+
+
+class TargetsUnavailable(Exception):
+    """Whether an object exists could not be learnt from its owner."""
+
+
+class Targets(Protocol):
+    """The owners of the objects users interact with (today: the article service)."""
+
+    async def exists(self, biz: str, biz_id: int) -> bool:
+        """Whether object ``(biz, biz_id)`` exists (an article: is published now).
+
+        Raises :class:`TargetsUnavailable` when the owner cannot be asked.
+        """
+        ...
 
 
 class PublishedArticleTargets:
