@@ -39,10 +39,12 @@ from devstack.catalog import CATALOG
 from devstack.credentials import (
     SecureEtcd,
     StackCredentials,
-    bootstrap_etcd,
     stack_credentials,
     url_with_credential,
     write_redis_acl_file,
+)
+from devstack.credentials import (
+    secure_etcd as start_secure_etcd,
 )
 from devstack.infra import (
     ManagedProcess,
@@ -96,18 +98,8 @@ SECURE_ETCD_PREFIX = "/webook-secure/services"
 @pytest.fixture(scope="session")
 def secure_etcd(infra_dir: Path) -> Iterator[SecureEtcd]:
     """An etcd of the session with authentication on (``root``, one user per workload)."""
-    state = infra_dir / "secure-etcd"
-    port = free_port()
-    proc = etcd_process(state / "data", port, free_port(), state)
-    proc.die_with_parent = True
-    proc.start()
-    try:
-        credentials = stack_credentials(state)
-        endpoint = f"127.0.0.1:{port}"
-        bootstrap_etcd(endpoint, credentials, SECURE_ETCD_PREFIX)
-        yield SecureEtcd(proc, endpoint, SECURE_ETCD_PREFIX, credentials)
-    finally:
-        proc.stop()
+    with start_secure_etcd(infra_dir / "secure-etcd", SECURE_ETCD_PREFIX) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,8 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -38,7 +39,7 @@ from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 from aetcd.rpc.auth_pb2 import Permission
 
 from devstack.catalog import CATALOG
-from devstack.infra import ManagedProcess
+from devstack.infra import ManagedProcess, etcd_process, free_port, redis_process
 from devstack.tls import GATEWAY, stack_identities
 
 logger = logging.getLogger(__name__)
@@ -307,6 +308,44 @@ class SecureEtcd:
     endpoint: str
     registry_prefix: str
     credentials: StackCredentials
+
+
+@contextmanager
+def secure_etcd(state_dir: Path, registry_prefix: str) -> Iterator[SecureEtcd]:
+    """An etcd of its own on free ports with authentication on, stopped on exit.
+
+    Its users are the stack's (:func:`stack_credentials` of ``state_dir``), with grants under
+    ``registry_prefix``. A test stack uses one of its own so that no other stack shares its
+    registry.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = etcd_process(state_dir / "etcd-data", port, free_port(), state_dir)
+    proc.die_with_parent = True
+    proc.start()
+    try:
+        credentials = stack_credentials(state_dir)
+        endpoint = f"127.0.0.1:{port}"
+        bootstrap_etcd(endpoint, credentials, registry_prefix)
+        yield SecureEtcd(proc, endpoint, registry_prefix, credentials)
+    finally:
+        proc.stop()
+
+
+@contextmanager
+def acl_redis(state_dir: Path, credentials: StackCredentials) -> Iterator[str]:
+    """A redis-server of its own whose users are the stack's (``default`` disabled); yields
+    its URL without a user (each process gets its own written in), stopped on exit."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    acl_file = write_redis_acl_file(state_dir / "redis-users.acl", credentials)
+    port = free_port()
+    proc = redis_process(port, state_dir, acl_file=acl_file)
+    proc.die_with_parent = True
+    proc.start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.stop()
 
 
 # --- Redis --------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 The services are those of :mod:`devstack.catalog` that exist, started in parallel as
 ``make run`` starts them (:func:`devstack.suite.start_services`), except search, which
-``test_search.py`` runs itself because it stops it and rebuilds its index. The stack uses
-the session's real Redis, etcd and broker (root conftest) and SQLite databases in a
-temporary directory, which also holds the sms service's local SMS log (login codes are
+``test_search.py`` runs itself because it stops it and rebuilds its index. As in production,
+every process logs in to the infrastructure as itself: the stack has an etcd with
+authentication on and a Redis with one ACL user per workload of its own
+(:mod:`devstack.credentials`), the session's broker (root conftest), and SQLite databases
+in a temporary directory, which also holds the sms service's local SMS log (login codes are
 read from it). The gateway discovers the services through etcd and logs in with WeChat
 through the emulator. Every gRPC hop runs over mutual TLS, with a CA and certificates made
 in the data directory (:func:`devstack.tls.stack_pki`). Logs of every process land in the
@@ -21,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.credentials import SecureEtcd, acl_redis, secure_etcd
 from devstack.infra import ManagedProcess, free_port, stop_all
 from devstack.suite import (
     Infra,
@@ -33,6 +36,7 @@ from devstack.suite import (
 from devstack.tls import stack_pki
 
 USER_AGENT = "webook-e2e/1.0"
+REGISTRY_PREFIX = "/webook-e2e/services"
 # Short, so that a test can log in twice with one phone; the 60 s default is tested in
 # services/sms and, through a fake, in gateway/tests.
 SMS_RESEND_INTERVAL_S = 0.5
@@ -58,23 +62,38 @@ class RunningStack:
 
 
 @pytest.fixture(scope="session")
+def e2e_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureEtcd]:
+    """The stack's etcd, authentication on, its users the workloads'."""
+    with secure_etcd(tmp_path_factory.mktemp("e2e-etcd"), REGISTRY_PREFIX) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def e2e_redis(tmp_path_factory: pytest.TempPathFactory, e2e_etcd: SecureEtcd) -> Iterator[str]:
+    """The stack's Redis, one ACL user per workload; its URL without a user."""
+    with acl_redis(tmp_path_factory.mktemp("e2e-redis"), e2e_etcd.credentials) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
     infra_dir: Path,
-    redis_url: str,
-    etcd_endpoint: str,
+    e2e_etcd: SecureEtcd,
+    e2e_redis: str,
     kafka_bootstrap: str,
 ) -> Iterator[RunningStack]:
     """Every service that exists, the WeChat emulator and the gateway, once per e2e session."""
     data_dir = tmp_path_factory.mktemp("e2e-data")
     sms_log = data_dir / "sms.log"
     infra = Infra(
-        redis_url=redis_url.rsplit("/", 1)[0] + "/1",
-        etcd_endpoints=[etcd_endpoint],
+        redis_url=e2e_redis,
+        etcd_endpoints=[e2e_etcd.endpoint],
         kafka_bootstrap=kafka_bootstrap,
         database_url=f"sqlite+aiosqlite:///{data_dir}",
         mode="test",
         extra_env={
+            "{PREFIX}REGISTRY_PREFIX": REGISTRY_PREFIX,
             "{PREFIX}BCRYPT_COST": "4",
             "{PREFIX}CODE__RESEND_INTERVAL_S": str(SMS_RESEND_INTERVAL_S),
             # Short consumer-group timings (the broker takes half the session timeout to
@@ -88,6 +107,7 @@ def stack(
         },
         sms_log_file=str(sms_log),
         pki=stack_pki(data_dir),
+        credentials=e2e_etcd.credentials,
     )
     names = [name for name in available_services() if name != "search"]
     gateway_port, wechat_port = free_port(), free_port()

@@ -29,7 +29,9 @@ def limited_gateways(stack: RunningStack) -> Iterator[list[str]]:
     """Two gateways sharing a per-IP login limit and a cluster-wide limit through Redis."""
     edge = {
         "trusted_proxies": ["127.0.0.1/32"],
-        "redis_key_prefix": f"e2e-{uuid.uuid4().hex[:8]}",
+        # Within the gateway's Redis ACL key patterns (webook:ratelimit:*), as any prefix
+        # must be: outside them Redis refuses, and the limits fall back to each replica.
+        "redis_key_prefix": f"webook:ratelimit:e2e-{uuid.uuid4().hex[:8]}",
         "rate_limits": [
             {
                 "name": "login_ip",

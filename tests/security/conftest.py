@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.credentials import SecureEtcd, write_redis_acl_file
-from devstack.infra import ManagedProcess, free_port, redis_process, stop_all
+from devstack.credentials import SecureEtcd, acl_redis
+from devstack.infra import ManagedProcess, free_port, stop_all
 from devstack.suite import Infra, gateway_process, service_process, start_services
 from devstack.tls import stack_pki
 from kit.security.pki import Pki
@@ -53,35 +53,30 @@ class SecureStack:
 
 
 @pytest.fixture(scope="session")
-def stack_redis(
-    tmp_path_factory: pytest.TempPathFactory, secure_etcd: SecureEtcd
-) -> Iterator[ManagedProcess]:
-    """A Redis whose users are the workloads' (``default`` disabled)."""
-    state = tmp_path_factory.mktemp("security-redis")
-    acl_file = write_redis_acl_file(state / "users.acl", secure_etcd.credentials)
-    proc = redis_process(free_port(), state, acl_file=acl_file)
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="session")
 def secure_stack(
     tmp_path_factory: pytest.TempPathFactory,
     infra_dir: Path,
     secure_etcd: SecureEtcd,
-    stack_redis: ManagedProcess,
     kafka_bootstrap: str,
 ) -> Iterator[SecureStack]:
     """The stack, started once for the security tests."""
     state = tmp_path_factory.mktemp("security-stack")
     pki = stack_pki(state)
-    redis_port = stack_redis.argv[stack_redis.argv.index("--port") + 1]
+    with acl_redis(state / "redis", secure_etcd.credentials) as redis_url:
+        yield from _running(state, pki, secure_etcd, redis_url, infra_dir, kafka_bootstrap)
+
+
+def _running(
+    state: Path,
+    pki: Pki,
+    secure_etcd: SecureEtcd,
+    redis_url: str,
+    infra_dir: Path,
+    kafka_bootstrap: str,
+) -> Iterator[SecureStack]:
     infra = Infra(
         # Without a user: each process gets its own written in (Infra.credentials).
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        redis_url=redis_url,
         etcd_endpoints=[secure_etcd.endpoint],
         kafka_bootstrap=kafka_bootstrap,
         database_url=f"sqlite+aiosqlite:///{state}",
