@@ -38,6 +38,7 @@ from typing import Any, Final
 import httpx
 import psutil
 
+from devstack.credentials import bootstrap_etcd, stack_credentials, write_redis_acl_file
 from devstack.infra import (
     ManagedProcess,
     etcd_process,
@@ -134,8 +135,10 @@ def stack_infra(
         mode="test",
         extra_env=env,
         sms_log_file=str(scratch / "sms.log"),
-        # Every gRPC hop over mutual TLS, as in production.
+        # As in production: every gRPC hop over mutual TLS, every process logged in to etcd
+        # and Redis as itself.
         pki=stack_pki(scratch),
+        credentials=stack_credentials(scratch),
     )
     return infra, ports
 
@@ -168,9 +171,12 @@ def running_stack(
             proc.start(timeout=START_TIMEOUT_S)
             return proc
 
+        credentials = stack_credentials(scratch)  # the ones stack_infra handed the processes
         etcd = start(etcd_process(scratch / "etcd-data", ports["etcd"], ports["etcd_peer"], logs))
+        bootstrap_etcd(infra.etcd_endpoints[0], credentials)
         kafka = start(kafka_process(ports["kafka"], logs))
-        redis = start(redis_process(ports["redis"], logs))
+        acl_file = write_redis_acl_file(scratch / "redis-users.acl", credentials)
+        redis = start(redis_process(ports["redis"], logs, acl_file=acl_file))
         for name in names:
             migrate(name, infra, logs)
         instances = {
