@@ -16,6 +16,7 @@ session's infra dir.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from devstack.suite import (
 from devstack.tls import stack_pki
 
 USER_AGENT = "webook-e2e/1.0"
+PASSWORD = "hello#world123"
 REGISTRY_PREFIX = "/webook-e2e/services"
 # Short, so that a test can log in twice with one phone; the 60 s default is tested in
 # services/sms and, through a fake, in gateway/tests.
@@ -147,3 +149,22 @@ async def client(stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
         base_url=stack.base_url, headers={"User-Agent": USER_AGENT}, timeout=10
     ) as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def search_process(stack: RunningStack) -> Iterator[ManagedProcess]:
+    """A search service in the session's stack (its index in the stack's data directory);
+    search is not part of ``stack``, since some tests stop it and rebuild its index."""
+    proc = service_process("search", stack.infra, free_port(), stack.log_dir)
+    proc.start(timeout=60)
+    yield proc
+    proc.stop()
+
+
+async def signed_up(client: httpx.AsyncClient, prefix: str) -> dict[str, str]:
+    """Sign up and log in a new user (``<prefix>-<random>@example.com``); its headers."""
+    email = f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+    body = {"email": email, "password": PASSWORD, "confirmPassword": PASSWORD}
+    assert (await client.post("/users/signup", json=body)).json()["code"] == 0
+    login = await client.post("/users/login", json={"email": email, "password": PASSWORD})
+    return {"Authorization": f"Bearer {login.headers['x-jwt-token']}"}

@@ -16,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from devstack.infra import ManagedProcess, free_port
-from devstack.suite import service_process
+from devstack.infra import ManagedProcess
 from services.search.tests.hostile import hostile_queries
-from tests.e2e.conftest import USER_AGENT, RunningStack
+from tests.e2e.conftest import USER_AGENT, RunningStack, signed_up
 
 pytestmark = pytest.mark.e2e
 
@@ -39,21 +37,8 @@ ORDINARY_EVERY = 5
 SYNC_DEADLINE_S = 30.0
 
 
-@pytest.fixture(scope="module")
-def search_process(stack: RunningStack) -> Iterator[ManagedProcess]:
-    """A search service in the session's stack (its index in the stack's data directory)."""
-    proc = service_process("search", stack.infra, free_port(), stack.log_dir)
-    proc.start(timeout=60)
-    yield proc
-    proc.stop()
-
-
 async def _login(client: httpx.AsyncClient) -> dict[str, str]:
-    email = f"hostile-{uuid.uuid4().hex[:10]}@example.com"
-    body = {"email": email, "password": PASSWORD, "confirmPassword": PASSWORD}
-    assert (await client.post("/users/signup", json=body)).json()["code"] == 0
-    login = await client.post("/users/login", json={"email": email, "password": PASSWORD})
-    return {"Authorization": f"Bearer {login.headers['x-jwt-token']}"}
+    return await signed_up(client, "hostile")
 
 
 async def _search(client: httpx.AsyncClient, q: str) -> tuple[int, dict[str, Any]]:

@@ -25,10 +25,6 @@ from typing import Any, Protocol
 import grpc
 import grpc.aio
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -49,6 +45,7 @@ from kit.governance import (
     declared_policy,
 )
 from kit.governance.tests.support import ManualClock, ScriptedUserService
+from kit.security.pki import cert_pem, create_ca, issue_workload, key_pem
 from webook.user.v1 import user_pb2, user_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -60,79 +57,20 @@ BARE_CALL = "/authz.test.v1.Bare/Call"
 
 
 class CertificateAuthority:
-    """A throw-away EC P-256 CA issuing workload certificates as the mesh's CA does."""
+    """A throw-away CA issuing workload certificates as the mesh's CA does (kit.security.pki)."""
 
     def __init__(self) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webook test CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        self._name = name
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
-        self.pem = self._cert.public_bytes(serialization.Encoding.PEM)
+        self._cert, self._key = create_ca(valid_for=datetime.timedelta(days=1))
+        self.pem = cert_pem(self._cert)
         self._issued: dict[str, tuple[bytes, bytes]] = {}
 
     def issue(self, workload: str) -> tuple[bytes, bytes]:
         """(key PEM, certificate PEM) naming ``workload`` by URI and DNS SAN."""
         if workload not in self._issued:
-            key = ec.generate_private_key(ec.SECP256R1())
-            now = datetime.datetime.now(datetime.UTC)
-            cert = (
-                x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, workload)]))
-                .issuer_name(self._name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(hours=1))
-                .add_extension(
-                    x509.SubjectAlternativeName(
-                        [
-                            x509.UniformResourceIdentifier(f"spiffe://webook/{workload}"),
-                            x509.DNSName(f"{workload}.webook.internal"),
-                        ]
-                    ),
-                    critical=False,
-                )
-                .add_extension(
-                    x509.ExtendedKeyUsage(
-                        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                    ),
-                    critical=False,
-                )
-                .sign(self._key, hashes.SHA256())
+            cert, key = issue_workload(
+                workload, self._cert, self._key, valid_for=datetime.timedelta(hours=1)
             )
-            self._issued[workload] = (
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ),
-                cert.public_bytes(serialization.Encoding.PEM),
-            )
+            self._issued[workload] = (key_pem(key), cert_pem(cert))
         return self._issued[workload]
 
 
