@@ -16,13 +16,11 @@ from tests.deploy.stack import ObservedStack, observed_stack
 def driven_stack(
     tmp_path_factory: pytest.TempPathFactory,
     infra_dir: Path,
-    redis_url: str,
-    etcd_endpoint: str,
     kafka_bootstrap: str,
 ) -> Iterator[ObservedStack]:
     """The observed stack after :func:`tests.deploy.traffic.drive`, freshly scraped."""
     work = tmp_path_factory.mktemp("observed-stack")
-    with observed_stack(work, infra_dir, redis_url, etcd_endpoint, kafka_bootstrap) as stack:
+    with observed_stack(work, infra_dir, kafka_bootstrap) as stack:
         traffic.drive(stack)
         stack.prometheus.wait_for_scrapes_after(time.time(), len(stack.live_targets()))
         yield stack

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from devstack.credentials import SecureEtcd, acl_redis, secure_etcd
 from devstack.infra import ManagedProcess, free_port, stop_all
 from devstack.suite import (
     Infra,
@@ -51,6 +52,7 @@ BURST_RULE = {
     "burst": BURST,
 }
 MAX_BODY_BYTES = 64 * 1024
+REGISTRY_PREFIX = "/webook-observed/services"
 
 
 def prometheus_binary() -> str:
@@ -180,22 +182,35 @@ def _start_prometheus(work: Path, targets: list[ScrapeTarget], log_dir: Path) ->
 
 
 @contextmanager
-def observed_stack(
-    work: Path, log_dir: Path, redis_url: str, etcd_endpoint: str, kafka_bootstrap: str
-) -> Iterator[ObservedStack]:
-    """Start everything (see the module docstring); stop it all on exit."""
+def observed_stack(work: Path, log_dir: Path, kafka_bootstrap: str) -> Iterator[ObservedStack]:
+    """Start everything (see the module docstring); stop it all on exit.
+
+    As in production, every process logs in to etcd (authentication on) and Redis (one ACL
+    user per workload) as itself: both are the stack's own.
+    """
     prometheus_binary()
+    with (
+        secure_etcd(work / "etcd", REGISTRY_PREFIX) as etcd,
+        acl_redis(work / "redis", etcd.credentials) as redis_url,
+    ):
+        yield from _observed(work, log_dir, etcd, redis_url, kafka_bootstrap)
+
+
+def _observed(
+    work: Path, log_dir: Path, etcd: SecureEtcd, redis_url: str, kafka_bootstrap: str
+) -> Iterator[ObservedStack]:
     data_dir = work / "data"
     data_dir.mkdir()
     sms_log = data_dir / "sms.log"
     infra = Infra(
-        redis_url=redis_url.rsplit("/", 1)[0] + "/2",
-        etcd_endpoints=[etcd_endpoint],
+        redis_url=redis_url,
+        etcd_endpoints=[etcd.endpoint],
         kafka_bootstrap=kafka_bootstrap,
         database_url=f"sqlite+aiosqlite:///{data_dir}",
         mode="test",
         extra_env={
             "{PREFIX}BCRYPT_COST": "4",
+            "{PREFIX}REGISTRY_PREFIX": REGISTRY_PREFIX,
             "{PREFIX}CODE__RESEND_INTERVAL_S": "0.5",
             "{PREFIX}KAFKA_SESSION_TIMEOUT_MS": "3000",
             "{PREFIX}KAFKA_HEARTBEAT_INTERVAL_MS": "500",
@@ -210,6 +225,7 @@ def observed_stack(
         },
         sms_log_file=str(sms_log),
         pki=stack_pki(work),
+        credentials=etcd.credentials,
     )
     names = available_services()
     refused = f"http://127.0.0.1:{free_port()}"
