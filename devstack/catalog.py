@@ -91,14 +91,28 @@ def _consumer_settings(_: LocalContext) -> Mapping[str, str]:
     return {"KAFKA_SESSION_TIMEOUT_MS": "3000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 
 
+def _producer_settings(_: LocalContext) -> Mapping[str, str]:
+    # The local broker (tansu, memory storage) refuses to grant producer ids, so an
+    # idempotent producer never gets to send; and it loses every event on restart, which
+    # the producer's replay window repairs (the chaos suite's broker fault relies on it).
+    # Production runs the opposite: idempotent, no replay (docs/events.md).
+    return {"KAFKA_IDEMPOTENT_PRODUCER": "false", "KAFKA_REPLAY_WINDOW_SECONDS": "60"}
+
+
 # Start order only matters for the status table; processes start in parallel.
 CATALOG: Final[tuple[ServiceSpec, ...]] = (
-    ServiceSpec("user", port_slot=0, redis_keys=("webook:user:*", "user:login:*")),
+    ServiceSpec(
+        "user",
+        port_slot=0,
+        settings=_producer_settings,
+        redis_keys=("webook:user:*", "user:login:*"),
+    ),
     ServiceSpec("sms", port_slot=1, settings=_sms_settings, redis_keys=("sms:*",)),
     ServiceSpec(
         "article",
         port_slot=2,
         peers=("user", "follow", "interactive"),
+        settings=_producer_settings,
         redis_keys=("webook:article:*",),
     ),
     ServiceSpec(

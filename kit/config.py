@@ -24,6 +24,11 @@ user of the process (``etcd_username``/``etcd_password``, required in ``prod`` m
 is used) on :class:`ClientSettings`; how Kafka clients authenticate (``kafka_security_*``,
 ``kafka_sasl_*``, ``kafka_ssl_ca_file``) on :class:`GrpcServiceSettings`. Redis and SQL
 credentials travel inside ``redis_url`` and ``database_url``.
+
+How durable events are (docs/events.md, "Production settings"): ``kafka_acks``,
+``kafka_idempotent_producer``, ``kafka_replication_factor``/``kafka_min_insync_replicas`` of
+the topics created, ``kafka_manage_topics`` and ``kafka_replay_window_seconds``, on
+:class:`GrpcServiceSettings`; contradictory values are refused when the settings are read.
 """
 
 from __future__ import annotations
@@ -248,6 +253,23 @@ class GrpcServiceSettings(ClientSettings):
     # CA certificate (PEM) the brokers' certificates are checked against under SSL and
     # SASL_SSL; empty: the system's trust store.
     kafka_ssl_ca_file: str = ""
+    # Durability of events (docs/events.md, "Production settings"). What the broker waits
+    # for before acknowledging: "all" in-sync replicas, or "1" (the partition leader alone).
+    kafka_acks: Literal["all", "1"] = "all"
+    # aiokafka's idempotent producer (needs acks "all"). Unset: on in prod mode, off in dev
+    # and test mode, whose broker (tansu) refuses to grant producer ids.
+    kafka_idempotent_producer: bool | None = None
+    # Replication of the topics this process creates: copies of each partition, and the
+    # topic's min.insync.replicas (copies written before an acks=all write succeeds).
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_min_insync_replicas: int = Field(default=1, ge=1)
+    # Create the topics the process writes or reads (and re-create them when a broker lost
+    # them); false when the operator provisions topics and the service user may not create.
+    kafka_manage_topics: bool = True
+    # Seconds of acknowledged events the producer keeps to send again when the broker shows
+    # it lost them (kit.events.producer, "Replay window"). 0, the default: off, as for a
+    # replicated cluster; the local stack turns it on, its broker loses data on restart.
+    kafka_replay_window_seconds: float = Field(default=0.0, ge=0)
     # Registration in the registry (when etcd_endpoints is not empty).
     register_instance: bool = True
     registry_ttl: int = 10
@@ -262,6 +284,30 @@ class GrpcServiceSettings(ClientSettings):
     # certificate (0: none). The authoriser answers only grpc.health.v1.Health to callers
     # without a certificate, so it serves health checks and nothing else.
     grpc_probe_port: int = Field(default=0, ge=0, le=65535)
+
+    @property
+    def kafka_idempotence(self) -> bool:
+        """Whether the producer is idempotent: ``kafka_idempotent_producer``, else prod mode."""
+        if self.kafka_idempotent_producer is None:
+            return self.mode is Mode.PROD
+        return self.kafka_idempotent_producer
+
+    @model_validator(mode="after")
+    def _kafka_durability(self) -> Self:
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                f"kafka_min_insync_replicas ({self.kafka_min_insync_replicas}) cannot exceed "
+                f"kafka_replication_factor ({self.kafka_replication_factor}): every acks=all "
+                "write would be refused"
+            )
+        if self.kafka_idempotence and self.kafka_acks != "all":
+            unset = self.kafka_idempotent_producer is None
+            raise ValueError(
+                "an idempotent Kafka producer requires kafka_acks=all"
+                + (" (it is on by default in prod mode)" if unset else "")
+                + "; set kafka_acks=all or kafka_idempotent_producer=false"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kafka_sasl_credentials(self) -> Self:

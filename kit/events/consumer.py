@@ -43,7 +43,7 @@ from opentelemetry import trace
 
 from kit.events.metrics import BATCH_SIZE, COMMIT_FAILURES, CONSUMED, CONSUMER_LAG
 from kit.events.security import KafkaSecurity
-from kit.events.topics import TopicAdmin, TopicSpec
+from kit.events.topics import TopicAdmin, TopicSpec, check_replication
 from kit.events.tracing import TRACER_NAME, producer_links
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,9 @@ class ConsumerConfig:
         lag_interval_s: how often lag is refreshed and topics are re-checked.
         manage_topics / topic_partitions: create the handler topics if missing, with this
             many partitions.
+        topic_replication_factor / topic_min_insync_replicas: the replication of the topics
+            created (:class:`~kit.events.topics.TopicSpec`; ``None``: the broker's default
+            ``min.insync.replicas``).
         auto_offset_reset: where a group without committed offsets starts.
         security: how the consumer and its topic admin authenticate to the brokers.
     """
@@ -120,6 +123,8 @@ class ConsumerConfig:
     lag_interval_s: float = 10.0
     manage_topics: bool = True
     topic_partitions: int = 3
+    topic_replication_factor: int = 1
+    topic_min_insync_replicas: int | None = None
     auto_offset_reset: str = "earliest"
     request_timeout_ms: int = 5_000
     metadata_max_age_ms: int = 30_000
@@ -129,6 +134,22 @@ class ConsumerConfig:
     stop_timeout_s: float = 10.0
     client_id: str = "webook"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def topic_spec(self, name: str) -> TopicSpec:
+        """How topic ``name`` is created when it is missing."""
+        return TopicSpec(
+            name,
+            self.topic_partitions,
+            self.topic_replication_factor,
+            self.topic_min_insync_replicas,
+        )
+
+    def __post_init__(self) -> None:
+        # Refused here rather than by the background loop's first topic check.
+        if self.topic_partitions < 1:
+            raise ValueError(f"topic_partitions must be at least 1, got {self.topic_partitions}")
+        min_insync = self.topic_min_insync_replicas
+        check_replication(self.topic_replication_factor, 1 if min_insync is None else min_insync)
 
 
 class _Reconnect(Exception):
@@ -166,7 +187,7 @@ class BatchConsumer:
             request_timeout_ms=config.request_timeout_ms,
             security=config.security,
         )
-        self._specs = [TopicSpec(name, config.topic_partitions) for name in self._handlers]
+        self._specs = [config.topic_spec(name) for name in self._handlers]
         self._committed: dict[TopicPartition, int] = {}
         self._partitions: frozenset[TopicPartition] = frozenset()
         self._has_partitions = asyncio.Event()

@@ -11,9 +11,15 @@ are dropped and counted (``webook_kafka_producer_dropped_total``); :meth:`publis
 ``False`` for them.
 
 Delivery is at-least-once while the process lives: a retry after a lost acknowledgement can
-write an event twice (the broker has no idempotent producer), and events still buffered when
-:meth:`stop`'s flush deadline passes, or when the process dies, are lost. Order is kept per
-key except across a retry (an event that failed goes back to the front of the buffer).
+write an event twice, and events still buffered when :meth:`stop`'s flush deadline passes,
+or when the process dies, are lost. Order is kept per key except across a retry (an event
+that failed goes back to the front of the buffer). ``acks`` says how many copies the broker
+writes before it acknowledges: ``"all"`` (the default) waits for the topic's in-sync
+replicas, ``1`` for the leader alone. ``enable_idempotence`` has ``aiokafka`` number its
+batches so that the broker drops the duplicate of a batch it already wrote when ``aiokafka``
+resends it; it needs ``acks="all"`` and a broker that grants producer ids (the local tansu
+broker refuses them, so it is off by default here and on in the production settings). It
+does not cover this producer's own retries of a failed round, which are new batches.
 
 Brokers that lose their state on restart (``tansu`` with memory storage) accept writes for
 topics they no longer know and drop them. So before sending after a failure, or after
@@ -48,7 +54,7 @@ from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -64,6 +70,8 @@ from kit.observability.tracing import records_spans
 logger = logging.getLogger(__name__)
 
 EventKey = str | int | bytes
+# What the broker waits for before acknowledging a batch.
+Acks = Literal["all", 1]
 
 _DROP_LOG_INTERVAL_S = 10.0
 # Keys remembered per topic with their partition (murmur2 is pure Python in aiokafka).
@@ -87,7 +95,12 @@ class ProducerConfig:
         flush_timeout_s: how long :meth:`EventProducer.stop` keeps delivering.
         replay_window_s / replay_max_events: how long, and how many, acknowledged events
             are kept to be sent again if the broker loses them (0 disables the replay).
+        acks: ``"all"`` (every in-sync replica wrote the batch) or ``1`` (the leader did).
+        enable_idempotence: ``aiokafka``'s idempotent producer; requires ``acks="all"``.
         security: how the producer and its topic admin authenticate to the brokers.
+
+    The defaults suit the local broker and the tests; a service's production values come
+    from its settings through :func:`kit.grpcx.process.wire_producer`.
     """
 
     bootstrap: str
@@ -104,7 +117,17 @@ class ProducerConfig:
     replay_window_s: float = 60.0
     replay_max_events: int = 10_000
     client_id: str = "webook"
+    acks: Acks = "all"
+    enable_idempotence: bool = False
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+    def __post_init__(self) -> None:
+        if self.acks not in ("all", 1):
+            raise ValueError(f"acks must be 'all' or 1, got {self.acks!r}")
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError("an idempotent producer requires acks='all'")
+        if self.replay_window_s < 0:
+            raise ValueError(f"replay_window_s must be >= 0, got {self.replay_window_s}")
 
 
 @dataclass(slots=True)
@@ -144,7 +167,8 @@ def _default_factory(config: ProducerConfig) -> AIOKafkaProducer:
         bootstrap_servers=config.bootstrap,
         client_id=config.client_id,
         request_timeout_ms=config.request_timeout_ms,
-        acks=1,
+        acks=config.acks,
+        enable_idempotence=config.enable_idempotence,
         **config.security.client_options(),
     )
 

@@ -5,6 +5,11 @@ ones it had to create. Besides first deployment this matters for brokers that lo
 data on restart (the local ``tansu`` broker keeps everything in memory): a topic that comes
 back "created" means the broker restarted, so clients drop cached metadata and offsets.
 Creating a topic that exists is a cheap no-op answered ``TOPIC_ALREADY_EXISTS``.
+
+A :class:`TopicSpec` carries the topic's replication: how many copies of each partition
+the brokers keep and, as the topic's ``min.insync.replicas``, how many must have an event
+before a producer with ``acks=all`` gets its acknowledgement (production: 3 and 2, so one
+broker may be down without losing an acknowledged event or refusing writes).
 """
 
 from __future__ import annotations
@@ -27,13 +32,50 @@ class TopicCreationError(KafkaError):  # type: ignore[misc]
     """The broker refused to create a topic for a reason other than "already exists"."""
 
 
+def check_replication(replication_factor: int, min_insync_replicas: int) -> None:
+    """Raise ``ValueError`` unless ``1 <= min_insync_replicas <= replication_factor``.
+
+    More in-sync replicas than copies would make every ``acks=all`` write fail with
+    ``NOT_ENOUGH_REPLICAS``: refused when the configuration is built, not at the first send.
+    """
+    if replication_factor < 1:
+        raise ValueError(f"replication factor must be at least 1, got {replication_factor}")
+    if not 1 <= min_insync_replicas <= replication_factor:
+        raise ValueError(
+            f"min in-sync replicas must be between 1 and the replication factor "
+            f"({replication_factor}), got {min_insync_replicas}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """A topic to create if missing."""
+    """A topic to create if missing.
+
+    Attributes:
+        name: the topic.
+        partitions: its partition count.
+        replication_factor: copies of each partition the brokers keep.
+        min_insync_replicas: the topic's ``min.insync.replicas``; ``None`` leaves the
+            broker's default.
+    """
 
     name: str
     partitions: int = 3
     replication_factor: int = 1
+    min_insync_replicas: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ValueError(f"topic {self.name!r} needs at least one partition")
+        min_insync = 1 if self.min_insync_replicas is None else self.min_insync_replicas
+        check_replication(self.replication_factor, min_insync)
+
+    def new_topic(self) -> NewTopic:
+        """The admin API's request for this topic."""
+        configs: dict[str, str] = {}
+        if self.min_insync_replicas is not None:
+            configs["min.insync.replicas"] = str(self.min_insync_replicas)
+        return NewTopic(self.name, self.partitions, self.replication_factor, topic_configs=configs)
 
 
 class TopicAdmin:
@@ -69,10 +111,7 @@ class TopicAdmin:
         try:
             client = await self._connected()
             response = await client.create_topics(
-                [
-                    NewTopic(spec.name, spec.partitions, spec.replication_factor)
-                    for spec in wanted.values()
-                ],
+                [spec.new_topic() for spec in wanted.values()],
                 timeout_ms=self._request_timeout_ms,
             )
         except BaseException:
@@ -86,7 +125,13 @@ class TopicAdmin:
             elif code != TopicAlreadyExistsError.errno:
                 raise TopicCreationError(f"cannot create topic {name!r}: error code {code}")
         if created:
-            logger.info("kafka topics created", extra={"topics": sorted(created)})
+            logger.info(
+                "kafka topics created",
+                extra={
+                    "topics": sorted(created),
+                    "replication_factors": sorted({wanted[n].replication_factor for n in created}),
+                },
+            )
         return created
 
     async def _connected(self) -> AIOKafkaAdminClient:

@@ -5,7 +5,9 @@ A service's ``build_runner`` creates a :class:`~kit.grpcx.server.ServiceRunner` 
 - :func:`wire_backends`: the SQL engine (the SQLite directory made first), its session
   factory and Redis, both closed by the runner after in-flight calls drained;
 - :func:`wire_producer`: a Kafka :class:`~kit.events.EventProducer` started before the
-  server accepts calls and flushed after they drained, before the pools close;
+  server accepts calls and flushed after they drained, before the pools close (its
+  configuration, :func:`producer_config`, carries the acks, idempotence, replay window and
+  topic replication of the settings);
 - :func:`consumer_config`: a consumer's configuration from the service's Kafka settings
   (the consumer itself is registered with ``runner.start_after_serving``).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol, TypedDict, TypeVar, Unpack
+from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
 
 import redis.asyncio as aioredis
 from pydantic import SecretStr
@@ -125,6 +127,14 @@ class KafkaSettings(Protocol):
         """Partitions of the topics created."""
 
     @property
+    def kafka_replication_factor(self) -> int:
+        """Copies of each partition of the topics created."""
+
+    @property
+    def kafka_min_insync_replicas(self) -> int:
+        """``min.insync.replicas`` of the topics created."""
+
+    @property
     def kafka_security_protocol(self) -> SecurityProtocol:
         """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
 
@@ -167,6 +177,18 @@ class ProducerSettings(KafkaSettings, Protocol):
     def event_flush_timeout_seconds(self) -> float:
         """How long the stop keeps delivering."""
 
+    @property
+    def kafka_acks(self) -> Literal["all", "1"]:
+        """What the broker waits for before acknowledging."""
+
+    @property
+    def kafka_idempotence(self) -> bool:
+        """Whether the producer is idempotent."""
+
+    @property
+    def kafka_replay_window_seconds(self) -> float:
+        """Seconds of acknowledged events kept to resend after a broker lost them (0: off)."""
+
 
 def wire_producer(
     runner: ServiceRunner,
@@ -176,19 +198,47 @@ def wire_producer(
     linger_ms: int | None = None,
 ) -> EventProducer:
     """An event producer for ``topics``, started before serving and stopped (flushing what
-    the drained calls emitted) after the drain, before any close hook closes a pool."""
+    the drained calls emitted) after the drain, before any close hook closes a pool.
+
+    The topics are created with the process's replication (``kafka_replication_factor``,
+    ``kafka_min_insync_replicas``), whatever the specs say: how many copies the cluster
+    keeps is a property of the deployment, not of the topic's declaration.
+    """
+    return runner.start_before_serving(
+        EventProducer(producer_config(runner.name, settings, topics, linger_ms=linger_ms))
+    )
+
+
+def producer_config(
+    service: str,
+    settings: ProducerSettings,
+    topics: Sequence[TopicSpec],
+    *,
+    linger_ms: int | None = None,
+) -> ProducerConfig:
+    """The configuration of ``service``'s producer from its settings (see :func:`wire_producer`)."""
     config = ProducerConfig(
         bootstrap=settings.kafka_bootstrap,
-        topics=tuple(topics),
+        topics=tuple(
+            replace(
+                spec,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
+            )
+            for spec in topics
+        ),
         manage_topics=settings.kafka_manage_topics,
         buffer_size=settings.event_buffer_size,
         flush_timeout_s=settings.event_flush_timeout_seconds,
-        client_id=f"webook-{runner.name}",
+        replay_window_s=settings.kafka_replay_window_seconds,
+        acks="all" if settings.kafka_acks == "all" else 1,
+        enable_idempotence=settings.kafka_idempotence,
+        client_id=f"webook-{service}",
         security=kafka_security(settings),
     )
     if linger_ms is not None:
         config = replace(config, linger_ms=linger_ms)
-    return runner.start_before_serving(EventProducer(config))
+    return config
 
 
 class ConsumerSettings(KafkaSettings, Protocol):
@@ -221,6 +271,8 @@ def consumer_config(
         lag_interval_s=settings.kafka_lag_interval_seconds,
         manage_topics=settings.kafka_manage_topics,
         topic_partitions=settings.kafka_topic_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        topic_min_insync_replicas=settings.kafka_min_insync_replicas,
         client_id=f"webook-{service}",
         security=kafka_security(settings),
     )

@@ -43,7 +43,7 @@ import yaml
 
 from devstack.catalog import CATALOG, SERVICE_NAMES
 from devstack.suite import available_services
-from kit.config import BaseServiceSettings, ClientSettings
+from kit.config import BaseServiceSettings, ClientSettings, GrpcServiceSettings
 from kit.security.identity import dns_name, spiffe_id
 from tests.deploy.observability_files import DASHBOARD_DIR, PROMETHEUS_DIR, ROOT
 
@@ -756,6 +756,49 @@ def test_services_talk_to_kafka_over_sasl_ssl(overlay: str) -> None:
         assert target == INFRA_PORTS["kafka"]
         (listener,) = (n for n, address in listeners.items() if address == f":{ports[target]}")
         assert protocols[listener] == "SASL_SSL", name
+
+
+# The workloads that publish events (kit.grpcx.process.wire_producer).
+KAFKA_PRODUCERS = {"user", "article"}
+# Settings that say how durable events are (docs/events.md, "Production settings").
+KAFKA_DURABILITY = (
+    "KAFKA_ACKS",
+    "KAFKA_IDEMPOTENT_PRODUCER",
+    "KAFKA_REPLAY_WINDOW_SECONDS",
+    "KAFKA_REPLICATION_FACTOR",
+    "KAFKA_MIN_INSYNC_REPLICAS",
+)
+
+
+def test_kafka_replication_fits_the_cluster_and_prod_sets_3_2_acks_all(overlay: str) -> None:
+    objects = rendered(overlay)
+    config = _config_data(objects, "webook-config")
+    brokers = _of_kind(objects, "StatefulSet")["kafka"]["spec"]["replicas"]
+    for name in KAFKA_USERS:
+        prefix = f"WEBOOK_{name.upper()}_"
+        factor = int(config[f"{prefix}KAFKA_REPLICATION_FACTOR"])
+        min_insync = int(config[f"{prefix}KAFKA_MIN_INSYNC_REPLICAS"])
+        assert (factor, min_insync) == ((3, 2) if overlay == "prod" else (1, 1)), name
+        # Topics the cluster can place, and writes it accepts with one broker down (prod).
+        assert factor <= brokers, name
+        assert min_insync < factor or brokers == 1, name
+        if name in KAFKA_PRODUCERS:
+            assert config[f"{prefix}KAFKA_ACKS"] == "all", name
+            assert config[f"{prefix}KAFKA_IDEMPOTENT_PRODUCER"] == "true", name
+            assert float(config[f"{prefix}KAFKA_REPLAY_WINDOW_SECONDS"]) == 0, name
+        if not _exists(name):
+            continue
+        # The settings class accepts the combination (min in-sync <= factor, idempotence
+        # with acks=all).
+        given = {
+            key.lower(): config[f"{prefix}{key}"]
+            for key in KAFKA_DURABILITY
+            if f"{prefix}{key}" in config
+        }
+        settings = _settings_class(name).model_validate({"mode": "test", **given})
+        assert isinstance(settings, GrpcServiceSettings)
+        assert settings.kafka_replication_factor == factor, name
+        assert settings.kafka_idempotence == (name in KAFKA_PRODUCERS), name
 
 
 # -- infrastructure credentials and Redis ---------------------------------------------------
