@@ -64,8 +64,7 @@ from opentelemetry import trace
 from kit.events.metrics import PRODUCED, PRODUCER_BUFFERED, PRODUCER_DROPPED, PRODUCER_REPLAYED
 from kit.events.security import KafkaSecurity
 from kit.events.topics import TopicAdmin, TopicSpec
-from kit.events.tracing import TRACER_NAME, current_trace_headers, inject_headers
-from kit.observability.tracing import records_spans
+from kit.events.tracing import TRACER_NAME, publish_trace_headers
 
 logger = logging.getLogger(__name__)
 
@@ -270,26 +269,7 @@ class EventProducer:
         return True
 
     def _trace_headers(self, topic: str) -> list[tuple[str, bytes]]:
-        """The record headers of an event published now: a PRODUCER span's context.
-
-        The span is started only when it could be recorded. With parent-based sampling (what
-        :mod:`kit.observability.tracing` installs, and the SDK's default) it cannot be when
-        its parent was not sampled, or when nothing records spans at all; the headers then
-        carry the current span's context as it is (nothing if there is none), which is what
-        an unrecorded span would have propagated but for its own span id: a consumer still
-        links its batch to the request that published the event.
-        """
-        parent = trace.get_current_span().get_span_context()
-        if (parent.is_valid and not parent.trace_flags.sampled) or not records_spans(
-            self._tracer_provider
-        ):
-            return current_trace_headers(parent)
-        with self._tracer.start_as_current_span(
-            f"{topic} publish",
-            kind=trace.SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": topic},
-        ):
-            return inject_headers()
+        return publish_trace_headers(topic, self._tracer, self._tracer_provider)
 
     def _topic_metrics(self, topic: str) -> _TopicMetrics:
         metrics = self._metrics.get(topic)

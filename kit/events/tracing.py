@@ -17,7 +17,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
-from kit.observability.tracing import format_traceparent
+from kit.observability.tracing import format_traceparent, records_spans
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -86,3 +86,26 @@ def producer_links(all_headers: Iterable[Headers | None]) -> list[trace.Link]:
         if len(links) >= MAX_LINKS:
             break
     return links
+
+
+def publish_trace_headers(
+    topic: str, tracer: trace.Tracer, tracer_provider: trace.TracerProvider | None
+) -> list[tuple[str, bytes]]:
+    """The record headers of an event published now: a PRODUCER span's context.
+
+    The span is started only when it could be recorded. With parent-based sampling (what
+    :mod:`kit.observability.tracing` installs, and the SDK's default) it cannot be when its
+    parent was not sampled, or when nothing records spans at all; the headers then carry the
+    current span's context as it is (nothing if there is none), which is what an unrecorded
+    span would have propagated but for its own span id: a consumer still links its batch to
+    the request that published the event. Used by the buffered producer and the outbox.
+    """
+    parent = trace.get_current_span().get_span_context()
+    if (parent.is_valid and not parent.trace_flags.sampled) or not records_spans(tracer_provider):
+        return current_trace_headers(parent)
+    with tracer.start_as_current_span(
+        f"{topic} publish",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={"messaging.system": "kafka", "messaging.destination.name": topic},
+    ):
+        return inject_headers()

@@ -33,6 +33,7 @@ from kit.events import ConsumerConfig, EventProducer, KafkaSecurity, ProducerCon
 from kit.events.security import SaslMechanism, SecurityProtocol
 from kit.grpcx.errors import ServerInterceptorBase
 from kit.grpcx.server import Registration, ServiceRunner
+from kit.outbox import KafkaOutboxPublisher, Outbox, OutboxRelay, RelayConfig
 from kit.redisx import create_redis
 from kit.sql import create_engine, ensure_sqlite_directory, session_factory
 
@@ -219,14 +220,7 @@ def producer_config(
     """The configuration of ``service``'s producer from its settings (see :func:`wire_producer`)."""
     config = ProducerConfig(
         bootstrap=settings.kafka_bootstrap,
-        topics=tuple(
-            replace(
-                spec,
-                replication_factor=settings.kafka_replication_factor,
-                min_insync_replicas=settings.kafka_min_insync_replicas,
-            )
-            for spec in topics
-        ),
+        topics=_replicated(topics, settings),
         manage_topics=settings.kafka_manage_topics,
         buffer_size=settings.event_buffer_size,
         flush_timeout_s=settings.event_flush_timeout_seconds,
@@ -239,6 +233,76 @@ def producer_config(
     if linger_ms is not None:
         config = replace(config, linger_ms=linger_ms)
     return config
+
+
+class OutboxSettings(KafkaSettings, Protocol):
+    """What an outbox relay reads: the durability settings and the ``outbox_*`` ones."""
+
+    @property
+    def kafka_acks(self) -> Literal["all", "1"]:
+        """``all`` or ``1``."""
+
+    @property
+    def kafka_idempotence(self) -> bool:
+        """Whether the producer is idempotent (resolved from the mode when unset)."""
+
+    @property
+    def outbox_poll_interval_seconds(self) -> float:
+        """How often an idle relay looks for rows."""
+
+    @property
+    def outbox_batch_size(self) -> int:
+        """Rows claimed per round."""
+
+    @property
+    def outbox_lease_seconds(self) -> float:
+        """How long a claim holds before another relay may take the rows."""
+
+    @property
+    def outbox_retention_seconds(self) -> float:
+        """How long sent rows are kept."""
+
+
+def wire_outbox_relay(
+    runner: ServiceRunner,
+    settings: OutboxSettings,
+    sessions: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    topics: Sequence[TopicSpec],
+) -> OutboxRelay:
+    """An :class:`~kit.outbox.OutboxRelay` publishing ``outbox`` with the process's Kafka
+    settings (brokers, durability, replication of the topics it creates, credentials),
+    started once the runner serves and stopped before the drain."""
+    publisher = KafkaOutboxPublisher(
+        ProducerConfig(
+            bootstrap=settings.kafka_bootstrap,
+            topics=_replicated(topics, settings),
+            manage_topics=settings.kafka_manage_topics,
+            acks="all" if settings.kafka_acks == "all" else 1,
+            enable_idempotence=settings.kafka_idempotence,
+            client_id=f"webook-{runner.name}",
+            security=kafka_security(settings),
+        )
+    )
+    config = RelayConfig(
+        poll_interval_s=settings.outbox_poll_interval_seconds,
+        batch_size=settings.outbox_batch_size,
+        lease_s=settings.outbox_lease_seconds,
+        retention_s=settings.outbox_retention_seconds,
+    )
+    return runner.start_after_serving(OutboxRelay(sessions, outbox, publisher, config))
+
+
+def _replicated(topics: Sequence[TopicSpec], settings: KafkaSettings) -> tuple[TopicSpec, ...]:
+    """``topics`` with the process's replication factor and minimum in-sync replicas."""
+    return tuple(
+        replace(
+            spec,
+            replication_factor=settings.kafka_replication_factor,
+            min_insync_replicas=settings.kafka_min_insync_replicas,
+        )
+        for spec in topics
+    )
 
 
 class ConsumerSettings(KafkaSettings, Protocol):

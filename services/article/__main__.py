@@ -4,7 +4,9 @@ Articles live in SQL; published ones are cached in Redis and, when
 ``PUBLISHED_LOCAL_CACHE_ENTRIES`` is set, in process too (kept coherent by Redis's
 invalidation feed, started before the server accepts calls and ended after the drain, before
 Redis closes). Author names and popularity come from the user and interactive services;
-reads, publications and withdrawals are published as events. The command line is
+reads go to the buffered event producer; publications and withdrawals are written to the
+``article_outbox`` table in their transaction and published by the outbox relay, which runs
+once the server serves (``kit.outbox``). The command line is
 :func:`kit.grpcx.cli.run_service`, the shared wiring :mod:`kit.grpcx.process`.
 """
 
@@ -14,13 +16,18 @@ from typing import Unpack
 
 from kit.grpcx.cli import run_service
 from kit.grpcx.client import ServiceClients
-from kit.grpcx.process import RunnerOptions, wire_backends, wire_producer
+from kit.grpcx.process import (
+    RunnerOptions,
+    wire_backends,
+    wire_outbox_relay,
+    wire_producer,
+)
 from kit.grpcx.server import ServiceRunner
 from services.article.domain import tiered_ttl
-from services.article.events import KafkaArticleEvents, topic_specs
+from services.article.events import KafkaArticleEvents, outbox_topic_specs, topic_specs
 from services.article.grpc_api import ArticleServicer
 from services.article.peers import RemotePopularity, UserServiceAuthors
-from services.article.repository import SqlUnitOfWork
+from services.article.repository import SqlUnitOfWork, article_outbox
 from services.article.repository.cache import (
     FirstPageCache,
     InProcessPublishedArticleCache,
@@ -55,9 +62,17 @@ def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) ->
         topic_specs(settings.kafka_topic_partitions),
         linger_ms=settings.event_linger_ms,
     )
+    outbox = article_outbox()
+    wire_outbox_relay(
+        runner,
+        settings,
+        backends.sessions,
+        outbox,
+        outbox_topic_specs(settings.kafka_topic_partitions),
+    )
     first_pages = FirstPageCache(backends.redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
     service = ArticleService(
-        lambda: SqlUnitOfWork(backends.sessions, first_pages),
+        lambda: SqlUnitOfWork(backends.sessions, first_pages, outbox),
         published_cache=published,
         authors=UserServiceAuthors(clients, timeout_s=settings.peer_timeout_seconds),
         popularity=RemotePopularity(clients, timeout_s=settings.peer_timeout_seconds),

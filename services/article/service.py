@@ -7,14 +7,14 @@ published-article cache and emits events; neither may fail a request that alread
 
 What happens when a step fails:
 
-- **Publish** writes the author store and the reader store in one transaction: both or
-  neither. Then it re-caches the reader copy (a failed cache write is logged, and the stale
-  copy lives at most its TTL) and emits ``ArticlePublished`` into the in-memory producer
-  buffer. An event lost with the process (there is no outbox) leaves consumers such as
-  search behind until they resynchronise from ``ListPub`` (published articles by update
-  time), which is what it is for.
-- **Withdraw** updates both stores in one transaction, then drops the cached reader copy
-  and emits ``ArticleWithdrawn``; the same reasoning applies.
+- **Publish** looks up the author's name first (no remote call inside the transaction), then
+  writes the author store, the reader store and the ``ArticlePublished`` event (its outbox
+  row, :mod:`kit.outbox`) in one transaction: all or nothing, so a crash after the commit
+  loses no event and consumers such as search follow at least once. Then it re-caches the
+  reader copy (a failed cache write is logged, and the stale copy lives at most its TTL).
+- **Withdraw** updates both stores and records ``ArticleWithdrawn`` in one transaction, then
+  drops the cached reader copy; a withdrawn article cannot stay searchable for want of an
+  event.
 - **Reads** emit ``ArticleRead`` without waiting for the broker; the producer buffers and
   retries, and counts what it drops.
 - **Existence checks** (:meth:`ArticleService.published_exists`, asked by the interactive
@@ -126,6 +126,11 @@ class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
         """The repository bound to this unit of work's transaction."""
         ...
 
+    @property
+    def events(self) -> ArticleChangeEvents:
+        """Events recorded in this unit of work's transaction (kept only if it commits)."""
+        ...
+
 
 class PublishedArticleCache(Protocol):
     """Cached reader views by article id; never raises (errors are misses, writes logged)."""
@@ -167,12 +172,16 @@ class PopularityLookup(Protocol):
         ...
 
 
-class ArticleEvents(Protocol):
-    """Where the service reports what happened; calls never block or raise."""
+class ArticleReadEvents(Protocol):
+    """Where the service reports reads; calls never block or raise (loss-tolerant)."""
 
     def article_read(self, article_id: int, user_id: int, *, at_ms: int) -> None:
         """A reader (0: anonymous) opened a published article."""
         ...
+
+
+class ArticleChangeEvents(Protocol):
+    """Changes readers see, recorded in the unit of work's transaction (the outbox)."""
 
     def article_published(self, article: PublishedArticle, *, at_ms: int) -> None:
         """A version of an article became visible to readers."""
@@ -229,7 +238,8 @@ class ArticleService:
         authors: display names for reader views.
         popularity: input of the cache TTL policy.
         ttl_policy: seconds a reader view stays cached.
-        events: where reads, publications and withdrawals are reported.
+        events: where reads are reported (publications and withdrawals are recorded in
+            the unit of work: :attr:`UnitOfWork.events`).
         clock: current time in UTC.
     """
 
@@ -241,7 +251,7 @@ class ArticleService:
         authors: AuthorDirectory,
         popularity: PopularityLookup,
         ttl_policy: PublishedTtlPolicy,
-        events: ArticleEvents,
+        events: ArticleReadEvents,
         clock: Clock = utc_now,
     ) -> None:
         self._units = units
@@ -275,13 +285,17 @@ class ArticleService:
         """Save and make the article visible to readers, in one transaction; returns its id."""
         check_author(author_id)
         draft = await _draft(title, content, publishing=True)
+        names = await self._names([author_id])
         now_ms = self._now_ms()
         async with self._units() as uow:
             article = await self._write(uow, author_id, article_id, draft, ArticleStatus.PUBLISHED)
             await uow.articles.save_published(article)
+            published = PublishedArticle.of(article)
+            if names is not None:
+                published = published.with_author_name(names.get(author_id, ""))
+            uow.events.article_published(published, at_ms=now_ms)
             await uow.commit()
-        published = await self._enrich_and_cache(PublishedArticle.of(article))
-        self._events.article_published(published, at_ms=now_ms)
+        await self._cache_view(published, named=names is not None)
         logger.info("article published", extra={"article_id": article.id, "author_id": author_id})
         return article.id
 
@@ -310,11 +324,10 @@ class ArticleService:
         async with self._units() as uow:
             existing = _owned(await uow.articles.get_for_update(article_id), article_id, author_id)
             await uow.articles.set_status(existing, ArticleStatus.PRIVATE, now_ms=now_ms)
-            was_published = await uow.articles.withdraw_published(article_id, now_ms=now_ms)
+            if await uow.articles.withdraw_published(article_id, now_ms=now_ms):
+                uow.events.article_withdrawn(article_id, author_id, at_ms=now_ms)
             await uow.commit()
         await self._cache.delete(article_id)
-        if was_published:
-            self._events.article_withdrawn(article_id, author_id, at_ms=now_ms)
         logger.info("article withdrawn", extra={"article_id": article_id, "author_id": author_id})
 
     async def list_by_author(self, author_id: int, offset: int, limit: int) -> list[ArticleSummary]:
@@ -400,3 +413,11 @@ class ArticleService:
         enriched = article.with_author_name(names.get(article.author_id, ""))
         await self._cache.set(enriched, ttl_s=self._ttl_policy(enriched, popularity), fill=fill)
         return enriched
+
+    async def _cache_view(self, article: PublishedArticle, *, named: bool) -> None:
+        """Cache the reader view just published (``named``: its author name is known)."""
+        if not named:
+            await self._cache.delete(article.id)
+            return
+        popularity = await self._popularity.popularity(article.author_id, article.id)
+        await self._cache.set(article, ttl_s=self._ttl_policy(article, popularity))

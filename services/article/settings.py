@@ -47,3 +47,10 @@ class ArticleSettings(GrpcServiceSettings):
     # Create the topics (and re-create them after a broker lost its data).
     kafka_manage_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
+    # Outbox relay (publications and withdrawals, kit.outbox): the longest pause between
+    # polls, rows per round, how long a claim keeps other replicas off a row, and how long
+    # sent rows are kept.
+    outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    outbox_batch_size: int = Field(default=100, ge=1, le=1000)
+    outbox_lease_seconds: float = Field(default=30.0, gt=10.0)
+    outbox_retention_seconds: float = Field(default=86_400.0, ge=0)

@@ -8,21 +8,29 @@
 The topic, its broker name and payload are declared in ``webook.events.v1.Topic``
 (``protos/webook/events/v1/events.proto``), where consumers read them too.
 
-Events go through :class:`kit.events.EventProducer`: publishing never blocks or fails a
-request, and a broker outage only costs buffered memory (see ``docs/events.md``). Since a
-lost event leaves the search index stale, the search service's ``reindex`` command rebuilds
-it from :meth:`UserService.list_users <services.user.service.UserService.list_users>`.
+Events are written to the ``user_outbox`` table in the transaction of the change
+(:mod:`kit.outbox`) and published by the relay at least once: a crash between the commit and
+the broker loses nothing, and a broker outage only delays the search index (see
+``docs/events.md``). The search service's ``reindex`` command still rebuilds the index from
+:meth:`UserService.list_users <services.user.service.UserService.list_users>` should it ever
+need to.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Protocol
 
-from kit.events import EventProducer, TopicSpec, topic_name
+from google.protobuf.message import Message
+
+from kit.events import DeclaredTopic, TopicSpec, declared_topic
 from services.user.domain import User
 from webook.events.v1 import events_pb2
 
-USER_CHANGED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_USER_CHANGED)
+OUTBOX_TOPICS: Final[tuple[DeclaredTopic, ...]] = (
+    declared_topic(events_pb2.Topic, events_pb2.TOPIC_USER_CHANGED),
+)
+"""The topics written through the outbox (all of this service's)."""
+USER_CHANGED_TOPIC: Final = OUTBOX_TOPICS[0].name
 
 
 def topic_specs(partitions: int) -> tuple[TopicSpec, ...]:
@@ -30,15 +38,23 @@ def topic_specs(partitions: int) -> tuple[TopicSpec, ...]:
     return (TopicSpec(USER_CHANGED_TOPIC, partitions),)
 
 
-class KafkaUserEvents:
-    """``UserEvents`` on a Kafka producer."""
+class EventSink(Protocol):
+    """Where events go: ``kit.outbox.OutboxSink.publish`` (or ``EventProducer.publish``)."""
 
-    def __init__(self, producer: EventProducer) -> None:
-        self._producer = producer
+    def publish(self, topic: str, key: int, event: Message) -> bool:
+        """Hand ``event`` over; ``False`` if it was dropped."""
+        ...
+
+
+class KafkaUserEvents:
+    """``UserEvents`` on an :class:`EventSink`."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
 
     def user_changed(self, user: User, *, at_ms: int) -> None:
         """Emit ``UserChanged`` with the user's current nickname and about-me."""
-        self._producer.publish(
+        self._sink.publish(
             USER_CHANGED_TOPIC,
             user.id,
             events_pb2.UserChanged(

@@ -10,8 +10,9 @@ Uniqueness (email, phone, WeChat open id) is enforced by the database: the repos
 a taken key as :class:`DuplicateKeyError`, which signup turns into ``USER_EMAIL_TAKEN`` and the
 find-or-create use cases answer by reading the row the concurrent writer created.
 
-Every created user and every profile edit is reported to :class:`UserEvents` after the
-commit (the search index follows them); reporting never blocks or fails the use case.
+Every created user and every profile edit is recorded as an event in the transaction that
+makes it (:attr:`UnitOfWork.events`, the outbox): the event exists if and only if the change
+committed, and the search index follows it at least once.
 
 Password guessing is throttled per account (:class:`LoginThrottle`, keyed by a digest of the
 normalised email whether or not it is registered, so the answers never tell): after
@@ -119,12 +120,17 @@ class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
         """The repository bound to this unit of work's transaction."""
         ...
 
+    @property
+    def events(self) -> UserEvents:
+        """Events recorded in this unit of work's transaction (kept only if it commits)."""
+        ...
+
 
 class UserEvents(Protocol):
-    """Where the service reports changes to searchable fields; calls never block or raise."""
+    """Where changes to searchable fields are recorded, inside the transaction."""
 
     def user_changed(self, user: User, *, at_ms: int) -> None:
-        """``user`` was created or edited; it carries the committed state."""
+        """``user`` was created or edited; it carries the state being committed."""
         ...
 
 
@@ -174,8 +180,6 @@ class UserService:
         units: makes a new :class:`UnitOfWork` per use case.
         bcrypt_cost: bcrypt work factor for new hashes (4..31; each step doubles the time).
         clock: current time in UTC; birthdays are checked against its date.
-        events: where created users and profile edits are reported; ``None`` reports
-            nothing (tools and tests that do not care).
         throttle: failed logins per account; ``None`` does not throttle (tools, unit tests).
         metrics: where the throttle's decisions are counted.
     """
@@ -186,7 +190,6 @@ class UserService:
         *,
         bcrypt_cost: int = DEFAULT_BCRYPT_COST,
         clock: Clock = utc_now,
-        events: UserEvents | None = None,
         throttle: LoginThrottle | None = None,
         metrics: UserMetrics | None = None,
     ) -> None:
@@ -195,12 +198,10 @@ class UserService:
         self._metrics = metrics or default_metrics()
         self._bcrypt_cost = bcrypt_cost
         self._clock = clock
-        self._events = events
         self._dummy_hash: str | None = None
 
-    def _changed(self, user: User) -> None:
-        if self._events is not None:
-            self._events.user_changed(user, at_ms=self._now_ms())
+    def _changed(self, uow: UnitOfWork, user: User) -> None:
+        uow.events.user_changed(user, at_ms=self._now_ms())
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
@@ -218,6 +219,7 @@ class UserService:
                 user = await uow.users.add(
                     NewUser(email=normalized, password_hash=password_hash), now_ms=self._now_ms()
                 )
+                self._changed(uow, user)
                 await uow.commit()
         except DuplicateKeyError as exc:
             raise UserAlreadyExists(
@@ -226,7 +228,6 @@ class UserService:
                 metadata={"field": "email"},
             ) from exc
         logger.info("user signed up", extra={"user_id": user.id})
-        self._changed(user)
         return user
 
     async def _dummy_password_hash(self) -> str:
@@ -336,9 +337,9 @@ class UserService:
             user = await uow.users.update_profile(user_id, edit, now_ms=self._now_ms())
             if user is None:
                 raise _not_found(user_id)
+            self._changed(uow, user)
             await uow.commit()
         logger.info("profile updated", extra={"user_id": user_id})
-        self._changed(user)
         return user
 
     async def find_or_create_by_phone(self, phone: str) -> tuple[User, bool]:
@@ -367,12 +368,12 @@ class UserService:
                     return found, False
                 try:
                     user = await uow.users.add(new, now_ms=self._now_ms())
+                    self._changed(uow, user)
                     await uow.commit()
                 except DuplicateKeyError:
                     logger.info("find-or-create lost an insert race; reading the winner's row")
                     continue
             logger.info("user created", extra={"user_id": user.id})
-            self._changed(user)
             return user, True
         raise UserUnavailable(
             Reason.CONCURRENT_CONFLICT, "the account is being changed concurrently; try again"

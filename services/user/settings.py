@@ -7,10 +7,10 @@ Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings
 - ``WEBOOK_USER_BCRYPT_COST``: bcrypt work factor for new password hashes (default 10;
   prod mode refuses less than 10, tests use 4);
 - ``WEBOOK_USER_PROFILE_CACHE_TTL_SECONDS``: lifetime of cached profiles (default 900);
-- ``WEBOOK_USER_EVENT_BUFFER_SIZE`` / ``..._EVENT_FLUSH_TIMEOUT_SECONDS``: ``UserChanged``
-  events held while the broker is unreachable (then dropped), and how long shutdown keeps
-  delivering them; ``..._KAFKA_MANAGE_TOPICS`` / ``..._KAFKA_TOPIC_PARTITIONS``: create the
-  topic if missing;
+- ``WEBOOK_USER_OUTBOX_POLL_INTERVAL_SECONDS`` (0.5) / ``..._OUTBOX_BATCH_SIZE`` (100) /
+  ``..._OUTBOX_LEASE_SECONDS`` (30) / ``..._OUTBOX_RETENTION_SECONDS`` (86400): the relay
+  publishing ``UserChanged`` events from the ``user_outbox`` table (:mod:`kit.outbox`);
+  ``..._KAFKA_MANAGE_TOPICS`` / ``..._KAFKA_TOPIC_PARTITIONS``: create the topic if missing;
 - ``WEBOOK_USER_LOGIN_MAX_FAILURES`` (5) wrong passwords within
   ``..._LOGIN_FAILURE_WINDOW_SECONDS`` (900) lock an account's password logins for
   ``..._LOGIN_LOCK_SECONDS`` (60), doubling with each further lock up to
@@ -40,8 +40,10 @@ class UserSettings(GrpcServiceSettings):
     # bcrypt accepts 4..31; every step doubles the cost of signup and login.
     bcrypt_cost: int = Field(default=10, ge=4, le=31)
     profile_cache_ttl_seconds: int = Field(default=900, ge=1)
-    event_buffer_size: int = Field(default=10_000, ge=1)
-    event_flush_timeout_seconds: float = Field(default=5.0, ge=0)
+    outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    outbox_batch_size: int = Field(default=100, ge=1, le=1000)
+    outbox_lease_seconds: float = Field(default=30.0, gt=10.0)
+    outbox_retention_seconds: float = Field(default=86_400.0, ge=0)
     kafka_manage_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
     login_max_failures: int = Field(default=5, ge=1)

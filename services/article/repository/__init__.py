@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.sql import CachingUnitOfWork, row_mapper
+from kit.outbox import Outbox
+from kit.sql import CachingUnitOfWork, SessionFactory, row_mapper
 from services.article.domain import (
     Article,
     ArticleStatus,
@@ -29,10 +30,21 @@ from services.article.domain import (
     PublishedArticle,
     TimeWindow,
 )
+from services.article.events import OUTBOX_TOPICS, KafkaArticleEvents
 from services.article.repository.cache import FIRST_PAGE_SIZE, FirstPageCache
-from services.article.repository.dao import ArticleDAO, ArticleRow, PublishedArticleRow
+from services.article.repository.dao import (
+    ArticleDAO,
+    ArticleOutboxRow,
+    ArticleRow,
+    PublishedArticleRow,
+)
 
-__all__ = ["CachedArticleRepository", "SqlUnitOfWork", "article_from_row"]
+__all__ = ["CachedArticleRepository", "SqlUnitOfWork", "article_from_row", "article_outbox"]
+
+
+def article_outbox() -> Outbox:
+    """The outbox of the article service's events (``article_outbox``, declared topics only)."""
+    return Outbox(ArticleOutboxRow, topics=OUTBOX_TOPICS)
 
 
 _TIMES = {"ctime_ms": "ctime", "utime_ms": "utime"}
@@ -158,9 +170,23 @@ class CachedArticleRepository:
 
 
 class SqlUnitOfWork(CachingUnitOfWork[CachedArticleRepository, FirstPageCache]):
-    """One SQL transaction with a :class:`CachedArticleRepository` bound to it."""
+    """One SQL transaction with a :class:`CachedArticleRepository` bound to it, and the
+    article events recorded in ``outbox`` within the same transaction."""
 
     articles = CachingUnitOfWork.repository
 
+    def __init__(self, sessions: SessionFactory, cache: FirstPageCache, outbox: Outbox) -> None:
+        super().__init__(sessions, cache)
+        self._outbox = outbox
+        self._events: KafkaArticleEvents | None = None
+
     def open_repository(self, session: AsyncSession) -> CachedArticleRepository:
+        self._events = KafkaArticleEvents(self._outbox.bound(session))
         return CachedArticleRepository(ArticleDAO(session), self.cache)
+
+    @property
+    def events(self) -> KafkaArticleEvents:
+        """Publications and withdrawals, written to the outbox in this transaction."""
+        if self._events is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._events

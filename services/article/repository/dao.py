@@ -6,6 +6,9 @@
   (published) or 3 (withdrawn); index ``(status, utime)`` serves ``ListPub`` (equality on
   the status, then the update-time range and sort).
 
+- ``article_outbox`` holds the ``ArticlePublished``/``ArticleWithdrawn`` events written in
+  the transaction of the change they report (:mod:`kit.outbox`).
+
 Content is ``MEDIUMTEXT`` on MySQL/MariaDB (``TEXT`` stops at 64 KB). :class:`ArticleDAO`
 works on the session it is given and never commits. Writing the reader copy is an upsert
 (:func:`kit.sql.upsert`: ``ON CONFLICT`` on SQLite, ``ON DUPLICATE KEY UPDATE`` on MySQL),
@@ -21,6 +24,7 @@ from sqlalchemy import BigInteger, Index, SmallInteger, String, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from kit.outbox import outbox_model
 from kit.sql import SessionDAO, big_id, long_text, rowcount, service_metadata, table_args
 
 PUBLISHED = 2
@@ -61,6 +65,9 @@ class PublishedArticleRow(_ArticleColumns, Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
 
+
+ArticleOutboxRow = outbox_model(Base, "article_outbox")
+"""Events recorded with the transaction that caused them (see :mod:`kit.outbox`)."""
 
 # The columns of a list entry: everything but the content.
 SUMMARY_COLUMNS = (

@@ -16,7 +16,7 @@ from kit.migrations import migrated_and_emptied
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
 from services.article.domain import tiered_ttl
-from services.article.repository import SqlUnitOfWork
+from services.article.repository import SqlUnitOfWork, article_outbox
 from services.article.repository.cache import FirstPageCache, RedisPublishedArticleCache
 from services.article.repository.dao import Base
 from services.article.service import ArticleService
@@ -42,13 +42,14 @@ async def article_stack(
     redis = create_redis(redis_url)
     sessions = session_factory(engine)
     first_pages = FirstPageCache(redis)
+    outbox = article_outbox()
     authors, popularity, events = (
         FakeAuthors({1: "Alice", 2: "Bob"}),
         FakePopularity(),
         RecordedEvents(),
     )
     service = ArticleService(
-        lambda: SqlUnitOfWork(sessions, first_pages),
+        lambda: SqlUnitOfWork(sessions, first_pages, outbox),
         published_cache=RedisPublishedArticleCache(redis),
         authors=authors,
         popularity=popularity,

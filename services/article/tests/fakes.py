@@ -8,7 +8,7 @@ a use case commits (or does not). The other fakes record what the service asked 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -157,12 +157,29 @@ class FakeArticleRepository:
         return copies[page.offset : page.offset + page.limit]
 
 
-class FakeUnitOfWork:
-    """Applies the repository's staged writes to the store on commit."""
+class StagedEvents:
+    """Change events of one fake unit of work, handed to ``sink`` only if it commits."""
 
-    def __init__(self, store: InMemoryArticleStore) -> None:
+    def __init__(self) -> None:
+        self.staged: list[Callable[[RecordedEvents], None]] = []
+
+    def article_published(self, article: PublishedArticle, *, at_ms: int) -> None:
+        """Stage a publication."""
+        self.staged.append(lambda sink: sink.article_published(article, at_ms=at_ms))
+
+    def article_withdrawn(self, article_id: int, author_id: int, *, at_ms: int) -> None:
+        """Stage a withdrawal."""
+        self.staged.append(lambda sink: sink.article_withdrawn(article_id, author_id, at_ms=at_ms))
+
+
+class FakeUnitOfWork:
+    """Applies the repository's staged writes (and events, to ``events``) on commit."""
+
+    def __init__(self, store: InMemoryArticleStore, events: RecordedEvents | None = None) -> None:
         self._store = store
         self._articles = FakeArticleRepository(store)
+        self._sink = events
+        self.events = StagedEvents()
 
     @property
     def articles(self) -> FakeArticleRepository:
@@ -182,6 +199,7 @@ class FakeUnitOfWork:
         """Drop whatever was not committed."""
         self._articles.articles.clear()
         self._articles.published.clear()
+        self.events.staged.clear()
 
     async def commit(self) -> None:
         """Make the staged writes visible to later units of work."""
@@ -190,6 +208,10 @@ class FakeUnitOfWork:
         self._articles.articles.clear()
         self._articles.published.clear()
         self._store.commits += 1
+        staged, self.events.staged = self.events.staged, []
+        if self._sink is not None:
+            for emit in staged:
+                emit(self._sink)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 from google.protobuf.message import Message
+from sqlalchemy import func, select
 
 from devstack.infra import free_port
 from kit.config import Mode
@@ -31,9 +32,15 @@ from kit.events import (
 )
 from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
+from kit.sql import create_engine
 from services.article.__main__ import build_runner
 from services.article.errors import DOMAIN, Reason
-from services.article.events import ARTICLE_READ_TOPIC
+from services.article.events import (
+    ARTICLE_PUBLISHED_TOPIC,
+    ARTICLE_READ_TOPIC,
+    ARTICLE_WITHDRAWN_TOPIC,
+)
+from services.article.repository.dao import ArticleOutboxRow
 from services.article.settings import ArticleSettings
 from webook.article.v1 import article_pb2
 from webook.article.v1.article_pb2_grpc import ArticleServiceStub
@@ -449,3 +456,59 @@ async def test_reads_are_emitted_as_events(article: Article, kafka_bootstrap: st
     assert len(seen) == 3
     assert {(e.payload.article_id, e.key) for e in seen} == {(created.id, str(created.id).encode())}
     assert all(e.payload.at_ms > 0 for e in seen)
+
+
+async def test_publications_and_withdrawals_go_through_the_outbox(
+    article: Article, kafka_bootstrap: str
+) -> None:
+    author = random.randrange(10**9, 2 * 10**9)
+    created = await article.stub.Publish(
+        article_pb2.PublishRequest(author_id=author, title="t", content="<p>x</p>")
+    )
+    await article.stub.Withdraw(article_pb2.WithdrawRequest(id=created.id, author_id=author))
+    seen: list[tuple[str, bytes | None]] = []
+
+    async def published(batch: Sequence[ConsumedEvent[events_pb2.ArticlePublished]]) -> None:
+        seen.extend(("published", e.key) for e in batch if e.payload.author_id == author)
+
+    async def withdrawn(batch: Sequence[ConsumedEvent[events_pb2.ArticleWithdrawn]]) -> None:
+        seen.extend(("withdrawn", e.key) for e in batch if e.payload.author_id == author)
+
+    consumer = BatchConsumer(
+        ConsumerConfig(
+            bootstrap=kafka_bootstrap,
+            group_id=f"test-outbox-{author}",
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=500,
+            max_wait_s=0.2,
+        ),
+        {
+            ARTICLE_PUBLISHED_TOPIC: TopicHandler(
+                protobuf_decoder(events_pb2.ArticlePublished), published
+            ),
+            ARTICLE_WITHDRAWN_TOPIC: TopicHandler(
+                protobuf_decoder(events_pb2.ArticleWithdrawn), withdrawn
+            ),
+        },
+    )
+    consumer.start()
+    try:
+        for _ in range(600):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
+    key = str(created.id).encode()
+    assert sorted(seen) == [("published", key), ("withdrawn", key)]
+    engine = create_engine(article.settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            unsent = await conn.scalar(
+                select(func.count())
+                .select_from(ArticleOutboxRow)
+                .where(ArticleOutboxRow.sent_ms.is_(None))
+            )
+    finally:
+        await engine.dispose()
+    assert unsent == 0

@@ -23,7 +23,7 @@ from kit.redisx import create_redis
 from kit.sql import SessionFactory, create_engine, session_factory
 from services.article.domain import tiered_ttl
 from services.article.errors import Reason
-from services.article.repository import SqlUnitOfWork
+from services.article.repository import SqlUnitOfWork, article_outbox
 from services.article.repository.cache import (
     LOCAL_PUBLISHED_CACHE,
     FirstPageCache,
@@ -91,7 +91,8 @@ async def replicas(
 
 
 def _units(sessions: SessionFactory, first_pages: FirstPageCache) -> Callable[[], SqlUnitOfWork]:
-    return lambda: SqlUnitOfWork(sessions, first_pages)
+    outbox = article_outbox()
+    return lambda: SqlUnitOfWork(sessions, first_pages, outbox)
 
 
 async def _fresh(cache: InProcessPublishedArticleCache) -> bool:

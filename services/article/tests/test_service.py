@@ -75,7 +75,7 @@ def service(
     events: RecordedEvents,
 ) -> ArticleService:
     return ArticleService(
-        lambda: FakeUnitOfWork(store),
+        lambda: FakeUnitOfWork(store, events),
         published_cache=cache,
         authors=authors,
         popularity=popularity,

@@ -6,8 +6,9 @@
   the database, then fill the cache; lookups by email, phone or WeChat id (login and
   find-or-create) always read the database.
 - :class:`SqlUnitOfWork` implements :class:`services.user.service.UnitOfWork`: one session and
-  transaction per use case; after a successful commit it drops the cached profiles the
-  transaction changed (write the database first, then delete the cache).
+  transaction per use case, with the ``UserChanged`` events written to the outbox in it;
+  after a successful commit it drops the cached profiles the transaction changed (write the
+  database first, then delete the cache).
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ from collections.abc import Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.sql import CachingUnitOfWork, is_unique_violation, row_mapper
+from kit.outbox import Outbox
+from kit.sql import CachingUnitOfWork, SessionFactory, is_unique_violation, row_mapper
 from services.user.domain import Credentials, NewUser, ProfileEdit, User, WechatInfo
+from services.user.events import OUTBOX_TOPICS, KafkaUserEvents
 from services.user.repository.cache import UserProfileCache
-from services.user.repository.dao import UserDAO, UserRow
+from services.user.repository.dao import UserDAO, UserOutboxRow, UserRow
 from services.user.service import DuplicateKeyError
 
-__all__ = ["CachedUserRepository", "SqlUnitOfWork", "user_from_row"]
+__all__ = ["CachedUserRepository", "SqlUnitOfWork", "user_from_row", "user_outbox"]
+
+
+def user_outbox() -> Outbox:
+    """The outbox of the user service's events (``user_outbox``, declared topics only)."""
+    return Outbox(UserOutboxRow, topics=OUTBOX_TOPICS)
 
 
 _user = row_mapper(
@@ -133,12 +141,26 @@ class CachedUserRepository:
 
 
 class SqlUnitOfWork(CachingUnitOfWork[CachedUserRepository, UserProfileCache]):
-    """One SQL transaction with a :class:`CachedUserRepository` bound to it."""
+    """One SQL transaction with a :class:`CachedUserRepository` bound to it, and the user
+    events recorded in ``outbox`` within the same transaction."""
 
     users = CachingUnitOfWork.repository
 
+    def __init__(self, sessions: SessionFactory, cache: UserProfileCache, outbox: Outbox) -> None:
+        super().__init__(sessions, cache)
+        self._outbox = outbox
+        self._events: KafkaUserEvents | None = None
+
     def open_repository(self, session: AsyncSession) -> CachedUserRepository:
+        self._events = KafkaUserEvents(self._outbox.bound(session))
         return CachedUserRepository(UserDAO(session), self.cache)
+
+    @property
+    def events(self) -> KafkaUserEvents:
+        """``UserChanged`` events, written to the outbox in this transaction."""
+        if self._events is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._events
 
     def translate_commit_error(self, exc: Exception) -> BaseException | None:
         """A unique-key violation at commit is a :class:`DuplicateKeyError`."""

@@ -14,6 +14,7 @@ from datetime import date
 from sqlalchemy import BigInteger, Date, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from kit.outbox import outbox_model
 from kit.sql import SessionDAO, big_id, exact_string, service_metadata, table_args
 
 
@@ -40,6 +41,10 @@ class UserRow(Base):
     about_me: Mapped[str] = mapped_column(String(1024), default="", server_default="")
     ctime: Mapped[int] = mapped_column(BigInteger)
     utime: Mapped[int] = mapped_column(BigInteger)
+
+
+UserOutboxRow = outbox_model(Base, "user_outbox")
+"""``UserChanged`` events recorded with the transaction that caused them (:mod:`kit.outbox`)."""
 
 
 class UserDAO(SessionDAO):

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from kit.migrations import migrated_and_emptied
 from kit.redisx import create_redis
 from kit.sql import create_engine, session_factory
-from services.user.repository import SqlUnitOfWork
+from services.user.repository import SqlUnitOfWork, user_outbox
 from services.user.repository.cache import UserProfileCache
 from services.user.repository.dao import Base
 from services.user.service import UserService
@@ -36,7 +36,8 @@ async def user_stack(
     redis = create_redis(redis_url)
     sessions = session_factory(engine)
     cache = UserProfileCache(redis)
-    service = UserService(lambda: SqlUnitOfWork(sessions, cache), bcrypt_cost=4)
+    outbox = user_outbox()
+    service = UserService(lambda: SqlUnitOfWork(sessions, cache, outbox), bcrypt_cost=4)
     try:
         yield UserStack(service=service, engine=engine, redis=redis)
     finally:

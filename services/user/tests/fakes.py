@@ -148,12 +148,25 @@ class RecordingUserEvents:
         self.changed.append(user)
 
 
-class FakeUnitOfWork:
-    """Applies the repository's staged writes to the store on commit."""
+class StagedUserEvents:
+    """Events of one fake unit of work, handed to its sink only if it commits."""
 
-    def __init__(self, store: InMemoryUserStore) -> None:
+    def __init__(self) -> None:
+        self.staged: list[User] = []
+
+    def user_changed(self, user: User, *, at_ms: int) -> None:
+        """Stage ``user``."""
+        self.staged.append(user)
+
+
+class FakeUnitOfWork:
+    """Applies the repository's staged writes (and events, to ``events``) on commit."""
+
+    def __init__(self, store: InMemoryUserStore, events: RecordingUserEvents | None = None) -> None:
         self._store = store
         self._users = FakeUserRepository(store)
+        self._sink = events
+        self.events = StagedUserEvents()
 
     @property
     def users(self) -> FakeUserRepository:
@@ -172,9 +185,14 @@ class FakeUnitOfWork:
     ) -> None:
         """Drop whatever was not committed."""
         self._users.pending.clear()
+        self.events.staged.clear()
 
     async def commit(self) -> None:
         """Make the staged writes visible to later units of work."""
         self._store.users.update(self._users.pending)
         self._users.pending.clear()
         self._store.commits += 1
+        staged, self.events.staged = self.events.staged, []
+        if self._sink is not None:
+            for user in staged:
+                self._sink.user_changed(user, at_ms=0)

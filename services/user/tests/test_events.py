@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import select
 
 from devstack.infra import free_port
 from kit.config import Mode
@@ -20,15 +21,16 @@ from kit.events import (
     BatchConsumer,
     ConsumedEvent,
     ConsumerConfig,
-    EventProducer,
     TopicHandler,
     protobuf_decoder,
 )
 from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
+from kit.sql import create_engine
 from services.user.__main__ import build_runner
 from services.user.errors import Reason, UserInvalidArgument
 from services.user.events import USER_CHANGED_TOPIC
+from services.user.repository.dao import UserOutboxRow
 from services.user.service import UserService
 from services.user.settings import UserSettings
 from services.user.tests.fakes import FakeUnitOfWork, InMemoryUserStore, RecordingUserEvents
@@ -41,9 +43,7 @@ PASSWORD = "hello#123"
 
 
 def _service(store: InMemoryUserStore, events: RecordingUserEvents) -> UserService:
-    return UserService(
-        lambda: FakeUnitOfWork(store), bcrypt_cost=4, clock=lambda: NOW, events=events
-    )
+    return UserService(lambda: FakeUnitOfWork(store, events), bcrypt_cost=4, clock=lambda: NOW)
 
 
 async def test_signup_edit_and_first_logins_report_the_user() -> None:
@@ -109,7 +109,7 @@ def _settings(tmp_path: Path, redis_url: str, kafka_bootstrap: str) -> UserSetti
         metrics_port=-1,
         bcrypt_cost=4,
         shutdown_grace=1.0,
-        event_flush_timeout_seconds=1.0,
+        outbox_poll_interval_seconds=0.1,
     )
 
 
@@ -176,7 +176,7 @@ async def test_changes_reach_the_topic_and_list_users_pages(
 async def test_signup_and_edit_work_while_the_broker_is_down(
     tmp_path: Path, redis_url: str
 ) -> None:
-    # Nothing listens on this port: events stay buffered, then drop at stop.
+    # Nothing listens on this port: the events wait in the outbox for the broker.
     settings = _settings(tmp_path, redis_url, f"127.0.0.1:{free_port()}")
     await upgrade_async("user", settings.database_url)
     runner = build_runner(settings)
@@ -192,6 +192,14 @@ async def test_signup_and_edit_work_while_the_broker_is_down(
                 timeout=5,
             )
             assert edited.user.nickname == "n"
-            assert runner.component(EventProducer).pending == 2
     finally:
         await runner.stop()
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(select(UserOutboxRow.event_key, UserOutboxRow.sent_ms))
+            ).all()
+    finally:
+        await engine.dispose()
+    assert rows == [(str(answer.user.id), None), (str(answer.user.id), None)]

@@ -1,0 +1,165 @@
+"""Recording events in the transaction that causes them.
+
+:meth:`Outbox.add` stages an outbox row in the caller's session: it is inserted with the
+session's next flush and commits or rolls back with the change it reports, so an event is
+recorded if and only if its change is. :class:`~kit.outbox.relay.OutboxRelay` publishes the
+rows afterwards. :meth:`Outbox.bound` gives the same thing the shape of
+:meth:`kit.events.EventProducer.publish`, so one event writer serves both paths.
+
+The trace context of the request is captured when the row is added (a ``PRODUCER`` span,
+as the buffered producer does) and sent as the record's headers, so the consumer's batch
+still links to the request that caused the event however late the relay publishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+from opentelemetry import trace
+from sqlalchemy import event, inspect
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from kit.events import DeclaredTopic, encode_key
+from kit.events.tracing import TRACER_NAME, publish_trace_headers
+from kit.outbox.table import KEY_LENGTH, OutboxRow
+
+Headers = Sequence[tuple[str, bytes]]
+OutboxKey = str | int
+_WAKE_LISTENER = "kit.outbox.wake"
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds (rows compare times across processes)."""
+    return time.time_ns() // 1_000_000
+
+
+def encode_headers(headers: Headers) -> str:
+    """The ``headers`` column of record headers (a JSON object of text values)."""
+    return json.dumps({name: value.decode("utf-8") for name, value in headers})
+
+
+def decode_headers(text: str) -> list[tuple[str, bytes]]:
+    """Record headers from the ``headers`` column."""
+    loaded: dict[str, str] = json.loads(text) if text else {}
+    return [(name, value.encode("utf-8")) for name, value in loaded.items()]
+
+
+class UnknownTopic(ValueError):
+    """An event for a topic the outbox was not told about, or with another payload."""
+
+
+class Outbox:
+    """Where a service records its events, inside its own transactions.
+
+    Args:
+        model: the service's outbox class (:func:`kit.outbox.outbox_model`).
+        topics: the declared topics this outbox accepts (``kit.events.declared_topic``); an
+            event for another topic, or whose payload is not the declared message, is
+            refused. Empty: any topic, any payload.
+        tracer_provider: where publish spans go (the global provider by default).
+    """
+
+    def __init__(
+        self,
+        model: type[OutboxRow],
+        *,
+        topics: Iterable[DeclaredTopic] = (),
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        self.model = model
+        self._payloads = {topic.name: topic.payload.full_name for topic in topics}
+        self._tracer_provider = tracer_provider
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._committed: list[asyncio.Event] = []
+
+    @property
+    def table_name(self) -> str:
+        """The outbox table's name (also the ``outbox`` label of its metrics)."""
+        return str(inspect(self.model).local_table.name)
+
+    def add(
+        self,
+        session: AsyncSession,
+        topic: str,
+        key: OutboxKey,
+        payload: Message,
+        headers: Headers | None = None,
+    ) -> None:
+        """Stage ``payload`` for ``topic`` keyed by ``key`` in ``session``'s transaction.
+
+        The row is written with the session's next flush (at the latest, the commit) and
+        shares the transaction's fate. ``headers`` default to the current trace context.
+        Raises :class:`UnknownTopic` for a topic or payload the outbox does not accept.
+        """
+        self._check(topic, payload)
+        encoded_key = encode_key(key).decode("utf-8")
+        if len(encoded_key) > KEY_LENGTH:
+            raise ValueError(f"outbox keys are at most {KEY_LENGTH} characters")
+        at = now_ms()
+        row = self.model()
+        row.topic = topic
+        row.event_key = encoded_key
+        row.payload = payload.SerializeToString()
+        row.headers = encode_headers(self._trace_headers(topic) if headers is None else headers)
+        row.created_ms = at
+        row.attempts = 0
+        row.next_attempt_ms = at
+        session.add(row)
+        self._wake_after_commit(session.sync_session)
+
+    def bound(self, session: AsyncSession) -> OutboxSink:
+        """``add`` bound to ``session``, shaped as ``EventProducer.publish``."""
+        return OutboxSink(self, session)
+
+    def commit_signal(self) -> asyncio.Event:
+        """An event set whenever a transaction that added rows commits (in this process);
+        the relay waits on it between polls so that it publishes at once."""
+        signal = asyncio.Event()
+        self._committed.append(signal)
+        return signal
+
+    def _check(self, topic: str, payload: Message) -> None:
+        if not self._payloads:
+            return
+        expected = self._payloads.get(topic)
+        if expected is None:
+            raise UnknownTopic(f"the outbox does not accept topic {topic!r}")
+        if payload.DESCRIPTOR.full_name != expected:
+            raise UnknownTopic(
+                f"topic {topic!r} carries {expected}, not {payload.DESCRIPTOR.full_name}"
+            )
+
+    def _wake_after_commit(self, session: Session) -> None:
+        if not self._committed or session.info.get(_WAKE_LISTENER):
+            return
+        session.info[_WAKE_LISTENER] = True
+
+        def committed(_session: Any) -> None:
+            session.info.pop(_WAKE_LISTENER, None)
+            for signal in self._committed:
+                signal.set()
+
+        # A rolled-back session keeps the listener: a later commit of it only wakes early.
+        event.listen(session, "after_commit", committed, once=True)
+
+    def _trace_headers(self, topic: str) -> list[tuple[str, bytes]]:
+        return publish_trace_headers(topic, self._tracer, self._tracer_provider)
+
+
+class OutboxSink:
+    """An :class:`Outbox` bound to one session, with ``EventProducer.publish``'s shape."""
+
+    def __init__(self, outbox: Outbox, session: AsyncSession) -> None:
+        self._outbox = outbox
+        self._session = session
+
+    def publish(self, topic: str, key: OutboxKey, event: Message) -> bool:
+        """Stage ``event`` in the session's transaction; always ``True`` (never dropped)."""
+        self._outbox.add(self._session, topic, key, event)
+        return True

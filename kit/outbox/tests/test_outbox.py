@@ -1,0 +1,334 @@
+"""The outbox on real SQLite and MariaDB, the relay's claims, order and retries, and the
+Kafka publisher against the session's broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import DeclarativeBase
+
+from kit.events import ProducerConfig, TopicSpec, declared_topic
+from kit.migrations import schema_drift
+from kit.outbox import (
+    KafkaOutboxPublisher,
+    Outbox,
+    OutboxRecord,
+    OutboxRelay,
+    OutboxRow,
+    RelayConfig,
+    UnknownTopic,
+    outbox_model,
+)
+from kit.outbox.migration import create_outbox_table_v1, drop_outbox_table_v1
+from kit.outbox.outbox import now_ms
+from kit.sql import SessionFactory, create_engine, service_metadata, session_factory
+from webook.events.v1 import events_pb2
+
+pytestmark = pytest.mark.integration
+
+TABLE = "kittest_outbox"
+TOPIC = "webook.test.outbox"
+DEADLINE_S = 60.0
+
+
+class Base(DeclarativeBase):
+    metadata = service_metadata()
+
+
+KitTestOutboxRow = outbox_model(Base, TABLE)
+
+
+def event(n: int) -> events_pb2.ArticleWithdrawn:
+    return events_pb2.ArticleWithdrawn(article_id=n, author_id=1, at_ms=n)
+
+
+@dataclass
+class Db:
+    engine: AsyncEngine
+    sessions: SessionFactory
+    outbox: Outbox
+
+
+def _create(connection: Connection) -> None:
+    with Operations.context(MigrationContext.configure(connection)):
+        drop_if_exists = TABLE in connection.dialect.get_table_names(connection)
+        if drop_if_exists:
+            drop_outbox_table_v1(TABLE)
+        create_outbox_table_v1(TABLE)
+
+
+@pytest.fixture
+async def db(empty_database_url: str) -> AsyncIterator[Db]:
+    """The outbox table created by the migration helper on a fresh database."""
+    engine = create_engine(empty_database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(_create)
+    try:
+        yield Db(engine, session_factory(engine), Outbox(KitTestOutboxRow))
+    finally:
+        await engine.dispose()
+
+
+async def add_events(db: Db, keyed: list[tuple[str, int]]) -> None:
+    async with db.sessions() as session:
+        for key, n in keyed:
+            db.outbox.add(session, TOPIC, key, event(n))
+        await session.commit()
+
+
+async def rows(db: Db) -> list[OutboxRow]:
+    async with db.sessions() as session:
+        found = await session.scalars(select(KitTestOutboxRow).order_by(KitTestOutboxRow.id))
+        return list(found.all())
+
+
+class Recorder:
+    """Records what it published; fails the records ``fail`` names once each."""
+
+    def __init__(self, fail: set[int] | None = None) -> None:
+        self.published: list[tuple[bytes, int]] = []
+        self.attempts: list[int] = []
+        self._fail = set(fail or ())
+        self.closed = False
+
+    async def publish(self, record: OutboxRecord) -> None:
+        self.attempts.append(record.id)
+        if record.id in self._fail:
+            self._fail.discard(record.id)
+            raise ConnectionError("broker unreachable (injected)")
+        self.published.append(
+            (record.key, events_pb2.ArticleWithdrawn.FromString(record.payload).article_id)
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + DEADLINE_S
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_the_migration_creates_what_the_model_describes(db: Db) -> None:
+    async with db.engine.connect() as conn:
+        drift = await conn.run_sync(lambda c: schema_drift(c, Base.metadata, "kittest"))
+    assert drift == []
+
+
+async def test_an_event_is_recorded_if_and_only_if_its_transaction_commits(db: Db) -> None:
+    async with db.sessions() as session:
+        db.outbox.add(session, TOPIC, 1, event(1))
+        await session.rollback()
+    assert await rows(db) == []
+    async with db.sessions() as session:
+        db.outbox.bound(session).publish(TOPIC, 2, event(2))
+        await session.commit()
+    [row] = await rows(db)
+    assert (row.topic, row.event_key, row.sent_ms, row.attempts) == (TOPIC, "2", None, 0)
+    assert events_pb2.ArticleWithdrawn.FromString(row.payload) == event(2)
+
+
+async def test_the_outbox_refuses_undeclared_topics_and_payloads(db: Db) -> None:
+    declared = declared_topic(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_WITHDRAWN)
+    strict = Outbox(KitTestOutboxRow, topics=[declared])
+    async with db.sessions() as session:
+        strict.add(session, declared.name, 1, event(1))
+        with pytest.raises(UnknownTopic):
+            strict.add(session, TOPIC, 1, event(1))
+        with pytest.raises(UnknownTopic):
+            strict.add(session, declared.name, 1, events_pb2.ArticleRead(article_id=1))
+
+
+async def test_the_relay_publishes_in_order_per_key_and_marks_rows_sent(db: Db) -> None:
+    await add_events(db, [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5), ("a", 6)])
+    recorder = Recorder()
+    relay = OutboxRelay(db.sessions, db.outbox, recorder, RelayConfig(batch_size=2, scan_limit=10))
+    while await relay.run_once():
+        pass
+    per_key: dict[bytes, list[int]] = defaultdict(list)
+    for key, n in recorder.published:
+        per_key[key].append(n)
+    assert dict(per_key) == {b"a": [1, 3, 6], b"b": [2, 5], b"c": [4]}
+    assert all(row.sent_ms is not None and row.claimed_by is None for row in await rows(db))
+
+
+async def test_a_failed_row_is_retried_after_back_off_and_holds_back_its_key(db: Db) -> None:
+    await add_events(db, [("a", 1), ("b", 2), ("a", 3)])
+    first = (await rows(db))[0].id
+    clock = [now_ms()]
+    config = RelayConfig(retry_backoff_s=2.0, retry_backoff_max_s=3.0)
+    recorder = Recorder(fail={first})
+    relay = OutboxRelay(db.sessions, db.outbox, recorder, config, clock=lambda: clock[0])
+
+    await relay.run_once()
+    assert recorder.published == [(b"b", 2)]
+    failed, _, held = await rows(db)
+    assert (failed.attempts, failed.next_attempt_ms) == (1, clock[0] + 2000)
+    assert "injected" in (failed.last_error or "")
+    assert (held.sent_ms, held.claimed_by) == (None, None)
+
+    await relay.run_once()  # not due yet: neither a's first row nor the one behind it goes
+    assert recorder.published == [(b"b", 2)]
+
+    clock[0] += 2000
+    await relay.run_once()
+    assert recorder.published == [(b"b", 2), (b"a", 1), (b"a", 3)]
+    assert config.backoff_ms(1) == 2000
+    assert config.backoff_ms(5) == 3000
+
+
+async def test_a_failed_row_holds_back_its_key_for_other_relays_too(db: Db) -> None:
+    await add_events(db, [("a", 1), ("a", 2)])
+    first = (await rows(db))[0].id
+    async with db.sessions() as session:  # as a relay that failed it would leave it
+        await session.execute(
+            update(KitTestOutboxRow)
+            .where(KitTestOutboxRow.id == first)
+            .values(attempts=1, next_attempt_ms=now_ms() + 3_600_000)
+        )
+        await session.commit()
+    recorder = Recorder()
+    assert await OutboxRelay(db.sessions, db.outbox, recorder).run_once() == 0
+    assert recorder.published == []
+
+
+async def test_two_relays_on_one_database_never_publish_a_row_twice(db: Db) -> None:
+    keys = ["k0", "k1", "k2", "k3", "k4"]
+    await add_events(db, [(keys[n % len(keys)], n) for n in range(150)])
+    in_flight: set[int] = set()
+    overlaps: list[int] = []
+    published: list[tuple[str, str, int]] = []
+
+    class Shared:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def publish(self, record: OutboxRecord) -> None:
+            if record.id in in_flight:
+                overlaps.append(record.id)
+            in_flight.add(record.id)
+            for _ in range(3):  # let the other relay run while this one publishes
+                await asyncio.sleep(0)
+            in_flight.discard(record.id)
+            n = events_pb2.ArticleWithdrawn.FromString(record.payload).article_id
+            published.append((self.name, record.key.decode(), n))
+
+        async def close(self) -> None:
+            pass
+
+    config = RelayConfig(batch_size=7, scan_limit=40, poll_interval_s=0.05)
+    relays = [OutboxRelay(db.sessions, db.outbox, Shared(name), config) for name in "xy"]
+    for relay in relays:
+        relay.start()
+
+    async def all_sent() -> bool:
+        async with db.sessions() as session:
+            pending = await session.scalar(
+                select(func.count()).where(KitTestOutboxRow.sent_ms.is_(None))
+            )
+            return pending == 0
+
+    try:
+        await eventually(all_sent, "every row is sent")
+    finally:
+        for relay in relays:
+            await relay.stop()
+    assert overlaps == []
+    numbers = [n for _, _, n in published]
+    assert sorted(numbers) == list(range(150))  # each row exactly once
+    for key in keys:
+        of_key = [n for _, k, n in published if k == key]
+        assert of_key == sorted(of_key), key
+
+
+async def test_a_relay_killed_before_publishing_loses_nothing(db: Db) -> None:
+    await add_events(db, [("a", 1), ("b", 2), ("a", 3)])
+    never = asyncio.Event()
+
+    class Hung:
+        async def publish(self, record: OutboxRecord) -> None:
+            await never.wait()
+
+        async def close(self) -> None:
+            pass
+
+    config = RelayConfig(lease_s=600.0, publish_timeout_s=300.0, stop_timeout_s=0.0)
+    crashed = OutboxRelay(db.sessions, db.outbox, Hung(), config)
+    crashed.start()
+
+    async def claimed() -> bool:
+        return all(row.claimed_by is not None for row in await rows(db))
+
+    await eventually(claimed, "the first relay claimed every row")
+    await crashed.stop()  # cancelled mid-publish: nothing recorded, the lease still held
+
+    recorder = Recorder()
+    early = OutboxRelay(db.sessions, db.outbox, recorder, config)
+    assert await early.run_once() == 0  # the lease keeps another relay off the rows
+
+    later = OutboxRelay(db.sessions, db.outbox, recorder, config, clock=lambda: now_ms() + 601_000)
+    while await later.run_once():
+        pass
+    assert sorted(recorder.published) == [(b"a", 1), (b"a", 3), (b"b", 2)]
+    assert [n for key, n in recorder.published if key == b"a"] == [1, 3]
+
+
+async def test_sent_rows_are_deleted_after_the_retention(db: Db) -> None:
+    await add_events(db, [("a", 1)])
+    clock = [now_ms()]
+    relay = OutboxRelay(
+        db.sessions,
+        db.outbox,
+        Recorder(),
+        RelayConfig(retention_s=10.0, cleanup_interval_s=1.0),
+        clock=lambda: clock[0],
+    )
+    await relay.run_once()
+    assert [row.sent_ms for row in await rows(db)] == [clock[0]]
+    clock[0] += 11_000
+    await relay.run_once()
+    assert await rows(db) == []
+
+
+async def test_the_kafka_publisher_delivers_key_payload_and_trace_headers(
+    db: Db, kafka_bootstrap: str
+) -> None:
+    topic = f"webook.test.outbox-{uuid.uuid4().hex[:8]}"
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with db.sessions() as session:
+        db.outbox.add(session, topic, 42, event(42), [("traceparent", traceparent.encode())])
+        await session.commit()
+    publisher = KafkaOutboxPublisher(
+        ProducerConfig(bootstrap=kafka_bootstrap, topics=(TopicSpec(topic, 1),))
+    )
+    relay = OutboxRelay(db.sessions, db.outbox, publisher)
+    try:
+        assert await relay.run_once() == 1
+    finally:
+        await relay.stop()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        record = await asyncio.wait_for(consumer.getone(), DEADLINE_S)
+    finally:
+        await consumer.stop()
+    assert record.key == b"42"
+    assert events_pb2.ArticleWithdrawn.FromString(record.value) == event(42)
+    assert dict(record.headers)["traceparent"] == traceparent.encode()
+    assert all(row.sent_ms is not None for row in await rows(db))
