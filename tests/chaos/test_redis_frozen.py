@@ -40,9 +40,10 @@ AFTER_S = 5.0
 PACE_S = 0.06
 MAX_ANSWER_MS = 100.0
 # What the two cores' scheduling may add to a few answers without the freeze being the cause
-# (one answer of 3,653 took 103 ms in a run with mutual TLS on every hop); an answer that
+# (with mutual TLS on every hop: 1 of 3,653 answers over 100 ms in one run, 4 of 3,553 with
+# a maximum of 149 ms in the next; 36 of 3,220 once while another suite ran); an answer that
 # waited on the frozen Redis would take seconds.
-SLOW_SHARE = 0.002
+SLOW_SHARE = 0.01
 HARD_MAX_MS = 500.0
 RECOVERY_S = 30.0
 _METRICS_PORT = re.compile(r'"metrics_port":\s*(\d+)')
