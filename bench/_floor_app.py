@@ -26,6 +26,8 @@ import grpc
 import uvicorn
 from fastapi import FastAPI
 
+from devstack.tls import CallerTls
+from kit.security.pki import Pki
 from webook.article.v1 import article_pb2, article_pb2_grpc
 from webook.interactive.v1 import interactive_pb2, interactive_pb2_grpc
 
@@ -40,13 +42,7 @@ def _channel(addr: str, service: str, pki: Path | None) -> grpc.aio.Channel:
     """A plain channel, or with ``pki`` a mutual-TLS one presenting the gateway's identity."""
     if pki is None:
         return grpc.aio.insecure_channel(addr)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=(pki / "ca.pem").read_bytes(),
-        private_key=(pki / "gateway-key.pem").read_bytes(),
-        certificate_chain=(pki / "gateway.pem").read_bytes(),
-    )
-    options = [("grpc.ssl_target_name_override", f"{service}.webook.internal")]
-    return grpc.aio.secure_channel(addr, credentials, options=options)
+    return CallerTls(Pki(pki), "gateway", service).aio_channel(addr)
 
 
 def create_app(article_addr: str, interactive_addr: str, pki: Path | None = None) -> FastAPI:

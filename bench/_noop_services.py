@@ -7,7 +7,8 @@ One process, one ``grpc.aio`` server listening on both ports, hosting trivial se
 counts (with the requested ids), registered through the generated (de)serialisers. They do
 no I/O: whatever the floor app measures is the HTTP + gRPC plumbing alone. With ``--pki``
 (a directory made by :func:`kit.security.pki.ensure_local_pki`) each port serves mutual TLS
-with its service's certificate and requires a client certificate, as the real services do.
+with its service's certificate and requires a client certificate, through the same server
+credentials (`kit.security.tls.ServerTls`) as the real services.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import grpc
 
+from kit.security.pki import Pki
+from kit.security.tls import ServerTls, TlsFiles
 from webook.article.v1 import article_pb2
 from webook.interactive.v1 import interactive_pb2
 
@@ -65,12 +68,9 @@ def _bind(server: grpc.aio.Server, port: int, service: str, pki: Path | None) ->
     if pki is None:
         server.add_insecure_port(f"127.0.0.1:{port}")
         return
-    credentials = grpc.ssl_server_credentials(
-        [((pki / f"{service}-key.pem").read_bytes(), (pki / f"{service}.pem").read_bytes())],
-        root_certificates=(pki / "ca.pem").read_bytes(),
-        require_client_auth=True,
-    )
-    server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    cert, key = Pki(pki).files(service)
+    tls = ServerTls(TlsFiles(cert, key, Pki(pki).ca_file))
+    server.add_secure_port(f"127.0.0.1:{port}", tls.credentials)
 
 
 async def serve(article_port: int, interactive_port: int, pki: Path | None = None) -> None:

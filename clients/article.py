@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 import grpc
+from pydantic import BaseModel, Field
 
 from kit.errors import AppError
 from kit.grpcx.client import ServiceClients
@@ -38,6 +39,18 @@ DEFAULT_TTL_S = 5.0
 DEFAULT_MAX_ENTRIES = 10_000
 # What a call to another service can fail with: a status, or no address configured at all.
 _CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
+
+
+class ArticleTargetsSettings(BaseModel):
+    """The settings of a service that asks the article service whether articles exist
+    (a mixin of its settings class; ``WEBOOK_<SVC>_ARTICLE_TIMEOUT_SECONDS``, ...)."""
+
+    # Deadline of one PublishedExists call (it sits on the write path).
+    article_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    # Seconds a "published" answer is trusted per replica (0: never remembered).
+    published_cache_ttl_seconds: float = Field(default=DEFAULT_TTL_S, ge=0, le=300)
+    # "Published" answers remembered at most.
+    published_cache_entries: int = Field(default=DEFAULT_MAX_ENTRIES, ge=1)
 
 
 class TargetsUnavailable(Exception):
@@ -82,6 +95,18 @@ class PublishedArticleTargets:
         self._clock = clock
         # Article id → when its "published" answer stops being trusted, oldest first.
         self._published_until: OrderedDict[int, float] = OrderedDict()
+
+    @classmethod
+    def from_settings(
+        cls, clients: ServiceClients, settings: ArticleTargetsSettings
+    ) -> PublishedArticleTargets:
+        """Targets configured by a service's :class:`ArticleTargetsSettings`."""
+        return cls(
+            clients,
+            timeout_s=settings.article_timeout_seconds,
+            ttl_s=settings.published_cache_ttl_seconds,
+            max_entries=settings.published_cache_entries,
+        )
 
     async def exists(self, biz: str, biz_id: int) -> bool:
         """Whether article ``biz_id`` is published (``biz`` must be ``"article"``)."""

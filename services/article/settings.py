@@ -44,8 +44,6 @@ class ArticleSettings(GrpcServiceSettings):
     # batching them (reads are counted in batches of up to a second anyway) cuts the
     # producer's, the broker's and the consumer's CPU per read (docs/performance.md).
     event_linger_ms: int = Field(default=50, ge=0, le=1000)
-    # Create the topics (and re-create them after a broker lost its data).
-    kafka_manage_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
     # Outbox relay (publications and withdrawals, kit.outbox): the longest pause between
     # polls, rows per round, how long a claim keeps other replicas off a row, and how long

@@ -30,12 +30,7 @@ def build_runner(settings: CommentSettings, **options: Unpack[RunnerOptions]) ->
     backends = wire_backends(runner, settings)
     clients = ServiceClients.from_settings(settings)
     runner.on_close(clients.close)
-    targets = PublishedArticleTargets(
-        clients,
-        timeout_s=settings.article_timeout_seconds,
-        ttl_s=settings.published_cache_ttl_seconds,
-        max_entries=settings.published_cache_entries,
-    )
+    targets = PublishedArticleTargets.from_settings(clients, settings)
     cache = FirstPageCache(backends.redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
     service = CommentService(lambda: SqlUnitOfWork(backends.sessions, cache), targets=targets)
     runner.mount(CommentServicer(service))

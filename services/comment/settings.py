@@ -19,16 +19,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from clients.article import ArticleTargetsSettings
 from kit.config import GrpcServiceSettings
 
 
-class CommentSettings(GrpcServiceSettings):
+class CommentSettings(GrpcServiceSettings, ArticleTargetsSettings):
     """Validated configuration of ``python -m services.comment``."""
 
     model_config = SettingsConfigDict(env_prefix="WEBOOK_COMMENT_", extra="ignore", frozen=True)
 
     database_url: str = "sqlite+aiosqlite:///.run/comment.db"
     first_page_cache_ttl_seconds: int = Field(default=60, ge=1)
-    article_timeout_seconds: float = Field(default=0.5, gt=0)
-    published_cache_ttl_seconds: float = Field(default=5.0, ge=0, le=300)
-    published_cache_entries: int = Field(default=10_000, ge=1)

@@ -32,12 +32,7 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
     backends = wire_backends(runner, settings)
     clients = ServiceClients.from_settings(settings)
     runner.on_close(clients.close)
-    targets = PublishedArticleTargets(
-        clients,
-        timeout_s=settings.article_timeout_seconds,
-        ttl_s=settings.published_cache_ttl_seconds,
-        max_entries=settings.published_cache_entries,
-    )
+    targets = PublishedArticleTargets.from_settings(clients, settings)
     local = None
     if settings.local_cache_enabled:
         local = LocalCounts(

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from clients.article import ArticleTargetsSettings
 from kit.config import GrpcServiceSettings
 
 
-class InteractiveSettings(GrpcServiceSettings):
+class InteractiveSettings(GrpcServiceSettings, ArticleTargetsSettings):
     """Validated configuration of ``python -m services.interactive``."""
 
     model_config = SettingsConfigDict(env_prefix="WEBOOK_INTERACTIVE_", extra="ignore", frozen=True)
@@ -31,13 +32,9 @@ class InteractiveSettings(GrpcServiceSettings):
     # (counted as stale) this many seconds after the invalidation feed last vouched for
     # them, instead of every Get going to the database (0: never); dropped on recovery.
     local_cache_stale_seconds: float = Field(default=300.0, ge=0)
-    # Likes and collects need a published article: the article service is asked with this
-    # timeout (it fails closed: UNAVAILABLE), and a "published" answer is trusted this many
-    # seconds in process (an article withdrawn that recently may still take a like), for at
-    # most this many articles.
-    article_timeout_seconds: float = Field(default=0.5, gt=0)
-    published_cache_ttl_seconds: float = Field(default=5.0, ge=0, le=300)
-    published_cache_entries: int = Field(default=10_000, ge=1)
+    # Likes and collects need a published article: ArticleTargetsSettings (clients.article)
+    # says how long the article service is asked, and how long a "published" answer is
+    # trusted in process (an article withdrawn that recently may still take a like).
     # The read-event consumer runs inside the service process unless disabled.
     read_consumer_enabled: bool = True
     read_consumer_group: str = "interactive-read-counter"
@@ -46,6 +43,4 @@ class InteractiveSettings(GrpcServiceSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_lag_interval_seconds: float = Field(default=10.0, gt=0)
-    # Create the read topic if missing (and again after a broker lost its data).
-    kafka_manage_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)

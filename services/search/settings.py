@@ -53,8 +53,6 @@ class SearchSettings(GrpcServiceSettings):
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_lag_interval_seconds: float = Field(default=10.0, gt=0)
-    # Create the consumed topics if missing (and again after a broker lost its data).
-    kafka_manage_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
     # Rebuild from the article and user services in the background when the service
     # starts on an index without documents (first deployment, a new replica's empty volume).

@@ -44,7 +44,6 @@ class UserSettings(GrpcServiceSettings):
     outbox_batch_size: int = Field(default=100, ge=1, le=1000)
     outbox_lease_seconds: float = Field(default=30.0, gt=10.0)
     outbox_retention_seconds: float = Field(default=86_400.0, ge=0)
-    kafka_manage_topics: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_seconds: float = Field(default=900.0, gt=0)
