@@ -254,3 +254,124 @@ class SyncService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SnapshotServiceStub:
+    """Replica to replica: a new replica copies a peer's committed index (called on one chosen
+    instance, not balanced).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PrepareSnapshot = channel.unary_unary(
+                '/webook.search.v1.SnapshotService/PrepareSnapshot',
+                request_serializer=webook_dot_search_dot_v1_dot_search__pb2.PrepareSnapshotRequest.SerializeToString,
+                response_deserializer=webook_dot_search_dot_v1_dot_search__pb2.PrepareSnapshotResponse.FromString,
+                _registered_method=True)
+        self.ReadSnapshot = channel.unary_unary(
+                '/webook.search.v1.SnapshotService/ReadSnapshot',
+                request_serializer=webook_dot_search_dot_v1_dot_search__pb2.ReadSnapshotRequest.SerializeToString,
+                response_deserializer=webook_dot_search_dot_v1_dot_search__pb2.ReadSnapshotResponse.FromString,
+                _registered_method=True)
+
+
+class SnapshotServiceServicer:
+    """Replica to replica: a new replica copies a peer's committed index (called on one chosen
+    instance, not balanced).
+    """
+
+    def PrepareSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SnapshotServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PrepareSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareSnapshot,
+                    request_deserializer=webook_dot_search_dot_v1_dot_search__pb2.PrepareSnapshotRequest.FromString,
+                    response_serializer=webook_dot_search_dot_v1_dot_search__pb2.PrepareSnapshotResponse.SerializeToString,
+            ),
+            'ReadSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadSnapshot,
+                    request_deserializer=webook_dot_search_dot_v1_dot_search__pb2.ReadSnapshotRequest.FromString,
+                    response_serializer=webook_dot_search_dot_v1_dot_search__pb2.ReadSnapshotResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'webook.search.v1.SnapshotService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('webook.search.v1.SnapshotService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class SnapshotService:
+    """Replica to replica: a new replica copies a peer's committed index (called on one chosen
+    instance, not balanced).
+    """
+
+    @staticmethod
+    def PrepareSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.search.v1.SnapshotService/PrepareSnapshot',
+            webook_dot_search_dot_v1_dot_search__pb2.PrepareSnapshotRequest.SerializeToString,
+            webook_dot_search_dot_v1_dot_search__pb2.PrepareSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.search.v1.SnapshotService/ReadSnapshot',
+            webook_dot_search_dot_v1_dot_search__pb2.ReadSnapshotRequest.SerializeToString,
+            webook_dot_search_dot_v1_dot_search__pb2.ReadSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

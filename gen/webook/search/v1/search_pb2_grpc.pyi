@@ -90,3 +90,46 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_search_pb2.DeleteArticleResponse, _abc.Awaitable[_search_pb2.DeleteArticleResponse]]: ...
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class SnapshotServiceStub:
+    """Replica to replica: a new replica copies a peer's committed index (called on one chosen
+    instance, not balanced).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> SnapshotServiceAsyncStub: ...
+    PrepareSnapshot: _grpc.UnaryUnaryMultiCallable[_search_pb2.PrepareSnapshotRequest, _search_pb2.PrepareSnapshotResponse]
+    ReadSnapshot: _grpc.UnaryUnaryMultiCallable[_search_pb2.ReadSnapshotRequest, _search_pb2.ReadSnapshotResponse]
+
+@_typing.type_check_only
+class SnapshotServiceAsyncStub(SnapshotServiceStub):
+    """Replica to replica: a new replica copies a peer's committed index (called on one chosen
+    instance, not balanced).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    PrepareSnapshot: _aio.UnaryUnaryMultiCallable[_search_pb2.PrepareSnapshotRequest, _search_pb2.PrepareSnapshotResponse]  # type: ignore[assignment]
+    ReadSnapshot: _aio.UnaryUnaryMultiCallable[_search_pb2.ReadSnapshotRequest, _search_pb2.ReadSnapshotResponse]  # type: ignore[assignment]
+
+class SnapshotServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Replica to replica: a new replica copies a peer's committed index (called on one chosen
+    instance, not balanced).
+    """
+
+    @_abc_1.abstractmethod
+    def PrepareSnapshot(
+        self,
+        request: _search_pb2.PrepareSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.PrepareSnapshotResponse, _abc.Awaitable[_search_pb2.PrepareSnapshotResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReadSnapshot(
+        self,
+        request: _search_pb2.ReadSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.ReadSnapshotResponse, _abc.Awaitable[_search_pb2.ReadSnapshotResponse]]: ...
+
+def add_SnapshotServiceServicer_to_server(servicer: SnapshotServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
