@@ -19,6 +19,17 @@ re-delivers that one batch, so handlers must tolerate, or bound, duplicates; a g
 :meth:`BatchConsumer.stop` finishes and commits the batch in progress first. Handlers should
 raise only for transient failures: a batch that can never be applied blocks its partitions.
 
+**Caught up.** Once it owns partitions, the consumer takes each one's end offset once,
+its high watermark at start: the one the first fetch response after the assignment
+reports (exact on every broker, where tansu answers a ListOffsets for the latest offset
+with the last record batch's base offset plus one); a partition assigned later gets its
+mark when first owned. It is :attr:`~BatchConsumer.caught_up` when its committed offsets
+reached the mark of every partition it owns: everything published before it started has
+been applied. A partition with nothing to read (empty, or every record expired) counts as
+reached. The flag never goes back: a later lag is what ``webook_kafka_consumer_lag`` is
+for. A process uses :meth:`~BatchConsumer.wait_caught_up` as a readiness condition
+(:meth:`kit.grpcx.server.ServiceRunner.ready_when`).
+
 Every ``lag_interval_s`` the consumer re-creates missing topics (brokers that lose their data
 on restart) and refreshes ``webook_kafka_consumer_lag``: end offsets (one ListOffsets
 request) minus the offsets committed for the partitions it owns. Connection trouble of any
@@ -196,6 +207,13 @@ class BatchConsumer:
         self._next_refresh = 0.0
         # True while a batch is being applied and committed: stop() lets it finish.
         self._applying = False
+        # Caught up: each owned partition's high watermark when first fetched (0: nothing
+        # to read), the partitions whose committed offset was asked of the broker since they
+        # were assigned, and when consuming started.
+        self._start_marks: dict[TopicPartition, int] = {}
+        self._commits_asked: set[TopicPartition] = set()
+        self._caught_up = asyncio.Event()
+        self._started_at = 0.0
 
     @property
     def group_id(self) -> str:
@@ -207,11 +225,26 @@ class BatchConsumer:
         """The partitions this consumer owns right now."""
         return self._partitions
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether everything published before the consumer started has been applied and
+        committed (see the module docstring); once true, stays true."""
+        return self._caught_up.is_set()
+
     def start(self) -> None:
         """Start consuming in the background (inside the running event loop)."""
         if self._task is None:
             self._stop_requested.clear()
+            self._started_at = asyncio.get_running_loop().time()
             self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{self.group_id}")
+
+    async def wait_caught_up(self, within_s: float | None = None) -> bool:
+        """Wait until :attr:`caught_up` (forever by default); ``False`` after ``within_s``."""
+        try:
+            await asyncio.wait_for(self._caught_up.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def wait_assigned(self, within_s: float) -> bool:
         """Wait until the group gave this consumer partitions; ``False`` after ``within_s``."""
@@ -297,6 +330,8 @@ class BatchConsumer:
                     await self._process(consumer, records)
                 finally:
                     self._applying = False
+            if not self._caught_up.is_set():
+                await self._check_caught_up(consumer)
             if loop.time() >= self._next_refresh:
                 self._next_refresh = loop.time() + self._config.lag_interval_s
                 await self._refresh(consumer)
@@ -476,6 +511,55 @@ class BatchConsumer:
         for topic, value in lag.items():
             CONSUMER_LAG.labels(topic, self.group_id).set(value)
 
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        """Set :attr:`caught_up` when the committed offsets of every owned partition reached
+        its mark; reads the marks of partitions owned for the first time."""
+        owned = consumer.assignment()
+        if not owned:
+            return
+        try:
+            ends = {
+                tp: highwater
+                for tp in owned
+                if tp not in self._start_marks and (highwater := consumer.highwater(tp)) is not None
+            }
+            if ends:
+                starts = await consumer.beginning_offsets(list(ends))
+                for tp, end in ends.items():
+                    self._start_marks[tp] = end if end > starts.get(tp, 0) else 0
+            for tp in owned:
+                mark = self._start_marks.get(tp)
+                if mark is None:
+                    return  # not fetched from yet
+                if mark == 0:
+                    continue
+                committed = self._committed.get(tp)
+                if committed is None and tp not in self._commits_asked:
+                    # Committed before this assignment (a restart of a group that had read
+                    # everything): asked once; our own commits update ``_committed``.
+                    self._commits_asked.add(tp)
+                    committed = await consumer.committed(tp)
+                    if committed is not None:
+                        self._committed[tp] = committed
+                if committed is None or committed < mark:
+                    return
+        except (KafkaError, OSError) as exc:
+            logger.info("caught-up check failed", extra={"error": repr(exc)})
+            return
+        self._caught_up.set()
+        logger.info(
+            "kafka consumer caught up",
+            extra={
+                "group": self.group_id,
+                "marks": {
+                    f"{tp.topic}:{tp.partition}": mark
+                    for tp, mark in sorted(self._start_marks.items())
+                    if tp in owned
+                },
+                "after_s": round(asyncio.get_running_loop().time() - self._started_at, 3),
+            },
+        )
+
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop_requested.wait(), seconds)
@@ -487,6 +571,7 @@ class BatchConsumer:
         for tp in partitions:
             # Another member may have committed while we did not own the partition.
             self._committed.pop(tp, None)
+            self._commits_asked.discard(tp)
         self._partitions = partitions
         if partitions:
             self._has_partitions.set()

@@ -11,6 +11,14 @@ SERVING and registers, then components registered with
 running service). A component that fails to start makes the runner stop everything
 already started, then the error propagates.
 
+Readiness gate: a process whose answers are wrong until some work is done (a search
+replica rebuilding its index, a consumer catching up) registers conditions with
+:meth:`ServiceRunner.ready_when`. It then listens and starts every component as above, but
+answers health NOT_SERVING and stays out of the registry until every condition is met;
+only then does it report SERVING and register. Once ready it stays ready: what happens
+later (a lag) is for metrics and alerts, not for flapping in and out of the balancers.
+Without conditions nothing changes.
+
 Shutdown, the reverse (nested like the start, so nothing stops before what depends on it):
 
 1. health → NOT_SERVING, so probes and balancers stop sending new calls;
@@ -63,6 +71,8 @@ from kit.security.tls import ServerTls, TlsFiles
 logger = logging.getLogger(__name__)
 
 ShutdownHook = Callable[[], Awaitable[None]]
+ReadinessWait = Callable[[], Awaitable[object]]
+"""Waits until a readiness condition holds (retrying what fails meanwhile by itself)."""
 Step = Callable[[], Awaitable[None] | None]
 """A start or stop step of a component: a plain function or a coroutine function."""
 
@@ -227,6 +237,11 @@ class ServiceRunner:
         self.port = 0
         self.probe_port = 0
         self._stopped = asyncio.Event()
+        # The readiness gate: conditions by name, the task waiting for them, and whether
+        # the process reported SERVING (and registered).
+        self._conditions: dict[str, ReadinessWait] = {}
+        self._gate: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
 
     @property
     def tls(self) -> bool:
@@ -291,6 +306,32 @@ class ServiceRunner:
         self._after_serving.append(component)
         return component
 
+    def ready_when(self, condition: str, wait: ReadinessWait) -> None:
+        """Report SERVING and register only once ``wait()`` returned, as every other
+        condition's.
+
+        ``wait`` runs once the server listens and the components started after serving
+        run; it must not fail for a transient reason (it retries by itself): a condition
+        that raises leaves the process NOT_SERVING (logged), which the orchestrator's
+        readiness probe and the alerts then show. ``condition`` names it in the logs.
+        """
+        if condition in self._conditions:
+            raise ValueError(f"readiness condition {condition!r} is already registered")
+        self._conditions[condition] = wait
+
+    @property
+    def ready(self) -> bool:
+        """Whether the process reported SERVING (and registered); never goes back."""
+        return self._ready.is_set()
+
+    async def wait_ready(self, within_s: float) -> bool:
+        """Wait until :attr:`ready`; ``False`` after ``within_s`` seconds."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
+
     def component(self, kind: type[T]) -> T:
         """The first registered component of type ``kind`` (for tests and diagnostics).
 
@@ -305,13 +346,23 @@ class ServiceRunner:
         """Start the components, listen, serve, register, then start the components that
         feed on the service; returns the bound port.
 
-        If any step fails, everything already started is stopped (:meth:`stop`) and the
-        error propagates.
+        With readiness conditions (:meth:`ready_when`) it returns once the components run,
+        answering NOT_SERVING and unregistered until the conditions are met in the
+        background. If any step fails, everything already started is stopped
+        (:meth:`stop`) and the error propagates.
         """
         try:
             await self._start_components(self._before_serving, self._running_before)
             port = await self._listen()
+            if not self._conditions:
+                await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+                await self._register()
+                self._ready.set()
             await self._start_components(self._after_serving, self._running_after)
+            if self._conditions:
+                self._gate = asyncio.create_task(
+                    self._await_readiness(), name=f"{self.name}-readiness"
+                )
         except BaseException:
             await self.stop()
             raise
@@ -344,11 +395,11 @@ class ServiceRunner:
             if self.probe_port == 0:
                 raise OSError(f"cannot listen on {probe_bind}: address in use or not available")
         await self.server.start()
-        for service in [*self._service_names, ""]:
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self._conditions:
+            # The health service answers SERVING for the whole server by default: until the
+            # conditions are met, every name answers NOT_SERVING.
+            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._metrics = serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
-        if self.registration is not None:
-            await self.registration.register(self.address)
         logger.info(
             "service started",
             extra={
@@ -356,16 +407,73 @@ class ServiceRunner:
                 "transport": "mtls" if self.tls else "plaintext",
                 "probe_port": self.probe_port or None,
                 "metrics_port": self._metrics.port if self._metrics else None,
+                "not_ready_until": sorted(self._conditions) or None,
             },
         )
         return self.port
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for service in [*self._service_names, ""]:
+            await self.health.set(service, status)
+
+    async def _register(self) -> None:
+        if self.registration is not None:
+            await self.registration.register(self.address)
+
+    async def _become_ready(self) -> None:
+        """Register, then report SERVING: whoever waits for SERVING (a rolling update about
+        to stop the next instance) knows that clients can find this one."""
+        await self._register()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._ready.set()
+
+    async def _await_readiness(self) -> None:
+        """Wait for every readiness condition at once, then :meth:`_become_ready`."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def met(condition: str, wait: ReadinessWait) -> None:
+            await wait()
+            logger.info(
+                "readiness condition met",
+                extra={"condition": condition, "waited_s": round(loop.time() - started, 3)},
+            )
+
+        try:
+            async with asyncio.TaskGroup() as conditions:
+                for condition, wait in self._conditions.items():
+                    conditions.create_task(met(condition, wait), name=f"ready-when-{condition}")
+            await self._become_ready()
+        except Exception:
+            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            logger.exception(
+                "becoming ready failed; the service stays NOT_SERVING and unregistered",
+                extra={"conditions": sorted(self._conditions)},
+            )
+            return
+        logger.info(
+            "service ready",
+            extra={
+                "grpc_addr": self.address,
+                "conditions": sorted(self._conditions),
+                "waited_s": round(loop.time() - started, 3),
+            },
+        )
 
     async def stop(self) -> None:
         """The graceful shutdown sequence; safe to call twice."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        logger.info("service stopping", extra={"grace_s": self.settings.shutdown_grace})
+        logger.info(
+            "service stopping", extra={"grace_s": self.settings.shutdown_grace, "ready": self.ready}
+        )
+        # A process still waiting for readiness stops waiting, so it cannot register now.
+        gate, self._gate = self._gate, None
+        if gate is not None and not gate.done():
+            gate.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gate
         await self.health.enter_graceful_shutdown()
         if self.registration is not None:
             try:
