@@ -26,12 +26,19 @@ MIN_JWT_KEY_BYTES = 32
 SessionCheckFallback = Literal["deny", "allow"]
 
 ARTICLE_READ = "/webook.article.v1.ArticleService/GetPublishedById"
+SEARCH = "/webook.search.v1.SearchService/Search"
 
 
 def _default_peer_balancing() -> dict[str, PeerBalancing]:
     # Article reads go to the replica owning the article id on the hash ring, so each
     # replica's local cache holds its own share of the articles (docs/performance.md).
-    return {"article": PeerBalancing(policy="consistent_hash", hash_methods={ARTICLE_READ: "id"})}
+    # Searches go to the replica owning the reader's affinity key (gateway.routes.search),
+    # so one reader's pages come from one index while that replica lives; a search
+    # without a key falls back to round robin.
+    return {
+        "article": PeerBalancing(policy="consistent_hash", hash_methods={ARTICLE_READ: "id"}),
+        "search": PeerBalancing(policy="consistent_hash", hash_methods={SEARCH: "affinity_key"}),
+    }
 
 
 class GatewaySettings(ClientSettings):
@@ -78,7 +85,8 @@ class GatewaySettings(ClientSettings):
     # Seconds each gRPC call may take.
     grpc_timeout: float = Field(default=3.0, gt=0)
     # Instance choice per peer (kit.config.PeerBalancing); the default routes article reads
-    # by consistent hash of the article id, everything else by weighted round robin.
+    # by consistent hash of the article id and searches by the reader's affinity key,
+    # everything else by weighted round robin.
     peer_balancing: dict[str, PeerBalancing] = Field(default_factory=_default_peer_balancing)
     # Seconds CodeService.Send may take: longer than the sms service's own send timeout
     # (5 s), so a slow provider ends in a queued message rather than in our deadline.

@@ -8,6 +8,7 @@ the gateway asked. The real service behind the real gateway is covered by
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,8 @@ from fastapi import FastAPI
 from devstack.infra import free_port
 from gateway.app import create_app
 from gateway.middleware.edge_settings import DEFAULT_RATE_LIMITS
-from gateway.tests.conftest import client_for, fake_stubs, make_settings, rpc_error
+from gateway.routes.search import ReaderAffinity
+from gateway.tests.conftest import USER_AGENT, client_for, fake_stubs, make_settings, rpc_error
 from kit.errors import InvalidArgument, Unavailable
 from webook.search.v1 import search_pb2
 
@@ -294,3 +296,61 @@ async def test_the_route_is_documented_in_openapi(http: httpx.AsyncClient) -> No
     hit = components["SearchHitView"]["properties"]
     assert {"type", "id", "title", "titleHighlight", "snippet", "score", "utime"} <= set(hit)
     assert set(components["SearchPageView"]["properties"]) == {"hits", "total"}
+
+
+def _reader_at(application: FastAPI, ip: str, token: str | None = None) -> httpx.AsyncClient:
+    """A client from ``ip`` with the tests' User-Agent, signed in when ``token`` is given."""
+    headers = {"User-Agent": USER_AGENT}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    transport = httpx.ASGITransport(app=application, client=(ip, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway.test", headers=headers)
+
+
+async def _affinity(
+    application: FastAPI, fake: FakeSearch, ip: str, token: str | None = None
+) -> str:
+    """The affinity key the gateway sent for one search from ``ip`` (and ``token``)."""
+    async with _reader_at(application, ip, token) as reader:
+        assert (await reader.get("/search/query", params={"q": "微服务"})).json()["code"] == 0
+    return fake.requests[-1].affinity_key
+
+
+async def test_each_reader_gets_a_stable_opaque_affinity_key(
+    search_app: FastAPI, fake_search: FakeSearch
+) -> None:
+    first = await _affinity(search_app, fake_search, "198.51.100.7")
+    assert re.fullmatch("[0-9a-f]{32}", first)
+    assert "198.51.100.7" not in first
+    assert await _affinity(search_app, fake_search, "198.51.100.7") == first
+    assert await _affinity(search_app, fake_search, "198.51.100.8") != first
+    # One IPv6 subscriber holds a /64: one reader.
+    v6 = await _affinity(search_app, fake_search, "2001:db8:1:2::10")
+    assert await _affinity(search_app, fake_search, "2001:db8:1:2:ffff::1") == v6
+    assert await _affinity(search_app, fake_search, "2001:db8:1:3::10") != v6
+
+
+async def test_a_signed_in_reader_is_keyed_by_user_wherever_they_connect_from(
+    search_app: FastAPI, fake_search: FakeSearch
+) -> None:
+    tokens = search_app.state.runtime.tokens
+    ada = tokens.issue(5, USER_AGENT).access
+    bob = tokens.issue(6, USER_AGENT).access
+    at_home = await _affinity(search_app, fake_search, "198.51.100.7", ada)
+    assert await _affinity(search_app, fake_search, "203.0.113.9", ada) == at_home
+    assert await _affinity(search_app, fake_search, "198.51.100.7", bob) != at_home
+    anonymous = await _affinity(search_app, fake_search, "198.51.100.7")
+    assert anonymous != at_home
+    # A token that does not verify is no token: the reader is keyed by address.
+    for bad in ("null", ada[:-2] + "xx", tokens.issue(5, "another browser").access):
+        assert await _affinity(search_app, fake_search, "198.51.100.7", bad) == anonymous
+
+
+def test_readers_keys_are_the_same_in_every_gateway_process(redis_url: str) -> None:
+    settings = make_settings(redis_url, free_port())
+    tokens = create_app(settings).state.runtime.tokens
+    one = ReaderAffinity.from_settings(settings, tokens)
+    other = ReaderAffinity.from_settings(settings, tokens)
+    scope = {"type": "http", "client": ("198.51.100.7", 1234), "headers": []}
+    assert one.key(scope, None, "") == other.key(dict(scope), None, "")
+    assert one.key({"type": "http", "client": None, "headers": []}, None, "") == ""

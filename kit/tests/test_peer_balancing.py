@@ -16,7 +16,7 @@ import grpc
 import pytest
 from pydantic import ValidationError
 
-from gateway.settings import ARTICLE_READ, GatewaySettings
+from gateway.settings import ARTICLE_READ, SEARCH, GatewaySettings
 from kit.balancer import BalancedChannel, Policy
 from kit.config import ClientSettings, PeerBalancing
 from kit.grpcx.client import ServiceClients, check_hash_field
@@ -45,8 +45,11 @@ def test_settings_parse_per_peer_policy_from_the_environment(
 def test_the_gateway_routes_article_reads_by_hash_by_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert GatewaySettings().peer_balancing == {"article": HASHED}
-    check_hash_field("article", ARTICLE_READ, "id")  # the default names a real field
+    search = PeerBalancing(policy="consistent_hash", hash_methods={SEARCH: "affinity_key"})
+    assert GatewaySettings().peer_balancing == {"article": HASHED, "search": search}
+    # The defaults name real fields.
+    check_hash_field("article", ARTICLE_READ, "id")
+    check_hash_field("search", SEARCH, "affinity_key")
     monkeypatch.setenv("WEBOOK_GATEWAY_PEER_BALANCING", "{}")
     assert GatewaySettings().peer_balancing == {}
 

@@ -4,10 +4,21 @@
   :func:`build_runner` and runs it until SIGTERM/SIGINT: the ``SearchService`` and
   ``SyncService`` RPCs, the group-committing index writer, and the Kafka sync consumer
   (started once the server listens, stopped before in-flight calls drain; the writer
-  commits what is pending after they drained). When the index holds no document at start
+  commits what is pending after they drained). On an empty data directory it first copies
+  the index of a ready peer (:mod:`services.search.snapshot`: ``SnapshotService`` serves
+  such copies to new replicas). A reconciliation sweep (:mod:`services.search.reconcile`)
+  compares the index with the published articles every ``RECONCILE_INTERVAL_SECONDS`` and
+  repairs what differs. When the index still holds no document at start
   (first deployment, a new replica's empty volume) and ``REINDEX_WHEN_EMPTY`` is on, a
-  rebuild from the article and user services runs in the background while the service
-  already answers.
+  rebuild from the article and user services runs in the background, retried with a
+  capped back-off until it succeeds (the sources may start later).
+
+  **Readiness.** A replica listens at once but answers health NOT_SERVING and stays out of
+  etcd (so neither the gateway's balancer nor Kubernetes sends it searches) until its
+  answers are whole: the empty index rebuilt, and the sync consumer caught up with what
+  was published before it started (:attr:`kit.events.BatchConsumer.caught_up`). Then it
+  reports SERVING, registers, and stays so (:meth:`ServiceRunner.ready_when`).
+  ``webook_search_ready`` and ``webook_search_not_ready_seconds`` show it.
 - ``migrate`` has nothing to do: the service keeps no SQL schema, and the index is created
   by the first ``serve`` (or ``reindex``) with the schema of :mod:`services.search.index`.
   It only makes sure the data directory can be created, and exits 0, so that launchers that
@@ -35,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Unpack
 
 from kit.errors import AppError
@@ -42,12 +54,15 @@ from kit.grpcx.cli import Command, run_service
 from kit.grpcx.client import ServiceClients
 from kit.grpcx.process import RunnerOptions, consumer_config
 from kit.grpcx.server import ServiceRunner
+from services.search import metrics
 from services.search.events import sync_consumer, sync_group
-from services.search.grpc_api import SearchServicer, SyncServicer
+from services.search.grpc_api import SearchServicer, SnapshotServicer, SyncServicer
 from services.search.index import TantivySearchIndex
 from services.search.peers import ArticleServicePublished, UserServiceDirectory
+from services.search.reconcile import build_reconciler
 from services.search.service import BatchedIndexWriter, Reindexer, SearchService
 from services.search.settings import SearchSettings, resolve_data_dir
+from services.search.snapshot import SnapshotJanitor, SnapshotService, bootstrap_from_peer
 from services.search.storage import DataDir
 
 logger = logging.getLogger(__name__)
@@ -90,30 +105,70 @@ def build_reindexer(
 
 class EmptyIndexRebuild:
     """Rebuilds an index that holds no document, in the background, once the service serves
-    (first deployment, a new replica's empty volume); cancelled at shutdown."""
+    (first deployment, a new replica's empty volume); cancelled at shutdown.
 
-    def __init__(self, index: TantivySearchIndex, reindexer: Reindexer) -> None:
+    A failed attempt (a source not up yet, a call timing out) is retried after a pause that
+    doubles from ``retry_first_s`` to ``retry_max_s``, until one succeeds:
+    :meth:`wait_rebuilt` returns then, or at once when the index was not empty.
+    """
+
+    def __init__(
+        self,
+        index: TantivySearchIndex,
+        reindexer: Reindexer,
+        *,
+        retry_first_s: float = 0.5,
+        retry_max_s: float = 15.0,
+    ) -> None:
         self._index = index
         self._reindexer = reindexer
+        self._retry_first_s = retry_first_s
+        self._retry_max_s = max(retry_first_s, retry_max_s)
+        self._rebuilt = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the rebuild when the index is empty."""
         if sum(self._index.num_docs().values()) == 0:
             self.task = asyncio.create_task(self._rebuild(), name="search-reindex")
+        else:
+            self._rebuilt.set()
+
+    async def wait_rebuilt(self) -> None:
+        """Return once the index was rebuilt, or at once if it did not need to be."""
+        await self._rebuilt.wait()
 
     async def _rebuild(self) -> None:
         logger.info("the search index is empty: rebuilding it from the source services")
-        try:
-            counts = await self._reindexer.run()
-        except AppError as exc:
-            logger.warning(
-                "rebuilding the empty index failed; run `python -m services.search reindex` "
-                "or restart the service once the sources answer",
-                extra={"reason": exc.reason, "error": exc.message},
-            )
-            return
-        logger.info("empty index rebuilt", extra=counts)
+        pause = self._retry_first_s
+        attempt = 1
+        while True:
+            try:
+                counts = await self._reindexer.run()
+            except AppError as exc:
+                logger.warning(
+                    "rebuilding the empty index failed; retrying",
+                    extra={
+                        "reason": exc.reason,
+                        "error": exc.message,
+                        "attempt": attempt,
+                        "retry_in_s": pause,
+                    },
+                )
+            except Exception:
+                # Not an expected failure, yet the replica cannot be ready without its
+                # index: retried all the same, with the traceback logged.
+                logger.exception(
+                    "rebuilding the empty index failed unexpectedly; retrying",
+                    extra={"attempt": attempt, "retry_in_s": pause},
+                )
+            else:
+                logger.info("empty index rebuilt", extra={**counts, "attempts": attempt})
+                self._rebuilt.set()
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self._retry_max_s)
+            attempt += 1
 
     async def stop(self) -> None:
         """Cancel a rebuild still running."""
@@ -124,17 +179,31 @@ class EmptyIndexRebuild:
                 await task
 
 
+def export_readiness(runner: ServiceRunner) -> None:
+    """Have ``webook_search_ready`` and ``webook_search_not_ready_seconds`` read the
+    runner's readiness (at every scrape), counting from now."""
+    started = time.monotonic()
+    metrics.READY.set_function(lambda: 1.0 if runner.ready else 0.0)
+    metrics.NOT_READY_SECONDS.set_function(
+        lambda: 0.0 if runner.ready else time.monotonic() - started
+    )
+
+
 def build_runner(settings: SearchSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
     """The search process, not yet started; build it inside a running event loop.
 
     Its components: the index writer (started before serving, committing what is pending
     after the drain), the sync consumer and the rebuild of an empty index (started once it
-    serves, stopped before the drain). Raises
+    serves, stopped before the drain). It reports SERVING and registers only once the
+    rebuild (when ``reindex_when_empty``) and the consumer's catching up (when
+    ``sync_consumer_enabled``) are done. Raises
     :class:`~services.search.errors.SearchUnavailable` if the index cannot be opened
     (another process writes it).
     """
+    data_dir = DataDir(resolve_data_dir(settings))
     index, index_id, writer = open_index(settings)
     runner = ServiceRunner("search", settings, **options)
+    export_readiness(runner)
     clients = ServiceClients.from_settings(settings)
     # After the drain, in reverse order: the writer commits what the drained calls and the
     # consumer's last batch left pending, then the index and the clients close.
@@ -151,14 +220,38 @@ def build_runner(settings: SearchSettings, **options: Unpack[RunnerOptions]) -> 
             max_batch=settings.sync_batch_size,
             max_wait_s=settings.sync_batch_wait_seconds,
         )
-        group = runner.start_after_serving(sync_consumer(service, config)).group_id
+        consumer = runner.start_after_serving(sync_consumer(service, config))
+        group = consumer.group_id
+        # Every event published before the replica started is in the index.
+        runner.ready_when("sync consumer caught up", consumer.wait_caught_up)
+    # An empty index (a failed or disabled copy from a peer: see serve) is rebuilt from
+    # the source services.
     if settings.reindex_when_empty:
         reindexer = build_reindexer(settings, service, index, clients)
-        runner.start_after_serving(EmptyIndexRebuild(index, reindexer))
+        rebuild = runner.start_after_serving(
+            EmptyIndexRebuild(
+                index,
+                reindexer,
+                retry_first_s=settings.reindex_retry_first_seconds,
+                retry_max_s=settings.reindex_retry_max_seconds,
+            )
+        )
+        runner.ready_when("empty index rebuilt", rebuild.wait_rebuilt)
+    # Compares the index with the article service's published list now and then and
+    # repairs what differs (missed publications and withdrawals included).
+    runner.start_after_serving(build_reconciler(settings, service, index, clients))
+    # Only a ready replica (whole, caught up) hands its index to a new one.
+    snapshots = SnapshotService.from_settings(
+        settings, data_dir, group=group, ready=lambda: runner.ready
+    )
+    runner.start_after_serving(
+        SnapshotJanitor(snapshots.store, settings.snapshot_cleanup_interval_seconds)
+    )
     runner.mount(SearchServicer(service))
     runner.mount(SyncServicer(service))
+    runner.mount(SnapshotServicer(snapshots))
     logger.info(
-        "search index ready", extra={"path": str(index.path), "index_id": index_id, "group": group}
+        "search index opened", extra={"path": str(index.path), "index_id": index_id, "group": group}
     )
     return runner
 
@@ -193,7 +286,20 @@ async def print_reindex(settings: SearchSettings, args: argparse.Namespace) -> N
     print(json.dumps(await reindex(settings), sort_keys=True))
 
 
+async def serve(settings: SearchSettings, args: argparse.Namespace) -> None:
+    """The ``serve`` command: on an empty data directory, first copy a ready peer's index
+    (:func:`~services.search.snapshot.bootstrap_from_peer`; on any failure the directory
+    stays empty and the index is rebuilt from the sources once serving), then serve."""
+    result = await bootstrap_from_peer(settings, DataDir(resolve_data_dir(settings)))
+    logger.info(
+        "index bootstrap",
+        extra={"outcome": result.outcome.value, "reason": result.reason, "peer": result.peer},
+    )
+    await build_runner(settings).serve()
+
+
 COMMANDS = [
+    Command("serve", "copy a peer's index if this one is empty, then serve (default)", serve),
     Command("migrate", "nothing to migrate: ensure the data directory", migrate, traced=False),
     Command("reindex", "rebuild the index offline from the source services", print_reindex),
 ]

@@ -1,4 +1,5 @@
-"""gRPC servicers of ``webook.search.v1``: ``SearchService`` and ``SyncService``.
+"""gRPC servicers of ``webook.search.v1``: ``SearchService``, ``SyncService`` and
+``SnapshotService``.
 
 Proto ↔ domain translation only; every method makes exactly one
 :class:`~services.search.service.SearchService` call, which validates its input (the query,
@@ -10,6 +11,9 @@ INVALID_ARGUMENT, ``SEARCH_INDEX_UNAVAILABLE`` → UNAVAILABLE).
 ``SyncService`` is the direct input path (tools, other producers, repairs): an input is
 answered OK only once it is committed to the index, so a restart keeps it. Each input is a
 version: an article's ``utime_ms`` (now when 0), a user's and a deletion's time of arrival.
+
+``SnapshotService`` lets a new replica copy this replica's committed index
+(:mod:`services.search.snapshot`); it is called replica to replica, on one chosen instance.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import grpc
 
 from services.search.domain import PUBLISHED_STATUS, SearchHit, SearchPage, check_time_ms
 from services.search.service import SearchService
+from services.search.snapshot import PreparedSnapshot, SnapshotService
 from webook.search.v1 import search_pb2, search_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -101,3 +106,39 @@ class SyncServicer(search_pb2_grpc.SyncServiceServicer):
         """Remove an article from results (a withdrawn article)."""
         await self._service.remove_article(request.id)
         return search_pb2.DeleteArticleResponse()
+
+
+def prepared_to_proto(prepared: PreparedSnapshot) -> search_pb2.PrepareSnapshotResponse:
+    """A prepared snapshot on the wire."""
+    manifest = prepared.manifest
+    return search_pb2.PrepareSnapshotResponse(
+        snapshot_id=manifest.snapshot_id,
+        files=[search_pb2.SnapshotFile(name=f.name, size=f.size) for f in manifest.files],
+        offsets=[
+            search_pb2.PartitionOffset(topic=o.topic, partition=o.partition, offset=o.offset)
+            for o in manifest.offsets
+        ],
+        expires_at_ms=prepared.expires_at_ms,
+    )
+
+
+class SnapshotServicer(search_pb2_grpc.SnapshotServiceServicer):
+    """Serves snapshots of this replica's index on top of :class:`SnapshotService`."""
+
+    def __init__(self, snapshots: SnapshotService) -> None:
+        self._snapshots = snapshots
+
+    async def PrepareSnapshot(
+        self, request: search_pb2.PrepareSnapshotRequest, context: Context
+    ) -> search_pb2.PrepareSnapshotResponse:
+        """A consistent copy of the committed index and the offsets it had consumed."""
+        return prepared_to_proto(await self._snapshots.prepare())
+
+    async def ReadSnapshot(
+        self, request: search_pb2.ReadSnapshotRequest, context: Context
+    ) -> search_pb2.ReadSnapshotResponse:
+        """A chunk of one file of a snapshot."""
+        chunk = await self._snapshots.read(
+            request.snapshot_id, request.name, request.offset, request.max_bytes
+        )
+        return search_pb2.ReadSnapshotResponse(data=chunk.data, eof=chunk.eof)

@@ -11,7 +11,7 @@ field           kind                        use
 ``version``     i64, stored                 last applied change (ms), see ``domain.supersedes``
 ``doc_id``      i64, stored                 the article or user id
 ``utime``       i64, indexed, fast, stored  last update (ms): recency boost and display
-``author_id``   i64, stored                 articles: the author
+``author_id``   i64, indexed, stored        articles: the author (renames find their articles)
 ``title``       text (unigrams), stored     article title (shown, highlighted)
 ``body``        text (unigrams), stored     article text (HTML removed)
 ``author``      text (unigrams), stored     article author's name
@@ -23,6 +23,15 @@ field           kind                        use
 (:mod:`services.search.analysis` explains the two analyzers.) A tombstone has no text
 field, so no text can match it; every search still requires ``live`` (and the requested
 ``kind``), so that what a search returns never depends on that: see "Queries" below.
+
+**Schema changes.** tantivy refuses to open an index whose schema differs from the one
+asked for. An index written with an older schema (before ``author_id`` was indexed) is
+therefore migrated when it is opened (:func:`migrate_index`): every stored document,
+tombstones included, is read back into the change that wrote it and written into a new
+index beside the old one, which then takes the old one's place. Every field a change
+needs is stored (the searched twins are derived from the stored text), so nothing is lost
+and the versions stay as they were; the writer lock of the old index is held meanwhile, so
+a process still using it makes the migration fail instead of losing its writes.
 
 Every change of a batch deletes the key's previous document and adds the new one (a full
 document or a tombstone), then the batch is committed at once and the reader reloaded, so
@@ -55,7 +64,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+import shutil
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
@@ -82,6 +92,8 @@ from services.search.domain import (
     SearchHit,
     SearchPage,
     SearchRequest,
+    Upsert,
+    UserDoc,
     Version,
 )
 from services.search.errors import Reason, SearchInvalidArgument
@@ -109,6 +121,10 @@ DAY_MS: Final = 86_400_000
 # (window, share of recency_boost) pairs; a document inside several windows gets each bonus.
 RECENCY_WINDOWS: Final = ((7 * DAY_MS, 1.0), (30 * DAY_MS, 0.5), (365 * DAY_MS, 0.25))
 _KEY_PREFIX: Final = {DocType.ARTICLE: "a", DocType.USER: "u"}
+# tantivy's refusal to open an index written with another schema.
+_SCHEMA_MISMATCH: Final = "schema does not match"
+# Documents read per page while an older index is migrated.
+_MIGRATION_PAGE: Final = 10_000
 
 
 def key_text(key: DocKey) -> str:
@@ -125,7 +141,7 @@ def build_schema() -> tantivy.Schema:
     builder.add_integer_field("version", stored=True)
     builder.add_integer_field("doc_id", stored=True)
     builder.add_integer_field("utime", stored=True, indexed=True, fast=True)
-    builder.add_integer_field("author_id", stored=True)
+    builder.add_integer_field("author_id", stored=True, indexed=True)
     for name in TEXT_FIELDS:
         builder.add_text_field(name, stored=True, tokenizer_name=ANALYZER_NAME)
         builder.add_text_field(SEARCHED[name], stored=False, tokenizer_name=SEARCH_ANALYZER_NAME)
@@ -140,6 +156,104 @@ def _count(result: tantivy.SearchResult) -> int:
 def _first(doc: tantivy.Document, field: str, default: Any) -> Any:
     value = doc.get_first(field)
     return default if value is None else value
+
+
+def stored_change(doc: tantivy.Document) -> Change:
+    """The change that wrote a stored document: an upsert of the article or user it holds
+    at its version, or the removal a tombstone records."""
+    doc_type = DocType(int(_first(doc, "kind", DocType.ARTICLE)))
+    doc_id = int(_first(doc, "doc_id", 0))
+    version = int(_first(doc, "version", 0))
+    if not _first(doc, "live", True):
+        return Removal(DocKey(doc_type, doc_id), version)
+    utime = int(_first(doc, "utime", 0))
+    if doc_type is DocType.ARTICLE:
+        return Upsert(
+            ArticleDoc(
+                id=doc_id,
+                title=str(_first(doc, "title", "")),
+                body=str(_first(doc, "body", "")),
+                author_id=int(_first(doc, "author_id", 0)),
+                author_name=str(_first(doc, "author", "")),
+                utime_ms=utime,
+            ),
+            version,
+        )
+    return Upsert(
+        UserDoc(
+            id=doc_id,
+            nickname=str(_first(doc, "nickname", "")),
+            about_me=str(_first(doc, "about", "")),
+            utime_ms=utime,
+        ),
+        version,
+    )
+
+
+def _register_analyzers(index: tantivy.Index) -> None:
+    index.register_tokenizer(ANALYZER_NAME, text_analyzer())
+    index.register_tokenizer(SEARCH_ANALYZER_NAME, search_analyzer())
+
+
+def _stored_changes(index: tantivy.Index) -> Iterator[Change]:
+    """Every document of ``index`` (tombstones included) as the change that wrote it."""
+    index.reload()
+    searcher = index.searcher()
+    everything = tantivy.Query.all_query()
+    for offset in range(0, searcher.num_docs, _MIGRATION_PAGE):
+        page = searcher.search(everything, limit=_MIGRATION_PAGE, offset=offset, count=False)
+        for _, address in page.hits:
+            yield stored_change(searcher.doc(address))
+
+
+def migrate_index(
+    path: Path, schema: tantivy.Schema, write: Callable[[tantivy.IndexWriter, Change], None]
+) -> int:
+    """Rewrite the index in ``path`` (an older schema) with ``schema``; returns the documents
+    moved. ``write(writer, change)`` adds one change's document to the new index.
+
+    The new index is built in ``<path>.migrating`` and swapped in by two renames (the old
+    one goes to ``<path>.replaced`` and is deleted last); :func:`recover_migration` finishes
+    or undoes a migration a crash interrupted.
+    """
+    building = path.with_name(path.name + ".migrating")
+    replaced = path.with_name(path.name + ".replaced")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    old = tantivy.Index.open(str(path))
+    # Held until the swap: nobody may write the old index while it is copied.
+    old_lock = old.writer(heap_size=15_000_000, num_threads=1)
+    new = tantivy.Index(schema, path=str(building), reuse=False)
+    _register_analyzers(new)
+    writer = new.writer(heap_size=64_000_000, num_threads=1)
+    moved = 0
+    for change in _stored_changes(old):
+        write(writer, change)
+        moved += 1
+    writer.commit()
+    writer.wait_merging_threads()
+    del writer, new
+    old_lock.wait_merging_threads()
+    del old_lock, old
+    path.rename(replaced)
+    building.rename(path)
+    shutil.rmtree(replaced, ignore_errors=True)
+    return moved
+
+
+def recover_migration(path: Path) -> None:
+    """Clean up after a migration that a crash interrupted: a half-built copy is dropped;
+    an old index moved aside but not replaced goes back (it is migrated again)."""
+    building = path.with_name(path.name + ".migrating")
+    replaced = path.with_name(path.name + ".replaced")
+    if replaced.exists():
+        if path.is_dir() and tantivy.Index.exists(str(path)):
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            replaced.rename(path)
+    if building.exists():
+        shutil.rmtree(building, ignore_errors=True)
 
 
 class TantivySearchIndex:
@@ -160,13 +274,13 @@ class TantivySearchIndex:
         writer_threads: int = 1,
         recency_boost: float = 1.0,
     ) -> None:
+        recover_migration(path)
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._schema = build_schema()
         exists = tantivy.Index.exists(str(path))
-        self._index = tantivy.Index(self._schema, path=str(path), reuse=True)
-        self._index.register_tokenizer(ANALYZER_NAME, text_analyzer())
-        self._index.register_tokenizer(SEARCH_ANALYZER_NAME, search_analyzer())
+        self._index = self._open(path)
+        _register_analyzers(self._index)
         self._writer = self._index.writer(heap_size=writer_heap_bytes, num_threads=writer_threads)
         self._recency_boost = recency_boost
         self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search-writer")
@@ -176,6 +290,21 @@ class TantivySearchIndex:
             "search index opened",
             extra={"path": str(path), "new_index": not exists, "docs": self.num_docs()},
         )
+
+    def _open(self, path: Path) -> tantivy.Index:
+        try:
+            return tantivy.Index(self._schema, path=str(path), reuse=True)
+        except ValueError as exc:
+            if _SCHEMA_MISMATCH not in str(exc):
+                raise
+        logger.warning("search index has an older schema: migrating it", extra={"path": str(path)})
+
+        def write(writer: tantivy.IndexWriter, change: Change) -> None:
+            writer.add_document(self._document(change))
+
+        moved = migrate_index(path, self._schema, write)
+        logger.info("search index migrated", extra={"path": str(path), "documents": moved})
+        return tantivy.Index(self._schema, path=str(path), reuse=True)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -242,6 +371,82 @@ class TantivySearchIndex:
                 version=int(_first(doc, "version", 0)), removed=not _first(doc, "live", True)
             )
         return found
+
+    async def nicknames(self, user_ids: Collection[int]) -> dict[int, str]:
+        """The nickname of each of ``user_ids`` the index holds (absent users are missing)."""
+        if not user_ids:
+            return {}
+        keys = [DocKey(DocType.USER, user_id) for user_id in user_ids]
+        return await asyncio.to_thread(self._nicknames_sync, keys)
+
+    def _nicknames_sync(self, keys: list[DocKey]) -> dict[int, str]:
+        searcher = self._index.searcher()
+        query = tantivy.Query.boolean_query(
+            [
+                (
+                    tantivy.Occur.Must,
+                    tantivy.Query.term_set_query(
+                        self._schema, "key", [key_text(key) for key in keys]
+                    ),
+                ),
+                (tantivy.Occur.Must, self._live_filter()),
+            ]
+        )
+        found: dict[int, str] = {}
+        for _, address in searcher.search(query, limit=len(keys) * 2, count=False).hits:
+            doc = searcher.doc(address)
+            found[int(_first(doc, "doc_id", 0))] = str(_first(doc, "nickname", ""))
+        return found
+
+    async def articles_by(self, author_ids: Collection[int]) -> list[Upsert]:
+        """Every live article of ``author_ids``, as the upsert that indexed it."""
+        if not author_ids:
+            return []
+        return await asyncio.to_thread(self._articles_by_sync, list(author_ids))
+
+    def _articles_by_sync(self, author_ids: list[int]) -> list[Upsert]:
+        searcher = self._index.searcher()
+        query = tantivy.Query.boolean_query(
+            [
+                (
+                    tantivy.Occur.Must,
+                    tantivy.Query.term_set_query(self._schema, "author_id", author_ids),
+                ),
+                (tantivy.Occur.Must, self._kind_filter(DocType.ARTICLE)),
+                (tantivy.Occur.Must, self._live_filter()),
+            ]
+        )
+        total = _count(searcher.search(query, limit=1, count=True))
+        if total == 0:
+            return []
+        found: list[Upsert] = []
+        for _, address in searcher.search(query, limit=total, count=False).hits:
+            change = stored_change(searcher.doc(address))
+            if isinstance(change, Upsert):
+                found.append(change)
+        return found
+
+    async def live_versions(self, doc_type: DocType) -> dict[int, int]:
+        """Id → version of every searchable document of ``doc_type`` (the sweep compares
+        them with the source's)."""
+        return await asyncio.to_thread(self._live_versions_sync, doc_type)
+
+    def _live_versions_sync(self, doc_type: DocType) -> dict[int, int]:
+        searcher = self._index.searcher()
+        query = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Must, self._kind_filter(doc_type)),
+                (tantivy.Occur.Must, self._live_filter()),
+            ]
+        )
+        total = _count(searcher.search(query, limit=1, count=True))
+        if total == 0:
+            return {}
+        versions: dict[int, int] = {}
+        for _, address in searcher.search(query, limit=total, count=False).hits:
+            doc = searcher.doc(address)
+            versions[int(_first(doc, "doc_id", 0))] = int(_first(doc, "version", 0))
+        return versions
 
     def num_segments(self) -> int:
         """Segments searched now: it drops as background merges complete."""

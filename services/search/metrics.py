@@ -11,7 +11,11 @@
   ``superseded`` (stale or duplicate: ignored), ``invalid`` (refused before indexing);
 - ``webook_search_pending_changes``: changes accepted but not yet committed;
 - ``webook_search_index_commits_total{result}`` (``ok``/``error``),
-  ``webook_search_index_commit_duration_seconds`` and ``webook_search_index_commit_batch_size``.
+  ``webook_search_index_commit_duration_seconds`` and ``webook_search_index_commit_batch_size``;
+- ``webook_search_ready``: 1 once the replica answers SERVING and is registered (its empty
+  index rebuilt, its sync consumer caught up), else 0; it never goes back to 0;
+- ``webook_search_not_ready_seconds``: seconds since the process started while it is not
+  ready, 0 once ready (how long a replica has been catching up).
 
 Undecodable Kafka records are counted by the consumer
 (``webook_kafka_consumed_total{result="undecodable"}``).
@@ -60,4 +64,56 @@ COMMIT_BATCH = Histogram(
     "webook_search_index_commit_batch_size",
     "Changes per committed batch.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+# Author renames and the reconciliation sweep (services.search.service, .reconcile).
+AUTHOR_NAME_REWRITES = Counter(
+    "webook_search_author_name_rewrites_total",
+    "Indexed articles rewritten because their author's nickname changed.",
+)
+RECONCILE_SWEEPS = Counter(
+    "webook_search_reconcile_sweeps_total",
+    "Reconciliation sweeps of the index against the article service, by result (ok, error).",
+    ["result"],
+)
+RECONCILE_REPAIRS = Counter(
+    "webook_search_reconcile_repairs_total",
+    "Index repairs made by the sweep, by kind (missing, stale, removed).",
+    ["kind"],
+)
+RECONCILE_LAST_SUCCESS = Gauge(
+    "webook_search_reconcile_last_success_timestamp_seconds",
+    "Unix time at which the last reconciliation sweep completed (0: none yet).",
+)
+
+# Replica bootstrap from a peer's snapshot (services.search.snapshot):
+# - webook_search_snapshots_served_total{result}: PrepareSnapshot answers, ok or error;
+# - webook_search_bootstraps_total{result}: starts on an empty data directory: peer (the
+#   index was copied from a peer), rebuild (no peer to copy from: rebuilt from the source
+#   services), failed (a peer's copy failed: rebuilt from the source services);
+# - webook_search_snapshot_bytes_total{direction}: snapshot bytes sent to peers and
+#   received from a peer.
+SNAPSHOTS_SERVED = Counter(
+    "webook_search_snapshots_served_total",
+    "Snapshots of the index prepared for a peer, by result (ok, error).",
+    ["result"],
+)
+BOOTSTRAPS = Counter(
+    "webook_search_bootstraps_total",
+    "Starts on an empty data directory by result (peer, rebuild, failed).",
+    ["result"],
+)
+SNAPSHOT_BYTES = Counter(
+    "webook_search_snapshot_bytes_total",
+    "Snapshot bytes copied, by direction (sent, received).",
+    ["direction"],
+)
+
+# Readiness of the replica (services.search.__main__): the gauges read the runner's state.
+READY = Gauge(
+    "webook_search_ready",
+    "1 once the replica serves (empty index rebuilt, sync consumer caught up), else 0.",
+)
+NOT_READY_SECONDS = Gauge(
+    "webook_search_not_ready_seconds",
+    "Seconds since the process started while it is not ready; 0 once ready.",
 )

@@ -13,6 +13,20 @@
   soon as it is accepted, before its commit: searches exclude the keys of pending and
   in-flight removals. So results never include an article once its withdrawal reached the
   service, whatever the commit interval.
+- **Author names follow the author**: an article document shows (and is searched by) the
+  nickname of the author's *user document* whenever the index holds one, and the name the
+  article's own change carried only otherwise. The user document is versioned like any
+  other (``UserChanged`` at ``at_ms``), so it is the newest name the index knows, and the
+  name an article event carries (looked up by the article service when it published, maybe
+  from a cache, maybe before a rename) never overrides it. The writer applies the rule under
+  its lock, when it accepts changes (:meth:`BatchedIndexWriter.submit`): an accepted article
+  upsert takes the author's current name; an accepted user upsert (a newer ``UserChanged``)
+  rewrites every live article of that author whose name differs, at the article's own
+  version. Hence a later-arriving older article event is superseded by version or, for an
+  article not indexed yet, takes the current name; a replayed older ``UserChanged`` is
+  superseded by the user document's version and rewrites nothing; and a user event that
+  arrives after a newer article event still renames it. Until an author's user document is
+  indexed, articles show the name their events carried.
 - :class:`Reindexer` rebuilds the index from the source services (ports
   :class:`PublishedArticles` and :class:`UserDirectory`): every published article and
   every user is offered at its ``utime`` version, then indexed articles the source no
@@ -24,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -76,6 +91,18 @@ class SearchIndex(Protocol):
 
     async def live_ids(self, doc_type: DocType) -> set[int]:
         """Ids of every searchable document of ``doc_type``."""
+        ...
+
+    async def live_versions(self, doc_type: DocType) -> dict[int, int]:
+        """Id → committed version of every searchable document of ``doc_type``."""
+        ...
+
+    async def nicknames(self, user_ids: Collection[int]) -> dict[int, str]:
+        """The committed nickname of each of ``user_ids`` the index holds."""
+        ...
+
+    async def articles_by(self, author_ids: Collection[int]) -> list[Upsert]:
+        """Every committed live article of ``author_ids``, as the upsert that indexed it."""
         ...
 
     async def search(
@@ -165,14 +192,18 @@ class BatchedIndexWriter:
             keys = {change.key for change in changes}
             committed = await self._index.versions(keys - self._pending.keys())
             applied = 0
+            accepted: set[DocKey] = set()
             for change in changes:
                 held = self._pending.get(change.key)
                 current = _version_of(held) if held is not None else committed.get(change.key)
                 if supersedes(change, current):
                     self._pending[change.key] = change
                     committed[change.key] = _version_of(change)
+                    accepted.add(change.key)
                     applied += 1
             superseded = len(changes) - applied
+            if accepted:
+                await self._follow_author_names(accepted)
             if not self._pending:
                 return applied, superseded
             done = self._current_batch()
@@ -184,6 +215,57 @@ class BatchedIndexWriter:
         # that pending change (possibly our own earlier offer) is not durable yet.
         await asyncio.shield(done)
         return applied, superseded
+
+    async def _follow_author_names(self, accepted: set[DocKey]) -> None:
+        """Apply the author-name rule (module docstring) to the pending changes of the
+        ``accepted`` keys; called under the lock, so the index and the pending batch are the
+        whole state."""
+        upserts = [c for key in accepted if isinstance(c := self._pending[key], Upsert)]
+        users = {c.doc.id: c.doc.nickname for c in upserts if isinstance(c.doc, UserDoc)}
+        # Only a nickname that differs from the committed one sends the writer looking for
+        # the author's articles (an about-me edit or a reindex's re-offer costs one read).
+        committed = await self._index.nicknames(users.keys())
+        renamed = {uid: name for uid, name in users.items() if committed.get(uid) != name}
+        authors = {
+            c.doc.author_id for c in upserts if isinstance(c.doc, ArticleDoc) and c.doc.author_id
+        } - users.keys()
+        names = dict(users)
+        for author_id in list(authors):
+            held = self._pending.get(DocKey(DocType.USER, author_id))
+            if isinstance(held, Upsert) and isinstance(held.doc, UserDoc):
+                names[author_id] = held.doc.nickname
+                authors.discard(author_id)
+        names.update(await self._index.nicknames(authors))
+        # Pending articles just accepted or by an author just changed (an earlier pending
+        # rename may have rewritten them), then the renamed authors' committed articles that
+        # no pending change replaces.
+        articles = [
+            (change.key, change.doc, change.version)
+            for change in self._pending.values()
+            if isinstance(change, Upsert)
+            and isinstance(change.doc, ArticleDoc)
+            and (change.key in accepted or change.doc.author_id in users)
+        ]
+        if renamed:
+            articles.extend(
+                (change.key, change.doc, change.version)
+                for change in await self._index.articles_by(renamed.keys())
+                if isinstance(change.doc, ArticleDoc) and change.key not in self._pending
+            )
+        rewritten = 0
+        for key, article, version in articles:
+            name = names.get(article.author_id)
+            if name is None or name == article.author_name:
+                continue
+            self._pending[key] = Upsert(dataclasses.replace(article, author_name=name), version)
+            if key not in accepted:
+                rewritten += 1
+        if rewritten:
+            metrics.AUTHOR_NAME_REWRITES.inc(rewritten)
+            logger.info(
+                "articles renamed after their author",
+                extra={"authors": sorted(renamed), "articles": rewritten},
+            )
 
     def _current_batch(self) -> asyncio.Future[None]:
         if self._batch_done is None:

@@ -21,11 +21,13 @@ from sqlalchemy.exc import ArgumentError
 
 from kit.config import GrpcServiceSettings
 from kit.sql import sqlite_file
+from services.search.reconcile import ReconcileSettings
+from services.search.snapshot import SnapshotSettings
 
 DEFAULT_DATA_DIR: Final = Path(".run/search")
 
 
-class SearchSettings(GrpcServiceSettings):
+class SearchSettings(GrpcServiceSettings, SnapshotSettings, ReconcileSettings):
     """Validated configuration of ``python -m services.search``."""
 
     model_config = SettingsConfigDict(env_prefix="WEBOOK_SEARCH_", extra="ignore", frozen=True)
@@ -56,7 +58,12 @@ class SearchSettings(GrpcServiceSettings):
     kafka_topic_partitions: int = Field(default=3, ge=1)
     # Rebuild from the article and user services in the background when the service
     # starts on an index without documents (first deployment, a new replica's empty volume).
+    # The replica reports ready only once that rebuild succeeded (and its sync consumer
+    # caught up); a failed attempt (the sources not up yet) is retried after a pause that
+    # doubles from the first to the longest.
     reindex_when_empty: bool = True
+    reindex_retry_first_seconds: float = Field(default=0.5, gt=0, le=60)
+    reindex_retry_max_seconds: float = Field(default=15.0, gt=0, le=600)
     # Page sizes of the reindex's ListPub (at most 100) and ListUsers (at most 1000) calls,
     # changes offered to the index per call of the writer, and each call's timeout.
     reindex_article_page: int = Field(default=100, ge=1, le=100)

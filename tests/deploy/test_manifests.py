@@ -52,6 +52,13 @@ OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSION = "1.30.0"
 GATEWAY = "gateway"
 AUTOSCALED = {GATEWAY, "article", "interactive", "comment", "follow", "search"}
+# Services whose replicas each keep state on a volume of their own (search's index): a
+# StatefulSet with a volume claim per pod, the directory setting pointing at its mount.
+STATEFUL = {"search": "WEBOOK_SEARCH_DATA_DIR"}
+# Services that answer health NOT_SERVING until their state is whole (search rebuilding its
+# index, catching up with Kafka): alive is not ready, so only readiness reads the health
+# service; liveness and start-up check that the probe port accepts connections.
+READY_WHEN_WHOLE = {"search"}
 WITH_DATABASE = {spec.name for spec in CATALOG if spec.migrations}
 SERVICES = SERVICE_NAMES
 # Secrets that operators create (docs/operations.md, "Secrets"); the dev overlay generates them.
@@ -183,9 +190,13 @@ def _of_kind(objects: list[Manifest], kind: str) -> dict[str, Manifest]:
 
 
 def _webook_deployments(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
-    for name, deployment in _of_kind(objects, "Deployment").items():
-        if name == GATEWAY or name in SERVICES:
-            yield name, deployment
+    """The workload of the gateway and of every service: a Deployment, or a StatefulSet
+    for those in :data:`STATEFUL` (their pod templates are checked alike)."""
+    for kind in ("Deployment", "StatefulSet"):
+        for name, workload in _of_kind(objects, kind).items():
+            if name == GATEWAY or name in SERVICES:
+                assert (kind == "StatefulSet") == (name in STATEFUL), (kind, name)
+                yield name, workload
 
 
 def _config_data(objects: list[Manifest], name: str) -> dict[str, str]:
@@ -264,11 +275,46 @@ def test_the_gateway_and_every_service_is_deployed(overlay: str) -> None:
         assert pdbs[name]["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
         if name in AUTOSCALED:
             target = hpas[name]["spec"]["scaleTargetRef"]
-            assert (target["kind"], target["name"]) == ("Deployment", name)
+            assert (target["kind"], target["name"]) == (deployment["kind"], name)
             assert "replicas" not in deployment["spec"], f"{name}: the autoscaler owns replicas"
         else:
             assert name not in hpas
     assert set(hpas) == AUTOSCALED
+
+
+def test_stateful_services_keep_their_state_on_a_volume_per_replica(overlay: str) -> None:
+    objects = rendered(overlay)
+    services = _of_kind(objects, "Service")
+    pdbs = _of_kind(objects, "PodDisruptionBudget")
+    hpas = _of_kind(objects, "HorizontalPodAutoscaler")
+    for name, setting in STATEFUL.items():
+        workload = _of_kind(objects, "StatefulSet")[name]
+        spec = workload["spec"]
+        labels = spec["template"]["metadata"]["labels"]
+        # Updated one pod at a time, each new one ready before the next goes.
+        assert spec["updateStrategy"]["type"] == "RollingUpdate", name
+        assert spec["updateStrategy"].get("rollingUpdate", {}).get("partition", 0) == 0, name
+        # The governing Service is headless: stable names per replica.
+        governing = services[spec["serviceName"]]["spec"]
+        assert governing["clusterIP"] == "None", name
+        assert governing["selector"].items() <= labels.items(), name
+        # Every replica mounts its own claim where the setting points.
+        (claim,) = spec["volumeClaimTemplates"]
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"], name
+        assert claim["spec"]["resources"]["requests"]["storage"], name
+        (container,) = spec["template"]["spec"]["containers"]
+        directory = {e["name"]: e.get("value") for e in container["env"]}[setting]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts[directory] == claim["metadata"]["name"], name
+        assert claim["metadata"]["name"] not in {
+            v["name"] for v in spec["template"]["spec"]["volumes"]
+        }, f"{name}: the claim, not a pod volume, backs {directory}"
+        # A replica removed by a scale-down takes its volume (a later one rebuilds).
+        assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Delete", name
+        # Drains take one replica at a time; the autoscaler keeps at least two.
+        assert pdbs[name]["spec"]["maxUnavailable"] == 1, name
+        assert pdbs[name]["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
+        assert hpas[name]["spec"]["minReplicas"] >= (2 if overlay == "prod" else 1), name
 
 
 def test_webook_containers_are_locked_down_and_sized(overlay: str) -> None:
@@ -319,11 +365,15 @@ def test_probes_and_scrape_annotations_use_the_ports_the_processes_serve(overlay
             if name == GATEWAY:
                 assert spec["httpGet"]["path"] == "/healthz"
                 assert ports[spec["httpGet"]["port"]] == int(config[f"{prefix}PORT"])
+                continue
+            # The plaintext health-only port: kubelet presents no client certificate.
+            probe_port = int(config[f"{prefix}GRPC_PROBE_PORT"])
+            assert probe_port != int(config[f"{prefix}GRPC_PORT"]) == ports["grpc"]
+            if name in READY_WHEN_WHOLE and probe != "readinessProbe":
+                assert set(spec) & {"grpc", "httpGet", "exec"} == set(), (name, probe)
+                assert spec["tcpSocket"]["port"] == probe_port == ports["probe"], (name, probe)
             else:
-                # The plaintext health-only port: kubelet presents no client certificate.
-                probe_port = int(config[f"{prefix}GRPC_PROBE_PORT"])
                 assert spec["grpc"]["port"] == probe_port == ports["probe"], (name, probe)
-                assert probe_port != int(config[f"{prefix}GRPC_PORT"]) == ports["grpc"]
         scraped = int(annotations["prometheus.io/port"])
         if name == GATEWAY:
             assert scraped == int(config[f"{prefix}PORT"])

@@ -7,7 +7,7 @@ service names); any other method of those services answers UNIMPLEMENTED.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +22,18 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 @dataclass
 class FakeArticles:
-    """Published articles; ``ListPub`` newest update first (ties: higher id first)."""
+    """Published articles; ``ListPub`` newest update first (ties: higher id first).
+
+    ``fail`` makes every call answer UNAVAILABLE, ``fail_from_call`` the calls from that
+    one on (1: the first); ``before_answer(call)``, when set, runs before each answer is
+    chosen (to change the articles in the middle of a listing).
+    """
 
     articles: dict[int, article_pb2.Article] = field(default_factory=dict)
     calls: int = 0
     fail: bool = False
+    fail_from_call: int | None = None
+    before_answer: Callable[[int], Awaitable[None]] | None = None
 
     def publish(self, article_id: int, title: str, content: str, utime_ms: int) -> None:
         """Add or replace a published article."""
@@ -39,13 +46,19 @@ class FakeArticles:
             utime_ms=utime_ms,
         )
 
+    def withdraw(self, article_id: int) -> None:
+        """The article is no longer published."""
+        self.articles.pop(article_id, None)
+
     async def ListPub(
         self, request: article_pb2.ListPubRequest, context: Context
     ) -> article_pb2.ListPubResponse:
         """The window ``[start, end)`` newest first, like the article service's DAO."""
         self.calls += 1
-        if self.fail:
+        if self.fail or (self.fail_from_call is not None and self.calls >= self.fail_from_call):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "article store down")
+        if self.before_answer is not None:
+            await self.before_answer(self.calls)
         if not 0 <= request.start_time_ms < request.end_time_ms or not 1 <= request.limit <= 100:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad window or page")
         chosen = sorted(
