@@ -2,8 +2,9 @@
 
 Shared by :mod:`bench.mixed`, :mod:`bench._soak` and the chaos tests (``tests/chaos``).
 
-:func:`running_stack` starts, in a scratch directory, etcd, the tansu broker and Redis on
-free ports, migrates one SQLite database per service, starts every service of
+:func:`running_stack` starts, in a scratch directory, etcd, the tansu broker (on memory
+storage, or with ``persistent_broker`` on a local object store that outlives its restarts)
+and Redis on free ports, migrates one SQLite database per service, starts every service of
 :func:`devstack.suite.available_services` (some with several instances, all registered
 in etcd) and the gateway, which finds them through etcd as in production. The processes
 come from :mod:`devstack.infra` and :mod:`devstack.suite`; :class:`RunningStack`
@@ -40,10 +41,12 @@ import psutil
 
 from devstack.credentials import bootstrap_etcd, stack_credentials, write_redis_acl_file
 from devstack.infra import (
+    BrokerStorage,
     ManagedProcess,
     etcd_process,
     free_port,
     kafka_process,
+    object_store_process,
     redis_process,
 )
 from devstack.suite import (
@@ -83,7 +86,13 @@ DEFAULT_MIX: Final[Mapping[str, float]] = {
 
 @dataclass
 class RunningStack:
-    """Handles of every process of a running stack, and where to reach the gateway."""
+    """Handles of every process of a running stack, and where to reach the gateway.
+
+    ``kafka_store``: the broker's object store when the stack was started with
+    ``persistent_broker`` (``None`` on memory storage); ``broker_storage`` says where the
+    broker keeps its data. :meth:`restart_broker` restarts the broker on the same port and
+    storage, the store running on.
+    """
 
     scratch: Path
     infra: Infra
@@ -93,10 +102,26 @@ class RunningStack:
     instances: dict[str, list[ManagedProcess]]
     gateway: ManagedProcess
     base_url: str
+    broker_storage: BrokerStorage = field(default_factory=BrokerStorage.memory)
+    kafka_store: ManagedProcess | None = None
+
+    def restart_broker(self, *, kill: bool = False) -> None:
+        """Stop the broker (SIGKILL with ``kill``, SIGTERM otherwise) and start it again.
+
+        The same handle, port and storage: on a persistent broker, topics, records and
+        committed offsets are all there after; on memory storage, nothing is.
+        """
+        if kill:
+            self.kafka.kill()
+        else:
+            self.kafka.stop()
+        self.kafka.start(timeout=START_TIMEOUT_S)
 
     def processes(self) -> dict[str, ManagedProcess]:
         """Every process by name (``user-0``, ``interactive-2``, ``gateway``, ``redis``...)."""
         procs = {"etcd": self.etcd, "kafka": self.kafka, "redis": self.redis}
+        if self.kafka_store is not None:
+            procs["kafka-store"] = self.kafka_store
         for group in self.instances.values():
             procs.update({proc.name: proc for proc in group})
         procs["gateway"] = self.gateway
@@ -112,11 +137,20 @@ class RunningStack:
 
 
 def stack_infra(
-    scratch: Path, extra_env: Mapping[str, str] | None = None
+    scratch: Path,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    persistent_broker: bool = False,
 ) -> tuple[Infra, dict[str, int]]:
-    """The :class:`Infra` of a stack in ``scratch`` on new free ports, and those ports."""
+    """The :class:`Infra` of a stack in ``scratch`` on new free ports, and those ports.
+
+    ``persistent_broker``: the broker will keep its data in a local object store (port
+    ``kafka_store``), so the producers run without their replay window (devstack.catalog).
+    """
     ports = {"etcd": free_port(), "etcd_peer": free_port(), "kafka": free_port()}
     ports["redis"] = free_port()
+    if persistent_broker:
+        ports["kafka_store"] = free_port()
     env = {
         "{PREFIX}BCRYPT_COST": "4",
         # The broker takes about half the session timeout to form a group.
@@ -139,6 +173,7 @@ def stack_infra(
         # and Redis as itself.
         pki=stack_pki(scratch),
         credentials=stack_credentials(scratch),
+        persistent_broker=persistent_broker,
     )
     return infra, ports
 
@@ -150,16 +185,20 @@ def running_stack(
     replicas: Mapping[str, int] | None = None,
     services: Sequence[str] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    persistent_broker: bool = False,
 ) -> Iterator[RunningStack]:
     """Start the whole stack in ``scratch``; stop every process on exit, gateway first.
 
     ``replicas``: instances per service (default 1); ``services``: which services (default
     every one that exists); ``extra_env``: added to every process's environment, with
-    ``{PREFIX}`` standing for each process's own variable prefix.
+    ``{PREFIX}`` standing for each process's own variable prefix. ``persistent_broker``:
+    the broker keeps its data in a local object store (:attr:`RunningStack.kafka_store`),
+    so a restart of the broker loses nothing and the producers' replay window is off;
+    by default it runs on memory storage, as the rest of the test suite does.
     """
     logs = scratch / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    infra, ports = stack_infra(scratch, extra_env or {})
+    infra, ports = stack_infra(scratch, extra_env or {}, persistent_broker=persistent_broker)
     names = list(services if services is not None else available_services())
     counts = {name: (replicas or {}).get(name, 1) for name in names}
     with ExitStack() as running:
@@ -174,7 +213,13 @@ def running_stack(
         credentials = stack_credentials(scratch)  # the ones stack_infra handed the processes
         etcd = start(etcd_process(scratch / "etcd-data", ports["etcd"], ports["etcd_peer"], logs))
         bootstrap_etcd(infra.etcd_endpoints[0], credentials)
-        kafka = start(kafka_process(ports["kafka"], logs))
+        kafka_store = None
+        storage = BrokerStorage.memory()
+        if persistent_broker:
+            # Before the broker: tansu connects to its storage before it listens.
+            kafka_store = start(object_store_process(ports["kafka_store"], logs))
+            storage = BrokerStorage.object_store(ports["kafka_store"])
+        kafka = start(kafka_process(ports["kafka"], logs, storage))
         acl_file = write_redis_acl_file(scratch / "redis-users.acl", credentials)
         redis = start(redis_process(ports["redis"], logs, acl_file=acl_file))
         for name in names:
@@ -198,6 +243,8 @@ def running_stack(
             instances=instances,
             gateway=gateway,
             base_url=f"http://127.0.0.1:{gateway_port}",
+            broker_storage=storage,
+            kafka_store=kafka_store,
         )
 
 

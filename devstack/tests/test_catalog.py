@@ -2,9 +2,9 @@
 
 Checks that every service package has an entry and every entry a package, that port plans
 never collide, that ``--only`` pulls in the services called, how a process's environment
-is layered (stack addresses, catalog settings, test settings, the developer's own), which
-``WEBOOK_<NAME>_*`` settings pass through, and that migrations run in one process and
-report each service as it is done.
+is layered (stack addresses, catalog settings, test settings, the developer's own), that
+producers replay only where the broker loses its data, which ``WEBOOK_<NAME>_*`` settings
+pass through, and that migrations run in one process and report each service as it is done.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.__main__ import parse_replicas, process_overrides
+from devstack.__main__ import DevSettings, parse_replicas, process_overrides
 from devstack.catalog import CATALOG, MAX_REPLICAS, SERVICE_NAMES, spec, with_peers
 from devstack.suite import Infra, Migrations, service_env
 
@@ -82,6 +82,27 @@ def test_service_env_layers_stack_catalog_tests_then_the_developer(tmp_path: Pat
     assert env["WEBOOK_SMS_LOG_LEVEL"] == "DEBUG"
     assert not any(k.startswith("WEBOOK_USER_") for k in service_env("sms", infra, 1, {}))
     assert service_env("user", infra, 1, {})["WEBOOK_USER_LOG_LEVEL"] == "WARNING"
+
+
+def test_producers_replay_only_where_the_broker_loses_its_data(tmp_path: Path) -> None:
+    on_memory = service_env("article", _infra(tmp_path), 1, {})
+    persistent = service_env("article", _infra(tmp_path, persistent_broker=True), 1, {})
+
+    assert on_memory["WEBOOK_ARTICLE_KAFKA_REPLAY_WINDOW_SECONDS"] == "60"
+    assert persistent["WEBOOK_ARTICLE_KAFKA_REPLAY_WINDOW_SECONDS"] == "0"
+    # tansu grants no producer ids whatever its storage.
+    assert on_memory["WEBOOK_ARTICLE_KAFKA_IDEMPOTENT_PRODUCER"] == "false"
+    assert persistent["WEBOOK_ARTICLE_KAFKA_IDEMPOTENT_PRODUCER"] == "false"
+
+
+def test_the_brokers_object_store_takes_a_port_only_when_one_is_set() -> None:
+    assert "kafka_store" not in DevSettings().fixed_ports()
+    assert DevSettings(kafka_store_port=9094).fixed_ports()["kafka_store"] == 9094
+    memory = DevSettings(kafka_store_port=9094, kafka_storage="memory")
+    assert "kafka_store" not in memory.fixed_ports()
+    external = DevSettings(kafka_store_port=9094, kafka_bootstrap="127.0.0.1:9092")
+    assert "kafka" not in external.fixed_ports()
+    assert "kafka_store" not in external.fixed_ports()
 
 
 def test_overrides_come_from_the_environment_over_the_file(tmp_path: Path) -> None:
