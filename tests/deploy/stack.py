@@ -9,6 +9,11 @@ It never touches a system Prometheus.
 
 The sms service has two providers: a Tencent account whose endpoint refuses connections
 (every send fails over) and the local provider, so failover metrics are real.
+
+The Kafka lag exporter (``python -m kit.events.lag``, :func:`devstack.lag.lag_exporter_process`)
+reads the stack's consumer groups from its broker, as it does in the cluster, and is scraped
+under the job ``lag-exporter``; its log ``lag-exporter.log`` lands in the log directory
+with the others, where :mod:`devstack.scrape_targets` finds it as under ``make run``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import yaml
 
 from devstack.credentials import SecureEtcd, acl_redis, secure_etcd
 from devstack.infra import ManagedProcess, free_port, stop_all
+from devstack.lag import NAME as LAG_EXPORTER
+from devstack.lag import lag_exporter_process
 from devstack.suite import (
     Infra,
     available_services,
@@ -38,6 +45,8 @@ from devstack.suite import (
     wechat_emulator_process,
 )
 from devstack.tls import stack_pki
+from services.interactive.settings import InteractiveSettings
+from services.search.settings import SearchSettings
 from tests.deploy.observability_files import PROMETHEUS_DIR
 
 SCRAPE_INTERVAL_S = 1
@@ -53,6 +62,12 @@ BURST_RULE = {
 }
 MAX_BODY_BYTES = 64 * 1024
 REGISTRY_PREFIX = "/webook-observed/services"
+# The consumer groups of the stack (interactive's, search's indexers): the session's broker
+# is shared with other tests, whose groups the lag exporter need not read every second.
+STACK_GROUPS = (
+    InteractiveSettings.model_fields["read_consumer_group"].default,
+    SearchSettings.model_fields["sync_group_prefix"].default,
+)
 
 
 def prometheus_binary() -> str:
@@ -261,19 +276,31 @@ def _observed(
     wechat_base = f"http://127.0.0.1:{wechat_port}"
     wechat = wechat_emulator_process(wechat_port, log_dir)
     gateway = gateway_process(infra, gateway_port, {}, log_dir, wechat_base=wechat_base)
+    # Reading the broker as often as Prometheus scrapes it, as in the cluster.
+    exporter_port = free_port()
+    exporter = lag_exporter_process(
+        kafka_bootstrap,
+        exporter_port,
+        log_dir,
+        mode="test",
+        interval_seconds=SCRAPE_INTERVAL_S,
+        group_prefixes=STACK_GROUPS,
+    )
     services = start_services(
         names,
         infra,
         log_dir,
         instance,
         replicas={"follow": 2},
-        also=[wechat, gateway],
+        also=[wechat, gateway, exporter],
         timeout=120,
     )
     targets.append(ScrapeTarget("gateway", f"127.0.0.1:{gateway_port}", gateway))
+    targets.append(ScrapeTarget(LAG_EXPORTER, f"127.0.0.1:{exporter_port}", exporter))
     with ExitStack() as running:
         running.callback(
-            stop_all, [gateway, wechat, *(p for group in services.values() for p in group)]
+            stop_all,
+            [gateway, wechat, exporter, *(p for group in services.values() for p in group)],
         )
         prom_dir = work / "prometheus"
         prom_dir.mkdir()

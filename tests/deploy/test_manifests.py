@@ -19,7 +19,14 @@ Infrastructure credentials (docs/security.md): Kafka's services listener is SASL
 SCRAM-SHA-512 and its TLS material mounted, the etcd and Kafka credential Jobs and Redis's
 ACL init container take every password from Secrets (no literal one anywhere in production),
 with the grants of devstack.credentials; the init container's script is run for real and a
-redis-server loads the users it writes. Redis never evicts (noeviction) and is watched.
+redis-server loads the users it writes, and the Kafka Job's script is run for real against
+stand-ins of the Kafka tools, which record the users and ACLs it asks for. Redis never
+evicts (noeviction) and is watched.
+
+The Kafka lag exporter (python -m kit.events.lag) is held to the same rules as the gateway
+and the services where they apply to it: settings its class accepts, a locked-down container,
+its own certificate (for the CA only), its own broker user allowed to Describe and nothing
+else, and network policies for exactly the connections it makes.
 """
 
 from __future__ import annotations
@@ -61,13 +68,18 @@ STATEFUL = {"search": "WEBOOK_SEARCH_DATA_DIR"}
 READY_WHEN_WHOLE = {"search"}
 WITH_DATABASE = {spec.name for spec in CATALOG if spec.migrations}
 SERVICES = SERVICE_NAMES
+# The Kafka lag exporter (observability/lag-exporter.yaml): a webook process that serves only
+# /metrics and reads the brokers with a user of its own.
+LAG_EXPORTER = "lag-exporter"
+# The module each webook process runs (``python -m``), when not ``services.<name>``.
+MODULES = {GATEWAY: "gateway", LAG_EXPORTER: "kit.events.lag"}
 # Secrets that operators create (docs/operations.md, "Secrets"); the dev overlay generates them.
 OPERATOR_SECRETS = {
     "mysql-root",
     "mysql-init",
     "grafana-admin",
     "webook-tls",
-    *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES)),
+    *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES, LAG_EXPORTER)),
     "webook-etcd-credentials",
     "webook-redis-credentials",
 }
@@ -126,6 +138,8 @@ INFRASTRUCTURE: dict[str, set[str]] = {
     "comment": {"mysql", "redis", *_TELEMETRY},
     "follow": {"mysql", "redis", *_TELEMETRY},
     "search": {"kafka", *_TELEMETRY},
+    # Not registered in etcd: it serves no gRPC.
+    LAG_EXPORTER: {"kafka", "otel-collector"},
 }
 # Connections among the infrastructure and observability pods: (from, to, named port).
 INFRA_TRAFFIC = {
@@ -142,6 +156,38 @@ INFRA_TRAFFIC = {
 }
 # The workloads with a Kafka broker user (SCRAM-SHA-512), those that connect to Kafka.
 KAFKA_USERS = {name for name, used in INFRASTRUCTURE.items() if "kafka" in used}
+# Those of them that are services (they create their topics; the lag exporter only reads).
+KAFKA_SERVICES = KAFKA_USERS - {LAG_EXPORTER}
+# What the kafka-credentials Job lets each broker user do (jobs/kafka-credentials.yaml), as
+# (resource type, pattern type, resource name, operation); '*' literal is Kafka's wildcard.
+_CREATE_WRITE = ("Create", "Describe", "Write")
+_CREATE_READ = ("Create", "Describe", "Read")
+KAFKA_ACLS: dict[str, set[tuple[str, str, str, str]]] = {
+    "user": {("topic", "literal", "webook.user.changed", op) for op in _CREATE_WRITE},
+    "article": {
+        ("topic", "literal", topic, op)
+        for topic in ("webook.article.read", "webook.article.published", "webook.article.withdrawn")
+        for op in _CREATE_WRITE
+    },
+    "interactive": {
+        *(("topic", "literal", "webook.article.read", op) for op in _CREATE_READ),
+        ("group", "literal", "interactive-read-counter", "Read"),
+    },
+    "search": {
+        *(
+            ("topic", "literal", topic, op)
+            for topic in (
+                "webook.article.published",
+                "webook.article.withdrawn",
+                "webook.user.changed",
+            )
+            for op in _CREATE_READ
+        ),
+        ("group", "prefixed", "search-indexer-", "Read"),
+    },
+    # Committed offsets of every group, end offsets of every topic: Describe, nothing else.
+    LAG_EXPORTER: {("topic", "literal", "*", "Describe"), ("group", "literal", "*", "Describe")},
+}
 # The infrastructure administrators' Secrets (credentials/webook-secrets.example.yaml).
 INFRA_ADMIN_SECRETS = {
     "webook-etcd-credentials": ["root-password"],
@@ -199,6 +245,11 @@ def _webook_deployments(objects: list[Manifest]) -> Iterator[tuple[str, Manifest
                 yield name, workload
 
 
+def _lag_exporter(objects: list[Manifest]) -> Manifest:
+    """The lag exporter's Deployment."""
+    return _of_kind(objects, "Deployment")[LAG_EXPORTER]
+
+
 def _config_data(objects: list[Manifest], name: str) -> dict[str, str]:
     (config,) = (
         o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(name)
@@ -210,11 +261,19 @@ def _secret_data(secret: Manifest) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
 
 
+def _module(name: str) -> str:
+    """The module webook process ``name`` runs with ``python -m``."""
+    return MODULES.get(name, f"services.{name}")
+
+
+def _prefix(name: str) -> str:
+    """The environment prefix of webook process ``name``'s settings."""
+    return f"WEBOOK_{name.upper().replace('-', '')}_"
+
+
 def _settings_class(name: str) -> type[BaseServiceSettings]:
-    module = importlib.import_module(
-        "gateway.settings" if name == GATEWAY else f"services.{name}.settings"
-    )
-    prefix = f"WEBOOK_{name.upper()}_"
+    module = importlib.import_module(f"{_module(name)}.settings")
+    prefix = _prefix(name)
     (found,) = (
         cls
         for _, cls in inspect.getmembers(module, inspect.isclass)
@@ -225,7 +284,7 @@ def _settings_class(name: str) -> type[BaseServiceSettings]:
 
 def _exists(name: str) -> bool:
     """Whether the process is in this checkout yet (a service is being written elsewhere)."""
-    return name == GATEWAY or name in available_services()
+    return name in MODULES or name in available_services()
 
 
 def test_every_object_is_valid_for_kubernetes_1_30(overlay: str) -> None:
@@ -318,7 +377,9 @@ def test_stateful_services_keep_their_state_on_a_volume_per_replica(overlay: str
 
 
 def test_webook_containers_are_locked_down_and_sized(overlay: str) -> None:
-    for name, deployment in _webook_deployments(rendered(overlay)):
+    objects = rendered(overlay)
+    workloads = [*_webook_deployments(objects), (LAG_EXPORTER, _lag_exporter(objects))]
+    for name, deployment in workloads:
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] > 0, name
@@ -339,7 +400,7 @@ def test_containers_run_modules_of_this_repository(overlay: str) -> None:
     for name, deployment in _webook_deployments(rendered(overlay)):
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        module = "gateway" if name == GATEWAY else f"services.{name}"
+        module = _module(name)
         assert container["command"] == ["python", "-m", module]
         assert container["image"].rsplit(":", 1)[0].endswith("webook-py")
         if _exists(name):
@@ -384,14 +445,66 @@ def test_probes_and_scrape_annotations_use_the_ports_the_processes_serve(overlay
             assert advertise["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
 
 
+def _workload(objects: list[Manifest], name: str) -> Manifest:
+    """The Deployment or StatefulSet of webook process ``name``."""
+    (workload,) = (
+        o
+        for o in objects
+        if o["kind"] in {"Deployment", "StatefulSet"} and o["metadata"]["name"] == name
+    )
+    return workload
+
+
+def _container_values(objects: list[Manifest], name: str) -> dict[str, str]:
+    """The literal environment values of process ``name``'s container in its workload."""
+    (container,) = _workload(objects, name)["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+
+
+def test_the_lag_exporter_runs_once_and_serves_its_metrics_where_scraped(overlay: str) -> None:
+    objects = rendered(overlay)
+    spec = _lag_exporter(objects)["spec"]
+    # One replica: a second would only report the same figures (the alerts take the max).
+    assert spec["replicas"] == 1
+    template = spec["template"]
+    (container,) = template["spec"]["containers"]
+    assert container["command"] == ["python", "-m", _module(LAG_EXPORTER)]
+    assert (ROOT / _module(LAG_EXPORTER).replace(".", "/") / "__main__.py").is_file()
+    assert container["image"].rsplit(":", 1)[0].endswith("webook-py")
+    refs = [s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s]
+    assert any(ref.startswith("webook-config") for ref in refs)
+    prefix = _prefix(LAG_EXPORTER)
+    env = {**_config_data(objects, "webook-config"), **_container_values(objects, LAG_EXPORTER)}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    scraped = int(annotations["prometheus.io/port"])
+    assert scraped == int(env[f"{prefix}METRICS_PORT"]) == ports["metrics"]
+    assert env[f"{prefix}METRICS_HOST"] == "0.0.0.0"
+    # /metrics answers whether or not the brokers do: no probe depends on them.
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    service = _of_kind(objects, "Service")[LAG_EXPORTER]["spec"]
+    assert service["selector"].items() <= template["metadata"]["labels"].items()
+    assert {p["targetPort"] for p in service["ports"]} == {"metrics"}
+    # It reads the brokers as often as Prometheus reads it.
+    kubernetes = yaml.safe_load((PROMETHEUS_DIR / "kubernetes.yml").read_text())
+    interval = _duration_seconds(kubernetes["global"]["scrape_interval"])
+    assert float(env[f"{prefix}INTERVAL_SECONDS"]) == interval
+    assert env[f"{prefix}MODE"] == ("prod" if overlay == "prod" else "dev")
+
+
 def test_configured_settings_exist_in_each_process(overlay: str) -> None:
-    config = _config_data(rendered(overlay), "webook-config")
-    for name in (GATEWAY, *SERVICES):
+    objects = rendered(overlay)
+    config = _config_data(objects, "webook-config")
+    for name in (GATEWAY, *SERVICES, LAG_EXPORTER):
         if not _exists(name):
             continue
-        prefix = f"WEBOOK_{name.upper()}_"
+        prefix = _prefix(name)
         fields = {f.upper() for f in _settings_class(name).model_fields}
-        for key in (k for k in config if k.startswith(prefix)):
+        given = {**config, **_container_values(objects, name)}
+        for key in (k for k in given if k.startswith(prefix)):
             field = key.removeprefix(prefix).split("__")[0]
             if field in PENDING_SETTINGS:
                 assert field not in fields, f"{field} exists now: drop it from PENDING_SETTINGS"
@@ -405,11 +518,11 @@ def test_the_dev_overlay_starts_every_process_with_valid_settings(
     objects = rendered("dev")
     config = _config_data(objects, "webook-config")
     secrets = _of_kind(objects, "Secret")
-    for name in (GATEWAY, *SERVICES):
+    for name in (GATEWAY, *SERVICES, LAG_EXPORTER):
         if not _exists(name):
             continue
         secret = next(s for n, s in secrets.items() if n.startswith(f"webook-{name}-secrets"))
-        env = {**config, **_secret_data(secret)}
+        env = {**config, **_secret_data(secret), **_container_values(objects, name)}
         with monkeypatch.context() as patched:
             for key, value in env.items():
                 patched.setenv(key, value)
@@ -479,7 +592,7 @@ def test_the_infrastructure(overlay: str) -> None:
     assert len(voters) == kafka["replicas"]
     assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) <= kafka["replicas"]
     deployments = _of_kind(objects, "Deployment")
-    assert {"grafana", "otel-collector", "jaeger"} <= set(deployments)
+    assert {"grafana", "otel-collector", "jaeger", LAG_EXPORTER} <= set(deployments)
 
 
 def test_grafana_gets_every_dashboard_and_prometheus_its_rules(overlay: str) -> None:
@@ -545,11 +658,11 @@ def test_cert_manager_objects_use_only_fields_of_its_api(overlay: str) -> None:
 
 
 def _certificates(objects: list[Manifest]) -> dict[str, Manifest]:
-    """The workload Certificates by the workload they name."""
+    """The webook processes' Certificates by the process they name."""
     found = {}
     for cert in _of_kind(objects, "Certificate").values():
         name = cert["metadata"]["labels"].get("app.kubernetes.io/name")
-        if not cert["spec"].get("isCA") and name in {GATEWAY, *SERVICES}:
+        if not cert["spec"].get("isCA") and name in {GATEWAY, *SERVICES, LAG_EXPORTER}:
             found[name] = cert
     return found
 
@@ -558,13 +671,15 @@ def test_every_workload_has_a_certificate_naming_it_from_the_namespace_ca(overla
     objects = rendered(overlay)
     issuers = _of_kind(objects, "Issuer")
     certificates = _certificates(objects)
-    assert set(certificates) == {GATEWAY, *SERVICES}
+    assert set(certificates) == {GATEWAY, *SERVICES, LAG_EXPORTER}
     ca_secrets = set()
     for name, cert in certificates.items():
         spec = cert["spec"]
         assert spec["uris"] == [spiffe_id(name)], name
         assert spec["dnsNames"] == [dns_name(name)], name
-        assert {"server auth", "client auth"} <= set(spec["usages"]), name
+        assert "client auth" in spec["usages"], name
+        # The lag exporter serves no TLS: a client certificate (it wants the CA only).
+        assert ("server auth" in spec["usages"]) == (name != LAG_EXPORTER), name
         assert 0 < _duration_seconds(spec["renewBefore"]) < _duration_seconds(spec["duration"])
         assert spec["secretName"] == f"{name}-tls"
         issuer = issuers[spec["issuerRef"]["name"]]["spec"]
@@ -702,7 +817,7 @@ def test_the_call_graph_table_matches_the_catalog() -> None:
     assert {e.name: set(e.peers) for e in CATALOG if e.peers} == {
         name: callees for name, callees in GRPC_CALLS.items() if name != GATEWAY
     }
-    assert set(INFRASTRUCTURE) == {GATEWAY, *SERVICES}
+    assert set(INFRASTRUCTURE) == {GATEWAY, *SERVICES, LAG_EXPORTER}
 
 
 def test_the_namespace_denies_by_default_and_allows_dns(overlay: str) -> None:
@@ -739,7 +854,7 @@ def test_policies_allow_exactly_the_connections_the_workloads_make(overlay: str)
         (name, infra, INFRA_PORTS[infra]) for name, used in INFRASTRUCTURE.items() for infra in used
     }
     expected |= _scrapes(objects) | INFRA_TRAFFIC
-    assert {("prometheus", name, "metrics") for name in SERVICES} <= expected
+    assert {("prometheus", name, "metrics") for name in (*SERVICES, LAG_EXPORTER)} <= expected
     allowed = _connections(objects)
     assert not allowed - expected, f"allowed but not made: {sorted(allowed - expected)}"
     assert not expected - allowed, f"made but not allowed: {sorted(expected - allowed)}"
@@ -762,11 +877,16 @@ def test_the_credential_templates_hold_placeholders_for_every_workload() -> None
         doc["metadata"]["name"]: doc for doc in yaml.safe_load_all(CREDENTIAL_TEMPLATES.read_text())
     }
     assert set(secrets) == {
-        *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES)),
+        *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES, LAG_EXPORTER)),
         *INFRA_ADMIN_SECRETS,
     }
     for secret, keys in INFRA_ADMIN_SECRETS.items():
         assert secrets[secret]["stringData"] == dict.fromkeys(keys, "REPLACE_ME")
+    # The lag exporter logs in to Kafka only (no etcd, Redis or database).
+    lag_exporter = secrets[f"webook-{LAG_EXPORTER}-secrets"]["stringData"]
+    assert lag_exporter == {f"{_prefix(LAG_EXPORTER)}KAFKA_SASL_PASSWORD": "REPLACE_ME"}
+    fields = _settings_class(LAG_EXPORTER).model_fields
+    assert all(key.removeprefix(_prefix(LAG_EXPORTER)).lower() in fields for key in lag_exporter)
     for name in (GATEWAY, *SERVICES):
         data: dict[str, str] = secrets[f"webook-{name}-secrets"]["stringData"]
         prefix = f"WEBOOK_{name.upper()}_"
@@ -783,7 +903,8 @@ def test_the_credential_templates_hold_placeholders_for_every_workload() -> None
 
 
 def test_services_talk_to_kafka_over_sasl_ssl(overlay: str) -> None:
-    # Both overlays: the brokers have no listener without authentication for the services.
+    # Both overlays: the brokers have no listener without authentication for the services
+    # (nor for the lag exporter).
     objects = rendered(overlay)
     config = _config_data(objects, "webook-config")
     env = _kafka_env(objects)
@@ -792,12 +913,26 @@ def test_services_talk_to_kafka_over_sasl_ssl(overlay: str) -> None:
         item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
     )
     ports = _container_ports(_of_kind(objects, "StatefulSet")["kafka"])
+    certificates = _certificates(objects)
     for name in KAFKA_USERS:
-        prefix = f"WEBOOK_{name.upper()}_"
+        prefix = _prefix(name)
         assert config[f"{prefix}KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
         assert config[f"{prefix}KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
         assert config[f"{prefix}KAFKA_SASL_USERNAME"] == name
-        assert config[f"{prefix}KAFKA_SSL_CA_FILE"] == config[f"{prefix}TLS_CA_FILE"]
+        # The brokers' certificate is checked against the namespace CA: the ca.crt of the
+        # process's own certificate, mounted read-only (a whole directory, so renewals land).
+        ca_file = PurePosixPath(config[f"{prefix}KAFKA_SSL_CA_FILE"])
+        if name != LAG_EXPORTER:
+            assert str(ca_file) == config[f"{prefix}TLS_CA_FILE"], name
+        pod = _workload(objects, name)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        mount = {m["mountPath"]: m for m in container["volumeMounts"]}[str(ca_file.parent)]
+        assert ca_file.name == "ca.crt", name
+        assert mount.get("readOnly") is True, name
+        assert "subPath" not in mount, name
+        secret = {v["name"]: v for v in pod["volumes"]}[mount["name"]]["secret"]
+        assert secret["secretName"] == certificates[name]["spec"]["secretName"], name
+        assert secret["defaultMode"] & 0o077 == 0o040, f"{name}: group-read only"
         host, port = config[f"{prefix}KAFKA_BOOTSTRAP"].split(":")
         service = _of_kind(objects, "Service")[host]
         (target,) = (p["targetPort"] for p in service["spec"]["ports"] if p["port"] == int(port))
@@ -824,7 +959,7 @@ def test_kafka_replication_fits_the_cluster_and_prod_sets_3_2_acks_all(overlay: 
     objects = rendered(overlay)
     config = _config_data(objects, "webook-config")
     brokers = _of_kind(objects, "StatefulSet")["kafka"]["spec"]["replicas"]
-    for name in KAFKA_USERS:
+    for name in KAFKA_SERVICES:
         prefix = f"WEBOOK_{name.upper()}_"
         factor = int(config[f"{prefix}KAFKA_REPLICATION_FACTOR"])
         min_insync = int(config[f"{prefix}KAFKA_MIN_INSYNC_REPLICAS"])
@@ -944,23 +1079,121 @@ def test_kafka_serves_sasl_ssl_with_its_certificate_mounted(overlay: str) -> Non
     assert admin["usages"] == ["client auth", "digital signature"]
 
 
-def test_the_kafka_job_makes_a_scram_user_and_acls_per_kafka_service(overlay: str) -> None:
+def _password_variable(name: str) -> str:
+    """The kafka-credentials Job's variable holding broker user ``name``'s password."""
+    return f"{name.upper().replace('-', '_')}_PASSWORD"
+
+
+def test_the_kafka_job_makes_a_scram_user_and_acls_per_kafka_user(overlay: str) -> None:
     job = _of_kind(rendered(overlay), "Job")["kafka-credentials"]
     (container,) = _containers(job)
     script = _script(container)
     env = {e["name"]: e for e in container["env"]}
     for name in KAFKA_USERS:
-        ref = _secret_ref(env[f"{name.upper()}_PASSWORD"])
+        ref = _secret_ref(env[_password_variable(name)])
         assert ref == {
             "name": f"webook-{name}-secrets",
-            "key": f"WEBOOK_{name.upper()}_KAFKA_SASL_PASSWORD",
+            "key": f"{_prefix(name)}KAFKA_SASL_PASSWORD",
         }
-        assert f'scram_user {name} "${name.upper()}_PASSWORD"' in script
+        assert f'scram_user {name} "${_password_variable(name)}"' in script
         assert f"topics User:{name} " in script
     assert script.count("\nscram_user ") == len(KAFKA_USERS)
     assert "--bootstrap-server kafka:9092" in script  # the certificate (BROKER) listener
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "kafka-admin-tls"
+
+
+def _kafka_tool_calls(args: list[str]) -> dict[str, list[str]]:
+    """A Kafka tool's command line as option → values (``--operation`` may repeat)."""
+    options: dict[str, list[str]] = {}
+    flags = {"--add", "--alter"}
+    index = 0
+    while index < len(args):
+        option = args[index]
+        assert option.startswith("--"), args
+        if option in flags:
+            options[option] = []
+            index += 1
+            continue
+        options.setdefault(option, []).append(args[index + 1])
+        index += 2
+    return options
+
+
+def test_the_kafka_job_script_asks_the_brokers_for_exactly_these_users_and_acls(
+    tmp_path: Path,
+) -> None:
+    # The dev overlay's Job script, run by a real shell on the dev Secrets' values, with the
+    # Kafka tools replaced by a stand-in that records its command line: the SCRAM users are
+    # KAFKA_USERS with their passwords, the ACLs KAFKA_ACLS, and nothing else.
+    objects = rendered("dev")
+    job = _of_kind(objects, "Job")["kafka-credentials"]
+    (container,) = _containers(job)
+    secrets = {_unhashed(name): _secret_data(s) for name, s in _of_kind(objects, "Secret").items()}
+    env = {"PATH": "/usr/bin:/bin:/usr/local/bin"}
+    for variable in container["env"]:
+        if "value" in variable:
+            env[variable["name"]] = str(variable["value"])
+        else:
+            ref = _secret_ref(variable)
+            env[variable["name"]] = secrets[ref["name"]][ref["key"]]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    tls, scratch, tools = tmp_path / "tls", tmp_path / "scratch", tmp_path / "bin"
+    for directory in (tls, scratch, tools):
+        directory.mkdir()
+    for name in TLS_FILES.values():
+        (tls / name).write_text(f"{name}\n")
+    calls = tmp_path / "calls.jsonl"
+    stand_in = (
+        f"#!{sys.executable}\n"
+        "import json, pathlib, sys\n"
+        f"with open({str(calls)!r}, 'a') as out:\n"
+        "    out.write(json.dumps([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]) + '\\n')\n"
+    )
+    for tool in ("kafka-configs.sh", "kafka-acls.sh"):
+        (tools / tool).write_text(stand_in)
+        (tools / tool).chmod(0o755)
+    # In one pass: the scratch directories are under /tmp themselves.
+    moved = {
+        "/opt/kafka/bin/": f"{tools}/",
+        mounts["tls"]: str(tls),
+        f"{mounts['tmp']}/": f"{scratch}/",
+    }
+    script = re.sub("|".join(map(re.escape, moved)), lambda m: moved[m[0]], _script(container))
+    # A file in the working directory: an unquoted '*' would expand to its name.
+    (tmp_path / "not-a-topic").write_text("")
+    subprocess.run(["sh", "-c", script], env=env, cwd=tmp_path, check=True, timeout=60)
+
+    users: dict[str, str] = {}
+    acls: dict[str, set[tuple[str, str, str, str]]] = {}
+    for line in calls.read_text().splitlines():
+        tool, *args = json.loads(line)
+        options = _kafka_tool_calls(args)
+        # The certificate (BROKER) listener, as the admin certificate's super user.
+        assert options.pop("--bootstrap-server") == ["kafka:9092"]
+        (properties,) = options.pop("--command-config")
+        assert "security.protocol=SSL" in Path(properties).read_text().split()
+        if tool == "kafka-configs.sh":
+            assert options.pop("--entity-type") == ["users"]
+            (user,) = options.pop("--entity-name")
+            (config,) = options.pop("--add-config")
+            password = re.fullmatch(r"SCRAM-SHA-512=\[iterations=\d+,password=(.+)\]", config)
+            assert password, config
+            users[user] = password[1]
+            assert set(options) == {"--alter"}, options
+            continue
+        assert tool == "kafka-acls.sh", tool
+        (principal,) = options.pop("--allow-principal")
+        (pattern,) = options.pop("--resource-pattern-type", ["literal"])
+        operations = options.pop("--operation")
+        ((kind, (resource,)),) = ((k, v) for k, v in options.items() if k != "--add")
+        granted = acls.setdefault(principal.removeprefix("User:"), set())
+        granted |= {(kind.removeprefix("--"), pattern, resource, op) for op in operations}
+    assert users == {
+        name: secrets[f"webook-{name}-secrets"][f"{_prefix(name)}KAFKA_SASL_PASSWORD"]
+        for name in KAFKA_USERS
+    }
+    assert acls == KAFKA_ACLS
 
 
 def test_the_etcd_job_grants_what_the_local_stack_grants(overlay: str) -> None:

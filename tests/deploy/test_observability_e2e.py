@@ -6,6 +6,8 @@
   at least one series with a number (not NaN), so that no dashboard shows an empty panel.
 - Prometheus loaded the alert rules, and none of them fires on a healthy stack except the
   instance-count alert's pending state for the follow instance that the traffic killed.
+- The Kafka lag exporter reads the stack's consumer groups from the broker, and its log
+  names its metrics port where ``devstack.scrape_targets`` looks (job ``lag-exporter``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.lag import NAME as LAG_EXPORTER
+from devstack.scrape_targets import ScrapeTarget, targets_from_logs
 from devstack.suite import available_services
 from tests.deploy.observability_files import (
     SERVICE_DASHBOARDS,
@@ -25,7 +29,7 @@ from tests.deploy.observability_files import (
     metric_names,
     panel_queries,
 )
-from tests.deploy.stack import ObservedStack
+from tests.deploy.stack import STACK_GROUPS, ObservedStack
 
 pytestmark = pytest.mark.e2e
 
@@ -91,3 +95,22 @@ def test_prometheus_loaded_the_alert_rules(driven_stack: ObservedStack) -> None:
         rule["name"] for group in groups for rule in group["rules"] if rule.get("health") != "ok"
     ]
     assert not unhealthy, unhealthy
+
+
+def test_the_lag_exporter_reads_the_stack_groups_and_is_found_by_its_log(
+    driven_stack: ObservedStack,
+) -> None:
+    (exporter,) = (t for t in driven_stack.targets if t.job == LAG_EXPORTER)
+    assert ScrapeTarget(LAG_EXPORTER, exporter.address) in targets_from_logs(driven_stack.log_dir)
+    prometheus = driven_stack.prometheus
+    read = prometheus.query(
+        f'max(webook_kafka_lag_exporter_last_success_timestamp_seconds{{job="{LAG_EXPORTER}"}})'
+    )
+    (last_read,) = (float(sample["value"][1]) for sample in read)
+    assert last_read > 0, "the exporter never read the broker"
+    groups = {
+        sample["metric"]["group"]
+        for sample in prometheus.query(f'webook_kafka_group_lag_sum{{job="{LAG_EXPORTER}"}}')
+    }
+    # interactive's group by its name, search's indexers by their prefix.
+    assert all(any(g.startswith(prefix) for g in groups) for prefix in STACK_GROUPS), groups
