@@ -13,6 +13,7 @@ with leases. Delivery is at least once; consumers dedupe (``docs/events.md``).
   ``bound(session)`` (an ``EventProducer.publish``-shaped sink);
 - :class:`OutboxRelay` / :class:`RelayConfig`: the runner component that publishes;
 - :class:`KafkaOutboxPublisher`: the publisher on aiokafka, waiting for the broker's ack.
+- :class:`~kit.outbox.settings.OutboxRelaySettings`: the relay settings mixin of a service.
 
 Usage: ``docs/persistence.md`` ("Outbox"). Metrics: :mod:`kit.outbox.metrics`.
 """

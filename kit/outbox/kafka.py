@@ -1,4 +1,4 @@
-"""The relay's Kafka publisher: one record at a time, acknowledged by the broker.
+"""The relay's Kafka publisher: records sent together, each acknowledged by the broker.
 
 It reuses the buffered producer's configuration (:class:`kit.events.ProducerConfig`:
 brokers, topics to manage, timeouts, client id, security) and pieces (topic creation with
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 
@@ -57,16 +57,35 @@ class KafkaOutboxPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
-    async def publish(self, record: OutboxRecord) -> None:
-        """Send ``record`` and wait for the broker's acknowledgement."""
+    async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
+        """Queue every record on the producer (which batches them per partition), then wait
+        for the broker's acknowledgements; per record, ``None`` or the error. After any
+        failure the producer is replaced."""
         producer = await self._ready()
+        errors: list[Exception | None] = [None] * len(records)
+        acks: list[tuple[int, asyncio.Future[object]]] = []
         try:
-            await producer.send_and_wait(
-                record.topic, record.payload, key=record.key, headers=record.headers
-            )
+            for index, record in enumerate(records):
+                try:
+                    ack = await producer.send(
+                        record.topic, record.payload, key=record.key, headers=record.headers
+                    )
+                except Exception as exc:  # refused before sending (too large, no metadata)
+                    errors[index] = exc
+                else:
+                    acks.append((index, ack))
+            results = await asyncio.gather(*(ack for _, ack in acks), return_exceptions=True)
         except BaseException:
             await self._discard(producer)
             raise
+        for (index, _), outcome in zip(acks, results, strict=True):
+            if isinstance(outcome, BaseException):
+                errors[index] = (
+                    outcome if isinstance(outcome, Exception) else RuntimeError(repr(outcome))
+                )
+        if any(error is not None for error in errors):
+            await self._discard(producer)
+        return errors
 
     async def close(self) -> None:
         """Close the producer and the admin client."""
@@ -77,6 +96,9 @@ class KafkaOutboxPublisher:
         await self._admin.close()
 
     async def _ready(self) -> AIOKafkaProducer:
+        ready = self._producer
+        if ready is not None:  # every publish but the first after a (re)connect
+            return ready
         async with self._lock:
             if self._producer is None:
                 if self._config.manage_topics and self._config.topics:

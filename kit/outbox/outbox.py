@@ -1,9 +1,12 @@
 """Recording events in the transaction that causes them.
 
-:meth:`Outbox.add` stages an outbox row in the caller's session: it is inserted with the
-session's next flush and commits or rolls back with the change it reports, so an event is
-recorded if and only if its change is. :class:`~kit.outbox.relay.OutboxRelay` publishes the
-rows afterwards. :meth:`Outbox.bound` gives the same thing the shape of
+:meth:`Outbox.add` stages an outbox row in the caller's session transaction: it is inserted
+just before that transaction commits (one multi-row ``INSERT`` per outbox) and is dropped
+if the transaction rolls back, so an event is recorded if and only if its change is. The
+rows are plain values, not ORM objects: an ORM insert costs the session's unit of work more
+CPU than the row costs the database, which a publication would pay on every call
+(``docs/performance.md``, "Transactional outbox"). :class:`~kit.outbox.relay.OutboxRelay`
+publishes the rows afterwards. :meth:`Outbox.bound` gives the same thing the shape of
 :meth:`kit.events.EventProducer.publish`, so one event writer serves both paths.
 
 The trace context of the request is captured when the row is added (a ``PRODUCER`` span,
@@ -17,13 +20,12 @@ import asyncio
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from google.protobuf.message import Message
 from opentelemetry import trace
-from sqlalchemy import event, inspect
+from sqlalchemy import Table, event, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from kit.events import DeclaredTopic, encode_key
 from kit.events.tracing import TRACER_NAME, publish_trace_headers
@@ -31,7 +33,8 @@ from kit.outbox.table import KEY_LENGTH, OutboxRow
 
 Headers = Sequence[tuple[str, bytes]]
 OutboxKey = str | int
-_WAKE_LISTENER = "kit.outbox.wake"
+_WAKE_INFO = "kit.outbox.wake"
+_STAGED = "kit.outbox.staged"
 
 
 def now_ms() -> int:
@@ -73,6 +76,8 @@ class Outbox:
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.model = model
+        self._table: Table = inspect(model).local_table
+        _listen()
         self._payloads = {topic.name: topic.payload.full_name for topic in topics}
         self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
@@ -81,7 +86,7 @@ class Outbox:
     @property
     def table_name(self) -> str:
         """The outbox table's name (also the ``outbox`` label of its metrics)."""
-        return str(inspect(self.model).local_table.name)
+        return str(self._table.name)
 
     def add(
         self,
@@ -93,25 +98,38 @@ class Outbox:
     ) -> None:
         """Stage ``payload`` for ``topic`` keyed by ``key`` in ``session``'s transaction.
 
-        The row is written with the session's next flush (at the latest, the commit) and
-        shares the transaction's fate. ``headers`` default to the current trace context.
-        Raises :class:`UnknownTopic` for a topic or payload the outbox does not accept.
+        The row is inserted when the transaction commits (so it is not visible to queries
+        in the transaction before) and shares its fate; ``session`` begins a transaction if
+        it has none. ``headers`` default to the current trace context. Raises
+        :class:`UnknownTopic` for a topic or payload the outbox does not accept, and
+        ``RuntimeError`` inside a savepoint.
         """
         self._check(topic, payload)
         encoded_key = encode_key(key).decode("utf-8")
         if len(encoded_key) > KEY_LENGTH:
             raise ValueError(f"outbox keys are at most {KEY_LENGTH} characters")
+        transaction = session.sync_session
+        if transaction.in_nested_transaction():
+            # A savepoint rolled back would not take its staged rows with it.
+            raise RuntimeError("outbox rows cannot be added inside a savepoint")
+        if not transaction.in_transaction():
+            transaction.begin()  # so that its end, commit or rollback, settles the rows
         at = now_ms()
-        row = self.model()
-        row.topic = topic
-        row.event_key = encoded_key
-        row.payload = payload.SerializeToString()
-        row.headers = encode_headers(self._trace_headers(topic) if headers is None else headers)
-        row.created_ms = at
-        row.attempts = 0
-        row.next_attempt_ms = at
-        session.add(row)
-        self._wake_after_commit(session.sync_session)
+        staged: dict[Table, list[dict[str, object]]] = transaction.info.setdefault(_STAGED, {})
+        staged.setdefault(self._table, []).append(
+            {
+                "topic": topic,
+                "event_key": encoded_key,
+                "payload": payload.SerializeToString(),
+                "headers": encode_headers(
+                    self._trace_headers(topic) if headers is None else headers
+                ),
+                "created_ms": at,
+                "attempts": 0,
+                "next_attempt_ms": at,
+            }
+        )
+        self._wake_after_commit(transaction)
 
     def bound(self, session: AsyncSession) -> OutboxSink:
         """``add`` bound to ``session``, shaped as ``EventProducer.publish``."""
@@ -136,20 +154,52 @@ class Outbox:
             )
 
     def _wake_after_commit(self, session: Session) -> None:
-        if not self._committed or session.info.get(_WAKE_LISTENER):
+        if not self._committed:
             return
-        session.info[_WAKE_LISTENER] = True
+        waiting: set[Outbox] = session.info.setdefault(_WAKE_INFO, set())
+        # A rolled-back session keeps the mark: a later commit of it only wakes early.
+        waiting.add(self)
 
-        def committed(_session: Any) -> None:
-            session.info.pop(_WAKE_LISTENER, None)
-            for signal in self._committed:
-                signal.set()
-
-        # A rolled-back session keeps the listener: a later commit of it only wakes early.
-        event.listen(session, "after_commit", committed, once=True)
+    def _wake(self) -> None:
+        for signal in self._committed:
+            signal.set()
 
     def _trace_headers(self, topic: str) -> list[tuple[str, bytes]]:
         return publish_trace_headers(topic, self._tracer, self._tracer_provider)
+
+
+def _listen() -> None:
+    """Listen, once per process, to the sessions' commits (for every outbox: what each
+    session staged is in its ``info``; listening per session would cost more than a row)."""
+    for name, listener in (
+        ("before_commit", _insert_staged),
+        ("after_transaction_end", _drop_staged),
+        ("after_commit", _wake_committed),
+    ):
+        if not event.contains(Session, name, listener):
+            event.listen(Session, name, listener)
+
+
+def _insert_staged(session: Session) -> None:
+    """Before a commit: insert the rows the transaction staged (also when a savepoint is
+    released: they then commit or roll back with the enclosing transaction)."""
+    staged: dict[Table, list[dict[str, object]]] | None = session.info.pop(_STAGED, None)
+    for table, rows in (staged or {}).items():
+        session.execute(insert(table), rows)
+
+
+def _drop_staged(session: Session, transaction: SessionTransaction) -> None:
+    """When a session's transaction ends without inserting them (a rollback, a close):
+    forget the rows it staged."""
+    if transaction.parent is None:
+        session.info.pop(_STAGED, None)
+
+
+def _wake_committed(session: Session) -> None:
+    """After any commit: wake the relays of the outboxes the transaction added rows to."""
+    waiting: set[Outbox] | None = session.info.pop(_WAKE_INFO, None)
+    for outbox in waiting or ():
+        outbox._wake()
 
 
 class OutboxSink:

@@ -22,6 +22,7 @@ from kit.config import ClientSettings, PeerBalancing
 from kit.grpcx.client import ServiceClients, check_hash_field
 from webook.article.v1 import article_pb2, article_pb2_grpc
 from webook.comment.v1 import comment_pb2
+from webook.search.v1 import search_pb2  # noqa: F401  (check_hash_field looks methods up in loaded protos)
 from webook.user.v1 import user_pb2
 
 ARTICLE_SERVICE = "webook.article.v1.ArticleService"

@@ -11,9 +11,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from kit.config import GrpcServiceSettings
+from kit.outbox.settings import OutboxRelaySettings
 
 
-class ArticleSettings(GrpcServiceSettings):
+class ArticleSettings(GrpcServiceSettings, OutboxRelaySettings):
     """Validated configuration of ``python -m services.article``."""
 
     model_config = SettingsConfigDict(env_prefix="WEBOOK_ARTICLE_", extra="ignore", frozen=True)
@@ -45,10 +46,3 @@ class ArticleSettings(GrpcServiceSettings):
     # producer's, the broker's and the consumer's CPU per read (docs/performance.md).
     event_linger_ms: int = Field(default=50, ge=0, le=1000)
     kafka_topic_partitions: int = Field(default=3, ge=1)
-    # Outbox relay (publications and withdrawals, kit.outbox): the longest pause between
-    # polls, rows per round, how long a claim keeps other replicas off a row, and how long
-    # sent rows are kept.
-    outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)
-    outbox_batch_size: int = Field(default=100, ge=1, le=1000)
-    outbox_lease_seconds: float = Field(default=30.0, gt=10.0)
-    outbox_retention_seconds: float = Field(default=86_400.0, ge=0)

@@ -26,12 +26,13 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from kit.config import GrpcServiceSettings, Mode
+from kit.outbox.settings import OutboxRelaySettings
 from services.user.domain import LoginThrottleRules
 
 MIN_PROD_BCRYPT_COST = 10
 
 
-class UserSettings(GrpcServiceSettings):
+class UserSettings(GrpcServiceSettings, OutboxRelaySettings):
     """Validated configuration of ``python -m services.user``."""
 
     model_config = SettingsConfigDict(env_prefix="WEBOOK_USER_", extra="ignore", frozen=True)
@@ -40,10 +41,6 @@ class UserSettings(GrpcServiceSettings):
     # bcrypt accepts 4..31; every step doubles the cost of signup and login.
     bcrypt_cost: int = Field(default=10, ge=4, le=31)
     profile_cache_ttl_seconds: int = Field(default=900, ge=1)
-    outbox_poll_interval_seconds: float = Field(default=0.5, gt=0)
-    outbox_batch_size: int = Field(default=100, ge=1, le=1000)
-    outbox_lease_seconds: float = Field(default=30.0, gt=10.0)
-    outbox_retention_seconds: float = Field(default=86_400.0, ge=0)
     kafka_topic_partitions: int = Field(default=3, ge=1)
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_seconds: float = Field(default=900.0, gt=0)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -102,14 +103,20 @@ class Recorder:
         self._fail = set(fail or ())
         self.closed = False
 
-    async def publish(self, record: OutboxRecord) -> None:
-        self.attempts.append(record.id)
-        if record.id in self._fail:
-            self._fail.discard(record.id)
-            raise ConnectionError("broker unreachable (injected)")
-        self.published.append(
-            (record.key, events_pb2.ArticleWithdrawn.FromString(record.payload).article_id)
-        )
+    async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
+        assert len({record.key for record in records}) == len(records), "a key twice in a wave"
+        errors: list[Exception | None] = []
+        for record in records:
+            self.attempts.append(record.id)
+            if record.id in self._fail:
+                self._fail.discard(record.id)
+                errors.append(ConnectionError("broker unreachable (injected)"))
+                continue
+            self.published.append(
+                (record.key, events_pb2.ArticleWithdrawn.FromString(record.payload).article_id)
+            )
+            errors.append(None)
+        return errors
 
     async def close(self) -> None:
         self.closed = True
@@ -217,15 +224,18 @@ async def test_two_relays_on_one_database_never_publish_a_row_twice(db: Db) -> N
         def __init__(self, name: str) -> None:
             self.name = name
 
-        async def publish(self, record: OutboxRecord) -> None:
-            if record.id in in_flight:
-                overlaps.append(record.id)
-            in_flight.add(record.id)
+        async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
+            for record in records:
+                if record.id in in_flight:
+                    overlaps.append(record.id)
+                in_flight.add(record.id)
             for _ in range(3):  # let the other relay run while this one publishes
                 await asyncio.sleep(0)
-            in_flight.discard(record.id)
-            n = events_pb2.ArticleWithdrawn.FromString(record.payload).article_id
-            published.append((self.name, record.key.decode(), n))
+            for record in records:
+                in_flight.discard(record.id)
+                n = events_pb2.ArticleWithdrawn.FromString(record.payload).article_id
+                published.append((self.name, record.key.decode(), n))
+            return [None] * len(records)
 
         async def close(self) -> None:
             pass
@@ -260,8 +270,9 @@ async def test_a_relay_killed_before_publishing_loses_nothing(db: Db) -> None:
     never = asyncio.Event()
 
     class Hung:
-        async def publish(self, record: OutboxRecord) -> None:
+        async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
             await never.wait()
+            return [None] * len(records)
 
         async def close(self) -> None:
             pass
@@ -332,3 +343,208 @@ async def test_the_kafka_publisher_delivers_key_payload_and_trace_headers(
     assert events_pb2.ArticleWithdrawn.FromString(record.value) == event(42)
     assert dict(record.headers)["traceparent"] == traceparent.encode()
     assert all(row.sent_ms is not None for row in await rows(db))
+
+
+async def test_the_scan_reads_past_blocked_rows_in_pages_up_to_the_scan_limit(db: Db) -> None:
+    # a's first row waits for its retry and holds back a's later rows; with batches of 2,
+    # pages of 2, 4 and 4 rows reach b's row (the 10th); once b is sent, c's row is the
+    # 11th pending row, past the scan limit.
+    await add_events(db, [("a", n) for n in range(1, 10)] + [("b", 10), ("a", 11), ("c", 12)])
+    first = (await rows(db))[0].id
+    async with db.sessions() as session:
+        await session.execute(
+            update(KitTestOutboxRow)
+            .where(KitTestOutboxRow.id == first)
+            .values(attempts=1, next_attempt_ms=now_ms() + 3_600_000)
+        )
+        await session.commit()
+    recorder = Recorder()
+    relay = OutboxRelay(db.sessions, db.outbox, recorder, RelayConfig(batch_size=2, scan_limit=10))
+    assert await relay.run_once() == 1
+    assert recorder.published == [(b"b", 10)]
+    assert await relay.run_once() == 0
+    assert recorder.published == [(b"b", 10)]
+
+
+async def test_a_publisher_that_raises_fails_the_whole_wave_and_it_is_retried(db: Db) -> None:
+    await add_events(db, [("a", 1), ("b", 2), ("a", 3)])
+    clock = [now_ms()]
+
+    class Unreachable(Recorder):
+        async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
+            self.attempts.extend(record.id for record in records)
+            raise ConnectionError("no broker (injected)")
+
+    failing = Unreachable()
+    config = RelayConfig(retry_backoff_s=1.0)
+    relay = OutboxRelay(db.sessions, db.outbox, failing, config, clock=lambda: clock[0])
+    assert await relay.run_once() == 3
+    first_a, b, second_a = await rows(db)
+    assert len(failing.attempts) == 2  # a's second row never went: a stopped at its first
+    assert (first_a.attempts, b.attempts, second_a.attempts) == (1, 1, 0)
+    assert "no broker" in (first_a.last_error or "")
+    assert all(row.claimed_by is None and row.sent_ms is None for row in (first_a, b, second_a))
+
+    clock[0] += 1000
+    recorder = Recorder()
+    retry = OutboxRelay(db.sessions, db.outbox, recorder, config, clock=lambda: clock[0])
+    while await retry.run_once():
+        pass
+    assert recorder.published == [(b"a", 1), (b"b", 2), (b"a", 3)]
+
+
+async def test_a_key_goes_one_record_per_wave_and_stops_at_its_first_failure(db: Db) -> None:
+    await add_events(db, [("a", 1), ("a", 2), ("b", 3), ("a", 4), ("b", 5), ("b", 6)])
+    b_second = (await rows(db))[4].id
+    waves: list[list[int]] = []
+
+    class Waves(Recorder):
+        async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
+            waves.append(
+                [events_pb2.ArticleWithdrawn.FromString(r.payload).article_id for r in records]
+            )
+            return await super().publish(records)
+
+    relay = OutboxRelay(db.sessions, db.outbox, Waves(fail={b_second}))
+    assert await relay.run_once() == 6
+    assert waves == [[1, 3], [2, 5], [4]]  # b stopped at 5; 6 stays pending behind it
+    pending = [row for row in await rows(db) if row.sent_ms is None]
+    assert [(row.attempts, row.claimed_by) for row in pending] == [(1, None), (0, None)]
+
+
+async def test_rounds_in_flight_at_once_keep_each_keys_order_and_send_each_row_once(
+    db: Db,
+) -> None:
+    keys = [f"k{n}" for n in range(8)]
+    await add_events(db, [(keys[n % len(keys)], n) for n in range(240)])
+    in_flight: set[str] = set()
+    overlapping: list[str] = []
+    published: list[tuple[str, int]] = []
+
+    class Slow:
+        async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
+            for record in records:
+                if record.key.decode() in in_flight:
+                    overlapping.append(record.key.decode())
+                in_flight.add(record.key.decode())
+            for _ in range(5):  # let the other rounds claim meanwhile
+                await asyncio.sleep(0)
+            for record in records:
+                in_flight.discard(record.key.decode())
+                n = events_pb2.ArticleWithdrawn.FromString(record.payload).article_id
+                published.append((record.key.decode(), n))
+            return [None] * len(records)
+
+        async def close(self) -> None:
+            pass
+
+    config = RelayConfig(batch_size=5, scan_limit=50, concurrency=3, poll_interval_s=0.05)
+    relay = OutboxRelay(db.sessions, db.outbox, Slow(), config)
+    relay.start()
+
+    async def all_sent() -> bool:
+        return all(row.sent_ms is not None for row in await rows(db))
+
+    try:
+        await eventually(all_sent, "every row is sent")
+    finally:
+        await relay.stop()
+    assert overlapping == []  # never two rounds publishing one key at once
+    assert sorted(n for _, n in published) == list(range(240))
+    for key in keys:
+        of_key = [n for k, n in published if k == key]
+        assert of_key == sorted(of_key), key
+
+
+async def test_the_gauges_are_refreshed_at_most_once_an_interval(db: Db) -> None:
+    def pending() -> float | None:
+        return REGISTRY.get_sample_value("webook_outbox_pending", {"outbox": TABLE})
+
+    await add_events(db, [("a", 1)])
+    clock = [now_ms()]
+    config = RelayConfig(gauge_interval_s=10.0)
+    relay = OutboxRelay(db.sessions, db.outbox, Hold(), config, clock=lambda: clock[0])
+    await relay.run_once()
+    assert pending() == 1
+    await add_events(db, [("b", 2)])
+    clock[0] += 5_000
+    await relay.run_once()
+    assert pending() == 1  # not refreshed yet
+    clock[0] += 5_000
+    await relay.run_once()
+    assert pending() == 2
+
+
+class Hold(Recorder):
+    """Fails every record (so rows stay pending and the gauges have something to count)."""
+
+    async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
+        return [ConnectionError("held (injected)") for _ in records]
+
+
+async def test_a_commit_that_adds_rows_wakes_the_relay(db: Db) -> None:
+    await add_events(db, [("a", 1)])
+    recorder = Recorder()
+    relay = OutboxRelay(db.sessions, db.outbox, recorder, RelayConfig(poll_interval_s=3600.0))
+    relay.start()
+
+    def published(count: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return len(recorder.published) == count
+
+        return check
+
+    try:
+        await eventually(published(1), "the first round published the first row")
+        await add_events(db, [("b", 2)])  # the relay now waits for an hour or a commit
+        await eventually(published(2), "the commit woke the relay")
+    finally:
+        await relay.stop()
+    assert recorder.published == [(b"a", 1), (b"b", 2)]
+
+
+async def test_the_kafka_publisher_fails_a_refused_record_alone(
+    db: Db, kafka_bootstrap: str
+) -> None:
+    topic = f"webook.test.outbox-{uuid.uuid4().hex[:8]}"
+    too_large = events_pb2.ArticlePublished(article_id=1, content="x" * 1_100_000)
+    async with db.sessions() as session:
+        db.outbox.add(session, topic, 1, too_large)
+        db.outbox.add(session, topic, 2, event(2))
+        await session.commit()
+    publisher = KafkaOutboxPublisher(
+        ProducerConfig(bootstrap=kafka_bootstrap, topics=(TopicSpec(topic, 1),))
+    )
+    relay = OutboxRelay(db.sessions, db.outbox, publisher)
+    try:
+        assert await relay.run_once() == 2
+    finally:
+        await relay.stop()
+    refused, sent = await rows(db)
+    assert (refused.sent_ms, refused.attempts) == (None, 1)
+    assert "TooLarge" in (refused.last_error or "")
+    assert sent.sent_ms is not None
+
+
+async def test_staged_rows_go_with_their_own_transaction_only(db: Db) -> None:
+    async with db.sessions() as session:
+        db.outbox.add(session, TOPIC, "a", event(1))
+        await session.rollback()
+        for n in (2, 3, 4):
+            db.outbox.add(session, TOPIC, "b", event(n))
+        await session.commit()
+        db.outbox.add(session, TOPIC, "c", event(5))  # the session closes without a commit
+    async with db.sessions() as session:
+        await session.commit()  # a later session of the pool commits nothing of it
+    assert [(row.event_key, row.payload) for row in await rows(db)] == [
+        ("b", event(n).SerializeToString()) for n in (2, 3, 4)
+    ]
+
+
+async def test_the_outbox_refuses_rows_inside_a_savepoint(db: Db) -> None:
+    async with db.sessions() as session:
+        async with session.begin_nested():
+            with pytest.raises(RuntimeError, match="savepoint"):
+                db.outbox.add(session, TOPIC, "a", event(1))
+        await session.commit()
+    assert await rows(db) == []
