@@ -328,21 +328,11 @@ class Stack:
         for proc, _ in self.infra_processes:
             proc.die_with_parent = True
             logger.info("starting", extra={"component": proc.name})
-        # Lag read from the broker, whether or not the consumers run (docs/events.md, "Lag").
-        exporter_port = s.lag_exporter_port or free_port_block(1)
-        exporter = lag_exporter_process(
-            kafka,
-            exporter_port,
-            self.log_dir,
-            overrides={k: v for k, v in os.environ.items() if k.startswith(LAG_ENV_PREFIX)},
-        )
-        exporter.die_with_parent = True
-        self.infra_processes.append((exporter, f"http://127.0.0.1:{exporter_port}/metrics"))
         if storage.persistent:
             start_all(first, timeout=60)
-            start_all([*broker, exporter], timeout=60)
+            start_all(broker, timeout=60)
         else:
-            start_all([*first, *broker, exporter], timeout=60)
+            start_all(first + broker, timeout=60)
         if credentials is not None:
             bootstrap_etcd(etcd[0], credentials)
             logger.info(
@@ -399,9 +389,19 @@ class Stack:
             self.service_processes.append((proc, address))
             return proc
 
+        # Lag read from the broker, whether or not the consumers run (docs/events.md, "Lag").
+        exporter_port = s.lag_exporter_port or free_port_block(1)
+        exporter = lag_exporter_process(
+            infra.kafka_bootstrap,
+            exporter_port,
+            self.log_dir,
+            overrides={k: v for k, v in os.environ.items() if k.startswith(LAG_ENV_PREFIX)},
+        )
+        exporter.die_with_parent = True
         self.edge_processes = [
             (wechat, wechat_base),
             (gateway, f"http://127.0.0.1:{s.gateway_port}"),
+            (exporter, f"http://127.0.0.1:{exporter_port}/metrics"),
         ]
         logger.info("starting", extra={"component": "suite", "services": list(self.replicas)})
         start_services(
@@ -410,7 +410,7 @@ class Stack:
             self.log_dir,
             instance,
             replicas=self.replicas,
-            also=[wechat, gateway],
+            also=[wechat, gateway, exporter],
             timeout=120,
         )
         self.suite_seconds = time.monotonic() - started

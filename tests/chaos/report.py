@@ -1,9 +1,11 @@
 """What each chaos test found, kept for the table printed at the end of ``make chaos``.
 
 Every fault test records one :class:`FaultOutcome` *before* it asserts, so a failing test
-still has its row; the fuzzing test records one :class:`FuzzOutcome` per run. The conftest
-collects them in the pytest config's stash and prints :func:`fault_table` and
-:func:`fuzz_table` in the terminal summary (also the tables of docs/reliability.md).
+still has its row; the fuzzing test records one :class:`FuzzOutcome` per run, and each
+article-to-search fault (``test_outbox_search.py``) one :class:`SearchSyncOutcome`. The
+conftest collects them in the pytest config's stash and prints :func:`fault_table`,
+:func:`search_sync_table` and :func:`fuzz_table` in the terminal summary (also the tables
+of docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -41,6 +43,45 @@ class FaultOutcome:
             and self.errors.get("recovered", 0) == 0
             and not self.lost_writes
             and not self.uncounted_reads
+            and not self.dead
+            and not self.verify_error
+        )
+
+
+@dataclass(frozen=True)
+class SearchSyncOutcome:
+    """One fault on the way from an article change to the search index, and the checks after.
+
+    ``lost`` names every acknowledged change search never reflected (an article whose
+    acknowledged publication is not found by its word, or is found in an older version);
+    ``searchable_withdrawn`` every article that ended withdrawn and is still found.
+    """
+
+    fault: str
+    seconds: float
+    acknowledged: int
+    unacknowledged: int
+    kills: int
+    # Kills that left the relay's claimed, unsent outbox rows behind (None: not looked at).
+    mid_batch_kills: int | None
+    # Seconds from the end of the fault until search reflected every change (None: never).
+    converged_s: float | None
+    lost: Sequence[str]
+    searchable_withdrawn: Sequence[str]
+    alive: int
+    processes: int
+    dead: Sequence[str] = field(default_factory=tuple)
+    # Why the final state could not be read back (empty when it could).
+    verify_error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Whether every check of the fault held."""
+        return (
+            self.acknowledged > 0
+            and self.converged_s is not None
+            and not self.lost
+            and not self.searchable_withdrawn
             and not self.dead
             and not self.verify_error
         )
@@ -85,6 +126,33 @@ def fault_table(outcomes: Sequence[FaultOutcome]) -> str:
         lines.append(
             f"| {o.fault} | {o.seconds:.0f}s | {_per_phase(o.ops)} | {_per_phase(o.errors)} "
             f"| {o.read_errors} | {lost} | {reads} | {alive} "
+            f"| {'pass' if o.passed else '**FAIL**'} |"
+        )
+    return "\n".join(lines)
+
+
+def search_sync_table(outcomes: Sequence[SearchSyncOutcome]) -> str:
+    """The article-to-search faults as one Markdown table."""
+    lines = [
+        "| fault (article changes → search) | time | changes acknowledged / not "
+        "| kills (mid-batch) | search | lost | withdrawn but searchable | processes alive "
+        "| result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        kills = str(o.kills) if o.mid_batch_kills is None else f"{o.kills} ({o.mid_batch_kills})"
+        if o.verify_error:
+            search = f"**not checked**: {o.verify_error}"
+        elif o.converged_s is None:
+            search = "**not converged**"
+        else:
+            search = f"converged after {o.converged_s:.0f}s"
+        lost, withdrawn = len(o.lost), len(o.searchable_withdrawn)
+        alive = f"{o.alive}/{o.processes}" + (f" (dead: {', '.join(o.dead)})" if o.dead else "")
+        lines.append(
+            f"| {o.fault} | {o.seconds:.0f}s | {o.acknowledged} / {o.unacknowledged} | {kills} "
+            f"| {search} | {lost if not lost else f'**{lost}**'} "
+            f"| {withdrawn if not withdrawn else f'**{withdrawn}**'} | {alive} "
             f"| {'pass' if o.passed else '**FAIL**'} |"
         )
     return "\n".join(lines)
