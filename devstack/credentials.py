@@ -8,7 +8,10 @@ administrators (etcd's ``root``, Redis's ``admin``), kept in ``<state dir>/crede
 
 - etcd: :func:`bootstrap_etcd` creates ``root``, one user and one role per workload (a
   service reads the whole registry prefix, for discovery, and writes only
-  ``<prefix>/<name>/``; the gateway only reads), then turns authentication on. It is
+  ``<prefix>/<name>/``; the gateway only reads; each workload reads its own live settings,
+  ``/webook/config/<environment>/<name>/``, and writes none), the ``config-operator`` user
+  and role (``webookctl``: reads and writes ``/webook/config/`` and
+  ``/webook/config-history/``, nobody else writes there), then turns authentication on. It is
   idempotent: on an etcd whose authentication is already on it logs in as ``root`` and
   brings users, passwords and permissions back to what the credentials say.
 - Redis: :func:`redis_acl_rules` gives each workload its own key and channel patterns
@@ -41,11 +44,15 @@ from aetcd.rpc.auth_pb2 import Permission
 from devstack.catalog import CATALOG
 from devstack.infra import ManagedProcess, etcd_process, free_port, redis_process
 from devstack.tls import GATEWAY, stack_identities
+from kit.liveconfig import HISTORY_ROOT, KEY_ROOT
 
 logger = logging.getLogger(__name__)
 
 CREDENTIALS_FILE: Final = "credentials.json"
 ETCD_ROOT: Final = "root"
+CONFIG_OPERATOR: Final = "config-operator"
+# The environments whose live settings a stack's workloads may read (kit.config's modes).
+CONFIG_ENVIRONMENTS: Final = ("dev", "test", "prod")
 REDIS_ADMIN: Final = "admin"
 DEFAULT_REGISTRY_PREFIX: Final = "/webook/services"
 
@@ -74,11 +81,13 @@ class Credential:
 
 @dataclass(frozen=True)
 class StackCredentials:
-    """Every credential of one stack: administrators and one user per workload."""
+    """Every credential of one stack: administrators, the configuration operator
+    (``webookctl config``) and one user per workload."""
 
     etcd_root: Credential
     redis_admin: Credential
     workloads: Mapping[str, Credential]
+    config_operator: Credential
 
     def workload(self, identity: str) -> Credential:
         """The credential of workload ``identity`` (its etcd and its Redis user)."""
@@ -132,7 +141,11 @@ def stack_credentials(state_dir: Path, identities: Iterable[str] | None = None) 
         if name not in passwords:
             passwords[name] = _new_password()
             changed = True
-    admins = {"etcd_root": stored.get("etcd_root"), "redis_admin": stored.get("redis_admin")}
+    admins = {
+        "etcd_root": stored.get("etcd_root"),
+        "redis_admin": stored.get("redis_admin"),
+        "config_operator": stored.get("config_operator"),
+    }
     for key, value in admins.items():
         if not value:
             admins[key] = _new_password()
@@ -149,6 +162,7 @@ def stack_credentials(state_dir: Path, identities: Iterable[str] | None = None) 
         etcd_root=Credential(ETCD_ROOT, str(admins["etcd_root"])),
         redis_admin=Credential(REDIS_ADMIN, str(admins["redis_admin"])),
         workloads={name: Credential(name, passwords[name]) for name in names},
+        config_operator=Credential(CONFIG_OPERATOR, str(admins["config_operator"])),
     )
 
 
@@ -165,25 +179,45 @@ def _prefix_end(key: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class EtcdGrant:
-    """What one workload's etcd role may do: read the registry, write its own prefix."""
+    """What one workload's etcd role may do: read the registry, write its own prefix, read
+    its own live settings (one prefix per environment)."""
 
     read_prefix: str
     write_prefix: str | None
+    config_prefixes: tuple[str, ...] = ()
 
 
-def etcd_grants(identities: Iterable[str], registry_prefix: str) -> dict[str, EtcdGrant]:
+def config_prefix(environment: str, name: str) -> str:
+    """``/webook/config/<environment>/<name>/``: the live settings of workload ``name``."""
+    return f"{KEY_ROOT}/{environment}/{name}/"
+
+
+def etcd_grants(
+    identities: Iterable[str],
+    registry_prefix: str,
+    environments: Sequence[str] = CONFIG_ENVIRONMENTS,
+) -> dict[str, EtcdGrant]:
     """The permissions of each workload's role under ``registry_prefix``.
 
     A service reads ``<prefix>/`` (it discovers its peers) and reads and writes
     ``<prefix>/<name>/`` (its registrations, leases included); the gateway only reads.
+    Every workload reads its own live settings in each of ``environments``
+    (``/webook/config/<environment>/<name>/``) and nothing else of the configuration.
     """
     root = registry_prefix.rstrip("/") + "/"
     return {
         name: EtcdGrant(
-            read_prefix=root, write_prefix=None if name == GATEWAY else f"{root}{name}/"
+            read_prefix=root,
+            write_prefix=None if name == GATEWAY else f"{root}{name}/",
+            config_prefixes=tuple(config_prefix(env, name) for env in environments),
         )
         for name in identities
     }
+
+
+def config_operator_prefixes() -> tuple[str, ...]:
+    """What the ``config-operator`` role reads and writes: the settings and their history."""
+    return (f"{KEY_ROOT}/", f"{HISTORY_ROOT}/")
 
 
 class _EtcdAdmin:
@@ -291,12 +325,22 @@ def bootstrap_etcd(
                 admin.grant(name, grant.read_prefix, Permission.READ)
                 if grant.write_prefix is not None:
                     admin.grant(name, grant.write_prefix, Permission.READWRITE)
+                for prefix in grant.config_prefixes:
+                    admin.grant(name, prefix, Permission.READ)
+            admin.ensure_user(credentials.config_operator)
+            admin.ensure_role(CONFIG_OPERATOR, CONFIG_OPERATOR)
+            for prefix in config_operator_prefixes():
+                admin.grant(CONFIG_OPERATOR, prefix, Permission.READWRITE)
             admin.enable()
         except grpc.RpcError as exc:
             raise CredentialsError(f"cannot set up etcd authentication at {target}: {exc}") from exc
     logger.info(
         "etcd authentication on",
-        extra={"endpoint": target, "prefix": registry_prefix, "users": sorted(grants)},
+        extra={
+            "endpoint": target,
+            "prefix": registry_prefix,
+            "users": [*sorted(grants), CONFIG_OPERATOR],
+        },
     )
 
 

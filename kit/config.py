@@ -25,6 +25,14 @@ is used) on :class:`ClientSettings`; how Kafka clients authenticate (``kafka_sec
 ``kafka_sasl_*``, ``kafka_ssl_ca_file``) on :class:`GrpcServiceSettings`. Redis and SQL
 credentials travel inside ``redis_url`` and ``database_url``.
 
+Live settings (docs/configuration.md): a field declared with
+:func:`kit.liveconfig.live_field` may also be set in etcd, under
+``/webook/config/<config_environment>/<service>/<field>``, and a running process applies a
+change without restart (defaults < file < environment < remote). Here ``log_level`` and
+``trace_sample_ratio`` are live; every other setting of this module is restart-only.
+``config_environment`` (default: the mode's name) and ``config_cache_dir`` (the local copy
+used when etcd is unreachable at start) are on :class:`ClientSettings`, next to etcd's.
+
 How durable events are (docs/events.md, "Production settings"): ``kafka_acks``,
 ``kafka_idempotent_producer``, ``kafka_replication_factor``/``kafka_min_insync_replicas`` of
 the topics created, ``kafka_manage_topics`` and ``kafka_replay_window_seconds``, on
@@ -40,6 +48,9 @@ from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kit.liveconfig.schema import check_segment, live_field
+from kit.logging import LOG_LEVELS
 
 DEV_SECRET_PREFIX = "dev-insecure-"
 MIN_KEY_BYTES = 32
@@ -89,7 +100,8 @@ class BaseServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WEBOOK_", extra="ignore", frozen=True)
 
     mode: Mode = Mode.PROD
-    log_level: str = "INFO"
+    # Level of the process's logging (live: applied at run time).
+    log_level: str = live_field("INFO")
     # Port for the Prometheus /metrics endpoint; 0 picks a free one, -1 disables it.
     metrics_port: int = 0
     # Address /metrics binds to: loopback by default; 0.0.0.0 in a pod, so Prometheus can scrape.
@@ -98,10 +110,19 @@ class BaseServiceSettings(BaseSettings):
     otlp_endpoint: str = ""
     # Share of traces recorded and exported when an OTLP endpoint is set (parent-based: a
     # trace started elsewhere follows its caller's decision). Without an endpoint spans are
-    # never recorded, but trace ids still reach the logs and the other services.
-    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    # never recorded, but trace ids still reach the logs and the other services. Live.
+    trace_sample_ratio: float = live_field(1.0, ge=0.0, le=1.0)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace: float = 10.0
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in LOG_LEVELS:
+            known = ", ".join(sorted(LOG_LEVELS))
+            raise ValueError(f"unknown log level {value!r}: one of {known}")
+        return level
 
     @model_validator(mode="after")
     def _refuse_weak_keys_in_prod(self) -> Self:
@@ -196,6 +217,20 @@ class ClientSettings(BaseServiceSettings):
     # mode when etcd_endpoints is set. It may write only under registry_prefix/<its name>/.
     etcd_username: str = ""
     etcd_password: SecretStr = Field(default=SecretStr(""), repr=False)
+    # The environment whose live settings this process follows in etcd
+    # (/webook/config/<config_environment>/<service>/); empty: the mode's name (prod, test,
+    # dev), so a test process never reads production's values.
+    config_environment: str = ""
+    # Where the last applied live settings are copied, for a start while etcd is unreachable.
+    config_cache_dir: Path = Path(".run/config-cache")
+
+    @model_validator(mode="after")
+    def _config_environment_of_the_mode(self) -> Self:
+        # The model is frozen: the default is filled in once, here, while it is being built.
+        if not self.config_environment:
+            object.__setattr__(self, "config_environment", self.mode.value)
+        check_segment("config_environment", self.config_environment)
+        return self
 
     @property
     def tls_enabled(self) -> bool:

@@ -10,6 +10,9 @@ attributes in C, and one shared ``JSONEncoder`` encodes every line. :func:`confi
 also turns off the caller lookup (``logging._srcfile = None``, the logging HOWTO's
 optimisation): the lines carry no file, line or function fields, so the lookup's stack walk
 bought nothing.
+
+The level is a live setting (docs/configuration.md): :func:`set_log_level` changes it in a
+running process.
 """
 
 from __future__ import annotations
@@ -107,3 +110,18 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging._srcfile = None
     # Access logs are written by our own middleware, with trace ids.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+LOG_LEVELS = frozenset({"CRITICAL", "FATAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG", "NOTSET"})
+"""The level names :mod:`logging` knows."""
+
+
+def set_log_level(level: str) -> None:
+    """Change the level of the process's logging at run time (the root logger's)."""
+    name = level.upper()
+    if name not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {level!r}")
+    root = logging.getLogger()
+    if root.level != logging.getLevelName(name):
+        root.setLevel(name)
+        logging.getLogger(__name__).info("log level changed", extra={"log_level": name})

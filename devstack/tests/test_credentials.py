@@ -1,19 +1,26 @@
-"""The stack's credentials: made once, private, reused, and handed to each process."""
+"""The stack's credentials: made once, private, reused, and handed to each process; the
+etcd roles of the live settings (each workload reads its own, only the operator writes)."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
+import aetcd
+import pytest
+
 from devstack.credentials import (
     CREDENTIALS_FILE,
     Credential,
+    SecureEtcd,
+    config_operator_prefixes,
     etcd_grants,
     redis_acl_rules,
     stack_credentials,
     url_with_credential,
 )
 from devstack.suite import Infra, service_env
+from kit.liveconfig import ConfigStore
 
 
 def test_credentials_are_private_and_reused(tmp_path: Path) -> None:
@@ -64,3 +71,48 @@ def test_a_process_gets_its_own_logins(tmp_path: Path) -> None:
 def test_url_with_credential_replaces_a_login_and_quotes() -> None:
     url = url_with_credential("redis://admin:x@h:1/0", Credential("a", "p/w@"))
     assert url == "redis://a:p%2Fw%40@h:1/0"
+
+
+def test_workloads_read_their_own_settings_and_only_the_operator_writes(tmp_path: Path) -> None:
+    grants = etcd_grants(["user", "gateway"], "/webook/services", ["test"])
+    assert grants["user"].config_prefixes == ("/webook/config/test/user/",)
+    assert grants["gateway"].config_prefixes == ("/webook/config/test/gateway/",)
+    assert config_operator_prefixes() == ("/webook/config/", "/webook/config-history/")
+    credentials = stack_credentials(tmp_path, ["user"])
+    assert credentials.config_operator.username == "config-operator"
+    assert stack_credentials(tmp_path, ["user"]).config_operator == credentials.config_operator
+
+
+def _etcd(secure: SecureEtcd, credential: Credential) -> aetcd.Client:
+    host, _, port = secure.endpoint.rpartition(":")
+    return aetcd.Client(
+        host, int(port), username=credential.username, password=credential.password, timeout=5
+    )
+
+
+@pytest.mark.integration
+async def test_etcd_roles_guard_the_configuration(secure_etcd: SecureEtcd) -> None:
+    """On a real etcd with authentication on (bootstrap_etcd's users and roles)."""
+    credentials = secure_etcd.credentials
+    env = "test"
+    own_key = f"/webook/config/{env}/user/log_level".encode()
+    other_key = f"/webook/config/{env}/comment/log_level".encode()
+    operator = credentials.config_operator
+    async with ConfigStore.connect(
+        [secure_etcd.endpoint], username=operator.username, password=operator.password
+    ) as store:
+        record = await store.set(env, "user", {"log_level": "DEBUG"}, who="t", why="roles")
+        await store.set(env, "comment", {"log_level": "DEBUG"}, who="t", why="roles")
+        assert (await store.get(env, "user"))[0]["log_level"] == "DEBUG"
+    async with _etcd(secure_etcd, credentials.workload("user")) as user:
+        assert (await user.get(own_key)) is not None  # reads its own settings
+        with pytest.raises(aetcd.ClientError, match="permission denied"):
+            await user.put(own_key, b'"ERROR"')  # but cannot change them
+        with pytest.raises(aetcd.ClientError, match="permission denied"):
+            await user.get(other_key)  # nor read another service's
+        history = f"/webook/config-history/{env}/user/{record.version:020d}".encode()
+        with pytest.raises(aetcd.ClientError, match="permission denied"):
+            await user.put(history, b"{}")
+    async with _etcd(secure_etcd, credentials.workload("gateway")) as gateway:
+        with pytest.raises(aetcd.ClientError, match="permission denied"):
+            await gateway.get(own_key)

@@ -5,8 +5,9 @@ governance interceptor, the ``/metrics`` endpoint, the background components of 
 and the shutdown sequence.
 
 Start-up: components registered with :meth:`ServiceRunner.start_before_serving` start (an
-event producer, an index writer: what calls need), then the server listens, reports
-SERVING and registers, then components registered with
+event producer, an index writer: what calls need), then the server listens, registers and
+reports SERVING (in that order: whoever waits for SERVING can find the process in the
+registry), then components registered with
 :meth:`ServiceRunner.start_after_serving` start (consumers, workers: what feeds on the
 running service). A component that fails to start makes the runner stop everything
 already started, then the error propagates.
@@ -15,7 +16,7 @@ Readiness gate: a process whose answers are wrong until some work is done (a sea
 replica rebuilding its index, a consumer catching up) registers conditions with
 :meth:`ServiceRunner.ready_when`. It then listens and starts every component as above, but
 answers health NOT_SERVING and stays out of the registry until every condition is met;
-only then does it report SERVING and register. Once ready it stays ready: what happens
+only then does it register and report SERVING. Once ready it stays ready: what happens
 later (a lag) is for metrics and alerts, not for flapping in and out of the balancers.
 Without conditions nothing changes.
 
@@ -30,6 +31,12 @@ Shutdown, the reverse (nested like the start, so nothing stops before what depen
    what the drained calls emitted, the index writer commits it);
 6. run the hooks registered with :meth:`ServiceRunner.on_close` (close pools), in reverse
    order — only now, so calls still draining in step 4 keep their database and Redis.
+
+Live settings: a process with etcd endpoints gets a
+:class:`~kit.liveconfig.LiveSettings` (:attr:`ServiceRunner.live`, ``None`` without etcd),
+started first, so every component starts on the live values, and stopped last. It applies
+the log level and the trace sample ratio itself; components read ``runner.live.current`` or
+subscribe to changes.
 
 Transport: plaintext by default; with the TLS settings set, mutual TLS (a client
 certificate signed by the CA is required; the certificate files are reloaded when they
@@ -64,6 +71,7 @@ from kit.governance import (
 from kit.governance.authz import Authorizer
 from kit.grpcx.errors import ServerInterceptorBase, add_guarded, map_handler_error
 from kit.grpcx.registration import RegistryRegistration
+from kit.liveconfig import LiveSettings, live_settings_for
 from kit.observability.metrics import MetricsEndpoint, serve_metrics
 from kit.registry import EtcdRegistry, EtcdRegistryConfig
 from kit.security.tls import ServerTls, TlsFiles
@@ -204,6 +212,8 @@ class ServiceRunner:
         self.registration = (
             registration if registration is not None else registration_from_settings(name, settings)
         )
+        # The applied settings, following etcd (None without etcd).
+        self.live: LiveSettings[GrpcServiceSettings] | None = live_settings_for(name, settings)
         self._tls_files = TlsFiles.from_settings(settings)
         # The one server interceptor: governance, then the extra interceptors, then error
         # mapping innermost, so every other step sees the final status. Under mutual TLS it
@@ -352,12 +362,12 @@ class ServiceRunner:
         (:meth:`stop`) and the error propagates.
         """
         try:
+            if self.live is not None:
+                await self.live.start()
             await self._start_components(self._before_serving, self._running_before)
             port = await self._listen()
             if not self._conditions:
-                await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-                await self._register()
-                self._ready.set()
+                await self._become_ready()
             await self._start_components(self._after_serving, self._running_after)
             if self._conditions:
                 self._gate = asyncio.create_task(
@@ -395,10 +405,10 @@ class ServiceRunner:
             if self.probe_port == 0:
                 raise OSError(f"cannot listen on {probe_bind}: address in use or not available")
         await self.server.start()
-        if self._conditions:
-            # The health service answers SERVING for the whole server by default: until the
-            # conditions are met, every name answers NOT_SERVING.
-            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # The health service answers SERVING for the whole server by default: until the
+        # process is registered (and its readiness conditions are met), every name answers
+        # NOT_SERVING, so that whoever waits for SERVING can also find it in the registry.
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self._metrics = serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
         logger.info(
             "service started",
@@ -488,6 +498,8 @@ class ServiceRunner:
             await self.registration.close()
         await self._stop_components(self._running_before)
         await self._run_hooks(self._close_hooks)
+        if self.live is not None:
+            await self.live.stop()
         if self._metrics is not None:
             self._metrics.close()
         logger.info("service stopped")

@@ -30,6 +30,9 @@ going through the propagator and ``Tracer.start_span``: that was a tenth of a ch
 call's CPU. Anything unusual (a ``tracestate``, a header not in the canonical version-00
 form, another propagator, recording on) takes the regular OpenTelemetry path.
 
+The sample ratio is a live setting (docs/configuration.md): :func:`set_trace_sample_ratio`
+changes it in a running process (:meth:`ExportGatedSampler.set_ratio`).
+
 The global provider can be set once per process (an OpenTelemetry rule):
 :func:`configure_tracing` in a composition root, :func:`install_span_processor` for code that
 needs to see the spans of a process whose provider may already exist (tests).
@@ -83,8 +86,29 @@ class ExportGatedSampler(Sampler):
     def __init__(self, ratio: float = 1.0) -> None:
         if not 0.0 <= ratio <= 1.0:
             raise ValueError("the trace sample ratio must be within [0, 1]")
+        self._ratio = ratio
         self._when_exported: Sampler = ParentBasedTraceIdRatio(ratio)
         self._active: Sampler = ALWAYS_OFF
+
+    @property
+    def ratio(self) -> float:
+        """The probability that a root span is sampled once recording is on."""
+        return self._ratio
+
+    def set_ratio(self, ratio: float) -> None:
+        """Sample root spans with probability ``ratio`` from now on.
+
+        One attribute assignment each: a span being started meanwhile uses the old policy
+        or the new one, never a mix.
+        """
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError("the trace sample ratio must be within [0, 1]")
+        sampler = ParentBasedTraceIdRatio(ratio)
+        recording = self.recording
+        self._ratio = ratio
+        self._when_exported = sampler
+        if recording:
+            self._active = sampler
 
     @property
     def recording(self) -> bool:
@@ -126,6 +150,26 @@ class ExportAwareTracerProvider(TracerProvider):
         """Register ``span_processor`` and start recording spans for it."""
         super().add_span_processor(span_processor)
         self.gate.enable_recording()
+
+
+def set_trace_sample_ratio(ratio: float, provider: trace.TracerProvider | None = None) -> bool:
+    """Sample root spans of ``provider`` (the global one by default) with ``ratio`` from now on.
+
+    ``False`` (and a warning) when the provider was not built here, so its sampler is not
+    ours to change.
+    """
+    current = provider if provider is not None else trace.get_tracer_provider()
+    gate = getattr(current, "gate", None)
+    if not isinstance(gate, ExportGatedSampler):
+        logger.warning(
+            "cannot change the trace sample ratio of this tracer provider",
+            extra={"provider": type(current).__name__},
+        )
+        return False
+    if gate.ratio != ratio:
+        gate.set_ratio(ratio)
+        logger.info("trace sample ratio changed", extra={"trace_sample_ratio": ratio})
+    return True
 
 
 def records_spans(provider: trace.TracerProvider | None = None) -> bool:

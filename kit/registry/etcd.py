@@ -21,6 +21,10 @@ token etcd no longer accepts (the member restarted, or a reconnection reached an
 member, which never saw it) fails with UNAUTHENTICATED; the client then logs in again on
 the same channel (calls in flight are left alone) and the operation is retried like any
 other failure.
+
+Shared with the other etcd users of the kit (:mod:`kit.liveconfig`): :func:`etcd_client`
+(the channel options), :class:`EtcdLogin` (renewing a refused token) and
+:class:`PrefixWatch` (list a prefix, then watch it, resuming without missing an event).
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 import aetcd
+import grpc
 
 from kit.registry.backoff import Backoff
 from kit.registry.errors import InvalidInstanceError, RegistryError
@@ -109,7 +114,34 @@ class EtcdRegistryConfig:
         return host, int(port)
 
 
-class _Login:
+def etcd_client(config: EtcdRegistryConfig) -> aetcd.Client:
+    """An ``aetcd`` client for ``config``'s endpoint and user; it connects on first use.
+
+    Create it inside the running event loop that will use it.
+    """
+    host, port = config.host_port()
+    max_backoff_ms = int(config.backoff_max * 1000)
+    options: dict[str, Any] = {
+        # grpc's default reconnect backoff grows to 120 s; after an etcd restart we want
+        # the channel back within our own backoff cap.
+        "grpc.initial_reconnect_backoff_ms": min(1000, max_backoff_ms),
+        "grpc.max_reconnect_backoff_ms": max_backoff_ms,
+        # Detect a silently dead connection under a long-lived watch; etcd permits pings
+        # every 5 s or slower.
+        "grpc.keepalive_time_ms": 10_000,
+        "grpc.keepalive_timeout_ms": 5_000,
+    }
+    return aetcd.Client(
+        host,
+        port,
+        username=config.username or None,
+        password=config.password or None,
+        timeout=config.rpc_timeout,
+        options=options,
+    )
+
+
+class EtcdLogin:
     """Renews the etcd login of one shared client when etcd refuses its token.
 
     ``aetcd`` logs in once, when it connects, and sends that token with every request and
@@ -133,8 +165,11 @@ class _Login:
         return bool(self._config.username)
 
     async def renew_if_refused(self, exc: BaseException, generation: int) -> None:
-        """Log in again if ``exc`` is a refused token of login ``generation``."""
-        if not (self.enabled and isinstance(exc, aetcd.exceptions.UnauthenticatedError)):
+        """Log in again if ``exc`` is a refused token of login ``generation``.
+
+        ``exc`` may come from an ``aetcd`` call or from a raw call on one of its stubs.
+        """
+        if not (self.enabled and _refused_token(exc)):
             return
         async with self._lock:
             if generation != self.generation:
@@ -158,6 +193,13 @@ class _Login:
             if client._watcher is not None:
                 client._watcher._metadata = client.metadata
             self.generation += 1
+
+
+def _refused_token(exc: BaseException) -> bool:
+    """Whether ``exc`` is etcd refusing the login token (through aetcd or a raw stub call)."""
+    if isinstance(exc, aetcd.exceptions.UnauthenticatedError):
+        return True
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
 class _Registration:
@@ -199,27 +241,8 @@ class EtcdRegistry:
 
     def __init__(self, config: EtcdRegistryConfig | None = None) -> None:
         self._config = config or EtcdRegistryConfig()
-        host, port = self._config.host_port()
-        max_backoff_ms = int(self._config.backoff_max * 1000)
-        options: dict[str, Any] = {
-            # grpc's default reconnect backoff grows to 120 s; after an etcd restart we want
-            # the channel back within our own backoff cap.
-            "grpc.initial_reconnect_backoff_ms": min(1000, max_backoff_ms),
-            "grpc.max_reconnect_backoff_ms": max_backoff_ms,
-            # Detect a silently dead connection under a long-lived watch; etcd permits pings
-            # every 5 s or slower.
-            "grpc.keepalive_time_ms": 10_000,
-            "grpc.keepalive_timeout_ms": 5_000,
-        }
-        self._client = aetcd.Client(
-            host,
-            port,
-            username=self._config.username or None,
-            password=self._config.password or None,
-            timeout=self._config.rpc_timeout,
-            options=options,
-        )
-        self._login = _Login(self._client, self._config)
+        self._client = etcd_client(self._config)
+        self._login = EtcdLogin(self._client, self._config)
         self._registrations: dict[bytes, _Registration] = {}
         self._discoveries: list[EtcdDiscovery] = []
         self._closed = False
@@ -254,7 +277,7 @@ class EtcdRegistry:
             registration = _Registration(instance, key)
             self._registrations[key] = registration
         else:
-            await _cancel_and_wait(registration.task)
+            await cancel_and_wait(registration.task)
             registration.update(instance)
         registration.task = asyncio.get_running_loop().create_task(
             self._keep_registered(registration), name=f"etcd-keepalive:{key.decode()}"
@@ -364,7 +387,7 @@ class EtcdRegistry:
                 await asyncio.sleep(backoff.next_delay())
 
     async def _withdraw(self, registration: _Registration) -> None:
-        await _cancel_and_wait(registration.task)
+        await cancel_and_wait(registration.task)
         registration.task = None
         lease_id = registration.lease_id
         if lease_id is None:
@@ -382,8 +405,115 @@ class EtcdRegistry:
             logger.info("deregistered", extra=registration.log_extra())
 
 
+class PrefixWatch:
+    """The state of one etcd key prefix, listed and then watched, kept across outages.
+
+    :meth:`run` lists the prefix (``on_list(kvs, revision)``), then watches it from the
+    listing's revision + 1, handing each event to ``on_event`` in order. A broken watch is
+    resumed from the last revision seen, so no event is missed; if that revision has been
+    compacted, or etcd's revision went backwards (rebuilt or restored), the prefix is listed
+    again. Errors never reach the callbacks: while etcd is unreachable the owner keeps what
+    it has and the loop retries with capped, jittered backoff (logging the first failure of
+    an outage as a warning, the retries at debug level). ``describe()`` gives the fields
+    that name the owner in those log lines.
+    """
+
+    def __init__(
+        self,
+        client: aetcd.Client,
+        prefix: bytes,
+        config: EtcdRegistryConfig,
+        *,
+        on_list: Callable[[Sequence[Any], int], None],
+        on_event: Callable[[Any], None],
+        describe: Callable[[], dict[str, object]],
+        login: EtcdLogin | None = None,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._config = config
+        self._on_list = on_list
+        self._on_event = on_event
+        self._describe = describe
+        self._login = login or EtcdLogin(client, EtcdRegistryConfig())
+        self.revision = 0
+        self.listed = asyncio.Event()
+        self.watching = False
+        self.failing = False
+
+    async def run(self) -> None:
+        """List and watch until cancelled; never raises for etcd errors."""
+        backoff = Backoff(self._config.backoff_initial, self._config.backoff_max)
+        must_list = True
+        while True:
+            generation = self._login.generation
+            try:
+                if not must_list and self.failing:
+                    must_list = await self._revision_went_back()
+                if must_list:
+                    await self._list()
+                    must_list = False
+                await self._watch(backoff)
+                # The server ended the watch without an error: resume after a pause.
+                await asyncio.sleep(backoff.next_delay())
+            except (aetcd.RevisionCompactedError, aetcd.WatchTimeoutError) as exc:
+                logger.info(
+                    "cannot resume the watch; listing the prefix again",
+                    extra={**self._describe(), "revision": self.revision, "error": repr(exc)},
+                )
+                must_list = True
+                await asyncio.sleep(backoff.next_delay())
+            except Exception as exc:
+                logger.log(
+                    logging.DEBUG if self.failing else logging.WARNING,
+                    "etcd unreachable; keeping the last known state",
+                    extra={**self._describe(), "revision": self.revision, "error": repr(exc)},
+                )
+                self.failing = True
+                await self._login.renew_if_refused(exc, generation)
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _list(self) -> None:
+        response = await self._client.get_prefix(self._prefix)
+        self.revision = int(response.header.revision)
+        self._on_list(list(response), self.revision)
+        self.listed.set()
+
+    async def _revision_went_back(self) -> bool:
+        """Whether etcd's revision is below the last one seen (rebuilt or restored).
+
+        Resuming a watch from a revision the cluster has not reached would silently miss
+        every change until it does; a listing recovers the true state instead.
+        """
+        response = await self._client.get_prefix(self._prefix, keys_only=True)
+        current = int(response.header.revision)
+        if current >= self.revision:
+            return False
+        logger.warning(
+            "etcd revision went backwards; listing the prefix again",
+            extra={**self._describe(), "revision": self.revision, "current": current},
+        )
+        return True
+
+    async def _watch(self, backoff: Backoff) -> None:
+        watch = await self._client.watch_prefix(self._prefix, start_revision=self.revision + 1)
+        self.watching = True
+        backoff.reset()
+        if self.failing:
+            logger.info("watch resumed", extra={**self._describe(), "revision": self.revision})
+            self.failing = False
+        try:
+            async for event in watch:
+                self.revision = max(self.revision, int(event.kv.mod_revision))
+                self._on_event(event)
+        finally:
+            self.watching = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watch.cancel(), self._config.rpc_timeout)
+
+
 class EtcdDiscovery(InstanceSet):
-    """Live instances of one service, listed and then watched in etcd.
+    """Live instances of one service, listed and then watched in etcd (:class:`PrefixWatch`).
 
     Obtain it from :meth:`EtcdRegistry.discover`; the snapshot is only ever replaced by
     what etcd says, never emptied because etcd is unreachable.
@@ -396,44 +526,47 @@ class EtcdDiscovery(InstanceSet):
         config: EtcdRegistryConfig,
         on_close: Callable[[EtcdDiscovery], None],
         *,
-        login: _Login | None = None,
+        login: EtcdLogin | None = None,
     ) -> None:
         super().__init__(service)
-        self._client = client
-        self._login = login or _Login(client, EtcdRegistryConfig())
         self._config = config
         self._on_close = on_close
         self._prefix = service_prefix(config.prefix, service).encode()
-        self._revision = 0
-        self._listed = asyncio.Event()
-        self._failing = False
-        self._watching = False
+        self._mirror = PrefixWatch(
+            client,
+            self._prefix,
+            config,
+            on_list=self._replace_all,
+            on_event=self._apply,
+            describe=lambda: {"service": self.service, "instances": len(self.instances())},
+            login=login,
+        )
         self._task: asyncio.Task[None] | None = None
 
     @property
     def watching(self) -> bool:
         """Whether a watch is established right now (false while etcd is unreachable)."""
-        return self._watching
+        return self._mirror.watching
 
     @property
     def revision(self) -> int:
         """The etcd revision the current snapshot reflects (0 before the first listing)."""
-        return self._revision
+        return self._mirror.revision
 
     @property
     def listed(self) -> bool:
         """Whether the service prefix has been listed at least once."""
-        return self._listed.is_set()
+        return self._mirror.listed.is_set()
 
     async def start(self) -> None:
         """Start the list-and-watch loop; wait up to ``discover_timeout`` for the first list."""
         if self._task is not None:
             return
         self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"etcd-discovery:{self.service}"
+            self._mirror.run(), name=f"etcd-discovery:{self.service}"
         )
         try:
-            await asyncio.wait_for(self._listed.wait(), self._config.discover_timeout)
+            await asyncio.wait_for(self._mirror.listed.wait(), self._config.discover_timeout)
         except TimeoutError:
             logger.warning(
                 "service not listed yet; discovery continues in the background",
@@ -442,104 +575,30 @@ class EtcdDiscovery(InstanceSet):
 
     async def close(self) -> None:
         """Stop watching; idempotent."""
-        await _cancel_and_wait(self._task)
+        await cancel_and_wait(self._task)
         self._task = None
         self._on_close(self)
         self._close_instance_set()
 
-    async def _run(self) -> None:
-        backoff = Backoff(self._config.backoff_initial, self._config.backoff_max)
-        must_list = True
-        while True:
-            generation = self._login.generation
-            try:
-                if not must_list and self._failing:
-                    must_list = await self._revision_went_back()
-                if must_list:
-                    await self._list()
-                    must_list = False
-                await self._watch(backoff)
-                # The server ended the watch without an error: resume after a pause.
-                await asyncio.sleep(backoff.next_delay())
-            except (aetcd.RevisionCompactedError, aetcd.WatchTimeoutError) as exc:
-                logger.info(
-                    "cannot resume the watch; listing the service again",
-                    extra={"service": self.service, "revision": self._revision, "error": repr(exc)},
-                )
-                must_list = True
-                await asyncio.sleep(backoff.next_delay())
-            except Exception as exc:
-                logger.log(
-                    logging.DEBUG if self._failing else logging.WARNING,
-                    "etcd unreachable; keeping the last known instances",
-                    extra={
-                        "service": self.service,
-                        "revision": self._revision,
-                        "instances": len(self.instances()),
-                        "error": repr(exc),
-                    },
-                )
-                self._failing = True
-                await self._login.renew_if_refused(exc, generation)
-                await asyncio.sleep(backoff.next_delay())
-
-    async def _list(self) -> None:
-        response = await self._client.get_prefix(self._prefix)
+    def _replace_all(self, kvs: Sequence[Any], revision: int) -> None:
         instances = []
-        for kv in response:
+        for kv in kvs:
             instance = self._decode(bytes(kv.key), bytes(kv.value))
             if instance is not None:
                 instances.append(instance)
-        self._revision = int(response.header.revision)
         changed = self.replace(instances)
-        self._listed.set()
         logger.info(
             "service listed",
             extra={
                 "service": self.service,
-                "revision": self._revision,
+                "revision": revision,
                 "instances": len(instances),
                 "changed": changed,
             },
         )
 
-    async def _revision_went_back(self) -> bool:
-        """Whether etcd's revision is below the last one seen (rebuilt or restored).
-
-        Resuming a watch from a revision the cluster has not reached would silently miss
-        every change until it does; a listing recovers the true state instead.
-        """
-        response = await self._client.get_prefix(self._prefix, keys_only=True)
-        current = int(response.header.revision)
-        if current >= self._revision:
-            return False
-        logger.warning(
-            "etcd revision went backwards; listing the service again",
-            extra={"service": self.service, "revision": self._revision, "current": current},
-        )
-        return True
-
-    async def _watch(self, backoff: Backoff) -> None:
-        watch = await self._client.watch_prefix(self._prefix, start_revision=self._revision + 1)
-        self._watching = True
-        backoff.reset()
-        if self._failing:
-            logger.info(
-                "watch resumed",
-                extra={"service": self.service, "revision": self._revision},
-            )
-            self._failing = False
-        try:
-            async for event in watch:
-                self._apply(event)
-        finally:
-            self._watching = False
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(watch.cancel(), self._config.rpc_timeout)
-
     def _apply(self, event: Any) -> None:
         kv = event.kv
-        self._revision = max(self._revision, int(kv.mod_revision))
         key = bytes(kv.key)
         instance = None
         if event.kind == aetcd.EventKind.PUT:
@@ -586,7 +645,7 @@ class EtcdDiscovery(InstanceSet):
             return None
 
 
-async def _cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
     """Cancel ``task`` and wait for it to finish, without swallowing our own cancellation."""
     if task is None or task.done():
         return

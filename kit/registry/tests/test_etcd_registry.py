@@ -122,7 +122,7 @@ async def test_watch_resumes_from_last_revision_and_relists_after_compaction(
                 lambda: ids(discovery) == {"u1", "u3", "remote"}, 10, "resumed watch caught up"
             )
             assert "watch resumed" in caplog.messages
-            assert "cannot resume the watch; listing the service again" not in caplog.messages
+            assert "cannot resume the watch; listing the prefix again" not in caplog.messages
 
             # Phase 2: while cut off, history is compacted past the last seen revision.
             proxy.cut()
@@ -139,7 +139,7 @@ async def test_watch_resumes_from_last_revision_and_relists_after_compaction(
             await eventually(
                 lambda: ids(discovery) == {"u3", "u4"}, 15, "re-listed after compaction"
             )
-            assert "cannot resume the watch; listing the service again" in caplog.messages
+            assert "cannot resume the watch; listing the prefix again" in caplog.messages
     finally:
         await proxy.close()
 
@@ -172,7 +172,7 @@ async def test_relists_when_etcd_comes_back_with_an_older_revision(
             proxy.retarget(f"127.0.0.1:{fresh_port}")
             proxy.restore()
             await eventually(lambda: ids(discovery) == {"new"}, 10, "state of the new cluster")
-            assert "etcd revision went backwards; listing the service again" in caplog.messages
+            assert "etcd revision went backwards; listing the prefix again" in caplog.messages
     finally:
         await proxy.close()
         await asyncio.to_thread(fresh.stop)
