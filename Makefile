@@ -40,7 +40,7 @@ test: venv tools
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy kit clients services gateway devstack tests bench
+	$(BIN)/mypy kit clients services gateway devstack webookctl tests bench
 
 fmt: venv
 	$(BIN)/ruff check --fix .
