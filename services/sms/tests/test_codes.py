@@ -40,8 +40,11 @@ E164 = "+8613800138000"
 async def store_client(
     redis_url: str, redis_client: aioredis.Redis
 ) -> AsyncIterator[aioredis.Redis]:
-    # redis_client flushed the database; the service uses its own pooled client.
-    client = create_redis(redis_url)
+    # redis_client flushed the database; the service uses its own pooled client. A generous
+    # timeout: these tests are about what concurrent callers see, and on a loaded machine a
+    # hundred commands at once can take longer than the production 0.5 s, after which the
+    # client's short-circuit would refuse every other command.
+    client = create_redis(redis_url, timeout=5.0)
     yield client
     await client.aclose(close_connection_pool=True)
 

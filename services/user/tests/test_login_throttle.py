@@ -48,7 +48,7 @@ class Clock:
 @pytest.fixture
 async def client(redis_url: str, redis_client: aioredis.Redis) -> AsyncIterator[aioredis.Redis]:
     # redis_client flushed the database; the throttle uses its own pooled client.
-    pooled = create_redis(redis_url)
+    pooled = create_redis(redis_url, timeout=5.0)  # concurrency under load, not timeouts
     yield pooled
     await pooled.aclose(close_connection_pool=True)
 
