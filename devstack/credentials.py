@@ -61,7 +61,12 @@ DEFAULT_REGISTRY_PREFIX: Final = "/webook/services"
 # limits. A new key prefix needs a pattern there, or the service's commands are refused.
 REDIS_KEY_PATTERNS: Final[Mapping[str, tuple[str, ...]]] = {
     **{entry.name: entry.redis_keys for entry in CATALOG},
-    GATEWAY: ("users:ssid:*", "webook:ratelimit:*", "webook:gateway:*"),
+    GATEWAY: (
+        "users:ssid:*",
+        "users:revoked-before:*",
+        "webook:ratelimit:*",
+        "webook:gateway:*",
+    ),
 }
 # Every command but the administrative and dangerous ones (CONFIG, FLUSHALL, KEYS, ...).
 _REDIS_COMMANDS: Final = "+@all -@admin -@dangerous"

@@ -2,7 +2,8 @@
 
 Every stack devstack starts runs every gRPC hop over mutual TLS, as in a cluster
 (docs/security.md). :func:`stack_pki` makes (once) and reuses a local CA and one certificate
-per workload — every catalog service and the gateway — under ``<state dir>/pki``;
+per identity — every catalog service, the gateway, and the operator — under
+``<state dir>/pki``;
 :func:`tls_env` points a process's ``<PREFIX>TLS_CERT_FILE``/``_KEY_FILE``/``_CA_FILE`` at
 its own files. A client that calls a stack service directly (a test, a readiness check)
 does so as some workload, with :class:`CallerTls`: that workload's certificate, the stack's
@@ -23,13 +24,21 @@ from kit.security.identity import dns_name
 from kit.security.pki import Pki, ensure_local_pki
 
 GATEWAY: Final = "gateway"
+# The identity of operators' tools (``webookctl sms records``): a certificate only, since no
+# process of the stack runs as it, so it has no etcd or Redis user (devstack.credentials).
+OPERATOR: Final = "operator"
 # Under the stack's state directory (``.run/`` for ``make run``, a scratch dir for tests).
 PKI_DIR: Final = "pki"
 
 
 def stack_identities() -> tuple[str, ...]:
-    """The workloads that get a certificate: every catalog service and the gateway."""
+    """The workloads of the stack's processes: every catalog service and the gateway."""
     return (*SERVICE_NAMES, GATEWAY)
+
+
+def certificate_identities() -> tuple[str, ...]:
+    """Who gets a certificate: the workloads, and the operator (:data:`OPERATOR`)."""
+    return (*stack_identities(), OPERATOR)
 
 
 def stack_pki(state_dir: Path) -> Pki:
@@ -38,7 +47,7 @@ def stack_pki(state_dir: Path) -> Pki:
     Still-valid files are reused, so a restarted stack keeps its CA (and a developer's
     tools that trust it keep working).
     """
-    return ensure_local_pki(state_dir / PKI_DIR, stack_identities())
+    return ensure_local_pki(state_dir / PKI_DIR, certificate_identities())
 
 
 def tls_env(pki: Pki, identity: str, prefix: str) -> dict[str, str]:

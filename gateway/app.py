@@ -19,6 +19,13 @@ records no span (no exporter), FastAPI's telemetry is skipped (by
 :meth:`GatewayApp.__call__`, before FastAPI walks the middleware stack) and the layer's
 first concern (:class:`~gateway.middleware.trace_context.TraceContexts`) keeps only the
 request's trace context (ids for logs and gRPC propagation).
+
+Live settings: with etcd endpoints, the lifespan runs a :class:`~kit.liveconfig.LiveSettings`
+for service ``gateway`` (:func:`kit.liveconfig.live_settings_for`), started before anything
+that reads live values and stopped last. :class:`LiveGateway` applies each change: the
+rate-limit rules and the concurrency cap (:meth:`Edge.apply_live`), the session check's cache
+lifetime, the gRPC channels' tuning (:meth:`ServiceClients.follow`); log level, trace
+sampling and feature flags (``app.state.flags``) are read where they are used.
 """
 
 from __future__ import annotations
@@ -48,7 +55,9 @@ from gateway.routes import follow as follow_routes
 from gateway.routes import search as search_routes
 from gateway.settings import GatewaySettings
 from gateway.stubs import ServiceStubs
+from kit.config import FeatureFlags
 from kit.grpcx.client import ServiceClients
+from kit.liveconfig import LiveSettings, live_settings_for
 from kit.observability.tracing import records_spans
 from kit.redisx import create_redis
 
@@ -90,6 +99,35 @@ state does not match, ...); 5 system error; 401002 wrong email or password; 4010
 already registered. Logged-in routes answer HTTP 401 with an empty body when the access token
 (`Authorization: Bearer <x-jwt-token>`) is missing, invalid, expired or revoked.
 """
+
+
+class LiveGateway:
+    """Applies the gateway's live settings to its running parts (see the module docstring).
+
+    Built before the parts exist; :meth:`attach` hands them over once they are open, and
+    applies the values in force at once (etcd may hold values other than the environment's).
+    """
+
+    def __init__(self, settings: GatewaySettings, edge: Edge) -> None:
+        self.current = settings
+        self._edge = edge
+        self._sessions: SessionRevocations | None = None
+
+    def attach(self, sessions: SessionRevocations) -> None:
+        """Follow the live values with ``sessions`` too; apply what is in force now."""
+        self._sessions = sessions
+        self.apply(self.current)
+
+    def apply(self, settings: GatewaySettings) -> None:
+        """Apply ``settings``' live values (the subscriber of :class:`LiveSettings`)."""
+        self.current = settings
+        self._edge.apply_live(settings.effective_rate_limits, settings.max_active_requests)
+        if self._sessions is not None:
+            self._sessions.cache_ttl = settings.session_check_cache_ttl
+
+    def changed(self, old: GatewaySettings, new: GatewaySettings) -> None:
+        """:meth:`LiveSettings.subscribe` callback."""
+        self.apply(new)
 
 
 class GatewayApp(FastAPI):
@@ -184,14 +222,24 @@ def create_app(
     )
     runtime = Runtime(settings, tokens, state_cookies)
     routes = RouteTemplates()
-    edge = Edge(settings.edge)
+    edge = Edge(settings.effective_edge)
+    applied = LiveGateway(settings, edge)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # Started first and stopped last: every part starts on the values in force.
+            live: LiveSettings[GatewaySettings] | None = live_settings_for("gateway", settings)
+            if live is not None:
+                await live.start()
+                stack.push_async_callback(live.stop)
+                applied.current = live.current
+                live.subscribe(applied.changed)
             services = stubs
             if services is None:
-                clients = ServiceClients.from_settings(settings)
+                clients = ServiceClients.from_settings(applied.current)
+                if live is not None:
+                    clients.follow(live)
                 stack.push_async_callback(clients.close)
                 services = await ServiceStubs.discover(clients)
             redis = create_redis(
@@ -205,13 +253,14 @@ def create_app(
                 redis,
                 ttl=settings.refresh_ttl,
                 on_error=settings.session_check_on_redis_error,
-                cache_ttl=settings.session_check_cache_ttl,
+                cache_ttl=applied.current.session_check_cache_ttl,
                 feed=settings.session_revocation_feed,
                 fail_static=settings.session_check_fail_static_seconds,
             )
             # Registered after Redis, so the subscription ends before its client closes.
             sessions.start()
             stack.push_async_callback(sessions.aclose)
+            applied.attach(sessions)
             http = httpx.AsyncClient(
                 transport=wechat_transport, timeout=settings.wechat_timeout, follow_redirects=False
             )
@@ -265,6 +314,8 @@ def create_app(
     )
     app.edge_exempt_paths = frozenset(settings.edge.exempt_paths)
     app.state.runtime = runtime
+    app.state.live = applied
+    app.state.flags = FeatureFlags(lambda: applied.current)
     install_error_handlers(app)
     # The hottest route on the app's own router, tried right after FastAPI's documentation
     # routes and before every included router (it shares no path with them, so the order

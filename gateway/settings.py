@@ -5,6 +5,17 @@ have marked development defaults (refused in prod mode by
 :class:`kit.config.BaseServiceSettings`); the JWT keys must differ from each other, and every
 HS256 key must be at least 32 bytes long. The ``metrics_port`` inherited from the base
 class is not used: the gateway serves ``/metrics`` on its main port.
+
+**Live settings** (:func:`kit.liveconfig.live_field`: also settable in etcd under
+``/webook/config/<env>/gateway/<field>``, applied within a second without a restart):
+``rate_limits`` and ``max_active_requests`` (over the ``edge`` values),
+``session_check_cache_ttl``, ``client_tuning`` (breaker thresholds, endpoint weights and
+ejection of the gRPC channels), and, from the base classes, ``log_level``,
+``trace_sample_ratio`` and ``feature_flags``. Every other setting is restart-only: keys,
+TTLs of tokens (a change would split the tokens already issued), addresses, the ``edge``
+object itself (request ids, trusted proxies, body limit, Redis key prefix: read once by the
+concerns built at start), ``session_revocation_feed`` and the fail-static window (they
+shape the session check's caches), ``peer_balancing`` (the policy a channel is built with).
 """
 
 from __future__ import annotations
@@ -17,8 +28,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from gateway.middleware.edge_settings import EdgeSettings
+from gateway.middleware.edge_settings import EdgeSettings, RateLimitRule
 from kit.config import ClientSettings, Mode, PeerBalancing, dev_secret
+from kit.grpcx.client import ClientTuning
+from kit.liveconfig import live_field
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 MIN_JWT_KEY_BYTES = 32
@@ -73,7 +86,8 @@ class GatewaySettings(ClientSettings):
     # Seconds a session check's answer is reused in process (default 0: ask Redis on every
     # request, so a logout bites on every replica at once); when set, a
     # session revoked through another gateway process is accepted here at most this long.
-    session_check_cache_ttl: float = Field(default=0.0, ge=0, le=1)
+    # Live.
+    session_check_cache_ttl: float = live_field(0.0, ge=0, le=1)
     # Answer session checks from memory, kept exact by Redis pub/sub: a revocation through
     # any gateway is announced in the same transaction that records it, and drops the
     # session here when it arrives (milliseconds). While the subscription is not confirmed
@@ -82,6 +96,16 @@ class GatewaySettings(ClientSettings):
     session_revocation_feed: bool = True
     # Edge middleware: request ids, rate limits, concurrency and body size (one JSON value).
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    # Live: the rate-limit rules in force, replacing edge.rate_limits as a whole when set
+    # (a JSON list of rules, "[]": no rate limiting); None: edge.rate_limits. New rules
+    # apply to the next request; a rule left unchanged keeps its counts.
+    rate_limits: tuple[RateLimitRule, ...] | None = live_field(None)
+    # Live: concurrent requests per process before 503, over edge.max_active_requests
+    # (None: that value). Applies only where the cap is on (edge.max_active_requests not
+    # null at start).
+    max_active_requests: int | None = live_field(None, ge=1)
+    # Live: breaker thresholds, endpoint weights and ejection of every gRPC channel.
+    client_tuning: ClientTuning = live_field(default_factory=ClientTuning)
     # Seconds each gRPC call may take.
     grpc_timeout: float = Field(default=3.0, gt=0)
     # Instance choice per peer (kit.config.PeerBalancing); the default routes article reads
@@ -154,6 +178,31 @@ class GatewaySettings(ClientSettings):
         if len(value.get_secret_value().encode()) < MIN_JWT_KEY_BYTES:
             raise ValueError(f"HS256 keys must be at least {MIN_JWT_KEY_BYTES} bytes long")
         return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _unique_rule_names(
+        cls, value: tuple[RateLimitRule, ...] | None
+    ) -> tuple[RateLimitRule, ...] | None:
+        if value is not None:
+            names = [rule.name for rule in value]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"rate limit rule names must be unique: {duplicates}")
+        return value
+
+    @property
+    def effective_rate_limits(self) -> tuple[RateLimitRule, ...]:
+        """The rules in force: the live ``rate_limits`` when set, else ``edge.rate_limits``."""
+        return self.edge.rate_limits if self.rate_limits is None else self.rate_limits
+
+    @property
+    def effective_edge(self) -> EdgeSettings:
+        """``edge`` with the live ``rate_limits`` and ``max_active_requests`` laid over it."""
+        update: dict[str, object] = {"rate_limits": self.effective_rate_limits}
+        if self.max_active_requests is not None and self.edge.max_active_requests is not None:
+            update["max_active_requests"] = self.max_active_requests
+        return self.edge.model_copy(update=update)
 
     @model_validator(mode="after")
     def _distinct_keys(self) -> Self:

@@ -28,8 +28,9 @@ credentials travel inside ``redis_url`` and ``database_url``.
 Live settings (docs/configuration.md): a field declared with
 :func:`kit.liveconfig.live_field` may also be set in etcd, under
 ``/webook/config/<config_environment>/<service>/<field>``, and a running process applies a
-change without restart (defaults < file < environment < remote). Here ``log_level`` and
-``trace_sample_ratio`` are live; every other setting of this module is restart-only.
+change without restart (defaults < file < environment < remote). Here ``log_level``,
+``trace_sample_ratio``, ``gray_rollouts`` (:mod:`kit.gray`) and ``feature_flags`` are live;
+every other setting of this module is restart-only.
 ``config_environment`` (default: the mode's name) and ``config_cache_dir`` (the local copy
 used when etcd is unreachable at start) are on :class:`ClientSettings`, next to etcd's.
 
@@ -42,6 +43,7 @@ the topics created, ``kafka_manage_topics`` and ``kafka_replay_window_seconds``,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -49,6 +51,7 @@ from typing import Any, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kit.gray.rollout import Rollout, RolloutName
 from kit.liveconfig.schema import check_segment, live_field
 from kit.logging import LOG_LEVELS
 
@@ -223,6 +226,14 @@ class ClientSettings(BaseServiceSettings):
     config_environment: str = ""
     # Where the last applied live settings are copied, for a start while etcd is unreachable.
     config_cache_dir: Path = Path(".run/config-cache")
+    # Gray releases (kit.gray): rollout name -> {"mode": "hash"|"random", "percent": 0..100
+    # (steps of 0.01), "allow": [ids always on]}. Live: kit.gray.Gray reads it at every
+    # decision. Setting it replaces the whole map; a rollout it does not name runs at the
+    # default its code declares (docs/configuration.md, "Gray release").
+    gray_rollouts: dict[RolloutName, Rollout] = live_field(default_factory=dict)
+    # Feature flags: flag name -> on/off. Live: read at each use through FeatureFlags (a
+    # flag it does not name is off). Setting it replaces the whole map.
+    feature_flags: dict[str, bool] = live_field(default_factory=dict)
 
     @model_validator(mode="after")
     def _config_environment_of_the_mode(self) -> Self:
@@ -354,6 +365,24 @@ class GrpcServiceSettings(ClientSettings):
                 "kafka_sasl_username and kafka_sasl_password"
             )
         return self
+
+
+class FeatureFlags:
+    """``flags.enabled(name)``: whether a feature flag is on in the settings in force.
+
+    ``current`` returns the settings to read at each call (``lambda: live.current`` to
+    follow the live settings, or a fixed settings object), so a flag switched in the
+    configuration centre applies to the next call without anything to rebuild.
+    """
+
+    __slots__ = ("_current",)
+
+    def __init__(self, current: Callable[[], ClientSettings]) -> None:
+        self._current = current
+
+    def enabled(self, name: str) -> bool:
+        """Whether flag ``name`` is on (a flag not named in ``feature_flags`` is off)."""
+        return self._current().feature_flags.get(name, False)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseServiceSettings)

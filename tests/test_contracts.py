@@ -271,10 +271,11 @@ def _service_methods() -> Iterator[MethodDescriptor]:
 
 
 def _workloads() -> set[str]:
-    """The workloads a certificate may name: the services of the stack and the gateway."""
-    from devstack.catalog import SERVICE_NAMES
+    """The workloads a certificate may name: the services of the stack, the gateway and the
+    operator (webookctl)."""
+    from devstack.tls import certificate_identities
 
-    return {*SERVICE_NAMES, *USER_ASSERTERS}
+    return {*certificate_identities(), *USER_ASSERTERS}
 
 
 def test_every_rpc_declares_its_callers() -> None:

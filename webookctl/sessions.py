@@ -7,11 +7,11 @@ refuses the session's tokens within milliseconds. This command does exactly that
 gateway's own :class:`~gateway.auth.sessions.SessionRevocations`, for the session ids given
 (a user reports a stolen device; the id is in the gateway's logs of their requests).
 
-A user's sessions cannot be revoked by user id: the gateway records no list of the sessions
-a user holds (a login writes nothing, by design), so ``--user`` fails and says so. Doing it
-needs the gateway to keep a per-user mark ("tokens of this user issued before T are
-refused") that its session check reads; that is the gateway's change to make, not a key
-format this tool may invent.
+By user (``--user ID``): the gateway records no list of the sessions a user holds (a login
+writes nothing, by design); instead its session check reads a per-user mark, "tokens of
+this user issued at or before T are refused", which this command writes and announces with
+:meth:`~gateway.auth.sessions.SessionRevocations.revoke_user` (T: now). Every session the
+user holds ends; the user may log in again at once (from the next second on).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from gateway.settings import GatewaySettings
 from webookctl import schemas
 from webookctl.command import Context, command_group, leaf
 from webookctl.errors import CommandFailed, UsageError
-from webookctl.output import Outcome
+from webookctl.output import Outcome, moment
 
 
 def _where(url: str) -> str:
@@ -44,23 +44,26 @@ def default_ttl() -> timedelta:
     return defaults.refresh_ttl
 
 
+def _kept(ttl: timedelta) -> str:
+    return f"kept {ttl.days} d {ttl.seconds // 3600} h"
+
+
 async def revoke(context: Context, args: argparse.Namespace) -> Outcome:
     """``sessions revoke --session SSID... | --user ID``."""
-    if args.user is not None:
-        raise CommandFailed(
-            f"cannot revoke the sessions of user {args.user}: the gateway records revoked "
-            "session ids only, not which sessions a user holds; revoke them with "
-            "--session SSID"
-        )
-    ssids = list(dict.fromkeys(args.sessions))
-    if any(not s.strip() for s in ssids):
-        raise UsageError("a session id must not be empty")
+    if args.user is not None and args.user < 1:
+        raise UsageError("a user id is a positive number")
     ttl = timedelta(days=args.ttl_days) if args.ttl_days else default_ttl()
     url = context.settings.redis_url
     client = aioredis.Redis.from_url(url)
     # The feed is never started: revocations are written with their announcement (the
     # transaction the gateway's own logout uses), and nothing here checks sessions.
     store = SessionRevocations(client, ttl=ttl, on_error="deny", feed=True)
+    if args.user is not None:
+        return await _revoke_user(store, client, args.user, ttl, url)
+    ssids = list(dict.fromkeys(args.sessions))
+    if any(not s.strip() for s in ssids):
+        await client.aclose()
+        raise UsageError("a session id must not be empty")
     revoked: list[str] = []
     try:
         for ssid in ssids:
@@ -74,10 +77,29 @@ async def revoke(context: Context, args: argparse.Namespace) -> Outcome:
         ) from exc
     finally:
         await client.aclose()
-    text = "\n".join(
-        f"revoked session {ssid} (kept {ttl.days} d {ttl.seconds // 3600} h)" for ssid in revoked
-    )
+    text = "\n".join(f"revoked session {ssid} ({_kept(ttl)})" for ssid in revoked)
     return Outcome({"revoked": revoked, "ttl_seconds": int(ttl.total_seconds())}, text)
+
+
+async def _revoke_user(
+    store: SessionRevocations, client: aioredis.Redis, uid: int, ttl: timedelta, url: str
+) -> Outcome:
+    """Every session of ``uid``: the gateway's per-user mark, now."""
+    try:
+        before = await store.revoke_user(uid)
+    except SessionStoreUnavailable as exc:
+        cause = exc.__cause__ or exc
+        raise CommandFailed(
+            f"session store {_where(url)}: {type(cause).__name__}: {cause}; the sessions of "
+            f"user {uid} were not revoked"
+        ) from exc
+    finally:
+        await client.aclose()
+    return Outcome(
+        {"user": uid, "revoked_before": before, "ttl_seconds": int(ttl.total_seconds())},
+        f"revoked every session of user {uid} issued up to "
+        f"{moment(int(before * 1000))} ({_kept(ttl)})",
+    )
 
 
 def register(subcommands: Any, common: argparse.ArgumentParser) -> None:
@@ -87,8 +109,8 @@ def register(subcommands: Any, common: argparse.ArgumentParser) -> None:
         group,
         "revoke",
         "Revoke sessions: every token of each session is refused by every gateway.\n\n"
-        "By session id (--session, repeatable). By user (--user) the gateway has no\n"
-        "record to go on yet: the command fails and says so.",
+        "By session id (--session, repeatable), or every session of a user (--user):\n"
+        "their tokens issued until now are refused; the user may log in again.",
         revoke,
         common,
     )

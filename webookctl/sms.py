@@ -3,9 +3,11 @@
 ``SmsService.ListSendRecords`` is the admin view of the records (numbers masked). Two checks
 guard it, and the command needs what passes both:
 
-- mutual TLS: the method's declared callers (its proto) are the workloads whose certificate
-  may call it; today that is the sms workload's own certificate (``--tls-cert``/``--tls-key``
-  with the CA, ``--tls-ca``), as the proto says operators' tooling uses;
+- mutual TLS: the method's declared callers (its proto) are the identities whose certificate
+  may call it, and that is only the operator's (``spiffe://webook/operator``; ``--tls-cert``/
+  ``--tls-key`` with the CA, ``--tls-ca``). A local stack issues it as
+  ``.run/pki/operator.pem`` and ``operator-key.pem`` (``devstack.tls``). No workload's
+  certificate is accepted: the tool never borrows a service's identity;
 - a caller token (``WEBOOKCTL_SMS_TOKEN``) of a caller with the admin flag, to see every
   caller's records: a static token from the service's ``callers`` setting, or a JWT from
   ``python -m services.sms issue-token --caller ops --templates '*' --admin``.
@@ -33,6 +35,8 @@ from webookctl.output import Outcome, moment, table
 from webookctl.settings import CtlSettings
 
 SMS = "sms"
+# The identity whose certificate ListSendRecords accepts (its proto's callers).
+OPERATOR = "operator"
 STATUS_PREFIX = "SEND_STATUS_"
 STATUSES = ("waiting", "sending", "sent", "failed")
 
@@ -112,8 +116,13 @@ async def records(context: Context, args: argparse.Namespace) -> Outcome:
         )
     except grpc.aio.AioRpcError as exc:
         error = app_error_from_rpc(exc)
+        hint = (
+            f" (it accepts the {OPERATOR} certificate only: --tls-cert/--tls-key)"
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED
+            else ""
+        )
         raise CommandFailed(
-            f"sms ListSendRecords: {exc.code().name} {error.reason}: {error.message}"
+            f"sms ListSendRecords: {exc.code().name} {error.reason}: {error.message}{hint}"
         ) from exc
     except AppError as exc:
         raise CommandFailed(f"sms ListSendRecords: {exc.reason}: {exc.message}") from exc
@@ -164,8 +173,9 @@ def register(subcommands: Any, common: argparse.ArgumentParser) -> None:
         group,
         "records",
         "List SMS send records, newest first (numbers masked).\n\n"
-        "Needs a certificate the method accepts (today the sms workload's) and an\n"
-        "admin caller token in WEBOOKCTL_SMS_TOKEN.",
+        "Needs the operator certificate (a local stack's: .run/pki/operator.pem and\n"
+        "operator-key.pem, with .run/pki/ca.pem) and an admin caller token in\n"
+        "WEBOOKCTL_SMS_TOKEN.",
         records,
         common,
     )

@@ -29,7 +29,7 @@ from devstack.suite import (
     service_env,
     service_process,
 )
-from devstack.tls import GATEWAY, PKI_DIR, stack_identities, stack_pki
+from devstack.tls import GATEWAY, PKI_DIR, certificate_identities, stack_pki
 from kit.security.identity import dns_name, spiffe_id
 from kit.security.pki import ensure_local_pki
 
@@ -72,7 +72,7 @@ def test_the_stack_pki_is_made_once_and_reused_across_restarts(tmp_path: Path) -
     assert first.pki.directory == (tmp_path / "run" / PKI_DIR).resolve()
     made = _snapshot(first.pki.directory)
     expected = {"ca.pem", "ca-key.pem"}
-    for name in stack_identities():
+    for name in certificate_identities():
         expected |= {f"{name}.pem", f"{name}-key.pem"}
     assert set(made) == expected
 

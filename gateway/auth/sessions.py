@@ -46,6 +46,17 @@ sent in the last ``feed_max_lag`` seconds (1 s: the bound on staleness if the co
 stalls silently). Only answers Redis gave are cached, never the fallback of an outage; the
 cache holds at most 100 000 sessions.
 
+**All sessions of a user** (:meth:`SessionRevocations.revoke_user`, ``webookctl sessions
+revoke --user``): a mark ``users:revoked-before:<uid>`` holding an instant T (epoch seconds,
+kept for the refresh lifetime) refuses every token of that user issued at or before T
+(``iat``, whole seconds: a login in the very second of the mark is refused too and must be
+repeated). It is written and announced like a logout, in one transaction, on the same
+channel (the member ``user:<uid>:<T>``; session ids never contain ``:``), and read in the
+same round trip as the session's own key. Every mark this process learns (announced, read,
+or written here) is kept in memory for the refresh lifetime and checked before anything
+else, so the cache of check answers and the fail-static rules above never let such a token
+through.
+
 Without the feed, checks may instead be cached for ``cache_ttl`` seconds (at most 1) per
 session id: a session revoked by *another* gateway process is then still accepted here for
 at most that long. Either way a revocation through this process takes effect here at once
@@ -75,6 +86,10 @@ from kit.redisx import fallback_reads
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX: Final = "users:ssid:"
+# users:revoked-before:<uid> -> T: the user's tokens issued at or before T are refused.
+USER_KEY_PREFIX: Final = "users:revoked-before:"
+# The announcement of a user mark on REVOKED_CHANNEL: user:<uid>:<T>.
+USER_MEMBER_PREFIX: Final = "user:"
 # Where revoked session ids are announced to every gateway process.
 REVOKED_CHANNEL: Final = "webook:gateway:sessions:revoked"
 # Most session ids the check cache holds; beyond, it is emptied (a burst of new sessions).
@@ -139,6 +154,8 @@ class SessionRevocations:
         self._last_contact: float | None = None
         # ssid -> until when (monotonic) it is known revoked: every revocation seen here.
         self._revoked: dict[str, float] = {}
+        # uid -> (T, until when it is kept): every user mark seen here.
+        self._user_marks: dict[int, tuple[float, float]] = {}
         # ssid -> (whether active, when the answer expires); the TTL cache, without the feed.
         self._cache: dict[str, tuple[bool, float]] = {}
         # ssid -> when Redis last said it was active; fail-static without the feed.
@@ -170,6 +187,22 @@ class SessionRevocations:
             self._last_active = {}
 
     @property
+    def cache_ttl(self) -> float:
+        """Seconds a check's answer is reused without the feed (0 with it)."""
+        return self._cache_ttl
+
+    @cache_ttl.setter
+    def cache_ttl(self, seconds: float) -> None:
+        # Live (session_check_cache_ttl): answers cached before keep their expiry, which
+        # is at most the old value away. With the feed the TTL cache is not used.
+        if seconds < 0:
+            raise ValueError("cache_ttl must not be negative")
+        if self._feed is None:
+            self._cache_ttl = seconds
+            if not seconds:
+                self._cache.clear()
+
+    @property
     def feed(self) -> InvalidationFeed | None:
         """The revocation subscription (None when checks are not cached that way)."""
         return self._feed
@@ -190,11 +223,21 @@ class SessionRevocations:
         and the feed's last word recent enough)."""
         return self._checked is not None and self._checked.serving_stale
 
-    async def is_active(self, ssid: str, *, issued_at: float | None = None) -> bool:
+    async def is_active(
+        self, ssid: str, *, issued_at: float | None = None, uid: int | None = None
+    ) -> bool:
         """Whether the session has not been revoked (see the module docstring for caching
         and for what happens while Redis is unreachable; ``issued_at``: the token's ``iat``,
-        epoch seconds)."""
+        epoch seconds; ``uid``: its user, whose mark is checked when both are given)."""
         if self._revoked and self._known_revoked(ssid):
+            return False
+        user_checked = uid is not None and issued_at is not None
+        if (
+            uid is not None
+            and issued_at is not None
+            and self._user_marks
+            and self._marked(uid, issued_at)
+        ):
             return False
         checked = self._checked
         ticket = 0
@@ -209,10 +252,23 @@ class SessionRevocations:
             if cached is not None and cached[1] > self._clock():
                 return cached[0]
         try:
-            revoked = await self._bounded(self._redis.exists(KEY_PREFIX + ssid))
+            if user_checked:
+                session, mark = await self._bounded(
+                    self._redis.mget(KEY_PREFIX + ssid, f"{USER_KEY_PREFIX}{uid}")
+                )
+                revoked = session is not None
+            else:
+                revoked = bool(await self._bounded(self._redis.exists(KEY_PREFIX + ssid)))
+                mark = None
         except (RedisError, OSError) as exc:
             return self._unreachable(ssid, exc, issued_at)
         self._recovered()
+        if mark is not None and uid is not None:
+            before = _mark_value(mark)
+            if before is not None:
+                self._remember_mark(uid, before)
+                if issued_at is not None and issued_at <= before:
+                    return False
         active = not revoked
         if not active:
             self._remember_revoked(ssid)
@@ -263,6 +319,25 @@ class SessionRevocations:
         # iat has whole seconds: a token of the contact's own second counts as after it.
         return issued_at >= math.floor(time.time() - elapsed)
 
+    def _marked(self, uid: int, issued_at: float) -> bool:
+        """Whether a user mark known here refuses a token of ``uid`` issued at ``issued_at``."""
+        entry = self._user_marks.get(uid)
+        if entry is None:
+            return False
+        before, until = entry
+        if until <= self._clock():
+            del self._user_marks[uid]
+            return False
+        return issued_at <= before
+
+    def _remember_mark(self, uid: int, before: float) -> None:
+        known = self._user_marks.pop(uid, None)
+        if known is not None:
+            before = max(before, known[0])
+        if len(self._user_marks) >= CACHE_MAX_ENTRIES:
+            del self._user_marks[next(iter(self._user_marks))]
+        self._user_marks[uid] = (before, self._clock() + self._ttl)
+
     def _known_revoked(self, ssid: str) -> bool:
         until = self._revoked.get(ssid)
         if until is None:
@@ -285,6 +360,11 @@ class SessionRevocations:
     def _announced(self, member: bytes) -> None:
         """A revocation announced on the feed: dropped from the cache, remembered here."""
         ssid = member.decode()
+        if ssid.startswith(USER_MEMBER_PREFIX):
+            mark = _parse_user_member(ssid)
+            if mark is not None:
+                self._remember_mark(*mark)
+                return
         self._remember_revoked(ssid)
         if self._checked is not None:
             self._checked.invalidate(ssid)
@@ -306,6 +386,34 @@ class SessionRevocations:
             ) from exc
         self._forget(ssid)
         self._recovered()
+
+    async def revoke_user(self, uid: int, *, before: float | None = None) -> float:
+        """Refuse every token of user ``uid`` issued at or before ``before`` (default: now,
+        epoch seconds); returns that instant. Written and announced in one transaction
+        (like :meth:`revoke`); a later mark replaces an earlier one.
+
+        Raises:
+            SessionStoreUnavailable: Redis did not record it (this process refuses the
+                tokens all the same; other processes do not learn of it).
+        """
+        at = time.time() if before is None else before
+        self._remember_mark(uid, at)
+        key = f"{USER_KEY_PREFIX}{uid}"
+        value = repr(at)
+        try:
+            # Always announced: gateways with the feed listen even when this store (the
+            # operator's tool) runs without it.
+            command: tuple[object, ...] = ("SET", key, value, "EX", self._ttl)
+            member = f"{USER_MEMBER_PREFIX}{uid}:{value}"
+            await publish_invalidation(self._redis, REVOKED_CHANNEL, member, command)
+        except (RedisError, OSError) as exc:
+            self._report("revoke_user", exc)
+            raise SessionStoreUnavailable(
+                GatewayReason.SESSION_STORE_UNAVAILABLE, "session store unavailable"
+            ) from exc
+        self._recovered()
+        logger.info("user sessions revoked", extra={"uid": uid, "before": at})
+        return at
 
     async def revoke_if_active(self, ssid: str) -> bool:
         """Revoke the session unless it already was; True if this call revoked it.
@@ -363,3 +471,23 @@ class SessionRevocations:
         if self._outage:
             self._outage = False
             logger.info("session store reachable again")
+
+
+def _mark_value(raw: bytes | str) -> float | None:
+    """T of a user mark's Redis value, or None (logged) if it is not a number."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        return float(text)
+    except ValueError:
+        logger.warning("ignoring a malformed user revocation mark", extra={"value": text})
+        return None
+
+
+def _parse_user_member(member: str) -> tuple[int, float] | None:
+    """``(uid, T)`` of an announced ``user:<uid>:<T>``, or None if malformed."""
+    _, _, rest = member.partition(USER_MEMBER_PREFIX)
+    uid, sep, before = rest.partition(":")
+    try:
+        return (int(uid), float(before)) if sep else None
+    except ValueError:
+        return None

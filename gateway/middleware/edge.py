@@ -9,13 +9,20 @@ rules (per IP and global, checked with the guards; per user, checked after the l
 app's): the layer with these concerns and the ones the app adds (CORS, the login check,
 the trace context), in the layer's fixed order.
 
+Live settings: :meth:`Edge.apply_live` takes the rate-limit rules and the concurrency cap
+that the gateway's configuration centre may change at run time (``GatewaySettings``:
+``rate_limits``, ``max_active_requests``) and applies them to the running concerns at once;
+every other edge setting is restart-only.
+
 Lifecycle: Redis-backed rules need a client; call :meth:`Edge.open` with it when the app
 starts (in its lifespan) and ``await`` :meth:`Edge.aclose` when it stops.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Sequence
 from typing import Final
 
 import redis.asyncio as aioredis
@@ -25,7 +32,7 @@ from gateway.middleware.body_limit import BodyLimit
 from gateway.middleware.client_ip import TrustedProxies
 from gateway.middleware.concurrency import ConcurrencyLimit
 from gateway.middleware.cors import CorsPolicy
-from gateway.middleware.edge_settings import EdgeSettings, KeyBy
+from gateway.middleware.edge_settings import EdgeSettings, KeyBy, RateLimitRule
 from gateway.middleware.gateway_layer import GatewayLayer
 from gateway.middleware.login import LoginCheck
 from gateway.middleware.ratelimit import RateLimits
@@ -33,6 +40,8 @@ from gateway.middleware.request_id import RequestIds
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContexts
 from kit.ratelimit import Clock
+
+logger = logging.getLogger(__name__)
 
 # The concerns of GatewayLayer that come from the settings (attributes of Edge).
 _LAYER_CONCERNS: Final = (
@@ -115,6 +124,35 @@ class Edge:
             trace_contexts=trace_contexts,
             **own,
         )
+
+    def apply_live(
+        self, rate_limits: Sequence[RateLimitRule], max_active_requests: int | None
+    ) -> None:
+        """Apply the live edge values: the rule table and the concurrency cap.
+
+        ``rate_limits`` replaces the rules (a no-op when equal to those in force);
+        ``max_active_requests`` moves the cap of a running concurrency concern (None: back
+        to ``settings.max_active_requests``). A cap cannot be switched on live when the
+        process started without one: that is logged, and the cap stays off.
+        """
+        if tuple(rate_limits) != tuple(rule.config for rule in self.limits.rules):
+            self.limits.replace(rate_limits)
+        cap = max_active_requests or self.settings.max_active_requests
+        concurrency = self.concurrency
+        if concurrency is None:
+            if max_active_requests is not None:
+                logger.warning(
+                    "the concurrency cap is off in this process (edge.max_active_requests "
+                    "null at start); a live max_active_requests needs a restart to apply",
+                    extra={"max_active_requests": max_active_requests},
+                )
+            return
+        if cap is not None and cap != concurrency.max_active:
+            logger.info(
+                "concurrency cap changed",
+                extra={"before": concurrency.max_active, "after": cap},
+            )
+            concurrency.max_active = cap
 
     def open(self, redis: aioredis.Redis) -> None:
         """Use ``redis`` (owned by the caller) for the Redis-backed rate limits."""

@@ -95,7 +95,8 @@ class GatewayLayer:
         request_ids: the request-id concern.
         trace_contexts, cors, concurrency, body_limit, login: the concerns (None: off).
         limits: the rate limiters, with ``ip_rules`` checked before the login check and
-            ``user_rules`` after it.
+            ``user_rules`` after it (:meth:`RateLimits.rules_for` groups follow the live
+            rule table).
     """
 
     def __init__(
@@ -123,8 +124,9 @@ class GatewayLayer:
         self.concurrency = concurrency
         self.body_limit = body_limit
         self.limits = limits
-        self.ip_rules = tuple(ip_rules)
-        self.user_rules = tuple(user_rules)
+        # Kept as given: RateLimits hands out RuleGroups whose rules follow a live swap.
+        self.ip_rules = ip_rules
+        self.user_rules = user_rules
         self.login = login
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -68,7 +68,9 @@ class LoginCheck:
         except InvalidToken as exc:
             logger.debug("access token refused", extra={"problem": str(exc)})
             return None
-        if not await self.runtime.sessions.is_active(claims.ssid, issued_at=claims.iat):
+        if not await self.runtime.sessions.is_active(
+            claims.ssid, issued_at=claims.iat, uid=claims.uid
+        ):
             logger.debug("session revoked or unverifiable", extra={"uid": claims.uid})
             return None
         return Principal(uid=claims.uid, ssid=claims.ssid)

@@ -19,6 +19,12 @@ unreachable, each rule's ``on_backend_error`` policy decides (fail open, fail cl
 or the rule's in-process limiter), logged once per outage. Until :meth:`RateLimits.open`
 hands over a Redis client, Redis rules behave as if Redis were down.
 
+**Live rules.** :meth:`RateLimits.replace` swaps the whole rule table at run time (the
+gateway calls it when its live ``rate_limits`` setting changes): the groups handed out by
+:meth:`RateLimits.rules_for` are :class:`RuleGroup` views that follow the swap, so the next
+request is checked against the new rules. A rule whose configuration did not change keeps
+its limiter (and so its counts); a new or changed rule starts with a fresh one.
+
 Metrics: ``webook_ratelimit_requests_total{rule,result}`` and
 ``webook_ratelimit_backend_errors_total{rule,policy}`` (see
 :mod:`gateway.middleware.edge_metrics`).
@@ -28,12 +34,13 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import math
 import re
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, overload
 
 import redis.asyncio as aioredis
 from starlette.responses import Response
@@ -53,6 +60,8 @@ from kit.ratelimit import (
     RedisLimiter,
     ResilientLimiter,
 )
+
+logger = logging.getLogger(__name__)
 
 GLOBAL_KEY: Final = "all"
 _BODY: Final = json.dumps(
@@ -108,6 +117,50 @@ def _is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 
+class RuleGroup(Sequence[Rule]):
+    """The rules of :class:`RateLimits` counting per some keys, following rule swaps.
+
+    A read-only sequence whose content :meth:`RateLimits.replace` changes in one assignment:
+    a request sees either the old rules or the new ones, never a mix.
+    """
+
+    __slots__ = ("_rules", "keys")
+
+    def __init__(self, keys: Collection[KeyBy], rules: Sequence[Rule]) -> None:
+        self.keys = frozenset(keys)
+        self._rules: tuple[Rule, ...] = ()
+        self.select(rules)
+
+    def select(self, rules: Sequence[Rule]) -> None:
+        """Hold the rules of ``rules`` that count per one of :attr:`keys`, in order."""
+        self._rules = tuple(rule for rule in rules if rule.config.key in self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> Rule: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Rule]: ...
+    def __getitem__(self, index: int | slice) -> Rule | Sequence[Rule]:
+        return self._rules[index]
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self._rules)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RuleGroup):
+            return self._rules == other._rules
+        if isinstance(other, tuple):
+            return self._rules == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
+
+    def __repr__(self) -> str:
+        return f"RuleGroup({[rule.name for rule in self._rules]!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a request was refused: the rule and its decision."""
@@ -160,24 +213,67 @@ class RateLimits:
         self._retry_interval = retry_interval
         self._local_max_keys = local_max_keys
         self._clock = clock
-        self._redis_limiters: list[RedisLimiter] = []
-        self.rules = tuple(Rule(rule, self._limiter(rule, None)) for rule in rules)
+        self._redis: aioredis.Redis | None = None
+        # The Redis limiters of each rule by name: their batch flushers stop with the rule.
+        self._redis_limiters: dict[str, list[RedisLimiter]] = {}
+        self._groups: list[RuleGroup] = []
+        self.rules: tuple[Rule, ...] = tuple(
+            Rule(rule, self._limiter(rule, None)) for rule in rules
+        )
 
     def open(self, redis: aioredis.Redis) -> None:
         """Start using ``redis`` (owned by the caller) for the Redis-backed rules."""
+        self._redis = redis
         for rule in self.rules:
             if rule.config.backend == "redis":
                 rule.limiter = self._limiter(rule.config, redis)
 
     async def aclose(self) -> None:
         """Stop the Redis limiters' batch flushers (the client is the caller's to close)."""
-        for limiter in self._redis_limiters:
-            await limiter.aclose()
+        limiters = [limiter for group in self._redis_limiters.values() for limiter in group]
         self._redis_limiters.clear()
+        for limiter in limiters:
+            await limiter.aclose()
 
-    def rules_for(self, keys: Collection[KeyBy]) -> tuple[Rule, ...]:
-        """The rules counting per one of ``keys``, in order."""
-        return tuple(rule for rule in self.rules if rule.config.key in keys)
+    def rules_for(self, keys: Collection[KeyBy]) -> RuleGroup:
+        """The rules counting per one of ``keys``, in order, following :meth:`replace`."""
+        group = RuleGroup(keys, self.rules)
+        self._groups.append(group)
+        return group
+
+    def replace(self, rules: Sequence[RateLimitRule]) -> None:
+        """Check requests against ``rules`` from now on (the live rule table).
+
+        A rule equal to one in force keeps its limiter and counts; the others get new
+        limiters (Redis-backed once :meth:`open` was called). The limiters of rules that
+        left or changed are dropped, not closed: checks already queued on them are still
+        answered, and their batch flushers end by themselves once idle.
+        """
+        current = {rule.name: rule for rule in self.rules}
+        previous, self._redis_limiters = self._redis_limiters, {}
+        fresh: list[Rule] = []
+        kept: list[str] = []
+        for config in rules:
+            old = current.get(config.name)
+            if old is not None and old.config == config:
+                fresh.append(old)
+                kept.append(config.name)
+                if config.name in previous:
+                    self._redis_limiters[config.name] = previous[config.name]
+            else:
+                fresh.append(Rule(config, self._limiter(config, self._redis)))
+        self.rules = tuple(fresh)
+        for group in self._groups:
+            group.select(self.rules)
+        names = [rule.name for rule in self.rules]
+        logger.info(
+            "rate-limit rules replaced",
+            extra={
+                "rules": names,
+                "kept": kept,
+                "removed": sorted(set(current) - set(names)),
+            },
+        )
 
     def _limiter(self, rule: RateLimitRule, redis: aioredis.Redis | None) -> Limiter:
         def local() -> Limiter:
@@ -195,7 +291,7 @@ class RateLimits:
                 prefix=f"{self._key_prefix}:{rule.name}",
                 batching=self._batching,
             )
-            self._redis_limiters.append(remote)
+            self._redis_limiters.setdefault(rule.name, []).append(remote)
             primary = remote
         return ResilientLimiter(
             primary,

@@ -21,6 +21,15 @@ another when it leaves.
 Only the token is verified for this (signature, expiry, User-Agent), not its session's
 revocation: the key grants nothing, and a public route must not wait on the session store.
 
+**Gray release.** The affinity is behind the rollout ``search_affinity``
+(:mod:`kit.gray`, hash mode on the reader, ``user:<id>`` or ``ip:<address>``): a reader on
+the new side gets its key, a reader on the other side gets none, so its searches go round
+robin as before affinity existed. The default is 100 %, what the gateway shipped with:
+every known reader gets a key until ``gray_rollouts`` says otherwise
+(``webookctl config set gateway gray_rollouts='{"search_affinity": {"percent": 0}}'``
+turns the affinity off at once; docs/configuration.md, "Gray release"). The percent is
+read from the gateway's settings in force at every search (:func:`current_settings`).
+
 A query holding a control character is refused here (code 4, before the service); a query
 the service refuses (empty, too long, too many terms, a page past the first 1000 results)
 answers code 4 with the service's message; an unavailable index answers code 5 "system
@@ -37,6 +46,7 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator
+from starlette.applications import Starlette
 from starlette.types import Scope
 
 from gateway import presenters
@@ -55,6 +65,7 @@ from gateway.schemas.search import (
     check_query_text,
 )
 from gateway.settings import GatewaySettings
+from kit.gray import Gray, Rollout
 from webook.search.v1 import search_pb2
 
 router = APIRouter(prefix="/search", tags=["search"])
@@ -77,6 +88,11 @@ QUERY_HELP: Final = (
 _AFFINITY_LABEL: Final = b"webook search reader affinity v1"
 # 128 bits of the HMAC, as hex: plenty to spread readers over a ring.
 _AFFINITY_HEX_CHARS: Final = 32
+
+SEARCH_AFFINITY_ROLLOUT: Final = "search_affinity"
+"""The rollout of reader affinity (see the module docstring)."""
+SEARCH_AFFINITY_DEFAULT: Final = Rollout(mode="hash", percent=100)
+"""Every known reader has affinity until the rollout is configured."""
 
 
 class ReaderAffinity:
@@ -127,15 +143,41 @@ class ReaderAffinity:
 
     def key(self, scope: Scope, authorization: str | None, user_agent: str) -> str:
         """The reader's opaque key (empty when the reader is unknown: round robin)."""
-        reader = self.reader(scope, authorization, user_agent)
+        return self.key_of(self.reader(scope, authorization, user_agent))
+
+    def key_of(self, reader: str) -> str:
+        """The opaque key of ``reader`` (as :meth:`reader` says it; empty: empty)."""
         if not reader:
             return ""
         digest = hmac.new(self._secret, reader.encode(), hashlib.sha256).hexdigest()
         return digest[:_AFFINITY_HEX_CHARS]
 
 
+def current_settings(app: Starlette, runtime: Runtime) -> GatewaySettings:
+    """The gateway's settings in force: ``app.state.live.current`` (what the lifespan keeps
+    following the gateway's :class:`~kit.liveconfig.LiveSettings`) when the app has it,
+    else the settings read at start (a gateway without live settings)."""
+    current = getattr(getattr(app.state, "live", None), "current", None)
+    return current if isinstance(current, GatewaySettings) else runtime.settings
+
+
+class _SettingsInForce:
+    """The rollouts' source for :class:`~kit.gray.Gray`: :func:`current_settings`, read at
+    each decision."""
+
+    def __init__(self, app: Starlette, runtime: Runtime) -> None:
+        self._app = app
+        self._runtime = runtime
+
+    @property
+    def current(self) -> GatewaySettings:
+        """The settings in force now."""
+        return current_settings(self._app, self._runtime)
+
+
 def _affinity_of(request: Request, runtime: Runtime) -> ReaderAffinity:
-    # Built on the first search and kept with the app: the settings never change.
+    # Built on the first search and kept with the app: the keys and proxies it holds are
+    # restart-only settings.
     affinity = getattr(request.app.state, "search_affinity", None)
     if not isinstance(affinity, ReaderAffinity):
         affinity = ReaderAffinity.from_settings(runtime.settings, runtime.tokens)
@@ -143,13 +185,30 @@ def _affinity_of(request: Request, runtime: Runtime) -> ReaderAffinity:
     return affinity
 
 
+def _gray_of(request: Request, runtime: Runtime) -> Gray:
+    # Kept with the app too; it reads the rollouts in force at each decision, not here.
+    gray = getattr(request.app.state, "search_gray", None)
+    if not isinstance(gray, Gray):
+        gray = Gray(
+            _SettingsInForce(request.app, runtime),
+            defaults={SEARCH_AFFINITY_ROLLOUT: SEARCH_AFFINITY_DEFAULT},
+        )
+        request.app.state.search_gray = gray
+    return gray
+
+
 async def affinity_key(request: Request, runtime: RuntimeDep) -> str:
-    """The request's reader affinity key (``async``: see :func:`gateway.deps.get_runtime`)."""
-    return _affinity_of(request, runtime).key(
+    """The request's reader affinity key, empty for a reader the ``search_affinity``
+    rollout leaves out (``async``: see :func:`gateway.deps.get_runtime`)."""
+    affinity = _affinity_of(request, runtime)
+    reader = affinity.reader(
         request.scope,
         request.headers.get("authorization"),
         request.headers.get("user-agent", ""),
     )
+    if not reader or not _gray_of(request, runtime).is_new(SEARCH_AFFINITY_ROLLOUT, reader):
+        return ""
+    return affinity.key_of(reader)
 
 
 AffinityKeyDep = Annotated[str, Depends(affinity_key)]

@@ -98,7 +98,11 @@ async def refresh_token(
         claims = runtime.tokens.verify(credentials.credentials, TokenType.REFRESH, user_agent)
     except InvalidToken as exc:
         raise _session_ended() from exc
-    if not await runtime.sessions.revoke_if_active(claims.ssid):
+    # The user's revocation mark (all sessions revoked) refuses a refresh token as it does
+    # an access token; the rotation below then revokes the session itself.
+    if not await runtime.sessions.is_active(
+        claims.ssid, issued_at=claims.iat, uid=claims.uid
+    ) or not await runtime.sessions.revoke_if_active(claims.ssid):
         raise _session_ended()
     set_token_headers(response, runtime.tokens.issue(claims.uid, user_agent))
     return Ack()

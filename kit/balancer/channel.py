@@ -16,9 +16,10 @@ on ``failover_codes``; everything else is sent once. Only unary-unary methods ex
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
@@ -125,6 +126,8 @@ class BalancedChannel(grpc.aio.Channel):
         self._policy = policy
         self._discovery = discovery
         self._config = config or BalancerConfig()
+        # Operator weights by endpoint address, over the registry's (reconfigure).
+        self._weights: dict[str, int] = {}
         self._interceptors = tuple(interceptors)
         self._channel_factory = channel_factory or self._insecure_channel
         self._owns_discovery = owns_discovery
@@ -166,6 +169,48 @@ class BalancedChannel(grpc.aio.Channel):
     def endpoints(self) -> tuple[EndpointState, ...]:
         """The current endpoints with their weights and health (sorted by instance id)."""
         return tuple(self._subchannels[key] for key in sorted(self._subchannels))
+
+    def reconfigure(self, config: BalancerConfig, weights: Mapping[str, int] | None = None) -> None:
+        """Balance by ``config`` from now on, on a live channel (live settings).
+
+        Calls already started finish as they began; the next calls use the new
+        configuration. Every endpoint keeps its health and its effective weight ratio,
+        judged from now on by the new ejection and weight tunables. The policy may change
+        (the hash ring is built or dropped). ``weights`` sets the weight of endpoints by
+        address (``host:port``) over what the registry announces; an address it does not
+        name takes the registry's weight again. ``max_in_flight_per_endpoint`` and
+        ``channel_options`` apply to endpoint channels opened from now on.
+        """
+        if self._closed:
+            return
+        old = self._config
+        self._config = config
+        self._weights = dict(weights or {})
+        for subchannel in self._subchannels.values():
+            subchannel.reconfigure(config)
+        if config.policy is Policy.CONSISTENT_HASH:
+            if self._ring is None or config.virtual_nodes != old.virtual_nodes:
+                self._ring = ConsistentHashRing(config.virtual_nodes)
+                self._ring.set_endpoints([self._subchannels[k] for k in sorted(self._subchannels)])
+        else:
+            self._ring = None
+        self._on_instances(self._discovery.instances())
+        logger.info(
+            "balancer reconfigured",
+            extra={
+                "service": self._service,
+                "policy": config.policy.value,
+                "weights": self._weights,
+                "eject_after_failures": config.eject_after_failures,
+                "ejection_seconds": config.ejection_seconds,
+            },
+        )
+
+    def _weighted(self, instance: ServiceInstance) -> ServiceInstance:
+        weight = self._weights.get(instance.addr)
+        if weight is None or weight == instance.weight:
+            return instance
+        return dataclasses.replace(instance, weight=weight)
 
     # -- grpc.aio.Channel -------------------------------------------------------------
 
@@ -400,7 +445,7 @@ class BalancedChannel(grpc.aio.Channel):
     def _on_instances(self, instances: Iterable[ServiceInstance]) -> None:
         if self._closed:
             return
-        wanted = {instance.instance_id: instance for instance in instances}
+        wanted = {instance.instance_id: self._weighted(instance) for instance in instances}
         added: list[str] = []
         removed: list[str] = []
         for key, current in list(self._subchannels.items()):

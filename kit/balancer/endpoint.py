@@ -66,6 +66,11 @@ class EndpointState:
             f"effective={self.effective_weight:g}, health={self.health.value})"
         )
 
+    def reconfigure(self, config: BalancerConfig) -> None:
+        """Judge health by ``config`` from now on (live ejection and weight tunables); the
+        current weights and health state stay."""
+        self._config = config
+
     def update_instance(self, instance: ServiceInstance) -> None:
         """Take new registry metadata (e.g. a changed weight) without losing health."""
         ratio = self.effective_weight / self.weight

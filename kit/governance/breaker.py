@@ -235,6 +235,12 @@ class AdaptiveThrottle:
         self._window = SlidingWindow(config.window, config.buckets, clock=clock)
         self._random = random_source
 
+    def reconfigure(self, config: BreakerConfig) -> None:
+        """Take ``config``'s ``k`` and ``min_requests``; the window's history stays (a new
+        ``window``/``buckets`` needs a new throttle: :meth:`CircuitBreaker.reconfigure`)."""
+        self._k = config.k
+        self._min_requests = config.min_requests
+
     def rejection_probability(self) -> float:
         """The probability with which a call is rejected now: 0 when closed."""
         requests, accepts = self._window.totals()
@@ -306,6 +312,27 @@ class CircuitBreaker:
         self._gauges: dict[str, tuple[Any, Any]] = {}
         # Key -> the rejection probability last written to its gauges.
         self._published: dict[str, float] = {}
+
+    @property
+    def config(self) -> BreakerConfig:
+        """The parameters in force."""
+        return self._config
+
+    def reconfigure(self, config: BreakerConfig) -> None:
+        """Judge by ``config`` from now on (live thresholds).
+
+        A change of ``k`` or ``min_requests`` applies to the breakers in place, keeping
+        their history; a change of ``window``, ``buckets`` or ``scope`` starts every breaker
+        afresh (closed, empty window). ``enabled`` is the client policy's to apply
+        (:meth:`kit.governance.UnaryClientPolicy.reconfigure`).
+        """
+        old, self._config = self._config, config
+        if (old.window, old.buckets, old.scope) != (config.window, config.buckets, config.scope):
+            self._throttles.clear()
+            self._published.clear()
+            return
+        for throttle in self._throttles.values():
+            throttle.reconfigure(config)
 
     def key_for(self, full_method: str | bytes) -> str:
         """The breaker key (and ``target`` metric label) governing ``full_method``."""

@@ -76,6 +76,9 @@ class UnaryClientPolicy:
         clock).
         """
         config = config or GovernanceConfig()
+        self._target = target_service
+        self._fallbacks = fallbacks
+        self._metrics_given = metrics
         self._tracing = Tracing(tracer_provider) if config.tracing else None
         self._metrics = (metrics or default_metrics()) if config.metrics else None
         self._deadlines = Deadlines(config.deadline)
@@ -85,6 +88,23 @@ class UnaryClientPolicy:
             )
         self.breaker = breaker
         self._methods: dict[str, _Method] = {}
+
+    def reconfigure(self, config: GovernanceConfig) -> None:
+        """Take ``config``'s deadline and breaker parts from now on (live settings).
+
+        The breaker is created when switched on, dropped when switched off, and otherwise
+        keeps its history (:meth:`CircuitBreaker.reconfigure`). Tracing and metrics stay as
+        built.
+        """
+        self._deadlines = Deadlines(config.deadline)
+        if not config.breaker.enabled:
+            self.breaker = None
+        elif self.breaker is None:
+            self.breaker = CircuitBreaker(
+                self._target, config.breaker, fallbacks=self._fallbacks, metrics=self._metrics_given
+            )
+        else:
+            self.breaker.reconfigure(config.breaker)
 
     def _method(self, full_method: str) -> _Method:
         method = self._methods.get(full_method)

@@ -61,7 +61,7 @@ from kit.governance.context import reset_deadline
 from kit.governance.deadline import Deadlines
 from kit.governance.metrics import GovernanceMetrics, MethodMetrics, default_metrics
 from kit.governance.ratelimit import RateLimiter
-from kit.governance.shedding import CpuReader, LoadShedder
+from kit.governance.shedding import CpuReader, LoadShedder, SheddingConfig
 from kit.governance.tracing import Tracing
 from kit.ratelimit import Clock
 from kit.security.identity import peer_identity
@@ -269,6 +269,31 @@ class GovernedServerInterceptor(ServerInterceptorBase):
         self._guarded: dict[str, tuple[MethodHandler, MethodHandler]] = {}
         self._ungoverned: set[str] = set()
         self.authorizer = authorizer
+
+    def reconfigure_shedding(self, config: SheddingConfig) -> None:
+        """Shed by ``config``'s limits from now on (live thresholds).
+
+        Only the limits of a running shedder change: switching shedding on or off
+        (``enabled``) needs a restart, since calls in flight hold slots of the shedder they
+        entered. Such a change is logged and ignored.
+        """
+        if self.shedder is None or not config.enabled:
+            if config.enabled != (self.shedder is not None):
+                logger.warning(
+                    "switching load shedding on or off needs a restart; limits unchanged",
+                    extra={"enabled": config.enabled},
+                )
+            return
+        if config != self.shedder.config:
+            logger.info(
+                "load shedding limits changed",
+                extra={
+                    "max_in_flight": config.max_in_flight,
+                    "cpu_threshold": config.cpu_threshold,
+                    "cpu_in_flight_floor": config.cpu_in_flight_floor,
+                },
+            )
+            self.shedder.reconfigure(config)
 
     async def aclose(self) -> None:
         """Stop the shedder's CPU sampler."""

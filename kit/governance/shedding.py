@@ -139,6 +139,27 @@ class LoadShedder:
             )
 
     @property
+    def config(self) -> SheddingConfig:
+        """The limits in force."""
+        return self._config
+
+    def reconfigure(self, config: SheddingConfig) -> None:
+        """Shed by ``config`` from now on (live thresholds); calls in flight keep their slot.
+
+        Turning the CPU rule on starts a sampler (when an event loop runs, else at
+        :meth:`start`); turning it off leaves a running sampler alone, unread. The sampling
+        interval and decay of a running sampler stay as they were.
+        """
+        self._config = config
+        if config.cpu_threshold is not None and self._sampler is None:
+            self._sampler = CpuSampler(config.cpu_sample_interval, config.cpu_decay)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._sampler.start()
+
+    @property
     def in_flight(self) -> int:
         """Calls admitted by this shedder and still executing."""
         return self._in_flight

@@ -22,6 +22,13 @@ With TLS on in the settings, every endpoint channel dials over mutual TLS and ch
 the server's certificate names the target service (:mod:`kit.security.tls`); the client
 certificate files are watched, and when they change every channel re-opens its endpoint
 channels with the new certificate (calls in flight finish on the old ones).
+
+**Live tuning** (:class:`ClientTuning`): the breaker thresholds, the ejection tunables and
+per-endpoint weights of every channel change on live channels (:meth:`ServiceClients.tune`):
+the next calls use them, breakers and endpoints keep their history. A process whose settings
+carry a live ``client_tuning`` field follows it with :meth:`ServiceClients.follow` (its
+:class:`~kit.liveconfig.LiveSettings`); the gateway does. Everything else about a channel
+(peers, policy per peer, TLS, attempts, timeouts) is read once.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
+from typing import Any, Self
 
 import grpc
 from google.protobuf import descriptor_pool
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kit.balancer import (
     BalancedChannel,
@@ -50,10 +59,90 @@ from kit.governance import (
     UnaryClientPolicy,
 )
 from kit.grpcx.idempotency import declared_idempotent
+from kit.liveconfig import LiveSettings
 from kit.registry import EtcdRegistry, EtcdRegistryConfig, Registry
 from kit.security.tls import ClientTls, TlsFiles, mtls_channel_factory
 
 logger = logging.getLogger(__name__)
+
+
+class ClientTuning(BaseModel):
+    """The live tunables of a process's gRPC channels (one JSON object in the settings).
+
+    Each field left unset (None) keeps what the process configured at start:
+
+    - ``breaker_k`` / ``breaker_min_requests``: the adaptive breaker's thresholds
+      (:class:`kit.governance.BreakerConfig`); lower ``k`` throttles sooner;
+    - ``eject_after_failures`` / ``ejection_seconds`` / ``max_ejection_seconds``: when an
+      endpoint is ejected and for how long (:class:`kit.balancer.BalancerConfig`);
+    - ``endpoint_weights``: service -> endpoint address (``host:port``) -> weight (1-100),
+      over the weight the instance registered; an endpoint not named keeps its own.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    breaker_k: float | None = Field(default=None, gt=0)
+    breaker_min_requests: int | None = Field(default=None, ge=0)
+    eject_after_failures: int | None = Field(default=None, ge=1)
+    ejection_seconds: float | None = Field(default=None, gt=0)
+    max_ejection_seconds: float | None = Field(default=None, gt=0)
+    endpoint_weights: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        # An unset side is judged at its default (what every process configures today).
+        defaults = BalancerConfig()
+        first = (
+            defaults.ejection_seconds if self.ejection_seconds is None else self.ejection_seconds
+        )
+        cap = (
+            defaults.max_ejection_seconds
+            if self.max_ejection_seconds is None
+            else self.max_ejection_seconds
+        )
+        if first > cap:
+            raise ValueError(
+                f"ejection_seconds ({first:g}) must not exceed max_ejection_seconds ({cap:g})"
+            )
+        for service, weights in self.endpoint_weights.items():
+            for address, weight in weights.items():
+                if not 1 <= weight <= 100:
+                    raise ValueError(
+                        f"endpoint_weights[{service!r}][{address!r}] must be 1-100, got {weight}"
+                    )
+        return self
+
+    def breaker(self, base: BreakerConfig) -> BreakerConfig:
+        """``base`` with the thresholds set here."""
+        return dataclasses.replace(
+            base,
+            k=base.k if self.breaker_k is None else self.breaker_k,
+            min_requests=(
+                base.min_requests
+                if self.breaker_min_requests is None
+                else self.breaker_min_requests
+            ),
+        )
+
+    def balancer(self, base: BalancerConfig) -> BalancerConfig:
+        """``base`` with the ejection tunables set here (``ValueError`` if the result has a
+        first cool-down longer than its cap)."""
+        return dataclasses.replace(
+            base,
+            eject_after_failures=(
+                base.eject_after_failures
+                if self.eject_after_failures is None
+                else self.eject_after_failures
+            ),
+            ejection_seconds=(
+                base.ejection_seconds if self.ejection_seconds is None else self.ejection_seconds
+            ),
+            max_ejection_seconds=(
+                base.max_ejection_seconds
+                if self.max_ejection_seconds is None
+                else self.max_ejection_seconds
+            ),
+        )
 
 
 class ServiceClients:
@@ -69,13 +158,15 @@ class ServiceClients:
         fallbacks: Mapping[str, Fallback] | None = None,
         balancing: Mapping[str, PeerBalancing] | None = None,
         tls: ClientTls | None = None,
+        tuning: ClientTuning | None = None,
     ) -> None:
         """Clients over ``registry`` (or the static ``peers``), governed and balanced.
 
         ``balancer`` is the configuration of every channel; ``balancing`` overrides its
         policy per target service (see :class:`kit.config.PeerBalancing`). With ``tls``,
         channels dial over mutual TLS and follow its certificate changes; ``tls`` is
-        watched from the first channel on and stopped by :meth:`close`.
+        watched from the first channel on and stopped by :meth:`close`. ``tuning`` is laid
+        over ``governance`` and ``balancer`` (:meth:`tune` changes it on live channels).
         """
         self._registry = registry
         self._peers = dict(peers or {})
@@ -83,6 +174,7 @@ class ServiceClients:
         self._balancer = balancer or BalancerConfig(is_idempotent=declared_idempotent)
         self._balancing = dict(balancing or {})
         self._fallbacks = dict(fallbacks or {})
+        self._tuning = tuning or ClientTuning()
         self._channels: dict[str, BalancedChannel] = {}
         self._lock = asyncio.Lock()
         self._tls = tls
@@ -129,6 +221,7 @@ class ServiceClients:
             fallbacks=fallbacks,
             balancing=settings.peer_balancing,
             tls=tls,
+            tuning=_tuning_of(settings),
         )
 
     async def channel(self, service: str) -> grpc.aio.Channel:
@@ -137,8 +230,8 @@ class ServiceClients:
             existing = self._channels.get(service)
             if existing is not None:
                 return existing
-            config = self._config_for(service)
-            policy = UnaryClientPolicy(service, self._governance, fallbacks=self._fallbacks)
+            config = self._tuned_config(service)
+            policy = UnaryClientPolicy(service, self._tuned_governance(), fallbacks=self._fallbacks)
             factory = None
             if self._tls is not None:
                 factory = mtls_channel_factory(service, self._tls, options=config.channel_options)
@@ -165,6 +258,9 @@ class ServiceClients:
                     "no registry and no static address for a service; its calls will fail",
                     extra={"target": service},
                 )
+            weights = self._tuning.endpoint_weights.get(service)
+            if weights:
+                created.reconfigure(config, weights)
             self._channels[service] = created
             logger.info(
                 "client channel created",
@@ -190,6 +286,51 @@ class ServiceClients:
             hash_methods=dict(balancing.hash_methods),
         )
 
+    @property
+    def tuning(self) -> ClientTuning:
+        """The live tunables in force."""
+        return self._tuning
+
+    def tune(self, tuning: ClientTuning) -> None:
+        """Apply ``tuning`` to every channel now and to those created later.
+
+        Each channel's breaker takes the new thresholds (keeping its history), its
+        endpoints the new ejection tunables and weights (keeping their health); calls
+        already started finish as they began.
+        """
+        self._tuning = tuning
+        governance = self._tuned_governance()
+        for service, channel in self._channels.items():
+            channel.reconfigure(self._tuned_config(service), tuning.endpoint_weights.get(service))
+            policy = channel.policy
+            if isinstance(policy, UnaryClientPolicy):
+                policy.reconfigure(governance)
+        logger.info(
+            "client tuning applied",
+            extra={"channels": sorted(self._channels), "tuning": tuning.model_dump()},
+        )
+
+    def follow(self, live: LiveSettings[Any]) -> None:
+        """Apply the ``client_tuning`` of ``live`` now and after each change of it."""
+        tuning = _tuning_of(live.current)
+        if tuning is not None and tuning != self._tuning:
+            self.tune(tuning)
+
+        def changed(old: Any, new: Any) -> None:
+            tuning = _tuning_of(new)
+            if tuning is not None and tuning != _tuning_of(old):
+                self.tune(tuning)
+
+        live.subscribe(changed)
+
+    def _tuned_governance(self) -> GovernanceConfig:
+        return dataclasses.replace(
+            self._governance, breaker=self._tuning.breaker(self._governance.breaker)
+        )
+
+    def _tuned_config(self, service: str) -> BalancerConfig:
+        return self._tuning.balancer(self._config_for(service))
+
     def _reopen_channels(self) -> None:
         """New client credentials: every channel re-opens its endpoint channels."""
         for channel in self._channels.values():
@@ -207,6 +348,12 @@ class ServiceClients:
         self._channels.clear()
         if self._registry is not None:
             await self._registry.close()
+
+
+def _tuning_of(settings: object) -> ClientTuning | None:
+    """The ``client_tuning`` of a process's settings, if its settings class has one."""
+    tuning = getattr(settings, "client_tuning", None)
+    return tuning if isinstance(tuning, ClientTuning) else None
 
 
 def check_hash_field(service: str, method: str, path: str) -> None:

@@ -85,6 +85,7 @@ Step = Callable[[], Awaitable[None] | None]
 """A start or stop step of a component: a plain function or a coroutine function."""
 
 T = TypeVar("T")
+SettingsT = TypeVar("SettingsT", bound=GrpcServiceSettings)
 
 
 class Component(Protocol):
@@ -274,6 +275,22 @@ class ServiceRunner:
         """
         add_guarded(add_to_server, servicer, self.server)
         self._service_names.append(full_name)
+
+    def settings_in_force(self, settings: SettingsT) -> Callable[[], SettingsT]:
+        """The settings in force at each call: the live ones when the process follows etcd
+        (:attr:`live`), else ``settings``. Components read live fields through it per use
+        (a cache's TTL at each write), so a change applies to the next use."""
+        live = self.live
+        if live is None:
+            return lambda: settings
+        kind = type(settings)
+
+        def current() -> SettingsT:
+            applied = live.current
+            # The runner types its live settings broadly; they are the process's own class.
+            return applied if isinstance(applied, kind) else settings
+
+        return current
 
     def mount(self, servicer: object) -> None:
         """Mount ``servicer``, an instance of a generated ``<Name>Servicer`` subclass.

@@ -140,6 +140,9 @@ class LiveSettings(Generic[T]):
         self._labels = {"service": service}
         metrics.VALID.labels(**self._labels).set(1)
         metrics.VERSION.labels(**self._labels).set(0)
+        # Counters exported at 0 from the start, so that increase() sees the first failure.
+        metrics.APPLY_FAILURES.labels(**self._labels)
+        metrics.IGNORED_KEYS.labels(**self._labels)
 
     @property
     def synced(self) -> bool:

@@ -12,6 +12,7 @@ once the server serves (``kit.outbox``). The command line is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Unpack
 
 from kit.grpcx.cli import run_service
@@ -23,7 +24,7 @@ from kit.grpcx.process import (
     wire_producer,
 )
 from kit.grpcx.server import ServiceRunner
-from services.article.domain import tiered_ttl
+from services.article.domain import Popularity, PublishedArticle, PublishedTtlPolicy, tiered_ttl
 from services.article.events import KafkaArticleEvents, outbox_topic_specs, topic_specs
 from services.article.grpc_api import ArticleServicer
 from services.article.peers import RemotePopularity, UserServiceAuthors
@@ -35,6 +36,22 @@ from services.article.repository.cache import (
 )
 from services.article.service import ArticleService, PublishedArticleCache
 from services.article.settings import ArticleSettings
+
+
+def live_ttl_policy(now: Callable[[], ArticleSettings]) -> PublishedTtlPolicy:
+    """The reader views' TTL policy (:func:`tiered_ttl`) of the settings in force at each
+    cache write (a write follows a miss or a publication: building it each time is cheap)."""
+
+    def ttl(article: PublishedArticle, popularity: Popularity) -> int:
+        settings = now()
+        return tiered_ttl(
+            base_s=settings.published_cache_ttl_seconds,
+            popular_s=settings.popular_published_cache_ttl_seconds,
+            followers_threshold=settings.popular_author_followers,
+            reads_threshold=settings.popular_article_reads,
+        )(article, popularity)
+
+    return ttl
 
 
 def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
@@ -70,18 +87,16 @@ def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) ->
         outbox,
         outbox_topic_specs(settings.kafka_topic_partitions),
     )
-    first_pages = FirstPageCache(backends.redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
+    now = runner.settings_in_force(settings)
+    first_pages = FirstPageCache(
+        backends.redis, ttl_seconds=lambda: now().first_page_cache_ttl_seconds
+    )
     service = ArticleService(
         lambda: SqlUnitOfWork(backends.sessions, first_pages, outbox),
         published_cache=published,
         authors=UserServiceAuthors(clients, timeout_s=settings.peer_timeout_seconds),
         popularity=RemotePopularity(clients, timeout_s=settings.peer_timeout_seconds),
-        ttl_policy=tiered_ttl(
-            base_s=settings.published_cache_ttl_seconds,
-            popular_s=settings.popular_published_cache_ttl_seconds,
-            followers_threshold=settings.popular_author_followers,
-            reads_threshold=settings.popular_article_reads,
-        ),
+        ttl_policy=live_ttl_policy(now),
         events=KafkaArticleEvents(producer),
     )
     runner.mount(ArticleServicer(service))

@@ -3,6 +3,15 @@
 Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings`:
 ``..._GRPC_PORT``, ``..._REDIS_URL``, ``..._KAFKA_BOOTSTRAP``, ``..._ETCD_ENDPOINTS``,
 ``..._PEERS``, ...) the service reads the fields below, each as ``WEBOOK_ARTICLE_<NAME>``.
+
+Live (also settable in etcd, ``webookctl config set article <field> <json>``, applied within a
+second, :mod:`kit.liveconfig`): the Redis cache lifetimes ``first_page_cache_ttl_seconds``,
+``published_cache_ttl_seconds`` and ``popular_published_cache_ttl_seconds`` and the popularity
+thresholds that choose between the last two (read at each cache write), besides the common
+``log_level`` and ``trace_sample_ratio``. Restart-only: the database URL, ports and addresses
+(pools and listeners are opened at start); the in-process cache's sizes (built, and
+subscribed to invalidations, at start); the peer timeout (given to the peer clients when
+built); the producer, topic and outbox relay settings (built at start).
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from kit.config import GrpcServiceSettings
+from kit.liveconfig import live_field
 from kit.outbox.settings import OutboxRelaySettings
 
 
@@ -21,13 +31,13 @@ class ArticleSettings(GrpcServiceSettings, OutboxRelaySettings):
 
     database_url: str = "sqlite+aiosqlite:///.run/article.db"
     # Lifetime of an author's cached first page (dropped on every write anyway).
-    first_page_cache_ttl_seconds: int = Field(default=600, ge=1)
+    first_page_cache_ttl_seconds: int = live_field(600, ge=1)
     # Lifetime of a cached reader view, and of a popular one (followers or reads at the
     # thresholds below).
-    published_cache_ttl_seconds: int = Field(default=600, ge=1)
-    popular_published_cache_ttl_seconds: int = Field(default=3600, ge=1)
-    popular_author_followers: int = Field(default=10_000, ge=0)
-    popular_article_reads: int = Field(default=100_000, ge=0)
+    published_cache_ttl_seconds: int = live_field(600, ge=1)
+    popular_published_cache_ttl_seconds: int = live_field(3600, ge=1)
+    popular_author_followers: int = live_field(10_000, ge=0)
+    popular_article_reads: int = live_field(100_000, ge=0)
     # Reader views also kept in process memory (0: none), invalidated across replicas by
     # Redis pub/sub within milliseconds, and kept at most this many seconds.
     published_local_cache_entries: int = Field(default=1000, ge=0)

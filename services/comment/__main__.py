@@ -24,14 +24,16 @@ def build_runner(settings: CommentSettings, **options: Unpack[RunnerOptions]) ->
     """The comment process, not yet started; build it inside a running event loop.
 
     Comment trees over SQL. The first page of each tree is cached in Redis for
-    ``first_page_cache_ttl_seconds`` and dropped by any write to that tree.
+    ``first_page_cache_ttl_seconds`` (live: read at each write) and dropped by any write to
+    that tree.
     """
     runner = ServiceRunner("comment", settings, **options)
     backends = wire_backends(runner, settings)
     clients = ServiceClients.from_settings(settings)
     runner.on_close(clients.close)
     targets = PublishedArticleTargets.from_settings(clients, settings)
-    cache = FirstPageCache(backends.redis, ttl_seconds=settings.first_page_cache_ttl_seconds)
+    now = runner.settings_in_force(settings)
+    cache = FirstPageCache(backends.redis, ttl_seconds=lambda: now().first_page_cache_ttl_seconds)
     service = CommentService(lambda: SqlUnitOfWork(backends.sessions, cache), targets=targets)
     runner.mount(CommentServicer(service))
     return runner

@@ -1,13 +1,16 @@
 """Composition root of the follow service: ``python -m services.follow [serve|migrate]``.
 
 Follow relations live in SQL and each user's follower/followee counts are cached in Redis;
-the shared process wiring is :func:`kit.grpcx.process.backed_runner`.
+the shared process wiring is :mod:`kit.grpcx.process`.
 """
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from kit.grpcx.cli import run_service
-from kit.grpcx.process import Backends, backed_runner
+from kit.grpcx.process import RunnerOptions, wire_backends
+from kit.grpcx.server import ServiceRunner
 from services.follow.grpc_api import FollowServicer
 from services.follow.repository import SqlUnitOfWork
 from services.follow.repository.cache import FollowStatsCache
@@ -15,13 +18,16 @@ from services.follow.service import FollowService
 from services.follow.settings import FollowSettings
 
 
-def servicer(backends: Backends, settings: FollowSettings) -> FollowServicer:
-    """Relations over SQL with the counts cached."""
-    stats = FollowStatsCache(backends.redis, ttl_seconds=settings.stats_cache_ttl_seconds)
-    return FollowServicer(FollowService(lambda: SqlUnitOfWork(backends.sessions, stats)))
+def build_runner(settings: FollowSettings, **options: Unpack[RunnerOptions]) -> ServiceRunner:
+    """The follow process, not yet started: relations over SQL with the counts cached for
+    the live ``stats_cache_ttl_seconds`` (read at each write)."""
+    runner = ServiceRunner("follow", settings, **options)
+    backends = wire_backends(runner, settings)
+    now = runner.settings_in_force(settings)
+    stats = FollowStatsCache(backends.redis, ttl_seconds=lambda: now().stats_cache_ttl_seconds)
+    runner.mount(FollowServicer(FollowService(lambda: SqlUnitOfWork(backends.sessions, stats))))
+    return runner
 
-
-build_runner = backed_runner("follow", servicer)
 
 if __name__ == "__main__":
     raise SystemExit(run_service("follow", FollowSettings, build_runner))

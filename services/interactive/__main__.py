@@ -44,7 +44,10 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
         )
         # Until its subscription is confirmed, lookups go to Redis.
         runner.start_before_serving(local)
-    cache = CountsCache(backends.redis, ttl_seconds=settings.counts_cache_ttl_seconds, local=local)
+    now = runner.settings_in_force(settings)
+    cache = CountsCache(
+        backends.redis, ttl_seconds=lambda: now().counts_cache_ttl_seconds, local=local
+    )
     service = InteractiveService(
         lambda: SqlUnitOfWork(backends.sessions, cache), targets=targets, cached=cache
     )

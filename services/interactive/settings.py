@@ -3,6 +3,14 @@
 Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings`:
 ``..._GRPC_PORT``, ``..._REDIS_URL``, ``..._KAFKA_BOOTSTRAP``, ...) the service reads the
 fields below, each as ``WEBOOK_INTERACTIVE_<NAME>``.
+
+Live (also settable in etcd, ``webookctl config set interactive <field> <json>``, applied
+within a second, :mod:`kit.liveconfig`): ``counts_cache_ttl_seconds`` (read at each cache
+write), besides the common ``log_level`` and ``trace_sample_ratio``. Restart-only: the
+database URL, ports and addresses (pools and listeners are opened at start); the local cache
+switch and sizes (the in-process cache and its invalidation subscription are built at start);
+the read consumer's switch, group, batching and Kafka settings (the consumer joins its group
+at start); the article settings of :class:`clients.article.ArticleTargetsSettings`.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from clients.article import ArticleTargetsSettings
 from kit.config import GrpcServiceSettings
+from kit.liveconfig import live_field
 
 
 class InteractiveSettings(GrpcServiceSettings, ArticleTargetsSettings):
@@ -20,7 +29,7 @@ class InteractiveSettings(GrpcServiceSettings, ArticleTargetsSettings):
     model_config = SettingsConfigDict(env_prefix="WEBOOK_INTERACTIVE_", extra="ignore", frozen=True)
 
     database_url: str = "sqlite+aiosqlite:///.run/interactive.db"
-    counts_cache_ttl_seconds: int = Field(default=900, ge=1)
+    counts_cache_ttl_seconds: int = live_field(900, ge=1)
     # Counts and per-user flags also kept in process memory, dropped on every replica when a
     # write announces a change on Redis pub/sub (within milliseconds), kept at most
     # ``local_cache_max_age_seconds``. Disabled: every Get asks Redis.

@@ -8,6 +8,13 @@ The service keeps no SQL: ``DATABASE_URL`` and ``REDIS_URL`` are not used, excep
 when ``DATA_DIR`` is empty and the launcher handed the service a SQLite database URL (as
 ``make run``, the end-to-end tests and the benchmarks do for every service), the index goes
 next to that file, so that each local stack has its own index (:func:`resolve_data_dir`).
+
+Live: only the common ``log_level`` and ``trace_sample_ratio`` (:mod:`kit.liveconfig`).
+Everything below is restart-only: the data directory and the tantivy writer's heap and
+threads (the index is opened with them at start), ``recency_boost`` (compiled into the
+index's scoring when it opens), the commit cadence, the sync consumer's switch, group,
+batching and Kafka settings (it joins its group at start), the reindex and snapshot
+settings (their tasks are scheduled at start), ports and addresses.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@
                                     print a caller JWT signed with ``WEBOOK_SMS_CALLER_JWT_KEY``
 
 Everything is configured by ``WEBOOK_SMS_*`` environment variables (:mod:`services.sms.settings`)
-and optionally ``--env-file``; the command line is :func:`kit.grpcx.cli.run_service`.
+and optionally ``--env-file``; the command line is :func:`kit.grpcx.cli.run_service`. With
+etcd, ``serve`` and ``worker`` also follow the live settings (provider weights, health
+thresholds, retries): the provider chain is changed in place (:meth:`ProviderChain.apply`).
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import httpx
 
+from kit.config import GrpcServiceSettings
 from kit.grpcx.cli import Command, run_service
 from kit.grpcx.errors import ServerInterceptorBase
 from kit.grpcx.process import Backends
 from kit.grpcx.server import Background, Registration, ServiceRunner, run_until_signal
+from kit.liveconfig import live_settings_for
 from services.sms.auth import (
     CallerAuthenticator,
     CallerAuthInterceptor,
@@ -86,6 +90,7 @@ def build_app(settings: SmsSettings, *, metrics: SmsMetrics | None = None) -> Sm
         http=http,
         redis=backends.redis,
         metrics=metrics,
+        weights=settings.provider_weights,
     )
     delivery = settings.delivery
     phones = PhoneRules(allowed_countries=frozenset(settings.allowed_countries))
@@ -130,6 +135,19 @@ def build_app(settings: SmsSettings, *, metrics: SmsMetrics | None = None) -> Sm
     return SmsApp(settings, backends, http, metrics, chain, sms, codes, worker)
 
 
+def chain_follower(
+    chain: ProviderChain,
+) -> Callable[[GrpcServiceSettings, GrpcServiceSettings], None]:
+    """A subscriber of the process's live settings carrying their changes into ``chain``."""
+
+    def apply(old: GrpcServiceSettings, new: GrpcServiceSettings) -> None:
+        # The live settings of an sms process are SmsSettings; the runner types them broadly.
+        if isinstance(old, SmsSettings) and isinstance(new, SmsSettings):
+            chain.apply(old, new)
+
+    return apply
+
+
 def caller_authenticator(settings: SmsSettings) -> CallerAuthenticator:
     """The SmsService caller check configured by ``callers`` and the JWT key."""
     return CallerAuthenticator(
@@ -162,6 +180,8 @@ def build_runner(
         interceptors=[*interceptors, CallerAuthInterceptor(caller_authenticator(settings))],
     )
     runner.on_close(app.close)
+    if runner.live is not None:
+        runner.live.subscribe(chain_follower(app.chain))
     if settings.delivery.worker_enabled:
         stop = partial(app.worker.stop, settings.shutdown_grace)
         runner.start_after_serving(Background(app.worker.start, stop))
@@ -171,10 +191,16 @@ def build_runner(
 
 
 async def run_worker(settings: SmsSettings, args: argparse.Namespace) -> None:
-    """The ``worker`` command: only the delivery worker, until SIGTERM or SIGINT."""
+    """The ``worker`` command: only the delivery worker, until SIGTERM or SIGINT; it sends
+    through the provider chain too, so it follows the live settings like ``serve``."""
     app = build_app(settings)
+    live = live_settings_for(SERVICE, settings)
+    if live is not None:
+        live.subscribe(chain_follower(app.chain))
 
     async def start() -> None:
+        if live is not None:
+            await live.start()
         app.worker.start()
 
     async def stop() -> None:
@@ -182,6 +208,8 @@ async def run_worker(settings: SmsSettings, args: argparse.Namespace) -> None:
             await app.worker.stop(settings.shutdown_grace)
         finally:
             await app.close()
+            if live is not None:
+                await live.stop()
 
     await run_until_signal(start, stop)
 

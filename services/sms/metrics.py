@@ -6,6 +6,7 @@
 - ``webook_sms_send_seconds{provider}``: duration of attempts that reached the vendor;
 - ``webook_sms_provider_healthy{provider}``: 1 while the provider takes traffic, else 0;
 - ``webook_sms_failover_total{from_provider}``: a send left ``from_provider`` for the next one;
+- ``webook_sms_provider_weight{provider}``: the provider's weight in force (live settings);
 - ``webook_sms_async_queue{status}``: stored records ``waiting`` or ``sending`` right now;
 - ``webook_sms_async_total{result}``: what happened to messages off the synchronous path
   (``queued``, ``delivered``, ``retry``, ``failed``, ``expired``);
@@ -49,6 +50,12 @@ class SmsMetrics:
         self.provider_healthy = Gauge(
             "webook_sms_provider_healthy",
             "1 while the provider takes traffic, 0 while it cools down",
+            ["provider"],
+            registry=registry,
+        )
+        self.provider_weight = Gauge(
+            "webook_sms_provider_weight",
+            "Weight of the provider in the choice of first attempts (0: out of rotation)",
             ["provider"],
             registry=registry,
         )

@@ -3,21 +3,38 @@
 Nested groups can be set as JSON (``WEBOOK_SMS_HEALTH='{"cooldown_s": 10}'``) or field by field
 with ``__`` (``WEBOOK_SMS_HEALTH__COOLDOWN_S=10``); lists and maps (``PROVIDERS``, ``CALLERS``)
 are JSON. ``docs/sms.md`` lists every setting.
+
+Live (also settable in etcd, ``webookctl config set sms <field> <json>``, applied by every
+sms process within a second, :mod:`kit.liveconfig`): ``provider_weights``, ``health`` and
+``retry`` (the failover and retries follow them at once), besides the common ``log_level``
+and ``trace_sample_ratio``. A ``health`` change gives every provider fresh detectors (a
+cool-down under way keeps its end).
+
+Restart-only, and why: ``providers`` (vendor clients, their HTTP pool and rate limiters are
+built at start, and the entries hold secrets, which never go to etcd); ``delivery`` (the
+worker's loop and claims are sized at start); ``code``, ``callers`` and the keys (secrets,
+or read once by the authenticators); ``database_url``, ``instance_id`` and the ports and
+addresses of :class:`kit.config.GrpcServiceSettings`.
 """
 
 from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from kit.config import GrpcServiceSettings, Mode, dev_secret
+from kit.liveconfig import live_field
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _COUNTRY = re.compile(r"[A-Z]{2}")
+# The weight of a provider that provider_weights does not name.
+DEFAULT_PROVIDER_WEIGHT = 1
+MAX_PROVIDER_WEIGHT = 1000
+ProviderWeight = Annotated[int, Field(ge=0, le=MAX_PROVIDER_WEIGHT)]
 
 
 class ProviderKind(StrEnum):
@@ -169,6 +186,11 @@ class CallerSettings(BaseModel):
         return self
 
 
+def _default_providers() -> list[ProviderSettings]:
+    """The providers of a process that configures none: the local one (development)."""
+    return [ProviderSettings(name="local", kind=ProviderKind.LOCAL)]
+
+
 class SmsSettings(GrpcServiceSettings):
     """Everything the sms process reads from its environment."""
 
@@ -179,11 +201,17 @@ class SmsSettings(GrpcServiceSettings):
     database_url: str = "sqlite+aiosqlite:///.run/sms.db"
     # Name of this instance in record claims; empty: host name, pid and a random suffix.
     instance_id: str = ""
-    providers: list[ProviderSettings] = Field(
-        default_factory=lambda: [ProviderSettings(name="local", kind=ProviderKind.LOCAL)]
-    )
-    health: HealthSettings = Field(default_factory=HealthSettings)
-    retry: RetrySettings = Field(default_factory=RetrySettings)
+    providers: list[ProviderSettings] = Field(default_factory=lambda: _default_providers())
+    # Live. Provider name → share of first attempts (smooth weighted round robin over the
+    # healthy ones; failover tries the others in turn). Unnamed providers weigh 1; 0 takes a
+    # provider out of rotation altogether (no first attempt, no failover), e.g. to drain a
+    # vendor. At least one configured provider must weigh more than 0, and names must be
+    # configured providers (a process ignores other names only while its providers are the
+    # default local one).
+    provider_weights: dict[str, ProviderWeight] = live_field(default_factory=dict)
+    # Live: health detection thresholds and the synchronous retries.
+    health: HealthSettings = live_field(default_factory=HealthSettings)
+    retry: RetrySettings = live_field(default_factory=RetrySettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     code: CodeSettings = Field(default_factory=CodeSettings)
     max_numbers: int = Field(default=100, ge=1, le=200)
@@ -206,6 +234,14 @@ class SmsSettings(GrpcServiceSettings):
         names = [p.name for p in self.providers]
         if len(set(names)) != len(names):
             raise ValueError("provider names must be unique")
+        unknown = sorted(set(self.provider_weights) - set(names))
+        # Over the default providers the names cannot be judged: that is the base webookctl
+        # validates a change on, which does not know a deployment's providers. A process
+        # configured with its own providers refuses names it does not have.
+        if unknown and self.providers != _default_providers():
+            raise ValueError(f"provider_weights names providers that are not configured: {unknown}")
+        if not any(self.provider_weight(name) > 0 for name in names):
+            raise ValueError("provider_weights must leave at least one provider above 0")
         if self.mode is Mode.PROD and any(p.kind is ProviderKind.LOCAL for p in self.providers):
             raise ValueError(
                 "the local SMS provider writes messages to a file; configure real providers "
@@ -219,3 +255,7 @@ class SmsSettings(GrpcServiceSettings):
         if "code" in self.callers:
             raise ValueError("caller name 'code' is reserved for the in-process code service")
         return self
+
+    def provider_weight(self, name: str) -> int:
+        """The weight of provider ``name`` (:data:`DEFAULT_PROVIDER_WEIGHT` if not named)."""
+        return self.provider_weights.get(name, DEFAULT_PROVIDER_WEIGHT)

@@ -31,7 +31,8 @@ def build_runner(settings: UserSettings, **options: Unpack[RunnerOptions]) -> Se
     wire_outbox_relay(
         runner, settings, backends.sessions, outbox, topic_specs(settings.kafka_topic_partitions)
     )
-    profiles = UserProfileCache(backends.redis, ttl_seconds=settings.profile_cache_ttl_seconds)
+    now = runner.settings_in_force(settings)
+    profiles = UserProfileCache(backends.redis, ttl_seconds=lambda: now().profile_cache_ttl_seconds)
     service = UserService(
         lambda: SqlUnitOfWork(backends.sessions, profiles, outbox),
         bcrypt_cost=settings.bcrypt_cost,

@@ -6,7 +6,8 @@ Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings
 - ``WEBOOK_USER_DATABASE_URL``: SQLAlchemy async URL, SQLite file by default;
 - ``WEBOOK_USER_BCRYPT_COST``: bcrypt work factor for new password hashes (default 10;
   prod mode refuses less than 10, tests use 4);
-- ``WEBOOK_USER_PROFILE_CACHE_TTL_SECONDS``: lifetime of cached profiles (default 900);
+- ``WEBOOK_USER_PROFILE_CACHE_TTL_SECONDS``: lifetime of cached profiles (default 900;
+  live);
 - ``WEBOOK_USER_OUTBOX_POLL_INTERVAL_SECONDS`` (0.5) / ``..._OUTBOX_BATCH_SIZE`` (100) /
   ``..._OUTBOX_LEASE_SECONDS`` (30) / ``..._OUTBOX_RETENTION_SECONDS`` (86400): the relay
   publishing ``UserChanged`` events from the ``user_outbox`` table (:mod:`kit.outbox`);
@@ -16,6 +17,13 @@ Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings
   ``..._LOGIN_LOCK_SECONDS`` (60), doubling with each further lock up to
   ``..._LOGIN_MAX_LOCK_SECONDS`` (3600); locks are forgotten
   ``..._LOGIN_LOCK_MEMORY_SECONDS`` (86400) after the last failure or at a successful login.
+
+Live (also settable in etcd, ``webookctl config set user <field> <json>``, applied within a
+second, :mod:`kit.liveconfig`): ``profile_cache_ttl_seconds`` (read at each cache write),
+besides the common ``log_level`` and ``trace_sample_ratio``. Restart-only: the database URL,
+ports and addresses (pools and listeners are opened at start), the Kafka topic and outbox
+relay settings (the relay and its producer are built at start), ``bcrypt_cost`` and the
+login throttle rules (given to the service and the throttle's Redis scripts when built).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from kit.config import GrpcServiceSettings, Mode
+from kit.liveconfig import live_field
 from kit.outbox.settings import OutboxRelaySettings
 from services.user.domain import LoginThrottleRules
 
@@ -40,7 +49,7 @@ class UserSettings(GrpcServiceSettings, OutboxRelaySettings):
     database_url: str = "sqlite+aiosqlite:///.run/user.db"
     # bcrypt accepts 4..31; every step doubles the cost of signup and login.
     bcrypt_cost: int = Field(default=10, ge=4, le=31)
-    profile_cache_ttl_seconds: int = Field(default=900, ge=1)
+    profile_cache_ttl_seconds: int = live_field(900, ge=1)
     kafka_topic_partitions: int = Field(default=3, ge=1)
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_seconds: float = Field(default=900.0, gt=0)

@@ -35,6 +35,7 @@ SUBSYSTEM_DASHBOARDS = {
     "ratelimit",
     "balancer",
     "breakers",
+    "configuration",
 }
 
 

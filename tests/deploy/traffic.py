@@ -7,6 +7,12 @@ published articles reached the index through Kafka; a refused query too), a miss
 gRPC instance, and finally a follow instance killed without deregistering, so that the
 gateway's balancer fails over from it and ejects it.
 
+Live settings, as the configuration operator changes them (``config-operator``, the
+stack's credentials): a valid change of every process's service (the configuration
+dashboard's versions step up), and an invalid value written straight to etcd for the comment
+service, which its process refuses (apply failures, ``webook_config_valid`` 0) until a valid
+change replaces it.
+
 Rates need a counter to change between two scrapes, and a labelled series exists only from
 its first increment: the traffic runs in two rounds with a scrape between them, and the reads
 after the kill are spread over the balancer's ejection period (an ejection, a failed trial
@@ -15,6 +21,7 @@ call, a second ejection).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -24,7 +31,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from bench.config_propagation import Process, wait_until_applied
 from devstack.suite import grpc_serving
+from kit.liveconfig import DELETE, ConfigStore
 from services.search.query import MAX_QUERY_TERMS
 from tests.deploy.stack import BURST, MAX_BODY_BYTES, ObservedStack
 
@@ -115,10 +124,68 @@ def drive(stack: ObservedStack) -> None:
     with httpx.Client(
         base_url=stack.base_url, headers={"User-Agent": USER_AGENT}, timeout=10
     ) as client:
+        asyncio.run(_change_settings(stack))
         for _ in range(2):
             author = _one_round(client, stack)
             stack.wait_for_a_scrape()
         _kill_a_follow_instance(client, stack, author)
+
+
+# The service whose process is given an invalid value (trace_sample_ratio is at most 1).
+REFUSING = "comment"
+INVALID = {"trace_sample_ratio": 5.0}
+SETTLE_S = 30.0
+
+
+async def _change_settings(stack: ObservedStack) -> None:
+    """The configuration changes of the module docstring, each waited for in every process."""
+    credentials = stack.infra.credentials
+    assert credentials is not None
+    operator = credentials.config_operator
+    processes = [
+        Process(t.job, t.metrics_url) for t in stack.live_targets() if t.job != "lag-exporter"
+    ]
+    services = sorted({p.service for p in processes})
+    environment = stack.infra.mode
+    async with (
+        httpx.AsyncClient(timeout=5) as http,
+        ConfigStore.connect(
+            stack.infra.etcd_endpoints, username=operator.username, password=operator.password
+        ) as store,
+    ):
+        changes = [
+            await store.set(environment, s, {"log_level": "INFO"}, who="ops", why="traffic")
+            for s in services
+        ]
+        revisions = {c.service: c.revision for c in changes}
+        await wait_until_applied(
+            http, revisions, processes, time.perf_counter(), deadline_s=SETTLE_S
+        )
+        # No validation: as if written around webookctl, straight to etcd.
+        await store.set(environment, REFUSING, INVALID, who="ops", why="invalid on purpose")
+        refusing = [p for p in processes if p.service == REFUSING]
+        await _until_refused(http, refusing)
+        fixed = await store.set(
+            environment, REFUSING, dict.fromkeys(INVALID, DELETE), who="ops", why="repair"
+        )
+        await wait_until_applied(
+            http, {REFUSING: fixed.revision}, refusing, time.perf_counter(), deadline_s=SETTLE_S
+        )
+
+
+async def _until_refused(http: httpx.AsyncClient, processes: list[Process]) -> None:
+    """Wait until every one of ``processes`` counted a refused apply."""
+    deadline = time.monotonic() + SETTLE_S
+    pending = list(processes)
+    while pending:
+        for process in list(pending):
+            text = (await http.get(process.metrics_url)).text
+            prefix = f'webook_config_apply_failures_total{{service="{process.service}"}} '
+            counts = [float(r.split()[-1]) for r in text.splitlines() if r.startswith(prefix)]
+            if counts and counts[0] >= 1:
+                pending.remove(process)
+        assert time.monotonic() < deadline, f"never refused the invalid value: {pending}"
+        await asyncio.sleep(0.1)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,12 @@ from urllib.parse import urlsplit
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.auth.sessions import KEY_PREFIX, REVOKED_CHANNEL, SessionRevocations
+from gateway.auth.sessions import (
+    KEY_PREFIX,
+    REVOKED_CHANNEL,
+    USER_KEY_PREFIX,
+    SessionRevocations,
+)
 from webookctl.tests.run import run
 
 pytestmark = pytest.mark.integration
@@ -70,13 +75,40 @@ async def test_human_output_and_a_chosen_lifetime(
     assert 86400 - 60 < await redis_client.ttl(KEY_PREFIX + "ssid-x") <= 86400
 
 
-async def test_by_user_fails_and_says_why(redis_url: str, redis_client: aioredis.Redis) -> None:
-    result = await run("--redis-url", redis_url, "sessions", "revoke", "--user", "42")
-    assert result.status == 1
-    assert result.out == ""
-    assert result.err.startswith("webookctl: cannot revoke the sessions of user 42:")
-    assert result.err.count("\n") == 1
-    assert await redis_client.dbsize() == 0
+async def test_by_user_refuses_every_earlier_token_of_that_user_only(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(REVOKED_CHANNEL)
+    try:
+        result = await run("--redis-url", redis_url, "--json", "sessions", "revoke", "--user", "42")
+        assert result.status == 0, result.err
+        answer = result.json()
+        assert answer["user"] == 42
+        assert answer["ttl_seconds"] == SEVEN_DAYS_S
+        before = answer["revoked_before"]
+        # Announced as a logout is, so every gateway's cache of check answers hears of it.
+        assert await _announcements(pubsub, 1) == [f"user:42:{before!r}"]
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: untyped
+    check = SessionRevocations(redis_client, ttl=timedelta(days=7), on_error="allow")
+    issued = int(before) - 60
+    assert not await check.is_active("ssid-old", issued_at=issued, uid=42)
+    assert await check.is_active("ssid-new", issued_at=int(before) + 1, uid=42)
+    assert await check.is_active("ssid-other", issued_at=issued, uid=43)
+    ttl = await redis_client.ttl(f"{USER_KEY_PREFIX}42")
+    assert SEVEN_DAYS_S - 60 < ttl <= SEVEN_DAYS_S
+
+
+async def test_by_user_human_output_and_a_bad_id(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    result = await run("--redis-url", redis_url, "sessions", "revoke", "--user", "7")
+    assert result.status == 0, result.err
+    assert result.out.startswith("revoked every session of user 7 issued up to ")
+    refused = await run("--redis-url", redis_url, "sessions", "revoke", "--user", "0")
+    assert refused.status == 2
+    assert await redis_client.exists(f"{USER_KEY_PREFIX}0") == 0
 
 
 async def test_a_refused_login_fails_in_one_line(redis_url: str) -> None:

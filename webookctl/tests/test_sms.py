@@ -1,8 +1,9 @@
 """``sms records`` against the real sms service over mutual TLS, found at an address or in etcd.
 
 The service runs in this test's event loop (its composition root, ``build_runner``), on
-SQLite and the session's Redis, with a local PKI: the sms workload's certificate is the one
-``ListSendRecords`` accepts, the gateway's is refused.
+SQLite and the session's Redis, with the PKI a local stack makes (:func:`devstack.tls.stack_pki`):
+the operator's certificate is the one ``ListSendRecords`` accepts; the workloads' (the sms
+service's own, the gateway's) are refused.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devstack.tls import OPERATOR, stack_pki
 from kit.grpcx.server import ServiceRunner
 from kit.migrations import upgrade_async
 from kit.security.identity import dns_name
-from kit.security.pki import Pki, ensure_local_pki
+from kit.security.pki import Pki
 from services.sms.__main__ import build_runner
 from services.sms.metrics import SmsMetrics
 from services.sms.settings import CallerSettings, ProviderKind, ProviderSettings, SmsSettings
@@ -65,7 +67,7 @@ async def sms_stack(
 ) -> AsyncIterator[SmsStack]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'sms.db'}"
     await upgrade_async("sms", database_url)
-    pki = ensure_local_pki(tmp_path / "pki", ["sms", "gateway"])
+    pki = stack_pki(tmp_path)
     cert, key = pki.files("sms")
     prefix = f"/webookctl-test-{uuid.uuid4().hex[:8]}/services"
     settings = SmsSettings(
@@ -102,7 +104,7 @@ async def test_records_as_json_at_an_address(
     monkeypatch.setenv("WEBOOKCTL_SMS_TOKEN", OPS_TOKEN)
     address = f"127.0.0.1:{sms_stack.runner.port}"
     result = await run(
-        "--json", *sms_stack.tls_flags("sms"), "sms", "records", "--address", address
+        "--json", *sms_stack.tls_flags(OPERATOR), "sms", "records", "--address", address
     )
     assert result.status == 0, result.err
     answer = result.json()
@@ -119,7 +121,7 @@ async def test_records_as_json_at_an_address(
 
     # A filter and a page of one: the cursor says where the next page starts.
     paged = await run(
-        "--json", *sms_stack.tls_flags("sms"),
+        "--json", *sms_stack.tls_flags(OPERATOR),
         "sms", "records", "--address", address, "--limit", "1", "--template", "promo",
     )  # fmt: skip
     assert paged.status == 0, paged.err
@@ -133,7 +135,13 @@ async def test_records_found_through_etcd_for_people(
     monkeypatch.setenv("WEBOOKCTL_SMS_TOKEN", OPS_TOKEN)
     monkeypatch.setenv("WEBOOKCTL_REGISTRY_PREFIX", sms_stack.prefix)
     result = await run(
-        "--etcd", etcd_endpoint, *sms_stack.tls_flags("sms"), "sms", "records", "--status", "sent"
+        "--etcd",
+        etcd_endpoint,
+        *sms_stack.tls_flags(OPERATOR),
+        "sms",
+        "records",
+        "--status",
+        "sent",
     )
     assert result.status == 0, result.err
     header, row = result.out.splitlines()
@@ -145,23 +153,26 @@ async def test_records_found_through_etcd_for_people(
     assert " promo " in row
     assert "****" in row
     empty = await run(
-        "--etcd", etcd_endpoint, *sms_stack.tls_flags("sms"),
+        "--etcd", etcd_endpoint, *sms_stack.tls_flags(OPERATOR),
         "sms", "records", "--status", "failed",
     )  # fmt: skip
     assert (empty.status, empty.out) == (0, "no send records match\n")
 
 
-async def test_a_certificate_the_method_refuses(
-    sms_stack: SmsStack, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("workload", ["gateway", "sms"])
+async def test_a_workload_certificate_is_refused(
+    sms_stack: SmsStack, monkeypatch: pytest.MonkeyPatch, workload: str
 ) -> None:
+    # Not even the sms service's own: operators no longer borrow a workload's identity.
     monkeypatch.setenv("WEBOOKCTL_SMS_TOKEN", OPS_TOKEN)
     result = await run(
-        *sms_stack.tls_flags("gateway"),
+        *sms_stack.tls_flags(workload),
         "sms", "records", "--address", f"127.0.0.1:{sms_stack.runner.port}",
     )  # fmt: skip
     assert result.status == 1
     assert result.out == ""
     assert result.err.startswith("webookctl: sms ListSendRecords: PERMISSION_DENIED")
+    assert "operator certificate" in result.err
     assert result.err.count("\n") == 1
 
 
@@ -170,10 +181,10 @@ async def test_a_wrong_token_and_no_token(
 ) -> None:
     address = f"127.0.0.1:{sms_stack.runner.port}"
     monkeypatch.setenv("WEBOOKCTL_SMS_TOKEN", "not-the-token-0123456789")
-    wrong = await run(*sms_stack.tls_flags("sms"), "sms", "records", "--address", address)
+    wrong = await run(*sms_stack.tls_flags(OPERATOR), "sms", "records", "--address", address)
     assert wrong.status == 1
     assert "UNAUTHENTICATED" in wrong.err
     monkeypatch.delenv("WEBOOKCTL_SMS_TOKEN")
-    missing = await run(*sms_stack.tls_flags("sms"), "sms", "records", "--address", address)
+    missing = await run(*sms_stack.tls_flags(OPERATOR), "sms", "records", "--address", address)
     assert missing.status == 2
     assert "WEBOOKCTL_SMS_TOKEN" in missing.err

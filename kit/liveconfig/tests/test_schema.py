@@ -17,8 +17,15 @@ def test_live_fields_are_the_marked_ones() -> None:
         "hard_limit",
         "log_level",
         "trace_sample_ratio",
+        "feature_flags",
+        "gray_rollouts",
     }
-    assert live_fields(GrpcServiceSettings) == {"log_level", "trace_sample_ratio"}
+    assert live_fields(GrpcServiceSettings) == {
+        "log_level",
+        "trace_sample_ratio",
+        "feature_flags",
+        "gray_rollouts",
+    }
 
 
 def test_a_secret_cannot_be_live() -> None:

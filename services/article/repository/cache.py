@@ -34,7 +34,7 @@ drops its own).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -63,6 +63,20 @@ FIRST_PAGE_PREFIX = "webook:article:first_page:"
 PUBLISHED_PREFIX = "webook:article:published:"
 FIRST_PAGE_SIZE = 100
 DEFAULT_FIRST_PAGE_TTL_SECONDS = 600
+
+
+TtlSeconds = int | Callable[[], int]
+"""A TTL in seconds, or what to call at each write for it (a live setting)."""
+
+
+def ttl_reader(ttl_seconds: TtlSeconds) -> Callable[[], int]:
+    """What gives the TTL of each write: ``ttl_seconds`` itself if callable, else a constant."""
+    if callable(ttl_seconds):
+        return ttl_seconds
+    constant = ttl_seconds
+    return lambda: constant
+
+
 FORMAT_VERSION = 1
 # Connection failures surface as redis ConnectionError/TimeoutError, sometimes as bare OSError.
 _REDIS_FAILURES = (RedisError, OSError)
@@ -142,10 +156,11 @@ class FirstPageCache:
     """The first :data:`FIRST_PAGE_SIZE` entries of each author's list."""
 
     def __init__(
-        self, redis: aioredis.Redis, *, ttl_seconds: int = DEFAULT_FIRST_PAGE_TTL_SECONDS
+        self, redis: aioredis.Redis, *, ttl_seconds: TtlSeconds = DEFAULT_FIRST_PAGE_TTL_SECONDS
     ) -> None:
+        self._ttl = ttl_reader(ttl_seconds)
         self._cache = RedisCache(
-            redis, name=FIRST_PAGE_CACHE, codec=SUMMARIES_CODEC, ttl_seconds=ttl_seconds
+            redis, name=FIRST_PAGE_CACHE, codec=SUMMARIES_CODEC, ttl_seconds=self._ttl()
         )
 
     async def get(self, author_id: int) -> list[ArticleSummary] | None:
@@ -155,7 +170,9 @@ class FirstPageCache:
     async def set(self, author_id: int, items: Sequence[ArticleSummary]) -> None:
         """Cache the first page just read from the database (a fill: it waits no longer
         than a read); failures are logged and counted."""
-        await self._cache.set(first_page_key(author_id), list(items), fill=True)
+        await self._cache.set(
+            first_page_key(author_id), list(items), ttl_seconds=self._ttl(), fill=True
+        )
 
     async def delete(self, author_ids: Sequence[int]) -> None:
         """Drop the first pages of ``author_ids``; failures are logged and counted."""

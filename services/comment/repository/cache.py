@@ -10,6 +10,7 @@ raised (the TTL bounds how long a copy that could not be deleted stays stale).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,6 +21,20 @@ from services.comment.domain import Comment
 CACHE_NAME = "comment_first_page"
 KEY_PREFIX = "webook:comment:first_page:"
 DEFAULT_TTL_SECONDS = 60
+
+
+TtlSeconds = int | Callable[[], int]
+"""A TTL in seconds, or what to call at each write for it (a live setting)."""
+
+
+def ttl_reader(ttl_seconds: TtlSeconds) -> Callable[[], int]:
+    """What gives the TTL of each write: ``ttl_seconds`` itself if callable, else a constant."""
+    if callable(ttl_seconds):
+        return ttl_seconds
+    constant = ttl_seconds
+    return lambda: constant
+
+
 FORMAT_VERSION = 1
 
 
@@ -75,8 +90,11 @@ CODEC = JsonCodec(encode=encode_page, decode=decode_page, version=FORMAT_VERSION
 class FirstPageCache:
     """Cache-aside store of first pages; every method swallows Redis failures."""
 
-    def __init__(self, redis: aioredis.Redis, *, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
-        self._cache = RedisCache(redis, name=CACHE_NAME, codec=CODEC, ttl_seconds=ttl_seconds)
+    def __init__(
+        self, redis: aioredis.Redis, *, ttl_seconds: TtlSeconds = DEFAULT_TTL_SECONDS
+    ) -> None:
+        self._ttl = ttl_reader(ttl_seconds)
+        self._cache = RedisCache(redis, name=CACHE_NAME, codec=CODEC, ttl_seconds=self._ttl())
 
     async def get(self, biz: str, biz_id: int, shape: str) -> list[Comment] | None:
         """The cached page, or ``None`` on a miss or any failure."""
@@ -84,7 +102,9 @@ class FirstPageCache:
 
     async def set(self, biz: str, biz_id: int, shape: str, page: list[Comment]) -> None:
         """Store a page (the TTL is set on the hash, refreshed by each fill)."""
-        await self._cache.set(first_page_key(biz, biz_id), page, field=shape, fill=True)
+        await self._cache.set(
+            first_page_key(biz, biz_id), page, field=shape, ttl_seconds=self._ttl(), fill=True
+        )
 
     async def invalidate(self, biz: str, biz_id: int) -> None:
         """Drop every cached first page of ``(biz, biz_id)``."""

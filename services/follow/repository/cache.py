@@ -9,6 +9,8 @@ deletes are logged and counted, never raised.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis.asyncio as aioredis
 
 from kit.cache.store import FAILED, CacheGuard
@@ -19,6 +21,18 @@ KEY_PREFIX = "webook:follow:stats:"
 DEFAULT_TTL_SECONDS = 600
 
 
+TtlSeconds = int | Callable[[], int]
+"""A TTL in seconds, or what to call at each write for it (a live setting)."""
+
+
+def ttl_reader(ttl_seconds: TtlSeconds) -> Callable[[], int]:
+    """What gives the TTL of each write: ``ttl_seconds`` itself if callable, else a constant."""
+    if callable(ttl_seconds):
+        return ttl_seconds
+    constant = ttl_seconds
+    return lambda: constant
+
+
 def stats_key(uid: int) -> str:
     """The Redis key of ``uid``'s cached counts."""
     return f"{KEY_PREFIX}{uid}"
@@ -27,9 +41,11 @@ def stats_key(uid: int) -> str:
 class FollowStatsCache:
     """Cache-aside store of :class:`FollowStats`; every method swallows Redis failures."""
 
-    def __init__(self, redis: aioredis.Redis, *, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, ttl_seconds: TtlSeconds = DEFAULT_TTL_SECONDS
+    ) -> None:
         self._redis = redis
-        self._ttl = ttl_seconds
+        self._ttl = ttl_reader(ttl_seconds)
         self._guard = CacheGuard(CACHE_NAME, redis=redis)
 
     async def get(self, uid: int) -> FollowStats | None:
@@ -59,7 +75,7 @@ class FollowStatsCache:
         key = stats_key(stats.uid)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"followers": stats.followers, "followees": stats.followees})
-            pipe.expire(key, self._ttl)
+            pipe.expire(key, self._ttl())
             await pipe.execute()
 
     async def invalidate(self, uids: list[int]) -> None:

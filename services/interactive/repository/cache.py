@@ -51,7 +51,7 @@ flags keep the client's full timeout.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -87,6 +87,20 @@ KEY_PREFIX = "webook:interactive:"
 # "-" cannot occur in a biz, so no flags key can collide with a counts key.
 FLAGS_KEY_PREFIX = "webook:interactive-flags:"
 DEFAULT_TTL_SECONDS = 900
+
+
+TtlSeconds = int | Callable[[], int]
+"""A TTL in seconds, or what to call at each write for it (a live setting)."""
+
+
+def ttl_reader(ttl_seconds: TtlSeconds) -> Callable[[], int]:
+    """What gives the TTL of each write: ``ttl_seconds`` itself if callable, else a constant."""
+    if callable(ttl_seconds):
+        return ttl_seconds
+    constant = ttl_seconds
+    return lambda: constant
+
+
 FIELDS = ("read_cnt", "like_cnt", "collect_cnt")
 FLAG_FIELDS = ("liked", "collected")
 FlagUpdate = tuple[str, int, int, str, bool]
@@ -273,7 +287,8 @@ class CountsCache:
 
     Args:
         redis: the client.
-        ttl_seconds: lifetime of a counts or flags hash in Redis.
+        ttl_seconds: lifetime of a counts or flags hash in Redis, or what to call for it
+            at each write (a live setting).
         local: in-process copies in front of Redis (:class:`LocalCounts`); every write
             announces its changes whether or not this process keeps copies.
     """
@@ -282,11 +297,11 @@ class CountsCache:
         self,
         redis: aioredis.Redis,
         *,
-        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        ttl_seconds: TtlSeconds = DEFAULT_TTL_SECONDS,
         local: LocalCounts | None = None,
     ) -> None:
         self._redis = redis
-        self._ttl = ttl_seconds
+        self._ttl = ttl_reader(ttl_seconds)
         self._local = local
         self._incr: AsyncScript = redis.register_script(INCR_IF_CACHED)
         self._lookup: AsyncScript = redis.register_script(LOOKUP)
@@ -373,7 +388,7 @@ class CountsCache:
                 args=[
                     int(flags.liked),
                     int(flags.collected),
-                    self._ttl,
+                    self._ttl(),
                     CHANNEL,
                     flags_member(biz, biz_id, uid),
                 ],
@@ -396,7 +411,7 @@ class CountsCache:
                     keys, members, updates, strict=True
                 ):
                     pipe.hset(key, field, int(value))
-                    pipe.expire(key, self._ttl)
+                    pipe.expire(key, self._ttl())
                     pipe.publish(CHANNEL, member)
                 await pipe.execute()
         except _REDIS_FAILURES as exc:
@@ -469,7 +484,7 @@ class CountsCache:
                         "collect_cnt": value.collect_cnt,
                     },
                 )
-                pipe.expire(key, self._ttl)
+                pipe.expire(key, self._ttl())
                 pipe.publish(CHANNEL, counts_member(biz, biz_id))
             await pipe.execute()
 

@@ -3,14 +3,18 @@
 :func:`build_provider_chain` composes, from the settings::
 
     RetryingProvider(                        retries with backoff + jitter
-        FailoverProvider([                   round robin over healthy providers
+        FailoverProvider([                   weighted round robin over healthy providers
             RateLimitedProvider(client_1),   client-side limit per provider (Redis)
             client_2, ...                    (no limiter when rate_limit is 0)
         ]))
+
+:meth:`ProviderChain.apply` carries a live change of the weights, health thresholds or
+retries into the chain in place (nothing is rebuilt: health states and clients stay).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +32,13 @@ from services.sms.providers.ratelimit import RateLimitedProvider, RedisFixedWind
 from services.sms.providers.retry import RetryingProvider
 from services.sms.providers.tencent import DEFAULT_ENDPOINT as TENCENT_ENDPOINT
 from services.sms.providers.tencent import TencentConfig, TencentSmsProvider
-from services.sms.settings import HealthSettings, ProviderKind, ProviderSettings, RetrySettings
+from services.sms.settings import (
+    HealthSettings,
+    ProviderKind,
+    ProviderSettings,
+    RetrySettings,
+    SmsSettings,
+)
 
 
 def health_policy(settings: HealthSettings) -> HealthPolicy:
@@ -74,10 +84,26 @@ def build_client(config: ProviderSettings, http: httpx.AsyncClient) -> SmsProvid
 
 @dataclass(frozen=True)
 class ProviderChain:
-    """The composed provider and its failover layer (for health and availability)."""
+    """The composed provider, its failover layer (for health and availability) and its
+    retry layer."""
 
     provider: SmsProvider
     failover: FailoverProvider
+    retrying: RetryingProvider
+
+    def apply(self, old: SmsSettings, new: SmsSettings) -> None:
+        """Follow a change of the live settings (subscriber of the sms live settings)."""
+        if new.provider_weights != old.provider_weights:
+            self.failover.set_weights(new.provider_weights)
+        if new.health != old.health:
+            self.failover.set_policy(health_policy(new.health))
+        if new.retry != old.retry:
+            retry = new.retry
+            self.retrying.set_policy(
+                max_retries=retry.max_retries,
+                base_delay_s=retry.base_delay_s,
+                max_delay_s=retry.max_delay_s,
+            )
 
 
 def build_provider_chain(
@@ -88,8 +114,10 @@ def build_provider_chain(
     http: httpx.AsyncClient,
     redis: aioredis.Redis,
     metrics: SmsMetrics,
+    weights: Mapping[str, int] | None = None,
 ) -> ProviderChain:
-    """Compose vendor clients, rate limiters, failover and retries."""
+    """Compose vendor clients, rate limiters, failover (``weights``: by provider name, 1 for
+    those not named) and retries."""
     members: list[SmsProvider] = []
     for config in configs:
         client = build_client(config, http)
@@ -99,11 +127,11 @@ def build_provider_chain(
             )
             client = RateLimitedProvider(client, limiter)
         members.append(client)
-    failover = FailoverProvider(members, health_policy(health), metrics)
+    failover = FailoverProvider(members, health_policy(health), metrics, weights=weights)
     provider = RetryingProvider(
         failover,
         max_retries=retry.max_retries,
         base_delay_s=retry.base_delay_s,
         max_delay_s=retry.max_delay_s,
     )
-    return ProviderChain(provider, failover)
+    return ProviderChain(provider, failover, provider)

@@ -270,6 +270,17 @@ class ProviderHealth:
         self.reason = ""
         self._until = 0.0
 
+    def set_policy(self, policy: HealthPolicy) -> None:
+        """Judge by ``policy`` from now on (a live settings change).
+
+        The detectors start afresh, since their windows may have new sizes; the state stays:
+        a cool-down under way keeps its end, and the next one lasts the new ``cooldown_s``.
+        """
+        if policy == self.policy:
+            return
+        self.policy = policy
+        self._detectors = policy.detectors()
+
     @property
     def healthy(self) -> bool:
         """Whether the provider takes ordinary traffic."""

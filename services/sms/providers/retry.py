@@ -40,6 +40,12 @@ class RetryingProvider:
         self._rng = rng or random.Random()
         self._sleep = sleep
 
+    def set_policy(self, *, max_retries: int, base_delay_s: float, max_delay_s: float) -> None:
+        """Retry as given from the next send on (a live settings change)."""
+        self._max_retries = max_retries
+        self._base = base_delay_s
+        self._max = max_delay_s
+
     @property
     def name(self) -> str:
         """The wrapped provider's name."""

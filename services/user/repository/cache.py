@@ -13,7 +13,7 @@ Password hashes are never cached: :class:`~services.user.domain.User` does not c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from typing import Any
 
@@ -27,6 +27,18 @@ KEY_PREFIX = "webook:user:profile:"
 DEFAULT_TTL_SECONDS = 900
 # Bumped when the JSON layout changes, so old entries read as misses instead of errors.
 FORMAT_VERSION = 1
+
+
+TtlSeconds = int | Callable[[], int]
+"""A TTL in seconds, or what to call at each write for it (a live setting)."""
+
+
+def ttl_reader(ttl_seconds: TtlSeconds) -> Callable[[], int]:
+    """What gives the TTL of each write: ``ttl_seconds`` itself if callable, else a constant."""
+    if callable(ttl_seconds):
+        return ttl_seconds
+    constant = ttl_seconds
+    return lambda: constant
 
 
 def profile_key(user_id: int) -> str:
@@ -73,8 +85,11 @@ CODEC = JsonCodec(encode=encode_user, decode=decode_user, version=FORMAT_VERSION
 class UserProfileCache:
     """Cache-aside store of profiles by id; every method tolerates Redis being down."""
 
-    def __init__(self, redis: aioredis.Redis, *, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
-        self._cache = RedisCache(redis, name=CACHE_NAME, codec=CODEC, ttl_seconds=ttl_seconds)
+    def __init__(
+        self, redis: aioredis.Redis, *, ttl_seconds: TtlSeconds = DEFAULT_TTL_SECONDS
+    ) -> None:
+        self._ttl = ttl_reader(ttl_seconds)
+        self._cache = RedisCache(redis, name=CACHE_NAME, codec=CODEC, ttl_seconds=self._ttl())
 
     async def get(self, user_id: int) -> User | None:
         """The cached profile, or ``None`` on a miss or any cache error."""
@@ -92,7 +107,9 @@ class UserProfileCache:
     async def set_many(self, users: Iterable[User]) -> None:
         """Cache each of ``users`` (just read from the database) with the TTL in one round
         trip; failures are not raised."""
-        await self._cache.set_many(((profile_key(user.id), user) for user in users), fill=True)
+        await self._cache.set_many(
+            ((profile_key(user.id), user) for user in users), ttl_seconds=self._ttl(), fill=True
+        )
 
     async def delete(self, user_ids: Iterable[int]) -> None:
         """Drop the cached profiles of ``user_ids``; failures are logged and counted."""

@@ -60,8 +60,8 @@ class SmsServiceServicer:
 
     def ListSendRecords(self, request, context):
         """Admin view of send records (callers with the admin flag see every caller's records).
-        No workload reads them over gRPC today: only the sms workload itself (operators'
-        tooling with its certificate).
+        No workload reads them: operators do, with `webookctl sms records` and the operator
+        certificate (spiffe://webook/operator), which calls nothing else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

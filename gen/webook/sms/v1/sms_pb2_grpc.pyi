@@ -43,8 +43,8 @@ class SmsServiceStub:
     """
     ListSendRecords: _grpc.UnaryUnaryMultiCallable[_sms_pb2.ListSendRecordsRequest, _sms_pb2.ListSendRecordsResponse]
     """Admin view of send records (callers with the admin flag see every caller's records).
-    No workload reads them over gRPC today: only the sms workload itself (operators'
-    tooling with its certificate).
+    No workload reads them: operators do, with `webookctl sms records` and the operator
+    certificate (spiffe://webook/operator), which calls nothing else.
     """
 
 @_typing.type_check_only
@@ -57,8 +57,8 @@ class SmsServiceAsyncStub(SmsServiceStub):
     """
     ListSendRecords: _aio.UnaryUnaryMultiCallable[_sms_pb2.ListSendRecordsRequest, _sms_pb2.ListSendRecordsResponse]  # type: ignore[assignment]
     """Admin view of send records (callers with the admin flag see every caller's records).
-    No workload reads them over gRPC today: only the sms workload itself (operators'
-    tooling with its certificate).
+    No workload reads them: operators do, with `webookctl sms records` and the operator
+    certificate (spiffe://webook/operator), which calls nothing else.
     """
 
 class SmsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -80,8 +80,8 @@ class SmsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sms_pb2.ListSendRecordsResponse, _abc.Awaitable[_sms_pb2.ListSendRecordsResponse]]:
         """Admin view of send records (callers with the admin flag see every caller's records).
-        No workload reads them over gRPC today: only the sms workload itself (operators'
-        tooling with its certificate).
+        No workload reads them: operators do, with `webookctl sms records` and the operator
+        certificate (spiffe://webook/operator), which calls nothing else.
         """
 
 def add_SmsServiceServicer_to_server(servicer: SmsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
