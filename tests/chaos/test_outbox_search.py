@@ -620,6 +620,10 @@ async def test_broker_sigkilled_and_restarted_on_its_storage(
     chaos_stack: RunningStack,
     search_sync_outcomes: list[SearchSyncOutcome],
 ) -> None:
+    if not chaos_stack.broker_storage.persistent:
+        # A relay never sends a row again once the broker acknowledged it: on a broker that
+        # forgets what it acknowledged the event is gone, which no replicated broker does.
+        pytest.skip("the chaos stack's broker keeps its data in memory (docs/reliability.md)")
     broker = chaos_stack.kafka
 
     async def fault(stream: ArticleChangeStream, kills: Kills, rng: random.Random) -> None:
