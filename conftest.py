@@ -19,6 +19,10 @@
 The infrastructure processes die with the test run even when it is killed (SIGKILL, a CI
 timeout): they are started with ``die_with_parent``, so none is left holding a port.
 
+A teardown that hangs ends the run with every thread's stack (``pytest_runtest_teardown``
+below): pytest-timeout stops watching a test once it has failed, so a hang in the teardown
+of a failed test would otherwise last until the CI job's own limit.
+
 Every process defaults to ``prod`` mode (kit/config.py); the tests run in ``test`` mode,
 set here for every settings prefix before any test module is imported (a test of the prod
 checks passes ``mode`` itself or clears the variable).
@@ -27,10 +31,12 @@ checks passes ``mode`` itself or clears the variable).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 import redis.asyncio as aioredis
@@ -67,6 +73,25 @@ TEST_MODE_PREFIXES = (
 )
 for _prefix in TEST_MODE_PREFIXES:
     os.environ.setdefault(f"{_prefix}MODE", "test")
+
+# Longer than any test's whole timeout: reached only by a teardown that never ends.
+TEARDOWN_LIMIT_S = 900
+_terminal: list[TextIO] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep a copy of the terminal's stderr (output capture is off while configuring)."""
+    _terminal.append(os.fdopen(os.dup(2), "w"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """Exit with all stacks on the terminal if this teardown outlasts ``TEARDOWN_LIMIT_S``."""
+    faulthandler.dump_traceback_later(TEARDOWN_LIMIT_S, exit=True, file=_terminal[0])
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session")

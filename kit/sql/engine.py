@@ -3,10 +3,15 @@
 SQLite is the embedded default for ``make run``: it gets WAL journaling, a busy timeout and
 foreign keys so that several connections in one process behave. MySQL gets pre-ping and
 connection recycling so that a restarted server does not fail the first requests.
+
+SQLite connections also get :func:`_stop_worker_once`: without it, a request cancelled while
+SQLAlchemy closes its connection leaves a task that never ends, and the process then never
+shuts down (see that function).
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,37 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+def _stop_worker_once(worker: Any) -> None:
+    """Make ``stop()`` of an aiosqlite connection queue its stop request only once.
+
+    When a task is cancelled while SQLAlchemy terminates a connection, SQLAlchemy closes it
+    gracefully in a shielded task and, on the cancellation, also force-stops it. aiosqlite
+    (0.22) then queues a second stop request from the graceful close after the first has
+    already ended the worker thread, and awaits it forever: the shielded task never ends
+    and ``asyncio.run`` hangs at shutdown. Later calls return the first request's future,
+    which the worker thread resolves when it stops.
+    """
+    first_stop = worker.stop
+    requested = False
+    stopped: asyncio.Future[Any] | None = None
+
+    def stop() -> asyncio.Future[Any] | None:
+        nonlocal requested, stopped
+        if not requested:
+            requested = True
+            stopped = first_stop()
+        return stopped
+
+    worker.stop = stop
+
+
+def _guarded_sqlite_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    # Guarded before any connect listener runs: a cancellation inside one also terminates it.
+    adapter = dialect.connect(*cargs, **cparams)
+    _stop_worker_once(adapter._connection)
+    return adapter
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -51,6 +87,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(url, echo=echo)
+        event.listen(engine.sync_engine, "do_connect", _guarded_sqlite_connect)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(

@@ -140,12 +140,15 @@ async def test_counts_stay_exact_under_concurrent_follow_and_unfollow(
     async def churn(fan: int) -> None:
         # Each fan races itself too: repeated follows and cancels of the same pair.
         for _ in range(4):
-            if rng.random() < 0.6:
-                await asyncio.gather(follow(stub, fan, AUTHOR), follow(stub, fan, AUTHOR))
-            else:
-                await asyncio.gather(cancel(stub, fan, AUTHOR), follow(stub, fan, AUTHOR))
+            first = follow if rng.random() < 0.6 else cancel
+            async with asyncio.TaskGroup() as pair:
+                pair.create_task(first(stub, fan, AUTHOR))
+                pair.create_task(follow(stub, fan, AUTHOR))
 
-    await asyncio.gather(*(churn(fan) for fan in fans))
+    # A task group, not gather: a failed call cancels the other fans before teardown.
+    async with asyncio.TaskGroup() as fans_at_once:
+        for fan in fans:
+            fans_at_once.create_task(churn(fan))
 
     engine = create_engine(database_url)
     try:
