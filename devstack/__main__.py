@@ -1,8 +1,8 @@
 """``make run``: the whole suite on one machine (``python -m devstack``).
 
 Starts etcd, the Kafka-protocol broker and Redis (in parallel) unless their addresses are
-configured (the broker keeps its data in a local object store started with them, so that a
-restart of the broker loses nothing: :mod:`devstack.object_store`), uses SQLite files under
+configured (the broker keeps its logs in memory; producers and outbox relays publish their
+replay window again after it restarts: docs/operations.md), uses SQLite files under
 ``.run/`` unless a MySQL URL is configured, then — all at once — the WeChat OAuth emulator,
 the gateway, and every service of :data:`devstack.catalog.CATALOG` that exists, each as
 soon as its migrations are applied
@@ -27,9 +27,10 @@ Settings of the launcher (environment or the env file, prefix ``WEBOOK_DEV_``):
 in catalog slot *s* serves gRPC on base + 10·s + r and metrics on the metrics base + 10·s + r,
 all below Linux's ephemeral range (32768-60999); ``ETCD_PORT`` (2379), ``ETCD_PEER_PORT``
 (2380), ``KAFKA_PORT`` (9092), ``KAFKA_STORE_PORT`` (the broker's object store; 0, a free port),
-``KAFKA_STORAGE`` (``s3``: in that object store; ``memory``: tansu's memory, lost on its
-restart), ``REDIS_PORT`` (6380, since 6379 is often a system Redis), ``LAG_EXPORTER_PORT``
-(the Kafka lag exporter's metrics; 0, a free port), ``TLS`` (true); to
+``KAFKA_STORAGE`` (``memory``: tansu's memory, lost on its restart; ``s3``: a local object
+store, :mod:`devstack.object_store`, experimental), ``REDIS_PORT`` (6380, since 6379 is
+often a system Redis), ``LAG_EXPORTER_PORT`` (the Kafka lag exporter's metrics; 0, a free
+port), ``TLS`` (true); to
 use existing infrastructure instead: ``REDIS_URL``, ``ETCD_ENDPOINTS``
 (JSON list), ``KAFKA_BOOTSTRAP``, ``MYSQL_URL`` (e.g.
 ``mysql+asyncmy://root@127.0.0.1:3306/webook``; the database is created if missing).
@@ -115,11 +116,13 @@ class DevSettings(BaseSettings):
     etcd_port: int = 2379
     etcd_peer_port: int = 2380
     kafka_port: int = 9092
-    # The broker's object store; only the broker talks to it, so by default (0) it takes
-    # any free port below the ephemeral range. "memory" keeps the broker's data in the
-    # broker (lost when it stops) and turns the producers' replay window on.
+    # "memory" keeps the broker's data in the broker (lost when it stops) and turns the
+    # producers' and relays' replay window on; "s3" keeps it in a local object store (one
+    # restart under load lost acknowledged records there: docs/operations.md). Only the
+    # broker talks to the store, so by default (0) it takes any free port below the
+    # ephemeral range.
     kafka_store_port: int = 0
-    kafka_storage: Literal["s3", "memory"] = "s3"
+    kafka_storage: Literal["s3", "memory"] = "memory"
     redis_port: int = 6380
     # The Kafka lag exporter's metrics port (devstack.lag); 0: a free port (Prometheus finds
     # it through devstack.scrape_targets).

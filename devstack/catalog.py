@@ -97,10 +97,11 @@ def _consumer_settings(_: LocalContext) -> Mapping[str, str]:
 def _producer_settings(context: LocalContext) -> Mapping[str, str]:
     # The local broker (tansu, whatever its storage) refuses to grant producer ids, so an
     # idempotent producer never gets to send. With memory storage it also loses every
-    # event on restart, which the producer's replay window repairs (the chaos suite's
-    # broker fault relies on it); a broker on object storage keeps what it acknowledged,
-    # and sending it again would only duplicate it. Production runs idempotent, no replay
-    # (docs/events.md).
+    # event on restart, which the replay window repairs: the buffered producer sends its
+    # window again, the outbox relay makes its window's rows pending again (the chaos
+    # suite's broker fault relies on both); a broker on object storage keeps what it
+    # acknowledged, and sending it again would only duplicate it. Production runs
+    # idempotent, no replay (docs/events.md).
     replay_window_s = "0" if context.persistent_broker else "60"
     return {"KAFKA_IDEMPOTENT_PRODUCER": "false", "KAFKA_REPLAY_WINDOW_SECONDS": replay_window_s}
 

@@ -97,10 +97,13 @@ def test_producers_replay_only_where_the_broker_loses_its_data(tmp_path: Path) -
 
 def test_the_brokers_object_store_takes_a_port_only_when_one_is_set() -> None:
     assert "kafka_store" not in DevSettings().fixed_ports()
-    assert DevSettings(kafka_store_port=9094).fixed_ports()["kafka_store"] == 9094
+    stored = DevSettings(kafka_store_port=9094, kafka_storage="s3")
+    assert stored.fixed_ports()["kafka_store"] == 9094
     memory = DevSettings(kafka_store_port=9094, kafka_storage="memory")
     assert "kafka_store" not in memory.fixed_ports()
-    external = DevSettings(kafka_store_port=9094, kafka_bootstrap="127.0.0.1:9092")
+    external = DevSettings(
+        kafka_store_port=9094, kafka_storage="s3", kafka_bootstrap="127.0.0.1:9092"
+    )
     assert "kafka" not in external.fixed_ports()
     assert "kafka_store" not in external.fixed_ports()
 

@@ -262,6 +262,10 @@ class OutboxSettings(KafkaSettings, Protocol):
     def outbox_retention_seconds(self) -> float:
         """How long sent rows are kept."""
 
+    @property
+    def kafka_replay_window_seconds(self) -> float:
+        """Seconds of sent rows published again after the broker lost them (0: off)."""
+
 
 def wire_outbox_relay(
     runner: ServiceRunner,
@@ -289,6 +293,9 @@ def wire_outbox_relay(
         batch_size=settings.outbox_batch_size,
         lease_s=settings.outbox_lease_seconds,
         retention_s=settings.outbox_retention_seconds,
+        # The same window as the buffered producer's: only a broker known to forget
+        # acknowledged records (the local one) gets one.
+        replay_window_s=settings.kafka_replay_window_seconds,
     )
     return runner.start_after_serving(OutboxRelay(sessions, outbox, publisher, config))
 

@@ -4,7 +4,10 @@
 - ``webook_outbox_lag_seconds{outbox}``: age of the oldest pending row (0 when none): how
   far behind the broker the database is;
 - ``webook_outbox_published_total{outbox,topic}``: rows the broker acknowledged;
-- ``webook_outbox_failures_total{outbox,topic}``: failed publish attempts (retried later).
+- ``webook_outbox_failures_total{outbox,topic}``: failed publish attempts (retried later);
+- ``webook_outbox_replayed_total{outbox}``: sent rows made pending again because the broker
+  lost acknowledged records (the relay's replay window; only a broker without durable
+  storage does that).
 """
 
 from __future__ import annotations
@@ -22,4 +25,9 @@ FAILURES = Counter(
     "webook_outbox_failures_total",
     "Failed attempts to publish an outbox row (each is retried with back-off).",
     ["outbox", "topic"],
+)
+REPLAYED = Counter(
+    "webook_outbox_replayed_total",
+    "Sent outbox rows published again because the broker lost acknowledged records.",
+    ["outbox"],
 )

@@ -29,6 +29,12 @@ before step 4 leaves the rows claimed; when the lease expires another relay (or 
 process restarted) publishes them again. Consumers must tolerate duplicates
 (``docs/events.md`` lists each consumer's dedupe key). Sent rows are deleted once older
 than ``retention_s``.
+
+**A broker that forgets** (the local broker keeps its logs in memory): when the publisher
+reports that the broker lost records it had acknowledged (topics created again, a
+partition's offsets going back), the rows sent in the last ``replay_window_s`` are made
+pending again and published once more, from the table, in id order. A replicated broker
+never does that; production leaves the window at 0.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from typing import Protocol
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.outbox.metrics import FAILURES, LAG, PENDING, PUBLISHED
+from kit.outbox.metrics import FAILURES, LAG, PENDING, PUBLISHED, REPLAYED
 from kit.outbox.outbox import Outbox, decode_headers, now_ms
 from kit.outbox.table import CLAIM_LENGTH, ERROR_LENGTH
 from kit.sql import SessionFactory, rowcount
@@ -84,6 +90,8 @@ class RelayConfig:
         gauge_interval_s: how often the pending and lag gauges are refreshed (each refresh
             counts the pending rows: once a round would cost a busy relay a query a batch).
         stop_timeout_s: how long :meth:`OutboxRelay.stop` lets the current round finish.
+        replay_window_s: how far back sent rows are published again when the broker lost
+            acknowledged records (0: never; at most ``retention_s``).
     """
 
     poll_interval_s: float = 0.5
@@ -98,6 +106,7 @@ class RelayConfig:
     concurrency: int = 1
     gauge_interval_s: float = 1.0
     stop_timeout_s: float = 5.0
+    replay_window_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.scan_limit < self.batch_size:
@@ -106,6 +115,8 @@ class RelayConfig:
             raise ValueError("need concurrency >= 1")
         if self.lease_s <= self.publish_timeout_s:
             raise ValueError("lease_s must exceed publish_timeout_s")
+        if not 0 <= self.replay_window_s <= self.retention_s:
+            raise ValueError("need 0 <= replay_window_s <= retention_s")
 
     def backoff_ms(self, attempts: int) -> int:
         """The pause after ``attempts`` failed attempts (1-based), in milliseconds."""
@@ -132,6 +143,11 @@ class OutboxPublisher(Protocol):
         """Send ``records`` (of distinct keys: no order among them) together and wait for
         the broker's acknowledgements; per record, in order, ``None`` once acknowledged or
         why it was not. Raising fails them all."""
+        ...
+
+    def lost_acknowledged(self) -> str | None:
+        """Why the broker lost records it had acknowledged, if it did since the last call
+        (``None`` otherwise); each loss is reported once."""
         ...
 
     async def close(self) -> None:
@@ -256,6 +272,9 @@ class OutboxRelay:
         if claimed:
             outcome = await self._publish(claimed)
             await self._record(outcome)
+            loss = self._publisher.lost_acknowledged()
+            if loss is not None:
+                await self._replay(loss)
         if now - self._last_gauges_ms >= self._config.gauge_interval_s * 1000:
             self._last_gauges_ms = now
             await self._refresh_gauges()
@@ -461,6 +480,34 @@ class OutboxRelay:
             logger.debug(
                 "outbox rows published", extra={"outbox": self._name, "count": len(outcome.sent)}
             )
+
+    async def _replay(self, loss: str) -> None:
+        """Make the rows sent within the replay window pending again (the broker lost some
+        of them; which ones it cannot say)."""
+        window = self._config.replay_window_s
+        if window <= 0:
+            logger.error(
+                "the broker lost acknowledged records; the replay window is off",
+                extra={"outbox": self._name, "loss": loss},
+            )
+            return
+        model = self._model
+        horizon = self._clock() - int(window * 1000)
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(model)
+                .where(model.sent_ms >= horizon)
+                .values(sent_ms=None, attempts=0, next_attempt_ms=0, last_error=None)
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+        rows = rowcount(result)
+        REPLAYED.labels(self._name).inc(rows)
+        logger.warning(
+            "the broker lost acknowledged records; outbox rows of the replay window sent again",
+            extra={"outbox": self._name, "loss": loss, "rows": rows, "window_s": window},
+        )
+        self._signal.set()
 
     async def _refresh_gauges(self) -> None:
         model = self._model

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from prometheus_client import REGISTRY
@@ -102,6 +103,7 @@ class Recorder:
         self.attempts: list[int] = []
         self._fail = set(fail or ())
         self.closed = False
+        self.loss: str | None = None
 
     async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
         assert len({record.key for record in records}) == len(records), "a key twice in a wave"
@@ -117,6 +119,10 @@ class Recorder:
             )
             errors.append(None)
         return errors
+
+    def lost_acknowledged(self) -> str | None:
+        loss, self.loss = self.loss, None
+        return loss
 
     async def close(self) -> None:
         self.closed = True
@@ -237,6 +243,9 @@ async def test_two_relays_on_one_database_never_publish_a_row_twice(db: Db) -> N
                 published.append((self.name, record.key.decode(), n))
             return [None] * len(records)
 
+        def lost_acknowledged(self) -> str | None:
+            return None
+
         async def close(self) -> None:
             pass
 
@@ -273,6 +282,9 @@ async def test_a_relay_killed_before_publishing_loses_nothing(db: Db) -> None:
         async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
             await never.wait()
             return [None] * len(records)
+
+        def lost_acknowledged(self) -> str | None:
+            return None
 
         async def close(self) -> None:
             pass
@@ -435,6 +447,9 @@ async def test_rounds_in_flight_at_once_keep_each_keys_order_and_send_each_row_o
                 published.append((record.key.decode(), n))
             return [None] * len(records)
 
+        def lost_acknowledged(self) -> str | None:
+            return None
+
         async def close(self) -> None:
             pass
 
@@ -548,3 +563,93 @@ async def test_the_outbox_refuses_rows_inside_a_savepoint(db: Db) -> None:
                 db.outbox.add(session, TOPIC, "a", event(1))
         await session.commit()
     assert await rows(db) == []
+
+
+async def test_a_broker_that_lost_acknowledged_records_gets_the_replay_window_again(
+    db: Db,
+) -> None:
+    await add_events(db, [("a", 1)])
+    clock = [now_ms()]  # after the rows' own times: they are due
+    recorder = Recorder()
+    relay = OutboxRelay(
+        db.sessions,
+        db.outbox,
+        recorder,
+        RelayConfig(replay_window_s=60.0),
+        clock=lambda: clock[0],
+    )
+    assert await relay.run_once() == 1
+    clock[0] += 120_000  # row 1 is now older than the window
+    await add_events(db, [("a", 2), ("b", 3)])
+    await relay.run_once()
+    replayed = REGISTRY.get_sample_value("webook_outbox_replayed_total", {"outbox": TABLE}) or 0
+
+    recorder.loss = "offsets of partition 0 of webook.test.outbox went back"
+    await add_events(db, [("a", 4)])
+    await relay.run_once()  # publishes 4, hears of the loss, makes 2, 3 and 4 pending again
+    assert [row.sent_ms is None for row in await rows(db)] == [False, True, True, True]
+    while await relay.run_once():
+        pass
+    first_time = [(b"a", 1), (b"a", 2), (b"b", 3), (b"a", 4)]
+    assert recorder.published == [*first_time, (b"a", 2), (b"b", 3), (b"a", 4)]
+    assert all(row.sent_ms is not None for row in await rows(db))
+    after = REGISTRY.get_sample_value("webook_outbox_replayed_total", {"outbox": TABLE})
+    assert after == replayed + 3
+
+
+async def test_without_a_replay_window_a_loss_is_only_reported(db: Db) -> None:
+    recorder = Recorder()
+    relay = OutboxRelay(db.sessions, db.outbox, recorder, RelayConfig())
+    await add_events(db, [("a", 1)])
+    recorder.loss = "topics ['webook.test.outbox'] had to be created again"
+    assert await relay.run_once() == 1
+    assert await relay.run_once() == 0
+    assert recorder.published == [(b"a", 1)]
+
+
+def test_the_replay_window_must_fit_in_the_retention() -> None:
+    with pytest.raises(ValueError, match="replay_window_s"):
+        RelayConfig(replay_window_s=120.0, retention_s=60.0)
+    with pytest.raises(ValueError, match="replay_window_s"):
+        RelayConfig(replay_window_s=-1.0)
+
+
+@pytest.mark.parametrize("partitions_after", [None, 3], ids=["recreated-by-us", "repartitioned"])
+async def test_the_kafka_publisher_notices_a_topic_that_started_anew(
+    db: Db, kafka_bootstrap: str, partitions_after: int | None
+) -> None:
+    topic = f"webook.test.outbox-{uuid.uuid4().hex[:8]}"
+    spec = TopicSpec(topic, 1)
+    publisher = KafkaOutboxPublisher(ProducerConfig(bootstrap=kafka_bootstrap, topics=(spec,)))
+
+    def records(first: int, count: int) -> list[OutboxRecord]:
+        return [
+            OutboxRecord(n, topic, b"k", event(n).SerializeToString(), [], 0)
+            for n in range(first, first + count)
+        ]
+
+    try:
+        assert await publisher.publish(records(1, 3)) == [None] * 3
+        assert await publisher.publish(records(4, 1)) == [None]
+        assert publisher.lost_acknowledged() is None  # offsets only grew
+
+        # What a broker that keeps its logs in memory does on restart: the log starts anew.
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+            if partitions_after is not None:  # as tansu does when a client asks for it
+                await admin.create_topics([TopicSpec(topic, partitions_after).new_topic()])
+        finally:
+            await admin.close()
+
+        async def delivered_again() -> bool:
+            return await publisher.publish(records(5, 1)) == [None]
+
+        await eventually(delivered_again, "a record is acknowledged by the new log")
+        loss = publisher.lost_acknowledged()
+        assert loss is not None
+        assert topic in loss
+        assert publisher.lost_acknowledged() is None  # reported once
+    finally:
+        await publisher.close()
