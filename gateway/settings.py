@@ -9,13 +9,14 @@ class is not used: the gateway serves ``/metrics`` on its main port.
 **Live settings** (:func:`kit.liveconfig.live_field`: also settable in etcd under
 ``/webook/config/<env>/gateway/<field>``, applied within a second without a restart):
 ``rate_limits`` and ``max_active_requests`` (over the ``edge`` values),
-``session_check_cache_ttl``, ``client_tuning`` (breaker thresholds, endpoint weights and
-ejection of the gRPC channels), and, from the base classes, ``log_level``,
-``trace_sample_ratio`` and ``feature_flags``. Every other setting is restart-only: keys,
-TTLs of tokens (a change would split the tokens already issued), addresses, the ``edge``
-object itself (request ids, trusted proxies, body limit, Redis key prefix: read once by the
-concerns built at start), ``session_revocation_feed`` and the fail-static window (they
-shape the session check's caches), ``peer_balancing`` (the policy a channel is built with).
+``session_check_cache_ttl``, and, from the base classes, ``client_tuning`` (breaker
+thresholds, endpoint weights and ejection of the gRPC channels), ``log_level``,
+``trace_sample_ratio``, ``gray_rollouts`` and ``feature_flags``. Every other setting is
+restart-only: keys, TTLs of tokens (a change would split the tokens already issued),
+addresses, the ``edge`` object itself (request ids, trusted proxies, body limit, Redis key
+prefix: read once by the concerns built at start), ``session_revocation_feed`` and the
+fail-static window (they shape the session check's caches), ``peer_balancing`` (the policy
+a channel is built with).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pydantic_settings import SettingsConfigDict
 
 from gateway.middleware.edge_settings import EdgeSettings, RateLimitRule
 from kit.config import ClientSettings, Mode, PeerBalancing, dev_secret
-from kit.grpcx.client import ClientTuning
 from kit.liveconfig import live_field
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
@@ -104,8 +104,6 @@ class GatewaySettings(ClientSettings):
     # (None: that value). Applies only where the cap is on (edge.max_active_requests not
     # null at start).
     max_active_requests: int | None = live_field(None, ge=1)
-    # Live: breaker thresholds, endpoint weights and ejection of every gRPC channel.
-    client_tuning: ClientTuning = live_field(default_factory=ClientTuning)
     # Seconds each gRPC call may take.
     grpc_timeout: float = Field(default=3.0, gt=0)
     # Instance choice per peer (kit.config.PeerBalancing); the default routes article reads

@@ -29,8 +29,10 @@ Live settings (docs/configuration.md): a field declared with
 :func:`kit.liveconfig.live_field` may also be set in etcd, under
 ``/webook/config/<config_environment>/<service>/<field>``, and a running process applies a
 change without restart (defaults < file < environment < remote). Here ``log_level``,
-``trace_sample_ratio``, ``gray_rollouts`` (:mod:`kit.gray`) and ``feature_flags`` are live;
-every other setting of this module is restart-only.
+``trace_sample_ratio``, ``gray_rollouts`` (:mod:`kit.gray`), ``feature_flags``,
+``client_tuning`` (the outbound channels' breakers, ejection and endpoint weights,
+:class:`kit.grpcx.tuning.ClientTuning`) and ``shed_max_in_flight`` (the server's load
+shedding bound) are live; every other setting of this module is restart-only.
 ``config_environment`` (default: the mode's name) and ``config_cache_dir`` (the local copy
 used when etcd is unreachable at start) are on :class:`ClientSettings`, next to etcd's.
 
@@ -52,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.gray.rollout import Rollout, RolloutName
+from kit.grpcx.tuning import ClientTuning
 from kit.liveconfig.schema import check_segment, live_field
 from kit.logging import LOG_LEVELS
 
@@ -234,6 +237,11 @@ class ClientSettings(BaseServiceSettings):
     # Feature flags: flag name -> on/off. Live: read at each use through FeatureFlags (a
     # flag it does not name is off). Setting it replaces the whole map.
     feature_flags: dict[str, bool] = live_field(default_factory=dict)
+    # Breaker thresholds, ejection tunables and endpoint weights of every outbound gRPC
+    # channel (kit.grpcx.tuning.ClientTuning; unset fields keep the process's own). Live:
+    # ServiceClients.follow applies a change to the channels in place (the gateway in its
+    # lifespan, services through kit.grpcx.process.wire_clients).
+    client_tuning: ClientTuning = live_field(default_factory=ClientTuning)
 
     @model_validator(mode="after")
     def _config_environment_of_the_mode(self) -> Self:
@@ -325,7 +333,9 @@ class GrpcServiceSettings(ClientSettings):
     # Seconds between deregistration and draining, so clients see the removal first.
     deregister_drain_delay: float = 1.0
     # Load shedding: most calls in flight before RESOURCE_EXHAUSTED (0 disables shedding).
-    shed_max_in_flight: int = 512
+    # Live: the running server's shedder takes a new bound for the next call (calls in
+    # flight keep their slot); switching shedding on (from 0) or off (to 0) needs a restart.
+    shed_max_in_flight: int = live_field(512, ge=0)
     # A plaintext port for Kubernetes' gRPC probes, which cannot present a client
     # certificate (0: none). The authoriser answers only grpc.health.v1.Health to callers
     # without a certificate, so it serves health checks and nothing else.

@@ -23,12 +23,14 @@ the server's certificate names the target service (:mod:`kit.security.tls`); the
 certificate files are watched, and when they change every channel re-opens its endpoint
 channels with the new certificate (calls in flight finish on the old ones).
 
-**Live tuning** (:class:`ClientTuning`): the breaker thresholds, the ejection tunables and
-per-endpoint weights of every channel change on live channels (:meth:`ServiceClients.tune`):
-the next calls use them, breakers and endpoints keep their history. A process whose settings
-carry a live ``client_tuning`` field follows it with :meth:`ServiceClients.follow` (its
-:class:`~kit.liveconfig.LiveSettings`); the gateway does. Everything else about a channel
-(peers, policy per peer, TLS, attempts, timeouts) is read once.
+**Live tuning** (:class:`~kit.grpcx.tuning.ClientTuning`, the live ``client_tuning`` setting
+of every client process, :class:`kit.config.ClientSettings`): the breaker thresholds, the
+ejection tunables and per-endpoint weights of every channel change on live channels
+(:meth:`ServiceClients.tune`): the next calls use them, breakers and endpoints keep their
+history. A process follows its setting with :meth:`ServiceClients.follow` (its
+:class:`~kit.liveconfig.LiveSettings`): the gateway in its lifespan, every service through
+:func:`kit.grpcx.process.wire_clients`. Everything else about a channel (peers, policy per
+peer, TLS, attempts, timeouts) is read once.
 """
 
 from __future__ import annotations
@@ -37,11 +39,10 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kit.balancer import (
     BalancedChannel,
@@ -59,90 +60,12 @@ from kit.governance import (
     UnaryClientPolicy,
 )
 from kit.grpcx.idempotency import declared_idempotent
+from kit.grpcx.tuning import ClientTuning as ClientTuning  # re-exported: its home until moved
 from kit.liveconfig import LiveSettings
 from kit.registry import EtcdRegistry, EtcdRegistryConfig, Registry
 from kit.security.tls import ClientTls, TlsFiles, mtls_channel_factory
 
 logger = logging.getLogger(__name__)
-
-
-class ClientTuning(BaseModel):
-    """The live tunables of a process's gRPC channels (one JSON object in the settings).
-
-    Each field left unset (None) keeps what the process configured at start:
-
-    - ``breaker_k`` / ``breaker_min_requests``: the adaptive breaker's thresholds
-      (:class:`kit.governance.BreakerConfig`); lower ``k`` throttles sooner;
-    - ``eject_after_failures`` / ``ejection_seconds`` / ``max_ejection_seconds``: when an
-      endpoint is ejected and for how long (:class:`kit.balancer.BalancerConfig`);
-    - ``endpoint_weights``: service -> endpoint address (``host:port``) -> weight (1-100),
-      over the weight the instance registered; an endpoint not named keeps its own.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    breaker_k: float | None = Field(default=None, gt=0)
-    breaker_min_requests: int | None = Field(default=None, ge=0)
-    eject_after_failures: int | None = Field(default=None, ge=1)
-    ejection_seconds: float | None = Field(default=None, gt=0)
-    max_ejection_seconds: float | None = Field(default=None, gt=0)
-    endpoint_weights: dict[str, dict[str, int]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        # An unset side is judged at its default (what every process configures today).
-        defaults = BalancerConfig()
-        first = (
-            defaults.ejection_seconds if self.ejection_seconds is None else self.ejection_seconds
-        )
-        cap = (
-            defaults.max_ejection_seconds
-            if self.max_ejection_seconds is None
-            else self.max_ejection_seconds
-        )
-        if first > cap:
-            raise ValueError(
-                f"ejection_seconds ({first:g}) must not exceed max_ejection_seconds ({cap:g})"
-            )
-        for service, weights in self.endpoint_weights.items():
-            for address, weight in weights.items():
-                if not 1 <= weight <= 100:
-                    raise ValueError(
-                        f"endpoint_weights[{service!r}][{address!r}] must be 1-100, got {weight}"
-                    )
-        return self
-
-    def breaker(self, base: BreakerConfig) -> BreakerConfig:
-        """``base`` with the thresholds set here."""
-        return dataclasses.replace(
-            base,
-            k=base.k if self.breaker_k is None else self.breaker_k,
-            min_requests=(
-                base.min_requests
-                if self.breaker_min_requests is None
-                else self.breaker_min_requests
-            ),
-        )
-
-    def balancer(self, base: BalancerConfig) -> BalancerConfig:
-        """``base`` with the ejection tunables set here (``ValueError`` if the result has a
-        first cool-down longer than its cap)."""
-        return dataclasses.replace(
-            base,
-            eject_after_failures=(
-                base.eject_after_failures
-                if self.eject_after_failures is None
-                else self.eject_after_failures
-            ),
-            ejection_seconds=(
-                base.ejection_seconds if self.ejection_seconds is None else self.ejection_seconds
-            ),
-            max_ejection_seconds=(
-                base.max_ejection_seconds
-                if self.max_ejection_seconds is None
-                else self.max_ejection_seconds
-            ),
-        )
 
 
 class ServiceClients:

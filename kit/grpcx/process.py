@@ -4,6 +4,9 @@ A service's ``build_runner`` creates a :class:`~kit.grpcx.server.ServiceRunner` 
 
 - :func:`wire_backends`: the SQL engine (the SQLite directory made first), its session
   factory and Redis, both closed by the runner after in-flight calls drained;
+- :func:`wire_clients`: the process's channels to other services
+  (:class:`~kit.grpcx.client.ServiceClients`), following the live ``client_tuning`` setting
+  (breakers, ejection, endpoint weights) and closed after the drain;
 - :func:`wire_producer`: a Kafka :class:`~kit.events.EventProducer` started before the
   server accepts calls and flushed after they drained, before the pools close (its
   configuration, :func:`producer_config`, carries the acks, idempotence, replay window and
@@ -20,7 +23,7 @@ servicer from the :class:`Backends` and gets its ``build_runner`` from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
 
@@ -31,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from kit.config import GrpcServiceSettings
 from kit.events import ConsumerConfig, EventProducer, KafkaSecurity, ProducerConfig, TopicSpec
 from kit.events.security import SaslMechanism, SecurityProtocol
+from kit.governance import Fallback
+from kit.grpcx.client import ServiceClients
 from kit.grpcx.errors import ServerInterceptorBase
 from kit.grpcx.server import Registration, ServiceRunner
 from kit.outbox import KafkaOutboxPublisher, Outbox, OutboxRelay, RelayConfig
@@ -79,6 +84,28 @@ def wire_backends(runner: ServiceRunner, settings: GrpcServiceSettings) -> Backe
     backends = Backends.open(settings)
     runner.on_close(backends.close)
     return backends
+
+
+def wire_clients(
+    runner: ServiceRunner,
+    settings: GrpcServiceSettings,
+    *,
+    fallbacks: Mapping[str, Fallback] | None = None,
+) -> ServiceClients:
+    """The process's channels to other services (:meth:`ServiceClients.from_settings`),
+    closed by ``runner`` after the drain.
+
+    When the process follows etcd (``runner.live``), the channels follow its live
+    ``client_tuning``: the values applied at start and every later change reach the
+    channels already open and those opened later (:meth:`ServiceClients.follow`), so an
+    operator can retune a service's breakers, ejection or endpoint weights without restart.
+    Call it after :func:`wire_backends`, so the clients close before the pools.
+    """
+    clients = ServiceClients.from_settings(settings, fallbacks=fallbacks)
+    if runner.live is not None:
+        clients.follow(runner.live)
+    runner.on_close(clients.close)
+    return clients
 
 
 SettingsT = TypeVar("SettingsT", bound=GrpcServiceSettings)

@@ -35,8 +35,11 @@ Shutdown, the reverse (nested like the start, so nothing stops before what depen
 Live settings: a process with etcd endpoints gets a
 :class:`~kit.liveconfig.LiveSettings` (:attr:`ServiceRunner.live`, ``None`` without etcd),
 started first, so every component starts on the live values, and stopped last. It applies
-the log level and the trace sample ratio itself; components read ``runner.live.current`` or
-subscribe to changes.
+the log level, the trace sample ratio and the load-shedding bound (``shed_max_in_flight``,
+given to the governance interceptor's shedder: the next call is admitted by the new bound,
+calls in flight keep their slot) itself; components read ``runner.live.current`` or
+subscribe to changes (:func:`kit.grpcx.process.wire_clients` makes the outbound channels
+follow ``client_tuning``).
 
 Transport: plaintext by default; with the TLS settings set, mutual TLS (a client
 certificate signed by the CA is required; the certificate files are reloaded when they
@@ -189,6 +192,19 @@ def governance_from_settings(settings: GrpcServiceSettings) -> GovernanceConfig:
     return GovernanceConfig(shedding=shedding)
 
 
+def _follow_shedding(
+    governance: GovernedServerInterceptor,
+) -> Callable[[GrpcServiceSettings, GrpcServiceSettings], None]:
+    """A live-settings subscriber giving ``governance``'s shedder each new
+    ``shed_max_in_flight`` (switching shedding on or off is logged and ignored there)."""
+
+    def changed(old: GrpcServiceSettings, new: GrpcServiceSettings) -> None:
+        if new.shed_max_in_flight != old.shed_max_in_flight:
+            governance.reconfigure_shedding(governance_from_settings(new).shedding)
+
+    return changed
+
+
 class ServiceRunner:
     """Builds, starts and gracefully stops one gRPC service process.
 
@@ -227,6 +243,8 @@ class ServiceRunner:
             authorizer=Authorizer() if self._tls_files is not None else None,
         )
         self._governance = [governance]
+        if self.live is not None:
+            self.live.subscribe(_follow_shedding(governance))
         self.server = grpc.aio.server(
             interceptors=[governance], options=[("grpc.so_reuseport", 0), *options]
         )
@@ -253,6 +271,11 @@ class ServiceRunner:
         self._conditions: dict[str, ReadinessWait] = {}
         self._gate: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+
+    @property
+    def governance(self) -> GovernedServerInterceptor:
+        """The server's one interceptor (its ``shedder`` follows ``shed_max_in_flight``)."""
+        return self._governance[0]
 
     @property
     def tls(self) -> bool:

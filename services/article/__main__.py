@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Unpack
 
 from kit.grpcx.cli import run_service
-from kit.grpcx.client import ServiceClients
 from kit.grpcx.process import (
     RunnerOptions,
     wire_backends,
+    wire_clients,
     wire_outbox_relay,
     wire_producer,
 )
@@ -58,8 +58,7 @@ def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) ->
     """The article process, not yet started; build it inside a running event loop."""
     runner = ServiceRunner("article", settings, **options)
     backends = wire_backends(runner, settings)
-    clients = ServiceClients.from_settings(settings)
-    runner.on_close(clients.close)
+    clients = wire_clients(runner, settings)
     published: PublishedArticleCache
     if settings.published_local_cache_entries:
         local = InProcessPublishedArticleCache(

@@ -10,8 +10,7 @@ from typing import Unpack
 
 from clients.article import PublishedArticleTargets
 from kit.grpcx.cli import run_service
-from kit.grpcx.client import ServiceClients
-from kit.grpcx.process import RunnerOptions, wire_backends
+from kit.grpcx.process import RunnerOptions, wire_backends, wire_clients
 from kit.grpcx.server import ServiceRunner
 from services.comment.grpc_api import CommentServicer
 from services.comment.repository import SqlUnitOfWork
@@ -29,8 +28,7 @@ def build_runner(settings: CommentSettings, **options: Unpack[RunnerOptions]) ->
     """
     runner = ServiceRunner("comment", settings, **options)
     backends = wire_backends(runner, settings)
-    clients = ServiceClients.from_settings(settings)
-    runner.on_close(clients.close)
+    clients = wire_clients(runner, settings)
     targets = PublishedArticleTargets.from_settings(clients, settings)
     now = runner.settings_in_force(settings)
     cache = FirstPageCache(backends.redis, ttl_seconds=lambda: now().first_page_cache_ttl_seconds)

@@ -15,8 +15,7 @@ from typing import Unpack
 
 from clients.article import PublishedArticleTargets
 from kit.grpcx.cli import run_service
-from kit.grpcx.client import ServiceClients
-from kit.grpcx.process import RunnerOptions, consumer_config, wire_backends
+from kit.grpcx.process import RunnerOptions, consumer_config, wire_backends, wire_clients
 from kit.grpcx.server import ServiceRunner
 from services.interactive.events import read_event_consumer
 from services.interactive.grpc_api import InteractiveServicer
@@ -30,8 +29,7 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
     """The interactive process, not yet started; build it inside a running event loop."""
     runner = ServiceRunner("interactive", settings, **options)
     backends = wire_backends(runner, settings)
-    clients = ServiceClients.from_settings(settings)
-    runner.on_close(clients.close)
+    clients = wire_clients(runner, settings)
     targets = PublishedArticleTargets.from_settings(clients, settings)
     local = None
     if settings.local_cache_enabled:

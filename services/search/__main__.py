@@ -52,7 +52,7 @@ from typing import Unpack
 from kit.errors import AppError
 from kit.grpcx.cli import Command, run_service
 from kit.grpcx.client import ServiceClients
-from kit.grpcx.process import RunnerOptions, consumer_config
+from kit.grpcx.process import RunnerOptions, consumer_config, wire_clients
 from kit.grpcx.server import ServiceRunner
 from services.search import metrics
 from services.search.events import sync_consumer, sync_group
@@ -204,10 +204,9 @@ def build_runner(settings: SearchSettings, **options: Unpack[RunnerOptions]) -> 
     index, index_id, writer = open_index(settings)
     runner = ServiceRunner("search", settings, **options)
     export_readiness(runner)
-    clients = ServiceClients.from_settings(settings)
     # After the drain, in reverse order: the writer commits what the drained calls and the
     # consumer's last batch left pending, then the index and the clients close.
-    runner.on_close(clients.close)
+    clients = wire_clients(runner, settings)
     runner.on_close(index.close)
     runner.start_before_serving(writer)
     service = SearchService(index, writer)
