@@ -1,0 +1,504 @@
+"""The scheduler loop: take a due job, run it under a renewed lease, release it, record it.
+
+Any number of instances (processes, or :class:`Scheduler` objects in one process) share the
+jobs table; each has its own ``instance`` id. Each tick an instance:
+
+1. reads a few due jobs (active, ``next_run_ms <= now``, free or with an expired lease) and
+   tries to **take** one with a conditional ``UPDATE ... SET holder, lease_until_ms,
+   version = version + 1 WHERE id AND version = <read> AND still due and free``. Of
+   several instances racing, exactly one updates the row; the others try the next
+   candidate or wait for the next tick. Taking a job whose holder stopped renewing (its
+   lease expired) is a **takeover**, counted and logged.
+2. runs the job's executor with a :class:`~services.scheduler.executors.RunContext` whose
+   ``token`` is the job's new version (the **fencing token**), while a companion task
+   **renews** the lease every ``renew_every_s`` (conditional on ``version = token AND
+   holder = me``). A refused renewal means another instance took the job: the run is
+   cancelled and recorded ``fenced``. If the database cannot be reached to renew, the run
+   is cancelled once the lease has expired by this instance's clock.
+3. **releases** the job (conditional on the token too) with ``next_run_ms`` the first cron
+   time after *now*. Missed runs policy: a job that was due several times while every
+   scheduler was down runs **once**, then resumes at its next future time (no catch-up
+   burst). A failed run is not retried before its next cron time.
+4. records the execution (start, end, outcome, instance, token, error).
+
+Stopping (cancellation) interrupts runs in progress: each is recorded ``failed``
+("interrupted") and released with its ``next_run_ms`` unchanged, so another instance runs
+it again at once.
+
+Metrics (``webook_scheduler_*``): runs by outcome, run duration, takeovers, fencing
+rejections by stage, jobs due / late / running here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.scheduler.cron import parse
+from services.scheduler.domain import ExecutorKind, Job, Lease, Outcome, error_text
+from services.scheduler.errors import SchedulerError
+from services.scheduler.executors import Executor, ExecutorRegistry, RunContext, StaleToken
+from services.scheduler.service import Clock, UnitOfWork, in_transaction, wall_clock_ms
+
+logger = logging.getLogger(__name__)
+
+RUNS: Final = Counter(
+    "webook_scheduler_runs_total", "Job runs finished by this instance, by outcome.", ["outcome"]
+)
+RUN_SECONDS: Final = Histogram(
+    "webook_scheduler_run_duration_seconds",
+    "Wall time of job runs, from take to release.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+)
+TAKEOVERS: Final = Counter(
+    "webook_scheduler_takeovers_total",
+    "Jobs taken from another instance whose lease had expired.",
+)
+FENCING_REJECTIONS: Final = Counter(
+    "webook_scheduler_fencing_rejections_total",
+    "Stale fencing tokens refused, by stage (renew, release, executor).",
+    ["stage"],
+)
+JOBS_DUE: Final = Gauge("webook_scheduler_jobs_due", "Active jobs whose run time has come.")
+JOBS_LATE: Final = Gauge(
+    "webook_scheduler_jobs_late", "Active jobs due for longer than the lateness threshold."
+)
+JOBS_RUNNING: Final = Gauge("webook_scheduler_jobs_running", "Runs in progress here.")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerOptions:
+    """Timing and sizing of a :class:`Scheduler`.
+
+    ``lease_ms`` must exceed ``renew_every_s`` with room for a slow renewal: a lease is
+    renewed about ``lease_ms / renew_every_s`` times before it could expire.
+    """
+
+    lease_ms: int = 30_000
+    renew_every_s: float = 10.0
+    tick_s: float = 1.0
+    # Due jobs read per tick; a take lost to another instance tries the next one.
+    candidates: int = 8
+    # Runs in progress per instance; a full instance takes nothing.
+    max_running: int = 16
+    # A due job is counted late once it waited this long.
+    late_after_ms: int = 60_000
+    # Executions older than this are deleted (0 keeps them), checked every purge_every_s.
+    retention_ms: int = 30 * 24 * 3600 * 1000
+    purge_every_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.lease_ms <= 0 or self.renew_every_s <= 0 or self.tick_s <= 0:
+            raise ValueError("lease_ms, renew_every_s and tick_s must be positive")
+        if self.renew_every_s * 1000 >= self.lease_ms:
+            raise ValueError(
+                f"renew_every_s ({self.renew_every_s}) must be shorter than the lease "
+                f"({self.lease_ms} ms), or leases expire between renewals"
+            )
+        if self.candidates < 1 or self.max_running < 1:
+            raise ValueError("candidates and max_running must be at least 1")
+        if self.retention_ms < 0:
+            raise ValueError("retention_ms cannot be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """How one run ended, as recorded."""
+
+    job: str
+    token: int
+    outcome: Outcome
+    error: str
+    took_over_from: str | None
+    execution_id: int | None
+
+
+@dataclass(slots=True)
+class _RunState:
+    """Shared by a run and its lease keeper."""
+
+    lease_until_ms: int
+    lost: bool = False
+
+
+class Scheduler:
+    """One scheduler instance over the shared jobs table.
+
+    Args:
+        units: unit-of-work factory over the scheduler's database.
+        executors: the in-process executors ``local`` jobs name.
+        instance: this instance's id (unique among the instances: host and pid, pod name).
+        clock: now in epoch ms; lease expiry and due times follow it (tests inject one).
+        options: timing and sizing.
+    """
+
+    def __init__(
+        self,
+        units: Callable[[], UnitOfWork],
+        executors: ExecutorRegistry,
+        *,
+        instance: str,
+        clock: Clock = wall_clock_ms,
+        options: SchedulerOptions | None = None,
+    ) -> None:
+        if not instance or len(instance) > 128:
+            raise ValueError("instance must be 1-128 characters")
+        self._uow = units
+        self._executors = executors
+        self.instance = instance
+        self._clock = clock
+        self.options = options or SchedulerOptions()
+
+    # Leases ---------------------------------------------------------------------------
+
+    async def take(self) -> Lease | None:
+        """Take one due job, or ``None`` when none is due or every race was lost."""
+        now = self._clock()
+        async with self._uow() as uow:
+            candidates = await uow.jobs.due(now, limit=self.options.candidates)
+        lease_until = now + self.options.lease_ms
+        for job in candidates:
+
+            async def take_it(uow: UnitOfWork, job: Job = job) -> bool:
+                return await uow.jobs.take(
+                    job.id,
+                    version=job.version,
+                    holder=self.instance,
+                    lease_until_ms=lease_until,
+                    now_ms=now,
+                )
+
+            won = await in_transaction(self._uow, take_it)
+            if not won:
+                continue
+            previous = job.holder
+            lease = Lease(
+                job=job,
+                token=job.version + 1,
+                holder=self.instance,
+                lease_until_ms=lease_until,
+                took_over_from=previous,
+            )
+            fields = {"job": job.name, "token": lease.token, "instance": self.instance}
+            if previous is not None:
+                TAKEOVERS.inc()
+                logger.warning(
+                    "job taken over from an expired lease",
+                    extra={**fields, "previous_holder": previous, "expired_ms": job.lease_until_ms},
+                )
+            else:
+                logger.info("job taken", extra={**fields, "late_ms": max(0, now - job.next_run_ms)})
+            return lease
+        return None
+
+    async def renew(self, lease: Lease) -> int | None:
+        """Extend ``lease``; its new expiry, or ``None`` if the token is no longer current."""
+        now = self._clock()
+        until = now + self.options.lease_ms
+        renewed = await in_transaction(
+            self._uow,
+            lambda uow: uow.jobs.renew(
+                lease.job.id,
+                token=lease.token,
+                holder=lease.holder,
+                lease_until_ms=until,
+                now_ms=now,
+            ),
+        )
+        if not renewed:
+            FENCING_REJECTIONS.labels("renew").inc()
+            logger.warning(
+                "lease renewal refused: stale fencing token",
+                extra={"job": lease.job.name, "token": lease.token, "instance": lease.holder},
+            )
+            return None
+        return until
+
+    async def release(self, lease: Lease, *, next_run_ms: int) -> bool:
+        """Free ``lease`` with the next run time; ``False`` if the token is stale."""
+        now = self._clock()
+        released = await in_transaction(
+            self._uow,
+            lambda uow: uow.jobs.release(
+                lease.job.id,
+                token=lease.token,
+                holder=lease.holder,
+                next_run_ms=next_run_ms,
+                now_ms=now,
+            ),
+        )
+        if not released:
+            FENCING_REJECTIONS.labels("release").inc()
+            logger.warning(
+                "release refused: stale fencing token",
+                extra={"job": lease.job.name, "token": lease.token, "instance": lease.holder},
+            )
+        return released
+
+    async def still_holder(self, lease: Lease) -> bool:
+        """Whether the database still shows ``lease``'s token and holder on the job."""
+        async with self._uow() as uow:
+            return await uow.jobs.holds(lease.job.id, token=lease.token, holder=lease.holder)
+
+    def next_run_ms(self, lease: Lease) -> int:
+        """The first cron time after now: a job missed several times runs once, then here."""
+        return parse(lease.job.cron).next_after_ms(self._clock())
+
+    # Runs -----------------------------------------------------------------------------
+
+    def _executor(self, lease: Lease) -> Executor:
+        kind = lease.job.executor_kind
+        if kind != ExecutorKind.LOCAL:
+            raise ValueError(f"executor kind {kind!r} is not supported by this instance")
+        return self._executors.get(str(lease.job.executor_config.get("function", "")))
+
+    async def _keep_lease(self, lease: Lease, state: _RunState, work: asyncio.Task[None]) -> None:
+        """Renew until cancelled; cancel ``work`` once the lease is lost."""
+        while True:
+            await asyncio.sleep(self.options.renew_every_s)
+            try:
+                until = await self.renew(lease)
+            except Exception as exc:
+                if self._clock() < state.lease_until_ms:
+                    logger.warning(
+                        "lease renewal failed; retrying before it expires",
+                        extra={"job": lease.job.name, "token": lease.token, "error": repr(exc)},
+                    )
+                    continue
+                logger.error(
+                    "lease expired while the database was unreachable; stopping the run",
+                    extra={"job": lease.job.name, "token": lease.token, "error": repr(exc)},
+                )
+                until = None
+            if until is None:
+                state.lost = True
+                work.cancel()
+                return
+            state.lease_until_ms = until
+
+    async def _start_record(self, lease: Lease, started_ms: int) -> int | None:
+        try:
+            return await in_transaction(
+                self._uow,
+                lambda uow: uow.jobs.start_execution(
+                    job_id=lease.job.id,
+                    token=lease.token,
+                    instance=lease.holder,
+                    started_ms=started_ms,
+                ),
+            )
+        except Exception as exc:
+            logger.error(
+                "could not record the start of a run",
+                extra={"job": lease.job.name, "token": lease.token, "error": repr(exc)},
+            )
+            return None
+
+    async def _finish_record(self, execution_id: int | None, outcome: Outcome, error: str) -> None:
+        if execution_id is None:
+            return
+        ended = self._clock()
+        try:
+            await in_transaction(
+                self._uow,
+                lambda uow: uow.jobs.finish_execution(
+                    execution_id, ended_ms=ended, outcome=outcome, error=error
+                ),
+            )
+        except Exception as exc:
+            logger.error(
+                "could not record the end of a run",
+                extra={"execution_id": execution_id, "error": repr(exc)},
+            )
+
+    async def run(self, lease: Lease) -> RunReport:
+        """Run ``lease``'s job to the end under a renewed lease, release and record it."""
+        job = lease.job
+        started = self._clock()
+        state = _RunState(lease_until_ms=lease.lease_until_ms)
+
+        async def check_holder() -> bool:
+            return not state.lost and await self.still_holder(lease)
+
+        context = RunContext(
+            job_id=job.id,
+            job_name=job.name,
+            token=lease.token,
+            instance=lease.holder,
+            config=job.executor_config,
+            scheduled_ms=job.next_run_ms,
+            check_holder=check_holder,
+        )
+        outcome, error = Outcome.OK, ""
+        execution_id: int | None = None
+        JOBS_RUNNING.inc()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            execution_id = await self._start_record(lease, started)
+            try:
+                work = asyncio.create_task(self._executor(lease)(context))
+            except (SchedulerError, ValueError) as exc:
+                outcome, error = Outcome.FAILED, str(exc)
+            else:
+                outcome, error = await self._supervise(lease, state, work)
+        except asyncio.CancelledError:
+            await self._interrupted(lease, state, execution_id)
+            raise
+        finally:
+            JOBS_RUNNING.dec()
+            RUN_SECONDS.observe(loop.time() - began)
+        # Released even after a fenced write, in case the lease is still ours (then the
+        # job is free at once rather than when the lease expires); a stale token is refused.
+        if not state.lost:
+            try:
+                released = await self.release(lease, next_run_ms=self.next_run_ms(lease))
+            except Exception as exc:
+                logger.error(
+                    "could not release a job; its lease will expire",
+                    extra={"job": job.name, "token": lease.token, "error": repr(exc)},
+                )
+            else:
+                if not released and outcome is not Outcome.FENCED:
+                    outcome, error = Outcome.FENCED, "release refused: stale fencing token"
+        await self._finish_record(execution_id, outcome, error)
+        RUNS.labels(outcome.value).inc()
+        logger.log(
+            logging.INFO if outcome is Outcome.OK else logging.WARNING,
+            "job run ended",
+            extra={
+                "job": job.name,
+                "token": lease.token,
+                "instance": lease.holder,
+                "outcome": outcome.value,
+                "error": error,
+                "duration_ms": self._clock() - started,
+            },
+        )
+        return RunReport(
+            job=job.name,
+            token=lease.token,
+            outcome=outcome,
+            error=error,
+            took_over_from=lease.took_over_from,
+            execution_id=execution_id,
+        )
+
+    async def _supervise(
+        self, lease: Lease, state: _RunState, work: asyncio.Task[None]
+    ) -> tuple[Outcome, str]:
+        """Await ``work`` while keeping the lease; the outcome and error text."""
+        keeper = asyncio.create_task(self._keep_lease(lease, state, work))
+        try:
+            await work
+        except StaleToken as exc:
+            FENCING_REJECTIONS.labels("executor").inc()
+            return Outcome.FENCED, error_text(exc)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            if state.lost:
+                return Outcome.FENCED, "lease lost: renewal refused or expired"
+            return Outcome.FAILED, "the executor was cancelled"
+        except Exception as exc:
+            if state.lost:
+                return Outcome.FENCED, f"lease lost; then {error_text(exc)}"
+            return Outcome.FAILED, error_text(exc)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        if state.lost:
+            return Outcome.FENCED, "lease lost: renewal refused or expired"
+        return Outcome.OK, ""
+
+    async def _interrupted(self, lease: Lease, state: _RunState, execution_id: int | None) -> None:
+        """The scheduler is stopping: hand the job back due at once (unless already lost)
+        and record the run as interrupted."""
+        if not state.lost:
+            with contextlib.suppress(Exception):
+                await self.release(lease, next_run_ms=lease.job.next_run_ms)
+        await self._finish_record(
+            execution_id, Outcome.FAILED, "interrupted: the scheduler is stopping"
+        )
+        RUNS.labels(Outcome.FAILED.value).inc()
+        logger.warning(
+            "job run interrupted: scheduler stopping",
+            extra={"job": lease.job.name, "token": lease.token, "instance": lease.holder},
+        )
+
+    async def tick(self) -> RunReport | None:
+        """Take one due job and run it to the end (tests and one-shot use)."""
+        lease = await self.take()
+        return None if lease is None else await self.run(lease)
+
+    # Upkeep ---------------------------------------------------------------------------
+
+    async def refresh_gauges(self) -> tuple[int, int]:
+        """Update the due/late gauges from the table; ``(due, late)``."""
+        now = self._clock()
+        async with self._uow() as uow:
+            due, late = await uow.jobs.due_counts(
+                now, late_before_ms=now - self.options.late_after_ms
+            )
+        JOBS_DUE.set(due)
+        JOBS_LATE.set(late)
+        return due, late
+
+    async def purge_history(self) -> int:
+        """Delete executions older than the retention, in batches; how many."""
+        if self.options.retention_ms == 0:
+            return 0
+        cutoff = self._clock() - self.options.retention_ms
+        total = 0
+        while True:
+            deleted = await in_transaction(
+                self._uow,
+                lambda uow: uow.jobs.purge_executions(started_before_ms=cutoff, limit=1000),
+            )
+            total += deleted
+            if deleted < 1000:
+                if total:
+                    logger.info("execution history purged", extra={"deleted": total})
+                return total
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Tick until ``stop`` is set: one take per tick, each run in its own task; then
+        interrupt the runs still in progress (they are handed back, due at once)."""
+        running: set[asyncio.Task[RunReport]] = set()
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time() + random.uniform(0, self.options.purge_every_s)
+        logger.info("scheduler started", extra={"instance": self.instance})
+        try:
+            while not stop.is_set():
+                try:
+                    if len(running) < self.options.max_running:
+                        lease = await self.take()
+                        if lease is not None:
+                            task = asyncio.create_task(self.run(lease))
+                            running.add(task)
+                            task.add_done_callback(running.discard)
+                    await self.refresh_gauges()
+                    if loop.time() >= next_purge:
+                        next_purge = loop.time() + self.options.purge_every_s
+                        await self.purge_history()
+                except Exception as exc:
+                    logger.error(
+                        "scheduler tick failed",
+                        extra={"instance": self.instance, "error": repr(exc)},
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.options.tick_s)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            logger.info("scheduler stopped", extra={"instance": self.instance})
