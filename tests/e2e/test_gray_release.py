@@ -30,10 +30,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.credentials import SecureEtcd
-from devstack.infra import ManagedProcess, free_port
-from devstack.suite import gateway_process
+from devstack.infra import ManagedProcess
 from tests.e2e.conftest import USER_AGENT, RunningStack
-from webookctl.tests.run import Result, ctl_env, run_process
+from tests.e2e.gateways import ctl_as_operator, extra_gateway
+from webookctl.tests.run import Result
 
 pytestmark = pytest.mark.e2e
 
@@ -58,25 +58,13 @@ def reader_address(n: int) -> str:
 def gray_gateway(stack: RunningStack, search_process: ManagedProcess) -> Iterator[str]:
     """A gateway following the ``dev`` environment's settings, trusting the loopback
     proxy's ``X-Forwarded-For`` and without rate limits; the search service running."""
-    infra = dataclasses.replace(
-        stack.infra,
-        extra_env={
-            **stack.infra.extra_env,
-            "WEBOOK_GATEWAY_CONFIG_ENVIRONMENT": ENVIRONMENT,
-            "WEBOOK_GATEWAY_EDGE": json.dumps(
-                {"rate_limits": [], "trusted_proxies": ["127.0.0.1/32"]}
-            ),
-        },
-    )
-    port = free_port()
-    proc: ManagedProcess = gateway_process(infra, port, {}, stack.log_dir)
-    proc.name = "gateway-gray-release"
-    proc.log_path = stack.log_dir / f"{proc.name}.log"
-    proc.start(timeout=60)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with extra_gateway(
+        stack,
+        "gateway-gray-release",
+        ENVIRONMENT,
+        {"rate_limits": [], "trusted_proxies": ["127.0.0.1/32"]},
+    ) as url:
+        yield url
 
 
 @pytest.fixture
@@ -88,14 +76,7 @@ async def http(gray_gateway: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _ctl(e2e_etcd: SecureEtcd, *argv: str) -> Result:
-    operator = e2e_etcd.credentials.config_operator
-    env = ctl_env(
-        env=ENVIRONMENT,
-        etcd_endpoints=e2e_etcd.endpoint,
-        etcd_username=operator.username,
-        etcd_password=operator.password,
-    )
-    return await run_process("--json", *argv, env=env)
+    return await ctl_as_operator(e2e_etcd, ENVIRONMENT, *argv)
 
 
 async def _set_percent(e2e_etcd: SecureEtcd, percent: float) -> None:

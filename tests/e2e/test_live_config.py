@@ -11,7 +11,6 @@ settings; the changes are written as the ``config-operator`` user, which may wri
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -21,12 +20,11 @@ import httpx
 import pytest
 
 from devstack.credentials import SecureEtcd
-from devstack.infra import ManagedProcess, free_port
-from devstack.suite import gateway_process
 from kit.liveconfig.schema import encode_value, service_key_prefix
 from kit.registry.etcd import EtcdRegistryConfig, etcd_client
 from tests.e2e.conftest import USER_AGENT, RunningStack
-from webookctl.tests.run import Result, ctl_env, run_process
+from tests.e2e.gateways import ctl_as_operator, extra_gateway
+from webookctl.tests.run import Result
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
@@ -56,23 +54,8 @@ def _rule(limit: int, period: float = 3600) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def live_gateway(stack: RunningStack) -> Iterator[str]:
     """A gateway following the ``dev`` environment's settings, no rate limits at start."""
-    infra = dataclasses.replace(
-        stack.infra,
-        extra_env={
-            **stack.infra.extra_env,
-            "WEBOOK_GATEWAY_CONFIG_ENVIRONMENT": ENVIRONMENT,
-            "WEBOOK_GATEWAY_EDGE": json.dumps({"rate_limits": []}),
-        },
-    )
-    port = free_port()
-    proc: ManagedProcess = gateway_process(infra, port, {}, stack.log_dir)
-    proc.name = "gateway-live-config"
-    proc.log_path = stack.log_dir / f"{proc.name}.log"
-    proc.start(timeout=60)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    with extra_gateway(stack, "gateway-live-config", ENVIRONMENT, {"rate_limits": []}) as url:
+        yield url
 
 
 @pytest.fixture
@@ -84,14 +67,7 @@ async def http(live_gateway: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _ctl(e2e_etcd: SecureEtcd, *argv: str) -> Result:
-    operator = e2e_etcd.credentials.config_operator
-    env = ctl_env(
-        env=ENVIRONMENT,
-        etcd_endpoints=e2e_etcd.endpoint,
-        etcd_username=operator.username,
-        etcd_password=operator.password,
-    )
-    return await run_process("--json", *argv, env=env)
+    return await ctl_as_operator(e2e_etcd, ENVIRONMENT, *argv)
 
 
 async def _set_rules(e2e_etcd: SecureEtcd, rules: list[dict[str, object]], why: str) -> None:
