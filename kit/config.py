@@ -53,6 +53,7 @@ from typing import Any, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kit.events.security import KafkaSecurity
 from kit.gray.rollout import Rollout, RolloutName
 from kit.grpcx.tuning import ClientTuning
 from kit.liveconfig.schema import check_segment, live_field
@@ -284,7 +285,47 @@ class ClientSettings(BaseServiceSettings):
         return self
 
 
-class GrpcServiceSettings(ClientSettings):
+class KafkaConnectionSettings(BaseModel):
+    """Where the brokers are and how Kafka clients authenticate (:class:`kit.events.KafkaSecurity`),
+    one mixin for every process that talks to Kafka (services, the lag exporter).
+
+    ``kafka_security_protocol``: PLAINTEXT (the local broker), SSL, SASL_PLAINTEXT or
+    SASL_SSL; SASL needs the username and password. ``kafka_ssl_ca_file``: the CA certificate
+    (PEM) the brokers' certificates are checked against under SSL and SASL_SSL; empty: the
+    system's trust store.
+    """
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), repr=False)
+    kafka_ssl_ca_file: str = ""
+
+    @model_validator(mode="after")
+    def _kafka_sasl_credentials(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs "
+                "kafka_sasl_username and kafka_sasl_password"
+            )
+        return self
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """How this process's Kafka clients authenticate, from the ``kafka_*`` settings."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password.get_secret_value(),
+            ca_file=self.kafka_ssl_ca_file,
+        )
+
+
+class GrpcServiceSettings(ClientSettings, KafkaConnectionSettings):
     """Settings of a gRPC service process."""
 
     grpc_host: str = "127.0.0.1"
@@ -297,16 +338,6 @@ class GrpcServiceSettings(ClientSettings):
     # How long a Redis read that has a fallback (a cache, the session check, a rate-limit
     # check) waits in silence before taking it; None: a tenth of the client's timeout.
     redis_fallback_wait_seconds: float | None = Field(default=None, gt=0)
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    # How Kafka clients authenticate (kit.events.KafkaSecurity): PLAINTEXT (the local
-    # broker), SSL, SASL_PLAINTEXT or SASL_SSL; SASL needs the username and password.
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), repr=False)
-    # CA certificate (PEM) the brokers' certificates are checked against under SSL and
-    # SASL_SSL; empty: the system's trust store.
-    kafka_ssl_ca_file: str = ""
     # Durability of events (docs/events.md, "Production settings"). What the broker waits
     # for before acknowledging: "all" in-sync replicas, or "1" (the partition leader alone).
     kafka_acks: Literal["all", "1"] = "all"
@@ -362,17 +393,6 @@ class GrpcServiceSettings(ClientSettings):
                 "an idempotent Kafka producer requires kafka_acks=all"
                 + (" (it is on by default in prod mode)" if unset else "")
                 + "; set kafka_acks=all or kafka_idempotent_producer=false"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _kafka_sasl_credentials(self) -> Self:
-        if self.kafka_security_protocol.startswith("SASL_") and not (
-            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
-        ):
-            raise ValueError(
-                f"kafka_security_protocol {self.kafka_security_protocol} needs "
-                "kafka_sasl_username and kafka_sasl_password"
             )
         return self
 

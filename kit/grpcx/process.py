@@ -28,12 +28,10 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol, TypedDict, TypeVar, Unpack
 
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kit.config import GrpcServiceSettings
 from kit.events import ConsumerConfig, EventProducer, KafkaSecurity, ProducerConfig, TopicSpec
-from kit.events.security import SaslMechanism, SecurityProtocol
 from kit.governance import Fallback
 from kit.grpcx.client import ServiceClients
 from kit.grpcx.errors import ServerInterceptorBase
@@ -163,35 +161,8 @@ class KafkaSettings(Protocol):
         """``min.insync.replicas`` of the topics created."""
 
     @property
-    def kafka_security_protocol(self) -> SecurityProtocol:
-        """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
-
-    @property
-    def kafka_sasl_mechanism(self) -> SaslMechanism:
-        """SASL mechanism under a ``SASL_*`` protocol."""
-
-    @property
-    def kafka_sasl_username(self) -> str:
-        """SASL login of the service."""
-
-    @property
-    def kafka_sasl_password(self) -> SecretStr:
-        """SASL password of the service."""
-
-    @property
-    def kafka_ssl_ca_file(self) -> str:
-        """CA of the brokers' certificates (empty: the system's trust store)."""
-
-
-def kafka_security(settings: KafkaSettings) -> KafkaSecurity:
-    """How the service's Kafka clients authenticate, from its ``kafka_*`` settings."""
-    return KafkaSecurity(
-        protocol=settings.kafka_security_protocol,
-        sasl_mechanism=settings.kafka_sasl_mechanism,
-        username=settings.kafka_sasl_username,
-        password=settings.kafka_sasl_password.get_secret_value(),
-        ca_file=settings.kafka_ssl_ca_file,
-    )
+    def kafka_security(self) -> KafkaSecurity:
+        """How the service's Kafka clients authenticate (protocol, SASL login, CA)."""
 
 
 class ProducerSettings(KafkaSettings, Protocol):
@@ -255,7 +226,7 @@ def producer_config(
         acks="all" if settings.kafka_acks == "all" else 1,
         enable_idempotence=settings.kafka_idempotence,
         client_id=f"webook-{service}",
-        security=kafka_security(settings),
+        security=settings.kafka_security,
     )
     if linger_ms is not None:
         config = replace(config, linger_ms=linger_ms)
@@ -312,7 +283,7 @@ def wire_outbox_relay(
             acks="all" if settings.kafka_acks == "all" else 1,
             enable_idempotence=settings.kafka_idempotence,
             client_id=f"webook-{runner.name}",
-            security=kafka_security(settings),
+            security=settings.kafka_security,
         )
     )
     config = RelayConfig(
@@ -372,5 +343,5 @@ def consumer_config(
         topic_replication_factor=settings.kafka_replication_factor,
         topic_min_insync_replicas=settings.kafka_min_insync_replicas,
         client_id=f"webook-{service}",
-        security=kafka_security(settings),
+        security=settings.kafka_security,
     )

@@ -76,7 +76,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, Field, SecretStr
 
 from kit.events import KafkaSecurity
-from kit.grpcx.process import KafkaSettings, kafka_security
+from kit.grpcx.process import KafkaSettings
 from kit.registry import EtcdRegistry, EtcdRegistryConfig, Registry
 from kit.security.tls import ClientTls, TlsFiles, TlsSettings, mtls_channel_factory
 from services.search import metrics
@@ -514,7 +514,7 @@ class KafkaGroupOffsets:
         """Offsets through the process's brokers, with its Kafka security."""
         return cls(
             settings.kafka_bootstrap,
-            security=kafka_security(settings),
+            security=settings.kafka_security,
             timeout_s=settings.snapshot_call_timeout_seconds,
         )
 

@@ -22,7 +22,6 @@ from kit.events import (
 from kit.events import topics as topics_module
 from kit.events.producer import _default_factory
 from kit.events.topics import TopicAdmin, TopicSpec
-from kit.grpcx.process import kafka_security
 from kit.security.pki import cert_pem, create_ca
 
 SCRAM = KafkaSecurity(
@@ -100,7 +99,7 @@ def test_settings_become_the_consumers_security(tmp_path: Path) -> None:
         kafka_sasl_password="pw",
         kafka_ssl_ca_file=str(ca_file),
     )
-    security = kafka_security(settings)  # type: ignore[arg-type]  # no topic settings needed
+    security = settings.kafka_security
     assert security == KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "search", "pw", str(ca_file))
     context = security.client_options()["ssl_context"]
     assert context.cert_store_stats()["x509_ca"] == 1  # our CA, not the system store
