@@ -1,6 +1,6 @@
 """What every sub-command shares: its :class:`Context`, its handler's shape, its options.
 
-Each command module (``config``, ``sms``, ``sessions``, ``search``) has a ``register``
+Each command module (``config``, ``sms``, ``sessions``, ``search``, ``jobs``) has a ``register``
 function that adds its group of sub-commands with :func:`leaf`; a leaf's handler is an
 ``async`` function of the :class:`Context` and the parsed arguments returning an
 :class:`~webookctl.output.Outcome`, or raising :class:`~webookctl.errors.CommandFailed`.

@@ -45,6 +45,8 @@ class CtlSettings(BaseSettings):
     tls_ca_file: str = ""
     # Static address(es) of the sms service ("host:port,host:port"); empty: etcd discovery.
     sms_address: str = ""
+    # Static address(es) of the scheduler ("host:port,..."); empty: etcd discovery.
+    scheduler_address: str = ""
     # The SmsService caller token (an admin caller's static token or JWT).
     sms_token: SecretStr = Field(default=SecretStr(""), repr=False)
     # Level of the log lines on stderr (JSON); the command's own answer is not a log line.

@@ -1,9 +1,8 @@
 """Errors of the scheduler service, all in the ``scheduler.webook`` domain.
 
-The other services declare their reasons in their proto's ``ErrorReason`` enum
-(:class:`kit.errors.ServiceError`); the scheduler has no proto yet (its gRPC admin API is
-the next increment, docs/scheduler.md), so its reasons are spelled here, with the same
-``SCHEDULER_`` prefix the enum will declare.
+Reasons and the domain are declared once, in enum ``ErrorReason`` of
+``webook.scheduler.v1`` (``protos/webook/scheduler/v1/scheduler.proto``); a reason is a
+value's name.
 
 ::
 
@@ -18,30 +17,37 @@ the next increment, docs/scheduler.md), so its reasons are spelled here, with th
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import ClassVar
+from enum import StrEnum, auto
 
-from kit.errors import AlreadyExists, AppError, InvalidArgument, NotFound, Unavailable
+from kit.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    reason_names,
+)
+from webook.scheduler.v1 import scheduler_pb2
 
 
-class SchedulerError(AppError):
-    """Base of every error of the scheduler service."""
-
-    default_domain: ClassVar[str] = "scheduler.webook"
+class SchedulerError(ServiceError, reasons=scheduler_pb2.ErrorReason):
+    """Base of every error in the domain of ``webook.scheduler.v1.ErrorReason``."""
 
 
 DOMAIN = SchedulerError.default_domain
 
 
 class Reason(StrEnum):
-    """Stable business reasons of the scheduler service."""
+    """Stable business reasons of the scheduler service (``webook.scheduler.v1.ErrorReason``)."""
 
-    INVALID_CRON = "SCHEDULER_INVALID_CRON"
-    UNKNOWN_EXECUTOR = "SCHEDULER_UNKNOWN_EXECUTOR"
-    INVALID_JOB = "SCHEDULER_INVALID_JOB"
-    JOB_NOT_FOUND = "SCHEDULER_JOB_NOT_FOUND"
-    JOB_EXISTS = "SCHEDULER_JOB_EXISTS"
-    CONCURRENT_CONFLICT = "SCHEDULER_CONCURRENT_CONFLICT"
+    _generate_next_value_ = reason_names(scheduler_pb2.ErrorReason)
+
+    INVALID_CRON = auto()
+    UNKNOWN_EXECUTOR = auto()
+    INVALID_JOB = auto()
+    JOB_NOT_FOUND = auto()
+    JOB_EXISTS = auto()
+    CONCURRENT_CONFLICT = auto()
 
 
 class SchedulerInvalidArgument(SchedulerError, InvalidArgument):

@@ -71,6 +71,12 @@ JOBS_LATE: Final = Gauge(
     "webook_scheduler_jobs_late", "Active jobs due for longer than the lateness threshold."
 )
 JOBS_RUNNING: Final = Gauge("webook_scheduler_jobs_running", "Runs in progress here.")
+# Every outcome and stage exported at 0 from the start: a rate over a series that does not
+# exist yet would show nothing until the first run or rejection.
+for _outcome in (Outcome.OK, Outcome.FAILED, Outcome.FENCED):
+    RUNS.labels(_outcome.value)
+for _stage in ("renew", "release", "executor"):
+    FENCING_REJECTIONS.labels(_stage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,3 +508,44 @@ class Scheduler:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
             logger.info("scheduler stopped", extra={"instance": self.instance})
+
+
+class SchedulerLoop:
+    """:meth:`Scheduler.run_forever` as a process component (:class:`kit.grpcx.server.Component`).
+
+    ``start`` spawns the loop in a task; ``stop`` asks it to stop and waits until its runs
+    in progress were interrupted and handed back (due at once, for another instance).
+    """
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop was started and has not ended."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start ticking in a task of the running event loop."""
+        if self._task is not None:
+            raise RuntimeError("the scheduler loop was already started")
+        self._stop.clear()
+        self._task = asyncio.create_task(
+            self.scheduler.run_forever(self._stop), name=f"scheduler-{self.scheduler.instance}"
+        )
+
+    async def stop(self) -> None:
+        """Stop the loop and wait for it (a loop that failed is logged, not raised)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        try:
+            await task
+        except Exception as exc:
+            logger.error(
+                "scheduler loop failed",
+                extra={"instance": self.scheduler.instance, "error": repr(exc)},
+            )

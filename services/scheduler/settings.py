@@ -1,6 +1,7 @@
 """Settings of a scheduler process (environment prefix ``WEBOOK_SCHEDULER_``).
 
-Besides the common settings (:class:`kit.config.BaseServiceSettings`) the scheduler reads:
+Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings`: the
+admin API's port, TLS, etcd registration) the scheduler reads:
 
 - ``WEBOOK_SCHEDULER_DATABASE_URL``: SQLAlchemy async URL, SQLite file by default (several
   instances need a shared MariaDB/MySQL database);
@@ -12,8 +13,8 @@ Besides the common settings (:class:`kit.config.BaseServiceSettings`) the schedu
 - ``WEBOOK_SCHEDULER_LATE_AFTER_SECONDS`` (60): when a waiting due job counts as late;
 - ``WEBOOK_SCHEDULER_RETENTION_DAYS`` (30; 0 keeps everything): execution history kept.
 
-All are restart-only. The process entry point that reads them is the next increment
-(docs/scheduler.md).
+All are restart-only (the loop is built once, at start); ``python -m services.scheduler``
+reads them (docs/scheduler.md).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from kit.config import BaseServiceSettings
+from kit.config import GrpcServiceSettings
 from services.scheduler.scheduler import SchedulerOptions
 
 
-class SchedulerSettings(BaseServiceSettings):
+class SchedulerSettings(GrpcServiceSettings):
     """Validated configuration of a scheduler instance."""
 
     model_config = SettingsConfigDict(env_prefix="WEBOOK_SCHEDULER_", extra="ignore", frozen=True)

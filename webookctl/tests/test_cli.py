@@ -46,11 +46,17 @@ def test_every_group_and_command_is_there() -> None:
         ("sms", "records"),
         ("sessions", "revoke"),
         ("search", "reindex"),
+        ("jobs", "list"),
+        ("jobs", "add"),
+        ("jobs", "pause"),
+        ("jobs", "resume"),
+        ("jobs", "run-now"),
+        ("jobs", "history"),
     }
 
 
 @pytest.mark.parametrize(
-    "path", [(), ("config",), ("sms",), ("sessions",), ("search",), *COMMANDS], ids=str
+    "path", [(), ("config",), ("sms",), ("sessions",), ("search",), ("jobs",), *COMMANDS], ids=str
 )
 async def test_help_everywhere(path: tuple[str, ...]) -> None:
     result = await run(*path, "--help")
@@ -72,6 +78,9 @@ async def test_help_everywhere(path: tuple[str, ...]) -> None:
         ["sessions", "revoke"],
         ["sessions", "revoke", "--user", "1", "--session", "abc"],
         ["sms", "records", "--status", "lost"],
+        ["jobs", "add", "nightly"],  # no cron
+        ["jobs", "pause"],  # no name
+        ["jobs", "history", "nightly", "--limit", "many"],
     ],
     ids=" ".join,
 )
