@@ -139,6 +139,17 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
         settings=_consumer_settings,
         redis_keys=("webook:search:*",),
     ),
+    # Cron jobs over SQL with leases and fencing tokens (docs/scheduler.md); no Redis.
+    ServiceSpec("scheduler", port_slot=7),
+    # Hot articles: a job (run by the scheduler) over article and interactive, served from
+    # memory with a copy in Redis (docs/ranking.md); no database.
+    ServiceSpec(
+        "ranking",
+        port_slot=8,
+        peers=("article", "interactive"),
+        migrations=False,
+        redis_keys=("webook:ranking:*",),
+    ),
 )
 
 SERVICE_NAMES: Final[tuple[str, ...]] = tuple(spec.name for spec in CATALOG)

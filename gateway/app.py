@@ -52,6 +52,7 @@ from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContexts, telemetry_excluded
 from gateway.routes import articles, comments, sms_login, system, users, wechat
 from gateway.routes import follow as follow_routes
+from gateway.routes import ranking as ranking_routes
 from gateway.routes import search as search_routes
 from gateway.settings import GatewaySettings
 from gateway.stubs import ServiceStubs
@@ -81,6 +82,8 @@ PUBLIC_PATHS: Final = frozenset(
         "/follow/counts",
         # Search results are public data (published articles, profiles): no login needed.
         "/search/query",
+        # The hot-article ranking is public data too.
+        "/articles/ranking",
         "/healthz",
         "/metrics",
         "/openapi.json",
@@ -326,6 +329,7 @@ def create_app(
     app.include_router(comments.router)
     app.include_router(follow_routes.router)
     app.include_router(search_routes.router)
+    app.include_router(ranking_routes.router)
     app.include_router(sms_login.router)
     app.include_router(wechat.router)
     app.include_router(system.router)

@@ -17,6 +17,7 @@ from webook.code.v1 import code_pb2_grpc
 from webook.comment.v1 import comment_pb2_grpc
 from webook.follow.v1 import follow_pb2_grpc
 from webook.interactive.v1 import interactive_pb2_grpc
+from webook.ranking.v1 import ranking_pb2_grpc
 from webook.search.v1 import search_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from webook.comment.v1.comment_pb2_grpc import CommentServiceAsyncStub
     from webook.follow.v1.follow_pb2_grpc import FollowServiceAsyncStub
     from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
+    from webook.ranking.v1.ranking_pb2_grpc import RankingServiceAsyncStub
     from webook.search.v1.search_pb2_grpc import SearchServiceAsyncStub
     from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
@@ -43,6 +45,7 @@ class ServiceStubs:
     comment: CommentServiceAsyncStub
     follow: FollowServiceAsyncStub
     search: SearchServiceAsyncStub
+    ranking: RankingServiceAsyncStub
 
     @classmethod
     async def discover(cls, clients: ServiceClients) -> ServiceStubs:
@@ -57,4 +60,5 @@ class ServiceStubs:
             comment=comment_pb2_grpc.CommentServiceStub(await clients.channel("comment")),
             follow=follow_pb2_grpc.FollowServiceStub(await clients.channel("follow")),
             search=search_pb2_grpc.SearchServiceStub(await clients.channel("search")),
+            ranking=ranking_pb2_grpc.RankingServiceStub(await clients.channel("ranking")),
         )

@@ -3,8 +3,9 @@
 Signup and login (password and SMS code, wrong passwords and codes included), profile,
 publish, read (read events through Kafka), like, collect, comment, follow, search (once the
 published articles reached the index through Kafka; a refused query too), a missing article
-(NOT_FOUND), a burst past a rate limit (429), an oversized body (413), health probes of every
-gRPC instance, and finally a follow instance killed without deregistering, so that the
+(NOT_FOUND), the hot ranking, a scheduler job run on demand and a ranking job run, a burst
+past a rate limit (429), an oversized body (413), health probes of every gRPC instance, and
+finally a follow instance killed without deregistering, so that the
 gateway's balancer fails over from it and ejects it.
 
 Live settings, as the configuration operator changes them (``config-operator``, the
@@ -33,9 +34,12 @@ import httpx
 
 from bench.config_propagation import Process, wait_until_applied
 from devstack.suite import grpc_serving
+from devstack.tls import OPERATOR
 from kit.liveconfig import DELETE, ConfigStore
 from services.search.query import MAX_QUERY_TERMS
 from tests.deploy.stack import BURST, MAX_BODY_BYTES, ObservedStack
+from webook.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+from webook.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 PASSWORD = "hello#world123"
 USER_AGENT = "webook-observability-e2e/1.0"
@@ -246,8 +250,51 @@ def _one_round(client: httpx.Client, stack: ObservedStack) -> Author:
     assert 429 in statuses, statuses
     too_large = client.post("/articles/edit", content=b"x" * (MAX_BODY_BYTES + 1), headers=author)
     assert too_large.status_code == 413
+    ranking = client.get("/articles/ranking", params={"offset": 0, "limit": 10}).json()
+    assert ranking["code"] == 0, ranking
     _probe_health(stack)
+    _run_jobs(stack)
     return Author(author_id, author, article_ids)
+
+
+# The scheduler's job of the traffic: never due by itself (once a year), run on demand.
+OPS_JOB = "observability-noop"
+JOB_DEADLINE_S = 60.0
+
+
+def _run_jobs(stack: ObservedStack) -> None:
+    """A scheduler run (as the operator: add the job once, run it now, wait for its
+    execution) and a ranking run (as the scheduler would call it)."""
+    (scheduler,) = stack.grpc_addresses["scheduler"][:1]
+    (ranking,) = stack.grpc_addresses["ranking"][:1]
+    tls = stack.infra.client_tls("scheduler", as_identity=OPERATOR)
+    assert tls is not None
+    with tls.sync_channel(scheduler) as channel:
+        jobs = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+        names = {job.name for job in jobs.ListJobs(scheduler_pb2.ListJobsRequest()).jobs}
+        if OPS_JOB not in names:
+            jobs.AddJob(
+                scheduler_pb2.AddJobRequest(
+                    name=OPS_JOB,
+                    cron="0 0 1 1 *",
+                    executor_kind="local",
+                    executor_config=json.dumps({"function": "noop"}),
+                )
+            )
+        history = scheduler_pb2.ListExecutionsRequest(name=OPS_JOB, limit=100)
+        before = sum(1 for e in jobs.ListExecutions(history).executions if e.ended_ms)
+        jobs.RunNow(scheduler_pb2.RunNowRequest(name=OPS_JOB))
+        deadline = time.monotonic() + JOB_DEADLINE_S
+        while sum(1 for e in jobs.ListExecutions(history).executions if e.ended_ms) <= before:
+            assert time.monotonic() < deadline, "the scheduler never ran the job"
+            time.sleep(0.2)
+    tls = stack.infra.client_tls("ranking", as_identity="scheduler")
+    assert tls is not None
+    with tls.sync_channel(ranking) as channel:
+        ranked = ranking_pb2_grpc.RankingServiceStub(channel).RunRanking(
+            ranking_pb2.RunRankingRequest(fencing_token=int(time.time())), timeout=30
+        )
+    assert ranked.ranked >= 0
 
 
 def _kill_a_follow_instance(client: httpx.Client, stack: ObservedStack, author: Author) -> None:

@@ -1,0 +1,1 @@
+"""Ranking service: the hot articles of the last days (``python -m services.ranking``)."""

@@ -1,0 +1,66 @@
+"""gRPC servicer of ``webook.ranking.v1.RankingService``: proto ↔ domain translation only.
+
+``TopArticles`` reads this replica's memory (:class:`~services.ranking.memory.LocalRanking`),
+never Redis; ``RunRanking`` runs the job (:class:`~services.ranking.job.RankingJob`) under the
+caller's fencing token. Refusals are :class:`kit.errors.AppError` subclasses that the
+server's error interceptor turns into status codes with a ``google.rpc.ErrorInfo`` reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from services.ranking.domain import RankedArticle, make_page
+from services.ranking.job import RankingJob
+from services.ranking.memory import LocalRanking
+from webook.ranking.v1 import ranking_pb2, ranking_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def article_to_proto(article: RankedArticle) -> ranking_pb2.RankedArticle:
+    """The wire form of ``article``."""
+    return ranking_pb2.RankedArticle(
+        id=article.id,
+        title=article.title,
+        abstract=article.abstract,
+        author_id=article.author_id,
+        author_name=article.author_name,
+        like_cnt=article.like_cnt,
+        utime_ms=article.utime_ms,
+        score=article.score,
+    )
+
+
+class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
+    """Serves the ranking service's RPCs on top of the local copy and the job."""
+
+    def __init__(self, local: LocalRanking, job: RankingJob) -> None:
+        self._local = local
+        self._job = job
+
+    async def TopArticles(
+        self, request: ranking_pb2.TopArticlesRequest, context: Context
+    ) -> ranking_pb2.TopArticlesResponse:
+        """A page of the ranking, best first, from memory."""
+        page = make_page(request.offset, request.limit)
+        served = self._local.read()
+        return ranking_pb2.TopArticlesResponse(
+            articles=[article_to_proto(a) for a in page.of(served.ranking)],
+            computed_at_ms=served.ranking.computed_at_ms,
+            stale=served.stale,
+            total=len(served.ranking.articles),
+        )
+
+    async def RunRanking(
+        self, request: ranking_pb2.RunRankingRequest, context: Context
+    ) -> ranking_pb2.RunRankingResponse:
+        """Compute and store the ranking now, under the caller's fencing token."""
+        result = await self._job.run(request.fencing_token)
+        return ranking_pb2.RunRankingResponse(
+            scored=result.scored,
+            ranked=len(result.ranking.articles),
+            computed_at_ms=result.ranking.computed_at_ms,
+        )
