@@ -195,7 +195,10 @@ def _replica_dir(name: str, infra: Infra, replica: int) -> dict[str, str]:
 
 
 def migrate(name: str, infra: Infra, log_dir: Path) -> None:
-    """Apply a service's migrations (``python -m services.<name> migrate``); raises on failure."""
+    """Apply a service's migrations (``python -m services.<name> migrate``); raises on failure.
+    A service without migrations in the catalog (it keeps no SQL) has nothing to apply."""
+    if not spec(name).migrations:
+        return
     env = service_env(name, infra, 0, {})
     log = log_dir / f"{name}-migrate.log"
     with log.open("ab") as out:

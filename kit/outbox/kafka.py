@@ -70,6 +70,7 @@ class KafkaOutboxPublisher:
         self._high_water: dict[tuple[str, int], int] = {}
         self._partitions: dict[str, frozenset[int]] = {}
         self._loss: str | None = None
+        self._stale = False
         self._last_success = time.monotonic()
 
     async def publish(self, records: Sequence[OutboxRecord]) -> list[Exception | None]:
@@ -105,7 +106,10 @@ class KafkaOutboxPublisher:
             else:
                 self._check_offset(outcome, before)
                 self._last_success = time.monotonic()
-        if any(error is not None for error in errors):
+        if self._stale or any(error is not None for error in errors):
+            # After a loss too: tansu acknowledges and discards what a producer holding the
+            # lost topics' metadata sends, so the next publish starts from fresh metadata.
+            self._stale = False
             await self._discard(producer)
         return errors
 
@@ -144,6 +148,7 @@ class KafkaOutboxPublisher:
         self._high_water[where] = max(offset, self._high_water.get(where, -1))
 
     def _note_loss(self, why: str) -> None:
+        self._stale = True
         if self._loss is None:
             self._loss = why
             logger.warning("the broker lost acknowledged records", extra={"loss": why})

@@ -14,8 +14,7 @@ what search answers afterwards:
 - **the broker SIGKILLed and restarted**: the chaos stack's broker keeps its logs in
   memory, so a restart loses every record it had acknowledged; the relays notice (topics
   created again, offsets going back) and publish their replay window again from the outbox
-  table (``kit.outbox.relay``). Skipped for now: with the replay, search still missed a
-  few acknowledged changes after the restart (docs/reliability.md).
+  table (``kit.outbox.relay``) with a producer on fresh metadata.
 
 The ledger (:class:`ArticleHistory`) keeps, per article, the last state the gateway
 acknowledged (code 0) — published with a word used by no other publication, or hidden
@@ -623,11 +622,6 @@ async def test_broker_sigkilled_and_restarted(
     chaos_stack: RunningStack,
     search_sync_outcomes: list[SearchSyncOutcome],
 ) -> None:
-    if not chaos_stack.broker_storage.persistent:
-        # The relays replay their window, yet the search consumer missed 8 of 292
-        # acknowledged changes after the memory broker's restart (2026-12-07): its
-        # recovery of positions in the restarted logs is not understood yet.
-        pytest.skip("search misses changes after a memory broker restart (docs/reliability.md)")
     broker = chaos_stack.kafka
 
     async def fault(stream: ArticleChangeStream, kills: Kills, rng: random.Random) -> None:

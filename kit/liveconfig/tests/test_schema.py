@@ -19,12 +19,15 @@ def test_live_fields_are_the_marked_ones() -> None:
         "trace_sample_ratio",
         "feature_flags",
         "gray_rollouts",
+        "client_tuning",
     }
     assert live_fields(GrpcServiceSettings) == {
         "log_level",
         "trace_sample_ratio",
         "feature_flags",
         "gray_rollouts",
+        "client_tuning",
+        "shed_max_in_flight",
     }
 
 
