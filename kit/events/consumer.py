@@ -201,6 +201,9 @@ class BatchConsumer:
         self._specs = [config.topic_spec(name) for name in self._handlers]
         self._committed: dict[TopicPartition, int] = {}
         self._partitions: frozenset[TopicPartition] = frozenset()
+        # Counts (re)assignments and revocations: a batch fetched before the latest one is
+        # applied but not committed (see _commit).
+        self._assignment_epoch = 0
         self._has_partitions = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -324,10 +327,13 @@ class BatchConsumer:
         self._next_refresh = loop.time() + self._config.lag_interval_s
         while not self._stop_requested.is_set():
             records = await self._collect(consumer)
+            # Records are fetched for the partitions assigned when they arrive; what counts
+            # is a reassignment while they are applied and committed.
+            epoch = self._assignment_epoch
             if records:
                 self._applying = True
                 try:
-                    await self._process(consumer, records)
+                    await self._process(consumer, records, epoch)
                 finally:
                     self._applying = False
             if not self._caught_up.is_set():
@@ -353,7 +359,10 @@ class BatchConsumer:
         return batch
 
     async def _process(
-        self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]
+        self,
+        consumer: AIOKafkaConsumer,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        epoch: int,
     ) -> None:
         group = self.group_id
         offsets: dict[TopicPartition, int] = {}
@@ -390,7 +399,7 @@ class BatchConsumer:
             )
             headers.setdefault(record.topic, []).append(record.headers)
         if await self._apply(events, headers):
-            await self._commit(consumer, offsets)
+            await self._commit(consumer, offsets, epoch)
 
     async def _apply(
         self, events: dict[str, list[ConsumedEvent[Any]]], headers: dict[str, list[Any]]
@@ -438,7 +447,21 @@ class BatchConsumer:
                 backoff = min(backoff * 2, self._config.retry_backoff_max_s)
         return True
 
-    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], epoch: int
+    ) -> None:
+        if epoch != self._assignment_epoch:
+            # The partitions were reassigned while the batch was applied: its
+            # offsets may belong to logs the group no longer reads from there (a broker that
+            # restarted empty starts every log anew), and committing them would make the
+            # group skip the start of the new ones. The next batch's commit covers it; a
+            # restart before that delivers it again.
+            COMMIT_FAILURES.labels(self.group_id).inc()
+            logger.warning(
+                "partitions reassigned during the batch; its offsets are not committed",
+                extra={"group": self.group_id},
+            )
+            return
         owned = consumer.assignment()
         to_commit = {tp: offset for tp, offset in offsets.items() if tp in owned}
         if not to_commit:
@@ -567,6 +590,7 @@ class BatchConsumer:
     # -- rebalance callbacks -------------------------------------------------------------
 
     def _assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._assignment_epoch += 1
         partitions = frozenset(assigned)
         for tp in partitions:
             # Another member may have committed while we did not own the partition.
@@ -586,6 +610,7 @@ class BatchConsumer:
         )
 
     def _forget(self, revoked: Iterable[TopicPartition]) -> None:
+        self._assignment_epoch += 1
         gone = frozenset(revoked)
         for tp in gone:
             self._committed.pop(tp, None)
