@@ -172,8 +172,9 @@ def _default_factory(config: ProducerConfig) -> AIOKafkaProducer:
     )
 
 
-def _position(metadata: object) -> tuple[int, int] | None:
-    """The partition and offset of an acknowledgement (``aiokafka``'s ``RecordMetadata``)."""
+def ack_position(metadata: object) -> tuple[int, int] | None:
+    """The partition and offset of an acknowledgement (``aiokafka``'s ``RecordMetadata``);
+    ``None`` when it carries none (the outbox publisher reads it too)."""
     partition = getattr(metadata, "partition", None)
     offset = getattr(metadata, "offset", None)
     if isinstance(partition, int) and isinstance(offset, int) and offset >= 0:
@@ -466,7 +467,7 @@ class EventProducer:
                 continue
             for index in members:
                 delivered[index] = True
-            position = _position(result)
+            position = ack_position(result)
             if position is not None:
                 # The batch's records have consecutive offsets from its base offset.
                 where, base = (topic, position[0]), position[1]
@@ -483,7 +484,7 @@ class EventProducer:
             self._replay(f"offsets of partition {lost[1]} of {lost[0]} went back")
             # The marks start over from what this round wrote to the new logs.
             for (_, topic, members), result in zip(sent, results, strict=True):
-                position = None if isinstance(result, BaseException) else _position(result)
+                position = None if isinstance(result, BaseException) else ack_position(result)
                 if position is not None:
                     self._high_water[(topic, position[0])] = position[1] + len(members) - 1
         # In publishing order: the window keeps the latest events.

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from aiokafka import AIOKafkaProducer
 
 from kit.events import ProducerConfig, TopicAdmin
+from kit.events.producer import ack_position
 from kit.outbox.relay import OutboxRecord
 
 logger = logging.getLogger(__name__)
@@ -131,13 +132,11 @@ class KafkaOutboxPublisher:
             self._partitions[topic] = partitions
 
     def _check_offset(self, acknowledged: object, before: dict[tuple[str, int], int]) -> None:
+        position = ack_position(acknowledged)
         topic = getattr(acknowledged, "topic", None)
-        partition = getattr(acknowledged, "partition", None)
-        offset = getattr(acknowledged, "offset", None)
-        if not isinstance(topic, str) or not isinstance(partition, int):
+        if position is None or not isinstance(topic, str):
             return
-        if not isinstance(offset, int) or offset < 0:
-            return
+        partition, offset = position
         where = (topic, partition)
         earlier = before.get(where)
         if earlier is not None and offset <= earlier:
