@@ -12,6 +12,12 @@ and weekdays may be written by their English three-letter names (``JAN``, ``MON`
 case), also in ranges (``MON-FRI``). The macros ``@yearly`` (``@annually``), ``@monthly``,
 ``@weekly``, ``@daily`` (``@midnight``) and ``@hourly`` are accepted.
 
+``@every <n><unit>`` (units ``ms``, ``s``, ``m``, ``h``; at least 100 ms, at most 31 days)
+is a fixed interval instead of calendar times: the next run is ``n`` units after the
+instant asked about (the release of the previous run), so runs never overlap and the
+period is measured from the end of one run to the start of the next. It serves short
+periods that minute-grained cron cannot express (a heartbeat every few seconds).
+
 Day-of-month and day-of-week combine as in Vixie cron: when both are restricted (neither
 starts with ``*``) a day matches if *either* matches; otherwise both must match.
 
@@ -23,6 +29,7 @@ minute strictly after the given instant. An expression that can never match (``0
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -52,6 +59,10 @@ _MACROS: Final = {
 # (2096 to 2104); the search gives up beyond this many years (never, for a parsed schedule).
 _SEARCH_YEARS: Final = 9
 _MAX_EXPRESSION_LENGTH: Final = 256
+_EVERY: Final = re.compile(r"@every\s+(\d{1,10})(ms|s|m|h)", re.IGNORECASE)
+_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+MIN_INTERVAL_MS: Final = 100
+MAX_INTERVAL_MS: Final = 31 * 24 * 3_600_000
 
 
 class CronError(ValueError):
@@ -199,6 +210,43 @@ class CronSchedule:
         return int(self.next_after(after).timestamp()) * 1000
 
 
+@dataclass(frozen=True, slots=True)
+class EverySchedule:
+    """``@every <n><unit>``: a fixed interval after the instant asked about."""
+
+    expression: str
+    interval_ms: int
+
+    def next_after(self, after: datetime) -> datetime:
+        """``after`` plus the interval, as an aware UTC datetime."""
+        return _as_utc(after) + timedelta(milliseconds=self.interval_ms)
+
+    def next_after_ms(self, after_ms: int) -> int:
+        """``after_ms`` plus the interval."""
+        return after_ms + self.interval_ms
+
+
+Schedule = CronSchedule | EverySchedule
+"""What :func:`parse` returns: calendar times or a fixed interval; both answer
+``next_after`` and ``next_after_ms``."""
+
+
+def _parse_every(expression: str, text: str) -> EverySchedule:
+    match = _EVERY.fullmatch(text)
+    if match is None:
+        raise CronError(
+            expression, "expected '@every <n><unit>' with unit ms, s, m or h (e.g. @every 30s)"
+        )
+    interval = int(match.group(1)) * _UNIT_MS[match.group(2).lower()]
+    if not MIN_INTERVAL_MS <= interval <= MAX_INTERVAL_MS:
+        raise CronError(
+            expression,
+            f"interval must be between {MIN_INTERVAL_MS} ms and {MAX_INTERVAL_MS // 86_400_000} "
+            f"days, got {interval} ms",
+        )
+    return EverySchedule(expression=expression, interval_ms=interval)
+
+
 def _as_utc(at: datetime) -> datetime:
     if at.tzinfo is None:
         raise ValueError("cron times must be timezone-aware (UTC)")
@@ -227,11 +275,13 @@ def _check_possible(schedule: CronSchedule) -> None:
         )
 
 
-def parse(expression: str) -> CronSchedule:
+def parse(expression: str) -> Schedule:
     """Parse ``expression``; :class:`CronError` (naming the bad field) when malformed."""
     if len(expression) > _MAX_EXPRESSION_LENGTH:
         raise CronError(expression[:32] + "...", f"longer than {_MAX_EXPRESSION_LENGTH} characters")
     text = expression.strip()
+    if text[:6].lower() == "@every":
+        return _parse_every(expression, text)
     if text.startswith("@"):
         if text.lower() not in _MACROS:
             known = ", ".join(sorted(_MACROS))

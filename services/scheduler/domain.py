@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, Final
 
-from services.scheduler.cron import CronError, CronSchedule, parse
+from services.scheduler.cron import CronError, Schedule, parse
 from services.scheduler.errors import Reason, SchedulerInvalidArgument
 
 MAX_NAME_LENGTH: Final = 128
@@ -108,7 +108,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_cron(expression: str) -> CronSchedule:
+def check_cron(expression: str) -> Schedule:
     """The parsed expression; ``SCHEDULER_INVALID_CRON`` naming the bad cron field."""
     try:
         return parse(expression)

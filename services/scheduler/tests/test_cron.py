@@ -6,12 +6,19 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from services.scheduler.cron import CronError, parse
+from services.scheduler.cron import CronError, CronSchedule, parse
 
 
 def at(text: str) -> datetime:
     """An aware UTC datetime from ``YYYY-MM-DD HH:MM``."""
     return datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+
+
+def calendar_schedule(expression: str) -> CronSchedule:
+    """``parse(expression)``, which must be a calendar schedule (not ``@every``)."""
+    schedule = parse(expression)
+    assert isinstance(schedule, CronSchedule)
+    return schedule
 
 
 @pytest.mark.parametrize(
@@ -56,7 +63,7 @@ def at(text: str) -> datetime:
     ],
 )
 def test_next_run_time(expression: str, after: str, expected: str) -> None:
-    schedule = parse(expression)
+    schedule = calendar_schedule(expression)
     result = schedule.next_after(at(after))
     assert result == at(expected)
     assert result.tzinfo is UTC
@@ -91,7 +98,7 @@ def test_milliseconds_round_trip() -> None:
 
 
 def test_every_match_over_a_year_follows_the_previous_one() -> None:
-    schedule = parse("17 */7 1,15 * *")
+    schedule = calendar_schedule("17 */7 1,15 * *")
     moment = at("2026-01-01 00:00")
     end = at("2027-01-01 00:00")
     seen = 0
@@ -130,6 +137,13 @@ def test_every_match_over_a_year_follows_the_previous_one() -> None:
         ("* * 30 2 *", "day-of-month", "never occurs"),
         ("* * 31 4,6 *", "day-of-month", "never occurs"),
         ("@often", None, "unknown macro"),
+        ("@every", None, "expected '@every <n><unit>'"),
+        ("@every 5", None, "expected '@every <n><unit>'"),
+        ("@every 5d", None, "expected '@every <n><unit>'"),
+        ("@every -5s", None, "expected '@every <n><unit>'"),
+        ("@every 1.5s", None, "expected '@every <n><unit>'"),
+        ("@every 99ms", None, "between 100 ms and 31 days, got 99 ms"),
+        ("@every 745h", None, "between 100 ms and 31 days"),
     ],
 )
 def test_bad_expressions_name_the_field(expression: str, field: str | None, detail: str) -> None:
@@ -150,3 +164,23 @@ def test_impossible_days_are_allowed_when_a_weekday_can_match() -> None:
 def test_overlong_expression_is_refused() -> None:
     with pytest.raises(CronError, match="longer than"):
         parse("1," * 200 + "2 * * * *")
+
+
+@pytest.mark.parametrize(
+    ("expression", "interval_ms"),
+    [
+        ("@every 100ms", 100),
+        ("@every 250ms", 250),
+        ("@every 2s", 2000),
+        ("@every  5m", 300_000),
+        ("@EVERY 1H", 3_600_000),
+        (" @every 744h ", 744 * 3_600_000),
+    ],
+)
+def test_every_is_a_fixed_interval_after_the_instant(expression: str, interval_ms: int) -> None:
+    schedule = parse(expression)
+    assert schedule.next_after_ms(1_000_000_123) == 1_000_000_123 + interval_ms
+    start = at("2026-03-01 10:00")
+    assert schedule.next_after(start) - start == timedelta(milliseconds=interval_ms)
+    # not minute-aligned: the period runs from the instant asked about
+    assert schedule.next_after_ms(1_000_000_001) % 1000 == (1 + interval_ms) % 1000
