@@ -1,0 +1,1 @@
+"""Tests of kit/migrator: modes, double write, validator and fixer on real databases."""
