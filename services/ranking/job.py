@@ -21,6 +21,7 @@ may shift the next page by one (it is missed by this run, never counted twice).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -145,7 +146,9 @@ class RankingJob:
             for article in batch:
                 liked = likes.get(article.id, 0)
                 score = hot_score(liked, now - article.utime_ms)
-                keeper.offer(score, article.id, _ranked(article, liked, score))
+                keeper.offer_built(
+                    score, article.id, functools.partial(_ranked, article, liked, score)
+                )
             offset += len(batch)
             if len(batch) < config.batch_size:
                 break

@@ -25,7 +25,7 @@ all n (only the k kept are sorted, once, by :meth:`TopK.best`).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, Generic, TypeVar
 
 MS_PER_HOUR: Final = 3_600_000
@@ -63,11 +63,25 @@ class TopK(Generic[T]):
     def offer(self, score: float, item_id: int, item: T) -> None:
         """Keep ``item`` if it is among the best ``k`` so far (O(log k))."""
         self.offered += 1
-        entry = (score, item_id, item)
-        if len(self._heap) < self._k:
-            heapq.heappush(self._heap, entry)
-        elif (score, item_id) > self._heap[0][:2]:
-            heapq.heapreplace(self._heap, entry)
+        heap = self._heap
+        if len(heap) < self._k:
+            heapq.heappush(heap, (score, item_id, item))
+            return
+        root_score, root_id, _ = heap[0]
+        if score > root_score or (score == root_score and item_id > root_id):
+            heapq.heapreplace(heap, (score, item_id, item))
+
+    def offer_built(self, score: float, item_id: int, build: Callable[[], T]) -> None:
+        """:meth:`offer` with the item built only if it is kept: most of a long stream is
+        not, and building each one cost the ranking job more than scoring it."""
+        self.offered += 1
+        heap = self._heap
+        if len(heap) < self._k:
+            heapq.heappush(heap, (score, item_id, build()))
+            return
+        root_score, root_id, _ = heap[0]
+        if score > root_score or (score == root_score and item_id > root_id):
+            heapq.heapreplace(heap, (score, item_id, build()))
 
     def best(self) -> list[tuple[float, T]]:
         """The kept items with their scores, best first (sorts the k kept, not the n)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -83,3 +84,25 @@ def test_items_are_never_compared_so_any_payload_works() -> None:
 def test_k_must_be_positive() -> None:
     with pytest.raises(ValueError, match="k must be at least 1"):
         TopK[int](0)
+
+
+def test_offer_built_builds_only_what_it_keeps_and_ranks_as_offer() -> None:
+    rng = random.Random(7)
+    stream = [(float(rng.randint(0, 50)), item_id) for item_id in range(2000)]
+    eager: TopK[str] = TopK(10)
+    lazy: TopK[str] = TopK(10)
+    built: list[int] = []
+
+    def build(item_id: int) -> str:
+        built.append(item_id)
+        return f"article-{item_id}"
+
+    for score, item_id in stream:
+        eager.offer(score, item_id, f"article-{item_id}")
+        lazy.offer_built(score, item_id, functools.partial(build, item_id))
+    assert lazy.best() == eager.best()
+    assert lazy.offered == eager.offered == 2000
+    # every kept item was built once, and far fewer than all were built
+    kept = {item for _, item in lazy.best()}
+    assert kept <= {f"article-{item_id}" for item_id in built}
+    assert len(built) == len(set(built)) < 200
