@@ -2,8 +2,10 @@
 
 ``TopArticles`` reads this replica's memory (:class:`~services.ranking.memory.LocalRanking`),
 never Redis; ``RunRanking`` runs the job (:class:`~services.ranking.job.RankingJob`) under the
-caller's fencing token. Refusals are :class:`kit.errors.AppError` subclasses that the
-server's error interceptor turns into status codes with a ``google.rpc.ErrorInfo`` reason.
+caller's fencing token, sent in metadata (:mod:`kit.grpcx.fencing`, as the scheduler's
+``grpc`` executor does) or in the request. Refusals are :class:`kit.errors.AppError`
+subclasses that the server's error interceptor turns into status codes with a
+``google.rpc.ErrorInfo`` reason.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Any
 
 import grpc
 
+from kit.grpcx.fencing import FENCING_TOKEN_METADATA, MalformedFencingToken, fencing_token
 from services.ranking.domain import RankedArticle, make_page
+from services.ranking.errors import RankingInvalidArgument, Reason
 from services.ranking.job import RankingJob
 from services.ranking.memory import LocalRanking
 from webook.ranking.v1 import ranking_pb2, ranking_pb2_grpc
@@ -32,6 +36,28 @@ def article_to_proto(article: RankedArticle) -> ranking_pb2.RankedArticle:
         utime_ms=article.utime_ms,
         score=article.score,
     )
+
+
+def run_token(request: ranking_pb2.RunRankingRequest, context: Context) -> int:
+    """The fencing token of a ``RunRanking`` call: the ``webook-fencing-token`` metadata (the
+    scheduler's ``grpc`` executor sends it) or the request's ``fencing_token``; both may be
+    set only to the same value. 0 when neither is (the job refuses it)."""
+    try:
+        sent = fencing_token(context)
+    except MalformedFencingToken as exc:
+        raise RankingInvalidArgument(
+            Reason.INVALID_FENCING_TOKEN, str(exc), metadata={"field": FENCING_TOKEN_METADATA}
+        ) from exc
+    if sent is None:
+        return request.fencing_token
+    if request.fencing_token and request.fencing_token != sent:
+        raise RankingInvalidArgument(
+            Reason.INVALID_FENCING_TOKEN,
+            f"fencing_token {request.fencing_token} differs from the {FENCING_TOKEN_METADATA} "
+            f"metadata {sent}: send one, or the same in both",
+            metadata={"field": "fencing_token"},
+        )
+    return sent
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
@@ -58,7 +84,7 @@ class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):
         self, request: ranking_pb2.RunRankingRequest, context: Context
     ) -> ranking_pb2.RunRankingResponse:
         """Compute and store the ranking now, under the caller's fencing token."""
-        result = await self._job.run(request.fencing_token)
+        result = await self._job.run(run_token(request, context))
         return ranking_pb2.RunRankingResponse(
             scored=result.scored,
             ranked=len(result.ranking.articles),

@@ -7,8 +7,11 @@ as a component started once the server serves and stopped before the drain, so a
 instance hands its runs back before its pools close. Its id is ``instance_id``, else
 ``<host>-<pid>``. The in-process executors are the built-in ``noop`` and ``log``
 (:mod:`services.scheduler.builtins`) plus whatever the caller of :func:`build_runner`
-registered. Only SQL is needed (no Redis); the shared process wiring is
-:mod:`kit.grpcx.process`.
+registered; the remote ones (:mod:`services.scheduler.remote`) share one HTTP client and
+the process's service clients (discovery or static ``peers``, mutual TLS), both closed after
+the drain. The jobs of the ``jobs`` setting that do not exist yet are added before serving
+(:mod:`services.scheduler.declared`). Only SQL is needed (no Redis); the shared process
+wiring is :mod:`kit.grpcx.process`.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from __future__ import annotations
 from typing import Unpack
 
 from kit.grpcx.cli import run_service
-from kit.grpcx.process import RunnerOptions
+from kit.grpcx.process import RunnerOptions, wire_clients
 from kit.grpcx.server import ServiceRunner
 from kit.sql import create_engine, ensure_sqlite_directory, session_factory
 from services.scheduler.builtins import register_builtins
+from services.scheduler.declared import DeclaredJobs
+from services.scheduler.domain import GRPC_MAX_TIMEOUT_S
 from services.scheduler.executors import ExecutorRegistry
 from services.scheduler.grpc_api import SchedulerServicer
+from services.scheduler.remote import http_client, remote_executors
 from services.scheduler.repository import SqlUnitOfWork
 from services.scheduler.scheduler import Scheduler, SchedulerLoop
 from services.scheduler.service import JobService
@@ -49,11 +55,25 @@ def build_runner(
         return SqlUnitOfWork(sessions)
 
     registry = register_builtins(executors if executors is not None else ExecutorRegistry())
+    # Every call the scheduler makes is a grpc job's, bounded by the job's own timeout_s (up
+    # to an hour): the client default, meant for calls made while serving a request, would
+    # cut a long job short.
+    unbounded = {"client_default_timeout": GRPC_MAX_TIMEOUT_S}
+    clients = wire_clients(runner, settings.model_copy(update=unbounded))
+    http = http_client()
+    runner.on_close(http.aclose)
     scheduler = Scheduler(
-        units, registry, instance=settings.instance(), options=settings.scheduler_options()
+        units,
+        registry,
+        instance=settings.instance(),
+        remote=remote_executors(http=http, clients=clients),
+        options=settings.scheduler_options(),
     )
+    jobs = JobService(units, registry)
+    # The declared jobs exist before the admin API answers and the loop first ticks.
+    runner.start_before_serving(DeclaredJobs(jobs, settings.jobs))
     runner.start_after_serving(SchedulerLoop(scheduler))
-    runner.mount(SchedulerServicer(JobService(units, registry)))
+    runner.mount(SchedulerServicer(jobs))
     return runner
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from services.scheduler.cron import CronError, Schedule, parse
 from services.scheduler.errors import Reason, SchedulerInvalidArgument
@@ -19,6 +21,19 @@ DEFAULT_HISTORY_LIMIT: Final = 50
 MAX_HISTORY_LIMIT: Final = 500
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
+HTTP_DEFAULT_TIMEOUT_S: Final = 10.0
+HTTP_MAX_TIMEOUT_S: Final = 300.0
+HTTP_DEFAULT_RETRIES: Final = 2
+HTTP_MAX_RETRIES: Final = 5
+MAX_URL_LENGTH: Final = 2048
+GRPC_DEFAULT_TIMEOUT_S: Final = 60.0
+GRPC_MAX_TIMEOUT_S: Final = 3600.0
+# A service name as discovery knows it ("ranking").
+_SERVICE: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+# "<full proto service>/<method>": "webook.ranking.v1.RankingService/RunRanking".
+_IDENT: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+_METHOD: Final = re.compile(rf"(?P<service>(?:{_IDENT}\.)+{_IDENT})/(?P<method>{_IDENT})")
+
 
 class JobStatus(IntEnum):
     """Whether the schedulers take the job when it is due."""
@@ -28,12 +43,16 @@ class JobStatus(IntEnum):
 
 
 class ExecutorKind(StrEnum):
-    """How a job runs. ``local``: a function registered in the scheduler process.
+    """How a job runs (docs/scheduler.md, "Executor kinds").
 
-    ``http`` and ``grpc`` are planned (docs/scheduler.md) and refused until they exist.
+    ``local``: a function registered in the scheduler process; ``http``: a POST to a URL;
+    ``grpc``: a unary method of a service found through discovery. The remote kinds send
+    the run's fencing token for the callee to check.
     """
 
     LOCAL = "local"
+    HTTP = "http"
+    GRPC = "grpc"
 
 
 class Outcome(StrEnum):
@@ -130,6 +149,151 @@ def check_executor_kind(kind: str) -> ExecutorKind:
             f"unknown executor kind {kind!r} (supported: {known})",
             metadata={"field": "executor_kind"},
         ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """An ``http`` job's validated config: POST to ``url``, each attempt within ``timeout_s``,
+    up to ``retries`` more attempts on 5xx, timeouts and connection errors."""
+
+    url: str
+    timeout_s: float
+    retries: int
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcCall:
+    """A ``grpc`` job's validated config: ``proto_service``/``method`` of the service
+    discovery knows as ``service``, with ``request`` (the JSON form of the input message)."""
+
+    service: str
+    proto_service: str
+    method: str
+    request: Mapping[str, Any]
+    timeout_s: float
+
+    @property
+    def path(self) -> str:
+        """``/package.Service/Method``, the name a server sees."""
+        return f"/{self.proto_service}/{self.method}"
+
+
+def config_error(
+    kind: ExecutorKind, key: str, message: str, reason: Reason = Reason.INVALID_JOB
+) -> SchedulerInvalidArgument:
+    """A refusal of ``kind``'s executor config; ``metadata["config_field"]`` names the key."""
+    return SchedulerInvalidArgument(
+        reason,
+        f"{kind.value} executor config: {message}",
+        metadata={"field": "executor_config", "config_field": key},
+    )
+
+
+def _only_keys(kind: ExecutorKind, config: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise config_error(
+            kind,
+            unknown[0],
+            f"unknown key(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(allowed)})",
+        )
+
+
+def _seconds(
+    kind: ExecutorKind, config: Mapping[str, Any], key: str, default: float, maximum: float
+) -> float:
+    value = config.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= maximum
+    ):
+        raise config_error(
+            kind, key, f"{key!r} must be a number of seconds, 0 < {key} <= {maximum:g}"
+        )
+    return float(value)
+
+
+def _object(kind: ExecutorKind, config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = config.get(key, {})
+    if not isinstance(value, dict):
+        raise config_error(kind, key, f"{key!r} must be a JSON object")
+    return value
+
+
+def http_call(config: Mapping[str, Any]) -> HttpCall:
+    """The validated config of an ``http`` job; ``SCHEDULER_INVALID_JOB`` naming the key.
+
+    ``{"url": "http(s)://host[:port]/path", "timeout_s": 10, "retries": 2, "body": {...}}``:
+    only ``url`` is required; 0 < timeout_s <= 300, retries 0..5.
+    """
+    kind = ExecutorKind.HTTP
+    _only_keys(kind, config, ("url", "timeout_s", "retries", "body"))
+    url = config.get("url")
+    if not isinstance(url, str) or not url:
+        raise config_error(kind, "url", "'url' is required: the http(s) URL to POST to")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a port that is not 0-65535
+    except ValueError as exc:
+        raise config_error(kind, "url", f"'url' is not a valid URL: {exc}") from exc
+    if len(url) > MAX_URL_LENGTH or any(c.isspace() for c in url) or not url.isascii():
+        raise config_error(
+            kind, "url", f"'url' must be ASCII without spaces, at most {MAX_URL_LENGTH} chars"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise config_error(
+            kind, "url", f"'url' must be http:// or https:// with a host, got {url[:80]!r}"
+        )
+    retries = config.get("retries", HTTP_DEFAULT_RETRIES)
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise config_error(kind, "retries", f"'retries' must be an integer 0..{HTTP_MAX_RETRIES}")
+    if not 0 <= retries <= HTTP_MAX_RETRIES:
+        raise config_error(kind, "retries", f"'retries' must be 0..{HTTP_MAX_RETRIES}")
+    return HttpCall(
+        url=url,
+        timeout_s=_seconds(kind, config, "timeout_s", HTTP_DEFAULT_TIMEOUT_S, HTTP_MAX_TIMEOUT_S),
+        retries=retries,
+        body=_object(kind, config, "body"),
+    )
+
+
+def grpc_call(config: Mapping[str, Any]) -> GrpcCall:
+    """The validated shape of a ``grpc`` job's config; ``SCHEDULER_INVALID_JOB`` naming the key.
+
+    ``{"service": "ranking", "method": "webook.ranking.v1.RankingService/RunRanking",
+    "request": {...}, "timeout_s": 60}``: ``service`` and ``method`` are required; 0 <
+    timeout_s <= 3600. Whether the method exists, may be called by the scheduler and takes
+    ``request`` is checked against the protos (:func:`services.scheduler.remote.check_grpc`).
+    """
+    kind = ExecutorKind.GRPC
+    _only_keys(kind, config, ("service", "method", "request", "timeout_s"))
+    service = config.get("service")
+    if not isinstance(service, str) or not _SERVICE.fullmatch(service):
+        raise config_error(
+            kind,
+            "service",
+            "'service' is required: the name discovery knows the service by "
+            "(lowercase letters, digits, - and _), e.g. 'ranking'",
+        )
+    method = config.get("method")
+    matched = _METHOD.fullmatch(method.removeprefix("/")) if isinstance(method, str) else None
+    if matched is None:
+        raise config_error(
+            kind,
+            "method",
+            "'method' is required: <full proto service>/<method>, "
+            "e.g. 'webook.ranking.v1.RankingService/RunRanking'",
+        )
+    return GrpcCall(
+        service=service,
+        proto_service=matched["service"],
+        method=matched["method"],
+        request=_object(kind, config, "request"),
+        timeout_s=_seconds(kind, config, "timeout_s", GRPC_DEFAULT_TIMEOUT_S, GRPC_MAX_TIMEOUT_S),
+    )
 
 
 def encode_config(config: Mapping[str, Any]) -> str:

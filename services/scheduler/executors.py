@@ -10,7 +10,9 @@ lease, and write late. So whatever an executor changes should check the token *w
 change lands*: accept a write only if its token is at least the highest token seen for that
 job, so a late writer with an older token is refused (:class:`StaleToken`). The scheduler
 records such a run as ``fenced``. :class:`FencedStore` is that check for an in-process
-resource, and the log that later proves "never twice at once" (docs/scheduler.md).
+resource, and the log that later proves "never twice at once" (docs/scheduler.md). The
+``http`` and ``grpc`` executors (:mod:`services.scheduler.remote`) have the same signature
+and raise :class:`StaleToken` when their callee refuses the token.
 """
 
 from __future__ import annotations
@@ -49,10 +51,19 @@ Executor = Callable[[RunContext], Coroutine[Any, Any, None]]
 
 
 class StaleToken(Exception):
-    """A write carried a token older than one already seen for the job: refused."""
+    """A write carried a token older than one already seen for the job: refused.
 
-    def __init__(self, key: str, token: int, highest: int) -> None:
-        super().__init__(f"stale fencing token {token} for {key!r} (highest seen {highest})")
+    ``highest`` is the highest token seen when the refusing resource says it (``None``
+    when a remote callee refused without saying); ``detail`` adds what it answered.
+    """
+
+    def __init__(self, key: str, token: int, highest: int | None, *, detail: str = "") -> None:
+        message = f"stale fencing token {token} for {key!r}"
+        if highest is not None:
+            message += f" (highest seen {highest})"
+        if detail:
+            message += f": {detail}"
+        super().__init__(message)
         self.key = key
         self.token = token
         self.highest = highest

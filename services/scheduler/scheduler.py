@@ -9,12 +9,15 @@ jobs table; each has its own ``instance`` id. Each tick an instance:
    several instances racing, exactly one updates the row; the others try the next
    candidate or wait for the next tick. Taking a job whose holder stopped renewing (its
    lease expired) is a **takeover**, counted and logged.
-2. runs the job's executor with a :class:`~services.scheduler.executors.RunContext` whose
-   ``token`` is the job's new version (the **fencing token**), while a companion task
-   **renews** the lease every ``renew_every_s`` (conditional on ``version = token AND
-   holder = me``). A refused renewal means another instance took the job: the run is
-   cancelled and recorded ``fenced``. If the database cannot be reached to renew, the run
-   is cancelled once the lease has expired by this instance's clock.
+2. runs the job's executor — by its kind: a registered function (``local``), or a remote
+   call (``http``, ``grpc``: :mod:`services.scheduler.remote`) — with a
+   :class:`~services.scheduler.executors.RunContext` whose ``token`` is the job's new
+   version (the **fencing token**), while a companion task **renews** the lease every
+   ``renew_every_s`` (conditional on ``version = token AND holder = me``). A refused
+   renewal means another instance took the job: the run is cancelled and recorded
+   ``fenced``, as is a run whose executor (or remote callee) refused its token. If the
+   database cannot be reached to renew, the run is cancelled once the lease has expired by
+   this instance's clock.
 3. **releases** the job (conditional on the token too) with ``next_run_ms`` the first cron
    time after *now*. Missed runs policy: a job that was due several times while every
    scheduler was down runs **once**, then resumes at its next future time (no catch-up
@@ -35,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -140,6 +143,9 @@ class Scheduler:
     Args:
         units: unit-of-work factory over the scheduler's database.
         executors: the in-process executors ``local`` jobs name.
+        remote: the executors of the other kinds (``http``, ``grpc``:
+            :func:`services.scheduler.remote.remote_executors`); a job of a kind missing
+            here is recorded as a failed run.
         instance: this instance's id (unique among the instances: host and pid, pod name).
         clock: now in epoch ms; lease expiry and due times follow it (tests inject one).
         options: timing and sizing.
@@ -151,6 +157,7 @@ class Scheduler:
         executors: ExecutorRegistry,
         *,
         instance: str,
+        remote: Mapping[ExecutorKind, Executor] | None = None,
         clock: Clock = wall_clock_ms,
         options: SchedulerOptions | None = None,
     ) -> None:
@@ -158,6 +165,7 @@ class Scheduler:
             raise ValueError("instance must be 1-128 characters")
         self._uow = units
         self._executors = executors
+        self._remote = {kind.value: executor for kind, executor in (remote or {}).items()}
         self.instance = instance
         self._clock = clock
         self.options = options or SchedulerOptions()
@@ -261,9 +269,12 @@ class Scheduler:
 
     def _executor(self, lease: Lease) -> Executor:
         kind = lease.job.executor_kind
-        if kind != ExecutorKind.LOCAL:
+        if kind == ExecutorKind.LOCAL:
+            return self._executors.get(str(lease.job.executor_config.get("function", "")))
+        remote = self._remote.get(kind)
+        if remote is None:
             raise ValueError(f"executor kind {kind!r} is not supported by this instance")
-        return self._executors.get(str(lease.job.executor_config.get("function", "")))
+        return remote
 
     async def _keep_lease(self, lease: Lease, state: _RunState, work: asyncio.Task[None]) -> None:
         """Renew until cancelled; cancel ``work`` once the lease is lost."""

@@ -1,9 +1,11 @@
 """Job administration use cases of the scheduler service and the ports they need.
 
 :class:`JobService` validates definitions with :mod:`services.scheduler.domain` (name, cron
-expression, executor kind, and for ``local`` jobs that the function is registered) and
-works through a :class:`UnitOfWork`. It is what the gRPC admin API and ``webookctl jobs``
-will call (docs/scheduler.md). The running of jobs is :mod:`services.scheduler.scheduler`.
+expression, executor kind; for ``local`` jobs that the function is registered, for ``http``
+and ``grpc`` jobs their config, a ``grpc`` method against the protos with
+:mod:`services.scheduler.remote`) and works through a :class:`UnitOfWork`. It is what the
+gRPC admin API and ``webookctl jobs`` call (docs/scheduler.md). The running of jobs is
+:mod:`services.scheduler.scheduler`.
 
 Pausing only stops future takes: a run in progress finishes and releases normally.
 Resuming makes the job due at the next cron time after now (runs missed while paused are
@@ -37,6 +39,7 @@ from services.scheduler.errors import (
     SchedulerUnavailable,
 )
 from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.remote import check_remote
 
 T = TypeVar("T")
 
@@ -196,6 +199,8 @@ class JobService:
                     metadata={"field": "executor_config"},
                 )
             self._executors.get(function)  # SCHEDULER_UNKNOWN_EXECUTOR if not registered
+        else:
+            check_remote(executor_kind, config)
         return encode_config(config)
 
     async def add(

@@ -3,8 +3,9 @@
 The article and interactive services run as real processes (their fixtures publish articles
 and count likes for real); the ranking replicas are the real process wiring
 (``build_runner``). Covered: the job's order, batching and paging, likes changing the order
-on the next run, fencing tokens, replicas picking up another's result from Redis, a failing
-peer leaving the ranking in force, and expiry with Redis up (empty) and down (stale, counted).
+on the next run, fencing tokens (in the request or in metadata), replicas picking up
+another's result from Redis, a failing peer leaving the ranking in force, and expiry with
+Redis up (empty) and down (stale, counted).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from clients.tests.articles import ArticleAuthor
 from devstack.infra import free_port
 from kit.cache.tests.outage import eventually, own_redis, url_of
 from kit.grpcx.errors import app_error_from_rpc
+from kit.grpcx.fencing import FENCING_TOKEN_METADATA, fencing_metadata
 from services.ranking.errors import DOMAIN, Reason
 from services.ranking.store import FENCING_KEY, RANKING_KEY
 from services.ranking.tests.conftest import ServeRanking
@@ -122,6 +124,34 @@ async def test_a_stale_fencing_token_is_refused_and_an_equal_one_accepted(
     for out_of_range in (0, 2**53):  # Redis compares tokens as doubles: exact below 2**53
         code, reason = await refusal(stub.RunRanking(run(out_of_range)))
         assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_FENCING_TOKEN)
+
+
+async def test_the_token_may_come_in_metadata_as_the_scheduler_sends_it(
+    serve_ranking: ServeRanking, peers: dict[str, str], redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    stub = await serve_ranking(redis_url=redis_url, peers=peers)
+    empty = ranking_pb2.RunRankingRequest()
+    await stub.RunRanking(empty, metadata=fencing_metadata(9, "ranking.refresh"))
+    assert await redis_client.get(FENCING_KEY) == b"9"
+    code, reason = await refusal(stub.RunRanking(empty, metadata=fencing_metadata(8, "r")))
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, Reason.STALE_FENCING_TOKEN)
+    # Both ways at once: accepted when they agree, refused when they differ.
+    await stub.RunRanking(run(10), metadata=fencing_metadata(10, "r"))
+    assert await redis_client.get(FENCING_KEY) == b"10"
+    code, reason = await refusal(stub.RunRanking(run(12), metadata=fencing_metadata(11, "r")))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_FENCING_TOKEN)
+    for malformed in ("abc", "0", "-3", "1" * 20, "12 "):
+        code, reason = await refusal(
+            stub.RunRanking(empty, metadata=((FENCING_TOKEN_METADATA, malformed),))
+        )
+        assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_FENCING_TOKEN)
+    twice = ((FENCING_TOKEN_METADATA, "13"), (FENCING_TOKEN_METADATA, "14"))
+    code, reason = await refusal(stub.RunRanking(empty, metadata=twice))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_FENCING_TOKEN)
+    # Neither way: no token, refused as before.
+    code, reason = await refusal(stub.RunRanking(empty))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_FENCING_TOKEN)
+    assert await redis_client.get(FENCING_KEY) == b"10"
 
 
 async def test_pages_out_of_bounds_are_refused(

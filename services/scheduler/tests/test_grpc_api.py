@@ -2,8 +2,8 @@
 
 The process is the real composition root (``build_runner``): the admin API over the jobs
 table, and the scheduler loop running as a component, so a job made due with ``RunNow``
-is taken, run and recorded by the same process. Every RPC and refusal; a run in progress
-when the process stops is handed back.
+is taken, run and recorded by the same process. Every RPC and refusal (the remote
+executors' configs included); a run in progress when the process stops is handed back.
 """
 
 from __future__ import annotations
@@ -253,3 +253,47 @@ async def test_refusals(scheduled: Scheduled) -> None:
     too_many = stub.ListExecutions(scheduler_pb2.ListExecutionsRequest(name="taken", limit=501))
     code, reason, metadata = await refusal(too_many)
     assert (code, reason, metadata["field"]) == (invalid, Reason.INVALID_JOB, "limit")
+
+
+async def test_remote_jobs_are_added_and_their_bad_configs_refused(scheduled: Scheduled) -> None:
+    stub = scheduled.stub
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    run_ranking = "webook.ranking.v1.RankingService/RunRanking"
+    top_articles = "webook.ranking.v1.RankingService/TopArticles"
+
+    def remote(kind: str, **config: object) -> scheduler_pb2.AddJobRequest:
+        return scheduler_pb2.AddJobRequest(
+            name="remote", cron=EVERY_MINUTE, executor_kind=kind, executor_config=json.dumps(config)
+        )
+
+    refused = [
+        (remote("http", url="ftp://h/x"), Reason.INVALID_JOB, "url"),
+        (remote("http", url="http://h/", retries=9), Reason.INVALID_JOB, "retries"),
+        (remote("http", url="http://h/", timeout_s=0), Reason.INVALID_JOB, "timeout_s"),
+        (remote("grpc", service="ranking"), Reason.INVALID_JOB, "method"),
+        (
+            remote("grpc", service="ranking", method="webook.ranking.v1.RankingService/Nope"),
+            Reason.UNKNOWN_EXECUTOR,
+            "method",
+        ),
+        (
+            remote("grpc", service="ranking", method=top_articles),
+            Reason.INVALID_JOB,
+            "method",
+        ),
+        (
+            remote("grpc", service="ranking", method=run_ranking, request={"x": 1}),
+            Reason.INVALID_JOB,
+            "request",
+        ),
+    ]
+    for request, expected, key in refused:
+        code, reason, metadata = await refusal(stub.AddJob(request))
+        assert (code, reason) == (invalid, expected)
+        assert (metadata["field"], metadata["config_field"]) == ("executor_config", key)
+
+    added = (await stub.AddJob(remote("grpc", service="ranking", method=run_ranking))).job
+    assert added.executor_kind == "grpc"
+    assert json.loads(added.executor_config) == {"method": run_ranking, "service": "ranking"}
+    listed = (await stub.ListJobs(scheduler_pb2.ListJobsRequest())).jobs
+    assert [job.name for job in listed] == ["remote"]

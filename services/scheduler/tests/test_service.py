@@ -88,8 +88,8 @@ async def test_bad_cron_is_refused_naming_the_field(service: JobService) -> None
 
 async def test_unknown_executors_are_refused(service: JobService) -> None:
     with pytest.raises(SchedulerInvalidArgument) as caught:
-        await service.add("j", "* * * * *", executor_kind="http", executor_config=local())
-    assert "unknown executor kind 'http' (supported: local)" in refusal(
+        await service.add("j", "* * * * *", executor_kind="shell", executor_config=local())
+    assert "unknown executor kind 'shell' (supported: local, http, grpc)" in refusal(
         caught, Reason.UNKNOWN_EXECUTOR, "executor_kind"
     )
     with pytest.raises(SchedulerInvalidArgument) as caught:
@@ -189,3 +189,105 @@ async def test_history_newest_first_and_retention(
     assert [run.token for run in await service.history("daily")] == [10, 9]
     with pytest.raises(SchedulerInvalidArgument):
         await service.purge_history(older_than_ms=0)
+
+
+RUN_RANKING = "webook.ranking.v1.RankingService/RunRanking"
+HTTP_JOB = {"url": "https://hooks.example.com:8443/export", "timeout_s": 30, "retries": 0}
+
+
+async def test_remote_jobs_are_stored_as_given(service: JobService) -> None:
+    http = await service.add("hook", "@hourly", executor_kind="http", executor_config=HTTP_JOB)
+    assert (http.executor_kind, http.executor_config) == ("http", HTTP_JOB)
+    declared = {"service": "ranking", "method": RUN_RANKING, "timeout_s": 120}
+    grpc_job = await service.add(
+        "ranking.refresh", "*/5 * * * *", executor_kind="grpc", executor_config=declared
+    )
+    assert (grpc_job.executor_kind, grpc_job.executor_config) == ("grpc", declared)
+    # The request is the JSON form of the input message; a leading slash is accepted.
+    full = {"service": "ranking", "method": "/" + RUN_RANKING, "request": {"fencingToken": "1"}}
+    await service.add("r2", "@daily", executor_kind="grpc", executor_config=full)
+    assert [job.name for job in await service.list()] == ["hook", "r2", "ranking.refresh"]
+
+
+INVALID, UNKNOWN = Reason.INVALID_JOB, Reason.UNKNOWN_EXECUTOR
+
+
+@pytest.mark.parametrize(
+    ("config", "reason", "key", "says"),
+    [
+        ({}, INVALID, "url", "'url' is required"),
+        ({"url": "ftp://files.example.com/x"}, INVALID, "url", "http:// or https://"),
+        ({"url": "http:///path-only"}, INVALID, "url", "with a host"),
+        ({"url": "http://h:99999/"}, INVALID, "url", "not a valid URL"),
+        ({"url": "http://h/a b"}, INVALID, "url", "without spaces"),
+        ({"url": "http://h/", "timeout_s": 0}, INVALID, "timeout_s", "0 < timeout_s <= 300"),
+        ({"url": "http://h/", "timeout_s": 301}, INVALID, "timeout_s", "0 < timeout_s <= 300"),
+        ({"url": "http://h/", "timeout_s": "9"}, INVALID, "timeout_s", "number of seconds"),
+        ({"url": "http://h/", "retries": 6}, INVALID, "retries", "0..5"),
+        ({"url": "http://h/", "retries": -1}, INVALID, "retries", "0..5"),
+        ({"url": "http://h/", "retries": 1.5}, INVALID, "retries", "integer"),
+        ({"url": "http://h/", "body": [1]}, INVALID, "body", "JSON object"),
+        ({"url": "http://h/", "retry": 1}, INVALID, "retry", "unknown key(s) 'retry'"),
+    ],
+)
+async def test_bad_http_configs_are_refused_naming_the_key(
+    service: JobService, config: dict[str, Any], reason: Reason, key: str, says: str
+) -> None:
+    with pytest.raises(SchedulerInvalidArgument) as caught:
+        await service.add("hook", "@hourly", executor_kind="http", executor_config=config)
+    message = refusal(caught, reason, "executor_config")
+    assert caught.value.metadata["config_field"] == key
+    assert message.startswith("http executor config: ")
+    assert says in message
+    assert await service.list() == []
+
+
+def grpc(**config: Any) -> dict[str, Any]:
+    """A grpc job's config calling RunRanking, with ``config`` laid over."""
+    return {"service": "ranking", "method": RUN_RANKING, **config}
+
+
+@pytest.mark.parametrize(
+    ("config", "reason", "key", "says"),
+    [
+        ({"method": RUN_RANKING}, INVALID, "service", "'service' is required"),
+        (grpc(service="Ranking Service"), INVALID, "service", "'service' is required"),
+        (grpc(method="RunRanking"), INVALID, "method", "<full proto service>/<method>"),
+        (grpc(method="webook.nope.v1.NopeService/Run"), UNKNOWN, "method", "no proto service"),
+        (
+            grpc(method="webook.ranking.v1.RankingService/Rerank"),
+            UNKNOWN,
+            "method",
+            "has no method 'Rerank' (methods: RunRanking, TopArticles)",
+        ),
+        (
+            # Declared for the gateway only: the scheduler could not call it under mTLS.
+            grpc(method="webook.ranking.v1.RankingService/TopArticles"),
+            INVALID,
+            "method",
+            "does not admit the scheduler as a caller",
+        ),
+        (
+            grpc(method="webook.scheduler.v1.SchedulerService/ListJobs"),
+            INVALID,
+            "method",
+            "admits: operator",
+        ),
+        (grpc(request={"no_such_field": 1}), INVALID, "request", "RunRankingRequest"),
+        (grpc(request={"fencing_token": "x"}), INVALID, "request", "RunRankingRequest"),
+        (grpc(request="fencing_token=1"), INVALID, "request", "JSON object"),
+        (grpc(timeout_s=3601), INVALID, "timeout_s", "0 < timeout_s <= 3600"),
+        (grpc(timeout_s=True), INVALID, "timeout_s", "number of seconds"),
+        (grpc(url="http://h/"), INVALID, "url", "unknown key(s) 'url'"),
+    ],
+)
+async def test_bad_grpc_configs_are_refused_naming_the_key(
+    service: JobService, config: dict[str, Any], reason: Reason, key: str, says: str
+) -> None:
+    with pytest.raises(SchedulerInvalidArgument) as caught:
+        await service.add("rank", "@hourly", executor_kind="grpc", executor_config=config)
+    message = refusal(caught, reason, "executor_config")
+    assert caught.value.metadata["config_field"] == key
+    assert message.startswith("grpc executor config: ")
+    assert says in message
+    assert await service.list() == []
