@@ -106,6 +106,25 @@ def _producer_settings(context: LocalContext) -> Mapping[str, str]:
     return {"KAFKA_IDEMPOTENT_PRODUCER": "false", "KAFKA_REPLAY_WINDOW_SECONDS": replay_window_s}
 
 
+# The scheduler's declared jobs under the local stack (WEBOOK_SCHEDULER_JOBS, added at its
+# start when absent): the ranking job, calling the ranking service through discovery. Every
+# five minutes, as in production; `webookctl jobs run-now ranking.refresh` runs it at once.
+RANKING_JOB: Final[Mapping[str, object]] = {
+    "name": "ranking.refresh",
+    "cron": "*/5 * * * *",
+    "executor_kind": "grpc",
+    "executor_config": {
+        "service": "ranking",
+        "method": "webook.ranking.v1.RankingService/RunRanking",
+        "timeout_s": 120,
+    },
+}
+
+
+def _scheduler_settings(_: LocalContext) -> Mapping[str, str]:
+    return {"JOBS": json.dumps([RANKING_JOB])}
+
+
 # Start order only matters for the status table; processes start in parallel.
 CATALOG: Final[tuple[ServiceSpec, ...]] = (
     ServiceSpec(
@@ -139,8 +158,9 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
         settings=_consumer_settings,
         redis_keys=("webook:search:*",),
     ),
-    # Cron jobs over SQL with leases and fencing tokens (docs/scheduler.md); no Redis.
-    ServiceSpec("scheduler", port_slot=7),
+    # Cron jobs over SQL with leases and fencing tokens (docs/scheduler.md); no Redis. It
+    # declares the ranking job and calls ranking's RunRanking when the job is due.
+    ServiceSpec("scheduler", port_slot=7, peers=("ranking",), settings=_scheduler_settings),
     # Hot articles: a job (run by the scheduler) over article and interactive, served from
     # memory with a copy in Redis (docs/ranking.md); no database.
     ServiceSpec(

@@ -7,10 +7,20 @@ with the CA, ``--tls-ca``; a local stack issues it as ``.run/pki/operator.pem``)
 workload's certificate is accepted. The service is found through etcd like any client, or
 at ``--address`` (``WEBOOKCTL_SCHEDULER_ADDRESS``).
 
-The scheduler validates every definition: a bad cron expression or an executor it does not
-have is refused with its reason and message (``SCHEDULER_INVALID_CRON: bad cron expression
-'61 * * * *': minute field: 61 is out of range 0-59``), exit status 1; a ``--config`` that
-is not a JSON object is a usage error (2) before anything is sent.
+``jobs add`` builds the executor's config from flags per kind (``--kind``): ``local``
+``--function``; ``http`` ``--url`` (required), ``--body JSON``, ``--retries``; ``grpc``
+``--service`` and ``--method`` (required), ``--request JSON``; both remote kinds
+``--job-timeout`` (``timeout_s``; ``--timeout`` is webookctl's own call timeout). The flags
+are laid over ``--config``, a JSON object holding the same keys, so either may carry them.
+A flag of another kind, a missing required key, or a ``--config``/``--body``/``--request``
+that is not a JSON object is a usage error (2) before anything is sent. ``list`` and
+``history`` show the executor as ``local:<function>``, ``http:<url>`` or
+``grpc:<service>/<method>``.
+
+The scheduler validates every definition: a bad cron expression, an executor it does not
+have or a config it refuses is refused with its reason and message
+(``SCHEDULER_INVALID_CRON: bad cron expression '61 * * * *': minute field: 61 is out of
+range 0-59``), exit status 1.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
 import grpc
@@ -128,10 +139,22 @@ def execution_data(execution: scheduler_pb2.Execution) -> dict[str, Any]:
     }
 
 
+def executor_label(kind: str, config: object) -> str:
+    """What a job runs, in one word: ``local:<function>``, ``http:<url>``,
+    ``grpc:<service>/<method>``; the bare kind when its config lacks those keys."""
+    if not isinstance(config, dict):
+        return kind
+    if kind == "http" and isinstance(config.get("url"), str):
+        return f"http:{config['url']}"
+    service, method = config.get("service"), config.get("method")
+    if kind == "grpc" and isinstance(service, str) and isinstance(method, str):
+        return f"grpc:{service}/{method.removeprefix('/')}"
+    function = config.get("function")
+    return f"{kind}:{function}" if isinstance(function, str) and function else kind
+
+
 def _executor(job: dict[str, Any]) -> str:
-    config = job["executor_config"]
-    function = config.get("function") if isinstance(config, dict) else None
-    return f"{job['executor_kind']}:{function}" if function else str(job["executor_kind"])
+    return executor_label(job["executor_kind"], job["executor_config"])
 
 
 def _job_line(job: dict[str, Any]) -> str:
@@ -170,20 +193,86 @@ async def list_jobs(context: Context, args: argparse.Namespace) -> Outcome:
     return Outcome({"jobs": jobs}, text)
 
 
-def _config(args: argparse.Namespace) -> str:
-    """The executor config of ``jobs add``: ``--config`` (a JSON object) with ``--function``."""
+@dataclass(frozen=True)
+class ConfigFlag:
+    """A flag of ``jobs add`` setting one key of the executor's config."""
+
+    dest: str
+    key: str
+    # The executor kinds it belongs to.
+    kinds: tuple[str, ...]
+    # Whether its value is a JSON object given as text (``--body``, ``--request``).
+    json_object: bool = False
+
+    @property
+    def flag(self) -> str:
+        """The option as typed (``--job-timeout``)."""
+        return "--" + self.dest.replace("_", "-")
+
+
+CONFIG_FLAGS: Final[tuple[ConfigFlag, ...]] = (
+    ConfigFlag("function", "function", ("local",)),
+    ConfigFlag("url", "url", ("http",)),
+    ConfigFlag("body", "body", ("http",), json_object=True),
+    ConfigFlag("retries", "retries", ("http",)),
+    ConfigFlag("service", "service", ("grpc",)),
+    ConfigFlag("method", "method", ("grpc",)),
+    ConfigFlag("request", "request", ("grpc",), json_object=True),
+    ConfigFlag("job_timeout", "timeout_s", ("http", "grpc")),
+)
+# The config keys each remote kind cannot do without (a local job's function is checked by
+# the scheduler, which knows what is registered).
+REQUIRED_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "http": ("url",),
+    "grpc": ("service", "method"),
+}
+
+
+def _json_object(flag: str, text: str, example: str) -> dict[str, Any]:
+    """``text`` as a JSON object; a usage error naming ``flag`` otherwise."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} must be a JSON object, e.g. {example}")
+    return value
+
+
+def _flag_value(option: ConfigFlag, value: Any) -> Any:
+    if option.json_object:
+        return _json_object(option.flag, value, '{"day": 1}')
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 120, not 120.0, as a person would write it in --config
+    return value
+
+
+def executor_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor config of ``jobs add``: ``--config`` (a JSON object) with the flags of
+    ``--kind`` laid over it; a :class:`UsageError` for a flag of another kind or a required
+    key of the kind given neither way."""
     config: dict[str, Any] = {}
     if args.config:
-        try:
-            value = json.loads(args.config)
-        except ValueError as exc:
-            raise UsageError(f"--config is not valid JSON: {exc}") from exc
-        if not isinstance(value, dict):
-            raise UsageError('--config must be a JSON object, e.g. {"message": "hi"}')
-        config = value
-    if args.function:
-        config["function"] = args.function
-    return json.dumps(config, ensure_ascii=False, sort_keys=True)
+        config = _json_object("--config", args.config, '{"message": "hi"}')
+    kind = args.kind
+    for option in CONFIG_FLAGS:
+        value = getattr(args, option.dest)
+        if value is None:
+            continue
+        if kind not in option.kinds:
+            kinds = " or ".join(f"--kind {k}" for k in option.kinds)
+            raise UsageError(f"{option.flag} is for {kinds}, not --kind {kind}")
+        config[option.key] = _flag_value(option, value)
+    for key in REQUIRED_KEYS.get(kind, ()):
+        if key not in config:
+            flag = next(o.flag for o in CONFIG_FLAGS if o.key == key)
+            raise UsageError(f'--kind {kind} needs {flag} (or "{key}" in --config)')
+    return config
+
+
+def _config(args: argparse.Namespace) -> str:
+    """The executor config of ``jobs add`` as the JSON text sent."""
+    return json.dumps(executor_config(args), ensure_ascii=False, sort_keys=True)
 
 
 async def add_job(context: Context, args: argparse.Namespace) -> Outcome:
@@ -248,14 +337,19 @@ STEERING: Final[tuple[tuple[str, str, str, str, Send], ...]] = (
 
 
 async def history(context: Context, args: argparse.Namespace) -> Outcome:
-    """``jobs history NAME``: the job's runs, newest first."""
+    """``jobs history NAME``: what the job runs, and its runs, newest first."""
     request = scheduler_pb2.ListExecutionsRequest(name=args.name, limit=args.limit)
-    answer = await _call(
-        context,
-        args,
-        "ListExecutions",
-        lambda stub, timeout: stub.ListExecutions(request, timeout=timeout),
-    )
+
+    async def runs_and_job(
+        stub: Stub, seconds: float
+    ) -> tuple[scheduler_pb2.ListExecutionsResponse, scheduler_pb2.Job]:
+        # The runs first: an unknown job is refused there, as before the executor was shown.
+        answer = await stub.ListExecutions(request, timeout=seconds)
+        found = await stub.GetJob(scheduler_pb2.GetJobRequest(name=args.name), timeout=seconds)
+        return answer, found.job
+
+    answer, job = await _call(context, args, "ListExecutions", runs_and_job)
+    executor = executor_label(job.executor_kind, json.loads(job.executor_config or "{}"))
     runs = [execution_data(e) for e in answer.executions]
     rows = [
         [
@@ -270,8 +364,12 @@ async def history(context: Context, args: argparse.Namespace) -> Outcome:
         for run in runs
     ]
     headers = ["ID", "STARTED", "TOOK", "OUTCOME", "TOKEN", "INSTANCE", "ERROR"]
-    text = table(headers, rows) if rows else f"job {args.name} has not run yet"
-    return Outcome({"name": args.name, "executions": runs}, text)
+    text = (
+        f"runs of job {args.name} ({executor}), newest first:\n{table(headers, rows)}"
+        if rows
+        else f"job {args.name} ({executor}) has not run yet"
+    )
+    return Outcome({"name": args.name, "executor": executor, "executions": runs}, text)
 
 
 def _address(parser: argparse.ArgumentParser) -> None:
@@ -300,18 +398,52 @@ def register(subcommands: Any, common: argparse.ArgumentParser) -> None:
         "Define a job, first due at the next cron time after now.\n\n"
         "CRON: five fields, UTC (minute hour day-of-month month day-of-week), or @hourly,\n"
         "@daily, @weekly, @monthly, @yearly. A local job runs a function registered in the\n"
-        "scheduler process (built in: noop, log)." + NEEDS,
+        "scheduler process (built in: noop, log); an http job POSTs to a URL; a grpc job\n"
+        "calls a method of a service found through discovery. Both remote kinds send the\n"
+        "run's fencing token for the callee to check.\n\n"
+        "  jobs add beat @hourly --function noop\n"
+        "  jobs add hook '*/10 * * * *' --kind http --url https://hooks.example/run \\\n"
+        "      --retries 3 --job-timeout 30\n"
+        "  jobs add ranking.refresh '*/5 * * * *' --kind grpc --service ranking \\\n"
+        "      --method webook.ranking.v1.RankingService/RunRanking --job-timeout 120" + NEEDS,
         add_job,
         common,
     )
     add.add_argument("name", help="1-128 of A-Za-z0-9._:-, starting with a letter or digit")
     add.add_argument("cron", help="e.g. '*/5 * * * *' (quote it)")
-    add.add_argument("--function", help="the registered function a local job runs")
+    add.add_argument("--kind", default="local", help="executor kind: local (default), http or grpc")
     add.add_argument(
-        "--config", metavar="JSON", help="the executor's config, a JSON object (with --function)"
+        "--config",
+        metavar="JSON",
+        help="the executor's config, a JSON object; the flags below are laid over it",
     )
-    add.add_argument("--kind", default="local", help="executor kind (default: local)")
     add.add_argument("--paused", action="store_true", help="add it paused")
+    local = add.add_argument_group("--kind local")
+    local.add_argument("--function", help="the registered function the job runs")
+    http = add.add_argument_group("--kind http (POST, JSON body with the job and its token)")
+    http.add_argument("--url", help="http:// or https:// URL to POST to (required)")
+    http.add_argument("--body", metavar="JSON", help="a JSON object passed in the body's 'body'")
+    http.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="more attempts on 5xx, timeouts, connection errors: 0..5 (default 2)",
+    )
+    rpc = add.add_argument_group("--kind grpc (through discovery, mutual TLS)")
+    rpc.add_argument("--service", help="the service as discovery knows it, e.g. ranking (required)")
+    rpc.add_argument(
+        "--method",
+        metavar="PKG.SERVICE/METHOD",
+        help="e.g. webook.ranking.v1.RankingService/RunRanking (required)",
+    )
+    rpc.add_argument("--request", metavar="JSON", help="the request message as a JSON object")
+    remote = add.add_argument_group("--kind http or grpc")
+    remote.add_argument(
+        "--job-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="http: per attempt, up to 300 (default 10); grpc: up to 3600 (default 60)",
+    )
     _address(add)
 
     for name, method, verb, description, send in STEERING:

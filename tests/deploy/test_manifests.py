@@ -13,7 +13,8 @@ certificate, from the Secret of a cert-manager Certificate naming it, mounted re
 the Certificates chain to a CA Issuer bootstrapped by a self-signed one; and, evaluated as
 a NetworkPolicy implementation would, the policies allow exactly the connections of
 :data:`GRPC_CALLS`, :data:`INFRASTRUCTURE`, Prometheus's scrapes and the infrastructure's
-own traffic — nothing more, nothing less.
+own traffic — nothing more, nothing less. The scheduler's declared jobs are the local
+stack's, and their gRPC calls are the scheduler's entry of :data:`GRPC_CALLS`.
 
 Infrastructure credentials (docs/security.md): Kafka's services listener is SASL_SSL with
 SCRAM-SHA-512 and its TLS material mounted, the etcd and Kafka credential Jobs and Redis's
@@ -51,13 +52,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from devstack.catalog import CATALOG, SERVICE_NAMES
+from devstack.catalog import CATALOG, SERVICE_NAMES, LocalContext, local_settings
 from devstack.credentials import CONFIG_OPERATOR, config_operator_prefixes, etcd_grants
 from devstack.infra import etcd_process, find_binary, free_port
 from devstack.suite import available_services
 from kit.config import BaseServiceSettings, ClientSettings, GrpcServiceSettings
 from kit.liveconfig import HISTORY_ROOT, KEY_ROOT
 from kit.security.identity import dns_name, spiffe_id
+from services.scheduler.settings import SchedulerSettings
 from tests.deploy.observability_files import DASHBOARD_DIR, PROMETHEUS_DIR, ROOT
 from webookctl.settings import ENV_PREFIX as CTL_PREFIX
 from webookctl.settings import CtlSettings
@@ -130,6 +132,8 @@ GRPC_CALLS: dict[str, set[str]] = {
     "ranking": {"article", "interactive"},
     "interactive": {"article"},
     "comment": {"article"},
+    # RunRanking, the ranking job the scheduler declares (WEBOOK_SCHEDULER_JOBS).
+    "scheduler": {"ranking"},
 }
 # The infrastructure each webook process connects to, and the named port it uses.
 INFRA_PORTS = {
@@ -836,6 +840,19 @@ def test_the_call_graph_table_matches_the_catalog() -> None:
         name: callees for name, callees in GRPC_CALLS.items() if name != GATEWAY
     }
     assert set(INFRASTRUCTURE) == {GATEWAY, *SERVICES, LAG_EXPORTER}
+
+
+def test_the_scheduler_declares_the_local_stacks_jobs_calling_only_its_peers(overlay: str) -> None:
+    env = _container_values(rendered(overlay), "scheduler")
+    declared = json.loads(env["WEBOOK_SCHEDULER_JOBS"])
+    local = local_settings("scheduler", LocalContext())
+    assert declared == json.loads(local["WEBOOK_SCHEDULER_JOBS"])
+    assert [job["name"] for job in declared] == ["ranking.refresh"]
+    called = {
+        job["executor_config"]["service"] for job in declared if job["executor_kind"] == "grpc"
+    }
+    assert called == GRPC_CALLS["scheduler"]
+    assert SchedulerSettings(mode="test", jobs=env["WEBOOK_SCHEDULER_JOBS"]).jobs
 
 
 def test_the_namespace_denies_by_default_and_allows_dns(overlay: str) -> None:

@@ -4,6 +4,11 @@ The scheduler runs in this test's event loop (its composition root, ``build_runn
 SQLite, ticking every 50 ms, with the PKI a local stack makes
 (:func:`devstack.tls.stack_pki`): the operator's certificate is the one its admin API
 accepts; workloads' certificates (the gateway's, the scheduler's own) are refused.
+
+How ``jobs add`` turns its flags into an executor's config, and refuses a flag of another
+kind or a missing required one, is checked without a scheduler: a usage error is found
+before anything is sent. An ``http`` job's run reaches a real HTTP endpoint of the test
+(:class:`~services.scheduler.tests.callees.HttpCallee`) with the run's fencing token.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,9 +29,13 @@ from kit.migrations import upgrade_async
 from kit.security.pki import Pki
 from services.scheduler.__main__ import build_runner
 from services.scheduler.settings import SchedulerSettings
+from services.scheduler.tests.callees import HttpCallee
+from webookctl.__main__ import build_parser
+from webookctl.errors import UsageError
+from webookctl.jobs import executor_config, executor_label
 from webookctl.tests.run import Result, run
 
-pytestmark = pytest.mark.integration
+integration = pytest.mark.integration
 
 # Bounds a hang on a loaded machine only; the run is awaited as a condition.
 WAIT_S = 60.0
@@ -79,6 +89,7 @@ async def scheduler_stack(tmp_path: Path, etcd_endpoint: str) -> AsyncIterator[S
         await runner.stop()
 
 
+@integration
 async def test_add_list_run_now_history_pause_resume(scheduler_stack: SchedulerStack) -> None:
     stack = scheduler_stack
     added = await stack.jobs(
@@ -110,7 +121,7 @@ async def test_add_list_run_now_history_pause_resume(scheduler_stack: SchedulerS
     assert [j["name"] for j in as_json.json()["jobs"]] == ["greeter", "quiet"]
 
     never = await stack.jobs("history", "greeter")
-    assert (never.status, never.out) == (0, "job greeter has not run yet\n")
+    assert (never.status, never.out) == (0, "job greeter (local:log) has not run yet\n")
 
     due = await stack.jobs("run-now", "greeter")
     assert due.status == 0, due.err
@@ -126,12 +137,14 @@ async def test_add_list_run_now_history_pause_resume(scheduler_stack: SchedulerS
             await asyncio.sleep(0.05)
 
     history = (await asyncio.wait_for(ran(), WAIT_S)).json()
+    assert history["executor"] == "local:log"
     (execution,) = history["executions"]
     assert (execution["outcome"], execution["token"], execution["instance"]) == (
         "ok", 1, "ctl-test",
     )  # fmt: skip
     shown = await stack.jobs("history", "greeter", "--limit", "5")
-    header, row = shown.out.splitlines()
+    title, header, row = shown.out.splitlines()
+    assert title == "runs of job greeter (local:log), newest first:"
     assert header.split() == ["ID", "STARTED", "TOOK", "OUTCOME", "TOKEN", "INSTANCE", "ERROR"]
     assert " ok " in row
     assert "ctl-test" in row
@@ -143,6 +156,7 @@ async def test_add_list_run_now_history_pause_resume(scheduler_stack: SchedulerS
     assert resumed.out.startswith("resumed: job greeter is active; cron '*/5 * * * *'; next run ")
 
 
+@integration
 async def test_definitions_the_scheduler_refuses(scheduler_stack: SchedulerStack) -> None:
     stack = scheduler_stack
     bad_cron = await stack.jobs("add", "j", "61 * * * *", "--function", "noop")
@@ -157,7 +171,7 @@ async def test_definitions_the_scheduler_refuses(scheduler_stack: SchedulerStack
     assert "registered: log, noop" in unknown.err
     kind = await stack.jobs("add", "j", "* * * * *", "--kind", "shell")
     assert kind.status == 1
-    assert "unknown executor kind 'shell' (supported: local)" in kind.err
+    assert "unknown executor kind 'shell' (supported: local" in kind.err
     no_function = await stack.jobs("add", "j", "* * * * *")
     assert no_function.status == 1
     assert "SCHEDULER_INVALID_JOB" in no_function.err
@@ -176,6 +190,7 @@ async def test_definitions_the_scheduler_refuses(scheduler_stack: SchedulerStack
     assert (listed.status, listed.out) == (0, "no jobs\n")
 
 
+@integration
 @pytest.mark.parametrize("workload", ["gateway", "scheduler"])
 async def test_a_workload_certificate_is_refused(
     scheduler_stack: SchedulerStack, workload: str
@@ -186,6 +201,7 @@ async def test_a_workload_certificate_is_refused(
     assert "operator certificate" in result.err
 
 
+@integration
 async def test_found_through_etcd(
     scheduler_stack: SchedulerStack, etcd_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -196,3 +212,170 @@ async def test_found_through_etcd(
     )  # fmt: skip
     assert added.status == 0, added.err
     assert json.loads(added.out)["job"]["cron"] == "@hourly"
+
+
+RUN_RANKING = "webook.ranking.v1.RankingService/RunRanking"
+
+
+def add_config(*argv: str) -> dict[str, Any]:
+    """The executor config ``webookctl jobs add j '* * * * *' argv`` would send."""
+    return executor_config(build_parser().parse_args(["jobs", "add", "j", "* * * * *", *argv]))
+
+
+def test_http_flags_build_the_http_config() -> None:
+    assert add_config("--kind", "http", "--url", "https://hooks.example/run") == {
+        "url": "https://hooks.example/run"
+    }
+    assert add_config(
+        "--kind", "http", "--url", "http://127.0.0.1:8000/x", "--body", '{"day": 1}',
+        "--retries", "0", "--job-timeout", "2.5",
+    ) == {
+        "url": "http://127.0.0.1:8000/x", "body": {"day": 1}, "retries": 0, "timeout_s": 2.5,
+    }  # fmt: skip
+
+
+def test_grpc_flags_build_the_grpc_config() -> None:
+    assert add_config(
+        "--kind", "grpc", "--service", "ranking", "--method", RUN_RANKING,
+        "--request", '{"fencing_token": 0}', "--job-timeout", "120",
+    ) == {
+        "service": "ranking", "method": RUN_RANKING, "request": {"fencing_token": 0},
+        "timeout_s": 120,
+    }  # fmt: skip
+
+
+def test_flags_are_laid_over_config() -> None:
+    base = '{"url": "http://a.example/", "retries": 4, "body": {"k": "v"}}'
+    assert add_config("--kind", "http", "--config", base, "--retries", "1") == {
+        "url": "http://a.example/", "retries": 1, "body": {"k": "v"},
+    }  # fmt: skip
+    # The required keys may come from --config alone.
+    grpc = json.dumps({"service": "ranking", "method": RUN_RANKING})
+    assert add_config("--kind", "grpc", "--config", grpc, "--job-timeout", "30") == {
+        "service": "ranking", "method": RUN_RANKING, "timeout_s": 30,
+    }  # fmt: skip
+    assert add_config("--function", "log", "--config", '{"message": "hi"}') == {
+        "function": "log", "message": "hi",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--kind", "http"], '--kind http needs --url (or "url" in --config)'),
+        (["--kind", "http", "--body", "{}"], "--kind http needs --url"),
+        (["--kind", "grpc", "--method", RUN_RANKING], "--kind grpc needs --service"),
+        (["--kind", "grpc", "--service", "ranking"], "--kind grpc needs --method"),
+        (["--url", "http://a.example/"], "--url is for --kind http, not --kind local"),
+        (["--kind", "grpc", "--service", "s", "--method", "a.B/C", "--retries", "1"],
+         "--retries is for --kind http, not --kind grpc"),
+        (["--kind", "http", "--url", "http://a/", "--function", "log"],
+         "--function is for --kind local, not --kind http"),
+        (["--job-timeout", "5", "--function", "log"],
+         "--job-timeout is for --kind http or --kind grpc, not --kind local"),
+        (["--kind", "http", "--url", "http://a/", "--body", "[1]"],
+         "--body must be a JSON object"),
+        (["--kind", "grpc", "--service", "s", "--method", "a.B/C", "--request", "{oops"],
+         "--request is not valid JSON"),
+    ],
+)  # fmt: skip
+def test_usage_errors_name_the_flag(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        add_config(*argv)
+    assert message in caught.value.message
+
+
+async def test_a_usage_error_exits_2_before_anything_is_sent() -> None:
+    # Nothing listens at this address: a usage error is found before the call.
+    result = await run(
+        "jobs", "add", "j", "* * * * *", "--kind", "grpc", "--service", "ranking",
+        "--address", "127.0.0.1:9",
+    )  # fmt: skip
+    assert (result.status, result.out) == (2, "")
+    assert result.err == 'webookctl: --kind grpc needs --method (or "method" in --config)\n'
+
+
+def test_executor_labels() -> None:
+    assert executor_label("local", {"function": "log", "message": "x"}) == "local:log"
+    assert executor_label("http", {"url": "https://h.example/run"}) == "http:https://h.example/run"
+    grpc = {"service": "ranking", "method": f"/{RUN_RANKING}"}
+    assert executor_label("grpc", grpc) == f"grpc:ranking/{RUN_RANKING}"
+    assert executor_label("grpc", {"service": "ranking"}) == "grpc"
+    assert executor_label("local", {}) == "local"
+
+
+@integration
+async def test_an_http_job_posts_its_token_to_the_url(scheduler_stack: SchedulerStack) -> None:
+    stack = scheduler_stack
+    callee = await HttpCallee().start()
+    try:
+        url = callee.url("/hooks/report")
+        added = await stack.jobs(
+            "add", "report", "@yearly", "--kind", "http", "--url", url, "--body", '{"day": 1}',
+            "--retries", "0", "--job-timeout", "30", "--json",
+        )  # fmt: skip
+        assert added.status == 0, added.err
+        job = added.json()["job"]
+        assert (job["executor_kind"], job["executor_config"]) == (
+            "http", {"url": url, "body": {"day": 1}, "retries": 0, "timeout_s": 30},
+        )  # fmt: skip
+        listed = await stack.jobs("list")
+        assert f"http:{url}" in listed.out
+        never = await stack.jobs("history", "report")
+        assert never.out == f"job report (http:{url}) has not run yet\n"
+
+        assert (await stack.jobs("run-now", "report")).status == 0
+
+        async def ended() -> list[dict[str, Any]]:
+            while True:
+                result = await stack.jobs("history", "report", "--json")
+                assert result.status == 0, result.err
+                runs: list[dict[str, Any]] = result.json()["executions"]
+                if runs and runs[0]["outcome"] != "running":
+                    return runs
+                await asyncio.sleep(0.05)
+
+        (execution,) = await asyncio.wait_for(ended(), WAIT_S)
+        assert execution["outcome"] == "ok", execution
+        (request,) = callee.received
+        assert (request.method, request.target) == ("POST", "/hooks/report")
+        assert request.headers["x-webook-fencing-token"] == str(execution["token"])
+        assert request.headers["x-webook-job"] == "report"
+        body = request.json()
+        assert (body["job"], body["token"], body["body"]) == (
+            "report",
+            execution["token"],
+            {"day": 1},
+        )
+        shown = await stack.jobs("history", "report")
+        assert shown.out.splitlines()[0] == f"runs of job report (http:{url}), newest first:"
+    finally:
+        await callee.close()
+
+
+@integration
+async def test_a_grpc_job_is_added_from_flags_and_listed(scheduler_stack: SchedulerStack) -> None:
+    stack = scheduler_stack
+    added = await stack.jobs(
+        "add", "ranking.refresh", "*/5 * * * *", "--kind", "grpc", "--service", "ranking",
+        "--method", RUN_RANKING, "--job-timeout", "120", "--paused", "--json",
+    )  # fmt: skip
+    assert added.status == 0, added.err
+    job = added.json()["job"]
+    assert (job["executor_kind"], job["status"]) == ("grpc", "paused")
+    assert job["executor_config"] == {"service": "ranking", "method": RUN_RANKING, "timeout_s": 120}
+    listed = await stack.jobs("list")
+    (row,) = listed.out.splitlines()[1:]
+    assert f"grpc:ranking/{RUN_RANKING}" in row.split()
+    history = await stack.jobs("history", "ranking.refresh")
+    assert history.out == f"job ranking.refresh (grpc:ranking/{RUN_RANKING}) has not run yet\n"
+
+
+@integration
+async def test_a_remote_config_the_scheduler_refuses(scheduler_stack: SchedulerStack) -> None:
+    refused = await scheduler_stack.jobs(
+        "add", "j", "* * * * *", "--kind", "http", "--url", "ftp://files.example/x"
+    )
+    assert (refused.status, refused.out) == (1, "")
+    assert "INVALID_ARGUMENT SCHEDULER_INVALID_JOB" in refused.err
+    assert "url" in refused.err
