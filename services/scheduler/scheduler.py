@@ -3,12 +3,13 @@
 Any number of instances (processes, or :class:`Scheduler` objects in one process) share the
 jobs table; each has its own ``instance`` id. Each tick an instance:
 
-1. reads a few due jobs (active, ``next_run_ms <= now``, free or with an expired lease) and
-   tries to **take** one with a conditional ``UPDATE ... SET holder, lease_until_ms,
-   version = version + 1 WHERE id AND version = <read> AND still due and free``. Of
-   several instances racing, exactly one updates the row; the others try the next
-   candidate or wait for the next tick. Taking a job whose holder stopped renewing (its
-   lease expired) is a **takeover**, counted and logged.
+1. reads a few due jobs (active, ``next_run_ms <= now``, free or with an expired lease),
+   most overdue first, and tries them in a random order to **take** one with a conditional
+   ``UPDATE ... SET holder, lease_until_ms, version = version + 1 WHERE id AND version =
+   <read> AND still due and free``. Of several instances racing, exactly one updates the
+   row; the others try their next candidate. It takes again at once while jobs are due and
+   it runs fewer than ``max_running``, then waits for the next tick. Taking a job whose
+   holder stopped renewing (its lease expired) is a **takeover**, counted and logged.
 2. runs the job's executor — by its kind: a registered function (``local``), or a remote
    call (``http``, ``grpc``: :mod:`services.scheduler.remote`) — with a
    :class:`~services.scheduler.executors.RunContext` whose ``token`` is the job's new
@@ -51,6 +52,7 @@ from services.scheduler.executors import Executor, ExecutorRegistry, RunContext,
 from services.scheduler.service import Clock, UnitOfWork, in_transaction, wall_clock_ms
 
 logger = logging.getLogger(__name__)
+FIRST: Final = asyncio.FIRST_COMPLETED
 
 RUNS: Final = Counter(
     "webook_scheduler_runs_total", "Job runs finished by this instance, by outcome.", ["outcome"]
@@ -74,6 +76,8 @@ JOBS_LATE: Final = Gauge(
     "webook_scheduler_jobs_late", "Active jobs due for longer than the lateness threshold."
 )
 JOBS_RUNNING: Final = Gauge("webook_scheduler_jobs_running", "Runs in progress here.")
+# The due/late gauges count over the whole table: refreshed at most this often.
+GAUGE_PERIOD_S: Final = 1.0
 # Every outcome and stage exported at 0 from the start: a rate over a series that does not
 # exist yet would show nothing until the first run or rejection.
 for _outcome in (Outcome.OK, Outcome.FAILED, Outcome.FENCED):
@@ -176,7 +180,10 @@ class Scheduler:
         """Take one due job, or ``None`` when none is due or every race was lost."""
         now = self._clock()
         async with self._uow() as uow:
-            candidates = await uow.jobs.due(now, limit=self.options.candidates)
+            candidates = list(await uow.jobs.due(now, limit=self.options.candidates))
+        # Instances read the same most-overdue candidates: each tries them in its own order,
+        # so that they mostly race for different rows instead of all for the first.
+        random.shuffle(candidates)
         lease_until = now + self.options.lease_ms
         for job in candidates:
 
@@ -488,22 +495,40 @@ class Scheduler:
                 return total
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        """Tick until ``stop`` is set: one take per tick, each run in its own task; then
-        interrupt the runs still in progress (they are handed back, due at once)."""
+        """Tick until ``stop`` is set: each tick takes due jobs while there are some and
+        room for them, each run in its own task; then interrupt the runs still in progress
+        (they are handed back, due at once)."""
         running: set[asyncio.Task[RunReport]] = set()
         loop = asyncio.get_running_loop()
         next_purge = loop.time() + random.uniform(0, self.options.purge_every_s)
+        next_gauges = loop.time()
+        freed = asyncio.Event()
+
+        def ended(task: asyncio.Task[RunReport]) -> None:
+            running.discard(task)
+            freed.set()
+
         logger.info("scheduler started", extra={"instance": self.instance})
         try:
             while not stop.is_set():
+                full = False
                 try:
-                    if len(running) < self.options.max_running:
+                    # Take until nothing is due (or every race was lost) or this instance
+                    # is full: one take per tick would leave a backlog of due jobs waiting
+                    # a tick each.
+                    while not stop.is_set():
+                        if len(running) >= self.options.max_running:
+                            full = True
+                            break
                         lease = await self.take()
-                        if lease is not None:
-                            task = asyncio.create_task(self.run(lease))
-                            running.add(task)
-                            task.add_done_callback(running.discard)
-                    await self.refresh_gauges()
+                        if lease is None:
+                            break
+                        task = asyncio.create_task(self.run(lease))
+                        running.add(task)
+                        task.add_done_callback(ended)
+                    if loop.time() >= next_gauges:
+                        next_gauges = loop.time() + GAUGE_PERIOD_S
+                        await self.refresh_gauges()
                     if loop.time() >= next_purge:
                         next_purge = loop.time() + self.options.purge_every_s
                         await self.purge_history()
@@ -512,8 +537,16 @@ class Scheduler:
                         "scheduler tick failed",
                         extra={"instance": self.instance, "error": repr(exc)},
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.options.tick_s)
+                # Full with jobs still due: take again as soon as a run ends, not a tick later.
+                freed.clear()
+                waits = [asyncio.ensure_future(stop.wait())]
+                if full:
+                    waits.append(asyncio.ensure_future(freed.wait()))
+                try:
+                    await asyncio.wait(waits, timeout=self.options.tick_s, return_when=FIRST)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
         finally:
             for task in running:
                 task.cancel()
