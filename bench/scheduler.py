@@ -12,13 +12,13 @@ this module, started with ``multiprocessing``'s spawn) holding a
 :class:`services.scheduler.scheduler.Scheduler` with its own engine, so the instances race
 for rows as separate scheduler processes do. Once every instance is connected, all the jobs
 are made due at once and every instance runs
-:meth:`~services.scheduler.scheduler.Scheduler.run_forever` (the production loop: take one
-job per tick, run it in a task under its lease, release it with its next run time, record
-the execution) with the default options but a ``TICK_S`` tick, so the loop is bound by the
-database rather than by its period (at the default 1 s tick an instance takes at most one
-job a second). After ``WARMUP_S`` a ``WINDOW_S`` window is measured: runs finished ``ok`` in
-it (from the executions table), MariaDB's ``Questions`` counter (``SHOW GLOBAL STATUS``; it
-counts every client of the server, so other load on a shared server shows in it), the
+:meth:`~services.scheduler.scheduler.Scheduler.run_forever` with the production loop and
+its default options (each tick takes due jobs until none is left or ``max_running`` runs are
+in progress, and a run that ends wakes a full instance; each run is taken under its lease,
+released with its next run time and recorded). After ``WARMUP_S`` a ``WINDOW_S`` window is
+measured: runs finished ``ok`` in it (from the executions table), MariaDB's ``Questions``
+counter (``SHOW GLOBAL STATUS``; it counts every client of the server, so other load on a
+shared server shows in it), the
 statements the instances counted themselves (each engine's executes, commits and
 rollbacks), their takes won and lost to another instance, and the CPU time of the
 instances and of the database server (when it runs on this machine). ``JOBS`` is large
@@ -74,7 +74,6 @@ JOBS: Final = 2_000
 CRON: Final = "@every 1s"
 INSTANCES: Final = 3
 ROUNDS: Final = 3
-TICK_S: Final = 0.001
 WARMUP_S: Final = 3.0
 WINDOW_S: Final = 8.0
 START_TIMEOUT_S: Final = 90.0
@@ -156,7 +155,7 @@ async def run_instance(
             lambda: CountingUnitOfWork(sessions, counters),
             register_builtins(ExecutorRegistry()),
             instance=instance,
-            options=SchedulerOptions(tick_s=TICK_S),
+            options=SchedulerOptions(),
         )
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

@@ -82,17 +82,40 @@ def ensure_sqlite_directory(database_url: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine tuned for the backend named by ``url``."""
+def create_engine(
+    url: str, *, echo: bool = False, lock_wait_timeout_s: int | None = None
+) -> AsyncEngine:
+    """An async engine tuned for the backend named by ``url``.
+
+    ``lock_wait_timeout_s``: on MySQL/MariaDB, how long a statement of these sessions waits
+    for another transaction's row lock before failing with a (retryable) lock-wait timeout
+    instead of InnoDB's 50 s default. For a process that must not stall behind a peer frozen
+    mid-transaction (the scheduler's take). Ignored on SQLite, whose writers queue on the
+    database lock for ``busy_timeout``.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(url, echo=echo)
         event.listen(engine.sync_engine, "do_connect", _guarded_sqlite_connect)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url, echo=echo, pool_pre_ping=True, pool_recycle=1800, pool_size=10, max_overflow=20
     )
+    if lock_wait_timeout_s is not None:
+        if lock_wait_timeout_s < 1:
+            raise ValueError("lock_wait_timeout_s must be at least 1 (InnoDB counts seconds)")
+        statement = f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_timeout_s)}"
+
+        def set_lock_wait_timeout(dbapi_connection: Any, _record: object) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(statement)
+            finally:
+                cursor.close()
+
+        event.listen(engine.sync_engine, "connect", set_lock_wait_timeout)
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> SessionFactory:

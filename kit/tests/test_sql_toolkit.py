@@ -277,3 +277,8 @@ async def test_retry_gives_up_with_the_services_error_after_the_last_attempt() -
     assert len(calls) == before + 1
     with pytest.raises(ValueError, match="at least 1"):
         await retry_on_conflict(failing, exhausted=_GaveUp, attempts=0)
+
+
+def test_a_lock_wait_timeout_is_whole_seconds() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        create_engine("mysql+asyncmy://root@127.0.0.1:3306/none", lock_wait_timeout_s=0)

@@ -16,7 +16,7 @@ wiring is :mod:`kit.grpcx.process`.
 
 from __future__ import annotations
 
-from typing import Unpack
+from typing import Final, Unpack
 
 from kit.grpcx.cli import run_service
 from kit.grpcx.process import RunnerOptions, wire_clients
@@ -33,6 +33,8 @@ from services.scheduler.scheduler import Scheduler, SchedulerLoop
 from services.scheduler.service import JobService
 from services.scheduler.settings import SchedulerSettings
 
+LOCK_WAIT_TIMEOUT_S: Final = 1
+
 
 def build_runner(
     settings: SchedulerSettings,
@@ -47,7 +49,9 @@ def build_runner(
     """
     runner = ServiceRunner("scheduler", settings, **options)
     ensure_sqlite_directory(settings.database_url)
-    engine = create_engine(settings.database_url)
+    # A take waits at most this long for a row another instance's transaction holds (one
+    # frozen mid-renewal), then tries the next job: InnoDB's 50 s would stall the loop.
+    engine = create_engine(settings.database_url, lock_wait_timeout_s=LOCK_WAIT_TIMEOUT_S)
     runner.on_close(engine.dispose)
     sessions = session_factory(engine)
 

@@ -39,12 +39,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from kit.sql import WriteConflict
 from services.scheduler.cron import parse
 from services.scheduler.domain import ExecutorKind, Job, Lease, Outcome, error_text
 from services.scheduler.errors import SchedulerError
@@ -106,6 +107,9 @@ class SchedulerOptions:
     # Executions older than this are deleted (0 keeps them), checked every purge_every_s.
     retention_ms: int = 30 * 24 * 3600 * 1000
     purge_every_s: float = 3600.0
+    # On stop, runs in progress get this long to finish (still renewing) before they are
+    # interrupted: a remote callee keeps working on a call its caller abandoned.
+    stop_grace_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.lease_ms <= 0 or self.renew_every_s <= 0 or self.tick_s <= 0:
@@ -119,6 +123,8 @@ class SchedulerOptions:
             raise ValueError("candidates and max_running must be at least 1")
         if self.retention_ms < 0:
             raise ValueError("retention_ms cannot be negative")
+        if self.stop_grace_s < 0:
+            raise ValueError("stop_grace_s cannot be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +145,17 @@ class _RunState:
 
     lease_until_ms: int
     lost: bool = False
+
+
+async def take_once(
+    units: Callable[[], UnitOfWork], take: Callable[[UnitOfWork], Awaitable[bool]]
+) -> bool:
+    """``take`` in one transaction, committed if it won; :class:`WriteConflict` not retried."""
+    async with units() as uow:
+        won = await take(uow)
+        if won:
+            await uow.commit()
+        return won
 
 
 class Scheduler:
@@ -196,7 +213,16 @@ class Scheduler:
                     now_ms=now,
                 )
 
-            won = await in_transaction(self._uow, take_it)
+            try:
+                won = await take_once(self._uow, take_it)
+            except WriteConflict as exc:
+                # Another transaction holds the row (a peer renewing, or one frozen
+                # mid-transaction): waiting would stall every job behind this one.
+                logger.info(
+                    "job row locked by another transaction; trying the next",
+                    extra={"job": job.name, "instance": self.instance, "error": str(exc)},
+                )
+                continue
             if not won:
                 continue
             previous = job.holder
@@ -308,16 +334,26 @@ class Scheduler:
             state.lease_until_ms = until
 
     async def _start_record(self, lease: Lease, started_ms: int) -> int | None:
-        try:
-            return await in_transaction(
-                self._uow,
-                lambda uow: uow.jobs.start_execution(
-                    job_id=lease.job.id,
-                    token=lease.token,
-                    instance=lease.holder,
-                    started_ms=started_ms,
-                ),
+        async def record(uow: UnitOfWork) -> int:
+            if lease.took_over_from is not None:
+                # The previous holder died or froze mid-run: its record would say "running"
+                # forever. (A frozen holder that wakes up cannot finish it: its token is stale
+                # and its own finish only overwrites it with "fenced".)
+                await uow.jobs.abandon_executions(
+                    lease.job.id,
+                    before_token=lease.token,
+                    ended_ms=started_ms,
+                    error=f"abandoned: lease expired, taken over by {lease.holder}",
+                )
+            return await uow.jobs.start_execution(
+                job_id=lease.job.id,
+                token=lease.token,
+                instance=lease.holder,
+                started_ms=started_ms,
             )
+
+        try:
+            return await in_transaction(self._uow, record)
         except Exception as exc:
             logger.error(
                 "could not record the start of a run",
@@ -445,14 +481,19 @@ class Scheduler:
         return Outcome.OK, ""
 
     async def _interrupted(self, lease: Lease, state: _RunState, execution_id: int | None) -> None:
-        """The scheduler is stopping: hand the job back due at once (unless already lost)
-        and record the run as interrupted."""
-        if not state.lost:
+        """The scheduler is stopping and the run outlasted the grace: record it as
+        interrupted. A ``local`` run stopped with its task, so the job is handed back due
+        at once (unless already lost); a remote callee may still be working on the
+        abandoned call, so that job is left to its lease, which expires unrenewed and lets
+        another instance take it over (no second run while the first may still go on)."""
+        remote = lease.job.executor_kind != ExecutorKind.LOCAL
+        if not state.lost and not remote:
             with contextlib.suppress(Exception):
                 await self.release(lease, next_run_ms=lease.job.next_run_ms)
-        await self._finish_record(
-            execution_id, Outcome.FAILED, "interrupted: the scheduler is stopping"
-        )
+        error = "interrupted: the scheduler is stopping"
+        if remote:
+            error += "; the remote call may still run, the job waits for its lease to expire"
+        await self._finish_record(execution_id, Outcome.FAILED, error)
         RUNS.labels(Outcome.FAILED.value).inc()
         logger.warning(
             "job run interrupted: scheduler stopping",
@@ -548,6 +589,12 @@ class Scheduler:
                     for waiting in waits:
                         waiting.cancel()
         finally:
+            if running and self.options.stop_grace_s > 0:
+                logger.info(
+                    "scheduler stopping: waiting for runs in progress",
+                    extra={"instance": self.instance, "running": len(running)},
+                )
+                await asyncio.wait(set(running), timeout=self.options.stop_grace_s)
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)

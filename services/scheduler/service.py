@@ -137,6 +137,13 @@ class SchedulerRepository(Protocol):
         """Record how a run ended."""
         ...
 
+    async def abandon_executions(
+        self, job_id: int, *, before_token: int, ended_ms: int, error: str
+    ) -> int:
+        """Close the job's runs still ``running`` under a token below ``before_token`` as
+        failed with ``error``; how many."""
+        ...
+
     async def executions(self, job_id: int, *, limit: int) -> Sequence[Execution]:
         """The job's runs, newest first."""
         ...

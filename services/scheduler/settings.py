@@ -12,6 +12,8 @@ admin API's port, TLS, etcd registration) the scheduler reads:
 - ``WEBOOK_SCHEDULER_MAX_RUNNING`` (16): runs in progress per instance;
 - ``WEBOOK_SCHEDULER_LATE_AFTER_SECONDS`` (60): when a waiting due job counts as late;
 - ``WEBOOK_SCHEDULER_RETENTION_DAYS`` (30; 0 keeps everything): execution history kept;
+- ``WEBOOK_SCHEDULER_STOP_GRACE_SECONDS`` (10): how long a stopping instance lets its runs
+  in progress finish before interrupting them;
 - ``WEBOOK_SCHEDULER_JOBS`` (``[]``): declared jobs, a JSON list of :class:`DeclaredJob`
   (``name``, ``cron``, ``executor_kind``, ``executor_config``, optional ``paused``), each
   added at start when no job has its name yet (:mod:`services.scheduler.declared`). Bad
@@ -94,6 +96,7 @@ class SchedulerSettings(GrpcServiceSettings):
     max_running: int = Field(16, ge=1)
     late_after_seconds: float = Field(60.0, gt=0)
     retention_days: float = Field(30.0, ge=0)
+    stop_grace_seconds: float = Field(10.0, ge=0)
     # Parsed by _parse_jobs rather than by the settings source, so bad JSON gets a clear
     # message naming the setting instead of a parse error of the source.
     jobs: Annotated[tuple[DeclaredJob, ...], NoDecode] = ()
@@ -144,4 +147,5 @@ class SchedulerSettings(GrpcServiceSettings):
             max_running=self.max_running,
             late_after_ms=int(self.late_after_seconds * 1000),
             retention_ms=int(self.retention_days * 24 * 3600 * 1000),
+            stop_grace_s=self.stop_grace_seconds,
         )

@@ -30,6 +30,7 @@ from tests.chaos.report import (
     fuzz_table,
     search_sync_table,
 )
+from tests.chaos.scheduler_rig import SCHEDULER_FAULTS, scheduler_fault_table
 
 INTERACTIVE_INSTANCES = 3
 # Above the relay's 10 s publish timeout (the setting's floor), well below the default 30 s.
@@ -58,7 +59,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """
     faults, fuzz_runs = config.stash.get(FAULTS, []), config.stash.get(FUZZ_RUNS, [])
     search_sync = config.stash.get(SEARCH_SYNC, [])
-    if not faults and not fuzz_runs and not search_sync:
+    scheduler = config.stash.get(SCHEDULER_FAULTS, [])
+    if not faults and not fuzz_runs and not search_sync and not scheduler:
         return
     seconds = time.monotonic() - config.stash.get(STARTED, time.monotonic())
     parts = ["", "=== chaos ==="]
@@ -66,6 +68,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         parts += [fault_table(faults), ""]
     if search_sync:
         parts += [search_sync_table(search_sync), ""]
+    if scheduler:
+        parts += [scheduler_fault_table(scheduler), ""]
     if fuzz_runs:
         parts += [fuzz_table(fuzz_runs), ""]
     parts.append(f"chaos run: {seconds:.0f}s from start-up to this table")

@@ -149,6 +149,14 @@ class SqlSchedulerRepository:
             execution_id, ended_ms=ended_ms, outcome=outcome, error=error
         )
 
+    async def abandon_executions(
+        self, job_id: int, *, before_token: int, ended_ms: int, error: str
+    ) -> int:
+        """Close runs left ``running`` by an earlier holder as failed; how many."""
+        return await self._dao.abandon_executions(
+            job_id, before_token=before_token, ended_ms=ended_ms, error=error
+        )
+
     async def executions(self, job_id: int, *, limit: int) -> Sequence[Execution]:
         """The job's runs, newest first."""
         return [_execution(row) for row in await self._dao.executions(job_id, limit=limit)]

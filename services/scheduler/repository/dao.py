@@ -249,6 +249,22 @@ class SchedulerDAO(SessionDAO):
             .values(ended_ms=ended_ms, outcome=outcome.value, error=error)
         )
 
+    async def abandon_executions(
+        self, job_id: int, *, before_token: int, ended_ms: int, error: str
+    ) -> int:
+        """Close the job's runs still ``running`` under a token below ``before_token`` (their
+        holder died or lost its lease) as failed with ``error``; how many."""
+        result = await self._session.execute(
+            sql_update(ExecutionRow)
+            .where(
+                ExecutionRow.job_id == job_id,
+                ExecutionRow.outcome == Outcome.RUNNING.value,
+                ExecutionRow.token < before_token,
+            )
+            .values(ended_ms=ended_ms, outcome=Outcome.FAILED.value, error=error)
+        )
+        return rowcount(result)
+
     async def executions(self, job_id: int, *, limit: int) -> Sequence[ExecutionRow]:
         """The job's runs, newest first."""
         stmt = (

@@ -85,6 +85,8 @@ async def scheduled(database_url: str) -> AsyncIterator[Scheduled]:
         tick_seconds=0.05,
         lease_seconds=30,
         renew_seconds=5,
+        # a run in progress at stop waits this long before it is interrupted
+        stop_grace_seconds=0.5,
     )
     runner = build_runner(settings, executors=executors)
     port = await runner.start()

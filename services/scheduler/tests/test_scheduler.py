@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.scheduler.cron import parse
-from services.scheduler.domain import Job, Outcome
+from services.scheduler.domain import ExecutorKind, Job, Outcome
 from services.scheduler.executors import ExecutorRegistry, FencedStore, RunContext, StaleToken
 from services.scheduler.scheduler import Scheduler, SchedulerOptions
 from services.scheduler.service import JobService
@@ -28,7 +28,7 @@ MINUTE_MS = 60_000
 LEASE_MS = 5_000
 # Renewals every 20 ms of real time, so a refused renewal is noticed quickly; lease expiry
 # follows the fake clock, so real time never makes a lease lapse.
-OPTIONS = SchedulerOptions(lease_ms=LEASE_MS, renew_every_s=0.02, tick_s=0.02)
+OPTIONS = SchedulerOptions(lease_ms=LEASE_MS, renew_every_s=0.02, tick_s=0.02, stop_grace_s=0.05)
 WAIT_S = 60.0
 
 
@@ -384,3 +384,97 @@ async def test_a_run_stops_when_its_lease_expires_while_the_database_is_unreacha
     report = await asyncio.wait_for(run, WAIT_S)
     assert report.outcome is Outcome.FENCED
     assert [run.outcome for run in await harness.service.history("offline")] == [Outcome.FENCED]
+
+
+async def test_a_takeover_closes_the_run_the_dead_holder_left_running(harness: Harness) -> None:
+    job = await harness.job("report")
+    a, b = harness.scheduler("a"), harness.scheduler("b")
+    stale = await a.take()
+    assert stale is not None
+    # a starts its run and dies: its record says "running"
+    async with harness.units_factory()() as uow:
+        await uow.jobs.start_execution(
+            job_id=job.id, token=stale.token, instance="a", started_ms=harness.clock()
+        )
+        await uow.commit()
+    harness.clock.advance(LEASE_MS + 1)
+    fresh = await b.take()
+    assert fresh is not None
+    assert fresh.took_over_from == "a"
+    report = await b.run(fresh)
+    assert report.outcome is Outcome.OK
+    history = {run.token: run for run in await harness.service.history("report")}
+    assert history[fresh.token].outcome is Outcome.OK
+    abandoned = history[stale.token]
+    assert abandoned.outcome is Outcome.FAILED
+    assert abandoned.error == "abandoned: lease expired, taken over by b"
+    assert abandoned.ended_ms is not None
+
+
+async def test_a_stopping_instance_lets_a_run_finish_within_the_grace(harness: Harness) -> None:
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def short(ctx: RunContext) -> None:
+        started.set()
+        await finish.wait()
+        harness.store.write(ctx.job_name, ctx.token, ctx.instance)
+
+    harness.registry.register("short", short)
+    await harness.job("brief", function="short")
+    stop = asyncio.Event()
+    options = SchedulerOptions(
+        lease_ms=LEASE_MS, renew_every_s=0.02, tick_s=0.02, stop_grace_s=WAIT_S
+    )
+    loop = asyncio.create_task(harness.scheduler("s", options).run_forever(stop))
+    await asyncio.wait_for(started.wait(), WAIT_S)
+    stop.set()
+    # the loop waits for the run instead of interrupting it
+    await asyncio.sleep(0)
+    assert not loop.done()
+    finish.set()
+    await asyncio.wait_for(loop, WAIT_S)
+    (run,) = await harness.service.history("brief")
+    assert (run.outcome, run.error) == (Outcome.OK, "")
+    assert [w.token for w in harness.store.writes("brief")] == [1]
+    assert (await harness.service.get("brief")).holder is None
+
+
+async def test_an_interrupted_remote_run_is_left_to_its_lease(harness: Harness) -> None:
+    # A remote callee may go on with a call its caller abandoned: handing the job back at
+    # once would let another instance start it while the first call still runs.
+    called = asyncio.Event()
+
+    async def hang(ctx: RunContext) -> None:
+        called.set()
+        await asyncio.Event().wait()
+
+    job = await harness.service.add(
+        "remote",
+        "* * * * *",
+        executor_kind="http",
+        executor_config={"url": "http://127.0.0.1:9/never"},
+    )
+    harness.clock.now_ms = max(harness.clock.now_ms, job.next_run_ms)
+    scheduler = Scheduler(
+        harness.units_factory(),
+        harness.registry,
+        instance="s",
+        clock=harness.clock,
+        options=OPTIONS,
+        remote={ExecutorKind.HTTP: hang},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.create_task(scheduler.run_forever(stop))
+    await asyncio.wait_for(called.wait(), WAIT_S)
+    stop.set()
+    await asyncio.wait_for(loop, WAIT_S)
+    after = await harness.service.get("remote")
+    assert after.holder == "s"  # not released: the lease runs out unrenewed
+    (run,) = await harness.service.history("remote")
+    assert run.outcome is Outcome.FAILED
+    assert "waits for its lease to expire" in run.error
+    assert await harness.scheduler("t").take() is None
+    harness.clock.now_ms = after.lease_until_ms + 1
+    lease = await harness.scheduler("t").take()
+    assert lease is not None
+    assert lease.took_over_from == "s"
