@@ -11,11 +11,14 @@ without losing or corrupting a row.
   (:mod:`~kit.migrator.checkpoints`), each difference published on a Kafka topic;
 - :mod:`~kit.migrator.fixer`: :class:`Fixer`, the consumer that repairs the target from the
   base side as it is at repair time;
-- :mod:`~kit.migrator.tables`: :class:`MigratedTable` and the row images both copy.
+- :mod:`~kit.migrator.tables`: :class:`MigratedTable` and the row images both copy;
+- :mod:`~kit.migrator.admin`: :class:`MigratorAdmin`, the ``MigratorService`` admin API over
+  the :class:`HostedMigration` objects of a process (mode, validations, :class:`HostedFixer`).
 
 Guarantees, limits and usage: ``docs/migration.md``. Metrics: :mod:`kit.migrator.metrics`.
 """
 
+from kit.migrator.admin import HostedFixer, HostedMigration, MigratorAdmin, ValidatorFactory
 from kit.migrator.checkpoints import CHECKPOINT_TABLE, Checkpoint, CheckpointStore
 from kit.migrator.double_write import (
     DoubleWriter,
@@ -53,9 +56,12 @@ __all__ = [
     "DoubleWriteUnitOfWork",
     "DoubleWriter",
     "Fixer",
+    "HostedFixer",
+    "HostedMigration",
     "KafkaDifferenceSink",
     "Key",
     "MigratedTable",
+    "MigratorAdmin",
     "Mode",
     "ModeHolder",
     "ModeRefused",
@@ -68,6 +74,7 @@ __all__ = [
     "ValidationReport",
     "Validator",
     "ValidatorConfig",
+    "ValidatorFactory",
     "apply_images",
     "difference_topic",
     "parse_mode",

@@ -6,11 +6,15 @@ fields below, each as ``WEBOOK_INTERACTIVE_<NAME>``.
 
 Live (also settable in etcd, ``webookctl config set interactive <field> <json>``, applied
 within a second, :mod:`kit.liveconfig`): ``counts_cache_ttl_seconds`` (read at each cache
-write), besides the common ``log_level`` and ``trace_sample_ratio``. Restart-only: the
-database URL, ports and addresses (pools and listeners are opened at start); the local cache
-switch and sizes (the in-process cache and its invalidation subscription are built at start);
-the read consumer's switch, group, batching and Kafka settings (the consumer joins its group
-at start); the article settings of :class:`clients.article.ArticleTargetsSettings`.
+write); ``migration_mode`` (read when each unit of work begins), and the validator's
+``migration_validator_rows_per_second`` (read before each batch) and
+``migration_validator_latency_threshold_seconds`` (from the next validation run); besides
+the common ``log_level`` and ``trace_sample_ratio``. Restart-only: the database URLs, ports
+and addresses (pools and listeners are opened at start); the local cache switch and sizes
+(the in-process cache and its invalidation subscription are built at start); the read
+consumer's and the migration fixer's switches, groups, batching and Kafka settings
+(consumers join their group at start); the article settings of
+:class:`clients.article.ArticleTargetsSettings`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pydantic_settings import SettingsConfigDict
 from clients.article import ArticleTargetsSettings
 from kit.config import GrpcServiceSettings
 from kit.liveconfig import live_field
+from kit.migrator import Mode as MigrationMode
 
 
 class InteractiveSettings(GrpcServiceSettings, ArticleTargetsSettings):
@@ -53,3 +58,18 @@ class InteractiveSettings(GrpcServiceSettings, ArticleTargetsSettings):
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_lag_interval_seconds: float = Field(default=10.0, gt=0)
     kafka_topic_partitions: int = Field(default=3, ge=1)
+    # Moving the tables to another database (docs/interactive.md, "Migrating the tables").
+    # Empty: no migration, the service uses database_url alone. Set: writes go through
+    # kit.migrator's double write in migration_mode (the live setting all replicas follow;
+    # the admin API's SetMode holds another mode in one process until the setting changes),
+    # the fixer consumes the difference topic, and MigratorService is served.
+    migration_destination_url: str = ""
+    migration_mode: MigrationMode = live_field(MigrationMode.SOURCE_ONLY)
+    migration_validator_rows_per_second: float = live_field(2000.0, ge=0)
+    migration_validator_latency_threshold_seconds: float = live_field(0.5, gt=0)
+    migration_validator_batch_size: int = Field(default=500, ge=1, le=10_000)
+    migration_incremental_interval_seconds: float = Field(default=10.0, ge=0)
+    migration_fixer_group: str = "interactive-migration-fixer"
+    # The producer of the validator's difference events.
+    event_buffer_size: int = Field(default=10_000, ge=1)
+    event_flush_timeout_seconds: float = Field(default=5.0, ge=0)

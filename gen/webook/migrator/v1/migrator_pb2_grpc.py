@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from webook.migrator.v1 import migrator_pb2 as webook_dot_migrator_dot_v1_dot_migrator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,224 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class MigratorServiceStub:
+    """The admin API of the migrations a service process hosts (docs/migration.md). Operators call
+    it with `webookctl migrate` and the operator certificate (spiffe://webook/operator); no
+    workload calls it. Everything acts on the process called only: to switch every replica,
+    call each one, or set the service's live mode setting in the configuration centre (the
+    durable way: a restarted replica reads its mode from its settings).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Status = channel.unary_unary(
+                '/webook.migrator.v1.MigratorService/Status',
+                request_serializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StatusRequest.SerializeToString,
+                response_deserializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.SetMode = channel.unary_unary(
+                '/webook.migrator.v1.MigratorService/SetMode',
+                request_serializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.SetModeRequest.SerializeToString,
+                response_deserializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.SetModeResponse.FromString,
+                _registered_method=True)
+        self.StartValidation = channel.unary_unary(
+                '/webook.migrator.v1.MigratorService/StartValidation',
+                request_serializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StartValidationRequest.SerializeToString,
+                response_deserializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StartValidationResponse.FromString,
+                _registered_method=True)
+        self.StopValidation = channel.unary_unary(
+                '/webook.migrator.v1.MigratorService/StopValidation',
+                request_serializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StopValidationRequest.SerializeToString,
+                response_deserializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StopValidationResponse.FromString,
+                _registered_method=True)
+
+
+class MigratorServiceServicer:
+    """The admin API of the migrations a service process hosts (docs/migration.md). Operators call
+    it with `webookctl migrate` and the operator certificate (spiffe://webook/operator); no
+    workload calls it. Everything acts on the process called only: to switch every replica,
+    call each one, or set the service's live mode setting in the configuration centre (the
+    durable way: a restarted replica reads its mode from its settings).
+    """
+
+    def Status(self, request, context):
+        """The mode, the validations run here and the fixer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMode(self, request, context):
+        """Hold a mode in this process (it stops following the live setting until it restarts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartValidation(self, request, context):
+        """Start a validation in the background: full (one pass over every table) or incremental
+        (passes until stopped). FAILED_PRECONDITION if one of that kind runs here already.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopValidation(self, request, context):
+        """Stop the validation of that kind, if one runs (its checkpoint stays where it was).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MigratorServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StatusRequest.FromString,
+                    response_serializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StatusResponse.SerializeToString,
+            ),
+            'SetMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMode,
+                    request_deserializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.SetModeRequest.FromString,
+                    response_serializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.SetModeResponse.SerializeToString,
+            ),
+            'StartValidation': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartValidation,
+                    request_deserializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StartValidationRequest.FromString,
+                    response_serializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StartValidationResponse.SerializeToString,
+            ),
+            'StopValidation': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopValidation,
+                    request_deserializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StopValidationRequest.FromString,
+                    response_serializer=webook_dot_migrator_dot_v1_dot_migrator__pb2.StopValidationResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'webook.migrator.v1.MigratorService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('webook.migrator.v1.MigratorService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class MigratorService:
+    """The admin API of the migrations a service process hosts (docs/migration.md). Operators call
+    it with `webookctl migrate` and the operator certificate (spiffe://webook/operator); no
+    workload calls it. Everything acts on the process called only: to switch every replica,
+    call each one, or set the service's live mode setting in the configuration centre (the
+    durable way: a restarted replica reads its mode from its settings).
+    """
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.migrator.v1.MigratorService/Status',
+            webook_dot_migrator_dot_v1_dot_migrator__pb2.StatusRequest.SerializeToString,
+            webook_dot_migrator_dot_v1_dot_migrator__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.migrator.v1.MigratorService/SetMode',
+            webook_dot_migrator_dot_v1_dot_migrator__pb2.SetModeRequest.SerializeToString,
+            webook_dot_migrator_dot_v1_dot_migrator__pb2.SetModeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartValidation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.migrator.v1.MigratorService/StartValidation',
+            webook_dot_migrator_dot_v1_dot_migrator__pb2.StartValidationRequest.SerializeToString,
+            webook_dot_migrator_dot_v1_dot_migrator__pb2.StartValidationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopValidation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.migrator.v1.MigratorService/StopValidation',
+            webook_dot_migrator_dot_v1_dot_migrator__pb2.StopValidationRequest.SerializeToString,
+            webook_dot_migrator_dot_v1_dot_migrator__pb2.StopValidationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
