@@ -153,9 +153,15 @@ def test_other_reasons_and_domains_are_literal_in_one_file_at_most() -> None:
     assert not offences, offences
 
 
+def _error_modules() -> Iterator[ModuleType]:
+    """Every service's ``errors`` module, and those of kit packages that serve an API."""
+    for root in ("services", "kit"):
+        for path in sorted((ROOT / root).glob("*/errors.py")):
+            yield importlib.import_module(f"{root}.{path.parent.name}.errors")
+
+
 def _service_reason_enums() -> Iterator[tuple[str, type[StrEnum]]]:
-    for path in sorted((ROOT / "services").glob("*/errors.py")):
-        module = importlib.import_module(f"services.{path.parent.name}.errors")
+    for module in _error_modules():
         for value in vars(module).values():
             if (
                 isinstance(value, type)
@@ -180,8 +186,7 @@ def test_each_service_reason_enum_names_one_proto_enum_exactly() -> None:
 
 def test_service_domains_come_from_their_protos() -> None:
     used = set()
-    for path in sorted((ROOT / "services").glob("*/errors.py")):
-        module = importlib.import_module(f"services.{path.parent.name}.errors")
+    for module in _error_modules():
         used |= {
             value
             for name, value in vars(module).items()

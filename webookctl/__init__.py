@@ -3,7 +3,8 @@
 One tool for what an operator does to a running installation, grouped in sub-commands that
 later capabilities extend: ``config`` (the live settings in etcd: get, set, diff, history,
 rollback, copy between environments), ``sms records`` (the SMS send records), ``sessions
-revoke`` (log sessions out) and ``search reindex`` (rebuild the search index).
+revoke`` (log sessions out), ``search reindex`` (rebuild the search index), ``jobs`` (the
+scheduler's jobs) and ``migrate`` (a live table migration: its mode and validations).
 
 Like a service's composition root, :mod:`webookctl.__main__` reads the settings
 (:class:`webookctl.settings.CtlSettings`: ``WEBOOKCTL_*`` variables and flags) and builds

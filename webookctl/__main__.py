@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from kit.errors import AppError
 from kit.logging import configure_logging
-from webookctl import config, jobs, search, sessions, sms
+from webookctl import config, jobs, migrate, search, sessions, sms
 from webookctl.command import CONNECTION_FLAGS, Context, connection_options
 from webookctl.errors import CommandFailed, UsageError
 from webookctl.output import document
@@ -36,7 +36,7 @@ from webookctl.settings import CtlSettings
 logger = logging.getLogger(__name__)
 
 PROG = "webookctl"
-GROUPS = (config, sms, sessions, search, jobs)
+GROUPS = (config, sms, sessions, search, jobs, migrate)
 DESCRIPTION = """The operator's command line of webook.
 
 Connection settings come from WEBOOKCTL_* variables (WEBOOKCTL_ENV, WEBOOKCTL_ETCD_ENDPOINTS,

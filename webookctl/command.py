@@ -1,9 +1,9 @@
 """What every sub-command shares: its :class:`Context`, its handler's shape, its options.
 
-Each command module (``config``, ``sms``, ``sessions``, ``search``, ``jobs``) has a ``register``
-function that adds its group of sub-commands with :func:`leaf`; a leaf's handler is an
-``async`` function of the :class:`Context` and the parsed arguments returning an
-:class:`~webookctl.output.Outcome`, or raising :class:`~webookctl.errors.CommandFailed`.
+Each command module (``config``, ``sms``, ``sessions``, ``search``, ``jobs``, ``migrate``)
+has a ``register`` function that adds its group of sub-commands with :func:`leaf`; a leaf's
+handler is an ``async`` function of the :class:`Context` and the parsed arguments returning
+an :class:`~webookctl.output.Outcome`, or raising :class:`~webookctl.errors.CommandFailed`.
 
 The connection options (:func:`connection_options`) are accepted before the group
 (``webookctl --env prod config get gateway``) and after the leaf (``webookctl config get

@@ -36,6 +36,7 @@ SUBSYSTEM_DASHBOARDS = {
     "balancer",
     "breakers",
     "configuration",
+    "migration",
 }
 
 

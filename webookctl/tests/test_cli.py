@@ -52,11 +52,30 @@ def test_every_group_and_command_is_there() -> None:
         ("jobs", "resume"),
         ("jobs", "run-now"),
         ("jobs", "history"),
+        ("migrate", "status"),
+        ("migrate", "mode"),
+        ("migrate", "full", "start"),
+        ("migrate", "full", "stop"),
+        ("migrate", "incr", "start"),
+        ("migrate", "incr", "stop"),
     }
 
 
 @pytest.mark.parametrize(
-    "path", [(), ("config",), ("sms",), ("sessions",), ("search",), ("jobs",), *COMMANDS], ids=str
+    "path",
+    [
+        (),
+        ("config",),
+        ("sms",),
+        ("sessions",),
+        ("search",),
+        ("jobs",),
+        ("migrate",),
+        ("migrate", "full"),
+        ("migrate", "incr"),
+        *COMMANDS,
+    ],
+    ids=str,
 )
 async def test_help_everywhere(path: tuple[str, ...]) -> None:
     result = await run(*path, "--help")
