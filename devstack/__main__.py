@@ -13,6 +13,12 @@ Every child is in a process group of its own and dies with the launcher, even if
 launcher is killed with SIGKILL, so no orphan keeps a port. The sms service's local
 provider writes every message (login codes) to ``<RUN_DIR>/sms.log``.
 
+A service the catalog gives a ``migration_destination`` (interactive) runs with its
+tables' migration configured in ``source_only`` mode, which changes nothing until an
+operator switches it (``webookctl migrate``): the destination is
+``<RUN_DIR>/interactive_destination.db``, or on MySQL the database
+``<database>_interactive_destination``; the migrations are applied to it too.
+
 Every gRPC hop runs over mutual TLS: a local CA and one certificate per service and for the
 gateway are made under ``<RUN_DIR>/pki`` on the first start and reused after (``make clean``
 removes them); the launcher logs the CA file's path at start. To call a service yourself,
@@ -33,7 +39,8 @@ often a system Redis), ``LAG_EXPORTER_PORT`` (the Kafka lag exporter's metrics; 
 port), ``TLS`` (true); to
 use existing infrastructure instead: ``REDIS_URL``, ``ETCD_ENDPOINTS``
 (JSON list), ``KAFKA_BOOTSTRAP``, ``MYSQL_URL`` (e.g.
-``mysql+asyncmy://root@127.0.0.1:3306/webook``; the database is created if missing).
+``mysql+asyncmy://root@127.0.0.1:3306/webook``; the database is created if missing, and so
+is ``<database>_interactive_destination`` below).
 
 Settings of one process: every ``WEBOOK_<NAME>_*`` variable (``WEBOOK_USER_LOG_LEVEL``,
 ``WEBOOK_GATEWAY_EDGE``...) of the launcher's environment or of the env file reaches that
@@ -60,7 +67,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from devstack.catalog import MAX_REPLICAS, SERVICE_NAMES, spec, with_peers
+from devstack.catalog import MAX_REPLICAS, MIGRATION_DESTINATION, SERVICE_NAMES, spec, with_peers
 from devstack.credentials import (
     CREDENTIALS_FILE,
     bootstrap_etcd,
@@ -201,11 +208,12 @@ def parse_replicas(spec_text: str, services: list[str]) -> dict[str, int]:
     return counts
 
 
-def _ensure_mysql_database(url: str) -> None:
+def ensure_mysql_database(url: str, setting: str = "WEBOOK_DEV_MYSQL_URL") -> None:
+    """Create the database ``url`` names if missing (``setting``: where the URL came from)."""
     parsed = make_url(url)
     database = parsed.database
     if not database:
-        raise SystemExit("WEBOOK_DEV_MYSQL_URL must name a database, e.g. .../webook")
+        raise SystemExit(f"{setting} must name a database, e.g. .../webook")
 
     async def create() -> None:
         engine = create_engine(parsed.set(database="").render_as_string(hide_password=False))
@@ -343,7 +351,7 @@ class Stack:
                 extra={"file": str(self.run_dir / CREDENTIALS_FILE)},
             )
         if s.mysql_url:
-            _ensure_mysql_database(s.mysql_url)
+            ensure_mysql_database(s.mysql_url)
             database_url = s.mysql_url
             self.external.append(("mysql", make_url(s.mysql_url).render_as_string()))
         else:
@@ -354,8 +362,7 @@ class Stack:
         else:
             pki = None
             logger.warning("mutual TLS off: every gRPC hop is plaintext (WEBOOK_DEV_TLS)")
-        self.infra_seconds = time.monotonic() - started
-        return Infra(
+        infra = Infra(
             redis_url,
             etcd,
             kafka,
@@ -366,6 +373,23 @@ class Stack:
             credentials=credentials,
             persistent_broker=storage.persistent,
         )
+        if s.mysql_url:
+            self.ensure_migration_destinations(infra)
+        self.infra_seconds = time.monotonic() - started
+        return infra
+
+    def ensure_migration_destinations(self, infra: Infra) -> None:
+        """On MySQL, create the databases the stack's services move their tables to (as
+        the stack's own database is), whether the catalog's or a developer's setting."""
+        for name in self.replicas:
+            setting = f"{spec(name).env_prefix}{MIGRATION_DESTINATION}"
+            url = self.overrides.get(name, {}).get(setting, infra.migration_destination_for(name))
+            if url.startswith("mysql"):
+                ensure_mysql_database(url, setting)
+                logger.info(
+                    "migration destination",
+                    extra={"component": name, "database": make_url(url).database},
+                )
 
     def start_suite(self, infra: Infra) -> None:
         """Start the services, the WeChat emulator and the gateway, all at once."""

@@ -6,7 +6,7 @@ and deployment tests, the chaos stack and the benchmarks — reads :data:`CATALO
 locally: its name (the package ``services.<name>`` and the settings prefix
 ``WEBOOK_<NAME>_``), its port slot, which services it calls, whether it has Alembic
 migrations, settings of its own under the local stack and how many instances ``make run``
-starts by default.
+starts by default, and the database its tables are being moved to, if any.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+# The setting (after a service's prefix) naming the database its tables are being moved to.
+MIGRATION_DESTINATION: Final = "MIGRATION_DESTINATION_URL"
 # Instance r of the service in slot s listens on base + PORT_STRIDE·s + r.
 PORT_STRIDE: Final = 10
 MAX_REPLICAS: Final = PORT_STRIDE - 1
@@ -52,6 +54,10 @@ class ServiceSpec:
     settings: Callable[[LocalContext], Mapping[str, str]] = field(default=_no_settings)
     # Instances ``make run`` starts unless ``--replicas`` says otherwise.
     replicas: int = 1
+    # The database its tables are being moved to with kit.migrator, by name (a SQLite file
+    # ``<name>.db`` beside the others, or ``<database>_<name>`` on MySQL): the stack sets
+    # :data:`MIGRATION_DESTINATION` and migrates it with the service. "": no migration.
+    migration_destination: str = ""
     # The Redis keys (and pub/sub channels) its repository uses: its Redis ACL user may
     # touch these only (devstack.credentials). A new key prefix needs a pattern here.
     redis_keys: tuple[str, ...] = ()
@@ -147,6 +153,9 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
         peers=("article",),
         settings=_consumer_settings,
         redis_keys=("webook:interactive:*", "webook:interactive-flags:*"),
+        # Its tables' move in source_only mode (the service's default): nothing changes
+        # until an operator switches the mode (docs/interactive.md, "Migrating the tables").
+        migration_destination="interactive_destination",
     ),
     ServiceSpec("comment", port_slot=4, peers=("article",), redis_keys=("webook:comment:*",)),
     ServiceSpec("follow", port_slot=5, redis_keys=("webook:follow:*",)),

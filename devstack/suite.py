@@ -28,8 +28,16 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
 
-from devstack.catalog import CATALOG, REPLICA_DIRS, LocalContext, local_settings, spec
+from devstack.catalog import (
+    CATALOG,
+    MIGRATION_DESTINATION,
+    REPLICA_DIRS,
+    LocalContext,
+    local_settings,
+    spec,
+)
 from devstack.credentials import StackCredentials
 from devstack.infra import InfraError, ManagedProcess, stop_all, wait_ready
 from devstack.tls import GATEWAY, CallerTls, tls_env
@@ -76,8 +84,8 @@ class Infra:
     redis_url: str
     etcd_endpoints: list[str]
     kafka_bootstrap: str
-    # A SQLAlchemy URL prefix: a SQLite directory ("sqlite+aiosqlite:////abs/dir") gets one
-    # file per service; a MySQL server URL gets the database name appended.
+    # A SQLite directory ("sqlite+aiosqlite:////abs/dir"): one file per service; or a MySQL
+    # URL naming the database every service shares.
     database_url: str
     mode: str = "dev"
     # Added to every process's environment; "{PREFIX}" stands for the process's own prefix.
@@ -111,6 +119,19 @@ class Infra:
         if self.database_url.startswith("sqlite"):
             return f"{self.database_url.rstrip('/')}/{service}.db"
         return self.database_url
+
+    def migration_destination_for(self, service: str) -> str:
+        """The database a service's tables are being moved to (the catalog's
+        ``migration_destination``): a SQLite file beside the others, or on MySQL the
+        database ``<stack database>_<name>``, which the launcher creates; "" for none."""
+        name = spec(service).migration_destination
+        if not name:
+            return ""
+        if self.database_url.startswith("sqlite"):
+            return f"{self.database_url.rstrip('/')}/{name}.db"
+        url = make_url(self.database_url)
+        database = f"{url.database}_{name}" if url.database else name
+        return url.set(database=database).render_as_string(hide_password=False)
 
     def tls_env(self, identity: str, prefix: str) -> dict[str, str]:
         """The TLS settings of workload ``identity``'s process (none when TLS is off)."""
@@ -170,6 +191,7 @@ def service_env(
             f"{prefix}KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
             f"{prefix}ETCD_ENDPOINTS": json.dumps(infra.etcd_endpoints),
             f"{prefix}PEERS": json.dumps(dict(peers)),
+            **_migration_env(name, infra),
             **infra.tls_env(name, prefix),
             **infra.credentials_env(name, prefix),
             **_replica_dir(name, infra, replica),
@@ -182,6 +204,12 @@ def service_env(
     env.update(_extra(infra, prefix))
     env.update(infra.overrides.get(name, {}))
     return env
+
+
+def _migration_env(name: str, infra: Infra) -> dict[str, str]:
+    """The destination of the service's table migration, when the catalog gives it one."""
+    url = infra.migration_destination_for(name)
+    return {f"{spec(name).env_prefix}{MIGRATION_DESTINATION}": url} if url else {}
 
 
 def _replica_dir(name: str, infra: Infra, replica: int) -> dict[str, str]:
@@ -219,8 +247,9 @@ class Migrations:
 
     One interpreter applies them one after the other (:mod:`devstack.migrate`): cheaper on
     a small machine than one process per service, since each would import the same
-    libraries. Services without migrations in the catalog are done at once. A launcher
-    polls :meth:`finished` and starts each service as soon as its schema is in place.
+    libraries. Services without migrations in the catalog are done at once; a service whose
+    tables are being moved has its destination migrated too, as its own ``migrate`` does. A
+    launcher polls :meth:`finished` and starts each service as soon as its schema is in place.
     """
 
     def __init__(self, names: Iterable[str], infra: Infra, log_dir: Path) -> None:
@@ -234,8 +263,11 @@ class Migrations:
             return
         env = _base_env()
         for name in self.pending:
-            key = f"{spec(name).env_prefix}DATABASE_URL"
-            env[key] = service_env(name, infra, 0, {})[key]
+            own = service_env(name, infra, 0, {})
+            for setting in ("DATABASE_URL", MIGRATION_DESTINATION):
+                key = f"{spec(name).env_prefix}{setting}"
+                if key in own:
+                    env[key] = own[key]
         log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(

@@ -56,6 +56,7 @@ from kit.migrator.validator import (
     Direction,
     Validation,
     Validator,
+    declare_metrics,
     side_from_proto,
 )
 from webook.migrator.v1 import migrator_pb2, migrator_pb2_grpc
@@ -224,6 +225,9 @@ class HostedMigration:
         self._checkpoints = checkpoints
         self._interval_s = incremental_interval_s
         self._runs: dict[Validation, ValidationRun] = {}
+        # Validations may run in either direction here: every series exists from the start.
+        for table in self.tables:
+            declare_metrics(table, list(Direction))
         self._fixes_before = self._fix_counts()
 
     @property

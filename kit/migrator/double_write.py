@@ -46,7 +46,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.migrator.metrics import SECOND_WRITE_FAILURES
+from kit.migrator.metrics import SECOND_WRITE_FAILURES, declare_writes
 from kit.migrator.mode import Mode, ModeHolder, Side
 from kit.migrator.tables import Key, MigratedTable, Row, apply_images, read_images
 from kit.sql import rowcount, upsert
@@ -86,6 +86,7 @@ class DoubleWriter:
         self.sides = sides
         self.mode = mode
         self.tables = {table.name: table for table in tables}
+        declare_writes(self.tables, [side.value for side in Side])
 
     def unit_of_work(self) -> DoubleWriteUnitOfWork:
         """A new unit of work (``async with`` it; it reads the mode when it begins)."""

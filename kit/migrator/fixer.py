@@ -47,7 +47,7 @@ from kit.events import (
     protobuf_decoder,
 )
 from kit.migrator.double_write import Sides
-from kit.migrator.metrics import FIXES
+from kit.migrator.metrics import FIX_OUTCOMES, FIXES, declare_fixes
 from kit.migrator.mode import Side
 from kit.migrator.tables import Key, MigratedTable, apply_images, read_images
 from kit.migrator.validator import TRACER_NAME, difference_topic, side_from_proto
@@ -56,7 +56,7 @@ from webook.migrator.v1 import migrator_pb2
 
 logger = logging.getLogger(__name__)
 
-_UPSERTED, _DELETED, _SKIPPED, _FAILED = "upserted", "deleted", "skipped", "failed"
+_UPSERTED, _DELETED, _SKIPPED, _FAILED = FIX_OUTCOMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,7 @@ class Fixer:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self._tables = {table.name: table for table in tables}
+        declare_fixes(self._tables)
         self._sides = sides
         self._lock_base = lock_base
         self._attempts = attempts

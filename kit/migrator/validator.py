@@ -59,6 +59,7 @@ from kit.migrator.metrics import (
     ROWS_CHECKED,
     THROTTLED,
     VALIDATOR_LAG,
+    declare_validation,
 )
 from kit.migrator.mode import Mode, Side
 from kit.migrator.tables import Key, MigratedTable, Row, read_images
@@ -108,6 +109,20 @@ class DifferenceKind(StrEnum):
     MISSING = "missing"
     DIFFERENT = "different"
     EXTRA = "extra"
+
+
+def declare_metrics(table: MigratedTable, directions: Sequence[Direction]) -> None:
+    """The validator's counters of ``table`` in ``directions`` at 0 (incremental ones only
+    for a table with an update time)."""
+    validations = [Validation.FULL]
+    if table.updated_at is not None:
+        validations.append(Validation.INCREMENTAL)
+    declare_validation(
+        table.name,
+        [direction.value for direction in directions],
+        [validation.value for validation in validations],
+        [kind.value for kind in DifferenceKind],
+    )
 
 
 _SIDES = {Side.SOURCE: migrator_pb2.SIDE_SOURCE, Side.DESTINATION: migrator_pb2.SIDE_DESTINATION}
@@ -336,6 +351,7 @@ class Validator:
         self._throttle = _Throttle(table.name, self._config)
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._labels = (table.name, direction.value)
+        declare_metrics(table, [direction])
 
     @property
     def direction(self) -> Direction:
@@ -423,6 +439,7 @@ class Validator:
         sides were read to."""
         config = self._config
         report = ValidationReport(Validation.INCREMENTAL)
+        began_s = time.time()
         checkpoint = await self._load(Validation.INCREMENTAL)
         since = None if checkpoint.last_time is None else checkpoint.last_time - config.overlap_ms
         logger.info(
@@ -472,6 +489,11 @@ class Validator:
             Validation.INCREMENTAL,
             Checkpoint(checkpoint.last_key, checkpoint.last_time, checkpoint.passes + 1),
         )
+        if checkpoint.last_time is None:
+            # Neither side had a row: the pass checked everything up to when it began.
+            VALIDATOR_LAG.labels(*self._labels).set_function(
+                lambda: max(0.0, time.time() - began_s)
+            )
         report.finished = True
         logger.info(
             "incremental validation finished", extra={**self._log_fields(), **_fields(report)}

@@ -3,9 +3,11 @@
 Signup and login (password and SMS code, wrong passwords and codes included), profile,
 publish, read (read events through Kafka), like, collect, comment, follow, search (once the
 published articles reached the index through Kafka; a refused query too), a missing article
-(NOT_FOUND), the hot ranking, a scheduler job run on demand and a ranking job run, a burst
-past a rate limit (429), an oversized body (413), health probes of every gRPC instance, and
-finally a follow instance killed without deregistering, so that the
+(NOT_FOUND), the hot ranking, a scheduler job run on demand and a ranking job run, the
+interactive tables' migration validated as an operator would (a full validation each round,
+and an incremental one left running, so that the validators' checkpoint age and lag exist),
+a burst past a rate limit (429), an oversized body (413), health probes of every gRPC
+instance, and finally a follow instance killed without deregistering, so that the
 gateway's balancer fails over from it and ejects it.
 
 Live settings, as the configuration operator changes them (``config-operator``, the
@@ -38,6 +40,7 @@ from devstack.tls import OPERATOR
 from kit.liveconfig import DELETE, ConfigStore
 from services.search.query import MAX_QUERY_TERMS
 from tests.deploy.stack import BURST, MAX_BODY_BYTES, ObservedStack
+from webook.migrator.v1 import migrator_pb2, migrator_pb2_grpc
 from webook.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from webook.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -254,6 +257,7 @@ def _one_round(client: httpx.Client, stack: ObservedStack) -> Author:
     assert ranking["code"] == 0, ranking
     _probe_health(stack)
     _run_jobs(stack)
+    _validate_migration(stack)
     return Author(author_id, author, article_ids)
 
 
@@ -295,6 +299,48 @@ def _run_jobs(stack: ObservedStack) -> None:
             ranking_pb2.RunRankingRequest(fencing_token=int(time.time())), timeout=30
         )
     assert ranked.ranked >= 0
+
+
+# The interactive service's migration (source_only under the stack): its validations, as
+# `webookctl migrate full start` / `incr start` run them, as the operator.
+VALIDATION_DEADLINE_S = 90.0
+LAG_SERIES = "webook_migrator_validator_lag_seconds{"
+
+
+def _validate_migration(stack: ObservedStack) -> None:
+    """A full validation of the interactive tables, waited for to its end; then, unless one
+    runs already, an incremental one left running, waited for until it reports its lag."""
+    address = stack.grpc_addresses["interactive"][0]
+    (target,) = (t for t in stack.targets if t.process is stack.services["interactive"][0])
+    tls = stack.infra.client_tls("interactive", as_identity=OPERATOR)
+    assert tls is not None
+    full, incremental = migrator_pb2.VALIDATION_KIND_FULL, migrator_pb2.VALIDATION_KIND_INCREMENTAL
+
+    def latest(
+        stub: migrator_pb2_grpc.MigratorServiceStub, kind: migrator_pb2.ValidationKind.ValueType
+    ) -> migrator_pb2.ValidationStatus | None:
+        status = stub.Status(migrator_pb2.StatusRequest(), timeout=10)
+        return next((v for v in status.validations if v.kind == kind), None)
+
+    with tls.sync_channel(address) as channel:
+        stub = migrator_pb2_grpc.MigratorServiceStub(channel)
+        stub.StartValidation(migrator_pb2.StartValidationRequest(kind=full), timeout=10)
+        deadline = time.monotonic() + VALIDATION_DEADLINE_S
+        while (run := latest(stub, full)) is None or run.running:
+            assert time.monotonic() < deadline, "the full validation never ended"
+            time.sleep(0.2)
+        assert not run.error, run
+        assert run.rows_checked > 0, run
+        running = latest(stub, incremental)
+        if running is None or not running.running:
+            stub.StartValidation(migrator_pb2.StartValidationRequest(kind=incremental), timeout=10)
+    deadline = time.monotonic() + VALIDATION_DEADLINE_S
+    while not any(
+        line.startswith(LAG_SERIES)
+        for line in httpx.get(target.metrics_url, timeout=5).text.splitlines()
+    ):
+        assert time.monotonic() < deadline, "the incremental validation never reported its lag"
+        time.sleep(0.2)
 
 
 def _kill_a_follow_instance(client: httpx.Client, stack: ObservedStack, author: Author) -> None:
