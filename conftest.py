@@ -190,27 +190,13 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("mysql_url"))
 
 
-def _mysql_server_url() -> str:
-    return os.environ.get("WEBOOK_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
-
-
 @pytest.fixture(scope="session")
 def mysql_url() -> Iterator[str]:
     """A database created for this test session on the configured MariaDB/MySQL server."""
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
+    from kit.sql import create_database, drop_database, mysql_test_server
 
-    server = _mysql_server_url().rstrip("/")
+    server = mysql_test_server()
     name = f"webook_test_{uuid.uuid4().hex[:10]}"
-
-    async def run(statement: str) -> None:
-        engine = create_async_engine(server + "/", isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as conn:
-                await conn.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
-    yield f"{server}/{name}?charset=utf8mb4"
-    asyncio.run(run(f"DROP DATABASE IF EXISTS `{name}`"))
+    url = asyncio.run(create_database(server, name))
+    yield url
+    asyncio.run(drop_database(server, name))

@@ -45,15 +45,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message
-from sqlalchemy import delete, func, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import delete, func, select
 
 from bench._report import result
 from devstack.infra import ManagedProcess, free_port, kafka_process, redis_process
@@ -62,7 +60,7 @@ from kit.migrations import upgrade_async
 from kit.outbox import KafkaOutboxPublisher, Outbox, OutboxRelay, RelayConfig
 from kit.outbox.metrics import PUBLISHED
 from kit.redisx import create_redis
-from kit.sql import SessionFactory, create_engine, session_factory
+from kit.sql import SessionFactory, create_engine, scratch_database, session_factory
 from services.article.domain import Popularity, tiered_ttl
 from services.article.events import ARTICLE_PUBLISHED_TOPIC, KafkaArticleEvents
 from services.article.repository import SqlUnitOfWork, article_outbox
@@ -169,25 +167,6 @@ class Backend:
 
     name: str
     url: str
-
-
-@asynccontextmanager
-async def mariadb_database(server: str) -> AsyncIterator[str]:
-    """A scratch database on ``server``, dropped afterwards; yields its URL."""
-    name = f"webook_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(server.rstrip("/") + "/", isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(
-                text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-            )
-        try:
-            yield f"{server.rstrip('/')}/{name}?charset=utf8mb4"
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await admin.dispose()
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -469,7 +448,7 @@ def ms(seconds: float) -> str:
 async def run(mysql_server: str, bootstrap: str, redis_url: str, scratch: Path) -> bool:
     """Both measures on both databases; prints them; True if every goal is met."""
     met = True
-    async with mariadb_database(mysql_server) as mariadb_url:
+    async with scratch_database(mysql_server, prefix="webook_bench") as mariadb_url:
         backends = [
             Backend("SQLite", f"sqlite+aiosqlite:///{scratch / 'outbox.db'}"),
             Backend("MariaDB", mariadb_url),

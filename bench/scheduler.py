@@ -43,9 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Event
@@ -55,11 +53,11 @@ from typing import Any, Final
 import psutil
 from sqlalchemy import delete, event, func, select, text
 from sqlalchemy import update as sql_update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bench._report import result
 from devstack.suite import Infra, migrate
-from kit.sql import SessionFactory, create_engine, session_factory
+from kit.sql import SessionFactory, create_engine, scratch_database, session_factory
 from services.scheduler.builtins import NOOP, register_builtins
 from services.scheduler.domain import ExecutorKind, JobStatus, Outcome, encode_config
 from services.scheduler.executors import ExecutorRegistry
@@ -176,25 +174,6 @@ async def run_instance(
 
 
 # The benchmark -------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def mariadb_database(server: str) -> AsyncIterator[str]:
-    """A scratch database on ``server``, dropped afterwards; yields its URL."""
-    name = f"webook_bench_sched_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(server.rstrip("/") + "/", isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(
-                text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-            )
-        try:
-            yield f"{server.rstrip('/')}/{name}?charset=utf8mb4"
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await admin.dispose()
 
 
 class CheckFailed(RuntimeError):
@@ -492,7 +471,7 @@ def describe(phase: Phase) -> str:
 
 async def run(mysql_server: str, log_dir: Path) -> None:
     """Every phase on one scratch database; prints the figures."""
-    async with mariadb_database(mysql_server) as url:
+    async with scratch_database(mysql_server, prefix="webook_bench_sched") as url:
         started = time.monotonic()
         await asyncio.to_thread(
             migrate,

@@ -7,7 +7,8 @@
 - :mod:`~kit.sql.dao`: the base of every DAO;
 - :mod:`~kit.sql.conflicts`: :class:`WriteConflict`, its detection and the retry helpers;
 - :mod:`~kit.sql.unit_of_work`: the base of every service's unit of work;
-- :mod:`~kit.sql.rows`: domain values built from rows (:func:`row_mapper`).
+- :mod:`~kit.sql.rows`: domain values built from rows (:func:`row_mapper`);
+- :mod:`~kit.sql.databases`: whole MariaDB/MySQL databases: create, drop, scratch ones.
 
 Everything is importable from ``kit.sql`` directly.
 """
@@ -25,6 +26,13 @@ from kit.sql.conflicts import (
     transact,
 )
 from kit.sql.dao import SessionDAO
+from kit.sql.databases import (
+    create_database,
+    database_url,
+    drop_database,
+    mysql_test_server,
+    scratch_database,
+)
 from kit.sql.engine import (
     SessionFactory,
     create_engine,
@@ -66,8 +74,11 @@ __all__ = [
     "WriteConflict",
     "backoff_delay",
     "big_id",
+    "create_database",
     "create_engine",
+    "database_url",
     "dialect_name",
+    "drop_database",
     "ensure_sqlite_directory",
     "exact_string",
     "insert_ignore",
@@ -75,9 +86,11 @@ __all__ = [
     "is_unique_violation",
     "is_write_conflict",
     "long_text",
+    "mysql_test_server",
     "retry_on_conflict",
     "row_mapper",
     "rowcount",
+    "scratch_database",
     "service_metadata",
     "session_factory",
     "sqlite_file",

@@ -25,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,7 +43,6 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -53,7 +50,7 @@ from starlette.routing import Route
 
 from devstack.infra import ManagedProcess, free_port
 from devstack.suite import grpc_serving
-from kit.sql import create_engine, session_factory
+from kit.sql import create_engine, scratch_database, session_factory
 from kit.tests.process_env import process_env
 from services.scheduler.domain import Execution
 from services.scheduler.executors import ExecutorRegistry
@@ -284,29 +281,9 @@ class FencingServer:
 # The database -----------------------------------------------------------------------------
 
 
-def mysql_server_url() -> str:
-    """The MariaDB/MySQL server the tests use (as the root conftest reads it)."""
-    return os.environ.get("WEBOOK_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
-
-
-@contextlib.asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
+def fresh_database() -> contextlib.AbstractAsyncContextManager[str]:
     """A database created on the test MariaDB server for this test, dropped after."""
-    server = mysql_server_url().rstrip("/")
-    name = f"webook_test_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(server + "/", isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(
-                text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-            )
-        try:
-            yield f"{server}/{name}?charset=utf8mb4"
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        await admin.dispose()
+    return scratch_database(prefix="webook_test")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +34,7 @@ from devstack.credentials import (
     url_with_credential,
 )
 from kit.registry import EtcdRegistry, EtcdRegistryConfig, ServiceInstance, instance_key
+from kit.sql import mysql_test_server
 
 pytestmark = pytest.mark.integration
 
@@ -166,10 +166,6 @@ async def test_a_services_redis_user_touches_its_own_keys_only(
 # --- MariaDB -------------------------------------------------------------------------------
 
 
-def _mysql_server_url() -> str:
-    return os.environ.get("WEBOOK_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
-
-
 def _renamed_sql(tag: str) -> list[str]:
     """create-databases.sql's statements, with every ``webook_`` name made this run's own."""
     sql = CREATE_DATABASES.read_text()
@@ -191,7 +187,7 @@ async def _execute(url: str, *statements: str) -> None:
 @pytest.fixture
 def mysql_users() -> Iterator[tuple[str, str]]:
     """The manifests' databases and users created under this test's names; dropped after."""
-    server = _mysql_server_url().rstrip("/") + "/"
+    server = mysql_test_server() + "/"
     tag = uuid.uuid4().hex[:6]
     statements = _renamed_sql(tag)
     names = sorted(set(re.findall(rf"webook_{tag}_[a-z]+", " ".join(statements))))

@@ -4,33 +4,23 @@ dropped after."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kit.migrator import CheckpointStore, Sides
 from kit.migrator.tests.support import Pair, metadata
-from kit.sql import create_engine, session_factory
-
-
-def _server_url() -> str:
-    return os.environ.get("WEBOOK_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306").rstrip(
-        "/"
-    )
-
-
-async def _on_server(statement: str) -> None:
-    engine = create_async_engine(_server_url() + "/", isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
+from kit.sql import (
+    create_database,
+    create_engine,
+    database_url,
+    drop_database,
+    mysql_test_server,
+    session_factory,
+)
 
 
 @pytest.fixture(
@@ -49,11 +39,9 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         urls = []
         for name in ("source", "destination"):
             database = f"{prefix}_{name}"
-            await _on_server(
-                f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
+            await create_database(mysql_test_server(), database)
             created.append(database)
-            urls.append(f"{_server_url()}/{database}?charset=utf8mb4")
+            urls.append(database_url(mysql_test_server(), database))
     engines: list[AsyncEngine] = [create_engine(url) for url in urls]
     try:
         for engine in engines:
@@ -67,4 +55,4 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         for engine in engines:
             await engine.dispose()
         for database in created:
-            await _on_server(f"DROP DATABASE IF EXISTS `{database}`")
+            await drop_database(mysql_test_server(), database)

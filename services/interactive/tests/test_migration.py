@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clients.tests.articles import FakeTargets
 from kit.config import Mode as ProcessMode
@@ -49,7 +48,14 @@ from kit.migrator import (
     ValidatorConfig,
 )
 from kit.migrator.tests.support import FlakySessions
-from kit.sql import create_engine, session_factory
+from kit.sql import (
+    create_database,
+    create_engine,
+    database_url,
+    drop_database,
+    mysql_test_server,
+    session_factory,
+)
 from services.interactive.__main__ import migrate_databases
 from services.interactive.domain import Counts
 from services.interactive.repository.cache import CountsCache
@@ -62,21 +68,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.mysql]
 # A loaded two-core machine: bounds a hang only; conditions are polled, never slept on.
 WAIT_S = 90.0
 BIZ = "article"
-
-
-def _server_url() -> str:
-    return os.environ.get("WEBOOK_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306").rstrip(
-        "/"
-    )
-
-
-async def _on_server(statement: str) -> None:
-    engine = create_async_engine(_server_url() + "/", isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 @dataclass
@@ -92,10 +83,8 @@ async def databases() -> AsyncIterator[Databases]:
     prefix = f"webook_interactive_mig_{uuid.uuid4().hex[:10]}"
     names = [f"{prefix}_source", f"{prefix}_destination"]
     for name in names:
-        await _on_server(
-            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-        )
-    urls = [f"{_server_url()}/{name}?charset=utf8mb4" for name in names]
+        await create_database(mysql_test_server(), name)
+    urls = [database_url(mysql_test_server(), name) for name in names]
     try:
         settings = InteractiveSettings(
             mode=ProcessMode.TEST, database_url=urls[0], migration_destination_url=urls[1]
@@ -112,7 +101,7 @@ async def databases() -> AsyncIterator[Databases]:
             await destination.dispose()
     finally:
         for name in names:
-            await _on_server(f"DROP DATABASE IF EXISTS `{name}`")
+            await drop_database(mysql_test_server(), name)
 
 
 def service_over(writer: DoubleWriter, redis: aioredis.Redis) -> InteractiveService:
