@@ -4,14 +4,19 @@ Starts etcd, the Kafka-protocol broker and Redis (in parallel) unless their addr
 configured (the broker keeps its logs in memory; producers and outbox relays publish their
 replay window again after it restarts: docs/operations.md), uses SQLite files under
 ``.run/`` unless a MySQL URL is configured, then — all at once — the WeChat OAuth emulator,
-the gateway, and every service of :data:`devstack.catalog.CATALOG` that exists, each as
-soon as its migrations are applied
+the WeChat Pay emulator, the gateway, and every service of :data:`devstack.catalog.CATALOG`
+that exists, each as soon as its migrations are applied
 (``--replicas user=3,article=2``; ``--only article`` for a service and those it calls).
 It prints a status table and how long the start took, and on Ctrl-C/SIGTERM stops the
 gateway and the services together, then the infrastructure, and says how long that took.
 Every child is in a process group of its own and dies with the launcher, even if the
 launcher is killed with SIGKILL, so no orphan keeps a port. The sms service's local
 provider writes every message (login codes) to ``<RUN_DIR>/sms.log``.
+
+The payment service pays through the WeChat Pay emulator (:mod:`devstack.wechatpay_emulator`,
+keys made under ``<RUN_DIR>/wechatpay`` on the first start), which posts its notifications
+to the gateway's ``/pay/callback``; to pay an order, ``curl -X POST
+127.0.0.1:8091/emulator/pay -d '{"out_trade_no": "reward-<rid>"}'`` (docs/operations.md).
 
 A service the catalog gives a ``migration_destination`` (interactive) runs with its
 tables' migration configured in ``source_only`` mode, which changes nothing until an
@@ -29,6 +34,7 @@ grpc.health.v1.Health/Check``.
 
 Settings of the launcher (environment or the env file, prefix ``WEBOOK_DEV_``):
 ``RUN_DIR`` (.run), ``ENV_FILE`` (.env), ``GATEWAY_PORT`` (8080), ``WECHAT_PORT`` (8090),
+``WECHATPAY_PORT`` (8091),
 ``GRPC_BASE_PORT`` (21000) and ``METRICS_BASE_PORT`` (22000): instance *r* of the service
 in catalog slot *s* serves gRPC on base + 10·s + r and metrics on the metrics base + 10·s + r,
 all below Linux's ephemeral range (32768-60999); ``ETCD_PORT`` (2379), ``ETCD_PEER_PORT``
@@ -92,12 +98,14 @@ from devstack.lag import ENV_PREFIX as LAG_ENV_PREFIX
 from devstack.lag import lag_exporter_process
 from devstack.suite import (
     GATEWAY_PREFIX,
+    PAY_CALLBACK_PATH,
     Infra,
     available_services,
     gateway_process,
     service_process,
     start_services,
     wechat_emulator_process,
+    wechatpay_emulator_process,
 )
 from devstack.tls import stack_pki
 from kit.logging import configure_logging
@@ -118,6 +126,7 @@ class DevSettings(BaseSettings):
     env_file: Path = Path(".env")
     gateway_port: int = 8080
     wechat_port: int = 8090
+    wechatpay_port: int = 8091
     grpc_base_port: int = 21000
     metrics_base_port: int = 22000
     etcd_port: int = 2379
@@ -143,7 +152,11 @@ class DevSettings(BaseSettings):
 
     def fixed_ports(self) -> dict[str, int]:
         """The ports of the processes the launcher itself starts, by component."""
-        ports = {"gateway": self.gateway_port, "wechat": self.wechat_port}
+        ports = {
+            "gateway": self.gateway_port,
+            "wechat": self.wechat_port,
+            "wechatpay": self.wechatpay_port,
+        }
         if not self.etcd_endpoints:
             ports.update(etcd=self.etcd_port, etcd_peer=self.etcd_peer_port)
         if not self.kafka_bootstrap:
@@ -292,6 +305,16 @@ class Stack:
         """Where the local SMS provider writes messages (login codes included)."""
         return self.run_dir / "sms.log"
 
+    @property
+    def wechatpay_keys_dir(self) -> Path:
+        """The local WeChat Pay's merchant and platform keys (made on the first start)."""
+        return self.run_dir / "wechatpay"
+
+    @property
+    def wechatpay_base(self) -> str:
+        """The WeChat Pay emulator's base URL."""
+        return f"http://127.0.0.1:{self.settings.wechatpay_port}"
+
     def start_infra(self) -> Infra:
         """Start the infrastructure that is not configured externally, in parallel."""
         started = time.monotonic()
@@ -372,6 +395,9 @@ class Stack:
             pki=pki,
             credentials=credentials,
             persistent_broker=storage.persistent,
+            wechatpay_keys_dir=str(self.wechatpay_keys_dir),
+            wechatpay_base=self.wechatpay_base,
+            pay_notify_url=f"http://127.0.0.1:{s.gateway_port}{PAY_CALLBACK_PATH}",
         )
         if s.mysql_url:
             self.ensure_migration_destinations(infra)
@@ -392,11 +418,14 @@ class Stack:
                 )
 
     def start_suite(self, infra: Infra) -> None:
-        """Start the services, the WeChat emulator and the gateway, all at once."""
+        """Start the services, the WeChat emulators and the gateway, all at once."""
         started = time.monotonic()
         s = self.settings
         wechat_base = f"http://127.0.0.1:{s.wechat_port}"
         wechat = wechat_emulator_process(s.wechat_port, self.log_dir, die_with_parent=True)
+        wechatpay = wechatpay_emulator_process(
+            s.wechatpay_port, self.wechatpay_keys_dir, self.log_dir, die_with_parent=True
+        )
         # No static peers: the gateway and the services find each other through etcd.
         gateway = gateway_process(
             infra, s.gateway_port, {}, self.log_dir, wechat_base=wechat_base, die_with_parent=True
@@ -427,6 +456,7 @@ class Stack:
         exporter.die_with_parent = True
         self.edge_processes = [
             (wechat, wechat_base),
+            (wechatpay, self.wechatpay_base),
             (gateway, f"http://127.0.0.1:{s.gateway_port}"),
             (exporter, f"http://127.0.0.1:{exporter_port}/metrics"),
         ]
@@ -437,7 +467,7 @@ class Stack:
             self.log_dir,
             instance,
             replicas=self.replicas,
-            also=[wechat, gateway, exporter],
+            also=[wechat, wechatpay, gateway, exporter],
             timeout=120,
         )
         self.suite_seconds = time.monotonic() - started

@@ -15,6 +15,7 @@ import importlib.util
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 # The setting (after a service's prefix) naming the database its tables are being moved to.
@@ -33,6 +34,13 @@ class LocalContext:
     # Whether the stack's broker keeps its data across its own restarts (object storage,
     # devstack.infra.BrokerStorage) rather than losing it (memory storage).
     persistent_broker: bool = False
+    # The local WeChat Pay (devstack.wechatpay_emulator): the directory of its keys (made
+    # there on first use), its base URL, and where it posts payment notifications (the
+    # gateway's /pay/callback). An empty keys directory: the payment service gets no
+    # WeChat Pay settings (and refuses to start).
+    wechatpay_keys_dir: str = ""
+    wechatpay_base: str = ""
+    pay_notify_url: str = ""
 
 
 def _no_settings(_: LocalContext) -> Mapping[str, str]:
@@ -127,8 +135,57 @@ RANKING_JOB: Final[Mapping[str, object]] = {
 }
 
 
+# Payment: orders still INIT half an hour after creation are looked up at WeChat Pay and
+# completed or closed (docs/payment.md, "Reconciliation").
+PAYMENT_RECONCILIATION_JOB: Final[Mapping[str, object]] = {
+    "name": "payment.reconcile",
+    "cron": "*/5 * * * *",
+    "executor_kind": "grpc",
+    "executor_config": {
+        "service": "payment",
+        "method": "webook.payment.v1.PaymentService/RunReconciliation",
+        "timeout_s": 120,
+    },
+}
+
+# Account: yesterday's credits against the payments that succeeded (docs/account.md); the
+# empty request means "the last full UTC day". Early in the day, after the night's events.
+ACCOUNT_RECONCILIATION_JOB: Final[Mapping[str, object]] = {
+    "name": "account.reconcile",
+    "cron": "30 1 * * *",
+    "executor_kind": "grpc",
+    "executor_config": {
+        "service": "account",
+        "method": "webook.account.v1.AccountService/RunReconciliation",
+        "timeout_s": 300,
+    },
+}
+
+DECLARED_JOBS: Final[tuple[Mapping[str, object], ...]] = (
+    RANKING_JOB,
+    PAYMENT_RECONCILIATION_JOB,
+    ACCOUNT_RECONCILIATION_JOB,
+)
+
+
 def _scheduler_settings(_: LocalContext) -> Mapping[str, str]:
-    return {"JOBS": json.dumps([RANKING_JOB])}
+    return {"JOBS": json.dumps(list(DECLARED_JOBS))}
+
+
+def _payment_settings(context: LocalContext) -> Mapping[str, str]:
+    # The emulator's keys and addresses (imported here: the catalog is read by processes
+    # that never pay, and the emulator module pulls in uvicorn and cryptography).
+    if not context.wechatpay_keys_dir:
+        return {}
+    from devstack.wechatpay_emulator import ensure_keys
+
+    keys = ensure_keys(Path(context.wechatpay_keys_dir))
+    return keys.service_env("", context.wechatpay_base, context.pay_notify_url)
+
+
+def _reward_settings(context: LocalContext) -> Mapping[str, str]:
+    # Publishes RewardPaid through its outbox and consumes payment status changes.
+    return {**_producer_settings(context), **_consumer_settings(context)}
 
 
 # Start order only matters for the status table; processes start in parallel.
@@ -168,8 +225,13 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
         redis_keys=("webook:search:*",),
     ),
     # Cron jobs over SQL with leases and fencing tokens (docs/scheduler.md); no Redis. It
-    # declares the ranking job and calls ranking's RunRanking when the job is due.
-    ServiceSpec("scheduler", port_slot=7, peers=("ranking",), settings=_scheduler_settings),
+    # declares the ranking and reconciliation jobs (DECLARED_JOBS) and calls their services.
+    ServiceSpec(
+        "scheduler",
+        port_slot=7,
+        peers=("ranking", "payment", "account"),
+        settings=_scheduler_settings,
+    ),
     # Hot articles: a job (run by the scheduler) over article and interactive, served from
     # memory with a copy in Redis (docs/ranking.md); no database.
     ServiceSpec(
@@ -179,6 +241,15 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
         migrations=False,
         redis_keys=("webook:ranking:*",),
     ),
+    # Orders at WeChat Pay (the local emulator under the stack), their notifications and
+    # reconciliation; status changes published through its outbox (docs/payment.md). No Redis.
+    ServiceSpec("payment", port_slot=9, settings=_payment_settings),
+    # Rewards of articles: checks the article with article, pays through payment, follows
+    # payment's status events, publishes RewardPaid (docs/reward.md). No Redis.
+    ServiceSpec("reward", port_slot=10, peers=("article", "payment"), settings=_reward_settings),
+    # Balances and their ledger, credited from RewardPaid; reconciled against payment
+    # (docs/account.md). No Redis.
+    ServiceSpec("account", port_slot=11, peers=("payment",), settings=_consumer_settings),
 )
 
 SERVICE_NAMES: Final[tuple[str, ...]] = tuple(spec.name for spec in CATALOG)

@@ -1,12 +1,14 @@
-"""Start the webook processes themselves: gRPC services, the gateway, the WeChat emulator.
+"""Start the webook processes themselves: gRPC services, the gateway, the WeChat emulators.
 
 Shared by ``make run`` (:mod:`devstack.__main__`), the end-to-end and deployment tests, the
 chaos stack and the benchmarks, so every launcher configures a process the same way. Which
 services exist and what each needs comes from :mod:`devstack.catalog`. A service process is
 ``python -m services.<name>`` configured only through its ``WEBOOK_<NAME>_*`` environment
 variables; readiness is its standard gRPC health service answering SERVING. The gateway
-and the WeChat emulator (:mod:`devstack.wechat_emulator`) are ready when their
-``/healthz`` answers.
+and the WeChat emulators (login: :mod:`devstack.wechat_emulator`; pay:
+:mod:`devstack.wechatpay_emulator`) are ready when their ``/healthz`` answers. The payment
+service is pointed at the WeChat Pay emulator (its keys under the stack's data directory,
+notifications posted to the gateway's ``/pay/callback``) through the catalog's settings.
 
 Every gRPC hop runs over mutual TLS when :attr:`Infra.pki` is set, which every launcher
 does unless told otherwise (:mod:`devstack.tls`): each process gets its own certificate,
@@ -42,10 +44,15 @@ from devstack.credentials import StackCredentials
 from devstack.infra import InfraError, ManagedProcess, stop_all, wait_ready
 from devstack.tls import GATEWAY, CallerTls, tls_env
 from devstack.wechat_emulator import DEV_APP_ID, DEV_APP_SECRET
+from devstack.wechatpay_emulator import DEFAULT_PORT as WECHATPAY_DEFAULT_PORT
+from devstack.wechatpay_emulator import ensure_keys
 from kit.security.pki import Pki
 from kit.sql import sqlite_file
 
 GATEWAY_PREFIX = "WEBOOK_GATEWAY_"
+# The gateway route WeChat Pay posts payment notifications to.
+PAY_CALLBACK_PATH = "/pay/callback"
+PAY_NOTIFY_DEFAULT = f"http://127.0.0.1:8080{PAY_CALLBACK_PATH}"
 
 
 def available_services() -> list[str]:
@@ -107,6 +114,22 @@ class Infra:
     # Whether the broker keeps its data across its own restarts (object storage): the
     # catalog then turns the producers' replay window off (devstack.catalog).
     persistent_broker: bool = field(default=False, kw_only=True)
+    # --- the local WeChat Pay (devstack.wechatpay_emulator) ---
+    # The directory of its keys; "": ``wechatpay`` beside the SQLite databases (under
+    # ``.run`` on MySQL). Its base URL; "": the emulator's default port. Where it posts
+    # notifications; "": the gateway's /pay/callback on its default port.
+    wechatpay_keys_dir: str = field(default="", kw_only=True)
+    wechatpay_base: str = field(default="", kw_only=True)
+    pay_notify_url: str = field(default="", kw_only=True)
+
+    def wechatpay_keys_path(self) -> Path:
+        """Where the local WeChat Pay's keys are (see :attr:`wechatpay_keys_dir`)."""
+        if self.wechatpay_keys_dir:
+            return Path(self.wechatpay_keys_dir)
+        directory = (
+            sqlite_file(self.database_url) if self.database_url.startswith("sqlite") else None
+        )
+        return (directory if directory is not None else Path(".run")) / "wechatpay"
 
     def credentials_env(self, identity: str, prefix: str) -> dict[str, str]:
         """Workload ``identity``'s etcd login and Redis URL with its user (none when off)."""
@@ -198,7 +221,11 @@ def service_env(
         }
     )
     context = LocalContext(
-        sms_log_file=infra.sms_log_file, persistent_broker=infra.persistent_broker
+        sms_log_file=infra.sms_log_file,
+        persistent_broker=infra.persistent_broker,
+        wechatpay_keys_dir=str(infra.wechatpay_keys_path()),
+        wechatpay_base=infra.wechatpay_base or f"http://127.0.0.1:{WECHATPAY_DEFAULT_PORT}",
+        pay_notify_url=infra.pay_notify_url or PAY_NOTIFY_DEFAULT,
     )
     env.update(local_settings(name, context))
     env.update(_extra(infra, prefix))
@@ -378,6 +405,41 @@ def wechat_emulator_process(
             DEV_APP_ID,
         ],
         log_path=log_dir / "wechat-emulator.log",
+        ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
+        env=_base_env(),
+        die_with_parent=die_with_parent,
+    )
+
+
+def wechatpay_emulator_process(
+    port: int,
+    keys_dir: Path,
+    log_dir: Path,
+    *,
+    retry_scale: float = 1.0,
+    die_with_parent: bool = False,
+) -> ManagedProcess:
+    """A (not yet started) WeChat Pay emulator on ``port`` with the keys in ``keys_dir``.
+
+    The keys are made here, before the process and the payment service read them, so that
+    two processes never make them at once. ``retry_scale`` multiplies the pauses between
+    notification attempts (WeChat Pay's schedule at 1).
+    """
+    ensure_keys(keys_dir)
+    return ManagedProcess(
+        name="wechatpay-emulator",
+        argv=[
+            sys.executable,
+            "-m",
+            "devstack.wechatpay_emulator",
+            "--port",
+            str(port),
+            "--keys-dir",
+            str(keys_dir),
+            "--retry-scale",
+            str(retry_scale),
+        ],
+        log_path=log_dir / "wechatpay-emulator.log",
         ready=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
         env=_base_env(),
         die_with_parent=die_with_parent,

@@ -52,7 +52,9 @@ from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContexts, telemetry_excluded
 from gateway.routes import articles, comments, sms_login, system, users, wechat
 from gateway.routes import follow as follow_routes
+from gateway.routes import pay as pay_routes
 from gateway.routes import ranking as ranking_routes
+from gateway.routes import reward as reward_routes
 from gateway.routes import search as search_routes
 from gateway.settings import GatewaySettings
 from gateway.stubs import ServiceStubs
@@ -84,6 +86,9 @@ PUBLIC_PATHS: Final = frozenset(
         "/search/query",
         # The hot-article ranking is public data too.
         "/articles/ranking",
+        # WeChat Pay's notifications: their signature, checked by the payment service, is
+        # what authenticates them.
+        "/pay/callback",
         "/healthz",
         "/metrics",
         "/openapi.json",
@@ -330,6 +335,8 @@ def create_app(
     app.include_router(follow_routes.router)
     app.include_router(search_routes.router)
     app.include_router(ranking_routes.router)
+    app.include_router(reward_routes.router)
+    app.include_router(pay_routes.router)
     app.include_router(sms_login.router)
     app.include_router(wechat.router)
     app.include_router(system.router)

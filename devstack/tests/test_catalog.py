@@ -179,3 +179,37 @@ def test_a_failed_migration_names_the_services_left(tmp_path: Path) -> None:
             until_done()
     finally:
         migrations.close()
+
+
+def test_payment_pays_through_the_local_wechatpay_and_the_scheduler_reconciles(
+    tmp_path: Path,
+) -> None:
+    infra = _infra(
+        tmp_path,
+        wechatpay_base="http://127.0.0.1:4",
+        pay_notify_url="http://127.0.0.1:5/pay/callback",
+    )
+
+    env = service_env("payment", infra, 1, {})
+
+    keys_dir = tmp_path / "wechatpay"  # beside the SQLite databases, made on first use
+    assert env["WEBOOK_PAYMENT_WECHATPAY_BASE_URL"] == "http://127.0.0.1:4"
+    assert env["WEBOOK_PAYMENT_WECHATPAY_NOTIFY_URL"] == "http://127.0.0.1:5/pay/callback"
+    assert env["WEBOOK_PAYMENT_WECHATPAY_MERCHANT_PRIVATE_KEY_FILE"] == str(
+        keys_dir / "merchant_key.pem"
+    )
+    assert Path(env["WEBOOK_PAYMENT_WECHATPAY_PLATFORM_KEY_FILE"]).is_file()
+    assert len(env["WEBOOK_PAYMENT_WECHATPAY_APIV3_KEY"]) == 32
+    # The same keys on the next start (the emulator reads them too).
+    again = service_env("payment", infra, 1, {})
+    assert (
+        again["WEBOOK_PAYMENT_WECHATPAY_MERCHANT_SERIAL"]
+        == (env["WEBOOK_PAYMENT_WECHATPAY_MERCHANT_SERIAL"])
+    )
+
+    jobs = json.loads(service_env("scheduler", infra, 1, {})["WEBOOK_SCHEDULER_JOBS"])
+    called = {job["executor_config"]["service"] for job in jobs}
+    assert called == {"ranking", "payment", "account"}
+    assert called <= set(spec("scheduler").peers)
+    reward = {"reward", "payment", "article", *spec("article").peers}
+    assert set(with_peers(["reward"])) == reward

@@ -119,6 +119,13 @@ class ArticleServicer(article_pb2_grpc.ArticleServiceServicer):
         published = await self._service.published_exists(request.ids)
         return article_pb2.PublishedExistsResponse(published_ids=sorted(published))
 
+    async def GetPublishedAuthor(
+        self, request: article_pb2.GetPublishedAuthorRequest, context: Context
+    ) -> article_pb2.GetPublishedAuthorResponse:
+        """Who wrote a published article (counts no read)."""
+        author_id = await self._service.published_author(request.id)
+        return article_pb2.GetPublishedAuthorResponse(author_id=author_id)
+
     async def ListPub(
         self, request: article_pb2.ListPubRequest, context: Context
     ) -> article_pb2.ListPubResponse:

@@ -21,7 +21,20 @@ DASHBOARD_DIR = ROOT / "deploy" / "grafana" / "dashboards"
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 # Dashboards of one service each (file name without .json): only meaningful where it runs.
 SERVICE_DASHBOARDS = frozenset(
-    {"user", "sms", "article", "interactive", "comment", "follow", "search", "ranking", "scheduler"}
+    {
+        "user",
+        "sms",
+        "article",
+        "interactive",
+        "comment",
+        "follow",
+        "search",
+        "ranking",
+        "scheduler",
+        "payment",
+        "reward",
+        "account",
+    }
 )
 GRAFANA_VARIABLE = re.compile(r"\$(__rate_interval|__range|__interval)\b|\$\{(__\w+)\}")
 

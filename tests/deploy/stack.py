@@ -1,10 +1,12 @@
 """The whole webook stack as ``make run`` starts it, observed by a real Prometheus.
 
 :func:`observed_stack` starts every available service (follow twice, so that the gateway's
-balancer has an endpoint to fail over from), the WeChat emulator and the gateway on free
-ports, each gRPC service with an explicit metrics port, then a Prometheus (Debian's
-``prometheus`` package) on a free port with a temporary storage directory, configured from
-``deploy/prometheus/prometheus.yml`` and ``alerts.yml`` and scraping every process each second.
+balancer has an endpoint to fail over from), the WeChat emulators (login and pay; the payment
+service pays through the latter, which posts its notifications to the gateway's
+``/pay/callback``) and the gateway on free ports, each gRPC service with an explicit
+metrics port, then a Prometheus (Debian's ``prometheus`` package) on a free port with a
+temporary storage directory, configured from ``deploy/prometheus/prometheus.yml`` and
+``alerts.yml`` and scraping every process each second.
 It never touches a system Prometheus.
 
 The sms service has two providers: a Tencent account whose endpoint refuses connections
@@ -37,15 +39,19 @@ from devstack.infra import ManagedProcess, free_port, stop_all
 from devstack.lag import NAME as LAG_EXPORTER
 from devstack.lag import lag_exporter_process
 from devstack.suite import (
+    PAY_CALLBACK_PATH,
     Infra,
     available_services,
     gateway_process,
     service_process,
     start_services,
     wechat_emulator_process,
+    wechatpay_emulator_process,
 )
 from devstack.tls import stack_pki
+from services.account.settings import AccountSettings
 from services.interactive.settings import InteractiveSettings
+from services.reward.settings import RewardSettings
 from services.search.settings import SearchSettings
 from tests.deploy.observability_files import PROMETHEUS_DIR
 
@@ -62,11 +68,14 @@ BURST_RULE = {
 }
 MAX_BODY_BYTES = 64 * 1024
 REGISTRY_PREFIX = "/webook-observed/services"
-# The consumer groups of the stack (interactive's, search's indexers): the session's broker
-# is shared with other tests, whose groups the lag exporter need not read every second.
+# The consumer groups of the stack (interactive's, search's indexers, reward's and
+# account's): the session's broker is shared with other tests, whose groups the lag exporter
+# need not read every second.
 STACK_GROUPS = (
     InteractiveSettings.model_fields["read_consumer_group"].default,
     SearchSettings.model_fields["sync_group_prefix"].default,
+    RewardSettings.model_fields["payment_consumer_group"].default,
+    AccountSettings.model_fields["reward_consumer_group"].default,
 )
 
 
@@ -137,6 +146,8 @@ class ObservedStack:
     prometheus: Prometheus
     sms_log: Path
     log_dir: Path
+    # The WeChat Pay emulator: ``POST {wechatpay_base}/emulator/pay`` pays an order.
+    wechatpay_base: str
     killed: list[ScrapeTarget] = field(default_factory=list)
 
     def live_targets(self) -> list[ScrapeTarget]:
@@ -217,6 +228,8 @@ def _observed(
     data_dir = work / "data"
     data_dir.mkdir()
     sms_log = data_dir / "sms.log"
+    gateway_port, wechat_port, wechatpay_port = free_port(), free_port(), free_port()
+    wechatpay_base = f"http://127.0.0.1:{wechatpay_port}"
     infra = Infra(
         redis_url=redis_url,
         etcd_endpoints=[etcd.endpoint],
@@ -241,6 +254,9 @@ def _observed(
         sms_log_file=str(sms_log),
         pki=stack_pki(work),
         credentials=etcd.credentials,
+        wechatpay_keys_dir=str(data_dir / "wechatpay"),
+        wechatpay_base=wechatpay_base,
+        pay_notify_url=f"http://127.0.0.1:{gateway_port}{PAY_CALLBACK_PATH}",
     )
     names = available_services()
     refused = f"http://127.0.0.1:{free_port()}"
@@ -272,9 +288,11 @@ def _observed(
         targets.append(ScrapeTarget(name, f"127.0.0.1:{metrics_port}", process))
         return process
 
-    gateway_port, wechat_port = free_port(), free_port()
     wechat_base = f"http://127.0.0.1:{wechat_port}"
     wechat = wechat_emulator_process(wechat_port, log_dir)
+    wechatpay = wechatpay_emulator_process(
+        wechatpay_port, data_dir / "wechatpay", log_dir, retry_scale=0.01
+    )
     gateway = gateway_process(infra, gateway_port, {}, log_dir, wechat_base=wechat_base)
     # Reading the broker as often as Prometheus scrapes it, as in the cluster.
     exporter_port = free_port()
@@ -292,7 +310,7 @@ def _observed(
         log_dir,
         instance,
         replicas={"follow": 2},
-        also=[wechat, gateway, exporter],
+        also=[wechat, wechatpay, gateway, exporter],
         timeout=120,
     )
     targets.append(ScrapeTarget("gateway", f"127.0.0.1:{gateway_port}", gateway))
@@ -300,7 +318,13 @@ def _observed(
     with ExitStack() as running:
         running.callback(
             stop_all,
-            [gateway, wechat, exporter, *(p for group in services.values() for p in group)],
+            [
+                gateway,
+                wechat,
+                wechatpay,
+                exporter,
+                *(p for group in services.values() for p in group),
+            ],
         )
         prom_dir = work / "prometheus"
         prom_dir.mkdir()
@@ -322,6 +346,7 @@ def _observed(
             prometheus=api,
             sms_log=sms_log,
             log_dir=log_dir,
+            wechatpay_base=wechatpay_base,
         )
 
 

@@ -93,6 +93,8 @@ OPERATOR_SECRETS = {
     "webook-etcd-credentials",
     "webook-redis-credentials",
     "webook-config-operator-credentials",
+    # The payment service's WeChat Pay key files (mounted, never in the environment).
+    "webook-payment-wechatpay",
 }
 # Settings the manifests set that the code does not read yet, and why each is needed; the
 # test below fails once one of them exists, so that it is removed from this list.
@@ -132,8 +134,11 @@ GRPC_CALLS: dict[str, set[str]] = {
     "ranking": {"article", "interactive"},
     "interactive": {"article"},
     "comment": {"article"},
-    # RunRanking, the ranking job the scheduler declares (WEBOOK_SCHEDULER_JOBS).
-    "scheduler": {"ranking"},
+    "reward": {"article", "payment"},
+    "account": {"payment"},
+    # RunRanking and the reconciliations, the jobs the scheduler declares
+    # (WEBOOK_SCHEDULER_JOBS).
+    "scheduler": {"ranking", "payment", "account"},
 }
 # The infrastructure each webook process connects to, and the named port it uses.
 INFRA_PORTS = {
@@ -155,6 +160,10 @@ INFRASTRUCTURE: dict[str, set[str]] = {
     "search": {"kafka", *_TELEMETRY},
     "ranking": {"redis", *_TELEMETRY},
     "scheduler": {"mysql", *_TELEMETRY},
+    # No Redis: orders, rewards and ledgers live in SQL, events go through their outboxes.
+    "payment": {"mysql", "kafka", *_TELEMETRY},
+    "reward": {"mysql", "kafka", *_TELEMETRY},
+    "account": {"mysql", "kafka", *_TELEMETRY},
     # Not registered in etcd: it serves no gRPC.
     LAG_EXPORTER: {"kafka", "otel-collector"},
 }
@@ -201,6 +210,16 @@ KAFKA_ACLS: dict[str, set[tuple[str, str, str, str]]] = {
             for op in _CREATE_READ
         ),
         ("group", "prefixed", "search-indexer-", "Read"),
+    },
+    "payment": {("topic", "literal", "webook.payment.status_changed", op) for op in _CREATE_WRITE},
+    "reward": {
+        *(("topic", "literal", "webook.payment.status_changed", op) for op in _CREATE_READ),
+        ("group", "literal", "reward-payment-status", "Read"),
+        *(("topic", "literal", "webook.reward.paid", op) for op in _CREATE_WRITE),
+    },
+    "account": {
+        *(("topic", "literal", "webook.reward.paid", op) for op in _CREATE_READ),
+        ("group", "literal", "account-reward-credit", "Read"),
     },
     # Committed offsets of every group, end offsets of every topic: Describe, nothing else.
     LAG_EXPORTER: {("topic", "literal", "*", "Describe"), ("group", "literal", "*", "Describe")},
@@ -847,7 +866,11 @@ def test_the_scheduler_declares_the_local_stacks_jobs_calling_only_its_peers(ove
     declared = json.loads(env["WEBOOK_SCHEDULER_JOBS"])
     local = local_settings("scheduler", LocalContext())
     assert declared == json.loads(local["WEBOOK_SCHEDULER_JOBS"])
-    assert [job["name"] for job in declared] == ["ranking.refresh"]
+    assert [job["name"] for job in declared] == [
+        "ranking.refresh",
+        "payment.reconcile",
+        "account.reconcile",
+    ]
     called = {
         job["executor_config"]["service"] for job in declared if job["executor_kind"] == "grpc"
     }
@@ -915,6 +938,7 @@ def test_the_credential_templates_hold_placeholders_for_every_workload() -> None
         *(f"webook-{name}-secrets" for name in (GATEWAY, *SERVICES, LAG_EXPORTER)),
         *INFRA_ADMIN_SECRETS,
         CONFIG_OPERATOR_SECRET,
+        "webook-payment-wechatpay",
     }
     for secret, keys in INFRA_ADMIN_SECRETS.items():
         assert secrets[secret]["stringData"] == dict.fromkeys(keys, "REPLACE_ME")

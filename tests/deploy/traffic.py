@@ -3,7 +3,10 @@
 Signup and login (password and SMS code, wrong passwords and codes included), profile,
 publish, read (read events through Kafka), like, collect, comment, follow, search (once the
 published articles reached the index through Kafka; a refused query too), a missing article
-(NOT_FOUND), the hot ranking, a scheduler job run on demand and a ranking job run, the
+(NOT_FOUND), the hot ranking, a reward paid through the WeChat Pay emulator (its
+notification through the gateway's callback, the author's account credited) and a forged
+notification refused, the payment and account reconciliations run as the scheduler runs
+them, a scheduler job run on demand and a ranking job run, the
 interactive tables' migration validated as an operator would (a full validation each round,
 and an incremental one left running, so that the validators' checkpoint age and lag exist),
 a burst past a rate limit (429), an oversized body (413), health probes of every gRPC
@@ -37,10 +40,13 @@ import httpx
 from bench.config_propagation import Process, wait_until_applied
 from devstack.suite import grpc_serving
 from devstack.tls import OPERATOR
+from kit.grpcx.fencing import fencing_metadata
 from kit.liveconfig import DELETE, ConfigStore
 from services.search.query import MAX_QUERY_TERMS
 from tests.deploy.stack import BURST, MAX_BODY_BYTES, ObservedStack
+from webook.account.v1 import account_pb2, account_pb2_grpc
 from webook.migrator.v1 import migrator_pb2, migrator_pb2_grpc
+from webook.payment.v1 import payment_pb2, payment_pb2_grpc
 from webook.ranking.v1 import ranking_pb2, ranking_pb2_grpc
 from webook.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -256,9 +262,67 @@ def _one_round(client: httpx.Client, stack: ObservedStack) -> Author:
     ranking = client.get("/articles/ranking", params={"offset": 0, "limit": 10}).json()
     assert ranking["code"] == 0, ranking
     _probe_health(stack)
+    _reward_and_pay(client, stack, author, article_ids[0], readers[0][1])
     _run_jobs(stack)
     _validate_migration(stack)
     return Author(author_id, author, article_ids)
+
+
+# A reward of 1999 fen: the author's share is 1800 (the platform keeps 10 %, rounded down).
+REWARD_FEN = 1999
+PAY_DEADLINE_S = 60.0
+MS_PER_DAY = 86_400_000
+
+
+def _reward_and_pay(
+    client: httpx.Client,
+    stack: ObservedStack,
+    author: dict[str, str],
+    article_id: int,
+    reader: dict[str, str],
+) -> None:
+    """A reader rewards the author's article and pays at the emulator; the reward becomes
+    paid and the author's account holds its share. A forged notification is refused. Then
+    the reconciliations, as the scheduler calls them (payment's, and account's of today)."""
+    before = client.get("/account", headers=author).json()["data"]["balance"]
+    body = {"id": article_id, "amt": REWARD_FEN}
+    code = client.post("/articles/pub/reward", json=body, headers=reader).json()
+    assert code["code"] == 0, code
+    rid = int(code["data"]["rid"])
+    paid = httpx.post(
+        f"{stack.wechatpay_base}/emulator/pay", json={"out_trade_no": f"reward-{rid}"}, timeout=10
+    )
+    assert paid.status_code == 200, paid.text
+    forged = client.post("/pay/callback", content=b"{}", headers={"Wechatpay-Serial": "0"})
+    assert forged.status_code == 401, forged.text
+    deadline = time.monotonic() + PAY_DEADLINE_S
+    while True:
+        detail = client.post("/reward/detail", json={"rid": rid}, headers=reader).json()
+        balance = client.get("/account", headers=author).json()["data"]["balance"]
+        if detail["data"] == "RewardStatusPayed" and balance == before + 1800:
+            break
+        assert time.monotonic() < deadline, (detail, balance)
+        time.sleep(0.2)
+    token = int(time.time())
+    (payment,) = stack.grpc_addresses["payment"][:1]
+    tls = stack.infra.client_tls("payment", as_identity="scheduler")
+    assert tls is not None
+    with tls.sync_channel(payment) as channel:
+        payment_pb2_grpc.PaymentServiceStub(channel).RunReconciliation(
+            payment_pb2.RunReconciliationRequest(),
+            metadata=fencing_metadata(token, "payment.reconcile"),
+            timeout=30,
+        )
+    (account,) = stack.grpc_addresses["account"][:1]
+    tls = stack.infra.client_tls("account", as_identity="scheduler")
+    assert tls is not None
+    today = int(time.time() * 1000) // MS_PER_DAY * MS_PER_DAY
+    with tls.sync_channel(account) as channel:
+        account_pb2_grpc.AccountServiceStub(channel).RunReconciliation(
+            account_pb2.RunReconciliationRequest(day_start_ms=today),
+            metadata=fencing_metadata(token, "account.reconcile"),
+            timeout=30,
+        )
 
 
 # The scheduler's job of the traffic: never due by itself (once a year), run on demand.

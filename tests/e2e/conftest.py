@@ -1,4 +1,4 @@
-"""End-to-end fixtures: every service but search, the WeChat emulator and the gateway.
+"""End-to-end fixtures: every service but search, the WeChat emulators and the gateway.
 
 The services are those of :mod:`devstack.catalog` that exist, started in parallel as
 ``make run`` starts them (:func:`devstack.suite.start_services`), except search, which
@@ -8,9 +8,11 @@ authentication on and a Redis with one ACL user per workload of its own
 (:mod:`devstack.credentials`), the session's broker (root conftest), and SQLite databases
 in a temporary directory, which also holds the sms service's local SMS log (login codes are
 read from it). The gateway discovers the services through etcd and logs in with WeChat
-through the emulator. Every gRPC hop runs over mutual TLS, with a CA and certificates made
-in the data directory (:func:`devstack.tls.stack_pki`). Logs of every process land in the
-session's infra dir.
+through the emulator. The payment service pays through the WeChat Pay emulator (keys in the
+data directory), which posts its notifications to the gateway's ``/pay/callback`` and
+retries a failed one after a hundredth of WeChat Pay's pauses. Every gRPC hop runs over
+mutual TLS, with a CA and certificates made in the data directory
+(:func:`devstack.tls.stack_pki`). Logs of every process land in the session's infra dir.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import pytest
 from devstack.credentials import SecureEtcd, acl_redis, secure_etcd
 from devstack.infra import ManagedProcess, free_port, stop_all
 from devstack.suite import (
+    PAY_CALLBACK_PATH,
     Infra,
     available_services,
     gateway_process,
     service_process,
     start_services,
     wechat_emulator_process,
+    wechatpay_emulator_process,
 )
 from devstack.tls import stack_pki
 
@@ -55,6 +59,9 @@ class RunningStack:
     sms: ManagedProcess
     wechat: ManagedProcess
     wechat_base: str
+    wechatpay: ManagedProcess
+    # The WeChat Pay emulator: ``POST {wechatpay_base}/emulator/pay`` pays an order.
+    wechatpay_base: str
     # Where the sms service's local provider writes every message (JSON lines).
     sms_log: Path
     # The configuration the processes were started with (to start more of them).
@@ -88,6 +95,8 @@ def stack(
     """Every service that exists, the WeChat emulator and the gateway, once per e2e session."""
     data_dir = tmp_path_factory.mktemp("e2e-data")
     sms_log = data_dir / "sms.log"
+    gateway_port, wechat_port, wechatpay_port = free_port(), free_port(), free_port()
+    wechatpay_base = f"http://127.0.0.1:{wechatpay_port}"
     infra = Infra(
         redis_url=e2e_redis,
         etcd_endpoints=[e2e_etcd.endpoint],
@@ -110,11 +119,16 @@ def stack(
         sms_log_file=str(sms_log),
         pki=stack_pki(data_dir),
         credentials=e2e_etcd.credentials,
+        wechatpay_keys_dir=str(data_dir / "wechatpay"),
+        wechatpay_base=wechatpay_base,
+        pay_notify_url=f"http://127.0.0.1:{gateway_port}{PAY_CALLBACK_PATH}",
     )
     names = [name for name in available_services() if name != "search"]
-    gateway_port, wechat_port = free_port(), free_port()
     wechat_base = f"http://127.0.0.1:{wechat_port}"
     wechat = wechat_emulator_process(wechat_port, infra_dir)
+    wechatpay = wechatpay_emulator_process(
+        wechatpay_port, data_dir / "wechatpay", infra_dir, retry_scale=0.01
+    )
     # No static peers: the gateway finds the services through etcd.
     gateway = gateway_process(infra, gateway_port, {}, infra_dir, wechat_base=wechat_base)
     services = start_services(
@@ -122,7 +136,7 @@ def stack(
         infra,
         infra_dir,
         lambda name, replica: service_process(name, infra, free_port(), infra_dir),
-        also=[wechat, gateway],
+        also=[wechat, wechatpay, gateway],
         timeout=120,
     )
     try:
@@ -134,12 +148,14 @@ def stack(
             sms=services["sms"][0],
             wechat=wechat,
             wechat_base=wechat_base,
+            wechatpay=wechatpay,
+            wechatpay_base=wechatpay_base,
             sms_log=sms_log,
             infra=infra,
             services=services,
         )
     finally:
-        stop_all([gateway, wechat, *(p for group in services.values() for p in group)])
+        stop_all([gateway, wechat, wechatpay, *(p for group in services.values() for p in group)])
 
 
 @pytest.fixture

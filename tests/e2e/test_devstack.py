@@ -100,6 +100,7 @@ def _launcher_env(run_dir: Path) -> dict[str, str]:
             "WEBOOK_DEV_ENV_FILE": str(run_dir.parent / "no.env"),
             "WEBOOK_DEV_GATEWAY_PORT": str(free_port()),
             "WEBOOK_DEV_WECHAT_PORT": str(free_port()),
+            "WEBOOK_DEV_WECHATPAY_PORT": str(free_port()),
             # Instance r of the service in slot s listens on base + 10s + r: whole blocks.
             "WEBOOK_DEV_GRPC_BASE_PORT": str(free_port_block(10 * slots)),
             "WEBOOK_DEV_METRICS_BASE_PORT": str(free_port_block(10 * slots)),
@@ -254,6 +255,7 @@ def test_sigkill_leaves_nothing_and_settings_reach_their_process(
         for name in (
             "WEBOOK_DEV_GATEWAY_PORT",
             "WEBOOK_DEV_WECHAT_PORT",
+            "WEBOOK_DEV_WECHATPAY_PORT",
             "WEBOOK_DEV_GRPC_BASE_PORT",
             "WEBOOK_DEV_METRICS_BASE_PORT",
             "WEBOOK_DEV_ETCD_PORT",

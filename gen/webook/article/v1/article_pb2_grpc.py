@@ -74,6 +74,11 @@ class ArticleServiceStub:
                 request_serializer=webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsRequest.SerializeToString,
                 response_deserializer=webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsResponse.FromString,
                 _registered_method=True)
+        self.GetPublishedAuthor = channel.unary_unary(
+                '/webook.article.v1.ArticleService/GetPublishedAuthor',
+                request_serializer=webook_dot_article_dot_v1_dot_article__pb2.GetPublishedAuthorRequest.SerializeToString,
+                response_deserializer=webook_dot_article_dot_v1_dot_article__pb2.GetPublishedAuthorResponse.FromString,
+                _registered_method=True)
 
 
 class ArticleServiceServicer:
@@ -133,6 +138,15 @@ class ArticleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPublishedAuthor(self, request, context):
+        """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
+        reward service refuses a reward of one's own article and credits the author. Counts no
+        read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArticleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +189,11 @@ def add_ArticleServiceServicer_to_server(servicer, server):
                     servicer.PublishedExists,
                     request_deserializer=webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsRequest.FromString,
                     response_serializer=webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsResponse.SerializeToString,
+            ),
+            'GetPublishedAuthor': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPublishedAuthor,
+                    request_deserializer=webook_dot_article_dot_v1_dot_article__pb2.GetPublishedAuthorRequest.FromString,
+                    response_serializer=webook_dot_article_dot_v1_dot_article__pb2.GetPublishedAuthorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +412,33 @@ class ArticleService:
             '/webook.article.v1.ArticleService/PublishedExists',
             webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsRequest.SerializeToString,
             webook_dot_article_dot_v1_dot_article__pb2.PublishedExistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPublishedAuthor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.article.v1.ArticleService/GetPublishedAuthor',
+            webook_dot_article_dot_v1_dot_article__pb2.GetPublishedAuthorRequest.SerializeToString,
+            webook_dot_article_dot_v1_dot_article__pb2.GetPublishedAuthorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,11 @@ class ArticleServiceStub:
     likes, collects and comments only on those. Counts no read; answered from the
     published-article caches where possible, else one SQL query.
     """
+    GetPublishedAuthor: _grpc.UnaryUnaryMultiCallable[_article_pb2.GetPublishedAuthorRequest, _article_pb2.GetPublishedAuthorResponse]
+    """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
+    reward service refuses a reward of one's own article and credits the author. Counts no
+    read.
+    """
 
 @_typing.type_check_only
 class ArticleServiceAsyncStub(ArticleServiceStub):
@@ -64,6 +69,11 @@ class ArticleServiceAsyncStub(ArticleServiceStub):
     """Which of these articles are published: the interactive and comment services accept
     likes, collects and comments only on those. Counts no read; answered from the
     published-article caches where possible, else one SQL query.
+    """
+    GetPublishedAuthor: _aio.UnaryUnaryMultiCallable[_article_pb2.GetPublishedAuthorRequest, _article_pb2.GetPublishedAuthorResponse]  # type: ignore[assignment]
+    """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
+    reward service refuses a reward of one's own article and credits the author. Counts no
+    read.
     """
 
 class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +138,17 @@ class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
         """Which of these articles are published: the interactive and comment services accept
         likes, collects and comments only on those. Counts no read; answered from the
         published-article caches where possible, else one SQL query.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPublishedAuthor(
+        self,
+        request: _article_pb2.GetPublishedAuthorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_article_pb2.GetPublishedAuthorResponse, _abc.Awaitable[_article_pb2.GetPublishedAuthorResponse]]:
+        """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
+        reward service refuses a reward of one's own article and credits the author. Counts no
+        read.
         """
 
 def add_ArticleServiceServicer_to_server(servicer: ArticleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

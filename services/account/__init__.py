@@ -1,0 +1,1 @@
+"""Account service: balances credited from paid rewards (``python -m services.account``)."""

@@ -1,0 +1,1 @@
+"""Reward service: readers reward articles' authors (``python -m services.reward``)."""
