@@ -6,13 +6,22 @@ by default) that host the migration (docs/migration.md). The API acts on the pro
 called only, so the commands call each instance themselves: the instances registered in
 etcd, or the ``--address`` list (one or more ``HOST:PORT``), each dialled directly.
 
-- ``status``: every instance's mode, validations and fixer (instances that disagree on the
-  mode are pointed out);
+- ``status``: every instance's mode, double-write units of work in flight, validations and
+  fixer (instances that disagree on the mode are pointed out);
 - ``mode MODE [--force]``: ``SetMode`` on every instance, so that all replicas switch
-  together; a switch skipping a step is refused unless ``--force``. A switched process
+  together; a switch skipping a step is refused unless ``--force`` (between
+  ``source_first`` and ``destination_first`` the step is ``switching``). A switched process
   holds that mode until the service's live mode setting changes or it restarts, and then
   follows the setting: make a switch durable in the configuration centre (``webookctl
   config set``), which the command reminds;
+- ``mode source_first|destination_first --via-switching --why WHY``: the switch between the
+  two "first" modes under live writes, through the live setting (durable at every step):
+  ``migration_mode=switching``, then ``Status`` on every instance until each reports
+  ``switching`` with no unit of work in flight (within ``--drain-timeout``; else the
+  setting goes back and the command fails), then ``migration_mode=MODE`` and until every
+  instance reports it. Requests that arrive meanwhile wait at the barrier (the service's
+  ``migration_switch_wait_seconds``), they do not fail. Needs the configuration centre's
+  credentials too (``webookctl config``);
 - ``full|incr start [--base SIDE]``: one validation of that kind at a time per migration
   (they share the checkpoints): refused when one already runs on any instance, else
   started on the first instance (by instance id; ``--address`` picks another);
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -35,12 +45,14 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 import grpc
 
 from kit.grpcx.errors import app_error_from_rpc
+from kit.liveconfig import ConfigStore
 from kit.migrator.mode import Mode
 from kit.registry import EtcdRegistry, EtcdRegistryConfig
 from kit.security.identity import check_name
 from kit.security.tls import ClientTls, TlsFiles, TlsMaterialError, mtls_channel_factory
 from webook.migrator.v1 import migrator_pb2, migrator_pb2_grpc
-from webookctl.command import Context, command_group, leaf
+from webookctl.command import Context, command_group, leaf, operator_name
+from webookctl.config import Schema, _store
 from webookctl.errors import CommandFailed, UsageError
 from webookctl.output import Outcome, moment, table
 from webookctl.settings import CtlSettings
@@ -56,6 +68,14 @@ SIDES: Final = {
 }
 # The live setting a service follows its mode from (services/interactive/settings.py).
 MODE_SETTING: Final = "migration_mode"
+SWITCHING: Final = Mode.SWITCHING.value
+# The two modes --via-switching goes between, each to the other.
+FIRSTS: Final = {
+    Mode.SOURCE_FIRST.value: Mode.DESTINATION_FIRST.value,
+    Mode.DESTINATION_FIRST.value: Mode.SOURCE_FIRST.value,
+}
+# How often --via-switching reads every instance's status while it waits.
+POLL_S: Final = 0.05
 # Command word -> (validation kind, the word the output uses).
 KINDS: Final = {
     "full": (migrator_pb2.VALIDATION_KIND_FULL, "full"),
@@ -234,6 +254,7 @@ def status_data(answer: migrator_pb2.StatusResponse) -> dict[str, Any]:
         "migration": answer.migration,
         "tables": list(answer.tables),
         "mode": answer.mode,
+        "units_in_flight": answer.units_in_flight,
         "validations": [validation_data(v) for v in answer.validations],
         "fixer": {
             "running": answer.fixer.running,
@@ -256,6 +277,7 @@ def _validation_state(validation: dict[str, Any]) -> str:
 def _status_text(instance: Instance, status: dict[str, Any]) -> str:
     lines = [
         f"instance {instance.label}: migration {status['migration']}, mode {status['mode']}, "
+        f"{status['units_in_flight']} units of work in flight, "
         f"tables {', '.join(status['tables']) or '-'}"
     ]
     rows = [
@@ -324,6 +346,17 @@ async def status(context: Context, args: argparse.Namespace) -> Outcome:
             f"the instances disagree on the mode ({', '.join(modes)}): a switch did not reach "
             "them all; run `webookctl migrate mode` again"
         )
+    switching = [d for d in documents if d.get("status", {}).get("mode") == SWITCHING]
+    if switching and len(switching) == len(documents):
+        busy = sum(d["status"]["units_in_flight"] for d in switching)
+        texts.append(
+            "every instance is switching: "
+            + (
+                "none has a unit of work in flight, the switch can go on"
+                if busy == 0
+                else f"{busy} units of work still in flight (of the mode before)"
+            )
+        )
     return Outcome({"service": service, "instances": documents}, "\n".join(texts))
 
 
@@ -337,7 +370,9 @@ def durable_hint(service: str, mode: str) -> str:
 
 
 async def set_mode(context: Context, args: argparse.Namespace) -> Outcome:
-    """``migrate mode MODE``: SetMode on every instance."""
+    """``migrate mode MODE``: SetMode on every instance (``--via-switching``: the barrier)."""
+    if args.via_switching:
+        return await switch_via_barrier(context, args)
     service = _service(args)
     caller = Caller(context.settings, service)
     instances = await find_instances(context.settings, service, args.address)
@@ -350,7 +385,14 @@ async def set_mode(context: Context, args: argparse.Namespace) -> Outcome:
     if any(a.error for a in answers):
         line = failure_line(service, "SetMode", answers)
         refused = "MIGRATOR_MODE_REFUSED" in line and not args.force
-        raise CommandFailed(line + ("; --force makes a switch skipping a step" if refused else ""))
+        hint = ""
+        if refused:
+            hint = (
+                "; between the two first modes under writes: --via-switching"
+                if args.mode in FIRSTS
+                else "; --force makes a switch skipping a step"
+            )
+        raise CommandFailed(line + hint)
     switched = [
         {**_instance_data(a.instance), "previous": a.value.previous, "mode": a.value.mode}
         for a in answers
@@ -366,6 +408,160 @@ async def set_mode(context: Context, args: argparse.Namespace) -> Outcome:
         ]
     )
     data = {"service": service, "mode": args.mode, "instances": switched, "durable": hint}
+    return Outcome(data, text)
+
+
+class _ModeSetting:
+    """Writes one service's live mode setting, checked as ``config set`` checks it, over
+    one open connection to the configuration centre (the barrier is up between writes)."""
+
+    def __init__(
+        self, store: ConfigStore, env: str, service: str, args: argparse.Namespace
+    ) -> None:
+        self._store = store
+        self._env = env
+        self._service = service
+        self._schema = Schema(service)
+        self._who = operator_name(args.who)
+        self._why = f"{args.why} (migrate mode {args.mode} --via-switching)"
+
+    async def write(self, mode: str) -> int:
+        """Set it to ``mode``; the configuration's new version."""
+        changes = {MODE_SETTING: mode}
+        current, _ = await self._store.get(self._env, self._service)
+        self._schema.check(current, changes)
+        record = await self._store.set(
+            self._env,
+            self._service,
+            changes,
+            who=self._who,
+            why=self._why,
+            validate=self._schema.check_map,
+        )
+        return record.version
+
+
+Statuses = list[Answer[migrator_pb2.StatusResponse]]
+
+
+async def _wait_every(
+    caller: Caller,
+    instances: Sequence[Instance],
+    request: migrator_pb2.StatusRequest,
+    condition: Callable[[migrator_pb2.StatusResponse], bool],
+    within_s: float,
+) -> tuple[bool, Statuses]:
+    """``Status`` on every instance until each answer meets ``condition`` (an instance that
+    fails to answer does not); whether they all did within ``within_s``, and the answers."""
+    deadline = time.monotonic() + within_s
+    while True:
+        answers = await caller.each(
+            instances, "Status", lambda stub, t: stub.Status(request, timeout=t)
+        )
+        if all(a.value is not None and condition(a.value) for a in answers):
+            return True, answers
+        if time.monotonic() >= deadline:
+            return False, answers
+        await asyncio.sleep(POLL_S)
+
+
+def _state_line(answers: Statuses) -> str:
+    return ", ".join(
+        f"{a.instance.label}: "
+        + (f"{a.value.mode} ({a.value.units_in_flight} in flight)" if a.value else a.error)
+        for a in answers
+    )
+
+
+async def switch_via_barrier(context: Context, args: argparse.Namespace) -> Outcome:
+    """``migrate mode source_first|destination_first --via-switching``: the live setting to
+    ``switching``, every instance drained, then to the mode (module docstring)."""
+    service = _service(args)
+    target = args.mode
+    origin = FIRSTS.get(target)
+    if origin is None:
+        raise UsageError(f"--via-switching goes to {' or '.join(FIRSTS)}, not {target}")
+    if not args.why:
+        raise UsageError("--via-switching writes the live mode setting: give --why")
+    if args.force:
+        raise UsageError("--via-switching and --force do not go together")
+    context.require_env()
+    caller = Caller(context.settings, service)
+    instances = await find_instances(context.settings, service, args.address)
+    request = migrator_pb2.StatusRequest(migration=_migration(args))
+    before = await caller.each(instances, "Status", lambda stub, t: stub.Status(request, timeout=t))
+    if any(a.error for a in before):
+        raise CommandFailed(failure_line(service, "Status", before) + "; nothing switched")
+    modes = {a.value.mode for a in before if a.value is not None}
+    if not modes <= {origin, SWITCHING, target}:
+        raise CommandFailed(
+            f"{service}: --via-switching to {target} goes from {origin}; the instances are in "
+            f"{', '.join(sorted(modes))} ({_state_line(before)}); nothing switched"
+        )
+    env = context.require_env()
+    async with _store(context) as store:
+        setting = _ModeSetting(store, env, service, args)
+        versions = [await setting.write(SWITCHING)]
+        started = time.monotonic()
+        drained, answers = await _wait_every(
+            caller,
+            instances,
+            request,
+            lambda s: s.mode == SWITCHING and s.units_in_flight == 0,
+            args.drain_timeout,
+        )
+        if not drained:
+            # Nothing ran in the other mode yet: going back is safe, and frees the waiting.
+            await setting.write(origin)
+            raise CommandFailed(
+                f"{service}: not every instance was switching with nothing in flight within "
+                f"{args.drain_timeout:g} s ({_state_line(answers)}); the live mode setting is "
+                f"back to {origin}"
+            )
+        drained_s = time.monotonic() - started
+        versions.append(await setting.write(target))
+    done, answers = await _wait_every(
+        caller, instances, request, lambda s: s.mode == target, context.settings.timeout
+    )
+    if not done:
+        raise CommandFailed(
+            f"{service}: the live mode setting is {target}, but not every instance reports it "
+            f"yet ({_state_line(answers)}): `webookctl migrate status`"
+        )
+    held_s = time.monotonic() - started
+    rows = [
+        [
+            a.instance.id,
+            a.instance.address,
+            b.value.mode if b.value else "-",
+            a.value.mode if a.value else "-",
+        ]
+        for b, a in zip(before, answers, strict=True)
+    ]
+    text = "\n".join(
+        [
+            f"{service}: mode {target} on {len(answers)} instance(s), through {SWITCHING} "
+            f"(drained in {drained_s:.2f} s, switched in {held_s:.2f} s; live setting "
+            f"versions {', '.join(str(v) for v in versions)})",
+            table(["INSTANCE", "ADDRESS", "BEFORE", "NOW"], rows),
+        ]
+    )
+    data = {
+        "service": service,
+        "mode": target,
+        "via": SWITCHING,
+        "drained_s": round(drained_s, 3),
+        "switched_s": round(held_s, 3),
+        "versions": versions,
+        "instances": [
+            {
+                **_instance_data(a.instance),
+                "previous": b.value.mode if b.value else "",
+                "mode": a.value.mode if a.value else "",
+            }
+            for b, a in zip(before, answers, strict=True)
+        ],
+    }
     return Outcome(data, text)
 
 
@@ -513,16 +709,33 @@ def register(subcommands: Any, common: argparse.ArgumentParser) -> None:
         group,
         "mode",
         "Switch the double-write mode on every instance.\n\n"
-        "Modes, one step at a time: source_only → source_first → destination_first →\n"
-        "destination_only (docs/migration.md). A switch skipping a step is refused unless\n"
-        "--force. A switched process holds the mode until the service's live mode setting\n"
-        "changes or it restarts, then follows the setting: change that too (webookctl\n"
-        "config set <service> migration_mode=MODE)." + NEEDS,
+        "Modes, one step at a time: source_only → source_first → switching →\n"
+        "destination_first → destination_only (docs/migration.md). A switch skipping a step\n"
+        "is refused unless --force. A switched process holds the mode until the service's\n"
+        "live mode setting changes or it restarts, then follows the setting: change that\n"
+        "too (webookctl config set <service> migration_mode=MODE).\n\n"
+        "--via-switching (to source_first or destination_first, under live writes): the\n"
+        "live setting to switching, until every instance reports it with no unit of work\n"
+        "in flight, then to MODE; needs --why and the configuration centre's credentials." + NEEDS,
         set_mode,
         common,
     )
     mode.add_argument("mode", choices=MODES, help="the mode to switch to")
     mode.add_argument("--force", action="store_true", help="allow a switch skipping a step")
+    mode.add_argument(
+        "--via-switching",
+        action="store_true",
+        help="switch between the first modes through the barrier, with the live setting",
+    )
+    mode.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how long --via-switching waits for every instance to drain (default 2)",
+    )
+    mode.add_argument("--why", help="why (recorded with the live setting; --via-switching)")
+    mode.add_argument("--who", help="who (recorded; default: your OS user)")
     _targets(mode)
 
     for word, (_, name) in KINDS.items():

@@ -1,8 +1,9 @@
 """Non-stop table migration: move a live table to another database without downtime and
 without losing or corrupting a row.
 
-- :mod:`~kit.migrator.mode`: the four double-write modes (:class:`Mode`) and the
-  :class:`ModeHolder` switched at run time (``set``, or ``follow`` a live value);
+- :mod:`~kit.migrator.mode`: the four double-write modes and the ``switching`` barrier
+  between the two "first" ones (:class:`Mode`), and the :class:`ModeHolder` switched at run
+  time (``set``, or ``follow`` a live value), which counts the units of work in flight;
 - :mod:`~kit.migrator.double_write`: :class:`DoubleWriter` and its unit of work, which
   writes the first side in the caller's transaction and copies the touched rows' images
   to the second side after the commit (a second-side failure never fails the caller);
@@ -28,7 +29,7 @@ from kit.migrator.double_write import (
     TableWriter,
 )
 from kit.migrator.fixer import Fixer
-from kit.migrator.mode import Mode, ModeHolder, ModeRefused, Side, parse_mode
+from kit.migrator.mode import Mode, ModeHolder, ModeRefused, ModeSwitching, Side, parse_mode
 from kit.migrator.tables import Key, MigratedTable, Row, apply_images, read_images
 from kit.migrator.validator import (
     Difference,
@@ -65,6 +66,7 @@ __all__ = [
     "Mode",
     "ModeHolder",
     "ModeRefused",
+    "ModeSwitching",
     "Row",
     "Sessions",
     "Side",

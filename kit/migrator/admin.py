@@ -9,14 +9,17 @@ status, switch this process's mode and start or stop validations with
 ``webookctl migrate``.
 
 - **Mode**: ``SetMode`` holds a mode in the process called (:meth:`ModeHolder.set`: a skipped
-  step is refused unless forced). Every replica has its own holder: switch them all, or
-  change the service's live setting, which is what a restarted replica reads.
+  step is refused unless forced; between the two "first" modes the step is ``switching``).
+  Every replica has its own holder: switch them all, or change the service's live setting,
+  which is what a restarted replica reads.
 - **Validations** run in the background, at most one per kind (full, incremental) per
   migration: a full one makes one pass over every table and ends, an incremental one makes
   a pass every ``incremental_interval_s`` until stopped. Each run validates from one base
   side (by default the current mode's first side). Stopping one cancels it: its checkpoints
   stay at its last published batch and the next run resumes there.
-- **Status** gives the mode, the latest run of each kind (rows compared and differences
+- **Status** gives the mode, the double-write units of work in flight in the process (0 on
+  every replica in ``switching``: the switch to the other "first" mode is safe), the latest
+  run of each kind (rows compared and differences
   published by that run, where it is, when it started and ended, why it stopped) and the
   fixer (running, rows fixed and events skipped since the process started).
 
@@ -387,7 +390,8 @@ class MigratorAdmin(migrator_pb2_grpc.MigratorServiceServicer):
     async def Status(
         self, request: migrator_pb2.StatusRequest, context: Context
     ) -> migrator_pb2.StatusResponse:
-        """The mode, the latest run of each validation kind and the fixer."""
+        """The mode, the units of work in flight, the latest run of each validation kind and
+        the fixer."""
         hosted = self.hosted(request.migration)
         validations = [
             migrator_pb2.ValidationStatus(
@@ -408,6 +412,7 @@ class MigratorAdmin(migrator_pb2_grpc.MigratorServiceServicer):
             migration=hosted.name,
             tables=[table.name for table in hosted.tables],
             mode=hosted.mode.current().value,
+            units_in_flight=hosted.mode.in_flight,
             validations=validations,
             fixer=migrator_pb2.FixerStatus(
                 running=fixer.running, fixed=fixer.fixed, skipped=fixer.skipped

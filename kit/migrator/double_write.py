@@ -33,6 +33,12 @@ validation and repair again until a pass finds nothing converges, however the li
 interleave (docs/migration.md).
 
 Reads come from the first side: :attr:`~DoubleWriteUnitOfWork.session`.
+
+**The barrier.** A unit of work gets its mode from :meth:`ModeHolder.begin
+<kit.migrator.mode.ModeHolder.begin>`, counted in flight until it ends. In ``switching``
+it waits there, up to :attr:`DoubleWriter.switch_wait_s`, then runs in the mode switched to
+(or fails with :class:`~kit.migrator.mode.ModeSwitching`, UNAVAILABLE), so that no unit of
+work of ``source_first`` overlaps one of ``destination_first`` (kit.migrator.mode).
 """
 
 from __future__ import annotations
@@ -78,15 +84,33 @@ class DoubleWriter:
         sides: the source and destination databases.
         mode: the migration's mode holder (read once per unit of work).
         tables: the tables the migration moves; a unit of work writes only these.
+        switch_wait_s: how long a unit of work that begins in ``switching`` waits for the
+            switch to end (a number, or a callable read at each wait: a live setting).
     """
 
-    def __init__(self, sides: Sides, mode: ModeHolder, tables: Sequence[MigratedTable]) -> None:
+    def __init__(
+        self,
+        sides: Sides,
+        mode: ModeHolder,
+        tables: Sequence[MigratedTable],
+        *,
+        switch_wait_s: float | Callable[[], float] = 10.0,
+    ) -> None:
         if not tables:
             raise ValueError("a migration moves at least one table")
+        if not callable(switch_wait_s) and switch_wait_s < 0:
+            raise ValueError("switch_wait_s must be >= 0")
         self.sides = sides
         self.mode = mode
         self.tables = {table.name: table for table in tables}
+        self._switch_wait_s = switch_wait_s
         declare_writes(self.tables, [side.value for side in Side])
+
+    @property
+    def switch_wait_s(self) -> float:
+        """How long a unit of work waits at the ``switching`` barrier now."""
+        wait = self._switch_wait_s
+        return max(float(wait() if callable(wait) else wait), 0.0)
 
     def unit_of_work(self) -> DoubleWriteUnitOfWork:
         """A new unit of work (``async with`` it; it reads the mode when it begins)."""
@@ -167,7 +191,8 @@ class TableWriter:
 class DoubleWriteUnitOfWork:
     """One transaction on the first side, copied to the second after it commits.
 
-    ``async with uow:`` reads the mode once and opens the first side's session;
+    ``async with uow:`` reads the mode once (waiting at the ``switching`` barrier, counted in
+    flight until the block ends) and opens the first side's session;
     :meth:`commit` commits it, then writes the touched rows' images to the second side
     (module docstring). Leaving the block without a commit rolls back and copies nothing.
     A second-side failure is logged and counted, never raised: the caller's change is
@@ -211,8 +236,13 @@ class DoubleWriteUnitOfWork:
         self._touched.setdefault(migrated.name, {})[migrated.key_from(key)] = None
 
     async def __aenter__(self) -> Self:
-        self._mode = self._writer.mode.current()
-        self._session = self._writer.sides.of(self._mode.first)()
+        holder = self._writer.mode
+        self._mode = await holder.begin(self._writer.switch_wait_s)
+        try:
+            self._session = self._writer.sides.of(self._mode.first)()
+        except BaseException:
+            holder.end()
+            raise
         self._touched = {}
         self._images = {}
         self._committed = False
@@ -226,7 +256,10 @@ class DoubleWriteUnitOfWork:
             if not self._committed:
                 await session.rollback()
         finally:
-            await session.close()
+            try:
+                await session.close()
+            finally:
+                self._writer.mode.end()
 
     async def commit(self) -> None:
         """Commit on the first side; then copy the touched rows to the second side."""

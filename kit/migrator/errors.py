@@ -9,14 +9,26 @@ Reasons and the domain are declared once, in enum ``ErrorReason`` of ``webook.mi
     ├── NotFound            → MigratorNotFound            MIGRATOR_UNKNOWN_MIGRATION
     ├── FailedPrecondition  → MigratorFailedPrecondition  MIGRATOR_MODE_REFUSED,
     │                                                     MIGRATOR_ALREADY_RUNNING
-    └── InvalidArgument     → MigratorInvalidArgument     MIGRATOR_INVALID_ARGUMENT
+    ├── InvalidArgument     → MigratorInvalidArgument     MIGRATOR_INVALID_ARGUMENT
+    └── Unavailable         → MigratorUnavailable         MIGRATOR_MODE_SWITCHING
+
+``MigratorUnavailable`` is the one error the double write itself raises (a unit of work
+that waited its bound at the ``switching`` barrier, :class:`kit.migrator.ModeSwitching`):
+it reaches the callers of the service hosting the migration as UNAVAILABLE, retryable.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum, auto
 
-from kit.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError, reason_names
+from kit.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    reason_names,
+)
 from webook.migrator.v1 import migrator_pb2
 
 
@@ -36,6 +48,7 @@ class Reason(StrEnum):
     MODE_REFUSED = auto()
     ALREADY_RUNNING = auto()
     INVALID_ARGUMENT = auto()
+    MODE_SWITCHING = auto()
 
 
 class MigratorNotFound(MigratorError, NotFound):
@@ -48,3 +61,7 @@ class MigratorFailedPrecondition(MigratorError, FailedPrecondition):
 
 class MigratorInvalidArgument(MigratorError, InvalidArgument):
     """A field of the request is not valid; ``metadata["field"]`` names it."""
+
+
+class MigratorUnavailable(MigratorError, Unavailable):
+    """The migration cannot serve the request now; the caller may retry."""

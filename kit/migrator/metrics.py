@@ -1,7 +1,10 @@
 """Migration metrics, one set per process.
 
 - ``webook_migrator_mode{migration}``: the mode as its step, 0 ``source_only`` to 3
-  ``destination_only``;
+  ``destination_only`` (1.5 ``switching``);
+- ``webook_migrator_units_in_flight{migration}``: double-write units of work of this
+  process that began and have not ended (0 on every replica in ``switching``: the switch
+  to the other "first" mode is safe);
 - ``webook_migrator_second_write_failures_total{table,side}``: double writes whose second
   side failed (the caller succeeded; the validator finds the row);
 - ``webook_migrator_rows_checked_total{table,direction,validation}``: base-side and
@@ -33,8 +36,13 @@ from prometheus_client import Counter, Gauge
 
 MODE = Gauge(
     "webook_migrator_mode",
-    "Double-write mode of a migration: 0 source_only, 1 source_first, 2 destination_first, "
-    "3 destination_only.",
+    "Double-write mode of a migration: 0 source_only, 1 source_first, 1.5 switching, "
+    "2 destination_first, 3 destination_only.",
+    ["migration"],
+)
+IN_FLIGHT = Gauge(
+    "webook_migrator_units_in_flight",
+    "Double-write units of work of this process that began and have not ended.",
     ["migration"],
 )
 SECOND_WRITE_FAILURES = Counter(

@@ -124,6 +124,7 @@ def wire_migration(
     mode.follow(lambda: now().migration_mode)
     if runner.live is not None:
         # A change of the setting wins over a mode the admin API set in this process.
+        # Following again also wakes the units of work waiting at the "switching" barrier.
         def changed(old: InteractiveSettings, new: InteractiveSettings) -> None:
             if new.migration_mode != old.migration_mode:
                 mode.follow(lambda: now().migration_mode)
@@ -170,7 +171,9 @@ def wire_migration(
         "interactive tables migrating",
         extra={"migration": MIGRATION, "mode": mode.current().value},
     )
-    return DoubleWriter(sides, mode, TABLES)
+    return DoubleWriter(
+        sides, mode, TABLES, switch_wait_s=lambda: now().migration_switch_wait_seconds
+    )
 
 
 def migrate_databases(settings: InteractiveSettings, args: argparse.Namespace) -> None:

@@ -8,7 +8,8 @@ Live (also settable in etcd, ``webookctl config set interactive <field> <json>``
 within a second, :mod:`kit.liveconfig`): ``counts_cache_ttl_seconds`` (read at each cache
 write); ``migration_mode`` (read when each unit of work begins), and the validator's
 ``migration_validator_rows_per_second`` (read before each batch) and
-``migration_validator_latency_threshold_seconds`` (from the next validation run); besides
+``migration_validator_latency_threshold_seconds`` (from the next validation run) and
+``migration_switch_wait_seconds`` (read at each wait at the ``switching`` barrier); besides
 the common ``log_level`` and ``trace_sample_ratio``. Restart-only: the database URLs, ports
 and addresses (pools and listeners are opened at start); the local cache switch and sizes
 (the in-process cache and its invalidation subscription are built at start); the read
@@ -65,6 +66,10 @@ class InteractiveSettings(GrpcServiceSettings, ArticleTargetsSettings):
     # the fixer consumes the difference topic, and MigratorService is served.
     migration_destination_url: str = ""
     migration_mode: MigrationMode = live_field(MigrationMode.SOURCE_ONLY)
+    # How long a request waits while the mode is "switching" (the barrier between
+    # source_first and destination_first) before failing UNAVAILABLE (retryable). Below the
+    # callers' deadlines (the gateway's grpc_timeout), above the switch's usual length.
+    migration_switch_wait_seconds: float = live_field(2.5, gt=0)
     migration_validator_rows_per_second: float = live_field(2000.0, ge=0)
     migration_validator_latency_threshold_seconds: float = live_field(0.5, gt=0)
     migration_validator_batch_size: int = Field(default=500, ge=1, le=10_000)

@@ -18,9 +18,12 @@ and returns a :class:`MigrationReport` the tests assert on:
    the replica that does not run the validation is SIGKILLed once its fixer has repaired
    rows and started again (it follows the live mode setting, so it comes back in
    ``source_first``); full validations again until one finds nothing;
-4. the users paused, every read counted and a full validation from the source clean; the
-   destination's ``AUTO_INCREMENT`` raised above the source's ids, ``destination_first``,
-   the users again, and full validations from the destination until one finds nothing;
+4. the users writing on: a full validation from the source clean, the destination's
+   ``AUTO_INCREMENT`` raised above the source's ids, then ``destination_first`` through the
+   ``switching`` barrier (``webookctl migrate mode destination_first --via-switching``: the
+   live setting to ``switching``, every replica drained, then ``destination_first``; the
+   requests arriving meanwhile wait, none fails), and full validations from the
+   destination until one finds nothing;
 5. the workload stopped: full validations in both directions find nothing, the tables are
    equal row for row, and the destination holds exactly the likes and collections the
    users were told they made;
@@ -28,10 +31,11 @@ and returns a :class:`MigrationReport` the tests assert on:
    the destination still holds exactly what the users did.
 
 Every mode switch is the live setting (``webookctl config set interactive
-migration_mode=...``, the durable way), checked on every replica with ``webookctl migrate
-status``; validations are ``webookctl migrate full start`` and ``status``. The processes
-run over mutual TLS with etcd and Redis credentials, as in production; the operator's
-certificate calls the admin API. Every wait polls a condition with a generous deadline.
+migration_mode=...``, the durable way; ``--via-switching`` writes it too), checked on every
+replica with ``webookctl migrate status``; validations are ``webookctl migrate full
+start`` and ``status``. The processes run over mutual TLS with etcd and Redis
+credentials, as in production; the operator's certificate calls the admin API. Every wait
+polls a condition with a generous deadline.
 """
 
 from __future__ import annotations
@@ -84,8 +88,8 @@ TRIGGER_PREFIX: Final = "webook_test_fail_"
 
 # The step of source_first where the destination fails some of its writes.
 FAILING: Final = "source_first (failing copies)"
-# The switch to destination_first, writes paused.
-SWITCH: Final = "switch to destination_first (writes paused)"
+# The switch to destination_first through the barrier, the users writing on.
+SWITCH: Final = "switch to destination_first (through switching)"
 
 LIKE, UNLIKE, COLLECT, READ = "like", "unlike", "collect", "read"
 MIX: Final[Mapping[str, float]] = {READ: 0.35, LIKE: 0.3, UNLIKE: 0.15, COLLECT: 0.2}
@@ -564,22 +568,48 @@ class MigrationStack:
             assert result.status == 0, f"webookctl migrate {' '.join(argv)}: {result.err}"
         return result.json() if result.status == 0 else None
 
-    async def config_set(self, *assignments: str, why: str) -> Result:
-        """``webookctl config set interactive KEY=VALUE... --why`` as the config operator."""
+    def _config_env(self) -> dict[str, str]:
+        """webookctl's environment with the config operator's etcd credentials."""
         credentials = self.infra.credentials
         assert credentials is not None
         operator = credentials.config_operator
-        env = ctl_env(
+        return ctl_env(
             env=self.infra.mode,
             etcd_endpoints=self.infra.etcd_endpoints[0],
             etcd_username=operator.username,
             etcd_password=operator.password,
         )
+
+    async def config_set(self, *assignments: str, why: str) -> Result:
+        """``webookctl config set interactive KEY=VALUE... --why`` as the config operator."""
         result = await run_process(
-            "--json", "config", "set", SERVICE, *assignments, "--why", why, env=env
+            "--json", "config", "set", SERVICE, *assignments, "--why", why, env=self._config_env()
         )
         assert result.status == 0, f"webookctl config set: {result.err}"
         return result
+
+    async def switch_via_barrier(self, mode: str) -> dict[str, Any]:
+        """``webookctl migrate mode MODE --via-switching`` (the live setting, as the config
+        operator, and the admin API, as the operator) on every replica; its document."""
+        result = await run_process(
+            "--json",
+            "--timeout",
+            "30",
+            *self._tls_flags(),
+            "migrate",
+            "mode",
+            mode,
+            "--via-switching",
+            "--why",
+            f"migration test: {mode}",
+            "--address",
+            self.addresses,
+            env=self._config_env(),
+        )
+        assert result.status == 0, f"webookctl migrate mode --via-switching: {result.err}"
+        document: dict[str, Any] = result.json()
+        await self.wait_mode(mode)
+        return document
 
     async def statuses(self) -> dict[str, dict[str, Any]]:
         """Each answering replica's status, by address."""
@@ -757,6 +787,8 @@ class MigrationReport:
     killed: str = ""
     killed_after_fixed: int = 0
     restarted_mode: str = ""
+    switch: dict[str, Any] = field(default_factory=dict)
+    """What ``--via-switching`` reported (how long the drain and the switch took)."""
     fixed_total: int = 0
     auto_increment: dict[str, int] = field(default_factory=dict)
     final_differences: dict[str, int] = field(default_factory=dict)
@@ -780,6 +812,11 @@ class MigrationReport:
             + (f", error {v.error}" if v.error else "")
             for v in self.validations
         ]
+        if self.switch:
+            out.append(
+                f"switch to {self.switch['mode']} through {self.switch['via']}: drained in "
+                f"{self.switch['drained_s']}s, switched in {self.switch['switched_s']}s"
+            )
         out.append(f"killed {self.killed} after its fixer repaired {self.killed_after_fixed} rows")
         out.append(f"restarted in mode {self.restarted_mode}; rows fixed {self.fixed_total}")
         out.append(f"destination rows at the end: {self.destination_rows}")
@@ -969,21 +1006,17 @@ async def _migrate(
         await _repair_with_a_kill(rig, workload, report, plan)
         report.fixed_total = await _fixed_total(rig)
 
-    # The switch between the two "first" modes is made with the writes paused: the
-    # replicas apply the setting a moment apart, and a counter changed meanwhile by one
-    # replica on the source first and by another on the destination first loses one of the
-    # changes; a copy that landed out of order just before the switch would become the
-    # reference too (docs/migration-runbook.md, step 4).
+    # The switch between the two "first" modes, the users writing on: the replicas apply a
+    # setting a moment apart, and a counter changed meanwhile by one replica on the source
+    # first and by another on the destination first would lose one of the changes. Through
+    # the barrier, no unit of work of one mode overlaps one of the other
+    # (docs/migration-runbook.md, step 3).
     with _phase(report, workload, SWITCH):
-        await workload.stop()
-        # Read events still queued would change counters during the switch too.
-        await _reads_counted(rig.source, workload)
         await _validate_until_clean(rig, report, SWITCH, "source", plan.max_rounds)
         report.auto_increment = await raise_auto_increment(rig.source, rig.destination, 10_000)
-        await rig.switch("destination_first")
+        report.switch = await rig.switch_via_barrier("destination_first")
 
     with _phase(report, workload, "destination_first"):
-        workload.start()
         await _requests(workload, "destination_first", plan.requests_per_phase)
         await _validate_until_clean(
             rig, report, "destination_first", "destination", plan.max_rounds

@@ -2,10 +2,10 @@
 with the destination failing a tenth of its writes and the fixer killed mid-repair.
 
 Ten users like, unlike, collect and read three articles through the gateway the whole
-time (two interactive replicas behind it), but for a pause at the switch to
-``destination_first``, while the migration goes ``source_only`` →
-``source_first`` → full validations with the fixer → ``destination_first`` →
-``destination_only``, as docs/migration-runbook.md describes
+time (two interactive replicas behind it), the switch to ``destination_first`` included,
+while the migration goes ``source_only`` → ``source_first`` → full validations with the
+fixer → ``switching`` → ``destination_first`` → ``destination_only``, as
+docs/migration-runbook.md describes
 (:func:`tests.chaos.migration_rig.run_migration`). The source starts with 10,000 old rows
 the copy has to bring over. The checks:
 
@@ -14,10 +14,11 @@ the copy has to bring over. The checks:
   first full validation found at least the old rows;
 - the replica SIGKILLed mid-repair came back following the live mode setting;
 - every phase reached a full validation that found nothing; the switch to
-  ``destination_first`` is made with the users paused, after a clean validation (switching
-  under writes lost a like count's change: docs/migration-runbook.md, step 4); with the
-  writes stopped at the end, full validations from either side find nothing and the tables
-  are equal row for row;
+  ``destination_first`` is made under the users' writes, after a clean validation, through
+  the ``switching`` barrier (switching directly lost a like count's change: replicas apply
+  the mode a moment apart; docs/migration-runbook.md, step 3), and no request failed
+  meanwhile; with the writes stopped at the end, full validations from either side find
+  nothing and the tables are equal row for row;
 - the destination holds exactly the likes and collections the users were acknowledged
   (counts included), and at least every acknowledged read; after ``destination_only`` it
   still does and the source was not written.
@@ -70,3 +71,5 @@ async def test_interactive_tables_move_under_load(tmp_path: Path) -> None:
     assert report.state_problems == [], figures
     assert not report.source_written_after_switch, figures
     assert report.destination_rows >= report.seeded_rows, figures
+    assert report.switch["via"] == "switching", figures
+    assert {i["mode"] for i in report.switch["instances"]} == {"destination_first"}, figures

@@ -5,8 +5,8 @@ users, old rows and requests (:func:`tests.chaos.migration_rig.run_migration`).
 Four users like, unlike, collect and read two articles through the gateway while the
 migration goes ``source_only`` → ``source_first`` (a tenth of the destination's writes
 failing) → full validations with the fixer (the second replica SIGKILLed mid-repair and
-started again) → ``destination_first`` (switched with the users paused, after a clean
-validation) → ``destination_only``. No request fails, every
+started again) → ``destination_first`` (after a clean validation, through the
+``switching`` barrier, the users writing on) → ``destination_only``. No request fails, every
 phase reaches a clean full validation, both sides end equal, and the destination holds
 exactly what the users were acknowledged.
 """
@@ -46,3 +46,4 @@ async def test_interactive_tables_move_under_load(tmp_path: Path) -> None:
     assert report.tables_mismatch == {}, figures
     assert report.state_problems == [], figures
     assert not report.source_written_after_switch, figures
+    assert {i["mode"] for i in report.switch["instances"]} == {"destination_first"}, figures

@@ -29,6 +29,7 @@ from kit.grpcx.server import ServiceRunner
 from kit.migrator import (
     CheckpointStore,
     Direction,
+    DoubleWriter,
     MigratedTable,
     ModeHolder,
     Sides,
@@ -76,6 +77,7 @@ class MigrationStack:
     etcd: str
     prefix: str
     migration: str
+    sides: Sides
 
     def tls_flags(self, identity: str = OPERATOR) -> list[str]:
         cert, key = self.pki.files(identity)
@@ -153,7 +155,7 @@ async def migration_stack(
             await runner.start()
             runners.append(runner)
             instances.append(Hosting(runner, hosted, sink))
-        yield MigrationStack(instances, pki, etcd_endpoint, prefix, migration)
+        yield MigrationStack(instances, pki, etcd_endpoint, prefix, migration, sides)
     finally:
         for runner in runners:
             await runner.stop()
@@ -188,6 +190,7 @@ async def test_status_of_every_instance(migration_stack: MigrationStack) -> None
             "migration": stack.migration,
             "tables": ["migrator_notes"],
             "mode": "source_first",
+            "units_in_flight": 0,
             "validations": [],
             "fixer": {"running": False, "fixed": 0, "skipped": 0},
         }
@@ -196,7 +199,10 @@ async def test_status_of_every_instance(migration_stack: MigrationStack) -> None
     lines = text.out.splitlines()
     heads = [line for line in lines if line.startswith("instance ")]
     assert len(heads) == 2
-    assert all(f"migration {stack.migration}, mode source_first" in h for h in heads)
+    assert all(
+        f"migration {stack.migration}, mode source_first, 0 units of work in flight" in h
+        for h in heads
+    )
     assert all(any(a in h for a in addresses) for h in heads)
     assert lines.count("  no validation started here") == 2
     assert "disagree" not in text.out
@@ -217,6 +223,12 @@ async def test_mode_switches_every_instance_and_refuses_a_skipped_step(
     assert skipped.err.endswith("; --force makes a switch skipping a step\n")
     assert all(i.address in skipped.err for i in stack.instances)
     assert skipped.err.count("\n") == 1
+    assert stack.modes() == ["source_first", "source_first"]
+    # The other "first" mode: through the barrier.
+    direct = await stack.migrate("mode", "destination_first")
+    assert direct.status == 1
+    assert "MIGRATOR_MODE_REFUSED" in direct.err
+    assert direct.err.endswith("; between the two first modes under writes: --via-switching\n")
     assert stack.modes() == ["source_first", "source_first"]
 
     forced = await stack.migrate("mode", "destination_only", "--force", "--json")
@@ -263,6 +275,46 @@ async def test_mode_at_one_address_switches_that_instance_only(
     shown = await stack.migrate("status", "--address", both)
     assert shown.status == 0, shown.err
     assert "the instances disagree on the mode (source_first, source_only)" in shown.out
+
+
+@integration
+async def test_status_shows_the_barrier_and_its_drain(migration_stack: MigrationStack) -> None:
+    stack = migration_stack
+    await _registered(stack)
+    one, _ = stack.instances
+    writer = DoubleWriter(stack.sides, one.hosted.mode, [NOTES])
+    async with writer.unit_of_work():
+        switched = await stack.migrate("mode", "switching")
+        assert switched.status == 0, switched.err
+        busy = await stack.migrate("status")
+        assert busy.status == 0, busy.err
+        assert f"{one.address}: migration {stack.migration}" in busy.out
+        assert "mode switching, 1 units of work in flight" in busy.out
+        assert "every instance is switching: 1 units of work still in flight" in busy.out
+        document = (await stack.migrate("status", "--json")).json()
+        assert sorted(i["status"]["units_in_flight"] for i in document["instances"]) == [0, 1]
+    drained = await stack.migrate("status")
+    assert "every instance is switching: none has a unit of work in flight" in drained.out
+
+
+@integration
+async def test_via_switching_is_refused_unless_every_instance_is_on_the_way(
+    migration_stack: MigrationStack,
+) -> None:
+    stack = migration_stack
+    await _registered(stack)
+    one, _ = stack.instances
+    assert (await stack.migrate("mode", "source_only", "--address", one.address)).status == 0
+    refused = await stack.migrate(
+        "mode", "destination_first", "--via-switching", "--why", "test", "--env", "test"
+    )
+    assert (refused.status, refused.out) == (1, "")
+    assert refused.err.startswith(
+        f"webookctl: {SERVICE}: --via-switching to destination_first goes from source_first; "
+        "the instances are in source_first, source_only ("
+    )
+    assert refused.err.endswith("; nothing switched\n")
+    assert sorted(stack.modes()) == ["source_first", "source_only"]
 
 
 @integration
@@ -468,6 +520,18 @@ async def test_argparse_refuses_with_status_2(argv: list[str]) -> None:
             "--service: not a workload name: 'Interactive' (lower-case letters, digits, '-')",
         ),
         (["mode", "source_first", "--address", " , "], "--address: no HOST:PORT given"),
+        (
+            ["mode", "destination_only", "--via-switching", "--why", "x"],
+            "--via-switching goes to source_first or destination_first, not destination_only",
+        ),
+        (
+            ["mode", "destination_first", "--via-switching"],
+            "--via-switching writes the live mode setting: give --why",
+        ),
+        (
+            ["mode", "destination_first", "--via-switching", "--why", "x", "--force"],
+            "--via-switching and --force do not go together",
+        ),
     ],
 )
 async def test_usage_errors_exit_2_before_anything_is_sent(argv: list[str], message: str) -> None:
@@ -517,6 +581,7 @@ def test_status_document_names_kinds_and_sides() -> None:
         migration="likes",
         tables=["interactive", "user_like_biz"],
         mode="source_first",
+        units_in_flight=2,
         validations=[
             migrator_pb2.ValidationStatus(
                 kind=migrator_pb2.VALIDATION_KIND_INCREMENTAL,
@@ -534,6 +599,7 @@ def test_status_document_names_kinds_and_sides() -> None:
         "migration": "likes",
         "tables": ["interactive", "user_like_biz"],
         "mode": "source_first",
+        "units_in_flight": 2,
         "validations": [
             {
                 "kind": "incremental",

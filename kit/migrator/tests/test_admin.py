@@ -1,5 +1,6 @@
 """The admin API (``MigratorService``) over a real grpc.aio server, on two real databases and
-the session's broker: status, mode switches and their refusals, a full validation started
+the session's broker: status (units of work in flight included), mode switches and their
+refusals (the two "first" modes only through ``switching``), a full validation started
 through the API whose differences the in-process fixer repairs, an incremental validation
 that runs until stopped, and the errors' reasons."""
 
@@ -22,6 +23,7 @@ from kit.grpcx.server import ServiceRunner
 from kit.migrator import (
     DifferenceSink,
     Direction,
+    DoubleWriter,
     Fixer,
     KafkaDifferenceSink,
     MigratedTable,
@@ -248,6 +250,23 @@ async def test_modes_switch_one_step_at_a_time_and_errors_carry_their_reasons(pa
         assert (switched.previous, switched.mode) == ("source_only", "source_first")
         assert notes.mode.current().value == "source_first"
         assert other.mode.current().value == "source_only"  # another migration, untouched
+
+        # The other "first" mode only through the barrier, whose drain Status shows.
+        direct = await refused(set_mode("destination_first"))
+        assert (direct.kind, direct.reason) == ("FAILED_PRECONDITION", Reason.MODE_REFUSED)
+        assert "through switching" in direct.message
+        writer = DoubleWriter(pair.sides, notes.mode, [NOTES])
+        async with writer.unit_of_work() as uow:
+            answer = await stub.Status(migrator_pb2.StatusRequest(migration=notes.name))
+            assert (answer.mode, answer.units_in_flight) == ("source_first", 1)
+            await set_mode("switching")
+            answer = await stub.Status(migrator_pb2.StatusRequest(migration=notes.name))
+            assert (answer.mode, answer.units_in_flight) == ("switching", 1)
+            assert uow.mode.value == "source_first"
+        answer = await stub.Status(migrator_pb2.StatusRequest(migration=notes.name))
+        assert (answer.mode, answer.units_in_flight) == ("switching", 0)
+        back = await set_mode("source_first")
+        assert (back.previous, back.mode) == ("switching", "source_first")
 
         skipped = await refused(set_mode("destination_only"))
         assert (skipped.kind, skipped.reason, skipped.domain) == (

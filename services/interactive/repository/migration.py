@@ -143,10 +143,19 @@ class MigratingUnitOfWork(CachingUnitOfWork[CachedInteractiveRepository, CountsC
         return CachedInteractiveRepository(DoubleWriteDAO(self._opened()), self.cache)
 
     async def __aenter__(self) -> MigratingUnitOfWork:
+        # Waits at the migration's "switching" barrier, if it is up (kit.migrator.mode):
+        # past its bound, ModeSwitching (UNAVAILABLE) reaches the caller, who may retry.
         double = self._writer.unit_of_work()
         await double.__aenter__()
         self._double = double
-        await super().__aenter__()
+        try:
+            await super().__aenter__()
+        except BaseException as exc:
+            # Not entered: __aexit__ will not run, so the double write's session (and its
+            # place among the units in flight) is released here.
+            self._double = None
+            await double.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     async def __aexit__(self, _type: Any, exc: BaseException | None, tb: Any) -> None:

@@ -3,10 +3,11 @@ databases and the session's broker.
 
 The service's real layers (``InteractiveService`` over :class:`MigratingUnitOfWork`, the Redis
 counts cache) in each of the four modes; the mode switched back and forth while requests run,
-each request seeing one mode; and destination writes that failed, found by a full validation
-and repaired by the fixer until a validation finds nothing and both databases hold the same
-rows. The databases are made by the service's ``migrate`` command, which upgrades the
-destination too.
+each request seeing one mode; requests held at the ``switching`` barrier, run in the mode
+switched to, or failed UNAVAILABLE past their bound; and destination writes that failed,
+found by a full validation and repaired by the fixer until a validation finds nothing and
+both databases hold the same rows. The databases are made by the service's ``migrate``
+command, which upgrades the destination too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clients.tests.articles import FakeTargets
 from kit.config import Mode as ProcessMode
+from kit.errors import ErrorKind
 from kit.events import EventProducer
 from kit.events.tests.support import consumer_config, producer_config, unique
 from kit.migrator import (
@@ -40,6 +42,7 @@ from kit.migrator import (
     MigratedTable,
     Mode,
     ModeHolder,
+    ModeSwitching,
     Row,
     Sessions,
     Sides,
@@ -137,7 +140,7 @@ async def test_each_mode_writes_its_first_side_reads_it_and_copies_to_the_second
     holder = ModeHolder(unique("interactive-modes"))
     service = service_over(DoubleWriter(databases.sides, holder, TABLES), redis_client)
     sides = databases.sides
-    for step, mode in enumerate(Mode):
+    for step, mode in enumerate(m for m in Mode if m is not Mode.SWITCHING):
         holder.set(mode, force=True)
         biz_id, uid = 100 + step, 7
         assert await service.like(BIZ, biz_id, uid)
@@ -228,6 +231,34 @@ async def test_a_mode_switched_while_requests_run_is_read_once_per_request(
     # A copy may fail (a deadlock on the destination): it is left to the validator.
     retries = begun - requests
     assert copied_by - retries - len(failed) <= len(copied) <= copied_by
+
+
+async def test_requests_wait_at_the_barrier_and_run_in_the_mode_switched_to(
+    databases: Databases, redis_client: aioredis.Redis
+) -> None:
+    holder = ModeHolder(unique("interactive-barrier"), Mode.SOURCE_FIRST)
+    writer = DoubleWriter(databases.sides, holder, TABLES, switch_wait_s=WAIT_S)
+    service = service_over(writer, redis_client)
+    assert await service.like(BIZ, 2000, 1)
+    holder.set(Mode.SWITCHING)
+    held = [asyncio.create_task(service.like(BIZ, 2000, uid)) for uid in range(2, 6)]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in held)
+    assert holder.in_flight == 0  # waiting at the barrier is not in flight
+    holder.set(Mode.DESTINATION_FIRST)
+    assert all(await asyncio.wait_for(asyncio.gather(*held), WAIT_S))
+    assert holder.in_flight == 0
+    # The held likes were counted on the destination first, then copied: no change lost.
+    for side in (databases.sides.destination, databases.sides.source):
+        (row,) = [r for r in (await rows_of(side, TABLES[0])).values() if r["biz_id"] == 2000]
+        assert row["like_cnt"] == 5
+
+    holder.set(Mode.SWITCHING)
+    short = DoubleWriter(databases.sides, holder, TABLES, switch_wait_s=0.2)
+    with pytest.raises(ModeSwitching) as raised:
+        await service_over(short, redis_client).like(BIZ, 2000, 9)
+    assert raised.value.kind is ErrorKind.UNAVAILABLE  # the server maps it by kind
+    assert holder.in_flight == 0
 
 
 @pytest.fixture

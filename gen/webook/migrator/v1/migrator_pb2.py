@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!webook/migrator/v1/migrator.proto\x12\x12webook.migrator.v1\x1a#webook/contracts/v1/contracts.proto\"\xcd\x01\n\nDifference\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12&\n\x04\x62\x61se\x18\x03 \x01(\x0e\x32\x18.webook.migrator.v1.Side\x12\x30\n\x04kind\x18\x04 \x01(\x0e\x32\".webook.migrator.v1.DifferenceKind\x12\x34\n\x08\x66ound_by\x18\x05 \x01(\x0e\x32\".webook.migrator.v1.ValidationKind\x12\x13\n\x0b\x66ound_at_ms\x18\x06 \x01(\x03\"\xf1\x01\n\x10ValidationStatus\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".webook.migrator.v1.ValidationKind\x12&\n\x04\x62\x61se\x18\x02 \x01(\x0e\x32\x18.webook.migrator.v1.Side\x12\x0f\n\x07running\x18\x03 \x01(\x08\x12\x14\n\x0crows_checked\x18\x04 \x01(\x03\x12\x13\n\x0b\x64ifferences\x18\x05 \x01(\x03\x12\x12\n\ncheckpoint\x18\x06 \x01(\t\x12\x12\n\nstarted_ms\x18\x07 \x01(\x03\x12\x10\n\x08\x65nded_ms\x18\x08 \x01(\x03\x12\r\n\x05\x65rror\x18\t \x01(\t\">\n\x0b\x46ixerStatus\x12\x0f\n\x07running\x18\x01 \x01(\x08\x12\r\n\x05\x66ixed\x18\x02 \x01(\x03\x12\x0f\n\x07skipped\x18\x03 \x01(\x03\"\"\n\rStatusRequest\x12\x11\n\tmigration\x18\x01 \x01(\t\"\xac\x01\n\x0eStatusResponse\x12\x11\n\tmigration\x18\x01 \x01(\t\x12\x0e\n\x06tables\x18\x02 \x03(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x39\n\x0bvalidations\x18\x04 \x03(\x0b\x32$.webook.migrator.v1.ValidationStatus\x12.\n\x05\x66ixer\x18\x05 \x01(\x0b\x32\x1f.webook.migrator.v1.FixerStatus\"@\n\x0eSetModeRequest\x12\x11\n\tmigration\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"1\n\x0fSetModeResponse\x12\x10\n\x08previous\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\x85\x01\n\x16StartValidationRequest\x12\x11\n\tmigration\x18\x01 \x01(\t\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".webook.migrator.v1.ValidationKind\x12&\n\x04\x62\x61se\x18\x03 \x01(\x0e\x32\x18.webook.migrator.v1.Side\"\x19\n\x17StartValidationResponse\"\\\n\x15StopValidationRequest\x12\x11\n\tmigration\x18\x01 \x01(\t\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".webook.migrator.v1.ValidationKind\"\x18\n\x16StopValidationResponse*\xb8\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMIGRATOR_UNKNOWN_MIGRATION\x10\x01\x12\x19\n\x15MIGRATOR_MODE_REFUSED\x10\x02\x12\x1c\n\x18MIGRATOR_ALREADY_RUNNING\x10\x03\x12\x1d\n\x19MIGRATOR_INVALID_ARGUMENT\x10\x04\x1a\x13\xd2\xf3\x18\x0fmigrator.webook*l\n\x05Topic\x12\x15\n\x11TOPIC_UNSPECIFIED\x10\x00\x12L\n\x1aTOPIC_MIGRATION_DIFFERENCE\x10\x01\x1a,\xca\xf3\x18(\n\x1awebook.migrator.difference\x12\nDifference*C\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSIDE_SOURCE\x10\x01\x12\x14\n\x10SIDE_DESTINATION\x10\x02*\x88\x01\n\x0e\x44ifferenceKind\x12\x1f\n\x1b\x44IFFERENCE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44IFFERENCE_KIND_MISSING\x10\x01\x12\x1d\n\x19\x44IFFERENCE_KIND_DIFFERENT\x10\x02\x12\x19\n\x15\x44IFFERENCE_KIND_EXTRA\x10\x03*l\n\x0eValidationKind\x12\x1f\n\x1bVALIDATION_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14VALIDATION_KIND_FULL\x10\x01\x12\x1f\n\x1bVALIDATION_KIND_INCREMENTAL\x10\x02\x32\xcc\x03\n\x0fMigratorService\x12`\n\x06Status\x12!.webook.migrator.v1.StatusRequest\x1a\".webook.migrator.v1.StatusResponse\"\x0f\x90\x02\x01\xda\xf3\x18\x08operator\x12\x63\n\x07SetMode\x12\".webook.migrator.v1.SetModeRequest\x1a#.webook.migrator.v1.SetModeResponse\"\x0f\x90\x02\x02\xda\xf3\x18\x08operator\x12x\n\x0fStartValidation\x12*.webook.migrator.v1.StartValidationRequest\x1a+.webook.migrator.v1.StartValidationResponse\"\x0c\xda\xf3\x18\x08operator\x12x\n\x0eStopValidation\x12).webook.migrator.v1.StopValidationRequest\x1a*.webook.migrator.v1.StopValidationResponse\"\x0f\x90\x02\x02\xda\xf3\x18\x08operatorb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!webook/migrator/v1/migrator.proto\x12\x12webook.migrator.v1\x1a#webook/contracts/v1/contracts.proto\"\xcd\x01\n\nDifference\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12&\n\x04\x62\x61se\x18\x03 \x01(\x0e\x32\x18.webook.migrator.v1.Side\x12\x30\n\x04kind\x18\x04 \x01(\x0e\x32\".webook.migrator.v1.DifferenceKind\x12\x34\n\x08\x66ound_by\x18\x05 \x01(\x0e\x32\".webook.migrator.v1.ValidationKind\x12\x13\n\x0b\x66ound_at_ms\x18\x06 \x01(\x03\"\xf1\x01\n\x10ValidationStatus\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".webook.migrator.v1.ValidationKind\x12&\n\x04\x62\x61se\x18\x02 \x01(\x0e\x32\x18.webook.migrator.v1.Side\x12\x0f\n\x07running\x18\x03 \x01(\x08\x12\x14\n\x0crows_checked\x18\x04 \x01(\x03\x12\x13\n\x0b\x64ifferences\x18\x05 \x01(\x03\x12\x12\n\ncheckpoint\x18\x06 \x01(\t\x12\x12\n\nstarted_ms\x18\x07 \x01(\x03\x12\x10\n\x08\x65nded_ms\x18\x08 \x01(\x03\x12\r\n\x05\x65rror\x18\t \x01(\t\">\n\x0b\x46ixerStatus\x12\x0f\n\x07running\x18\x01 \x01(\x08\x12\r\n\x05\x66ixed\x18\x02 \x01(\x03\x12\x0f\n\x07skipped\x18\x03 \x01(\x03\"\"\n\rStatusRequest\x12\x11\n\tmigration\x18\x01 \x01(\t\"\xc5\x01\n\x0eStatusResponse\x12\x11\n\tmigration\x18\x01 \x01(\t\x12\x0e\n\x06tables\x18\x02 \x03(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x39\n\x0bvalidations\x18\x04 \x03(\x0b\x32$.webook.migrator.v1.ValidationStatus\x12.\n\x05\x66ixer\x18\x05 \x01(\x0b\x32\x1f.webook.migrator.v1.FixerStatus\x12\x17\n\x0funits_in_flight\x18\x06 \x01(\x03\"@\n\x0eSetModeRequest\x12\x11\n\tmigration\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"1\n\x0fSetModeResponse\x12\x10\n\x08previous\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\x85\x01\n\x16StartValidationRequest\x12\x11\n\tmigration\x18\x01 \x01(\t\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".webook.migrator.v1.ValidationKind\x12&\n\x04\x62\x61se\x18\x03 \x01(\x0e\x32\x18.webook.migrator.v1.Side\"\x19\n\x17StartValidationResponse\"\\\n\x15StopValidationRequest\x12\x11\n\tmigration\x18\x01 \x01(\t\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".webook.migrator.v1.ValidationKind\"\x18\n\x16StopValidationResponse*\xd5\x01\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMIGRATOR_UNKNOWN_MIGRATION\x10\x01\x12\x19\n\x15MIGRATOR_MODE_REFUSED\x10\x02\x12\x1c\n\x18MIGRATOR_ALREADY_RUNNING\x10\x03\x12\x1d\n\x19MIGRATOR_INVALID_ARGUMENT\x10\x04\x12\x1b\n\x17MIGRATOR_MODE_SWITCHING\x10\x05\x1a\x13\xd2\xf3\x18\x0fmigrator.webook*l\n\x05Topic\x12\x15\n\x11TOPIC_UNSPECIFIED\x10\x00\x12L\n\x1aTOPIC_MIGRATION_DIFFERENCE\x10\x01\x1a,\xca\xf3\x18(\n\x1awebook.migrator.difference\x12\nDifference*C\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSIDE_SOURCE\x10\x01\x12\x14\n\x10SIDE_DESTINATION\x10\x02*\x88\x01\n\x0e\x44ifferenceKind\x12\x1f\n\x1b\x44IFFERENCE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44IFFERENCE_KIND_MISSING\x10\x01\x12\x1d\n\x19\x44IFFERENCE_KIND_DIFFERENT\x10\x02\x12\x19\n\x15\x44IFFERENCE_KIND_EXTRA\x10\x03*l\n\x0eValidationKind\x12\x1f\n\x1bVALIDATION_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14VALIDATION_KIND_FULL\x10\x01\x12\x1f\n\x1bVALIDATION_KIND_INCREMENTAL\x10\x02\x32\xcc\x03\n\x0fMigratorService\x12`\n\x06Status\x12!.webook.migrator.v1.StatusRequest\x1a\".webook.migrator.v1.StatusResponse\"\x0f\x90\x02\x01\xda\xf3\x18\x08operator\x12\x63\n\x07SetMode\x12\".webook.migrator.v1.SetModeRequest\x1a#.webook.migrator.v1.SetModeResponse\"\x0f\x90\x02\x02\xda\xf3\x18\x08operator\x12x\n\x0fStartValidation\x12*.webook.migrator.v1.StartValidationRequest\x1a+.webook.migrator.v1.StartValidationResponse\"\x0c\xda\xf3\x18\x08operator\x12x\n\x0eStopValidation\x12).webook.migrator.v1.StopValidationRequest\x1a*.webook.migrator.v1.StopValidationResponse\"\x0f\x90\x02\x02\xda\xf3\x18\x08operatorb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,16 +44,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MIGRATORSERVICE'].methods_by_name['StartValidation']._serialized_options = b'\332\363\030\010operator'
   _globals['_MIGRATORSERVICE'].methods_by_name['StopValidation']._loaded_options = None
   _globals['_MIGRATORSERVICE'].methods_by_name['StopValidation']._serialized_options = b'\220\002\002\332\363\030\010operator'
-  _globals['_ERRORREASON']._serialized_start=1222
-  _globals['_ERRORREASON']._serialized_end=1406
-  _globals['_TOPIC']._serialized_start=1408
-  _globals['_TOPIC']._serialized_end=1516
-  _globals['_SIDE']._serialized_start=1518
-  _globals['_SIDE']._serialized_end=1585
-  _globals['_DIFFERENCEKIND']._serialized_start=1588
-  _globals['_DIFFERENCEKIND']._serialized_end=1724
-  _globals['_VALIDATIONKIND']._serialized_start=1726
-  _globals['_VALIDATIONKIND']._serialized_end=1834
+  _globals['_ERRORREASON']._serialized_start=1247
+  _globals['_ERRORREASON']._serialized_end=1460
+  _globals['_TOPIC']._serialized_start=1462
+  _globals['_TOPIC']._serialized_end=1570
+  _globals['_SIDE']._serialized_start=1572
+  _globals['_SIDE']._serialized_end=1639
+  _globals['_DIFFERENCEKIND']._serialized_start=1642
+  _globals['_DIFFERENCEKIND']._serialized_end=1778
+  _globals['_VALIDATIONKIND']._serialized_start=1780
+  _globals['_VALIDATIONKIND']._serialized_end=1888
   _globals['_DIFFERENCE']._serialized_start=95
   _globals['_DIFFERENCE']._serialized_end=300
   _globals['_VALIDATIONSTATUS']._serialized_start=303
@@ -63,19 +63,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_start=610
   _globals['_STATUSREQUEST']._serialized_end=644
   _globals['_STATUSRESPONSE']._serialized_start=647
-  _globals['_STATUSRESPONSE']._serialized_end=819
-  _globals['_SETMODEREQUEST']._serialized_start=821
-  _globals['_SETMODEREQUEST']._serialized_end=885
-  _globals['_SETMODERESPONSE']._serialized_start=887
-  _globals['_SETMODERESPONSE']._serialized_end=936
-  _globals['_STARTVALIDATIONREQUEST']._serialized_start=939
-  _globals['_STARTVALIDATIONREQUEST']._serialized_end=1072
-  _globals['_STARTVALIDATIONRESPONSE']._serialized_start=1074
-  _globals['_STARTVALIDATIONRESPONSE']._serialized_end=1099
-  _globals['_STOPVALIDATIONREQUEST']._serialized_start=1101
-  _globals['_STOPVALIDATIONREQUEST']._serialized_end=1193
-  _globals['_STOPVALIDATIONRESPONSE']._serialized_start=1195
-  _globals['_STOPVALIDATIONRESPONSE']._serialized_end=1219
-  _globals['_MIGRATORSERVICE']._serialized_start=1837
-  _globals['_MIGRATORSERVICE']._serialized_end=2297
+  _globals['_STATUSRESPONSE']._serialized_end=844
+  _globals['_SETMODEREQUEST']._serialized_start=846
+  _globals['_SETMODEREQUEST']._serialized_end=910
+  _globals['_SETMODERESPONSE']._serialized_start=912
+  _globals['_SETMODERESPONSE']._serialized_end=961
+  _globals['_STARTVALIDATIONREQUEST']._serialized_start=964
+  _globals['_STARTVALIDATIONREQUEST']._serialized_end=1097
+  _globals['_STARTVALIDATIONRESPONSE']._serialized_start=1099
+  _globals['_STARTVALIDATIONRESPONSE']._serialized_end=1124
+  _globals['_STOPVALIDATIONREQUEST']._serialized_start=1126
+  _globals['_STOPVALIDATIONREQUEST']._serialized_end=1218
+  _globals['_STOPVALIDATIONRESPONSE']._serialized_start=1220
+  _globals['_STOPVALIDATIONRESPONSE']._serialized_end=1244
+  _globals['_MIGRATORSERVICE']._serialized_start=1891
+  _globals['_MIGRATORSERVICE']._serialized_end=2351
 # @@protoc_insertion_point(module_scope)

@@ -34,12 +34,19 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     MIGRATOR_UNKNOWN_MIGRATION: _ErrorReason.ValueType  # 1
     """NOT_FOUND: the process hosts no migration of that name (or none at all)."""
     MIGRATOR_MODE_REFUSED: _ErrorReason.ValueType  # 2
-    """FAILED_PRECONDITION: the mode switch skips a step and was not forced."""
+    """FAILED_PRECONDITION: the mode switch skips a step (source_first <-> destination_first
+    goes through "switching") and was not forced.
+    """
     MIGRATOR_ALREADY_RUNNING: _ErrorReason.ValueType  # 3
     """FAILED_PRECONDITION: a validation of that kind already runs in this process."""
     MIGRATOR_INVALID_ARGUMENT: _ErrorReason.ValueType  # 4
     """INVALID_ARGUMENT: an unknown mode, kind or side, or no migration named where the process
     hosts several; metadata "field" names the field.
+    """
+    MIGRATOR_MODE_SWITCHING: _ErrorReason.ValueType  # 5
+    """UNAVAILABLE: a unit of work waited its bound (switch_wait_s) at the "switching" barrier
+    between the two "first" modes; retry. Raised by the double write, so it reaches the
+    callers of the service hosting the migration; metadata "migration" names it.
     """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
@@ -52,12 +59,19 @@ ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
 MIGRATOR_UNKNOWN_MIGRATION: ErrorReason.ValueType  # 1
 """NOT_FOUND: the process hosts no migration of that name (or none at all)."""
 MIGRATOR_MODE_REFUSED: ErrorReason.ValueType  # 2
-"""FAILED_PRECONDITION: the mode switch skips a step and was not forced."""
+"""FAILED_PRECONDITION: the mode switch skips a step (source_first <-> destination_first
+goes through "switching") and was not forced.
+"""
 MIGRATOR_ALREADY_RUNNING: ErrorReason.ValueType  # 3
 """FAILED_PRECONDITION: a validation of that kind already runs in this process."""
 MIGRATOR_INVALID_ARGUMENT: ErrorReason.ValueType  # 4
 """INVALID_ARGUMENT: an unknown mode, kind or side, or no migration named where the process
 hosts several; metadata "field" names the field.
+"""
+MIGRATOR_MODE_SWITCHING: ErrorReason.ValueType  # 5
+"""UNAVAILABLE: a unit of work waited its bound (switch_wait_s) at the "switching" barrier
+between the two "first" modes; retry. Raised by the double write, so it reaches the
+callers of the service hosting the migration; metadata "migration" names it.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
@@ -302,9 +316,15 @@ class StatusResponse(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     VALIDATIONS_FIELD_NUMBER: _builtins.int
     FIXER_FIELD_NUMBER: _builtins.int
+    UNITS_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     migration: _builtins.str
     mode: _builtins.str
-    """"source_only", "source_first", "destination_first" or "destination_only"."""
+    """"source_only", "source_first", "switching", "destination_first" or "destination_only"."""
+    units_in_flight: _builtins.int
+    """Double-write units of work of this process that began and have not ended (those
+    waiting at the "switching" barrier have not begun). The switch from "switching" to the
+    other "first" mode is safe once every replica reports "switching" with 0 here.
+    """
     @_builtins.property
     def tables(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -321,10 +341,11 @@ class StatusResponse(_message.Message):
         mode: _builtins.str = ...,
         validations: _abc.Iterable[Global___ValidationStatus] | None = ...,
         fixer: Global___FixerStatus | None = ...,
+        units_in_flight: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fixer", b"fixer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fixer", b"fixer", "migration", b"migration", "mode", b"mode", "tables", b"tables", "validations", b"validations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fixer", b"fixer", "migration", b"migration", "mode", b"mode", "tables", b"tables", "units_in_flight", b"units_in_flight", "validations", b"validations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -341,7 +362,9 @@ class SetModeRequest(_message.Message):
     mode: _builtins.str
     """One of the modes, as StatusResponse.mode spells them."""
     force: _builtins.bool
-    """Allow a switch that skips a step."""
+    """Allow a switch that skips a step (source_first <-> destination_first without
+    "switching" included).
+    """
     def __init__(
         self,
         *,
