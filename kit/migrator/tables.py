@@ -48,6 +48,7 @@ class MigratedTable:
     table: Table
     updated_at: str | None = None
     _key: tuple[Column[Any], ...] = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         key = tuple(self.table.primary_key.columns)
@@ -56,6 +57,9 @@ class MigratedTable:
         if self.updated_at is not None and self.updated_at not in self.table.c:
             raise ValueError(f"table {self.table.name!r} has no column {self.updated_at!r}")
         object.__setattr__(self, "_key", key)
+        # Computed once: iterating the table's columns builds a list each time, which cost
+        # the validator more per row than comparing it (docs/performance.md).
+        object.__setattr__(self, "_names", tuple(column.name for column in self.table.columns))
 
     @property
     def name(self) -> str:
@@ -121,7 +125,13 @@ class MigratedTable:
 
     def image(self, row: Mapping[Any, Any]) -> Row:
         """The row's image: every column of the table, by name."""
-        return {column.name: row[column.name] for column in self.table.columns}
+        return {name: row[name] for name in self._names}
+
+    def images(self, rows: Iterable[Sequence[Any]]) -> list[Row]:
+        """The images of rows selected as ``select(table)`` (values in the table's column
+        order), without building a mapping per row first."""
+        names = self._names
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 async def read_images(

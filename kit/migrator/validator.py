@@ -277,7 +277,8 @@ class _Throttle:
         self._config = config
         self._budget_waits = THROTTLED.labels(table, "budget")
         self._latency_waits = THROTTLED.labels(table, "latency")
-        self._next_at = 0.0
+        # None until the first batch: a new validator starts paced, with no second of credit.
+        self._next_at: float | None = None
         self._backoff = config.backoff_s
 
     async def before_batch(self) -> None:
@@ -292,8 +293,9 @@ class _Throttle:
         now = loop.time()
         rate = self._config.rows_per_second()
         if rate > 0:
-            self._next_at = max(self._next_at, now - 1.0) + rows / rate
-        budget_wait = max(0.0, self._next_at - now)
+            start = now if self._next_at is None else max(self._next_at, now - 1.0)
+            self._next_at = start + rows / rate
+        budget_wait = max(0.0, self._next_at - now) if self._next_at is not None else 0.0
         latency_wait = 0.0
         if base_latency_s > self._config.latency_threshold_s:
             latency_wait = self._backoff
@@ -400,6 +402,7 @@ class Validator:
         latency = loop.time() - started
         base_full = len(base_rows) == size
         upper = self._table.key_of(base_rows[-1]) if base_full else None
+        await asyncio.sleep(0)  # let the service's requests run between the batch's steps
         target_rows = await self._page(self._target, last, upper, size)
         if len(target_rows) == size:
             # The target has more rows than the base in the range: stop where the target's
@@ -428,8 +431,8 @@ class Validator:
         stmt = select(self._table.table).where(and_(true(), *conditions))
         stmt = stmt.order_by(*key).limit(limit)
         async with sessions() as session:
-            rows = (await session.execute(stmt)).mappings().all()
-        return [self._table.image(row) for row in rows]
+            rows = (await session.execute(stmt)).all()
+        return self._table.images(rows)
 
     # -- incremental ---------------------------------------------------------------------
 
@@ -517,7 +520,7 @@ class Validator:
             .limit(self._config.batch_size)
         )
         async with sessions() as session:
-            rows = [self._table.image(row) for row in (await session.execute(stmt)).mappings()]
+            rows = self._table.images((await session.execute(stmt)).all())
         if rows:
             last = rows[-1]
             cursor.position = (last[updated.name], self._table.key_of(last))
@@ -550,6 +553,7 @@ class Validator:
     async def _compare_and_publish(
         self, batch: _Batch, validation: Validation, report: ValidationReport
     ) -> int:
+        await asyncio.sleep(0)
         found = self._differences(batch.base, batch.target)
         if found and self._config.recheck_delay_s > 0:
             await asyncio.sleep(self._config.recheck_delay_s)
