@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Self
@@ -437,3 +437,23 @@ def redis_process(port: int, log_dir: Path, *, acl_file: Path | None = None) -> 
     if acl_file is not None:
         argv += ["--aclfile", str(acl_file), "--acl-pubsub-default", "resetchannels"]
     return ManagedProcess("redis", argv, log_dir / "redis.log", ready=lambda: port_in_use(port))
+
+
+@contextlib.contextmanager
+def private_broker(directory: Path) -> Iterator[str]:
+    """A broker of its own (tansu, memory storage) for a whole stack of services; yields its
+    bootstrap address.
+
+    A stack's consumer groups are new, so they read the real topics from the start: on the
+    session's broker they would also get what other tests published under the same names,
+    and a record from another world can collide with one of the stack's own (a paid reward
+    with the same reward id is then credited once, to the wrong author).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    broker = kafka_process(free_port(), directory)
+    broker.die_with_parent = True
+    broker.start()
+    try:
+        yield next(a for a in broker.argv if a.startswith("--listener-url=")).split("//", 1)[1]
+    finally:
+        broker.stop()

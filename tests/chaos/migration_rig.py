@@ -1,9 +1,8 @@
 """The interactive service's tables moved from one MariaDB database to another under a live
 workload: the stack, the workload, the operator's commands and the checks.
 
-Shared by ``tests/chaos/test_interactive_migration.py`` (``make chaos``: more users, more
-old rows, the whole migration) and ``tests/e2e/test_interactive_migration.py`` (the same
-steps, smaller). :func:`run_migration` walks the steps docs/migration-runbook.md describes
+Used by ``tests/chaos/test_interactive_migration.py`` (``make chaos``); its sizes are
+parameters. :func:`run_migration` walks the steps docs/migration-runbook.md describes
 and returns a :class:`MigrationReport` the tests assert on:
 
 1. ``source_only``: two fresh databases on the test MariaDB server, the service's schema on

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.infra import private_broker
 from tests.deploy import traffic
 from tests.deploy.stack import ObservedStack, observed_stack
 
@@ -16,11 +17,14 @@ from tests.deploy.stack import ObservedStack, observed_stack
 def driven_stack(
     tmp_path_factory: pytest.TempPathFactory,
     infra_dir: Path,
-    kafka_bootstrap: str,
 ) -> Iterator[ObservedStack]:
-    """The observed stack after :func:`tests.deploy.traffic.drive`, freshly scraped."""
+    """The observed stack after :func:`tests.deploy.traffic.drive`, freshly scraped; on a
+    broker of its own (``devstack.infra.private_broker``)."""
     work = tmp_path_factory.mktemp("observed-stack")
-    with observed_stack(work, infra_dir, kafka_bootstrap) as stack:
+    with (
+        private_broker(work / "broker") as kafka_bootstrap,
+        observed_stack(work, infra_dir, kafka_bootstrap) as stack,
+    ):
         traffic.drive(stack)
         stack.prometheus.wait_for_scrapes_after(time.time(), len(stack.live_targets()))
         yield stack

@@ -270,8 +270,19 @@ def _one_round(client: httpx.Client, stack: ObservedStack) -> Author:
 
 # A reward of 1999 fen: the author's share is 1800 (the platform keeps 10 %, rounded down).
 REWARD_FEN = 1999
-PAY_DEADLINE_S = 60.0
+# The account consumer may still be joining its group when the first reward is paid.
+PAY_DEADLINE_S = 180.0
 MS_PER_DAY = 86_400_000
+
+
+def _log_tails(stack: ObservedStack, *services: str, lines: int = 40) -> dict[str, list[str]]:
+    """The last ``lines`` lines of each of ``services``' first instance's log."""
+    tails = {}
+    for service in services:
+        path = stack.log_dir / f"{service}-0.log"
+        if path.exists():
+            tails[service] = path.read_text(errors="replace").splitlines()[-lines:]
+    return tails
 
 
 def _reward_and_pay(
@@ -301,7 +312,11 @@ def _reward_and_pay(
         balance = client.get("/account", headers=author).json()["data"]["balance"]
         if detail["data"] == "RewardStatusPayed" and balance == before + 1800:
             break
-        assert time.monotonic() < deadline, (detail, balance)
+        assert time.monotonic() < deadline, (
+            detail,
+            balance,
+            _log_tails(stack, "reward", "account"),
+        )
         time.sleep(0.2)
     token = int(time.time())
     (payment,) = stack.grpc_addresses["payment"][:1]

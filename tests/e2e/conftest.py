@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from devstack.credentials import SecureEtcd, acl_redis, secure_etcd
-from devstack.infra import ManagedProcess, free_port, stop_all
+from devstack.infra import ManagedProcess, free_port, private_broker, stop_all
 from devstack.suite import (
     PAY_CALLBACK_PATH,
     Infra,
@@ -85,12 +85,19 @@ def e2e_redis(tmp_path_factory: pytest.TempPathFactory, e2e_etcd: SecureEtcd) ->
 
 
 @pytest.fixture(scope="session")
+def e2e_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stack's own broker (``devstack.infra.private_broker``): no other test's records."""
+    with private_broker(tmp_path_factory.mktemp("e2e-broker")) as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
     infra_dir: Path,
     e2e_etcd: SecureEtcd,
     e2e_redis: str,
-    kafka_bootstrap: str,
+    e2e_kafka: str,
 ) -> Iterator[RunningStack]:
     """Every service that exists, the WeChat emulator and the gateway, once per e2e session."""
     data_dir = tmp_path_factory.mktemp("e2e-data")
@@ -100,7 +107,7 @@ def stack(
     infra = Infra(
         redis_url=e2e_redis,
         etcd_endpoints=[e2e_etcd.endpoint],
-        kafka_bootstrap=kafka_bootstrap,
+        kafka_bootstrap=e2e_kafka,
         database_url=f"sqlite+aiosqlite:///{data_dir}",
         mode="test",
         extra_env={
