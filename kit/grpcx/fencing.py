@@ -12,6 +12,7 @@ refusal with :func:`is_stale_token_refusal` and records the run as fenced rather
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import grpc
@@ -67,6 +68,33 @@ def fencing_token(context: grpc.aio.ServicerContext[Any, Any]) -> int | None:
             f"{FENCING_TOKEN_METADATA} must be between 1 and {2**63 - 1}, got {token}"
         )
     return token
+
+
+def call_token(
+    context: grpc.aio.ServicerContext[Any, Any],
+    field_value: int,
+    refuse: Callable[[str, str], Exception],
+) -> int:
+    """The fencing token of a job call: the metadata (what the scheduler's ``grpc`` executor
+    sends) or the request's ``fencing_token`` field (``field_value``); both may be set only
+    to the same value. 0 when neither is (the callee refuses it).
+
+    ``refuse(message, field)``: the service's own invalid-argument error for a malformed
+    metadata value or a disagreement, raised here.
+    """
+    try:
+        sent = fencing_token(context)
+    except MalformedFencingToken as exc:
+        raise refuse(str(exc), FENCING_TOKEN_METADATA) from exc
+    if sent is None:
+        return field_value
+    if field_value and field_value != sent:
+        raise refuse(
+            f"fencing_token {field_value} differs from the {FENCING_TOKEN_METADATA} "
+            f"metadata {sent}: send one, or the same in both",
+            "fencing_token",
+        )
+    return sent
 
 
 def job_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from kit.grpcx.fencing import FENCING_TOKEN_METADATA, MalformedFencingToken, fencing_token
+from kit.grpcx.fencing import call_token
 from services.account.domain import Activity, ActivityType
 from services.account.errors import AccountInvalidArgument, Reason
 from services.account.service import AccountService
@@ -42,22 +42,13 @@ def run_token(request: account_pb2.RunReconciliationRequest, context: Context) -
     """The fencing token of a ``RunReconciliation`` call: the ``webook-fencing-token``
     metadata or the request's ``fencing_token``; both may be set only to the same value.
     0 when neither is (the service refuses it)."""
-    try:
-        sent = fencing_token(context)
-    except MalformedFencingToken as exc:
-        raise AccountInvalidArgument(
-            Reason.INVALID_FENCING_TOKEN, str(exc), metadata={"field": FENCING_TOKEN_METADATA}
-        ) from exc
-    if sent is None:
-        return request.fencing_token
-    if request.fencing_token and request.fencing_token != sent:
-        raise AccountInvalidArgument(
-            Reason.INVALID_FENCING_TOKEN,
-            f"fencing_token {request.fencing_token} differs from the {FENCING_TOKEN_METADATA} "
-            f"metadata {sent}: send one, or the same in both",
-            metadata={"field": "fencing_token"},
+
+    def refuse(message: str, field: str) -> Exception:
+        return AccountInvalidArgument(
+            Reason.INVALID_FENCING_TOKEN, message, metadata={"field": field}
         )
-    return sent
+
+    return call_token(context, request.fencing_token, refuse)
 
 
 class AccountServicer(account_pb2_grpc.AccountServiceServicer):

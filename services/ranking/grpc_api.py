@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from kit.grpcx.fencing import FENCING_TOKEN_METADATA, MalformedFencingToken, fencing_token
+from kit.grpcx.fencing import call_token
 from services.ranking.domain import RankedArticle, make_page
 from services.ranking.errors import RankingInvalidArgument, Reason
 from services.ranking.job import RankingJob
@@ -42,22 +42,13 @@ def run_token(request: ranking_pb2.RunRankingRequest, context: Context) -> int:
     """The fencing token of a ``RunRanking`` call: the ``webook-fencing-token`` metadata (the
     scheduler's ``grpc`` executor sends it) or the request's ``fencing_token``; both may be
     set only to the same value. 0 when neither is (the job refuses it)."""
-    try:
-        sent = fencing_token(context)
-    except MalformedFencingToken as exc:
-        raise RankingInvalidArgument(
-            Reason.INVALID_FENCING_TOKEN, str(exc), metadata={"field": FENCING_TOKEN_METADATA}
-        ) from exc
-    if sent is None:
-        return request.fencing_token
-    if request.fencing_token and request.fencing_token != sent:
-        raise RankingInvalidArgument(
-            Reason.INVALID_FENCING_TOKEN,
-            f"fencing_token {request.fencing_token} differs from the {FENCING_TOKEN_METADATA} "
-            f"metadata {sent}: send one, or the same in both",
-            metadata={"field": "fencing_token"},
+
+    def refuse(message: str, field: str) -> Exception:
+        return RankingInvalidArgument(
+            Reason.INVALID_FENCING_TOKEN, message, metadata={"field": field}
         )
-    return sent
+
+    return call_token(context, request.fencing_token, refuse)
 
 
 class RankingServicer(ranking_pb2_grpc.RankingServiceServicer):

@@ -14,6 +14,7 @@ from kit.grpcx.fencing import (
     FENCING_TOKEN_METADATA,
     JOB_METADATA,
     MalformedFencingToken,
+    call_token,
     fencing_metadata,
     fencing_token,
     is_stale_token_refusal,
@@ -87,3 +88,27 @@ def test_a_stale_token_refusal_is_failed_precondition_with_the_reason_suffix() -
         rpc_error(grpc.StatusCode.UNAVAILABLE, rich_status_metadata(odd))
     )
     assert not is_stale_token_refusal(rpc_error(grpc.StatusCode.FAILED_PRECONDITION))
+
+
+class Refused(Exception):
+    """What ``call_token``'s ``refuse`` makes in these tests: the message and the field."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def test_a_call_token_comes_from_the_metadata_or_the_field_and_both_must_agree() -> None:
+    in_metadata: Any = Context((FENCING_TOKEN_METADATA, "7"))
+    neither: Any = Context()
+    assert call_token(in_metadata, 0, Refused) == 7
+    assert call_token(in_metadata, 7, Refused) == 7
+    assert call_token(neither, 5, Refused) == 5
+    assert call_token(neither, 0, Refused) == 0
+    with pytest.raises(Refused, match="differs") as differs:
+        call_token(in_metadata, 8, Refused)
+    assert differs.value.field == "fencing_token"
+    malformed: Any = Context((FENCING_TOKEN_METADATA, "seven"))
+    with pytest.raises(Refused) as bad:
+        call_token(malformed, 0, Refused)
+    assert bad.value.field == FENCING_TOKEN_METADATA
