@@ -17,8 +17,10 @@ jobs table; each has its own ``instance`` id. Each tick an instance:
    ``renew_every_s`` (conditional on ``version = token AND holder = me``). A refused
    renewal means another instance took the job: the run is cancelled and recorded
    ``fenced``, as is a run whose executor (or remote callee) refused its token. If the
-   database cannot be reached to renew, the run is cancelled once the lease has expired by
-   this instance's clock.
+   database cannot be reached to renew (or a renewal is still pending), the run is
+   cancelled once the lease has expired by this instance's clock. A lease counts from
+   before its take was sent; one that a slow take nearly used up is renewed before the
+   executor starts (:meth:`Scheduler._confirm_lease`).
 3. **releases** the job (conditional on the token too) with ``next_run_ms`` the first cron
    time after *now*. Missed runs policy: a job that was due several times while every
    scheduler was down runs **once**, then resumes at its next future time (no catch-up
@@ -54,6 +56,10 @@ from services.scheduler.service import Clock, UnitOfWork, in_transaction, wall_c
 
 logger = logging.getLogger(__name__)
 FIRST: Final = asyncio.FIRST_COMPLETED
+# Renewals tried before a run whose lease wore down during its take (see _confirm_lease).
+CONFIRM_ATTEMPTS: Final = 3
+# How often a pending renewal's wait looks at the clock again.
+RENEWAL_WATCH_S: Final = 0.1
 
 RUNS: Final = Counter(
     "webook_scheduler_runs_total", "Job runs finished by this instance, by outcome.", ["outcome"]
@@ -190,6 +196,7 @@ class Scheduler:
         self.instance = instance
         self._clock = clock
         self.options = options or SchedulerOptions()
+        self._pending_renewals: set[asyncio.Future[int | None]] = set()
 
     # Leases ---------------------------------------------------------------------------
 
@@ -201,10 +208,15 @@ class Scheduler:
         # Instances read the same most-overdue candidates: each tries them in its own order,
         # so that they mostly race for different rows instead of all for the first.
         random.shuffle(candidates)
-        lease_until = now + self.options.lease_ms
         for job in candidates:
+            # Read again for each candidate: a take that waited on a locked row took time
+            # that must not come off the next one's lease.
+            now = self._clock()
+            lease_until = now + self.options.lease_ms
 
-            async def take_it(uow: UnitOfWork, job: Job = job) -> bool:
+            async def take_it(
+                uow: UnitOfWork, job: Job = job, now: int = now, lease_until: int = lease_until
+            ) -> bool:
                 return await uow.jobs.take(
                     job.id,
                     version=job.version,
@@ -309,12 +321,83 @@ class Scheduler:
             raise ValueError(f"executor kind {kind!r} is not supported by this instance")
         return remote
 
+    async def _confirm_lease(self, lease: Lease, state: _RunState) -> bool:
+        """Whether the run may start: at least ``lease_ms`` less one renewal interval left.
+
+        A lease counts from the clock read before its take was sent, so a take (or execution
+        record) that waited on the database used part of it up, all of it after a long
+        enough wait: other instances may then take the job over while this run has only
+        begun. Such a lease is renewed first (a few times at most); ``False`` when it could
+        not be (``state.lost`` says whether another instance holds the job now).
+        """
+        floor_ms = self.options.lease_ms - self.options.renew_every_s * 1000
+        for _ in range(CONFIRM_ATTEMPTS):
+            if state.lease_until_ms - self._clock() >= floor_ms:
+                return True
+            try:
+                until = await self.renew(lease)
+            except Exception as exc:
+                logger.warning(
+                    "could not renew a lease worn down before the run started",
+                    extra={"job": lease.job.name, "token": lease.token, "error": repr(exc)},
+                )
+                return False
+            if until is None:
+                state.lost = True
+                return False
+            state.lease_until_ms = until
+        confirmed = state.lease_until_ms - self._clock() >= floor_ms
+        if not confirmed:
+            logger.warning(
+                "lease renewals too slow to start a run",
+                extra={"job": lease.job.name, "token": lease.token, "instance": lease.holder},
+            )
+        return confirmed
+
+    async def _renew_within_lease(self, lease: Lease, state: _RunState) -> int | None:
+        """:meth:`renew`, waited for no longer than the lease lasts.
+
+        A renewal still pending (the database stalled) when the lease ends counts as
+        refused: from then on another instance may take the job over, so the run must not
+        go on. The pending statement is left to finish on its own (cancelling it mid-flight
+        would cost its connection); it can only extend a lease this run no longer uses.
+        """
+        renewal = asyncio.ensure_future(self.renew(lease))
+        try:
+            # In slices, so that the lease's end follows the instance's clock.
+            while (remaining_ms := state.lease_until_ms - self._clock()) > 0:
+                done, _ = await asyncio.wait(
+                    {renewal}, timeout=min(remaining_ms / 1000, RENEWAL_WATCH_S)
+                )
+                if done:
+                    return renewal.result()
+        except asyncio.CancelledError:
+            renewal.cancel()
+            raise
+        if renewal.done():
+            return renewal.result()
+        self._pending_renewals.add(renewal)
+        renewal.add_done_callback(self._renewal_settled)
+        logger.error(
+            "lease expired while its renewal was pending; stopping the run",
+            extra={"job": lease.job.name, "token": lease.token, "instance": lease.holder},
+        )
+        return None
+
+    def _renewal_settled(self, renewal: asyncio.Future[int | None]) -> None:
+        self._pending_renewals.discard(renewal)
+        if not renewal.cancelled() and renewal.exception() is not None:
+            logger.info(
+                "a renewal abandoned at its lease's end failed",
+                extra={"error": repr(renewal.exception())},
+            )
+
     async def _keep_lease(self, lease: Lease, state: _RunState, work: asyncio.Task[None]) -> None:
         """Renew until cancelled; cancel ``work`` once the lease is lost."""
         while True:
             await asyncio.sleep(self.options.renew_every_s)
             try:
-                until = await self.renew(lease)
+                until = await self._renew_within_lease(lease, state)
             except Exception as exc:
                 if self._clock() < state.lease_until_ms:
                     logger.warning(
@@ -401,14 +484,25 @@ class Scheduler:
         JOBS_RUNNING.inc()
         loop = asyncio.get_running_loop()
         began = loop.time()
+        next_run_ms: int | None = None
         try:
             execution_id = await self._start_record(lease, started)
-            try:
-                work = asyncio.create_task(self._executor(lease)(context))
-            except (SchedulerError, ValueError) as exc:
-                outcome, error = Outcome.FAILED, str(exc)
+            if not await self._confirm_lease(lease, state):
+                # Nothing ran: the job stays due (another instance, or this one at its next
+                # tick, takes it with a lease of its own).
+                next_run_ms = job.next_run_ms
+                outcome, error = (
+                    (Outcome.FENCED, "lease lost before the run started")
+                    if state.lost
+                    else (Outcome.FAILED, "the lease could not be confirmed before the run")
+                )
             else:
-                outcome, error = await self._supervise(lease, state, work)
+                try:
+                    work = asyncio.create_task(self._executor(lease)(context))
+                except (SchedulerError, ValueError) as exc:
+                    outcome, error = Outcome.FAILED, str(exc)
+                else:
+                    outcome, error = await self._supervise(lease, state, work)
         except asyncio.CancelledError:
             await self._interrupted(lease, state, execution_id)
             raise
@@ -419,7 +513,10 @@ class Scheduler:
         # job is free at once rather than when the lease expires); a stale token is refused.
         if not state.lost:
             try:
-                released = await self.release(lease, next_run_ms=self.next_run_ms(lease))
+                released = await self.release(
+                    lease,
+                    next_run_ms=self.next_run_ms(lease) if next_run_ms is None else next_run_ms,
+                )
             except Exception as exc:
                 logger.error(
                     "could not release a job; its lease will expire",

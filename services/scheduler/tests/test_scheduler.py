@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.scheduler.cron import parse
-from services.scheduler.domain import ExecutorKind, Job, Outcome
+from services.scheduler.domain import ExecutorKind, Job, Lease, Outcome
 from services.scheduler.executors import ExecutorRegistry, FencedStore, RunContext, StaleToken
 from services.scheduler.scheduler import Scheduler, SchedulerOptions
 from services.scheduler.service import JobService
@@ -212,18 +212,33 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 async def test_a_late_write_with_a_stale_token_fences_the_run(harness: Harness) -> None:
-    await harness.job("export")
-    a, b = harness.scheduler("a"), harness.scheduler("b")
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def gated(ctx: RunContext) -> None:
+        if ctx.instance == "a":
+            started.set()
+            await gate.wait()
+        harness.store.write(ctx.job_name, ctx.token, ctx.instance)
+
+    harness.registry.register("gated", gated)
+    await harness.job("export", function="gated")
+    # a's first renewal comes long after this test is over: nothing but the write's own
+    # fencing check can stop it
+    a = harness.scheduler("a", SchedulerOptions(lease_ms=LEASE_MS, renew_every_s=4.0))
+    b = harness.scheduler("b")
     fenced = metric("webook_scheduler_fencing_rejections_total", {"stage": "executor"})
     stale = await a.take()
     assert stale is not None
+    run_a = asyncio.create_task(a.run(stale))
+    await asyncio.wait_for(started.wait(), WAIT_S)
     harness.clock.advance(LEASE_MS + 1)
     fresh = await b.take()
     assert fresh is not None
     assert (await b.run(fresh)).outcome is Outcome.OK
 
-    # a was paused before it started its executor; it now runs and writes late
-    report = await a.run(stale)
+    # a was paused inside its executor, after the run started; it now writes late
+    gate.set()
+    report = await asyncio.wait_for(run_a, WAIT_S)
     assert report.outcome is Outcome.FENCED
     assert "StaleToken" in report.error
     assert metric("webook_scheduler_fencing_rejections_total", {"stage": "executor"}) == fenced + 1
@@ -234,6 +249,115 @@ async def test_a_late_write_with_a_stale_token_fences_the_run(harness: Harness) 
     job = await harness.service.get("export")
     assert job.holder is None
     assert job.next_run_ms > harness.clock()
+
+
+async def test_a_run_taken_over_before_it_started_does_not_run(harness: Harness) -> None:
+    await harness.job("export")
+    a, b = harness.scheduler("a"), harness.scheduler("b")
+    stale = await a.take()
+    assert stale is not None
+    # a's take waited on the database past its lease (the lease counts from before the take
+    # was sent): b took the job over meanwhile
+    harness.clock.advance(LEASE_MS + 1)
+    fresh = await b.take()
+    assert fresh is not None
+    assert (await b.run(fresh)).outcome is Outcome.OK
+
+    report = await a.run(stale)
+    assert report.outcome is Outcome.FENCED
+    assert report.error == "lease lost before the run started"
+    # the executor never ran: only b's write
+    assert [(w.token, w.value) for w in harness.store.writes("export")] == [(fresh.token, "b")]
+    job = await harness.service.get("export")
+    assert job.holder is None
+    assert job.next_run_ms > harness.clock()
+
+
+async def test_a_lease_worn_down_by_a_slow_take_is_renewed_before_the_run(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.job("export")
+    a = harness.scheduler("a")
+    lease = await a.take()
+    assert lease is not None
+    renewed_at: list[int] = []
+    renew = a.renew
+
+    async def spy(lease: Lease) -> int | None:
+        renewed_at.append(harness.clock())
+        return await renew(lease)
+
+    monkeypatch.setattr(a, "renew", spy)
+    # the take's round trip took most of the lease; nobody took the job over
+    harness.clock.advance(LEASE_MS - 10)
+    report = await a.run(lease)
+    assert report.outcome is Outcome.OK
+    assert renewed_at[0] == harness.clock()
+    assert [(w.token, w.value) for w in harness.store.writes("export")] == [(lease.token, "a")]
+
+
+async def test_a_run_that_cannot_confirm_its_lease_leaves_the_job_due(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await harness.job("export")
+    a = harness.scheduler("a")
+    lease = await a.take()
+    assert lease is not None
+    harness.clock.advance(LEASE_MS - 10)
+
+    async def unreachable(lease: object) -> int | None:
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(a, "renew", unreachable)
+    report = await a.run(lease)
+    assert report.outcome is Outcome.FAILED
+    assert "could not be confirmed" in report.error
+    assert harness.store.writes("export") == []
+    # handed back unchanged: due at once, not skipped to its next cron time
+    after = await harness.service.get("export")
+    assert after.holder is None
+    assert after.next_run_ms == job.next_run_ms
+
+
+async def test_a_renewal_still_pending_at_the_lease_end_stops_the_run(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, renewal_sent = asyncio.Event(), asyncio.Event()
+    release_renewal, renewal_done = asyncio.Event(), asyncio.Event()
+
+    async def hang(ctx: RunContext) -> None:
+        started.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    harness.registry.register("hang", hang)
+    await harness.job("stalled", function="hang")
+    a = harness.scheduler("a")
+    lease = await a.take()
+    assert lease is not None
+    renew = a.renew
+
+    async def stalled(lease: Lease) -> int | None:
+        # the database answers only once the test says so, long after the lease ended
+        renewal_sent.set()
+        await release_renewal.wait()
+        try:
+            return await renew(lease)
+        finally:
+            renewal_done.set()
+
+    monkeypatch.setattr(a, "renew", stalled)
+    run = asyncio.create_task(a.run(lease))
+    await asyncio.wait_for(started.wait(), WAIT_S)
+    await asyncio.wait_for(renewal_sent.wait(), WAIT_S)
+    assert not run.done()
+    # the lease ends by a's clock while its renewal is still waiting on the database
+    harness.clock.now_ms = lease.lease_until_ms
+    report = await asyncio.wait_for(run, WAIT_S)
+    assert report.outcome is Outcome.FENCED
+    assert report.error == "lease lost: renewal refused or expired"
+    # the abandoned renewal was left to finish on its own
+    release_renewal.set()
+    await asyncio.wait_for(renewal_done.wait(), WAIT_S)
 
 
 async def test_missed_runs_run_once_then_the_next_future_time(harness: Harness) -> None:
