@@ -14,6 +14,10 @@ hundred runs) and ``services/scheduler/tests/test_processes_faults.py`` (one SIG
 - :class:`SchedulerDatabase`: the test's view of the jobs and executions tables.
 - :func:`seize_holder`: signal the instance holding a job (SIGKILL or SIGSTOP) and return
   the :class:`Fault` (its token and the end of its last renewed lease).
+- :class:`StallMonitor`: the environment's own stalls, measured by a probe thread (a write
+  round trip to the database, and its own sleep); bounds on time are extended by the stalled
+  time they contain, since a scheduler can only be as timely as its database.
+- :func:`stall_database`: the database stalls every write for a while (a global read lock).
 - :func:`analyse`: the figures and the violations the tests assert on.
 
 Times are wall-clock epoch milliseconds everywhere (the schedulers' leases use the same
@@ -278,6 +282,119 @@ class FencingServer:
             return sum(1 for a in self._attempts if a.end_ms is None)
 
 
+# Stalls of the environment ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """A time the environment did not answer: ``database`` (a write round trip took over
+    :data:`STALL_MS`) or ``process`` (the test process's probe thread overslept as long)."""
+
+    kind: str
+    start_ms: float
+    end_ms: float
+
+    @property
+    def ms(self) -> float:
+        """How long it lasted."""
+        return self.end_ms - self.start_ms
+
+
+# A write round trip on an idle machine takes a few ms, under load tens of ms.
+STALL_MS: Final = 300.0
+PROBE_EVERY_S: Final = 0.05
+
+
+class StallMonitor:
+    """Measures the environment's stalls while the schedulers run, from a thread of its own.
+
+    Every :data:`PROBE_EVERY_S` the thread commits a one-row ``UPDATE`` on the test's
+    database (the path a take, renewal or release takes: row lock, redo log, commit) and
+    notes a round trip over :data:`STALL_MS` as a ``database`` stall; a sleep that overran
+    by as much is a ``process`` stall of the test process, where the fencing server runs.
+    A scheduler cannot take, renew or release faster than its database answers, so the
+    analysis extends its bounds on gaps and takeovers by the stalled time they contain;
+    nothing excuses an overlap or an out-of-order token except a stall of the fencing
+    server's own process.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self._lock = threading.Lock()
+        self._stalls: list[Stall] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="stall-monitor", daemon=True)
+
+    def start(self) -> None:
+        """Start probing; return once the first probe answered."""
+        self._thread.start()
+        if not self._ready.wait(WAIT_S) or self._error is not None:
+            raise RuntimeError(f"the stall monitor did not start: {self._error!r}")
+
+    def stop(self) -> None:
+        """Stop probing."""
+        self._stop.set()
+        self._thread.join(timeout=WAIT_S)
+
+    def stalls(self) -> list[Stall]:
+        """The stalls seen so far, in start order."""
+        with self._lock:
+            return sorted(self._stalls, key=lambda st: st.start_ms)
+
+    def _note(self, kind: str, start_ms: float, end_ms: float) -> None:
+        with self._lock:
+            self._stalls.append(Stall(kind, start_ms, end_ms))
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._probe())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    async def _probe(self) -> None:
+        engine = create_engine(self._database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("CREATE TABLE stall_probe (id INT PRIMARY KEY, n BIGINT NOT NULL)")
+                )
+                await conn.execute(text("INSERT INTO stall_probe VALUES (1, 0)"))
+            self._ready.set()
+            bump = text("UPDATE stall_probe SET n = n + 1 WHERE id = 1")
+            while not self._stop.is_set():
+                sent = now_ms()
+                async with engine.begin() as conn:
+                    await conn.execute(bump)
+                answered = now_ms()
+                if answered - sent > STALL_MS:
+                    self._note("database", sent, answered)
+                await asyncio.sleep(PROBE_EVERY_S)
+                woke = now_ms()
+                if woke - answered - PROBE_EVERY_S * 1000 > STALL_MS:
+                    self._note("process", answered, woke)
+        finally:
+            await engine.dispose()
+
+
+def stalled_ms(stalls: Iterable[Stall], start_ms: float, end_ms: float) -> float:
+    """How much of ``[start_ms, end_ms]`` the stalls cover (overlapping stalls once)."""
+    spans = sorted(
+        (max(st.start_ms, start_ms), min(st.end_ms, end_ms))
+        for st in stalls
+        if st.end_ms > start_ms and st.start_ms < end_ms
+    )
+    total, reach = 0.0, start_ms
+    for begin, end in spans:
+        begin = max(begin, reach)
+        if end > begin:
+            total += end - begin
+            reach = end
+    return total
+
+
 # The database -----------------------------------------------------------------------------
 
 
@@ -301,6 +418,7 @@ class SchedulerDatabase:
     """The jobs and executions tables, read and written as the test needs."""
 
     def __init__(self, database_url: str) -> None:
+        self.url = database_url
         self._engine = create_engine(database_url)
         self._sessions = session_factory(self._engine)
         self.jobs = JobService(self._units, ExecutorRegistry())
@@ -539,6 +657,7 @@ class Rig:
     database: SchedulerDatabase
     cluster: SchedulerCluster
     jobs: list[str]
+    monitor: StallMonitor
 
 
 @contextlib.asynccontextmanager
@@ -553,16 +672,19 @@ async def running_rig(
         await migrate(url, log_dir)
         server = FencingServer(timing.work_s)
         server.start()
+        monitor = StallMonitor(url)
         database = SchedulerDatabase(url)
         cluster = SchedulerCluster(url, log_dir, timing)
         try:
+            await asyncio.to_thread(monitor.start)
             await cluster.start(instances)
             names = [f"job-{n}" for n in range(1, jobs + 1)]
             for name in names:
                 await database.add_http_job(name, server.url, timing.every_ms)
-            yield Rig(timing, server, database, cluster, names)
+            yield Rig(timing, server, database, cluster, names, monitor)
         finally:
             await asyncio.to_thread(cluster.close)
+            await asyncio.to_thread(monitor.stop)
             server.stop()
             await database.close()
 
@@ -671,6 +793,32 @@ async def _undo(rig: Rig, victim: Instance) -> None:
         await rig.cluster.restart(victim)
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseStall:
+    """A time the test held the database's global read lock: every write waited."""
+
+    start_ms: float
+    end_ms: float
+
+
+async def stall_database(rig: Rig, seconds: float) -> DatabaseStall:
+    """Hold ``FLUSH TABLES WITH READ LOCK`` for ``seconds``: every take, renewal, release
+    and record waits (reads go on), as on a database stalled by a disk or a lock, and then
+    all of them proceed at once."""
+    engine = create_engine(rig.database.url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("FLUSH TABLES WITH READ LOCK"))
+            start = now_ms()
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                await conn.execute(text("UNLOCK TABLES"))
+            return DatabaseStall(start, now_ms())
+    finally:
+        await engine.dispose()
+
+
 async def wait_takeover(rig: Rig, fault: Fault) -> Attempt:
     """The job's first accepted request after the fault's token (waited for)."""
 
@@ -766,7 +914,14 @@ class Analysis:
     takeovers_counted: int = 0
     takeovers_logged: int = 0
     victim_outcomes: dict[str, str] = field(default_factory=dict)
+    # The environment's stalls the monitor measured (planned database stalls included).
+    stalls: list[Stall] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+
+    @property
+    def longest_stall_ms(self) -> float:
+        """The longest stall measured."""
+        return max((st.ms for st in self.stalls), default=0.0)
 
     @property
     def max_takeover_delay_ms(self) -> float:
@@ -793,11 +948,19 @@ def runs_of(attempts: Iterable[Attempt]) -> list[Run]:
     return sorted(runs, key=lambda r: r.start_ms)
 
 
-def _check_order(job: str, attempts: Sequence[Attempt], violations: list[str]) -> None:
+def _check_order(
+    job: str,
+    attempts: Sequence[Attempt],
+    server_stalls: Sequence[Stall],
+    violations: list[str],
+) -> None:
     """No two accepted requests of a job overlap; tokens never decrease; an equal token is
-    the same instance's retry."""
+    the same instance's retry. Unless the fencing server's own process stalled between the
+    two: it then handles at once, in any order, requests that arrived apart."""
     accepted = sorted((a for a in attempts if a.accepted), key=lambda a: a.start_ms)
     for before, after in pairwise(accepted):
+        if stalled_ms(server_stalls, before.start_ms, after.start_ms) > 0:
+            continue
         if before.end_ms is None or before.end_ms > after.start_ms:
             violations.append(
                 f"{job}: #{before.token} on {before.instance} ({before.start_ms:.0f}-"
@@ -820,20 +983,23 @@ async def analyse(rig: Rig, faults: Sequence[Fault]) -> Analysis:
     between runs over :attr:`Timing.gap_bound_ms`; fewer runs than the period allows once
     the gaps around faults are taken out (:attr:`Timing.cycle_bound_ms`); a takeover before
     the victim's lease ended or later than :attr:`Timing.takeover_bound_ms` after it, not
-    under the next token, not logged by the taker; a frozen victim's run not recorded
+    under the next token, not logged by the taker (the bounds on time extended by the
+    stalled time they contain, see :class:`StallMonitor`); a frozen victim's run not recorded
     ``fenced``, or a request of it that arrived after it resumed and was accepted; a
     refusal no fault explains; a request that broke the executor's contract; an instance
     whose takeover counter differs from the takeovers it logged.
     """
     timing = rig.timing
-    result = Analysis()
+    result = Analysis(stalls=rig.monitor.stalls())
+    stalls = result.stalls
+    server_stalls = [st for st in stalls if st.kind == "process"]
     violations = result.violations
     violations += [f"malformed request: {why}" for why in rig.server.malformed()]
     attempts = rig.server.attempts()
     runs = runs_of(attempts)
     result.runs = len(runs)
     for job in rig.jobs:
-        _check_order(job, [a for a in attempts if a.job == job], violations)
+        _check_order(job, [a for a in attempts if a.job == job], server_stalls, violations)
         mine = [r for r in runs if r.job == job]
         result.runs_by_job[job] = len(mine)
         if not mine:
@@ -843,15 +1009,19 @@ async def analyse(rig: Rig, faults: Sequence[Fault]) -> Analysis:
         for before, after in pairwise(mine):
             gap = after.start_ms - before.end_ms
             result.max_gap_ms = max(result.max_gap_ms, gap)
-            faulted = any(before.start_ms <= f.signalled_ms <= after.start_ms for f in faults)
+            stalled = stalled_ms(stalls, before.start_ms, after.start_ms)
+            faulted = stalled > 0 or any(
+                before.start_ms <= f.signalled_ms <= after.start_ms for f in faults
+            )
             if faulted:
                 fault_time_ms += after.start_ms - before.start_ms
             else:
                 result.max_quiet_gap_ms = max(result.max_quiet_gap_ms, gap)
-            if gap > timing.gap_bound_ms:
+            bound = timing.gap_bound_ms + stalled
+            if gap > bound:
                 violations.append(
                     f"{job}: {gap:.0f} ms without a run between #{before.token} and "
-                    f"#{after.token} (bound {timing.gap_bound_ms:.0f} ms)"
+                    f"#{after.token} (bound {bound:.0f} ms, {stalled:.0f} of them stalled)"
                 )
         window = mine[-1].start_ms - mine[0].start_ms - fault_time_ms
         expected = int(window // timing.cycle_bound_ms)
@@ -869,6 +1039,10 @@ async def analyse(rig: Rig, faults: Sequence[Fault]) -> Analysis:
         if attempt.accepted:
             continue
         result.refusals += 1
+        # The fencing server's process stalled: requests that came apart were handled at once.
+        window_start = attempt.start_ms - timing.lease_s * 1000
+        if stalled_ms(server_stalls, window_start, attempt.start_ms) > 0:
+            continue
         if not any(attempt.instance == v and attempt.start_ms >= t for v, t in thawed):
             violations.append(
                 f"{attempt.job}: #{attempt.token} from {attempt.instance} refused "
@@ -905,12 +1079,14 @@ async def _check_fault(
         return
     delay = takeover.start_ms - fault.lease_until_ms
     result.takeover_delays_ms.append(delay)
+    stalled = stalled_ms(result.stalls, fault.lease_until_ms, takeover.start_ms)
+    bound = rig.timing.takeover_bound_ms + stalled
     if delay < 0:
         violations.append(f"{name}: taken over {-delay:.0f} ms before its lease ended")
-    elif delay > rig.timing.takeover_bound_ms:
+    elif delay > bound:
         violations.append(
             f"{name}: taken over {delay:.0f} ms after its lease ended "
-            f"(bound {rig.timing.takeover_bound_ms:.0f} ms)"
+            f"(bound {bound:.0f} ms, {stalled:.0f} of them stalled)"
         )
     if takeover.token != fault.token + 1 or takeover.instance == fault.victim:
         violations.append(f"{name}: taken over as #{takeover.token} by {takeover.instance}")
@@ -963,6 +1139,9 @@ class SchedulerFaultOutcome:
     max_takeover_delay_ms: float
     takeovers_logged: int
     violations: int
+    # The environment's stalls the monitor measured, and the longest (planned ones included).
+    stalls: int = 0
+    longest_stall_ms: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -978,14 +1157,16 @@ def scheduler_fault_table(outcomes: Sequence[SchedulerFaultOutcome]) -> str:
     """The scheduler faults as one Markdown table."""
     lines = [
         "| scheduler fault | time | runs | SIGKILL / SIGSTOP | late requests (refused 409) "
-        "| longest gap | takeover after lease end (max) | takeovers logged | result |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| longest gap | takeover after lease end (max) | takeovers logged "
+        "| stalls measured (longest) | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         result = "pass" if o.passed else f"**FAIL** ({o.violations} violations)"
         lines.append(
             f"| {o.fault} | {o.seconds:.0f}s | {o.runs} | {o.sigkills} / {o.sigstops} "
             f"| {o.late_attempts} ({o.refusals}) | {o.max_gap_ms / 1000:.2f}s "
-            f"| {o.max_takeover_delay_ms:.0f} ms | {o.takeovers_logged} | {result} |"
+            f"| {o.max_takeover_delay_ms:.0f} ms | {o.takeovers_logged} "
+            f"| {o.stalls} ({o.longest_stall_ms / 1000:.1f}s) | {result} |"
         )
     return "\n".join(lines)
