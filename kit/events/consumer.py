@@ -12,7 +12,10 @@ decoded events). Its loop:
    recorded); a handler that raises is retried with exponential backoff (its events are
    counted ``result="failed"`` per attempt) and nothing is committed until every topic of
    the batch has been applied;
-4. commits the next offset of every partition in the batch.
+4. commits the next offset of every partition in the batch, then checks that the broker
+   still holds the batch's last record of each partition (:mod:`kit.events.logcheck`): a
+   broker that restarted empty takes the commit into a new log, which is then read again
+   from its beginning rather than from an offset of the old one.
 
 So an event is applied at least once. A crash (or a lost partition) between 3 and 4
 re-delivers that one batch, so handlers must tolerate, or bound, duplicates; a graceful
@@ -52,7 +55,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from google.protobuf.message import Message
 from opentelemetry import trace
 
-from kit.events.metrics import BATCH_SIZE, COMMIT_FAILURES, CONSUMED, CONSUMER_LAG
+from kit.events.logcheck import LogAnchor, LogChecker
+from kit.events.metrics import BATCH_SIZE, COMMIT_FAILURES, CONSUMED, CONSUMER_LAG, LOG_RESETS
 from kit.events.security import KafkaSecurity
 from kit.events.topics import TopicAdmin, TopicSpec, check_replication
 from kit.events.tracing import TRACER_NAME, producer_links
@@ -120,6 +124,9 @@ class ConsumerConfig:
             created (:class:`~kit.events.topics.TopicSpec`; ``None``: the broker's default
             ``min.insync.replicas``).
         auto_offset_reset: where a group without committed offsets starts.
+        verify_logs: after each commit, check that the broker still holds the log read
+            (one fetch per commit; see :mod:`kit.events.logcheck`). Off only for brokers
+            that never lose an acknowledged log.
         security: how the consumer and its topic admin authenticate to the brokers.
     """
 
@@ -137,6 +144,7 @@ class ConsumerConfig:
     topic_replication_factor: int = 1
     topic_min_insync_replicas: int | None = None
     auto_offset_reset: str = "earliest"
+    verify_logs: bool = True
     request_timeout_ms: int = 5_000
     metadata_max_age_ms: int = 30_000
     # A broker answers one request per connection at a time: a long-polling fetch delays
@@ -199,6 +207,12 @@ class BatchConsumer:
             security=config.security,
         )
         self._specs = [config.topic_spec(name) for name in self._handlers]
+        self._log_checker = LogChecker(
+            config.bootstrap,
+            client_id=config.client_id,
+            request_timeout_ms=config.request_timeout_ms,
+            security=config.security,
+        )
         self._committed: dict[TopicPartition, int] = {}
         self._partitions: frozenset[TopicPartition] = frozenset()
         # Counts (re)assignments and revocations: a batch fetched before the latest one is
@@ -275,6 +289,7 @@ class BatchConsumer:
                 task.cancel()
                 await asyncio.wait([task])
         await self._admin.close()
+        await self._log_checker.close()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -366,11 +381,14 @@ class BatchConsumer:
     ) -> None:
         group = self.group_id
         offsets: dict[TopicPartition, int] = {}
+        anchors: dict[TopicPartition, LogAnchor] = {}
         events: dict[str, list[ConsumedEvent[Any]]] = {}
         headers: dict[str, list[Any]] = {}
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+            if record.offset + 1 > offsets.get(tp, 0):
+                offsets[tp] = record.offset + 1
+                anchors[tp] = LogAnchor.of(record)
             handler = self._handlers[record.topic]
             try:
                 payload = handler.decode(record.value)
@@ -399,7 +417,9 @@ class BatchConsumer:
             )
             headers.setdefault(record.topic, []).append(record.headers)
         if await self._apply(events, headers):
-            await self._commit(consumer, offsets, epoch)
+            committed = await self._commit(consumer, offsets, epoch)
+            if committed and self._config.verify_logs:
+                await self._verify_logs(consumer, {tp: anchors[tp] for tp in committed})
 
     async def _apply(
         self, events: dict[str, list[ConsumedEvent[Any]]], headers: dict[str, list[Any]]
@@ -449,7 +469,8 @@ class BatchConsumer:
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], epoch: int
-    ) -> None:
+    ) -> set[TopicPartition]:
+        """Commit ``offsets`` of the partitions still owned; the partitions committed."""
         if epoch != self._assignment_epoch:
             # The partitions were reassigned while the batch was applied: its
             # offsets may belong to logs the group no longer reads from there (a broker that
@@ -461,7 +482,7 @@ class BatchConsumer:
                 "partitions reassigned during the batch; its offsets are not committed",
                 extra={"group": self.group_id},
             )
-            return
+            return set()
         owned = consumer.assignment()
         to_commit = {tp: offset for tp, offset in offsets.items() if tp in owned}
         if not to_commit:
@@ -471,22 +492,52 @@ class BatchConsumer:
                     "partitions lost before commit; the batch will be delivered again",
                     extra={"group": self.group_id},
                 )
-            return
+            return set()
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
                 await consumer.commit(to_commit)
             except (CommitFailedError, IllegalStateError) as exc:
                 # Membership changed: another member owns these partitions now.
                 self._commit_failed(exc)
-                return
+                return set()
             except KafkaError as exc:
                 if attempt == _COMMIT_ATTEMPTS:
                     self._commit_failed(exc)
-                    return
+                    return set()
                 await asyncio.sleep(self._config.retry_backoff_s * attempt)
                 continue
             self._committed.update(to_commit)
+            return set(to_commit)
+        return set()
+
+    async def _verify_logs(
+        self, consumer: AIOKafkaConsumer, anchors: Mapping[TopicPartition, LogAnchor]
+    ) -> None:
+        """Read again from the start the partitions whose log the broker replaced."""
+        replaced = await self._log_checker.replaced(anchors) & consumer.assignment()
+        if not replaced:
             return
+        for tp in replaced:
+            self._committed.pop(tp, None)
+            LOG_RESETS.labels(tp.topic, self.group_id).inc()
+        logger.warning(
+            "the broker replaced logs this group committed to; reading them from the start",
+            extra={
+                "group": self.group_id,
+                "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in replaced),
+            },
+        )
+        await consumer.seek_to_beginning(*replaced)
+        # The wrong offset stays the group's until a commit replaces it: now, so that a
+        # restart meanwhile does not resume from it.
+        try:
+            starts = await consumer.beginning_offsets(list(replaced))
+            await consumer.commit({tp: starts.get(tp, 0) for tp in replaced})
+        except KafkaError as exc:
+            logger.warning(
+                "could not commit the start of a replaced log; the next batch's commit will",
+                extra={"group": self.group_id, "error": repr(exc)},
+            )
 
     def _commit_failed(self, exc: BaseException) -> None:
         COMMIT_FAILURES.labels(self.group_id).inc()

@@ -14,7 +14,9 @@
 - ``webook_kafka_consumer_lag{topic,group}``: end offsets minus committed offsets over the
   partitions this process owns, refreshed periodically;
 - ``webook_kafka_commit_failures_total{group}``: offset commits given up (the batch will be
-  delivered again: at-least-once).
+  delivered again: at-least-once);
+- ``webook_kafka_consumer_log_resets_total{topic,group}``: partitions read again from their
+  beginning because the broker replaced the log a commit went to (:mod:`kit.events.logcheck`).
 """
 
 from __future__ import annotations
@@ -61,4 +63,9 @@ COMMIT_FAILURES = Counter(
     "webook_kafka_commit_failures_total",
     "Offset commits given up; their batches will be delivered again.",
     ["group"],
+)
+LOG_RESETS = Counter(
+    "webook_kafka_consumer_log_resets_total",
+    "Partitions read again from the start: the broker replaced the log a commit went to.",
+    ["topic", "group"],
 )
