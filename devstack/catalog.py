@@ -183,8 +183,9 @@ def _payment_settings(context: LocalContext) -> Mapping[str, str]:
     return keys.service_env("", context.wechatpay_base, context.pay_notify_url)
 
 
-def _reward_settings(context: LocalContext) -> Mapping[str, str]:
-    # Publishes RewardPaid through its outbox and consumes payment status changes.
+def _producer_consumer_settings(context: LocalContext) -> Mapping[str, str]:
+    # Publishes through its outbox and consumes (reward: RewardPaid out, payment status
+    # changes in; tag: TagsChanged both ways, for every replica's cache).
     return {**_producer_settings(context), **_consumer_settings(context)}
 
 
@@ -246,10 +247,16 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
     ServiceSpec("payment", port_slot=9, settings=_payment_settings),
     # Rewards of articles: checks the article with article, pays through payment, follows
     # payment's status events, publishes RewardPaid (docs/reward.md). No Redis.
-    ServiceSpec("reward", port_slot=10, peers=("article", "payment"), settings=_reward_settings),
+    ServiceSpec("reward", port_slot=10, peers=("article", "payment"), settings=_producer_consumer_settings),
     # Balances and their ledger, credited from RewardPaid; reconciled against payment
     # (docs/account.md). No Redis.
     ServiceSpec("account", port_slot=11, peers=("payment",), settings=_consumer_settings),
+    # Readers' feeds: article events fanned out into followers' inboxes, or merged at read
+    # time for big authors; followers from follow (docs/feed.md). No Redis.
+    ServiceSpec("feed", port_slot=12, peers=("follow",), settings=_consumer_settings),
+    # Users' tags on their articles, preloaded into each replica's memory and kept current
+    # by its own TagsChanged events (docs/tag.md); authorship checked with article. No Redis.
+    ServiceSpec("tag", port_slot=13, peers=("article",), settings=_producer_consumer_settings),
 )
 
 SERVICE_NAMES: Final[tuple[str, ...]] = tuple(spec.name for spec in CATALOG)

@@ -140,8 +140,8 @@ class ArticleServiceServicer:
 
     def GetPublishedAuthor(self, request, context):
         """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
-        reward service refuses a reward of one's own article and credits the author. Counts no
-        read.
+        reward service refuses a reward of one's own article and credits the author; the tag
+        service lets only the author tag it. Counts no read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
