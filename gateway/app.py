@@ -51,11 +51,13 @@ from gateway.middleware.login import LoginCheck
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContexts, telemetry_excluded
 from gateway.routes import articles, comments, sms_login, system, users, wechat
+from gateway.routes import feed as feed_routes
 from gateway.routes import follow as follow_routes
 from gateway.routes import pay as pay_routes
 from gateway.routes import ranking as ranking_routes
 from gateway.routes import reward as reward_routes
 from gateway.routes import search as search_routes
+from gateway.routes import tags as tag_routes
 from gateway.settings import GatewaySettings
 from gateway.stubs import ServiceStubs
 from kit.config import FeatureFlags
@@ -337,6 +339,8 @@ def create_app(
     app.include_router(ranking_routes.router)
     app.include_router(reward_routes.router)
     app.include_router(pay_routes.router)
+    app.include_router(feed_routes.router)
+    app.include_router(tag_routes.router)
     app.include_router(sms_login.router)
     app.include_router(wechat.router)
     app.include_router(system.router)

@@ -27,10 +27,16 @@ reasons ``WECHAT_CODE_REJECTED``,      200          ``{code: 4, "WeChat login fa
 ``USER_INVALID_WECHAT_INFO``                        please try again"}``
 reason ``WECHAT_LOGIN_CANCELLED``      200          ``{code: 4, "WeChat login was
                                                     cancelled"}``
+reasons ``FEED_INVALID_CURSOR``,       200          ``{code: 4, "invalid cursor: pass the
+``TAG_INVALID_CURSOR``                              nextCursor of the previous page, or none
+                                                    for the first page"}``
 reasons ``CODE_INVALID_BIZ`` (our      200          ``{code: 5, "system error"}``
 configuration), ``CODE_SEND_FAILED``,
 ``CODE_STORE_UNAVAILABLE``,
-``WECHAT_UNAVAILABLE``
+``WECHAT_UNAVAILABLE``,
+``FEED_INVALID_USER``,
+``TAG_INVALID_USER`` (the gateway
+sent no user: a bug)
 other INVALID_ARGUMENT, NOT_FOUND,     200          ``{code: 4, msg: <service message>}``
 ALREADY_EXISTS, PERMISSION_DENIED,
 FAILED_PRECONDITION,
@@ -76,6 +82,8 @@ from gateway.envelope import (
 from kit.errors import AppError, ErrorKind
 from kit.grpcx.errors import app_error_from_rpc
 from webook.code.v1 import code_pb2
+from webook.feed.v1 import feed_pb2
+from webook.tag.v1 import tag_pb2
 from webook.user.v1 import user_pb2
 
 logger = logging.getLogger(__name__)
@@ -111,6 +119,8 @@ class GatewayReason(StrEnum):
 
 _user = user_pb2.ErrorReason.Name
 _code = code_pb2.ErrorReason.Name
+_feed = feed_pb2.ErrorReason.Name
+_tag = tag_pb2.ErrorReason.Name
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,12 @@ UNAUTHORIZED: Final = HttpAnswer(401, None, "")
 
 _INVALID_PHONE: Final = HttpAnswer(200, CODE_BAD_INPUT, "invalid phone number")
 _WECHAT_FAILED: Final = HttpAnswer(200, CODE_BAD_INPUT, "WeChat login failed, please try again")
+# The services' cursor messages speak of their RPCs; the client only knows nextCursor.
+_INVALID_CURSOR: Final = HttpAnswer(
+    200,
+    CODE_BAD_INPUT,
+    "invalid cursor: pass the nextCursor of the previous page, or none for the first page",
+)
 
 _BY_REASON: Final[Mapping[str, HttpAnswer]] = {
     _user(user_pb2.USER_EMAIL_TAKEN): HttpAnswer(200, CODE_EMAIL_TAKEN, "email already registered"),
@@ -168,6 +184,11 @@ _BY_REASON: Final[Mapping[str, HttpAnswer]] = {
         200, CODE_BAD_INPUT, "WeChat login was cancelled"
     ),
     GatewayReason.WECHAT_UNAVAILABLE: SYSTEM_ERROR,
+    # Feed and tags: the gateway always sends the logged-in user, so a refused user is ours.
+    _feed(feed_pb2.FEED_INVALID_USER): SYSTEM_ERROR,
+    _tag(tag_pb2.TAG_INVALID_USER): SYSTEM_ERROR,
+    _feed(feed_pb2.FEED_INVALID_CURSOR): _INVALID_CURSOR,
+    _tag(tag_pb2.TAG_INVALID_CURSOR): _INVALID_CURSOR,
 }
 
 # Kinds whose message the services write for people (kit.errors: "safe to show").

@@ -8,7 +8,9 @@ once:
   (a bounded cache), since the same articles' times are shown over and over. Any ``int64``
   is shown: a time outside what a date can show in every zone (years 1..9999; a corrupt or
   hostile ``utime`` near 2**63) is clamped to the nearest one shown (:data:`EARLIEST_SECOND`,
-  :data:`LATEST_SECOND`) and logged, never a 500 for every page that holds it;
+  :data:`LATEST_SECOND`) and logged, never a 500 for every page that holds it. The feed's
+  and the tags' views (newer routes, for clients that render times in the reader's zone)
+  show Unix milliseconds as the services give them (``atMs``, ``ctimeMs``);
 - ids: shown as the services give them (``int64``); a list of counts per id answers each
   positive id asked once, in the order asked (:func:`comment_counts`);
 - the views (``gateway.schemas``) built from the protobuf messages: a view's field is the
@@ -26,8 +28,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 from gateway.schemas.articles import ArticleDetail, ArticleListItem, PublishedArticle
 from gateway.schemas.comments import CommentCount, CommentView
+from gateway.schemas.feed import FeedItemView, FeedPageView
 from gateway.schemas.follow import FollowCountsView, FollowPage, FollowRelationView
 from gateway.schemas.search import HitType, SearchHitView, SearchPageView
+from gateway.schemas.tags import (
+    CreatedTagView,
+    ResourceTagsView,
+    TaggedResourcePageView,
+    TaggedResourceView,
+    TagView,
+)
 from gateway.schemas.users import ProfileView
 from webook.search.v1 import search_pb2
 
@@ -39,8 +49,10 @@ if TYPE_CHECKING:
 
     from webook.article.v1 import article_pb2
     from webook.comment.v1 import comment_pb2
+    from webook.feed.v1 import feed_pb2
     from webook.follow.v1 import follow_pb2
     from webook.interactive.v1 import interactive_pb2
+    from webook.tag.v1 import tag_pb2
     from webook.user.v1 import user_pb2
 
 logger = logging.getLogger(__name__)
@@ -168,6 +180,78 @@ def search_page(reply: search_pb2.SearchResponse, zone: ZoneInfo) -> SearchPageV
     """A page of search results (hits of unknown types left out) and the total."""
     views = [search_hit(hit, zone) for hit in reply.hits]
     return SearchPageView(hits=[v for v in views if v is not None], total=reply.total)
+
+
+def feed_item(event: feed_pb2.FeedEvent) -> FeedItemView | None:
+    """One feed entry (None for an event of a type this gateway does not know).
+
+    The fields an event's type does not have are None: the article of a new follower, the
+    recipient of a publication (the reader, implicitly).
+    """
+    common = _copied(event, "eventId", "atMs")
+    body = event.WhichOneof("body")
+    if body == "article_published":
+        published = event.article_published
+        return FeedItemView(
+            **common,
+            type="article_published",
+            **_copied(published, "actor", "articleId", "title"),
+            recipient=None,
+        )
+    if body == "article_liked":
+        liked = event.article_liked
+        return FeedItemView(
+            **common,
+            type="article_liked",
+            **_copied(liked, "actor", "articleId", "title", "recipient"),
+        )
+    if body == "user_followed":
+        followed = event.user_followed
+        return FeedItemView(
+            **common,
+            type="user_followed",
+            **_copied(followed, "actor", "recipient"),
+            articleId=None,
+            title=None,
+        )
+    logger.warning("feed event of unknown type left out", extra={"event_id": event.event_id})
+    return None
+
+
+def feed_page(reply: feed_pb2.GetFeedResponse) -> FeedPageView:
+    """A page of the feed (entries of unknown types left out) and the next page's cursor."""
+    items = [feed_item(event) for event in reply.events]
+    return FeedPageView(
+        items=[item for item in items if item is not None], nextCursor=reply.next_cursor
+    )
+
+
+def tag_view(tag: tag_pb2.Tag) -> TagView:
+    """One tag."""
+    return TagView(**_copied(tag, "id", "uid", "name", "ctimeMs"))
+
+
+def created_tag(reply: tag_pb2.CreateTagResponse) -> CreatedTagView:
+    """The tag of a create, and whether it is new."""
+    return CreatedTagView(tag=tag_view(reply.tag), created=reply.created)
+
+
+def resource_tags(resource: tag_pb2.ResourceTags) -> ResourceTagsView:
+    """A resource's whole tag set."""
+    return ResourceTagsView(
+        **_copied(resource, "biz", "bizId", "uid", "version", "utimeMs"),
+        tags=[tag_view(tag) for tag in resource.tags],
+    )
+
+
+def tagged_resource_page(reply: tag_pb2.ListResourcesByTagResponse) -> TaggedResourcePageView:
+    """A page of the resources under a tag and the next page's cursor."""
+    return TaggedResourcePageView(
+        resources=[
+            TaggedResourceView(**_copied(r, "biz", "bizId", "taggedMs")) for r in reply.resources
+        ],
+        nextCursor=reply.next_cursor,
+    )
 
 
 def profile_view(user: user_pb2.User) -> ProfileView:

@@ -16,12 +16,14 @@ from webook.account.v1 import account_pb2_grpc
 from webook.article.v1 import article_pb2_grpc
 from webook.code.v1 import code_pb2_grpc
 from webook.comment.v1 import comment_pb2_grpc
+from webook.feed.v1 import feed_pb2_grpc
 from webook.follow.v1 import follow_pb2_grpc
 from webook.interactive.v1 import interactive_pb2_grpc
 from webook.payment.v1 import payment_pb2_grpc
 from webook.ranking.v1 import ranking_pb2_grpc
 from webook.reward.v1 import reward_pb2_grpc
 from webook.search.v1 import search_pb2_grpc
+from webook.tag.v1 import tag_pb2_grpc
 from webook.user.v1 import user_pb2_grpc
 
 if TYPE_CHECKING:
@@ -30,12 +32,14 @@ if TYPE_CHECKING:
     from webook.article.v1.article_pb2_grpc import ArticleServiceAsyncStub
     from webook.code.v1.code_pb2_grpc import CodeServiceAsyncStub
     from webook.comment.v1.comment_pb2_grpc import CommentServiceAsyncStub
+    from webook.feed.v1.feed_pb2_grpc import FeedServiceAsyncStub
     from webook.follow.v1.follow_pb2_grpc import FollowServiceAsyncStub
     from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceAsyncStub
     from webook.payment.v1.payment_pb2_grpc import PaymentServiceAsyncStub
     from webook.ranking.v1.ranking_pb2_grpc import RankingServiceAsyncStub
     from webook.reward.v1.reward_pb2_grpc import RewardServiceAsyncStub
     from webook.search.v1.search_pb2_grpc import SearchServiceAsyncStub
+    from webook.tag.v1.tag_pb2_grpc import TagServiceAsyncStub
     from webook.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 
@@ -56,6 +60,8 @@ class ServiceStubs:
     payment: PaymentServiceAsyncStub
     """Only WeChat Pay's notifications (``/pay/callback``) go to it directly."""
     account: AccountServiceAsyncStub
+    feed: FeedServiceAsyncStub
+    tag: TagServiceAsyncStub
 
     @classmethod
     async def discover(cls, clients: ServiceClients) -> ServiceStubs:
@@ -74,4 +80,6 @@ class ServiceStubs:
             reward=reward_pb2_grpc.RewardServiceStub(await clients.channel("reward")),
             payment=payment_pb2_grpc.PaymentServiceStub(await clients.channel("payment")),
             account=account_pb2_grpc.AccountServiceStub(await clients.channel("account")),
+            feed=feed_pb2_grpc.FeedServiceStub(await clients.channel("feed")),
+            tag=tag_pb2_grpc.TagServiceStub(await clients.channel("tag")),
         )
