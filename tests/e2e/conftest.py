@@ -122,6 +122,8 @@ def stack(
             # Every e2e request comes from 127.0.0.1: per-IP limits would throttle the suite.
             # tests/e2e/test_edge.py runs gateways with rate limits of their own.
             "WEBOOK_GATEWAY_EDGE": json.dumps({"rate_limits": []}),
+            # An author with two followers is big in tests/e2e/test_feed_tags.py.
+            "WEBOOK_FEED_BIG_AUTHOR_FOLLOWERS": "1",
         },
         sms_log_file=str(sms_log),
         pki=stack_pki(data_dir),
