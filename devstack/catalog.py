@@ -184,8 +184,9 @@ def _payment_settings(context: LocalContext) -> Mapping[str, str]:
 
 
 def _producer_consumer_settings(context: LocalContext) -> Mapping[str, str]:
-    # Publishes through its outbox and consumes (reward: RewardPaid out, payment status
-    # changes in; tag: TagsChanged both ways, for every replica's cache).
+    # Publishes and consumes (reward: RewardPaid out, payment status changes in; tag:
+    # TagsChanged both ways, for every replica's cache; interactive: ArticleLiked out,
+    # reads in).
     return {**_producer_settings(context), **_consumer_settings(context)}
 
 
@@ -209,14 +210,21 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
         "interactive",
         port_slot=3,
         peers=("article",),
-        settings=_consumer_settings,
+        # Consumes reads; publishes ArticleLiked with its buffered producer.
+        settings=_producer_consumer_settings,
         redis_keys=("webook:interactive:*", "webook:interactive-flags:*"),
         # Its tables' move in source_only mode (the service's default): nothing changes
         # until an operator switches the mode (docs/interactive.md, "Migrating the tables").
         migration_destination="interactive_destination",
     ),
     ServiceSpec("comment", port_slot=4, peers=("article",), redis_keys=("webook:comment:*",)),
-    ServiceSpec("follow", port_slot=5, redis_keys=("webook:follow:*",)),
+    # Publishes UserFollowed through its outbox (the feed's "new follower").
+    ServiceSpec(
+        "follow",
+        port_slot=5,
+        settings=_producer_settings,
+        redis_keys=("webook:follow:*",),
+    ),
     ServiceSpec(
         "search",
         port_slot=6,
@@ -247,7 +255,9 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
     ServiceSpec("payment", port_slot=9, settings=_payment_settings),
     # Rewards of articles: checks the article with article, pays through payment, follows
     # payment's status events, publishes RewardPaid (docs/reward.md). No Redis.
-    ServiceSpec("reward", port_slot=10, peers=("article", "payment"), settings=_producer_consumer_settings),
+    ServiceSpec(
+        "reward", port_slot=10, peers=("article", "payment"), settings=_producer_consumer_settings
+    ),
     # Balances and their ledger, credited from RewardPaid; reconciled against payment
     # (docs/account.md). No Redis.
     ServiceSpec("account", port_slot=11, peers=("payment",), settings=_consumer_settings),

@@ -47,6 +47,8 @@ WIRE_TOPICS = {
     "TOPIC_ARTICLE_PUBLISHED": "webook.article.published",
     "TOPIC_ARTICLE_WITHDRAWN": "webook.article.withdrawn",
     "TOPIC_USER_CHANGED": "webook.user.changed",
+    "TOPIC_USER_FOLLOWED": "webook.user.followed",
+    "TOPIC_ARTICLE_LIKED": "webook.article.liked",
 }
 WIRE_REASONS = {
     "article.webook": "ARTICLE_INVALID_TITLE ARTICLE_INVALID_CONTENT ARTICLE_INVALID_AUTHOR "
@@ -233,6 +235,9 @@ def _as_producer(recorder: _RecordingProducer) -> EventProducer:
 def test_producers_publish_the_payload_their_topic_declares() -> None:
     from services.article.domain import PublishedArticle
     from services.article.events import KafkaArticleEvents
+    from services.follow.events import FollowEventWriter
+    from services.interactive.domain import ArticleOwner
+    from services.interactive.events import KafkaLikeEvents
     from services.user.domain import User
     from services.user.events import KafkaUserEvents
     from webook.events.v1 import events_pb2
@@ -248,6 +253,10 @@ def test_producers_publish_the_payload_their_topic_declares() -> None:
     )
     articles.article_withdrawn(7, 3, at_ms=3)
     KafkaUserEvents(_as_producer(recorder)).user_changed(User(id=3, nickname="n"), at_ms=4)
+    FollowEventWriter(_as_producer(recorder)).user_followed(5, 3, at_ms=5)
+    KafkaLikeEvents(_as_producer(recorder)).article_liked(
+        ArticleOwner(article_id=7, author_id=3, title="t"), 5, at_ms=6
+    )
 
     payloads: Mapping[str, str] = {
         topic.name: topic.payload.full_name for topic in declared_topics(events_pb2.Topic)

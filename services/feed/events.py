@@ -1,20 +1,29 @@
-"""Kafka consumers of the feed service: article publications and withdrawals.
+"""Kafka consumers of the feed service: article publications and withdrawals, likes and
+follows.
 
 Consumed (names from ``webook.events.v1.Topic``, ``docs/events.md``; no topic name is
-written here), both keyed by article id:
+written here) by two consumers, each in a group of its own so that neither holds the other
+back (a publication's fan-out waits for the follow service; a like or a follow does not):
 
-- ``TOPIC_ARTICLE_PUBLISHED`` → :meth:`services.feed.service.FeedService.article_published`
-  (recorded once per article, then pushed or left to be pulled);
-- ``TOPIC_ARTICLE_WITHDRAWN`` → :meth:`services.feed.service.FeedService.article_withdrawn`.
+- :func:`article_event_consumer`, keyed by article id:
+
+  - ``TOPIC_ARTICLE_PUBLISHED`` → :meth:`services.feed.service.FeedService.article_published`
+    (recorded once per article, then pushed or left to be pulled);
+  - ``TOPIC_ARTICLE_WITHDRAWN`` → :meth:`services.feed.service.FeedService.article_withdrawn`;
+
+- :func:`interaction_event_consumer`:
+
+  - ``TOPIC_ARTICLE_LIKED`` (keyed by article id) →
+    :meth:`services.feed.service.FeedService.article_liked` (into the author's feed);
+  - ``TOPIC_USER_FOLLOWED`` (keyed by the followee) →
+    :meth:`services.feed.service.FeedService.user_followed` (into the followee's feed).
 
 Events are applied one by one, in offset order. Every handler is idempotent (event ids,
 inbox primary keys, a withdrawal that keeps the latest time), so a batch retried whole after
-a failure (the follow service down, a database error) changes nothing twice. Records that
-do not decode are skipped and counted by :class:`kit.events.BatchConsumer`
-(``webook_kafka_consumed_total{result="undecodable"}``).
-
-The like and follow events (``article_liked``, ``user_followed``) have no topic yet; the
-service's handlers for them are ready (docs/feed.md, "Plan").
+a failure (the follow service down, a database error) changes nothing twice, and a like or
+follow delivered twice by its producer appears once. Records that do not decode (not the
+topic's message, or naming no article or user) are skipped and counted by
+:class:`kit.events.BatchConsumer` (``webook_kafka_consumed_total{result="undecodable"}``).
 """
 
 from __future__ import annotations
@@ -26,11 +35,13 @@ from typing import Final, Protocol
 from google.protobuf.message import DecodeError
 
 from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
-from services.feed.domain import FeedEvent, Model, article_published
+from services.feed.domain import FeedEvent, Model, article_liked, article_published, user_followed
 from webook.events.v1 import events_pb2
 
 PUBLISHED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_PUBLISHED)
 WITHDRAWN_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_WITHDRAWN)
+LIKED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_LIKED)
+FOLLOWED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_USER_FOLLOWED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,34 @@ def decode_withdrawn(value: bytes) -> Withdrawal:
     return Withdrawal(article_id=event.article_id, at_ms=event.at_ms)
 
 
+def decode_liked(value: bytes) -> FeedEvent:
+    """The feed event of an ``ArticleLiked`` (for the author); ``ValueError`` if it is not
+    one."""
+    if value is None:
+        raise ValueError("record has no value")
+    try:
+        event = events_pb2.ArticleLiked.FromString(value)
+    except DecodeError as exc:
+        raise ValueError(f"not an ArticleLiked: {exc}") from exc
+    if event.article_id <= 0 or event.user_id <= 0 or event.author_id <= 0:
+        raise ValueError(f"ArticleLiked without an article, user or author id: {event}")
+    return article_liked(event.user_id, event.article_id, event.title, event.author_id, event.at_ms)
+
+
+def decode_followed(value: bytes) -> FeedEvent:
+    """The feed event of a ``UserFollowed`` (for the followee); ``ValueError`` if it is not
+    one."""
+    if value is None:
+        raise ValueError("record has no value")
+    try:
+        event = events_pb2.UserFollowed.FromString(value)
+    except DecodeError as exc:
+        raise ValueError(f"not a UserFollowed: {exc}") from exc
+    if event.follower <= 0 or event.followee <= 0:
+        raise ValueError(f"UserFollowed without a follower or followee: {event}")
+    return user_followed(event.follower, event.followee, event.at_ms)
+
+
 class ArticleFeed(Protocol):
     """What the consumer drives (:class:`services.feed.service.FeedService`)."""
 
@@ -101,6 +140,53 @@ class WithdrawnHandler:
         """Apply a batch (raises, to have it retried, if a write fails)."""
         for event in batch:
             await self._feed.article_withdrawn(event.payload.article_id, event.payload.at_ms)
+
+
+class InteractionFeed(Protocol):
+    """What the interaction consumer drives (:class:`services.feed.service.FeedService`)."""
+
+    async def article_liked(self, event: FeedEvent) -> bool:
+        """Deliver one like to the article's author."""
+        ...
+
+    async def user_followed(self, event: FeedEvent) -> bool:
+        """Deliver one new follower to the followee."""
+        ...
+
+
+class LikedHandler:
+    """Batch handler: delivers each like to its article's author, in order."""
+
+    def __init__(self, feed: InteractionFeed) -> None:
+        self._feed = feed
+
+    async def __call__(self, batch: Sequence[ConsumedEvent[FeedEvent]]) -> None:
+        """Apply a batch (raises, to have it retried, if a write fails)."""
+        for event in batch:
+            await self._feed.article_liked(event.payload)
+
+
+class FollowedHandler:
+    """Batch handler: delivers each new follower to the followee, in order."""
+
+    def __init__(self, feed: InteractionFeed) -> None:
+        self._feed = feed
+
+    async def __call__(self, batch: Sequence[ConsumedEvent[FeedEvent]]) -> None:
+        """Apply a batch (raises, to have it retried, if a write fails)."""
+        for event in batch:
+            await self._feed.user_followed(event.payload)
+
+
+def interaction_event_consumer(feed: InteractionFeed, config: ConsumerConfig) -> BatchConsumer:
+    """The consumer that turns likes and follows into their recipients' feed events."""
+    return BatchConsumer(
+        config,
+        {
+            LIKED_TOPIC: TopicHandler(decode_liked, LikedHandler(feed)),
+            FOLLOWED_TOPIC: TopicHandler(decode_followed, FollowedHandler(feed)),
+        },
+    )
 
 
 def article_event_consumer(feed: ArticleFeed, config: ConsumerConfig) -> BatchConsumer:

@@ -8,7 +8,8 @@ Besides the common gRPC service settings (:class:`kit.config.GrpcServiceSettings
 - ``PEER_TIMEOUT_SECONDS``: deadline of each call to the follow service;
 - ``MAX_FOLLOWEES``: how many of a reader's followees a read looks at for big authors;
 - ``FANOUT_RESUME_INTERVAL_SECONDS``: how often unfinished fan-outs are resumed;
-- the article event consumer's group, batching and Kafka group settings.
+- the article event consumer's group and batching (``ARTICLE_*``), the like and follow
+  event consumer's (``INTERACTION_*``), and the Kafka group settings both share.
 
 Live (also settable in etcd, ``webookctl config set feed <field> <json>``, applied within a
 second, :mod:`kit.liveconfig`): ``big_author_followers`` (above it an author's new
@@ -43,6 +44,12 @@ class FeedSettings(GrpcServiceSettings):
     article_consumer_group: str = "feed-articles"
     article_batch_size: int = Field(default=100, ge=1, le=10_000)
     article_batch_wait_seconds: float = Field(default=0.5, gt=0)
+    # The consumer of likes and follows, in a group of its own so that a publication's
+    # fan-out never holds them back; also in the service process unless disabled.
+    interaction_consumer_enabled: bool = True
+    interaction_consumer_group: str = "feed-interactions"
+    interaction_batch_size: int = Field(default=100, ge=1, le=10_000)
+    interaction_batch_wait_seconds: float = Field(default=0.5, gt=0)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_lag_interval_seconds: float = Field(default=10.0, gt=0)

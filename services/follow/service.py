@@ -2,7 +2,10 @@
 
 :class:`FollowService` validates ids with :mod:`services.follow.domain` and works through a
 :class:`UnitOfWork`: a follow or cancel is one transaction in which the repository changes
-the relation and, only if its state really changed, both users' counts. Follow and cancel
+the relation and, only if its state really changed, both users' counts. A follow that
+changed the relation (a first follow, or one taken up again after a cancel) also records
+``UserFollowed`` through :class:`FollowEvents`, in the same transaction, so the event exists
+if and only if the follow committed; a repeated follow records nothing. Follow and cancel
 are idempotent. A transaction aborted by a deadlock or lock timeout
 (:class:`kit.sql.WriteConflict`) is retried a few times with a jittered back-off
 (:func:`kit.sql.transact`) before answering ``FOLLOW_CONCURRENT_CONFLICT``.
@@ -58,12 +61,25 @@ class FollowRepository(Protocol):
         ...
 
 
+class FollowEvents(Protocol):
+    """The events of a transaction, recorded with it (the outbox)."""
+
+    def user_followed(self, follower: int, followee: int, *, at_ms: int) -> None:
+        """``follower`` started following ``followee``."""
+        ...
+
+
 class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction; rolled back on exit unless committed."""
 
     @property
     def follows(self) -> FollowRepository:
         """The repository bound to this transaction."""
+        ...
+
+    @property
+    def events(self) -> FollowEvents:
+        """The events recorded in this transaction."""
         ...
 
 
@@ -90,7 +106,14 @@ class FollowService:
         """``follower`` follows ``followee`` (idempotent); whether anything changed."""
         check_pair(follower, followee)
         now = _now_ms()
-        return await self._write(lambda uow: uow.follows.follow(follower, followee, now_ms=now))
+
+        async def follow(uow: UnitOfWork) -> bool:
+            changed = await uow.follows.follow(follower, followee, now_ms=now)
+            if changed:
+                uow.events.user_followed(follower, followee, at_ms=now)
+            return changed
+
+        return await self._write(follow)
 
     async def cancel(self, follower: int, followee: int) -> bool:
         """``follower`` stops following ``followee`` (idempotent); whether anything changed."""

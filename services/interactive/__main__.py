@@ -6,7 +6,9 @@ before the server accepts calls and ended after the drain, before Redis closes).
 read-event consumer runs in the same process: started once the server serves, stopped
 before in-flight calls drain. The command line is :func:`kit.grpcx.cli.run_service`, the
 shared wiring :mod:`kit.grpcx.process`. Likes and collects ask the article service whether the
-article is published (:mod:`services.interactive.peers`).
+article is published (likes through :mod:`services.interactive.peers`, which also names the
+author); a new like of an article is announced as ``ArticleLiked`` by the buffered producer,
+started before serving and flushed after the drain (:mod:`services.interactive.events`).
 
 With ``migration_destination_url`` set, the tables are being moved to that database
 (:func:`wire_migration`, docs/interactive.md "Migrating the tables"): units of work double
@@ -32,6 +34,7 @@ from kit.grpcx.process import (
     producer_config,
     wire_backends,
     wire_clients,
+    wire_producer,
 )
 from kit.grpcx.server import ServiceRunner
 from kit.migrator import (
@@ -52,8 +55,9 @@ from kit.migrator import (
     difference_topic,
 )
 from kit.sql import create_engine, ensure_sqlite_directory, session_factory
-from services.interactive.events import read_event_consumer
+from services.interactive.events import KafkaLikeEvents, read_event_consumer, topic_specs
 from services.interactive.grpc_api import InteractiveServicer
+from services.interactive.peers import PublishedArticleAuthors
 from services.interactive.repository import SqlUnitOfWork
 from services.interactive.repository.cache import CountsCache, LocalCounts
 from services.interactive.repository.migration import TABLES, MigratingUnitOfWork
@@ -96,7 +100,14 @@ def build_runner(settings: InteractiveSettings, **options: Unpack[RunnerOptions]
             return SqlUnitOfWork(backends.sessions, cache)
         return MigratingUnitOfWork(writer, cache)
 
-    service = InteractiveService(units, targets=targets, cached=cache)
+    producer = wire_producer(runner, settings, topic_specs(settings.kafka_topic_partitions))
+    service = InteractiveService(
+        units,
+        targets=targets,
+        cached=cache,
+        authors=PublishedArticleAuthors.from_settings(clients, settings),
+        like_events=KafkaLikeEvents(producer),
+    )
     if settings.read_consumer_enabled:
         config = consumer_config(
             runner.name,

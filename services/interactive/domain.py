@@ -55,6 +55,16 @@ class Interactive:
     collected: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ArticleOwner:
+    """Who wrote a published article (``title`` empty when the owner did not say): whose
+    feed a like of it goes to."""
+
+    article_id: int
+    author_id: int
+    title: str = ""
+
+
 def _invalid(reason: Reason, field: str, message: str) -> InteractiveInvalidArgument:
     return InteractiveInvalidArgument(reason, message, metadata={"field": field})
 

@@ -1,4 +1,23 @@
-"""Kafka consumers of the interactive service: read events become read counts.
+"""Events of the interactive service: read events in (read counts), new likes out.
+
+**Produced**: ``TOPIC_ARTICLE_LIKED`` (``ArticleLiked{article_id, user_id, author_id, title,
+at_ms}``, keyed by article id; :class:`KafkaLikeEvents`) when a user's like of an article is
+new (a repeated like, a cancel and likes of other kinds of object publish nothing), after
+the like committed. ``author_id`` comes from the like's own target check
+(:mod:`services.interactive.peers`); ``title`` is empty, since that check does not return it.
+
+It goes through the buffered producer (:class:`kit.events.EventProducer`), not an outbox:
+the interactive tables may be under a live migration (:mod:`kit.migrator`,
+docs/interactive.md "Migrating the tables"), where a unit of work commits on whichever
+database the mode makes first and the migration moves only the service's own tables, so an
+outbox table would be written on both databases and drained on neither reliably. What it
+guarantees: an event is handed over only for a committed new like and never blocks or fails
+the like; it is delivered at least once while the process lives (retried through broker
+outages, resent within the replay window), and lost if the process dies with it buffered or
+the buffer overflows in a long outage. A lost like costs one missing "liked your article"
+entry in the author's feed; a duplicate costs nothing (the feed keys it by user and article).
+
+**Consumed**: read events become read counts.
 
 The article service publishes ``webook.events.v1.ArticleRead`` to
 :data:`ARTICLE_READ_TOPIC`, keyed by article id; the name comes from
@@ -21,17 +40,62 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
-from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
+from kit.events import (
+    BatchConsumer,
+    ConsumedEvent,
+    ConsumerConfig,
+    TopicHandler,
+    TopicSpec,
+    declared_topic,
+    topic_name,
+)
 from services.interactive.domain import ARTICLE_BIZ as ARTICLE_BIZ
+from services.interactive.domain import ArticleOwner
 from services.interactive.service import InteractiveService
 from webook.events.v1 import events_pb2
 
 ARTICLE_READ_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_READ)
 READ_COUNTER_GROUP = "interactive-read-counter"
+ARTICLE_LIKED: Final = declared_topic(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_LIKED)
+
+
+def topic_specs(partitions: int) -> tuple[TopicSpec, ...]:
+    """The topics this service writes, with ``partitions`` partitions each."""
+    return (TopicSpec(ARTICLE_LIKED.name, partitions),)
+
+
+class EventSink(Protocol):
+    """Where events go: ``EventProducer.publish`` (or a test's recorder)."""
+
+    def publish(self, topic: str, key: int, event: Message) -> bool:
+        """Hand ``event`` over; ``False`` if it was dropped."""
+        ...
+
+
+class KafkaLikeEvents:
+    """:class:`services.interactive.service.LikeEvents` on an :class:`EventSink`."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    def article_liked(self, owner: ArticleOwner, uid: int, *, at_ms: int) -> None:
+        """Hand ``ArticleLiked`` over (keyed by the article id); the producer counts what it
+        drops."""
+        self._sink.publish(
+            ARTICLE_LIKED.name,
+            owner.article_id,
+            events_pb2.ArticleLiked(
+                article_id=owner.article_id,
+                user_id=uid,
+                author_id=owner.author_id,
+                title=owner.title,
+                at_ms=at_ms,
+            ),
+        )
 
 
 def decode_article_read(value: bytes) -> events_pb2.ArticleRead:

@@ -17,7 +17,10 @@ Only what exists can be liked or collected: a like or collect names a kind of ob
 :data:`~services.interactive.domain.KNOWN_BIZ` (else ``INTERACTIVE_INVALID_BIZ``) and an
 object its owner says exists (:class:`Targets`; an article must be published, else
 ``INTERACTIVE_TARGET_NOT_FOUND``). When the owner cannot answer, the write fails closed with
-``INTERACTIVE_TARGET_UNAVAILABLE`` (UNAVAILABLE, retry). Cancelling needs no such check, so
+``INTERACTIVE_TARGET_UNAVAILABLE`` (UNAVAILABLE, retry). With :class:`ArticleAuthors`, a like
+of an article asks who wrote it instead (the same question, answered with the author), and a
+like that is new, once committed, is announced to :class:`LikeEvents` (``ArticleLiked``, for
+the author's feed): never a repeated like nor a cancel. Cancelling needs no such check, so
 a like of a withdrawn article can still be taken back; reads are counted from the article
 service's own read events (and ``IncrReadCnt``, which only it may call), so they are not
 checked either beyond the known kinds.
@@ -41,6 +44,8 @@ from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
 from kit.sql import WriteConflict as WriteConflict
 from kit.sql import transact
 from services.interactive.domain import (
+    ARTICLE_BIZ,
+    ArticleOwner,
     Counts,
     Flags,
     Interactive,
@@ -120,6 +125,25 @@ class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
         ...
 
 
+class ArticleAuthors(Protocol):
+    """The article service as the owner of liked articles, answering with the author."""
+
+    async def published_owner(self, article_id: int) -> ArticleOwner | None:
+        """Who wrote article ``article_id`` if it is published now, else ``None``.
+
+        Raises :class:`clients.article.TargetsUnavailable` when the owner cannot be asked.
+        """
+        ...
+
+
+class LikeEvents(Protocol):
+    """Where new likes of articles are announced (:mod:`services.interactive.events`)."""
+
+    def article_liked(self, owner: ArticleOwner, uid: int, *, at_ms: int) -> None:
+        """``uid`` newly liked ``owner``'s article (called after the commit); never raises."""
+        ...
+
+
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 Clock = Callable[[], datetime]
 
@@ -127,6 +151,22 @@ Clock = Callable[[], datetime]
 def _too_many_conflicts() -> InteractiveUnavailable:
     return InteractiveUnavailable(
         Reason.CONCURRENT_CONFLICT, "too many concurrent changes; try again"
+    )
+
+
+def _target_unavailable(biz: str, biz_id: int) -> InteractiveUnavailable:
+    return InteractiveUnavailable(
+        Reason.TARGET_UNAVAILABLE,
+        f"cannot check that this {biz} exists now; try again",
+        metadata={"biz": biz, "biz_id": str(biz_id)},
+    )
+
+
+def _target_not_found(biz: str, biz_id: int) -> InteractiveNotFound:
+    return InteractiveNotFound(
+        Reason.TARGET_NOT_FOUND,
+        f"no such {biz}, or it is not published",
+        metadata={"biz": biz, "biz_id": str(biz_id)},
     )
 
 
@@ -144,6 +184,9 @@ class InteractiveService:
         clock: current time in UTC.
         cached: answers :meth:`get` from the cache when it can; without it every ``get``
             opens a unit of work.
+        authors: checks a liked article and names its author (instead of ``targets``);
+            without it likes announce nothing.
+        like_events: where new likes of articles are announced (with ``authors``).
     """
 
     def __init__(
@@ -153,11 +196,15 @@ class InteractiveService:
         targets: Targets,
         clock: Clock = utc_now,
         cached: CachedReads | None = None,
+        authors: ArticleAuthors | None = None,
+        like_events: LikeEvents | None = None,
     ) -> None:
         self._units = units
         self._targets = targets
         self._clock = clock
         self._cached = cached
+        self._authors = authors
+        self._like_events = like_events
 
     def _now_ms(self) -> int:
         return int(self._clock().timestamp() * 1000)
@@ -175,17 +222,22 @@ class InteractiveService:
         try:
             found = await self._targets.exists(biz, biz_id)
         except TargetsUnavailable as exc:
-            raise InteractiveUnavailable(
-                Reason.TARGET_UNAVAILABLE,
-                f"cannot check that this {biz} exists now; try again",
-                metadata={"biz": biz, "biz_id": str(biz_id)},
-            ) from exc
+            raise _target_unavailable(biz, biz_id) from exc
         if not found:
-            raise InteractiveNotFound(
-                Reason.TARGET_NOT_FOUND,
-                f"no such {biz}, or it is not published",
-                metadata={"biz": biz, "biz_id": str(biz_id)},
-            )
+            raise _target_not_found(biz, biz_id)
+
+    async def _require_liked_target(self, biz: str, biz_id: int) -> ArticleOwner | None:
+        """Check a like's target; the article's owner when the authors port can name it."""
+        if self._authors is None or biz != ARTICLE_BIZ:
+            await self._require_target(biz, biz_id)
+            return None
+        try:
+            owner = await self._authors.published_owner(biz_id)
+        except TargetsUnavailable as exc:
+            raise _target_unavailable(biz, biz_id) from exc
+        if owner is None:
+            raise _target_not_found(biz, biz_id)
+        return owner
 
     async def add_reads(self, biz: str, reads: Mapping[int, int]) -> None:
         """Add many reads at once (``biz_id`` → how many); one SQL statement."""
@@ -207,9 +259,12 @@ class InteractiveService:
         check_known_biz(biz)
         check_biz_id(biz_id)
         check_user(uid)
-        await self._require_target(biz, biz_id)
+        owner = await self._require_liked_target(biz, biz_id)
         now_ms = self._now_ms()
-        return await self._write(lambda repo: repo.add_like(biz, biz_id, uid, now_ms=now_ms))
+        liked = await self._write(lambda repo: repo.add_like(biz, biz_id, uid, now_ms=now_ms))
+        if liked and owner is not None and self._like_events is not None:
+            self._like_events.article_liked(owner, uid, at_ms=now_ms)
+        return liked
 
     async def cancel_like(self, biz: str, biz_id: int, uid: int) -> bool:
         """``uid`` takes its like back, whether or not the object still exists; ``False`` if

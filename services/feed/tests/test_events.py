@@ -1,7 +1,7 @@
-"""Article events → feed changes through the production decoders and batch handlers,
-without a broker: a batch is handed to the handlers as :class:`kit.events.BatchConsumer`
-would, and what does not decode is refused by the decoder (the consumer skips and counts
-it)."""
+"""Article, like and follow events → feed changes through the production decoders and
+batch handlers, without a broker: a batch is handed to the handlers as
+:class:`kit.events.BatchConsumer` would, and what does not decode is refused by the decoder
+(the consumer skips and counts it)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ from typing import TypeVar
 import pytest
 
 from kit.events import ConsumedEvent
-from services.feed.domain import FeedEvent, Model
+from services.feed.domain import EventKind, FeedEvent, Model
 from services.feed.events import (
+    FollowedHandler,
+    LikedHandler,
     PublishedHandler,
     Withdrawal,
     WithdrawnHandler,
+    decode_followed,
+    decode_liked,
     decode_published,
     decode_withdrawn,
 )
@@ -76,3 +80,76 @@ async def test_handlers_apply_batches_idempotently(stack: FeedStack) -> None:
     await WithdrawnHandler(service)(withdrawals)
     assert [e.event_id for e in await stack.whole_feed(70)] == ["ap-1"]
     assert await service.article_published(published[0]) is Model.PUSH
+
+
+def test_like_and_follow_decoders_refuse_what_is_not_their_event() -> None:
+    for garbage in (
+        b"\xff\x00\x01",
+        events_pb2.ArticleLiked(article_id=9, user_id=5).SerializeToString(),  # no author
+        events_pb2.ArticleLiked(article_id=9, author_id=AUTHOR).SerializeToString(),  # no user
+    ):
+        with pytest.raises(ValueError, match="ArticleLiked"):
+            decode_liked(garbage)
+    for garbage in (
+        b"\xff\x00\x01",
+        events_pb2.UserFollowed(follower=5).SerializeToString(),
+    ):
+        with pytest.raises(ValueError, match="UserFollowed"):
+            decode_followed(garbage)
+
+    liked = decode_liked(
+        events_pb2.ArticleLiked(
+            article_id=9, user_id=5, author_id=AUTHOR, title="hello", at_ms=T0
+        ).SerializeToString()
+    )
+    assert (liked.kind, liked.event_id, liked.actor, liked.recipient) == (
+        EventKind.ARTICLE_LIKED,
+        "al-5-9",
+        5,
+        AUTHOR,
+    )
+    assert (liked.article_id, liked.title, liked.at_ms) == (9, "hello", T0)
+    followed = decode_followed(
+        events_pb2.UserFollowed(follower=5, followee=AUTHOR, at_ms=T0).SerializeToString()
+    )
+    assert (followed.kind, followed.event_id, followed.actor, followed.recipient) == (
+        EventKind.USER_FOLLOWED,
+        "uf-5-3",
+        5,
+        AUTHOR,
+    )
+
+
+@pytest.mark.integration
+async def test_like_and_follow_handlers_deliver_once_to_the_recipient(stack: FeedStack) -> None:
+    service = stack.service()
+    likes: list[ConsumedEvent[FeedEvent]] = [
+        consumed(
+            decode_liked(
+                events_pb2.ArticleLiked(
+                    article_id=9, user_id=fan, author_id=AUTHOR, title="t9", at_ms=T0 + fan
+                ).SerializeToString()
+            ),
+            offset,
+        )
+        for offset, fan in enumerate((5, 6, 5))  # a duplicate from the producer
+    ]
+    follows: list[ConsumedEvent[FeedEvent]] = [
+        consumed(
+            decode_followed(
+                events_pb2.UserFollowed(
+                    follower=7, followee=AUTHOR, at_ms=T0 + 10
+                ).SerializeToString()
+            ),
+            0,
+        )
+    ]
+    await LikedHandler(service)(likes)
+    await LikedHandler(service)(likes)  # the batch retried whole
+    await FollowedHandler(service)(follows)
+    await FollowedHandler(service)(follows)
+
+    feed = await stack.whole_feed(AUTHOR)
+    assert [e.event_id for e in feed] == ["uf-7-3", "al-6-9", "al-5-9"]
+    assert await stack.inbox_rows() == 3
+    assert await stack.inbox_rows(AUTHOR) == 3

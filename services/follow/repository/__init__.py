@@ -4,25 +4,39 @@
   :class:`services.follow.service.FollowRepository`: relation changes and count changes go
   to SQL in one transaction (see :mod:`services.follow.repository.dao` for why the counts
   stay exact); counts are read cache first, then SQL, then cached.
-- :class:`SqlUnitOfWork` implements :class:`services.follow.service.UnitOfWork`; after a
-  successful commit it invalidates the counts of the users the transaction changed;
-  deadlocks and lock timeouts leave it as :class:`kit.sql.WriteConflict` (retried by the
-  service).
+- :class:`SqlUnitOfWork` implements :class:`services.follow.service.UnitOfWork`: the
+  repository and the events (:class:`services.follow.events.FollowEventWriter` on the
+  ``follow_outbox`` table) share its transaction; after a successful commit it invalidates
+  the counts of the users the transaction changed; deadlocks and lock timeouts leave it as
+  :class:`kit.sql.WriteConflict` (retried by the service).
 """
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.sql import CachingUnitOfWork, row_mapper
+from kit.outbox import Outbox
+from kit.sql import CachingUnitOfWork, SessionFactory, row_mapper
 from services.follow.domain import FollowRelation, FollowStats
+from services.follow.events import OUTBOX_TOPICS, FollowEventWriter
 from services.follow.repository.cache import FollowStatsCache
-from services.follow.repository.dao import ACTIVE, CANCELLED, FollowDAO, FollowRelationRow
+from services.follow.repository.dao import (
+    ACTIVE,
+    CANCELLED,
+    FollowDAO,
+    FollowOutboxRow,
+    FollowRelationRow,
+)
 
-__all__ = ["CachedFollowRepository", "SqlUnitOfWork"]
+__all__ = ["CachedFollowRepository", "SqlUnitOfWork", "follow_outbox"]
 
 
 _relation = row_mapper(FollowRelation, FollowRelationRow, renamed={"ctime_ms": "ctime"})
+
+
+def follow_outbox() -> Outbox:
+    """The outbox of the follow service's events (``follow_outbox``, declared topics only)."""
+    return Outbox(FollowOutboxRow, topics=OUTBOX_TOPICS)
 
 
 class CachedFollowRepository:
@@ -97,9 +111,22 @@ class CachedFollowRepository:
 
 
 class SqlUnitOfWork(CachingUnitOfWork[CachedFollowRepository, FollowStatsCache]):
-    """One SQL transaction with a :class:`CachedFollowRepository` bound to it."""
+    """One SQL transaction with a :class:`CachedFollowRepository` and the events bound to it."""
 
     follows = CachingUnitOfWork.repository
 
+    def __init__(self, sessions: SessionFactory, cache: FollowStatsCache, outbox: Outbox) -> None:
+        super().__init__(sessions, cache)
+        self._outbox = outbox
+        self._events: FollowEventWriter | None = None
+
     def open_repository(self, session: AsyncSession) -> CachedFollowRepository:
+        self._events = FollowEventWriter(self._outbox.bound(session))
         return CachedFollowRepository(FollowDAO(session), self.cache)
+
+    @property
+    def events(self) -> FollowEventWriter:
+        """``UserFollowed``, written to the outbox in this transaction."""
+        if self._events is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._events

@@ -9,6 +9,8 @@ Tables:
   equality, then the range on id: E-S-R), newest first.
 - ``follow_stats``: followers and followees per user, changed by the transaction that
   changes a relation.
+- ``follow_outbox``: ``UserFollowed`` events written in the transaction that made a relation
+  active (:mod:`kit.outbox`).
 
 Exact counts under concurrency: a count moves only when a statement *changed* a relation's
 state, as told by its rowcount: ``UPDATE ... SET status = 1 WHERE ... AND status = 2``
@@ -29,6 +31,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql import ColumnElement
 
+from kit.outbox import outbox_model
 from kit.sql import SessionDAO, big_id, rowcount, service_metadata, table_args
 
 ACTIVE = 1
@@ -69,6 +72,10 @@ class FollowStatsRow(Base):
     followers: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     followees: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     utime: Mapped[int] = mapped_column(BigInteger)
+
+
+FollowOutboxRow = outbox_model(Base, "follow_outbox")
+"""Events recorded with the transaction that caused them (see :mod:`kit.outbox`)."""
 
 
 class FollowDAO(SessionDAO):

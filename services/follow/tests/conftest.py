@@ -32,13 +32,14 @@ async def database_url(empty_database_url: str) -> str:
 
 @pytest.fixture
 async def stub(
-    database_url: str, redis_url: str, redis_client: aioredis.Redis
+    database_url: str, redis_url: str, redis_client: aioredis.Redis, kafka_bootstrap: str
 ) -> AsyncIterator[FollowServiceAsyncStub]:
     """A client of the follow service served by ``build_runner`` on a free port."""
     settings = FollowSettings(
         mode=Mode.TEST,
         database_url=database_url,
         redis_url=redis_url,
+        kafka_bootstrap=kafka_bootstrap,
         grpc_port=0,
         metrics_port=-1,
         shutdown_grace=1.0,

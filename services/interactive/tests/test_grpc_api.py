@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from clients.tests.articles import stand_in_articles
 from kit.config import Mode
 from kit.events import EventProducer, ProducerConfig
 from kit.grpcx.errors import app_error_from_rpc
@@ -26,6 +25,7 @@ from services.interactive.__main__ import build_runner
 from services.interactive.errors import DOMAIN, Reason
 from services.interactive.events import ARTICLE_READ_TOPIC
 from services.interactive.settings import InteractiveSettings
+from services.interactive.tests.articles import stand_in_authors
 from webook.events.v1 import events_pb2
 from webook.interactive.v1 import interactive_pb2
 from webook.interactive.v1.interactive_pb2_grpc import InteractiveServiceStub
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 ARTICLE = "article"
+AUTHOR = 7
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ async def stub(
     tmp_path: Path, redis_url: str, redis_client: object, kafka_bootstrap: str
 ) -> AsyncIterator[InteractiveServiceAsyncStub]:
     """A client of an interactive service served by ``build_runner``, consumer running, every
-    article published (a stand-in article service)."""
+    article published by user 7 (a stand-in article service)."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'interactive.db'}"
     await upgrade_async("interactive", database_url)
     settings = InteractiveSettings(
@@ -60,7 +61,7 @@ async def stub(
         metrics_port=-1,
         shutdown_grace=1.0,
     )
-    async with stand_in_articles(lambda _: True) as articles:
+    async with stand_in_authors(lambda _: AUTHOR) as articles:
         runner = build_runner(settings.model_copy(update={"peers": {"article": articles}}))
         port = await runner.start()
         try:

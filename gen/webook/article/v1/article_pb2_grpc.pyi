@@ -49,7 +49,8 @@ class ArticleServiceStub:
     GetPublishedAuthor: _grpc.UnaryUnaryMultiCallable[_article_pb2.GetPublishedAuthorRequest, _article_pb2.GetPublishedAuthorResponse]
     """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
     reward service refuses a reward of one's own article and credits the author; the tag
-    service lets only the author tag it. Counts no read.
+    service lets only the author tag it; interactive checks a liked article and names its
+    author in ArticleLiked. Counts no read.
     """
 
 @_typing.type_check_only
@@ -73,7 +74,8 @@ class ArticleServiceAsyncStub(ArticleServiceStub):
     GetPublishedAuthor: _aio.UnaryUnaryMultiCallable[_article_pb2.GetPublishedAuthorRequest, _article_pb2.GetPublishedAuthorResponse]  # type: ignore[assignment]
     """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
     reward service refuses a reward of one's own article and credits the author; the tag
-    service lets only the author tag it. Counts no read.
+    service lets only the author tag it; interactive checks a liked article and names its
+    author in ArticleLiked. Counts no read.
     """
 
 class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -148,7 +150,8 @@ class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_article_pb2.GetPublishedAuthorResponse, _abc.Awaitable[_article_pb2.GetPublishedAuthorResponse]]:
         """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
         reward service refuses a reward of one's own article and credits the author; the tag
-        service lets only the author tag it. Counts no read.
+        service lets only the author tag it; interactive checks a liked article and names its
+        author in ArticleLiked. Counts no read.
         """
 
 def add_ArticleServiceServicer_to_server(servicer: ArticleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -35,6 +35,10 @@ class _TopicEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Topic.ValueType
     """Key: the article id. Producer: article. Consumer: search (index sync)."""
     TOPIC_USER_CHANGED: _Topic.ValueType  # 4
     """Key: the user id. Producer: user. Consumer: search (index sync)."""
+    TOPIC_USER_FOLLOWED: _Topic.ValueType  # 5
+    """Key: the followee id. Producer: follow (outbox). Consumer: feed ("a new follower")."""
+    TOPIC_ARTICLE_LIKED: _Topic.ValueType  # 6
+    """Key: the article id. Producer: interactive. Consumer: feed ("a like on my article")."""
 
 class Topic(_Topic, metaclass=_TopicEnumTypeWrapper):
     """Every topic: its name on the broker and its payload. A new topic is a new value here
@@ -50,6 +54,10 @@ TOPIC_ARTICLE_WITHDRAWN: Topic.ValueType  # 3
 """Key: the article id. Producer: article. Consumer: search (index sync)."""
 TOPIC_USER_CHANGED: Topic.ValueType  # 4
 """Key: the user id. Producer: user. Consumer: search (index sync)."""
+TOPIC_USER_FOLLOWED: Topic.ValueType  # 5
+"""Key: the followee id. Producer: follow (outbox). Consumer: feed ("a new follower")."""
+TOPIC_ARTICLE_LIKED: Topic.ValueType  # 6
+"""Key: the article id. Producer: interactive. Consumer: feed ("a like on my article")."""
 Global___Topic: _TypeAlias = Topic  # noqa: Y015
 
 @_typing.final
@@ -183,3 +191,68 @@ class UserChanged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UserChanged: _TypeAlias = UserChanged  # noqa: Y015
+
+@_typing.final
+class UserFollowed(_message.Message):
+    """follower started following followee (TOPIC_USER_FOLLOWED): a new follow or one taken up
+    again after a cancel, never a repeated follow.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOWER_FIELD_NUMBER: _builtins.int
+    FOLLOWEE_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    follower: _builtins.int
+    followee: _builtins.int
+    at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        follower: _builtins.int = ...,
+        followee: _builtins.int = ...,
+        at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "followee", b"followee", "follower", b"follower"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserFollowed: _TypeAlias = UserFollowed  # noqa: Y015
+
+@_typing.final
+class ArticleLiked(_message.Message):
+    """user_id liked article article_id, written by author_id (TOPIC_ARTICLE_LIKED): only a new
+    like, never a repeated one nor a cancel. title is plain text, empty when the producer did
+    not learn it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTICLE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    AUTHOR_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    article_id: _builtins.int
+    user_id: _builtins.int
+    author_id: _builtins.int
+    title: _builtins.str
+    at_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        article_id: _builtins.int = ...,
+        user_id: _builtins.int = ...,
+        author_id: _builtins.int = ...,
+        title: _builtins.str = ...,
+        at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "at_ms", b"at_ms", "author_id", b"author_id", "title", b"title", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArticleLiked: _TypeAlias = ArticleLiked  # noqa: Y015

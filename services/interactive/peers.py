@@ -1,0 +1,124 @@
+"""The article service as interactive's likes see it: is the article published, by whom.
+
+:class:`PublishedArticleAuthors` implements
+:class:`services.interactive.service.ArticleAuthors` with ``ArticleService.GetPublishedAuthor``
+(ARTICLE_NOT_FOUND unless the article is published now), so that the one call that checks a
+like's target also names the author the ``ArticleLiked`` event goes to: no extra round trip
+per like. Collects keep :class:`clients.article.PublishedArticleTargets`, which needs no
+author.
+
+As that adapter does, a published answer (here with its author, which never changes) is
+remembered in process for ``ttl_s`` seconds, "not published" never; failures (no instance,
+timeout, breaker open, refusal) become :class:`clients.article.TargetsUnavailable`, and the
+like fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import grpc
+
+from clients.article import (
+    ARTICLE_SERVICE,
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_TTL_S,
+    ArticleTargetsSettings,
+    TargetsUnavailable,
+)
+from kit.errors import AppError
+from kit.grpcx.client import ServiceClients
+from services.interactive.domain import ArticleOwner
+from webook.article.v1 import article_pb2, article_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+_CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
+
+
+class PublishedArticleAuthors:
+    """Who wrote an article if it is published, from the article service, cached briefly.
+
+    Args:
+        clients: the process's channels to other services.
+        timeout_s: deadline of one ``GetPublishedAuthor`` call (it sits on the write path).
+        ttl_s: seconds a published answer is trusted (0: never remembered).
+        max_entries: answers remembered at most (the oldest dropped first).
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        clients: ServiceClients,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clients = clients
+        self._timeout = timeout_s
+        self._ttl = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        # Article id → (its owner, when the answer stops being trusted), oldest first.
+        self._published: OrderedDict[int, tuple[ArticleOwner, float]] = OrderedDict()
+
+    @classmethod
+    def from_settings(
+        cls, clients: ServiceClients, settings: ArticleTargetsSettings
+    ) -> PublishedArticleAuthors:
+        """Authors configured as the service's targets are (the same timeout and memory)."""
+        return cls(
+            clients,
+            timeout_s=settings.article_timeout_seconds,
+            ttl_s=settings.published_cache_ttl_seconds,
+            max_entries=settings.published_cache_entries,
+        )
+
+    async def published_owner(self, article_id: int) -> ArticleOwner | None:
+        """The owner of article ``article_id`` if it is published now, else ``None``.
+
+        Raises :class:`TargetsUnavailable` when the article service cannot be asked.
+        """
+        now = self._clock()
+        remembered = self._published.get(article_id)
+        if remembered is not None:
+            owner, until = remembered
+            if now < until:
+                return owner
+            del self._published[article_id]
+        try:
+            stub = article_pb2_grpc.ArticleServiceStub(await self._clients.channel(ARTICLE_SERVICE))
+            answer = await stub.GetPublishedAuthor(
+                article_pb2.GetPublishedAuthorRequest(id=article_id), timeout=self._timeout
+            )
+        except _CALL_FAILURES as exc:
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            logger.warning(
+                "article author unavailable",
+                extra={"article_id": article_id, "error": _describe(exc)},
+            )
+            raise TargetsUnavailable(_describe(exc)) from exc
+        owner = ArticleOwner(article_id=article_id, author_id=int(answer.author_id))
+        if self._ttl > 0:
+            self._remember(owner, now + self._ttl)
+        return owner
+
+    def _remember(self, owner: ArticleOwner, until: float) -> None:
+        self._published[owner.article_id] = (owner, until)
+        self._published.move_to_end(owner.article_id)
+        while len(self._published) > self._max_entries:
+            self._published.popitem(last=False)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return repr(exc)
