@@ -6,9 +6,10 @@ author has two. Both publish: the first author's article is pushed into the read
 by the feed's consumer of ``webook.article.published``, the second's is merged from the
 author's outbox at read time. ``GET /feed`` shows both, newest first, a page at a time with
 its cursor; once the first is withdrawn it disappears. A cursor the feed did not hand out
-is code 4. Tags: an author creates a tag, tags their own article with it and reads it back;
-tagging someone else's article is refused. Every wait is on a condition, with a deadline
-generous for a loaded machine.
+is code 4. A like of an author's article and a new follower reach that author's feed
+(interactive's ``ArticleLiked``, follow's ``UserFollowed``). Tags: an author creates a
+tag, tags their own article with it and reads it back; tagging someone else's article is
+refused. Every wait is on a condition, with a deadline generous for a loaded machine.
 """
 
 from __future__ import annotations
@@ -112,6 +113,30 @@ async def test_feed_merges_pushed_and_pulled_articles_and_drops_withdrawn(
     # The big author's other follower sees the pulled article too; nobody's feed has the
     # ordinary author's withdrawn one.
     assert await _published_in_feed(client, other_fan) == [pulled]
+
+
+async def test_a_like_and_a_new_follower_reach_the_author_s_feed(
+    client: httpx.AsyncClient,
+) -> None:
+    author, fan = await _user(client, "author"), await _user(client, "fan")
+    article = await _publish(client, author, "被点赞的文章")
+    await _follow(client, fan, author)
+    _data(
+        await client.post(
+            "/articles/pub/like", json={"id": article, "like": True}, headers=fan.headers
+        )
+    )
+
+    async def both_arrived() -> bool:
+        items = (await _feed(client, author, limit=20))["items"]
+        kinds = {(item["type"], item["actor"]) for item in items}
+        return kinds == {("user_followed", fan.uid), ("article_liked", fan.uid)}
+
+    await eventually(both_arrived, "the follow and the like in the author's feed", DEADLINE_S)
+    items = (await _feed(client, author, limit=20))["items"]
+    liked = next(item for item in items if item["type"] == "article_liked")
+    assert liked["articleId"] == article
+    assert liked["recipient"] == author.uid
 
 
 async def test_a_cursor_the_feed_did_not_hand_out_is_code_4(client: httpx.AsyncClient) -> None:
