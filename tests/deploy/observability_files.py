@@ -34,6 +34,8 @@ SERVICE_DASHBOARDS = frozenset(
         "payment",
         "reward",
         "account",
+        "feed",
+        "tag",
     }
 )
 GRAFANA_VARIABLE = re.compile(r"\$(__rate_interval|__range|__interval)\b|\$\{(__\w+)\}")

@@ -136,6 +136,8 @@ GRPC_CALLS: dict[str, set[str]] = {
     "comment": {"article"},
     "reward": {"article", "payment"},
     "account": {"payment"},
+    "feed": {"follow"},
+    "tag": {"article"},
     # RunRanking and the reconciliations, the jobs the scheduler declares
     # (WEBOOK_SCHEDULER_JOBS).
     "scheduler": {"ranking", "payment", "account"},
@@ -156,7 +158,8 @@ INFRASTRUCTURE: dict[str, set[str]] = {
     "article": {"mysql", "redis", "kafka", *_TELEMETRY},
     "interactive": {"mysql", "redis", "kafka", *_TELEMETRY},
     "comment": {"mysql", "redis", *_TELEMETRY},
-    "follow": {"mysql", "redis", *_TELEMETRY},
+    # Its outbox relay publishes UserFollowed.
+    "follow": {"mysql", "redis", "kafka", *_TELEMETRY},
     "search": {"kafka", *_TELEMETRY},
     "ranking": {"redis", *_TELEMETRY},
     "scheduler": {"mysql", *_TELEMETRY},
@@ -164,6 +167,9 @@ INFRASTRUCTURE: dict[str, set[str]] = {
     "payment": {"mysql", "kafka", *_TELEMETRY},
     "reward": {"mysql", "kafka", *_TELEMETRY},
     "account": {"mysql", "kafka", *_TELEMETRY},
+    # No Redis either: feeds live in SQL; tag's cache is in each process's memory.
+    "feed": {"mysql", "kafka", *_TELEMETRY},
+    "tag": {"mysql", "kafka", *_TELEMETRY},
     # Not registered in etcd: it serves no gRPC.
     LAG_EXPORTER: {"kafka", "otel-collector"},
 }
@@ -198,7 +204,9 @@ KAFKA_ACLS: dict[str, set[tuple[str, str, str, str]]] = {
     "interactive": {
         *(("topic", "literal", "webook.article.read", op) for op in _CREATE_READ),
         ("group", "literal", "interactive-read-counter", "Read"),
+        *(("topic", "literal", "webook.article.liked", op) for op in _CREATE_WRITE),
     },
+    "follow": {("topic", "literal", "webook.user.followed", op) for op in _CREATE_WRITE},
     "search": {
         *(
             ("topic", "literal", topic, op)
@@ -220,6 +228,26 @@ KAFKA_ACLS: dict[str, set[tuple[str, str, str, str]]] = {
     "account": {
         *(("topic", "literal", "webook.reward.paid", op) for op in _CREATE_READ),
         ("group", "literal", "account-reward-credit", "Read"),
+    },
+    "feed": {
+        *(
+            ("topic", "literal", topic, op)
+            for topic in ("webook.article.published", "webook.article.withdrawn")
+            for op in _CREATE_READ
+        ),
+        ("group", "literal", "feed-articles", "Read"),
+        *(
+            ("topic", "literal", topic, op)
+            for topic in ("webook.article.liked", "webook.user.followed")
+            for op in _CREATE_READ
+        ),
+        ("group", "literal", "feed-interactions", "Read"),
+    },
+    # Every replica reads back the changes it and the others publish, each in a group of
+    # its own (tag-cache-<random>).
+    "tag": {
+        *(("topic", "literal", "webook.tag.changed", op) for op in {*_CREATE_WRITE, *_CREATE_READ}),
+        ("group", "prefixed", "tag-cache-", "Read"),
     },
     # Committed offsets of every group, end offsets of every topic: Describe, nothing else.
     LAG_EXPORTER: {("topic", "literal", "*", "Describe"), ("group", "literal", "*", "Describe")},

@@ -3,7 +3,8 @@
 Signup and login (password and SMS code, wrong passwords and codes included), profile,
 publish, read (read events through Kafka), like, collect, comment, follow, search (once the
 published articles reached the index through Kafka; a refused query too), a missing article
-(NOT_FOUND), the hot ranking, a reward paid through the WeChat Pay emulator (its
+(NOT_FOUND), an article tagged and its tags read back (the tag cache's misses and hits), the
+followers' feeds, the hot ranking, a reward paid through the WeChat Pay emulator (its
 notification through the gateway's callback, the author's account credited) and a forged
 notification refused, the payment and account reconciliations run as the scheduler runs
 them, a scheduler job run on demand and a ranking job run, the
@@ -243,6 +244,7 @@ def _one_round(client: httpx.Client, stack: ObservedStack) -> Author:
         follow = {"followee": author_id}
         assert client.post("/follow/follow", json=follow, headers=reader).json()["code"] == 0
     _search(client, f"observability {len(article_ids) - 1}")
+    _tag_and_read_feeds(client, author, article_ids[0], [reader for _uid, reader in readers])
     missing = client.get("/articles/pub/999999999", headers=readers[0][1]).json()
     assert missing["code"] != 0
     assert (
@@ -266,6 +268,26 @@ def _one_round(client: httpx.Client, stack: ObservedStack) -> Author:
     _run_jobs(stack)
     _validate_migration(stack)
     return Author(author_id, author, article_ids)
+
+
+def _tag_and_read_feeds(
+    client: httpx.Client, author: dict[str, str], article_id: int, readers: list[dict[str, str]]
+) -> None:
+    """The author tags an article and reads its tags back, twice (the tag cache's first
+    lookups miss and fill it, the next ones hit); each follower reads their feed."""
+    created = client.post("/tags/create", json={"name": "observability"}, headers=author).json()
+    assert created["code"] == 0, created
+    attach = {"bizId": article_id, "tagIds": [created["data"]["tag"]["id"]]}
+    attached = client.post("/tags/attach", json=attach, headers=author).json()
+    assert attached["code"] == 0, attached
+    for _ in range(2):
+        mine = client.get("/tags/mine", headers=author).json()
+        assert mine["code"] == 0, mine
+        tags = client.get("/tags/resource", params={"bizId": article_id}, headers=author).json()
+        assert tags["code"] == 0, tags
+    for reader in readers:
+        feed = client.get("/feed", headers=reader).json()
+        assert feed["code"] == 0, feed
 
 
 # A reward of 1999 fen: the author's share is 1800 (the platform keeps 10 %, rounded down).
