@@ -169,9 +169,14 @@ class FeedDAO(SessionDAO):
 
     async def inbox(self, owner: int, before: Position | None, limit: int) -> list[EventRow]:
         """Up to ``limit`` visible events of ``owner``'s inbox after ``before``, newest first."""
+        # From the inbox, always: when most events are in this owner's inbox, MariaDB's
+        # optimizer preferred scanning and sorting feed_events (46 ms against 0.3 ms for a
+        # first page in bench.feed). SQLite ignores the MySQL-only prefix.
         stmt = (
             select(EventRow)
-            .join(InboxRow, InboxRow.event_id == EventRow.event_id)
+            .select_from(InboxRow)
+            .join(EventRow, InboxRow.event_id == EventRow.event_id)
+            .prefix_with("STRAIGHT_JOIN", dialect="mysql")
             .where(InboxRow.owner == owner, EventRow.hidden == 0)
         )
         if before is not None:
