@@ -10,6 +10,14 @@ version) rather than forgotten, and a removal wins a tie with an upsert of the s
 version: a withdrawn article never reappears because a stale publish event arrived after
 the withdrawal.
 
+An article also carries its **tag names** (:class:`TagSet`), versioned on their own by the
+tag service's version of the article's set: the article's events and its tag events come
+from different services, so neither version says anything about the other. A
+:class:`Retag` replaces the names only if its set is newer than the one held, and keeps the
+article's document (a tombstone stays a tombstone); a document change keeps the held names.
+Tags of an article the index has never seen wait on a tombstone at version 0 (invisible,
+and superseded by any publication, which then takes the names along).
+
 Queries (:func:`parse_request`): 1..:data:`MAX_QUERY_CHARS` characters of free text after
 trimming, without control characters or lone surrogates (refused, not stripped: a client
 that sends them has a bug worth seeing; :mod:`services.search.query` says what the text
@@ -35,6 +43,12 @@ MAX_RESULT_WINDOW: Final = 1000
 MAX_TITLE_CHARS: Final = 512
 MAX_BODY_CHARS: Final = 200_000
 PUBLISHED_STATUS: Final = 2
+MAX_TAGS: Final = 100
+"""Tag names kept per article (the tag service allows 20 by default)."""
+MAX_TAG_CHARS: Final = 64
+"""Characters kept of a tag name (the tag service allows 32)."""
+UNPUBLISHED_VERSION: Final = 0
+"""The version of the tombstone holding the tags of an article not published yet."""
 MAX_TIME_MS: Final = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: the latest time a document may carry. A later one is no time
 (a corrupt or hostile ``utime`` near 2**63): it would win every version comparison, so
@@ -95,11 +109,32 @@ Document = ArticleDoc | UserDoc
 
 
 @dataclass(frozen=True, slots=True)
+class TagSet:
+    """An article's tag names (sorted, unique) as of ``version`` of its set at the tag
+    service; version 0 with no names: never tagged."""
+
+    names: tuple[str, ...] = ()
+    version: int = 0
+
+    def newer_than(self, other: TagSet | None) -> bool:
+        """Whether this set must replace ``other`` (a higher version; None is version 0)."""
+        return self.version > (other.version if other is not None else 0)
+
+
+NO_TAGS: Final = TagSet()
+
+
+@dataclass(frozen=True, slots=True)
 class Upsert:
-    """Index ``doc`` (replacing whatever the key held) at ``version``."""
+    """Index ``doc`` (replacing whatever the key held) at ``version``.
+
+    ``tags`` is the article's tag set the document carries once applied; None (what every
+    sync path offers) keeps the set the key holds (see :class:`Retag`).
+    """
 
     doc: Document
     version: int
+    tags: TagSet | None = None
 
     @property
     def key(self) -> DocKey:
@@ -109,13 +144,39 @@ class Upsert:
 
 @dataclass(frozen=True, slots=True)
 class Removal:
-    """Make ``key`` unsearchable at ``version`` (a tombstone keeps the version)."""
+    """Make ``key`` unsearchable at ``version`` (a tombstone keeps the version, and an
+    article's tags: ``tags`` as in :class:`Upsert`)."""
 
     key: DocKey
     version: int
+    tags: TagSet | None = None
 
 
 Change = Upsert | Removal
+"""A whole state of one key, as the index stores it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retag:
+    """Replace article ``article_id``'s tag names by ``tags`` if they are newer than the
+    held set, keeping whatever the article's document is (live, withdrawn or not seen)."""
+
+    article_id: int
+    tags: TagSet
+
+    @property
+    def key(self) -> DocKey:
+        """The key the change applies to."""
+        return DocKey(DocType.ARTICLE, self.article_id)
+
+    @property
+    def version(self) -> int:
+        """The version of the tag set."""
+        return self.tags.version
+
+
+SyncChange = Change | Retag
+"""What the sync paths offer the index: a document's state or an article's tags."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +319,18 @@ def article_doc(
         author_name=author_name.strip()[:MAX_TITLE_CHARS],
         utime_ms=max(utime_ms, 0),
     )
+
+
+def tag_set(names: Sequence[str], version: int) -> TagSet:
+    """A :class:`TagSet` from the tag service's names: trimmed, empty ones dropped, cut to
+    :data:`MAX_TAG_CHARS`, unique, sorted, at most :data:`MAX_TAGS`; refuses a version that
+    is not positive (every change of a set has one)."""
+    if version <= 0:
+        raise _invalid(
+            Reason.INVALID_DOCUMENT, "version", f"a tag set needs a positive version, got {version}"
+        )
+    kept = sorted({cut for name in names if (cut := name.strip()[:MAX_TAG_CHARS].strip())})
+    return TagSet(names=tuple(kept[:MAX_TAGS]), version=version)
 
 
 def user_doc(*, user_id: int, nickname: str, about_me: str, utime_ms: int) -> UserDoc:

@@ -2,36 +2,43 @@
 
 One tantivy index in a directory holds both document types. Its schema:
 
-==============  ==========================  ==============================================
-field           kind                        use
-==============  ==========================  ==============================================
-``key``         raw text, stored            ``a:<id>`` / ``u:<id>``: replace and delete by key
-``kind``        u64, indexed, fast          the :class:`~services.search.domain.DocType`
-``live``        bool, indexed, stored       ``False`` for a tombstone (a withdrawn article)
-``version``     i64, stored                 last applied change (ms), see ``domain.supersedes``
-``doc_id``      i64, stored                 the article or user id
-``utime``       i64, indexed, fast, stored  last update (ms): recency boost and display
-``author_id``   i64, indexed, stored        articles: the author (renames find their articles)
-``title``       text (unigrams), stored     article title (shown, highlighted)
-``body``        text (unigrams), stored     article text (HTML removed)
-``author``      text (unigrams), stored     article author's name
-``nickname``    text (unigrams), stored     user nickname
-``about``       text (unigrams), stored     user about-me
-``<field>_s``   text (Han n-grams)          the searched twin of each text field above
-==============  ==========================  ==============================================
+================  ==========================  ==============================================
+field             kind                        use
+================  ==========================  ==============================================
+``key``           raw text, stored            ``a:<id>`` / ``u:<id>``: replace and delete by key
+``kind``          u64, indexed, fast          the :class:`~services.search.domain.DocType`
+``live``          bool, indexed, stored       ``False`` for a tombstone (a withdrawn article)
+``version``       i64, stored                 last applied change (ms), see ``domain.supersedes``
+``doc_id``        i64, stored                 the article or user id
+``utime``         i64, indexed, fast, stored  last update (ms): recency boost and display
+``author_id``     i64, indexed, stored        articles: the author (renames find their articles)
+``title``         text (unigrams), stored     article title (shown, highlighted)
+``body``          text (unigrams), stored     article text (HTML removed)
+``author``        text (unigrams), stored     article author's name
+``nickname``      text (unigrams), stored     user nickname
+``about``         text (unigrams), stored     user about-me
+``tags``          text (unigrams), stored     article tag names, one value per tag
+``tags_version``  i64, stored                 version of the tag set (``domain.TagSet``)
+``<field>_s``     text (Han n-grams)          the searched twin of each text field above
+================  ==========================  ==============================================
 
-(:mod:`services.search.analysis` explains the two analyzers.) A tombstone has no text
-field, so no text can match it; every search still requires ``live`` (and the requested
+(:mod:`services.search.analysis` explains the two analyzers.) A tombstone has no searched
+text field, so no text can match it (a withdrawn or not yet published article keeps only
+its stored ``tags`` and ``tags_version``, which no query searches, so that its tags survive
+until it is published again); every search still requires ``live`` (and the requested
 ``kind``), so that what a search returns never depends on that: see "Queries" below.
 
 **Schema changes.** tantivy refuses to open an index whose schema differs from the one
-asked for. An index written with an older schema (before ``author_id`` was indexed) is
-therefore migrated when it is opened (:func:`migrate_index`): every stored document,
+asked for. The schema has a version (:data:`SCHEMA_VERSION`; :func:`build_schema` builds
+each one this code reads: 2 indexed ``author_id``, 3 added the tags). An index written with
+an older schema is migrated when it is opened (:func:`migrate_index`): every stored document,
 tombstones included, is read back into the change that wrote it and written into a new
 index beside the old one, which then takes the old one's place. Every field a change
 needs is stored (the searched twins are derived from the stored text), so nothing is lost
-and the versions stay as they were; the writer lock of the old index is held meanwhile, so
-a process still using it makes the migration fail instead of losing its writes.
+and the versions stay as they were (an article of an index without tags has none, at version
+0); the writer lock of the old index is held meanwhile, so a process still using it makes
+the migration fail instead of losing its writes. A peer's snapshot of an older schema is
+installed as it is and migrated the same way (:mod:`services.search.snapshot`).
 
 Every change of a batch deletes the key's previous document and adds the new one (a full
 document or a tombstone), then the batch is committed at once and the reader reloaded, so
@@ -40,8 +47,9 @@ holds a lock file); the writer lives as long as this object. Tantivy calls block
 run in worker threads: writes in one dedicated thread (they are serialised anyway),
 searches in the default pool.
 
-**Ranking**: BM25 over the searched fields with per-field boosts (a match in a title or
-nickname counts :data:`FIELD_BOOSTS` times more), then a recency re-rank of the best
+**Ranking**: BM25 over the searched fields with per-field boosts (a match in a title, a tag
+name or a nickname counts :data:`FIELD_BOOSTS` times more: a tag is the author's own
+one-word summary of the article, as telling as a title word), then a recency re-rank of the best
 :data:`RESCORE_WINDOW` (or ``offset + limit`` if more) by relevance, as Elasticsearch's
 ``rescore`` does: a document updated within the last 7, 30 or 365 days gets
 ``recency_boost`` times 1, 0.5 or 0.25 added to its score (the bonuses add up), so among
@@ -84,6 +92,7 @@ from services.search.analysis import (
 )
 from services.search.domain import (
     MAX_RESULT_WINDOW,
+    NO_TAGS,
     ArticleDoc,
     Change,
     DocKey,
@@ -92,6 +101,7 @@ from services.search.domain import (
     SearchHit,
     SearchPage,
     SearchRequest,
+    TagSet,
     Upsert,
     UserDoc,
     Version,
@@ -101,15 +111,27 @@ from services.search.query import analyse_query, clause_query
 
 logger = logging.getLogger(__name__)
 
-TEXT_FIELDS: Final = ("title", "body", "author", "nickname", "about")
+TEXT_FIELDS: Final = ("title", "body", "author", "nickname", "about", "tags")
 # The searched twin of each text field (Han text as n-grams, see analysis.search_text).
 SEARCHED: Final = {name: name + SEARCH_SUFFIX for name in TEXT_FIELDS}
 SEARCHED_FIELDS: Final[dict[DocType | None, tuple[str, ...]]] = {
     None: tuple(SEARCHED.values()),
-    DocType.ARTICLE: (SEARCHED["title"], SEARCHED["body"], SEARCHED["author"]),
+    DocType.ARTICLE: (
+        SEARCHED["title"],
+        SEARCHED["body"],
+        SEARCHED["author"],
+        SEARCHED["tags"],
+    ),
     DocType.USER: (SEARCHED["nickname"], SEARCHED["about"]),
 }
-_BOOSTS: Final = {"title": 3.0, "nickname": 3.0, "author": 1.5, "body": 1.0, "about": 1.0}
+_BOOSTS: Final = {
+    "title": 3.0,
+    "tags": 3.0,
+    "nickname": 3.0,
+    "author": 1.5,
+    "body": 1.0,
+    "about": 1.0,
+}
 FIELD_BOOSTS: Final = {
     **_BOOSTS,
     **{SEARCHED[name]: boost for name, boost in _BOOSTS.items()},
@@ -132,8 +154,17 @@ def key_text(key: DocKey) -> str:
     return f"{_KEY_PREFIX[key.type]}:{key.id}"
 
 
-def build_schema() -> tantivy.Schema:
-    """The index schema (see the module docstring)."""
+SCHEMA_VERSION: Final = 3
+"""The version of the schema this code writes (see "Schema changes" above)."""
+READABLE_SCHEMA_VERSIONS: Final = (2, 3)
+"""The schema versions :func:`build_schema` builds: indexes (and peers' snapshots) of these
+versions are migrated to :data:`SCHEMA_VERSION` when opened."""
+
+
+def build_schema(version: int = SCHEMA_VERSION) -> tantivy.Schema:
+    """The index schema of ``version`` (see the module docstring)."""
+    if version not in READABLE_SCHEMA_VERSIONS:
+        raise ValueError(f"unknown search index schema version {version}")
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("key", stored=True, tokenizer_name="raw")
     builder.add_unsigned_field("kind", stored=True, indexed=True, fast=True)
@@ -142,7 +173,11 @@ def build_schema() -> tantivy.Schema:
     builder.add_integer_field("doc_id", stored=True)
     builder.add_integer_field("utime", stored=True, indexed=True, fast=True)
     builder.add_integer_field("author_id", stored=True, indexed=True)
+    if version >= 3:
+        builder.add_integer_field("tags_version", stored=True)
     for name in TEXT_FIELDS:
+        if name == "tags" and version < 3:
+            continue
         builder.add_text_field(name, stored=True, tokenizer_name=ANALYZER_NAME)
         builder.add_text_field(SEARCHED[name], stored=False, tokenizer_name=SEARCH_ANALYZER_NAME)
     return builder.build()
@@ -158,14 +193,23 @@ def _first(doc: tantivy.Document, field: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def stored_tags(doc: tantivy.Document) -> TagSet:
+    """The tag set a stored article document holds (none, at version 0, in an index
+    written before tags)."""
+    version = int(_first(doc, "tags_version", 0))
+    names = tuple(str(name) for name in doc.get_all("tags"))
+    return TagSet(names, version) if version or names else NO_TAGS
+
+
 def stored_change(doc: tantivy.Document) -> Change:
     """The change that wrote a stored document: an upsert of the article or user it holds
-    at its version, or the removal a tombstone records."""
+    at its version, or the removal a tombstone records (an article's with its tags)."""
     doc_type = DocType(int(_first(doc, "kind", DocType.ARTICLE)))
     doc_id = int(_first(doc, "doc_id", 0))
     version = int(_first(doc, "version", 0))
+    tags = stored_tags(doc) if doc_type is DocType.ARTICLE else None
     if not _first(doc, "live", True):
-        return Removal(DocKey(doc_type, doc_id), version)
+        return Removal(DocKey(doc_type, doc_id), version, tags)
     utime = int(_first(doc, "utime", 0))
     if doc_type is DocType.ARTICLE:
         return Upsert(
@@ -178,6 +222,7 @@ def stored_change(doc: tantivy.Document) -> Change:
                 utime_ms=utime,
             ),
             version,
+            tags,
         )
     return Upsert(
         UserDoc(
@@ -335,8 +380,14 @@ class TantivySearchIndex:
         doc.add_unsigned("kind", int(key.type))
         doc.add_integer("doc_id", key.id)
         doc.add_integer("version", change.version)
+        tags = change.tags or NO_TAGS
+        if key.type is DocType.ARTICLE:
+            doc.add_integer("tags_version", tags.version)
         if isinstance(change, Removal):
             doc.add_boolean("live", False)
+            # Kept for a later publication, but not searched (no ``tags_s``).
+            for name in tags.names:
+                doc.add_text("tags", name)
             return doc
         doc.add_boolean("live", True)
         source = change.doc
@@ -349,6 +400,9 @@ class TantivySearchIndex:
         for name, text in texts.items():
             doc.add_text(name, text)
             doc.add_text(SEARCHED[name], search_text(text))
+        for name in tags.names:
+            doc.add_text("tags", name)
+            doc.add_text(SEARCHED["tags"], search_text(name))
         return doc
 
     # -- reading -------------------------------------------------------------------------
@@ -370,6 +424,23 @@ class TantivySearchIndex:
             found[key] = Version(
                 version=int(_first(doc, "version", 0)), removed=not _first(doc, "live", True)
             )
+        return found
+
+    async def states(self, keys: Collection[DocKey]) -> dict[DocKey, Change]:
+        """The committed state of each of ``keys`` the index holds, as the change that
+        wrote it (absent keys are missing)."""
+        if not keys:
+            return {}
+        return await asyncio.to_thread(self._states_sync, list(keys))
+
+    def _states_sync(self, keys: list[DocKey]) -> dict[DocKey, Change]:
+        by_text = {key_text(key): key for key in keys}
+        searcher = self._index.searcher()
+        query = tantivy.Query.term_set_query(self._schema, "key", list(by_text))
+        found: dict[DocKey, Change] = {}
+        for _, address in searcher.search(query, limit=len(by_text) * 2, count=False).hits:
+            doc = searcher.doc(address)
+            found[by_text[_first(doc, "key", "")]] = stored_change(doc)
         return found
 
     async def nicknames(self, user_ids: Collection[int]) -> dict[int, str]:

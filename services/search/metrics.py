@@ -43,7 +43,8 @@ INDEX_DOCUMENTS = Gauge(
 )
 SYNC_CHANGES = Counter(
     "webook_search_sync_changes_total",
-    "Index changes by source (kafka, grpc, reindex) and result (applied, superseded, invalid).",
+    "Index changes by source (kafka, grpc, reindex) and result (applied, superseded, invalid, "
+    "skipped: a valid event with nothing to index).",
     ["source", "result"],
 )
 PENDING_CHANGES = Gauge(

@@ -27,11 +27,20 @@
   superseded by the user document's version and rewrites nothing; and a user event that
   arrives after a newer article event still renames it. Until an author's user document is
   indexed, articles show the name their events carried.
+- **Tags ride along**: an article's tag names (:class:`~services.search.domain.TagSet`) are
+  part of its document but versioned on their own. The writer resolves every offer against
+  the key's whole held state (pending, else committed: :meth:`SearchIndex.states`): a
+  document change that wins by version keeps the held tags; a
+  :class:`~services.search.domain.Retag` with a newer set replaces only the names, on a live
+  article, a tombstone (still hidden) or, for an article not seen yet, a tombstone at
+  version 0 that the publication supersedes and inherits the names of. So neither kind of
+  event can undo the other, whatever their order.
 - :class:`Reindexer` rebuilds the index from the source services (ports
   :class:`PublishedArticles` and :class:`UserDirectory`): every published article and
   every user is offered at its ``utime`` version, then indexed articles the source no
   longer lists are removed at the version of the rebuild's start (a change that happened
-  during the rebuild is newer and wins).
+  during the rebuild is newer and wins). Tags are not in the sources it reads: its upserts
+  and removals keep the tags the index holds, like every document change.
 """
 
 from __future__ import annotations
@@ -49,13 +58,18 @@ from opentelemetry import trace
 from services.search import metrics
 from services.search.analysis import html_to_text
 from services.search.domain import (
+    NO_TAGS,
+    UNPUBLISHED_VERSION,
     ArticleDoc,
     Change,
     DocKey,
     DocType,
     Removal,
+    Retag,
     SearchPage,
     SearchRequest,
+    SyncChange,
+    TagSet,
     Upsert,
     UserDoc,
     Version,
@@ -87,6 +101,10 @@ class SearchIndex(Protocol):
 
     async def versions(self, keys: Collection[DocKey]) -> dict[DocKey, Version]:
         """The committed version of each of ``keys`` the index holds."""
+        ...
+
+    async def states(self, keys: Collection[DocKey]) -> dict[DocKey, Change]:
+        """The committed state of each of ``keys`` the index holds (tags included)."""
         ...
 
     async def live_ids(self, doc_type: DocType) -> set[int]:
@@ -180,7 +198,7 @@ class BatchedIndexWriter:
             logger.warning("pending index changes lost at stop", extra={"count": self.pending})
             self._fail_batch(SearchUnavailable(Reason.INDEX_UNAVAILABLE, "the index is stopping"))
 
-    async def submit(self, changes: Sequence[Change]) -> tuple[int, int]:
+    async def submit(self, changes: Sequence[SyncChange]) -> tuple[int, int]:
         """Offer ``changes``; returns ``(applied, superseded)`` once the applied ones are
         committed. Raises :class:`SearchUnavailable` if their commit failed or the writer is
         stopping; the caller may offer them again (stale duplicates are ignored)."""
@@ -190,15 +208,14 @@ class BatchedIndexWriter:
             return 0, 0
         async with self._lock:
             keys = {change.key for change in changes}
-            committed = await self._index.versions(keys - self._pending.keys())
+            committed = await self._index.states(keys - self._pending.keys())
             applied = 0
             accepted: set[DocKey] = set()
             for change in changes:
-                held = self._pending.get(change.key)
-                current = _version_of(held) if held is not None else committed.get(change.key)
-                if supersedes(change, current):
-                    self._pending[change.key] = change
-                    committed[change.key] = _version_of(change)
+                held = self._pending.get(change.key) or committed.get(change.key)
+                resolved = _resolve(change, held)
+                if resolved is not None:
+                    self._pending[change.key] = resolved
                     accepted.add(change.key)
                     applied += 1
             superseded = len(changes) - applied
@@ -240,7 +257,7 @@ class BatchedIndexWriter:
         # rename may have rewritten them), then the renamed authors' committed articles that
         # no pending change replaces.
         articles = [
-            (change.key, change.doc, change.version)
+            (change, change.doc)
             for change in self._pending.values()
             if isinstance(change, Upsert)
             and isinstance(change.doc, ArticleDoc)
@@ -248,17 +265,19 @@ class BatchedIndexWriter:
         ]
         if renamed:
             articles.extend(
-                (change.key, change.doc, change.version)
+                (change, change.doc)
                 for change in await self._index.articles_by(renamed.keys())
                 if isinstance(change.doc, ArticleDoc) and change.key not in self._pending
             )
         rewritten = 0
-        for key, article, version in articles:
+        for change, article in articles:
             name = names.get(article.author_id)
             if name is None or name == article.author_name:
                 continue
-            self._pending[key] = Upsert(dataclasses.replace(article, author_name=name), version)
-            if key not in accepted:
+            # Same version and tags: only the shown name follows the author.
+            renamed_doc = dataclasses.replace(article, author_name=name)
+            self._pending[change.key] = dataclasses.replace(change, doc=renamed_doc)
+            if change.key not in accepted:
                 rewritten += 1
         if rewritten:
             metrics.AUTHOR_NAME_REWRITES.inc(rewritten)
@@ -356,6 +375,31 @@ def _version_of(change: Change) -> Version:
     return Version(change.version, isinstance(change, Removal))
 
 
+def _resolve(change: SyncChange, held: Change | None) -> Change | None:
+    """The key's new whole state once ``change`` is applied to ``held`` (the pending or
+    committed state), or None when ``change`` is superseded (service docstring)."""
+    if isinstance(change, Retag):
+        if not change.tags.newer_than(held.tags if held is not None else None):
+            return None
+        if held is None:
+            # Tags of an article not published yet (or not yet known here): kept, hidden.
+            return Removal(change.key, UNPUBLISHED_VERSION, change.tags)
+        return dataclasses.replace(held, tags=change.tags)
+    if not supersedes(change, _version_of(held) if held is not None else None):
+        return None
+    if change.key.type is not DocType.ARTICLE:
+        return change
+    held_tags = held.tags if held is not None else None
+    return dataclasses.replace(change, tags=_newer_tags(change.tags, held_tags))
+
+
+def _newer_tags(offered: TagSet | None, held: TagSet | None) -> TagSet:
+    """The newer of two tag sets (None: no set)."""
+    if offered is not None and offered.newer_than(held):
+        return offered
+    return held or offered or NO_TAGS
+
+
 class SearchService:
     """Queries and index changes."""
 
@@ -405,7 +449,7 @@ class SearchService:
         metrics.QUERY_SECONDS.labels(label).observe(time.perf_counter() - started)
         return page
 
-    async def apply(self, changes: Sequence[Change], *, source: str) -> int:
+    async def apply(self, changes: Sequence[SyncChange], *, source: str) -> int:
         """Offer ``changes`` to the index; returns how many were newer than what it held.
 
         Returns once they are committed; raises :class:`SearchUnavailable` if the commit

@@ -35,12 +35,18 @@ data directory holds no index, the process finds the other search instances (sta
 ``peers["search"]``, else the etcd registry), chooses one at random and calls it directly on
 its address (over mutual TLS when the process has certificates, not through the balancer:
 every call must reach the replica that holds the snapshot). It downloads the snapshot into
-``incoming/``, checks every file's size and the index schema, commits the peer's offsets
-for the sync group of a **new** index id (``search-indexer-<new id>``), then moves the copy
-into place under that id (:meth:`~services.search.storage.DataDir.install_index`), so the
-consumer resumes where the copy ends. Any failure (no peer, a peer error, a short file, the
-broker) leaves the data directory empty: the service then rebuilds from the source services
-as before, and the log says why.
+``incoming/``, checks every file's size and the index schema (this code's, or an older one
+it can read: :data:`~services.search.index.READABLE_SCHEMA_VERSIONS`; such a copy is
+migrated when the index is opened, like an old index on the replica's own volume),
+commits the peer's offsets for the sync group of a **new** index id
+(``search-indexer-<new id>``), then moves the copy into place under that id
+(:meth:`~services.search.storage.DataDir.install_index`), so the consumer resumes where
+the copy ends. The offsets cover every topic the peer consumes; a topic it did not consume
+yet (a peer of an older version: the tag topic) has no offset in the new group, which then
+reads it from its beginning (``auto_offset_reset``), so a copy without tags gains them back
+from the topic. Any failure (no peer, a peer error, a short file, the broker) leaves the
+data directory empty: the service then rebuilds from the source services as before, and
+the log says why.
 
 Errors of the RPCs (:mod:`services.search.errors`): a malformed snapshot id or file name
 → INVALID_ARGUMENT ``SEARCH_INVALID_DOCUMENT``; a negative position or size →
@@ -87,7 +93,7 @@ from services.search.errors import (
     SearchUnavailable,
 )
 from services.search.events import DECODERS, sync_group
-from services.search.index import build_schema
+from services.search.index import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, build_schema
 from services.search.storage import DataDir, new_index_id
 from webook.search.v1 import search_pb2, search_pb2_grpc
 
@@ -325,12 +331,18 @@ def index_schema(meta: bytes) -> Any:
     return json.loads(meta)["schema"]
 
 
-def expected_schema() -> Any:
-    """The schema a ``meta.json`` of this code's index holds (an empty index is made in a
-    temporary directory to learn it)."""
+def expected_schema(version: int = SCHEMA_VERSION) -> Any:
+    """The schema a ``meta.json`` of an index of schema ``version`` (by default this code's)
+    holds (an empty index is made in a temporary directory to learn it)."""
     with tempfile.TemporaryDirectory(prefix="search-schema-") as scratch:
-        tantivy.Index(build_schema(), path=scratch)
+        tantivy.Index(build_schema(version), path=scratch)
         return index_schema((Path(scratch) / META_FILE).read_bytes())
+
+
+def readable_schemas() -> list[Any]:
+    """The schemas of a peer's copy this code installs: its own and the older ones the
+    index migrates when it opens them."""
+    return [expected_schema(version) for version in READABLE_SCHEMA_VERSIONS]
 
 
 # -- serving ---------------------------------------------------------------------------
@@ -1009,8 +1021,8 @@ async def _copy_from(
     finally:
         await channel.close(None)
     meta = await asyncio.to_thread((incoming / META_FILE).read_bytes)
-    if index_schema(meta) != await asyncio.to_thread(expected_schema):
-        raise _CopyFailed(f"the index of {address} has another schema (another version?)")
+    if index_schema(meta) not in await asyncio.to_thread(readable_schemas):
+        raise _CopyFailed(f"the index of {address} has another schema (a newer version?)")
     await asyncio.to_thread(_write_managed_list, incoming, [f.name for f in manifest.files])
     index_id = new_index_id()
     # Before the index is installed: an installed index always has its group's offsets.

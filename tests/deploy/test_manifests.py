@@ -214,6 +214,7 @@ KAFKA_ACLS: dict[str, set[tuple[str, str, str, str]]] = {
                 "webook.article.published",
                 "webook.article.withdrawn",
                 "webook.user.changed",
+                "webook.tag.changed",
             )
             for op in _CREATE_READ
         ),

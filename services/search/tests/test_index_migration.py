@@ -1,5 +1,6 @@
-"""An index written with the previous schema (``author_id`` stored, not indexed) is migrated
-when it is opened: every document, tombstones and versions included, answers as before."""
+"""An index written with an older schema (here version 1: ``author_id`` stored, not indexed,
+and no tags) is migrated when it is opened: every document, tombstones and versions
+included, answers as before."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from services.search.domain import (
     article_doc,
     user_doc,
 )
-from services.search.index import SEARCHED, TEXT_FIELDS, TantivySearchIndex
+from services.search.index import SEARCHED, TantivySearchIndex
 
 NOW = 1_800_000_000_000
+# The text fields of that schema.
+OLD_TEXT_FIELDS = ("title", "body", "author", "nickname", "about")
 
 
 def previous_schema() -> tantivy.Schema:
@@ -34,7 +37,7 @@ def previous_schema() -> tantivy.Schema:
     builder.add_integer_field("doc_id", stored=True)
     builder.add_integer_field("utime", stored=True, indexed=True, fast=True)
     builder.add_integer_field("author_id", stored=True)
-    for name in TEXT_FIELDS:
+    for name in OLD_TEXT_FIELDS:
         builder.add_text_field(name, stored=True, tokenizer_name=ANALYZER_NAME)
         builder.add_text_field(SEARCHED[name], stored=False, tokenizer_name=SEARCH_ANALYZER_NAME)
     return builder.build()

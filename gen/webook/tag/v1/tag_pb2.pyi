@@ -107,7 +107,7 @@ class _TopicEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Topic.ValueType
     TOPIC_TAGS_CHANGED: _Topic.ValueType  # 1
     """Key: the user id (a resource is tagged by its owner only, so one resource's changes
     keep their order). Producer: the tag service, through its outbox, in the transaction of
-    the change. Consumers: every tag replica (its in-memory cache); later, search.
+    the change. Consumers: every tag replica (its in-memory cache); search (indexes article tag names).
     """
 
 class Topic(_Topic, metaclass=_TopicEnumTypeWrapper):
@@ -119,7 +119,7 @@ TOPIC_UNSPECIFIED: Topic.ValueType  # 0
 TOPIC_TAGS_CHANGED: Topic.ValueType  # 1
 """Key: the user id (a resource is tagged by its owner only, so one resource's changes
 keep their order). Producer: the tag service, through its outbox, in the transaction of
-the change. Consumers: every tag replica (its in-memory cache); later, search.
+the change. Consumers: every tag replica (its in-memory cache); search (indexes article tag names).
 """
 Global___Topic: _TypeAlias = Topic  # noqa: Y015
 
