@@ -9,7 +9,9 @@ its cursor; once the first is withdrawn it disappears. A cursor the feed did not
 is code 4. A like of an author's article and a new follower reach that author's feed
 (interactive's ``ArticleLiked``, follow's ``UserFollowed``). Tags: an author creates a
 tag, tags their own article with it and reads it back; tagging someone else's article is
-refused. Every wait is on a condition, with a deadline generous for a loaded machine.
+refused, and search finds the article by its tag name (through the tag service's outbox
+and the search service's consumer). Every wait is on a condition, with a deadline generous
+for a loaded machine.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Final
 import httpx
 import pytest
 
+from devstack.infra import ManagedProcess
 from kit.cache.tests.outage import eventually
 from tests.e2e.conftest import PASSWORD
 
@@ -183,3 +186,23 @@ async def test_authors_tag_their_own_articles_only(client: httpx.AsyncClient) ->
         )
     )
     assert [t["id"] for t in still["tags"]] == [tag_id]
+
+
+async def test_an_article_is_found_by_its_tag(
+    client: httpx.AsyncClient, search_process: ManagedProcess
+) -> None:
+    author = await _user(client, "author")
+    article = await _publish(client, author, "一篇文章")
+    name = f"zt{uuid.uuid4().hex[:12]}"  # a word no other test's text holds
+    tag = _data(await client.post("/tags/create", json={"name": name}, headers=author.headers))
+    attach = {"biz": "article", "bizId": article, "tagIds": [tag["tag"]["id"]]}
+    _data(await client.post("/tags/attach", json=attach, headers=author.headers))
+
+    async def found() -> bool:
+        answer = (await client.get("/search/query", params={"q": name})).json()
+        return answer["code"] == 0 and [
+            (hit["type"], hit["id"]) for hit in answer["data"]["hits"]
+        ] == [("article", article)]
+
+    # Through the tag service's outbox, the broker and the search service's consumer.
+    await eventually(found, "the article found by its tag", DEADLINE_S)
