@@ -10,6 +10,9 @@ seconds (a popular article is asked about once per TTL, not once per like or com
 is the staleness it allows: an article withdrawn less than ``ttl_s`` ago may still take a
 like, a collect or a comment from this replica. "Not published" is never remembered, so an
 article can be interacted with as soon as it is published.
+
+:func:`published_author` asks who wrote a published article (``GetPublishedAuthor``), for
+the services that need the author: reward, tag, interactive's likes.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ DEFAULT_TIMEOUT_S = 0.5
 DEFAULT_TTL_S = 5.0
 DEFAULT_MAX_ENTRIES = 10_000
 # What a call to another service can fail with: a status, or no address configured at all.
-_CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
+CALL_FAILURES: Final = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
 
 
 class ArticleTargetsSettings(BaseModel):
@@ -123,12 +126,12 @@ class PublishedArticleTargets:
             answer = await stub.PublishedExists(
                 article_pb2.PublishedExistsRequest(ids=[biz_id]), timeout=self._timeout
             )
-        except _CALL_FAILURES as exc:
+        except CALL_FAILURES as exc:
             logger.warning(
                 "article existence unavailable",
-                extra={"article_id": biz_id, "error": _describe(exc)},
+                extra={"article_id": biz_id, "error": describe_call_failure(exc)},
             )
-            raise TargetsUnavailable(_describe(exc)) from exc
+            raise TargetsUnavailable(describe_call_failure(exc)) from exc
         published = biz_id in answer.published_ids
         if published and self._ttl > 0:
             self._remember(biz_id, now + self._ttl)
@@ -141,7 +144,29 @@ class PublishedArticleTargets:
             self._published_until.popitem(last=False)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_call_failure(exc: BaseException) -> str:
+    """One line for a log or an error message: the status and details of a failed call."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return repr(exc)
+
+
+async def published_author(
+    clients: ServiceClients, article_id: int, *, timeout_s: float
+) -> int | None:
+    """The author of article ``article_id`` if it is published now, else ``None``
+    (``ArticleService.GetPublishedAuthor``; ``NOT_FOUND`` is the answer "no").
+
+    Any other failure is raised as it came (one of :data:`CALL_FAILURES`): each caller
+    turns it into its own "unavailable" error and fails closed.
+    """
+    stub = article_pb2_grpc.ArticleServiceStub(await clients.channel(ARTICLE_SERVICE))
+    try:
+        answer = await stub.GetPublishedAuthor(
+            article_pb2.GetPublishedAuthorRequest(id=article_id), timeout=timeout_s
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return int(answer.author_id)

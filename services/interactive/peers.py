@@ -24,17 +24,18 @@ from collections.abc import Callable
 import grpc
 
 from clients.article import (
-    ARTICLE_SERVICE,
+    CALL_FAILURES,
     DEFAULT_MAX_ENTRIES,
     DEFAULT_TIMEOUT_S,
     DEFAULT_TTL_S,
     ArticleTargetsSettings,
     TargetsUnavailable,
+    describe_call_failure,
+    published_author,
 )
 from kit.errors import AppError
 from kit.grpcx.client import ServiceClients
 from services.interactive.domain import ArticleOwner
-from webook.article.v1 import article_pb2, article_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -94,19 +95,16 @@ class PublishedArticleAuthors:
                 return owner
             del self._published[article_id]
         try:
-            stub = article_pb2_grpc.ArticleServiceStub(await self._clients.channel(ARTICLE_SERVICE))
-            answer = await stub.GetPublishedAuthor(
-                article_pb2.GetPublishedAuthorRequest(id=article_id), timeout=self._timeout
-            )
-        except _CALL_FAILURES as exc:
-            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
+            author = await published_author(self._clients, article_id, timeout_s=self._timeout)
+        except CALL_FAILURES as exc:
+            why = describe_call_failure(exc)
             logger.warning(
-                "article author unavailable",
-                extra={"article_id": article_id, "error": _describe(exc)},
+                "article author unavailable", extra={"article_id": article_id, "error": why}
             )
-            raise TargetsUnavailable(_describe(exc)) from exc
-        owner = ArticleOwner(article_id=article_id, author_id=int(answer.author_id))
+            raise TargetsUnavailable(why) from exc
+        if author is None:
+            return None
+        owner = ArticleOwner(article_id=article_id, author_id=author)
         if self._ttl > 0:
             self._remember(owner, now + self._ttl)
         return owner
@@ -116,9 +114,3 @@ class PublishedArticleAuthors:
         self._published.move_to_end(owner.article_id)
         while len(self._published) > self._max_entries:
             self._published.popitem(last=False)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return repr(exc)

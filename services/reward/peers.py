@@ -23,16 +23,15 @@ from typing import Final, Protocol
 
 import grpc
 
+from clients.article import published_author
 from kit.errors import AppError
 from kit.grpcx.client import ServiceClients
 from services.reward.domain import PaymentStatus, PaymentUpdate
 from services.reward.errors import Reason, RewardUnavailable
-from webook.article.v1 import article_pb2, article_pb2_grpc
 from webook.payment.v1 import payment_pb2, payment_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-ARTICLE_SERVICE: Final = "article"
 PAYMENT_SERVICE: Final = "payment"
 _CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
 
@@ -91,15 +90,9 @@ class RemoteArticles:
     async def published_author(self, article_id: int) -> int | None:
         """The author from ``GetPublishedAuthor``; ``None`` unless published now."""
         try:
-            stub = article_pb2_grpc.ArticleServiceStub(await self._clients.channel(ARTICLE_SERVICE))
-            answer = await stub.GetPublishedAuthor(
-                article_pb2.GetPublishedAuthorRequest(id=article_id), timeout=self._timeout
-            )
+            return await published_author(self._clients, article_id, timeout_s=self._timeout)
         except _CALL_FAILURES as exc:
-            if _absent(exc):
-                return None
             raise _unavailable("article GetPublishedAuthor", exc) from exc
-        return int(answer.author_id)
 
 
 class RemotePayments:

@@ -11,21 +11,14 @@ failure (no instance, timeout, breaker open, refusal) becomes
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Final, Protocol
+from typing import Protocol
 
-import grpc
-
-from kit.errors import AppError
+from clients.article import CALL_FAILURES, describe_call_failure, published_author
 from kit.grpcx.client import ServiceClients
 from services.tag.errors import Reason, TagUnavailable
-from webook.article.v1 import article_pb2, article_pb2_grpc
 
 logger = logging.getLogger(__name__)
-
-ARTICLE_SERVICE: Final = "article"
-_CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
 
 
 class ArticleOwners(Protocol):
@@ -40,12 +33,6 @@ class ArticleOwners(Protocol):
         ...
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return repr(exc)
-
-
 class RemoteArticleOwners:
     """:class:`ArticleOwners` on the article service's ``GetPublishedAuthor``."""
 
@@ -56,18 +43,12 @@ class RemoteArticleOwners:
     async def author_of(self, article_id: int) -> int | None:
         """The author; ``None`` on ``NOT_FOUND`` (absent, or not published now)."""
         try:
-            stub = article_pb2_grpc.ArticleServiceStub(await self._clients.channel(ARTICLE_SERVICE))
-            answer = await stub.GetPublishedAuthor(
-                article_pb2.GetPublishedAuthorRequest(id=article_id), timeout=self._timeout
-            )
-        except _CALL_FAILURES as exc:
-            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
+            return await published_author(self._clients, article_id, timeout_s=self._timeout)
+        except CALL_FAILURES as exc:
             logger.warning(
                 "peer call failed",
-                extra={"call": "article GetPublishedAuthor", "error": _describe(exc)},
+                extra={"call": "article GetPublishedAuthor", "error": describe_call_failure(exc)},
             )
             raise TagUnavailable(
                 Reason.UNAVAILABLE, "the article service could not be asked, please retry"
             ) from exc
-        return int(answer.author_id)
