@@ -17,6 +17,7 @@ mutual TLS, with a CA and certificates made in the data directory
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -193,3 +194,20 @@ async def signed_up(client: httpx.AsyncClient, prefix: str) -> dict[str, str]:
     assert (await client.post("/users/signup", json=body)).json()["code"] == 0
     login = await client.post("/users/login", json={"email": email, "password": PASSWORD})
     return {"Authorization": f"Bearer {login.headers['x-jwt-token']}"}
+
+
+@dataclass(frozen=True)
+class User:
+    """A signed-up, logged-in user: its id and the headers of its requests."""
+
+    uid: int
+    headers: dict[str, str]
+
+
+async def logged_in(client: httpx.AsyncClient, prefix: str) -> User:
+    """Sign up and log in a new user (as :func:`signed_up`); its id (a claim of the access
+    token: the payload is signed, not secret) and headers."""
+    headers = await signed_up(client, prefix)
+    payload = headers["Authorization"].removeprefix("Bearer ").split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return User(int(claims["uid"]), headers)

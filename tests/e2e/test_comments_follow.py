@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import User, logged_in
+
 pytestmark = pytest.mark.e2e
-
-PASSWORD = "hello#world123"
-
-
-class User:
-    """A signed-up, logged-in user."""
-
-    def __init__(self, uid: int, headers: dict[str, str]) -> None:
-        self.uid = uid
-        self.headers = headers
 
 
 async def _user(client: httpx.AsyncClient) -> User:
-    email = f"reader-{uuid.uuid4().hex[:10]}@example.com"
-    body = {"email": email, "password": PASSWORD, "confirmPassword": PASSWORD}
-    assert (await client.post("/users/signup", json=body)).json()["code"] == 0
-    login = await client.post("/users/login", json={"email": email, "password": PASSWORD})
-    token = login.headers["x-jwt-token"]
-    # The user id is a claim of the access token (the payload is not secret, only signed).
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return User(int(claims["uid"]), {"Authorization": f"Bearer {token}"})
+    return await logged_in(client, "reader")
 
 
 async def _article(client: httpx.AsyncClient, author: User) -> int:

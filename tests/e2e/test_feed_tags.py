@@ -16,8 +16,6 @@ for a loaded machine.
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from typing import Any, Final
 
@@ -26,7 +24,7 @@ import pytest
 
 from devstack.infra import ManagedProcess
 from kit.cache.tests.outage import eventually
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import User, logged_in
 
 pytestmark = pytest.mark.e2e
 
@@ -35,23 +33,8 @@ pytestmark = pytest.mark.e2e
 DEADLINE_S: Final = 60.0
 
 
-class User:
-    """A signed-up, logged-in user."""
-
-    def __init__(self, uid: int, headers: dict[str, str]) -> None:
-        self.uid = uid
-        self.headers = headers
-
-
 async def _user(client: httpx.AsyncClient, prefix: str) -> User:
-    email = f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
-    body = {"email": email, "password": PASSWORD, "confirmPassword": PASSWORD}
-    assert (await client.post("/users/signup", json=body)).json()["code"] == 0
-    login = await client.post("/users/login", json={"email": email, "password": PASSWORD})
-    token = login.headers["x-jwt-token"]
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return User(int(claims["uid"]), {"Authorization": f"Bearer {token}"})
+    return await logged_in(client, prefix)
 
 
 def _data(response: httpx.Response) -> Any:
