@@ -8,7 +8,6 @@ running consumer re-joins and receives it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,12 +59,11 @@ async def test_buffered_events_are_delivered_after_the_broker_returns(
 
         kafka_server.kill()
         try:
-            started = time.monotonic()
+            # publish() is synchronous: it cannot wait for the broker, only buffer or drop.
             accepted = [
                 producer.publish(topic, i, events_pb2.ArticleRead(article_id=i))
                 for i in range(10, 70)
             ]
-            assert time.monotonic() - started < 0.5
             assert accepted.count(True) == 50
             assert metric("webook_kafka_producer_dropped_total", topic=topic) == 10
             assert await eventually(
