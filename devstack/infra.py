@@ -116,6 +116,27 @@ def find_binary(name: str, package_paths: Sequence[tuple[str, ...]] = ()) -> Pat
 _PR_SET_PDEATHSIG = 1
 
 
+def _die_with_parent_launch(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """``argv`` and ``preexec_fn`` that make the child get SIGKILL when this process dies.
+
+    With util-linux's ``setpriv --pdeathsig`` when the machine has it: the signal is armed
+    by a program the child runs before it execs ``argv``, so no Python code runs between
+    fork and exec and ``subprocess`` can use vfork. A ``preexec_fn`` makes it fork(), which
+    runs every library's fork handlers in the child: with gRPC's threads running in this
+    process (a test session), its handler can leave the child wedged before exec, so a
+    broker restarted by a test never came up. The hook (:func:`_die_with_parent_hook`) is
+    the fallback.
+    """
+    if not sys.platform.startswith("linux"):
+        return argv, None
+    if threading.current_thread() is not threading.main_thread():
+        return argv, None  # see _die_with_parent_hook
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "KILL", "--", *argv], None
+    return argv, _die_with_parent_hook()
+
+
 def _die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when this process dies.
 
@@ -146,7 +167,7 @@ class ManagedProcess:
     The child leads a process group of its own (a Ctrl-C in the terminal reaches only the
     launcher, which then stops children in order); stopping signals the whole group, so
     whatever the child started goes too. ``die_with_parent``: the kernel kills the child
-    when the launcher dies (see :func:`_die_with_parent_hook`).
+    when the launcher dies (see :func:`_die_with_parent_launch`).
     """
 
     name: str
@@ -172,15 +193,18 @@ class ManagedProcess:
         """Start the process without waiting for it to be ready (see :meth:`check_ready`)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        argv, preexec = (
+            _die_with_parent_launch(self.argv) if self.die_with_parent else (self.argv, None)
+        )
         self.process = subprocess.Popen(
-            self.argv,
+            argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent_hook() if self.die_with_parent else None,
+            preexec_fn=preexec,
         )
         return self
 
