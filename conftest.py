@@ -84,6 +84,18 @@ def pytest_configure(config: pytest.Config) -> None:
     _terminal.append(os.fdopen(os.dup(2), "w"))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``chaos`` (failure injection and whole-stack checks, minutes each) run
+    only when asked for: ``make chaos`` (``-m chaos``); ``make test`` leaves them out to keep
+    within its budget. CI runs both."""
+    if "chaos" in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker("chaos") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     """Exit with all stacks on the terminal if this teardown outlasts ``TEARDOWN_LIMIT_S``."""

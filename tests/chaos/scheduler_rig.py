@@ -2,7 +2,7 @@
 on the instance holding a job, and the checks on what the fencing server saw.
 
 Shared by ``tests/chaos/test_scheduler_faults.py`` (rounds of SIGKILL and SIGSTOP, several
-hundred runs) and ``services/scheduler/tests/test_processes_faults.py`` (one SIGKILL).
+hundred runs) and ``tests/chaos/test_scheduler_sigkill.py`` (one SIGKILL).
 
 - :class:`FencingServer` is the guarded resource and the **fencing log**: an HTTP server in
   a thread of the test process. Per job it accepts a request whose token is at least the

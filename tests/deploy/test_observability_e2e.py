@@ -31,7 +31,8 @@ from tests.deploy.observability_files import (
 )
 from tests.deploy.stack import STACK_GROUPS, ObservedStack
 
-pytestmark = pytest.mark.e2e
+# The whole stack and a Prometheus for about a minute and a half: make chaos, not make test.
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 # Series Prometheus itself adds to every scrape.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}

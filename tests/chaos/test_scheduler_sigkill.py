@@ -23,7 +23,7 @@ from tests.chaos.scheduler_rig import (
     until,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.mysql]
+pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.mysql]
 
 RUNS_BEFORE = 5
 RUNS = 20
