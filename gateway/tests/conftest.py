@@ -151,6 +151,11 @@ def make_settings(
         "wechat_authorize_base": WECHAT_BASE,
         "wechat_api_base": WECHAT_BASE,
         "wechat_redirect_uri": f"{GATEWAY_BASE}/oauth2/wechat/callback",
+        # A read with a fallback (the session check among them) waits this long for the
+        # session's Redis before taking the fallback: the default tenth of the timeout
+        # (50 ms) is what a loaded 2-core machine sometimes takes, and a fresh session's
+        # check then answers 401. The tests of the fallback itself set their own.
+        "redis_fallback_wait_seconds": 0.4,
         **overrides,
     }
     return GatewaySettings(**values)
