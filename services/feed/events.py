@@ -28,15 +28,17 @@ topic's message, or naming no article or user) are skipped and counted by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Generic, Protocol, TypeVar
 
 from google.protobuf.message import DecodeError
 
 from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
 from services.feed.domain import FeedEvent, Model, article_liked, article_published, user_followed
 from webook.events.v1 import events_pb2
+
+P = TypeVar("P")
 
 PUBLISHED_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_PUBLISHED)
 WITHDRAWN_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_WITHDRAWN)
@@ -118,28 +120,31 @@ class ArticleFeed(Protocol):
         ...
 
 
-class PublishedHandler:
-    """Batch handler: records each publication, in order."""
+class _EachInOrder(Generic[P]):
+    """Batch handler: applies each event's payload in order; raises (to have the whole batch
+    retried) if one fails, which the service's idempotent writes make safe."""
+
+    def __init__(self, apply: Callable[[P], Awaitable[object]]) -> None:
+        self._apply = apply
+
+    async def __call__(self, batch: Sequence[ConsumedEvent[P]]) -> None:
+        """Apply a batch."""
+        for event in batch:
+            await self._apply(event.payload)
+
+
+class PublishedHandler(_EachInOrder[FeedEvent]):
+    """Records (and pushes) each publication."""
 
     def __init__(self, feed: ArticleFeed) -> None:
-        self._feed = feed
-
-    async def __call__(self, batch: Sequence[ConsumedEvent[FeedEvent]]) -> None:
-        """Apply a batch (raises, to have it retried, if a write or the follower count fails)."""
-        for event in batch:
-            await self._feed.article_published(event.payload)
+        super().__init__(feed.article_published)
 
 
-class WithdrawnHandler:
-    """Batch handler: hides each withdrawn article."""
+class WithdrawnHandler(_EachInOrder[Withdrawal]):
+    """Hides each withdrawn article."""
 
     def __init__(self, feed: ArticleFeed) -> None:
-        self._feed = feed
-
-    async def __call__(self, batch: Sequence[ConsumedEvent[Withdrawal]]) -> None:
-        """Apply a batch (raises, to have it retried, if a write fails)."""
-        for event in batch:
-            await self._feed.article_withdrawn(event.payload.article_id, event.payload.at_ms)
+        super().__init__(lambda w: feed.article_withdrawn(w.article_id, w.at_ms))
 
 
 class InteractionFeed(Protocol):
@@ -154,28 +159,18 @@ class InteractionFeed(Protocol):
         ...
 
 
-class LikedHandler:
-    """Batch handler: delivers each like to its article's author, in order."""
+class LikedHandler(_EachInOrder[FeedEvent]):
+    """Delivers each like to its article's author."""
 
     def __init__(self, feed: InteractionFeed) -> None:
-        self._feed = feed
-
-    async def __call__(self, batch: Sequence[ConsumedEvent[FeedEvent]]) -> None:
-        """Apply a batch (raises, to have it retried, if a write fails)."""
-        for event in batch:
-            await self._feed.article_liked(event.payload)
+        super().__init__(feed.article_liked)
 
 
-class FollowedHandler:
-    """Batch handler: delivers each new follower to the followee, in order."""
+class FollowedHandler(_EachInOrder[FeedEvent]):
+    """Delivers each new follower to the followee."""
 
     def __init__(self, feed: InteractionFeed) -> None:
-        self._feed = feed
-
-    async def __call__(self, batch: Sequence[ConsumedEvent[FeedEvent]]) -> None:
-        """Apply a batch (raises, to have it retried, if a write fails)."""
-        for event in batch:
-            await self._feed.user_followed(event.payload)
+        super().__init__(feed.user_followed)
 
 
 def interaction_event_consumer(feed: InteractionFeed, config: ConsumerConfig) -> BatchConsumer:
