@@ -253,7 +253,9 @@ def create_app(
                 stack.push_async_callback(clients.close)
                 services = await ServiceStubs.discover(clients)
             redis = create_redis(
-                settings.redis_url, fallback_wait=settings.redis_fallback_wait_seconds
+                settings.redis_url,
+                timeout=settings.redis_timeout_seconds,
+                fallback_wait=settings.redis_fallback_wait_seconds,
             )
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             # Registered after Redis, so the limiters stop before their client closes.
@@ -265,6 +267,7 @@ def create_app(
                 on_error=settings.session_check_on_redis_error,
                 cache_ttl=applied.current.session_check_cache_ttl,
                 feed=settings.session_revocation_feed,
+                feed_max_lag=settings.session_revocation_feed_max_lag_seconds,
                 fail_static=settings.session_check_fail_static_seconds,
             )
             # Registered after Redis, so the subscription ends before its client closes.

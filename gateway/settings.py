@@ -65,6 +65,9 @@ class GatewaySettings(ClientSettings):
     # How long a Redis read that has a fallback (a cache, the session check, a rate-limit
     # check) waits in silence before taking it; None: a tenth of the client's timeout.
     redis_fallback_wait_seconds: float | None = Field(default=None, gt=0)
+    # The Redis client's socket and connect timeout: a command unanswered this long is taken
+    # as a hung Redis (kit.redisx).
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
     jwt_access_key: SecretStr = dev_secret("gateway-jwt-access-key-local-only")
     jwt_refresh_key: SecretStr = dev_secret("gateway-jwt-refresh-key-local-only")
     access_ttl: timedelta = timedelta(minutes=30)
@@ -91,9 +94,11 @@ class GatewaySettings(ClientSettings):
     # Answer session checks from memory, kept exact by Redis pub/sub: a revocation through
     # any gateway is announced in the same transaction that records it, and drops the
     # session here when it arrives (milliseconds). While the subscription is not confirmed
-    # within the last second, every check asks Redis. When on, session_check_cache_ttl is
-    # not used.
+    # within the last session_revocation_feed_max_lag_seconds, every check asks Redis. When
+    # on, session_check_cache_ttl is not used.
     session_revocation_feed: bool = True
+    # The bound on staleness if the subscription stalls silently (its pings go unanswered).
+    session_revocation_feed_max_lag_seconds: float = Field(default=1.0, gt=0.25)
     # Edge middleware: request ids, rate limits, concurrency and body size (one JSON value).
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
     # Live: the rate-limit rules in force, replacing edge.rate_limits as a whole when set

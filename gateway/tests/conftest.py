@@ -151,11 +151,15 @@ def make_settings(
         "wechat_authorize_base": WECHAT_BASE,
         "wechat_api_base": WECHAT_BASE,
         "wechat_redirect_uri": f"{GATEWAY_BASE}/oauth2/wechat/callback",
-        # A read with a fallback (the session check among them) waits this long for the
-        # session's Redis before taking the fallback: the default tenth of the timeout
-        # (50 ms) is what a loaded 2-core machine sometimes takes, and a fresh session's
-        # check then answers 401. The tests of the fallback itself set their own.
-        "redis_fallback_wait_seconds": 0.4,
+        # Redis is taken as hung when it stays silent past these bounds, and a fresh
+        # session's check then answers 401. The defaults (50 ms for a read with a fallback,
+        # 0.5 s for any command, 1 s for the revocation feed's pings) are shorter than a
+        # pause of this test process on a loaded 2-core machine (a full garbage collection
+        # of its heap): the answer is there, but read after the timer fired. The tests of
+        # the fallbacks themselves build their own clients with tight bounds.
+        "redis_fallback_wait_seconds": 2.0,
+        "redis_timeout_seconds": 4.0,
+        "session_revocation_feed_max_lag_seconds": 5.0,
         **overrides,
     }
     return GatewaySettings(**values)
