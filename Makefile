@@ -10,7 +10,7 @@ REPLICAS ?=
 
 # System tools the targets need beyond Python (scripts/ensure-tools installs them with
 # apt-get when run as root, or stops with the command to run).
-TEST_TOOLS := promtool prometheus kubectl
+TEST_TOOLS := promtool prometheus prometheus-alertmanager mysqldump mysql kubectl
 BENCH_TOOLS := wrk
 
 .PHONY: venv tools run test proto lint fmt bench chaos fuzz soak clean
