@@ -7,9 +7,12 @@ it read when it began. Its writes go through :class:`TableWriter` (``insert``, `
 followed by :meth:`~DoubleWriteUnitOfWork.touch` of the keys it changed. The unit of work
 remembers every primary key written. At :meth:`~DoubleWriteUnitOfWork.commit` it reads,
 inside the first side's transaction (which sees its own writes and holds their row locks),
-the image of each of those rows: the whole row, or "absent" for a deleted one. Once the first
-side has committed, it writes those images to the *second* side in one transaction there
-(:func:`~kit.migrator.tables.apply_images`): upsert by primary key, or delete.
+the image of each of those rows: the whole row, or "absent" for a deleted one. It writes those
+images to the *second* side in one transaction there
+(:func:`~kit.migrator.tables.apply_images`: upsert by primary key, or delete), and then
+commits the first side. The copy is made while the first side's transaction still holds the
+rows' locks, so the next writer of a row waits for it: copies of one row land on the second
+side in the order their transactions commit on the first.
 
 Why images rather than replaying the statements: the primary key an auto-increment column
 generated on the first side is part of the image, so the second side stores the row under
@@ -19,14 +22,14 @@ parser, only the keys it touched. The cost is one ``SELECT`` by key per table pe
 work, on rows the transaction has just locked.
 
 **What it can and cannot guarantee.** There is no atomic commit across two databases (no
-XA: MariaDB's is slow and unusual, SQLite has none). The first side commits; only then is the
-second side written. Between the two commits there is a window in which the sides differ,
-and the second write may never happen: it fails (the caller is *not* failed: the failure is
-logged, counted in ``webook_migrator_second_write_failures_total`` and left to the
-validator), the process dies, or the request is cancelled. Two transactions changing one row
-commit on the first side in one order, but their second writes may land in the other order,
-leaving the older image on the second side. So double write alone makes the second side
-*nearly* right. **Validate and repair** closes the gap: the validator compares the sides
+XA: MariaDB's is slow and unusual, SQLite has none). The second side commits first; then the
+first. The copy may fail (after three tries when a concurrent copy aborted it: the caller is
+*not* failed; the failure is logged, counted in ``webook_migrator_second_write_failures_total``
+and left to the validator), the process may die between the two commits, the request may be
+cancelled, or the first side's commit may fail after the copy's (the second side then holds
+a change the first never made, which the validator reverts). The price of the order: a
+first-side row lock is held for the copy's round trip too. So double write alone makes the
+second side *nearly* right. **Validate and repair** closes the gap: the validator compares the sides
 and publishes each difference; the fixer re-reads the first side's row when it repairs and
 copies that image. Every repair is an idempotent copy of the authoritative row, so running
 validation and repair again until a pass finds nothing converges, however the live writes
@@ -56,10 +59,14 @@ from kit.migrator.metrics import SECOND_WRITE_FAILURES, declare_writes
 from kit.migrator.mode import Mode, ModeHolder, Side
 from kit.migrator.tables import Key, MigratedTable, Row, apply_images, read_images
 from kit.sql import rowcount, upsert
+from kit.sql.conflicts import backoff_delay, is_write_conflict
 from kit.sql.statements import Changes, Values
 
 logger = logging.getLogger(__name__)
 
+
+# Tries of a second-side copy that a concurrent copy aborted (deadlock, lock wait).
+SECOND_WRITE_ATTEMPTS = 3
 
 Sessions = Callable[[], AsyncSession]
 """Where a side's sessions come from: a :data:`kit.sql.SessionFactory`, or a wrapper of one."""
@@ -262,7 +269,7 @@ class DoubleWriteUnitOfWork:
                 self._writer.mode.end()
 
     async def commit(self) -> None:
-        """Commit on the first side; then copy the touched rows to the second side."""
+        """Copy the touched rows to the second side, then commit on the first side."""
         session = self.session
         second = self.mode.second
         if second is not None and self._touched:
@@ -271,23 +278,35 @@ class DoubleWriteUnitOfWork:
                 table = self._writer.tables[name]
                 found = await read_images(session, table, keys)
                 self._images[name] = {key: found.get(key) for key in keys}
+            # Copied while the first side's transaction still holds the rows' locks: the
+            # next writer of a row waits for this copy, so copies land in commit order.
+            await self._write_second(second)
         await session.commit()
         self._committed = True
-        if second is not None and self._images:
-            await self._write_second(second)
 
     async def _write_second(self, side: Side) -> None:
         images, self._images = self._images, {}
-        try:
-            async with self._writer.sides.of(side)() as session:
-                for name, rows in images.items():
-                    await apply_images(session, self._writer.tables[name], rows)
-                await session.commit()
-        except asyncio.CancelledError:
-            self._second_failed(side, images, "cancelled")
-            raise
-        except Exception as exc:
-            self._second_failed(side, images, repr(exc))
+        attempt = 1
+        while True:
+            try:
+                async with self._writer.sides.of(side)() as session:
+                    for name, rows in images.items():
+                        await apply_images(session, self._writer.tables[name], rows)
+                    await session.commit()
+                return
+            except asyncio.CancelledError:
+                self._second_failed(side, images, "cancelled")
+                raise
+            except Exception as exc:
+                # Concurrent copies of other rows can deadlock on the second side's gap
+                # locks; running the copy again is safe (images are absolute, and the rows
+                # are still locked on the first side).
+                if is_write_conflict(exc) and attempt < SECOND_WRITE_ATTEMPTS:
+                    await asyncio.sleep(backoff_delay(attempt))
+                    attempt += 1
+                    continue
+                self._second_failed(side, images, repr(exc))
+                return
 
     def _second_failed(
         self, side: Side, images: dict[str, dict[Key, Row | None]], error: str

@@ -14,14 +14,16 @@ Duplicate deliveries (the consumer is at-least-once) cost a redundant copy.
 
 **Safe with live writes.** The base row is read ``SELECT ... FOR UPDATE`` (MySQL/MariaDB;
 ``lock_base``) and the lock is held until the target's write committed, so a writer of the
-base row waits for the repair and its own second write (a double write) lands after it:
-the repair cannot put back an image older than one a writer has already copied. What remains
-is a double write whose first commit preceded the repair and whose second write lands after
-it, with an older image: the next validation finds that row again and the next repair copies
-the latest image. Each round can only leave rows that were written during it, and a row
-stops being written eventually, so validating and repairing until a pass finds nothing
-converges (docs/migration.md, "Why validate and repair converges"). On SQLite there is one
-writer at a time; the same argument holds without the lock, with the race above.
+base row waits for the repair and its own copy (a double write, made while it holds the row's
+lock: :mod:`kit.migrator.double_write`) lands after it; and a writer that locked the row
+first made its copy before the repair could read the row. What remains is a double write
+whose copy failed, or whose first-side commit failed after its copy: the row was written
+during this round, the next validation finds it and the next repair copies the latest image.
+Each round can only leave rows that were written during it, and a row stops being written
+eventually, so validating and repairing until a pass finds nothing converges
+(docs/migration.md, "Why validate and repair converges"). On SQLite there is no ``FOR
+UPDATE`` (one writer at a time): a double write may commit between the repair's read and
+its write, and the repair then puts back the older image; the same argument holds.
 
 **One bad message never stops it**: an event that names no known table, no valid key or no
 side is logged, counted (``outcome="skipped"``) and skipped; a repair that still fails after
