@@ -8,6 +8,8 @@
 - ``webook_sms_failover_total{from_provider}``: a send left ``from_provider`` for the next one;
 - ``webook_sms_provider_weight{provider}``: the provider's weight in force (live settings);
 - ``webook_sms_async_queue{status}``: stored records ``waiting`` or ``sending`` right now;
+- ``webook_sms_async_oldest_seconds``: age of the oldest record ``waiting`` or ``sending``
+  (0 when none is): a queue that stopped moving grows it;
 - ``webook_sms_async_total{result}``: what happened to messages off the synchronous path
   (``queued``, ``delivered``, ``retry``, ``failed``, ``expired``);
 - ``webook_sms_daily_limit_total{result}``: messages (one per number) checked against the
@@ -69,6 +71,11 @@ class SmsMetrics:
             "webook_sms_async_queue",
             "Stored SMS records waiting for or in asynchronous delivery",
             ["status"],
+            registry=registry,
+        )
+        self.async_oldest_seconds = Gauge(
+            "webook_sms_async_oldest_seconds",
+            "Age of the oldest stored SMS record waiting for or in asynchronous delivery",
             registry=registry,
         )
         self.async_total = Counter(

@@ -141,6 +141,10 @@ class SendRecordRepository(Protocol):
     async def count_active(self) -> dict[SendStatus, int]:
         """How many records are ``waiting`` and ``sending``."""
 
+    async def oldest_active_ms(self) -> int | None:
+        """When (epoch ms) the oldest ``waiting`` or ``sending`` record was stored; None if
+        there is none."""
+
 
 class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
     """One transaction over the records; rolled back unless committed."""
@@ -571,8 +575,12 @@ class SmsService:
             ) from exc
 
     async def refresh_queue_gauge(self) -> None:
-        """Update ``webook_sms_async_queue`` from the store."""
+        """Update ``webook_sms_async_queue`` and ``webook_sms_async_oldest_seconds`` from the
+        store."""
         async with self._uow() as uow:
             counts = await uow.records.count_active()
+            oldest_ms = await uow.records.oldest_active_ms()
         for status in (SendStatus.WAITING, SendStatus.SENDING):
             self._metrics.async_queue.labels(status.value).set(counts.get(status, 0))
+        age_s = 0.0 if oldest_ms is None else max(0.0, (self._now_ms() - oldest_ms) / 1000)
+        self._metrics.async_oldest_seconds.set(age_s)

@@ -271,6 +271,14 @@ class SqlSendRecordRepository(SessionDAO):
         )
         return {SendStatus(status): int(count) for status, count in rows}
 
+    async def oldest_active_ms(self) -> int | None:
+        """``ctime`` of the oldest ``waiting`` or ``sending`` record; None if there is none."""
+        active = [SendStatus.WAITING.value, SendStatus.SENDING.value]
+        oldest = await self._session.scalar(
+            select(func.min(SendRecordRow.ctime)).where(SendRecordRow.status.in_(active))
+        )
+        return None if oldest is None else int(oldest)
+
 
 class SqlUnitOfWork(BaseSqlUnitOfWork[SqlSendRecordRepository]):
     """One session and transaction; SQL failures surface as ``StoreUnavailable``."""

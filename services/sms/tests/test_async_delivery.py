@@ -482,3 +482,18 @@ async def test_queue_gauge_counts_waiting(
         await instance.sms.send(APP, command(f"g{index}"))
     await instance.sms.refresh_queue_gauge()
     assert instance.metrics.async_queue.labels("waiting")._value.get() == 3
+    # The oldest waiting record's age follows the clock while nothing delivers it.
+    instance.clock.offset += 90.0
+    await instance.sms.refresh_queue_gauge()
+    assert instance.metrics.async_oldest_seconds._value.get() >= 90.0
+    tencent.mode = aliyun.mode = "ok"
+    instance.health_clock.offset = DETECTING.cooldown_s
+    instance.clock.offset += DeliveryPolicy().backoff_max_s  # every retry is due
+
+    async def drained() -> bool:
+        await instance.worker.run_once()
+        await instance.sms.refresh_queue_gauge()
+        return bool(instance.metrics.async_queue.labels("waiting")._value.get() == 0)
+
+    await eventually(drained)
+    assert instance.metrics.async_oldest_seconds._value.get() == 0
