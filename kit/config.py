@@ -58,6 +58,7 @@ from kit.gray.rollout import Rollout, RolloutName
 from kit.grpcx.tuning import ClientTuning
 from kit.liveconfig.schema import check_segment, live_field
 from kit.logging import LOG_LEVELS
+from kit.sql.engine import PoolLimits
 
 DEV_SECRET_PREFIX = "dev-insecure-"
 MIN_KEY_BYTES = 32
@@ -334,6 +335,13 @@ class GrpcServiceSettings(ClientSettings, KafkaConnectionSettings):
     # Address other processes should dial; defaults to grpc_host:bound port.
     advertise_host: str = ""
     database_url: str = ""
+    # The SQL connection pool of this process on MySQL/MariaDB (kit.sql.PoolLimits): every
+    # replica may hold pool_size + max_overflow connections, which the connection budget
+    # of docs/persistence.md adds up against the server's max_connections. A checkout that
+    # finds the pool exhausted fails after database_pool_timeout_seconds.
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=20, ge=0)
+    database_pool_timeout_seconds: float = Field(default=30.0, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
     # How long a Redis read that has a fallback (a cache, the session check, a rate-limit
     # check) waits in silence before taking it; None: a tenth of the client's timeout.
@@ -371,6 +379,15 @@ class GrpcServiceSettings(ClientSettings, KafkaConnectionSettings):
     # certificate (0: none). The authoriser answers only grpc.health.v1.Health to callers
     # without a certificate, so it serves health checks and nothing else.
     grpc_probe_port: int = Field(default=0, ge=0, le=65535)
+
+    @property
+    def database_pool(self) -> PoolLimits:
+        """The bounds of this process's SQL pool, for ``create_engine(url, pool=...)``."""
+        return PoolLimits(
+            size=self.database_pool_size,
+            overflow=self.database_max_overflow,
+            timeout_s=self.database_pool_timeout_seconds,
+        )
 
     @property
     def kafka_idempotence(self) -> bool:

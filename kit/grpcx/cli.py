@@ -3,7 +3,10 @@
 ``serve`` (the default) builds the process with the service's ``build_runner`` *inside* the
 event loop (``grpc.aio`` binds its server to the running loop) and runs it until SIGTERM or
 SIGINT. ``migrate`` applies the service's Alembic migrations to its ``database_url`` and
-exits. A service adds its own sub-commands, or replaces ``migrate``, with :class:`Command`.
+exits (under the service's migration lock on MySQL: :mod:`kit.migrations`).
+``wait-for-schema`` waits until that database is at the schema the code needs, and exits: the
+init container of a service pod, whose migrations the release's ``webook-migrate`` Job runs.
+A service adds its own sub-commands, or replaces ``migrate``, with :class:`Command`.
 
 Every command reads the settings from the environment (the service's ``WEBOOK_<SVC>_``
 prefix) and optionally ``--env-file``, configures logging and, unless it opts out, tracing
@@ -27,7 +30,7 @@ from kit.config import GrpcServiceSettings, load_settings
 from kit.errors import AppError
 from kit.grpcx.server import ServiceRunner
 from kit.logging import configure_logging
-from kit.migrations import upgrade
+from kit.migrations import upgrade, wait_for_schema
 from kit.observability.tracing import configure_tracing
 from kit.sql import ensure_sqlite_directory
 
@@ -68,10 +71,25 @@ def migrate(service: str, database_url: str) -> None:
     logger.info("migrations applied")
 
 
+def _wait_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait before failing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between two looks at the version table (default: %(default)s)",
+    )
+
+
 def standard_commands(
     service: str, build_runner: Callable[[SettingsT], ServiceRunner]
 ) -> list[Command[SettingsT]]:
-    """``serve`` and ``migrate`` of ``service``."""
+    """``serve``, ``migrate`` and ``wait-for-schema`` of ``service``."""
 
     async def serve(settings: SettingsT, args: argparse.Namespace) -> None:
         await build_runner(settings).serve()
@@ -79,9 +97,24 @@ def standard_commands(
     def apply_migrations(settings: SettingsT, args: argparse.Namespace) -> None:
         migrate(service, settings.database_url)
 
+    async def wait(settings: SettingsT, args: argparse.Namespace) -> None:
+        status = await wait_for_schema(
+            service, settings.database_url, timeout_s=args.timeout, interval_s=args.interval
+        )
+        logger.info(
+            "schema ready", extra={"state": status.state, "revision": list(status.database)}
+        )
+
     return [
         Command("serve", "serve the gRPC API until SIGTERM or SIGINT (default)", serve),
         Command("migrate", "apply the schema migrations and exit", apply_migrations, traced=False),
+        Command(
+            "wait-for-schema",
+            "wait until the database is at this code's schema revision (or newer), then exit",
+            wait,
+            _wait_arguments,
+            traced=False,
+        ),
     ]
 
 

@@ -60,7 +60,7 @@ class Backends:
     def open(cls, settings: GrpcServiceSettings) -> Backends:
         """Pools for ``database_url`` and ``redis_url``; nothing connects until first use."""
         ensure_sqlite_directory(settings.database_url)
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, pool=settings.database_pool)
         return cls(
             engine,
             session_factory(engine),

@@ -2,7 +2,10 @@
 
 SQLite is the embedded default for ``make run``: it gets WAL journaling, a busy timeout and
 foreign keys so that several connections in one process behave. MySQL gets pre-ping and
-connection recycling so that a restarted server does not fail the first requests.
+connection recycling so that a restarted server does not fail the first requests, and a
+bounded pool (:class:`PoolLimits`, from each service's ``database_pool_*`` settings): every
+replica's pool counts against the server's ``max_connections`` (docs/persistence.md,
+"Connection budget").
 
 SQLite connections also get :func:`_stop_worker_once`: without it, a request cancelled while
 SQLAlchemy closes its connection leaves a task that never ends, and the process then never
@@ -12,6 +15,7 @@ shuts down (see that function).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,33 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """How many MySQL connections one engine may hold, and how long a checkout waits.
+
+    ``size`` connections stay open; up to ``overflow`` more are opened under load and closed
+    when returned; a session that finds all ``size + overflow`` in use waits ``timeout_s``
+    for one, then fails (instead of queueing without bound). ``size + overflow`` is what one
+    process may cost the server, the figure the connection budget counts.
+    """
+
+    size: int = 10
+    overflow: int = 20
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.overflow < 0 or self.timeout_s <= 0:
+            raise ValueError(f"invalid pool limits {self}: size >= 1, overflow >= 0, timeout > 0")
+
+    @property
+    def most(self) -> int:
+        """The most connections the pool opens at once."""
+        return self.size + self.overflow
+
+
+DEFAULT_POOL = PoolLimits()
 
 
 def _stop_worker_once(worker: Any) -> None:
@@ -83,9 +114,16 @@ def ensure_sqlite_directory(database_url: str) -> None:
 
 
 def create_engine(
-    url: str, *, echo: bool = False, lock_wait_timeout_s: int | None = None
+    url: str,
+    *,
+    echo: bool = False,
+    lock_wait_timeout_s: int | None = None,
+    pool: PoolLimits = DEFAULT_POOL,
 ) -> AsyncEngine:
     """An async engine tuned for the backend named by ``url``.
+
+    ``pool``: the connection pool's bounds on MySQL/MariaDB (a service passes its
+    ``database_pool`` settings); SQLite keeps SQLAlchemy's own pool, one file per process.
 
     ``lock_wait_timeout_s``: on MySQL/MariaDB, how long a statement of these sessions waits
     for another transaction's row lock before failing with a (retryable) lock-wait timeout
@@ -100,7 +138,13 @@ def create_engine(
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_async_engine(
-        url, echo=echo, pool_pre_ping=True, pool_recycle=1800, pool_size=10, max_overflow=20
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_size=pool.size,
+        max_overflow=pool.overflow,
+        pool_timeout=pool.timeout_s,
     )
     if lock_wait_timeout_s is not None:
         if lock_wait_timeout_s < 1:

@@ -27,7 +27,7 @@ def build_runner(settings: AccountSettings, **options: Unpack[RunnerOptions]) ->
     """The account process, not yet started; build it inside a running event loop."""
     runner = ServiceRunner("account", settings, **options)
     ensure_sqlite_directory(settings.database_url)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pool=settings.database_pool)
     runner.on_close(engine.dispose)
     sessions = session_factory(engine)
     clients = wire_clients(runner, settings)

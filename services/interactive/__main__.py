@@ -128,7 +128,7 @@ def wire_migration(
     its double writer; the fixer, the validators' producer and the admin API on ``runner``."""
     now = runner.settings_in_force(settings)
     ensure_sqlite_directory(settings.migration_destination_url)
-    destination = create_engine(settings.migration_destination_url)
+    destination = create_engine(settings.migration_destination_url, pool=settings.database_pool)
     runner.on_close(destination.dispose)
     sides = Sides(backends.sessions, session_factory(destination))
     mode = ModeHolder(MIGRATION, settings.migration_mode)

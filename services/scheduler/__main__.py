@@ -51,7 +51,9 @@ def build_runner(
     ensure_sqlite_directory(settings.database_url)
     # A take waits at most this long for a row another instance's transaction holds (one
     # frozen mid-renewal), then tries the next job: InnoDB's 50 s would stall the loop.
-    engine = create_engine(settings.database_url, lock_wait_timeout_s=LOCK_WAIT_TIMEOUT_S)
+    engine = create_engine(
+        settings.database_url, lock_wait_timeout_s=LOCK_WAIT_TIMEOUT_S, pool=settings.database_pool
+    )
     runner.on_close(engine.dispose)
     sessions = session_factory(engine)
 

@@ -33,7 +33,7 @@ def build_runner(settings: TagSettings, **options: Unpack[RunnerOptions]) -> Ser
     """The tag process, not yet started; build it inside a running event loop."""
     runner = ServiceRunner("tag", settings, **options)
     ensure_sqlite_directory(settings.database_url)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pool=settings.database_pool)
     runner.on_close(engine.dispose)
     sessions = session_factory(engine)
     clients = wire_clients(runner, settings)
