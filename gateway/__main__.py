@@ -1,8 +1,10 @@
 """``python -m gateway``: serve the gateway with uvicorn until SIGTERM/SIGINT.
 
-uvicorn handles the signals: it stops accepting connections, lets in-flight requests finish
-(up to ``shutdown_grace`` seconds), then runs the app's lifespan shutdown, which closes the
-gRPC channels and the Redis pool.
+On SIGTERM the process first drains (:class:`gateway.server.GatewayServer`): ``/readyz``
+answers 503 at once while requests are still served for ``shutdown_drain_seconds``. Then
+uvicorn shuts down: it stops accepting connections, lets in-flight requests finish (up to
+``shutdown_grace`` seconds), then runs the app's lifespan shutdown, which closes the gRPC
+channels and the Redis pool.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import uvicorn
 
 from gateway.app import create_app
+from gateway.server import GatewayServer
 from gateway.settings import GatewaySettings
 from kit.config import load_settings
 from kit.logging import configure_logging
@@ -23,8 +26,9 @@ def main() -> None:
     tracer_provider = configure_tracing(
         "gateway", settings.otlp_endpoint, sample_ratio=settings.trace_sample_ratio
     )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         lifespan="on",
@@ -37,7 +41,7 @@ def main() -> None:
         proxy_headers=False,
     )
     try:
-        uvicorn.Server(config).run()
+        GatewayServer(config, app.state.readiness, settings.drain_seconds).run()
     finally:
         tracer_provider.shutdown()
 

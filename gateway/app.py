@@ -20,6 +20,10 @@ records no span (no exporter), FastAPI's telemetry is skipped (by
 first concern (:class:`~gateway.middleware.trace_context.TraceContexts`) keeps only the
 request's trace context (ids for logs and gRPC propagation).
 
+Readiness: the lifespan marks :class:`~gateway.readiness.Readiness` started once every
+client is open and stopped when it shuts down; ``/readyz`` follows it, and so does the
+drain after SIGTERM (:mod:`gateway.server`).
+
 Live settings: with etcd endpoints, the lifespan runs a :class:`~kit.liveconfig.LiveSettings`
 for service ``gateway`` (:func:`kit.liveconfig.live_settings_for`), started before anything
 that reads live values and stopped last. :class:`LiveGateway` applies each change: the
@@ -50,6 +54,7 @@ from gateway.middleware.edge import Edge
 from gateway.middleware.login import LoginCheck
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContexts, telemetry_excluded
+from gateway.readiness import Readiness
 from gateway.routes import articles, comments, sms_login, system, users, wechat
 from gateway.routes import feed as feed_routes
 from gateway.routes import follow as follow_routes
@@ -92,6 +97,7 @@ PUBLIC_PATHS: Final = frozenset(
         # what authenticates them.
         "/pay/callback",
         "/healthz",
+        "/readyz",
         "/metrics",
         "/openapi.json",
         "/docs",
@@ -234,6 +240,7 @@ def create_app(
     routes = RouteTemplates()
     edge = Edge(settings.effective_edge)
     applied = LiveGateway(settings, edge)
+    readiness = Readiness()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -292,7 +299,9 @@ def create_app(
                 "gateway ready",
                 extra={"peers": settings.peers, "etcd": settings.etcd_endpoints},
             )
+            readiness.mark_started()
             yield
+            readiness.mark_stopped()
             logger.info("gateway shutting down")
 
     # One layer runs every per-request concern, in this order: trace context, CORS
@@ -306,6 +315,7 @@ def create_app(
         # Only while no span is recorded (FastAPI's telemetry is excluded then): the
         # request's trace context for logs and gRPC calls, without FastAPI's span work.
         trace_contexts=TraceContexts(),
+        readiness=readiness,
     )
     app = GatewayApp(
         title="webook gateway",
@@ -328,6 +338,7 @@ def create_app(
     app.edge_exempt_paths = frozenset(settings.edge.exempt_paths)
     app.state.runtime = runtime
     app.state.live = applied
+    app.state.readiness = readiness
     app.state.flags = FeatureFlags(lambda: applied.current)
     install_error_handlers(app)
     # The hottest route on the app's own router, tried right after FastAPI's documentation

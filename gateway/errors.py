@@ -78,6 +78,7 @@ from gateway.envelope import (
     CODE_WRONG_CREDENTIALS,
     MSG_SYSTEM_ERROR,
     envelope_response,
+    note_envelope_code,
 )
 from kit.errors import AppError, ErrorKind
 from kit.grpcx.errors import app_error_from_rpc
@@ -218,6 +219,8 @@ def answer_for(error: AppError) -> HttpAnswer:
 
 def unauthorized_response() -> Response:
     """HTTP 401 with an empty body: clients go to their login page."""
+    # Not an envelope, even if one was built for this request before the refusal.
+    note_envelope_code(None)
     return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -33,6 +33,10 @@ from gateway.middleware.edge_settings import EdgeSettings, RateLimitRule
 from kit.config import ClientSettings, Mode, PeerBalancing, dev_secret
 from kit.liveconfig import live_field
 
+# Longer than a readiness probe's detection time (period 2 s x failureThreshold 1) plus the
+# endpoint update reaching the proxies, where no preStop delay already covers that.
+DEFAULT_DRAIN_SECONDS = 5.0
+
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 MIN_JWT_KEY_BYTES = 32
 
@@ -118,6 +122,13 @@ class GatewaySettings(ClientSettings):
     # Seconds CodeService.Send may take: longer than the sms service's own send timeout
     # (5 s), so a slow provider ends in a queued message rather than in our deadline.
     code_send_timeout: float = Field(default=6.0, gt=0)
+
+    # Seconds the process keeps serving after SIGTERM, not ready (/readyz 503), before it
+    # stops accepting connections and lets in-flight requests finish (shutdown_grace): the
+    # time for load balancers to stop sending to it (docs/gateway.md, Rollouts). Unset: 5 s,
+    # 0 in test mode (test stacks stop gateways all the time; a test of the drain sets it).
+    # SIGINT, or a second signal, ends the drain at once.
+    shutdown_drain_seconds: float | None = Field(default=None, ge=0, le=300)
 
     # WeChat scan login (docs/login.md). The bases are WeChat's own hosts in production and
     # the local emulator (devstack.wechat_emulator) under `make run`.
@@ -225,6 +236,13 @@ class GatewaySettings(ClientSettings):
     def zone(self) -> ZoneInfo:
         """The configured time zone."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def drain_seconds(self) -> float:
+        """The drain after SIGTERM in force (see ``shutdown_drain_seconds``)."""
+        if self.shutdown_drain_seconds is not None:
+            return self.shutdown_drain_seconds
+        return 0.0 if self.mode is Mode.TEST else DEFAULT_DRAIN_SECONDS
 
     @property
     def state_cookie_secure(self) -> bool:

@@ -24,10 +24,12 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope
 
+from gateway.envelope import note_envelope_code
 from gateway.middleware.edge_metrics import HTTP_REJECTED
 
 _MESSAGE: Final = "request body too large"
-_BODY: Final = json.dumps({"code": 413, "msg": _MESSAGE, "data": None}).encode()
+_CODE: Final = 413
+_BODY: Final = json.dumps({"code": _CODE, "msg": _MESSAGE, "data": None}).encode()
 
 
 class RequestBodyTooLarge(HTTPException):
@@ -98,4 +100,5 @@ class BodyLimit:
     @staticmethod
     def refusal() -> Response:
         """The 413 answer."""
+        note_envelope_code(_CODE)
         return Response(_BODY, status_code=413, media_type="application/json")

@@ -19,9 +19,11 @@ from collections.abc import Collection
 
 from starlette.responses import Response
 
+from gateway.envelope import note_envelope_code
 from gateway.middleware.edge_metrics import HTTP_ACTIVE_REQUESTS, HTTP_REJECTED
 
-_BODY = json.dumps({"code": 503, "msg": "server busy, please retry later", "data": None}).encode()
+_CODE = 503
+_BODY = json.dumps({"code": _CODE, "msg": "server busy, please retry later", "data": None}).encode()
 
 
 class ConcurrencyLimit:
@@ -56,6 +58,7 @@ class ConcurrencyLimit:
 
     def refusal(self) -> Response:
         """The 503 answer."""
+        note_envelope_code(_CODE)
         return Response(
             _BODY, status_code=503, media_type="application/json", headers=self._headers
         )

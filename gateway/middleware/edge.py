@@ -39,6 +39,7 @@ from gateway.middleware.ratelimit import RateLimits
 from gateway.middleware.request_id import RequestIds
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContexts
+from gateway.readiness import Readiness
 from kit.ratelimit import Clock
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Edge:
         cors: CorsPolicy | None = None,
         login: LoginCheck | None = None,
         trace_contexts: TraceContexts | None = None,
+        readiness: Readiness | None = None,
     ) -> Middleware:
         """The app's middleware: :class:`GatewayLayer` with these concerns and the given ones.
 
@@ -114,6 +116,8 @@ class Edge:
             cors: the CORS policy (None: no CORS headers, no preflight answers).
             login: the login check (None: every path is public).
             trace_contexts: the trace context while no span is recorded (None: off).
+            readiness: the process's readiness (answers close their connection while it
+                drains; None: never).
         """
         own = {name: getattr(self, name) for name in _LAYER_CONCERNS}
         return Middleware(
@@ -122,6 +126,7 @@ class Edge:
             cors=cors,
             login=login,
             trace_contexts=trace_contexts,
+            readiness=readiness,
             **own,
         )
 

@@ -133,7 +133,7 @@ class EdgeSettings(BaseModel):
     """Concurrent requests per process before answering 503; None: no limit."""
     max_body_bytes: int | None = Field(default=1024 * 1024, ge=0)
     """Largest request body accepted (413 beyond); None: no limit."""
-    exempt_paths: tuple[str, ...] = ("/healthz", "/metrics")
+    exempt_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")
     """Exact paths never rate limited nor refused for concurrency (probes, scrapes)."""
     rate_limits: tuple[RateLimitRule, ...] = DEFAULT_RATE_LIMITS
     redis_key_prefix: str = "webook:ratelimit"

@@ -11,7 +11,10 @@ only composition of them (built from settings by
 3. request id, access log, metrics (:class:`~gateway.middleware.request_id.RequestIds`,
    :func:`~gateway.middleware.access_log.log_request`,
    :func:`~gateway.middleware.metrics.record_request`): every answer below, refusals and
-   500s included, carries the id and is logged and counted;
+   500s included, carries the id and is logged and counted, an envelope answer by its code
+   too (noted where the envelope is built: :func:`gateway.envelope.open_answer`); while
+   the process drains (:class:`~gateway.readiness.Readiness`), every answer carries
+   ``Connection: close``;
 4. concurrency cap, 503 (:class:`~gateway.middleware.concurrency.ConcurrencyLimit`);
 5. body size, 413 (:class:`~gateway.middleware.body_limit.BodyLimit`: a declared length
    here, the bytes read through the one ``receive`` wrapper; a
@@ -35,8 +38,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.envelope import close_answer, open_answer
 from gateway.errors import unauthorized_response, unexpected_error_response
 from gateway.middleware.access_log import log_request
 from gateway.middleware.body_limit import BodyLimit, body_too_large
@@ -49,12 +54,24 @@ from gateway.middleware.ratelimit import RateLimits, Rule
 from gateway.middleware.request_id import RequestIds
 from gateway.middleware.route_template import RouteTemplates
 from gateway.middleware.trace_context import TraceContexts
+from gateway.readiness import Readiness
 
 
 class _Answer:
-    """The ``send`` of everything inside: status, started, request id and CORS headers."""
+    """The ``send`` of everything inside: status, started, request id, CORS headers and,
+    while draining, ``Connection: close``."""
 
-    __slots__ = ("_send", "allowed", "cors", "ids", "origin", "request_id", "started", "status")
+    __slots__ = (
+        "_send",
+        "allowed",
+        "close",
+        "cors",
+        "ids",
+        "origin",
+        "request_id",
+        "started",
+        "status",
+    )
 
     def __init__(
         self,
@@ -64,6 +81,7 @@ class _Answer:
         cors: CorsPolicy | None,
         origin: str | None,
         allowed: bool,
+        close: bool,
     ) -> None:
         self._send = send
         self.ids = ids
@@ -71,6 +89,7 @@ class _Answer:
         self.cors = cors
         self.origin = origin
         self.allowed = allowed
+        self.close = close
         self.started = False
         # Stays 500 if the app raises before answering (the server then answers 500).
         self.status = 500
@@ -83,6 +102,9 @@ class _Answer:
             self.ids.add_header(message, self.request_id)
             if self.cors is not None:
                 self.cors.decorate(message, self.origin, self.allowed)
+            if self.close:
+                # The server (h11) then closes the connection after this answer.
+                MutableHeaders(scope=message)["connection"] = "close"
         await self._send(message)
 
 
@@ -94,6 +116,8 @@ class GatewayLayer:
         routes: route templates for the metric and log labels.
         request_ids: the request-id concern.
         trace_contexts, cors, concurrency, body_limit, login: the concerns (None: off).
+        readiness: the process's readiness; while it drains, answers close their
+            connection (None: never).
         limits: the rate limiters, with ``ip_rules`` checked before the login check and
             ``user_rules`` after it (:meth:`RateLimits.rules_for` groups follow the live
             rule table).
@@ -113,6 +137,7 @@ class GatewayLayer:
         ip_rules: Sequence[Rule] = (),
         user_rules: Sequence[Rule] = (),
         login: LoginCheck | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         if (ip_rules or user_rules) and limits is None:
             raise ValueError("rate-limit rules need their RateLimits")
@@ -128,6 +153,7 @@ class GatewayLayer:
         self.ip_rules = ip_rules
         self.user_rules = user_rules
         self.login = login
+        self.readiness = readiness
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,14 +168,25 @@ class GatewayLayer:
                 return
             ids = self.request_ids
             request_id, id_tokens = ids.enter(scope)
+            readiness = self.readiness
+            code_token = open_answer()
             started = time.perf_counter()
-            answer = _Answer(send, ids, request_id, cors, origin, allowed)
+            answer = _Answer(
+                send,
+                ids,
+                request_id,
+                cors,
+                origin,
+                allowed,
+                readiness is not None and readiness.draining,
+            )
             try:
                 await self._guarded(scope, receive, answer)
             finally:
                 elapsed = time.perf_counter() - started
+                code = close_answer(code_token)
                 try:
-                    record_request(self.routes, scope, answer.status, elapsed)
+                    record_request(self.routes, scope, answer.status, elapsed, code)
                     log_request(self.routes, scope, answer.status, elapsed)
                 finally:
                     ids.leave(id_tokens)

@@ -46,6 +46,7 @@ import redis.asyncio as aioredis
 from starlette.responses import Response
 from starlette.types import Scope
 
+from gateway.envelope import note_envelope_code
 from gateway.middleware.client_ip import TrustedProxies
 from gateway.middleware.edge_metrics import RATELIMIT_BACKEND_ERRORS, RATELIMIT_REQUESTS
 from gateway.middleware.edge_settings import KeyBy, RateLimitRule
@@ -64,8 +65,9 @@ from kit.ratelimit import (
 logger = logging.getLogger(__name__)
 
 GLOBAL_KEY: Final = "all"
+_CODE: Final = 429
 _BODY: Final = json.dumps(
-    {"code": 429, "msg": "too many requests, please retry later", "data": None}
+    {"code": _CODE, "msg": "too many requests, please retry later", "data": None}
 ).encode()
 _POLICY_DECIDES: Final = frozenset({FailurePolicy.FAIL_OPEN, FailurePolicy.FAIL_CLOSED})
 
@@ -171,6 +173,7 @@ class Refusal:
 
     def response(self) -> Response:
         """The HTTP 429 answer."""
+        note_envelope_code(_CODE)
         return Response(
             _BODY,
             status_code=429,

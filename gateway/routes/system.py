@@ -1,10 +1,18 @@
-"""Operational routes: liveness and Prometheus metrics."""
+"""Operational routes: liveness, readiness and Prometheus metrics.
+
+``/healthz`` is liveness (the process and its event loop answer); ``/readyz`` is readiness
+(:class:`gateway.readiness.Readiness`: started and not draining). Both are public and exempt
+from the edge's limits, like ``/metrics``; none of them answers with the envelope.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
+
+from gateway.readiness import Readiness, State
 
 router = APIRouter(tags=["system"])
 
@@ -15,10 +23,32 @@ class Health(BaseModel):
     status: str = "ok"
 
 
+class ReadyView(BaseModel):
+    """Readiness: whether the process wants new requests, and if not, why."""
+
+    status: State
+
+
 @router.get("/healthz", summary="Liveness probe")
 async def healthz() -> Health:
     """Always ``{"status": "ok"}`` while the process serves requests."""
     return Health()
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness probe",
+    response_model=ReadyView,
+    responses={503: {"model": ReadyView, "description": "Starting, draining or stopping."}},
+)
+async def readyz(request: Request) -> ReadyView | JSONResponse:
+    """``{"status": "ready"}`` while the process wants new requests; otherwise HTTP 503 with
+    ``starting``, ``draining`` (after SIGTERM, still serving) or ``stopped``."""
+    readiness: Readiness = request.app.state.readiness
+    state = readiness.state
+    if state == "ready":
+        return ReadyView(status=state)
+    return JSONResponse({"status": state}, status_code=503)
 
 
 @router.get(

@@ -83,7 +83,7 @@ def test_defaults_are_valid_and_documented() -> None:
     assert (auth.limit, auth.period, auth.burst, auth.key) == (60, 60, 20, "ip")
     assert settings.rate_limits[-1].on_backend_error is FailurePolicy.FAIL_OPEN
     assert settings.max_body_bytes == 1024 * 1024
-    assert settings.exempt_paths == ("/healthz", "/metrics")
+    assert settings.exempt_paths == ("/healthz", "/readyz", "/metrics")
 
 
 def test_settings_come_from_json() -> None:
@@ -130,7 +130,7 @@ def test_the_concerns_are_what_is_enabled() -> None:
 
     assert full.concurrency is not None
     assert full.concurrency.max_active == 512
-    assert full.concurrency.exempt_paths == {"/healthz", "/metrics"}
+    assert full.concurrency.exempt_paths == {"/healthz", "/readyz", "/metrics"}
     assert full.body_limit is not None
     assert full.body_limit.max_bytes == 1024 * 1024
     # Per IP and global with the guards, per user after the login check; in settings order.
