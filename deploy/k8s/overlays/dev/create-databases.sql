@@ -38,3 +38,8 @@ GRANT ALL PRIVILEGES ON webook_feed.* TO 'webook_feed'@'%';
 CREATE DATABASE IF NOT EXISTS webook_tag CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 CREATE USER IF NOT EXISTS 'webook_tag'@'%' IDENTIFIED BY 'dev-insecure-tag';
 GRANT ALL PRIVILEGES ON webook_tag.* TO 'webook_tag'@'%';
+
+-- The MySQL exporter's read-only user (exporters/mysqld-exporter.yaml): server status, no data.
+CREATE USER IF NOT EXISTS 'monitor'@'%' IDENTIFIED BY 'dev-insecure-mysql-monitor' WITH MAX_USER_CONNECTIONS 3;
+GRANT PROCESS, REPLICATION CLIENT ON *.* TO 'monitor'@'%';
+GRANT SELECT ON performance_schema.* TO 'monitor'@'%';
