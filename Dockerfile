@@ -12,17 +12,23 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /app
-# The project's own dependency files first, so that a source-only change reuses this layer.
-COPY pyproject.toml requirements.lock README.md ./
+# The runtime lock first, so that a source-only change reuses the dependency layer.
+# requirements-runtime.lock holds the project's runtime dependencies only (no test, lint or
+# local-stack packages), each pinned as requirements.lock pins it and with the sha256 of its
+# files: pip refuses anything else (--require-hashes) and resolves nothing (--no-deps).
+COPY requirements-runtime.lock ./
+RUN /opt/venv/bin/pip install --require-hashes --no-deps -r requirements-runtime.lock
+COPY pyproject.toml README.md ./
 COPY gen/ gen/
 COPY kit/ kit/
 COPY clients/ clients/
 COPY gateway/ gateway/
 COPY services/ services/
-# Every dependency at the version the lock pins. The project itself is installed in
-# editable mode, as `make venv` does: migrations and other package files are used in place
-# from /app, where the runtime stage keeps the same tree.
-RUN /opt/venv/bin/pip install -c requirements.lock -e . \
+# The project itself, without dependencies (all installed above). It is installed in editable
+# mode, as `make venv` does: migrations and other package files are used in place from /app,
+# where the runtime stage keeps the same tree.
+RUN /opt/venv/bin/pip install --no-deps -e . \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -m compileall -q /app/gen /app/kit /app/gateway /app/services
 
 FROM ${PYTHON_IMAGE} AS runtime

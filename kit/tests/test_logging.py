@@ -1,10 +1,12 @@
 """kit.logging writes the same JSON lines as its straightforward first version, faster.
 
 :func:`reference_line` is that first version's formatter (before the per-second timestamp,
-the C-side scan for extra fields and the direct C encoder): every optimisation must give
-byte-for-byte the same line for the same record. Records get their time from a clock the
-tests set (``logging``'s own ``time``), so the timestamp cache is tested across seconds,
-minutes and years without sleeping.
+the C-side scan for extra fields and the direct C encoder), with the rule added since that
+fixed fields are never replaced (a colliding field is kept as ``extra_<name>``): every
+optimisation must give byte-for-byte the same line for the same record. Lines with terminal
+escape sequences are checked against the text written out by hand. Records get their time
+from a clock the tests set (``logging``'s own ``time``), so the timestamp cache is tested
+across seconds, minutes and years without sleeping.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime
 import io
 import json
 import logging
+import re
 import sys
 import time
 import types
@@ -21,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import uvicorn
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
@@ -41,8 +45,9 @@ ACCESS_EXTRAS: dict[str, Any] = {
 }
 _REFERENCE_RESERVED = set(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
-    | {"message", "asctime", "taskName"}
+    | {"message", "asctime", "taskName", "color_message"}
 )
+_REFERENCE_FIXED = {"ts", "level", "service", "logger", "msg", "trace_id", "span_id", "exc"}
 
 
 def reference_line(record: logging.LogRecord, service: str) -> str:
@@ -59,10 +64,11 @@ def reference_line(record: logging.LogRecord, service: str) -> str:
     if span_context.is_valid:
         payload["trace_id"] = f"{span_context.trace_id:032x}"
         payload["span_id"] = f"{span_context.span_id:016x}"
-    payload.update(log_context.get() or {})
+    for key, value in (log_context.get() or {}).items():
+        payload[f"extra_{key}" if key in _REFERENCE_FIXED else key] = value
     for key, value in record.__dict__.items():
         if key not in _REFERENCE_RESERVED and not key.startswith("_"):
-            payload[key] = value
+            payload[f"extra_{key}" if key in _REFERENCE_FIXED else key] = value
     if record.exc_info:
         payload["exc"] = logging.Formatter().formatException(record.exc_info)
     return json.dumps(payload, default=str, ensure_ascii=False)
@@ -150,8 +156,8 @@ def _log_every_kind(logger: logging.Logger) -> None:
             "decimal": Decimal("1.10"),
             "obj": Unprintable(),
             "_private": "never logged",
-            "level": "an extra may override a base field",
-            "service": "and so may this",
+            "level": "an extra named like a fixed field",
+            "service": "is kept under a prefixed name",
         },
     )
     try:
@@ -183,7 +189,9 @@ def test_lines_are_the_reference_lines_for_every_kind_of_record(
     odd = json.loads(formatter.format(records.records[4]))
     assert "_private" not in odd
     assert odd["obj"] == "<unprintable ünïcode>"
-    assert odd["level"] == "an extra may override a base field"
+    assert (odd["level"], odd["service"]) == ("error", "gateway")
+    assert odd["extra_level"] == "an extra named like a fixed field"
+    assert odd["extra_service"] == "is kept under a prefixed name"
     failed = json.loads(formatter.format(records.records[5]))
     assert failed["exc"].startswith("Traceback (most recent call last):")
     assert failed["exc"].endswith("ValueError: boom \u00e9")
@@ -196,6 +204,7 @@ def test_trace_ids_and_bound_fields_are_the_reference_ones(records: Records, unb
     with trace.use_span(NonRecordingSpan(context)):
         bind(request_id="abc-123", user_id=7)
         bind(status="bound, then replaced by the extra")
+        bind(service="a bound field named like a fixed one", trace_id="not this line's")
         _log_every_kind(logger)
         lines = [formatter.format(r) for r in records.records]
         assert lines == [reference_line(r, "user") for r in records.records]
@@ -207,6 +216,11 @@ def test_trace_ids_and_bound_fields_are_the_reference_ones(records: Records, unb
     assert json.loads(lines[1])["request_id"] == "abc-123"
     assert json.loads(lines[1])["status"] == "bound, then replaced by the extra"
     assert list(first)[5:7] == ["trace_id", "span_id"]
+    assert first["service"] == "user"
+    assert first["extra_service"] == "a bound field named like a fixed one"
+    assert first["extra_trace_id"] == "not this line's"
+    # The odd record's own "service" extra wins over the bound one, under the same prefix.
+    assert json.loads(lines[4])["extra_service"] == "is kept under a prefixed name"
     # Outside the span (an invalid span context) the ids are left out, not zeros.
     assert "trace_id" not in json.loads(formatter.format(records.records[0]))
 
@@ -338,3 +352,123 @@ def test_configure_logging_writes_reference_lines_to_stderr_without_caller_looku
     assert (record.lineno, record.funcName) == (0, "(unknown function)")
     assert not {"lineno", "funcName", "pathname", "module"} & json.loads(stderr.getvalue()).keys()
     assert logging.getLogger("uvicorn.access").disabled
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        (name, source)
+        for name in sorted(kit.logging.FIXED_FIELDS)
+        for source in ("extra", "bound", "both")
+        # logging itself refuses an extra named msg (a LogRecord attribute).
+        if name != "msg" or source == "bound"
+    ],
+)
+def test_no_bound_field_or_extra_replaces_a_fixed_field(
+    records: Records, unbound: None, name: str, source: str
+) -> None:
+    formatter = JsonFormatter("user")
+    logger = logging.getLogger("kit.tests.logging")
+    context = SpanContext(TRACE_ID, SPAN_ID, is_remote=True, trace_flags=TraceFlags(0))
+    extra = {name: f"extra {name}"} if source in ("extra", "both") else {}
+    with trace.use_span(NonRecordingSpan(context)):
+        if source in ("bound", "both"):
+            bind(**{name: f"bound {name}"}, other="kept as it is")
+        try:
+            raise RuntimeError("the line's own exception")
+        except RuntimeError:
+            logger.exception("the line's own message", extra=extra)
+        line = json.loads(formatter.format(records.records[-1]))
+        assert formatter.format(records.records[-1]) == reference_line(records.records[-1], "user")
+
+    assert {key: line[key] for key in ("level", "service", "logger", "msg")} == {
+        "level": "error",
+        "service": "user",
+        "logger": "kit.tests.logging",
+        "msg": "the line's own message",
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+    assert (line["trace_id"], line["span_id"]) == (f"{TRACE_ID:032x}", f"{SPAN_ID:016x}")
+    assert line["exc"].endswith("RuntimeError: the line's own exception")
+    # The caller's value is kept under the prefix, an extra winning over a bound field as it
+    # does for any other name.
+    assert line[f"extra_{name}"] == (f"extra {name}" if extra else f"bound {name}")
+    if source != "extra":
+        assert line["other"] == "kept as it is"
+
+
+ESC = "\x1b"
+
+
+@pytest.mark.parametrize(
+    ("coloured", "plain"),
+    [
+        pytest.param(f"{ESC}[32mINFO{ESC}[0m: ready", "INFO: ready", id="SGR colour"),
+        pytest.param(f"{ESC}[1;38;5;208mbold orange{ESC}[m", "bold orange", id="256 colours"),
+        pytest.param(f"{ESC}[2K{ESC}[1Gprogress 50%", "progress 50%", id="cursor and erase"),
+        pytest.param(
+            f"{ESC}]8;;https://example.invalid/{ESC}\\link{ESC}]8;;{ESC}\\", "link", id="OSC 8"
+        ),
+        pytest.param(f"{ESC}]0;title\x07text", "text", id="OSC ended by BEL"),
+        pytest.param(f"{ESC}(Bcharset {ESC}Mreverse", "charset reverse", id="short escapes"),
+        pytest.param(f"lone{ESC}\tescape{ESC}", "lone\tescape", id="lone ESC"),
+        pytest.param("文章 [1m] \\u001b kept", "文章 [1m] \\u001b kept", id="no ESC, untouched"),
+    ],
+)
+def test_escape_sequences_are_removed_from_the_message_and_fields(
+    records: Records, unbound: None, coloured: str, plain: str
+) -> None:
+    class Styled:
+        def __str__(self) -> str:
+            return coloured
+
+    bind(bound=coloured)
+    logging.getLogger("kit.tests.logging").warning(
+        "%s",
+        coloured,
+        extra={
+            "field": coloured,
+            "nested": {coloured: [coloured, (1, coloured)], "n": 1.5},
+            "object": Styled(),
+            "count": 3,
+        },
+    )
+    line = JsonFormatter("gateway").format(records.records[-1])
+
+    assert "\\u001b" not in line.replace("\\\\u001b", "")
+    assert json.loads(line) | {"ts": "t"} == {
+        "ts": "t",
+        "level": "warning",
+        "service": "gateway",
+        "logger": "kit.tests.logging",
+        "msg": plain,
+        "bound": plain,
+        "field": plain,
+        "nested": {plain: [plain, [1, plain]], "n": 1.5},
+        "object": plain,
+        "count": 3,
+    }
+
+
+def test_uvicorns_startup_line_has_no_colour_copy(records: Records, unbound: None) -> None:
+    """uvicorn logs "Uvicorn running on ..." with a coloured copy under ``color_message``."""
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    uvicorn_logger.addHandler(records)
+    level = uvicorn_logger.level
+    uvicorn_logger.setLevel(logging.INFO)
+    try:
+        # log_config=None: uvicorn leaves the process's logging alone.
+        config = uvicorn.Config(
+            "kit.tests.test_logging:app", host="127.0.0.1", port=0, log_config=None
+        )
+        config.bind_socket().close()
+    finally:
+        uvicorn_logger.removeHandler(records)
+        uvicorn_logger.setLevel(level)
+
+    (record,) = [r for r in records.records if r.getMessage().startswith("Uvicorn running")]
+    assert ESC in record.__dict__["color_message"]  # what uvicorn hands every handler
+    line = JsonFormatter("gateway").format(record)
+    assert "color_message" not in json.loads(line)
+    assert "\\u001b" not in line
+    assert line == reference_line(record, "gateway")

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
+
+from tests import distributions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,33 +152,119 @@ def test_the_runtime_stage_runs_as_a_numeric_non_root_user(stages: list[Stage]) 
     assert f"--uid {uid}" in created, "the user is not created in the image"
 
 
-def test_dependencies_come_from_the_projects_lock(stages: list[Stage]) -> None:
-    installs = [
-        (stage, i)
-        for stage in stages
-        for i in stage.of("RUN")
-        if re.search(r"\bpip3? install\b", i.arguments)
-    ]
+@dataclass(frozen=True)
+class Pin:
+    """One entry of a requirements file: ``name==version`` and its ``--hash`` options."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...]
+
+
+def parse_pins(text: str) -> dict[str, Pin]:
+    """Normalised name → pin, for a pip requirements file of ``name==version`` lines."""
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        logical.append(pending + stripped)
+        pending = ""
+    assert not pending, "the file ends inside a continued line"
+    pins: dict[str, Pin] = {}
+    for line in logical:
+        requirement, *options = line.split()
+        name, separator, version = requirement.partition("==")
+        assert separator, f"{requirement}: not pinned with =="
+        assert version, f"{requirement}: no version"
+        hashes = tuple(o.removeprefix("--hash=") for o in options if o.startswith("--hash="))
+        assert len(hashes) == len(options), f"{requirement}: options other than --hash"
+        pins[canonicalize_name(name)] = Pin(canonicalize_name(name), version, hashes)
+    return pins
+
+
+def pip_installs(stages: list[Stage]) -> list[tuple[Stage, Instruction, list[str]]]:
+    """Every ``pip install`` of the Dockerfile: its stage, instruction and arguments."""
+    found = []
+    for stage in stages:
+        for instruction in stage.of("RUN"):
+            words = shlex.split(instruction.arguments)
+            for index, word in enumerate(words):
+                if word == "install" and index and words[index - 1].endswith(("pip", "pip3")):
+                    end = words.index("&&", index) if "&&" in words[index:] else len(words)
+                    found.append((stage, instruction, words[index + 1 : end]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def runtime_lock() -> dict[str, Pin]:
+    return parse_pins((ROOT / "requirements-runtime.lock").read_text())
+
+
+def test_dependencies_come_from_the_hashed_runtime_lock(stages: list[Stage]) -> None:
+    installs = pip_installs(stages)
     assert installs, "nothing is installed with pip"
-    for stage, install in installs:
-        words = shlex.split(install.arguments)
-        for index, word in enumerate(words):
-            if word == "install" and index and words[index - 1].endswith("pip"):
-                args = words[
-                    index + 1 : words.index("&&", index) if "&&" in words[index:] else None
-                ]
-                assert "-c" in args, f"line {install.line}: pip install without constraints"
-                assert args[args.index("-c") + 1] == "requirements.lock", install.arguments
-                assert "." in args or "-e" in args, f"line {install.line}: not the project"
-        copied_before = [
-            i.arguments
-            for i in stage.of("COPY")
-            if i.line < install.line and "--from" not in i.arguments
+    from_lock = [(s, i, a) for s, i, a in installs if "-r" in a]
+    project = [(s, i, a) for s, i, a in installs if "-r" not in a]
+    assert len(from_lock) == 1, "the dependencies are installed once, from the runtime lock"
+    stage, lock_install, args = from_lock[0]
+    assert args[args.index("-r") + 1] == "requirements-runtime.lock", args
+    # Every file checked against the lock's hashes; nothing resolved beyond the lock.
+    assert {"--require-hashes", "--no-deps"} <= set(args), args
+    assert not {"-c", "--constraint", "-e", "."} & set(args), args
+    for other_stage, install, args in project:
+        assert other_stage is stage, "the project is installed where its dependencies are"
+        assert install.line > lock_install.line, "the project after its dependencies"
+        assert "--no-deps" in args, f"line {install.line}: pip would resolve dependencies"
+        assert args[-1] == ".", f"line {install.line}: not the project: {args}"
+    assert project, "the project itself is never installed"
+
+    def copied_before(line: int) -> set[str]:
+        copies = [
+            i.arguments for i in stage.of("COPY") if i.line < line and "--from" not in i.arguments
         ]
-        sources = {word for c in copied_before for word in c.split()[:-1]}
-        assert {"pyproject.toml", "requirements.lock"} <= sources, (
-            "the dependency files must be in the stage before pip runs"
+        return {word for c in copies for word in c.split()[:-1]}
+
+    assert "requirements-runtime.lock" in copied_before(lock_install.line)
+    # Only the lock before the dependency layer: a source or pyproject change reuses it.
+    assert copied_before(lock_install.line) == {"requirements-runtime.lock"}
+    assert "pyproject.toml" in copied_before(project[0][1].line)
+
+
+def test_the_runtime_lock_pins_what_requirements_lock_pins_with_hashes(
+    runtime_lock: dict[str, Pin],
+) -> None:
+    pinned = parse_pins((ROOT / "requirements.lock").read_text())
+    assert runtime_lock
+    for name, pin in runtime_lock.items():
+        assert name in pinned, f"{name} is in the runtime lock but not in requirements.lock"
+        assert pin.version == pinned[name].version, (
+            f"{name}: {pin.version} here, {pinned[name].version} in requirements.lock"
         )
+        assert pin.hashes, f"{name} has no hash"
+        for digest in pin.hashes:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{name}: {digest}"
+    header = (ROOT / "requirements-runtime.lock").read_text().split("\n", 12)[:12]
+    assert any("pip-compile" in line and "--generate-hashes" in line for line in header), (
+        "the header must say how the lock is regenerated"
+    )
+
+
+def test_the_runtime_lock_is_the_runtime_and_only_the_runtime(
+    runtime_lock: dict[str, Pin],
+) -> None:
+    locked = set(runtime_lock)
+    dev_only = locked & distributions.development_only()
+    assert not dev_only, f"test/local-stack distributions in the image: {sorted(dev_only)}"
+    # What `pip install .` brings here (pyproject's dependencies, closed over the metadata).
+    assert locked == distributions.runtime(), (
+        f"missing: {sorted(distributions.runtime() - locked)}, "
+        f"extra: {sorted(locked - distributions.runtime())}; regenerate it (see its header)"
+    )
 
 
 def test_copied_sources_exist_and_are_in_the_build_context(
