@@ -198,7 +198,7 @@ class BalancedChannel(grpc.aio.Channel):
         logger.info(
             "balancer reconfigured",
             extra={
-                "service": self._service,
+                "peer_service": self._service,
                 "policy": config.policy.value,
                 "weights": self._weights,
                 "eject_after_failures": config.eject_after_failures,
@@ -354,7 +354,7 @@ class BalancedChannel(grpc.aio.Channel):
             if subchannel.health is Health.PROBING:
                 logger.info(
                     "sending a trial call to an ejected endpoint",
-                    extra={"service": self._service, "endpoint": subchannel.label},
+                    extra={"peer_service": self._service, "endpoint": subchannel.label},
                 )
                 self._publish_health()
         return subchannel
@@ -380,7 +380,7 @@ class BalancedChannel(grpc.aio.Channel):
                 logger.warning(
                     "endpoint ejected",
                     extra={
-                        "service": self._service,
+                        "peer_service": self._service,
                         "endpoint": subchannel.label,
                         "instance_id": subchannel.key,
                         "code": code.name,
@@ -391,7 +391,7 @@ class BalancedChannel(grpc.aio.Channel):
         elif subchannel.record_success():
             logger.info(
                 "endpoint restored after a successful trial call",
-                extra={"service": self._service, "endpoint": subchannel.label},
+                extra={"peer_service": self._service, "endpoint": subchannel.label},
             )
         if subchannel.health is not health:
             self._publish_health()
@@ -475,7 +475,7 @@ class BalancedChannel(grpc.aio.Channel):
         logger.info(
             "endpoints changed",
             extra={
-                "service": self._service,
+                "peer_service": self._service,
                 "added": added,
                 "removed": removed,
                 "endpoints": [sc.label for sc in endpoints],
@@ -506,7 +506,7 @@ class BalancedChannel(grpc.aio.Channel):
         self._pulse()
         logger.info(
             "endpoint channels re-opened",
-            extra={"service": self._service, "endpoints": [sc.label for sc in endpoints]},
+            extra={"peer_service": self._service, "endpoints": [sc.label for sc in endpoints]},
         )
 
     def _open(self, instance: ServiceInstance) -> Subchannel:

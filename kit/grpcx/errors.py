@@ -201,7 +201,7 @@ def guarded_handler(handler: Handler, method: str) -> Handler:
                 except Exception as exc:
                     logger.info(
                         "request undecodable",
-                        extra={"method": method, "message": message_name, "error": repr(exc)},
+                        extra={"method": method, "message_type": message_name, "error": repr(exc)},
                     )
                     raise InvalidArgument(
                         REQUEST_UNDECODABLE,

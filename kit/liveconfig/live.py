@@ -170,7 +170,7 @@ class LiveSettings(Generic[T]):
             self._config,
             on_list=self._listed,
             on_event=self._changed,
-            describe=lambda: {"service": self.service, "environment": self.environment},
+            describe=lambda: {"config_service": self.service, "environment": self.environment},
             login=EtcdLogin(self._client, self._config),
         )
         loop = asyncio.get_running_loop()
@@ -232,7 +232,7 @@ class LiveSettings(Generic[T]):
             if copy is not None
             else "etcd unreachable at start and no local copy; using the base settings",
             extra={
-                "service": self.service,
+                "config_service": self.service,
                 "environment": self.environment,
                 "path": str(self.disk_copy_path),
                 "timeout_s": self._start_timeout_s,
@@ -263,7 +263,7 @@ class LiveSettings(Generic[T]):
                 metrics.IGNORED_KEYS.labels(**self._labels).inc(len(ignored))
                 logger.warning(
                     "ignoring settings in etcd that are not live",
-                    extra={"service": self.service, "revision": revision, "keys": ignored},
+                    extra={"config_service": self.service, "revision": revision, "keys": ignored},
                 )
             live = {key: value for key, value in remote.items() if key not in ignored}
             try:
@@ -275,7 +275,7 @@ class LiveSettings(Generic[T]):
                 logger.error(
                     "invalid settings in etcd; keeping the last good ones",
                     extra={
-                        "service": self.service,
+                        "config_service": self.service,
                         "environment": self.environment,
                         "revision": revision,
                         "source": source,
@@ -304,7 +304,7 @@ class LiveSettings(Generic[T]):
                 logger.info(
                     "settings applied",
                     extra={
-                        "service": self.service,
+                        "config_service": self.service,
                         "environment": self.environment,
                         "revision": revision,
                         "source": source,
@@ -342,7 +342,7 @@ class LiveSettings(Generic[T]):
             except Exception:
                 logger.exception(
                     "a subscriber of the live settings failed",
-                    extra={"service": self.service, "subscriber": repr(callback)},
+                    extra={"config_service": self.service, "subscriber": repr(callback)},
                 )
 
 

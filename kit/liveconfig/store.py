@@ -360,7 +360,7 @@ class ConfigStore:
                     "configuration changed",
                     extra={
                         "environment": environment,
-                        "service": service,
+                        "config_service": service,
                         "version": written.version,
                         "revision": written.revision,
                         "who": who,
@@ -371,7 +371,7 @@ class ConfigStore:
                 return written
             logger.info(
                 "configuration changed meanwhile; trying again",
-                extra={"environment": environment, "service": service, "attempt": attempt},
+                extra={"environment": environment, "config_service": service, "attempt": attempt},
             )
         raise ConflictError(
             f"{environment}/{service}: other changes got in first {self._max_attempts} times; "

@@ -224,7 +224,7 @@ class _Registration:
 
     def log_extra(self, **more: object) -> dict[str, object]:
         return {
-            "service": self.instance.service,
+            "registry_service": self.instance.service,
             "instance_id": self.instance.instance_id,
             "addr": self.instance.addr,
             "lease_id": self.lease_id,
@@ -538,7 +538,7 @@ class EtcdDiscovery(InstanceSet):
             config,
             on_list=self._replace_all,
             on_event=self._apply,
-            describe=lambda: {"service": self.service, "instances": len(self.instances())},
+            describe=lambda: {"registry_service": self.service, "instances": len(self.instances())},
             login=login,
         )
         self._task: asyncio.Task[None] | None = None
@@ -570,7 +570,7 @@ class EtcdDiscovery(InstanceSet):
         except TimeoutError:
             logger.warning(
                 "service not listed yet; discovery continues in the background",
-                extra={"service": self.service, "timeout": self._config.discover_timeout},
+                extra={"registry_service": self.service, "timeout": self._config.discover_timeout},
             )
 
     async def close(self) -> None:
@@ -590,7 +590,7 @@ class EtcdDiscovery(InstanceSet):
         logger.info(
             "service listed",
             extra={
-                "service": self.service,
+                "registry_service": self.service,
                 "revision": revision,
                 "instances": len(instances),
                 "changed": changed,
@@ -608,7 +608,7 @@ class EtcdDiscovery(InstanceSet):
                 logger.info(
                     "instance up",
                     extra={
-                        "service": self.service,
+                        "registry_service": self.service,
                         "instance_id": instance.instance_id,
                         "addr": instance.addr,
                         "weight": instance.weight,
@@ -618,7 +618,8 @@ class EtcdDiscovery(InstanceSet):
         instance_id = self._instance_id(key)
         if instance_id is not None and self.remove(instance_id):
             logger.info(
-                "instance down", extra={"service": self.service, "instance_id": instance_id}
+                "instance down",
+                extra={"registry_service": self.service, "instance_id": instance_id},
             )
 
     def _instance_id(self, key: bytes) -> str | None:
@@ -637,7 +638,7 @@ class EtcdDiscovery(InstanceSet):
             logger.warning(
                 "ignoring a malformed registry value",
                 extra={
-                    "service": self.service,
+                    "registry_service": self.service,
                     "key": key.decode(errors="replace"),
                     "error": str(exc),
                 },

@@ -103,4 +103,6 @@ class InstanceSet:
                 listener(self._snapshot)
             except Exception:
                 # A faulty subscriber must not stop discovery from serving the others.
-                logger.exception("instance listener failed", extra={"service": self._service})
+                logger.exception(
+                    "instance listener failed", extra={"registry_service": self._service}
+                )
