@@ -10,6 +10,7 @@ value a handler cannot copy into a narrower field, are INVALID_ARGUMENT with a r
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -153,8 +154,15 @@ async def test_handler_and_serializer_failures_are_internal_without_text(
     ],
 )
 async def test_undecodable_requests_are_invalid_argument_without_text(
-    channel: grpc.aio.Channel, method: str, payload: bytes, message: str
+    channel: grpc.aio.Channel,
+    method: str,
+    payload: bytes,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # With INFO on, the guard's log line is built too (an extra named like a LogRecord
+    # attribute once turned this answer into a KeyError).
+    caplog.set_level(logging.INFO, logger="kit.grpcx.errors")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await _raw(channel, method, payload)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -163,6 +171,8 @@ async def test_undecodable_requests_are_invalid_argument_without_text(
         f"the request is not a valid {message} (malformed bytes, or a string that is not UTF-8)"
     )
     _clean(info.value)
+    (logged,) = [r for r in caplog.records if r.getMessage() == "request undecodable"]
+    assert logged.__dict__["message_type"] == message
 
 
 async def test_raw_bytes_that_parse_are_served(channel: grpc.aio.Channel) -> None:
