@@ -35,7 +35,8 @@ from devstack.suite import gateway_process
 from tests.e2e.conftest import USER_AGENT, RunningStack, logged_in
 from tests.e2e.rollover_proxy import ReadinessProxy
 
-pytestmark = pytest.mark.e2e
+# A rollout under load: part of make chaos (the root conftest keeps chaos tests out of make test).
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
 
 DEADLINE_S: Final = 60.0
 # Long against the proxy's 0.15 s polls and a request's duration, short for the test.
