@@ -369,7 +369,8 @@ def secure_etcd(state_dir: Path, registry_prefix: str) -> Iterator[SecureEtcd]:
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    proc = etcd_process(state_dir / "etcd-data", port, free_port(), state_dir)
+    # The lowest password-hash cost: a test stack's every process logs in, on a busy machine.
+    proc = etcd_process(state_dir / "etcd-data", port, free_port(), state_dir, bcrypt_cost=4)
     proc.die_with_parent = True
     proc.start()
     try:

