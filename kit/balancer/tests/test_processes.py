@@ -201,6 +201,8 @@ async def test_sigterm_instance_leaves_discovery_before_it_stops_serving(
         await observer.close()
 
 
+# 40 s of an etcd outage: failure injection, in make chaos (make test's budget is 15 min).
+@pytest.mark.chaos
 async def test_calls_survive_an_etcd_outage_and_instances_register_again(
     fleet: Fleet, etcd_server: ManagedProcess, etcd_endpoint: str
 ) -> None:
