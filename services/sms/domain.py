@@ -189,6 +189,15 @@ class RecordPage:
 
 
 @dataclass(frozen=True)
+class ActiveRecords:
+    """The records ``waiting`` or ``sending``: how many of each, and when (epoch ms) the
+    oldest of them was stored (None when there is none)."""
+
+    counts: dict[SendStatus, int] = field(default_factory=dict)
+    oldest_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class CodeRules:
     """Verification-code rules: one code per resend interval, limited life and tries."""
 

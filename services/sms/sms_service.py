@@ -42,6 +42,7 @@ from typing import Protocol
 from kit.phone import CountryNotAllowed, InvalidPhoneNumber, normalize_phone
 from kit.sql import UnitOfWork as SqlUnitOfWorkProtocol
 from services.sms.domain import (
+    ActiveRecords,
     Caller,
     DeliveryResult,
     NewSendRecord,
@@ -138,12 +139,8 @@ class SendRecordRepository(Protocol):
     async def page(self, query: RecordQuery) -> RecordPage:
         """Records matching ``query``, newest first."""
 
-    async def count_active(self) -> dict[SendStatus, int]:
-        """How many records are ``waiting`` and ``sending``."""
-
-    async def oldest_active_ms(self) -> int | None:
-        """When (epoch ms) the oldest ``waiting`` or ``sending`` record was stored; None if
-        there is none."""
+    async def active(self) -> ActiveRecords:
+        """How many records are ``waiting`` and ``sending``, and the oldest one's age."""
 
 
 class UnitOfWork(SqlUnitOfWorkProtocol, Protocol):
@@ -578,9 +575,9 @@ class SmsService:
         """Update ``webook_sms_async_queue`` and ``webook_sms_async_oldest_seconds`` from the
         store."""
         async with self._uow() as uow:
-            counts = await uow.records.count_active()
-            oldest_ms = await uow.records.oldest_active_ms()
+            active = await uow.records.active()
         for status in (SendStatus.WAITING, SendStatus.SENDING):
-            self._metrics.async_queue.labels(status.value).set(counts.get(status, 0))
+            self._metrics.async_queue.labels(status.value).set(active.counts.get(status, 0))
+        oldest_ms = active.oldest_ms
         age_s = 0.0 if oldest_ms is None else max(0.0, (self._now_ms() - oldest_ms) / 1000)
         self._metrics.async_oldest_seconds.set(age_s)

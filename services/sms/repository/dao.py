@@ -34,6 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from kit.sql import SessionDAO, SessionFactory, big_id, rowcount, service_metadata
 from kit.sql import SqlUnitOfWork as BaseSqlUnitOfWork
 from services.sms.domain import (
+    ActiveRecords,
     DeliveryResult,
     NewSendRecord,
     RecordPage,
@@ -261,23 +262,21 @@ class SqlSendRecordRepository(SessionDAO):
         records = [_to_domain(r) for r in rows[: query.limit]]
         return RecordPage(records, records[-1].id if more else 0)
 
-    async def count_active(self) -> dict[SendStatus, int]:
-        """Counts of ``waiting`` and ``sending`` records."""
-        active = [SendStatus.WAITING.value, SendStatus.SENDING.value]
+    async def active(self) -> ActiveRecords:
+        """Counts of ``waiting`` and ``sending`` records and the oldest one's ``ctime``, in
+        one query."""
+        statuses = [SendStatus.WAITING.value, SendStatus.SENDING.value]
         rows = await self._session.execute(
-            select(SendRecordRow.status, func.count())
-            .where(SendRecordRow.status.in_(active))
+            select(SendRecordRow.status, func.count(), func.min(SendRecordRow.ctime))
+            .where(SendRecordRow.status.in_(statuses))
             .group_by(SendRecordRow.status)
         )
-        return {SendStatus(status): int(count) for status, count in rows}
-
-    async def oldest_active_ms(self) -> int | None:
-        """``ctime`` of the oldest ``waiting`` or ``sending`` record; None if there is none."""
-        active = [SendStatus.WAITING.value, SendStatus.SENDING.value]
-        oldest = await self._session.scalar(
-            select(func.min(SendRecordRow.ctime)).where(SendRecordRow.status.in_(active))
-        )
-        return None if oldest is None else int(oldest)
+        counts: dict[SendStatus, int] = {}
+        oldest: int | None = None
+        for status, count, first in rows:
+            counts[SendStatus(status)] = int(count)
+            oldest = int(first) if oldest is None else min(oldest, int(first))
+        return ActiveRecords(counts, oldest)
 
 
 class SqlUnitOfWork(BaseSqlUnitOfWork[SqlSendRecordRepository]):
