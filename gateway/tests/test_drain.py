@@ -100,6 +100,13 @@ def log_messages(process: ManagedProcess) -> list[str]:
     return messages
 
 
+def logged_in_order(process: ManagedProcess, *lines: str) -> None:
+    """Each of ``lines`` is a ``msg`` of the process's log, in this order."""
+    messages = log_messages(process)
+    positions = [messages.index(line) for line in lines]
+    assert positions == sorted(positions), list(zip(lines, positions, strict=True))
+
+
 def test_sigterm_turns_not_ready_and_keeps_serving_until_the_drain_ends(
     started: Callable[[float], tuple[ManagedProcess, str]],
 ) -> None:
@@ -121,10 +128,12 @@ def test_sigterm_turns_not_ready_and_keeps_serving_until_the_drain_ends(
     # A second signal cuts the drain short: uvicorn's graceful shutdown follows.
     process.signal(signal.SIGTERM)
     wait_for(exited(process), "the gateway to exit")
-    messages = log_messages(process)
-    drain_start = messages.index("drain started: not ready, still serving")
-    cut = messages.index("drain cut short by another signal: shutting down")
-    assert drain_start < cut < messages.index("gateway shutting down")
+    logged_in_order(
+        process,
+        "drain started: not ready, still serving",
+        "drain cut short by another signal: shutting down",
+        "gateway shutting down",
+    )
 
 
 def test_the_drain_ends_by_itself_then_the_server_shuts_down(
@@ -134,10 +143,12 @@ def test_the_drain_ends_by_itself_then_the_server_shuts_down(
     process.signal(signal.SIGTERM)
 
     wait_for(exited(process), "the gateway to exit")
-    messages = log_messages(process)
-    drain_start = messages.index("drain started: not ready, still serving")
-    drain_end = messages.index("drain ended: shutting down")
-    assert drain_start < drain_end < messages.index("gateway shutting down")
+    logged_in_order(
+        process,
+        "drain started: not ready, still serving",
+        "drain ended: shutting down",
+        "gateway shutting down",
+    )
 
 
 def test_without_a_drain_sigterm_shuts_down_at_once(
