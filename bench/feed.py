@@ -49,12 +49,9 @@ otherwise: missed goals are reported, not failed. On a shared machine, compare t
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -65,6 +62,14 @@ from typing import Any, Final
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench._databases import (
+    CheckFailed,
+    database_options,
+    ms,
+    mysql_server,
+    percentile,
+    run_measures,
+)
 from bench._report import result
 from kit.migrations import upgrade_async
 from kit.sql import SessionFactory, create_engine, scratch_database, session_factory
@@ -73,8 +78,6 @@ from services.feed.peers import FollowerPage
 from services.feed.repository import SqlUnitOfWork
 from services.feed.repository.dao import AuthorRow, EventRow, FeedDAO, InboxRow
 from services.feed.service import FeedService
-
-MYSQL_SERVER: Final = "mysql+asyncmy://root@127.0.0.1:3306"
 
 SEED: Final = 20_261_207
 T0: Final = 1_800_000_000_000
@@ -107,10 +110,6 @@ BATCHES: Final = (DEFAULT_BATCH, 2_000)
 FANOUT_ROUNDS: Final = 2
 # Rows per INSERT when seeding (below SQLite's bound on a statement's parameters).
 SEED_CHUNK: Final = 5_000
-
-
-class CheckFailed(RuntimeError):
-    """A benchmark's result is wrong (not merely slow)."""
 
 
 class Follows:
@@ -272,17 +271,6 @@ def service_over(
         fanout_batch_size=batch,
         max_followees=2_000,
     )
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1, nearest rank) of ``samples``."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
-
-
-def ms(seconds: float) -> str:
-    """Milliseconds for display."""
-    return f"{seconds * 1000:.2f} ms"
 
 
 async def check_same_pages(hybrid: FeedService, push: FeedService) -> None:
@@ -496,17 +484,8 @@ async def run(mysql_server: str | None, scratch: Path) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, measure, print; 2 on a failed check, else 0."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
-    parser.add_argument("--mysql-url", default=MYSQL_SERVER, help="MariaDB/MySQL server URL")
-    parser.add_argument("--sqlite-only", action="store_true", help="skip MariaDB")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            asyncio.run(run(None if args.sqlite_only else args.mysql_url, Path(tmp)))
-        except CheckFailed as exc:
-            sys.stderr.write(f"check failed: {exc}\n")
-            return 2
-    return 0
+    args = database_options(__doc__).parse_args(argv)
+    return run_measures(partial(run, mysql_server(args)))
 
 
 if __name__ == "__main__":

@@ -30,23 +30,22 @@ otherwise: missed goals are reported, not failed. On a shared machine, compare t
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import gc
 import random
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench._databases import CheckFailed, database_options, mysql_server, run_measures
 from bench._report import result
 from kit.migrations import upgrade_async
 from kit.sql import SessionFactory, create_engine, scratch_database, session_factory
@@ -55,8 +54,6 @@ from services.tag.domain import ARTICLE_BIZ, TagLimits
 from services.tag.repository import SqlUnitOfWork, tag_outbox
 from services.tag.repository.dao import LinkRow, ResourceRow, TagRow
 from services.tag.service import PreloadLimits, TagService
-
-MYSQL_SERVER: Final = "mysql+asyncmy://root@127.0.0.1:3306"
 
 SEED: Final = 20_261_207
 NOW_MS: Final = 1_800_000_000_000
@@ -75,10 +72,6 @@ KIB: Final = 1024
 MIB: Final = 1024 * 1024
 # Rows per INSERT when seeding (below SQLite's bound on a statement's parameters).
 SEED_CHUNK: Final = 5_000
-
-
-class CheckFailed(RuntimeError):
-    """A benchmark's result is wrong (not merely slow)."""
 
 
 class NoArticles:
@@ -342,18 +335,10 @@ async def run(mysql_server: str | None, users: int, scratch: Path) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, measure, print; 2 on a failed check, else 0."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
-    parser.add_argument("--mysql-url", default=MYSQL_SERVER, help="MariaDB/MySQL server URL")
-    parser.add_argument("--sqlite-only", action="store_true", help="skip MariaDB")
+    parser = database_options(__doc__)
     parser.add_argument("--users", type=int, default=USERS, help="users generated and preloaded")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            asyncio.run(run(None if args.sqlite_only else args.mysql_url, args.users, Path(tmp)))
-        except CheckFailed as exc:
-            sys.stderr.write(f"check failed: {exc}\n")
-            return 2
-    return 0
+    return run_measures(partial(run, mysql_server(args), args.users))
 
 
 if __name__ == "__main__":
