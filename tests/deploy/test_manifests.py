@@ -34,10 +34,8 @@ else, and network policies for exactly the connections it makes.
 
 The infrastructure's exporters (exporters/) are in the same policy tables: each reaches the
 store it reads and is scraped, and the Kafka exporter's broker user, monitor, may Describe
-and nothing else (tests/deploy/test_infra_metrics.py holds the rest of their checks). The
-workloads other parts of the deployment add (:data:`PLANNED`: Alertmanager, the migration
-Job, the backup CronJob, the cache Redis) have their policies before they exist: their
-connections are expected once they are rendered.
+and nothing else (tests/deploy/test_infra_metrics.py holds the rest of their checks); so
+are Alertmanager, the migration Job, the backup CronJob and the cache Redis.
 """
 
 from __future__ import annotations
@@ -206,16 +204,11 @@ INFRA_TRAFFIC = {
     # on the SASL_SSL listener, as the services.
     ("mysqld-exporter", "mysql", "mysql"),
     ("kafka-exporter", "kafka", "kafka"),
-}
-# Workloads of other parts of the deployment (alerting/, data/) whose policies may be there
-# before them: a policy may select no pod while its workload is not rendered. Their
-# connections, (from, to, port number), are expected when both ends are; the number names
-# the port whichever name its container gives it.
-PLANNED = {"alertmanager", "webook-migrate", "mysql-backup"}
-PLANNED_TRAFFIC = {
-    ("prometheus", "alertmanager", 9093),
-    ("webook-migrate", "mysql", 3306),
-    ("mysql-backup", "mysql", 3306),
+    # Prometheus sends its alerts to Alertmanager (alerting/); the migration Job and the
+    # backup CronJob (data/) reach MySQL only.
+    ("prometheus", "alertmanager", "http"),
+    ("webook-migrate", "mysql", "mysql"),
+    ("mysql-backup", "mysql", "mysql"),
 }
 # The workloads with a Kafka broker user (SCRAM-SHA-512), those that connect to Kafka.
 KAFKA_USERS = {name for name, used in INFRASTRUCTURE.items() if "kafka" in used}
@@ -965,22 +958,6 @@ def _scrapes(objects: list[Manifest]) -> set[tuple[str, str, str]]:
     return found
 
 
-def _port_named(pod: Pod, number: int) -> str:
-    """The name of the container port ``number`` of a pod."""
-    (name,) = (n for n, (port, _) in pod[1].items() if port == number)
-    return name
-
-
-def _planned_traffic(objects: list[Manifest]) -> set[tuple[str, str, str]]:
-    """The connections of :data:`PLANNED_TRAFFIC` whose both ends are rendered."""
-    pods = _pods(objects)
-    return {
-        (source, target, _port_named(pods[target], number))
-        for source, target, number in PLANNED_TRAFFIC
-        if source in pods and target in pods
-    }
-
-
 def test_the_call_graph_table_matches_the_catalog() -> None:
     assert {e.name: set(e.peers) for e in CATALOG if e.peers} == {
         name: callees for name, callees in GRPC_CALLS.items() if name != GATEWAY
@@ -1026,8 +1003,6 @@ def test_one_policy_per_workload_matching_its_pods(overlay: str) -> None:
         if selector == {}:
             continue
         selected = [pod for pod, (labels, _) in pods.items() if _selects(selector, labels)]
-        if name in PLANNED and not selected:
-            continue  # its workload is not part of the deployment yet
         assert selected == [name], f"policy {name} selects {selected}"
     assert set(pods) <= set(_of_kind(objects, "NetworkPolicy"))
 
@@ -1040,7 +1015,7 @@ def test_policies_allow_exactly_the_connections_the_workloads_make(overlay: str)
     expected |= {
         (name, infra, INFRA_PORTS[infra]) for name, used in INFRASTRUCTURE.items() for infra in used
     }
-    expected |= _scrapes(objects) | INFRA_TRAFFIC | _planned_traffic(objects)
+    expected |= _scrapes(objects) | INFRA_TRAFFIC
     assert {("prometheus", name, "metrics") for name in (*SERVICES, LAG_EXPORTER)} <= expected
     # The infrastructure's metrics: the exporters, Redis's sidecar, etcd's metrics listener.
     infra_metrics = ("redis", "etcd", "mysqld-exporter", "kafka-exporter", "kube-state-metrics")
