@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import math
 import os
@@ -44,9 +43,16 @@ from devstack.infra import find_binary, free_port
 from kit.migrations import upgrade
 from kit.sql import create_engine, drop_database, mysql_test_server, scratch_database
 from kit.sql.databases import database_url
-from tests.deploy.test_manifests import K8S, WITH_DATABASE, rendered
-
-Manifest = dict[str, Any]
+from tests.deploy.test_manifests import (
+    K8S,
+    WITH_DATABASE,
+    Manifest,
+    _config_data,
+    _of_kind,
+    _secret_data,
+    _unhashed,
+    rendered,
+)
 
 ROOT = K8S.parents[1]
 DOC = ROOT / "docs" / "persistence.md"
@@ -63,30 +69,9 @@ OPERATORS_RESERVE = 20
 CACHE_ONLY = {"article", "interactive", "comment", "follow"}
 
 
-def _of_kind(objects: list[Manifest], kind: str) -> dict[str, Manifest]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
-
-
-def _config(objects: list[Manifest]) -> dict[str, str]:
-    (config,) = (
-        o
-        for o in objects
-        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("webook-config")
-    )
-    return dict(config["data"])
-
-
-def _unhashed(name: str) -> str:
-    """A generated object's name without the hash suffix kustomize adds (dev overlay)."""
-    return re.sub(r"-[a-z0-9]{10}$", "", name)
-
-
 def _secrets(objects: list[Manifest]) -> dict[str, dict[str, str]]:
     """The dev overlay's generated Secrets by name (without kustomize's hash suffix)."""
-    return {
-        _unhashed(name): {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
-        for name, s in _of_kind(objects, "Secret").items()
-    }
+    return {_unhashed(name): _secret_data(s) for name, s in _of_kind(objects, "Secret").items()}
 
 
 def _max_pods(objects: list[Manifest], name: str) -> int:
@@ -119,7 +104,7 @@ def _max_connections(objects: list[Manifest]) -> int:
 
 def connection_budget(objects: list[Manifest]) -> dict[str, tuple[int, str, int]]:
     """Who connects to MySQL: name -> (pods at most, connections each, connections)."""
-    config = _config(objects)
+    config = _config_data(objects, "webook-config")
     rows: dict[str, tuple[int, str, int]] = {}
     for name in sorted(WITH_DATABASE):
         prefix = f"WEBOOK_{name.upper()}_"
@@ -247,7 +232,7 @@ def test_caches_on_an_evicting_redis_and_state_on_one_that_never_evicts(overlay:
     on_cache, on_state = _init_workloads(cache), _init_workloads(state)
     assert set(on_cache) == CACHE_ONLY
     assert not set(on_cache) & set(on_state)
-    config = _config(objects)
+    config = _config_data(objects, "webook-config")
     for name in on_state.keys() | on_cache.keys():
         host = urlsplit(config.get(f"WEBOOK_{name.upper()}_REDIS_URL", "redis://redis")).hostname
         assert host == ("redis-cache" if name in CACHE_ONLY else "redis"), name
