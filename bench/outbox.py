@@ -57,6 +57,7 @@ from bench._report import result
 from devstack.infra import ManagedProcess, free_port, kafka_process, redis_process
 from kit.events import ProducerConfig, TopicSpec
 from kit.migrations import upgrade_async
+from kit.observability.tracing import configure_tracing
 from kit.outbox import KafkaOutboxPublisher, Outbox, OutboxRelay, RelayConfig
 from kit.outbox.metrics import PUBLISHED
 from kit.redisx import create_redis
@@ -512,6 +513,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else "")
     parser.add_argument("--mysql-url", default=MYSQL_SERVER, help="MariaDB/MySQL server URL")
     args = parser.parse_args(argv)
+    # As the article process installs it (run_service): with no OTLP endpoint, spans are not
+    # recorded, and the outbox's trace headers take their cheap path.
+    configure_tracing("article")
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         kafka_port, redis_port = free_port(), free_port()

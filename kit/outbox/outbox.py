@@ -1,13 +1,16 @@
 """Recording events in the transaction that causes them.
 
 :meth:`Outbox.add` stages an outbox row in the caller's session transaction: it is inserted
-just before that transaction commits (one multi-row ``INSERT`` per outbox) and is dropped
+just before that transaction commits (one statement per outbox, however many rows) and is dropped
 if the transaction rolls back, so an event is recorded if and only if its change is. The
-rows are plain values, not ORM objects: an ORM insert costs the session's unit of work more
-CPU than the row costs the database, which a publication would pay on every call
-(``docs/performance.md``, "Transactional outbox"). :class:`~kit.outbox.relay.OutboxRelay`
-publishes the rows afterwards. :meth:`Outbox.bound` gives the same thing the shape of
-:meth:`kit.events.EventProducer.publish`, so one event writer serves both paths.
+rows are plain values, not ORM objects, and the ``INSERT`` (rendered once per outbox and SQL
+dialect) goes straight to the driver's cursor on the transaction's connection: an ORM insert,
+or even a Core statement, costs more CPU than the row costs the database, and a publication
+pays it on every call (``docs/performance.md``, "Transactional outbox"). Driver errors are
+raised as SQLAlchemy's (``sqlalchemy.exc.DBAPIError`` subclasses), as any statement's.
+:class:`~kit.outbox.relay.OutboxRelay` publishes the rows afterwards. :meth:`Outbox.bound`
+gives the same thing the shape of :meth:`kit.events.EventProducer.publish`, so one event
+writer serves both paths.
 
 The trace context of the request is captured when the row is added (a ``PRODUCER`` span,
 as the buffered producer does) and sent as the record's headers, so the consumer's batch
@@ -24,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from google.protobuf.message import Message
 from opentelemetry import trace
 from sqlalchemy import Table, event, insert, inspect
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -35,6 +40,17 @@ Headers = Sequence[tuple[str, bytes]]
 OutboxKey = str | int
 _WAKE_INFO = "kit.outbox.wake"
 _STAGED = "kit.outbox.staged"
+# The columns a new row sets, in the order of a staged row's values.
+_COLUMNS: tuple[str, ...] = (
+    "topic",
+    "event_key",
+    "payload",
+    "headers",
+    "created_ms",
+    "attempts",
+    "next_attempt_ms",
+)
+Row = tuple[object, ...]
 
 
 def now_ms() -> int:
@@ -82,6 +98,7 @@ class Outbox:
         self._tracer_provider = tracer_provider
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._committed: list[asyncio.Event] = []
+        self._inserts: dict[str, tuple[str, tuple[int, ...] | None]] = {}
 
     @property
     def table_name(self) -> str:
@@ -115,21 +132,68 @@ class Outbox:
         if not transaction.in_transaction():
             transaction.begin()  # so that its end, commit or rollback, settles the rows
         at = now_ms()
-        staged: dict[Table, list[dict[str, object]]] = transaction.info.setdefault(_STAGED, {})
-        staged.setdefault(self._table, []).append(
-            {
-                "topic": topic,
-                "event_key": encoded_key,
-                "payload": payload.SerializeToString(),
-                "headers": encode_headers(
-                    self._trace_headers(topic) if headers is None else headers
-                ),
-                "created_ms": at,
-                "attempts": 0,
-                "next_attempt_ms": at,
-            }
+        staged: dict[Outbox, list[Row]] = transaction.info.setdefault(_STAGED, {})
+        staged.setdefault(self, []).append(
+            (
+                topic,
+                encoded_key,
+                payload.SerializeToString(),
+                encode_headers(self._trace_headers(topic) if headers is None else headers),
+                at,
+                0,
+                at,
+            )
         )
         self._wake_after_commit(transaction)
+
+    def _insert_rows(self, connection: Connection, rows: Sequence[Row]) -> None:
+        """Insert staged ``rows`` through ``connection``'s driver cursor, in its transaction.
+
+        The statement is rendered by the connection's dialect the first time, with its own
+        parameter markers; the values are plain ``str``, ``int`` and ``bytes``, which every
+        driver takes as they are, so no type processing is skipped.
+        """
+        dialect = connection.dialect
+        sql, order = self._insert_for(dialect)
+        params = rows if order is None else [tuple(row[i] for i in order) for row in rows]
+        cursor = connection.connection.cursor()
+        try:
+            if len(params) == 1:
+                cursor.execute(sql, params[0])
+            else:
+                cursor.executemany(sql, params)
+        except dialect.loaded_dbapi.Error as exc:
+            invalidated = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
+            if invalidated:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(
+                sql,
+                list(params),
+                exc,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=True,  # payloads (an article's content) stay out of logs
+                connection_invalidated=invalidated,
+                dialect=dialect,
+                ismulti=len(params) > 1,
+            ) from exc
+        finally:
+            cursor.close()
+
+    def _insert_for(self, dialect: Dialect) -> tuple[str, tuple[int, ...] | None]:
+        """The ``INSERT`` of one row in ``dialect``, and the order of a staged row's values
+        its markers take (``None``: as staged)."""
+        known = self._inserts.get(dialect.name)
+        if known is None:
+            if not dialect.positional:
+                raise RuntimeError(f"the outbox needs a positional paramstyle, not {dialect.name}")
+            compiled = insert(self._table).compile(dialect=dialect, column_keys=list(_COLUMNS))
+            names = tuple(compiled.positiontup or ())
+            if sorted(names) != sorted(_COLUMNS):
+                raise RuntimeError(f"unexpected outbox insert parameters: {names}")
+            order = tuple(_COLUMNS.index(name) for name in names)
+            known = (compiled.string, None if order == tuple(range(len(order))) else order)
+            self._inserts[dialect.name] = known
+        return known
 
     def bound(self, session: AsyncSession) -> OutboxSink:
         """``add`` bound to ``session``, shaped as ``EventProducer.publish``."""
@@ -183,9 +247,12 @@ def _listen() -> None:
 def _insert_staged(session: Session) -> None:
     """Before a commit: insert the rows the transaction staged (also when a savepoint is
     released: they then commit or roll back with the enclosing transaction)."""
-    staged: dict[Table, list[dict[str, object]]] | None = session.info.pop(_STAGED, None)
-    for table, rows in (staged or {}).items():
-        session.execute(insert(table), rows)
+    staged: dict[Outbox, list[Row]] | None = session.info.pop(_STAGED, None)
+    if not staged:
+        return
+    connection = session.connection()
+    for outbox, rows in staged.items():
+        outbox._insert_rows(connection, rows)
 
 
 def _drop_staged(session: Session, transaction: SessionTransaction) -> None:

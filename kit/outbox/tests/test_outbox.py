@@ -17,6 +17,7 @@ from alembic.operations import Operations
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -554,6 +555,29 @@ async def test_staged_rows_go_with_their_own_transaction_only(db: Db) -> None:
     assert [(row.event_key, row.payload) for row in await rows(db)] == [
         ("b", event(n).SerializeToString()) for n in (2, 3, 4)
     ]
+
+
+class ElsewhereBase(DeclarativeBase):
+    metadata = service_metadata()
+
+
+MissingOutboxRow = outbox_model(ElsewhereBase, "kittest_outbox_never_created")
+
+
+async def test_an_insert_the_database_refuses_fails_the_commit_and_takes_the_change(
+    db: Db,
+) -> None:
+    missing = Outbox(MissingOutboxRow)
+    async with db.sessions() as session:
+        db.outbox.add(session, TOPIC, "a", event(1))
+        missing.add(session, TOPIC, "a", event(2))
+        with pytest.raises(DBAPIError, match="kittest_outbox_never_created") as refused:
+            await session.commit()
+        assert "parameters hidden" in str(refused.value)  # payloads stay out of the logs
+        await session.rollback()
+    assert await rows(db) == []
+    await add_events(db, [("b", 3)])  # the pool's connection still works
+    assert [row.event_key for row in await rows(db)] == ["b"]
 
 
 async def test_the_outbox_refuses_rows_inside_a_savepoint(db: Db) -> None:
