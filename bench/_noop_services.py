@@ -1,7 +1,8 @@
 """No-op article and interactive services for the floor of :mod:`bench.read_path`.
 
-Run ``python -m bench._noop_services --article-port P --interactive-port Q [--pki DIR]``.
-One process, one ``grpc.aio`` server listening on both ports, hosting trivial servicers of
+Run ``python -m bench._noop_services [--article-port P] [--interactive-port Q] [--pki DIR]``.
+One process, one ``grpc.aio`` server listening on the ports given (both, for the floor of
+:mod:`bench.read_path`; one each, for its ``--split-floor``), hosting trivial servicers of
 ``webook.article.v1.ArticleService/GetPublishedById`` and
 ``webook.interactive.v1.InteractiveService/Get`` that answer a fixed article and fixed
 counts (with the requested ids), registered through the generated (de)serialisers. They do
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -73,11 +75,14 @@ def _bind(server: grpc.aio.Server, port: int, service: str, pki: Path | None) ->
     server.add_secure_port(f"127.0.0.1:{port}", tls.credentials)
 
 
-async def serve(article_port: int, interactive_port: int, pki: Path | None = None) -> None:
-    """Serve both no-op services until terminated."""
+async def serve(
+    article_port: int | None, interactive_port: int | None, pki: Path | None = None
+) -> None:
+    """Serve the no-op services given a port until terminated."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
+    handlers: list[grpc.GenericRpcHandler[Any, Any]] = []
+    if article_port is not None:
+        handlers.append(
             grpc.method_handlers_generic_handler(
                 "webook.article.v1.ArticleService",
                 {
@@ -87,7 +92,11 @@ async def serve(article_port: int, interactive_port: int, pki: Path | None = Non
                         response_serializer=article_pb2.GetPublishedByIdResponse.SerializeToString,
                     )
                 },
-            ),
+            )
+        )
+        _bind(server, article_port, "article", pki)
+    if interactive_port is not None:
+        handlers.append(
             grpc.method_handlers_generic_handler(
                 "webook.interactive.v1.InteractiveService",
                 {
@@ -97,11 +106,10 @@ async def serve(article_port: int, interactive_port: int, pki: Path | None = Non
                         response_serializer=interactive_pb2.GetResponse.SerializeToString,
                     )
                 },
-            ),
+            )
         )
-    )
-    _bind(server, article_port, "article", pki)
-    _bind(server, interactive_port, "interactive", pki)
+        _bind(server, interactive_port, "interactive", pki)
+    server.add_generic_rpc_handlers(tuple(handlers))
     await server.start()
     await server.wait_for_termination()
 
@@ -109,10 +117,12 @@ async def serve(article_port: int, interactive_port: int, pki: Path | None = Non
 def main() -> None:
     """Parse the ports and serve."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--article-port", type=int, required=True)
-    parser.add_argument("--interactive-port", type=int, required=True)
+    parser.add_argument("--article-port", type=int, default=None)
+    parser.add_argument("--interactive-port", type=int, default=None)
     parser.add_argument("--pki", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
+    if args.article_port is None and args.interactive_port is None:
+        parser.error("give --article-port, --interactive-port or both")
     asyncio.run(serve(args.article_port, args.interactive_port, args.pki))
 
 
