@@ -31,22 +31,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
-import grpc
-
-from kit.errors import AppError
-from kit.grpcx.client import ServiceClients
-from kit.grpcx.errors import app_error_from_rpc
-from kit.registry import EtcdRegistry, EtcdRegistryConfig
-from kit.security.tls import ClientTls, TlsFiles, TlsMaterialError
 from webook.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from webookctl.command import Context, command_group, leaf
-from webookctl.errors import CommandFailed, UsageError
+from webookctl.errors import UsageError
 from webookctl.output import Outcome, moment, table
-from webookctl.settings import CtlSettings
+from webookctl.remote import reported, service_clients
 
 SCHEDULER: Final = "scheduler"
-# The identity whose certificate SchedulerService accepts (its proto's callers).
-OPERATOR: Final = "operator"
 STATUS_PREFIX: Final = "JOB_STATUS_"
 OUTCOME_PREFIX: Final = "OUTCOME_"
 
@@ -54,30 +45,6 @@ if TYPE_CHECKING:
     from webook.scheduler.v1.scheduler_pb2_grpc import SchedulerServiceAsyncStub as Stub
 
 T = TypeVar("T")
-
-
-def _clients(settings: CtlSettings, address: str) -> ServiceClients:
-    """Channels to the scheduler: at ``address``, else found in etcd; TLS when set."""
-    files = TlsFiles.from_settings(settings)
-    try:
-        # The client is gone long before a certificate rotation: no need to watch the files.
-        tls = ClientTls(files, reload_seconds=3600) if files is not None else None
-    except TlsMaterialError as exc:
-        raise CommandFailed(str(exc)) from exc
-    registry = None
-    if not address:
-        if not settings.etcd_endpoints:
-            raise UsageError("no scheduler address: pass --address HOST:PORT or etcd endpoints")
-        registry = EtcdRegistry(
-            EtcdRegistryConfig(
-                endpoint=settings.etcd_endpoints[0],
-                prefix=settings.registry_prefix,
-                username=settings.etcd_username,
-                password=settings.etcd_password.get_secret_value(),
-            )
-        )
-    peers = {SCHEDULER: address} if address else None
-    return ServiceClients(registry=registry, peers=peers, tls=tls)
 
 
 async def _call(
@@ -88,22 +55,11 @@ async def _call(
 ) -> T:
     """``call(stub, timeout)`` on the scheduler; a failure as one :class:`CommandFailed` line."""
     settings = context.settings
-    clients = _clients(settings, args.address or settings.scheduler_address)
+    clients = service_clients(settings, SCHEDULER, args.address or settings.scheduler_address)
     try:
-        stub = scheduler_pb2_grpc.SchedulerServiceStub(await clients.channel(SCHEDULER))
-        return await call(stub, settings.timeout)
-    except grpc.aio.AioRpcError as exc:
-        error = app_error_from_rpc(exc)
-        hint = (
-            f" (it accepts the {OPERATOR} certificate only: --tls-cert/--tls-key)"
-            if exc.code() is grpc.StatusCode.PERMISSION_DENIED
-            else ""
-        )
-        raise CommandFailed(
-            f"scheduler {method}: {exc.code().name} {error.reason}: {error.message}{hint}"
-        ) from exc
-    except AppError as exc:
-        raise CommandFailed(f"scheduler {method}: {exc.reason}: {exc.message}") from exc
+        async with reported(SCHEDULER, method):
+            stub = scheduler_pb2_grpc.SchedulerServiceStub(await clients.channel(SCHEDULER))
+            return await call(stub, settings.timeout)
     finally:
         await clients.close()
 

@@ -47,14 +47,15 @@ import grpc
 from kit.grpcx.errors import app_error_from_rpc
 from kit.liveconfig import ConfigStore
 from kit.migrator.mode import Mode
-from kit.registry import EtcdRegistry, EtcdRegistryConfig
+from kit.registry import EtcdRegistry
 from kit.security.identity import check_name
-from kit.security.tls import ClientTls, TlsFiles, TlsMaterialError, mtls_channel_factory
+from kit.security.tls import mtls_channel_factory
 from webook.migrator.v1 import migrator_pb2, migrator_pb2_grpc
 from webookctl.command import Context, command_group, leaf, operator_name
 from webookctl.config import Schema, _store
 from webookctl.errors import CommandFailed, UsageError
 from webookctl.output import Outcome, moment, table
+from webookctl.remote import client_tls, registry_config
 from webookctl.settings import CtlSettings
 
 DEFAULT_SERVICE: Final = "interactive"
@@ -125,15 +126,6 @@ def _service(args: argparse.Namespace) -> str:
         raise UsageError(f"--service: {exc}") from exc
 
 
-def _tls(settings: CtlSettings) -> ClientTls | None:
-    files = TlsFiles.from_settings(settings)
-    try:
-        # A command is gone long before a certificate rotation: the files are not watched.
-        return ClientTls(files, reload_seconds=3600) if files is not None else None
-    except TlsMaterialError as exc:
-        raise CommandFailed(str(exc)) from exc
-
-
 async def find_instances(settings: CtlSettings, service: str, address: str) -> list[Instance]:
     """The instances to call: ``address`` (``HOST:PORT[,...]``), else ``service``'s
     instances registered in etcd now, by instance id."""
@@ -142,17 +134,8 @@ async def find_instances(settings: CtlSettings, service: str, address: str) -> l
         if not addresses:
             raise UsageError("--address: no HOST:PORT given")
         return [Instance(a, a) for a in dict.fromkeys(addresses)]
-    if not settings.etcd_endpoints:
-        raise UsageError(f"no {service} address: pass --address HOST:PORT or etcd endpoints")
-    endpoint = settings.etcd_endpoints[0]
-    config = EtcdRegistryConfig(
-        endpoint=endpoint,
-        prefix=settings.registry_prefix,
-        username=settings.etcd_username,
-        password=settings.etcd_password.get_secret_value(),
-        rpc_timeout=settings.timeout,
-        discover_timeout=settings.timeout,
-    )
+    config = registry_config(settings, service)
+    endpoint = config.endpoint
     registry = EtcdRegistry(config)
     try:
         discovery = await registry.discover(service)
@@ -178,7 +161,7 @@ class Caller:
     def __init__(self, settings: CtlSettings, service: str) -> None:
         self._service = service
         self._timeout = settings.timeout
-        tls = _tls(settings)
+        tls = client_tls(settings)
         self._open: Callable[[str], grpc.aio.Channel] = (
             mtls_channel_factory(service, tls) if tls is not None else grpc.aio.insecure_channel
         )

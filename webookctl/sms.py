@@ -21,47 +21,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import grpc
-
-from kit.errors import AppError
-from kit.grpcx.client import ServiceClients
-from kit.grpcx.errors import app_error_from_rpc
-from kit.registry import EtcdRegistry, EtcdRegistryConfig
-from kit.security.tls import ClientTls, TlsFiles, TlsMaterialError
 from webook.sms.v1 import sms_pb2, sms_pb2_grpc
 from webookctl.command import Context, command_group, leaf
-from webookctl.errors import CommandFailed, UsageError
+from webookctl.errors import UsageError
 from webookctl.output import Outcome, moment, table
-from webookctl.settings import CtlSettings
+from webookctl.remote import reported, service_clients
 
 SMS = "sms"
-# The identity whose certificate ListSendRecords accepts (its proto's callers).
-OPERATOR = "operator"
 STATUS_PREFIX = "SEND_STATUS_"
 STATUSES = ("waiting", "sending", "sent", "failed")
-
-
-def _clients(settings: CtlSettings, address: str) -> ServiceClients:
-    """Channels to the sms service: at ``address``, else found in etcd; TLS when set."""
-    files = TlsFiles.from_settings(settings)
-    try:
-        # The client is gone long before a certificate rotation: no need to watch the files.
-        tls = ClientTls(files, reload_seconds=3600) if files is not None else None
-    except TlsMaterialError as exc:
-        raise CommandFailed(str(exc)) from exc
-    registry = None
-    if not address:
-        if not settings.etcd_endpoints:
-            raise UsageError("no sms address: pass --address HOST:PORT or etcd endpoints")
-        registry = EtcdRegistry(
-            EtcdRegistryConfig(
-                endpoint=settings.etcd_endpoints[0],
-                prefix=settings.registry_prefix,
-                username=settings.etcd_username,
-                password=settings.etcd_password.get_secret_value(),
-            )
-        )
-    return ServiceClients(registry=registry, peers={SMS: address} if address else None, tls=tls)
 
 
 def _record(record: sms_pb2.SendRecord) -> dict[str, Any]:
@@ -106,26 +74,15 @@ async def records(context: Context, args: argparse.Namespace) -> Outcome:
     if not token:
         raise UsageError("no SMS caller token: set WEBOOKCTL_SMS_TOKEN to an admin caller's token")
     request = _request(args)
-    clients = _clients(settings, args.address or settings.sms_address)
+    clients = service_clients(settings, SMS, args.address or settings.sms_address)
     try:
-        stub = sms_pb2_grpc.SmsServiceStub(await clients.channel(SMS))
-        answer = await stub.ListSendRecords(
-            request,
-            metadata=(("authorization", f"Bearer {token}"),),
-            timeout=settings.timeout,
-        )
-    except grpc.aio.AioRpcError as exc:
-        error = app_error_from_rpc(exc)
-        hint = (
-            f" (it accepts the {OPERATOR} certificate only: --tls-cert/--tls-key)"
-            if exc.code() is grpc.StatusCode.PERMISSION_DENIED
-            else ""
-        )
-        raise CommandFailed(
-            f"sms ListSendRecords: {exc.code().name} {error.reason}: {error.message}{hint}"
-        ) from exc
-    except AppError as exc:
-        raise CommandFailed(f"sms ListSendRecords: {exc.reason}: {exc.message}") from exc
+        async with reported(SMS, "ListSendRecords"):
+            stub = sms_pb2_grpc.SmsServiceStub(await clients.channel(SMS))
+            answer = await stub.ListSendRecords(
+                request,
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=settings.timeout,
+            )
     finally:
         await clients.close()
     found = [_record(r) for r in answer.records]
