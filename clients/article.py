@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Protocol
 
 import grpc
 from pydantic import BaseModel, Field
 
+from kit.cache.memo import ExpiringMemo
 from kit.errors import AppError
 from kit.grpcx.client import ServiceClients
 from webook.article.v1 import article_pb2, article_pb2_grpc
@@ -93,11 +93,10 @@ class PublishedArticleTargets:
     ) -> None:
         self._clients = clients
         self._timeout = timeout_s
-        self._ttl = ttl_s
-        self._max_entries = max_entries
         self._clock = clock
-        # Article id → when its "published" answer stops being trusted, oldest first.
-        self._published_until: OrderedDict[int, float] = OrderedDict()
+        self._published: ExpiringMemo[int, bool] = ExpiringMemo(
+            ttl_s=ttl_s, max_entries=max_entries
+        )
 
     @classmethod
     def from_settings(
@@ -116,11 +115,8 @@ class PublishedArticleTargets:
         if biz != ARTICLE_BIZ:
             raise ValueError(f"no owner known for biz {biz!r}")
         now = self._clock()
-        until = self._published_until.get(biz_id)
-        if until is not None:
-            if now < until:
-                return True
-            del self._published_until[biz_id]
+        if self._published.get(biz_id, now):
+            return True
         try:
             stub = article_pb2_grpc.ArticleServiceStub(await self._clients.channel(ARTICLE_SERVICE))
             answer = await stub.PublishedExists(
@@ -133,15 +129,9 @@ class PublishedArticleTargets:
             )
             raise TargetsUnavailable(describe_call_failure(exc)) from exc
         published = biz_id in answer.published_ids
-        if published and self._ttl > 0:
-            self._remember(biz_id, now + self._ttl)
+        if published:
+            self._published.put(biz_id, True, now)
         return published
-
-    def _remember(self, article_id: int, until: float) -> None:
-        self._published_until[article_id] = until
-        self._published_until.move_to_end(article_id)
-        while len(self._published_until) > self._max_entries:
-            self._published_until.popitem(last=False)
 
 
 def describe_call_failure(exc: BaseException) -> str:

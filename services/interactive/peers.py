@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import grpc
@@ -33,6 +32,7 @@ from clients.article import (
     describe_call_failure,
     published_author,
 )
+from kit.cache.memo import ExpiringMemo
 from kit.errors import AppError
 from kit.grpcx.client import ServiceClients
 from services.interactive.domain import ArticleOwner
@@ -64,11 +64,10 @@ class PublishedArticleAuthors:
     ) -> None:
         self._clients = clients
         self._timeout = timeout_s
-        self._ttl = ttl_s
-        self._max_entries = max_entries
         self._clock = clock
-        # Article id → (its owner, when the answer stops being trusted), oldest first.
-        self._published: OrderedDict[int, tuple[ArticleOwner, float]] = OrderedDict()
+        self._published: ExpiringMemo[int, ArticleOwner] = ExpiringMemo(
+            ttl_s=ttl_s, max_entries=max_entries
+        )
 
     @classmethod
     def from_settings(
@@ -88,12 +87,9 @@ class PublishedArticleAuthors:
         Raises :class:`TargetsUnavailable` when the article service cannot be asked.
         """
         now = self._clock()
-        remembered = self._published.get(article_id)
+        remembered = self._published.get(article_id, now)
         if remembered is not None:
-            owner, until = remembered
-            if now < until:
-                return owner
-            del self._published[article_id]
+            return remembered
         try:
             author = await published_author(self._clients, article_id, timeout_s=self._timeout)
         except CALL_FAILURES as exc:
@@ -105,12 +101,5 @@ class PublishedArticleAuthors:
         if author is None:
             return None
         owner = ArticleOwner(article_id=article_id, author_id=author)
-        if self._ttl > 0:
-            self._remember(owner, now + self._ttl)
+        self._published.put(article_id, owner, now)
         return owner
-
-    def _remember(self, owner: ArticleOwner, until: float) -> None:
-        self._published[owner.article_id] = (owner, until)
-        self._published.move_to_end(owner.article_id)
-        while len(self._published) > self._max_entries:
-            self._published.popitem(last=False)
