@@ -3,7 +3,7 @@ operators can take it.
 
 Rendered by kustomize as in ``test_manifests.py`` (whose strict schema checks cover these
 objects too): a cert-manager Certificate names the identity the operator-only methods
-accept (``spiffe://webook/operator``, webookctl's :data:`webookctl.sms.OPERATOR`), for
+accept (``spiffe://webook/operator``, X), for
 client authentication only, short-lived and re-keyed, signed by the CA Issuer that signs
 every workload's certificate; no pod mounts its Secret, and one Role lets the group
 ``webook-operators`` read that Secret and nothing else.
@@ -21,7 +21,7 @@ from tests.deploy.test_manifests import (
     overlay,
     rendered,
 )
-from webookctl.sms import OPERATOR
+from webookctl.remote import OPERATOR
 
 __all__ = ["overlay"]  # the fixture, parametrised over the overlays
 
