@@ -4,7 +4,8 @@ Articles live in SQL; published ones are cached in Redis and, when
 ``PUBLISHED_LOCAL_CACHE_ENTRIES`` is set, in process too (kept coherent by Redis's
 invalidation feed, started before the server accepts calls and ended after the drain, before
 Redis closes). Author names and popularity come from the user and interactive services;
-reads go to the buffered event producer; publications and withdrawals are written to the
+reads are gathered into one record per window (``event_linger_ms``) and go to the buffered
+event producer; publications and withdrawals are written to the
 ``article_outbox`` table in their transaction and published by the outbox relay, which runs
 once the server serves (``kit.outbox``). The command line is
 :func:`kit.grpcx.cli.run_service`, the shared wiring :mod:`kit.grpcx.process`.
@@ -25,7 +26,7 @@ from kit.grpcx.process import (
 )
 from kit.grpcx.server import ServiceRunner
 from services.article.domain import Popularity, PublishedArticle, PublishedTtlPolicy, tiered_ttl
-from services.article.events import KafkaArticleEvents, outbox_topic_specs, topic_specs
+from services.article.events import ReadBatcher, outbox_topic_specs, topic_specs
 from services.article.grpc_api import ArticleServicer
 from services.article.peers import RemotePopularity, UserServiceAuthors
 from services.article.repository import SqlUnitOfWork, article_outbox
@@ -72,11 +73,13 @@ def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) ->
         published = local
     else:
         published = RedisPublishedArticleCache(backends.redis)
+    # The reads gather in the batcher: the producer sends a batch at once.
     producer = wire_producer(
-        runner,
-        settings,
-        topic_specs(settings.kafka_topic_partitions),
-        linger_ms=settings.event_linger_ms,
+        runner, settings, topic_specs(settings.kafka_topic_partitions), linger_ms=0
+    )
+    # Registered after the producer: stopped before it, handing over the last batch.
+    reads = runner.start_before_serving(
+        ReadBatcher(producer, window_s=settings.event_linger_ms / 1000)
     )
     outbox = article_outbox()
     wire_outbox_relay(
@@ -96,7 +99,7 @@ def build_runner(settings: ArticleSettings, **options: Unpack[RunnerOptions]) ->
         authors=UserServiceAuthors(clients, timeout_s=settings.peer_timeout_seconds),
         popularity=RemotePopularity(clients, timeout_s=settings.peer_timeout_seconds),
         ttl_policy=live_ttl_policy(now),
-        events=KafkaArticleEvents(producer),
+        events=reads,
     )
     runner.mount(ArticleServicer(service))
     return runner

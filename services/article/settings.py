@@ -51,8 +51,8 @@ class ArticleSettings(GrpcServiceSettings, OutboxRelaySettings):
     # Kafka producer: events buffered while the broker is unreachable, then dropped.
     event_buffer_size: int = Field(default=10_000, ge=1)
     event_flush_timeout_seconds: float = Field(default=5.0, ge=0)
-    # How long the producer gathers events into one request: a read emits an event, and
-    # batching them (reads are counted in batches of up to a second anyway) cuts the
-    # producer's, the broker's and the consumer's CPU per read (docs/performance.md).
+    # How long reads gather into one ArticleReads record (reads are counted in batches of up
+    # to a second anyway): one record per window instead of one per read cuts the producer's,
+    # the broker's and the consumer's CPU per read (docs/performance.md).
     event_linger_ms: int = Field(default=50, ge=0, le=1000)
     kafka_topic_partitions: int = Field(default=3, ge=1)

@@ -19,21 +19,26 @@ entry in the author's feed; a duplicate costs nothing (the feed keys it by user 
 
 **Consumed**: read events become read counts.
 
-The article service publishes ``webook.events.v1.ArticleRead`` to
-:data:`ARTICLE_READ_TOPIC`, keyed by article id; the name comes from
-``webook.events.v1.Topic``, where the producer reads it too (``docs/events.md``). The
-consumer group
-:data:`READ_COUNTER_GROUP` applies them in batches (up to 100 records or 1 second by
-default): a batch is aggregated per article and added with **one** SQL statement, and the
-offsets are committed only after that statement committed.
+The article service publishes ``webook.events.v1.ArticleReads`` to
+:data:`ARTICLE_READS_TOPIC`: the reads of a short window in one record (keyed by the batch's
+number). Article processes from before read batches published one ``ArticleRead`` per read
+to :data:`ARTICLE_READ_TOPIC`, keyed by article id; that topic is still consumed, so the
+reads such a process sends during an upgrade are counted too (upgrade interactive first).
+Both names come from ``webook.events.v1.Topic``, where the producer reads them too
+(``docs/events.md``). The consumer group :data:`READ_COUNTER_GROUP` applies them in batches
+(up to 100 records or 1 second by default): a batch's reads are aggregated per article and
+added with **one** SQL statement, and the offsets are committed only after that statement
+committed. The batch's span links to the reads' ``PRODUCER`` spans (their ``traceparent``,
+at most 128) when it is recorded.
 
 Delivery is at-least-once, so counts may over-count, never under-count: a crash or a lost
 partition between the SQL commit and the offset commit re-applies that one batch, so
-duplicates are bounded by one batch (``max_batch`` reads) per such event. A graceful stop
+duplicates are bounded by one batch (``max_batch`` records) per such event. A graceful stop
 finishes and commits the batch in hand, so a restart adds nothing.
 
-Records that are not an ``ArticleRead``, or name no article, are skipped and counted
-(``webook_kafka_consumed_total{result="undecodable"}``).
+Records that decode to no read naming an article are skipped and counted
+(``webook_kafka_consumed_total{result="undecodable"}``); in a batch record, reads that name
+no article are dropped and the others counted.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from google.protobuf.message import DecodeError, Message
+from opentelemetry import trace
 
 from kit.events import (
     BatchConsumer,
@@ -53,12 +59,15 @@ from kit.events import (
     declared_topic,
     topic_name,
 )
+from kit.events.tracing import MAX_LINKS
+from kit.observability.tracing import parse_traceparent
 from services.interactive.domain import ARTICLE_BIZ as ARTICLE_BIZ
 from services.interactive.domain import ArticleOwner
 from services.interactive.service import InteractiveService
 from webook.events.v1 import events_pb2
 
 ARTICLE_READ_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_READ)
+ARTICLE_READS_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_READS)
 READ_COUNTER_GROUP = "interactive-read-counter"
 ARTICLE_LIKED: Final = declared_topic(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_LIKED)
 
@@ -111,21 +120,76 @@ def decode_article_read(value: bytes) -> events_pb2.ArticleRead:
     return event
 
 
+def decode_article_reads(value: bytes) -> events_pb2.ArticleReads:
+    """The reads of an ``ArticleReads`` that name an article; raises ``ValueError`` if none
+    does."""
+    if value is None:
+        raise ValueError("record has no value")
+    try:
+        batch = events_pb2.ArticleReads.FromString(value)
+    except DecodeError as exc:
+        raise ValueError(f"not an ArticleReads: {exc}") from exc
+    if all(read.article_id > 0 for read in batch.reads):
+        if not batch.reads:
+            raise ValueError("ArticleReads without reads")
+        return batch
+    kept = [read for read in batch.reads if read.article_id > 0]
+    if not kept:
+        raise ValueError("ArticleReads without a read that names an article")
+    return events_pb2.ArticleReads(reads=kept)
+
+
 class ReadCounter:
-    """Batch handler: adds each article's reads with one statement."""
+    """Batch handler of both read topics: adds each article's reads with one statement."""
 
     def __init__(self, service: InteractiveService) -> None:
         self._service = service
 
-    async def __call__(self, batch: Sequence[ConsumedEvent[events_pb2.ArticleRead]]) -> None:
-        """Apply a batch of reads."""
-        reads = Counter(event.payload.article_id for event in batch)
-        await self._service.add_reads(ARTICLE_BIZ, reads)
+    async def __call__(
+        self,
+        batch: Sequence[ConsumedEvent[events_pb2.ArticleReads]]
+        | Sequence[ConsumedEvent[events_pb2.ArticleRead]],
+    ) -> None:
+        """Apply a batch of reads (single reads, batches of reads, or both)."""
+        reads = [
+            read
+            for event in batch
+            for read in (
+                event.payload.reads
+                if isinstance(event.payload, events_pb2.ArticleReads)
+                else (event.payload,)
+            )
+        ]
+        span = trace.get_current_span()
+        if span.is_recording():
+            _link_producers(span, reads)
+        await self._service.add_reads(ARTICLE_BIZ, Counter(read.article_id for read in reads))
+
+
+def _link_producers(span: trace.Span, reads: Sequence[events_pb2.ArticleRead]) -> None:
+    """Link ``span`` to the distinct ``PRODUCER`` spans the reads name (at most
+    :data:`MAX_LINKS`, like the links from record headers)."""
+    seen: set[str] = set()
+    for read in reads:
+        if not read.traceparent or read.traceparent in seen:
+            continue
+        seen.add(read.traceparent)
+        parsed = parse_traceparent(read.traceparent)
+        if parsed is not None:
+            trace_id, span_id, flags = parsed
+            span.add_link(trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags))
+        if len(seen) >= MAX_LINKS:
+            return
 
 
 def read_event_consumer(service: InteractiveService, config: ConsumerConfig) -> BatchConsumer:
     """The consumer that counts article reads (``config.group_id`` normally
-    :data:`READ_COUNTER_GROUP`)."""
+    :data:`READ_COUNTER_GROUP`), from batches and from single reads."""
+    counter = ReadCounter(service)
     return BatchConsumer(
-        config, {ARTICLE_READ_TOPIC: TopicHandler(decode_article_read, ReadCounter(service))}
+        config,
+        {
+            ARTICLE_READS_TOPIC: TopicHandler(decode_article_reads, counter),
+            ARTICLE_READ_TOPIC: TopicHandler(decode_article_read, counter),
+        },
     )

@@ -225,11 +225,20 @@ KAFKA_ACLS: dict[str, set[tuple[str, str, str, str]]] = {
     "user": {("topic", "literal", "webook.user.changed", op) for op in _CREATE_WRITE},
     "article": {
         ("topic", "literal", topic, op)
-        for topic in ("webook.article.read", "webook.article.published", "webook.article.withdrawn")
+        for topic in (
+            "webook.article.reads",
+            "webook.article.read",
+            "webook.article.published",
+            "webook.article.withdrawn",
+        )
         for op in _CREATE_WRITE
     },
     "interactive": {
-        *(("topic", "literal", "webook.article.read", op) for op in _CREATE_READ),
+        *(
+            ("topic", "literal", topic, op)
+            for topic in ("webook.article.reads", "webook.article.read")
+            for op in _CREATE_READ
+        ),
         ("group", "literal", "interactive-read-counter", "Read"),
         *(("topic", "literal", "webook.article.liked", op) for op in _CREATE_WRITE),
     },

@@ -50,7 +50,7 @@ USER_AGENT = "webook-tracing-test/1.0"
 READER_ID = 7
 ARTICLE_SERVER_SPAN = "webook.article.v1.ArticleService/GetPublishedById"
 INTERACTIVE_SERVER_SPAN = "webook.interactive.v1.InteractiveService/Get"
-READ_TOPIC = "webook.article.read"
+READ_TOPIC = "webook.article.reads"
 # Bound on the wait for the consumer: a group join takes about half the session timeout.
 CONSUMER_WAIT_S = 30
 

@@ -23,7 +23,7 @@ from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
 from services.interactive.__main__ import build_runner
 from services.interactive.errors import DOMAIN, Reason
-from services.interactive.events import ARTICLE_READ_TOPIC
+from services.interactive.events import ARTICLE_READ_TOPIC, ARTICLE_READS_TOPIC
 from services.interactive.settings import InteractiveSettings
 from services.interactive.tests.articles import stand_in_authors
 from webook.events.v1 import events_pb2
@@ -135,19 +135,21 @@ async def test_too_many_ids_are_refused(stub: InteractiveServiceAsyncStub) -> No
     ) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.TOO_MANY_IDS)
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["read batches", "single reads"])
 async def test_read_events_become_read_counts(
-    stub: InteractiveServiceAsyncStub, kafka_bootstrap: str
+    stub: InteractiveServiceAsyncStub, kafka_bootstrap: str, batched: bool
 ) -> None:
-    # Ids no other test uses: the topic is shared with every test that reads articles.
+    # Ids no other test uses: the topics are shared with every test that reads articles.
     ids = random.sample(range(10**12, 2 * 10**12), 3)
     producer = EventProducer(ProducerConfig(bootstrap=kafka_bootstrap))
     producer.start()
     try:
         for n, article_id in enumerate(ids, start=1):
-            for _ in range(n):
-                producer.publish(
-                    ARTICLE_READ_TOPIC, article_id, events_pb2.ArticleRead(article_id=article_id)
-                )
+            reads = [events_pb2.ArticleRead(article_id=article_id) for _ in range(n)]
+            if batched:
+                producer.publish(ARTICLE_READS_TOPIC, n, events_pb2.ArticleReads(reads=reads))
+            for read in () if batched else reads:
+                producer.publish(ARTICLE_READ_TOPIC, article_id, read)
         assert await producer.flush(10)
     finally:
         await producer.stop()

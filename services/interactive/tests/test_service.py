@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from clients.tests.articles import FakeTargets
 from kit.errors import AppError, ErrorKind
+from kit.events import ConsumedEvent
 from services.interactive.domain import Counts, Flags
 from services.interactive.errors import DOMAIN, Reason
-from services.interactive.events import decode_article_read
+from services.interactive.events import ReadCounter, decode_article_read, decode_article_reads
 from services.interactive.service import WRITE_ATTEMPTS, InteractiveService, WriteConflict
 from webook.events.v1 import events_pb2
 
@@ -173,6 +177,60 @@ def test_read_events_without_an_article_do_not_decode(value: bytes) -> None:
 def test_read_events_decode() -> None:
     event = events_pb2.ArticleRead(article_id=4, user_id=3, at_ms=1)
     assert decode_article_read(event.SerializeToString()) == event
+
+
+def _reads(*article_ids: int) -> events_pb2.ArticleReads:
+    return events_pb2.ArticleReads(
+        reads=[events_pb2.ArticleRead(article_id=i, user_id=3, at_ms=1) for i in article_ids]
+    )
+
+
+def test_read_batches_decode_keeping_the_reads_that_name_an_article() -> None:
+    whole = _reads(4, 5, 4)
+    assert decode_article_reads(whole.SerializeToString()) == whole
+    assert decode_article_reads(_reads(4, 0, 5).SerializeToString()) == _reads(4, 5)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"\xff\xff\xff", _reads().SerializeToString(), _reads(0, 0).SerializeToString(), None],
+)
+def test_read_batches_without_a_read_of_an_article_do_not_decode(value: bytes) -> None:
+    with pytest.raises(ValueError, match=r"ArticleReads|no value"):
+        decode_article_reads(value)
+
+
+class AddedReads:
+    """The service's ``add_reads``, recorded."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, dict[int, int]]] = []
+
+    async def add_reads(self, biz: str, reads: Mapping[int, int]) -> None:
+        self.added.append((biz, dict(reads)))
+
+
+def _event(payload: events_pb2.ArticleReads) -> ConsumedEvent[events_pb2.ArticleReads]:
+    return ConsumedEvent("webook.article.reads", 0, 0, b"1", 0, payload)
+
+
+async def test_a_batch_of_read_batches_is_counted_once_and_links_its_producers() -> None:
+    service = AddedReads()
+    counter = ReadCounter(cast("InteractiveService", service))
+    traced = _reads(4, 5)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for read in traced.reads:
+        read.traceparent = parent  # two reads of one request: one link
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("batch"):
+        await counter([_event(traced), _event(_reads(4))])
+    assert service.added == [("article", {4: 2, 5: 1})]
+    (span,) = exporter.get_finished_spans()
+    assert [(link.context.trace_id, link.context.span_id) for link in span.links] == [
+        (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331)
+    ]
 
 
 class FullyCached:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from webook.contracts.v1 import contracts_pb2 as webook_dot_contracts_dot_v1_dot_contracts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/events/v1/events.proto\x12\x10webook.events.v1\x1a#webook/contracts/v1/contracts.proto\"A\n\x0b\x41rticleRead\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"\xb3\x01\n\x10\x41rticlePublished\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\x12\x13\n\x0b\x61uthor_name\x18\x05 \x01(\t\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x62stract\x18\x07 \x01(\t\x12\x10\n\x08\x63time_ms\x18\x08 \x01(\x03\x12\x10\n\x08utime_ms\x18\t \x01(\x03\"H\n\x10\x41rticleWithdrawn\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"Q\n\x0bUserChanged\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x03 \x01(\t\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\"A\n\x0cUserFollowed\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"d\n\x0c\x41rticleLiked\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x11\n\tauthor_id\x18\x03 \x01(\x03\x12\r\n\x05title\x18\x04 \x01(\t\x12\r\n\x05\x61t_ms\x18\x05 \x01(\x03*\xc2\x03\n\x05Topic\x12\x15\n\x11TOPIC_UNSPECIFIED\x10\x00\x12>\n\x12TOPIC_ARTICLE_READ\x10\x01\x1a&\xca\xf3\x18\"\n\x13webook.article.read\x12\x0b\x41rticleRead\x12M\n\x17TOPIC_ARTICLE_PUBLISHED\x10\x02\x1a\x30\xca\xf3\x18,\n\x18webook.article.published\x12\x10\x41rticlePublished\x12M\n\x17TOPIC_ARTICLE_WITHDRAWN\x10\x03\x1a\x30\xca\xf3\x18,\n\x18webook.article.withdrawn\x12\x10\x41rticleWithdrawn\x12>\n\x12TOPIC_USER_CHANGED\x10\x04\x1a&\xca\xf3\x18\"\n\x13webook.user.changed\x12\x0bUserChanged\x12\x41\n\x13TOPIC_USER_FOLLOWED\x10\x05\x1a(\xca\xf3\x18$\n\x14webook.user.followed\x12\x0cUserFollowed\x12\x41\n\x13TOPIC_ARTICLE_LIKED\x10\x06\x1a(\xca\xf3\x18$\n\x14webook.article.liked\x12\x0c\x41rticleLikedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dwebook/events/v1/events.proto\x12\x10webook.events.v1\x1a#webook/contracts/v1/contracts.proto\"V\n\x0b\x41rticleRead\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\"<\n\x0c\x41rticleReads\x12,\n\x05reads\x18\x01 \x03(\x0b\x32\x1d.webook.events.v1.ArticleRead\"\xb3\x01\n\x10\x41rticlePublished\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tauthor_id\x18\x04 \x01(\x03\x12\x13\n\x0b\x61uthor_name\x18\x05 \x01(\t\x12\r\n\x05\x61t_ms\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x62stract\x18\x07 \x01(\t\x12\x10\n\x08\x63time_ms\x18\x08 \x01(\x03\x12\x10\n\x08utime_ms\x18\t \x01(\x03\"H\n\x10\x41rticleWithdrawn\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"Q\n\x0bUserChanged\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08nickname\x18\x02 \x01(\t\x12\x10\n\x08\x61\x62out_me\x18\x03 \x01(\t\x12\r\n\x05\x61t_ms\x18\x04 \x01(\x03\"A\n\x0cUserFollowed\x12\x10\n\x08\x66ollower\x18\x01 \x01(\x03\x12\x10\n\x08\x66ollowee\x18\x02 \x01(\x03\x12\r\n\x05\x61t_ms\x18\x03 \x01(\x03\"d\n\x0c\x41rticleLiked\x12\x12\n\narticle_id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x11\n\tauthor_id\x18\x03 \x01(\x03\x12\r\n\x05title\x18\x04 \x01(\t\x12\r\n\x05\x61t_ms\x18\x05 \x01(\x03*\x85\x04\n\x05Topic\x12\x15\n\x11TOPIC_UNSPECIFIED\x10\x00\x12>\n\x12TOPIC_ARTICLE_READ\x10\x01\x1a&\xca\xf3\x18\"\n\x13webook.article.read\x12\x0b\x41rticleRead\x12M\n\x17TOPIC_ARTICLE_PUBLISHED\x10\x02\x1a\x30\xca\xf3\x18,\n\x18webook.article.published\x12\x10\x41rticlePublished\x12M\n\x17TOPIC_ARTICLE_WITHDRAWN\x10\x03\x1a\x30\xca\xf3\x18,\n\x18webook.article.withdrawn\x12\x10\x41rticleWithdrawn\x12>\n\x12TOPIC_USER_CHANGED\x10\x04\x1a&\xca\xf3\x18\"\n\x13webook.user.changed\x12\x0bUserChanged\x12\x41\n\x13TOPIC_USER_FOLLOWED\x10\x05\x1a(\xca\xf3\x18$\n\x14webook.user.followed\x12\x0cUserFollowed\x12\x41\n\x13TOPIC_ARTICLE_LIKED\x10\x06\x1a(\xca\xf3\x18$\n\x14webook.article.liked\x12\x0c\x41rticleLiked\x12\x41\n\x13TOPIC_ARTICLE_READS\x10\x07\x1a(\xca\xf3\x18$\n\x14webook.article.reads\x12\x0c\x41rticleReadsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,18 +44,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPIC'].values_by_name["TOPIC_USER_FOLLOWED"]._serialized_options = b'\312\363\030$\n\024webook.user.followed\022\014UserFollowed'
   _globals['_TOPIC'].values_by_name["TOPIC_ARTICLE_LIKED"]._loaded_options = None
   _globals['_TOPIC'].values_by_name["TOPIC_ARTICLE_LIKED"]._serialized_options = b'\312\363\030$\n\024webook.article.liked\022\014ArticleLiked'
-  _globals['_TOPIC']._serialized_start=664
-  _globals['_TOPIC']._serialized_end=1114
+  _globals['_TOPIC'].values_by_name["TOPIC_ARTICLE_READS"]._loaded_options = None
+  _globals['_TOPIC'].values_by_name["TOPIC_ARTICLE_READS"]._serialized_options = b'\312\363\030$\n\024webook.article.reads\022\014ArticleReads'
+  _globals['_TOPIC']._serialized_start=747
+  _globals['_TOPIC']._serialized_end=1264
   _globals['_ARTICLEREAD']._serialized_start=88
-  _globals['_ARTICLEREAD']._serialized_end=153
-  _globals['_ARTICLEPUBLISHED']._serialized_start=156
-  _globals['_ARTICLEPUBLISHED']._serialized_end=335
-  _globals['_ARTICLEWITHDRAWN']._serialized_start=337
-  _globals['_ARTICLEWITHDRAWN']._serialized_end=409
-  _globals['_USERCHANGED']._serialized_start=411
-  _globals['_USERCHANGED']._serialized_end=492
-  _globals['_USERFOLLOWED']._serialized_start=494
-  _globals['_USERFOLLOWED']._serialized_end=559
-  _globals['_ARTICLELIKED']._serialized_start=561
-  _globals['_ARTICLELIKED']._serialized_end=661
+  _globals['_ARTICLEREAD']._serialized_end=174
+  _globals['_ARTICLEREADS']._serialized_start=176
+  _globals['_ARTICLEREADS']._serialized_end=236
+  _globals['_ARTICLEPUBLISHED']._serialized_start=239
+  _globals['_ARTICLEPUBLISHED']._serialized_end=418
+  _globals['_ARTICLEWITHDRAWN']._serialized_start=420
+  _globals['_ARTICLEWITHDRAWN']._serialized_end=492
+  _globals['_USERCHANGED']._serialized_start=494
+  _globals['_USERCHANGED']._serialized_end=575
+  _globals['_USERFOLLOWED']._serialized_start=577
+  _globals['_USERFOLLOWED']._serialized_end=642
+  _globals['_ARTICLELIKED']._serialized_start=644
+  _globals['_ARTICLELIKED']._serialized_end=744
 # @@protoc_insertion_point(module_scope)

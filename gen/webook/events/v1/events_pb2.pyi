@@ -6,8 +6,10 @@ The topics themselves are declared here too (enum Topic): producers and consumer
 names from it and write none of their own (docs/events.md, "Topics").
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -28,7 +30,9 @@ class _TopicEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Topic.ValueType
     DESCRIPTOR: _descriptor.EnumDescriptor
     TOPIC_UNSPECIFIED: _Topic.ValueType  # 0
     TOPIC_ARTICLE_READ: _Topic.ValueType  # 1
-    """Key: the article id. Producer: article. Consumer: interactive (read counts)."""
+    """Key: the article id. Producer: article before read batches (none now). Consumer:
+    interactive (read counts), for what such producers left during an upgrade.
+    """
     TOPIC_ARTICLE_PUBLISHED: _Topic.ValueType  # 2
     """Key: the article id. Producer: article. Consumer: search (index sync)."""
     TOPIC_ARTICLE_WITHDRAWN: _Topic.ValueType  # 3
@@ -39,6 +43,11 @@ class _TopicEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Topic.ValueType
     """Key: the followee id. Producer: follow (outbox). Consumer: feed ("a new follower")."""
     TOPIC_ARTICLE_LIKED: _Topic.ValueType  # 6
     """Key: the article id. Producer: interactive. Consumer: feed ("a like on my article")."""
+    TOPIC_ARTICLE_READS: _Topic.ValueType  # 7
+    """Key: the batch's number in its producer (batches spread over the partitions; reads need
+    no order). Producer: article, the reads of a short window in one record. Consumer:
+    interactive (read counts).
+    """
 
 class Topic(_Topic, metaclass=_TopicEnumTypeWrapper):
     """Every topic: its name on the broker and its payload. A new topic is a new value here
@@ -47,7 +56,9 @@ class Topic(_Topic, metaclass=_TopicEnumTypeWrapper):
 
 TOPIC_UNSPECIFIED: Topic.ValueType  # 0
 TOPIC_ARTICLE_READ: Topic.ValueType  # 1
-"""Key: the article id. Producer: article. Consumer: interactive (read counts)."""
+"""Key: the article id. Producer: article before read batches (none now). Consumer:
+interactive (read counts), for what such producers left during an upgrade.
+"""
 TOPIC_ARTICLE_PUBLISHED: Topic.ValueType  # 2
 """Key: the article id. Producer: article. Consumer: search (index sync)."""
 TOPIC_ARTICLE_WITHDRAWN: Topic.ValueType  # 3
@@ -58,34 +69,67 @@ TOPIC_USER_FOLLOWED: Topic.ValueType  # 5
 """Key: the followee id. Producer: follow (outbox). Consumer: feed ("a new follower")."""
 TOPIC_ARTICLE_LIKED: Topic.ValueType  # 6
 """Key: the article id. Producer: interactive. Consumer: feed ("a like on my article")."""
+TOPIC_ARTICLE_READS: Topic.ValueType  # 7
+"""Key: the batch's number in its producer (batches spread over the partitions; reads need
+no order). Producer: article, the reads of a short window in one record. Consumer:
+interactive (read counts).
+"""
 Global___Topic: _TypeAlias = Topic  # noqa: Y015
 
 @_typing.final
 class ArticleRead(_message.Message):
-    """A reader opened a published article (TOPIC_ARTICLE_READ); user_id 0 = anonymous."""
+    """A reader opened a published article; user_id 0 = anonymous. traceparent: the W3C trace
+    context of the reading request when its trace is sampled (in batches, where record
+    headers cannot carry one per read), else empty.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ARTICLE_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     AT_MS_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     article_id: _builtins.int
     user_id: _builtins.int
     at_ms: _builtins.int
+    traceparent: _builtins.str
     def __init__(
         self,
         *,
         article_id: _builtins.int = ...,
         user_id: _builtins.int = ...,
         at_ms: _builtins.int = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "at_ms", b"at_ms", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["article_id", b"article_id", "at_ms", b"at_ms", "traceparent", b"traceparent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ArticleRead: _TypeAlias = ArticleRead  # noqa: Y015
+
+@_typing.final
+class ArticleReads(_message.Message):
+    """The reads one article process saw in a short window (TOPIC_ARTICLE_READS), in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    READS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reads(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArticleRead]: ...
+    def __init__(
+        self,
+        *,
+        reads: _abc.Iterable[Global___ArticleRead] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reads", b"reads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArticleReads: _TypeAlias = ArticleReads  # noqa: Y015
 
 @_typing.final
 class ArticlePublished(_message.Message):
