@@ -41,6 +41,7 @@ from opentelemetry import trace
 from kit.events import DeclaredTopic, TopicSpec, declared_topic, topic_name
 from kit.events.tracing import TRACER_NAME, publish_trace_headers
 from services.article.domain import PublishedArticle
+from services.article.metrics import READS_DROPPED, READS_SENT
 from webook.events.v1 import events_pb2
 
 ARTICLE_READS_TOPIC: Final = topic_name(events_pb2.Topic, events_pb2.TOPIC_ARTICLE_READS)
@@ -78,7 +79,9 @@ class ReadBatcher:
     The first read of a batch opens a window of ``window_s`` seconds; when it ends, or as
     soon as the batch holds ``max_reads``, the batch is handed to ``sink`` (the buffered
     producer) as one event keyed by its number. ``window_s`` 0 hands each read over alone.
-    A component of the process: registered to start before serving after the producer, it
+    ``webook_article_reads_total{result}`` counts the reads handed over and those whose
+    batch the producer dropped. A component of the process: registered to start before
+    serving after the producer, it
     stops (handing over what it holds) after the drain and before the producer flushes, so
     the reads of drained calls are sent too. What it holds when the process dies is lost,
     as the producer's buffer is: read counts tolerate it.
@@ -151,9 +154,10 @@ class ReadBatcher:
             return
         reads, self._reads = self._reads, []
         self._sequence += 1
-        self._sink.publish(
+        handed_over = self._sink.publish(
             ARTICLE_READS_TOPIC, self._sequence, events_pb2.ArticleReads(reads=reads)
         )
+        (READS_SENT if handed_over else READS_DROPPED).inc(len(reads))
 
     def _traceparent(self) -> str:
         """A ``PRODUCER`` span's ``traceparent`` when the current trace is sampled, else ""."""

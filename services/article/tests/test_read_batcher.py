@@ -10,23 +10,25 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
 
 from services.article.events import ARTICLE_READS_TOPIC, ReadBatcher
 from webook.events.v1 import events_pb2
 
 
 class Sink:
-    """Records what it is handed; ``arrived`` is set on each hand-over."""
+    """Records what it is handed; ``arrived`` is set on each hand-over. ``full``: refuses."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, full: bool = False) -> None:
         self.batches: list[tuple[str, int, events_pb2.ArticleReads]] = []
         self.arrived = asyncio.Event()
+        self.full = full
 
     def publish(self, topic: str, key: int, event: Message) -> bool:
         assert isinstance(event, events_pb2.ArticleReads)
         self.batches.append((topic, key, event))
         self.arrived.set()
-        return True
+        return not self.full
 
     def reads(self, index: int) -> list[tuple[int, int, int]]:
         return [(r.article_id, r.user_id, r.at_ms) for r in self.batches[index][2].reads]
@@ -60,6 +62,22 @@ async def test_a_full_batch_goes_at_once_and_stop_hands_over_the_rest() -> None:
     assert [len(event.reads) for _, _, event in sink.batches] == [2, 1]
     batcher.stop()  # nothing left: nothing more handed over
     assert len(sink.batches) == 2
+
+
+def reads_counted(result: str) -> float:
+    return REGISTRY.get_sample_value("webook_article_reads_total", {"result": result}) or 0.0
+
+
+def test_the_reads_are_counted_by_what_became_of_their_batch() -> None:
+    sent, dropped = reads_counted("sent"), reads_counted("dropped")
+    sink = Sink()
+    batcher = ReadBatcher(sink, window_s=3600, max_reads=3)
+    for n in range(3):
+        batcher.article_read(n + 1, 7, at_ms=n)
+    sink.full = True
+    batcher.article_read(4, 7, at_ms=4)
+    batcher.stop()
+    assert (reads_counted("sent") - sent, reads_counted("dropped") - dropped) == (3, 1)
 
 
 def test_without_a_window_or_an_event_loop_each_read_goes_alone() -> None:
