@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -23,9 +24,9 @@ from devstack.infra import free_port
 from kit.cache.tests.outage import eventually
 from kit.config import Mode
 from kit.events import BatchConsumer, EventProducer, ProducerConfig, TopicSpec
-from kit.grpcx.errors import app_error_from_rpc
 from kit.grpcx.fencing import FENCING_TOKEN_METADATA, fencing_metadata
 from kit.grpcx.server import ServiceRunner
+from kit.tests.rpc import refusal_of
 from services.account.__main__ import build_runner
 from services.account.domain import MS_PER_DAY
 from services.account.errors import DOMAIN, Reason
@@ -85,14 +86,7 @@ async def serve_account(database_url: str, kafka_bootstrap: str) -> AsyncIterato
             await runner.stop()
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def publish(kafka_bootstrap: str, events: list[reward_pb2.RewardPaid]) -> None:

@@ -13,6 +13,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,9 @@ from kit.events import (
     TopicHandler,
     protobuf_decoder,
 )
-from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
 from kit.sql import create_engine
+from kit.tests.rpc import refusal_of
 from services.article.__main__ import build_runner
 from services.article.errors import DOMAIN, Reason
 from services.article.events import (
@@ -139,14 +140,7 @@ def stub(article: Article) -> ArticleServiceAsyncStub:
     return article.stub
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def test_author_flow(stub: ArticleServiceAsyncStub) -> None:

@@ -6,14 +6,14 @@ codes and the ``google.rpc.ErrorInfo`` reason of each.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from kit.grpcx.errors import app_error_from_rpc
+from kit.tests.rpc import refusal_of
 from services.comment.errors import DOMAIN, Reason
 from services.comment.repository.cache import first_page_key
 from webook.comment.v1 import comment_pb2
@@ -26,14 +26,7 @@ pytestmark = pytest.mark.integration
 ANN, BOB = 1, 2
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def post(

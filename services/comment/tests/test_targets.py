@@ -10,7 +10,8 @@ and deleting the comments of a withdrawn article still work.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 import grpc
@@ -20,7 +21,7 @@ from clients.tests.articles import ArticleAuthor, FakeTargets
 from devstack.infra import free_port
 from kit.config import Mode
 from kit.errors import AppError, ErrorKind
-from kit.grpcx.errors import app_error_from_rpc
+from kit.tests.rpc import refusal_of
 from services.comment.__main__ import build_runner
 from services.comment.errors import DOMAIN, Reason
 from services.comment.service import CommentService
@@ -79,14 +80,7 @@ async def orphan_stub(
         yield running
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def post(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import grpc
@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import text
 
-from kit.grpcx.errors import app_error_from_rpc
 from kit.sql import create_engine
+from kit.tests.rpc import refusal_of
 from services.follow.errors import DOMAIN, Reason
 from services.follow.repository.cache import stats_key
 from webook.follow.v1 import follow_pb2
@@ -30,14 +30,7 @@ pytestmark = pytest.mark.integration
 AUTHOR = 1000
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def stats(stub: FollowServiceAsyncStub, uid: int) -> tuple[int, int]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,8 @@ import pytest
 
 from kit.config import Mode
 from kit.events import EventProducer, ProducerConfig
-from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
+from kit.tests.rpc import refusal_of
 from services.interactive.__main__ import build_runner
 from services.interactive.errors import DOMAIN, Reason
 from services.interactive.events import ARTICLE_READ_TOPIC, ARTICLE_READS_TOPIC
@@ -71,14 +72,7 @@ async def stub(
             await runner.stop()
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def test_like_collect_and_get(stub: InteractiveServiceAsyncStub) -> None:

@@ -9,8 +9,9 @@ Rule under test: ``Like``/``Collect`` need a known ``biz`` (else INVALID_ARGUMEN
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +23,8 @@ from clients.tests.articles import ArticleAuthor, stand_in_articles
 from devstack.infra import free_port
 from kit.config import Mode
 from kit.grpcx.client import ServiceClients
-from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
+from kit.tests.rpc import refusal_of
 from services.interactive.__main__ import build_runner
 from services.interactive.errors import DOMAIN, Reason
 from services.interactive.settings import InteractiveSettings
@@ -83,14 +84,7 @@ async def orphan_stub(
         yield running
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 def like(biz_id: int, biz: str = ARTICLE) -> interactive_pb2.LikeRequest:

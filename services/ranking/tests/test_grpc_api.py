@@ -10,7 +10,7 @@ Redis up (empty) and down (stale, counted).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +22,8 @@ from prometheus_client import REGISTRY
 from clients.tests.articles import ArticleAuthor
 from devstack.infra import free_port
 from kit.cache.tests.outage import eventually, own_redis, url_of
-from kit.grpcx.errors import app_error_from_rpc
 from kit.grpcx.fencing import FENCING_TOKEN_METADATA, fencing_metadata
+from kit.tests.rpc import refusal_of
 from services.ranking.errors import DOMAIN, Reason
 from services.ranking.store import FENCING_KEY, RANKING_KEY
 from services.ranking.tests.conftest import ServeRanking
@@ -51,14 +51,7 @@ async def ranked_ids(stub: RankingServiceAsyncStub, offset: int = 0, limit: int 
     return [a.id for a in reply.articles]
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 def stale_serves() -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -34,10 +35,10 @@ from kit.events import (
     TopicSpec,
     protobuf_decoder,
 )
-from kit.grpcx.errors import app_error_from_rpc
 from kit.grpcx.server import ServiceRunner
 from kit.registry.tests.helpers import eventually
 from kit.sql import create_engine
+from kit.tests.rpc import refusal_of
 from services.reward.__main__ import build_runner
 from services.reward.errors import DOMAIN, Reason
 from services.reward.events import PAYMENT_STATUS_TOPIC, REWARD_PAID
@@ -171,14 +172,7 @@ async def serve_reward(
             await runner.stop()
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 def pre(article_id: int, uid: int, amount_fen: int) -> reward_pb2.PreRewardRequest:

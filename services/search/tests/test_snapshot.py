@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -27,8 +28,8 @@ from devstack.infra import free_port
 from kit.config import Mode
 from kit.events import ConsumerConfig, EventProducer, ProducerConfig, TopicSpec
 from kit.grpcx.client import ServiceClients
-from kit.grpcx.errors import app_error_from_rpc
 from kit.grpcx.server import ServiceRunner
+from kit.tests.rpc import refusal_of
 from services.search.__main__ import EmptyIndexRebuild
 from services.search.domain import DocType, parse_request
 from services.search.errors import DOMAIN, Reason, SearchInvalidArgument, SearchNotFound
@@ -424,13 +425,7 @@ def local_snapshots(replica: Replica, **options: object) -> SnapshotService:
     )
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """Status and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def test_bad_reads_answer_invalid_argument_or_not_found(

@@ -8,15 +8,16 @@ refusals a client such as the gateway relies on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
 from kit.config import Mode
-from kit.grpcx.errors import app_error_from_rpc
+from kit.tests.rpc import refusal_of
 from services.tag.__main__ import build_runner
 from services.tag.errors import DOMAIN, Reason
 from services.tag.settings import TagSettings
@@ -95,14 +96,7 @@ async def stub(database_url: str, kafka_bootstrap: str) -> AsyncIterator[TagServ
             await runner.stop()
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def test_tags_on_an_article_over_the_wire(stub: TagServiceAsyncStub) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,8 @@ import grpc
 import pytest
 
 from kit.config import Mode
-from kit.grpcx.errors import app_error_from_rpc
 from kit.migrations import upgrade_async
+from kit.tests.rpc import refusal_of
 from services.user.__main__ import build_runner
 from services.user.errors import DOMAIN, Reason
 from services.user.settings import UserSettings
@@ -58,14 +59,7 @@ async def stub(
         await runner.stop()
 
 
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The status code and ErrorInfo reason of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = app_error_from_rpc(caught.value)
-    assert error.domain == DOMAIN
-    assert error.message
-    return caught.value.code(), error.reason
+refusal = partial(refusal_of, domain=DOMAIN)
 
 
 async def test_happy_path(stub: UserServiceAsyncStub) -> None:
