@@ -77,6 +77,7 @@ from prometheus_client import Counter
 from sqlalchemy import event, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench._databases import MYSQL_SERVER, CheckFailed, ms, percentile
 from bench._report import result
 from devstack.infra import ManagedProcess, free_port, redis_process
 from kit.migrations import upgrade_async
@@ -107,8 +108,6 @@ from services.interactive.repository.migration import (
 )
 from services.interactive.service import InteractiveService, UnitOfWork
 from services.interactive.settings import InteractiveSettings
-
-MYSQL_SERVER: Final = "mysql+asyncmy://root@127.0.0.1:3306"
 
 
 def _service_default(name: str) -> Any:
@@ -152,10 +151,6 @@ FIRST_LIKE_UID: Final = 1_000_000
 """Users of measure 3 start here, above measure 2's, so each of their likes is new."""
 
 
-class CheckFailed(RuntimeError):
-    """A benchmark's result is wrong (not merely slow)."""
-
-
 class PublishedTargets:
     """The article service's "is it published" check as a local stand-in: every article is."""
 
@@ -173,17 +168,6 @@ class KeptDifferences:
     async def publish(self, differences: Sequence[Difference]) -> None:
         """Keep ``differences``."""
         self.differences.extend(differences)
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
-def ms(seconds: float) -> str:
-    """Milliseconds for display."""
-    return f"{seconds * 1000:.2f} ms"
 
 
 def counter_total(counter: Counter, **labels: str) -> float:

@@ -53,6 +53,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message
 from sqlalchemy import delete, func, select
 
+from bench._databases import MYSQL_SERVER, CheckFailed, ms, percentile
 from bench._report import result
 from devstack.infra import ManagedProcess, free_port, kafka_process, redis_process
 from kit.events import ProducerConfig, TopicSpec
@@ -69,8 +70,6 @@ from services.article.repository.cache import FirstPageCache, RedisPublishedArti
 from services.article.repository.dao import ArticleOutboxRow
 from services.article.service import ArticleService, UnitOfWork
 from webook.events.v1 import events_pb2
-
-MYSQL_SERVER = "mysql+asyncmy://root@127.0.0.1:3306"
 
 ARTICLES = 100
 AUTHORS = 10
@@ -170,12 +169,6 @@ class Backend:
     url: str
 
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``samples``, nearest rank."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
 @dataclass
 class Latencies:
     """Publish latencies of both sides on one backend, in seconds."""
@@ -250,10 +243,6 @@ async def measure_publish(backend: Backend, redis_url: str) -> Latencies:
     finally:
         await redis.aclose(close_connection_pool=True)
         await engine.dispose()
-
-
-class CheckFailed(RuntimeError):
-    """A benchmark's result is wrong (not merely slow)."""
 
 
 @dataclass
@@ -439,11 +428,6 @@ async def fill_one(sessions: SessionFactory, outbox: Outbox) -> None:
     async with sessions() as session:
         outbox.add(session, ARTICLE_PUBLISHED_TOPIC, 0, events_pb2.ArticlePublished())
         await session.commit()
-
-
-def ms(seconds: float) -> str:
-    """Milliseconds for display."""
-    return f"{seconds * 1000:.2f} ms"
 
 
 async def run(mysql_server: str, bootstrap: str, redis_url: str, scratch: Path) -> bool:

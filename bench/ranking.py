@@ -52,6 +52,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Final, TypeVar
 
+from bench._databases import CheckFailed
 from bench._report import result
 from devstack.infra import ManagedProcess, free_port, redis_process
 from kit.redisx import create_redis
@@ -80,10 +81,6 @@ Triple = tuple[float, int, RankedArticle]
 Best = list[tuple[float, RankedArticle]]
 T = TypeVar("T")
 _KEY = itemgetter(0, 1)
-
-
-class CheckFailed(RuntimeError):
-    """A benchmark's result is wrong (not merely slow)."""
 
 
 # Data ---------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from sqlalchemy import delete, event, func, select, text
 from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from bench._databases import CheckFailed
 from bench._report import result
 from devstack.suite import Infra, migrate
 from kit.sql import SessionFactory, create_engine, scratch_database, session_factory
@@ -174,10 +175,6 @@ async def run_instance(
 
 
 # The benchmark -------------------------------------------------------------------------
-
-
-class CheckFailed(RuntimeError):
-    """A benchmark's result is wrong (not merely slow)."""
 
 
 @dataclass(frozen=True)
