@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.util import await_only
 
 from kit.events import DeclaredTopic, encode_key
 from kit.events.tracing import TRACER_NAME, publish_trace_headers
@@ -147,17 +148,24 @@ class Outbox:
         self._wake_after_commit(transaction)
 
     def _insert_rows(self, connection: Connection, rows: Sequence[Row]) -> None:
-        """Insert staged ``rows`` through ``connection``'s driver cursor, in its transaction.
+        """Insert staged ``rows`` through ``connection``'s driver, in its transaction.
 
         The statement is rendered by the connection's dialect the first time, with its own
         parameter markers; the values are plain ``str``, ``int`` and ``bytes``, which every
-        driver takes as they are, so no type processing is skipped.
+        driver takes as they are, so no type processing is skipped. aiosqlite runs each call
+        in its own thread: one row goes through its ``execute_insert``, which opens, runs and
+        closes a cursor in one trip there (a cursor of our own takes three).
         """
         dialect = connection.dialect
         sql, order = self._insert_for(dialect)
         params = rows if order is None else [tuple(row[i] for i in order) for row in rows]
-        cursor = connection.connection.cursor()
+        driver = connection.connection.driver_connection
+        cursor = None
         try:
+            if dialect.driver == "aiosqlite" and driver is not None and len(params) == 1:
+                await_only(driver.execute_insert(sql, params[0]))
+                return
+            cursor = connection.connection.cursor()
             if len(params) == 1:
                 cursor.execute(sql, params[0])
             else:
@@ -177,7 +185,8 @@ class Outbox:
                 ismulti=len(params) > 1,
             ) from exc
         finally:
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
 
     def _insert_for(self, dialect: Dialect) -> tuple[str, tuple[int, ...] | None]:
         """The ``INSERT`` of one row in ``dialect``, and the order of a staged row's values
