@@ -20,6 +20,7 @@ from kit.events.consumer import (
     ConsumedEvent,
     ConsumerConfig,
     TopicHandler,
+    parse_event,
     protobuf_decoder,
 )
 from kit.events.contracts import (
@@ -50,6 +51,7 @@ __all__ = [
     "declared_topics",
     "encode_key",
     "ensure_topics",
+    "parse_event",
     "protobuf_decoder",
     "topic_name",
 ]

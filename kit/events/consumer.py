@@ -52,7 +52,7 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 
 from kit.events.logcheck import LogAnchor, LogChecker
@@ -94,13 +94,22 @@ class TopicHandler(Generic[T]):
     handle: Callable[[Sequence[ConsumedEvent[T]]], Awaitable[None]]
 
 
+def parse_event(message_type: type[M], value: bytes | None) -> M:
+    """A record value parsed as ``message_type``; ``ValueError`` (the consumer skips the
+    record and counts it undecodable) when there is no value or it does not parse."""
+    if value is None:
+        raise ValueError("record has no value")
+    try:
+        return message_type.FromString(value)
+    except DecodeError as exc:
+        raise ValueError(f"not a {message_type.__name__}: {exc}") from exc
+
+
 def protobuf_decoder(message_type: type[M]) -> Callable[[bytes], M]:
-    """A decoder parsing a record value as ``message_type``."""
+    """A decoder parsing a record value as ``message_type`` (:func:`parse_event`)."""
 
     def decode(value: bytes) -> M:
-        if value is None:
-            raise ValueError("record has no value")
-        return message_type.FromString(value)
+        return parse_event(message_type, value)
 
     return decode
 

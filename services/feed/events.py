@@ -32,9 +32,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
-from google.protobuf.message import DecodeError
-
-from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
+from kit.events import (
+    BatchConsumer,
+    ConsumedEvent,
+    ConsumerConfig,
+    TopicHandler,
+    parse_event,
+    topic_name,
+)
 from services.feed.domain import FeedEvent, Model, article_liked, article_published, user_followed
 from webook.events.v1 import events_pb2
 
@@ -56,12 +61,7 @@ class Withdrawal:
 
 def decode_published(value: bytes) -> FeedEvent:
     """The feed event of an ``ArticlePublished``; ``ValueError`` if it is not one."""
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        event = events_pb2.ArticlePublished.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not an ArticlePublished: {exc}") from exc
+    event = parse_event(events_pb2.ArticlePublished, value)
     if event.article_id <= 0 or event.author_id <= 0:
         raise ValueError(f"ArticlePublished without an article or author id: {event.article_id}")
     return article_published(event.author_id, event.article_id, event.title, event.at_ms)
@@ -69,12 +69,7 @@ def decode_published(value: bytes) -> FeedEvent:
 
 def decode_withdrawn(value: bytes) -> Withdrawal:
     """An ``ArticleWithdrawn``; ``ValueError`` if it is not one."""
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        event = events_pb2.ArticleWithdrawn.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not an ArticleWithdrawn: {exc}") from exc
+    event = parse_event(events_pb2.ArticleWithdrawn, value)
     if event.article_id <= 0:
         raise ValueError(f"ArticleWithdrawn without an article id: {event}")
     return Withdrawal(article_id=event.article_id, at_ms=event.at_ms)
@@ -83,12 +78,7 @@ def decode_withdrawn(value: bytes) -> Withdrawal:
 def decode_liked(value: bytes) -> FeedEvent:
     """The feed event of an ``ArticleLiked`` (for the author); ``ValueError`` if it is not
     one."""
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        event = events_pb2.ArticleLiked.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not an ArticleLiked: {exc}") from exc
+    event = parse_event(events_pb2.ArticleLiked, value)
     if event.article_id <= 0 or event.user_id <= 0 or event.author_id <= 0:
         raise ValueError(f"ArticleLiked without an article, user or author id: {event}")
     return article_liked(event.user_id, event.article_id, event.title, event.author_id, event.at_ms)
@@ -97,12 +87,7 @@ def decode_liked(value: bytes) -> FeedEvent:
 def decode_followed(value: bytes) -> FeedEvent:
     """The feed event of a ``UserFollowed`` (for the followee); ``ValueError`` if it is not
     one."""
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        event = events_pb2.UserFollowed.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not a UserFollowed: {exc}") from exc
+    event = parse_event(events_pb2.UserFollowed, value)
     if event.follower <= 0 or event.followee <= 0:
         raise ValueError(f"UserFollowed without a follower or followee: {event}")
     return user_followed(event.follower, event.followee, event.at_ms)

@@ -47,7 +47,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from opentelemetry import trace
 
 from kit.events import (
@@ -57,6 +57,7 @@ from kit.events import (
     TopicHandler,
     TopicSpec,
     declared_topic,
+    parse_event,
     topic_name,
 )
 from kit.events.tracing import MAX_LINKS
@@ -109,12 +110,7 @@ class KafkaLikeEvents:
 
 def decode_article_read(value: bytes) -> events_pb2.ArticleRead:
     """An ``ArticleRead`` that names an article; raises ``ValueError`` otherwise."""
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        event = events_pb2.ArticleRead.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not an ArticleRead: {exc}") from exc
+    event = parse_event(events_pb2.ArticleRead, value)
     if event.article_id <= 0:
         raise ValueError(f"ArticleRead without an article id: {event}")
     return event
@@ -123,12 +119,7 @@ def decode_article_read(value: bytes) -> events_pb2.ArticleRead:
 def decode_article_reads(value: bytes) -> events_pb2.ArticleReads:
     """The reads of an ``ArticleReads`` that name an article; raises ``ValueError`` if none
     does."""
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        batch = events_pb2.ArticleReads.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not an ArticleReads: {exc}") from exc
+    batch = parse_event(events_pb2.ArticleReads, value)
     if all(read.article_id > 0 for read in batch.reads):
         if not batch.reads:
             raise ValueError("ArticleReads without reads")

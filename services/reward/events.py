@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from kit.events import (
     BatchConsumer,
@@ -30,6 +30,7 @@ from kit.events import (
     TopicHandler,
     TopicSpec,
     declared_topic,
+    parse_event,
     topic_name,
 )
 from services.reward.domain import PaymentUpdate, Reward, reward_id_of
@@ -83,12 +84,7 @@ class RewardEventWriter:
 
 def decode_payment_update(value: bytes) -> PaymentUpdate:
     """A ``PaymentStatusChanged`` as the domain sees it; ``ValueError`` if it is not one."""
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        event = payment_pb2.PaymentStatusChanged.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not a PaymentStatusChanged: {exc}") from exc
+    event = parse_event(payment_pb2.PaymentStatusChanged, value)
     if not event.biz_trade_no:
         raise ValueError(f"PaymentStatusChanged without a biz_trade_no: {event}")
     return PaymentUpdate(

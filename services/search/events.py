@@ -41,12 +41,18 @@ a bad record never stops the consumer.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, TypeVar
+from typing import Final
 
-from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 
-from kit.events import BatchConsumer, ConsumedEvent, ConsumerConfig, TopicHandler, topic_name
+from kit.events import (
+    BatchConsumer,
+    ConsumedEvent,
+    ConsumerConfig,
+    TopicHandler,
+    parse_event,
+    topic_name,
+)
 from services.search import metrics
 from services.search.analysis import html_to_text
 from services.search.domain import (
@@ -81,21 +87,9 @@ def sync_group(prefix: str, index_id: str) -> str:
     return f"{prefix}-{index_id}"
 
 
-M = TypeVar("M", bound=Message)
-
-
-def _parse(message_type: type[M], value: bytes | None) -> M:
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        return message_type.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not a {message_type.__name__}: {exc}") from exc
-
-
 def decode_article_published(value: bytes) -> Change:
     """The upsert an ``ArticlePublished`` record describes; ``ValueError`` if none."""
-    event = _parse(events_pb2.ArticlePublished, value)
+    event = parse_event(events_pb2.ArticlePublished, value)
     version = event.utime_ms or event.at_ms
     if version <= 0:
         raise ValueError(f"ArticlePublished {event.article_id} carries no time")
@@ -115,7 +109,7 @@ def decode_article_published(value: bytes) -> Change:
 
 def decode_article_withdrawn(value: bytes) -> Change:
     """The removal an ``ArticleWithdrawn`` record describes; ``ValueError`` if none."""
-    event = _parse(events_pb2.ArticleWithdrawn, value)
+    event = parse_event(events_pb2.ArticleWithdrawn, value)
     if event.article_id <= 0:
         raise ValueError(f"ArticleWithdrawn without an article id: {event}")
     if event.at_ms <= 0:
@@ -128,7 +122,7 @@ def decode_article_withdrawn(value: bytes) -> Change:
 
 def decode_user_changed(value: bytes) -> Change:
     """The upsert a ``UserChanged`` record describes; ``ValueError`` if none."""
-    event = _parse(events_pb2.UserChanged, value)
+    event = parse_event(events_pb2.UserChanged, value)
     if event.at_ms <= 0:
         raise ValueError(f"UserChanged {event.user_id} carries no time")
     try:
@@ -147,7 +141,7 @@ def decode_tags_changed(value: bytes) -> SyncChange | None:
     """The retag an article's ``resource_tags`` record describes; None for a valid record
     that concerns no article (``tag_created``, another ``biz``); ``ValueError`` if the
     record is malformed (no resource id, no version)."""
-    event = _parse(tag_pb2.TagsChanged, value)
+    event = parse_event(tag_pb2.TagsChanged, value)
     if event.WhichOneof("change") != "resource_tags":
         return None
     resource = event.resource_tags

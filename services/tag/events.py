@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from kit.events import (
     BatchConsumer,
@@ -32,6 +32,7 @@ from kit.events import (
     TopicHandler,
     TopicSpec,
     declared_topic,
+    parse_event,
 )
 from services.tag.cache import TagCache
 from services.tag.domain import ResourceTags, Tag, sorted_tags
@@ -104,12 +105,7 @@ class TagEventWriter:
 
 def decode_change(value: bytes) -> Change:
     """What a ``TagsChanged`` record says; ``ValueError`` if it is not one."""
-    if value is None:
-        raise ValueError("record has no value")
-    try:
-        event = tag_pb2.TagsChanged.FromString(value)
-    except DecodeError as exc:
-        raise ValueError(f"not a TagsChanged: {exc}") from exc
+    event = parse_event(tag_pb2.TagsChanged, value)
     which = event.WhichOneof("change")
     if which == "tag_created" and event.tag_created.id > 0:
         return _tag(event.tag_created)
