@@ -41,7 +41,7 @@ READER = 21
 
 
 async def _interactive(
-    tmp_path: Path, redis_url: str, article_address: str
+    tmp_path: Path, redis_url: str, kafka_bootstrap: str, article_address: str
 ) -> AsyncIterator[InteractiveServiceAsyncStub]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'interactive.db'}"
     await upgrade_async("interactive", database_url)
@@ -49,6 +49,9 @@ async def _interactive(
         mode=Mode.TEST,
         database_url=database_url,
         redis_url=redis_url,
+        # New likes publish ArticleLiked: with no broker there, stopping would wait out the
+        # producer's flush timeout.
+        kafka_bootstrap=kafka_bootstrap,
         read_consumer_enabled=False,
         peers={"article": article_address},
         # Every like asks the article service: a withdrawal shows at once.
@@ -68,19 +71,25 @@ async def _interactive(
 
 @pytest.fixture
 async def stub(
-    tmp_path: Path, redis_url: str, redis_client: object, article_address: str
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: object,
+    kafka_bootstrap: str,
+    article_address: str,
 ) -> AsyncIterator[InteractiveServiceAsyncStub]:
     """An interactive server asking the real article service."""
-    async for running in _interactive(tmp_path, redis_url, article_address):
+    async for running in _interactive(tmp_path, redis_url, kafka_bootstrap, article_address):
         yield running
 
 
 @pytest.fixture
 async def orphan_stub(
-    tmp_path: Path, redis_url: str, redis_client: object
+    tmp_path: Path, redis_url: str, redis_client: object, kafka_bootstrap: str
 ) -> AsyncIterator[InteractiveServiceAsyncStub]:
     """An interactive server whose article service is down (nothing listens there)."""
-    async for running in _interactive(tmp_path, redis_url, f"127.0.0.1:{free_port()}"):
+    async for running in _interactive(
+        tmp_path, redis_url, kafka_bootstrap, f"127.0.0.1:{free_port()}"
+    ):
         yield running
 
 
