@@ -17,7 +17,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
-from kit.observability.tracing import format_traceparent, records_spans
+from kit.observability.tracing import format_traceparent, parse_traceparent, records_spans
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -74,10 +74,28 @@ def extract_context(headers: Headers | None) -> Context:
 
 def producer_links(all_headers: Iterable[Headers | None]) -> list[trace.Link]:
     """Links to the distinct producer spans found in the headers, at most :data:`MAX_LINKS`."""
+    return _distinct_links(
+        trace.get_current_span(extract_context(headers)).get_span_context()
+        for headers in all_headers
+    )
+
+
+def traceparent_links(traceparents: Iterable[str]) -> list[trace.Link]:
+    """Links to the distinct producer spans named by version-00 ``traceparent`` values that
+    events carry in their payload (a record of many events has one set of headers); empty or
+    malformed values are skipped. At most :data:`MAX_LINKS`."""
+    contexts = (
+        trace.SpanContext(parsed[0], parsed[1], is_remote=True, trace_flags=parsed[2])
+        for parsed in map(parse_traceparent, filter(None, traceparents))
+        if parsed is not None
+    )
+    return _distinct_links(contexts)
+
+
+def _distinct_links(contexts: Iterable[trace.SpanContext]) -> list[trace.Link]:
     links: list[trace.Link] = []
     seen: set[tuple[int, int]] = set()
-    for headers in all_headers:
-        span_context = trace.get_current_span(extract_context(headers)).get_span_context()
+    for span_context in contexts:
         ident = (span_context.trace_id, span_context.span_id)
         if not span_context.is_valid or ident in seen:
             continue

@@ -81,10 +81,9 @@ class ReadBatcher:
     producer) as one event keyed by its number. ``window_s`` 0 hands each read over alone.
     ``webook_article_reads_total{result}`` counts the reads handed over and those whose
     batch the producer dropped. A component of the process: registered to start before
-    serving after the producer, it
-    stops (handing over what it holds) after the drain and before the producer flushes, so
-    the reads of drained calls are sent too. What it holds when the process dies is lost,
-    as the producer's buffer is: read counts tolerate it.
+    serving after the producer, it stops (handing over what it holds) after the drain and
+    before the producer flushes, so the reads of drained calls are sent too. What it holds
+    when the process dies is lost, as the producer's buffer is: read counts tolerate it.
 
     Args:
         sink: where batches go.

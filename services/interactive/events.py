@@ -60,8 +60,7 @@ from kit.events import (
     parse_event,
     topic_name,
 )
-from kit.events.tracing import MAX_LINKS
-from kit.observability.tracing import parse_traceparent
+from kit.events.tracing import traceparent_links
 from services.interactive.domain import ARTICLE_BIZ as ARTICLE_BIZ
 from services.interactive.domain import ArticleOwner
 from services.interactive.service import InteractiveService
@@ -120,14 +119,10 @@ def decode_article_reads(value: bytes) -> events_pb2.ArticleReads:
     """The reads of an ``ArticleReads`` that name an article; raises ``ValueError`` if none
     does."""
     batch = parse_event(events_pb2.ArticleReads, value)
-    if all(read.article_id > 0 for read in batch.reads):
-        if not batch.reads:
-            raise ValueError("ArticleReads without reads")
-        return batch
     kept = [read for read in batch.reads if read.article_id > 0]
     if not kept:
         raise ValueError("ArticleReads without a read that names an article")
-    return events_pb2.ArticleReads(reads=kept)
+    return batch if len(kept) == len(batch.reads) else events_pb2.ArticleReads(reads=kept)
 
 
 class ReadCounter:
@@ -153,24 +148,9 @@ class ReadCounter:
         ]
         span = trace.get_current_span()
         if span.is_recording():
-            _link_producers(span, reads)
+            for link in traceparent_links(read.traceparent for read in reads):
+                span.add_link(link.context)
         await self._service.add_reads(ARTICLE_BIZ, Counter(read.article_id for read in reads))
-
-
-def _link_producers(span: trace.Span, reads: Sequence[events_pb2.ArticleRead]) -> None:
-    """Link ``span`` to the distinct ``PRODUCER`` spans the reads name (at most
-    :data:`MAX_LINKS`, like the links from record headers)."""
-    seen: set[str] = set()
-    for read in reads:
-        if not read.traceparent or read.traceparent in seen:
-            continue
-        seen.add(read.traceparent)
-        parsed = parse_traceparent(read.traceparent)
-        if parsed is not None:
-            trace_id, span_id, flags = parsed
-            span.add_link(trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags))
-        if len(seen) >= MAX_LINKS:
-            return
 
 
 def read_event_consumer(service: InteractiveService, config: ConsumerConfig) -> BatchConsumer:
