@@ -291,6 +291,11 @@ class Stack:
                 )
         return ports
 
+    def unplanned_port(self) -> int:
+        """A port for a process whose setting names none: bindable now and outside the
+        planned ports, which may be free only because their process has not started yet."""
+        return free_port_block(1, avoid={port for port, _ in self.planned_ports().values()})
+
     def check_ports(self) -> None:
         """Refuse to start when a planned port is taken, naming it and its setting."""
         for name, (port, setting) in self.planned_ports().items():
@@ -335,7 +340,7 @@ class Stack:
             self.external.append(("kafka", kafka))
         else:
             if s.kafka_storage == "s3":
-                store_port = s.kafka_store_port or free_port_block(1)
+                store_port = s.kafka_store_port or self.unplanned_port()
                 proc = object_store_process(store_port, self.log_dir)
                 self.infra_processes.append((proc, f"127.0.0.1:{store_port}"))
                 storage = BrokerStorage.object_store(store_port)
@@ -446,7 +451,7 @@ class Stack:
             return proc
 
         # Lag read from the broker, whether or not the consumers run (docs/events.md, "Lag").
-        exporter_port = s.lag_exporter_port or free_port_block(1)
+        exporter_port = s.lag_exporter_port or self.unplanned_port()
         exporter = lag_exporter_process(
             infra.kafka_bootstrap,
             exporter_port,

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Self
@@ -64,17 +64,21 @@ def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def free_port_block(size: int, low: int = 20000, high: int = 32000) -> int:
+def free_port_block(
+    size: int, low: int = 20000, high: int = 32000, *, avoid: Collection[int] = ()
+) -> int:
     """The first port of ``size`` consecutive bindable ports, below Linux's ephemeral range.
 
     For launchers that derive several ports from one base: ephemeral ports (32768 and up)
     come and go with outgoing connections, so a block there can be taken between the check
-    and the bind.
+    and the bind. ``avoid``: ports already planned for processes not listening yet (bindable
+    now, taken soon), which the block must not include.
     """
     candidates = list(range(low, high - size))
     random.shuffle(candidates)
     for base in candidates[:200]:
-        if all(port_bindable(p) for p in range(base, base + size)):
+        block = range(base, base + size)
+        if not any(p in avoid for p in block) and all(port_bindable(p) for p in block):
             return base
     raise InfraError(f"no block of {size} free ports between {low} and {high}")
 

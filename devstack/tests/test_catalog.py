@@ -10,12 +10,15 @@ pass through, and that migrations run in one process and report each service as 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
-from devstack.__main__ import DevSettings, parse_replicas, process_overrides
+import devstack.__main__ as launcher
+from devstack.__main__ import DevSettings, Stack, parse_replicas, process_overrides
 from devstack.catalog import CATALOG, MAX_REPLICAS, SERVICE_NAMES, spec, with_peers
+from devstack.infra import free_port_block
 from devstack.suite import Infra, Migrations, service_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,3 +216,25 @@ def test_payment_pays_through_the_local_wechatpay_and_the_scheduler_reconciles(
     assert called <= set(spec("scheduler").peers)
     reward = {"reward", "payment", "article", *spec("article").peers}
     assert set(with_peers(["reward"])) == reward
+
+
+def test_a_port_block_leaves_out_the_ports_it_must_avoid() -> None:
+    avoid = range(20000, 20090)
+    for _ in range(20):
+        base = free_port_block(10, low=20000, high=20200, avoid=avoid)
+        assert not set(range(base, base + 10)) & set(avoid)
+
+
+def test_ports_the_launcher_picks_itself_are_outside_the_planned_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = Stack(DevSettings(run_dir=tmp_path), {entry.name: MAX_REPLICAS for entry in CATALOG})
+    asked: list[Collection[int]] = []
+
+    def block(size: int, *, avoid: Collection[int] = ()) -> int:
+        asked.append(avoid)
+        return 20999
+
+    monkeypatch.setattr(launcher, "free_port_block", block)
+    assert stack.unplanned_port() == 20999
+    assert asked == [{port for port, _ in stack.planned_ports().values()}]

@@ -94,6 +94,7 @@ def _launcher_env(run_dir: Path) -> dict[str, str]:
     """A launcher environment on free ports, none of the caller's WEBOOK_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBOOK_")}
     slots = max(spec.port_slot for spec in CATALOG) + 1
+    grpc_base = free_port_block(10 * slots)
     env.update(
         {
             "WEBOOK_DEV_RUN_DIR": str(run_dir),
@@ -102,8 +103,10 @@ def _launcher_env(run_dir: Path) -> dict[str, str]:
             "WEBOOK_DEV_WECHAT_PORT": str(free_port()),
             "WEBOOK_DEV_WECHATPAY_PORT": str(free_port()),
             # Instance r of the service in slot s listens on base + 10s + r: whole blocks.
-            "WEBOOK_DEV_GRPC_BASE_PORT": str(free_port_block(10 * slots)),
-            "WEBOOK_DEV_METRICS_BASE_PORT": str(free_port_block(10 * slots)),
+            "WEBOOK_DEV_GRPC_BASE_PORT": str(grpc_base),
+            "WEBOOK_DEV_METRICS_BASE_PORT": str(
+                free_port_block(10 * slots, avoid=range(grpc_base, grpc_base + 10 * slots))
+            ),
             "WEBOOK_DEV_ETCD_PORT": str(free_port()),
             "WEBOOK_DEV_ETCD_PEER_PORT": str(free_port()),
             "WEBOOK_DEV_KAFKA_PORT": str(free_port()),
