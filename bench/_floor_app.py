@@ -2,8 +2,8 @@
 
 Run ``python -m bench._floor_app --port P --article HOST:PORT --interactive HOST:PORT
 [--pki DIR]``.
-A minimal FastAPI app served by one uvicorn worker (default loop and HTTP implementation,
-no access log, as the gateway runs). Per request it makes the same two concurrent unary
+A minimal FastAPI app served by one uvicorn worker (uvloop and httptools, no access log,
+as the gateway runs). Per request it makes the same two concurrent unary
 calls as the gateway's route (``ArticleService.GetPublishedById`` and
 ``InteractiveService.Get``, generated stubs) over two plain ``grpc.aio`` channels, and
 returns the same envelope and fields. No authentication, middleware, discovery, balancing,
@@ -117,6 +117,8 @@ def main() -> None:
         host="127.0.0.1",
         port=args.port,
         lifespan="on",
+        loop="uvloop",
+        http="httptools",
         log_config=None,
         access_log=False,
         server_header=False,

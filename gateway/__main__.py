@@ -32,6 +32,10 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         lifespan="on",
+        # uvloop and the C HTTP parser: ~13 % less CPU per request than asyncio and h11
+        # (docs/performance.md, "uvloop").
+        loop="uvloop",
+        http="httptools",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),

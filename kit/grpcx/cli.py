@@ -13,18 +13,21 @@ prefix) and optionally ``--env-file``, configures logging and, unless it opts ou
 (with the settings' ``trace_sample_ratio``). An :class:`~kit.errors.AppError` (an expected
 failure: an index locked by another process, a source unreachable) ends the command with
 one clear line on stderr and exit status 1, without a traceback.
+
+Commands run on uvloop's event loop, as the gateway does (docs/performance.md, "uvloop").
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+import uvloop
 
 from kit.config import GrpcServiceSettings, load_settings
 from kit.errors import AppError
@@ -184,7 +187,7 @@ def run_service(
     try:
         result = command.run(settings, args)
         if result is not None:
-            asyncio.run(result)
+            uvloop.run(result)
     except AppError as exc:
         logger.error("command failed", extra={"command": command.name, "reason": exc.reason})
         print(f"{service} {command.name} failed: {exc.message}", file=sys.stderr)
