@@ -10,17 +10,18 @@ broker (tansu) are started in a temporary directory. Two measures, on each datab
    unit of work, repository and Redis caches, republishing ``ARTICLES`` existing articles
    (sanitising, row lock, author-store update, reader-copy upsert, commit, cache updates).
    Only the author directory and the popularity lookup, remote calls in production, are
-   local stand-ins answering at once. *With* is the production wiring: the
-   ``ArticlePublished`` row is added to ``article_outbox`` in the transaction, and a commit
-   signal is registered as the relay does in production (so the after-commit wake-up runs
-   too). *Without* is :class:`UnitOfWorkWithoutOutbox`: the same unit of work whose event
-   writer hands the event to a sink that drops it. It is the production class with one
-   property overridden, so both sides run the same code but for the outbox row (the event
-   message is still built, as the buffered producer needed it before the outbox); a flag on
-   the production class would put a benchmark-only branch in the service. The sides
-   alternate in rounds of ``PER_ROUND`` publications, which side goes first alternating
-   too, so drift and other processes' load hit both alike, after ``WARM_UP`` publications
-   each. p50 and p99 over all rounds are compared (goal: with <= 1.1 x without).
+   local stand-ins answering at once; the event loop is uvloop's, as the article process's.
+   *With* is the production wiring: the ``ArticlePublished`` row is added to
+   ``article_outbox`` in the transaction, and a commit signal is registered as the relay
+   does in production (so the after-commit wake-up runs too). *Without* is
+   :class:`UnitOfWorkWithoutOutbox`: the same unit of work whose event writer hands the
+   event to a sink that drops it. It is the production class with one property overridden,
+   so both sides run the same code but for the outbox row (the event message is still built,
+   as the buffered producer needed it before the outbox); a flag on the production class
+   would put a benchmark-only branch in the service. The sides alternate in rounds of
+   ``PER_ROUND`` publications, which side goes first alternating too, so drift and other
+   processes' load hit both alike, after ``WARM_UP`` publications each. p50 and p99 over all
+   rounds are compared (goal: with <= 1.1 x without).
 2. **Relay throughput.** ``RELAY_EVENTS`` pending rows over ``RELAY_KEYS`` keys (articles)
    are written to ``article_outbox``; an :class:`kit.outbox.OutboxRelay` with the
    production :class:`kit.outbox.KafkaOutboxPublisher` (``acks=all``; the local broker
@@ -49,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message
 from sqlalchemy import delete, func, select
@@ -507,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis: ManagedProcess = redis_process(redis_port, scratch)
         with broker, redis:
             try:
-                met = asyncio.run(
+                met = uvloop.run(
                     run(
                         args.mysql_url,
                         f"127.0.0.1:{kafka_port}",
