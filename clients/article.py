@@ -12,7 +12,8 @@ like, a collect or a comment from this replica. "Not published" is never remembe
 article can be interacted with as soon as it is published.
 
 :func:`published_author` asks who wrote a published article (``GetPublishedAuthor``), for
-the services that need the author: reward, tag, interactive's likes.
+the services that need the author: reward, tag; :func:`published_byline` adds its title,
+for interactive's likes (the title goes into ``ArticleLiked``).
 """
 
 from __future__ import annotations
@@ -145,10 +146,22 @@ async def published_author(
     clients: ServiceClients, article_id: int, *, timeout_s: float
 ) -> int | None:
     """The author of article ``article_id`` if it is published now, else ``None``
-    (``ArticleService.GetPublishedAuthor``; ``NOT_FOUND`` is the answer "no").
+    (:func:`published_byline` without the title).
 
     Any other failure is raised as it came (one of :data:`CALL_FAILURES`): each caller
     turns it into its own "unavailable" error and fails closed.
+    """
+    byline = await published_byline(clients, article_id, timeout_s=timeout_s)
+    return None if byline is None else byline[0]
+
+
+async def published_byline(
+    clients: ServiceClients, article_id: int, *, timeout_s: float
+) -> tuple[int, str] | None:
+    """The author and title of article ``article_id`` if it is published now, else ``None``
+    (``ArticleService.GetPublishedAuthor``; ``NOT_FOUND`` is the answer "no").
+
+    Any other failure is raised as it came (one of :data:`CALL_FAILURES`).
     """
     stub = article_pb2_grpc.ArticleServiceStub(await clients.channel(ARTICLE_SERVICE))
     try:
@@ -159,4 +172,4 @@ async def published_author(
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             return None
         raise
-    return int(answer.author_id)
+    return int(answer.author_id), answer.title

@@ -122,9 +122,9 @@ class ArticleServicer(article_pb2_grpc.ArticleServiceServicer):
     async def GetPublishedAuthor(
         self, request: article_pb2.GetPublishedAuthorRequest, context: Context
     ) -> article_pb2.GetPublishedAuthorResponse:
-        """Who wrote a published article (counts no read)."""
-        author_id = await self._service.published_author(request.id)
-        return article_pb2.GetPublishedAuthorResponse(author_id=author_id)
+        """Who wrote a published article, and its title (counts no read)."""
+        author_id, title = await self._service.published_author(request.id)
+        return article_pb2.GetPublishedAuthorResponse(author_id=author_id, title=title)
 
     async def ListPub(
         self, request: article_pb2.ListPubRequest, context: Context

@@ -377,9 +377,9 @@ class ArticleService:
                 found |= await uow.articles.published_ids(missing)
         return found
 
-    async def published_author(self, article_id: int) -> int:
-        """The author of a published article (``ARTICLE_NOT_FOUND`` unless published now),
-        from the reader copy's cache where it is; counts no read."""
+    async def published_author(self, article_id: int) -> tuple[int, str]:
+        """The author and title of a published article (``ARTICLE_NOT_FOUND`` unless
+        published now), from the reader copy's cache where it is; counts no read."""
         if article_id <= 0:
             raise _not_found(article_id)
         article = await self._cache.get(article_id)
@@ -388,7 +388,7 @@ class ArticleService:
                 article = await uow.articles.get_published(article_id)
             if article is None:
                 raise _not_found(article_id)
-        return article.author_id
+        return article.author_id, article.title
 
     async def list_published(
         self, start_ms: int, end_ms: int, offset: int, limit: int

@@ -57,8 +57,8 @@ class Interactive:
 
 @dataclass(frozen=True, slots=True)
 class ArticleOwner:
-    """Who wrote a published article (``title`` empty when the owner did not say): whose
-    feed a like of it goes to."""
+    """Who wrote a published article, and its title: whose feed a like of it goes to, and
+    what the entry shows (``title`` empty when the article service did not say)."""
 
     article_id: int
     author_id: int

@@ -4,7 +4,7 @@
 at_ms}``, keyed by article id; :class:`KafkaLikeEvents`) when a user's like of an article is
 new (a repeated like, a cancel and likes of other kinds of object publish nothing), after
 the like committed. ``author_id`` comes from the like's own target check
-(:mod:`services.interactive.peers`); ``title`` is empty, since that check does not return it.
+(:mod:`services.interactive.peers`), and so does ``title``.
 
 It goes through the buffered producer (:class:`kit.events.EventProducer`), not an outbox:
 the interactive tables may be under a live migration (:mod:`kit.migrator`,

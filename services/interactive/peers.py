@@ -3,14 +3,15 @@
 :class:`PublishedArticleAuthors` implements
 :class:`services.interactive.service.ArticleAuthors` with ``ArticleService.GetPublishedAuthor``
 (ARTICLE_NOT_FOUND unless the article is published now), so that the one call that checks a
-like's target also names the author the ``ArticleLiked`` event goes to: no extra round trip
-per like. Collects keep :class:`clients.article.PublishedArticleTargets`, which needs no
-author.
+like's target also names the author the ``ArticleLiked`` event goes to, and the title it
+carries: no extra round trip per like. Collects keep
+:class:`clients.article.PublishedArticleTargets`, which needs no author.
 
-As that adapter does, a published answer (here with its author, which never changes) is
-remembered in process for ``ttl_s`` seconds, "not published" never; failures (no instance,
-timeout, breaker open, refusal) become :class:`clients.article.TargetsUnavailable`, and the
-like fails closed.
+As that adapter does, a published answer is remembered in process for ``ttl_s`` seconds,
+"not published" never: its author never changes, its title may (a republication), so a like
+event carries a title at most ``ttl_s`` seconds old. Failures (no instance, timeout, breaker
+open, refusal) become :class:`clients.article.TargetsUnavailable`, and the like fails
+closed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from clients.article import (
     ArticleTargetsSettings,
     TargetsUnavailable,
     describe_call_failure,
-    published_author,
+    published_byline,
 )
 from kit.cache.memo import ExpiringMemo
 from kit.errors import AppError
@@ -91,15 +92,15 @@ class PublishedArticleAuthors:
         if remembered is not None:
             return remembered
         try:
-            author = await published_author(self._clients, article_id, timeout_s=self._timeout)
+            byline = await published_byline(self._clients, article_id, timeout_s=self._timeout)
         except CALL_FAILURES as exc:
             why = describe_call_failure(exc)
             logger.warning(
                 "article author unavailable", extra={"article_id": article_id, "error": why}
             )
             raise TargetsUnavailable(why) from exc
-        if author is None:
+        if byline is None:
             return None
-        owner = ArticleOwner(article_id=article_id, author_id=author)
+        owner = ArticleOwner(article_id=article_id, author_id=byline[0], title=byline[1])
         self._published.put(article_id, owner, now)
         return owner

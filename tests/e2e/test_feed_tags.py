@@ -122,6 +122,7 @@ async def test_a_like_and_a_new_follower_reach_the_author_s_feed(
     items = (await _feed(client, author, limit=20))["items"]
     liked = next(item for item in items if item["type"] == "article_liked")
     assert liked["articleId"] == article
+    assert liked["title"] == "被点赞的文章"
     assert liked["recipient"] == author.uid
 
 

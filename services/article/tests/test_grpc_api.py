@@ -258,18 +258,18 @@ async def test_published_exists_answers_which_articles_readers_can_open(
     ) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.TOO_MANY_IDS)
 
 
-async def test_get_published_author_names_the_author_of_published_articles_only(
+async def test_get_published_author_names_the_author_and_title_of_published_articles_only(
     stub: ArticleServiceAsyncStub,
 ) -> None:
     published = await stub.Publish(
-        article_pb2.PublishRequest(author_id=BOB, title="t", content="<p>x</p>")
+        article_pb2.PublishRequest(author_id=BOB, title="<b>Token</b> buckets", content="<p>x</p>")
     )
     answer = await stub.GetPublishedAuthor(article_pb2.GetPublishedAuthorRequest(id=published.id))
-    assert answer.author_id == BOB
+    assert (answer.author_id, answer.title) == (BOB, "Token buckets")
     # from the reader copy's cache the second time (a reader view filled it): same answer
     await stub.GetPublishedById(article_pb2.GetPublishedByIdRequest(id=published.id, uid=ALICE))
     answer = await stub.GetPublishedAuthor(article_pb2.GetPublishedAuthorRequest(id=published.id))
-    assert answer.author_id == BOB
+    assert (answer.author_id, answer.title) == (BOB, "Token buckets")
     await stub.Withdraw(article_pb2.WithdrawRequest(id=published.id, author_id=BOB))
     draft = await stub.Save(article_pb2.SaveRequest(author_id=ALICE, title="d", content="<p>x</p>"))
     for article_id in (published.id, draft.id, 4242, 0, -1):

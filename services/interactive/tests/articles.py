@@ -23,6 +23,11 @@ AuthorOf = Callable[[int], int | None]
 """The author of a published article; ``None`` when it is not published."""
 
 
+def title_of(article_id: int) -> str:
+    """The title the stand-in gives article ``article_id``."""
+    return f"article {article_id}"
+
+
 @dataclass
 class FakeAuthors:
     """Articles published by ``authors[article_id]``; ``down`` makes every question fail."""
@@ -59,7 +64,7 @@ async def stand_in_authors(author_of: AuthorOf) -> AsyncIterator[str]:
         author = author_of(request.id)
         if author is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such published article")
-        return article_pb2.GetPublishedAuthorResponse(author_id=author)
+        return article_pb2.GetPublishedAuthorResponse(author_id=author, title=title_of(request.id))
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(

@@ -23,7 +23,7 @@ from services.interactive.events import ARTICLE_LIKED, KafkaLikeEvents
 from services.interactive.peers import PublishedArticleAuthors
 from services.interactive.repository import SqlUnitOfWork
 from services.interactive.service import InteractiveService
-from services.interactive.tests.articles import FakeAuthors, stand_in_authors
+from services.interactive.tests.articles import FakeAuthors, stand_in_authors, title_of
 from services.interactive.tests.stack import InteractiveStack
 from webook.events.v1 import events_pb2
 
@@ -138,7 +138,11 @@ async def test_the_adapter_names_the_author_and_remembers_published_answers_brie
         try:
             owner = await authors.published_owner(ARTICLE_ID)
             assert owner is not None
-            assert (owner.article_id, owner.author_id, owner.title) == (ARTICLE_ID, AUTHOR, "")
+            assert (owner.article_id, owner.author_id, owner.title) == (
+                ARTICLE_ID,
+                AUTHOR,
+                title_of(ARTICLE_ID),
+            )
             assert await authors.published_owner(ARTICLE_ID) == owner
             assert asked == [ARTICLE_ID]
             # Withdrawn: trusted until the TTL ends, not after; "not published" is not kept.

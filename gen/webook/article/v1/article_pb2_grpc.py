@@ -142,7 +142,7 @@ class ArticleServiceServicer:
         """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
         reward service refuses a reward of one's own article and credits the author; the tag
         service lets only the author tag it; interactive checks a liked article and names its
-        author in ArticleLiked. Counts no read.
+        author and title in ArticleLiked. Counts no read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -50,7 +50,7 @@ class ArticleServiceStub:
     """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
     reward service refuses a reward of one's own article and credits the author; the tag
     service lets only the author tag it; interactive checks a liked article and names its
-    author in ArticleLiked. Counts no read.
+    author and title in ArticleLiked. Counts no read.
     """
 
 @_typing.type_check_only
@@ -75,7 +75,7 @@ class ArticleServiceAsyncStub(ArticleServiceStub):
     """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
     reward service refuses a reward of one's own article and credits the author; the tag
     service lets only the author tag it; interactive checks a liked article and names its
-    author in ArticleLiked. Counts no read.
+    author and title in ArticleLiked. Counts no read.
     """
 
 class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -151,7 +151,7 @@ class ArticleServiceServicer(metaclass=_abc_1.ABCMeta):
         """Who wrote a published article (ARTICLE_NOT_FOUND unless it is published now): the
         reward service refuses a reward of one's own article and credits the author; the tag
         service lets only the author tag it; interactive checks a liked article and names its
-        author in ArticleLiked. Counts no read.
+        author and title in ArticleLiked. Counts no read.
         """
 
 def add_ArticleServiceServicer_to_server(servicer: ArticleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
