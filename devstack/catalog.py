@@ -228,7 +228,7 @@ CATALOG: Final[tuple[ServiceSpec, ...]] = (
     ServiceSpec(
         "search",
         port_slot=6,
-        peers=("article", "user"),
+        peers=("article", "user", "tag"),
         migrations=False,
         settings=_consumer_settings,
         redis_keys=("webook:search:*",),

@@ -58,7 +58,7 @@ from services.search import metrics
 from services.search.events import sync_consumer, sync_group
 from services.search.grpc_api import SearchServicer, SnapshotServicer, SyncServicer
 from services.search.index import TantivySearchIndex
-from services.search.peers import ArticleServicePublished, UserServiceDirectory
+from services.search.peers import ArticleServicePublished, TagServiceTagSets, UserServiceDirectory
 from services.search.reconcile import build_reconciler
 from services.search.service import BatchedIndexWriter, Reindexer, SearchService
 from services.search.settings import SearchSettings, resolve_data_dir
@@ -90,7 +90,7 @@ def build_reindexer(
     index: TantivySearchIndex,
     clients: ServiceClients,
 ) -> Reindexer:
-    """A reindexer reading the article and user services through ``clients``."""
+    """A reindexer reading the article, user and tag services through ``clients``."""
     timeout = settings.reindex_call_timeout_seconds
     return Reindexer(
         service,
@@ -99,6 +99,7 @@ def build_reindexer(
             clients, page_size=settings.reindex_article_page, timeout_s=timeout
         ),
         UserServiceDirectory(clients, page_size=settings.reindex_user_page, timeout_s=timeout),
+        tags=TagServiceTagSets(clients, timeout_s=timeout),
         chunk=settings.reindex_chunk,
     )
 

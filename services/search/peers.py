@@ -1,6 +1,6 @@
 """Adapters to the source services the reindexer reads (ports of :mod:`services.search.service`).
 
-Both go through :class:`kit.grpcx.client.ServiceClients` (balanced, governed channels):
+All three go through :class:`kit.grpcx.client.ServiceClients` (balanced, governed channels):
 
 - :class:`ArticleServicePublished` implements ``PublishedArticles`` with the article
   service's ``ListPub`` (newest update first, pages of at most 100). It pages by **update
@@ -10,6 +10,10 @@ Both go through :class:`kit.grpcx.client.ServiceClients` (balanced, governed cha
   (its new version arrives as an event anyway).
 - :class:`UserServiceDirectory` implements ``UserDirectory`` with the user service's
   internal ``ListUsers`` keyset pages (id order).
+- :class:`TagServiceTagSets` implements ``TaggedArticles`` with the tag service's
+  ``ListTagSets`` keyset pages (article id order): every article's current tag set, emptied
+  ones included, so a rebuild from nothing has the tags whose events the topic no longer
+  holds.
 
 A failed call (status, timeout, no address) becomes :class:`SearchUnavailable`
 (``SEARCH_SOURCE_UNAVAILABLE``): the rebuild stops and can simply be run again.
@@ -26,13 +30,25 @@ import grpc
 from kit.errors import AppError
 from kit.grpcx.client import ServiceClients
 from services.search.analysis import html_to_text
-from services.search.domain import ArticleDoc, UserDoc, article_doc, user_doc
+from services.search.domain import (
+    ArticleDoc,
+    Retag,
+    UserDoc,
+    article_doc,
+    tag_set,
+    user_doc,
+)
 from services.search.errors import Reason, SearchInvalidArgument, SearchUnavailable
+from services.search.events import ARTICLE_BIZ
 from webook.article.v1 import article_pb2, article_pb2_grpc
+from webook.tag.v1 import tag_pb2, tag_pb2_grpc
 from webook.user.v1 import user_pb2, user_pb2_grpc
 
 ARTICLE_SERVICE: Final = "article"
 USER_SERVICE: Final = "user"
+TAG_SERVICE: Final = "tag"
+TAG_PAGE_MAX: Final = 100
+"""The largest page ``ListTagSets`` serves."""
 _CALL_FAILURES = (grpc.aio.AioRpcError, AppError, asyncio.TimeoutError)
 
 
@@ -59,6 +75,16 @@ def article_from_proto(article: article_pb2.Article) -> ArticleDoc | None:
             author_name=article.author.name,
             utime_ms=article.utime_ms,
         )
+    except SearchInvalidArgument:
+        return None
+
+
+def retag_from_proto(resource: tag_pb2.ResourceTags) -> Retag | None:
+    """The retag of an article's listed tag set (``None``: not an article's, or no version)."""
+    if resource.biz != ARTICLE_BIZ or resource.biz_id <= 0:
+        return None
+    try:
+        return Retag(resource.biz_id, tag_set([t.name for t in resource.tags], resource.version))
     except SearchInvalidArgument:
         return None
 
@@ -141,3 +167,36 @@ class UserServiceDirectory:
             if len(answer.users) < self._page_size:
                 return
             after_id = answer.users[-1].id
+
+
+class TagServiceTagSets:
+    """Every article's tag set, in article id order, from ``TagService.ListTagSets``."""
+
+    def __init__(
+        self, clients: ServiceClients, *, page_size: int = TAG_PAGE_MAX, timeout_s: float
+    ) -> None:
+        self._clients = clients
+        self._page_size = min(page_size, TAG_PAGE_MAX)
+        self._timeout = timeout_s
+
+    async def tag_sets(self) -> AsyncIterator[Retag]:
+        """Each article's current tag set once, emptied sets included."""
+        after_id = 0
+        while True:
+            try:
+                stub = tag_pb2_grpc.TagServiceStub(await self._clients.channel(TAG_SERVICE))
+                answer = await stub.ListTagSets(
+                    tag_pb2.ListTagSetsRequest(
+                        biz=ARTICLE_BIZ, after_biz_id=after_id, limit=self._page_size
+                    ),
+                    timeout=self._timeout,
+                )
+            except _CALL_FAILURES as exc:
+                raise _unavailable(TAG_SERVICE, exc) from exc
+            for resource in answer.resources:
+                retag = retag_from_proto(resource)
+                if retag is not None:
+                    yield retag
+            if len(answer.resources) < self._page_size:
+                return
+            after_id = answer.resources[-1].biz_id

@@ -551,8 +551,21 @@ class UserDirectory(Protocol):
         ...
 
 
+class TaggedArticles(Protocol):
+    """The tag service, as the reindexer reads it."""
+
+    def tag_sets(self) -> AsyncIterator[Retag]:
+        """Every article's current tag set (emptied ones included), each once."""
+        ...
+
+
 class Reindexer:
-    """Rebuilds the index from the source services (first deployment, recovery)."""
+    """Rebuilds the index from the source services (first deployment, recovery).
+
+    With ``tags`` it also offers every article's tag set: an index rebuilt from nothing then
+    has the tags whose events the topic no longer holds (sets are applied by their version,
+    so one older than the index's is ignored, as a late event would be).
+    """
 
     def __init__(
         self,
@@ -561,6 +574,7 @@ class Reindexer:
         articles: PublishedArticles,
         users: UserDirectory,
         *,
+        tags: TaggedArticles | None = None,
         chunk: int = 500,
         clock: Clock = now_ms,
     ) -> None:
@@ -568,15 +582,17 @@ class Reindexer:
         self._index = index
         self._articles = articles
         self._users = users
+        self._tags = tags
         self._chunk = chunk
         self._clock = clock
 
     async def run(self) -> dict[str, int]:
-        """Offer every source document, sweep articles no longer published; returns counts."""
+        """Offer every source document and tag set, sweep articles no longer published;
+        returns counts."""
         started = self._clock()
         stale_articles = await self._index.live_ids(DocType.ARTICLE)
-        counts = {"articles": 0, "users": 0, "removed": 0, "applied": 0}
-        batch: list[Change] = []
+        counts = {"articles": 0, "users": 0, "tag_sets": 0, "removed": 0, "applied": 0}
+        batch: list[SyncChange] = []
 
         async def flush() -> None:
             counts["applied"] += await self._service.apply(batch, source="reindex")
@@ -593,6 +609,12 @@ class Reindexer:
             counts["users"] += 1
             if len(batch) >= self._chunk:
                 await flush()
+        if self._tags is not None:
+            async for retag in self._tags.tag_sets():
+                batch.append(retag)
+                counts["tag_sets"] += 1
+                if len(batch) >= self._chunk:
+                    await flush()
         for article_id in sorted(stale_articles):
             batch.append(Removal(DocKey(DocType.ARTICLE, article_id), started))
             counts["removed"] += 1

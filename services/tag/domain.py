@@ -103,12 +103,27 @@ def tag_name(raw: str) -> str:
     return name
 
 
-def check_resource(biz: str, biz_id: int) -> None:
-    """Refuse an unknown biz or a resource id that is not an id."""
+def check_biz(biz: str) -> None:
+    """Refuse a kind of resource that cannot be tagged."""
     if biz not in BIZS:
         raise TagInvalidArgument(
             Reason.INVALID_BIZ, f"biz must be one of {sorted(BIZS)}", metadata={"field": "biz"}
         )
+
+
+def check_after_id(after_biz_id: int) -> None:
+    """Refuse a listing position that is not 0 or an id."""
+    if after_biz_id < 0:
+        raise TagInvalidArgument(
+            Reason.INVALID_CURSOR,
+            "after_biz_id must be 0 or an id",
+            metadata={"field": "after_biz_id"},
+        )
+
+
+def check_resource(biz: str, biz_id: int) -> None:
+    """Refuse an unknown biz or a resource id that is not an id."""
+    check_biz(biz)
     if biz_id <= 0:
         raise TagInvalidArgument(
             Reason.INVALID_BIZ, "biz_id must be an id", metadata={"field": "biz_id"}

@@ -4,7 +4,8 @@ Every method makes exactly one :class:`~services.tag.service.TagService` call, w
 the request (:mod:`services.tag.domain`) before anything else; refusals are
 :class:`kit.errors.AppError` subclasses (:mod:`services.tag.errors`) that the server's
 error interceptor turns into status codes with a ``google.rpc.ErrorInfo`` reason. Every
-request carries the caller's ``uid``, which the gateway sets from the session.
+request from the gateway carries the caller's ``uid``, which the gateway sets from the
+session; ``ListTagSets`` acts for no user (the search service's rebuild calls it).
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ class TagServicer(tag_pb2_grpc.TagServiceServicer):
         """A resource's tag set."""
         resource = await self._service.get_resource_tags(request.uid, request.biz, request.biz_id)
         return tag_pb2.GetResourceTagsResponse(resource=resource_to_proto(resource))
+
+    async def ListTagSets(
+        self, request: tag_pb2.ListTagSetsRequest, context: Context
+    ) -> tag_pb2.ListTagSetsResponse:
+        """A page of every tag set of one kind of resource, in id order."""
+        sets = await self._service.list_tag_sets(request.biz, request.after_biz_id, request.limit)
+        return tag_pb2.ListTagSetsResponse(resources=[resource_to_proto(s) for s in sets])
 
     async def ListResourcesByTag(
         self, request: tag_pb2.ListResourcesByTagRequest, context: Context

@@ -13,6 +13,8 @@
   (:class:`~services.tag.cache.TagCache`), else SQL, whose answer fills the cache;
 - ``list_resources_by_tag``: one of the caller's tags' resources, newest tagging first, by
   opaque cursor (always SQL: pages of a tag are read rarely and would churn the cache).
+- ``list_tag_sets``: every tag set of one kind of resource, in id order (SQL; for the
+  search service's rebuild, which the caller check admits alone: no user is involved).
 - ``preload``: at start, the recently active users' tags and resources into the cache.
 
 Every change records ``TagsChanged`` in the outbox in its transaction and, once committed,
@@ -41,6 +43,8 @@ from services.tag.domain import (
     TaggedResource,
     TagLimits,
     UserSnapshot,
+    check_after_id,
+    check_biz,
     check_resource,
     check_tag_id,
     check_uid,
@@ -109,6 +113,10 @@ class TagRepository(Protocol):
         self, tag_id: int, before_link: int | None, limit: int
     ) -> list[TaggedResource]:
         """Resources under a tag, newest tagging first, after a position."""
+        ...
+
+    async def tag_sets_after(self, biz: str, after_biz_id: int, limit: int) -> list[ResourceTags]:
+        """Tag sets of resources of ``biz`` with ids above ``after_biz_id``, in id order."""
         ...
 
     async def recently_active(self, since_ms: int, limit: int) -> list[int]:
@@ -334,6 +342,15 @@ class TagService:
         # Kept only if no newer set was applied while SQL answered (versions order them).
         self._cache.put_resource(resource)
         return resource
+
+    async def list_tag_sets(self, biz: str, after_biz_id: int, limit: int) -> list[ResourceTags]:
+        """A page of every tag set of ``biz``: the resources with ids above ``after_biz_id``,
+        in id order; a page shorter than the size asked for is the last."""
+        check_biz(biz)
+        check_after_id(after_biz_id)
+        size = page_size(limit)
+        async with self._units() as uow:
+            return await uow.tags.tag_sets_after(biz, after_biz_id, size)
 
     async def list_resources_by_tag(
         self, uid: int, tag_id: int, cursor: str, limit: int

@@ -142,7 +142,7 @@ GRPC_CALLS: dict[str, set[str]] = {
     # The scheduler's admin API is for operators (webookctl), not the gateway.
     GATEWAY: set(SERVICES) - {"scheduler"},
     "article": {"user", "follow", "interactive"},
-    "search": {"article", "user"},
+    "search": {"article", "user", "tag"},
     "ranking": {"article", "interactive"},
     "interactive": {"article"},
     "comment": {"article"},

@@ -24,7 +24,8 @@ from devstack.suite import Infra, gateway_process, service_process, start_servic
 from devstack.tls import stack_pki
 from kit.security.pki import Pki
 
-SERVICES = ("user", "article", "comment", "search")
+# search rebuilds its empty index from article, user and tag (ListTagSets) before serving.
+SERVICES = ("user", "article", "comment", "tag", "search")
 USER_AGENT = "webook-security/1.0"
 
 

@@ -21,6 +21,7 @@ from tests.security.conftest import SecureStack
 from webook.article.v1 import article_pb2, article_pb2_grpc
 from webook.comment.v1 import comment_pb2, comment_pb2_grpc
 from webook.search.v1 import search_pb2, search_pb2_grpc
+from webook.tag.v1 import tag_pb2, tag_pb2_grpc
 from webook.user.v1 import user_pb2, user_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -101,6 +102,28 @@ async def test_only_search_lists_every_user(secure_stack: SecureStack) -> None:
     ) as channel:
         answer = await _list_users(channel)
     assert isinstance(answer, user_pb2.ListUsersResponse)
+
+
+async def test_only_search_lists_every_tag_set(secure_stack: SecureStack) -> None:
+    """Every article's tags, for the search rebuild alone: the gateway, which asks for one
+    resource's tags on a user's behalf, is refused the listing like any other workload."""
+
+    def list_sets(channel: grpc.aio.Channel) -> Any:
+        return tag_pb2_grpc.TagServiceStub(channel).ListTagSets(
+            tag_pb2.ListTagSetsRequest(biz="article"), timeout=TIMEOUT_S
+        )
+
+    for intruder in ("gateway", "article", "user"):
+        async with secure_stack.infra.channel(
+            secure_stack.address("tag"), "tag", as_identity=intruder
+        ) as channel:
+            code = await _code_of(list_sets(channel))
+        assert code is grpc.StatusCode.PERMISSION_DENIED, intruder
+    async with secure_stack.infra.channel(
+        secure_stack.address("tag"), "tag", as_identity="search"
+    ) as channel:
+        answer = await list_sets(channel)
+    assert isinstance(answer, tag_pb2.ListTagSetsResponse)
 
 
 async def test_writes_for_a_user_come_only_from_the_gateway(secure_stack: SecureStack) -> None:

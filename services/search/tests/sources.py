@@ -1,7 +1,8 @@
-"""Fake article and user services for reindex tests: ``ListPub`` and ``ListUsers`` over lists,
-with the real services' ordering and window rules, served on real gRPC ports.
+"""Fake article, user and tag services for reindex tests: ``ListPub``, ``ListUsers`` and
+``ListTagSets`` over lists, with the real services' ordering, window and page rules, served on
+real gRPC ports.
 
-Only the two methods the reindexer calls are served (generic handlers under the real
+Only the three methods the reindexer calls are served (generic handlers under the real
 service names); any other method of those services answers UNIMPLEMENTED.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 
 from webook.article.v1 import article_pb2
+from webook.tag.v1 import tag_pb2
 from webook.user.v1 import user_pb2
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -97,23 +99,54 @@ class FakeUsers:
 
 
 @dataclass
+class FakeTags:
+    """Articles' tag sets; ``ListTagSets`` keyset pages in article id order (``fail``: every
+    call answers UNAVAILABLE)."""
+
+    sets: dict[int, tag_pb2.ResourceTags] = field(default_factory=dict)
+    fail: bool = False
+
+    def tag(self, article_id: int, version: int, *names: str) -> None:
+        """Make ``names`` article ``article_id``'s set at ``version`` (none: emptied)."""
+        self.sets[article_id] = tag_pb2.ResourceTags(
+            biz="article",
+            biz_id=article_id,
+            uid=1,
+            tags=[tag_pb2.Tag(id=i + 1, uid=1, name=n) for i, n in enumerate(sorted(names))],
+            version=version,
+        )
+
+    async def ListTagSets(
+        self, request: tag_pb2.ListTagSetsRequest, context: Context
+    ) -> tag_pb2.ListTagSetsResponse:
+        """Sets of articles with ids above ``after_biz_id``, at most ``limit`` (0: 20)."""
+        if self.fail:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "tag store down")
+        if request.biz != "article" or not 0 <= request.limit <= 100:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad biz or limit")
+        chosen = sorted(i for i in self.sets if i > request.after_biz_id)[: request.limit or 20]
+        return tag_pb2.ListTagSetsResponse(resources=[self.sets[i] for i in chosen])
+
+
+@dataclass
 class Sources:
-    """Both fakes and the address they answer on."""
+    """The fakes and the address they answer on."""
 
     articles: FakeArticles
     users: FakeUsers
+    tags: FakeTags
     addr: str
 
     @property
     def peers(self) -> dict[str, str]:
-        """Static peers naming both services."""
-        return {"article": self.addr, "user": self.addr}
+        """Static peers naming the three services."""
+        return {"article": self.addr, "user": self.addr, "tag": self.addr}
 
 
 @asynccontextmanager
 async def serving_sources() -> AsyncIterator[Sources]:
-    """Both fakes on one free loopback port."""
-    articles, users = FakeArticles(), FakeUsers()
+    """The three fakes on one free loopback port."""
+    articles, users, tags = FakeArticles(), FakeUsers(), FakeTags()
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
@@ -137,11 +170,21 @@ async def serving_sources() -> AsyncIterator[Sources]:
                     )
                 },
             ),
+            grpc.method_handlers_generic_handler(
+                tag_pb2.DESCRIPTOR.services_by_name["TagService"].full_name,
+                {
+                    "ListTagSets": grpc.unary_unary_rpc_method_handler(
+                        tags.ListTagSets,
+                        request_deserializer=tag_pb2.ListTagSetsRequest.FromString,
+                        response_serializer=tag_pb2.ListTagSetsResponse.SerializeToString,
+                    )
+                },
+            ),
         )
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        yield Sources(articles, users, f"127.0.0.1:{port}")
+        yield Sources(articles, users, tags, f"127.0.0.1:{port}")
     finally:
         await server.stop(None)

@@ -179,19 +179,24 @@ async def test_the_index_survives_a_restart_and_reindex_runs_offline(tmp_path: P
         sources.articles.publish(3, "熔断", "<p>微服务的熔断与限流算法</p>", 1000)
         sources.articles.publish(4, "漏桶限流算法", "<p>leaky bucket</p>", 2000)
         sources.users.add(7, "安妮", "", 1000)
+        sources.tags.tag(4, 1, "令牌桶")
         code, out, err = await _reindex({**env, "WEBOOK_SEARCH_PEERS": json.dumps(sources.peers)})
     assert code == 0, err.decode()
-    # Applied: article 4 and the removal of 2; the others are already there at their version.
+    # Applied: article 4, its tags and the removal of 2; the others are already there at
+    # their version.
     assert json.loads(out.decode().strip().splitlines()[-1]) == {
-        "applied": 2,
+        "applied": 3,
         "articles": 3,
         "removed": 1,
+        "tag_sets": 1,
         "users": 1,
     }
     third = _serve(tmp_path, env, port, "search-third")
     third.start(timeout=30)
     try:
         rebuilt = sorted(hit[1] for hit in _search(port, "限流算法"))
+        tagged = sorted(hit[1] for hit in _search(port, "令牌桶"))
     finally:
         third.stop(grace=15)
     assert rebuilt == [3, 4]
+    assert tagged == [4]

@@ -12,10 +12,10 @@ import pytest
 
 from kit.grpcx.client import ServiceClients
 from services.search.__main__ import EmptyIndexRebuild, build_runner
-from services.search.domain import DocKey, DocType, article_doc
+from services.search.domain import DocKey, DocType, TagSet, article_doc
 from services.search.errors import Reason, SearchUnavailable
 from services.search.index import TantivySearchIndex
-from services.search.peers import ArticleServicePublished, UserServiceDirectory
+from services.search.peers import ArticleServicePublished, TagServiceTagSets, UserServiceDirectory
 from services.search.service import BatchedIndexWriter, Reindexer, SearchService
 from services.search.tests.sources import Sources, serving_sources
 from services.search.tests.test_grpc_api import search_settings
@@ -27,7 +27,7 @@ NOW = 1_800_000_000_000
 
 @pytest.fixture
 async def sources() -> AsyncIterator[Sources]:
-    """Fake article and user services on a free port."""
+    """Fake article, user and tag services on a free port."""
     async with serving_sources() as running:
         yield running
 
@@ -52,6 +52,7 @@ def reindexer(
         index,
         ArticleServicePublished(clients, page_size=page, timeout_s=5),
         UserServiceDirectory(clients, page_size=page, timeout_s=5),
+        tags=TagServiceTagSets(clients, page_size=page, timeout_s=5),
         chunk=37,
         clock=lambda: NOW,
     )
@@ -66,6 +67,10 @@ async def test_every_article_and_user_is_indexed_once_and_stale_ones_are_swept(
         sources.articles.publish(i, f"限流算法 第{i}篇", f"<p>token bucket {i}</p>", NOW - i // 7)
     for i in range(1, 24):
         sources.users.add(i, f"作者{i}", "微服务", NOW - i)
+    # Tag sets older than the topic's retention: only the tag service still knows them.
+    for i in range(1, 26):
+        sources.tags.tag(i * 10, 1, "熔断", f"t{i}")
+    sources.tags.tag(7, 2)  # emptied by its author
     stale = article_doc(
         article_id=9999, title="限流算法 旧文", body="", author_id=1, author_name="", utime_ms=5
     )
@@ -75,8 +80,18 @@ async def test_every_article_and_user_is_indexed_once_and_stale_ones_are_swept(
         counts = await reindexer(svc, index, clients, page=10).run()
     finally:
         await clients.close()
-    assert counts == {"articles": 250, "users": 23, "removed": 1, "applied": 274}
+    assert counts == {
+        "articles": 250,
+        "users": 23,
+        "tag_sets": 26,
+        "removed": 1,
+        "applied": 300,
+    }
     assert await index.live_ids(DocType.ARTICLE) == set(range(1, 251))
+    tagged = await svc.search("熔断", 0, 0, 50)
+    assert sorted(hit.key.id for hit in tagged.hits) == [i * 10 for i in range(1, 26)]
+    emptied = (await index.states([DocKey(DocType.ARTICLE, 7)]))[DocKey(DocType.ARTICLE, 7)]
+    assert emptied.tags == TagSet((), 2)
     assert await index.live_ids(DocType.USER) == set(range(1, 24))
     page = await svc.search("限流算法", 0, 0, 50)
     assert page.total == 250
@@ -103,6 +118,14 @@ async def test_an_unreachable_source_stops_the_rebuild_clearly(
         await clients.close()
     assert caught.value.reason == Reason.SOURCE_UNAVAILABLE
     assert "article service" in caught.value.message
+    sources.articles.fail, sources.tags.fail = False, True
+    clients = ServiceClients(registry=None, peers=sources.peers)
+    try:
+        with pytest.raises(SearchUnavailable) as caught:
+            await reindexer(svc, index, clients, page=10).run()
+    finally:
+        await clients.close()
+    assert "tag service" in caught.value.message
     nowhere = ServiceClients(registry=None, peers={})
     try:
         with pytest.raises(SearchUnavailable) as caught:

@@ -114,6 +114,15 @@ class SqlTagRepository:
             return untagged(biz, biz_id)
         return _resource(row, (_tag(tag) for tag in await self._dao.resource_tags(biz, biz_id)))
 
+    async def tag_sets_after(self, biz: str, after_biz_id: int, limit: int) -> list[ResourceTags]:
+        """Up to ``limit`` tag sets of resources of ``biz`` with ids above ``after_biz_id``,
+        in id order (two queries a page: the resources, then the tags on them)."""
+        rows = await self._dao.resources_after(biz, after_biz_id, limit)
+        tags_on: dict[int, list[Tag]] = defaultdict(list)
+        for biz_id, tag in await self._dao.tags_on(biz, [row.biz_id for row in rows]):
+            tags_on[biz_id].append(_tag(tag))
+        return [_resource(row, tags_on.get(row.biz_id, ())) for row in rows]
+
     async def tag(self, tag_id: int) -> Tag | None:
         """Tag ``tag_id``."""
         row = await self._dao.get_row(TagRow, tag_id)

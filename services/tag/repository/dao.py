@@ -205,6 +205,31 @@ class TagDAO(SessionDAO):
             )
         ).all()
 
+    async def resources_after(
+        self, biz: str, after_biz_id: int, limit: int
+    ) -> Sequence[ResourceRow]:
+        """Up to ``limit`` resources of ``biz`` with ids above ``after_biz_id``, in id order
+        (a range read of ``uq_tag_resources_biz_biz_id``)."""
+        return (
+            await self._session.scalars(
+                select(ResourceRow)
+                .where(ResourceRow.biz == biz, ResourceRow.biz_id > after_biz_id)
+                .order_by(ResourceRow.biz_id)
+                .limit(limit)
+            )
+        ).all()
+
+    async def tags_on(self, biz: str, biz_ids: Collection[int]) -> Sequence[tuple[int, TagRow]]:
+        """``(biz_id, tag)`` for every tag on the resources ``biz_ids`` of ``biz``."""
+        if not biz_ids:
+            return []
+        rows = await self._session.execute(
+            select(LinkRow.biz_id, TagRow)
+            .join(TagRow, LinkRow.tag_id == TagRow.id)
+            .where(LinkRow.biz == biz, LinkRow.biz_id.in_(biz_ids))
+        )
+        return [(int(biz_id), tag) for biz_id, tag in rows]
+
     async def links_under(
         self, tag_id: int, before_id: int | None, limit: int
     ) -> Sequence[LinkRow]:

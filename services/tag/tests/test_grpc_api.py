@@ -156,3 +156,45 @@ async def test_refusals_over_the_wire(stub: TagServiceAsyncStub) -> None:
     assert await refusal(
         stub.GetResourceTags(tag_pb2.GetResourceTagsRequest(uid=AUTHOR, biz="video", biz_id=1))
     ) == (grpc.StatusCode.INVALID_ARGUMENT, Reason.INVALID_BIZ)
+
+
+async def test_every_tag_set_of_the_articles_is_listed_in_id_order_by_page(
+    stub: TagServiceAsyncStub,
+) -> None:
+    go = (await stub.CreateTag(tag_pb2.CreateTagRequest(uid=AUTHOR, name="go"))).tag
+    rust = (await stub.CreateTag(tag_pb2.CreateTagRequest(uid=OTHER, name="rust"))).tag
+    await stub.AttachTags(
+        tag_pb2.AttachTagsRequest(uid=OTHER, biz="article", biz_id=80, tag_ids=[rust.id])
+    )
+    await stub.AttachTags(
+        tag_pb2.AttachTagsRequest(uid=AUTHOR, biz="article", biz_id=70, tag_ids=[go.id])
+    )
+    # Emptied by its author: listed with no tags at version 2, so a rebuild drops "go".
+    await stub.AttachTags(tag_pb2.AttachTagsRequest(uid=AUTHOR, biz="article", biz_id=70))
+
+    def sets(answer: tag_pb2.ListTagSetsResponse) -> list[tuple[int, int, list[str], int]]:
+        return [(r.biz_id, r.uid, [t.name for t in r.tags], r.version) for r in answer.resources]
+
+    first = await stub.ListTagSets(tag_pb2.ListTagSetsRequest(biz="article", limit=1))
+    assert sets(first) == [(70, AUTHOR, [], 2)]
+    second = await stub.ListTagSets(
+        tag_pb2.ListTagSetsRequest(biz="article", after_biz_id=70, limit=1)
+    )
+    assert sets(second) == [(80, OTHER, ["rust"], 1)]
+    assert (
+        sets(await stub.ListTagSets(tag_pb2.ListTagSetsRequest(biz="article", after_biz_id=80)))
+        == []
+    )
+    whole = await stub.ListTagSets(tag_pb2.ListTagSetsRequest(biz="article"))
+    assert sets(whole) == sets(first) + sets(second)
+
+    for request, reason in (
+        (tag_pb2.ListTagSetsRequest(biz="video"), Reason.INVALID_BIZ),
+        (tag_pb2.ListTagSetsRequest(biz="article", after_biz_id=-1), Reason.INVALID_CURSOR),
+        (tag_pb2.ListTagSetsRequest(biz="article", limit=101), Reason.INVALID_LIMIT),
+        (tag_pb2.ListTagSetsRequest(biz="article", limit=-1), Reason.INVALID_LIMIT),
+    ):
+        assert await refusal(stub.ListTagSets(request)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            reason,
+        )

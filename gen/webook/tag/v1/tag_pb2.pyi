@@ -505,3 +505,57 @@ class ListResourcesByTagResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListResourcesByTagResponse: _TypeAlias = ListResourcesByTagResponse  # noqa: Y015
+
+@_typing.final
+class ListTagSetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BIZ_FIELD_NUMBER: _builtins.int
+    AFTER_BIZ_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    biz: _builtins.str
+    """"article"."""
+    after_biz_id: _builtins.int
+    """Resources with a larger id than this: 0 for the first page, else the last biz_id of
+    the previous page.
+    """
+    limit: _builtins.int
+    """0 means the default (20); at most 100. A shorter page is the last."""
+    def __init__(
+        self,
+        *,
+        biz: _builtins.str = ...,
+        after_biz_id: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_biz_id", b"after_biz_id", "biz", b"biz", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTagSetsRequest: _TypeAlias = ListTagSetsRequest  # noqa: Y015
+
+@_typing.final
+class ListTagSetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceTags]:
+        """In biz_id order: every resource of `biz` ever tagged, with its current set (empty,
+        at a version above 0, when every tag was taken off).
+        """
+
+    def __init__(
+        self,
+        *,
+        resources: _abc.Iterable[Global___ResourceTags] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTagSetsResponse: _TypeAlias = ListTagSetsResponse  # noqa: Y015

@@ -59,6 +59,11 @@ class TagServiceStub:
                 request_serializer=webook_dot_tag_dot_v1_dot_tag__pb2.ListResourcesByTagRequest.SerializeToString,
                 response_deserializer=webook_dot_tag_dot_v1_dot_tag__pb2.ListResourcesByTagResponse.FromString,
                 _registered_method=True)
+        self.ListTagSets = channel.unary_unary(
+                '/webook.tag.v1.TagService/ListTagSets',
+                request_serializer=webook_dot_tag_dot_v1_dot_tag__pb2.ListTagSetsRequest.SerializeToString,
+                response_deserializer=webook_dot_tag_dot_v1_dot_tag__pb2.ListTagSetsResponse.FromString,
+                _registered_method=True)
 
 
 class TagServiceServicer:
@@ -100,6 +105,14 @@ class TagServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTagSets(self, request, context):
+        """Every tag set of one kind of resource, in id order: the search service's rebuild
+        reads the articles' tags here (the topic may no longer hold an old set's event).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TagServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +140,11 @@ def add_TagServiceServicer_to_server(servicer, server):
                     servicer.ListResourcesByTag,
                     request_deserializer=webook_dot_tag_dot_v1_dot_tag__pb2.ListResourcesByTagRequest.FromString,
                     response_serializer=webook_dot_tag_dot_v1_dot_tag__pb2.ListResourcesByTagResponse.SerializeToString,
+            ),
+            'ListTagSets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTagSets,
+                    request_deserializer=webook_dot_tag_dot_v1_dot_tag__pb2.ListTagSetsRequest.FromString,
+                    response_serializer=webook_dot_tag_dot_v1_dot_tag__pb2.ListTagSetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +282,33 @@ class TagService:
             '/webook.tag.v1.TagService/ListResourcesByTag',
             webook_dot_tag_dot_v1_dot_tag__pb2.ListResourcesByTagRequest.SerializeToString,
             webook_dot_tag_dot_v1_dot_tag__pb2.ListResourcesByTagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTagSets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/webook.tag.v1.TagService/ListTagSets',
+            webook_dot_tag_dot_v1_dot_tag__pb2.ListTagSetsRequest.SerializeToString,
+            webook_dot_tag_dot_v1_dot_tag__pb2.ListTagSetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class TagServiceStub:
     """The tags on a resource."""
     ListResourcesByTag: _grpc.UnaryUnaryMultiCallable[_tag_pb2.ListResourcesByTagRequest, _tag_pb2.ListResourcesByTagResponse]
     """The resources under one of the caller's tags, newest tagging first, by cursor."""
+    ListTagSets: _grpc.UnaryUnaryMultiCallable[_tag_pb2.ListTagSetsRequest, _tag_pb2.ListTagSetsResponse]
+    """Every tag set of one kind of resource, in id order: the search service's rebuild
+    reads the articles' tags here (the topic may no longer hold an old set's event).
+    """
 
 @_typing.type_check_only
 class TagServiceAsyncStub(TagServiceStub):
@@ -64,6 +68,10 @@ class TagServiceAsyncStub(TagServiceStub):
     """The tags on a resource."""
     ListResourcesByTag: _aio.UnaryUnaryMultiCallable[_tag_pb2.ListResourcesByTagRequest, _tag_pb2.ListResourcesByTagResponse]  # type: ignore[assignment]
     """The resources under one of the caller's tags, newest tagging first, by cursor."""
+    ListTagSets: _aio.UnaryUnaryMultiCallable[_tag_pb2.ListTagSetsRequest, _tag_pb2.ListTagSetsResponse]  # type: ignore[assignment]
+    """Every tag set of one kind of resource, in id order: the search service's rebuild
+    reads the articles' tags here (the topic may no longer hold an old set's event).
+    """
 
 class TagServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -107,5 +115,15 @@ class TagServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tag_pb2.ListResourcesByTagResponse, _abc.Awaitable[_tag_pb2.ListResourcesByTagResponse]]:
         """The resources under one of the caller's tags, newest tagging first, by cursor."""
+
+    @_abc_1.abstractmethod
+    def ListTagSets(
+        self,
+        request: _tag_pb2.ListTagSetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tag_pb2.ListTagSetsResponse, _abc.Awaitable[_tag_pb2.ListTagSetsResponse]]:
+        """Every tag set of one kind of resource, in id order: the search service's rebuild
+        reads the articles' tags here (the topic may no longer hold an old set's event).
+        """
 
 def add_TagServiceServicer_to_server(servicer: TagServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
