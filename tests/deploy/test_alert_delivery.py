@@ -9,7 +9,8 @@ running ``deploy/alertmanager/alertmanager.yml``, which delivers them to webhook
   addresses are swapped for this test's webhooks (the e-mail receiver is dropped: no SMTP
   server here), and their bearer tokens are files, as in the cluster.
 - A page delivers to the pager webhook with its token, a ticket to the ticket webhook; a
-  ticket of an alert that also pages is inhibited.
+  ticket of an alert that also pages is inhibited; the always-firing ``WebookWatchdog``
+  reaches the dead man's switch's webhook and nothing else.
 
 Everything runs on free ports and is stopped at the end; it takes seconds.
 """
@@ -41,7 +42,12 @@ TICKET_ALERT = "WebookCacheInvalidationFeedDown"
 # A loaded 2-core machine may be slow to start two servers and evaluate; nothing waits this
 # long when it works (a few seconds).
 DEADLINE_S = 90.0
-TOKENS = {"page": "pager-token-of-the-test", "ticket": "ticket-token-of-the-test"}
+TOKENS = {
+    "page": "pager-token-of-the-test",
+    "ticket": "ticket-token-of-the-test",
+    "heartbeat": "heartbeat-token-of-the-test",
+}
+WATCHDOG = "WebookWatchdog"
 # What the in-test endpoint exposes: a cache whose invalidation feed is down.
 FIXTURE_METRICS = (
     "# HELP webook_cache_invalidation_feed_up 1 while the feed is confirmed fresh, else 0.\n"
@@ -153,7 +159,7 @@ def _alertmanager_config(work: Path, webhook_base: str) -> Path:
 
 def _prometheus_config(work: Path, fixture: str, ghost: str, alertmanager: str) -> Path:
     """deploy/prometheus/prometheus.yml scraping ``fixture`` and ``ghost`` every second, with
-    the two alerts of alerts.yml, and the Alertmanager in its alertmanagers file."""
+    three alerts of alerts.yml, and the Alertmanager in its alertmanagers file."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     for job in config["scrape_configs"]:
@@ -167,9 +173,9 @@ def _prometheus_config(work: Path, fixture: str, ghost: str, alertmanager: str) 
         {**rule, "for": "1s"}
         for group in rules["groups"]
         for rule in group["rules"]
-        if rule.get("alert") in {PAGE_ALERT, TICKET_ALERT}
+        if rule.get("alert") in {PAGE_ALERT, TICKET_ALERT, WATCHDOG}
     ]
-    assert {rule["alert"] for rule in chosen} == {PAGE_ALERT, TICKET_ALERT}
+    assert {rule["alert"] for rule in chosen} == {PAGE_ALERT, TICKET_ALERT, WATCHDOG}
     (rule_file,) = config["rule_files"]
     (work / rule_file).write_text(yaml.safe_dump({"groups": [{"name": "test", "rules": chosen}]}))
     (work / "targets").mkdir()
@@ -330,3 +336,21 @@ def test_the_ticket_of_an_alert_that_pages_is_inhibited(delivery: Delivery) -> N
         if alert["labels"]["alertname"] == name and alert["labels"]["severity"] == "ticket"
     ]
     assert not delivered_tickets
+
+
+def test_the_watchdog_reaches_the_dead_mans_switch_alone(delivery: Delivery) -> None:
+    found = _poll(
+        f"{WATCHDOG} at /heartbeat", _delivered(delivery.receiver, "/heartbeat", WATCHDOG)
+    )
+    assert found.body["receiver"] == "heartbeat"
+    assert found.authorization == f"Bearer {TOKENS['heartbeat']}"
+    assert _firing(found, WATCHDOG)["severity"] == "heartbeat"
+    names = {
+        alert["labels"]["alertname"]
+        for notification in delivery.receiver.received()
+        if notification.path == "/heartbeat"
+        for alert in notification.body["alerts"]
+    }
+    assert names == {WATCHDOG}
+    assert not _delivered(delivery.receiver, "/ticket", WATCHDOG)()
+    assert not _delivered(delivery.receiver, "/page", WATCHDOG)()
