@@ -177,15 +177,26 @@ def test_the_kubernetes_config_loads_both_rule_files_and_alerts_alertmanager(
 ) -> None:
     config = yaml.safe_load((PROMETHEUS_DIR / "kubernetes.yml").read_text())
     assert config["rule_files"] == ["alerts.yml", INFRA_ALERTS.name]
-    ((target,),) = (
-        static["targets"]
+    targets = [
+        target
         for manager in config["alerting"]["alertmanagers"]
         for static in manager["static_configs"]
-    )
-    host, port = target.split(":")
+        for target in static["targets"]
+    ]
+    assert targets
     for overlay in OVERLAYS:
-        service = _of_kind(rendered(overlay), "Service")[host]
-        assert int(port) in {p["port"] for p in service["spec"]["ports"]}, overlay
+        objects = rendered(overlay)
+        services = _of_kind(objects, "Service")
+        workload = _of_kind(objects, "StatefulSet")["alertmanager"]
+        for target in targets:
+            # <pod>.<headless Service>:<port>: a replica of the StatefulSet, by its stable name.
+            host, port = target.split(":")
+            pod, governing = host.split(".")
+            assert governing == workload["spec"]["serviceName"], overlay
+            ordinal = int(pod.removeprefix("alertmanager-"))
+            assert 0 <= ordinal < workload["spec"]["replicas"], (overlay, target)
+            ports = {p["port"] for p in services[governing]["spec"]["ports"]}
+            assert int(port) in ports, overlay
     # promtool as in test_prometheus_files.py: Debian's build has no Kubernetes discovery,
     # so each job's discovery is swapped for a static target; both rule files next to it.
     for job in config["scrape_configs"]:

@@ -204,9 +204,11 @@ INFRA_TRAFFIC = {
     # on the SASL_SSL listener, as the services.
     ("mysqld-exporter", "mysql", "mysql"),
     ("kafka-exporter", "kafka", "kafka"),
-    # Prometheus sends its alerts to Alertmanager (alerting/); the migration Job and the
-    # backup CronJob (data/) reach MySQL only.
+    # Prometheus sends its alerts to Alertmanager (alerting/), whose replicas gossip with
+    # each other; the migration Job and the backup CronJob (data/) reach MySQL only.
     ("prometheus", "alertmanager", "http"),
+    ("alertmanager", "alertmanager", "cluster-tcp"),
+    ("alertmanager", "alertmanager", "cluster-udp"),
     ("webook-migrate", "mysql", "mysql"),
     ("mysql-backup", "mysql", "mysql"),
 }

@@ -80,21 +80,34 @@ def test_the_kubernetes_config_is_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_prometheus_sends_alerts_to_the_alertmanager_service() -> None:
-    # In the cluster: the Service of deploy/k8s/base/alerting, by name and port.
+def test_prometheus_sends_alerts_to_every_alertmanager_replica() -> None:
+    # In the cluster: each replica of deploy/k8s/base/alerting by its stable name under the
+    # StatefulSet's headless Service (the other Service would pick one replica per alert).
     kubernetes = yaml.safe_load((PROMETHEUS_DIR / "kubernetes.yml").read_text())
     (manager,) = kubernetes["alerting"]["alertmanagers"]
     (static,) = manager["static_configs"]
     manifests = [d for d in yaml.safe_load_all(ALERTMANAGER_MANIFEST.read_text()) if d]
-    (service,) = (d for d in manifests if d["kind"] == "Service")
-    (port,) = service["spec"]["ports"]
-    assert static["targets"] == [f"{service['metadata']['name']}:{port['port']}"]
     (workload,) = (d for d in manifests if d["kind"] == "StatefulSet")
+    services = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Service"}
+    governing = services[workload["spec"]["serviceName"]]["spec"]
+    assert governing["clusterIP"] == "None"
+    assert governing.get("publishNotReadyAddresses") is True
+    replicas = workload["spec"]["replicas"]
+    assert replicas >= 2, "a pair, so that one delivers while the other is down"
+    port = next(p["port"] for p in governing["ports"] if p["name"] == "http")
+    names = [f"alertmanager-{i}.{workload['spec']['serviceName']}" for i in range(replicas)]
+    assert static["targets"] == [f"{name}:{port}" for name in names]
     labels = workload["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= labels.items()
+    for service in services.values():
+        assert service["spec"]["selector"].items() <= labels.items()
     (container,) = workload["spec"]["template"]["spec"]["containers"]
     assert container["image"].startswith("quay.io/prometheus/alertmanager:v")
-    assert f"--web.listen-address=:{port['port']}" in container["args"]
+    assert f"--web.listen-address=:{port}" in container["args"]
+    # Gossip: every replica is a peer, on the cluster port.
+    assert "--cluster.listen-address=0.0.0.0:9094" in container["args"]
+    assert {a for a in container["args"] if a.startswith("--cluster.peer=")} == {
+        f"--cluster.peer={name}:9094" for name in names
+    }
     # Locally: whatever alertmanagers/*.json next to prometheus.yml lists.
     local = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     (manager,) = local["alerting"]["alertmanagers"]
