@@ -22,8 +22,8 @@ A failed call (status, timeout, no address) becomes :class:`SearchUnavailable`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Final, TypeVar
 
 import grpc
 
@@ -62,6 +62,32 @@ def _unavailable(service: str, exc: BaseException) -> SearchUnavailable:
         f"the {service} service could not be read ({detail})",
         metadata={"service": service},
     )
+
+
+Item = TypeVar("Item")
+
+
+async def _keyset_pages(
+    clients: ServiceClients,
+    service: str,
+    fetch: Callable[[grpc.aio.Channel, int], Awaitable[Sequence[Item]]],
+    key: Callable[[Item], int],
+    page_size: int,
+) -> AsyncIterator[Item]:
+    """Every item of a keyset listing at ``service``: ``fetch(channel, after)`` pages from
+    after 0, then after the last item's ``key``, until a page shorter than ``page_size``; a
+    failed call raises :class:`SearchUnavailable`."""
+    after = 0
+    while True:
+        try:
+            items = await fetch(await clients.channel(service), after)
+        except _CALL_FAILURES as exc:
+            raise _unavailable(service, exc) from exc
+        for item in items:
+            yield item
+        if len(items) < page_size:
+            return
+        after = key(items[-1])
 
 
 def article_from_proto(article: article_pb2.Article) -> ArticleDoc | None:
@@ -150,23 +176,19 @@ class UserServiceDirectory:
 
     async def users(self) -> AsyncIterator[UserDoc]:
         """Every user, each once."""
-        after_id = 0
-        while True:
-            try:
-                stub = user_pb2_grpc.UserServiceStub(await self._clients.channel(USER_SERVICE))
-                answer = await stub.ListUsers(
-                    user_pb2.ListUsersRequest(after_id=after_id, limit=self._page_size),
-                    timeout=self._timeout,
-                )
-            except _CALL_FAILURES as exc:
-                raise _unavailable(USER_SERVICE, exc) from exc
-            for user in answer.users:
-                doc = user_from_proto(user)
-                if doc is not None:
-                    yield doc
-            if len(answer.users) < self._page_size:
-                return
-            after_id = answer.users[-1].id
+        async for user in _keyset_pages(
+            self._clients, USER_SERVICE, self._page, lambda u: u.id, self._page_size
+        ):
+            doc = user_from_proto(user)
+            if doc is not None:
+                yield doc
+
+    async def _page(self, channel: grpc.aio.Channel, after_id: int) -> Sequence[user_pb2.User]:
+        answer = await user_pb2_grpc.UserServiceStub(channel).ListUsers(
+            user_pb2.ListUsersRequest(after_id=after_id, limit=self._page_size),
+            timeout=self._timeout,
+        )
+        return answer.users
 
 
 class TagServiceTagSets:
@@ -181,22 +203,20 @@ class TagServiceTagSets:
 
     async def tag_sets(self) -> AsyncIterator[Retag]:
         """Each article's current tag set once, emptied sets included."""
-        after_id = 0
-        while True:
-            try:
-                stub = tag_pb2_grpc.TagServiceStub(await self._clients.channel(TAG_SERVICE))
-                answer = await stub.ListTagSets(
-                    tag_pb2.ListTagSetsRequest(
-                        biz=ARTICLE_BIZ, after_biz_id=after_id, limit=self._page_size
-                    ),
-                    timeout=self._timeout,
-                )
-            except _CALL_FAILURES as exc:
-                raise _unavailable(TAG_SERVICE, exc) from exc
-            for resource in answer.resources:
-                retag = retag_from_proto(resource)
-                if retag is not None:
-                    yield retag
-            if len(answer.resources) < self._page_size:
-                return
-            after_id = answer.resources[-1].biz_id
+        async for resource in _keyset_pages(
+            self._clients, TAG_SERVICE, self._page, lambda r: r.biz_id, self._page_size
+        ):
+            retag = retag_from_proto(resource)
+            if retag is not None:
+                yield retag
+
+    async def _page(
+        self, channel: grpc.aio.Channel, after_id: int
+    ) -> Sequence[tag_pb2.ResourceTags]:
+        answer = await tag_pb2_grpc.TagServiceStub(channel).ListTagSets(
+            tag_pb2.ListTagSetsRequest(
+                biz=ARTICLE_BIZ, after_biz_id=after_id, limit=self._page_size
+            ),
+            timeout=self._timeout,
+        )
+        return answer.resources

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,10 +23,10 @@ from tests.deploy.test_alert_delivery import (
     Receiver,
     _alertmanager_config,
     _delivered,
-    _handler,
     _poll,
     _post_alerts,
     _ready,
+    serving_webhooks,
 )
 
 
@@ -53,42 +51,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert binary, "apt-get install prometheus-alertmanager (make tools)"
     work = tmp_path_factory.mktemp("alert-cluster")
     receiver = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    (work / "config").mkdir()
-    config = _alertmanager_config(work / "config", f"http://127.0.0.1:{server.server_address[1]}")
-    web = [free_port(), free_port()]
-    gossip = [free_port(), free_port()]
-    processes = []
-    for i in range(2):
-        (work / f"am-{i}").mkdir()
-        peers = [f"--cluster.peer=127.0.0.1:{port}" for port in gossip]
-        processes.append(
-            ManagedProcess(
-                name=f"alertmanager-{i}",
-                argv=[
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.path={work / f'am-{i}' / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{web[i]}",
-                    f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
-                    f"--cluster.advertise-address=127.0.0.1:{gossip[i]}",
-                    *peers,
-                    "--log.level=warn",
-                ],
-                log_path=work / f"alertmanager-{i}.log",
-                ready=_ready(f"http://127.0.0.1:{web[i]}/-/ready"),
+    with serving_webhooks(receiver) as webhook:
+        (work / "config").mkdir()
+        config = _alertmanager_config(work / "config", webhook)
+        web = [free_port(), free_port()]
+        gossip = [free_port(), free_port()]
+        processes = []
+        for i in range(2):
+            (work / f"am-{i}").mkdir()
+            peers = [f"--cluster.peer=127.0.0.1:{port}" for port in gossip]
+            processes.append(
+                ManagedProcess(
+                    name=f"alertmanager-{i}",
+                    argv=[
+                        binary,
+                        f"--config.file={config}",
+                        f"--storage.path={work / f'am-{i}' / 'data'}",
+                        f"--web.listen-address=127.0.0.1:{web[i]}",
+                        f"--cluster.listen-address=127.0.0.1:{gossip[i]}",
+                        f"--cluster.advertise-address=127.0.0.1:{gossip[i]}",
+                        *peers,
+                        "--log.level=warn",
+                    ],
+                    log_path=work / f"alertmanager-{i}.log",
+                    ready=_ready(f"http://127.0.0.1:{web[i]}/-/ready"),
+                )
             )
-        )
-    try:
-        start_all(processes, timeout=90)
-        yield Cluster([f"http://127.0.0.1:{port}" for port in web], processes, receiver)
-    finally:
-        stop_all(processes)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+        try:
+            start_all(processes, timeout=90)
+            yield Cluster([f"http://127.0.0.1:{port}" for port in web], processes, receiver)
+        finally:
+            stop_all(processes)
 
 
 def _peers_seen(url: str) -> Callable[[], int | None]:

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -115,6 +116,21 @@ class Delivery:
     receiver: Receiver
 
 
+@contextmanager
+def serving_webhooks(receiver: Receiver) -> Iterator[str]:
+    """An HTTP server recording into ``receiver`` (and serving the fixture's ``/metrics``)
+    on a free loopback port; its base URL, until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 def _poll(what: str, check: Callable[[], T | None]) -> T:
     """``check()``'s first non-None answer within :data:`DEADLINE_S`, else a failure."""
     deadline = time.monotonic() + DEADLINE_S
@@ -198,56 +214,50 @@ def delivery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Delivery]:
     assert alertmanager_binary, "apt-get install prometheus-alertmanager (make tools)"
     work = tmp_path_factory.mktemp("alert-delivery")
     receiver = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    webhook = f"http://127.0.0.1:{server.server_address[1]}"
-    am_port, prometheus_port = free_port(), free_port()
-    alertmanager_url = f"http://127.0.0.1:{am_port}"
-    (work / "alertmanager").mkdir()
-    (work / "prometheus").mkdir()
-    alertmanager = ManagedProcess(
-        name="alertmanager",
-        argv=[
-            alertmanager_binary,
-            f"--config.file={_alertmanager_config(work / 'alertmanager', webhook)}",
-            f"--storage.path={work / 'alertmanager' / 'data'}",
-            f"--web.listen-address=127.0.0.1:{am_port}",
-            "--cluster.listen-address=",
-            "--log.level=warn",
-        ],
-        log_path=work / "alertmanager.log",
-        ready=_ready(f"{alertmanager_url}/-/ready"),
-    )
-    # A target nobody serves: its `up` is 0, so WebookNoLiveInstance fires for job ghost.
-    config = _prometheus_config(
-        work / "prometheus",
-        fixture=f"127.0.0.1:{server.server_address[1]}",
-        ghost=f"127.0.0.1:{free_port()}",
-        alertmanager=f"127.0.0.1:{am_port}",
-    )
-    prometheus = ManagedProcess(
-        name="prometheus",
-        argv=[
-            prometheus_binary(),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={work / 'prometheus' / 'data'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-            "--log.level=warn",
-        ],
-        log_path=work / "prometheus.log",
-        ready=_ready(f"http://127.0.0.1:{prometheus_port}/-/ready"),
-        cwd=work / "prometheus",
-    )
-    processes = [alertmanager, prometheus]
-    try:
-        start_all(processes, timeout=DEADLINE_S)
-        yield Delivery(alertmanager_url, receiver)
-    finally:
-        stop_all(processes)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving_webhooks(receiver) as webhook:
+        am_port, prometheus_port = free_port(), free_port()
+        alertmanager_url = f"http://127.0.0.1:{am_port}"
+        (work / "alertmanager").mkdir()
+        (work / "prometheus").mkdir()
+        alertmanager = ManagedProcess(
+            name="alertmanager",
+            argv=[
+                alertmanager_binary,
+                f"--config.file={_alertmanager_config(work / 'alertmanager', webhook)}",
+                f"--storage.path={work / 'alertmanager' / 'data'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            log_path=work / "alertmanager.log",
+            ready=_ready(f"{alertmanager_url}/-/ready"),
+        )
+        # A target nobody serves: its `up` is 0, so WebookNoLiveInstance fires for job ghost.
+        config = _prometheus_config(
+            work / "prometheus",
+            fixture=webhook.removeprefix("http://"),
+            ghost=f"127.0.0.1:{free_port()}",
+            alertmanager=f"127.0.0.1:{am_port}",
+        )
+        prometheus = ManagedProcess(
+            name="prometheus",
+            argv=[
+                prometheus_binary(),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={work / 'prometheus' / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                "--log.level=warn",
+            ],
+            log_path=work / "prometheus.log",
+            ready=_ready(f"http://127.0.0.1:{prometheus_port}/-/ready"),
+            cwd=work / "prometheus",
+        )
+        processes = [alertmanager, prometheus]
+        try:
+            start_all(processes, timeout=DEADLINE_S)
+            yield Delivery(alertmanager_url, receiver)
+        finally:
+            stop_all(processes)
 
 
 def _delivered(receiver: Receiver, path: str, alertname: str) -> Callable[[], Notification | None]:
