@@ -48,6 +48,7 @@ from devstack.infra import (
     kafka_process,
     object_store_process,
     redis_process,
+    start_all,
 )
 from devstack.suite import (
     Infra,
@@ -227,12 +228,17 @@ def running_stack(
         for name in names:
             migrate(name, infra, logs)
         instances = {
-            name: [
-                start(service_process(name, infra, free_port(), logs, replica=i))
-                for i in range(count)
-            ]
+            name: [service_process(name, infra, free_port(), logs, replica=i) for i in range(count)]
             for name, count in counts.items()
         }
+        spawned = [proc for procs in instances.values() for proc in procs]
+        for proc in spawned:
+            running.callback(proc.stop)
+        # All at once, as make run starts them: one started in turn would wait for ever on a
+        # peer started after it where its readiness needs that peer (search's empty-index
+        # rebuild reads article, user and tag). Twice the one-process timeout: all of them
+        # share the machine's cores while they start.
+        start_all(spawned, timeout=2 * START_TIMEOUT_S)
         gateway_port = free_port()
         # No static peers: the gateway finds every instance through etcd.
         gateway = start(gateway_process(infra, gateway_port, {}, logs))
