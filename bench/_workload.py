@@ -48,14 +48,13 @@ from devstack.infra import (
     kafka_process,
     object_store_process,
     redis_process,
-    start_all,
 )
 from devstack.suite import (
     Infra,
     available_services,
     gateway_process,
-    migrate,
     service_process,
+    start_services,
 )
 from devstack.tls import stack_pki
 
@@ -225,20 +224,21 @@ def running_stack(
         kafka = start(kafka_process(ports["kafka"], logs, storage))
         acl_file = write_redis_acl_file(scratch / "redis-users.acl", credentials)
         redis = start(redis_process(ports["redis"], logs, acl_file=acl_file))
-        for name in names:
-            migrate(name, infra, logs)
-        instances = {
-            name: [service_process(name, infra, free_port(), logs, replica=i) for i in range(count)]
-            for name, count in counts.items()
-        }
-        spawned = [proc for procs in instances.values() for proc in procs]
-        for proc in spawned:
-            running.callback(proc.stop)
-        # All at once, as make run starts them: one started in turn would wait for ever on a
-        # peer started after it where its readiness needs that peer (search's empty-index
-        # rebuild reads article, user and tag). Twice the one-process timeout: all of them
-        # share the machine's cores while they start.
-        start_all(spawned, timeout=2 * START_TIMEOUT_S)
+        # Migrated and started all at once, as make run does: one started in turn would wait
+        # for ever on a peer started after it where its readiness needs that peer (search's
+        # empty-index rebuild reads article, user and tag). Twice the one-process timeout:
+        # they share the machine's cores while they start.
+        instances = start_services(
+            names,
+            infra,
+            logs,
+            lambda name, replica: service_process(name, infra, free_port(), logs, replica=replica),
+            replicas=counts,
+            timeout=2 * START_TIMEOUT_S,
+        )
+        for procs in instances.values():
+            for proc in procs:
+                running.callback(proc.stop)
         gateway_port = free_port()
         # No static peers: the gateway finds every instance through etcd.
         gateway = start(gateway_process(infra, gateway_port, {}, logs))
