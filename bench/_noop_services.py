@@ -15,11 +15,11 @@ credentials (`kit.security.tls.ServerTls`) as the real services.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import grpc
-import uvloop
 
 from kit.security.pki import Pki
 from kit.security.tls import ServerTls, TlsFiles
@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.article_port is None and args.interactive_port is None:
         parser.error("give --article-port, --interactive-port or both")
-    uvloop.run(serve(args.article_port, args.interactive_port, args.pki))
+    asyncio.run(serve(args.article_port, args.interactive_port, args.pki))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ broker (tansu) are started in a temporary directory. Two measures, on each datab
    unit of work, repository and Redis caches, republishing ``ARTICLES`` existing articles
    (sanitising, row lock, author-store update, reader-copy upsert, commit, cache updates).
    Only the author directory and the popularity lookup, remote calls in production, are
-   local stand-ins answering at once; the event loop is uvloop's, as the article process's.
+   local stand-ins answering at once; the event loop is asyncio's, as the article process's.
    *With* is the production wiring: the ``ArticlePublished`` row is added to
    ``article_outbox`` in the transaction, and a commit signal is registered as the relay
    does in production (so the after-commit wake-up runs too). *Without* is
@@ -50,7 +50,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message
 from sqlalchemy import delete, func, select
@@ -509,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis: ManagedProcess = redis_process(redis_port, scratch)
         with broker, redis:
             try:
-                met = uvloop.run(
+                met = asyncio.run(
                     run(
                         args.mysql_url,
                         f"127.0.0.1:{kafka_port}",

@@ -33,7 +33,7 @@ def main() -> None:
         port=settings.port,
         lifespan="on",
         # uvloop and the C HTTP parser: ~13 % less CPU per request than asyncio and h11
-        # (docs/performance.md, "uvloop").
+        # (docs/performance.md, "uvloop and httptools").
         loop="uvloop",
         http="httptools",
         log_config=None,
