@@ -144,7 +144,12 @@ def decode_tags_changed(value: bytes) -> SyncChange | None:
     event = parse_event(tag_pb2.TagsChanged, value)
     if event.WhichOneof("change") != "resource_tags":
         return None
-    resource = event.resource_tags
+    return retag_of(event.resource_tags)
+
+
+def retag_of(resource: tag_pb2.ResourceTags) -> Retag | None:
+    """The retag an article's tag set (an event's, or a ``ListTagSets`` entry) describes;
+    None for another ``biz``; ``ValueError`` without a resource id or a version."""
     if resource.biz != ARTICLE_BIZ:
         return None
     if resource.biz_id <= 0:

@@ -35,11 +35,10 @@ from services.search.domain import (
     Retag,
     UserDoc,
     article_doc,
-    tag_set,
     user_doc,
 )
 from services.search.errors import Reason, SearchInvalidArgument, SearchUnavailable
-from services.search.events import ARTICLE_BIZ
+from services.search.events import ARTICLE_BIZ, retag_of
 from webook.article.v1 import article_pb2, article_pb2_grpc
 from webook.tag.v1 import tag_pb2, tag_pb2_grpc
 from webook.user.v1 import user_pb2, user_pb2_grpc
@@ -107,11 +106,9 @@ def article_from_proto(article: article_pb2.Article) -> ArticleDoc | None:
 
 def retag_from_proto(resource: tag_pb2.ResourceTags) -> Retag | None:
     """The retag of an article's listed tag set (``None``: not an article's, or no version)."""
-    if resource.biz != ARTICLE_BIZ or resource.biz_id <= 0:
-        return None
     try:
-        return Retag(resource.biz_id, tag_set([t.name for t in resource.tags], resource.version))
-    except SearchInvalidArgument:
+        return retag_of(resource)
+    except ValueError:
         return None
 
 
